@@ -1,0 +1,43 @@
+# Thin wrapper around CMake. `make demo` and `make test` are the two commands a user needs.
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build build-asan test test-unit demo demo-stop bench clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DPGS_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+# The whole suite twice: once on the optimized build, once under ASan+UBSan.
+test: build build-asan
+	cd $(BUILD_ASAN) && ctest --output-on-failure --timeout 600
+	cd $(BUILD) && ctest --output-on-failure --timeout 600
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+demo: build
+	@scripts/demo.sh start $(BUILD)
+
+demo-stop:
+	@scripts/demo.sh stop $(BUILD)
+
+bench: build
+	@scripts/bench.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,60 @@
+/* PostgreSQL v3 wire protocol: framing of typed messages and builders for the messages the
+ * proxy itself writes (errors, auth requests, startup). Knows bytes, not connections or
+ * pools. Lengths on the wire include themselves but not the type byte. */
+#ifndef PGS_PROTO_H
+#define PGS_PROTO_H
+
+#include "common/buf.h"
+
+#define PGS_PROTO_V3 196608u /* 3.0 */
+#define PGS_CODE_CANCEL 80877102u
+#define PGS_CODE_SSL 80877103u
+#define PGS_CODE_GSSENC 80877104u
+#define PGS_MAX_STARTUP_LEN 10000u       /* as PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define PGS_MAX_MSG_LEN 0x40000000u      /* 1 GiB, PostgreSQL's PQ_LARGE_MESSAGE_LIMIT + 1 */
+#define PGS_HDR_LEN 5u
+
+/* Result of looking at the start of a typed message. */
+typedef struct pgs_frame {
+    char type;
+    uint32_t len; /* the wire length: body + 4 */
+    size_t total; /* bytes of the whole message: len + 1 */
+} pgs_frame;
+
+/* Reads a typed message header from p[0..n). Returns 1 with *f filled when the header is
+ * complete, 0 when more bytes are needed, -1 when the length is < 4 or > max_len. */
+int pgs_frame_read(const uint8_t *p, size_t n, uint32_t max_len, pgs_frame *f);
+
+/* True for the message types a frontend may send after startup. */
+bool pgs_frontend_type_valid(char type);
+
+/* Message builder: begin writes the type and a length placeholder, end fills the length.
+ * Errors are sticky in the buffer (pgs_buf_failed). type 0 starts an untyped message
+ * (startup, cancel). */
+size_t pgs_msg_begin(pgs_buf *b, char type);
+void pgs_msg_end(pgs_buf *b, size_t start);
+
+/* Appends an ErrorResponse (or NoticeResponse when type is 'N') with severity, SQLSTATE
+ * and a printf-style message. */
+void pgs_msg_error(pgs_buf *b, const char *severity, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate,
+                          const char *msg);
+void pgs_msg_auth(pgs_buf *b, uint32_t code, const void *extra, size_t extra_len);
+void pgs_msg_param_status(pgs_buf *b, const char *name, const char *value);
+void pgs_msg_backend_key(pgs_buf *b, uint32_t pid, uint32_t secret);
+void pgs_msg_ready(pgs_buf *b, char status);
+void pgs_msg_query(pgs_buf *b, const char *sql);
+
+/* Fields of an ErrorResponse/NoticeResponse body, pointing into the body. */
+typedef struct pgs_error_fields {
+    const char *severity;
+    const char *sqlstate;
+    const char *message;
+} pgs_error_fields;
+
+/* Parses an ErrorResponse/NoticeResponse body (without type and length). Missing fields are
+ * set to "". Returns -1 when the body is malformed. */
+int pgs_error_parse(const uint8_t *body, size_t n, pgs_error_fields *out);
+
+#endif
