@@ -1,0 +1,283 @@
+# shellcheck shell=bash
+# Sourced by the bash integration tests (tests/integration/t_*.sh). Reads the cluster that
+# tests/cluster/cluster.sh started in $PGS_CLUSTER_DIR, starts and stops pgshard against it,
+# and offers psql shortcuts and assertions. It does not start or stop PostgreSQL itself.
+#
+# Environment (set by CTest): PGS_CLUSTER_DIR, PGSHARD_BIN, PGS_WORK, PGS_SRC.
+#
+#   pgs_start_proxy NAME [ARG...]   ARG is KEY=VALUE (set a key), !KEY (drop a key) or
+#                                   [SECTION] (later ARGs go to that section; starts in
+#                                   [pgshard]; quote it), e.g.
+#                                     pgs_start_proxy p pool_mode=session '[shard.0]' \
+#                                       "replicas = $(pgs_replica_list 0)"
+#                                   then exports PGS_PROXY_PORT, PGS_PROXY_PID
+#   pgs_proxy_port [NAME]           port of a proxy started earlier
+#   pgs_stop_proxy [NAME]           fails the test on a non-zero exit or a sanitizer report
+#   pgs_psql ARGS / pgs_psql_direct ARGS / pgs_psql_node SHARD ROLE ARGS
+#   pgs_cluster ARGS                tests/cluster/cluster.sh with DIR filled in
+#   pgs_fail MSG / pgs_assert_eq EXPECTED ACTUAL MSG / pgs_free_port / pgs_replica_list K
+#   pgs_on_exit CMD                 run CMD at exit; do not `trap ... EXIT` in a test, the
+#                                   trap here stops every proxy and checks how it exited
+set -euo pipefail
+
+PGS_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PGS_SRC=${PGS_SRC:-$(cd "$PGS_LIB_DIR/../.." && pwd)}
+PGS_CLUSTER_SH=$PGS_SRC/tests/cluster/cluster.sh
+PGS_TEST_NAME=$(basename "$0" .sh)
+
+pgs_fail() {
+  printf 'FAIL [%s]: %s\n' "$PGS_TEST_NAME" "$*" >&2
+  exit 1
+}
+
+pgs_log() { printf '[%s] %s\n' "$PGS_TEST_NAME" "$*"; }
+
+pgs_assert_eq() {
+  local expected=$1 actual=$2 msg=${3:-}
+  if [[ $expected != "$actual" ]]; then
+    pgs_fail "${msg:-values differ}: expected '$expected', got '$actual'"
+  fi
+  printf 'ok: %s\n' "${msg:-$expected}"
+}
+
+: "${PGS_CLUSTER_DIR:?PGS_CLUSTER_DIR must name a directory where cluster.sh started a cluster}"
+[[ -f $PGS_CLUSTER_DIR/cluster.env ]] ||
+  pgs_fail "$PGS_CLUSTER_DIR/cluster.env not found: start one with tests/cluster/cluster.sh start $PGS_CLUSTER_DIR"
+# shellcheck disable=SC1091
+source "$PGS_CLUSTER_DIR/cluster.env"
+[[ ${PGS_READY:-} == 1 ]] || pgs_fail "the cluster in $PGS_CLUSTER_DIR did not finish starting"
+
+PGS_WORK=${PGS_WORK:-${TMPDIR:-/tmp}/pgshard-itest}
+mkdir -p "$PGS_WORK"
+export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10}
+
+# A TCP port nobody uses in any state. Chosen at random below the kernel's ephemeral range
+# and remembered in $PGS_WORK/.ports, so two calls made before either port is bound (say,
+# listen_port and metrics_port) do not return the same one.
+pgs_free_port() {
+  local lo hi p used tries
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  hi=$((lo - 1))
+  ((hi > 21000)) || hi=40000
+  used=" $(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | tr '\n' ' ') "
+  used+=" $(tail -n 200 "$PGS_WORK/.ports" 2>/dev/null | tr '\n' ' ') "
+  for ((tries = 0; tries < 1000; tries++)); do
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % (hi - 20000)))
+    if [[ $used != *" $p "* ]]; then
+      echo "$p" >>"$PGS_WORK/.ports"
+      echo "$p"
+      return 0
+    fi
+  done
+  pgs_fail "no free port found"
+}
+
+# Comma-separated replica addresses of shard $1, for a `replicas =` line.
+pgs_replica_list() {
+  local k=$1 r v out=""
+  for ((r = 1; r <= PGS_REPLICAS; r++)); do
+    v=PGS_SHARD${k}_REPLICA${r}_PORT
+    out+="${out:+, }$PGS_HOST:${!v}"
+  done
+  echo "$out"
+}
+
+pgs_cluster() {
+  local sub=$1; shift
+  "$PGS_CLUSTER_SH" "$sub" "$PGS_CLUSTER_DIR" "$@"
+}
+
+# psql through the proxy started last, as app.
+pgs_psql() {
+  [[ -n ${PGS_PROXY_PORT:-} ]] || pgs_fail "pgs_psql: no proxy started"
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U "$PGS_USER" \
+    -d "$PGS_DB" -X -v ON_ERROR_STOP=1 -At "$@"
+}
+
+# psql straight to shard 0's primary, as app over TCP (SCRAM).
+pgs_psql_direct() {
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_SHARD0_PRIMARY_PORT" \
+    -U "$PGS_USER" -d "$PGS_DB" -X -v ON_ERROR_STOP=1 -At "$@"
+}
+
+# psql straight to any node, as app over TCP: pgs_psql_node SHARD primary|replicaN ARGS...
+pgs_psql_node() {
+  local k=$1 role=$2 v; shift 2
+  case $role in
+    primary) v=PGS_SHARD${k}_PRIMARY_PORT ;;
+    replica*) v=PGS_SHARD${k}_REPLICA${role#replica}_PORT ;;
+    *) pgs_fail "pgs_psql_node: bad role $role" ;;
+  esac
+  [[ -n ${!v:-} ]] || pgs_fail "pgs_psql_node: no node shard $k $role"
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "${!v}" -U "$PGS_USER" \
+    -d "$PGS_DB" -X -v ON_ERROR_STOP=1 -At "$@"
+}
+
+# Writes $1 (an INI file) from the defaults below with the caller's ARGs applied. Keys are
+# kept in one associative array so an override replaces a default instead of adding a
+# duplicate key, which pgshard rejects.
+_pgs_write_ini() {
+  local file=$1; shift
+  local -A val=()
+  local -a order=() sections=()
+  local sec=pgshard arg value s k id
+
+  _pgs_ini_set() { # section key value
+    local id="$1"$'\x1f'"$2"
+    if [[ -z ${val[$id]+x} ]]; then
+      order+=("$id")
+      [[ " ${sections[*]} " == *" $1 "* ]] || sections+=("$1")
+    fi
+    val[$id]=$3
+  }
+  local defaults=(
+    "pgshard listen_addr 127.0.0.1"
+    "pgshard listen_port $PGS_PROXY_PORT"
+    "pgshard workers 2"
+    "pgshard pool_mode transaction"
+    "pgshard pool_size 10"
+    "pgshard auth_type scram-sha-256"
+    "pgshard metrics_port 0"
+    "pgshard log_level info"
+    "shard.0 primary $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT"
+    "user.app password $PGS_PASSWORD"
+    "user.md5user password md5pw"
+  )
+  for arg in "${defaults[@]}"; do
+    read -r s k value <<<"$arg"
+    _pgs_ini_set "$s" "$k" "$value"
+  done
+
+  for arg in "$@"; do
+    if [[ $arg =~ ^[[:space:]]*\[([^]]+)\][[:space:]]*$ ]]; then
+      sec=${BASH_REMATCH[1]}
+      [[ " ${sections[*]} " == *" $sec "* ]] || sections+=("$sec")
+    elif [[ $arg =~ ^[[:space:]]*!([^=[:space:]]+)[[:space:]]*$ ]]; then
+      unset "val[$sec"$'\x1f'"${BASH_REMATCH[1]}]"
+    elif [[ $arg =~ ^[[:space:]]*([^=[:space:]]+)[[:space:]]*=[[:space:]]*(.*[^[:space:]])?[[:space:]]*$ ]]; then
+      _pgs_ini_set "$sec" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    else
+      pgs_fail "pgs_start_proxy: cannot read argument '$arg' (KEY=VALUE, !KEY or [SECTION])"
+    fi
+  done
+
+  {
+    echo "; written by tests/integration/lib.sh for $PGS_TEST_NAME"
+    for s in "${sections[@]}"; do
+      printf '\n[%s]\n' "$s"
+      for id in "${order[@]}"; do
+        [[ ${id%%$'\x1f'*} == "$s" && -n ${val[$id]+x} ]] || continue
+        printf '%s = %s\n' "${id#*$'\x1f'}" "${val[$id]}"
+      done
+    done
+  } >"$file"
+}
+
+declare -gA PGS_PROXY_PIDS=() PGS_PROXY_PORTS=()
+PGS_PROXY_NAME=""
+
+# Starts pgshard as NAME and waits until it accepts TCP connections. Must not be called in
+# a subshell: it exports PGS_PROXY_PORT and PGS_PROXY_PID and remembers the child to wait on.
+pgs_start_proxy() {
+  local name=${1:?pgs_start_proxy NAME [ARG...]}; shift
+  local dir=$PGS_WORK/$name
+  [[ -n ${PGSHARD_BIN:-} && -x $PGSHARD_BIN ]] || pgs_fail "PGSHARD_BIN '${PGSHARD_BIN:-}' is not an executable"
+  [[ -z ${PGS_PROXY_PIDS[$name]:-} ]] || pgs_fail "proxy $name is already running"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+
+  PGS_PROXY_PORT=$(pgs_free_port)
+  _pgs_write_ini "$dir/pgshard.ini" "$@"
+  # The file may override listen_port; connect to the one actually configured.
+  PGS_PROXY_PORT=$(awk -F' *= *' '/^\[/{s=$0} s=="[pgshard]" && $1=="listen_port"{print $2}' \
+    "$dir/pgshard.ini")
+
+  "$PGSHARD_BIN" -c "$dir/pgshard.ini" >>"$dir/pgshard.log" 2>&1 </dev/null &
+  PGS_PROXY_PID=$!
+  PGS_PROXY_PIDS[$name]=$PGS_PROXY_PID
+  PGS_PROXY_PORTS[$name]=$PGS_PROXY_PORT
+  PGS_PROXY_NAME=$name
+  export PGS_PROXY_PORT PGS_PROXY_PID
+
+  local deadline=$((SECONDS + 10)) rc
+  until (exec 3<>"/dev/tcp/127.0.0.1/$PGS_PROXY_PORT") 2>/dev/null; do
+    if ! kill -0 "$PGS_PROXY_PID" 2>/dev/null; then
+      rc=0; wait "$PGS_PROXY_PID" || rc=$?
+      unset "PGS_PROXY_PIDS[$name]"
+      _pgs_show_log "$dir/pgshard.log"
+      pgs_fail "pgshard $name exited with status $rc before accepting connections"
+    fi
+    if ((SECONDS >= deadline)); then
+      _pgs_show_log "$dir/pgshard.log"
+      pgs_fail "pgshard $name did not accept connections on port $PGS_PROXY_PORT within 10 s"
+    fi
+    sleep 0.05
+  done
+  pgs_log "pgshard $name up on port $PGS_PROXY_PORT (pid $PGS_PROXY_PID)"
+}
+
+# Port of proxy NAME (the last one started by default).
+pgs_proxy_port() { echo "${PGS_PROXY_PORTS[${1:-$PGS_PROXY_NAME}]:?no such proxy}"; }
+
+_pgs_show_log() {
+  printf -- '--- %s ---\n' "$1" >&2
+  tail -n 100 "$1" >&2 2>/dev/null || true
+  printf -- '--- end of log ---\n' >&2
+}
+
+# Stops proxy NAME; returns non-zero (after saying why) if it did not stop in time, exited
+# non-zero (ASan leak reports do that) or logged a sanitizer error.
+_pgs_stop_one() {
+  local name=$1 pid=${PGS_PROXY_PIDS[$1]:-} log=$PGS_WORK/$1/pgshard.log rc=0 deadline
+  [[ -n $pid ]] || return 0
+  unset "PGS_PROXY_PIDS[$name]"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    _pgs_show_log "$log"
+    echo "pgshard $name did not exit within 10 s of SIGTERM; killed" >&2
+    return 1
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  if ((rc != 0)); then
+    _pgs_show_log "$log"
+    echo "pgshard $name exited with status $rc" >&2
+    return 1
+  fi
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log" 2>/dev/null; then
+    _pgs_show_log "$log"
+    echo "pgshard $name: sanitizer report in $log" >&2
+    return 1
+  fi
+  return 0
+}
+
+pgs_stop_proxy() {
+  local name=${1:-$PGS_PROXY_NAME}
+  [[ -n $name ]] || pgs_fail "pgs_stop_proxy: no proxy started"
+  _pgs_stop_one "$name" || pgs_fail "pgshard $name did not stop cleanly"
+  pgs_log "pgshard $name stopped"
+}
+
+# Commands to run at exit before the proxies stop (a test must not `trap ... EXIT` itself,
+# that would replace the trap below).
+PGS_EXIT_HOOKS=()
+pgs_on_exit() { PGS_EXIT_HOOKS+=("$*"); }
+
+_pgs_on_exit() {
+  local rc=$? name hook failed=0
+  set +e
+  for hook in "${PGS_EXIT_HOOKS[@]}"; do eval "$hook"; done
+  for name in "${!PGS_PROXY_PIDS[@]}"; do _pgs_stop_one "$name" || failed=1; done
+  if ((rc == 0 && failed)); then
+    printf 'FAIL [%s]: a proxy did not stop cleanly\n' "$PGS_TEST_NAME" >&2
+    rc=1
+  fi
+  exit "$rc"
+}
+trap _pgs_on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
