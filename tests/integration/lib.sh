@@ -137,7 +137,6 @@ _pgs_write_ini() {
     "pgshard pool_mode transaction"
     "pgshard pool_size 10"
     "pgshard auth_type scram-sha-256"
-    "pgshard metrics_port 0"
     "pgshard log_level info"
     "shard.0 primary $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT"
     "user.app password $PGS_PASSWORD"

@@ -1,0 +1,639 @@
+/* The client side of the proxy: startup negotiation, authentication against [user.NAME],
+ * and the forwarding of a logged-in client's messages to the server it is linked to.
+ * A client's life is the px_client_state enum; client_set_state() is the one place it
+ * changes. What a server sends back is handled in server.c. */
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+#define PX_MAX_AUTH_MSG 65536u
+
+static const char *const client_state_names[] = {
+    "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "closed",
+};
+
+static void client_set_state(px_client *cl, px_client_state st)
+{
+    if (cl->state == st)
+        return;
+    pgs_debug("client_state", "client %08x: %s -> %s", cl->key_pid, client_state_names[cl->state],
+              client_state_names[st]);
+    cl->state = st;
+}
+
+void px_client_accept(px_worker *w)
+{
+    px_client *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        pgs_error("out_of_memory", "cannot accept a client");
+        return;
+    }
+    px_conn_init(&cl->conn, w, false);
+    if (uv_tcp_init(&w->loop, &cl->conn.tcp) < 0) {
+        free(cl);
+        return;
+    }
+    if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&cl->conn.tcp) < 0) {
+        cl->state = CL_CLOSED;
+        px_conn_close(&cl->conn);
+        return;
+    }
+    uv_tcp_nodelay(&cl->conn.tcp, 1);
+    cl->key_pid = ((uint32_t)(w->id + 1) << 24) | (w->next_pid++ & 0xffffffu);
+    if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1)
+        cl->key_secret = (uint32_t)rand();
+    pgs_list_push_back(&w->clients, &cl->node);
+    cl->counted = true;
+    int n = atomic_fetch_add(&w->px->nclients, 1) + 1;
+    if (n > w->px->cfg->max_client_conn)
+        cl->over_limit = true;
+    client_set_state(cl, CL_STARTUP);
+    px_conn_set_reading(&cl->conn, true);
+}
+
+/* Sends a FATAL error and closes once it is written. */
+void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n)
+{
+    px_conn *c = &cl->conn;
+    if (c->closing || cl->state == CL_CLOSED)
+        return;
+    px_conn_send(c, msg, n);
+    if (c->closing)
+        return;
+    px_client_close(cl);
+}
+
+void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
+        msg[0] = 0;
+    va_end(ap);
+    pgs_info("client_error", "client %08x user=%s db=%s: %s (%s)", cl->key_pid, cl->user_name,
+             cl->db_name, msg, sqlstate);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_notice_typed(&b, 'E', "FATAL", sqlstate, msg);
+    if (!pgs_buf_failed(&b))
+        px_client_fatal_raw(cl, b.data, b.len);
+    else
+        px_client_close(cl);
+    pgs_buf_free(&b);
+}
+
+/* Closes the client. Its server goes back to the pool only when nothing of the client's
+ * is half done on it; otherwise the server is closed, which makes PostgreSQL roll back. */
+void px_client_close(px_client *cl)
+{
+    if (cl->state == CL_CLOSED)
+        return;
+    px_worker *w = cl->conn.w;
+    if (cl->pool && (cl->state == CL_WAIT_SERVER || cl->state == CL_WAIT_WELCOME))
+        px_pool_forget_client(cl->pool, cl);
+    client_set_state(cl, CL_CLOSED);
+    pgs_list_remove(&w->clients, &cl->node);
+    if (cl->counted) {
+        atomic_fetch_sub(&w->px->nclients, 1);
+        cl->counted = false;
+    }
+    px_server *sv = cl->server;
+    if (sv) {
+        bool clean = px_server_clean(sv) && cl->conn.pass_left == 0;
+        cl->server = NULL;
+        sv->client = NULL;
+        if (clean)
+            px_server_release(sv);
+        else
+            px_server_close(sv, "client left in the middle of a transaction or message");
+    }
+    /* Let queued bytes (an error message) reach the client before the socket closes. */
+    if (!px_conn_idle_io(&cl->conn)) {
+        cl->conn.close_after_flush = true;
+        px_conn_set_reading(&cl->conn, false);
+        return;
+    }
+    px_conn_close(&cl->conn);
+}
+
+static void client_auth_ok(px_client *cl, pgs_buf *b)
+{
+    pgs_msg_auth(b, 0, NULL, 0);
+    cl->auth = AUTH_NONE;
+    if (px_conn_send_buf(&cl->conn, b) < 0)
+        return;
+    cl->pool = px_pool_get(cl->conn.w, cl->user, cl->db_name);
+    if (!cl->pool) {
+        px_client_fatal(cl, "53200", "out of memory");
+        return;
+    }
+    pgs_debug("client_login", "client %08x user=%s db=%s", cl->key_pid, cl->user_name, cl->db_name);
+    client_set_state(cl, CL_WAIT_WELCOME);
+    cl->wait_since = uv_now(&cl->conn.w->loop);
+    px_pool_want_welcome(cl->pool, cl);
+}
+
+/* Tells a client its session parameters, cancel key and readiness. Called as soon as the
+ * pool knows the server's parameters. */
+void px_client_welcome(px_client *cl)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_buf_append(&b, cl->pool->welcome.data, cl->pool->welcome.len);
+    pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
+    pgs_msg_ready(&b, 'I');
+    client_set_state(cl, CL_IDLE);
+    int r = px_conn_send_buf(&cl->conn, &b);
+    pgs_buf_free(&b);
+    if (r == 0)
+        px_client_process(cl);
+}
+
+static void client_begin_auth(px_client *cl)
+{
+    px_proxy *px = cl->conn.w->px;
+    pgs_buf b = PGS_BUF_INIT;
+    cl->user = px_user_find(px, cl->user_name);
+    if (!cl->user) {
+        px_client_fatal(cl, "28000", "no such user \"%s\"", cl->user_name);
+        return;
+    }
+    cfg_auth_type at = px->cfg->auth_type;
+    if (at == CFG_AUTH_TRUST) {
+        client_auth_ok(cl, &b);
+    } else if (at == CFG_AUTH_MD5 && cl->user->has_md5) {
+        if (RAND_bytes(cl->a.md5_salt, 4) != 1) {
+            px_client_fatal(cl, "XX000", "random generator failed");
+            return;
+        }
+        pgs_msg_auth(&b, 5, cl->a.md5_salt, 4);
+        cl->auth = AUTH_MD5;
+        client_set_state(cl, CL_AUTH);
+        px_conn_send_buf(&cl->conn, &b);
+    } else if (cl->user->has_scram) {
+        cl->a.scram = malloc(sizeof *cl->a.scram);
+        if (!cl->a.scram) {
+            px_client_fatal(cl, "53200", "out of memory");
+            return;
+        }
+        px_scram_server_init(cl->a.scram, &cl->user->scram);
+        static const char mechs[] = "SCRAM-SHA-256\0";
+        pgs_msg_auth(&b, 10, mechs, sizeof mechs);
+        cl->auth = AUTH_SCRAM_FIRST;
+        client_set_state(cl, CL_AUTH);
+        px_conn_send_buf(&cl->conn, &b);
+    } else {
+        pgs_warn("auth_failed", "user \"%s\" has no password usable for %s", cl->user_name,
+                 cfg_auth_type_name(at));
+        px_client_fatal(cl, "28P01", "password authentication failed for user \"%s\"", cl->user_name);
+    }
+    pgs_buf_free(&b);
+}
+
+static void client_auth_failed(px_client *cl)
+{
+    pgs_warn("auth_failed", "client %08x: password authentication failed for user \"%s\"", cl->key_pid,
+             cl->user_name);
+    px_client_fatal(cl, "28P01", "password authentication failed for user \"%s\"", cl->user_name);
+}
+
+static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    int r;
+    if (cl->auth == AUTH_SCRAM_FIRST) {
+        pgs_reader rd = pgs_reader_make(body, n);
+        const char *mech;
+        uint32_t dlen;
+        const uint8_t *data;
+        if (pgs_rd_cstr(&rd, &mech) < 0 || pgs_rd_be32(&rd, &dlen) < 0 || dlen != rd.left ||
+            pgs_rd_bytes(&rd, dlen, &data) < 0) {
+            px_client_fatal(cl, "08P01", "malformed SASLInitialResponse message");
+            goto out;
+        }
+        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+            px_client_fatal(cl, "08P01", "client selected an invalid SASL authentication mechanism");
+            goto out;
+        }
+        size_t st = pgs_msg_begin(&b, 'R');
+        pgs_buf_append_be32(&b, 11);
+        if (px_scram_server_first(cl->a.scram, data, dlen, NULL, &b) < 0) {
+            px_client_fatal(cl, "08P01", "malformed SCRAM message");
+            goto out;
+        }
+        pgs_msg_end(&b, st);
+        cl->auth = AUTH_SCRAM_FINAL;
+        px_conn_send_buf(&cl->conn, &b);
+        goto out;
+    }
+    size_t st = pgs_msg_begin(&b, 'R');
+    pgs_buf_append_be32(&b, 12);
+    r = px_scram_server_final(cl->a.scram, body, n, &b);
+    pgs_msg_end(&b, st);
+    free(cl->a.scram);
+    cl->a.scram = NULL;
+    cl->auth = AUTH_NONE;
+    if (r == -2) {
+        client_auth_failed(cl);
+        goto out;
+    }
+    if (r < 0) {
+        px_client_fatal(cl, "08P01", "malformed SCRAM message");
+        goto out;
+    }
+    client_auth_ok(cl, &b);
+out:
+    pgs_buf_free(&b);
+}
+
+/* One password message ('p') of the exchange begun in client_begin_auth(). */
+static int client_auth_step(px_client *cl)
+{
+    px_conn *c = &cl->conn;
+    pgs_frame f;
+    const uint8_t *p = c->in.data + c->in_pos;
+    int r = pgs_frame_read(p, c->in.len - c->in_pos, PX_MAX_AUTH_MSG, &f);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        px_client_fatal(cl, "08P01", "invalid message length");
+        return -1;
+    }
+    if (f.type != 'p') {
+        px_client_fatal(cl, "08P01", "expected password response, got message type %d", f.type);
+        return -1;
+    }
+    if (c->in.len - c->in_pos < f.total)
+        return 0;
+    c->in_pos += f.total;
+    c->fwd_mark = c->in_pos;
+    const uint8_t *body = p + PGS_HDR_LEN;
+    size_t n = f.len - 4;
+    if (cl->auth == AUTH_MD5) {
+        pgs_reader rd = pgs_reader_make(body, n);
+        const char *resp;
+        if (pgs_rd_cstr(&rd, &resp) < 0 || rd.left != 0) {
+            px_client_fatal(cl, "08P01", "invalid password packet size");
+            return -1;
+        }
+        cl->auth = AUTH_NONE;
+        if (px_md5_verify(cl->user->md5, cl->user_name, cl->a.md5_salt, resp) < 0) {
+            client_auth_failed(cl);
+            return -1;
+        }
+        pgs_buf b = PGS_BUF_INIT;
+        client_auth_ok(cl, &b);
+        pgs_buf_free(&b);
+    } else {
+        client_auth_scram(cl, body, n);
+    }
+    return cl->state == CL_CLOSED ? -1 : 1;
+}
+
+static void client_copy_name(char *dst, const char *src)
+{
+    size_t n = strnlen(src, PX_NAME_MAX - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+static bool option_true(const char *v)
+{
+    return strcmp(v, "true") == 0 || strcmp(v, "on") == 0 || strcmp(v, "yes") == 0 ||
+           strcmp(v, "1") == 0 || strcmp(v, "database") == 0;
+}
+
+/* Answers a StartupMessage of protocol 3.x. Newer minor versions and _pq_ options are
+ * answered with NegotiateProtocolVersion, as PostgreSQL does. */
+static void client_startup_message(px_client *cl, uint32_t version, const uint8_t *body, size_t n)
+{
+    pgs_reader rd = pgs_reader_make(body, n);
+    pgs_buf unknown = PGS_BUF_INIT;
+    uint32_t nunknown = 0;
+    bool have_user = false, have_db = false;
+    for (;;) {
+        const char *key, *val;
+        if (pgs_rd_cstr(&rd, &key) < 0) {
+            px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+            goto out;
+        }
+        if (key[0] == 0)
+            break;
+        if (pgs_rd_cstr(&rd, &val) < 0) {
+            px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+            goto out;
+        }
+        if (strcmp(key, "user") == 0) {
+            client_copy_name(cl->user_name, val);
+            have_user = true;
+        } else if (strcmp(key, "database") == 0) {
+            client_copy_name(cl->db_name, val);
+            have_db = val[0] != 0;
+        } else if (strcmp(key, "replication") == 0 && option_true(val)) {
+            px_client_fatal(cl, "0A000", "pgshard does not support replication connections");
+            goto out;
+        } else if (strncmp(key, "_pq_.", 5) == 0) {
+            pgs_buf_append_cstr(&unknown, key);
+            nunknown++;
+        }
+    }
+    if (rd.left != 0) {
+        px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+        goto out;
+    }
+    if (!have_user || cl->user_name[0] == 0) {
+        px_client_fatal(cl, "28000", "no PostgreSQL user name specified in startup packet");
+        goto out;
+    }
+    if (!have_db)
+        memcpy(cl->db_name, cl->user_name, sizeof cl->db_name);
+    if ((version & 0xffff) != 0 || nunknown) {
+        pgs_buf b = PGS_BUF_INIT;
+        size_t st = pgs_msg_begin(&b, 'v');
+        pgs_buf_append_be32(&b, 0);
+        pgs_buf_append_be32(&b, nunknown);
+        pgs_buf_append(&b, unknown.data, unknown.len);
+        pgs_msg_end(&b, st);
+        px_conn_send_buf(&cl->conn, &b);
+        pgs_buf_free(&b);
+    }
+    if (cl->over_limit) {
+        px_client_fatal(cl, "53300", "sorry, too many clients already (max_client_conn %d)",
+                        cl->conn.w->px->cfg->max_client_conn);
+        goto out;
+    }
+    client_begin_auth(cl);
+out:
+    pgs_buf_free(&unknown);
+}
+
+static void client_cancel_request(px_client *cl, const uint8_t *body)
+{
+    uint32_t pid = pgs_be32(body), secret = pgs_be32(body + 4);
+    px_proxy *px = cl->conn.w->px;
+    int target = (int)(pid >> 24) - 1;
+    if (target >= 0 && target < px->nworkers) {
+        if (target == cl->conn.w->id)
+            px_client_cancel(cl->conn.w, pid, secret);
+        else
+            px_worker_post_cancel(&px->workers[target], pid, secret);
+    }
+    /* As PostgreSQL: the cancelling connection gets no answer, only a close. */
+    px_client_close(cl);
+}
+
+/* One untyped startup packet: SSLRequest, GSSENCRequest, CancelRequest or StartupMessage. */
+static int client_startup_step(px_client *cl)
+{
+    px_conn *c = &cl->conn;
+    size_t avail = c->in.len - c->in_pos;
+    const uint8_t *p = c->in.data + c->in_pos;
+    if (avail < 4)
+        return 0;
+    uint32_t len = pgs_be32(p);
+    if (len < 8 || len > PGS_MAX_STARTUP_LEN) {
+        px_client_fatal(cl, "08P01", "invalid length of startup packet");
+        return -1;
+    }
+    if (avail < len)
+        return 0;
+    uint32_t code = pgs_be32(p + 4);
+    c->in_pos += len;
+    c->fwd_mark = c->in_pos;
+    if (code == PGS_CODE_SSL || code == PGS_CODE_GSSENC) {
+        bool *asked = code == PGS_CODE_SSL ? &cl->ssl_asked : &cl->gss_asked;
+        if (*asked || len != 8) {
+            px_client_fatal(cl, "08P01", "unsupported frontend protocol %u.%u", code >> 16, code & 0xffff);
+            return -1;
+        }
+        *asked = true;
+        /* Bytes sent before our answer would be read as plaintext by a TLS client. */
+        if (c->in_pos != c->in.len) {
+            px_client_fatal(cl, "08P01", "received unencrypted data after SSL request");
+            return -1;
+        }
+        px_conn_send(c, "N", 1);
+        return 1;
+    }
+    if (code == PGS_CODE_CANCEL) {
+        if (len != 16) {
+            px_client_close(cl);
+            return -1;
+        }
+        client_cancel_request(cl, p + 8);
+        return -1;
+    }
+    if ((code >> 16) != 3) {
+        px_client_fatal(cl, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                        code >> 16, code & 0xffff);
+        return -1;
+    }
+    client_startup_message(cl, code, p + 8, len - 8);
+    return cl->state == CL_CLOSED ? -1 : 1;
+}
+
+/* One step of a logged-in client: validate the next message header, get a server when the
+ * client has none, and pass the bytes through as they are. Returns 1 to go on, 0 when
+ * more input is needed or the client waits, -1 when the client was closed. */
+static int client_forward_step(px_client *cl)
+{
+    px_conn *c = &cl->conn;
+    size_t avail = c->in.len - c->in_pos;
+    if (avail == 0)
+        return 0;
+    if (c->pass_left) {
+        size_t n = avail < c->pass_left ? avail : c->pass_left;
+        c->in_pos += n;
+        c->pass_left -= (uint32_t)n;
+        return 1;
+    }
+    pgs_frame f;
+    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PGS_MAX_MSG_LEN, &f);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_client_fatal(cl, "08P01", "invalid message length");
+        return -1;
+    }
+    if (!pgs_frontend_type_valid(f.type)) {
+        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_client_fatal(cl, "08P01", "invalid frontend message type %d", (unsigned char)f.type);
+        return -1;
+    }
+    if (f.type == 'X') {
+        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_client_close(cl);
+        return -1;
+    }
+    if (!cl->server) {
+        cl->wait_since = uv_now(&c->w->loop);
+        client_set_state(cl, CL_WAIT_SERVER);
+        if (px_pool_acquire(cl->pool, cl) < 0 || !cl->server)
+            return 0; /* linked later by the pool, which calls px_client_process again */
+    }
+    px_server *sv = cl->server;
+    if (f.type == 'Q' || f.type == 'S' || f.type == 'F') {
+        sv->expect_z++;
+        sv->ext_open = false;
+    } else {
+        sv->ext_open = true;
+    }
+    size_t take = avail < f.total ? avail : f.total;
+    c->in_pos += take;
+    c->pass_left = (uint32_t)(f.total - take);
+    return 1;
+}
+
+void px_client_process(px_client *cl)
+{
+    px_conn *c = &cl->conn;
+    if (c->processing || c->closing)
+        return;
+    c->processing = true;
+    int r = 1;
+    while (r > 0 && cl->state != CL_CLOSED) {
+        switch (cl->state) {
+        case CL_STARTUP:
+            r = client_startup_step(cl);
+            break;
+        case CL_AUTH:
+            r = client_auth_step(cl);
+            break;
+        case CL_IDLE:
+        case CL_ACTIVE:
+            r = client_forward_step(cl);
+            break;
+        default:
+            r = 0;
+            break;
+        }
+    }
+    c->processing = false;
+    if (cl->state == CL_CLOSED)
+        return;
+    if (cl->state == CL_ACTIVE)
+        px_conn_flush_forward(c, &cl->server->conn);
+    else
+        c->fwd_mark = c->in_pos;
+    if (cl->state == CL_CLOSED)
+        return;
+    px_conn_after_input(c);
+    px_client_update_reading(cl);
+}
+
+/* Reading stops while the client waits (its next message stays buffered) and while its
+ * server has not taken what was already forwarded. */
+void px_client_update_reading(px_client *cl)
+{
+    bool on;
+    switch (cl->state) {
+    case CL_STARTUP:
+    case CL_AUTH:
+    case CL_IDLE:
+        on = true;
+        break;
+    case CL_ACTIVE:
+        on = px_conn_idle_io(&cl->server->conn);
+        break;
+    default:
+        on = false;
+        break;
+    }
+    px_conn_set_reading(&cl->conn, on);
+}
+
+void px_client_on_drained(px_client *cl)
+{
+    if (cl->server)
+        px_server_update_reading(cl->server);
+}
+
+void px_client_link(px_client *cl, px_server *sv)
+{
+    cl->server = sv;
+    sv->client = cl;
+    client_set_state(cl, CL_ACTIVE);
+    px_client_process(cl);
+    if (!cl->conn.closing && cl->server == sv)
+        px_server_update_reading(sv);
+}
+
+/* The server let go of the client (end of a transaction): the client is idle again. */
+void px_client_detach(px_client *cl)
+{
+    cl->server = NULL;
+    if (cl->state == CL_ACTIVE)
+        client_set_state(cl, CL_IDLE);
+    px_client_update_reading(cl);
+}
+
+/* Runs in the worker that owns the client: forwards the cancel to the server that is
+ * running the client's query, on a connection of its own. */
+typedef struct px_cancel_conn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uint8_t pkt[16];
+} px_cancel_conn;
+
+static void cancel_on_close(uv_handle_t *h) { free(pgs_container_of((uv_tcp_t *)h, px_cancel_conn, tcp)); }
+
+static void cancel_on_write(uv_write_t *req, int status)
+{
+    px_cancel_conn *cc = pgs_container_of(req, px_cancel_conn, wreq);
+    (void)status;
+    uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
+}
+
+static void cancel_on_connect(uv_connect_t *req, int status)
+{
+    px_cancel_conn *cc = pgs_container_of(req, px_cancel_conn, creq);
+    if (status < 0) {
+        pgs_warn("cancel_failed", "cannot connect to forward a cancel: %s", uv_strerror(status));
+        uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)cc->pkt, sizeof cc->pkt);
+    if (uv_write(&cc->wreq, (uv_stream_t *)&cc->tcp, &b, 1, cancel_on_write) < 0)
+        uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
+}
+
+void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
+{
+    pgs_node *it, *tmp;
+    px_client *cl = NULL;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *c = pgs_container_of(it, px_client, node);
+        if (c->key_pid == pid) {
+            cl = c;
+            break;
+        }
+    }
+    if (!cl || CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) != 0 || !cl->server) {
+        pgs_debug("cancel_ignored", "no running query for cancel key %08x", pid);
+        return;
+    }
+    px_server *sv = cl->server;
+    px_cancel_conn *cc = calloc(1, sizeof *cc);
+    if (!cc)
+        return;
+    pgs_buf b = {cc->pkt, 0, sizeof cc->pkt, false};
+    pgs_buf_append_be32(&b, 16);
+    pgs_buf_append_be32(&b, PGS_CODE_CANCEL);
+    pgs_buf_append_be32(&b, sv->be_pid);
+    pgs_buf_append_be32(&b, sv->be_secret);
+    uv_tcp_init(&w->loop, &cc->tcp);
+    cc->tcp.data = NULL; /* not a px_conn: the shutdown walk leaves it to finish */
+    if (uv_tcp_connect(&cc->creq, &cc->tcp, (const struct sockaddr *)&w->px->primary, cancel_on_connect) < 0) {
+        uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
+        return;
+    }
+    pgs_info("cancel_forwarded", "client %08x -> server pid %u", pid, sv->be_pid);
+}

@@ -1,0 +1,221 @@
+/* Byte transport of one TCP connection: reading into a pooled buffer, writing with
+ * uv_try_write first and queueing only what the kernel did not take, and backpressure.
+ * What the bytes mean is decided in client.c and server.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+static void conn_on_close(uv_handle_t *h);
+
+void px_conn_init(px_conn *c, px_worker *w, bool is_server)
+{
+    memset(c, 0, sizeof *c);
+    c->w = w;
+    c->is_server = is_server;
+    c->tcp.data = c;
+    c->wreq.data = c;
+}
+
+static void conn_dispatch_close(px_conn *c)
+{
+    if (c->is_server)
+        px_server_close((px_server *)c, "connection lost");
+    else
+        px_client_close((px_client *)c);
+}
+
+static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    px_conn *c = h->data;
+    (void)suggested;
+    if (!c->in.data)
+        px_buf_take(c->w, &c->in);
+    if (c->in.cap - c->in.len < 4096)
+        pgs_buf_reserve(&c->in, PX_BLOCK);
+    if (pgs_buf_failed(&c->in) || !c->in.data) {
+        buf->base = NULL;
+        buf->len = 0; /* libuv reports UV_ENOBUFS to the read callback */
+        return;
+    }
+    buf->base = (char *)c->in.data + c->in.len;
+    buf->len = c->in.cap - c->in.len;
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    px_conn *c = s->data;
+    (void)buf;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            pgs_debug("conn_read_error", "%s: %s", c->is_server ? "server" : "client", uv_strerror((int)nread));
+        conn_dispatch_close(c);
+        return;
+    }
+    c->in.len += (size_t)nread;
+    if (c->is_server)
+        px_server_process((px_server *)c);
+    else
+        px_client_process((px_client *)c);
+}
+
+void px_conn_set_reading(px_conn *c, bool on)
+{
+    if (c->closing || c->reading == on)
+        return;
+    if (on) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) < 0) {
+            conn_dispatch_close(c);
+            return;
+        }
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    c->reading = on;
+}
+
+/* After an input pass: drop what was processed, return an emptied buffer to the pool. */
+void px_conn_after_input(px_conn *c)
+{
+    if (c->in_pos == 0)
+        return;
+    if (c->in_pos >= c->in.len) {
+        c->in.len = 0;
+        px_buf_give(c->w, &c->in);
+    } else {
+        pgs_buf_consume(&c->in, c->in_pos);
+    }
+    c->in_pos = 0;
+    c->fwd_mark = 0;
+}
+
+bool px_conn_idle_io(const px_conn *c) { return !c->writing && c->out.len == 0; }
+
+static void conn_on_write(uv_write_t *req, int status);
+
+static void conn_start_write(px_conn *c)
+{
+    pgs_buf tmp = c->wq;
+    c->wq = c->out;
+    c->out = tmp;
+    c->out.len = 0;
+    uv_buf_t b = uv_buf_init((char *)c->wq.data, (unsigned)c->wq.len);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) < 0) {
+        conn_dispatch_close(c);
+        return;
+    }
+    c->writing = true;
+}
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    px_conn *c = req->data;
+    c->writing = false;
+    c->wq.len = 0;
+    if (status < 0 || c->closing) {
+        if (!c->closing)
+            conn_dispatch_close(c);
+        return;
+    }
+    if (c->out.len) {
+        conn_start_write(c);
+        return;
+    }
+    px_buf_give(c->w, &c->wq);
+    px_buf_give(c->w, &c->out);
+    if (c->close_after_flush) {
+        px_conn_close(c);
+        return;
+    }
+    if (c->is_server)
+        px_server_on_drained((px_server *)c);
+    else
+        px_client_on_drained((px_client *)c);
+}
+
+/* Sends bytes the caller keeps owning: what the kernel does not take at once is copied
+ * into the queue. Returns 0, or -1 when the connection is closing or failed. */
+int px_conn_send(px_conn *c, const void *p, size_t n)
+{
+    if (c->closing)
+        return -1;
+    if (n == 0)
+        return 0;
+    const uint8_t *bytes = p;
+    if (!c->writing && c->out.len == 0) {
+        uv_buf_t b = uv_buf_init((char *)bytes, (unsigned)n);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r == (int)n)
+            return 0;
+        if (r < 0 && r != UV_EAGAIN) {
+            conn_dispatch_close(c);
+            return -1;
+        }
+        if (r > 0) {
+            bytes += r;
+            n -= (size_t)r;
+        }
+    }
+    if (!c->out.data)
+        px_buf_take(c->w, &c->out);
+    if (pgs_buf_append(&c->out, bytes, n) < 0) {
+        pgs_error("out_of_memory", "cannot queue %zu bytes", n);
+        conn_dispatch_close(c);
+        return -1;
+    }
+    if (!c->writing)
+        conn_start_write(c);
+    return 0;
+}
+
+int px_conn_send_buf(px_conn *c, const pgs_buf *b)
+{
+    if (pgs_buf_failed(b)) {
+        conn_dispatch_close(c);
+        return -1;
+    }
+    return px_conn_send(c, b->data, b->len);
+}
+
+/* Sends the processed-but-unforwarded input of `from` to `to`. */
+void px_conn_flush_forward(px_conn *from, px_conn *to)
+{
+    if (from->in_pos > from->fwd_mark) {
+        size_t n = from->in_pos - from->fwd_mark;
+        const uint8_t *p = from->in.data + from->fwd_mark;
+        from->fwd_mark = from->in_pos;
+        if (to)
+            px_conn_send(to, p, n);
+    }
+}
+
+void px_conn_close(px_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->reading = false;
+    uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+static void conn_on_close(uv_handle_t *h)
+{
+    px_conn *c = h->data;
+    px_worker *w = c->w;
+    px_buf_give(w, &c->in);
+    px_buf_give(w, &c->out);
+    px_buf_give(w, &c->wq);
+    if (c->is_server) {
+        px_server *sv = (px_server *)c;
+        pgs_buf_free(&sv->login_params);
+        free(sv->scram);
+    } else {
+        px_client *cl = (px_client *)c;
+        if (cl->auth == AUTH_SCRAM_FIRST || cl->auth == AUTH_SCRAM_FINAL)
+            free(cl->a.scram);
+    }
+    free(c);
+}

@@ -1,0 +1,192 @@
+/* pgshard's entry point: options, config, the listening sockets, the worker threads and
+ * the signals that stop them. Everything else happens in the workers. */
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "pgshard %s: a sharding PostgreSQL proxy\n\n"
+            "Usage: pgshard -c FILE [options]\n\n"
+            "  -c, --config FILE   the INI configuration to run (required)\n"
+            "  -t, --check         check the configuration and exit\n"
+            "  -h, --help          show this help\n"
+            "  -V, --version       show the version\n\n"
+            "Signals: SIGINT and SIGTERM stop pgshard.\n",
+            PGS_VERSION);
+}
+
+/* Resolves host:port once at start; the workers connect to the stored address. */
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char ports[8];
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(ports, sizeof ports, "%u", port);
+    int r = getaddrinfo(host, ports, &hints, &res);
+    if (r != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(r));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Binds one SO_REUSEPORT socket per worker, so the kernel spreads connections over them. */
+static int listen_socket(const cfg_config *cfg, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (resolve(cfg->listen_addr, cfg->listen_port, &ss, err, errlen) < 0)
+        return -1;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                  : sizeof(struct sockaddr_in)) < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_addr, cfg->listen_port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    px_proxy *px = s->data;
+    pgs_info("shutdown", "received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&px->stopping, true);
+    for (int i = 0; i < px->nworkers; i++)
+        px_worker_request_stop(&px->workers[i]);
+    uv_stop(s->loop);
+}
+
+static int run(px_proxy *px)
+{
+    char err[512];
+    cfg_config *cfg = px->cfg;
+    if (px_users_prepare(px, err, sizeof err) < 0 ||
+        resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &px->primary, err, sizeof err) < 0) {
+        pgs_error("startup_failed", "%s", err);
+        return 1;
+    }
+    px->nworkers = cfg->workers;
+    px->workers = calloc((size_t)px->nworkers, sizeof *px->workers);
+    if (!px->workers)
+        return 1;
+    int started = 0, rc = 0;
+    for (int i = 0; i < px->nworkers; i++) {
+        px->workers[i].px = px;
+        px->workers[i].id = i;
+        px->workers[i].listen_fd = listen_socket(cfg, err, sizeof err);
+        if (px->workers[i].listen_fd < 0) {
+            pgs_error("startup_failed", "%s", err);
+            rc = 1;
+            goto stop;
+        }
+    }
+    for (; started < px->nworkers; started++) {
+        int r = px_worker_start(&px->workers[started]);
+        if (r < 0) {
+            pgs_error("startup_failed", "worker %d: %s", started, uv_strerror(r));
+            rc = 1;
+            goto stop;
+        }
+    }
+    pgs_info("listening", "pgshard %s on %s:%u, %d workers, %s pooling, pool_size %d", PGS_VERSION,
+             cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
+             cfg->pool_size);
+
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    uv_loop_init(&loop);
+    uv_signal_init(&loop, &sigint);
+    uv_signal_init(&loop, &sigterm);
+    sigint.data = sigterm.data = px;
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+
+stop:
+    atomic_store(&px->stopping, true);
+    for (int i = 0; i < started; i++)
+        px_worker_request_stop(&px->workers[i]);
+    for (int i = 0; i < started; i++)
+        uv_thread_join(&px->workers[i].thread);
+    for (int i = started; i < px->nworkers; i++)
+        if (px->workers[i].listen_fd > 0)
+            close(px->workers[i].listen_fd);
+    pgs_info("stopped", "pgshard stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    bool check = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("pgshard %s\n", PGS_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    px_proxy px;
+    memset(&px, 0, sizeof px);
+    if (cfg_load(path, &px.cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pgshard: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: configuration is valid\n", path);
+        cfg_free(px.cfg);
+        return 0;
+    }
+    pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = run(&px);
+    free(px.workers);
+    free(px.users);
+    cfg_free(px.cfg);
+    return rc;
+}

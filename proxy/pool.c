@@ -1,0 +1,189 @@
+/* Pools of server connections, one per (user, database) in each worker: the idle list,
+ * the queue of clients waiting for a server, the parameters new clients are welcomed
+ * with, and the periodic sweep of timeouts. No locking: a pool belongs to one worker. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db)
+{
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp)
+    {
+        px_pool *p = pgs_container_of(it, px_pool, node);
+        if (p->user == user && strcmp(p->db_name, db) == 0)
+            return p;
+    }
+    px_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->w = w;
+    p->user = user;
+    snprintf(p->db_name, sizeof p->db_name, "%s", db);
+    pgs_list_init(&p->servers);
+    pgs_list_init(&p->idle);
+    pgs_list_init(&p->waiting);
+    pgs_list_init(&p->welcome_waiting);
+    pgs_list_push_back(&w->pools, &p->node);
+    return p;
+}
+
+void px_pool_free(px_pool *pool)
+{
+    pgs_buf_free(&pool->welcome);
+    free(pool);
+}
+
+/* Opens server connections while clients wait for more than are being opened, up to
+ * pool_size. A pool that has not yet learnt the server's parameters opens one. */
+static void pool_kick(px_pool *pool)
+{
+    if (atomic_load(&pool->w->px->stopping))
+        return;
+    size_t need = pool->waiting.n;
+    if (!pool->welcome_ready && pool->welcome_waiting.n && need == 0)
+        need = 1;
+    int limit = pool->w->px->cfg->pool_size;
+    while ((size_t)pool->nconnecting < need && (int)pool->servers.n < limit) {
+        if (!px_server_connect(pool)) {
+            pgs_error("server_connect_failed", "cannot start a server connection");
+            break;
+        }
+    }
+}
+
+void px_pool_want_welcome(px_pool *pool, px_client *cl)
+{
+    if (pool->welcome_ready) {
+        px_client_welcome(cl);
+        return;
+    }
+    pgs_list_push_back(&pool->welcome_waiting, &cl->wait_node);
+    pool_kick(pool);
+}
+
+/* Gives the client an idle server at once (linking it) or queues it. Returns 0 either
+ * way; the caller sees cl->server set when it was linked. */
+int px_pool_acquire(px_pool *pool, px_client *cl)
+{
+    pgs_node *n = pgs_list_pop_front(&pool->idle);
+    if (n) {
+        px_server *sv = pgs_container_of(n, px_server, idle_node);
+        sv->state = SV_ACTIVE;
+        sv->since = uv_now(&pool->w->loop);
+        cl->server = sv;
+        sv->client = cl;
+        cl->state = CL_ACTIVE;
+        px_server_update_reading(sv);
+        return 0;
+    }
+    pgs_list_push_back(&pool->waiting, &cl->wait_node);
+    pool_kick(pool);
+    return 0;
+}
+
+/* A server became idle: the longest-waiting client gets it, or it joins the idle list. */
+void px_pool_server_ready(px_pool *pool, px_server *sv)
+{
+    pgs_node *n = pgs_list_pop_front(&pool->waiting);
+    if (!n) {
+        pgs_list_push_front(&pool->idle, &sv->idle_node);
+        return;
+    }
+    px_client *cl = pgs_container_of(n, px_client, wait_node);
+    sv->state = SV_ACTIVE;
+    sv->since = uv_now(&pool->w->loop);
+    px_client_link(cl, sv);
+}
+
+void px_pool_login_done(px_pool *pool, px_server *sv)
+{
+    if (!pool->welcome_ready) {
+        pool->welcome = sv->login_params;
+        sv->login_params = (pgs_buf)PGS_BUF_INIT;
+        pool->welcome_ready = true;
+    }
+    pgs_node *n;
+    while ((n = pgs_list_pop_front(&pool->welcome_waiting)))
+        px_client_welcome(pgs_container_of(n, px_client, wait_node));
+}
+
+static void pool_fail_list(pgs_list *l, const uint8_t *err, size_t errlen)
+{
+    pgs_node *n;
+    while ((n = pgs_list_pop_front(l))) {
+        px_client *cl = pgs_container_of(n, px_client, wait_node);
+        if (err)
+            px_client_fatal_raw(cl, err, errlen);
+        else
+            px_client_fatal(cl, "08006", "pgshard: cannot reach the server");
+    }
+}
+
+/* A server closed. When it was still logging in and the pool has no other server, the
+ * waiting clients get its error (the server's own message when it sent one) instead of
+ * waiting for nothing; otherwise the pool opens replacements for whoever waits. */
+void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, size_t errlen)
+{
+    if (!login_failed || pool->servers.n > 0) {
+        pool_kick(pool);
+        return;
+    }
+    pgs_buf b = PGS_BUF_INIT;
+    if (!err) {
+        pgs_msg_error(&b, "FATAL", "08006", "pgshard: cannot connect to the server for database \"%s\"",
+                      pool->db_name);
+        err = b.data;
+        errlen = b.len;
+    }
+    pool_fail_list(&pool->welcome_waiting, err, errlen);
+    pool_fail_list(&pool->waiting, err, errlen);
+    pgs_buf_free(&b);
+}
+
+void px_pool_forget_client(px_pool *pool, px_client *cl)
+{
+    if (cl->state == CL_WAIT_SERVER)
+        pgs_list_remove(&pool->waiting, &cl->wait_node);
+    else if (cl->state == CL_WAIT_WELCOME)
+        pgs_list_remove(&pool->welcome_waiting, &cl->wait_node);
+}
+
+static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
+{
+    pgs_node *n;
+    while ((n = pgs_list_first(l))) {
+        px_client *cl = pgs_container_of(n, px_client, wait_node);
+        if (now - cl->wait_since < timeout)
+            break;
+        pgs_list_remove(l, n);
+        cl->state = CL_IDLE; /* out of the queue: closing must not look for it there */
+        px_client_fatal(cl, "53400", "pgshard: query_wait_timeout: no server connection within %u ms", timeout);
+    }
+}
+
+void px_pool_tick(px_pool *pool, uint64_t now)
+{
+    const cfg_config *cfg = pool->w->px->cfg;
+    if (cfg->query_wait_timeout_ms) {
+        pool_expire_waiters(&pool->waiting, now, cfg->query_wait_timeout_ms);
+        pool_expire_waiters(&pool->welcome_waiting, now, cfg->query_wait_timeout_ms);
+    }
+    pgs_node *it, *tmp;
+    pgs_list_each(&pool->servers, it, tmp)
+    {
+        px_server *sv = pgs_container_of(it, px_server, node);
+        if ((sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
+            now - sv->since >= cfg->server_connect_timeout_ms)
+            px_server_close(sv, "server_connect_timeout");
+    }
+    pgs_node *n;
+    while (cfg->server_idle_timeout_ms && (n = pgs_list_last(&pool->idle))) {
+        px_server *sv = pgs_container_of(n, px_server, idle_node);
+        if (now - sv->since < cfg->server_idle_timeout_ms)
+            break;
+        px_server_close(sv, "server_idle_timeout");
+    }
+}

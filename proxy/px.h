@@ -1,0 +1,223 @@
+/* The proxy daemon's shared types: the process-wide px_proxy (immutable after start but for
+ * atomic counters), workers (one libuv loop each), and the client and server connections
+ * with their pools. Everything a worker owns is touched only by its own thread. */
+#ifndef PX_H
+#define PX_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/list.h"
+#include "common/proto.h"
+#include "config/config.h"
+#include "proxy/scram.h"
+
+typedef struct px_proxy px_proxy;
+typedef struct px_worker px_worker;
+typedef struct px_conn px_conn;
+typedef struct px_client px_client;
+typedef struct px_server px_server;
+typedef struct px_pool px_pool;
+
+#define PX_NAME_MAX 64     /* NAMEDATALEN: longer names are truncated, as PostgreSQL does */
+#define PX_BLOCK 16384     /* the size of pooled I/O buffers */
+#define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
+
+/* A user from the config with the secrets derived from its password at start. */
+typedef struct px_user {
+    const cfg_user *cfg;    /* borrowed from px_proxy.cfg */
+    bool has_scram;         /* scram holds a usable secret */
+    px_scram_secret scram;
+    bool has_md5;           /* md5 holds "md5"+32 hex */
+    char md5[36];
+    bool has_plain;         /* cfg->password is a plain password (usable to log in to servers) */
+} px_user;
+
+struct px_proxy {
+    cfg_config *cfg;                    /* owned */
+    px_user *users;                     /* owned, cfg->nusers entries */
+    struct sockaddr_storage primary;    /* shard 0's primary, resolved at start */
+    int nworkers;
+    px_worker *workers;                 /* owned, nworkers entries */
+    atomic_int nclients;                /* across workers, for max_client_conn */
+    atomic_bool stopping;
+};
+
+/* One direction-neutral TCP connection: what was read and not yet processed, and what
+ * waits to be written. Clients and servers embed one as their first member. */
+struct px_conn {
+    uv_tcp_t tcp; /* first: the handle's address is the conn's */
+    px_worker *w;
+    bool is_server;
+    bool reading;
+    bool writing;          /* wreq in flight over wq */
+    bool closing;          /* uv_close called or about to be */
+    bool close_after_flush;
+    bool processing;       /* guards against re-entering the input loop */
+    pgs_buf in;            /* received bytes; in_pos of them processed */
+    size_t in_pos;
+    size_t fwd_mark;       /* start of the processed bytes not yet forwarded to the peer */
+    uint32_t pass_left;    /* bytes of a message being passed through without inspection */
+    pgs_buf out;           /* queued, not yet handed to libuv */
+    pgs_buf wq;            /* handed to libuv, in flight */
+    uv_write_t wreq;
+};
+
+typedef enum px_client_state {
+    CL_STARTUP,      /* reading SSLRequest / StartupMessage / CancelRequest */
+    CL_AUTH,         /* exchanging password messages */
+    CL_WAIT_WELCOME, /* authenticated; waiting for the pool to learn server parameters */
+    CL_IDLE,         /* logged in, no server */
+    CL_WAIT_SERVER,  /* has a message to send, queued for a server connection */
+    CL_ACTIVE,       /* linked to a server */
+    CL_CLOSED,
+} px_client_state;
+
+typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FINAL } px_auth_step;
+
+struct px_client {
+    px_conn conn; /* first */
+    px_client_state state;
+    pgs_node node;      /* in worker->clients */
+    pgs_node wait_node; /* in pool->waiting or pool->welcome_waiting */
+    px_pool *pool;
+    px_server *server;  /* linked server, or NULL */
+    const px_user *user;
+    uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
+    uint64_t wait_since;          /* loop time it started waiting (welcome or server) */
+    px_auth_step auth;
+    bool counted;       /* holds a slot of px_proxy.nclients */
+    bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
+    bool ssl_asked;
+    bool gss_asked;
+    char user_name[PX_NAME_MAX];
+    char db_name[PX_NAME_MAX];
+    union {
+        uint8_t md5_salt[4];
+        px_scram_server *scram; /* owned while the SCRAM exchange runs */
+    } a;
+};
+
+typedef enum px_server_state {
+    SV_CONNECTING, /* TCP connect in progress */
+    SV_LOGIN,      /* startup sent, authenticating and reading parameters */
+    SV_IDLE,       /* in the pool's idle list */
+    SV_ACTIVE,     /* linked to a client */
+    SV_RESET,      /* running the reset query before going idle */
+    SV_CLOSED,
+} px_server_state;
+
+struct px_server {
+    px_conn conn; /* first */
+    px_server_state state;
+    pgs_node node;      /* in pool->servers */
+    pgs_node idle_node; /* in pool->idle */
+    px_pool *pool;
+    px_client *client;    /* linked client, or NULL */
+    uv_connect_t connect_req;
+    uint64_t since;       /* loop time of the last state change */
+    uint32_t expect_z;    /* ReadyForQuery messages still owed for what the client sent */
+    bool ext_open;        /* extended-protocol messages sent since the last Sync */
+    char tx_status;       /* of the last ReadyForQuery: 'I', 'T' or 'E' */
+    uint32_t be_pid, be_secret;
+    px_scram_client *scram; /* owned while logging in */
+    pgs_buf login_params;   /* ParameterStatus messages seen while logging in */
+};
+
+/* Server connections for one (user, database) in one worker. */
+struct px_pool {
+    pgs_node node;       /* in worker->pools */
+    px_worker *w;
+    const px_user *user; /* borrowed */
+    char db_name[PX_NAME_MAX];
+    pgs_list servers;    /* every server of this pool */
+    pgs_list idle;       /* SV_IDLE servers, most recently used first */
+    pgs_list waiting;    /* CL_WAIT_SERVER clients, first come first served */
+    pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
+    int nconnecting;     /* servers in SV_CONNECTING or SV_LOGIN */
+    bool welcome_ready;
+    pgs_buf welcome;     /* ParameterStatus messages every new client receives */
+};
+
+typedef struct px_cancel_req {
+    uint32_t pid, secret;
+} px_cancel_req;
+
+struct px_worker {
+    px_proxy *px;
+    int id;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    int listen_fd;         /* bound by main(), adopted by the worker's loop */
+    uv_tcp_t listener;
+    uv_async_t wakeup;     /* stop request or cancel requests from other workers */
+    uv_timer_t tick;
+    uv_mutex_t mbox_lock;  /* guards mbox: the only lock, off the query path */
+    pgs_buf mbox;          /* px_cancel_req entries for clients of this worker */
+    pgs_list clients;
+    pgs_list pools;
+    uint32_t next_pid;
+    int nfree;
+    void *free_blocks[PX_FREE_BLOCKS];
+};
+
+/* worker.c */
+int px_worker_start(px_worker *w);
+void px_worker_request_stop(px_worker *w);
+void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
+void px_buf_take(px_worker *w, pgs_buf *b);
+void px_buf_give(px_worker *w, pgs_buf *b);
+
+/* conn.c */
+void px_conn_init(px_conn *c, px_worker *w, bool is_server);
+int px_conn_send(px_conn *c, const void *p, size_t n);
+int px_conn_send_buf(px_conn *c, const pgs_buf *b);
+void px_conn_flush_forward(px_conn *from, px_conn *to);
+void px_conn_set_reading(px_conn *c, bool on);
+void px_conn_after_input(px_conn *c);
+void px_conn_close(px_conn *c);
+bool px_conn_idle_io(const px_conn *c);
+
+/* client.c */
+void px_client_accept(px_worker *w);
+void px_client_process(px_client *cl);
+void px_client_update_reading(px_client *cl);
+void px_client_on_drained(px_client *cl);
+void px_client_close(px_client *cl);
+void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n);
+void px_client_welcome(px_client *cl);
+void px_client_link(px_client *cl, px_server *sv);
+void px_client_detach(px_client *cl);
+void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret);
+
+/* server.c */
+px_server *px_server_connect(px_pool *pool);
+void px_server_process(px_server *sv);
+void px_server_update_reading(px_server *sv);
+void px_server_on_drained(px_server *sv);
+void px_server_close(px_server *sv, const char *why);
+void px_server_release(px_server *sv);
+bool px_server_clean(const px_server *sv);
+
+/* pool.c */
+px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db);
+int px_pool_acquire(px_pool *pool, px_client *cl);
+void px_pool_want_welcome(px_pool *pool, px_client *cl);
+void px_pool_server_ready(px_pool *pool, px_server *sv);
+void px_pool_login_done(px_pool *pool, px_server *sv);
+void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, size_t errlen);
+void px_pool_forget_client(px_pool *pool, px_client *cl);
+void px_pool_tick(px_pool *pool, uint64_t now);
+void px_pool_free(px_pool *pool);
+
+/* auth.c */
+const px_user *px_user_find(const px_proxy *px, const char *name);
+int px_users_prepare(px_proxy *px, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,461 @@
+/* The server side of the proxy: connecting and logging in to PostgreSQL as the client's
+ * user (SCRAM-SHA-256, md5, cleartext), then relaying the server's replies to the linked
+ * client as they arrive. ReadyForQuery decides when a server goes back to the pool.
+ * A server's life is the px_server_state enum, changed only in server_set_state(). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+#define PX_MAX_LOGIN_MSG (1u << 20)
+
+static const char *const server_state_names[] = {
+    "connecting", "login", "idle", "active", "reset", "closed",
+};
+
+static void server_set_state(px_server *sv, px_server_state st)
+{
+    if (sv->state == st)
+        return;
+    pgs_debug("server_state", "server %p pid %u: %s -> %s", (void *)sv, sv->be_pid,
+              server_state_names[sv->state], server_state_names[st]);
+    sv->state = st;
+    sv->since = uv_now(&sv->conn.w->loop);
+}
+
+static bool server_logging_in(const px_server *sv)
+{
+    return sv->state == SV_CONNECTING || sv->state == SV_LOGIN;
+}
+
+/* Closes a server. A server that never finished logging in tells its pool why (err is the
+ * server's own ErrorResponse when it sent one), so waiting clients learn the reason. A
+ * linked client gets an error only at a message boundary; otherwise it is just closed. */
+static void server_close_err(px_server *sv, const char *why, const uint8_t *err, size_t errlen)
+{
+    if (sv->state == SV_CLOSED)
+        return;
+    px_pool *pool = sv->pool;
+    bool login = server_logging_in(sv);
+    pgs_info("server_closed", "server pid %u user=%s db=%s: %s", sv->be_pid, pool->user->cfg->name,
+             pool->db_name, why);
+    server_set_state(sv, SV_CLOSED);
+    pgs_list_remove(&pool->idle, &sv->idle_node);
+    pgs_list_remove(&pool->servers, &sv->node);
+    if (login)
+        pool->nconnecting--;
+    px_client *cl = sv->client;
+    if (cl) {
+        sv->client = NULL;
+        cl->server = NULL;
+        if (sv->conn.pass_left == 0)
+            px_client_fatal(cl, "08006", "server connection lost: %s", why);
+        else
+            px_client_close(cl);
+    }
+    px_conn_close(&sv->conn);
+    px_pool_server_gone(pool, login, err, errlen);
+}
+
+void px_server_close(px_server *sv, const char *why) { server_close_err(sv, why, NULL, 0); }
+
+bool px_server_clean(const px_server *sv)
+{
+    return sv->state == SV_ACTIVE && sv->expect_z == 0 && !sv->ext_open && sv->tx_status == 'I' &&
+           sv->conn.pass_left == 0;
+}
+
+/* Unlinks a server whose client is done with it and gives it back to the pool. Session
+ * pooling first runs DISCARD ALL so the next client finds a fresh session. */
+void px_server_release(px_server *sv)
+{
+    px_client *cl = sv->client;
+    if (cl) {
+        sv->client = NULL;
+        px_client_detach(cl);
+    }
+    if (sv->conn.w->px->cfg->pool_mode == CFG_POOL_SESSION) {
+        pgs_buf b = PGS_BUF_INIT;
+        pgs_msg_query(&b, "DISCARD ALL");
+        server_set_state(sv, SV_RESET);
+        px_conn_send_buf(&sv->conn, &b);
+        pgs_buf_free(&b);
+        return;
+    }
+    server_set_state(sv, SV_IDLE);
+    if (!sv->conn.processing)
+        px_pool_server_ready(sv->pool, sv);
+}
+
+static void server_send_password(px_server *sv, const char *pw)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 'p');
+    pgs_buf_append_cstr(&b, pw);
+    pgs_msg_end(&b, st);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* Answers one authentication request of the server. Returns 0, or -1 after closing. */
+static int server_auth(px_server *sv, const uint8_t *body, size_t n)
+{
+    const px_user *u = sv->pool->user;
+    const char *pw = u->cfg->password;
+    pgs_reader rd = pgs_reader_make(body, n);
+    uint32_t code;
+    if (pgs_rd_be32(&rd, &code) < 0)
+        goto bad;
+    if (code == 0)
+        return 0;
+    if (!pw) {
+        server_close_err(sv, "the server asks for a password and the user has none in the config", NULL, 0);
+        return -1;
+    }
+    if (code == 3) {
+        if (!u->has_plain)
+            goto need_plain;
+        server_send_password(sv, pw);
+        return 0;
+    }
+    if (code == 5) {
+        const uint8_t *salt;
+        char resp[36];
+        if (pgs_rd_bytes(&rd, 4, &salt) < 0 || !(u->has_plain || u->has_md5))
+            goto bad;
+        px_md5_response(u->has_plain ? pw : u->md5, u->cfg->name, salt, resp);
+        server_send_password(sv, resp);
+        return 0;
+    }
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 'p');
+    if (code == 10) {
+        if (!u->has_plain)
+            goto need_plain_free;
+        bool found = false;
+        const char *mech;
+        while (pgs_rd_cstr(&rd, &mech) == 0 && mech[0])
+            found |= strcmp(mech, "SCRAM-SHA-256") == 0;
+        if (!found)
+            goto bad_free;
+        sv->scram = calloc(1, sizeof *sv->scram);
+        if (!sv->scram)
+            goto bad_free;
+        pgs_buf_append_cstr(&b, "SCRAM-SHA-256");
+        size_t lenpos = b.len;
+        pgs_buf_append_be32(&b, 0);
+        if (px_scram_client_first(sv->scram, pw, NULL, &b) < 0)
+            goto bad_free;
+        pgs_buf_put_be32(&b, lenpos, (uint32_t)(b.len - lenpos - 4));
+    } else if (code == 11) {
+        if (!sv->scram || px_scram_client_final(sv->scram, rd.p, rd.left, &b) < 0)
+            goto bad_free;
+    } else if (code == 12) {
+        int ok = sv->scram ? px_scram_client_verify(sv->scram, rd.p, rd.left) : -1;
+        free(sv->scram);
+        sv->scram = NULL;
+        pgs_buf_free(&b);
+        if (ok < 0) {
+            server_close_err(sv, "the server's SCRAM signature does not verify", NULL, 0);
+            return -1;
+        }
+        return 0;
+    } else {
+        pgs_buf_free(&b);
+        server_close_err(sv, "the server asks for an authentication method pgshard does not support", NULL, 0);
+        return -1;
+    }
+    pgs_msg_end(&b, st);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 0;
+
+need_plain_free:
+    pgs_buf_free(&b);
+need_plain:
+    server_close_err(sv, "logging in to the server needs the user's plain password in the config", NULL, 0);
+    return -1;
+bad_free:
+    pgs_buf_free(&b);
+bad:
+    server_close_err(sv, "malformed authentication request from the server", NULL, 0);
+    return -1;
+}
+
+/* One whole message while logging in. */
+static int server_login_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    size_t avail = c->in.len - c->in_pos;
+    const uint8_t *p = c->in.data + c->in_pos;
+    pgs_frame f;
+    int r = pgs_frame_read(p, avail, PX_MAX_LOGIN_MSG, &f);
+    if (r == 0 || (r > 0 && avail < f.total))
+        return 0;
+    if (r < 0) {
+        server_close_err(sv, "invalid message length from server", NULL, 0);
+        return -1;
+    }
+    c->in_pos += f.total;
+    const uint8_t *body = p + PGS_HDR_LEN;
+    size_t n = f.len - 4;
+    switch (f.type) {
+    case 'R':
+        return server_auth(sv, body, n) < 0 ? -1 : 1;
+    case 'S':
+        pgs_buf_append(&sv->login_params, p, f.total);
+        return 1;
+    case 'K':
+        if (n != 8) {
+            server_close_err(sv, "malformed BackendKeyData", NULL, 0);
+            return -1;
+        }
+        sv->be_pid = pgs_be32(body);
+        sv->be_secret = pgs_be32(body + 4);
+        return 1;
+    case 'E': {
+        pgs_error_fields ef;
+        char why[300];
+        if (pgs_error_parse(body, n, &ef) < 0)
+            ef.message = "malformed error";
+        snprintf(why, sizeof why, "login refused: %s (%s)", ef.message, ef.sqlstate);
+        server_close_err(sv, why, p, f.total);
+        return -1;
+    }
+    case 'N':
+    case 'v':
+        return 1;
+    case 'Z':
+        if (n != 1) {
+            server_close_err(sv, "malformed ReadyForQuery", NULL, 0);
+            return -1;
+        }
+        sv->tx_status = (char)body[0];
+        sv->pool->nconnecting--;
+        server_set_state(sv, SV_IDLE);
+        pgs_debug("server_login", "server pid %u ready", sv->be_pid);
+        px_pool_login_done(sv->pool, sv);
+        pgs_buf_free(&sv->login_params);
+        return 1;
+    default:
+        server_close_err(sv, "unexpected message while logging in", NULL, 0);
+        return -1;
+    }
+}
+
+/* Messages a server sends with no client linked: notices and parameter changes are
+ * dropped; anything else (an error before a shutdown) means the server is going away. */
+static int server_idle_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    size_t avail = c->in.len - c->in_pos;
+    pgs_frame f;
+    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PX_MAX_LOGIN_MSG, &f);
+    if (r == 0 || (r > 0 && avail < f.total))
+        return 0;
+    if (r < 0 || (f.type != 'N' && f.type != 'S' && f.type != 'A')) {
+        px_server_close(sv, "unexpected message from an idle server");
+        return -1;
+    }
+    c->in_pos += f.total;
+    return 1;
+}
+
+/* Skips the reply to the reset query; the server is idle again at its ReadyForQuery. */
+static int server_reset_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    size_t avail = c->in.len - c->in_pos;
+    if (c->pass_left) {
+        size_t k = avail < c->pass_left ? avail : c->pass_left;
+        c->in_pos += k;
+        c->pass_left -= (uint32_t)k;
+        return k ? 1 : 0;
+    }
+    pgs_frame f;
+    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PGS_MAX_MSG_LEN, &f);
+    if (r == 0)
+        return 0;
+    if (r < 0 || f.type == 'E') {
+        px_server_close(sv, "reset query failed");
+        return -1;
+    }
+    if (f.type != 'Z') {
+        size_t take = avail < f.total ? avail : f.total;
+        c->in_pos += take;
+        c->pass_left = (uint32_t)(f.total - take);
+        return 1;
+    }
+    if (avail < f.total)
+        return 0;
+    c->in_pos += f.total;
+    server_set_state(sv, SV_IDLE);
+    return 1;
+}
+
+/* Relays the server's bytes to the linked client. Only ReadyForQuery is looked into: it
+ * settles one owed reply and, in transaction pooling, frees the server when the client
+ * has nothing else running and no transaction open. */
+static int server_active_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    size_t avail = c->in.len - c->in_pos;
+    if (avail == 0)
+        return 0;
+    if (c->pass_left) {
+        size_t k = avail < c->pass_left ? avail : c->pass_left;
+        c->in_pos += k;
+        c->pass_left -= (uint32_t)k;
+        return 1;
+    }
+    pgs_frame f;
+    const uint8_t *p = c->in.data + c->in_pos;
+    int r = pgs_frame_read(p, avail, PGS_MAX_MSG_LEN, &f);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        px_server_close(sv, "invalid message length from server");
+        return -1;
+    }
+    if (f.type != 'Z') {
+        size_t take = avail < f.total ? avail : f.total;
+        c->in_pos += take;
+        c->pass_left = (uint32_t)(f.total - take);
+        return 1;
+    }
+    if (avail < f.total)
+        return 0;
+    if (f.len != 5) {
+        px_server_close(sv, "malformed ReadyForQuery from server");
+        return -1;
+    }
+    c->in_pos += f.total;
+    sv->tx_status = (char)p[5];
+    if (sv->expect_z)
+        sv->expect_z--;
+    px_client *cl = sv->client;
+    if (sv->conn.w->px->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
+        cl->conn.pass_left == 0) {
+        px_conn_flush_forward(c, &cl->conn);
+        px_server_release(sv);
+    }
+    return 1;
+}
+
+void px_server_process(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    if (c->processing || c->closing)
+        return;
+    c->processing = true;
+    int r = 1;
+    while (r > 0 && sv->state != SV_CLOSED) {
+        switch (sv->state) {
+        case SV_LOGIN:
+            r = server_login_step(sv);
+            break;
+        case SV_IDLE:
+            r = server_idle_step(sv);
+            break;
+        case SV_RESET:
+            r = server_reset_step(sv);
+            break;
+        case SV_ACTIVE:
+            r = server_active_step(sv);
+            break;
+        default:
+            r = 0;
+            break;
+        }
+        if (sv->state != SV_ACTIVE)
+            c->fwd_mark = c->in_pos;
+    }
+    c->processing = false;
+    if (sv->state == SV_CLOSED)
+        return;
+    if (sv->state == SV_ACTIVE)
+        px_conn_flush_forward(c, &sv->client->conn);
+    px_conn_after_input(c);
+    if (sv->state == SV_IDLE && !pgs_node_linked(&sv->idle_node))
+        px_pool_server_ready(sv->pool, sv);
+    if (sv->state != SV_CLOSED)
+        px_server_update_reading(sv);
+}
+
+void px_server_update_reading(px_server *sv)
+{
+    bool on = true;
+    if (sv->state == SV_CONNECTING || sv->state == SV_CLOSED)
+        on = false;
+    else if (sv->state == SV_ACTIVE && sv->client)
+        on = px_conn_idle_io(&sv->client->conn);
+    px_conn_set_reading(&sv->conn, on);
+}
+
+void px_server_on_drained(px_server *sv)
+{
+    if (sv->client)
+        px_client_update_reading(sv->client);
+}
+
+static void server_on_connect(uv_connect_t *req, int status)
+{
+    px_server *sv = req->data;
+    if (sv->state != SV_CONNECTING)
+        return;
+    if (status < 0) {
+        char why[200];
+        snprintf(why, sizeof why, "could not connect to server: %s", uv_strerror(status));
+        px_server_close(sv, why);
+        return;
+    }
+    uv_tcp_nodelay(&sv->conn.tcp, 1);
+    uv_tcp_keepalive(&sv->conn.tcp, 1, 60);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 0);
+    pgs_buf_append_be32(&b, PGS_PROTO_V3);
+    pgs_buf_append_cstr(&b, "user");
+    pgs_buf_append_cstr(&b, sv->pool->user->cfg->name);
+    pgs_buf_append_cstr(&b, "database");
+    pgs_buf_append_cstr(&b, sv->pool->db_name);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, st);
+    server_set_state(sv, SV_LOGIN);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    if (sv->state == SV_LOGIN)
+        px_server_update_reading(sv);
+}
+
+/* Starts a new server connection for the pool. The pool counts it as connecting until it
+ * is logged in or gone. */
+px_server *px_server_connect(px_pool *pool)
+{
+    px_worker *w = pool->w;
+    px_server *sv = calloc(1, sizeof *sv);
+    if (!sv)
+        return NULL;
+    px_conn_init(&sv->conn, w, true);
+    sv->pool = pool;
+    sv->connect_req.data = sv;
+    sv->tx_status = 'I';
+    if (uv_tcp_init(&w->loop, &sv->conn.tcp) < 0) {
+        free(sv);
+        return NULL;
+    }
+    sv->state = SV_CONNECTING;
+    sv->since = uv_now(&w->loop);
+    pgs_list_push_back(&pool->servers, &sv->node);
+    pool->nconnecting++;
+    int r = uv_tcp_connect(&sv->connect_req, &sv->conn.tcp, (const struct sockaddr *)&w->px->primary,
+                           server_on_connect);
+    if (r < 0) {
+        pgs_list_remove(&pool->servers, &sv->node);
+        pool->nconnecting--;
+        sv->state = SV_CLOSED;
+        px_conn_close(&sv->conn);
+        return NULL;
+    }
+    return sv;
+}

@@ -1,0 +1,176 @@
+/* A worker: one thread with its own libuv loop, its own SO_REUSEPORT listener, clients and
+ * pools. Other threads reach it only through its mailbox (cancel requests) and wakeup
+ * handle (cancel, stop). Also holds the worker's cache of I/O buffers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+#define PX_TICK_MS 100
+
+void px_buf_take(px_worker *w, pgs_buf *b)
+{
+    if (b->data || w->nfree == 0)
+        return;
+    b->data = w->free_blocks[--w->nfree];
+    b->cap = PX_BLOCK;
+    b->len = 0;
+    b->oom = false;
+}
+
+/* Returns a buffer's storage: pooled when it has the standard size, freed otherwise. */
+void px_buf_give(px_worker *w, pgs_buf *b)
+{
+    if (!b->data)
+        return;
+    if (b->cap == PX_BLOCK && w->nfree < PX_FREE_BLOCKS) {
+        w->free_blocks[w->nfree++] = b->data;
+        b->data = NULL;
+        b->len = b->cap = 0;
+        b->oom = false;
+        return;
+    }
+    pgs_buf_free(b);
+}
+
+static void worker_on_connection(uv_stream_t *server, int status)
+{
+    px_worker *w = server->data;
+    if (status < 0) {
+        pgs_warn("accept_failed", "worker %d: %s", w->id, uv_strerror(status));
+        return;
+    }
+    px_client_accept(w);
+}
+
+static void worker_on_tick(uv_timer_t *t)
+{
+    px_worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp) px_pool_tick(pgs_container_of(it, px_pool, node), now);
+}
+
+static void worker_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (uv_is_closing(h))
+        return;
+    /* Client and server handles carry their px_conn; close them through their owners so
+     * pools and counters stay consistent. Other handles are the worker's own. */
+    px_worker *w = arg;
+    if (h->type == UV_TCP && h != (uv_handle_t *)&w->listener) {
+        px_conn *c = h->data;
+        if (!c)
+            return; /* a cancel forwarder: it closes itself once written */
+        if (c->is_server)
+            px_server_close((px_server *)c, "shutdown");
+        else
+            px_client_close((px_client *)c);
+        return;
+    }
+    uv_close(h, NULL);
+}
+
+static void worker_drain_mbox(px_worker *w)
+{
+    pgs_buf box = PGS_BUF_INIT;
+    uv_mutex_lock(&w->mbox_lock);
+    box = w->mbox;
+    w->mbox = (pgs_buf)PGS_BUF_INIT;
+    uv_mutex_unlock(&w->mbox_lock);
+    for (size_t off = 0; off + sizeof(px_cancel_req) <= box.len; off += sizeof(px_cancel_req)) {
+        px_cancel_req rq;
+        memcpy(&rq, box.data + off, sizeof rq);
+        px_client_cancel(w, rq.pid, rq.secret);
+    }
+    pgs_buf_free(&box);
+}
+
+static void worker_on_wakeup(uv_async_t *a)
+{
+    px_worker *w = a->data;
+    worker_drain_mbox(w);
+    if (atomic_load(&w->px->stopping))
+        uv_walk(&w->loop, worker_close_walk, w);
+}
+
+static void worker_main(void *arg)
+{
+    px_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Everything is closed; let close callbacks finish and free what is left. */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp)
+    {
+        px_pool *pool = pgs_container_of(it, px_pool, node);
+        pgs_list_remove(&w->pools, it);
+        px_pool_free(pool);
+    }
+    while (w->nfree)
+        free(w->free_blocks[--w->nfree]);
+    pgs_buf_free(&w->mbox);
+    if (uv_loop_close(&w->loop) != 0)
+        pgs_warn("loop_not_closed", "worker %d: handles still open at exit", w->id);
+    uv_mutex_destroy(&w->mbox_lock);
+}
+
+/* Sets up the loop and handles, then starts the thread. The listening socket was bound by
+ * main() so that a port already in use is reported before any thread starts. */
+int px_worker_start(px_worker *w)
+{
+    int r;
+    pgs_list_init(&w->clients);
+    pgs_list_init(&w->pools);
+    w->next_pid = 1;
+    if ((r = uv_loop_init(&w->loop)) < 0)
+        return r;
+    if ((r = uv_mutex_init(&w->mbox_lock)) < 0)
+        goto fail_loop;
+    if ((r = uv_tcp_init(&w->loop, &w->listener)) < 0)
+        goto fail_mutex;
+    w->listener.data = w;
+    if ((r = uv_tcp_open(&w->listener, w->listen_fd)) < 0)
+        goto fail_listener;
+    if ((r = uv_listen((uv_stream_t *)&w->listener, 1024, worker_on_connection)) < 0)
+        goto fail_listener;
+    if ((r = uv_async_init(&w->loop, &w->wakeup, worker_on_wakeup)) < 0)
+        goto fail_listener;
+    w->wakeup.data = w;
+    if ((r = uv_timer_init(&w->loop, &w->tick)) < 0)
+        goto fail_async;
+    w->tick.data = w;
+    uv_timer_start(&w->tick, worker_on_tick, PX_TICK_MS, PX_TICK_MS);
+    uv_unref((uv_handle_t *)&w->tick);
+    if ((r = uv_thread_create(&w->thread, worker_main, w)) < 0)
+        goto fail_timer;
+    return 0;
+
+fail_timer:
+    uv_close((uv_handle_t *)&w->tick, NULL);
+fail_async:
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+fail_listener:
+    uv_close((uv_handle_t *)&w->listener, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+fail_mutex:
+    uv_mutex_destroy(&w->mbox_lock);
+fail_loop:
+    uv_loop_close(&w->loop);
+    return r;
+}
+
+void px_worker_request_stop(px_worker *w) { uv_async_send(&w->wakeup); }
+
+/* Called from any worker thread: queue a cancel for a client of w. */
+void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret)
+{
+    px_cancel_req rq = {pid, secret};
+    uv_mutex_lock(&w->mbox_lock);
+    int r = pgs_buf_append(&w->mbox, &rq, sizeof rq);
+    uv_mutex_unlock(&w->mbox_lock);
+    if (r == 0)
+        uv_async_send(&w->wakeup);
+}
