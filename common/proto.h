@@ -11,7 +11,7 @@
 #define PGS_CODE_SSL 80877103u
 #define PGS_CODE_GSSENC 80877104u
 #define PGS_MAX_STARTUP_LEN 10000u       /* as PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
-#define PGS_MAX_MSG_LEN 0x40000000u      /* 1 GiB, PostgreSQL's PQ_LARGE_MESSAGE_LIMIT + 1 */
+#define PGS_MAX_MSG_LEN 0x40000000u      /* 1 GiB: longer messages are protocol violations */
 #define PGS_HDR_LEN 5u
 
 /* Result of looking at the start of a typed message. */
@@ -34,7 +34,7 @@ bool pgs_frontend_type_valid(char type);
 size_t pgs_msg_begin(pgs_buf *b, char type);
 void pgs_msg_end(pgs_buf *b, size_t start);
 
-/* Appends an ErrorResponse (or NoticeResponse when type is 'N') with severity, SQLSTATE
+/* Appends an ErrorResponse with severity, SQLSTATE
  * and a printf-style message. */
 void pgs_msg_error(pgs_buf *b, const char *severity, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -14,6 +14,8 @@
 #   pgs_proxy_port [NAME]           port of a proxy started earlier
 #   pgs_stop_proxy [NAME]           fails the test on a non-zero exit or a sanitizer report
 #   pgs_psql ARGS / pgs_psql_direct ARGS / pgs_psql_node SHARD ROLE ARGS
+#   pgs_pgbench ARGS / pgs_pgbench_direct ARGS
+#   pgs_pgbench_ok LABEL proxy|direct ARGS   pgbench that must succeed with 0 failures
 #   pgs_cluster ARGS                tests/cluster/cluster.sh with DIR filled in
 #   pgs_fail MSG / pgs_assert_eq EXPECTED ACTUAL MSG / pgs_free_port / pgs_replica_list K
 #   pgs_on_exit CMD                 run CMD at exit; do not `trap ... EXIT` in a test, the
@@ -111,6 +113,43 @@ pgs_psql_node() {
   [[ -n ${!v:-} ]] || pgs_fail "pgs_psql_node: no node shard $k $role"
   PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "${!v}" -U "$PGS_USER" \
     -d "$PGS_DB" -X -v ON_ERROR_STOP=1 -At "$@"
+}
+
+# pgbench as app through the proxy started last / straight to shard 0's primary. The
+# database name goes last, so ARGS are options only.
+pgs_pgbench() {
+  [[ -n ${PGS_PROXY_PORT:-} ]] || pgs_fail "pgs_pgbench: no proxy started"
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U "$PGS_USER" \
+    "$@" "$PGS_DB"
+}
+
+pgs_pgbench_direct() {
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -h "$PGS_HOST" -p "$PGS_SHARD0_PRIMARY_PORT" \
+    -U "$PGS_USER" "$@" "$PGS_DB"
+}
+
+# pgs_pgbench_ok LABEL proxy|direct ARGS...: runs a pgbench benchmark and fails the test
+# unless it exits 0, reports "number of failed transactions: 0" and processed more than 0
+# transactions. Output is kept in $PGS_WORK/$PGS_TEST_NAME.LABEL.pgbench. Sets PGS_PGBENCH_TX
+# (transactions processed) and PGS_PGBENCH_TPS.
+pgs_pgbench_ok() {
+  local label=$1 target=$2 out rc=0 failed; shift 2
+  out=$PGS_WORK/$PGS_TEST_NAME.$label.pgbench
+  case $target in
+    proxy) pgs_pgbench "$@" >"$out" 2>&1 || rc=$? ;;
+    direct) pgs_pgbench_direct "$@" >"$out" 2>&1 || rc=$? ;;
+    *) pgs_fail "pgs_pgbench_ok: target must be proxy or direct, not '$target'" ;;
+  esac
+  PGS_PGBENCH_TX=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+  PGS_PGBENCH_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)
+  if ((rc != 0)) || [[ $failed != 0 || ! ${PGS_PGBENCH_TX:-} =~ ^[1-9][0-9]*$ ]]; then
+    printf -- '--- pgbench %s (%s) ---\n' "$label" "$*" >&2
+    { grep -m 10 -i 'error' "$out"; echo ...; tail -n 25 "$out"; } >&2
+    printf -- '--- end of pgbench output (%s) ---\n' "$out" >&2
+    pgs_fail "pgbench $label: exit $rc, failed transactions '${failed:-?}', processed '${PGS_PGBENCH_TX:-?}'"
+  fi
+  pgs_log "pgbench $label: $PGS_PGBENCH_TX transactions, 0 failed, tps $PGS_PGBENCH_TPS"
 }
 
 # Writes $1 (an INI file) from the defaults below with the caller's ARGs applied. Keys are

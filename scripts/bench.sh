@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Benchmarks pgshard against PgBouncer (Debian's 1.18) and a direct connection, in one run
+# on one fresh cluster: pgbench -S at 1 and 16 clients, simple and extended protocol. Reports
+# TPS and each proxy's CPU seconds per 1000 transactions (utime+stime from /proc), the
+# ratio pgshard/PgBouncer, and pgshard's RSS with 1000 idle clients. Not a test: numbers
+# vary with the machine; compare the ratios.
+set -euo pipefail
+BUILD=${1:-build}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$SRC/$BUILD/pgshard
+PGBIN=/usr/lib/postgresql/15/bin
+DUR=${BENCH_SECONDS:-10}
+command -v pgbouncer >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+WORK=$(mktemp -d /tmp/pgshard-bench.XXXXXX)
+chmod 755 "$WORK"
+CL=$WORK/cluster
+cleanup() {
+  [ -n "${PXPID:-}" ] && kill "$PXPID" 2>/dev/null || true
+  [ -n "${BXPID:-}" ] && kill "$BXPID" 2>/dev/null || true
+  "$SRC/tests/cluster/cluster.sh" stop "$CL" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$SRC/tests/cluster/cluster.sh" start "$CL" --shards 1 --replicas 0 >/dev/null
+. "$CL/cluster.env"
+PP=$PGS_SHARD0_PRIMARY_PORT
+export PGPASSWORD=app
+$PGBIN/pgbench -i -s 10 -q -h 127.0.0.1 -p "$PP" -U app app >/dev/null 2>&1
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+PXPORT=$(free_port)
+cat > "$WORK/pgshard.ini" <<INI
+[pgshard]
+listen_port = $PXPORT
+workers = ${BENCH_WORKERS:-2}
+pool_mode = transaction
+pool_size = 20
+auth_type = ${BENCH_AUTH:-scram-sha-256}
+log_level = warn
+[shard.0]
+primary = 127.0.0.1:$PP
+[user.app]
+password = app
+INI
+"$BIN" -c "$WORK/pgshard.ini" 2>"$WORK/pgshard.log" &
+PXPID=$!
+
+BXPORT=$(free_port)
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$PP dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BXPORT
+auth_type = ${BENCH_AUTH:-scram-sha-256}
+auth_file = $WORK/userlist.txt
+pool_mode = ${BOUNCER_MODE:-transaction}
+default_pool_size = 40
+max_client_conn = 2000
+logfile = $WORK/pgbouncer.log
+unix_socket_dir =
+pidfile = $WORK/pgbouncer.pid
+INI
+echo '"app" "app"' > "$WORK/userlist.txt"
+chown -R postgres "$WORK"
+runuser -u postgres -- pgbouncer -d -q "$WORK/pgbouncer.ini"
+for _ in $(seq 40); do [ -s "$WORK/pgbouncer.pid" ] && break; sleep 0.1; done
+BXPID=$(cat "$WORK/pgbouncer.pid")
+sleep 0.5
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+run() { # label port pid clients mode
+  local before after out tps tx cpu
+  [ -n "$3" ] && before=$(cpu_ticks "$3")
+  out=$($PGBIN/pgbench -n -S -M "$5" -c "$4" -j "$(( $4 < 2 ? 1 : 2 ))" -T "$DUR" -h 127.0.0.1 -p "$2" -U app app 2>&1)
+  tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  if [ -n "$3" ]; then
+    after=$(cpu_ticks "$3")
+    cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" -v tx="$tx" 'BEGIN{printf "%.4f", (a-b)/hz/tx*1000}')
+  else cpu="-"; fi
+  printf "%-9s %-8s c=%-3s tps=%-10s cpu_s_per_1000tx=%s\n" "$1" "$5" "$4" "$tps" "$cpu"
+  echo "$1 $5 $4 $tps $cpu" >> "$WORK/results"
+}
+echo "pgbench -S, $DUR s per run, scale 10"
+for mode in simple extended; do
+  for c in 1 16; do
+    run direct "$PP" "" "$c" "$mode"
+    run pgbouncer "$BXPORT" "$BXPID" "$c" "$mode"
+    run pgshard "$PXPORT" "$PXPID" "$c" "$mode"
+  done
+done
+echo
+echo "ratios pgshard/pgbouncer (tps higher is better, cpu lower is better):"
+awk '$1=="pgbouncer"{bt[$2" "$3]=$4; bc[$2" "$3]=$5} $1=="pgshard"{st[$2" "$3]=$4; sc[$2" "$3]=$5}
+     END{for (k in st) printf "  %-12s tps %.2f  cpu/1000tx %.2f\n", k, st[k]/bt[k], sc[k]/bc[k]}' "$WORK/results" | sort
+
+# Memory per idle client, measured on a trust-auth instance so logins are cheap.
+rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+kill "$PXPID"; wait "$PXPID" 2>/dev/null || true
+sed -i 's/^auth_type = .*/auth_type = trust/' "$WORK/pgshard.ini"
+"$BIN" -c "$WORK/pgshard.ini" 2>>"$WORK/pgshard.log" &
+PXPID=$!
+sleep 0.5
+ulimit -n 8192 || true
+PGPASSWORD=app psql -X -q -h 127.0.0.1 -p "$PXPORT" -U app app -c 'select 1' >/dev/null
+r0=$(rss "$PXPID")
+python3 "$SRC/tests/bench/idle_clients.py" 127.0.0.1 "$PXPORT" 1000 4 > "$WORK/idle.out" &
+IDLE=$!
+for _ in $(seq 40); do grep -q connected "$WORK/idle.out" 2>/dev/null && break; sleep 0.25; done
+r1=$(rss "$PXPID")
+wait "$IDLE" || true
+echo
+echo "pgshard RSS: ${r0} KiB before, ${r1} KiB with 1000 idle clients: $(( (r1 - r0) * 1024 / 1000 )) bytes per idle client"
