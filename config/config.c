@@ -1,0 +1,854 @@
+/* Loads pgshard's INI file into a cfg_config (see config.h). Every key is declared once, in
+ * cfg_keys, with its section, parser, field and default; sections are declared in
+ * cfg_sections. It checks values but resolves no host names and opens no sockets. */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CFG_OK 0
+#define CFG_BAD (-1)   /* the value is wrong and the parser said why */
+#define CFG_NOMEM (-2) /* an allocation failed */
+
+#define CFG_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* PostgreSQL truncates role names to NAMEDATALEN - 1 bytes, so a longer [user.NAME] could
+ * never match a login. */
+#define CFG_USER_NAME_MAX 63
+#define CFG_WORKERS_MAX 256
+/* Thirty days: long enough for any timeout, and the milliseconds still fit a uint32_t. */
+#define CFG_SECONDS_MAX 2592000LL
+/* A config is a few kilobytes; the cap turns `-c /dev/zero` into an error, not a hang. */
+#define CFG_FILE_MAX ((size_t)16 << 20)
+#define CFG_MSG_MAX 320
+
+typedef enum cfg_section_kind {
+    CFG_SEC_NONE, /* before the first section header */
+    CFG_SEC_PGSHARD,
+    CFG_SEC_SHARD,
+    CFG_SEC_USER,
+} cfg_section_kind;
+
+/* A word an enum key accepts and the value it stands for. */
+typedef struct cfg_word {
+    const char *word;
+    int value;
+} cfg_word;
+
+typedef struct cfg_key cfg_key;
+
+/* Parses value into field, the key's member of its section's struct. Returns CFG_OK,
+ * CFG_BAD after writing what is wrong into msg, or CFG_NOMEM. */
+typedef int (*cfg_parse_fn)(const cfg_key *key, const char *value, void *field, char *msg, size_t msglen);
+
+struct cfg_key {
+    const char *name;
+    cfg_parse_fn parse;
+    size_t offset;         /* of the field in cfg_config, cfg_shard or cfg_user */
+    const char *def;       /* the default, written as in the file; NULL: none */
+    const cfg_word *words; /* enums: the accepted words, ending with a NULL word */
+    long long min, max;    /* integers: the range; durations: the range in milliseconds */
+    cfg_section_kind section;
+    bool required; /* the section is incomplete without it */
+};
+
+/* The parse state inih carries to the handler and the line reader. */
+typedef struct cfg_ctx {
+    cfg_config *cfg;  /* being built; cfg_load_string frees it unless it hands it out */
+    const char *name; /* the file name for messages; not owned */
+    const char *next; /* the unread text; not owned */
+    size_t left;
+    int lineno; /* of the line last handed to inih */
+
+    cfg_section_kind kind;                            /* of the current section */
+    char section[sizeof "user." + CFG_USER_NAME_MAX]; /* its name, for messages */
+    void *target;                                     /* the struct its keys fill; not owned */
+    uint32_t seen;                                    /* bit i: cfg_keys[i] was set in it */
+    bool have_pgshard;
+    bool shard_seen[CFG_MAX_SHARDS];
+    int users_cap;
+
+    bool failed;  /* err holds the first error */
+    bool oom;     /* that error was an allocation failure */
+    int err_line; /* the line it was found on, to order it against inih's syntax errors */
+    char *err;    /* the caller's buffer */
+    size_t errlen;
+} cfg_ctx;
+
+static int cfg_parse_int(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_port(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_enum(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_seconds(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_host(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+
+static const cfg_word cfg_pool_modes[] = {
+    {"transaction", CFG_POOL_TRANSACTION}, {"session", CFG_POOL_SESSION}, {NULL, 0}};
+static const cfg_word cfg_auth_types[] = {
+    {"scram-sha-256", CFG_AUTH_SCRAM}, {"md5", CFG_AUTH_MD5}, {"trust", CFG_AUTH_TRUST}, {NULL, 0}};
+static const cfg_word cfg_log_formats[] = {{"text", CFG_LOG_TEXT}, {"json", CFG_LOG_JSON}, {NULL, 0}};
+static const cfg_word cfg_log_levels[] = {{"debug", CFG_LOG_DEBUG},
+                                          {"info", CFG_LOG_INFO},
+                                          {"warn", CFG_LOG_WARN},
+                                          {"error", CFG_LOG_ERROR},
+                                          {NULL, 0}};
+
+/* listen_addr and cfg_node.host, named so that CFG_KEY can check their type. */
+typedef char cfg_host[CFG_HOST_MAX];
+
+/* cfg_parse_enum stores through an int. */
+_Static_assert(sizeof(cfg_pool_mode) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_auth_type) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_log_format) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_log_level) == sizeof(int), "enum is not int-sized");
+
+/* One row of cfg_keys: field m of struct st, which must have the C type t that parser fn
+ * writes; the _Generic does not compile otherwise, so a row cannot pair a parser with a
+ * field of another type. */
+/* NOLINTBEGIN(bugprone-macro-parentheses): t is a type name, which cannot be parenthesized. */
+#define CFG_KEY(sec, key, st, m, t, fn, ...)                                                                 \
+    {                                                                                                        \
+        .section = (sec), .name = (key), .parse = (fn),                                                      \
+        .offset = offsetof(st, m) + _Generic(&((st *)0)->m, t * : 0), __VA_ARGS__                            \
+    }
+/* NOLINTEND(bugprone-macro-parentheses) */
+#define CFG_INT(key, d, lo, hi)                                                                              \
+    CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key, int, cfg_parse_int, .def = (d), .min = (lo), .max = (hi))
+#define CFG_PORT(key, d)                                                                                     \
+    CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key, uint16_t, cfg_parse_port, .def = (d), .min = 1,          \
+            .max = 65535)
+#define CFG_ENUM(key, type, d, w)                                                                            \
+    CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key, type, cfg_parse_enum, .def = (d), .words = (w))
+/* Seconds in the file, milliseconds in the struct (member key_ms). */
+#define CFG_SECONDS(key, d, min_ms)                                                                          \
+    CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key##_ms, uint32_t, cfg_parse_seconds, .def = (d),            \
+            .min = (min_ms), .max = CFG_SECONDS_MAX * 1000)
+
+/* Every key pgshard reads. The example config and the tests are checked against this. */
+static const cfg_key cfg_keys[] = {
+    CFG_KEY(CFG_SEC_PGSHARD, "listen_addr", cfg_config, listen_addr, cfg_host, cfg_parse_host,
+            .def = "127.0.0.1"),
+    CFG_PORT(listen_port, "6432"),
+    CFG_INT(workers, "0", 0, CFG_WORKERS_MAX),
+    CFG_ENUM(pool_mode, cfg_pool_mode, "transaction", cfg_pool_modes),
+    CFG_INT(pool_size, "20", 1, 10000),
+    CFG_INT(max_client_conn, "10000", 1, 1000000),
+    CFG_ENUM(auth_type, cfg_auth_type, "scram-sha-256", cfg_auth_types),
+    CFG_SECONDS(query_wait_timeout, "120", 0),
+    CFG_SECONDS(server_idle_timeout, "600", 0),
+    CFG_SECONDS(server_connect_timeout, "15", 1),
+    CFG_ENUM(log_format, cfg_log_format, "text", cfg_log_formats),
+    CFG_ENUM(log_level, cfg_log_level, "info", cfg_log_levels),
+
+    CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
+
+    CFG_KEY(CFG_SEC_USER, "password", cfg_user, password, char *, cfg_parse_secret, .def = NULL),
+};
+_Static_assert(CFG_COUNT(cfg_keys) <= 32, "cfg_ctx.seen has one bit per key");
+
+typedef int (*cfg_begin_fn)(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+
+typedef struct cfg_section_def {
+    cfg_section_kind kind;
+    const char *prefix; /* the whole name, or the part before the argument */
+    bool has_arg;       /* [shard.N] and [user.NAME] */
+    cfg_begin_fn begin; /* checks the argument and points c->target at the new struct */
+} cfg_section_def;
+
+static const cfg_section_def cfg_sections[] = {
+    {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard},
+    {CFG_SEC_SHARD, "shard.", true, cfg_begin_shard},
+    {CFG_SEC_USER, "user.", true, cfg_begin_user},
+};
+
+/* ---- messages ---------------------------------------------------------------------- */
+
+#define CFG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+static int cfg_fail_at(cfg_ctx *c, int line, const char *fmt, ...) CFG_PRINTF(3, 4);
+static int cfg_fail_file(cfg_ctx *c, const char *fmt, ...) CFG_PRINTF(2, 3);
+static int cfg_msg(char *msg, size_t len, const char *fmt, ...) CFG_PRINTF(3, 4);
+static int cfg_file_error(char *err, size_t errlen, const char *fmt, ...) CFG_PRINTF(3, 4);
+
+/* Records the first error only: everything after it may be a consequence. line orders it
+ * against inih's syntax errors even when it is not shown. A message cut short by a small
+ * buffer is still the start of the right message, so truncation is not an error. */
+static void cfg_vfail(cfg_ctx *c, int line, bool show_line, const char *fmt, va_list ap)
+{
+    if (c->failed)
+        return;
+    c->failed = true;
+    c->err_line = line;
+    if (!c->err || c->errlen == 0)
+        return;
+    int n = show_line ? snprintf(c->err, c->errlen, "%s:%d: ", c->name, line)
+                      : snprintf(c->err, c->errlen, "%s: ", c->name);
+    if (n < 0 || (size_t)n >= c->errlen)
+        return;
+    if (vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap) < 0)
+        c->err[n] = '\0';
+}
+
+/* An error on one line: "FILE:LINE: ...". Returns -1. */
+static int cfg_fail_at(cfg_ctx *c, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vfail(c, line, true, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* An error about the file as a whole (a missing or incomplete section): "FILE: ...". It is
+ * ordered by the line where it was noticed, so an earlier syntax error wins over it. */
+static int cfg_fail_file(cfg_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vfail(c, c->lineno, false, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int cfg_nomem(cfg_ctx *c)
+{
+    c->failed = true;
+    c->oom = true;
+    return -1;
+}
+
+/* A parser's complaint. A message cut short by a small buffer still says enough. */
+static int cfg_msg(char *msg, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+    if (n < 0 && len > 0)
+        msg[0] = '\0';
+    return CFG_BAD;
+}
+
+/* ---- value parsers ------------------------------------------------------------------ */
+
+/* Our own strndup: every allocation goes through malloc, calloc, realloc and free so the
+ * allocation-failure tests can fail each of them. */
+static char *cfg_strndup(const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+/* Digits only: strtol would also take spaces, a sign and trailing junk. */
+static bool cfg_integer(const char *s, size_t len, long long min, long long max, long long *out)
+{
+    long long n = 0;
+    if (len == 0 || len > 18)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        n = n * 10 + (s[i] - '0');
+    }
+    if (n < min || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+static int cfg_parse_int(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long n;
+    if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
+        return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
+    *(int *)field = (int)n;
+    return CFG_OK;
+}
+
+static int cfg_parse_port(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long n;
+    if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
+        return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
+    *(uint16_t *)field = (uint16_t)n;
+    return CFG_OK;
+}
+
+static const char *cfg_word_name(const cfg_word *words, int value)
+{
+    for (const cfg_word *w = words; w->word; w++)
+        if (w->value == value)
+            return w->word;
+    return "unknown";
+}
+
+static int cfg_parse_enum(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    for (const cfg_word *w = k->words; w->word; w++) {
+        if (strcmp(v, w->word) == 0) {
+            *(int *)field = w->value;
+            return CFG_OK;
+        }
+    }
+    size_t used = 0;
+    for (const cfg_word *w = k->words; w->word && used < len; w++) {
+        int n = snprintf(msg + used, len - used, "%s%s", w == k->words ? "must be one of: " : ", ", w->word);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    return CFG_BAD;
+}
+
+/* Seconds, with up to three decimals so that "0.5" works; stored as milliseconds. Parsed by
+ * hand because strtod would accept "inf", "1e3" and hexadecimal, and round. */
+static bool cfg_seconds(const char *s, long long *ms)
+{
+    const char *dot = strchr(s, '.');
+    size_t ilen = dot ? (size_t)(dot - s) : strlen(s);
+    size_t flen = dot ? strlen(dot + 1) : 0;
+    long long whole;
+    if (!cfg_integer(s, ilen, 0, CFG_SECONDS_MAX, &whole) || (dot && (flen < 1 || flen > 3)))
+        return false;
+    long long frac = 0;
+    if (dot && !cfg_integer(dot + 1, flen, 0, 999, &frac))
+        return false;
+    for (size_t i = flen; i < 3; i++)
+        frac *= 10;
+    *ms = whole * 1000 + frac;
+    return true;
+}
+
+static void cfg_format_seconds(char *buf, size_t len, long long ms)
+{
+    int n = ms % 1000 ? snprintf(buf, len, "%lld.%03lld", ms / 1000, ms % 1000)
+                      : snprintf(buf, len, "%lld", ms / 1000);
+    if (n < 0 || (size_t)n >= len) {
+        buf[0] = '\0';
+        return;
+    }
+    while (n > 0 && strchr(buf, '.') && buf[n - 1] == '0')
+        buf[--n] = '\0';
+}
+
+static int cfg_parse_seconds(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long ms;
+    if (cfg_seconds(v, &ms) && ms >= k->min && ms <= k->max) {
+        *(uint32_t *)field = (uint32_t)ms;
+        return CFG_OK;
+    }
+    char lo[32], hi[32];
+    cfg_format_seconds(lo, sizeof lo, k->min);
+    cfg_format_seconds(hi, sizeof hi, k->max);
+    return cfg_msg(msg, len, "must be a number of seconds from %s to %s, at most 3 decimals", lo, hi);
+}
+
+/* RFC 1123 host names, plus '_' which container names use. A name of only digits and dots
+ * is a mistyped IPv4 address (999.0.0.1), not a host name. */
+static bool cfg_hostname_valid(const char *s, size_t len)
+{
+    bool numeric = true;
+    size_t label = 0;
+    if (len > 253)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        char ch = i < len ? s[i] : '.';
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-' || s[i - label] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        bool digit = ch >= '0' && ch <= '9';
+        bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+        if (!digit && !alpha && ch != '-' && ch != '_')
+            return false;
+        numeric = numeric && digit;
+        if (++label > 63)
+            return false;
+    }
+    return !numeric;
+}
+
+/* Copies s[0..len) into dst if it is a numeric IPv4 or IPv6 address or a host name. A
+ * bracketed host, or one with a colon, can only be IPv6. */
+static bool cfg_host_copy(char dst[CFG_HOST_MAX], const char *s, size_t len, bool bracketed)
+{
+    char buf[CFG_HOST_MAX];
+    unsigned char addr[16];
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    bool ok;
+    if (bracketed || memchr(buf, ':', len))
+        ok = inet_pton(AF_INET6, buf, addr) == 1;
+    else
+        ok = inet_pton(AF_INET, buf, addr) == 1 || cfg_hostname_valid(buf, len);
+    if (ok)
+        memcpy(dst, buf, len + 1);
+    return ok;
+}
+
+static int cfg_bad_host(char *msg, size_t len, const char *host, size_t hlen, bool bracketed)
+{
+    return cfg_msg(msg, len, "'%.*s' is not %s", (int)hlen, host,
+                   bracketed ? "an IPv6 address" : "an IP address or host name");
+}
+
+/* listen_addr: a bare address or host name; "[::]" is taken as well as "::". */
+static int cfg_parse_host(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    size_t vlen = strlen(v);
+    bool bracketed = vlen >= 2 && v[0] == '[' && v[vlen - 1] == ']';
+    const char *host = bracketed ? v + 1 : v;
+    size_t hlen = bracketed ? vlen - 2 : vlen;
+    if (!cfg_host_copy(field, host, hlen, bracketed))
+        return cfg_bad_host(msg, len, host, hlen, bracketed);
+    return CFG_OK;
+}
+
+/* host:port or [IPv6]:port; the port is required because a shard on the wrong default
+ * port is a worse surprise than an error. */
+static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    cfg_node *node = field;
+    bool bracketed = v[0] == '[';
+    const char *host = bracketed ? v + 1 : v;
+    const char *end = strchr(v, bracketed ? ']' : ':');
+    if (!bracketed && end && strchr(end + 1, ':'))
+        return cfg_msg(msg, len, "an IPv6 address must be in brackets, as in [::1]:5432");
+    if (!end || end == host || (bracketed && end[1] != ':'))
+        return cfg_msg(msg, len, "must be host:port or [IPv6-address]:port");
+    const char *port = bracketed ? end + 2 : end + 1;
+    long long n;
+    if (!cfg_integer(port, strlen(port), 1, 65535, &n))
+        return cfg_msg(msg, len, "port must be an integer from 1 to 65535");
+    size_t hlen = (size_t)(end - host);
+    if (!cfg_host_copy(node->host, host, hlen, bracketed))
+        return cfg_bad_host(msg, len, host, hlen, bracketed);
+    node->port = (uint16_t)n;
+    return CFG_OK;
+}
+
+/* A password or a stored secret, kept verbatim. An empty one is almost certainly a
+ * mistake; leaving the key out means "no password". */
+static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    char **dst = field;
+    if (v[0] == '\0')
+        return cfg_msg(msg, len, "must not be empty (leave the key out for no password)");
+    char *copy = cfg_strndup(v, strlen(v));
+    if (!copy)
+        return CFG_NOMEM;
+    free(*dst);
+    *dst = copy;
+    return CFG_OK;
+}
+
+/* ---- sections ----------------------------------------------------------------------- */
+
+static int cfg_apply_defaults(cfg_ctx *c, cfg_section_kind kind, void *base)
+{
+    char msg[CFG_MSG_MAX];
+    for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++) {
+        const cfg_key *k = &cfg_keys[i];
+        if (k->section != kind || !k->def)
+            continue;
+        int rc = k->parse(k, k->def, (char *)base + k->offset, msg, sizeof msg);
+        if (rc == CFG_NOMEM)
+            return cfg_nomem(c);
+        if (rc != CFG_OK)
+            return cfg_fail_file(c, "key '%s': bad built-in default: %s", k->name, msg);
+    }
+    return 0;
+}
+
+/* Called when a section ends (at the next header and at the end of the file). */
+static int cfg_section_end(cfg_ctx *c)
+{
+    for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++) {
+        const cfg_key *k = &cfg_keys[i];
+        if (k->section == c->kind && k->required && !(c->seen & (1u << i)))
+            return cfg_fail_file(c, "[%s] has no %s", c->section, k->name);
+    }
+    return 0;
+}
+
+static int cfg_fail_duplicate(cfg_ctx *c, const char *name, int len)
+{
+    return cfg_fail_at(c, c->lineno, "duplicate section [%.*s]", len, name);
+}
+
+static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen)
+{
+    if (c->have_pgshard)
+        return cfg_fail_duplicate(c, name, len);
+    c->have_pgshard = true;
+    c->target = c->cfg;
+    return 0;
+}
+
+/* While parsing, cfg->nshards is one more than the highest shard number seen, so the array
+ * grows to exactly the size it ends with; gaps are found at the end. */
+static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen)
+{
+    cfg_config *cfg = c->cfg;
+    long long n;
+    if (!cfg_integer(arg, arglen, 0, CFG_MAX_SHARDS - 1, &n) || (arglen > 1 && arg[0] == '0'))
+        return cfg_fail_at(c, c->lineno,
+                           "section [%.*s]: shard number must be an integer from 0 to %d "
+                           "without leading zeros",
+                           len, name, CFG_MAX_SHARDS - 1);
+    if (c->shard_seen[n])
+        return cfg_fail_duplicate(c, name, len);
+    if (n >= cfg->nshards) {
+        cfg_shard *s = realloc(cfg->shards, (size_t)(n + 1) * sizeof *s);
+        if (!s)
+            return cfg_nomem(c);
+        memset(s + cfg->nshards, 0, (size_t)(n + 1 - cfg->nshards) * sizeof *s);
+        cfg->shards = s;
+        cfg->nshards = (int)n + 1;
+    }
+    c->shard_seen[n] = true;
+    c->target = &cfg->shards[n];
+    return 0;
+}
+
+static const cfg_user *cfg_user_lookup(const cfg_config *cfg, const char *name, size_t len)
+{
+    for (int i = 0; i < cfg->nusers; i++) {
+        const cfg_user *u = &cfg->users[i];
+        if (strlen(u->name) == len && memcmp(u->name, name, len) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen)
+{
+    cfg_config *cfg = c->cfg;
+    if (arglen == 0 || arglen > CFG_USER_NAME_MAX)
+        return cfg_fail_at(c, c->lineno, "section [%.*s]: user name must be 1 to %d bytes", len, name,
+                           CFG_USER_NAME_MAX);
+    if (cfg_user_lookup(cfg, arg, arglen))
+        return cfg_fail_duplicate(c, name, len);
+    if (cfg->nusers == c->users_cap) {
+        int cap = c->users_cap ? c->users_cap * 2 : 8;
+        cfg_user *u = realloc(cfg->users, (size_t)cap * sizeof *u);
+        if (!u)
+            return cfg_nomem(c);
+        cfg->users = u;
+        c->users_cap = cap;
+    }
+    char *copy = cfg_strndup(arg, arglen);
+    if (!copy)
+        return cfg_nomem(c);
+    cfg->users[cfg->nusers] = (cfg_user){.name = copy, .password = NULL};
+    c->target = &cfg->users[cfg->nusers++];
+    return 0;
+}
+
+static int cfg_section_begin(cfg_ctx *c, const char *name, size_t len)
+{
+    if (cfg_section_end(c) < 0)
+        return -1;
+    for (size_t i = 0; i < CFG_COUNT(cfg_sections); i++) {
+        const cfg_section_def *d = &cfg_sections[i];
+        size_t plen = strlen(d->prefix);
+        if (d->has_arg ? len < plen : len != plen)
+            continue;
+        if (memcmp(name, d->prefix, plen) != 0)
+            continue;
+        if (d->begin(c, name, (int)len, name + plen, len - plen) < 0)
+            return -1;
+        if (len >= sizeof c->section) /* the begin functions bound every name they accept */
+            return cfg_fail_at(c, c->lineno, "section name too long");
+        memcpy(c->section, name, len);
+        c->section[len] = '\0';
+        c->kind = d->kind;
+        c->seen = 0;
+        /* [pgshard] got its defaults when the config was created, so that a file without
+         * that section has them too. */
+        return d->has_arg ? cfg_apply_defaults(c, d->kind, c->target) : 0;
+    }
+    return cfg_fail_at(c, c->lineno, "unknown section [%.*s]", (int)len, name);
+}
+
+/* ---- inih callbacks ---------------------------------------------------------------- */
+
+/* Looks at a raw line before inih does. Two things are only visible here: section headers
+ * (the installed inih does not call the handler for them, so an empty [user.x] or an
+ * unknown section with no keys would go unseen), and indented lines, which inih takes as
+ * the continuation of the previous value, so that "  pool_size = 5" would silently become
+ * part of the key above it. */
+static int cfg_check_line(cfg_ctx *c, const char *line)
+{
+    const char *p = line;
+    if (c->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3; /* inih skips a UTF-8 byte order mark */
+    if (*p == ' ' || *p == '\t') {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '\v' || *p == '\f')
+            p++;
+        if (*p && !strchr(INI_START_COMMENT_PREFIXES, *p))
+            return cfg_fail_at(c, c->lineno, "indented line (it would continue the value above it)");
+        return 0;
+    }
+    if (*p != '[')
+        return 0;
+    const char *close = strchr(p, ']');
+    if (!close)
+        return 0; /* inih reports the syntax error */
+    return cfg_section_begin(c, p + 1, (size_t)(close - p - 1));
+}
+
+/* inih's fgets-style reader over the text. Reading the lines here, rather than through
+ * ini_parse_string, gives the handler the line number (the installed inih is built without
+ * INI_HANDLER_LINENO) and lets cfg_check_line see every line first. It stops the parse
+ * after the first error. */
+static char *cfg_read_line(char *str, int num, void *stream)
+{
+    cfg_ctx *c = stream;
+    if (c->failed || c->left == 0 || num < 2)
+        return NULL;
+    size_t max = (size_t)num - 1;
+    size_t n = c->left < max ? c->left : max;
+    const char *nl = memchr(c->next, '\n', n);
+    if (nl)
+        n = (size_t)(nl - c->next) + 1;
+    memcpy(str, c->next, n);
+    str[n] = '\0';
+    c->next += n;
+    c->left -= n;
+    c->lineno++;
+    if (!nl && c->left > 0) {
+        /* inih would cut the line in two and misnumber the rest of the file. */
+        cfg_fail_at(c, c->lineno, "line longer than %d bytes", num - 3);
+        return NULL;
+    }
+    return cfg_check_line(c, str) < 0 ? NULL : str;
+}
+
+static int cfg_key_index(cfg_section_kind kind, const char *name)
+{
+    for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++)
+        if (cfg_keys[i].section == kind && strcmp(cfg_keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int cfg_key_set(cfg_ctx *c, const char *name, const char *value)
+{
+    if (c->kind == CFG_SEC_NONE)
+        return cfg_fail_at(c, c->lineno, "key '%s': outside any section", name);
+    int i = cfg_key_index(c->kind, name);
+    if (i < 0)
+        return cfg_fail_at(c, c->lineno, "key '%s': unknown key in [%s]", name, c->section);
+    if (c->seen & (1u << i))
+        return cfg_fail_at(c, c->lineno, "key '%s': duplicate key in [%s]", name, c->section);
+    c->seen |= 1u << i;
+
+    const cfg_key *k = &cfg_keys[i];
+    char msg[CFG_MSG_MAX];
+    int rc = k->parse(k, value, (char *)c->target + k->offset, msg, sizeof msg);
+    if (rc == CFG_NOMEM)
+        return cfg_nomem(c);
+    if (rc != CFG_OK)
+        return cfg_fail_at(c, c->lineno, "key '%s': %s", name, msg);
+    return 0;
+}
+
+/* inih's handler: 1 when the key is good, 0 after recording why not. The section argument
+ * is not used: c->kind and c->target, set by cfg_check_line, stand for the same section,
+ * and inih truncates long section names. */
+static int cfg_on_key(void *user, const char *section, const char *name, const char *value)
+{
+    return cfg_key_set(user, name, value) == 0;
+}
+
+/* ---- loading ------------------------------------------------------------------------ */
+
+/* Checks that need the whole file: shards numbered 0..K-1, then fills in derived values. */
+static int cfg_finish(cfg_ctx *c)
+{
+    cfg_config *cfg = c->cfg;
+    if (cfg_section_end(c) < 0)
+        return -1;
+    if (!c->shard_seen[0])
+        return cfg_fail_file(c, "section [shard.0] is required");
+    for (int i = 1; i < cfg->nshards; i++) {
+        if (c->shard_seen[i])
+            continue;
+        int next = i + 1;
+        while (!c->shard_seen[next]) /* shard nshards - 1 was seen, so this stops */
+            next++;
+        return cfg_fail_file(c, "[shard.%d] present but [shard.%d] missing", next, i);
+    }
+    if (cfg->workers == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = cores < 1 ? 1 : cores > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (int)cores;
+    }
+    cfg->path = cfg_strndup(c->name, strlen(c->name));
+    return cfg->path ? 0 : cfg_nomem(c);
+}
+
+static int cfg_parse(cfg_ctx *c)
+{
+    if (cfg_apply_defaults(c, CFG_SEC_PGSHARD, c->cfg) < 0)
+        return -1;
+    int line = ini_parse_stream(cfg_read_line, c, cfg_on_key, c);
+    if (line == -2) /* inih's own line buffer, when it is built to use the heap */
+        return cfg_nomem(c);
+    if (c->oom)
+        return -1;
+    /* inih returns the line of its first error, which is ours or, if earlier, a syntax
+     * error it found without calling the handler. */
+    if (line > 0 && (!c->failed || line < c->err_line)) {
+        c->failed = false;
+        return cfg_fail_at(c, line, "syntax error");
+    }
+    if (c->failed)
+        return -1;
+    if (line != 0)
+        return cfg_fail_file(c, "cannot be parsed");
+    return cfg_finish(c);
+}
+
+int cfg_load_string(const char *text, const char *name, cfg_config **out, char *err, size_t errlen)
+{
+    cfg_ctx c = {.name = name ? name : "<string>",
+                 .next = text,
+                 .left = text ? strlen(text) : 0,
+                 .err = err,
+                 .errlen = errlen};
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    c.cfg = calloc(1, sizeof *c.cfg);
+    if (!c.cfg || cfg_parse(&c) < 0) {
+        if ((!c.cfg || c.oom) && err && errlen)
+            snprintf(err, errlen, "out of memory");
+        cfg_free(c.cfg);
+        return -1;
+    }
+    *out = c.cfg;
+    return 0;
+}
+
+static int cfg_file_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vsnprintf(err, errlen, fmt, ap) < 0)
+            err[0] = '\0';
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Doubles *buf, keeping it on failure. */
+static int cfg_grow(char **buf, size_t *cap)
+{
+    char *p = realloc(*buf, *cap * 2);
+    if (!p)
+        return -1;
+    *buf = p;
+    *cap *= 2;
+    return 0;
+}
+
+/* Reads the whole file into a NUL-terminated buffer (*text, which the caller frees). A NUL
+ * byte inside would silently end the config early, so it is an error. */
+static int cfg_read_file(const char *path, char **text, char *err, size_t errlen)
+{
+    char ebuf[128];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return cfg_file_error(err, errlen, "%s: cannot open: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    int rc = buf ? 0 : cfg_file_error(err, errlen, "out of memory");
+    while (rc == 0) {
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0 && ferror(f))
+            rc = cfg_file_error(err, errlen, "%s: cannot read: %s", path,
+                                strerror_r(errno, ebuf, sizeof ebuf));
+        else if (n == 0)
+            break;
+        else if (len > CFG_FILE_MAX)
+            rc = cfg_file_error(err, errlen, "%s: larger than %zu bytes", path, CFG_FILE_MAX);
+        else if (len + 1 == cap)
+            rc = cfg_grow(&buf, &cap) < 0 ? cfg_file_error(err, errlen, "out of memory") : 0;
+    }
+    fclose(f);
+    if (rc == 0) {
+        buf[len] = '\0';
+        if (memchr(buf, '\0', len))
+            rc = cfg_file_error(err, errlen, "%s: contains a NUL byte", path);
+    }
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    *text = buf;
+    return 0;
+}
+
+int cfg_load(const char *path, cfg_config **out, char *err, size_t errlen)
+{
+    char *text = NULL;
+    *out = NULL;
+    if (cfg_read_file(path, &text, err, errlen) < 0)
+        return -1;
+    int rc = cfg_load_string(text, path, out, err, errlen);
+    free(text);
+    return rc;
+}
+
+void cfg_free(cfg_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (int i = 0; i < cfg->nusers; i++) {
+        free(cfg->users[i].name);
+        free(cfg->users[i].password);
+    }
+    free(cfg->users);
+    free(cfg->shards);
+    free(cfg->path);
+    free(cfg);
+}
+
+const cfg_user *cfg_find_user(const cfg_config *cfg, const char *name)
+{
+    if (!cfg || !name)
+        return NULL;
+    return cfg_user_lookup(cfg, name, strlen(name));
+}
+
+const char *cfg_pool_mode_name(cfg_pool_mode m)
+{
+    return cfg_word_name(cfg_pool_modes, (int)m);
+}
+
+const char *cfg_auth_type_name(cfg_auth_type a)
+{
+    return cfg_word_name(cfg_auth_types, (int)a);
+}

@@ -1,0 +1,178 @@
+/* Tests that need the inside of config/config.c, so this file compiles it in with malloc,
+ * calloc, realloc and free redirected: each allocation a load makes fails in turn (as
+ * SQLite's test_malloc does) and must give "out of memory" with nothing leaked; and the
+ * example config must set every key of cfg_keys, the table that declares them. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* The allocator the code under test sees: call number fail_at fails (-1: none), and live
+ * counts blocks not yet freed. Test-only state; the code under test has none. */
+static long alloc_calls;
+static long fail_at = -1;
+static long live;
+
+static bool alloc_should_fail(void)
+{
+    return alloc_calls++ == fail_at;
+}
+
+static void *test_malloc_(size_t n)
+{
+    void *p = alloc_should_fail() ? NULL : malloc(n);
+    live += p != NULL;
+    return p;
+}
+
+static void *test_calloc_(size_t n, size_t size)
+{
+    void *p = alloc_should_fail() ? NULL : calloc(n, size);
+    live += p != NULL;
+    return p;
+}
+
+static void *test_realloc_(void *old, size_t n)
+{
+    void *p = alloc_should_fail() ? NULL : realloc(old, n);
+    live += p != NULL && old == NULL;
+    return p;
+}
+
+static void test_free_(void *p)
+{
+    live -= p != NULL;
+    free(p);
+}
+
+#define malloc test_malloc_
+#define calloc test_calloc_
+#define realloc test_realloc_
+#define free test_free_
+#include "config/config.c" /* NOLINT(bugprone-suspicious-include): see the comment at the top */
+#undef malloc
+#undef calloc
+#undef realloc
+#undef free
+
+#define EXAMPLE "../../config/examples/pgshard.ini"
+
+/* Enough of everything to make each kind of allocation happen, including the growth of
+ * the user array past its first capacity. */
+static const char oom_text[] = "[pgshard]\nlisten_addr = ::\npool_size = 5\n"
+                               "[shard.1]\nprimary = h1:5432\n"
+                               "[shard.0]\nprimary = [::1]:5432\n"
+                               "[shard.2]\nprimary = h2:5432\n"
+                               "[user.u1]\npassword = p1\n[user.u2]\npassword = p2\n"
+                               "[user.u3]\npassword = p3\n[user.u4]\n[user.u5]\n"
+                               "[user.u6]\n[user.u7]\n[user.u8]\npassword = p8\n"
+                               "[user.u9]\npassword = p9\n[user.u10]\n";
+
+typedef int (*load_fn)(const void *arg, cfg_config **out, char *err, size_t errlen);
+
+static int load_text(const void *arg, cfg_config **out, char *err, size_t errlen)
+{
+    return cfg_load_string(arg, "t.ini", out, err, errlen);
+}
+
+static int load_path(const void *arg, cfg_config **out, char *err, size_t errlen)
+{
+    return cfg_load(arg, out, err, errlen);
+}
+
+/* Fails allocation 0, then 1, ... until a load makes no more allocations than that. */
+static void fail_each_allocation(load_fn load, const void *arg)
+{
+    long total = -1;
+    for (long k = 0; total < 0 || k < total; k++) {
+        cfg_config *cfg = NULL;
+        char err[256] = "";
+        alloc_calls = 0;
+        live = 0;
+        fail_at = k;
+        int rc = load(arg, &cfg, err, sizeof err);
+        fail_at = -1;
+        if (alloc_calls <= k) { /* nothing failed: that was every allocation */
+            assert_int_equal(rc, 0);
+            total = alloc_calls;
+        } else {
+            if (rc != -1 || strcmp(err, "out of memory") != 0)
+                print_error("allocation %ld failed: rc %d, %s\n", k, rc, err);
+            assert_int_equal(rc, -1);
+            assert_null(cfg);
+            assert_string_equal(err, "out of memory");
+        }
+        cfg_free(cfg);
+        if (live != 0)
+            print_error("allocation %ld failed: %ld blocks leaked\n", k, live);
+        assert_int_equal(live, 0);
+    }
+    assert_true(total > 10);
+}
+
+static void test_oom_string(void **state)
+{
+    fail_each_allocation(load_text, oom_text);
+}
+
+static void test_oom_file(void **state)
+{
+    fail_each_allocation(load_path, EXAMPLE);
+}
+
+/* The example is the user's documentation of the keys, so it must show every one. */
+static void test_example_sets_every_key(void **state)
+{
+    char *text = NULL;
+    char err[256];
+    assert_int_equal(cfg_read_file(EXAMPLE, &text, err, sizeof err), 0);
+    if (!text) /* already failed above; for the static analyzer, which cannot tell */
+        return;
+    for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++) {
+        char line[128];
+        snprintf(line, sizeof line, "\n%s = ", cfg_keys[i].name);
+        if (!strstr(text, line))
+            print_error("%s does not set %s\n", EXAMPLE, cfg_keys[i].name);
+        assert_non_null(strstr(text, line));
+    }
+    test_free_(text);
+}
+
+/* Every default in the table parses into the field it belongs to. */
+static void test_defaults_parse(void **state)
+{
+    for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++) {
+        const cfg_key *k = &cfg_keys[i];
+        if (!k->def)
+            continue;
+        union {
+            cfg_config cfg;
+            cfg_shard shard;
+            cfg_user user;
+        } u;
+        memset(&u, 0, sizeof u);
+        char msg[CFG_MSG_MAX] = "";
+        assert_int_equal(k->parse(k, k->def, (char *)&u + k->offset, msg, sizeof msg), CFG_OK);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_oom_string),
+        cmocka_unit_test(test_oom_file),
+        cmocka_unit_test(test_example_sets_every_key),
+        cmocka_unit_test(test_defaults_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
