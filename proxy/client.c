@@ -113,8 +113,9 @@ void px_client_close(px_client *cl)
         else
             px_server_close(sv, "client left in the middle of a transaction or message");
     }
-    /* Let queued bytes (an error message) reach the client before the socket closes. */
-    if (!px_conn_idle_io(&cl->conn)) {
+    /* Let queued bytes (an error message) reach the client before the socket closes,
+     * unless pgshard is stopping. */
+    if (!px_conn_idle_io(&cl->conn) && !atomic_load(&w->px->stopping)) {
         cl->conn.close_after_flush = true;
         px_conn_set_reading(&cl->conn, false);
         return;
@@ -554,10 +555,12 @@ void px_client_on_drained(px_client *cl)
         px_server_update_reading(cl->server);
 }
 
+/* Links a client to a server from the pool and forwards what the client has buffered.
+ * Called inside the client's own input pass too, which then simply goes on. */
 void px_client_link(px_client *cl, px_server *sv)
 {
     cl->server = sv;
-    sv->client = cl;
+    px_server_activate(sv, cl);
     client_set_state(cl, CL_ACTIVE);
     px_client_process(cl);
     if (!cl->conn.closing && cl->server == sv)

@@ -7,6 +7,8 @@
 #include "common/log.h"
 #include "proxy/px.h"
 
+#define PX_LOGIN_RETRY_MS 1000 /* pause after a failed server login, as PgBouncer's server_login_retry */
+
 px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db)
 {
     pgs_node *it, *tmp;
@@ -40,7 +42,7 @@ void px_pool_free(px_pool *pool)
  * pool_size. A pool that has not yet learnt the server's parameters opens one. */
 static void pool_kick(px_pool *pool)
 {
-    if (atomic_load(&pool->w->px->stopping))
+    if (atomic_load(&pool->w->px->stopping) || uv_now(&pool->w->loop) < pool->retry_at)
         return;
     size_t need = pool->waiting.n;
     if (!pool->welcome_ready && pool->welcome_waiting.n && need == 0)
@@ -70,13 +72,7 @@ int px_pool_acquire(px_pool *pool, px_client *cl)
 {
     pgs_node *n = pgs_list_pop_front(&pool->idle);
     if (n) {
-        px_server *sv = pgs_container_of(n, px_server, idle_node);
-        sv->state = SV_ACTIVE;
-        sv->since = uv_now(&pool->w->loop);
-        cl->server = sv;
-        sv->client = cl;
-        cl->state = CL_ACTIVE;
-        px_server_update_reading(sv);
+        px_client_link(cl, pgs_container_of(n, px_server, idle_node));
         return 0;
     }
     pgs_list_push_back(&pool->waiting, &cl->wait_node);
@@ -92,10 +88,7 @@ void px_pool_server_ready(px_pool *pool, px_server *sv)
         pgs_list_push_front(&pool->idle, &sv->idle_node);
         return;
     }
-    px_client *cl = pgs_container_of(n, px_client, wait_node);
-    sv->state = SV_ACTIVE;
-    sv->since = uv_now(&pool->w->loop);
-    px_client_link(cl, sv);
+    px_client_link(pgs_container_of(n, px_client, wait_node), sv);
 }
 
 void px_pool_login_done(px_pool *pool, px_server *sv)
@@ -127,10 +120,15 @@ static void pool_fail_list(pgs_list *l, const uint8_t *err, size_t errlen)
  * waiting for nothing; otherwise the pool opens replacements for whoever waits. */
 void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, size_t errlen)
 {
-    if (!login_failed || pool->servers.n > 0) {
+    if (!login_failed) {
         pool_kick(pool);
         return;
     }
+    /* Others still connecting decide, or logged-in ones serve the waiters; either way no
+     * new attempt before a pause, so an unreachable server is not hammered. */
+    pool->retry_at = uv_now(&pool->w->loop) + PX_LOGIN_RETRY_MS;
+    if (pool->servers.n > 0)
+        return;
     pgs_buf b = PGS_BUF_INIT;
     if (!err) {
         pgs_msg_error(&b, "FATAL", "08006", "pgshard: cannot connect to the server for database \"%s\"",
@@ -179,6 +177,7 @@ void px_pool_tick(px_pool *pool, uint64_t now)
             now - sv->since >= cfg->server_connect_timeout_ms)
             px_server_close(sv, "server_connect_timeout");
     }
+    pool_kick(pool);
     pgs_node *n;
     while (cfg->server_idle_timeout_ms && (n = pgs_list_last(&pool->idle))) {
         px_server *sv = pgs_container_of(n, px_server, idle_node);

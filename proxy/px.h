@@ -139,6 +139,7 @@ struct px_pool {
     pgs_list waiting;    /* CL_WAIT_SERVER clients, first come first served */
     pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
     int nconnecting;     /* servers in SV_CONNECTING or SV_LOGIN */
+    uint64_t retry_at;   /* loop time before which no new server login is tried */
     bool welcome_ready;
     pgs_buf welcome;     /* ParameterStatus messages every new client receives */
 };
@@ -203,6 +204,7 @@ void px_server_update_reading(px_server *sv);
 void px_server_on_drained(px_server *sv);
 void px_server_close(px_server *sv, const char *why);
 void px_server_release(px_server *sv);
+void px_server_activate(px_server *sv, px_client *cl);
 bool px_server_clean(const px_server *sv);
 
 /* pool.c */

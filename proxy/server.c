@@ -60,6 +60,12 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
 
 void px_server_close(px_server *sv, const char *why) { server_close_err(sv, why, NULL, 0); }
 
+void px_server_activate(px_server *sv, px_client *cl)
+{
+    sv->client = cl;
+    server_set_state(sv, SV_ACTIVE);
+}
+
 bool px_server_clean(const px_server *sv)
 {
     return sv->state == SV_ACTIVE && sv->expect_z == 0 && !sv->ext_open && sv->tx_status == 'I' &&
