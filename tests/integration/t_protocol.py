@@ -1,0 +1,1156 @@
+#!/usr/bin/env python3
+"""Raw v3 protocol robustness of pgshard against a real cluster (ARCHITECTURE.md section 4).
+
+Speaks the PostgreSQL wire protocol itself (stdlib only: a tiny client with startup,
+SCRAM-SHA-256 and md5 login, simple and extended query) so that it can send what no driver
+would: garbage before startup, bad lengths, unknown versions and message types, half
+messages, sockets dropped mid-transaction or mid-COPY. Every case asserts the exact outcome
+(SQLSTATE, message, close, no hang), and after every case a client that logged in at the
+start must still answer `select 1`: bad input must never touch other clients.
+
+Environment (set by CTest): PGS_CLUSTER_DIR (a cluster from tests/cluster/cluster.sh),
+PGSHARD_BIN, PGS_SRC, PGS_WORK. Prints one line per case and "N passed, M failed"; exits 1
+when a case failed.
+"""
+import base64
+import hashlib
+import hmac
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+TIMEOUT = 5.0  # no answer within this is a hang, and a hang is a failure
+PROTO_V3 = 196608
+CODE_SSL = 80877103
+CODE_GSSENC = 80877104
+
+
+# --------------------------------------------------------------------------- environment
+
+def die(msg):
+    print(f"t_protocol: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+CLUSTER_DIR = os.environ.get("PGS_CLUSTER_DIR") or die("PGS_CLUSTER_DIR is not set")
+PGSHARD_BIN = os.environ.get("PGSHARD_BIN") or die("PGSHARD_BIN is not set")
+PGS_SRC = os.environ.get("PGS_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PGS_WORK = os.environ.get("PGS_WORK") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "pgshard-itest")
+CLUSTER_SH = os.path.join(PGS_SRC, "tests", "cluster", "cluster.sh")
+WORK = os.path.join(PGS_WORK, "t_protocol")
+
+
+def read_env(path):
+    env = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith("#") or "=" not in line:
+                    continue
+                k, v = line.split("=", 1)
+                if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+                    v = v[1:-1]
+                env[k] = v
+    except OSError as e:
+        die(f"cannot read {path}: {e} (start a cluster with {CLUSTER_SH} start DIR)")
+    return env
+
+
+CENV = read_env(os.path.join(CLUSTER_DIR, "cluster.env"))
+if CENV.get("PGS_READY") != "1":
+    die(f"the cluster in {CLUSTER_DIR} did not finish starting")
+if not os.access(PGSHARD_BIN, os.X_OK):
+    die(f"PGSHARD_BIN '{PGSHARD_BIN}' is not an executable")
+PG_HOST = CENV["PGS_HOST"]
+PG_PORT = int(CENV["PGS_SHARD0_PRIMARY_PORT"])
+USER, PASSWORD, DB = CENV["PGS_USER"], CENV["PGS_PASSWORD"], CENV["PGS_DB"]
+
+
+def psql(sql, timeout=10):
+    """Runs SQL straight on shard 0's primary as the superuser (cluster.sh psql, unix socket);
+    returns the unaligned output."""
+    r = subprocess.run([CLUSTER_SH, "psql", CLUSTER_DIR, "0", "--", "-At", "-q", "-v", "ON_ERROR_STOP=1",
+                        "-c", sql], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"direct psql failed ({r.returncode}): {sql!r}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def wait_until(pred, timeout, what):
+    """Polls pred() until it is true; fails with `what` (and pred's last value) after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last is True:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} (not within {timeout} s; last: {last!r})")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- the proxy
+
+def free_port():
+    """A free TCP port below the ephemeral range, remembered in $PGS_WORK/.ports as lib.sh does
+    so that two calls before either port is bound do not collide."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    hi = lo - 1 if lo - 1 > 21000 else 40000
+    ports_file = os.path.join(PGS_WORK, ".ports")
+    try:
+        with open(ports_file) as f:
+            taken = set(f.read().split()[-200:])
+    except OSError:
+        taken = set()
+    for _ in range(1000):
+        p = random.randint(20000, hi - 1)
+        if str(p) in taken:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        with open(ports_file, "a") as f:
+            f.write(f"{p}\n")
+        return p
+    raise RuntimeError("no free port")
+
+
+class Proxy:
+    """One pgshard process with its own config in $PGS_WORK/t_protocol/NAME."""
+
+    def __init__(self, name, **keys):
+        self.name = name
+        self.dir = os.path.join(WORK, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        conf = {
+            "listen_addr": "127.0.0.1", "listen_port": self.port, "workers": 2,
+            "pool_mode": "transaction", "pool_size": 4, "auth_type": "scram-sha-256", "log_level": "info",
+        }
+        conf.update(keys)
+        self.ini = os.path.join(self.dir, "pgshard.ini")
+        self.log = os.path.join(self.dir, "pgshard.log")
+        with open(self.ini, "w") as f:
+            f.write(f"; written by tests/integration/t_protocol.py\n[pgshard]\n")
+            for k, v in conf.items():
+                f.write(f"{k} = {v}\n")
+            f.write(f"\n[shard.0]\nprimary = {PG_HOST}:{PG_PORT}\n")
+            f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
+            f.write("\n[user.md5user]\npassword = md5pw\n")
+        self.logf = open(self.log, "wb")
+        self.proc = subprocess.Popen([PGSHARD_BIN, "-c", self.ini], stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgshard {name} exited with {self.proc.returncode} before accepting "
+                                   f"connections:\n{self.log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pgshard {name} does not accept connections on {self.port}")
+                time.sleep(0.05)
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM; asserts exit 0 within 10 s and no sanitizer report in the log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.logf.close()
+                raise AssertionError(f"pgshard {self.name} did not exit within 10 s of SIGTERM")
+        self.logf.close()
+        rc = self.proc.returncode
+        with open(self.log, errors="replace") as f:
+            log = f.read()
+        bad = [m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error") if m in log]
+        if rc != 0 or bad:
+            how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+            raise AssertionError(f"pgshard {self.name} stopped badly after SIGTERM: {how}, sanitizer report: "
+                                 f"{bad or 'none'}; log tail:\n{self.log_tail()}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.logf.closed:
+            self.logf.close()
+
+
+# --------------------------------------------------------------------------- a tiny client
+
+class Closed(Exception):
+    """The peer closed the connection."""
+
+
+class PgError(Exception):
+    def __init__(self, fields):
+        self.fields = fields
+        super().__init__(f"{fields.get('C', '?')}: {fields.get('M', '')}")
+
+    @property
+    def code(self):
+        return self.fields.get("C")
+
+    @property
+    def message(self):
+        return self.fields.get("M", "")
+
+
+def parse_error(body):
+    fields = {}
+    for part in body.split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
+    return fields
+
+
+def msg(t, body=b""):
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+def cstr(s):
+    return (s if isinstance(s, bytes) else s.encode()) + b"\0"
+
+
+def startup_packet(params, version=PROTO_V3):
+    body = struct.pack("!I", version) + b"".join(cstr(k) + cstr(v) for k, v in params.items()) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def query_msg(sql):
+    return msg(b"Q", cstr(sql))
+
+
+class Conn:
+    def __init__(self, port, timeout=TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.params = {}
+        self.key = None
+        self.status = None
+
+    # raw I/O
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                raise Closed()
+            self.buf += chunk
+
+    def recv_exact(self, n):
+        self._fill(n)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_msg(self):
+        self._fill(5)
+        t = self.buf[0:1]
+        (n,) = struct.unpack("!I", self.buf[1:5])
+        if n < 4:
+            raise AssertionError(f"bad length {n} in a message from the proxy")
+        self._fill(1 + n)
+        body = self.buf[5:1 + n]
+        self.buf = self.buf[1 + n:]
+        return t, body
+
+    def is_closed(self, timeout=TIMEOUT):
+        """True when the peer closes within timeout (pending messages are skipped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                self.recv_msg()
+        except Closed:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self):
+        """Closes with a RST (SO_LINGER 0), as a crashed client's kernel would."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def terminate(self):
+        try:
+            self.send(msg(b"X"))
+        except OSError:
+            pass
+        self.close()
+
+    # login
+    def login(self, user=USER, password=PASSWORD, database=DB, version=PROTO_V3, extra=None):
+        """Sends a StartupMessage and authenticates (SCRAM-SHA-256, md5, cleartext or none).
+        Returns the NegotiateProtocolVersion body when one came; raises PgError on an error."""
+        params = {}
+        if user is not None:
+            params["user"] = user
+        if database is not None:
+            params["database"] = database
+        params.update(extra or {})
+        self.send(startup_packet(params, version))
+        return self.finish_login(user, password)
+
+    def finish_login(self, user, password):
+        negotiate = None
+        scram = None
+        while True:
+            t, body = self.recv_msg()
+            if t == b"E":
+                raise PgError(parse_error(body))
+            if t == b"v":
+                negotiate = body
+            elif t == b"R":
+                (code,) = struct.unpack("!I", body[:4])
+                if code == 0:
+                    pass
+                elif code == 3:
+                    self.send(msg(b"p", cstr(password)))
+                elif code == 5:
+                    inner = hashlib.md5((password + user).encode()).hexdigest()
+                    self.send(msg(b"p", cstr("md5" + hashlib.md5(inner.encode() + body[4:8]).hexdigest())))
+                elif code == 10:
+                    mechs = [m.decode() for m in body[4:].split(b"\0") if m]
+                    if "SCRAM-SHA-256" not in mechs:
+                        raise AssertionError(f"no SCRAM-SHA-256 in {mechs}")
+                    scram = ScramClient(password)
+                    first = scram.client_first()
+                    self.send(msg(b"p", cstr("SCRAM-SHA-256") + struct.pack("!I", len(first)) + first))
+                elif code == 11:
+                    self.send(msg(b"p", scram.client_final(body[4:])))
+                elif code == 12:
+                    scram.verify_server_final(body[4:])
+                else:
+                    raise AssertionError(f"unsupported authentication request {code}")
+            elif t == b"S":
+                k, v = body.split(b"\0")[:2]
+                self.params[k.decode()] = v.decode()
+            elif t == b"K":
+                self.key = struct.unpack("!II", body)
+            elif t == b"Z":
+                self.status = body
+                return negotiate
+            elif t == b"N":
+                pass
+            else:
+                raise AssertionError(f"unexpected message {t!r} during login")
+
+    # queries
+    def query(self, sql):
+        """Simple query; returns (rows, command tags). Raises PgError (after ReadyForQuery)."""
+        self.send(query_msg(sql))
+        return self.read_results()
+
+    def read_results(self):
+        rows, tags, err = [], [], None
+        while True:
+            t, body = self.recv_msg()
+            if t == b"D":
+                rows.append(parse_datarow(body))
+            elif t == b"C":
+                tags.append(body.rstrip(b"\0").decode())
+            elif t == b"E":
+                err = PgError(parse_error(body))
+            elif t == b"Z":
+                self.status = body
+                if err:
+                    raise err
+                return rows, tags
+            elif t in (b"T", b"I", b"N", b"S", b"1", b"2", b"n", b"A"):
+                pass
+            else:
+                raise AssertionError(f"unexpected message {t!r} in a query result")
+
+    def scalar(self, sql):
+        rows, _ = self.query(sql)
+        if len(rows) != 1 or len(rows[0]) != 1:
+            raise AssertionError(f"{sql!r}: expected one value, got {rows!r}")
+        return rows[0][0]
+
+    def expect_fatal(self, code, contains=None, closed=True):
+        """The next thing from the proxy is an ErrorResponse with SQLSTATE code (whose message
+        contains `contains`), then the connection closes."""
+        try:
+            t, body = self.recv_msg()
+            while t in (b"N", b"S"):
+                t, body = self.recv_msg()
+        except Closed:
+            raise AssertionError(f"connection closed without an ErrorResponse (wanted {code})")
+        except socket.timeout:
+            raise AssertionError(f"no answer within {TIMEOUT} s (wanted {code}): hang")
+        if t != b"E":
+            raise AssertionError(f"expected ErrorResponse {code}, got message {t!r} {body[:80]!r}")
+        f = parse_error(body)
+        if f.get("C") != code:
+            raise AssertionError(f"expected SQLSTATE {code}, got {f.get('C')} {f.get('M')!r}")
+        if contains and contains not in f.get("M", ""):
+            raise AssertionError(f"expected a message containing {contains!r}, got {f.get('M')!r}")
+        if closed and not self.is_closed():
+            raise AssertionError(f"connection still open {TIMEOUT} s after the {code} error")
+        return f
+
+
+def parse_datarow(body):
+    (n,) = struct.unpack("!H", body[:2])
+    pos, out = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack("!i", body[pos:pos + 4])
+        pos += 4
+        if ln < 0:
+            out.append(None)
+        else:
+            out.append(body[pos:pos + ln].decode())
+            pos += ln
+    return out
+
+
+class ScramClient:
+    """RFC 5802 / RFC 7677 client side, without channel binding (gs2 header "n,,")."""
+
+    def __init__(self, password):
+        self.password = password.encode()
+        self.nonce = base64.b64encode(os.urandom(18)).decode()
+        self.first_bare = f"n=,r={self.nonce}"
+
+    def client_first(self):
+        return ("n,," + self.first_bare).encode()
+
+    def client_final(self, server_first):
+        sf = server_first.decode()
+        attrs = dict(a.split("=", 1) for a in sf.split(","))
+        if not attrs["r"].startswith(self.nonce) or len(attrs["r"]) <= len(self.nonce):
+            raise AssertionError(f"server nonce {attrs['r']!r} does not extend ours")
+        salt = base64.b64decode(attrs["s"])
+        iters = int(attrs["i"])
+        self.salted = hashlib.pbkdf2_hmac("sha256", self.password, salt, iters)
+        client_key = hmac.new(self.salted, b"Client Key", hashlib.sha256).digest()
+        stored_key = hashlib.sha256(client_key).digest()
+        without_proof = f"c=biws,r={attrs['r']}"
+        self.auth_message = f"{self.first_bare},{sf},{without_proof}".encode()
+        sig = hmac.new(stored_key, self.auth_message, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify_server_final(self, server_final):
+        sf = server_final.decode()
+        if not sf.startswith("v="):
+            raise AssertionError(f"bad server-final-message {sf!r}")
+        server_key = hmac.new(self.salted, b"Server Key", hashlib.sha256).digest()
+        want = hmac.new(server_key, self.auth_message, hashlib.sha256).digest()
+        if base64.b64decode(sf[2:]) != want:
+            raise AssertionError("the proxy's SCRAM server signature does not verify")
+
+
+def login(port, **kw):
+    c = Conn(port)
+    c.login(**kw)
+    return c
+
+
+# --------------------------------------------------------------------------- the cases
+
+MAIN = None     # the proxy every case uses unless it starts its own
+HEALTHY = None  # logged in at the start; must answer select 1 after every case
+STARTED = []    # every proxy started, to kill on the way out
+TABLE = "t_protocol_rows"
+
+
+def start_proxy(name, **keys):
+    p = Proxy(name, **keys)
+    STARTED.append(p)
+    return p
+
+
+def check_healthy():
+    if not MAIN.alive():
+        raise AssertionError(f"the main proxy died (status {MAIN.proc.returncode}):\n{MAIN.log_tail()}")
+    try:
+        v = HEALTHY.scalar("select 1")
+    except Exception as e:
+        raise AssertionError(f"the healthy client broke: {type(e).__name__} {e}")
+    if v != "1":
+        raise AssertionError(f"the healthy client got {v!r} for select 1")
+
+
+def raw(port):
+    return Conn(port)
+
+
+def case_garbage_before_startup():
+    for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),
+                    b"\xff" * 64):
+        c = raw(MAIN.port)
+        c.send(garbage)
+        try:
+            t, body = c.recv_msg()
+        except Closed:
+            c.close()
+            continue
+        except socket.timeout:
+            raise AssertionError(f"{garbage[:16]!r}...: no answer and no close within {TIMEOUT} s (hang)")
+        if t != b"E" or parse_error(body).get("C") != "08P01":
+            raise AssertionError(f"{garbage[:16]!r}...: expected 08P01 or a close, got {t!r} {body[:80]!r}")
+        if not c.is_closed():
+            raise AssertionError(f"{garbage[:16]!r}...: still open after the 08P01 error")
+        c.close()
+
+
+def case_startup_bad_length():
+    for n in (0, 4, 7):
+        c = raw(MAIN.port)
+        c.send(struct.pack("!II", n, PROTO_V3))
+        c.expect_fatal("08P01", "invalid length of startup packet")
+        c.close()
+    for n in (10001, 1 << 20, 0x7FFFFFFF):
+        c = raw(MAIN.port)
+        c.send(struct.pack("!II", n, PROTO_V3) + cstr("user") + cstr(USER))
+        c.expect_fatal("08P01", "invalid length of startup packet")
+        c.close()
+
+
+def case_protocol_versions():
+    for major, minor in ((2, 0), (4, 0)):
+        c = raw(MAIN.port)
+        c.send(startup_packet({"user": USER, "database": DB}, (major << 16) | minor))
+        c.expect_fatal("0A000", "unsupported frontend protocol")
+        c.close()
+    c = raw(MAIN.port)
+    nego = c.login(version=(3 << 16) | 1, extra={"_pq_.foo": "bar"})
+    if nego is None:
+        raise AssertionError("3.1 with _pq_.foo: no NegotiateProtocolVersion")
+    minor, count = struct.unpack("!II", nego[:8])
+    names = [x.decode() for x in nego[8:].split(b"\0") if x]
+    if minor != 0 or count != 1 or names != ["_pq_.foo"]:
+        raise AssertionError(f"NegotiateProtocolVersion: minor {minor}, {count} option(s) {names}")
+    if c.scalar("select 41 + 1") != "42":
+        raise AssertionError("3.1 login: query failed")
+    c.terminate()
+
+
+def case_ssl_gssenc_requests():
+    for name, code in (("SSLRequest", CODE_SSL), ("GSSENCRequest", CODE_GSSENC)):
+        c = raw(MAIN.port)
+        c.send(struct.pack("!II", 8, code))
+        try:
+            answer = c.recv_exact(1)
+        except (Closed, socket.timeout) as e:
+            raise AssertionError(f"{name}: no single-byte answer ({type(e).__name__})")
+        if answer != b"N":
+            raise AssertionError(f"{name}: answered {answer!r}, expected b'N'")
+        c.login()
+        if c.scalar("select 'after " + name + "'") != "after " + name:
+            raise AssertionError(f"{name}: query after login failed")
+        c.terminate()
+    # Both requests in a row on one connection (libpq's gssencmode=prefer then sslmode=prefer).
+    c = raw(MAIN.port)
+    c.send(struct.pack("!II", 8, CODE_GSSENC))
+    if c.recv_exact(1) != b"N":
+        raise AssertionError("GSSENCRequest then SSLRequest: first answer not N")
+    c.send(struct.pack("!II", 8, CODE_SSL))
+    if c.recv_exact(1) != b"N":
+        raise AssertionError("GSSENCRequest then SSLRequest: second answer not N")
+    c.login()
+    c.scalar("select 1")
+    c.terminate()
+    for name, code in (("SSLRequest", CODE_SSL), ("GSSENCRequest", CODE_GSSENC)):
+        c = raw(MAIN.port)
+        c.send(struct.pack("!II", 8, code) + startup_packet({"user": USER, "database": DB}))
+        # An 'N' must not come first: the bytes after the request would be read as plaintext.
+        try:
+            first = c.recv_exact(1)
+        except Closed:
+            raise AssertionError(f"{name} + startup in one send: closed without an 08P01 error")
+        except socket.timeout:
+            raise AssertionError(f"{name} + startup in one send: hang")
+        if first != b"E":
+            raise AssertionError(f"{name} + startup in one send: got {first!r} first, expected an ErrorResponse")
+        c.buf = first + c.buf
+        c.expect_fatal("08P01")
+        c.close()
+
+
+def case_login_errors():
+    c = raw(MAIN.port)
+    c.send(startup_packet({"database": DB}))
+    c.expect_fatal("28000")
+    c.close()
+    c = raw(MAIN.port)
+    c.send(startup_packet({"user": "", "database": DB}))
+    c.expect_fatal("28000")
+    c.close()
+    c = raw(MAIN.port)
+    c.send(startup_packet({"user": "no_such_user", "database": DB}))
+    c.expect_fatal("28000")
+    c.close()
+    c = raw(MAIN.port)
+    try:
+        c.login(password="wrong")
+        raise AssertionError("SCRAM with a wrong password logged in")
+    except PgError as e:
+        if e.code != "28P01":
+            raise AssertionError(f"SCRAM wrong password: expected 28P01, got {e}")
+    if not c.is_closed():
+        raise AssertionError("SCRAM wrong password: connection still open after 28P01")
+    c.close()
+    # md5user also logs in through the SCRAM proxy (the proxy knows its plain password).
+    c = login(MAIN.port, user="md5user", password="md5pw")
+    if c.scalar("select current_user") != "md5user":
+        raise AssertionError("md5user via the SCRAM proxy: wrong current_user")
+    c.terminate()
+
+
+def case_md5_proxy():
+    p = start_proxy("md5", auth_type="md5")
+    try:
+        for user, pw in ((USER, PASSWORD), ("md5user", "md5pw")):
+            c = Conn(p.port)
+            c.send(startup_packet({"user": user, "database": DB}))
+            t, body = c.recv_msg()
+            if t != b"R" or struct.unpack("!I", body[:4])[0] != 5:
+                raise AssertionError(f"{user}: expected AuthenticationMD5Password, got {t!r} {body[:8]!r}")
+            c.buf = t + struct.pack("!I", len(body) + 4) + body + c.buf
+            c.finish_login(user, pw)
+            if c.scalar("select current_user") != user:
+                raise AssertionError(f"{user}: wrong current_user through the md5 proxy")
+            c.terminate()
+        for user in (USER, "md5user"):
+            c = Conn(p.port)
+            try:
+                c.login(user=user, password="wrong")
+                raise AssertionError(f"md5 with a wrong password logged in as {user}")
+            except PgError as e:
+                if e.code != "28P01":
+                    raise AssertionError(f"{user}: md5 wrong password: expected 28P01, got {e}")
+            if not c.is_closed():
+                raise AssertionError(f"{user}: still open after 28P01")
+            c.close()
+        if not p.alive():
+            raise AssertionError("the md5 proxy died")
+    finally:
+        p.stop()
+
+
+def case_bad_messages_after_login():
+    c = login(MAIN.port)
+    c.send(b"Q" + struct.pack("!I", 3))
+    c.expect_fatal("08P01")
+    c.close()
+
+    c = login(MAIN.port)
+    c.send(b"Q" + struct.pack("!I", 0x7FFFFFFF) + b"select 1")
+    c.expect_fatal("08P01")
+    c.close()
+
+    c = login(MAIN.port)
+    c.send(msg(b"z", b""))
+    c.expect_fatal("08P01", "invalid frontend message type")
+    c.close()
+
+    # The same in the middle of a transaction: the server's transaction must not survive it.
+    c = login(MAIN.port)
+    c.query("begin")
+    c.send(msg(b"z", b"junk"))
+    c.expect_fatal("08P01", "invalid frontend message type")
+    c.close()
+    wait_until(no_idle_in_tx, 3, "a transaction survives its client's protocol error")
+
+
+def app_backends():
+    return int(psql("select count(*) from pg_stat_activity where usename = 'app' and backend_type = 'client backend'"))
+
+
+def case_truncated_message_then_close():
+    sql = "select 'truncated-" + "x" * 200 + "'"
+    full = query_msg(sql)
+    for i in range(10):
+        c = login(MAIN.port)
+        c.send(full[:len(full) // 2])
+        if i % 2:
+            c.abort()
+        else:
+            c.close()
+    # With one worker and one server, a server leaked by a half message would block the next client.
+    p = start_proxy("trunc", workers=1, pool_size=1)
+    try:
+        for i in range(4):
+            c = login(p.port)
+            c.send(full[:len(full) // 2 + i])
+            if i % 2:
+                c.abort()
+            else:
+                c.close()
+            d = login(p.port)
+            if d.scalar("select 8") != "8":
+                raise AssertionError("pool_size 1: query after a truncated message failed")
+            d.terminate()
+        if not p.alive():
+            raise AssertionError("the trunc proxy died")
+    finally:
+        p.stop()
+    # The servers that got half a message must have been closed, not pooled: after that every
+    # worker's pool still hands out servers and there are no more of them than pool_size each.
+    for _ in range(10):
+        c = login(MAIN.port)
+        c.query("begin")
+        if c.scalar("select 7") != "7":
+            raise AssertionError("query after truncated messages failed")
+        c.query("commit")
+        c.terminate()
+    def bounded():
+        n = app_backends()
+        return n <= 8 or f"{n} server connections"
+    wait_until(bounded, 3, "more server connections than 2 workers x pool_size 4")
+
+
+def no_idle_in_tx():
+    n = int(psql("select count(*) from pg_stat_activity where state like 'idle in transaction%'"))
+    return n == 0 or f"{n} backend(s) idle in transaction"
+
+
+def case_disconnect_mid_transaction():
+    marker = f"tx-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    for how in ("close", "abort"):
+        c = login(MAIN.port)
+        c.query("begin")
+        c.query(f"insert into {TABLE} values (1, '{marker}-{how}')")
+        if c.status != b"T":
+            raise AssertionError(f"not in a transaction after INSERT (status {c.status!r})")
+        if how == "close":
+            c.close()
+        else:
+            c.abort()
+        wait_until(no_idle_in_tx, 3, f"{how}: a backend stays idle in transaction")
+        n = psql(f"select count(*) from {TABLE} where marker = '{marker}-{how}'")
+        if n != "0":
+            raise AssertionError(f"{how}: the uncommitted row is there ({n})")
+    # A lock held by a dropped client is released: B gets it through the proxy within 3 s.
+    a = login(MAIN.port)
+    a.query(f"begin; lock table {TABLE} in access exclusive mode")
+    a.abort()
+    b = login(MAIN.port)
+    t0 = time.monotonic()
+    try:
+        b.query(f"begin; set local lock_timeout = '3s'; lock table {TABLE} in access exclusive mode; commit")
+    except PgError as e:
+        raise AssertionError(f"client B could not lock the table after A dropped: {e}")
+    if time.monotonic() - t0 > 3.2:
+        raise AssertionError("client B waited more than 3 s for the lock")
+    b.terminate()
+
+
+def case_disconnect_mid_copy():
+    marker = f"copy-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    for how in ("close", "abort", "half"):
+        c = login(MAIN.port)
+        c.send(query_msg(f"copy {TABLE} from stdin"))
+        t, body = c.recv_msg()
+        if t != b"G":
+            raise AssertionError(f"expected CopyInResponse, got {t!r} {body[:80]!r}")
+        data = b"".join(msg(b"d", f"{i}\t{marker}-{how}\n".encode()) for i in range(20))
+        if how == "half":
+            data += msg(b"d", f"99\t{marker}-{how}\n".encode())[:6]
+        c.send(data)
+        if how == "abort":
+            c.abort()
+        else:
+            c.close()
+
+        def no_copy():
+            n = int(psql("select count(*) from pg_stat_activity where query ilike 'copy t_protocol%' "
+                         "and pid <> pg_backend_pid()"))
+            return n == 0 or f"{n} backend(s) still in COPY"
+        wait_until(no_copy, 3, f"{how}: a backend stays in COPY")
+        n = psql(f"select count(*) from {TABLE} where marker = '{marker}-{how}'")
+        if n != "0":
+            raise AssertionError(f"{how}: {n} rows of the dropped COPY are there")
+
+
+def case_server_dies_mid_query():
+    marker = f"sleep-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    c = login(MAIN.port)
+    c.send(query_msg(f"select pg_sleep(10) /* {marker} */"))
+    pid = None
+    deadline = time.monotonic() + 5
+    while pid is None:
+        out = psql(f"select pid from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()")
+        if out:
+            pid = int(out.splitlines()[0])
+        elif time.monotonic() > deadline:
+            raise AssertionError("the pg_sleep query never showed up on the server")
+        else:
+            time.sleep(0.05)
+    psql(f"select pg_terminate_backend({pid})")
+    t0 = time.monotonic()
+    c.sock.settimeout(3.5)
+    codes, outcome = [], None
+    try:
+        while outcome is None:
+            t, body = c.recv_msg()
+            if t == b"E":
+                codes.append(parse_error(body).get("C"))
+            elif t == b"Z":
+                outcome = "ReadyForQuery"
+            elif t not in (b"N", b"S", b"T"):
+                raise AssertionError(f"unexpected message {t!r} after the server died")
+    except Closed:
+        outcome = "closed"
+    except socket.timeout:
+        outcome = "timeout"
+    took = time.monotonic() - t0
+    c.close()
+    if not codes and outcome != "closed":
+        raise AssertionError(f"no error and no close within 3 s ({outcome})")
+    if any(code not in ("57P01", "08006") for code in codes):
+        raise AssertionError(f"unexpected SQLSTATE(s) {codes}")
+    if outcome == "timeout":
+        # An error with neither a close nor a ReadyForQuery leaves the client waiting forever.
+        raise AssertionError(f"got {codes} but then neither a close nor a ReadyForQuery within 3 s")
+    if took > 3.0:
+        raise AssertionError(f"took {took:.1f} s")
+    # Other clients keep working, on a fresh server.
+    for _ in range(4):
+        d = login(MAIN.port)
+        if d.scalar("select 5") != "5":
+            raise AssertionError("a new client failed after the server died")
+        d.terminate()
+
+
+def case_max_client_conn():
+    p = start_proxy("maxconn", max_client_conn=5)
+    clients = []
+    try:
+        for i in range(5):
+            clients.append(login(p.port))
+        for c in clients:
+            c.scalar("select 1")
+        c6 = Conn(p.port)
+        try:
+            c6.login()
+            raise AssertionError("the 6th client got in")
+        except PgError as e:
+            if e.code != "53300":
+                raise AssertionError(f"6th client: expected 53300, got {e}")
+        if not c6.is_closed():
+            raise AssertionError("6th client still open after 53300")
+        c6.close()
+        # One leaves; once the proxy has closed it, a new one gets in (and then a 7th does not).
+        gone = clients.pop()
+        gone.send(msg(b"X"))
+        if not gone.is_closed():
+            raise AssertionError("Terminate did not close the connection")
+        gone.close()
+        c7 = Conn(p.port)
+        try:
+            c7.login()
+        except PgError as e:
+            raise AssertionError(f"after one of 5 left, a new client was refused: {e}")
+        if c7.scalar("select 2") != "2":
+            raise AssertionError("the new client's query failed")
+        clients.append(c7)
+        c8 = Conn(p.port)
+        try:
+            c8.login()
+            raise AssertionError("a 6th client got in after the swap")
+        except PgError as e:
+            if e.code != "53300":
+                raise AssertionError(f"6th client after the swap: expected 53300, got {e}")
+        c8.close()
+        for c in clients:
+            c.scalar("select 3")
+        if not p.alive():
+            raise AssertionError("the maxconn proxy died")
+    finally:
+        # Stopped with logged-in idle clients still connected: that must be clean too.
+        try:
+            p.stop()
+        finally:
+            for c in clients:
+                c.close()
+
+
+def case_query_wait_timeout():
+    p = start_proxy("qwait", pool_size=1, workers=1, query_wait_timeout=1)
+    try:
+        a = login(p.port)
+        a.query("begin")
+        a.scalar("select 1")
+        b = login(p.port)
+        t0 = time.monotonic()
+        b.send(query_msg("select 1"))
+        b.expect_fatal("53400", "query_wait_timeout")
+        took = time.monotonic() - t0
+        if not 0.8 <= took <= 2.2:
+            raise AssertionError(f"53400 after {took:.2f} s (query_wait_timeout = 1 s)")
+        b.close()
+        if a.scalar("select 'still mine'") != "still mine":
+            raise AssertionError("A lost its transaction")
+        a.query("commit")
+        if a.status != b"I":
+            raise AssertionError(f"A not idle after commit ({a.status!r})")
+        c = login(p.port)
+        if c.scalar("select 4") != "4":
+            raise AssertionError("a new client failed after A committed")
+        c.terminate()
+        a.terminate()
+        if not p.alive():
+            raise AssertionError("the qwait proxy died")
+    finally:
+        p.stop()
+
+
+def pipeline(c, values, check_tail=False):
+    """Sends Parse/Bind/Execute (unnamed) for each value and one Sync in a single write;
+    checks the replies are exactly those values, in order, then one ReadyForQuery (and,
+    with check_tail, nothing after it)."""
+    out = []
+    for v in values:
+        out.append(msg(b"P", cstr("") + cstr(f"select '{v}'::text") + struct.pack("!H", 0)))
+        out.append(msg(b"B", cstr("") + cstr("") + struct.pack("!HHH", 0, 0, 0)))
+        out.append(msg(b"E", cstr("") + struct.pack("!I", 0)))
+    out.append(msg(b"S"))
+    c.send(b"".join(out))
+    got, ncc, counts = [], 0, {}
+    while True:
+        t, body = c.recv_msg()
+        counts[t] = counts.get(t, 0) + 1
+        if t == b"D":
+            got.append(parse_datarow(body)[0])
+        elif t == b"C":
+            ncc += 1
+        elif t == b"E":
+            raise AssertionError(f"pipeline error {parse_error(body)}")
+        elif t == b"Z":
+            break
+    if got != list(values):
+        wrong = [g for g, v in zip(got, values) if g != v][:3]
+        raise AssertionError(f"pipeline: {len(got)} rows, expected {len(values)}; first wrong: {wrong}")
+    if ncc != len(values) or counts.get(b"1") != len(values) or counts.get(b"2") != len(values):
+        raise AssertionError(f"pipeline reply counts {counts}")
+    if not check_tail:
+        return
+    try:
+        c.sock.settimeout(0.2)
+        extra = c.sock.recv(1, socket.MSG_PEEK)
+        if extra:
+            raise AssertionError("bytes after the one ReadyForQuery")
+    except socket.timeout:
+        pass
+    finally:
+        c.sock.settimeout(TIMEOUT)
+
+
+def case_pipelining():
+    c = login(MAIN.port)
+    pipeline(c, [str(i) for i in range(50)], check_tail=True)
+    c.terminate()
+    p = start_proxy("pipe", pool_size=1, workers=1)
+    try:
+        errors = []
+
+        def worker(tag):
+            try:
+                cl = login(p.port)
+                for r in range(20):
+                    pipeline(cl, [f"{tag}-{r}-{i}" for i in range(50)], check_tail=(r == 19))
+                cl.terminate()
+            except Exception as e:  # reported by the main thread
+                errors.append(f"client {tag}: {type(e).__name__} {e}")
+
+        threads = [threading.Thread(target=worker, args=(tag,)) for tag in ("A", "B")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        if any(t.is_alive() for t in threads):
+            raise AssertionError("pipelining clients hang")
+        if errors:
+            raise AssertionError("; ".join(errors))
+        if not p.alive():
+            raise AssertionError("the pipe proxy died")
+    finally:
+        p.stop()
+
+
+def case_concurrent_invalid_messages():
+    bad_inputs = [
+        ("pre", b"GET / HTTP/1.1\r\n\r\n"),
+        ("pre", struct.pack("!II", 5, PROTO_V3)),
+        ("pre", struct.pack("!II", 1 << 24, PROTO_V3)),
+        ("post", b"Q" + struct.pack("!I", 3)),
+        ("post", b"Q" + struct.pack("!I", 0x7FFFFFFF)),
+        ("post", msg(b"z", b"x")),
+        ("post", msg(b"\x00", b"")),
+        ("half", query_msg("select 'half a query'")[:9]),
+    ]
+    errors, barrier = [], threading.Barrier(31)
+
+    def bad_client(i):
+        kind, data = bad_inputs[i % len(bad_inputs)]
+        try:
+            c = Conn(MAIN.port)
+            if kind != "pre":
+                c.login()
+            try:
+                barrier.wait(10)
+            except threading.BrokenBarrierError:
+                pass
+            c.send(data)
+            if kind == "half":
+                c.abort()
+                return
+            try:
+                t, body = c.recv_msg()
+            except Closed:
+                t, body = None, b""
+            if (kind == "post" or t is not None) and (t != b"E" or parse_error(body).get("C") != "08P01"):
+                raise AssertionError(f"expected 08P01, got {t!r} {body[:60]!r}")
+            if t is not None and not c.is_closed():
+                raise AssertionError("still open after the error")
+            c.close()
+        except Exception as e:
+            errors.append(f"bad client {i} ({data[:12]!r}): {type(e).__name__} {e}")
+
+    threads = [threading.Thread(target=bad_client, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    h = login(MAIN.port)
+    try:
+        barrier.wait(10)
+    except threading.BrokenBarrierError:
+        pass
+    for i in range(200):
+        v = h.scalar(f"select {i}")
+        if v != str(i):
+            raise AssertionError(f"healthy client: select {i} gave {v!r}")
+    h.terminate()
+    for t in threads:
+        t.join(15)
+    if any(t.is_alive() for t in threads):
+        raise AssertionError("some bad clients hang")
+    if errors:
+        raise AssertionError(f"{len(errors)} bad client(s) misbehaved: " + "; ".join(errors[:3]))
+
+
+def case_proxy_survives_and_stops_cleanly():
+    if not MAIN.alive():
+        raise AssertionError(f"the main proxy is dead (status {MAIN.proc.returncode})")
+    check_healthy()
+    HEALTHY.terminate()
+    MAIN.stop()
+
+
+CASES = [
+    ("garbage before startup", case_garbage_before_startup),
+    ("startup packet length < 8 and > 10000", case_startup_bad_length),
+    ("protocol versions 2.0, 4.0, 3.1 + _pq_", case_protocol_versions),
+    ("SSLRequest / GSSENCRequest", case_ssl_gssenc_requests),
+    ("login errors (no user, unknown user, wrong SCRAM password)", case_login_errors),
+    ("md5 auth_type proxy", case_md5_proxy),
+    ("bad messages after login (length 3, 0x7fffffff, type z)", case_bad_messages_after_login),
+    ("truncated message then close", case_truncated_message_then_close),
+    ("disconnect mid-transaction (rollback, locks)", case_disconnect_mid_transaction),
+    ("disconnect mid-COPY FROM STDIN", case_disconnect_mid_copy),
+    ("server dies mid-query", case_server_dies_mid_query),
+    ("max_client_conn", case_max_client_conn),
+    ("query_wait_timeout", case_query_wait_timeout),
+    ("pipelining (50 P/B/E + Sync; 2 clients on pool_size 1)", case_pipelining),
+    ("30 concurrent invalid clients vs a healthy one", case_concurrent_invalid_messages),
+]
+
+
+def main():
+    global MAIN, HEALTHY
+    os.makedirs(WORK, exist_ok=True)
+    t_start = time.monotonic()
+    psql(f"set client_min_messages = warning; drop table if exists {TABLE}; "
+         f"create table {TABLE} (id int, marker text); grant all on {TABLE} to app, md5user")
+    MAIN = start_proxy("main")
+    passed = failed = 0
+    try:
+        HEALTHY = login(MAIN.port)
+        check_healthy()
+        for name, fn in CASES:
+            t0 = time.monotonic()
+            try:
+                fn()
+                check_healthy()
+                print(f"ok   {name} ({time.monotonic() - t0:.1f} s)", flush=True)
+                passed += 1
+            except Exception as e:
+                print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+                failed += 1
+                if not MAIN.alive():
+                    print(f"--- main proxy log tail ---\n{MAIN.log_tail()}", flush=True)
+                    break
+        for name, _ in CASES[passed + failed:]:
+            print(f"FAIL {name}: not run, the main proxy died", flush=True)
+            failed += 1
+        name = "proxy alive at the end; SIGTERM -> exit 0, no sanitizer report"
+        try:
+            case_proxy_survives_and_stops_cleanly()
+            print(f"ok   {name}", flush=True)
+            passed += 1
+        except Exception as e:
+            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+            failed += 1
+    finally:
+        for p in STARTED:
+            p.kill()
+        try:
+            psql(f"drop table if exists {TABLE}")
+        except Exception:
+            pass
+    print(f"({time.monotonic() - t_start:.1f} s)")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
