@@ -145,6 +145,7 @@ static const cfg_key cfg_keys[] = {
     CFG_SECONDS(query_wait_timeout, "120", 0),
     CFG_SECONDS(server_idle_timeout, "600", 0),
     CFG_SECONDS(server_connect_timeout, "15", 1),
+    CFG_SECONDS(client_login_timeout, "60", 0),
     CFG_ENUM(log_format, cfg_log_format, "text", cfg_log_formats),
     CFG_ENUM(log_level, cfg_log_level, "info", cfg_log_levels),
 

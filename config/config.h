@@ -44,6 +44,7 @@ typedef struct cfg_config {
     uint32_t query_wait_timeout_ms; /* default 120 s; 0 = wait forever */
     uint32_t server_idle_timeout_ms;    /* default 600 s; 0 = never close idle servers */
     uint32_t server_connect_timeout_ms; /* default 15 s */
+    uint32_t client_login_timeout_ms;   /* default 60 s; 0 = none: startup and auth must end by then */
     cfg_log_format log_format;      /* default text */
     cfg_log_level log_level;        /* default info */
 

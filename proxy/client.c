@@ -48,6 +48,7 @@ void px_client_accept(px_worker *w)
     cl->key_pid = ((uint32_t)(w->id + 1) << 24) | (w->next_pid++ & 0xffffffu);
     if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1)
         cl->key_secret = (uint32_t)rand();
+    cl->accepted_at = uv_now(&w->loop);
     pgs_list_push_back(&w->clients, &cl->node);
     cl->counted = true;
     int n = atomic_fetch_add(&w->px->nclients, 1) + 1;

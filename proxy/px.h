@@ -88,6 +88,7 @@ struct px_client {
     px_server *server;  /* linked server, or NULL */
     const px_user *user;
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
+    uint64_t accepted_at;         /* loop time of accept() */
     uint64_t wait_since;          /* loop time it started waiting (welcome or server) */
     px_auth_step auth;
     bool counted;       /* holds a slot of px_proxy.nclients */
@@ -159,6 +160,8 @@ struct px_worker {
     uv_timer_t tick;
     uv_mutex_t mbox_lock;  /* guards mbox: the only lock, off the query path */
     pgs_buf mbox;          /* px_cancel_req entries for clients of this worker */
+    bool mbox_closed;      /* under mbox_lock: the wakeup handle is closing */
+    uint32_t ticks;
     pgs_list clients;
     pgs_list pools;
     uint32_t next_pid;

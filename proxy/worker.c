@@ -44,12 +44,33 @@ static void worker_on_connection(uv_stream_t *server, int status)
     px_client_accept(w);
 }
 
+/* Clients that have not logged in within client_login_timeout are dropped, as with
+ * PostgreSQL's authentication_timeout. The list is in order of arrival, so the walk (once
+ * a second) stops at the first client younger than the limit. */
+static void worker_expire_logins(px_worker *w, uint64_t now)
+{
+    uint32_t limit = w->px->cfg->client_login_timeout_ms;
+    pgs_node *it, *tmp;
+    if (!limit)
+        return;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *cl = pgs_container_of(it, px_client, node);
+        if (now - cl->accepted_at < limit)
+            break;
+        if (cl->state == CL_STARTUP || cl->state == CL_AUTH)
+            px_client_fatal(cl, "08006", "client_login_timeout: startup not completed within %u ms", limit);
+    }
+}
+
 static void worker_on_tick(uv_timer_t *t)
 {
     px_worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
     pgs_list_each(&w->pools, it, tmp) px_pool_tick(pgs_container_of(it, px_pool, node), now);
+    if (++w->ticks % 10 == 0)
+        worker_expire_logins(w, now);
 }
 
 static void worker_close_walk(uv_handle_t *h, void *arg)
@@ -92,8 +113,14 @@ static void worker_on_wakeup(uv_async_t *a)
 {
     px_worker *w = a->data;
     worker_drain_mbox(w);
-    if (atomic_load(&w->px->stopping))
-        uv_walk(&w->loop, worker_close_walk, w);
+    if (!atomic_load(&w->px->stopping))
+        return;
+    /* From here on no thread may touch the wakeup handle (see worker_wake). */
+    uv_mutex_lock(&w->mbox_lock);
+    w->mbox_closed = true;
+    uv_mutex_unlock(&w->mbox_lock);
+    worker_drain_mbox(w);
+    uv_walk(&w->loop, worker_close_walk, w);
 }
 
 static void worker_main(void *arg)
@@ -162,15 +189,21 @@ fail_loop:
     return r;
 }
 
-void px_worker_request_stop(px_worker *w) { uv_async_send(&w->wakeup); }
+/* Wakes a worker from another thread, unless it has begun closing its handles: sending
+ * on a closed async handle is undefined, so the check and the send share the lock. */
+static void worker_wake(px_worker *w, const px_cancel_req *rq)
+{
+    uv_mutex_lock(&w->mbox_lock);
+    if (!w->mbox_closed && (!rq || pgs_buf_append(&w->mbox, rq, sizeof *rq) == 0))
+        uv_async_send(&w->wakeup);
+    uv_mutex_unlock(&w->mbox_lock);
+}
+
+void px_worker_request_stop(px_worker *w) { worker_wake(w, NULL); }
 
 /* Called from any worker thread: queue a cancel for a client of w. */
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret)
 {
     px_cancel_req rq = {pid, secret};
-    uv_mutex_lock(&w->mbox_lock);
-    int r = pgs_buf_append(&w->mbox, &rq, sizeof rq);
-    uv_mutex_unlock(&w->mbox_lock);
-    if (r == 0)
-        uv_async_send(&w->wakeup);
+    worker_wake(w, &rq);
 }
