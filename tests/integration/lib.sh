@@ -145,7 +145,7 @@ pgs_pgbench_ok() {
   PGS_PGBENCH_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)
   if ((rc != 0)) || [[ $failed != 0 || ! ${PGS_PGBENCH_TX:-} =~ ^[1-9][0-9]*$ ]]; then
     printf -- '--- pgbench %s (%s) ---\n' "$label" "$*" >&2
-    { grep -m 10 -i 'error' "$out"; echo ...; tail -n 25 "$out"; } >&2
+    { grep -m 10 -i 'error' "$out" || true; echo ...; tail -n 25 "$out"; } >&2
     printf -- '--- end of pgbench output (%s) ---\n' "$out" >&2
     pgs_fail "pgbench $label: exit $rc, failed transactions '${failed:-?}', processed '${PGS_PGBENCH_TX:-?}'"
   fi
