@@ -439,9 +439,131 @@ static int client_startup_step(px_client *cl)
     return cl->state == CL_CLOSED ? -1 : 1;
 }
 
+/* The reply a forwarded message is owed, for the messages that get one. */
+static int client_reply_kind(char type)
+{
+    switch (type) {
+    case 'Q': case 'F': return RP_QUERY;
+    case 'S': return RP_SYNC;
+    case 'P': return RP_PARSE;
+    case 'B': return RP_BIND;
+    case 'D': return RP_DESCRIBE;
+    case 'E': return RP_EXECUTE;
+    case 'C': return RP_CLOSE;
+    default: return -1;
+    }
+}
+
+/* Consumes the whole message at in_pos without forwarding it. */
+static void client_drop_message(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    px_conn_flush_forward(c, &cl->server->conn);
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+}
+
+static void build_named(pgs_buf *b, char type, const char *prefix, const char *name, const uint8_t *rest,
+                        size_t rest_len)
+{
+    size_t st = pgs_msg_begin(b, type);
+    if (prefix)
+        pgs_buf_append_cstr(b, prefix);
+    pgs_buf_append_cstr(b, name);
+    pgs_buf_append(b, rest, rest_len);
+    pgs_msg_end(b, st);
+}
+
+/* Parse of a named statement in transaction pooling: the statement is registered under
+ * its hash; the server prepares it as pgshard_<hash> unless it already has it, in which
+ * case the proxy answers ParseComplete itself. A name the client already uses gets
+ * PostgreSQL's error 42P05, after which messages are skipped up to Sync. */
+static int client_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest,
+                        size_t rest_len)
+{
+    px_server *sv = cl->server;
+    px_worker *w = cl->conn.w;
+    if (px_client_stmt_get(&cl->stmts, name)) {
+        pgs_buf_clear(&cl->fake_err);
+        pgs_msg_error(&cl->fake_err, "ERROR", "42P05", "prepared statement \"%s\" already exists", name);
+        cl->skip_to_sync = true;
+        client_drop_message(cl, f);
+        px_server_push_reply(sv, RP_FAKE_ERROR, 0);
+        px_server_emit_fakes(sv);
+        return 1;
+    }
+    px_stmt *st = px_stmt_register(&w->stmts, rest, rest_len);
+    if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
+        if (st)
+            px_stmt_unref(&w->stmts, st);
+        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
+        return -1;
+    }
+    client_drop_message(cl, f);
+    if (px_server_has_stmt(&sv->stmts, st->hash, ++w->stmt_tick)) {
+        px_server_push_reply(sv, RP_FAKE_PARSE, 0);
+        px_server_emit_fakes(sv);
+        return 1;
+    }
+    px_server_ensure_stmt(sv, st);
+    /* ensure_stmt queued a hidden ParseComplete; this one is the client's own. */
+    px_replies *q = &sv->replies;
+    q->ents[(q->head + q->n - 1) % q->cap].kind = RP_PARSE;
+    return 1;
+}
+
+/* Bind, Describe and Close that name a statement are rewritten to the server's name for
+ * it; Close of a statement is answered by the proxy (the server keeps it for reuse).
+ * Unnamed statements and unknown names pass unchanged, so PostgreSQL reports them. */
+static int client_rewrite(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *body = c->in.data + c->in_pos + PGS_HDR_LEN;
+    pgs_reader rd = pgs_reader_make(body, f->len - 4);
+    const char *portal = NULL, *name;
+    uint8_t kind = 'S';
+    px_server *sv = cl->server;
+    if (f->type == 'B' && pgs_rd_cstr(&rd, &portal) < 0)
+        return 0;
+    if ((f->type == 'D' || f->type == 'C') && pgs_rd_u8(&rd, &kind) < 0)
+        return 0;
+    if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
+        return 0;
+    if (f->type == 'P')
+        return client_parse(cl, f, name, rd.p, rd.left);
+    if (f->type == 'C') {
+        px_client_stmt_del(&cl->stmts, &c->w->stmts, name);
+        client_drop_message(cl, f);
+        px_server_push_reply(sv, RP_FAKE_CLOSE, 0);
+        px_server_emit_fakes(sv);
+        return 1;
+    }
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    if (!st)
+        return 0;
+    char sname[PX_STMT_NAME_LEN];
+    px_stmt_name(st->hash, sname);
+    client_drop_message(cl, f);
+    px_server_ensure_stmt(sv, st);
+    pgs_buf b = PGS_BUF_INIT;
+    if (f->type == 'B') {
+        build_named(&b, 'B', portal, sname, rd.p, rd.left);
+    } else {
+        size_t m = pgs_msg_begin(&b, 'D');
+        pgs_buf_append_u8(&b, 'S');
+        pgs_buf_append_cstr(&b, sname);
+        pgs_msg_end(&b, m);
+    }
+    px_server_push_reply(sv, f->type == 'B' ? RP_BIND : RP_DESCRIBE, 0);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 1;
+}
+
 /* One step of a logged-in client: validate the next message header, get a server when the
- * client has none, and pass the bytes through as they are. Returns 1 to go on, 0 when
- * more input is needed or the client waits, -1 when the client was closed. */
+ * client has none, and pass the bytes through as they are (rewriting statement names in
+ * transaction pooling). Returns 1 to go on, 0 when more input is needed or the client
+ * waits, -1 when the client was closed. */
 static int client_forward_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
@@ -473,6 +595,15 @@ static int client_forward_step(px_client *cl)
         px_client_close(cl);
         return -1;
     }
+    bool rewrite = c->w->px->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+                   (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C');
+    if ((rewrite || cl->skip_to_sync) && avail < f.total) {
+        if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
+            px_client_fatal(cl, "53200", "out of memory");
+            return -1;
+        }
+        return 0;
+    }
     if (!cl->server) {
         cl->wait_since = uv_now(&c->w->loop);
         client_set_state(cl, CL_WAIT_SERVER);
@@ -480,11 +611,20 @@ static int client_forward_step(px_client *cl)
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
     px_server *sv = cl->server;
-    if (f.type == 'Q' || f.type == 'S' || f.type == 'F') {
-        sv->expect_z++;
-        sv->ext_open = false;
-    } else {
-        sv->ext_open = true;
+    sv->ext_open = !(f.type == 'Q' || f.type == 'S' || f.type == 'F');
+    if (cl->skip_to_sync) {
+        if (f.type != 'S') {
+            client_drop_message(cl, &f);
+            return 1;
+        }
+        cl->skip_to_sync = false;
+    }
+    if (rewrite && (r = client_rewrite(cl, &f)) != 0)
+        return r;
+    int kind = client_reply_kind(f.type);
+    if (kind >= 0 && px_server_push_reply(sv, (px_reply)kind, 0) < 0) {
+        px_client_fatal(cl, "53200", "out of memory");
+        return -1;
     }
     size_t take = avail < f.total ? avail : f.total;
     c->in_pos += take;

@@ -14,6 +14,7 @@
 #include "common/list.h"
 #include "common/proto.h"
 #include "config/config.h"
+#include "proxy/prepared.h"
 #include "proxy/scram.h"
 
 typedef struct px_proxy px_proxy;
@@ -95,6 +96,9 @@ struct px_client {
     bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
+    bool skip_to_sync;  /* after an error the proxy gave: drop messages until Sync */
+    px_htab stmts;      /* the client's statement names (transaction pooling) */
+    pgs_buf fake_err;   /* an ErrorResponse the proxy owes at its place in the replies */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
     union {
@@ -121,8 +125,9 @@ struct px_server {
     px_client *client;    /* linked client, or NULL */
     uv_connect_t connect_req;
     uint64_t since;       /* loop time of the last state change */
-    uint32_t expect_z;    /* ReadyForQuery messages still owed for what the client sent */
+    px_replies replies;   /* what the server owes for what was sent to it, in order */
     bool ext_open;        /* extended-protocol messages sent since the last Sync */
+    px_htab stmts;        /* statement hashes prepared on this server, with LRU ticks */
     char tx_status;       /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
     px_scram_client *scram; /* owned while logging in */
@@ -164,6 +169,8 @@ struct px_worker {
     uint32_t ticks;
     pgs_list clients;
     pgs_list pools;
+    px_htab stmts;         /* registry of px_stmt by hash, shared by this worker's clients */
+    uint64_t stmt_tick;    /* LRU clock of server statement sets */
     uint32_t next_pid;
     int nfree;
     void *free_blocks[PX_FREE_BLOCKS];
@@ -208,6 +215,9 @@ void px_server_on_drained(px_server *sv);
 void px_server_close(px_server *sv, const char *why);
 void px_server_release(px_server *sv);
 void px_server_activate(px_server *sv, px_client *cl);
+void px_server_emit_fakes(px_server *sv);
+int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash);
+void px_server_ensure_stmt(px_server *sv, const px_stmt *st);
 bool px_server_clean(const px_server *sv);
 
 /* pool.c */

@@ -1,0 +1,94 @@
+/* Named prepared statements in transaction pooling. A client's statement is registered
+ * in its worker under a hash of its text and parameter types and runs on any server as
+ * "pgshard_<hash>"; each server remembers which it has (bounded, least recently used ones
+ * closed). Also the queue of replies a server still owes, which places the replies the
+ * proxy answers itself (ParseComplete, CloseComplete) exactly where PostgreSQL would. */
+#ifndef PX_PREPARED_H
+#define PX_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* Open-addressing map from a non-zero 64-bit key to a pointer. */
+typedef struct px_htab {
+    uint64_t *keys; /* owned; 0 = empty slot */
+    void **vals;    /* owned array; the values are the user's */
+    size_t cap;     /* power of two, or 0 */
+    size_t n;
+} px_htab;
+
+void *px_htab_get(const px_htab *t, uint64_t key);
+int px_htab_put(px_htab *t, uint64_t key, void *val);
+void *px_htab_del(px_htab *t, uint64_t key);
+void px_htab_free(px_htab *t);
+
+uint64_t px_hash64(const void *p, size_t n, uint64_t seed);
+
+/* A statement's text and parameter types: the body of a Parse message after its name. */
+typedef struct px_stmt {
+    uint64_t hash;
+    uint32_t refs;   /* client names pointing here */
+    size_t body_len;
+    uint8_t body[];  /* query\0 int16 n, n x int32 type oids */
+} px_stmt;
+
+#define PX_STMT_NAME_LEN 25 /* "pgshard_" + 16 hex + NUL */
+void px_stmt_name(uint64_t hash, char out[PX_STMT_NAME_LEN]);
+
+/* Per-worker registry of statements, shared by that worker's clients. */
+px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n);
+void px_stmt_unref(px_htab *reg, px_stmt *st);
+
+/* A client's names for its statements. */
+typedef struct px_cname {
+    px_stmt *stmt; /* holds one reference */
+    char name[];
+} px_cname;
+
+px_stmt *px_client_stmt_get(const px_htab *names, const char *name);
+int px_client_stmt_put(px_htab *names, px_htab *reg, const char *name, px_stmt *st);
+bool px_client_stmt_del(px_htab *names, px_htab *reg, const char *name);
+void px_client_stmts_free(px_htab *names, px_htab *reg);
+
+/* What a server still owes for the messages forwarded to it, in order. */
+typedef enum px_reply {
+    RP_PARSE,        /* ParseComplete, forwarded */
+    RP_PARSE_HIDDEN, /* ParseComplete of a Parse the proxy injected: not forwarded */
+    RP_BIND,
+    RP_DESCRIBE,     /* ends at RowDescription or NoData */
+    RP_EXECUTE,      /* ends at CommandComplete, EmptyQueryResponse or PortalSuspended */
+    RP_CLOSE,
+    RP_CLOSE_HIDDEN, /* CloseComplete of an eviction the proxy sent */
+    RP_SYNC,         /* ReadyForQuery */
+    RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
+    RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
+    RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
+    RP_FAKE_ERROR,   /* the proxy answers with the client's pending error */
+} px_reply;
+
+typedef struct px_reply_ent {
+    uint8_t kind;
+    uint64_t hash; /* RP_PARSE*: the statement the server is preparing */
+} px_reply_ent;
+
+typedef struct px_replies {
+    px_reply_ent *ents; /* owned ring */
+    size_t cap, head, n;
+} px_replies;
+
+int px_replies_push(px_replies *q, px_reply kind, uint64_t hash);
+static inline px_reply_ent *px_replies_head(px_replies *q) { return q->n ? &q->ents[q->head] : NULL; }
+void px_replies_pop(px_replies *q);
+void px_replies_free(px_replies *q);
+
+/* Per-server set of prepared statement hashes with least-recently-used ticks. */
+#define PX_SERVER_STMTS_MAX 512
+bool px_server_has_stmt(px_htab *set, uint64_t hash, uint64_t tick);
+int px_server_add_stmt(px_htab *set, uint64_t hash, uint64_t tick);
+/* The least recently used statement hash (for eviction), or 0. */
+uint64_t px_server_lru_stmt(const px_htab *set);
+
+#endif
