@@ -1111,6 +1111,8 @@ int prs_classify_ex(const char *sql, size_t len, const prs_lexed *lex, const prs
         rc = prs_lex(sql ? sql : "", len, &own);
         lex = &own;
     }
+    if (rc == 0 && lex->max_nesting > PRS_MAX_NESTING)
+        rc = PRS_ETOOCOMPLEX;
     if (rc == 0) {
         classifier c = {0};
         c.sql = sql ? sql : "";

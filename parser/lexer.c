@@ -28,6 +28,8 @@ const char *prs_strerror(int err)
         return "syntax error";
     case PRS_EINVAL:
         return "invalid argument";
+    case PRS_ETOOCOMPLEX:
+        return "query nested too deeply";
     default:
         return "unknown error";
     }
@@ -60,6 +62,20 @@ static inline uint8_t lower(uint8_t c)
     return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
 }
 
+#define NEST_LEVELS 256
+#define NEST_BRACKET_WEIGHT 4 /* a call, subquery or array: several tree levels */
+#define NEST_CASE_WEIGHT 2
+
+/* The running estimate behind prs_lexed.max_nesting (see lexer.h). */
+typedef struct nesting {
+    uint32_t sum; /* estimated depth at this point of the text */
+    uint32_t max;
+    uint32_t top; /* open brackets; level 0 is the statement */
+    bool overflow;
+    uint32_t count[NEST_LEVELS]; /* chaining tokens since the last separator, per level */
+    bool is_case[NEST_LEVELS];
+} nesting;
+
 typedef struct lexer {
     const uint8_t *s;
     size_t n;
@@ -68,8 +84,139 @@ typedef struct lexer {
     bool space;      /* whitespace or a comment since the last token */
     bool seg_tokens; /* a token since the last top-level ; */
     uint32_t depth;  /* parentheses */
+    bool prev_op;    /* the last token was an operator character */
     prs_lexed *lx;
+    nesting nest;
 } lexer;
+
+static void nest_raise(nesting *N, uint32_t by)
+{
+    N->sum += by;
+    if (N->sum > N->max)
+        N->max = N->sum;
+}
+
+static void nest_open(nesting *N, bool is_case)
+{
+    if (N->overflow)
+        return;
+    if (N->top + 1 >= NEST_LEVELS) {
+        N->overflow = true;
+        N->max = UINT32_MAX;
+        return;
+    }
+    N->top++;
+    N->count[N->top] = 0;
+    N->is_case[N->top] = is_case;
+    nest_raise(N, is_case ? NEST_CASE_WEIGHT : NEST_BRACKET_WEIGHT);
+}
+
+static void nest_pop(nesting *N)
+{
+    N->sum -= N->count[N->top] + (N->is_case[N->top] ? NEST_CASE_WEIGHT : NEST_BRACKET_WEIGHT);
+    N->top--;
+}
+
+/* A closing bracket also closes a CASE left open inside it; END closes only a CASE. */
+static void nest_close(nesting *N, bool is_end)
+{
+    if (N->overflow)
+        return;
+    if (is_end) {
+        if (N->top > 0 && N->is_case[N->top])
+            nest_pop(N);
+        return;
+    }
+    while (N->top > 0 && N->is_case[N->top])
+        nest_pop(N);
+    if (N->top > 0)
+        nest_pop(N);
+}
+
+static void nest_chain(nesting *N)
+{
+    if (N->overflow)
+        return;
+    N->count[N->top]++;
+    nest_raise(N, 1);
+}
+
+/* Siblings start over; `extra` is the level their common parent adds (AND/OR's BoolExpr). */
+static void nest_separator(nesting *N, uint32_t extra)
+{
+    if (N->overflow)
+        return;
+    N->sum -= N->count[N->top];
+    N->count[N->top] = extra;
+    nest_raise(N, extra);
+}
+
+static void nest_statement_end(nesting *N)
+{
+    if (N->overflow)
+        return;
+    if (N->top > 0) {
+        nest_separator(N, 0);
+        return;
+    }
+    N->sum = 0;
+    N->count[0] = 0;
+}
+
+enum { W_CHAIN = 1, W_SEPARATOR, W_BOOL, W_CASE, W_END };
+
+/* Keywords that matter to the nesting estimate, in lower case. */
+static int keyword_role(const uint8_t *p, size_t n)
+{
+    static const struct {
+        const char *w;
+        int role;
+    } words[] = {
+        {"not", W_CHAIN},       {"is", W_CHAIN},      {"isnull", W_CHAIN},   {"notnull", W_CHAIN},
+        {"collate", W_CHAIN},   {"at", W_CHAIN},      {"join", W_CHAIN},     {"union", W_CHAIN},
+        {"intersect", W_CHAIN}, {"except", W_CHAIN},  {"like", W_CHAIN},     {"ilike", W_CHAIN},
+        {"similar", W_CHAIN},   {"between", W_CHAIN}, {"in", W_CHAIN},       {"overlaps", W_CHAIN},
+        {"and", W_BOOL},        {"or", W_BOOL},       {"when", W_SEPARATOR}, {"then", W_SEPARATOR},
+        {"else", W_SEPARATOR},  {"case", W_CASE},     {"end", W_END},
+    };
+    char low[10];
+    if (n < 2 || n > 9)
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        low[k] = (char)lower(p[k]);
+    for (size_t w = 0; w < sizeof words / sizeof words[0]; w++)
+        if (strlen(words[w].w) == n && memcmp(words[w].w, low, n) == 0)
+            return words[w].role;
+    return 0;
+}
+
+static void nest_word(nesting *N, const uint8_t *p, size_t n)
+{
+    switch (keyword_role(p, n)) {
+    case W_CHAIN:
+        nest_chain(N);
+        break;
+    case W_SEPARATOR:
+        nest_separator(N, 0);
+        break;
+    case W_BOOL:
+        nest_separator(N, 1);
+        break;
+    case W_CASE:
+        nest_open(N, true);
+        break;
+    case W_END:
+        nest_close(N, true);
+        break;
+    default:
+        break;
+    }
+}
+
+static bool is_op_char(uint8_t c)
+{
+    return c != 0 && strchr("+-*/<>=~!@#%^&|`?:", c) != NULL;
+}
 
 /* A separator is written only between two tokens, so the text has no leading or trailing
  * space and every run of whitespace and comments becomes exactly one space. */
@@ -79,6 +226,7 @@ static inline void token_start(lexer *L)
         L->out[L->o++] = ' ';
     L->space = false;
     L->seg_tokens = true;
+    L->prev_op = false;
 }
 
 static inline void emit(lexer *L, const uint8_t *p, size_t n)
@@ -425,6 +573,7 @@ static int lex_word(lexer *L, size_t i, size_t *next)
     size_t k = i + 1;
     while (k < n && is_ident_cont(s[k]))
         k++;
+    nest_word(&L->nest, s + i, k - i);
     token_start(L);
     emit(L, s + i, k - i);
     *next = k;
@@ -438,13 +587,26 @@ static int lex_other(lexer *L, size_t i, size_t *next)
     if (c == ';') {
         L->out[L->o++] = ';';
         L->space = false;
+        L->prev_op = false;
+        nest_statement_end(&L->nest);
         if (L->depth == 0 && L->seg_tokens) {
             L->lx->n_statements++;
             L->seg_tokens = false;
         }
         return 0;
     }
+    /* An operator is a run of operator characters: count the run once. */
+    bool op = is_op_char(c);
+    if (op && !(L->prev_op && !L->space))
+        nest_chain(&L->nest);
     token_start(L);
+    L->prev_op = op;
+    if (c == '(' || c == '[')
+        nest_open(&L->nest, false);
+    else if (c == ')' || c == ']')
+        nest_close(&L->nest, false);
+    else if (c == ',')
+        nest_separator(&L->nest, 0);
     if (c == '(')
         L->depth++;
     else if (c == ')' && L->depth > 0)
@@ -499,6 +661,7 @@ static void lexed_reset(prs_lexed *lx)
     lx->n_lits = 0;
     lx->max_param = 0;
     lx->n_statements = 0;
+    lx->max_nesting = 0;
     lx->hash = 0;
     memset(&lx->hints, 0, sizeof lx->hints);
 }
@@ -516,7 +679,19 @@ int prs_lex(const char *sql, size_t len, prs_lexed *out)
         return PRS_ENUL;
     if (pgs_buf_reserve(&out->norm, 2 * len + 1) < 0)
         return PRS_ENOMEM;
-    lexer L = {(const uint8_t *)sql, len, out->norm.data, 0, false, false, 0, out};
+    lexer L;
+    L.s = (const uint8_t *)sql;
+    L.n = len;
+    L.out = out->norm.data;
+    L.o = 0;
+    L.space = L.seg_tokens = false;
+    L.depth = 0;
+    L.prev_op = false;
+    L.lx = out;
+    L.nest.sum = L.nest.max = L.nest.top = 0;
+    L.nest.overflow = false;
+    L.nest.count[0] = 0;
+    L.nest.is_case[0] = false;
     size_t i = 0;
     while (i < len) {
         int rc = lex_one(&L, i, &i);
@@ -528,6 +703,7 @@ int prs_lex(const char *sql, size_t len, prs_lexed *out)
     if (L.seg_tokens)
         out->n_statements++;
     out->norm.len = L.o;
+    out->max_nesting = L.nest.max;
     out->lits = (const prs_literal *)out->lit_store.data;
     out->hash = prs_hash64(out->norm.data, out->norm.len, 0);
     return 0;

@@ -20,8 +20,9 @@ enum {
     PRS_ENUL = -5,            /* a NUL byte inside the text: the server would stop reading there */
     PRS_ETOOLONG = -6,        /* longer than the lexer's 32-bit offsets allow */
     PRS_ENOMEM = -7,
-    PRS_ESYNTAX = -8, /* libpg_query rejected the text */
-    PRS_EINVAL = -9,  /* bad argument */
+    PRS_ESYNTAX = -8,      /* libpg_query rejected the text */
+    PRS_EINVAL = -9,       /* bad argument */
+    PRS_ETOOCOMPLEX = -10, /* nested too deeply to hand to libpg_query safely (see max_nesting) */
 };
 
 const char *prs_strerror(int err);
@@ -74,17 +75,22 @@ typedef struct prs_lexed {
     uint32_t n_lits;
     uint32_t max_param;    /* the highest $n seen, 0 if none */
     uint32_t n_statements; /* non-empty statements separated by ; outside parentheses */
+    uint32_t max_nesting;  /* an upper bound on the parse tree's depth, see below */
     uint64_t hash;         /* prs_hash64 of the normalized text */
     prs_hints hints;
 } prs_lexed;
 
 #define PRS_LEXED_INIT                                                                                       \
     {                                                                                                        \
-        PGS_BUF_INIT, PGS_BUF_INIT, NULL, 0, 0, 0, 0,                                                        \
-        {                                                                                                    \
-            0                                                                                                \
-        }                                                                                                    \
+        .norm = PGS_BUF_INIT, .lit_store = PGS_BUF_INIT                                                      \
     }
+
+/* libpg_query and protobuf-c build and unpack parse trees recursively, about 1 KiB of stack
+ * per level, so `SELECT 1+1+...+1` of a few thousand terms overflows a worker's stack. The
+ * lexer bounds the depth from the tokens: brackets and CASE open levels, and operators and
+ * chaining keywords (NOT, IS, ::, JOIN, UNION, ...) each add one until a comma, AND/OR or
+ * WHEN/THEN/ELSE starts a sibling. Texts over PRS_MAX_NESTING are not parsed at all. */
+#define PRS_MAX_NESTING 400
 
 /* Normalizes sql[0..len). On error the output is left empty (n_lits 0, norm empty). */
 int prs_lex(const char *sql, size_t len, prs_lexed *out);

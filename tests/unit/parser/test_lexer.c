@@ -421,6 +421,51 @@ static void test_reuse(void **state)
     prs_lexed_free(&lx);
 }
 
+static uint32_t nesting_of(const char *sql)
+{
+    prs_lexed lx = PRS_LEXED_INIT;
+    lex_ok(&lx, sql);
+    uint32_t n = lx.max_nesting;
+    prs_lexed_free(&lx);
+    return n;
+}
+
+static void test_nesting_estimate(void **state)
+{
+    assert_int_equal(nesting_of("select a"), 0);
+    assert_int_equal(nesting_of("select 1+2+3"), 2);
+    /* An operator is counted once however many characters it has. */
+    assert_int_equal(nesting_of("select a->>'x', b::int"), 1);
+    /* Commas and AND/OR start siblings. */
+    assert_int_equal(nesting_of("select a+b, c+d, e+f"), 1);
+    assert_int_equal(nesting_of("select * from t where a = 1 and b = 2 and c = 3 or d = 4"), 2);
+    /* Brackets and CASE open levels; closing them gives the depth back. */
+    assert_int_equal(nesting_of("select f(g(1))"), 8);
+    assert_int_equal(nesting_of("select f(1), g(2), h(3)"), 4);
+    assert_int_equal(nesting_of("select case when a = 1 then 2 when a = 3 then 4 else 5 end"), 3);
+    assert_int_equal(nesting_of("select not not not x"), 3);
+    assert_int_equal(nesting_of("select 1 union select 2 union select 3"), 2);
+    /* Statements do not add up. */
+    assert_int_equal(nesting_of("select 1+1; select 2+2; select 3+3"), 1);
+    /* Wide is not deep: a bulk INSERT stays flat. */
+    pgs_buf q = PGS_BUF_INIT;
+    pgs_buf_append(&q, "insert into t (a, b) values (1, 'x')", 36);
+    for (int i = 0; i < 5000; i++)
+        pgs_buf_append(&q, ", (1, 'x')", 10);
+    prs_lexed lx = PRS_LEXED_INIT;
+    assert_int_equal(prs_lex((const char *)q.data, q.len, &lx), 0);
+    assert_true(lx.max_nesting <= 8);
+    /* Deep is deep, and past 255 open brackets the estimate saturates. */
+    pgs_buf_clear(&q);
+    pgs_buf_append(&q, "select ", 7);
+    for (int i = 0; i < 300; i++)
+        pgs_buf_append(&q, "(", 1);
+    assert_int_equal(prs_lex((const char *)q.data, q.len, &lx), 0);
+    assert_int_equal(lx.max_nesting, UINT32_MAX);
+    pgs_buf_free(&q);
+    prs_lexed_free(&lx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -444,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_literal_value_errors),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_nesting_estimate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
