@@ -141,12 +141,45 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     px_pool_want_welcome(cl->pool, cl);
 }
 
+/* The value the client asked for in its startup packet, or NULL. */
+static const char *client_startup_value(const px_client *cl, const char *name)
+{
+    pgs_reader rd = pgs_reader_make(cl->startup.data, cl->startup.len);
+    const char *k, *v;
+    while (pgs_rd_cstr(&rd, &k) == 0 && pgs_rd_cstr(&rd, &v) == 0)
+        if (strcasecmp(k, name) == 0)
+            return v;
+    return NULL;
+}
+
+/* The pool's ParameterStatus messages, with the values the client set at startup. */
+static void client_welcome_params(const px_client *cl, pgs_buf *b)
+{
+    const pgs_buf *wb = &cl->pool->welcome;
+    if (!cl->startup.len) {
+        pgs_buf_append(b, wb->data, wb->len);
+        return;
+    }
+    size_t off = 0;
+    pgs_frame f;
+    while (pgs_frame_read(wb->data + off, wb->len - off, PGS_MAX_MSG_LEN, &f) == 1 && off + f.total <= wb->len) {
+        pgs_reader rd = pgs_reader_make(wb->data + off + PGS_HDR_LEN, f.len - 4);
+        const char *name, *mine;
+        if (pgs_rd_cstr(&rd, &name) == 0 && (mine = client_startup_value(cl, name)))
+            pgs_msg_param_status(b, name, mine);
+        else
+            pgs_buf_append(b, wb->data + off, f.total);
+        off += f.total;
+    }
+}
+
 /* Tells a client its session parameters, cancel key and readiness. Called as soon as the
  * pool knows the server's parameters. */
 void px_client_welcome(px_client *cl)
 {
     pgs_buf b = PGS_BUF_INIT;
-    pgs_buf_append(&b, cl->pool->welcome.data, cl->pool->welcome.len);
+    client_welcome_params(cl, &b);
+    pgs_buf_free(&cl->startup);
     pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
     pgs_msg_ready(&b, 'I');
     client_set_state(cl, CL_IDLE);
@@ -297,6 +330,13 @@ static int client_auth_step(px_client *cl)
     return cl->state == CL_CLOSED ? -1 : 1;
 }
 
+static px_session *client_session(px_client *cl)
+{
+    if (!cl->sess)
+        cl->sess = calloc(1, sizeof *cl->sess);
+    return cl->sess;
+}
+
 static void client_copy_name(char *dst, const char *src)
 {
     size_t n = strnlen(src, PX_NAME_MAX - 1);
@@ -342,6 +382,16 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
         } else if (strncmp(key, "_pq_.", 5) == 0) {
             pgs_buf_append_cstr(&unknown, key);
             nunknown++;
+        } else if (strcmp(key, "replication") != 0 && strcmp(key, "options") != 0) {
+            /* Other parameters become the client's session settings, replayed on every
+             * server it gets, and are reported back in its welcome. */
+            px_session *ss = client_session(cl);
+            pgs_buf_append_cstr(&cl->startup, key);
+            pgs_buf_append_cstr(&cl->startup, val);
+            if (!ss || px_session_add_param(ss, key, val) < 0 || pgs_buf_failed(&cl->startup)) {
+                px_client_fatal(cl, "53200", "out of memory");
+                goto out;
+            }
         }
     }
     if (rd.left != 0) {
@@ -512,6 +562,87 @@ static int client_parse(px_client *cl, const pgs_frame *f, const char *name, con
     return 1;
 }
 
+/* Sends the client's session state to a server that does not have it (another client's
+ * SETs, or none of the client's), ahead of the client's first message; the reply is
+ * hidden. A server already in the same state gets nothing. */
+static void client_replay_session(px_client *cl, px_server *sv)
+{
+    uint64_t sig = cl->sess ? cl->sess->sig : 0;
+    if (sv->state_sig == sig)
+        return;
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    px_session_replay_sql(cl->sess ? cl->sess : &(px_session){0}, &b);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    sv->state_sig = sig;
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    px_server_push_reply(sv, RP_REPLAY, 0);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* Stages SET/RESET/DISCARD of a statement the client runs, kept if its transaction
+ * commits. Returns 0, or -1 after closing the client. */
+static int client_stage_session(px_client *cl, const char *sql, size_t len)
+{
+    px_sess_stmt ss;
+    px_sess_classify(sql, len, &ss);
+    if (ss.kind == SESS_NONE || ss.kind == SESS_DEALLOCATE || ss.kind == SESS_DEALLOCATE_ALL)
+        return 0;
+    px_session *s = client_session(cl);
+    if (!s || px_session_stage(s, &ss, sql, len) < 0) {
+        px_client_fatal(cl, "54000", "pgshard: too much session state (SET statements) for one client");
+        return -1;
+    }
+    return 0;
+}
+
+static void client_forget_statements(px_client *cl, px_server *sv)
+{
+    px_client_stmts_free(&cl->stmts, &cl->conn.w->stmts);
+    px_htab_free(&sv->stmts);
+    sv->stmts_doubtful = true;
+}
+
+/* A simple query in transaction pooling: session statements are tracked; DEALLOCATE of
+ * a client's statement runs on the server's name for it; DEALLOCATE ALL and DISCARD ALL
+ * forget the client's statements (and the server's, which they drop). */
+static int client_query(px_client *cl, const pgs_frame *f, const uint8_t *body, size_t n)
+{
+    const char *sql = (const char *)body;
+    size_t len = strnlen(sql, n);
+    px_sess_stmt ss;
+    px_sess_classify(sql, len, &ss);
+    if (ss.kind == SESS_NONE)
+        return 0;
+    px_server *sv = cl->server;
+    if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL) {
+        client_forget_statements(cl, sv);
+        return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+    }
+    if (ss.kind != SESS_DEALLOCATE)
+        return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+    px_stmt *st = px_client_stmt_get(&cl->stmts, ss.name);
+    if (!st)
+        return 0;
+    char sname[PX_STMT_NAME_LEN];
+    px_stmt_name(st->hash, sname);
+    client_drop_message(cl, f);
+    px_server_ensure_stmt(sv, st);
+    px_htab_del(&sv->stmts, st->hash);
+    px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, ss.name);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    pgs_buf_append(&b, "DEALLOCATE ", 11);
+    pgs_buf_append_cstr(&b, sname);
+    pgs_msg_end(&b, m);
+    px_server_push_reply(sv, RP_QUERY, 0);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 1;
+}
+
 /* Bind, Describe and Close that name a statement are rewritten to the server's name for
  * it; Close of a statement is answered by the proxy (the server keeps it for reuse).
  * Unnamed statements and unknown names pass unchanged, so PostgreSQL reports them. */
@@ -523,11 +654,17 @@ static int client_rewrite(px_client *cl, const pgs_frame *f)
     const char *portal = NULL, *name;
     uint8_t kind = 'S';
     px_server *sv = cl->server;
+    if (f->type == 'Q')
+        return client_query(cl, f, rd.p, rd.left);
     if (f->type == 'B' && pgs_rd_cstr(&rd, &portal) < 0)
         return 0;
     if ((f->type == 'D' || f->type == 'C') && pgs_rd_u8(&rd, &kind) < 0)
         return 0;
-    if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
+    if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S')
+        return 0;
+    if (f->type == 'P' && client_stage_session(cl, (const char *)rd.p, strnlen((const char *)rd.p, rd.left)) < 0)
+        return -1;
+    if (name[0] == 0)
         return 0;
     if (f->type == 'P')
         return client_parse(cl, f, name, rd.p, rd.left);
@@ -596,7 +733,7 @@ static int client_forward_step(px_client *cl)
         return -1;
     }
     bool rewrite = c->w->px->cfg->pool_mode == CFG_POOL_TRANSACTION &&
-                   (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C');
+                   (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C' || f.type == 'Q');
     if ((rewrite || cl->skip_to_sync) && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
             px_client_fatal(cl, "53200", "out of memory");
@@ -611,6 +748,10 @@ static int client_forward_step(px_client *cl)
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
     px_server *sv = cl->server;
+    if (cl->fresh_link) {
+        cl->fresh_link = false;
+        client_replay_session(cl, sv);
+    }
     sv->ext_open = !(f.type == 'Q' || f.type == 'S' || f.type == 'F');
     if (cl->skip_to_sync) {
         if (f.type != 'S') {
@@ -701,6 +842,7 @@ void px_client_on_drained(px_client *cl)
 void px_client_link(px_client *cl, px_server *sv)
 {
     cl->server = sv;
+    cl->fresh_link = true;
     px_server_activate(sv, cl);
     client_set_state(cl, CL_ACTIVE);
     px_client_process(cl);

@@ -220,6 +220,11 @@ static void conn_on_close(uv_handle_t *h)
             free(cl->a.scram);
         px_client_stmts_free(&cl->stmts, &w->stmts);
         pgs_buf_free(&cl->fake_err);
+        pgs_buf_free(&cl->startup);
+        if (cl->sess) {
+            px_session_free(cl->sess);
+            free(cl->sess);
+        }
     }
     free(c);
 }

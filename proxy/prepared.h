@@ -64,6 +64,7 @@ typedef enum px_reply {
     RP_CLOSE_HIDDEN, /* CloseComplete of an eviction the proxy sent */
     RP_SYNC,         /* ReadyForQuery */
     RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
+    RP_REPLAY,       /* the proxy's session replay query: all of its reply hidden */
     RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
     RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
     RP_FAKE_ERROR,   /* the proxy answers with the client's pending error */

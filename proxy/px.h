@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
+#include "proxy/session.h"
 
 typedef struct px_proxy px_proxy;
 typedef struct px_worker px_worker;
@@ -97,7 +98,10 @@ struct px_client {
     bool ssl_asked;
     bool gss_asked;
     bool skip_to_sync;  /* after an error the proxy gave: drop messages until Sync */
+    bool fresh_link;    /* linked to a server and nothing sent yet: replay session state first */
     px_htab stmts;      /* the client's statement names (transaction pooling) */
+    px_session *sess;   /* owned, NULL until the client has session state */
+    pgs_buf startup;    /* startup parameters (name\0value\0...), until the welcome is sent */
     pgs_buf fake_err;   /* an ErrorResponse the proxy owes at its place in the replies */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
@@ -128,6 +132,10 @@ struct px_server {
     px_replies replies;   /* what the server owes for what was sent to it, in order */
     bool ext_open;        /* extended-protocol messages sent since the last Sync */
     px_htab stmts;        /* statement hashes prepared on this server, with LRU ticks */
+    uint64_t state_sig;   /* signature of the session settings it has; 0 = none */
+    bool stmts_doubtful;  /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
+    bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
+    bool saw_error;       /* an ErrorResponse since the last ReadyForQuery */
     char tx_status;       /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
     px_scram_client *scram; /* owned while logging in */

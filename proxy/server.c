@@ -149,6 +149,16 @@ static int server_account(px_server *sv, char type)
     px_reply_ent *h = px_replies_head(&sv->replies);
     int hide = 0;
     px_reply want;
+    if (h && h->kind == RP_REPLAY) {
+        if (type == 'E')
+            pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
+                     sv->be_pid);
+        if (type == 'Z')
+            px_replies_pop(&sv->replies);
+        return 1;
+    }
+    if (type == 'E')
+        sv->saw_error = true;
     switch (type) {
     case 'E':
         if (h && h->kind != RP_QUERY)
@@ -201,8 +211,14 @@ void px_server_release(px_server *sv)
         sv->client = NULL;
         px_client_detach(cl);
     }
+    if (sv->close_on_release) {
+        px_server_close(sv, "a DISCARD ALL or DEALLOCATE ALL failed: its prepared statements are unknown");
+        return;
+    }
     if (sv->conn.w->px->cfg->pool_mode == CFG_POOL_SESSION) {
         pgs_buf b = PGS_BUF_INIT;
+        sv->state_sig = 0;
+        px_htab_free(&sv->stmts);
         pgs_msg_query(&b, "DISCARD ALL");
         server_set_state(sv, SV_RESET);
         px_conn_send_buf(&sv->conn, &b);
@@ -420,6 +436,24 @@ static int server_reset_step(px_server *sv)
     return 1;
 }
 
+/* Follows the transaction that staged a client's SET statements: an error or a ROLLBACK
+ * drops them, the end of a committed transaction keeps them, and then this server holds
+ * exactly the client's session state. */
+static void server_track_session(px_server *sv, px_client *cl, const pgs_frame *f, const uint8_t *p)
+{
+    px_session *ss = cl->sess;
+    if (f->type == 'E') {
+        ss->pending_failed = true;
+    } else if (f->type == 'C' && f->len >= 12 && memcmp(p + PGS_HDR_LEN, "ROLLBACK", 8) == 0) {
+        ss->pending_failed = true;
+    } else if (f->type == 'Z' && p[5] == 'I') {
+        bool committed = !ss->pending_failed;
+        px_session_end(ss, committed);
+        if (committed)
+            sv->state_sig = ss->sig;
+    }
+}
+
 /* Relays the server's bytes to the linked client. Each message's type is checked against
  * the replies owed; ReadyForQuery frees the server in transaction pooling when the client
  * has nothing else running and no transaction open. */
@@ -456,13 +490,24 @@ static int server_active_step(px_server *sv)
         px_server_close(sv, "malformed ReadyForQuery from server");
         return -1;
     }
+    px_reply_ent *head = px_replies_head(&sv->replies);
+    bool pending = cl->sess && px_session_has_pending(cl->sess);
+    if (((head && head->kind == RP_REPLAY) || (pending && f.type == 'C')) && avail < f.total) {
+        if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
+            px_server_close(sv, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    if (pending)
+        server_track_session(sv, cl, &f, p);
     int hide = server_account(sv, f.type);
     if (hide < 0) {
         px_server_close(sv, "reply does not match what was sent (protocol desync)");
         return -1;
     }
     if (hide) {
-        /* Hidden replies are bodiless ParseComplete/CloseComplete: 5 bytes, all here. */
+        /* Hidden replies are whole in the buffer (small, checked above or bodiless). */
         px_conn_flush_forward(c, &cl->conn);
         c->in_pos += f.total;
         c->fwd_mark = c->in_pos;
@@ -471,8 +516,13 @@ static int server_active_step(px_server *sv)
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
     }
-    if (f.type == 'Z')
+    if (f.type == 'Z' && !hide) {
         sv->tx_status = (char)p[5];
+        if (sv->stmts_doubtful && sv->saw_error)
+            sv->close_on_release = true;
+        sv->stmts_doubtful = false;
+        sv->saw_error = false;
+    }
     px_reply_ent *h = px_replies_head(&sv->replies);
     if (h && h->kind >= RP_FAKE_PARSE && c->pass_left == 0) {
         px_conn_flush_forward(c, &cl->conn);

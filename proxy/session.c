@@ -1,0 +1,306 @@
+/* Client session state for transaction pooling (see session.h). */
+#include "proxy/session.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/prepared.h"
+
+/* Skips whitespace and comments. */
+static size_t skip_space(const char *s, size_t n, size_t i)
+{
+    while (i < n) {
+        if (isspace((unsigned char)s[i])) {
+            i++;
+        } else if (s[i] == '-' && i + 1 < n && s[i + 1] == '-') {
+            while (i < n && s[i] != '\n')
+                i++;
+        } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+            int depth = 0;
+            do {
+                if (i + 1 < n && s[i] == '/' && s[i + 1] == '*') {
+                    depth++;
+                    i += 2;
+                } else if (i + 1 < n && s[i] == '*' && s[i + 1] == '/') {
+                    depth--;
+                    i += 2;
+                } else {
+                    i++;
+                }
+            } while (i < n && depth > 0);
+        } else {
+            break;
+        }
+    }
+    return i;
+}
+
+/* Reads one word (identifier, possibly "quoted" or dotted) lowercased into out. */
+static size_t read_word(const char *s, size_t n, size_t i, char *out, size_t cap)
+{
+    size_t o = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < n; i++) {
+                if (s[i] == '"') {
+                    if (i + 1 < n && s[i + 1] == '"') {
+                        i++;
+                    } else {
+                        break;
+                    }
+                }
+                if (o + 1 < cap)
+                    out[o++] = s[i];
+            }
+            i++;
+        } else if (isalnum((unsigned char)c) || c == '_' || c == '.' || c == '$' || (unsigned char)c >= 0x80) {
+            if (o + 1 < cap)
+                out[o++] = (char)tolower((unsigned char)c);
+            i++;
+        } else {
+            break;
+        }
+    }
+    out[o] = 0;
+    return i;
+}
+
+/* True when a ';' outside quotes is followed by more than space and comments. */
+static bool has_more_statements(const char *s, size_t n)
+{
+    char q = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (q) {
+            if (c == q)
+                q = 0;
+        } else if (c == '\'' || c == '"') {
+            q = c;
+        } else if (c == '$') {
+            return true; /* dollar quotes: do not try, treat as several */
+        } else if (c == ';') {
+            size_t j = skip_space(s, n, i + 1);
+            while (j < n && s[j] == ';')
+                j = skip_space(s, n, j + 1);
+            if (j < n)
+                return true;
+        }
+    }
+    return false;
+}
+
+static uint64_t name_key(const char *name) { return px_hash64(name, strlen(name), 0x5e55); }
+
+void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
+{
+    char w1[64], w2[64], w3[64];
+    memset(out, 0, sizeof *out);
+    size_t i = read_word(sql, len, skip_space(sql, len, 0), w1, sizeof w1);
+    bool set = strcmp(w1, "set") == 0, reset = strcmp(w1, "reset") == 0;
+    bool discard = strcmp(w1, "discard") == 0, dealloc = strcmp(w1, "deallocate") == 0;
+    if (!set && !reset && !discard && !dealloc)
+        return;
+    if (has_more_statements(sql, len)) {
+        out->kind = SESS_MULTI;
+        return;
+    }
+    i = read_word(sql, len, skip_space(sql, len, i), w2, sizeof w2);
+    if (set && strcmp(w2, "session") == 0) {
+        size_t j = read_word(sql, len, skip_space(sql, len, i), w3, sizeof w3);
+        if (strcmp(w3, "characteristics") == 0 || strcmp(w3, "authorization") == 0) {
+            out->kind = SESS_SET;
+            out->key = name_key(w3);
+            return;
+        }
+        i = j;
+        memcpy(w2, w3, sizeof w2);
+    }
+    if (set) {
+        /* Transaction-scoped forms need no tracking. */
+        if (strcmp(w2, "local") == 0 || strcmp(w2, "transaction") == 0 || strcmp(w2, "constraints") == 0)
+            return;
+        out->kind = SESS_SET;
+        out->key = name_key(w2);
+    } else if (reset) {
+        out->kind = strcmp(w2, "all") == 0 ? SESS_RESET_ALL : SESS_RESET;
+        out->key = name_key(w2);
+    } else if (discard) {
+        if (strcmp(w2, "all") == 0)
+            out->kind = SESS_DISCARD_ALL;
+    } else {
+        if (strcmp(w2, "prepare") == 0) {
+            size_t k = skip_space(sql, len, i);
+            i = read_word(sql, len, k, w2, sizeof w2);
+        }
+        if (strcmp(w2, "all") == 0) {
+            out->kind = SESS_DEALLOCATE_ALL;
+            return;
+        }
+        /* The name as written (case kept for quoted names): reread without lowercasing
+         * is not needed for unquoted names, which PostgreSQL lowercases too. */
+        out->kind = w2[0] ? SESS_DEALLOCATE : SESS_NONE;
+        memcpy(out->name, w2, sizeof out->name);
+    }
+}
+
+static px_setting *setting_new(uint64_t key, const char *text, size_t len)
+{
+    px_setting *st = malloc(sizeof *st + len + 1);
+    if (!st)
+        return NULL;
+    st->key = key;
+    st->len = (uint32_t)len;
+    memcpy(st->text, text, len);
+    st->text[len] = 0;
+    return st;
+}
+
+static int list_push(px_setting ***items, size_t *n, size_t *cap, px_setting *st)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4;
+        px_setting **p = realloc(*items, nc * sizeof *p);
+        if (!p)
+            return -1;
+        *items = p;
+        *cap = nc;
+    }
+    (*items)[(*n)++] = st;
+    return 0;
+}
+
+int px_session_stage(px_session *s, const px_sess_stmt *st, const char *sql, size_t len)
+{
+    if (st->kind == SESS_RESET_ALL || st->kind == SESS_DISCARD_ALL) {
+        for (size_t i = 0; i < s->npending; i++)
+            free(s->pending[i]);
+        s->npending = 0;
+        s->pending_reset_all = true;
+        return 0;
+    }
+    if (s->bytes + len > PX_SESSION_MAX_BYTES)
+        return -1;
+    /* A RESET is staged as an entry with no text: committing it removes the key. */
+    uint64_t key = st->kind == SESS_MULTI ? px_hash64(sql, len, 1) : st->key;
+    px_setting *e = setting_new(key, sql, st->kind == SESS_RESET ? 0 : len);
+    if (!e || list_push(&s->pending, &s->npending, &s->pcap, e) < 0) {
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
+static void session_remove_key(px_session *s, uint64_t key)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->items[i]->key == key) {
+            s->bytes -= s->items[i]->len;
+            free(s->items[i]);
+        } else {
+            s->items[o++] = s->items[i];
+        }
+    }
+    s->n = o;
+}
+
+static void session_clear(px_session *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->items[i]);
+    s->n = 0;
+    s->bytes = 0;
+}
+
+/* Sessions with the same settings in the same order share a signature, so a server left
+ * in that state by one client needs no replay for another (all of pgbench's clients). */
+static void session_sign(px_session *s)
+{
+    uint64_t h = 0;
+    for (size_t i = 0; i < s->n; i++)
+        h = px_hash64(s->items[i]->text, s->items[i]->len, h);
+    s->sig = s->n ? h : 0;
+}
+
+void px_session_end(px_session *s, bool committed)
+{
+    if (committed && !s->pending_failed) {
+        if (s->pending_reset_all)
+            session_clear(s);
+        for (size_t i = 0; i < s->npending; i++) {
+            px_setting *e = s->pending[i];
+            session_remove_key(s, e->key);
+            if (e->len == 0 || list_push(&s->items, &s->n, &s->cap, e) < 0) {
+                free(e);
+                continue;
+            }
+            s->bytes += e->len;
+        }
+        session_sign(s);
+    } else {
+        for (size_t i = 0; i < s->npending; i++)
+            free(s->pending[i]);
+    }
+    s->npending = 0;
+    s->pending_reset_all = false;
+    s->pending_failed = false;
+}
+
+int px_session_add_param(px_session *s, const char *name, const char *value)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    char lname[64];
+    size_t n = strnlen(name, sizeof lname - 1);
+    for (size_t i = 0; i < n; i++)
+        lname[i] = (char)tolower((unsigned char)name[i]);
+    lname[n] = 0;
+    pgs_buf_append(&b, "SET \"", 5);
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            pgs_buf_append_u8(&b, '"');
+        pgs_buf_append_u8(&b, (uint8_t)*p);
+    }
+    pgs_buf_append(&b, "\" TO '", 6);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'')
+            pgs_buf_append_u8(&b, '\'');
+        pgs_buf_append_u8(&b, (uint8_t)*p);
+    }
+    pgs_buf_append_u8(&b, '\'');
+    int r = -1;
+    if (!pgs_buf_failed(&b) && s->bytes + b.len <= PX_SESSION_MAX_BYTES) {
+        px_setting *e = setting_new(name_key(lname), (const char *)b.data, b.len);
+        if (e && list_push(&s->items, &s->n, &s->cap, e) == 0) {
+            s->bytes += e->len;
+            session_sign(s);
+            r = 0;
+        } else {
+            free(e);
+        }
+    }
+    pgs_buf_free(&b);
+    return r;
+}
+
+void px_session_replay_sql(const px_session *s, pgs_buf *out)
+{
+    /* Each text on its own lines, so a trailing -- comment cannot swallow the next one. */
+    pgs_buf_append(out, "RESET ALL", 9);
+    for (size_t i = 0; i < s->n; i++) {
+        pgs_buf_append(out, ";\n", 2);
+        pgs_buf_append(out, s->items[i]->text, s->items[i]->len);
+        pgs_buf_append(out, "\n", 1);
+    }
+}
+
+void px_session_free(px_session *s)
+{
+    session_clear(s);
+    for (size_t i = 0; i < s->npending; i++)
+        free(s->pending[i]);
+    free(s->items);
+    free(s->pending);
+    memset(s, 0, sizeof *s);
+}
