@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# `make demo` / `make demo-stop`: a local playground. Builds nothing (make does that first).
+#
+#   scripts/demo.sh start BUILD_DIR   start a 2-shard cluster (each a primary + 1 streaming
+#                                     replica) in ./demo/cluster, a sample table and pgbench
+#                                     tables on shard 0, and BUILD_DIR/pgshard on 127.0.0.1:6432
+#   scripts/demo.sh stop BUILD_DIR    stop pgshard and the cluster
+#
+# Today pgshard routes everything to shard 0; shard 1 is there for the sharding work ahead.
+# Everything lives in ./demo at the top of the source tree (git ignores it): the cluster's
+# cluster.env, pgshard.ini, pgshard.log and pgshard.pid. Starting again stops a running demo
+# first.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEMO=$SRC/demo
+CLUSTER_DIR=$DEMO/cluster
+CLUSTER_SH=$SRC/tests/cluster/cluster.sh
+PORT=6432
+INI=$DEMO/pgshard.ini
+LOG=$DEMO/pgshard.log
+PIDFILE=$DEMO/pgshard.pid
+
+say() { printf 'demo: %s\n' "$*"; }
+die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# BUILD_DIR as given (relative to the current directory), else relative to the source tree.
+resolve_build() {
+  local b=${1:-}
+  [[ -n $b ]] || usage
+  if [[ -d $b ]]; then
+    (cd "$b" && pwd)
+  elif [[ -d $SRC/$b ]]; then
+    (cd "$SRC/$b" && pwd)
+  else
+    die "build directory '$b' not found: run \`make build\` first"
+  fi
+}
+
+# The pid in $PIDFILE when that process is a pgshard we started, else nothing.
+demo_pid() {
+  local pid
+  [[ -f $PIDFILE ]] || return 0
+  pid=$(cat "$PIDFILE" 2>/dev/null) || return 0
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == pgshard ]] || return 0
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+stop_pgshard() {
+  local pid i
+  pid=$(demo_pid)
+  if [[ -n $pid ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "pgshard (pid $pid) did not stop within 10 s of SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    say "pgshard (pid $pid) stopped"
+  fi
+  rm -f "$PIDFILE"
+}
+
+stop_cluster() {
+  if [[ -f $CLUSTER_DIR/cluster.env || -L $CLUSTER_DIR/pg ]]; then
+    "$CLUSTER_SH" stop "$CLUSTER_DIR" | sed 's/^/demo: /'
+  fi
+}
+
+cmd_stop() {
+  resolve_build "${1:-}" >/dev/null
+  stop_pgshard
+  stop_cluster
+  say "stopped"
+}
+
+cmd_start() {
+  local build bin pid i
+  build=$(resolve_build "${1:-}")
+  bin=$build/pgshard
+  [[ -x $bin ]] || die "$bin not found: run \`make build\` first"
+
+  if [[ -n $(demo_pid) || -f $CLUSTER_DIR/cluster.env ]]; then
+    say "a demo is running; stopping it first"
+    stop_pgshard
+    stop_cluster
+  fi
+  port_open && die "port $PORT is already in use by another program"
+
+  mkdir -p "$DEMO"
+  say "starting PostgreSQL 15: 2 shards, each a primary and 1 streaming replica"
+  "$CLUSTER_SH" start "$CLUSTER_DIR" --shards 2 --replicas 1 | sed 's/^/demo: /'
+  # shellcheck disable=SC1091
+  source "$CLUSTER_DIR/cluster.env"
+
+  say "creating the sample table tenants and pgbench's tables on shard 0"
+  "$CLUSTER_SH" psql "$CLUSTER_DIR" 0 -- -q -v ON_ERROR_STOP=1 <<'EOF'
+SET ROLE app;
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS tenants;
+CREATE TABLE tenants (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO tenants VALUES (1, 'acme'), (2, 'globex'), (3, 'initech'), (4, 'umbrella'), (5, 'hooli');
+EOF
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -i -s 1 -q -h "$PGS_HOST" -p "$PGS_SHARD0_PRIMARY_PORT" \
+    -U "$PGS_USER" "$PGS_DB" >"$DEMO/pgbench-init.log" 2>&1 ||
+    { cat "$DEMO/pgbench-init.log" >&2; die "pgbench -i on shard 0 failed"; }
+
+  cat >"$INI" <<EOF
+; written by scripts/demo.sh
+[pgshard]
+listen_addr = 127.0.0.1
+listen_port = $PORT
+workers = 2
+pool_mode = transaction
+pool_size = 20
+auth_type = scram-sha-256
+log_level = info
+
+; shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT, for the sharding work ahead
+[shard.0]
+primary = $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT
+
+[user.app]
+password = $PGS_PASSWORD
+EOF
+  "$bin" --check -c "$INI" >/dev/null || die "pgshard rejected $INI"
+
+  : >"$LOG"
+  nohup "$bin" -c "$INI" >>"$LOG" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$PIDFILE"
+  for ((i = 0; i < 100; i++)); do
+    port_open && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$LOG" >&2
+      rm -f "$PIDFILE"
+      die "pgshard exited before accepting connections (log: $LOG)"
+    fi
+    sleep 0.1
+  done
+  port_open || { tail -n 20 "$LOG" >&2; die "pgshard does not accept connections on $PORT (log: $LOG)"; }
+  [[ $(PGPASSWORD=app PGCONNECT_TIMEOUT=5 "$PGS_PGBIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U app -d app \
+    -c 'SELECT count(*) FROM tenants') == 5 ]] || die "a query through pgshard failed (log: $LOG)"
+
+  cat <<EOF
+
+pgshard $("$bin" --version | awk '{ print $2 }') is up on 127.0.0.1:$PORT (pid $pid), pooling for shard 0's primary
+(127.0.0.1:$PGS_SHARD0_PRIMARY_PORT); shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT.
+
+  Connect:      PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app
+                app=> SELECT * FROM tenants;
+  Benchmark:    PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -S -c 16 -j 2 -T 10 app
+  pgshard log:  $LOG   (config: $INI)
+  Stop:         make demo-stop
+EOF
+}
+
+case ${1:-} in
+  start) shift; cmd_start "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  *) usage ;;
+esac
