@@ -89,11 +89,16 @@ static int cfg_parse_seconds(const cfg_key *k, const char *v, void *field, char 
 static int cfg_parse_host(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_path(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 
 static const cfg_word cfg_pool_modes[] = {
     {"transaction", CFG_POOL_TRANSACTION}, {"session", CFG_POOL_SESSION}, {NULL, 0}};
 static const cfg_word cfg_auth_types[] = {
     {"scram-sha-256", CFG_AUTH_SCRAM}, {"md5", CFG_AUTH_MD5}, {"trust", CFG_AUTH_TRUST}, {NULL, 0}};
+static const cfg_word cfg_client_tls_words[] = {
+    {"disable", CFG_CTLS_DISABLE}, {"allow", CFG_CTLS_ALLOW}, {"require", CFG_CTLS_REQUIRE}, {NULL, 0}};
+static const cfg_word cfg_server_tls_words[] = {
+    {"disable", CFG_STLS_DISABLE}, {"prefer", CFG_STLS_PREFER}, {"require", CFG_STLS_REQUIRE}, {NULL, 0}};
 static const cfg_word cfg_log_formats[] = {{"text", CFG_LOG_TEXT}, {"json", CFG_LOG_JSON}, {NULL, 0}};
 static const cfg_word cfg_log_levels[] = {{"debug", CFG_LOG_DEBUG},
                                           {"info", CFG_LOG_INFO},
@@ -109,6 +114,11 @@ _Static_assert(sizeof(cfg_pool_mode) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_auth_type) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_log_format) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_log_level) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_client_tls) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_server_tls) == sizeof(int), "enum is not int-sized");
+
+/* tls_cert_file and tls_key_file. */
+typedef char cfg_path[CFG_PATH_MAX];
 
 /* One row of cfg_keys: field m of struct st, which must have the C type t that parser fn
  * writes; the _Generic does not compile otherwise, so a row cannot pair a parser with a
@@ -146,6 +156,10 @@ static const cfg_key cfg_keys[] = {
     CFG_SECONDS(server_idle_timeout, "600", 0),
     CFG_SECONDS(server_connect_timeout, "15", 1),
     CFG_SECONDS(client_login_timeout, "60", 0),
+    CFG_ENUM(client_tls, cfg_client_tls, "disable", cfg_client_tls_words),
+    CFG_ENUM(server_tls, cfg_server_tls, "disable", cfg_server_tls_words),
+    CFG_KEY(CFG_SEC_PGSHARD, "tls_cert_file", cfg_config, tls_cert_file, cfg_path, cfg_parse_path),
+    CFG_KEY(CFG_SEC_PGSHARD, "tls_key_file", cfg_config, tls_key_file, cfg_path, cfg_parse_path),
     CFG_ENUM(log_format, cfg_log_format, "text", cfg_log_formats),
     CFG_ENUM(log_level, cfg_log_level, "info", cfg_log_levels),
 
@@ -462,6 +476,16 @@ static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *
     return CFG_OK;
 }
 
+/* A file path, kept verbatim; whether the file is usable is checked when pgshard starts. */
+static int cfg_parse_path(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= CFG_PATH_MAX)
+        return cfg_msg(msg, len, "must be a file path of 1 to %d bytes", CFG_PATH_MAX - 1);
+    memcpy(field, v, n + 1);
+    return CFG_OK;
+}
+
 /* ---- sections ----------------------------------------------------------------------- */
 
 static int cfg_apply_defaults(cfg_ctx *c, cfg_section_kind kind, void *base)
@@ -700,6 +724,9 @@ static int cfg_finish(cfg_ctx *c)
             next++;
         return cfg_fail_file(c, "[shard.%d] present but [shard.%d] missing", next, i);
     }
+    if (cfg->client_tls != CFG_CTLS_DISABLE && (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0]))
+        return cfg_fail_file(c, "client_tls = %s needs tls_cert_file and tls_key_file",
+                             cfg->client_tls == CFG_CTLS_ALLOW ? "allow" : "require");
     if (cfg->workers == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = cores < 1 ? 1 : cores > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (int)cores;

@@ -12,9 +12,12 @@ typedef enum cfg_pool_mode { CFG_POOL_TRANSACTION, CFG_POOL_SESSION } cfg_pool_m
 typedef enum cfg_auth_type { CFG_AUTH_SCRAM, CFG_AUTH_MD5, CFG_AUTH_TRUST } cfg_auth_type;
 typedef enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON } cfg_log_format;
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level;
+typedef enum cfg_client_tls { CFG_CTLS_DISABLE, CFG_CTLS_ALLOW, CFG_CTLS_REQUIRE } cfg_client_tls;
+typedef enum cfg_server_tls { CFG_STLS_DISABLE, CFG_STLS_PREFER, CFG_STLS_REQUIRE } cfg_server_tls;
 
 #define CFG_MAX_SHARDS 256
 #define CFG_HOST_MAX 256
+#define CFG_PATH_MAX 1024
 
 typedef struct cfg_node {
     char host[CFG_HOST_MAX]; /* numeric IPv4/IPv6 address or host name */
@@ -45,6 +48,10 @@ typedef struct cfg_config {
     uint32_t server_idle_timeout_ms;    /* default 600 s; 0 = never close idle servers */
     uint32_t server_connect_timeout_ms; /* default 15 s */
     uint32_t client_login_timeout_ms;   /* default 60 s; 0 = none: startup and auth must end by then */
+    cfg_client_tls client_tls;      /* default disable; allow/require need the cert and key */
+    cfg_server_tls server_tls;      /* default disable */
+    char tls_cert_file[CFG_PATH_MAX]; /* PEM certificate (chain) shown to clients; "" = none */
+    char tls_key_file[CFG_PATH_MAX];  /* its PEM private key */
     cfg_log_format log_format;      /* default text */
     cfg_log_level log_level;        /* default info */
 

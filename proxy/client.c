@@ -330,6 +330,11 @@ static int client_auth_step(px_client *cl)
     return cl->state == CL_CLOSED ? -1 : 1;
 }
 
+static bool c_requires_tls(const px_client *cl)
+{
+    return cl->conn.w->px->cfg->client_tls == CFG_CTLS_REQUIRE && !px_conn_is_tls(&cl->conn);
+}
+
 static px_session *client_session(px_client *cl)
 {
     if (!cl->sess)
@@ -414,6 +419,10 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
         px_conn_send_buf(&cl->conn, &b);
         pgs_buf_free(&b);
     }
+    if (c_requires_tls(cl)) {
+        px_client_fatal(cl, "28000", "pgshard: TLS is required (client_tls = require)");
+        goto out;
+    }
     if (cl->over_limit) {
         px_client_fatal(cl, "53300", "sorry, too many clients already (max_client_conn %d)",
                         cl->conn.w->px->cfg->max_client_conn);
@@ -469,7 +478,16 @@ static int client_startup_step(px_client *cl)
             px_client_fatal(cl, "08P01", "received unencrypted data after SSL request");
             return -1;
         }
-        px_conn_send(c, "N", 1);
+        void *ctx = c->w->px->tls_accept_ctx;
+        if (code == PGS_CODE_GSSENC || !ctx) {
+            px_conn_send(c, "N", 1);
+            return 1;
+        }
+        px_conn_send(c, "S", 1);
+        if (px_tls_start(c, ctx, true) < 0) {
+            px_client_close(cl);
+            return -1;
+        }
         return 1;
     }
     if (code == PGS_CODE_CANCEL) {

@@ -13,6 +13,7 @@ void px_conn_init(px_conn *c, px_worker *w, bool is_server)
 {
     memset(c, 0, sizeof *c);
     c->w = w;
+    c->tr = &px_plain_transport;
     c->is_server = is_server;
     c->tcp.data = c;
     c->wreq.data = c;
@@ -30,17 +31,7 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     px_conn *c = h->data;
     (void)suggested;
-    if (!c->in.data)
-        px_buf_take(c->w, &c->in);
-    if (c->in.cap - c->in.len < 4096)
-        pgs_buf_reserve(&c->in, PX_BLOCK);
-    if (pgs_buf_failed(&c->in) || !c->in.data) {
-        buf->base = NULL;
-        buf->len = 0; /* libuv reports UV_ENOBUFS to the read callback */
-        return;
-    }
-    buf->base = (char *)c->in.data + c->in.len;
-    buf->len = c->in.cap - c->in.len;
+    c->tr->alloc(c, buf); /* a zero-length buffer makes libuv report UV_ENOBUFS */
 }
 
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -55,7 +46,13 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_dispatch_close(c);
         return;
     }
-    c->in.len += (size_t)nread;
+    int r = c->tr->received(c, (size_t)nread);
+    if (r < 0) {
+        conn_dispatch_close(c);
+        return;
+    }
+    if (r == 1 && c->is_server)
+        px_server_tls_ready((px_server *)c);
     if (c->is_server)
         px_server_process((px_server *)c);
     else
@@ -136,9 +133,24 @@ static void conn_on_write(uv_write_t *req, int status)
         px_client_on_drained((px_client *)c);
 }
 
+/* Sends plaintext through the connection's transport. Returns 0, or -1 when the
+ * connection is closing or failed. */
+int px_conn_send(px_conn *c, const void *p, size_t n)
+{
+    if (c->closing)
+        return -1;
+    if (n == 0)
+        return 0;
+    if (c->tr->send(c, p, n) < 0) {
+        conn_dispatch_close(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* Sends bytes the caller keeps owning: what the kernel does not take at once is copied
  * into the queue. Returns 0, or -1 when the connection is closing or failed. */
-int px_conn_send(px_conn *c, const void *p, size_t n)
+int px_conn_raw_send(px_conn *c, const void *p, size_t n)
 {
     if (c->closing)
         return -1;
@@ -208,6 +220,7 @@ static void conn_on_close(uv_handle_t *h)
     px_buf_give(w, &c->in);
     px_buf_give(w, &c->out);
     px_buf_give(w, &c->wq);
+    c->tr->release(c);
     if (c->is_server) {
         px_server *sv = (px_server *)c;
         pgs_buf_free(&sv->login_params);

@@ -78,7 +78,7 @@ static int run(px_proxy *px)
 {
     char err[512];
     cfg_config *cfg = px->cfg;
-    if (px_users_prepare(px, err, sizeof err) < 0 ||
+    if (px_users_prepare(px, err, sizeof err) < 0 || px_tls_setup(px, err, sizeof err) < 0 ||
         resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &px->primary, err, sizeof err) < 0) {
         pgs_error("startup_failed", "%s", err);
         return 1;
@@ -185,6 +185,7 @@ int main(int argc, char **argv)
     pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
     int rc = run(&px);
+    px_tls_teardown(&px);
     free(px.workers);
     free(px.users);
     cfg_free(px.cfg);

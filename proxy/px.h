@@ -46,14 +46,29 @@ struct px_proxy {
     int nworkers;
     px_worker *workers;                 /* owned, nworkers entries */
     atomic_int nclients;                /* across workers, for max_client_conn */
+    void *tls_accept_ctx;               /* owned SSL_CTX for clients, or NULL */
+    void *tls_connect_ctx;              /* owned SSL_CTX towards servers, or NULL */
     atomic_bool stopping;
 };
+
+/* How a connection's bytes meet the socket: plain or TLS (tls.c). */
+typedef struct px_transport {
+    const char *name;
+    void (*alloc)(px_conn *c, uv_buf_t *buf);        /* where the next socket read goes */
+    int (*received)(px_conn *c, size_t n);           /* n bytes read: plaintext into c->in;
+                                                        1 = handshake just done, -1 = fail */
+    int (*send)(px_conn *c, const void *p, size_t n); /* plaintext out */
+    void (*release)(px_conn *c);
+} px_transport;
+extern const px_transport px_plain_transport;
 
 /* One direction-neutral TCP connection: what was read and not yet processed, and what
  * waits to be written. Clients and servers embed one as their first member. */
 struct px_conn {
     uv_tcp_t tcp; /* first: the handle's address is the conn's */
     px_worker *w;
+    const px_transport *tr;
+    void *tls;             /* owned by the transport */
     bool is_server;
     bool reading;
     bool writing;          /* wreq in flight over wq */
@@ -113,6 +128,7 @@ struct px_client {
 
 typedef enum px_server_state {
     SV_CONNECTING, /* TCP connect in progress */
+    SV_TLS,        /* SSLRequest sent: waiting for 'S'/'N', then for the TLS handshake */
     SV_LOGIN,      /* startup sent, authenticating and reading parameters */
     SV_IDLE,       /* in the pool's idle list */
     SV_ACTIVE,     /* linked to a client */
@@ -152,7 +168,7 @@ struct px_pool {
     pgs_list idle;       /* SV_IDLE servers, most recently used first */
     pgs_list waiting;    /* CL_WAIT_SERVER clients, first come first served */
     pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
-    int nconnecting;     /* servers in SV_CONNECTING or SV_LOGIN */
+    int nconnecting;     /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
     uint64_t retry_at;   /* loop time before which no new server login is tried */
     bool welcome_ready;
     pgs_buf welcome;     /* ParameterStatus messages every new client receives */
@@ -182,6 +198,7 @@ struct px_worker {
     uint32_t next_pid;
     int nfree;
     void *free_blocks[PX_FREE_BLOCKS];
+    uint8_t *tls_scratch;  /* owned: raw TLS bytes of one read */
 };
 
 /* worker.c */
@@ -191,7 +208,14 @@ void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 void px_buf_take(px_worker *w, pgs_buf *b);
 void px_buf_give(px_worker *w, pgs_buf *b);
 
+/* tls.c */
+int px_tls_setup(px_proxy *px, char *err, size_t errlen);
+void px_tls_teardown(px_proxy *px);
+int px_tls_start(px_conn *c, void *ctx, bool accept);
+bool px_conn_is_tls(const px_conn *c);
+
 /* conn.c */
+int px_conn_raw_send(px_conn *c, const void *p, size_t n);
 void px_conn_init(px_conn *c, px_worker *w, bool is_server);
 int px_conn_send(px_conn *c, const void *p, size_t n);
 int px_conn_send_buf(px_conn *c, const pgs_buf *b);
@@ -220,6 +244,7 @@ px_server *px_server_connect(px_pool *pool);
 void px_server_process(px_server *sv);
 void px_server_update_reading(px_server *sv);
 void px_server_on_drained(px_server *sv);
+void px_server_tls_ready(px_server *sv);
 void px_server_close(px_server *sv, const char *why);
 void px_server_release(px_server *sv);
 void px_server_activate(px_server *sv, px_client *cl);

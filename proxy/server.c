@@ -10,8 +10,10 @@
 
 #define PX_MAX_LOGIN_MSG (1u << 20)
 
+static int server_tls_step(px_server *sv);
+
 static const char *const server_state_names[] = {
-    "connecting", "login", "idle", "active", "reset", "closed",
+    "connecting", "tls", "login", "idle", "active", "reset", "closed",
 };
 
 static void server_set_state(px_server *sv, px_server_state st)
@@ -26,7 +28,7 @@ static void server_set_state(px_server *sv, px_server_state st)
 
 static bool server_logging_in(const px_server *sv)
 {
-    return sv->state == SV_CONNECTING || sv->state == SV_LOGIN;
+    return sv->state == SV_CONNECTING || sv->state == SV_TLS || sv->state == SV_LOGIN;
 }
 
 /* Closes a server. A server that never finished logging in tells its pool why (err is the
@@ -545,6 +547,9 @@ void px_server_process(px_server *sv)
     int r = 1;
     while (r > 0 && sv->state != SV_CLOSED) {
         switch (sv->state) {
+        case SV_TLS:
+            r = server_tls_step(sv);
+            break;
         case SV_LOGIN:
             r = server_login_step(sv);
             break;
@@ -592,6 +597,57 @@ void px_server_on_drained(px_server *sv)
         px_client_update_reading(sv->client);
 }
 
+static void server_send_startup(px_server *sv)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 0);
+    pgs_buf_append_be32(&b, PGS_PROTO_V3);
+    pgs_buf_append_cstr(&b, "user");
+    pgs_buf_append_cstr(&b, sv->pool->user->cfg->name);
+    pgs_buf_append_cstr(&b, "database");
+    pgs_buf_append_cstr(&b, sv->pool->db_name);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, st);
+    server_set_state(sv, SV_LOGIN);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* The TLS handshake with the server is done: log in over it. */
+void px_server_tls_ready(px_server *sv)
+{
+    if (sv->state == SV_TLS)
+        server_send_startup(sv);
+}
+
+/* The server's one-byte answer to our SSLRequest. */
+static int server_tls_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    if (px_conn_is_tls(c) || c->in.len - c->in_pos < 1)
+        return 0; /* handshake running: the transport calls px_server_tls_ready */
+    uint8_t answer = c->in.data[c->in_pos++];
+    bool required = c->w->px->cfg->server_tls == CFG_STLS_REQUIRE;
+    if (answer == 'S') {
+        if (c->in_pos != c->in.len) {
+            px_server_close(sv, "server sent data after accepting TLS");
+            return -1;
+        }
+        if (px_tls_start(c, c->w->px->tls_connect_ctx, false) < 0) {
+            px_server_close(sv, "cannot start TLS towards the server");
+            return -1;
+        }
+        return 0;
+    }
+    if (answer == 'N' && !required) {
+        server_send_startup(sv);
+        return 1;
+    }
+    px_server_close(sv, answer == 'N' ? "server_tls = require but the server does not support TLS"
+                                      : "unexpected answer to SSLRequest");
+    return -1;
+}
+
 static void server_on_connect(uv_connect_t *req, int status)
 {
     px_server *sv = req->data;
@@ -605,19 +661,14 @@ static void server_on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&sv->conn.tcp, 1);
     uv_tcp_keepalive(&sv->conn.tcp, 1, 60);
-    pgs_buf b = PGS_BUF_INIT;
-    size_t st = pgs_msg_begin(&b, 0);
-    pgs_buf_append_be32(&b, PGS_PROTO_V3);
-    pgs_buf_append_cstr(&b, "user");
-    pgs_buf_append_cstr(&b, sv->pool->user->cfg->name);
-    pgs_buf_append_cstr(&b, "database");
-    pgs_buf_append_cstr(&b, sv->pool->db_name);
-    pgs_buf_append_u8(&b, 0);
-    pgs_msg_end(&b, st);
-    server_set_state(sv, SV_LOGIN);
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-    if (sv->state == SV_LOGIN)
+    if (sv->conn.w->px->cfg->server_tls != CFG_STLS_DISABLE) {
+        static const uint8_t ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+        server_set_state(sv, SV_TLS);
+        px_conn_send(&sv->conn, ssl_request, sizeof ssl_request);
+    } else {
+        server_send_startup(sv);
+    }
+    if (sv->state == SV_LOGIN || sv->state == SV_TLS)
         px_server_update_reading(sv);
 }
 

@@ -140,6 +140,7 @@ static void worker_main(void *arg)
         free(w->free_blocks[--w->nfree]);
     pgs_buf_free(&w->mbox);
     px_htab_free(&w->stmts);
+    free(w->tls_scratch);
     if (uv_loop_close(&w->loop) != 0)
         pgs_warn("loop_not_closed", "worker %d: handles still open at exit", w->id);
     uv_mutex_destroy(&w->mbox_lock);
