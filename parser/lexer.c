@@ -165,30 +165,80 @@ static void nest_statement_end(nesting *N)
 
 enum { W_CHAIN = 1, W_SEPARATOR, W_BOOL, W_CASE, W_END };
 
-/* Keywords that matter to the nesting estimate, in lower case. */
+static bool same_lower(const uint8_t *p, const char *w, size_t n)
+{
+    for (size_t k = 1; k < n; k++)
+        if (lower(p[k]) != (uint8_t)w[k])
+            return false;
+    return true;
+}
+
+#define KEYWORD(word, role)                                                                                  \
+    if (n == sizeof(word) - 1 && same_lower(p, word, n))                                                     \
+    return role
+
+/* Keywords that matter to the nesting estimate. Every identifier of every query comes
+ * here, so the first letter picks the few candidates before any comparison. */
 static int keyword_role(const uint8_t *p, size_t n)
 {
-    static const struct {
-        const char *w;
-        int role;
-    } words[] = {
-        {"not", W_CHAIN},       {"is", W_CHAIN},      {"isnull", W_CHAIN},   {"notnull", W_CHAIN},
-        {"collate", W_CHAIN},   {"at", W_CHAIN},      {"join", W_CHAIN},     {"union", W_CHAIN},
-        {"intersect", W_CHAIN}, {"except", W_CHAIN},  {"like", W_CHAIN},     {"ilike", W_CHAIN},
-        {"similar", W_CHAIN},   {"between", W_CHAIN}, {"in", W_CHAIN},       {"overlaps", W_CHAIN},
-        {"and", W_BOOL},        {"or", W_BOOL},       {"when", W_SEPARATOR}, {"then", W_SEPARATOR},
-        {"else", W_SEPARATOR},  {"case", W_CASE},     {"end", W_END},
-    };
-    char low[10];
     if (n < 2 || n > 9)
         return 0;
-    for (size_t k = 0; k < n; k++)
-        low[k] = (char)lower(p[k]);
-    for (size_t w = 0; w < sizeof words / sizeof words[0]; w++)
-        if (strlen(words[w].w) == n && memcmp(words[w].w, low, n) == 0)
-            return words[w].role;
-    return 0;
+    switch (lower(p[0])) {
+    case 'a':
+        KEYWORD("at", W_CHAIN);
+        KEYWORD("and", W_BOOL);
+        return 0;
+    case 'b':
+        KEYWORD("between", W_CHAIN);
+        return 0;
+    case 'c':
+        KEYWORD("case", W_CASE);
+        KEYWORD("collate", W_CHAIN);
+        return 0;
+    case 'e':
+        KEYWORD("end", W_END);
+        KEYWORD("else", W_SEPARATOR);
+        KEYWORD("except", W_CHAIN);
+        return 0;
+    case 'i':
+        KEYWORD("is", W_CHAIN);
+        KEYWORD("in", W_CHAIN);
+        KEYWORD("ilike", W_CHAIN);
+        KEYWORD("isnull", W_CHAIN);
+        KEYWORD("intersect", W_CHAIN);
+        return 0;
+    case 'j':
+        KEYWORD("join", W_CHAIN);
+        return 0;
+    case 'l':
+        KEYWORD("like", W_CHAIN);
+        return 0;
+    case 'n':
+        KEYWORD("not", W_CHAIN);
+        KEYWORD("notnull", W_CHAIN);
+        return 0;
+    case 'o':
+        KEYWORD("or", W_BOOL);
+        KEYWORD("overlaps", W_CHAIN);
+        return 0;
+    case 's':
+        KEYWORD("similar", W_CHAIN);
+        return 0;
+    case 't':
+        KEYWORD("then", W_SEPARATOR);
+        return 0;
+    case 'u':
+        KEYWORD("union", W_CHAIN);
+        return 0;
+    case 'w':
+        KEYWORD("when", W_SEPARATOR);
+        return 0;
+    default:
+        return 0;
+    }
 }
+
+#undef KEYWORD
 
 static void nest_word(nesting *N, const uint8_t *p, size_t n)
 {
@@ -215,7 +265,29 @@ static void nest_word(nesting *N, const uint8_t *p, size_t n)
 
 static bool is_op_char(uint8_t c)
 {
-    return c != 0 && strchr("+-*/<>=~!@#%^&|`?:", c) != NULL;
+    switch (c) {
+    case '+':
+    case '-':
+    case '*':
+    case '/':
+    case '<':
+    case '>':
+    case '=':
+    case '~':
+    case '!':
+    case '@':
+    case '#':
+    case '%':
+    case '^':
+    case '&':
+    case '|':
+    case '`':
+    case '?':
+    case ':':
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* A separator is written only between two tokens, so the text has no leading or trailing
@@ -238,7 +310,7 @@ static inline void emit(lexer *L, const uint8_t *p, size_t n)
 static int push_lit(lexer *L, size_t start, size_t end, prs_lit_kind kind, unsigned segments)
 {
     pgs_buf *st = &L->lx->lit_store;
-    if (pgs_buf_reserve(st, sizeof(prs_literal)) < 0)
+    if (st->cap - st->len < sizeof(prs_literal) && pgs_buf_reserve(st, sizeof(prs_literal)) < 0)
         return PRS_ENOMEM;
     prs_literal lit = {(uint32_t)start, (uint32_t)(end - start), (uint8_t)kind,
                        (uint8_t)(segments > 255 ? 255 : segments)};

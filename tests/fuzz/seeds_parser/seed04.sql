@@ -1,0 +1,1 @@
+SELECT "shop_order"."customer_id", SUM("shop_order"."total") AS "spent" FROM "shop_order" GROUP BY "shop_order"."customer_id" HAVING SUM("shop_order"."total") > 100

@@ -1,0 +1,1 @@
+UPDATE "users" SET "name" = $1, "updated_at" = $2 WHERE "users"."id" = $3

@@ -1,0 +1,1 @@
+SELECT oid, typname FROM pg_catalog.pg_type WHERE typname = ANY($1::text[])

@@ -1,0 +1,1 @@
+SELECT jsonb_build_object('id', id, 'tags', jsonb_agg(tag)) FROM tags GROUP BY id

@@ -1,0 +1,1 @@
+SELECT x::numeric(10,2), CAST(y AS text), z::regclass FROM t

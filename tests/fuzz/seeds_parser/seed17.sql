@@ -1,0 +1,1 @@
+CREATE TABLE events (id bigint, at timestamptz) PARTITION BY RANGE (at)

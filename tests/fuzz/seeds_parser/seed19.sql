@@ -1,0 +1,1 @@
+CREATE PROCEDURE archive() LANGUAGE sql AS $$ DELETE FROM orders WHERE created_at < now() - interval '1 year' $$

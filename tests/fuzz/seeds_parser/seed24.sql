@@ -1,0 +1,1 @@
+SET pgshard.target TO any;

@@ -1,0 +1,1 @@
+PREPARE get_order (bigint) AS SELECT * FROM orders WHERE id = $1

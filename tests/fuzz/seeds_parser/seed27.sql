@@ -1,0 +1,1 @@
+EXPLAIN (ANALYZE false, COSTS off) SELECT 1

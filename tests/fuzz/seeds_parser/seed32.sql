@@ -1,0 +1,1 @@
+ANALYZE VERBOSE orders (tenant_id)

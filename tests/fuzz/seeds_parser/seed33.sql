@@ -1,0 +1,1 @@
+MOVE FORWARD 10 IN c

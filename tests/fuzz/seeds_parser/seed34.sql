@@ -1,0 +1,1 @@
+UPDATE orders o SET total = l.sum FROM (SELECT order_id, sum(amount) FROM lines GROUP BY order_id) l(order_id, sum) WHERE o.id = l.order_id

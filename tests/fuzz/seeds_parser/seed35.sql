@@ -1,0 +1,1 @@
+/* pgshard: target=replica max_lag_ms=200 */ SELECT * FROM orders WHERE tenant_id = 1

@@ -1,0 +1,1 @@
+/* pgshard: target=replica max_lag_ms=5 tenant='a b' */ SELECT E'\\x41\\u00e9' , U&'d!0061' UESCAPE '!', $a$ $$ $a$
