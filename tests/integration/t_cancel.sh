@@ -108,18 +108,25 @@ wait_running 'SELECT pg_sleep(30)' 0
 # --- 4. A CancelRequest with a wrong key cancels nothing: forge keys for every worker's
 # first 50 clients with a random secret while a query runs.
 pgs_log "forged cancel keys"
-be32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((($1 >> 24) & 255)) $((($1 >> 16) & 255)) $((($1 >> 8) & 255)) $(($1 & 255)); }
-pgs_psql -c 'SELECT pg_sleep(2)' -c "SELECT 'victim done'" >"$W/victim.out" 2>"$W/victim.err" &
+# be32 VAR N: VAR gets N as 4 big-endian bytes in printf escapes (no subshell: 200 of
+# these must be quick).
+be32() { printf -v "$1" '\\x%02x\\x%02x\\x%02x\\x%02x' $((($2 >> 24) & 255)) $((($2 >> 16) & 255)) $((($2 >> 8) & 255)) $(($2 & 255)); }
+pgs_psql -c 'SELECT pg_sleep(3)' -c "SELECT 'victim done'" >"$W/victim.out" 2>"$W/victim.err" &
 victim=$!
-wait_running 'SELECT pg_sleep(2)' 1
+wait_running 'SELECT pg_sleep(3)' 1
+be32 len 16
+be32 code 80877102
 for ((wk = 1; wk <= 4; wk++)); do
   for ((n = 1; n <= 50; n++)); do
+    be32 key $(((wk << 24) | n))
+    be32 secret $(((RANDOM << 16) ^ RANDOM))
+    exec 5<>"/dev/tcp/$PGS_HOST/$PGS_PROXY_PORT" || pgs_fail "could not connect to send a CancelRequest"
     # shellcheck disable=SC2059
-    (exec 3<>"/dev/tcp/$PGS_HOST/$PGS_PROXY_PORT" &&
-      printf "$(be32 16)$(be32 80877102)$(be32 $(((wk << 24) | n)))$(be32 $(((RANDOM << 16) ^ RANDOM)))" >&3) ||
-      pgs_fail "could not send a CancelRequest"
+    printf "$len$code$key$secret" >&5
+    exec 5>&-
   done
 done
+pgs_log "200 forged CancelRequests sent"
 wait "$victim" || pgs_fail "a forged cancel key cancelled a query: $(cat "$W/victim.err")"
 pgs_assert_eq $'\nvictim done' "$(cat "$W/victim.out")" "forged cancel keys cancelled nothing"
 pgs_assert_eq 1 "$(pgs_psql -c 'SELECT 1')" "the proxy still answers"
