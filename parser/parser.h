@@ -128,6 +128,7 @@ typedef struct prs_query_info {
     uint8_t kind;       /* prs_kind of the first statement */
     bool read_only;     /* every statement may run on a replica */
     uint8_t isolation;  /* prs_isolation named by BEGIN / SET TRANSACTION */
+    uint8_t reserved0;  /* zero: no padding anywhere, so equal infos are equal bytes */
     uint32_t flags;     /* PRS_F_* of all statements together */
     uint64_t kind_mask; /* bit (1 << kind) for each statement's kind */
     uint32_t n_statements;
@@ -136,6 +137,7 @@ typedef struct prs_query_info {
     uint16_t insert_rows;  /* VALUES rows of an INSERT: a row without a key ref has none */
     uint16_t set_name;     /* pool offset: SET/RESET/SHOW variable (lower case as parsed) */
     uint16_t set_value;    /* pool offset: a SET value written as a word (on, DEFAULT, UTC) */
+    uint16_t reserved1;    /* zero */
     int32_t set_value_lit; /* literal index of a SET value written as one literal, else -1 */
     uint16_t object_name;  /* pool offset: PREPARE/EXECUTE/DEALLOCATE statement, LISTEN/NOTIFY
                               channel, SAVEPOINT/RELEASE name, DECLARE/FETCH/CLOSE cursor */
@@ -144,6 +146,10 @@ typedef struct prs_query_info {
     prs_key_ref keys[PRS_MAX_KEYS];
     char pool[PRS_POOL_SIZE]; /* NUL-terminated strings referenced by offset */
 } prs_query_info;
+
+_Static_assert(sizeof(prs_query_info) == 40 + PRS_MAX_TABLES * sizeof(prs_table_ref) +
+                                             PRS_MAX_KEYS * sizeof(prs_key_ref) + PRS_POOL_SIZE,
+               "prs_query_info must have no padding");
 
 static inline const char *prs_info_str(const prs_query_info *qi, uint16_t off)
 {

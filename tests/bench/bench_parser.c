@@ -41,13 +41,15 @@ static volatile uint64_t sink;
 
 int main(int argc, char **argv)
 {
-    long hit_iters = argc > 1 ? atol(argv[1]) : 1000000;
-    long miss_iters = argc > 2 ? atol(argv[2]) : 10000;
+    long hit_iters = argc > 1 ? strtol(argv[1], NULL, 10) : 1000000;
+    long miss_iters = argc > 2 ? strtol(argv[2], NULL, 10) : 10000;
     static const char *const keys[] = {"tenant_id"};
     const prs_classify_opts opts = {keys, 1};
     prs_lexed lx = PRS_LEXED_INIT;
     pgs_buf value = PGS_BUF_INIT;
     prs_query_info qi;
+    if (hit_iters <= 0 || miss_iters <= 0)
+        return 2;
     make_texts();
     prs_cache *cache = prs_cache_create(1024);
     if (!cache)

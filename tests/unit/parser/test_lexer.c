@@ -25,7 +25,7 @@ static void check_lex(const char *sql, const char *norm, const lit_want *lits, s
     size_t len = strlen(sql);
     char *copy = malloc(len ? len : 1);
     assert_non_null(copy);
-    memcpy(copy, sql, len);
+    memcpy(copy, sql, len); // NOLINT(bugprone-not-null-terminated-result): exact size on purpose
     prs_lexed lx = PRS_LEXED_INIT;
     int rc = prs_lex(copy, len, &lx);
     if (rc != 0)
@@ -57,7 +57,7 @@ static int lex_rc(const char *sql)
 {
     size_t len = strlen(sql);
     char *copy = malloc(len ? len : 1);
-    memcpy(copy, sql, len);
+    memcpy(copy, sql, len); // NOLINT(bugprone-not-null-terminated-result): exact size on purpose
     prs_lexed lx = PRS_LEXED_INIT;
     int rc = prs_lex(copy, len, &lx);
     if (rc != 0) {
