@@ -119,7 +119,10 @@ pgs_assert_eq $'timeout|0\nmarker|\nsearch_path|"$user", public\ntemp|t\nprepare
 # The server is really exclusive while a session lasts: B waits until A leaves.
 pgs_psql -c 'SELECT pg_sleep(0.1)' -c "\\! sleep 2" -c 'SELECT 1' >/dev/null &
 holder=$!
-sleep 0.5
+for ((i = 0; i < 200; i++)); do
+  [[ $(pgs_psql_direct -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(0.1)' AND state = 'idle'") == 1 ]] && break
+  sleep 0.05
+done
 t0=$(date +%s%N)
 pgs_assert_eq 1 "$(pgs_psql -c 'SELECT 1')" "second client is served"
 ms=$((($(date +%s%N) - t0) / 1000000))
