@@ -522,64 +522,6 @@ static int client_reply_kind(char type)
     }
 }
 
-/* Consumes the whole message at in_pos without forwarding it. */
-static void client_drop_message(px_client *cl, const pgs_frame *f)
-{
-    px_conn *c = &cl->conn;
-    px_conn_flush_forward(c, &cl->server->conn);
-    c->in_pos += f->total;
-    c->fwd_mark = c->in_pos;
-}
-
-static void build_named(pgs_buf *b, char type, const char *prefix, const char *name, const uint8_t *rest,
-                        size_t rest_len)
-{
-    size_t st = pgs_msg_begin(b, type);
-    if (prefix)
-        pgs_buf_append_cstr(b, prefix);
-    pgs_buf_append_cstr(b, name);
-    pgs_buf_append(b, rest, rest_len);
-    pgs_msg_end(b, st);
-}
-
-/* Parse of a named statement in transaction pooling: the statement is registered under
- * its hash; the server prepares it as pgshard_<hash> unless it already has it, in which
- * case the proxy answers ParseComplete itself. A name the client already uses gets
- * PostgreSQL's error 42P05, after which messages are skipped up to Sync. */
-static int client_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest,
-                        size_t rest_len)
-{
-    px_server *sv = cl->server;
-    px_worker *w = cl->conn.w;
-    if (px_client_stmt_get(&cl->stmts, name)) {
-        pgs_buf_clear(&cl->fake_err);
-        pgs_msg_error(&cl->fake_err, "ERROR", "42P05", "prepared statement \"%s\" already exists", name);
-        cl->skip_to_sync = true;
-        client_drop_message(cl, f);
-        px_server_push_reply(sv, RP_FAKE_ERROR, 0);
-        px_server_emit_fakes(sv);
-        return 1;
-    }
-    px_stmt *st = px_stmt_register(&w->stmts, rest, rest_len);
-    if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
-        if (st)
-            px_stmt_unref(&w->stmts, st);
-        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
-        return -1;
-    }
-    client_drop_message(cl, f);
-    if (px_server_has_stmt(&sv->stmts, st->hash, ++w->stmt_tick)) {
-        px_server_push_reply(sv, RP_FAKE_PARSE, 0);
-        px_server_emit_fakes(sv);
-        return 1;
-    }
-    px_server_ensure_stmt(sv, st);
-    /* ensure_stmt queued a hidden ParseComplete; this one is the client's own. */
-    px_replies *q = &sv->replies;
-    q->ents[(q->head + q->n - 1) % q->cap].kind = RP_PARSE;
-    return 1;
-}
-
 /* Sends the client's session state to a server that does not have it (another client's
  * SETs, or none of the client's), ahead of the client's first message; the reply is
  * hidden. A server already in the same state gets nothing. */
@@ -616,6 +558,16 @@ static int client_stage_session(px_client *cl, const char *sql, size_t len)
     return 0;
 }
 
+/* A Parse whose text is a SET is tracked like a simple query's. */
+static int client_stage_parse(px_client *cl, const pgs_frame *f)
+{
+    pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
+    const char *name;
+    if (pgs_rd_cstr(&rd, &name) < 0)
+        return 0;
+    return client_stage_session(cl, (const char *)rd.p, strnlen((const char *)rd.p, rd.left));
+}
+
 static void client_forget_statements(px_client *cl, px_server *sv)
 {
     px_client_stmts_free(&cl->stmts, &cl->conn.w->stmts);
@@ -626,10 +578,10 @@ static void client_forget_statements(px_client *cl, px_server *sv)
 /* A simple query in transaction pooling: session statements are tracked; DEALLOCATE of
  * a client's statement runs on the server's name for it; DEALLOCATE ALL and DISCARD ALL
  * forget the client's statements (and the server's, which they drop). */
-static int client_query(px_client *cl, const pgs_frame *f, const uint8_t *body, size_t n)
+static int client_query(px_client *cl, const pgs_frame *f)
 {
-    const char *sql = (const char *)body;
-    size_t len = strnlen(sql, n);
+    const char *sql = (const char *)cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN;
+    size_t len = strnlen(sql, f->len - 4);
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
@@ -641,78 +593,7 @@ static int client_query(px_client *cl, const pgs_frame *f, const uint8_t *body, 
     }
     if (ss.kind != SESS_DEALLOCATE)
         return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
-    px_stmt *st = px_client_stmt_get(&cl->stmts, ss.name);
-    if (!st)
-        return 0;
-    char sname[PX_STMT_NAME_LEN];
-    px_stmt_name(st->hash, sname);
-    client_drop_message(cl, f);
-    px_server_ensure_stmt(sv, st);
-    px_htab_del(&sv->stmts, st->hash);
-    px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, ss.name);
-    pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
-    pgs_buf_append(&b, "DEALLOCATE ", 11);
-    pgs_buf_append_cstr(&b, sname);
-    pgs_msg_end(&b, m);
-    px_server_push_reply(sv, RP_QUERY, 0);
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-    return 1;
-}
-
-/* Bind, Describe and Close that name a statement are rewritten to the server's name for
- * it; Close of a statement is answered by the proxy (the server keeps it for reuse).
- * Unnamed statements and unknown names pass unchanged, so PostgreSQL reports them. */
-static int client_rewrite(px_client *cl, const pgs_frame *f)
-{
-    px_conn *c = &cl->conn;
-    const uint8_t *body = c->in.data + c->in_pos + PGS_HDR_LEN;
-    pgs_reader rd = pgs_reader_make(body, f->len - 4);
-    const char *portal = NULL, *name;
-    uint8_t kind = 'S';
-    px_server *sv = cl->server;
-    if (f->type == 'Q')
-        return client_query(cl, f, rd.p, rd.left);
-    if (f->type == 'B' && pgs_rd_cstr(&rd, &portal) < 0)
-        return 0;
-    if ((f->type == 'D' || f->type == 'C') && pgs_rd_u8(&rd, &kind) < 0)
-        return 0;
-    if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S')
-        return 0;
-    if (f->type == 'P' && client_stage_session(cl, (const char *)rd.p, strnlen((const char *)rd.p, rd.left)) < 0)
-        return -1;
-    if (name[0] == 0)
-        return 0;
-    if (f->type == 'P')
-        return client_parse(cl, f, name, rd.p, rd.left);
-    if (f->type == 'C') {
-        px_client_stmt_del(&cl->stmts, &c->w->stmts, name);
-        client_drop_message(cl, f);
-        px_server_push_reply(sv, RP_FAKE_CLOSE, 0);
-        px_server_emit_fakes(sv);
-        return 1;
-    }
-    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
-    if (!st)
-        return 0;
-    char sname[PX_STMT_NAME_LEN];
-    px_stmt_name(st->hash, sname);
-    client_drop_message(cl, f);
-    px_server_ensure_stmt(sv, st);
-    pgs_buf b = PGS_BUF_INIT;
-    if (f->type == 'B') {
-        build_named(&b, 'B', portal, sname, rd.p, rd.left);
-    } else {
-        size_t m = pgs_msg_begin(&b, 'D');
-        pgs_buf_append_u8(&b, 'S');
-        pgs_buf_append_cstr(&b, sname);
-        pgs_msg_end(&b, m);
-    }
-    px_server_push_reply(sv, f->type == 'B' ? RP_BIND : RP_DESCRIBE, 0);
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-    return 1;
+    return px_ext_deallocate(cl, f, ss.name);
 }
 
 /* One step of a logged-in client: validate the next message header, get a server when the
@@ -752,7 +633,7 @@ static int client_forward_step(px_client *cl)
     }
     bool rewrite = c->w->px->cfg->pool_mode == CFG_POOL_TRANSACTION &&
                    (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C' || f.type == 'Q');
-    if ((rewrite || cl->skip_to_sync) && avail < f.total) {
+    if (rewrite && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
             px_client_fatal(cl, "53200", "out of memory");
             return -1;
@@ -770,16 +651,26 @@ static int client_forward_step(px_client *cl)
         cl->fresh_link = false;
         client_replay_session(cl, sv);
     }
-    sv->ext_open = !(f.type == 'Q' || f.type == 'S' || f.type == 'F');
-    if (cl->skip_to_sync) {
-        if (f.type != 'S') {
-            client_drop_message(cl, &f);
-            return 1;
+    if (rewrite && f.type == 'P' && client_stage_parse(cl, &f) < 0)
+        return -1;
+    if (rewrite) {
+        r = f.type == 'Q' ? client_query(cl, &f) : px_ext_client_message(cl, &f);
+        if (r == 2) {
+            cl->paused = true; /* resumed by the server when it has answered */
+            return 0;
         }
-        cl->skip_to_sync = false;
+        if (r != 0) {
+            if (r > 0)
+                sv->ext_open = f.type != 'Q';
+            return r;
+        }
     }
-    if (rewrite && (r = client_rewrite(cl, &f)) != 0)
-        return r;
+    /* Extended-protocol messages open a segment that only Sync closes; Query and
+     * FunctionCall stand alone, and COPY data belongs to the command that started it. */
+    if (f.type == 'Q' || f.type == 'S' || f.type == 'F')
+        sv->ext_open = false;
+    else if (f.type != 'd' && f.type != 'c' && f.type != 'f')
+        sv->ext_open = true;
     int kind = client_reply_kind(f.type);
     if (kind >= 0 && px_server_push_reply(sv, (px_reply)kind, 0) < 0) {
         px_client_fatal(cl, "53200", "out of memory");
@@ -840,7 +731,7 @@ void px_client_update_reading(px_client *cl)
         on = true;
         break;
     case CL_ACTIVE:
-        on = px_conn_idle_io(&cl->server->conn);
+        on = !cl->paused && px_conn_idle_io(&cl->server->conn);
         break;
     default:
         on = false;
@@ -872,6 +763,7 @@ void px_client_link(px_client *cl, px_server *sv)
 void px_client_detach(px_client *cl)
 {
     cl->server = NULL;
+    cl->paused = false;
     if (cl->state == CL_ACTIVE)
         client_set_state(cl, CL_IDLE);
     px_client_update_reading(cl);

@@ -225,14 +225,13 @@ static void conn_on_close(uv_handle_t *h)
         px_server *sv = (px_server *)c;
         pgs_buf_free(&sv->login_params);
         free(sv->scram);
-        px_replies_free(&sv->replies);
+        px_server_replies_free(sv);
         px_htab_free(&sv->stmts);
     } else {
         px_client *cl = (px_client *)c;
         if (cl->auth == AUTH_SCRAM_FIRST || cl->auth == AUTH_SCRAM_FINAL)
             free(cl->a.scram);
         px_client_stmts_free(&cl->stmts, &w->stmts);
-        pgs_buf_free(&cl->fake_err);
         pgs_buf_free(&cl->startup);
         if (cl->sess) {
             px_session_free(cl->sess);

@@ -130,6 +130,8 @@ stop:
         px_worker_request_stop(&px->workers[i]);
     for (int i = 0; i < started; i++)
         uv_thread_join(&px->workers[i].thread);
+    for (int i = 0; i < started; i++)
+        px_worker_destroy(&px->workers[i]);
     for (int i = started; i < px->nworkers; i++)
         if (px->workers[i].listen_fd > 0)
             close(px->workers[i].listen_fd);

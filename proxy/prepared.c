@@ -199,13 +199,13 @@ void px_client_stmts_free(px_htab *names, px_htab *reg)
     px_htab_free(names);
 }
 
-int px_replies_push(px_replies *q, px_reply kind, uint64_t hash)
+px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash)
 {
     if (q->n == q->cap) {
         size_t cap = q->cap ? q->cap * 2 : 16;
         px_reply_ent *e = malloc(cap * sizeof *e);
         if (!e)
-            return -1;
+            return NULL;
         for (size_t i = 0; i < q->n; i++)
             e[i] = q->ents[(q->head + i) % q->cap];
         free(q->ents);
@@ -216,8 +216,10 @@ int px_replies_push(px_replies *q, px_reply kind, uint64_t hash)
     px_reply_ent *slot = &q->ents[(q->head + q->n) % q->cap];
     slot->kind = (uint8_t)kind;
     slot->hash = hash;
+    slot->stmt = NULL;
+    slot->cname = NULL;
     q->n++;
-    return 0;
+    return slot;
 }
 
 void px_replies_pop(px_replies *q)
@@ -234,29 +236,47 @@ void px_replies_free(px_replies *q)
     memset(q, 0, sizeof *q);
 }
 
-bool px_server_has_stmt(px_htab *set, uint64_t hash, uint64_t tick)
+/* A set value packs the tick (high 32 bits), the segment (31 bits) and a ready bit. */
+static uintptr_t sset_pack(uint32_t tick, uint32_t segment, bool ready)
+{
+    return (uintptr_t)(((uint64_t)tick << 32) | ((uint64_t)(segment & 0x7fffffffu) << 1) | ready);
+}
+
+px_sstate px_sset_get(px_htab *set, uint64_t hash, uint32_t tick, uint32_t *segment)
 {
     if (!set->cap)
-        return false;
+        return PX_STMT_ABSENT;
     size_t i = htab_slot(set, hash);
     if (!set->keys[i])
-        return false;
-    set->vals[i] = (void *)(uintptr_t)tick;
-    return true;
+        return PX_STMT_ABSENT;
+    uint64_t v = (uintptr_t)set->vals[i];
+    if (segment)
+        *segment = (uint32_t)(v >> 1) & 0x7fffffffu;
+    set->vals[i] = (void *)sset_pack(tick, (uint32_t)(v >> 1), v & 1);
+    return (v & 1) ? PX_STMT_READY : PX_STMT_PENDING;
 }
 
-int px_server_add_stmt(px_htab *set, uint64_t hash, uint64_t tick)
+int px_sset_pending(px_htab *set, uint64_t hash, uint32_t tick, uint32_t segment)
 {
-    return px_htab_put(set, hash, (void *)(uintptr_t)tick);
+    return px_htab_put(set, hash, (void *)sset_pack(tick, segment, false));
 }
 
-uint64_t px_server_lru_stmt(const px_htab *set)
+void px_sset_ready(px_htab *set, uint64_t hash)
 {
-    uint64_t best = 0;
-    uintptr_t best_tick = UINTPTR_MAX;
+    if (!set->cap)
+        return;
+    size_t i = htab_slot(set, hash);
+    if (set->keys[i])
+        set->vals[i] = (void *)((uintptr_t)set->vals[i] | 1);
+}
+
+uint64_t px_sset_lru(const px_htab *set)
+{
+    uint64_t best = 0, best_tick = UINT64_MAX;
     for (size_t i = 0; i < set->cap; i++) {
-        if (set->keys[i] && (uintptr_t)set->vals[i] < best_tick) {
-            best_tick = (uintptr_t)set->vals[i];
+        uint64_t v = (uintptr_t)set->vals[i];
+        if (set->keys[i] && (v & 1) && (v >> 32) < best_tick) {
+            best_tick = v >> 32;
             best = set->keys[i];
         }
     }

@@ -61,18 +61,20 @@ typedef enum px_reply {
     RP_DESCRIBE,     /* ends at RowDescription or NoData */
     RP_EXECUTE,      /* ends at CommandComplete, EmptyQueryResponse or PortalSuspended */
     RP_CLOSE,
-    RP_CLOSE_HIDDEN, /* CloseComplete of an eviction the proxy sent */
+    RP_CLOSE_HIDDEN, /* CloseComplete of a Close the proxy sent: not forwarded */
     RP_SYNC,         /* ReadyForQuery */
     RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
     RP_REPLAY,       /* the proxy's session replay query: all of its reply hidden */
-    RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
     RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
-    RP_FAKE_ERROR,   /* the proxy answers with the client's pending error */
+    RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
 } px_reply;
 
 typedef struct px_reply_ent {
     uint8_t kind;
-    uint64_t hash; /* RP_PARSE*: the statement the server is preparing */
+    uint64_t hash;  /* RP_PARSE*: the statement the server prepares (0: a probe or a
+                       duplicate name, which leaves no statement behind) */
+    px_stmt *stmt;  /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
+    char *cname;    /* owned: the client's name this message defines, closes or refers to */
 } px_reply_ent;
 
 typedef struct px_replies {
@@ -80,16 +82,22 @@ typedef struct px_replies {
     size_t cap, head, n;
 } px_replies;
 
-int px_replies_push(px_replies *q, px_reply kind, uint64_t hash);
+/* Appends an entry; takes over cname and the stmt reference. */
+px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash);
 static inline px_reply_ent *px_replies_head(px_replies *q) { return q->n ? &q->ents[q->head] : NULL; }
+/* Drops the head; the caller has dealt with its cname and stmt. */
 void px_replies_pop(px_replies *q);
 void px_replies_free(px_replies *q);
 
-/* Per-server set of prepared statement hashes with least-recently-used ticks. */
+/* Per-server statement set: which statement hashes are prepared (or being prepared) on a
+ * server connection, the segment (count of Syncs sent) their Parse went out in, and a
+ * least-recently-used clock. */
 #define PX_SERVER_STMTS_MAX 512
-bool px_server_has_stmt(px_htab *set, uint64_t hash, uint64_t tick);
-int px_server_add_stmt(px_htab *set, uint64_t hash, uint64_t tick);
-/* The least recently used statement hash (for eviction), or 0. */
-uint64_t px_server_lru_stmt(const px_htab *set);
+typedef enum px_sstate { PX_STMT_ABSENT, PX_STMT_PENDING, PX_STMT_READY } px_sstate;
+px_sstate px_sset_get(px_htab *set, uint64_t hash, uint32_t tick, uint32_t *segment);
+int px_sset_pending(px_htab *set, uint64_t hash, uint32_t tick, uint32_t segment);
+void px_sset_ready(px_htab *set, uint64_t hash);
+/* The least recently used statement that is ready (pending ones cannot be closed), or 0. */
+uint64_t px_sset_lru(const px_htab *set);
 
 #endif

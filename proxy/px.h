@@ -112,12 +112,11 @@ struct px_client {
     bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
-    bool skip_to_sync;  /* after an error the proxy gave: drop messages until Sync */
+    bool paused;        /* waits for its server to answer an earlier segment's Parse */
     bool fresh_link;    /* linked to a server and nothing sent yet: replay session state first */
     px_htab stmts;      /* the client's statement names (transaction pooling) */
     px_session *sess;   /* owned, NULL until the client has session state */
     pgs_buf startup;    /* startup parameters (name\0value\0...), until the welcome is sent */
-    pgs_buf fake_err;   /* an ErrorResponse the proxy owes at its place in the replies */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
     union {
@@ -146,6 +145,8 @@ struct px_server {
     uv_connect_t connect_req;
     uint64_t since;       /* loop time of the last state change */
     px_replies replies;   /* what the server owes for what was sent to it, in order */
+    uint32_t segment;     /* Syncs and Queries sent: numbers the pipeline segments */
+    bool skipping;        /* after an error, the server ignores messages until Sync */
     bool ext_open;        /* extended-protocol messages sent since the last Sync */
     px_htab stmts;        /* statement hashes prepared on this server, with LRU ticks */
     uint64_t state_sig;   /* signature of the session settings it has; 0 = none */
@@ -204,6 +205,7 @@ struct px_worker {
 /* worker.c */
 int px_worker_start(px_worker *w);
 void px_worker_request_stop(px_worker *w);
+void px_worker_destroy(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 void px_buf_take(px_worker *w, pgs_buf *b);
 void px_buf_give(px_worker *w, pgs_buf *b);
@@ -248,9 +250,14 @@ void px_server_tls_ready(px_server *sv);
 void px_server_close(px_server *sv, const char *why);
 void px_server_release(px_server *sv);
 void px_server_activate(px_server *sv, px_client *cl);
+
+/* extended.c */
 void px_server_emit_fakes(px_server *sv);
 int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash);
-void px_server_ensure_stmt(px_server *sv, const px_stmt *st);
+void px_server_replies_free(px_server *sv);
+int px_ext_client_message(px_client *cl, const pgs_frame *f);
+int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
+int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 
 /* pool.c */

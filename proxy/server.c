@@ -74,136 +74,6 @@ bool px_server_clean(const px_server *sv)
            sv->conn.pass_left == 0;
 }
 
-int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash)
-{
-    return px_replies_push(&sv->replies, kind, hash);
-}
-
-/* Sends the replies the proxy owes the client itself once everything before them has
- * been relayed, so they land exactly where PostgreSQL would have put them. */
-void px_server_emit_fakes(px_server *sv)
-{
-    static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4};
-    static const uint8_t close_complete[] = {'3', 0, 0, 0, 4};
-    px_reply_ent *h;
-    px_client *cl = sv->client;
-    while ((h = px_replies_head(&sv->replies)) && h->kind >= RP_FAKE_PARSE) {
-        if (cl && h->kind == RP_FAKE_PARSE)
-            px_conn_send(&cl->conn, parse_complete, sizeof parse_complete);
-        else if (cl && h->kind == RP_FAKE_CLOSE)
-            px_conn_send(&cl->conn, close_complete, sizeof close_complete);
-        else if (cl)
-            px_conn_send_buf(&cl->conn, &cl->fake_err);
-        px_replies_pop(&sv->replies);
-    }
-}
-
-/* Makes sure the server has the statement prepared under its hash name, preparing it
- * now (its ParseComplete hidden from the client) and closing the least recently used one
- * when the server holds too many. */
-void px_server_ensure_stmt(px_server *sv, const px_stmt *st)
-{
-    px_worker *w = sv->conn.w;
-    if (px_server_has_stmt(&sv->stmts, st->hash, ++w->stmt_tick))
-        return;
-    pgs_buf b = PGS_BUF_INIT;
-    char name[PX_STMT_NAME_LEN];
-    if (sv->stmts.n >= PX_SERVER_STMTS_MAX) {
-        uint64_t old = px_server_lru_stmt(&sv->stmts);
-        px_htab_del(&sv->stmts, old);
-        px_stmt_name(old, name);
-        size_t m = pgs_msg_begin(&b, 'C');
-        pgs_buf_append_u8(&b, 'S');
-        pgs_buf_append_cstr(&b, name);
-        pgs_msg_end(&b, m);
-        px_server_push_reply(sv, RP_CLOSE_HIDDEN, old);
-    }
-    px_stmt_name(st->hash, name);
-    size_t m = pgs_msg_begin(&b, 'P');
-    pgs_buf_append_cstr(&b, name);
-    pgs_buf_append(&b, st->body, st->body_len);
-    pgs_msg_end(&b, m);
-    px_server_push_reply(sv, RP_PARSE_HIDDEN, st->hash);
-    px_server_add_stmt(&sv->stmts, st->hash, w->stmt_tick);
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-}
-
-/* After an ErrorResponse to an extended-protocol message the server skips everything up
- * to Sync. What it skipped owes no reply any more; statements it skipped preparing are
- * not prepared, and statements it skipped closing are still there. */
-static void server_skip_to_sync(px_server *sv)
-{
-    px_reply_ent *h;
-    while ((h = px_replies_head(&sv->replies)) && h->kind != RP_SYNC && h->kind != RP_QUERY) {
-        if (h->kind == RP_PARSE || h->kind == RP_PARSE_HIDDEN)
-            px_htab_del(&sv->stmts, h->hash);
-        else if (h->kind == RP_CLOSE_HIDDEN)
-            px_server_add_stmt(&sv->stmts, h->hash, 0);
-        px_replies_pop(&sv->replies);
-    }
-}
-
-/* Accounts for one server message against the head of the reply queue. Returns 1 when
- * the message must not reach the client, 0 when it is relayed, -1 on a desync. */
-static int server_account(px_server *sv, char type)
-{
-    px_reply_ent *h = px_replies_head(&sv->replies);
-    int hide = 0;
-    px_reply want;
-    if (h && h->kind == RP_REPLAY) {
-        if (type == 'E')
-            pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
-                     sv->be_pid);
-        if (type == 'Z')
-            px_replies_pop(&sv->replies);
-        return 1;
-    }
-    if (type == 'E')
-        sv->saw_error = true;
-    switch (type) {
-    case 'E':
-        if (h && h->kind != RP_QUERY)
-            server_skip_to_sync(sv);
-        return 0;
-    case '1':
-        want = h && h->kind == RP_PARSE_HIDDEN ? RP_PARSE_HIDDEN : RP_PARSE;
-        hide = want == RP_PARSE_HIDDEN;
-        break;
-    case '2':
-        want = RP_BIND;
-        break;
-    case 'T':
-    case 'n':
-        if (!h || h->kind != RP_DESCRIBE)
-            return 0; /* part of a simple query's or an Execute's reply */
-        want = RP_DESCRIBE;
-        break;
-    case 'C':
-    case 'I':
-    case 's':
-        if (!h || h->kind != RP_EXECUTE)
-            return 0;
-        want = RP_EXECUTE;
-        break;
-    case '3':
-        want = h && h->kind == RP_CLOSE_HIDDEN ? RP_CLOSE_HIDDEN : RP_CLOSE;
-        hide = want == RP_CLOSE_HIDDEN;
-        break;
-    case 'Z':
-        if (!h || (h->kind != RP_SYNC && h->kind != RP_QUERY))
-            return -1;
-        px_replies_pop(&sv->replies);
-        return 0;
-    default:
-        return 0;
-    }
-    if (!h || h->kind != want)
-        return -1;
-    px_replies_pop(&sv->replies);
-    return hide;
-}
-
 /* Unlinks a server whose client is done with it and gives it back to the pool. Session
  * pooling first runs DISCARD ALL so the next client finds a fresh session. */
 void px_server_release(px_server *sv)
@@ -438,6 +308,16 @@ static int server_reset_step(px_server *sv)
     return 1;
 }
 
+/* Asks for a whole message before looking at it: returns 0 (wait) or -1 (closed). */
+static int server_need(px_server *sv, size_t more)
+{
+    if (pgs_buf_reserve(&sv->conn.in, more) < 0) {
+        px_server_close(sv, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* Follows the transaction that staged a client's SET statements: an error or a ROLLBACK
  * drops them, the end of a committed transaction keeps them, and then this server holds
  * exactly the client's session state. */
@@ -471,7 +351,7 @@ static int server_active_step(px_server *sv)
         c->in_pos += k;
         c->pass_left -= (uint32_t)k;
         px_reply_ent *h = px_replies_head(&sv->replies);
-        if (c->pass_left == 0 && h && h->kind >= RP_FAKE_PARSE) {
+        if (c->pass_left == 0 && h && h->kind >= RP_FAKE_CLOSE) {
             px_conn_flush_forward(c, &cl->conn);
             px_server_emit_fakes(sv);
         }
@@ -492,22 +372,18 @@ static int server_active_step(px_server *sv)
         px_server_close(sv, "malformed ReadyForQuery from server");
         return -1;
     }
-    px_reply_ent *head = px_replies_head(&sv->replies);
     bool pending = cl->sess && px_session_has_pending(cl->sess);
-    if (((head && head->kind == RP_REPLAY) || (pending && f.type == 'C')) && avail < f.total) {
-        if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
-            px_server_close(sv, "out of memory");
-            return -1;
-        }
-        return 0;
-    }
-    if (pending)
-        server_track_session(sv, cl, &f, p);
-    int hide = server_account(sv, f.type);
+    if (pending && f.type == 'C' && avail < f.total)
+        return server_need(sv, f.total - avail);
+    int hide = px_ext_server_message(sv, &f, p, avail);
+    if (hide == 2)
+        return server_need(sv, f.total - avail);
     if (hide < 0) {
         px_server_close(sv, "reply does not match what was sent (protocol desync)");
         return -1;
     }
+    if (pending)
+        server_track_session(sv, cl, &f, p);
     if (hide) {
         /* Hidden replies are whole in the buffer (small, checked above or bodiless). */
         px_conn_flush_forward(c, &cl->conn);
@@ -526,12 +402,12 @@ static int server_active_step(px_server *sv)
         sv->saw_error = false;
     }
     px_reply_ent *h = px_replies_head(&sv->replies);
-    if (h && h->kind >= RP_FAKE_PARSE && c->pass_left == 0) {
+    if (h && h->kind >= RP_FAKE_CLOSE && c->pass_left == 0) {
         px_conn_flush_forward(c, &cl->conn);
         px_server_emit_fakes(sv);
     }
     if (f.type == 'Z' && sv->conn.w->px->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
-        cl->conn.pass_left == 0) {
+        cl->conn.pass_left == 0 && !cl->paused) {
         px_conn_flush_forward(c, &cl->conn);
         px_server_release(sv);
     }
@@ -572,9 +448,15 @@ void px_server_process(px_server *sv)
     c->processing = false;
     if (sv->state == SV_CLOSED)
         return;
-    if (sv->state == SV_ACTIVE)
-        px_conn_flush_forward(c, &sv->client->conn);
+    px_client *cl = sv->state == SV_ACTIVE ? sv->client : NULL;
+    if (cl)
+        px_conn_flush_forward(c, &cl->conn);
     px_conn_after_input(c);
+    /* A client waiting on this server's answers tries again. */
+    if (cl && cl->paused) {
+        cl->paused = false;
+        px_client_process(cl);
+    }
     if (sv->state == SV_IDLE && !pgs_node_linked(&sv->idle_node))
         px_pool_server_ready(sv->pool, sv);
     if (sv->state != SV_CLOSED)

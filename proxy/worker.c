@@ -143,8 +143,11 @@ static void worker_main(void *arg)
     free(w->tls_scratch);
     if (uv_loop_close(&w->loop) != 0)
         pgs_warn("loop_not_closed", "worker %d: handles still open at exit", w->id);
-    uv_mutex_destroy(&w->mbox_lock);
+    /* mbox_lock outlives the thread: other threads may still look at mbox_closed. main()
+     * destroys it after joining every worker (px_worker_destroy). */
 }
+
+void px_worker_destroy(px_worker *w) { uv_mutex_destroy(&w->mbox_lock); }
 
 /* Sets up the loop and handles, then starts the thread. The listening socket was bound by
  * main() so that a port already in use is reported before any thread starts. */

@@ -18,9 +18,6 @@ ErrorResponse (severity, SQLSTATE, message; a message may name a statement diffe
 except 26000/42P05 whose message must name the client's own statement). While the proxies
 run, pg_stat_activity must never show more server connections than pool_size.
 
-A case whose function is named xfail_* shows a known proxy bug: it is not run, only listed
-(T_PREPARED_XFAIL=1 runs them too, to check a fix).
-
 Environment (set by CTest): PGS_CLUSTER_DIR (a cluster from tests/cluster/cluster.sh),
 PGSHARD_BIN, PGS_SRC, PGS_WORK. Prints one line per case and "N passed, M failed"; exits 1
 when a case failed. Stdlib only.
@@ -814,7 +811,7 @@ def case_syntax_error_pipeline(tag):
 
 # Known bug: client_parse registers the client's name before the server has prepared the
 # statement, and nothing undoes it when the Parse fails or is skipped: 42P05 afterwards.
-def xfail_case_failed_segment_names(tag):
+def case_failed_segment_names(tag):
     s = Script()
     s.step([fe_parse("s_bad", "selec 1"), fe_bind("s_bad"), fe_exec()] + pbe("s_good", "select 'good'") + [SYNC],
            expect="EZ", codes=["42601"], note="P(bad) B E P(good) B E S")
@@ -841,7 +838,7 @@ def case_multi_sync(tag):
 # Known bug: px_server_ensure_stmt marks the statement prepared when it sends the Parse; a
 # later segment's Parse of that text is answered with a fake ParseComplete, and its Bind hits
 # 26000 naming pgshard_<hash>, when the first Parse was skipped after an error.
-def xfail_case_skipped_parse_next_segment(tag):
+def case_skipped_parse_next_segment(tag):
     s = Script()
     s.step(be("s_nope") + pbe("s_a", "select 'shared text'") + [SYNC] + pbe("s_b", "select 'shared text'") + [SYNC],
            until=2, expect="EZ12DCZ", codes=["26000"],
@@ -851,7 +848,7 @@ def xfail_case_skipped_parse_next_segment(tag):
 
 
 # Known bug: as above, with a Parse that fails itself: ParseComplete + 26000 pgshard_<hash>.
-def xfail_case_same_bad_text_two_segments(tag):
+def case_same_bad_text_two_segments(tag):
     s = Script()
     s.step([fe_parse("s_x1", "selec 'x'"), SYNC] + pbe("s_x2", "selec 'x'") + [SYNC], until=2, expect="EZEZ",
            codes=["42601", "42601"], note="the same invalid statement in two segments: two syntax errors")
@@ -898,7 +895,7 @@ def case_flush(tag):
 # Known bug: after an error reported at a Flush, server_skip_to_sync empties the reply queue;
 # the messages the client sends next (up to Sync) are queued as owed although the server
 # skips them, and its ReadyForQuery is taken for a desync: 08006 and the connection closes.
-def xfail_case_flush_after_error(tag):
+def case_flush_after_error(tag):
     s = Script()
     s.step(pbe("", "select 1 / floor(random() * 0)::int") + [FLUSH], until=("E", 1), expect="12E", codes=["22012"],
            note="unnamed P B E Flush: the error comes at once")
@@ -908,7 +905,7 @@ def xfail_case_flush_after_error(tag):
 
 
 # Known bug: as above; also a fake ParseComplete is sent for a Parse the server skips.
-def xfail_case_flush_after_error_named(tag):
+def case_flush_after_error_named(tag):
     s = Script()
     s.step(pbe("s_fe", "select 'fe'") + [SYNC], expect="12DCZ", note="s_fe exists")
     s.step(be("s_nope") + [FLUSH], until=("E", 1), expect="E", codes=["26000"], note="Bind unknown, Flush")
@@ -956,7 +953,7 @@ def case_transaction(tag):
 
 # Known bug: the proxy's own 42P05 does not abort the server's transaction: ReadyForQuery T
 # instead of E, and the transaction goes on.
-def xfail_case_dup_parse_in_transaction(tag):
+def case_dup_parse_in_transaction(tag):
     s = Script()
     s.step(pbe("s_dt", "select 'dt'") + [SYNC], expect="12DCZ", note="s_dt exists")
     s.step(query_msg("begin"), expect="CZ", note="BEGIN")
@@ -969,7 +966,7 @@ def xfail_case_dup_parse_in_transaction(tag):
 
 # Known bug: the proxy's own 42P05 does not roll back the segment's implicit transaction:
 # an INSERT before it in the same segment is committed.
-def xfail_case_dup_parse_rolls_back_segment(tag):
+def case_dup_parse_rolls_back_segment(tag):
     s = Script()
     s.step(pbe("s_dr", "select 'dr'") + [SYNC], expect="12DCZ", note="s_dr exists")
     s.step(pbe("s_ins", f"insert into {TABLE} (tag, n) values ($1, 1)", [tag], [TEXT]) + [fe_parse("s_dr", "select 'dr'"),
@@ -982,7 +979,7 @@ def xfail_case_dup_parse_rolls_back_segment(tag):
 
 # Known bug: one fake_err buffer per client: a second 42P05 queued before the first was sent
 # overwrites it, and both errors name the second statement.
-def xfail_case_two_dups_one_pipeline(tag):
+def case_two_dups_one_pipeline(tag):
     s = Script()
     s.step(pbe("s_d1", "select 'd1'") + pbe("s_d2", "select 'd2'") + [SYNC], expect="12DC12DCZ", note="s_d1, s_d2")
     s.step(pbe("s_d3", "select 'd3'") + [fe_parse("s_d1", "select 1"), SYNC, fe_parse("s_d2", "select 2"), SYNC], until=2,
@@ -992,7 +989,7 @@ def xfail_case_two_dups_one_pipeline(tag):
 
 # Known bug: 42P05 is decided before PostgreSQL would parse the text; PostgreSQL reports the
 # syntax error first.
-def xfail_case_dup_parse_bad_sql(tag):
+def case_dup_parse_bad_sql(tag):
     s = Script()
     s.step(pbe("s_db", "select 'db'") + [SYNC], expect="12DCZ", note="s_db exists")
     s.step([fe_parse("s_db", "selec 'db'"), SYNC], expect="EZ", codes=["42601"],
@@ -1002,7 +999,7 @@ def xfail_case_dup_parse_bad_sql(tag):
 
 # Known bug: Close 'S' drops the client's name at once, even when PostgreSQL would skip the
 # Close because an earlier message of the segment failed.
-def xfail_case_close_in_failed_segment(tag):
+def case_close_in_failed_segment(tag):
     s = Script()
     s.step(pbe("s_cf", "select 'cf'") + [SYNC], expect="12DCZ", note="s_cf exists")
     s.step(be("s_nope") + [fe_close(b"S", "s_cf"), SYNC], expect="EZ", codes=["26000"],
@@ -1013,7 +1010,7 @@ def xfail_case_close_in_failed_segment(tag):
 
 # Known bug: a Parse of a text the server already has is answered with a fake ParseComplete
 # even in an aborted transaction (PostgreSQL: 25P02), and the name is created.
-def xfail_case_parse_in_aborted_transaction(tag):
+def case_parse_in_aborted_transaction(tag):
     s = Script()
     s.step(pbe("s_pa", "select 'pa'") + [SYNC], expect="12DCZ", note="the text is prepared on the server")
     s.step(query_msg("begin; select 1 / 0"), expect="CEZ", codes=["22012"], note="an aborted transaction")
@@ -1043,7 +1040,7 @@ def case_cross_client(tag):
 
 # Known bug: the server-side names pgshard_<hash> are visible to every client of the pool;
 # a Bind/Describe of such a name that the client never prepared passes through and runs.
-def xfail_case_internal_name(tag):
+def case_internal_name(tag):
     s = Script(nclients=2)
     sql = "select 'only for A'"
     s.step(pbe("s_in", sql) + [SYNC], client=0, expect="12DCZ", note="A: Parse")
@@ -1080,24 +1077,24 @@ CASES = [
     ("Parse of an existing name: 42P05, skip to Sync, next batch works", case_duplicate_parse),
     ("Bind/Describe of an unknown name: 26000", case_unknown_name),
     ("syntax error in P(bad) B E P(good) B E S: one error, skip to Sync", case_syntax_error_pipeline),
-    ("names from a failed segment do not exist afterwards", xfail_case_failed_segment_names),
+    ("names from a failed segment do not exist afterwards", case_failed_segment_names),
     ("several Syncs in one pipeline, one segment errors", case_multi_sync),
-    ("statement skipped in a failed segment, same text in the next segment", xfail_case_skipped_parse_next_segment),
-    ("the same invalid statement in two Sync segments", xfail_case_same_bad_text_two_segments),
+    ("statement skipped in a failed segment, same text in the next segment", case_skipped_parse_next_segment),
+    ("the same invalid statement in two Sync segments", case_same_bad_text_two_segments),
     ("parameters $1 int, $2 text in text and binary formats; named portal", case_params_formats),
     ("Flush instead of Sync in the middle", case_flush),
-    ("error then Flush; rest of the segment sent after reading the error", xfail_case_flush_after_error),
-    ("error then Flush; named Parse/Bind/Close after it are skipped", xfail_case_flush_after_error_named),
+    ("error then Flush; rest of the segment sent after reading the error", case_flush_after_error),
+    ("error then Flush; named Parse/Bind/Close after it are skipped", case_flush_after_error_named),
     ("unnamed statements interleaved with named ones", case_unnamed_interleaved),
     ("BEGIN (simple query), named statements inside, COMMIT / ROLLBACK", case_transaction),
-    ("42P05 inside a transaction block aborts it", xfail_case_dup_parse_in_transaction),
-    ("42P05 rolls back its segment's implicit transaction", xfail_case_dup_parse_rolls_back_segment),
-    ("two 42P05 in one write name their own statements", xfail_case_two_dups_one_pipeline),
-    ("Parse of an existing name with invalid SQL: 42601 first", xfail_case_dup_parse_bad_sql),
-    ("Close after an error in the same segment is skipped", xfail_case_close_in_failed_segment),
-    ("named Parse in an aborted transaction: 25P02", xfail_case_parse_in_aborted_transaction),
+    ("42P05 inside a transaction block aborts it", case_dup_parse_in_transaction),
+    ("42P05 rolls back its segment's implicit transaction", case_dup_parse_rolls_back_segment),
+    ("two 42P05 in one write name their own statements", case_two_dups_one_pipeline),
+    ("Parse of an existing name with invalid SQL: 42601 first", case_dup_parse_bad_sql),
+    ("Close after an error in the same segment is skipped", case_close_in_failed_segment),
+    ("named Parse in an aborted transaction: 25P02", case_parse_in_aborted_transaction),
     ("client B uses A's statement text and name; B's Close leaves A's", case_cross_client),
-    ("another client cannot Bind the proxy's pgshard_<hash> name", xfail_case_internal_name),
+    ("another client cannot Bind the proxy's pgshard_<hash> name", case_internal_name),
     ("600 named statements (server cap 512), the first ones again", case_many_statements),
 ]
 
@@ -1154,15 +1151,8 @@ class ServerCounter(threading.Thread):
         self.conn.terminate()
 
 
-RUN_XFAIL = os.environ.get("T_PREPARED_XFAIL") == "1"  # run the known-bug cases too (to check a fix)
-
-
-def skipped(fn):
-    return fn.__name__.startswith("xfail_") and not RUN_XFAIL
-
-
 def active_cases():
-    return [(name, fn) for name, fn in CASES if not skipped(fn)]
+    return list(CASES)
 
 
 def run_phase(label, proxy_keys, copies, reference, failures, extra_results):
@@ -1278,12 +1268,8 @@ def main():
             psql(f"drop table if exists {TABLE}")
         except Exception:
             pass
-    passed = failed = known = 0
+    passed = failed = 0
     for name, fn in CASES:
-        if skipped(fn):
-            print(f"known bug, not run: {name}", flush=True)
-            known += 1
-            continue
         errs = failures[name]
         if errs:
             failed += 1
@@ -1299,7 +1285,7 @@ def main():
         else:
             passed += 1
             print(f"ok   {name}", flush=True)
-    print(f"({time.monotonic() - t_start:.1f} s; {known} known bug(s) not run)")
+    print(f"({time.monotonic() - t_start:.1f} s)")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

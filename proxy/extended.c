@@ -1,0 +1,499 @@
+/* Extended-protocol bookkeeping between a client and the server it is linked to in
+ * transaction pooling: rewriting the client's statement names to the server's
+ * pgshard_<hash> names, preparing statements on a server the first time it needs them,
+ * and the queue of replies the server owes, which decides what is relayed, what is hidden
+ * (replies to what the proxy injected) and where the proxy's own replies go. PostgreSQL's
+ * rule that an error skips everything up to Sync is followed: names defined by skipped
+ * messages are forgotten, names closed by skipped messages come back. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+_Static_assert(sizeof(void *) == 8, "statement sets pack 64-bit values into pointers");
+
+#define PROBE_NAME "pgshard_probe"
+
+static uint32_t ext_tick(px_worker *w) { return (uint32_t)++w->stmt_tick; }
+
+static px_reply_ent *ext_push(px_server *sv, px_reply kind, uint64_t hash)
+{
+    px_reply_ent *e = px_replies_push(&sv->replies, kind, hash);
+    if (!e)
+        px_server_close(sv, "out of memory");
+    return e;
+}
+
+int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash)
+{
+    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY)
+        sv->segment++;
+    return ext_push(sv, kind, hash) ? 0 : -1;
+}
+
+static void ext_release(px_worker *w, px_reply_ent *e)
+{
+    free(e->cname);
+    e->cname = NULL;
+    if (e->stmt)
+        px_stmt_unref(&w->stmts, e->stmt);
+    e->stmt = NULL;
+}
+
+void px_server_replies_free(px_server *sv)
+{
+    px_reply_ent *e;
+    while ((e = px_replies_head(&sv->replies))) {
+        ext_release(sv->conn.w, e);
+        px_replies_pop(&sv->replies);
+    }
+    px_replies_free(&sv->replies);
+}
+
+static void build_parse(pgs_buf *b, const char *name, const px_stmt *st)
+{
+    size_t m = pgs_msg_begin(b, 'P');
+    pgs_buf_append_cstr(b, name);
+    pgs_buf_append(b, st->body, st->body_len);
+    pgs_msg_end(b, m);
+}
+
+static void build_close_stmt(pgs_buf *b, const char *name)
+{
+    size_t m = pgs_msg_begin(b, 'C');
+    pgs_buf_append_u8(b, 'S');
+    pgs_buf_append_cstr(b, name);
+    pgs_msg_end(b, m);
+}
+
+/* Keeps the server's statements bounded: the least recently used ready one is closed.
+ * Returns 0, or 1 when every statement is still being prepared: then a Flush makes the
+ * server answer the Parses so far, and the client waits for that. */
+static int ext_evict(px_server *sv, pgs_buf *b)
+{
+    if (sv->stmts.n < PX_SERVER_STMTS_MAX)
+        return 0;
+    uint64_t old = px_sset_lru(&sv->stmts);
+    if (!old) {
+        static const uint8_t flush[] = {'H', 0, 0, 0, 4};
+        px_conn_send(&sv->conn, flush, sizeof flush);
+        return 1;
+    }
+    char name[PX_STMT_NAME_LEN];
+    px_stmt_name(old, name);
+    px_htab_del(&sv->stmts, old);
+    build_close_stmt(b, name);
+    ext_push(sv, RP_CLOSE_HIDDEN, old);
+    return 0;
+}
+
+/* Makes sure the server will have st when the next message runs. Returns 0 (prepared,
+ * being prepared in this same segment, or a hidden Parse sent now), 1 when a Parse sent in
+ * an earlier segment has not been answered yet (its fate decides: the client waits), or
+ * -1 after closing the server. */
+static int ext_ensure(px_server *sv, const px_stmt *st)
+{
+    uint32_t seg;
+    px_sstate s = px_sset_get(&sv->stmts, st->hash, ext_tick(sv->conn.w), &seg);
+    if (s == PX_STMT_READY)
+        return 0;
+    if (s == PX_STMT_PENDING)
+        return seg == (sv->segment & 0x7fffffffu) ? 0 : 1;
+    pgs_buf b = PGS_BUF_INIT;
+    char name[PX_STMT_NAME_LEN];
+    if (ext_evict(sv, &b) > 0)
+        return 1;
+    px_stmt_name(st->hash, name);
+    build_parse(&b, name, st);
+    if (!ext_push(sv, RP_PARSE_HIDDEN, st->hash) ||
+        px_sset_pending(&sv->stmts, st->hash, ext_tick(sv->conn.w), sv->segment) < 0) {
+        pgs_buf_free(&b);
+        return -1;
+    }
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 0;
+}
+
+/* Consumes the whole client message at in_pos without forwarding it. */
+static void ext_drop(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    px_conn_flush_forward(c, &cl->server->conn);
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+}
+
+static char *ext_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Parse of a named statement. A name the client already has goes to the server as a
+ * Parse of that statement's server name, so PostgreSQL itself reports 42P05 (after its
+ * syntax check, aborting the transaction) and the proxy only puts the client's name in the
+ * message. A new name is registered at once (a skipped Parse forgets it again); the server
+ * prepares the statement unless it already has it, when the proxy may answer
+ * ParseComplete itself or, if the server's state is not known to be clean, lets the server
+ * parse it under a throwaway name so errors come out as PostgreSQL's. */
+static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest, size_t n)
+{
+    px_server *sv = cl->server;
+    px_worker *w = cl->conn.w;
+    pgs_buf b = PGS_BUF_INIT;
+    char sname[PX_STMT_NAME_LEN];
+    px_stmt *old = px_client_stmt_get(&cl->stmts, name);
+    if (old) {
+        int r = ext_ensure(sv, old);
+        if (r != 0)
+            return r < 0 ? -1 : 2;
+        ext_drop(cl, f);
+        px_stmt_name(old->hash, sname);
+        size_t m = pgs_msg_begin(&b, 'P');
+        pgs_buf_append_cstr(&b, sname);
+        pgs_buf_append(&b, rest, n);
+        pgs_msg_end(&b, m);
+        px_reply_ent *e = ext_push(sv, RP_PARSE, 0);
+        if (e)
+            e->cname = ext_strdup(name);
+        px_conn_send_buf(&sv->conn, &b);
+        pgs_buf_free(&b);
+        return e ? 1 : -1;
+    }
+    px_stmt *st = px_stmt_register(&w->stmts, rest, n);
+    uint32_t seg;
+    px_sstate s = st ? px_sset_get(&sv->stmts, st->hash, ext_tick(w), &seg) : PX_STMT_ABSENT;
+    bool wait = s == PX_STMT_PENDING && seg != (sv->segment & 0x7fffffffu);
+    if (st && (wait || (s == PX_STMT_ABSENT && ext_evict(sv, &b) > 0))) {
+        px_stmt_unref(&w->stmts, st);
+        pgs_buf_free(&b);
+        return 2; /* wait for an earlier Parse to be answered */
+    }
+    if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
+        if (st)
+            px_stmt_unref(&w->stmts, st);
+        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
+        return -1;
+    }
+    ext_drop(cl, f);
+    px_reply_ent *e = NULL;
+    bool clean = sv->replies.n == 0 && sv->tx_status != 'E';
+    /* The entry remembers which name it defined, to forget it if the Parse is skipped. */
+#define ATTACH(e) ((e)->cname = ext_strdup(name), (e)->stmt = st, st->refs++)
+    if (s == PX_STMT_PENDING || (s == PX_STMT_READY && clean)) {
+        if ((e = ext_push(sv, RP_FAKE_PARSE, 0)))
+            ATTACH(e);
+    } else if (s == PX_STMT_READY) {
+        build_parse(&b, PROBE_NAME, st);
+        build_close_stmt(&b, PROBE_NAME);
+        if ((e = ext_push(sv, RP_PARSE, 0))) {
+            ATTACH(e);
+            e = ext_push(sv, RP_CLOSE_HIDDEN, 0);
+        }
+    } else {
+        px_stmt_name(st->hash, sname);
+        build_parse(&b, sname, st);
+        if ((e = ext_push(sv, RP_PARSE, st->hash))) {
+            ATTACH(e);
+            if (px_sset_pending(&sv->stmts, st->hash, ext_tick(w), sv->segment) < 0)
+                e = NULL;
+        }
+    }
+#undef ATTACH
+    if (!e) {
+        pgs_buf_free(&b);
+        return -1;
+    }
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    px_server_emit_fakes(sv);
+    return 1;
+}
+
+/* Close of a named statement is answered by the proxy (the server keeps the statement for
+ * other clients); the name is dropped now and restored if the Close turns out skipped. */
+static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
+{
+    px_server *sv = cl->server;
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    ext_drop(cl, f);
+    px_reply_ent *e = ext_push(sv, RP_FAKE_CLOSE, 0);
+    if (!e)
+        return -1;
+    if (st) {
+        e->cname = ext_strdup(name);
+        e->stmt = st;
+        st->refs++;
+        px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
+    }
+    px_server_emit_fakes(sv);
+    return 1;
+}
+
+/* Bind or Describe of a statement: rewritten to the server's name. An unknown name passes
+ * unchanged so that PostgreSQL reports it, except names that look like the proxy's own,
+ * which must not reach other clients' statements: they are sent as a name that cannot
+ * exist and the error is given the client's name. */
+static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name, const uint8_t *rest,
+                   size_t n)
+{
+    px_server *sv = cl->server;
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    char sname[PX_STMT_NAME_LEN];
+    bool foreign = !st && strncmp(name, "pgshard_", 8) == 0;
+    if (!st && !foreign)
+        return 0;
+    if (st) {
+        int r = ext_ensure(sv, st);
+        if (r != 0)
+            return r < 0 ? -1 : 2;
+        px_stmt_name(st->hash, sname);
+    } else {
+        snprintf(sname, sizeof sname, "pgshard_");
+    }
+    ext_drop(cl, f);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, f->type);
+    if (f->type == 'B')
+        pgs_buf_append_cstr(&b, portal);
+    else
+        pgs_buf_append_u8(&b, 'S');
+    pgs_buf_append_cstr(&b, sname);
+    pgs_buf_append(&b, rest, n);
+    pgs_msg_end(&b, m);
+    px_reply_ent *e = ext_push(sv, f->type == 'B' ? RP_BIND : RP_DESCRIBE, 0);
+    if (e && foreign)
+        e->cname = ext_strdup(name);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return e ? 1 : -1;
+}
+
+/* Handles P, B, D and C of a linked client in transaction pooling. Returns 1 when the
+ * message was consumed, 0 when it passes unchanged, 2 when the client must wait for the
+ * server, -1 when something was closed. */
+int px_ext_client_message(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *body = c->in.data + c->in_pos + PGS_HDR_LEN;
+    pgs_reader rd = pgs_reader_make(body, f->len - 4);
+    const char *portal = NULL, *name;
+    uint8_t kind = 'S';
+    if (f->type == 'B' && pgs_rd_cstr(&rd, &portal) < 0)
+        return 0;
+    if ((f->type == 'D' || f->type == 'C') && pgs_rd_u8(&rd, &kind) < 0)
+        return 0;
+    if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
+        return 0;
+    /* What was forwarded before goes first: the proxy may inject messages now. */
+    px_conn_flush_forward(c, &cl->server->conn);
+    switch (f->type) {
+    case 'P':
+        return ext_parse(cl, f, name, rd.p, rd.left);
+    case 'C':
+        return ext_close(cl, f, name);
+    default:
+        return ext_use(cl, f, portal, name, rd.p, rd.left);
+    }
+}
+
+/* DEALLOCATE of a client's statement runs as DEALLOCATE of the server's name for it, so
+ * the reply is PostgreSQL's own. Returns as px_ext_client_message. */
+int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
+{
+    px_server *sv = cl->server;
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    if (!st)
+        return 0;
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    int r = ext_ensure(sv, st);
+    if (r != 0)
+        return r < 0 ? -1 : 2;
+    char sname[PX_STMT_NAME_LEN];
+    px_stmt_name(st->hash, sname);
+    ext_drop(cl, f);
+    px_htab_del(&sv->stmts, st->hash);
+    px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    pgs_buf_append(&b, "DEALLOCATE ", 11);
+    pgs_buf_append_cstr(&b, sname);
+    pgs_msg_end(&b, m);
+    int ok = px_server_push_reply(sv, RP_QUERY, 0);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return ok < 0 ? -1 : 1;
+}
+
+/* ---- the server side ---------------------------------------------------------------- */
+
+static void ext_succeeded(px_server *sv, px_reply_ent *e)
+{
+    if ((e->kind == RP_PARSE || e->kind == RP_PARSE_HIDDEN) && e->hash)
+        px_sset_ready(&sv->stmts, e->hash);
+    ext_release(sv->conn.w, e);
+    px_replies_pop(&sv->replies);
+}
+
+/* Undoes what an entry's message did to the proxy's bookkeeping when the server failed
+ * or skipped it, and releases the entry (the caller pops it). */
+static void ext_undo(px_server *sv, px_reply_ent *e)
+{
+    px_client *cl = sv->client;
+    px_worker *w = sv->conn.w;
+    switch (e->kind) {
+    case RP_PARSE:
+    case RP_PARSE_HIDDEN:
+    case RP_FAKE_PARSE:
+        if (e->hash)
+            px_htab_del(&sv->stmts, e->hash);
+        if (cl && e->cname && e->stmt && px_client_stmt_get(&cl->stmts, e->cname) == e->stmt)
+            px_client_stmt_del(&cl->stmts, &w->stmts, e->cname);
+        break;
+    case RP_FAKE_CLOSE:
+        if (cl && e->cname && e->stmt && !px_client_stmt_get(&cl->stmts, e->cname) &&
+            px_client_stmt_put(&cl->stmts, &w->stmts, e->cname, e->stmt) == 0)
+            e->stmt = NULL; /* the name holds the reference now */
+        break;
+    case RP_CLOSE_HIDDEN:
+        if (e->hash && px_sset_pending(&sv->stmts, e->hash, 0, 0) == 0)
+            px_sset_ready(&sv->stmts, e->hash); /* not closed after all */
+        break;
+    default:
+        break;
+    }
+    ext_release(w, e);
+}
+
+/* After an ErrorResponse to an extended-protocol message the server skips everything up
+ * to Sync. The skipped messages are undone last first, as a rollback would, so a name
+ * closed and then parsed again in the skipped part ends up as it was. When the queue runs
+ * out before a Sync, what the client sends next until its Sync is skipped too. */
+static void ext_skip_to_sync(px_server *sv)
+{
+    px_replies *q = &sv->replies;
+    size_t k = 0;
+    while (k < q->n && q->ents[(q->head + k) % q->cap].kind != RP_SYNC &&
+           q->ents[(q->head + k) % q->cap].kind != RP_QUERY)
+        k++;
+    sv->skipping = k == q->n;
+    for (size_t i = k; i-- > 0;)
+        ext_undo(sv, &q->ents[(q->head + i) % q->cap]);
+    while (k--)
+        px_replies_pop(q);
+}
+
+/* Sends the replies the proxy owes the client itself once everything before them has
+ * been relayed, so they land exactly where PostgreSQL would have put them. */
+void px_server_emit_fakes(px_server *sv)
+{
+    static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4};
+    static const uint8_t close_complete[] = {'3', 0, 0, 0, 4};
+    px_reply_ent *h;
+    px_client *cl = sv->client;
+    while (!sv->skipping && (h = px_replies_head(&sv->replies)) && h->kind >= RP_FAKE_CLOSE) {
+        if (cl)
+            px_conn_send(&cl->conn, h->kind == RP_FAKE_PARSE ? parse_complete : close_complete, 5);
+        ext_succeeded(sv, h);
+    }
+}
+
+/* Rebuilds an ErrorResponse naming the proxy's statement name with the client's. */
+static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t *msg, const pgs_frame *f)
+{
+    pgs_error_fields ef;
+    px_client *cl = sv->client;
+    pgs_buf b = PGS_BUF_INIT;
+    if (pgs_error_parse(msg + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
+        (strcmp(ef.sqlstate, "42P05") == 0 || strcmp(ef.sqlstate, "26000") == 0)) {
+        pgs_msg_error(&b, ef.severity, ef.sqlstate, "prepared statement \"%s\" %s", e->cname,
+                      ef.sqlstate[1] == '2' ? "already exists" : "does not exist");
+        px_conn_send_buf(&cl->conn, &b);
+    } else {
+        px_conn_send(&cl->conn, msg, f->total);
+    }
+    pgs_buf_free(&b);
+}
+
+/* Accounts for one server message (whole in the buffer when it is small enough to matter)
+ * against the head of the reply queue. Returns 0 to relay it, 1 when it must not reach the
+ * client (hidden, or already sent in another form), 2 when the whole message is needed
+ * first, -1 on a desync. */
+int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail)
+{
+    px_reply_ent *h = px_replies_head(&sv->replies);
+    if (h && h->kind == RP_REPLAY) {
+        if (avail < f->total)
+            return 2;
+        if (f->type == 'E')
+            pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
+                     sv->be_pid);
+        if (f->type == 'Z')
+            px_replies_pop(&sv->replies);
+        return 1;
+    }
+    switch (f->type) {
+    case 'E': {
+        int hide = 0;
+        sv->saw_error = true;
+        if (h && h->cname && (h->kind == RP_BIND || h->kind == RP_DESCRIBE || (h->kind == RP_PARSE && !h->stmt))) {
+            if (avail < f->total)
+                return 2;
+            px_conn_flush_forward(&sv->conn, &sv->client->conn);
+            ext_rename_error(sv, h, p, f);
+            hide = 1;
+        }
+        if (h && h->kind != RP_QUERY)
+            ext_skip_to_sync(sv);
+        return hide;
+    }
+    case 'Z':
+        if (sv->skipping)
+            ext_skip_to_sync(sv);
+        h = px_replies_head(&sv->replies);
+        if (!h || (h->kind != RP_SYNC && h->kind != RP_QUERY))
+            return -1;
+        sv->skipping = false;
+        px_replies_pop(&sv->replies);
+        return 0;
+    case '1':
+        if (!h || (h->kind != RP_PARSE && h->kind != RP_PARSE_HIDDEN))
+            return -1;
+        {
+            int hide = h->kind == RP_PARSE_HIDDEN;
+            ext_succeeded(sv, h);
+            return hide;
+        }
+    case '3':
+        if (!h || (h->kind != RP_CLOSE && h->kind != RP_CLOSE_HIDDEN))
+            return -1;
+        {
+            int hide = h->kind == RP_CLOSE_HIDDEN;
+            ext_succeeded(sv, h);
+            return hide;
+        }
+    case '2':
+        if (!h || h->kind != RP_BIND)
+            return -1;
+        ext_succeeded(sv, h);
+        return 0;
+    case 'T':
+    case 'n':
+        if (h && h->kind == RP_DESCRIBE)
+            ext_succeeded(sv, h);
+        return 0;
+    case 'C':
+    case 'I':
+    case 's':
+        if (h && h->kind == RP_EXECUTE)
+            ext_succeeded(sv, h);
+        return 0;
+    default:
+        return 0;
+    }
+}
