@@ -160,6 +160,9 @@ static const cfg_key cfg_keys[] = {
     CFG_ENUM(server_tls, cfg_server_tls, "disable", cfg_server_tls_words),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_cert_file", cfg_config, tls_cert_file, cfg_path, cfg_parse_path),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_key_file", cfg_config, tls_key_file, cfg_path, cfg_parse_path),
+    CFG_KEY(CFG_SEC_PGSHARD, "admin_users", cfg_config, admin_users, char *, cfg_parse_secret, .def = NULL),
+    CFG_KEY(CFG_SEC_PGSHARD, "metrics_port", cfg_config, metrics_port, uint16_t, cfg_parse_port, .def = "0",
+            .min = 0, .max = 65535),
     CFG_ENUM(log_format, cfg_log_format, "text", cfg_log_formats),
     CFG_ENUM(log_level, cfg_log_level, "info", cfg_log_levels),
 
@@ -861,6 +864,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->users);
     free(cfg->shards);
     free(cfg->path);
+    free(cfg->admin_users);
     free(cfg);
 }
 

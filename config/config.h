@@ -52,6 +52,8 @@ typedef struct cfg_config {
     cfg_server_tls server_tls;      /* default disable */
     char tls_cert_file[CFG_PATH_MAX]; /* PEM certificate (chain) shown to clients; "" = none */
     char tls_key_file[CFG_PATH_MAX];  /* its PEM private key */
+    char *admin_users;              /* owned: users allowed on the admin console, comma-separated */
+    uint16_t metrics_port;          /* default 0 = off: Prometheus /metrics and /healthz */
     cfg_log_format log_format;      /* default text */
     cfg_log_level log_level;        /* default info */
 

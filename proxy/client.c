@@ -15,7 +15,7 @@
 #define PX_MAX_AUTH_MSG 65536u
 
 static const char *const client_state_names[] = {
-    "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "closed",
+    "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "admin", "closed",
 };
 
 static void client_set_state(px_client *cl, px_client_state st)
@@ -49,6 +49,7 @@ void px_client_accept(px_worker *w)
     if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1)
         cl->key_secret = (uint32_t)rand();
     cl->accepted_at = uv_now(&w->loop);
+    atomic_fetch_add_explicit(&w->px->gs.accepted, 1, memory_order_relaxed);
     pgs_list_push_back(&w->clients, &cl->node);
     cl->counted = true;
     int n = atomic_fetch_add(&w->px->nclients, 1) + 1;
@@ -99,6 +100,8 @@ void px_client_close(px_client *cl)
     if (cl->pool && (cl->state == CL_WAIT_SERVER || cl->state == CL_WAIT_WELCOME))
         px_pool_forget_client(cl->pool, cl);
     client_set_state(cl, CL_CLOSED);
+    if (cl->pool)
+        cl->pool->nclients--;
     pgs_list_remove(&w->clients, &cl->node);
     if (cl->counted) {
         atomic_fetch_sub(&w->px->nclients, 1);
@@ -130,11 +133,16 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     cl->auth = AUTH_NONE;
     if (px_conn_send_buf(&cl->conn, b) < 0)
         return;
+    if (strcmp(cl->db_name, "pgshard") == 0) {
+        px_admin_login(cl);
+        return;
+    }
     cl->pool = px_pool_get(cl->conn.w, cl->user, cl->db_name);
     if (!cl->pool) {
         px_client_fatal(cl, "53200", "out of memory");
         return;
     }
+    cl->pool->nclients++;
     pgs_debug("client_login", "client %08x user=%s db=%s", cl->key_pid, cl->user_name, cl->db_name);
     client_set_state(cl, CL_WAIT_WELCOME);
     cl->wait_since = uv_now(&cl->conn.w->loop);
@@ -195,6 +203,8 @@ static void client_begin_auth(px_client *cl)
     pgs_buf b = PGS_BUF_INIT;
     cl->user = px_user_find(px, cl->user_name);
     if (!cl->user) {
+        atomic_fetch_add_explicit(&px->gs.auth_failures, 1, memory_order_relaxed);
+        pgs_warn("auth_failed", "client %08x: no such user \"%s\"", cl->key_pid, cl->user_name);
         px_client_fatal(cl, "28000", "no such user \"%s\"", cl->user_name);
         return;
     }
@@ -232,6 +242,7 @@ static void client_begin_auth(px_client *cl)
 
 static void client_auth_failed(px_client *cl)
 {
+    atomic_fetch_add_explicit(&cl->conn.w->px->gs.auth_failures, 1, memory_order_relaxed);
     pgs_warn("auth_failed", "client %08x: password authentication failed for user \"%s\"", cl->key_pid,
              cl->user_name);
     px_client_fatal(cl, "28P01", "password authentication failed for user \"%s\"", cl->user_name);
@@ -458,6 +469,7 @@ static int client_startup_step(px_client *cl)
         return 0;
     uint32_t len = pgs_be32(p);
     if (len < 8 || len > PGS_MAX_STARTUP_LEN) {
+        atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
         px_client_fatal(cl, "08P01", "invalid length of startup packet");
         return -1;
     }
@@ -616,6 +628,8 @@ static int client_forward_step(px_client *cl)
     int r = pgs_frame_read(c->in.data + c->in_pos, avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
         return 0;
+    if (r < 0 || !pgs_frontend_type_valid(f.type))
+        atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
     if (r < 0) {
         px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
         px_client_fatal(cl, "08P01", "invalid message length");
@@ -647,6 +661,8 @@ static int client_forward_step(px_client *cl)
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
     px_server *sv = cl->server;
+    if (!sv->xact_start_ns)
+        sv->xact_start_ns = uv_hrtime();
     if (cl->fresh_link) {
         cl->fresh_link = false;
         client_replay_session(cl, sv);
@@ -701,6 +717,9 @@ void px_client_process(px_client *cl)
         case CL_ACTIVE:
             r = client_forward_step(cl);
             break;
+        case CL_ADMIN:
+            r = px_admin_step(cl);
+            break;
         default:
             r = 0;
             break;
@@ -728,6 +747,7 @@ void px_client_update_reading(px_client *cl)
     case CL_STARTUP:
     case CL_AUTH:
     case CL_IDLE:
+    case CL_ADMIN:
         on = true;
         break;
     case CL_ACTIVE:
@@ -752,6 +772,14 @@ void px_client_link(px_client *cl, px_server *sv)
 {
     cl->server = sv;
     cl->fresh_link = true;
+    if (cl->wait_start_ns) {
+        uint64_t us = (uv_hrtime() - cl->wait_start_ns) / 1000;
+        px_pool_stats *st = &sv->pool->st;
+        st->waits++;
+        st->wait_us += us;
+        px_hist_observe(st->wait_hist, us);
+        cl->wait_start_ns = 0;
+    }
     px_server_activate(sv, cl);
     client_set_state(cl, CL_ACTIVE);
     px_client_process(cl);

@@ -51,8 +51,13 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_dispatch_close(c);
         return;
     }
-    if (r == 1 && c->is_server)
-        px_server_tls_ready((px_server *)c);
+    if (r == 1) {
+        atomic_fetch_add_explicit(c->is_server ? &c->w->px->gs.tls_server_handshakes
+                                               : &c->w->px->gs.tls_client_handshakes,
+                                  1, memory_order_relaxed);
+        if (c->is_server)
+            px_server_tls_ready((px_server *)c);
+    }
     if (c->is_server)
         px_server_process((px_server *)c);
     else
@@ -199,6 +204,11 @@ void px_conn_flush_forward(px_conn *from, px_conn *to)
         size_t n = from->in_pos - from->fwd_mark;
         const uint8_t *p = from->in.data + from->fwd_mark;
         from->fwd_mark = from->in_pos;
+        px_pool *pool = from->is_server ? ((px_server *)from)->pool : ((px_client *)from)->pool;
+        if (pool && from->is_server)
+            pool->st.bytes_out += n;
+        else if (pool)
+            pool->st.bytes_in += n;
         if (to)
             px_conn_send(to, p, n);
     }

@@ -76,6 +76,7 @@ int px_pool_acquire(px_pool *pool, px_client *cl)
         return 0;
     }
     pgs_list_push_back(&pool->waiting, &cl->wait_node);
+    cl->wait_start_ns = uv_hrtime();
     pool_kick(pool);
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
+#include "proxy/stats.h"
 
 typedef struct px_proxy px_proxy;
 typedef struct px_worker px_worker;
@@ -49,6 +50,7 @@ struct px_proxy {
     void *tls_accept_ctx;               /* owned SSL_CTX for clients, or NULL */
     void *tls_connect_ctx;              /* owned SSL_CTX towards servers, or NULL */
     atomic_bool stopping;
+    px_global_stats gs;
 };
 
 /* How a connection's bytes meet the socket: plain or TLS (tls.c). */
@@ -91,6 +93,7 @@ typedef enum px_client_state {
     CL_IDLE,         /* logged in, no server */
     CL_WAIT_SERVER,  /* has a message to send, queued for a server connection */
     CL_ACTIVE,       /* linked to a server */
+    CL_ADMIN,        /* logged in to the admin console (database "pgshard") */
     CL_CLOSED,
 } px_client_state;
 
@@ -107,12 +110,15 @@ struct px_client {
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
     uint64_t accepted_at;         /* loop time of accept() */
     uint64_t wait_since;          /* loop time it started waiting (welcome or server) */
+    uint64_t wait_start_ns;       /* uv_hrtime() when it queued for a server; 0 if not */
     px_auth_step auth;
     bool counted;       /* holds a slot of px_proxy.nclients */
     bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
     bool paused;        /* waits for its server to answer an earlier segment's Parse */
+    bool admin_busy;    /* an admin command waits for a snapshot */
+    bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
     bool fresh_link;    /* linked to a server and nothing sent yet: replay session state first */
     px_htab stmts;      /* the client's statement names (transaction pooling) */
     px_session *sess;   /* owned, NULL until the client has session state */
@@ -144,6 +150,7 @@ struct px_server {
     px_client *client;    /* linked client, or NULL */
     uv_connect_t connect_req;
     uint64_t since;       /* loop time of the last state change */
+    uint64_t xact_start_ns; /* uv_hrtime() of the first message of the running transaction */
     px_replies replies;   /* what the server owes for what was sent to it, in order */
     uint32_t segment;     /* Syncs and Queries sent: numbers the pipeline segments */
     bool skipping;        /* after an error, the server ignores messages until Sync */
@@ -173,11 +180,16 @@ struct px_pool {
     uint64_t retry_at;   /* loop time before which no new server login is tried */
     bool welcome_ready;
     pgs_buf welcome;     /* ParameterStatus messages every new client receives */
+    int nclients;        /* logged-in clients of this pool */
+    px_pool_stats st;
 };
 
-typedef struct px_cancel_req {
-    uint32_t pid, secret;
-} px_cancel_req;
+/* Work one thread hands to a worker through its mailbox; runs on that worker's loop. */
+typedef struct px_job {
+    void (*fn)(px_worker *w, const struct px_job *job);
+    void *arg; /* the job's, freed by fn when it owns memory */
+    uint32_t a, b;
+} px_job;
 
 struct px_worker {
     px_proxy *px;
@@ -189,9 +201,12 @@ struct px_worker {
     uv_async_t wakeup;     /* stop request or cancel requests from other workers */
     uv_timer_t tick;
     uv_mutex_t mbox_lock;  /* guards mbox: the only lock, off the query path */
-    pgs_buf mbox;          /* px_cancel_req entries for clients of this worker */
+    pgs_buf mbox;          /* px_job entries posted by other threads */
     bool mbox_closed;      /* under mbox_lock: the wakeup handle is closing */
     uint32_t ticks;
+    uv_tcp_t metrics;      /* worker 0 only: the /metrics listener */
+    bool metrics_on;
+    pgs_list https;        /* open /metrics connections */
     pgs_list clients;
     pgs_list pools;
     px_htab stmts;         /* registry of px_stmt by hash, shared by this worker's clients */
@@ -207,6 +222,7 @@ int px_worker_start(px_worker *w);
 void px_worker_request_stop(px_worker *w);
 void px_worker_destroy(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
+int px_worker_post(px_worker *w, const px_job *job);
 void px_buf_take(px_worker *w, pgs_buf *b);
 void px_buf_give(px_worker *w, pgs_buf *b);
 
@@ -270,6 +286,31 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
 void px_pool_forget_client(px_pool *pool, px_client *cl);
 void px_pool_tick(px_pool *pool, uint64_t now);
 void px_pool_free(px_pool *pool);
+
+/* admin.c */
+void px_admin_login(px_client *cl);
+int px_admin_step(px_client *cl);
+/* Gathers from every worker, then calls done on the origin worker. kind: PX_SNAP_*. */
+enum { PX_SNAP_POOLS, PX_SNAP_CLIENTS, PX_SNAP_SERVERS };
+typedef struct px_snapshot px_snapshot;
+typedef void (*px_snap_done)(px_worker *origin, px_snapshot *s);
+struct px_snapshot {
+    int kind;
+    px_worker *origin;
+    px_snap_done done;
+    void *ctx;          /* the requester's, identified so it can be gone by then */
+    uint32_t ctx_id;
+    atomic_int pending;
+    int nparts;
+    pgs_buf parts[];    /* one per worker: px_pool_row array or DataRow messages */
+};
+int px_snapshot_start(px_worker *origin, int kind, px_snap_done done, void *ctx, uint32_t ctx_id);
+void px_snapshot_free(px_snapshot *s);
+void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n);
+
+/* metrics.c */
+int px_metrics_start(px_worker *w);
+void px_metrics_stop(px_worker *w);
 
 /* auth.c */
 const px_user *px_user_find(const px_proxy *px, const char *name);

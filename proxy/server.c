@@ -308,6 +308,20 @@ static int server_reset_step(px_server *sv)
     return 1;
 }
 
+/* A ReadyForQuery reached the client: one query, and a transaction when it went idle. */
+static void server_count_ready(px_server *sv)
+{
+    px_pool_stats *st = &sv->pool->st;
+    st->queries++;
+    if (sv->tx_status != 'I' || !sv->xact_start_ns)
+        return;
+    uint64_t us = (uv_hrtime() - sv->xact_start_ns) / 1000;
+    st->xacts++;
+    st->xact_us += us;
+    px_hist_observe(st->xact_hist, us);
+    sv->xact_start_ns = 0;
+}
+
 /* Asks for a whole message before looking at it: returns 0 (wait) or -1 (closed). */
 static int server_need(px_server *sv, size_t more)
 {
@@ -394,8 +408,11 @@ static int server_active_step(px_server *sv)
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
     }
+    if (f.type == 'E' && !hide)
+        sv->pool->st.errors++;
     if (f.type == 'Z' && !hide) {
         sv->tx_status = (char)p[5];
+        server_count_ready(sv);
         if (sv->stmts_doubtful && sv->saw_error)
             sv->close_on_release = true;
         sv->stmts_doubtful = false;

@@ -101,10 +101,10 @@ static void worker_drain_mbox(px_worker *w)
     box = w->mbox;
     w->mbox = (pgs_buf)PGS_BUF_INIT;
     uv_mutex_unlock(&w->mbox_lock);
-    for (size_t off = 0; off + sizeof(px_cancel_req) <= box.len; off += sizeof(px_cancel_req)) {
-        px_cancel_req rq;
-        memcpy(&rq, box.data + off, sizeof rq);
-        px_client_cancel(w, rq.pid, rq.secret);
+    for (size_t off = 0; off + sizeof(px_job) <= box.len; off += sizeof(px_job)) {
+        px_job job;
+        memcpy(&job, box.data + off, sizeof job);
+        job.fn(w, &job);
     }
     pgs_buf_free(&box);
 }
@@ -120,6 +120,7 @@ static void worker_on_wakeup(uv_async_t *a)
     w->mbox_closed = true;
     uv_mutex_unlock(&w->mbox_lock);
     worker_drain_mbox(w);
+    px_metrics_stop(w);
     uv_walk(&w->loop, worker_close_walk, w);
 }
 
@@ -176,11 +177,15 @@ int px_worker_start(px_worker *w)
     w->tick.data = w;
     uv_timer_start(&w->tick, worker_on_tick, PX_TICK_MS, PX_TICK_MS);
     uv_unref((uv_handle_t *)&w->tick);
+    pgs_list_init(&w->https);
+    if (w->id == 0 && (r = px_metrics_start(w)) < 0)
+        goto fail_timer;
     if ((r = uv_thread_create(&w->thread, worker_main, w)) < 0)
         goto fail_timer;
     return 0;
 
 fail_timer:
+    px_metrics_stop(w);
     uv_close((uv_handle_t *)&w->tick, NULL);
 fail_async:
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -194,21 +199,30 @@ fail_loop:
     return r;
 }
 
-/* Wakes a worker from another thread, unless it has begun closing its handles: sending
- * on a closed async handle is undefined, so the check and the send share the lock. */
-static void worker_wake(px_worker *w, const px_cancel_req *rq)
+/* Hands a job to a worker from any thread, unless the worker has begun closing its
+ * handles: sending on a closed async handle is undefined, so the check and the send share
+ * the lock. Returns 0, or -1 when the job was not taken. */
+static int worker_wake(px_worker *w, const px_job *job)
 {
+    int r = -1;
     uv_mutex_lock(&w->mbox_lock);
-    if (!w->mbox_closed && (!rq || pgs_buf_append(&w->mbox, rq, sizeof *rq) == 0))
+    if (!w->mbox_closed && (!job || pgs_buf_append(&w->mbox, job, sizeof *job) == 0)) {
         uv_async_send(&w->wakeup);
+        r = 0;
+    }
     uv_mutex_unlock(&w->mbox_lock);
+    return r;
 }
 
 void px_worker_request_stop(px_worker *w) { worker_wake(w, NULL); }
 
+int px_worker_post(px_worker *w, const px_job *job) { return worker_wake(w, job); }
+
+static void worker_cancel_job(px_worker *w, const px_job *job) { px_client_cancel(w, job->a, job->b); }
+
 /* Called from any worker thread: queue a cancel for a client of w. */
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret)
 {
-    px_cancel_req rq = {pid, secret};
-    worker_wake(w, &rq);
+    px_job job = {worker_cancel_job, NULL, pid, secret};
+    worker_wake(w, &job);
 }

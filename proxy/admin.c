@@ -1,0 +1,613 @@
+/* The admin console (database "pgshard", for admin_users): SHOW commands answered as
+ * result sets psql prints as tables, and SHUTDOWN. Also the snapshot that gathers pool
+ * counters and client/server lists from every worker, used here and by /metrics. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+const uint64_t px_hist_bounds_us[PX_HIST_BUCKETS - 1] = {
+    500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000,
+};
+
+void px_hist_observe(uint64_t *hist, uint64_t us)
+{
+    int i = 0;
+    while (i < PX_HIST_BUCKETS - 1 && us > px_hist_bounds_us[i])
+        i++;
+    hist[i]++;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+void px_snapshot_free(px_snapshot *s)
+{
+    for (int i = 0; i < s->nparts; i++)
+        pgs_buf_free(&s->parts[i]);
+    free(s);
+}
+
+static void snap_row_begin(pgs_buf *b, int ncols)
+{
+    pgs_buf_append_u8(b, 'D');
+    pgs_buf_append_be32(b, 0);
+    pgs_buf_append_be16(b, (uint16_t)ncols);
+}
+
+static void snap_col(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void snap_col(pgs_buf *b, const char *fmt, ...)
+{
+    char v[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(v, sizeof v, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof v)
+        n = sizeof v - 1;
+    pgs_buf_append_be32(b, (uint32_t)n);
+    pgs_buf_append(b, v, (size_t)n);
+}
+
+static void snap_row_end(pgs_buf *b, size_t start)
+{
+    pgs_buf_put_be32(b, start + 1, (uint32_t)(b->len - start - 1));
+}
+
+static const char *const cl_state_names[] = {"startup", "auth", "login", "idle", "waiting", "active", "admin", "closed"};
+static const char *const sv_state_names[] = {"connecting", "tls", "login", "idle", "active", "reset", "closed"};
+
+static void collect_pools(px_worker *w, pgs_buf *out)
+{
+    uint64_t now = uv_now(&w->loop);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp)
+    {
+        px_pool *p = pgs_container_of(it, px_pool, node);
+        px_pool_row row;
+        memset(&row, 0, sizeof row);
+        snprintf(row.user, sizeof row.user, "%s", p->user->cfg->name);
+        snprintf(row.db, sizeof row.db, "%s", p->db_name);
+        row.cl_waiting = (int)(p->waiting.n + p->welcome_waiting.n);
+        pgs_node *n;
+        if ((n = pgs_list_first(&p->waiting)))
+            row.maxwait_us = (now - pgs_container_of(n, px_client, wait_node)->wait_since) * 1000;
+        pgs_node *si, *st;
+        pgs_list_each(&p->servers, si, st)
+        {
+            px_server *sv = pgs_container_of(si, px_server, node);
+            if (sv->state == SV_ACTIVE)
+                row.sv_active++;
+            else if (sv->state == SV_IDLE || sv->state == SV_RESET)
+                row.sv_idle++;
+            else
+                row.sv_login++;
+        }
+        row.cl_active = row.sv_active;
+        row.cl_idle = p->nclients - row.cl_active - (int)p->waiting.n;
+        if (row.cl_idle < 0)
+            row.cl_idle = 0;
+        row.st = p->st;
+        pgs_buf_append(out, &row, sizeof row);
+    }
+}
+
+static void collect_clients(px_worker *w, pgs_buf *out)
+{
+    uint64_t now = uv_now(&w->loop);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *cl = pgs_container_of(it, px_client, node);
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        char addr[64] = "?";
+        int port = 0;
+        if (uv_tcp_getpeername(&cl->conn.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET) {
+                uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof addr);
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            } else {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            }
+        }
+        size_t st = out->len;
+        snap_row_begin(out, 9);
+        snap_col(out, "%d", w->id);
+        snap_col(out, "%s", cl->user_name);
+        snap_col(out, "%s", cl->db_name);
+        snap_col(out, "%s", cl_state_names[cl->state]);
+        snap_col(out, "%s", addr);
+        snap_col(out, "%d", port);
+        snap_col(out, "%llu", (unsigned long long)((now - cl->accepted_at) / 1000));
+        snap_col(out, "%s", px_conn_is_tls(&cl->conn) ? "yes" : "no");
+        snap_col(out, "%u", cl->server ? cl->server->be_pid : 0);
+        snap_row_end(out, st);
+    }
+}
+
+static void collect_servers(px_worker *w, pgs_buf *out)
+{
+    uint64_t now = uv_now(&w->loop);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp)
+    {
+        px_pool *p = pgs_container_of(it, px_pool, node);
+        pgs_node *si, *st2;
+        pgs_list_each(&p->servers, si, st2)
+        {
+            px_server *sv = pgs_container_of(si, px_server, node);
+            size_t st = out->len;
+            snap_row_begin(out, 9);
+            snap_col(out, "%d", w->id);
+            snap_col(out, "%s", p->user->cfg->name);
+            snap_col(out, "%s", p->db_name);
+            snap_col(out, "%s", sv_state_names[sv->state]);
+            snap_col(out, "%u", sv->be_pid);
+            snap_col(out, "%llu", (unsigned long long)((now - sv->since) / 1000));
+            snap_col(out, "%c", sv->tx_status ? sv->tx_status : '?');
+            snap_col(out, "%s", px_conn_is_tls(&sv->conn) ? "yes" : "no");
+            snap_col(out, "%zu", sv->stmts.n);
+            snap_row_end(out, st);
+        }
+    }
+}
+
+static void snap_finish_job(px_worker *w, const px_job *job)
+{
+    px_snapshot *s = job->arg;
+    s->done(w, s);
+}
+
+/* One worker's part, copied on that worker's own thread. */
+static void snap_collect_job(px_worker *w, const px_job *job)
+{
+    px_snapshot *s = job->arg;
+    pgs_buf *out = &s->parts[w->id];
+    if (s->kind == PX_SNAP_POOLS)
+        collect_pools(w, out);
+    else if (s->kind == PX_SNAP_CLIENTS)
+        collect_clients(w, out);
+    else
+        collect_servers(w, out);
+    if (atomic_fetch_sub(&s->pending, 1) != 1)
+        return;
+    px_job fin = {snap_finish_job, s, 0, 0};
+    if (s->origin == w)
+        snap_finish_job(w, &fin);
+    else if (px_worker_post(s->origin, &fin) < 0)
+        px_snapshot_free(s); /* the origin is stopping: nobody waits any more */
+}
+
+int px_snapshot_start(px_worker *origin, int kind, px_snap_done done, void *ctx, uint32_t ctx_id)
+{
+    px_proxy *px = origin->px;
+    px_snapshot *s = calloc(1, sizeof *s + (size_t)px->nworkers * sizeof(pgs_buf));
+    if (!s)
+        return -1;
+    s->kind = kind;
+    s->origin = origin;
+    s->done = done;
+    s->ctx = ctx;
+    s->ctx_id = ctx_id;
+    s->nparts = px->nworkers;
+    atomic_store(&s->pending, px->nworkers);
+    for (int i = 0; i < px->nworkers; i++) {
+        px_job job = {snap_collect_job, s, 0, 0};
+        if (&px->workers[i] == origin)
+            continue;
+        if (px_worker_post(&px->workers[i], &job) < 0 && atomic_fetch_sub(&s->pending, 1) == 1) {
+            snap_finish_job(origin, &job); /* cannot happen before origin's own part */
+            return 0;
+        }
+    }
+    /* The origin's own part last, synchronously: the others may already be done. */
+    px_job self = {snap_collect_job, s, 0, 0};
+    snap_collect_job(origin, &self);
+    return 0;
+}
+
+/* Sums the pool rows of all workers by (user, database). */
+void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n)
+{
+    *n = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        const px_pool_row *rows = (const px_pool_row *)s->parts[i].data;
+        size_t m = s->parts[i].len / sizeof(px_pool_row);
+        for (size_t j = 0; j < m; j++) {
+            px_pool_row *acc = NULL;
+            for (size_t k = 0; k < *n; k++) {
+                px_pool_row *r = (px_pool_row *)out->data + k;
+                if (strcmp(r->user, rows[j].user) == 0 && strcmp(r->db, rows[j].db) == 0)
+                    acc = r;
+            }
+            if (!acc) {
+                if (pgs_buf_append(out, &rows[j], sizeof rows[j]) < 0)
+                    return;
+                (*n)++;
+                continue;
+            }
+            const px_pool_row *r = &rows[j];
+            acc->cl_active += r->cl_active;
+            acc->cl_waiting += r->cl_waiting;
+            acc->cl_idle += r->cl_idle;
+            acc->sv_active += r->sv_active;
+            acc->sv_idle += r->sv_idle;
+            acc->sv_login += r->sv_login;
+            if (r->maxwait_us > acc->maxwait_us)
+                acc->maxwait_us = r->maxwait_us;
+            uint64_t *a = (uint64_t *)&acc->st;
+            const uint64_t *b = (const uint64_t *)&r->st;
+            for (size_t k = 0; k < sizeof acc->st / sizeof(uint64_t); k++)
+                a[k] += b[k];
+        }
+    }
+}
+
+/* ---- the console -------------------------------------------------------------------- */
+
+static void admin_columns(pgs_buf *b, const char *const *cols, int n)
+{
+    size_t st = pgs_msg_begin(b, 'T');
+    pgs_buf_append_be16(b, (uint16_t)n);
+    for (int i = 0; i < n; i++) {
+        pgs_buf_append_cstr(b, cols[i]);
+        pgs_buf_append_be32(b, 0);
+        pgs_buf_append_be16(b, 0);
+        pgs_buf_append_be32(b, 25); /* text */
+        pgs_buf_append_be16(b, 0xffff);
+        pgs_buf_append_be32(b, 0xffffffff);
+        pgs_buf_append_be16(b, 0);
+    }
+    pgs_msg_end(b, st);
+}
+
+static void admin_complete(px_client *cl, pgs_buf *b, const char *tag)
+{
+    size_t st = pgs_msg_begin(b, 'C');
+    pgs_buf_append_cstr(b, tag);
+    pgs_msg_end(b, st);
+    pgs_msg_ready(b, 'I');
+    px_conn_send_buf(&cl->conn, b);
+}
+
+static unsigned count_rows(const pgs_buf *b)
+{
+    unsigned n = 0;
+    pgs_frame f;
+    for (size_t off = 0; pgs_frame_read(b->data + off, b->len - off, PGS_MAX_MSG_LEN, &f) == 1; off += f.total)
+        n++;
+    return n;
+}
+
+static px_client *admin_find(px_worker *w, px_snapshot *s)
+{
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *cl = pgs_container_of(it, px_client, node);
+        if (cl == s->ctx && cl->key_pid == s->ctx_id && cl->state == CL_ADMIN)
+            return cl;
+    }
+    return NULL;
+}
+
+static void admin_resume(px_client *cl)
+{
+    cl->admin_busy = false;
+    px_client_process(cl);
+}
+
+static void admin_list_done(px_worker *w, px_snapshot *s)
+{
+    static const char *const ccols[] = {"worker", "user", "database", "state", "addr", "port", "age_s", "tls", "server_pid"};
+    static const char *const scols[] = {"worker", "user", "database", "state", "pid", "state_age_s", "tx", "tls", "prepared"};
+    px_client *cl = admin_find(w, s);
+    if (cl) {
+        pgs_buf b = PGS_BUF_INIT;
+        admin_columns(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 9);
+        unsigned n = 0;
+        for (int i = 0; i < s->nparts; i++) {
+            pgs_buf_append(&b, s->parts[i].data, s->parts[i].len);
+            n += count_rows(&s->parts[i]);
+        }
+        char tag[32];
+        snprintf(tag, sizeof tag, "SHOW %u", n);
+        admin_complete(cl, &b, tag);
+        pgs_buf_free(&b);
+        admin_resume(cl);
+    }
+    px_snapshot_free(s);
+}
+
+static void admin_pools_done(px_worker *w, px_snapshot *s)
+{
+    static const char *const pcols[] = {"user", "database", "cl_active", "cl_waiting", "cl_idle", "sv_active",
+                                        "sv_idle", "sv_login", "maxwait_ms", "pool_size"};
+    static const char *const tcols[] = {"user", "database", "xacts", "queries", "errors", "bytes_received",
+                                        "bytes_sent", "xact_time_ms", "avg_xact_us", "waits", "wait_time_ms"};
+    px_client *cl = admin_find(w, s);
+    if (cl) {
+        pgs_buf rows = PGS_BUF_INIT, b = PGS_BUF_INIT;
+        size_t n;
+        px_pool_rows_merge(s, &rows, &n);
+        bool is_stats = cl->admin_show_stats;
+        admin_columns(&b, is_stats ? tcols : pcols, is_stats ? 11 : 10);
+        for (size_t i = 0; i < n; i++) {
+            const px_pool_row *r = (const px_pool_row *)rows.data + i;
+            size_t st = b.len;
+            if (is_stats) {
+                snap_row_begin(&b, 11);
+                snap_col(&b, "%s", r->user);
+                snap_col(&b, "%s", r->db);
+                snap_col(&b, "%llu", (unsigned long long)r->st.xacts);
+                snap_col(&b, "%llu", (unsigned long long)r->st.queries);
+                snap_col(&b, "%llu", (unsigned long long)r->st.errors);
+                snap_col(&b, "%llu", (unsigned long long)r->st.bytes_in);
+                snap_col(&b, "%llu", (unsigned long long)r->st.bytes_out);
+                snap_col(&b, "%llu", (unsigned long long)(r->st.xact_us / 1000));
+                snap_col(&b, "%llu", (unsigned long long)(r->st.xacts ? r->st.xact_us / r->st.xacts : 0));
+                snap_col(&b, "%llu", (unsigned long long)r->st.waits);
+                snap_col(&b, "%llu", (unsigned long long)(r->st.wait_us / 1000));
+            } else {
+                snap_row_begin(&b, 10);
+                snap_col(&b, "%s", r->user);
+                snap_col(&b, "%s", r->db);
+                snap_col(&b, "%d", r->cl_active);
+                snap_col(&b, "%d", r->cl_waiting);
+                snap_col(&b, "%d", r->cl_idle);
+                snap_col(&b, "%d", r->sv_active);
+                snap_col(&b, "%d", r->sv_idle);
+                snap_col(&b, "%d", r->sv_login);
+                snap_col(&b, "%llu", (unsigned long long)(r->maxwait_us / 1000));
+                snap_col(&b, "%d", w->px->cfg->pool_size * w->px->nworkers);
+            }
+            snap_row_end(&b, st);
+        }
+        char tag[32];
+        snprintf(tag, sizeof tag, "SHOW %zu", n);
+        admin_complete(cl, &b, tag);
+        pgs_buf_free(&b);
+        pgs_buf_free(&rows);
+        admin_resume(cl);
+    }
+    px_snapshot_free(s);
+}
+
+static int admin_snapshot(px_client *cl, int kind, px_snap_done done)
+{
+    cl->admin_busy = true;
+    if (px_snapshot_start(cl->conn.w, kind, done, cl, cl->key_pid) < 0) {
+        cl->admin_busy = false;
+        px_client_fatal(cl, "53200", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int admin_show_pools(px_client *cl)
+{
+    cl->admin_show_stats = false;
+    return admin_snapshot(cl, PX_SNAP_POOLS, admin_pools_done);
+}
+
+static int admin_show_stats(px_client *cl)
+{
+    cl->admin_show_stats = true;
+    return admin_snapshot(cl, PX_SNAP_POOLS, admin_pools_done);
+}
+
+static int admin_show_clients(px_client *cl) { return admin_snapshot(cl, PX_SNAP_CLIENTS, admin_list_done); }
+static int admin_show_servers(px_client *cl) { return admin_snapshot(cl, PX_SNAP_SERVERS, admin_list_done); }
+
+static void admin_kv(pgs_buf *b, const char *k, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void admin_kv(pgs_buf *b, const char *k, const char *fmt, ...)
+{
+    char v[CFG_PATH_MAX + 32];
+    va_list ap;
+    va_start(ap, fmt);
+    if (vsnprintf(v, sizeof v, fmt, ap) < 0)
+        v[0] = 0;
+    va_end(ap);
+    size_t st = b->len;
+    snap_row_begin(b, 2);
+    snap_col(b, "%s", k);
+    snap_col(b, "%s", v);
+    snap_row_end(b, st);
+}
+
+static int admin_show_config(px_client *cl)
+{
+    static const char *const cols[] = {"key", "value"};
+    static const char *const ctls[] = {"disable", "allow", "require"};
+    static const char *const stls[] = {"disable", "prefer", "require"};
+    const cfg_config *c = cl->conn.w->px->cfg;
+    pgs_buf b = PGS_BUF_INIT;
+    admin_columns(&b, cols, 2);
+    admin_kv(&b, "config_file", "%s", c->path);
+    admin_kv(&b, "listen_addr", "%s", c->listen_addr);
+    admin_kv(&b, "listen_port", "%u", c->listen_port);
+    admin_kv(&b, "workers", "%d", c->workers);
+    admin_kv(&b, "pool_mode", "%s", cfg_pool_mode_name(c->pool_mode));
+    admin_kv(&b, "pool_size", "%d", c->pool_size);
+    admin_kv(&b, "max_client_conn", "%d", c->max_client_conn);
+    admin_kv(&b, "auth_type", "%s", cfg_auth_type_name(c->auth_type));
+    admin_kv(&b, "query_wait_timeout", "%.3f", c->query_wait_timeout_ms / 1000.0);
+    admin_kv(&b, "server_idle_timeout", "%.3f", c->server_idle_timeout_ms / 1000.0);
+    admin_kv(&b, "server_connect_timeout", "%.3f", c->server_connect_timeout_ms / 1000.0);
+    admin_kv(&b, "client_login_timeout", "%.3f", c->client_login_timeout_ms / 1000.0);
+    admin_kv(&b, "client_tls", "%s", ctls[c->client_tls]);
+    admin_kv(&b, "server_tls", "%s", stls[c->server_tls]);
+    admin_kv(&b, "admin_users", "%s", c->admin_users ? c->admin_users : "");
+    admin_kv(&b, "metrics_port", "%u", c->metrics_port);
+    for (int i = 0; i < c->nshards; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "shard.%d.primary", i);
+        admin_kv(&b, key, "%s:%u", c->shards[i].primary.host, c->shards[i].primary.port);
+    }
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    return 0;
+}
+
+static int admin_show_version(px_client *cl)
+{
+    static const char *const cols[] = {"version"};
+    pgs_buf b = PGS_BUF_INIT;
+    admin_columns(&b, cols, 1);
+    size_t st = b.len;
+    snap_row_begin(&b, 1);
+    snap_col(&b, "pgshard %s", PGS_VERSION);
+    snap_row_end(&b, st);
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    return 0;
+}
+
+static int admin_shutdown(px_client *cl)
+{
+    pgs_info("shutdown_requested", "SHUTDOWN from the admin console by %s", cl->user_name);
+    pgs_buf b = PGS_BUF_INIT;
+    admin_complete(cl, &b, "SHUTDOWN");
+    pgs_buf_free(&b);
+    kill(getpid(), SIGTERM);
+    return 0;
+}
+
+static const struct {
+    const char *cmd;
+    int (*fn)(px_client *cl);
+} admin_commands[] = {
+    {"show pools", admin_show_pools},     {"show clients", admin_show_clients}, {"show servers", admin_show_servers},
+    {"show stats", admin_show_stats},     {"show config", admin_show_config},   {"show version", admin_show_version},
+    {"shutdown", admin_shutdown},
+};
+
+/* "  SHOW   pools ; " -> "show pools" */
+static void admin_normalize(const char *in, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    bool space = false;
+    for (size_t i = 0; i < n && in[i]; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == ';')
+            break;
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            space = o > 0;
+            continue;
+        }
+        if (space && o + 1 < cap)
+            out[o++] = ' ';
+        space = false;
+        if (o + 1 < cap)
+            out[o++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    out[o] = 0;
+}
+
+static void admin_error(px_client *cl, const char *sqlstate, const char *msg, bool ready)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
+    if (ready)
+        pgs_msg_ready(&b, 'I');
+    px_conn_send_buf(&cl->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* One message of an admin client. Same return convention as the other steps. */
+int px_admin_step(px_client *cl)
+{
+    px_conn *c = &cl->conn;
+    if (cl->admin_busy)
+        return 0;
+    size_t avail = c->in.len - c->in_pos;
+    pgs_frame f;
+    int r = pgs_frame_read(c->in.data + c->in_pos, avail, 65536, &f);
+    if (r == 0 || (r > 0 && avail < f.total))
+        return 0;
+    if (r < 0) {
+        px_client_fatal(cl, "08P01", "invalid message length");
+        return -1;
+    }
+    c->in_pos += f.total;
+    c->fwd_mark = c->in_pos;
+    if (f.type == 'X') {
+        px_client_close(cl);
+        return -1;
+    }
+    if (f.type == 'S') {
+        admin_error(cl, "0A000", "the admin console takes simple queries only", true);
+        return 1;
+    }
+    if (f.type != 'Q')
+        return 1; /* extended-protocol messages: answered at their Sync */
+    char cmd[128];
+    admin_normalize((const char *)c->in.data + c->in_pos - f.total + PGS_HDR_LEN, f.len - 4, cmd, sizeof cmd);
+    for (size_t i = 0; i < sizeof admin_commands / sizeof admin_commands[0]; i++)
+        if (strcmp(cmd, admin_commands[i].cmd) == 0)
+            return admin_commands[i].fn(cl) < 0 ? -1 : 1;
+    if (cmd[0] == 0) {
+        pgs_buf b = PGS_BUF_INIT;
+        size_t st = pgs_msg_begin(&b, 'I');
+        pgs_msg_end(&b, st);
+        pgs_msg_ready(&b, 'I');
+        px_conn_send_buf(&cl->conn, &b);
+        pgs_buf_free(&b);
+        return 1;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, SHUTDOWN",
+             cmd);
+    admin_error(cl, "42601", msg, true);
+    return 1;
+}
+
+static bool admin_allowed(const cfg_config *c, const char *user)
+{
+    if (!c->admin_users)
+        return false;
+    size_t n = strlen(user);
+    for (const char *p = c->admin_users; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        if ((size_t)(e - p) == n && strncmp(p, user, n) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+/* A client authenticated for database "pgshard". */
+void px_admin_login(px_client *cl)
+{
+    if (!admin_allowed(cl->conn.w->px->cfg, cl->user_name)) {
+        px_client_fatal(cl, "28000", "user \"%s\" may not use the admin console (admin_users)", cl->user_name);
+        return;
+    }
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_param_status(&b, "server_version", "15.0 (pgshard " PGS_VERSION ")");
+    pgs_msg_param_status(&b, "server_encoding", "UTF8");
+    pgs_msg_param_status(&b, "client_encoding", "UTF8");
+    pgs_msg_param_status(&b, "DateStyle", "ISO, MDY");
+    pgs_msg_param_status(&b, "integer_datetimes", "on");
+    pgs_msg_param_status(&b, "standard_conforming_strings", "on");
+    pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
+    pgs_msg_ready(&b, 'I');
+    cl->state = CL_ADMIN;
+    pgs_info("admin_login", "user %s on the admin console", cl->user_name);
+    px_conn_send_buf(&cl->conn, &b);
+    pgs_buf_free(&b);
+}

@@ -1,0 +1,302 @@
+/* Prometheus metrics over HTTP on metrics_port, served by worker 0's own loop: /metrics
+ * (text exposition format) and /healthz. Metric names are declared once, in the table
+ * below. The numbers come from a snapshot of every worker (admin.c). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+#define HTTP_REQ_MAX 4096
+
+typedef struct px_http {
+    uv_tcp_t tcp; /* data is NULL: not a px_conn */
+    pgs_node node; /* in w->https */
+    px_worker *w;
+    uint32_t id;
+    size_t len;
+    bool answered;
+    uv_write_t wreq;
+    pgs_buf out;
+    char req[HTTP_REQ_MAX];
+} px_http;
+
+/* Every metric: name, type, help. */
+static const struct {
+    const char *name, *type, *help;
+} metric_defs[] = {
+    {"pgshard_up", "gauge", "1 while pgshard serves"},
+    {"pgshard_client_connections_total", "counter", "Client connections accepted"},
+    {"pgshard_auth_failures_total", "counter", "Client authentications that failed"},
+    {"pgshard_protocol_errors_total", "counter", "Clients dropped for protocol violations"},
+    {"pgshard_tls_handshakes_total", "counter", "TLS handshakes completed, by side"},
+    {"pgshard_clients", "gauge", "Logged-in clients by pool and state"},
+    {"pgshard_servers", "gauge", "Server connections by pool and state"},
+    {"pgshard_pool_size", "gauge", "Server connections a pool may open (all workers)"},
+    {"pgshard_pool_saturation", "gauge", "Active server connections over pool size"},
+    {"pgshard_pool_wait_queue", "gauge", "Clients waiting for a server connection"},
+    {"pgshard_transactions_total", "counter", "Transactions (ReadyForQuery idle after work)"},
+    {"pgshard_queries_total", "counter", "ReadyForQuery messages relayed"},
+    {"pgshard_errors_total", "counter", "ErrorResponse messages relayed from servers"},
+    {"pgshard_received_bytes_total", "counter", "Bytes from clients to servers"},
+    {"pgshard_sent_bytes_total", "counter", "Bytes from servers to clients"},
+    {"pgshard_transaction_seconds", "histogram", "Transaction time, first message to ReadyForQuery"},
+    {"pgshard_wait_seconds", "histogram", "Time clients waited for a server connection"},
+};
+
+static void out_printf(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(pgs_buf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        pgs_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static void out_header(pgs_buf *b, int i)
+{
+    out_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help, metric_defs[i].name,
+               metric_defs[i].type);
+}
+
+static void out_hist(pgs_buf *b, const char *name, const char *labels, const uint64_t *hist, uint64_t sum_us,
+                     uint64_t count)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i < PX_HIST_BUCKETS; i++) {
+        cum += hist[i];
+        if (i < PX_HIST_BUCKETS - 1)
+            out_printf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, px_hist_bounds_us[i] / 1e6,
+                       (unsigned long long)cum);
+        else
+            out_printf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    }
+    out_printf(b, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum_us / 1e6, name, labels,
+               (unsigned long long)count);
+}
+
+static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_buf *b)
+{
+    px_global_stats *g = &w->px->gs;
+    int pool_size = w->px->cfg->pool_size * w->px->nworkers;
+    out_header(b, 0);
+    out_printf(b, "pgshard_up 1\n");
+    out_header(b, 1);
+    out_printf(b, "pgshard_client_connections_total %llu\n", (unsigned long long)atomic_load(&g->accepted));
+    out_header(b, 2);
+    out_printf(b, "pgshard_auth_failures_total %llu\n", (unsigned long long)atomic_load(&g->auth_failures));
+    out_header(b, 3);
+    out_printf(b, "pgshard_protocol_errors_total %llu\n", (unsigned long long)atomic_load(&g->protocol_errors));
+    out_header(b, 4);
+    out_printf(b, "pgshard_tls_handshakes_total{side=\"client\"} %llu\n",
+               (unsigned long long)atomic_load(&g->tls_client_handshakes));
+    out_printf(b, "pgshard_tls_handshakes_total{side=\"server\"} %llu\n",
+               (unsigned long long)atomic_load(&g->tls_server_handshakes));
+    for (int m = 5; m < (int)(sizeof metric_defs / sizeof metric_defs[0]); m++) {
+        out_header(b, m);
+        for (size_t i = 0; i < n; i++) {
+            const px_pool_row *r = &rows[i];
+            char lb[200];
+            snprintf(lb, sizeof lb, "user=\"%s\",database=\"%s\"", r->user, r->db);
+            const char *name = metric_defs[m].name;
+            switch (m) {
+            case 5:
+                out_printf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->cl_active);
+                out_printf(b, "%s{%s,state=\"waiting\"} %d\n", name, lb, r->cl_waiting);
+                out_printf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->cl_idle);
+                break;
+            case 6:
+                out_printf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->sv_active);
+                out_printf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->sv_idle);
+                out_printf(b, "%s{%s,state=\"login\"} %d\n", name, lb, r->sv_login);
+                break;
+            case 7:
+                out_printf(b, "%s{%s} %d\n", name, lb, pool_size);
+                break;
+            case 8:
+                out_printf(b, "%s{%s} %.4f\n", name, lb, (double)r->sv_active / pool_size);
+                break;
+            case 9:
+                out_printf(b, "%s{%s} %d\n", name, lb, r->cl_waiting);
+                break;
+            case 10:
+                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.xacts);
+                break;
+            case 11:
+                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.queries);
+                break;
+            case 12:
+                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.errors);
+                break;
+            case 13:
+                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_in);
+                break;
+            case 14:
+                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_out);
+                break;
+            case 15:
+                out_hist(b, name, lb, r->st.xact_hist, r->st.xact_us, r->st.xacts);
+                break;
+            default:
+                out_hist(b, name, lb, r->st.wait_hist, r->st.wait_us, r->st.waits);
+                break;
+            }
+        }
+    }
+}
+
+static void http_on_close(uv_handle_t *h)
+{
+    px_http *hc = pgs_container_of((uv_tcp_t *)h, px_http, tcp);
+    pgs_buf_free(&hc->out);
+    free(hc);
+}
+
+static void http_close(px_http *hc)
+{
+    if (uv_is_closing((uv_handle_t *)&hc->tcp))
+        return;
+    pgs_list_remove(&hc->w->https, &hc->node);
+    uv_close((uv_handle_t *)&hc->tcp, http_on_close);
+}
+
+static void http_on_write(uv_write_t *req, int status)
+{
+    (void)status;
+    http_close(pgs_container_of(req, px_http, wreq));
+}
+
+static void http_respond(px_http *hc, const char *status, const char *ctype, const pgs_buf *body)
+{
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+                     ctype, body->len);
+    pgs_buf_append(&hc->out, head, (size_t)n);
+    pgs_buf_append(&hc->out, body->data, body->len);
+    if (pgs_buf_failed(&hc->out)) {
+        http_close(hc);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)hc->out.data, (unsigned)hc->out.len);
+    if (uv_write(&hc->wreq, (uv_stream_t *)&hc->tcp, &b, 1, http_on_write) < 0)
+        http_close(hc);
+}
+
+static void http_metrics_done(px_worker *w, px_snapshot *s)
+{
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->https, it, tmp)
+    {
+        px_http *hc = pgs_container_of(it, px_http, node);
+        if (hc != s->ctx || hc->id != s->ctx_id)
+            continue;
+        pgs_buf rows = PGS_BUF_INIT, body = PGS_BUF_INIT;
+        size_t n;
+        px_pool_rows_merge(s, &rows, &n);
+        metrics_render(w, (const px_pool_row *)rows.data, n, &body);
+        http_respond(hc, "200 OK", "text/plain; version=0.0.4", &body);
+        pgs_buf_free(&rows);
+        pgs_buf_free(&body);
+        break;
+    }
+    px_snapshot_free(s);
+}
+
+static void http_handle(px_http *hc)
+{
+    pgs_buf body = PGS_BUF_INIT;
+    hc->answered = true;
+    if (strncmp(hc->req, "GET /metrics ", 13) == 0 || strncmp(hc->req, "GET /metrics?", 13) == 0) {
+        if (px_snapshot_start(hc->w, PX_SNAP_POOLS, http_metrics_done, hc, hc->id) < 0)
+            http_close(hc);
+        return;
+    }
+    if (strncmp(hc->req, "GET /healthz ", 13) == 0) {
+        bool ok = !atomic_load(&hc->w->px->stopping);
+        pgs_buf_append(&body, ok ? "ok\n" : "stopping\n", ok ? 3 : 9);
+        http_respond(hc, ok ? "200 OK" : "503 Service Unavailable", "text/plain", &body);
+    } else {
+        pgs_buf_append(&body, "not found: try /metrics or /healthz\n", 36);
+        http_respond(hc, "404 Not Found", "text/plain", &body);
+    }
+    pgs_buf_free(&body);
+}
+
+static void http_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    px_http *hc = pgs_container_of((uv_tcp_t *)h, px_http, tcp);
+    (void)suggested;
+    *buf = uv_buf_init(hc->req + hc->len, (unsigned)(HTTP_REQ_MAX - 1 - hc->len));
+}
+
+static void http_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    px_http *hc = pgs_container_of((uv_tcp_t *)s, px_http, tcp);
+    (void)buf;
+    if (nread < 0 || (nread == 0 && hc->len == HTTP_REQ_MAX - 1)) {
+        http_close(hc);
+        return;
+    }
+    hc->len += (size_t)nread;
+    hc->req[hc->len] = 0;
+    if (hc->answered || !strstr(hc->req, "\r\n\r\n"))
+        return;
+    uv_read_stop(s);
+    http_handle(hc);
+}
+
+static void metrics_on_connection(uv_stream_t *server, int status)
+{
+    px_worker *w = pgs_container_of((uv_tcp_t *)server, px_worker, metrics);
+    if (status < 0)
+        return;
+    px_http *hc = calloc(1, sizeof *hc);
+    if (!hc)
+        return;
+    hc->w = w;
+    hc->id = w->next_pid++;
+    uv_tcp_init(&w->loop, &hc->tcp);
+    hc->tcp.data = NULL;
+    pgs_list_push_back(&w->https, &hc->node);
+    if (uv_accept(server, (uv_stream_t *)&hc->tcp) < 0 ||
+        uv_read_start((uv_stream_t *)&hc->tcp, http_on_alloc, http_on_read) < 0)
+        http_close(hc);
+}
+
+int px_metrics_start(px_worker *w)
+{
+    const cfg_config *cfg = w->px->cfg;
+    struct sockaddr_storage ss;
+    pgs_list_init(&w->https);
+    if (!cfg->metrics_port)
+        return 0;
+    if (uv_ip4_addr(cfg->listen_addr, cfg->metrics_port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(cfg->listen_addr, cfg->metrics_port, (struct sockaddr_in6 *)&ss) != 0)
+        return UV_EINVAL;
+    int r = uv_tcp_init(&w->loop, &w->metrics);
+    if (r < 0)
+        return r;
+    w->metrics.data = NULL;
+    w->metrics_on = true;
+    if ((r = uv_tcp_bind(&w->metrics, (const struct sockaddr *)&ss, 0)) < 0 ||
+        (r = uv_listen((uv_stream_t *)&w->metrics, 64, metrics_on_connection)) < 0) {
+        pgs_error("metrics_failed", "cannot listen on %s:%u for metrics: %s", cfg->listen_addr, cfg->metrics_port,
+                  uv_strerror(r));
+        return r;
+    }
+    return 0;
+}
+
+void px_metrics_stop(px_worker *w)
+{
+    if (w->metrics_on && !uv_is_closing((uv_handle_t *)&w->metrics))
+        uv_close((uv_handle_t *)&w->metrics, NULL);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->https, it, tmp) http_close(pgs_container_of(it, px_http, node));
+}
