@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# node-postgres (pg) and postgres.js through pgshard in transaction pooling, workers = 1 and
+# pool_size = 2, 20 client connections at a time (tests/drivers/node/test.js has the cases):
+# pg's named queries ({name, text, values}) from 20 clients, their transactions and errors;
+# postgres.js in its default mode (named prepared statements, pipelining) with max: 20,
+# sql.begin transactions, 2000 concurrent queries and queries with thousands of parameters.
+# Statements must be prepared again on each server connection (pgshard_% in
+# pg_prepared_statements on both backends), and the primary must never see more than
+# pool_size backends of user app.
+#
+# Uses the node and npm on PATH; installs Debian's nodejs and npm only when they are missing
+# (as root). The pinned packages (tests/drivers/node/package-lock.json) are installed with
+# `npm ci` in a copy under $PGS_WORK, so the source tree stays untouched.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+W=$PGS_WORK/t_driver_node
+APP=$W/app
+rm -rf "$W"
+mkdir -p "$APP"
+
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if ((${#missing[@]})); then
+  [[ $(id -u) -eq 0 ]] || pgs_fail "${missing[*]} missing and not root: install them (scripts/deps.sh does)"
+  pgs_log "installing ${missing[*]} with apt"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    pgs_fail "apt-get install ${missing[*]} failed"
+fi
+pgs_log "node $(node --version) ($(command -v node)), npm $(npm --version 2>/dev/null) ($(command -v npm))"
+
+cp "$PGS_SRC/tests/drivers/node/package.json" "$PGS_SRC/tests/drivers/node/package-lock.json" \
+  "$PGS_SRC/tests/drivers/node/test.js" "$APP/"
+if ! (cd "$APP" && npm ci --no-audit --no-fund --loglevel=error >"$W/npm-ci.log" 2>&1); then
+  tail -n 30 "$W/npm-ci.log" >&2
+  pgs_fail "npm ci failed (log: $W/npm-ci.log)"
+fi
+pgs_log "npm ci: installed $(cd "$APP" && npm ls --depth=0 2>/dev/null | tail -n +2 | tr -d '\n')"
+
+pgs_start_proxy node workers=1 pool_size=2 pool_mode=transaction query_wait_timeout=60
+
+rc=0
+(
+  cd "$APP"
+  PGS_PROXY_PORT=$PGS_PROXY_PORT PGS_PRIMARY_PORT=$PGS_SHARD0_PRIMARY_PORT PGS_SOCKDIR=$PGS_SOCKDIR \
+    PGS_SUPERUSER=${PGS_SUPERUSER:-postgres} PGS_USER=$PGS_USER PGS_PASSWORD=$PGS_PASSWORD PGS_DB=$PGS_DB \
+    timeout 180 node test.js
+) | tee "$W/node.out" || rc=$?
+
+read -r _ passed failed < <(grep '^RESULT ' "$W/node.out" || echo "RESULT 0 1")
+grep -q '^RESULT ' "$W/node.out" || echo "FAIL node test.js ended without a result (exit $rc)"
+if ((rc != 0 && failed == 0)); then
+  echo "FAIL node test.js exited $rc"
+  failed=$((failed + 1))
+fi
+
+if _pgs_stop_one node; then
+  echo "ok   proxy: SIGTERM -> exit 0, no sanitizer report"
+  passed=$((passed + 1))
+else
+  echo "FAIL proxy: did not stop cleanly (log: $PGS_WORK/node/pgshard.log)"
+  failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0)) || exit 1
