@@ -90,6 +90,7 @@ static int cfg_parse_host(const cfg_key *k, const char *v, void *field, char *ms
 static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_path(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_u32(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 
 static const cfg_word cfg_pool_modes[] = {
     {"transaction", CFG_POOL_TRANSACTION}, {"session", CFG_POOL_SESSION}, {NULL, 0}};
@@ -156,6 +157,9 @@ static const cfg_key cfg_keys[] = {
     CFG_SECONDS(server_idle_timeout, "600", 0),
     CFG_SECONDS(server_connect_timeout, "15", 1),
     CFG_SECONDS(client_login_timeout, "60", 0),
+    CFG_SECONDS(shutdown_timeout, "30", 0),
+    CFG_KEY(CFG_SEC_PGSHARD, "log_slow_ms", cfg_config, log_slow_ms, uint32_t, cfg_parse_u32, .def = "0", .min = 0,
+            .max = 86400000),
     CFG_ENUM(client_tls, cfg_client_tls, "disable", cfg_client_tls_words),
     CFG_ENUM(server_tls, cfg_server_tls, "disable", cfg_server_tls_words),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_cert_file", cfg_config, tls_cert_file, cfg_path, cfg_parse_path),
@@ -303,6 +307,15 @@ static int cfg_parse_port(const cfg_key *k, const char *v, void *field, char *ms
     if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
         return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
     *(uint16_t *)field = (uint16_t)n;
+    return CFG_OK;
+}
+
+static int cfg_parse_u32(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long n;
+    if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
+        return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
+    *(uint32_t *)field = (uint32_t)n;
     return CFG_OK;
 }
 

@@ -48,6 +48,8 @@ typedef struct cfg_config {
     uint32_t server_idle_timeout_ms;    /* default 600 s; 0 = never close idle servers */
     uint32_t server_connect_timeout_ms; /* default 15 s */
     uint32_t client_login_timeout_ms;   /* default 60 s; 0 = none: startup and auth must end by then */
+    uint32_t shutdown_timeout_ms;       /* default 30 s: SIGTERM lets transactions finish this long */
+    uint32_t log_slow_ms;               /* default 0 = off: log transactions slower than this */
     cfg_client_tls client_tls;      /* default disable; allow/require need the cert and key */
     cfg_server_tls server_tls;      /* default disable */
     char tls_cert_file[CFG_PATH_MAX]; /* PEM certificate (chain) shown to clients; "" = none */

@@ -143,7 +143,8 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
         return;
     }
     cl->pool->nclients++;
-    pgs_debug("client_login", "client %08x user=%s db=%s", cl->key_pid, cl->user_name, cl->db_name);
+    pgs_info("client_login", "client %08x user=%s db=%s tls=%s", cl->key_pid, cl->user_name, cl->db_name,
+             px_conn_is_tls(&cl->conn) ? "yes" : "no");
     client_set_state(cl, CL_WAIT_WELCOME);
     cl->wait_since = uv_now(&cl->conn.w->loop);
     px_pool_want_welcome(cl->pool, cl);
@@ -794,6 +795,10 @@ void px_client_detach(px_client *cl)
     cl->paused = false;
     if (cl->state == CL_ACTIVE)
         client_set_state(cl, CL_IDLE);
+    if (atomic_load(&cl->conn.w->px->draining) && cl->conn.in.len == cl->conn.in_pos) {
+        px_client_close(cl); /* its transaction is over and pgshard is shutting down */
+        return;
+    }
     px_client_update_reading(cl);
 }
 

@@ -64,14 +64,51 @@ static int listen_socket(const cfg_config *cfg, char *err, size_t errlen)
     return fd;
 }
 
+typedef struct px_main {
+    px_proxy *px;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t drain;
+    uint64_t deadline;
+} px_main;
+
+static void stop_now(px_main *m)
+{
+    atomic_store(&m->px->stopping, true);
+    for (int i = 0; i < m->px->nworkers; i++)
+        px_worker_request_stop(&m->px->workers[i]);
+    uv_stop(m->drain.loop);
+}
+
+/* While draining: done when the last client has gone, or at shutdown_timeout. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    px_main *m = t->data;
+    int left = atomic_load(&m->px->nclients);
+    if (left > 0 && uv_now(t->loop) < m->deadline)
+        return;
+    if (left > 0)
+        pgs_warn("shutdown", "shutdown_timeout: closing %d clients still in a transaction", left);
+    stop_now(m);
+}
+
+/* SIGINT stops at once (closing every socket); SIGTERM stops accepting and lets running
+ * transactions finish for up to shutdown_timeout; a second SIGTERM stops at once. */
 static void on_signal(uv_signal_t *s, int signum)
 {
-    px_proxy *px = s->data;
-    pgs_info("shutdown", "received %s, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    atomic_store(&px->stopping, true);
+    px_main *m = s->data;
+    px_proxy *px = m->px;
+    if (signum == SIGINT || atomic_load(&px->draining)) {
+        pgs_info("shutdown", "received %s, stopping now", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        stop_now(m);
+        return;
+    }
+    pgs_info("shutdown", "received SIGTERM: no new clients, waiting up to %u ms for %d clients",
+             px->cfg->shutdown_timeout_ms, atomic_load(&px->nclients));
+    atomic_store(&px->draining, true);
     for (int i = 0; i < px->nworkers; i++)
-        px_worker_request_stop(&px->workers[i]);
-    uv_stop(s->loop);
+        px_worker_request_drain(&px->workers[i]);
+    m->deadline = uv_now(s->loop) + px->cfg->shutdown_timeout_ms;
+    uv_timer_start(&m->drain, on_drain_tick, 50, 50);
 }
 
 static int run(px_proxy *px)
@@ -111,16 +148,18 @@ static int run(px_proxy *px)
              cfg->pool_size);
 
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    px_main m = {.px = px};
     uv_loop_init(&loop);
-    uv_signal_init(&loop, &sigint);
-    uv_signal_init(&loop, &sigterm);
-    sigint.data = sigterm.data = px;
-    uv_signal_start(&sigint, on_signal, SIGINT);
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_init(&loop, &m.sigint);
+    uv_signal_init(&loop, &m.sigterm);
+    uv_timer_init(&loop, &m.drain);
+    m.sigint.data = m.sigterm.data = m.drain.data = &m;
+    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
     uv_run(&loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&sigint, NULL);
-    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_close((uv_handle_t *)&m.sigint, NULL);
+    uv_close((uv_handle_t *)&m.sigterm, NULL);
+    uv_close((uv_handle_t *)&m.drain, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
 

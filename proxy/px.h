@@ -50,6 +50,7 @@ struct px_proxy {
     void *tls_accept_ctx;               /* owned SSL_CTX for clients, or NULL */
     void *tls_connect_ctx;              /* owned SSL_CTX towards servers, or NULL */
     atomic_bool stopping;
+    atomic_bool draining;               /* SIGTERM: no new clients, finish transactions */
     px_global_stats gs;
 };
 
@@ -220,6 +221,7 @@ struct px_worker {
 /* worker.c */
 int px_worker_start(px_worker *w);
 void px_worker_request_stop(px_worker *w);
+void px_worker_request_drain(px_worker *w);
 void px_worker_destroy(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 int px_worker_post(px_worker *w, const px_job *job);

@@ -316,6 +316,11 @@ static void server_count_ready(px_server *sv)
     if (sv->tx_status != 'I' || !sv->xact_start_ns)
         return;
     uint64_t us = (uv_hrtime() - sv->xact_start_ns) / 1000;
+    uint32_t slow = sv->conn.w->px->cfg->log_slow_ms;
+    if (slow && us >= (uint64_t)slow * 1000)
+        pgs_warn("slow_query", "transaction of client %08x user=%s db=%s took %.1f ms on server pid %u",
+                 sv->client ? sv->client->key_pid : 0, sv->pool->user->cfg->name, sv->pool->db_name, us / 1000.0,
+                 sv->be_pid);
     st->xacts++;
     st->xact_us += us;
     px_hist_observe(st->xact_hist, us);

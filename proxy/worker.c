@@ -216,6 +216,28 @@ static int worker_wake(px_worker *w, const px_job *job)
 
 void px_worker_request_stop(px_worker *w) { worker_wake(w, NULL); }
 
+/* SIGTERM: stop accepting; clients with nothing running leave now, the others when their
+ * transaction ends (px_client_detach), or when main() gives up after shutdown_timeout. */
+static void worker_drain_job(px_worker *w, const px_job *job)
+{
+    (void)job;
+    if (!uv_is_closing((uv_handle_t *)&w->listener))
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *cl = pgs_container_of(it, px_client, node);
+        if (cl->state != CL_ACTIVE && cl->state != CL_WAIT_SERVER)
+            px_client_close(cl);
+    }
+}
+
+void px_worker_request_drain(px_worker *w)
+{
+    px_job job = {worker_drain_job, NULL, 0, 0};
+    worker_wake(w, &job);
+}
+
 int px_worker_post(px_worker *w, const px_job *job) { return worker_wake(w, job); }
 
 static void worker_cancel_job(px_worker *w, const px_job *job) { px_client_cancel(w, job->a, job->b); }

@@ -177,6 +177,7 @@ _pgs_write_ini() {
     "pgshard pool_size 10"
     "pgshard auth_type scram-sha-256"
     "pgshard log_level info"
+    "pgshard shutdown_timeout 5"
     "shard.0 primary $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT"
     "user.app password $PGS_PASSWORD"
     "user.md5user password md5pw"
