@@ -354,6 +354,63 @@ static px_session *client_session(px_client *cl)
     return cl->sess;
 }
 
+/* The startup parameter "options" (PGOPTIONS): "-c name=value" and "--name=value" become
+ * session settings like other startup parameters; any other switch is refused. Words are
+ * split at whitespace, a backslash keeps the next character, as PostgreSQL does. */
+static int client_startup_options(px_client *cl, const char *opts)
+{
+    char word[1024];
+    bool want_c = false;
+    for (const char *p = opts;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        size_t n = 0;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            if (*p == '\\' && p[1])
+                p++;
+            if (n + 1 < sizeof word)
+                word[n++] = *p;
+            p++;
+        }
+        word[n] = 0;
+        const char *setting = NULL;
+        if (want_c)
+            setting = word;
+        else if (strcmp(word, "-c") == 0)
+            want_c = true;
+        else if (strncmp(word, "-c", 2) == 0)
+            setting = word + 2;
+        else if (strncmp(word, "--", 2) == 0)
+            setting = word + 2;
+        else {
+            px_client_fatal(cl, "0A000", "pgshard: unsupported startup option \"%s\" (only -c name=value)", word);
+            return -1;
+        }
+        if (!setting)
+            continue;
+        want_c = false;
+        char *eq = strchr(setting, '=');
+        if (!eq || eq == setting) {
+            px_client_fatal(cl, "42601", "invalid startup option \"%s\": expected name=value", setting);
+            return -1;
+        }
+        *eq = 0;
+        for (char *q = (char *)setting; *q; q++)
+            if (*q == '-')
+                *q = '_';
+        px_session *ss = client_session(cl);
+        if (!ss || px_session_add_param(ss, setting, eq + 1) < 0) {
+            px_client_fatal(cl, "53200", "out of memory");
+            return -1;
+        }
+        pgs_buf_append_cstr(&cl->startup, setting);
+        pgs_buf_append_cstr(&cl->startup, eq + 1);
+    }
+    return 0;
+}
+
 static void client_copy_name(char *dst, const char *src)
 {
     size_t n = strnlen(src, PX_NAME_MAX - 1);
@@ -399,7 +456,10 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
         } else if (strncmp(key, "_pq_.", 5) == 0) {
             pgs_buf_append_cstr(&unknown, key);
             nunknown++;
-        } else if (strcmp(key, "replication") != 0 && strcmp(key, "options") != 0) {
+        } else if (strcmp(key, "options") == 0) {
+            if (client_startup_options(cl, val) < 0)
+                goto out;
+        } else if (strcmp(key, "replication") != 0) {
             /* Other parameters become the client's session settings, replayed on every
              * server it gets, and are reported back in its welcome. */
             px_session *ss = client_session(cl);
@@ -571,21 +631,42 @@ static int client_stage_session(px_client *cl, const char *sql, size_t len)
     return 0;
 }
 
-/* A Parse whose text is a SET is tracked like a simple query's. */
-static int client_stage_parse(px_client *cl, const pgs_frame *f)
-{
-    pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
-    const char *name;
-    if (pgs_rd_cstr(&rd, &name) < 0)
-        return 0;
-    return client_stage_session(cl, (const char *)rd.p, strnlen((const char *)rd.p, rd.left));
-}
-
 static void client_forget_statements(px_client *cl, px_server *sv)
 {
     px_client_stmts_free(&cl->stmts, &cl->conn.w->stmts);
     px_htab_free(&sv->stmts);
     sv->stmts_doubtful = true;
+}
+
+/* A Parse whose text touches session state is handled like the same simple query: SET is
+ * tracked, DEALLOCATE ALL/DISCARD ALL forget statements, and DEALLOCATE of a client's
+ * statement (psycopg sends it this way) is rewritten to the server's name. Returns as
+ * px_ext_client_message. */
+static int client_parse_session(px_client *cl, const pgs_frame *f)
+{
+    pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
+    const char *name;
+    if (pgs_rd_cstr(&rd, &name) < 0)
+        return 0;
+    const char *sql = (const char *)rd.p;
+    size_t len = strnlen(sql, rd.left);
+    px_sess_stmt ss;
+    px_sess_classify(sql, len, &ss);
+    if (ss.kind == SESS_NONE)
+        return 0;
+    if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL)
+        client_forget_statements(cl, cl->server);
+    if (ss.kind == SESS_DEALLOCATE)
+        return name[0] ? 0 : px_ext_deallocate(cl, f, ss.name);
+    /* A named statement changes the session each time it runs: staged at its Binds. */
+    if (name[0])
+        return 0;
+    return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+}
+
+int px_client_stage_session(px_client *cl, const char *sql, size_t len)
+{
+    return client_stage_session(cl, sql, len);
 }
 
 /* A simple query in transaction pooling: session statements are tracked; DEALLOCATE of
@@ -668,10 +749,11 @@ static int client_forward_step(px_client *cl)
         cl->fresh_link = false;
         client_replay_session(cl, sv);
     }
-    if (rewrite && f.type == 'P' && client_stage_parse(cl, &f) < 0)
-        return -1;
     if (rewrite) {
-        r = f.type == 'Q' ? client_query(cl, &f) : px_ext_client_message(cl, &f);
+        if (f.type == 'Q')
+            r = client_query(cl, &f);
+        else if (f.type != 'P' || (r = client_parse_session(cl, &f)) == 0)
+            r = px_ext_client_message(cl, &f);
         if (r == 2) {
             cl->paused = true; /* resumed by the server when it has answered */
             return 0;

@@ -165,7 +165,8 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
         pgs_buf_free(&b);
         return e ? 1 : -1;
     }
-    px_stmt *st = px_stmt_register(&w->stmts, rest, n);
+    /* The same text under another search_path may name other tables: another statement. */
+    px_stmt *st = px_stmt_register(&w->stmts, rest, n, cl->sess ? px_session_search_path_sig(cl->sess) : 0);
     uint32_t seg;
     px_sstate s = st ? px_sset_get(&sv->stmts, st->hash, ext_tick(w), &seg) : PX_STMT_ABSENT;
     bool wait = s == PX_STMT_PENDING && seg != (sv->segment & 0x7fffffffu);
@@ -253,6 +254,9 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
         if (r != 0)
             return r < 0 ? -1 : 2;
         px_stmt_name(st->hash, sname);
+        if (f->type == 'B' && px_client_stage_session(cl, (const char *)st->body,
+                                                      strnlen((const char *)st->body, st->body_len)) < 0)
+            return -1;
     } else {
         snprintf(sname, sizeof sname, "pgshard_");
     }
@@ -303,7 +307,8 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
 }
 
 /* DEALLOCATE of a client's statement runs as DEALLOCATE of the server's name for it, so
- * the reply is PostgreSQL's own. Returns as px_ext_client_message. */
+ * the reply is PostgreSQL's own; f is a simple Query or an unnamed Parse of that text.
+ * Returns as px_ext_client_message. */
 int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
 {
     px_server *sv = cl->server;
@@ -320,11 +325,19 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
     px_htab_del(&sv->stmts, st->hash);
     px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, f->type);
+    if (f->type == 'P')
+        pgs_buf_append_u8(&b, 0); /* the unnamed statement */
     pgs_buf_append(&b, "DEALLOCATE ", 11);
     pgs_buf_append_cstr(&b, sname);
+    if (f->type == 'P') {
+        /* The parameter types that followed the original text. */
+        const uint8_t *body = cl->conn.in.data + cl->conn.in_pos - f->total + PGS_HDR_LEN + 1;
+        size_t tl = strnlen((const char *)body, f->len - 5) + 1;
+        pgs_buf_append(&b, body + tl, f->len - 5 - tl);
+    }
     pgs_msg_end(&b, m);
-    int ok = px_server_push_reply(sv, RP_QUERY, 0);
+    int ok = f->type == 'P' ? (ext_push(sv, RP_PARSE, 0) ? 0 : -1) : px_server_push_reply(sv, RP_QUERY, 0);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     return ok < 0 ? -1 : 1;

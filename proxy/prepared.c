@@ -112,9 +112,9 @@ void px_stmt_name(uint64_t hash, char out[PX_STMT_NAME_LEN])
     snprintf(out, PX_STMT_NAME_LEN, "pgshard_%016llx", (unsigned long long)hash);
 }
 
-px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n)
+px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n, uint64_t seed)
 {
-    uint64_t h = px_hash64(body, n, 0);
+    uint64_t h = px_hash64(body, n, seed);
     px_stmt *st = px_htab_get(reg, h);
     if (st) {
         /* Two different statements with one 64-bit hash: refuse rather than mix them up. */

@@ -39,7 +39,8 @@ typedef struct px_stmt {
 void px_stmt_name(uint64_t hash, char out[PX_STMT_NAME_LEN]);
 
 /* Per-worker registry of statements, shared by that worker's clients. */
-px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n);
+/* seed separates statements whose meaning depends on session state (search_path). */
+px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n, uint64_t seed);
 void px_stmt_unref(px_htab *reg, px_stmt *st);
 
 /* A client's names for its statements. */

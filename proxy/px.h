@@ -257,6 +257,7 @@ void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n);
 void px_client_welcome(px_client *cl);
 void px_client_link(px_client *cl, px_server *sv);
 void px_client_detach(px_client *cl);
+int px_client_stage_session(px_client *cl, const char *sql, size_t len);
 void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 
 /* server.c */

@@ -256,19 +256,21 @@ int px_session_add_param(px_session *s, const char *name, const char *value)
     for (size_t i = 0; i < n; i++)
         lname[i] = (char)tolower((unsigned char)name[i]);
     lname[n] = 0;
-    pgs_buf_append(&b, "SET \"", 5);
+    /* set_config takes the value as the startup packet gives it: SET name TO 'a,b' would
+     * make "a,b" one element of a list setting such as search_path. */
+    pgs_buf_append(&b, "SELECT pg_catalog.set_config('", 30);
     for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            pgs_buf_append_u8(&b, '"');
+        if (*p == '\'')
+            pgs_buf_append_u8(&b, '\'');
         pgs_buf_append_u8(&b, (uint8_t)*p);
     }
-    pgs_buf_append(&b, "\" TO '", 6);
+    pgs_buf_append(&b, "', '", 4);
     for (const char *p = value; *p; p++) {
         if (*p == '\'')
             pgs_buf_append_u8(&b, '\'');
         pgs_buf_append_u8(&b, (uint8_t)*p);
     }
-    pgs_buf_append_u8(&b, '\'');
+    pgs_buf_append(&b, "', false)", 9);
     int r = -1;
     if (!pgs_buf_failed(&b) && s->bytes + b.len <= PX_SESSION_MAX_BYTES) {
         px_setting *e = setting_new(name_key(lname), (const char *)b.data, b.len);
@@ -293,6 +295,15 @@ void px_session_replay_sql(const px_session *s, pgs_buf *out)
         pgs_buf_append(out, s->items[i]->text, s->items[i]->len);
         pgs_buf_append(out, "\n", 1);
     }
+}
+
+uint64_t px_session_search_path_sig(const px_session *s)
+{
+    uint64_t key = name_key("search_path");
+    for (size_t i = 0; i < s->n; i++)
+        if (s->items[i]->key == key)
+            return px_hash64(s->items[i]->text, s->items[i]->len, 7);
+    return 0;
 }
 
 void px_session_free(px_session *s)

@@ -65,5 +65,7 @@ int px_session_add_param(px_session *s, const char *name, const char *value);
 /* Appends "RESET ALL;" and every setting, ';'-separated, to out. */
 void px_session_replay_sql(const px_session *s, pgs_buf *out);
 void px_session_free(px_session *s);
+/* A hash of the client's search_path setting, 0 when it has none. */
+uint64_t px_session_search_path_sig(const px_session *s);
 
 #endif

@@ -29,12 +29,10 @@ While everything runs, a direct superuser connection samples pg_stat_activity: t
 never hold more than pool_size = 2 backends of user app. Each proxy must stop on SIGTERM
 with exit 0 and no sanitizer report.
 
-Known proxy bugs (KNOWN_BUGS below): their cases run only when PGS_KNOWN_BUGS=1, each on a
-proxy of its own, and are otherwise listed as "known-bug (not run)". Today: psycopg follows
-every rollback and DROP with DEALLOCATE ALL and evicts statements past prepared_max with
-DEALLOCATE <name>, both sent with the extended protocol, which pgshard does not account for;
-and pgshard drops the startup parameter `options`. Rollbacks are therefore kept out of the
-other cases (they would break every statement on that server for all clients).
+Regression cases (KNOWN_BUGS below) each run on a proxy of their own: they once failed
+because psycopg follows every rollback and DROP with DEALLOCATE ALL and evicts statements
+past prepared_max with DEALLOCATE <name>, both through the extended protocol, and sends
+PGOPTIONS as the startup parameter `options`.
 
 Runs under /usr/bin/python3 when the `python3` it was started with has no psycopg (CTest
 starts it with the first python3 on PATH). Environment (set by CTest): PGS_CLUSTER_DIR (a
@@ -86,7 +84,7 @@ CLUSTER_DIR = os.environ.get("PGS_CLUSTER_DIR") or die("PGS_CLUSTER_DIR is not s
 PGSHARD_BIN = os.environ.get("PGSHARD_BIN") or die("PGSHARD_BIN is not set")
 PGS_WORK = os.environ.get("PGS_WORK") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "pgshard-itest")
 WORK = os.path.join(PGS_WORK, "t_driver_psycopg")
-KNOWN_BUGS_ON = os.environ.get("PGS_KNOWN_BUGS") == "1"
+KNOWN_BUGS_ON = True  # the proxy bugs these cases found are fixed: they always run now
 
 
 def read_env(path):
@@ -890,8 +888,8 @@ def main():
                 print(f"known-bug (not run; PGS_KNOWN_BUGS=1 runs it) {name}: {why}", flush=True)
                 continue
             PROXY = Proxy(f"bug{n}")
-            run_case(f"[known bug] {name}", fn)
-            stop_proxy(f"proxy of [known bug] {name}")
+            run_case(f"[regression] {name}", fn)
+            stop_proxy(f"proxy of [regression] {name}")
         monitor.stopping.set()
         monitor.join(10)
         if monitor.error:
