@@ -1,6 +1,8 @@
 /* Growable byte buffer and bounds-checked reader (see buf.h). */
 #include "common/buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +56,21 @@ int pgs_buf_append_be32(pgs_buf *b, uint32_t v)
 }
 
 int pgs_buf_append_cstr(pgs_buf *b, const char *s) { return pgs_buf_append(b, s, strlen(s) + 1); }
+
+int pgs_buf_appendf(pgs_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || pgs_buf_reserve(b, (size_t)n + 1) < 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return n;
+}
 
 void pgs_buf_put_be32(pgs_buf *b, size_t at, uint32_t v)
 {

@@ -23,6 +23,8 @@ int pgs_buf_append_u8(pgs_buf *b, uint8_t v);
 int pgs_buf_append_be16(pgs_buf *b, uint16_t v);
 int pgs_buf_append_be32(pgs_buf *b, uint32_t v);
 int pgs_buf_append_cstr(pgs_buf *b, const char *s); /* with its NUL */
+/* Appends printf-style text (no NUL); returns the number of bytes appended, or -1. */
+int pgs_buf_appendf(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pgs_buf_put_be32(pgs_buf *b, size_t at, uint32_t v);
 /* Drops the first n bytes. */
 void pgs_buf_consume(pgs_buf *b, size_t n);

@@ -40,21 +40,14 @@ static void snap_row_begin(pgs_buf *b, int ncols)
     pgs_buf_append_be16(b, (uint16_t)ncols);
 }
 
-static void snap_col(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void snap_col(pgs_buf *b, const char *fmt, ...)
-{
-    char v[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(v, sizeof v, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof v)
-        n = sizeof v - 1;
-    pgs_buf_append_be32(b, (uint32_t)n);
-    pgs_buf_append(b, v, (size_t)n);
-}
+/* One text column of a DataRow: its length, then the formatted value. */
+#define snap_col(b, ...)                                                                                     \
+    do {                                                                                                     \
+        size_t at_ = (b)->len;                                                                               \
+        pgs_buf_append_be32((b), 0);                                                                         \
+        int n_ = pgs_buf_appendf((b), __VA_ARGS__);                                                          \
+        pgs_buf_put_be32((b), at_, n_ < 0 ? 0 : (uint32_t)n_);                                               \
+    } while (0)
 
 static void snap_row_end(pgs_buf *b, size_t start)
 {

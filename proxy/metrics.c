@@ -46,21 +46,9 @@ static const struct {
     {"pgshard_wait_seconds", "histogram", "Time clients waited for a server connection"},
 };
 
-static void out_printf(pgs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(pgs_buf *b, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        pgs_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-
 static void out_header(pgs_buf *b, int i)
 {
-    out_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help, metric_defs[i].name,
+    pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help, metric_defs[i].name,
                metric_defs[i].type);
 }
 
@@ -71,12 +59,12 @@ static void out_hist(pgs_buf *b, const char *name, const char *labels, const uin
     for (int i = 0; i < PX_HIST_BUCKETS; i++) {
         cum += hist[i];
         if (i < PX_HIST_BUCKETS - 1)
-            out_printf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, px_hist_bounds_us[i] / 1e6,
+            pgs_buf_appendf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, px_hist_bounds_us[i] / 1e6,
                        (unsigned long long)cum);
         else
-            out_printf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+            pgs_buf_appendf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
     }
-    out_printf(b, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum_us / 1e6, name, labels,
+    pgs_buf_appendf(b, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum_us / 1e6, name, labels,
                (unsigned long long)count);
 }
 
@@ -85,17 +73,17 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
     px_global_stats *g = &w->px->gs;
     int pool_size = w->px->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);
-    out_printf(b, "pgshard_up 1\n");
+    pgs_buf_appendf(b, "pgshard_up 1\n");
     out_header(b, 1);
-    out_printf(b, "pgshard_client_connections_total %llu\n", (unsigned long long)atomic_load(&g->accepted));
+    pgs_buf_appendf(b, "pgshard_client_connections_total %llu\n", (unsigned long long)atomic_load(&g->accepted));
     out_header(b, 2);
-    out_printf(b, "pgshard_auth_failures_total %llu\n", (unsigned long long)atomic_load(&g->auth_failures));
+    pgs_buf_appendf(b, "pgshard_auth_failures_total %llu\n", (unsigned long long)atomic_load(&g->auth_failures));
     out_header(b, 3);
-    out_printf(b, "pgshard_protocol_errors_total %llu\n", (unsigned long long)atomic_load(&g->protocol_errors));
+    pgs_buf_appendf(b, "pgshard_protocol_errors_total %llu\n", (unsigned long long)atomic_load(&g->protocol_errors));
     out_header(b, 4);
-    out_printf(b, "pgshard_tls_handshakes_total{side=\"client\"} %llu\n",
+    pgs_buf_appendf(b, "pgshard_tls_handshakes_total{side=\"client\"} %llu\n",
                (unsigned long long)atomic_load(&g->tls_client_handshakes));
-    out_printf(b, "pgshard_tls_handshakes_total{side=\"server\"} %llu\n",
+    pgs_buf_appendf(b, "pgshard_tls_handshakes_total{side=\"server\"} %llu\n",
                (unsigned long long)atomic_load(&g->tls_server_handshakes));
     for (int m = 5; m < (int)(sizeof metric_defs / sizeof metric_defs[0]); m++) {
         out_header(b, m);
@@ -106,38 +94,38 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
             const char *name = metric_defs[m].name;
             switch (m) {
             case 5:
-                out_printf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->cl_active);
-                out_printf(b, "%s{%s,state=\"waiting\"} %d\n", name, lb, r->cl_waiting);
-                out_printf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->cl_idle);
+                pgs_buf_appendf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->cl_active);
+                pgs_buf_appendf(b, "%s{%s,state=\"waiting\"} %d\n", name, lb, r->cl_waiting);
+                pgs_buf_appendf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->cl_idle);
                 break;
             case 6:
-                out_printf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->sv_active);
-                out_printf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->sv_idle);
-                out_printf(b, "%s{%s,state=\"login\"} %d\n", name, lb, r->sv_login);
+                pgs_buf_appendf(b, "%s{%s,state=\"active\"} %d\n", name, lb, r->sv_active);
+                pgs_buf_appendf(b, "%s{%s,state=\"idle\"} %d\n", name, lb, r->sv_idle);
+                pgs_buf_appendf(b, "%s{%s,state=\"login\"} %d\n", name, lb, r->sv_login);
                 break;
             case 7:
-                out_printf(b, "%s{%s} %d\n", name, lb, pool_size);
+                pgs_buf_appendf(b, "%s{%s} %d\n", name, lb, pool_size);
                 break;
             case 8:
-                out_printf(b, "%s{%s} %.4f\n", name, lb, (double)r->sv_active / pool_size);
+                pgs_buf_appendf(b, "%s{%s} %.4f\n", name, lb, (double)r->sv_active / pool_size);
                 break;
             case 9:
-                out_printf(b, "%s{%s} %d\n", name, lb, r->cl_waiting);
+                pgs_buf_appendf(b, "%s{%s} %d\n", name, lb, r->cl_waiting);
                 break;
             case 10:
-                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.xacts);
+                pgs_buf_appendf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.xacts);
                 break;
             case 11:
-                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.queries);
+                pgs_buf_appendf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.queries);
                 break;
             case 12:
-                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.errors);
+                pgs_buf_appendf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.errors);
                 break;
             case 13:
-                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_in);
+                pgs_buf_appendf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_in);
                 break;
             case 14:
-                out_printf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_out);
+                pgs_buf_appendf(b, "%s{%s} %llu\n", name, lb, (unsigned long long)r->st.bytes_out);
                 break;
             case 15:
                 out_hist(b, name, lb, r->st.xact_hist, r->st.xact_us, r->st.xacts);
