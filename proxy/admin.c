@@ -1,5 +1,5 @@
 /* The admin console (database "pgshard", for admin_users): SHOW commands answered as
- * result sets psql prints as tables, and SHUTDOWN. Also the snapshot that gathers pool
+ * result sets psql prints as tables, RELOAD and SHUTDOWN. Also the snapshot that gathers pool
  * counters and client/server lists from every worker, used here and by /metrics. */
 #include <signal.h>
 #include <stdarg.h>
@@ -361,7 +361,7 @@ static void admin_pools_done(px_worker *w, px_snapshot *s)
                 snap_col(&b, "%d", r->sv_idle);
                 snap_col(&b, "%d", r->sv_login);
                 snap_col(&b, "%llu", (unsigned long long)(r->maxwait_us / 1000));
-                snap_col(&b, "%d", w->px->cfg->pool_size * w->px->nworkers);
+                snap_col(&b, "%d", w->conf->cfg->pool_size * w->px->nworkers);
             }
             snap_row_end(&b, st);
         }
@@ -422,7 +422,7 @@ static int admin_show_config(px_client *cl)
     static const char *const cols[] = {"key", "value"};
     static const char *const ctls[] = {"disable", "allow", "require"};
     static const char *const stls[] = {"disable", "prefer", "require"};
-    const cfg_config *c = cl->conn.w->px->cfg;
+    const cfg_config *c = cl->conn.w->conf->cfg;
     pgs_buf b = PGS_BUF_INIT;
     admin_columns(&b, cols, 2);
     admin_kv(&b, "config_file", "%s", c->path);
@@ -475,13 +475,23 @@ static int admin_shutdown(px_client *cl)
     return 0;
 }
 
+static int admin_reload(px_client *cl)
+{
+    pgs_info("reload_requested", "RELOAD from the admin console by %s", cl->user_name);
+    pgs_buf b = PGS_BUF_INIT;
+    admin_complete(cl, &b, "RELOAD");
+    pgs_buf_free(&b);
+    kill(getpid(), SIGHUP);
+    return 0;
+}
+
 static const struct {
     const char *cmd;
     int (*fn)(px_client *cl);
 } admin_commands[] = {
     {"show pools", admin_show_pools},     {"show clients", admin_show_clients}, {"show servers", admin_show_servers},
     {"show stats", admin_show_stats},     {"show config", admin_show_config},   {"show version", admin_show_version},
-    {"shutdown", admin_shutdown},
+    {"shutdown", admin_shutdown},         {"reload", admin_reload},
 };
 
 /* "  SHOW   pools ; " -> "show pools" */
@@ -559,7 +569,7 @@ int px_admin_step(px_client *cl)
     }
     char msg[300];
     snprintf(msg, sizeof msg,
-             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, SHUTDOWN",
+             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, "42601", msg, true);
     return 1;
@@ -586,7 +596,7 @@ static bool admin_allowed(const cfg_config *c, const char *user)
 /* A client authenticated for database "pgshard". */
 void px_admin_login(px_client *cl)
 {
-    if (!admin_allowed(cl->conn.w->px->cfg, cl->user_name)) {
+    if (!admin_allowed(cl->conn.w->conf->cfg, cl->user_name)) {
         px_client_fatal(cl, "28000", "user \"%s\" may not use the admin console (admin_users)", cl->user_name);
         return;
     }

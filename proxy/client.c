@@ -53,7 +53,7 @@ void px_client_accept(px_worker *w)
     pgs_list_push_back(&w->clients, &cl->node);
     cl->counted = true;
     int n = atomic_fetch_add(&w->px->nclients, 1) + 1;
-    if (n > w->px->cfg->max_client_conn)
+    if (n > w->conf->cfg->max_client_conn)
         cl->over_limit = true;
     client_set_state(cl, CL_STARTUP);
     px_conn_set_reading(&cl->conn, true);
@@ -202,14 +202,14 @@ static void client_begin_auth(px_client *cl)
 {
     px_proxy *px = cl->conn.w->px;
     pgs_buf b = PGS_BUF_INIT;
-    cl->user = px_user_find(px, cl->user_name);
+    cl->user = px_user_find(cl->conn.w->conf, cl->user_name);
     if (!cl->user) {
         atomic_fetch_add_explicit(&px->gs.auth_failures, 1, memory_order_relaxed);
         pgs_warn("auth_failed", "client %08x: no such user \"%s\"", cl->key_pid, cl->user_name);
         px_client_fatal(cl, "28000", "no such user \"%s\"", cl->user_name);
         return;
     }
-    cfg_auth_type at = px->cfg->auth_type;
+    cfg_auth_type at = cl->conn.w->conf->cfg->auth_type;
     if (at == CFG_AUTH_TRUST) {
         client_auth_ok(cl, &b);
     } else if (at == CFG_AUTH_MD5 && cl->user->has_md5) {
@@ -344,7 +344,7 @@ static int client_auth_step(px_client *cl)
 
 static bool c_requires_tls(const px_client *cl)
 {
-    return cl->conn.w->px->cfg->client_tls == CFG_CTLS_REQUIRE && !px_conn_is_tls(&cl->conn);
+    return cl->conn.w->conf->cfg->client_tls == CFG_CTLS_REQUIRE && !px_conn_is_tls(&cl->conn);
 }
 
 static px_session *client_session(px_client *cl)
@@ -497,7 +497,7 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
     }
     if (cl->over_limit) {
         px_client_fatal(cl, "53300", "sorry, too many clients already (max_client_conn %d)",
-                        cl->conn.w->px->cfg->max_client_conn);
+                        cl->conn.w->conf->cfg->max_client_conn);
         goto out;
     }
     client_begin_auth(cl);
@@ -727,7 +727,7 @@ static int client_forward_step(px_client *cl)
         px_client_close(cl);
         return -1;
     }
-    bool rewrite = c->w->px->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+    bool rewrite = c->w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
                    (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C' || f.type == 'Q');
     if (rewrite && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
@@ -942,7 +942,7 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
     pgs_buf_append_be32(&b, sv->be_secret);
     uv_tcp_init(&w->loop, &cc->tcp);
     cc->tcp.data = NULL; /* not a px_conn: the shutdown walk leaves it to finish */
-    if (uv_tcp_connect(&cc->creq, &cc->tcp, (const struct sockaddr *)&w->px->primary, cancel_on_connect) < 0) {
+    if (uv_tcp_connect(&cc->creq, &cc->tcp, (const struct sockaddr *)&w->conf->primary, cancel_on_connect) < 0) {
         uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
         return;
     }

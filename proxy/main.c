@@ -24,28 +24,11 @@ static void usage(FILE *f)
             PGS_VERSION);
 }
 
-/* Resolves host:port once at start; the workers connect to the stored address. */
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen)
-{
-    struct addrinfo hints = {0}, *res = NULL;
-    char ports[8];
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(ports, sizeof ports, "%u", port);
-    int r = getaddrinfo(host, ports, &hints, &res);
-    if (r != 0 || !res) {
-        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(r));
-        return -1;
-    }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
 /* Binds one SO_REUSEPORT socket per worker, so the kernel spreads connections over them. */
 static int listen_socket(const cfg_config *cfg, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    if (resolve(cfg->listen_addr, cfg->listen_port, &ss, err, errlen) < 0)
+    if (px_resolve(cfg->listen_addr, cfg->listen_port, &ss, err, errlen) < 0)
         return -1;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -66,7 +49,7 @@ static int listen_socket(const cfg_config *cfg, char *err, size_t errlen)
 
 typedef struct px_main {
     px_proxy *px;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t drain;
     uint64_t deadline;
 } px_main;
@@ -91,6 +74,58 @@ static void on_drain_tick(uv_timer_t *t)
     stop_now(m);
 }
 
+/* Keys that only a restart can change keep their running values in the new config, so
+ * that SHOW CONFIG tells the truth; a warning names them. */
+static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
+{
+    bool changed = strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
+                   old->workers != neu->workers || old->client_tls != neu->client_tls ||
+                   old->server_tls != neu->server_tls || strcmp(old->tls_cert_file, neu->tls_cert_file) != 0 ||
+                   strcmp(old->tls_key_file, neu->tls_key_file) != 0 || old->metrics_port != neu->metrics_port ||
+                   old->log_format != neu->log_format || old->log_level != neu->log_level;
+    if (changed)
+        pgs_warn("reload_restart_needed", "listen_addr, listen_port, workers, TLS, metrics_port and log settings "
+                                          "change only at restart; their running values stay");
+    memcpy(neu->listen_addr, old->listen_addr, sizeof neu->listen_addr);
+    neu->listen_port = old->listen_port;
+    neu->workers = old->workers;
+    neu->client_tls = old->client_tls;
+    neu->server_tls = old->server_tls;
+    memcpy(neu->tls_cert_file, old->tls_cert_file, sizeof neu->tls_cert_file);
+    memcpy(neu->tls_key_file, old->tls_key_file, sizeof neu->tls_key_file);
+    neu->metrics_port = old->metrics_port;
+    neu->log_format = old->log_format;
+    neu->log_level = old->log_level;
+}
+
+/* SIGHUP (and the admin RELOAD): load the file again; a bad file is refused with its
+ * reason and the running config stays. Workers switch when they run the posted job, so no
+ * client is dropped: pools and clients keep what they had and pick up new users,
+ * passwords, pool sizes and timeouts from then on. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    px_main *m = s->data;
+    px_proxy *px = m->px;
+    char err[512];
+    cfg_config *cfg;
+    (void)signum;
+    px_conf *conf = NULL;
+    if (cfg_load(px->conf->cfg->path, &cfg, err, sizeof err) == 0) {
+        reload_keep_fixed(px->conf->cfg, cfg);
+        conf = px_conf_build(cfg, err, sizeof err);
+    }
+    if (!conf) {
+        pgs_error("reload_failed", "%s; the running configuration stays", err);
+        return;
+    }
+    conf->older = px->conf;
+    px->conf = conf;
+    for (int i = 0; i < px->nworkers; i++)
+        px_worker_post_conf(&px->workers[i], conf);
+    pgs_info("reload", "configuration reloaded from %s: %d users, pool_size %d", conf->cfg->path,
+             conf->cfg->nusers, conf->cfg->pool_size);
+}
+
 /* SIGINT stops at once (closing every socket); SIGTERM stops accepting and lets running
  * transactions finish for up to shutdown_timeout; a second SIGTERM stops at once. */
 static void on_signal(uv_signal_t *s, int signum)
@@ -103,11 +138,11 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     pgs_info("shutdown", "received SIGTERM: no new clients, waiting up to %u ms for %d clients",
-             px->cfg->shutdown_timeout_ms, atomic_load(&px->nclients));
+             px->conf->cfg->shutdown_timeout_ms, atomic_load(&px->nclients));
     atomic_store(&px->draining, true);
     for (int i = 0; i < px->nworkers; i++)
         px_worker_request_drain(&px->workers[i]);
-    m->deadline = uv_now(s->loop) + px->cfg->shutdown_timeout_ms;
+    m->deadline = uv_now(s->loop) + px->conf->cfg->shutdown_timeout_ms;
     uv_timer_start(&m->drain, on_drain_tick, 50, 50);
 }
 
@@ -115,8 +150,7 @@ static int run(px_proxy *px)
 {
     char err[512];
     cfg_config *cfg = px->cfg;
-    if (px_users_prepare(px, err, sizeof err) < 0 || px_tls_setup(px, err, sizeof err) < 0 ||
-        resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &px->primary, err, sizeof err) < 0) {
+    if (px_tls_setup(px, err, sizeof err) < 0) {
         pgs_error("startup_failed", "%s", err);
         return 1;
     }
@@ -127,6 +161,7 @@ static int run(px_proxy *px)
     int started = 0, rc = 0;
     for (int i = 0; i < px->nworkers; i++) {
         px->workers[i].px = px;
+        px->workers[i].conf = px->conf;
         px->workers[i].id = i;
         px->workers[i].listen_fd = listen_socket(cfg, err, sizeof err);
         if (px->workers[i].listen_fd < 0) {
@@ -152,13 +187,16 @@ static int run(px_proxy *px)
     uv_loop_init(&loop);
     uv_signal_init(&loop, &m.sigint);
     uv_signal_init(&loop, &m.sigterm);
+    uv_signal_init(&loop, &m.sighup);
     uv_timer_init(&loop, &m.drain);
-    m.sigint.data = m.sigterm.data = m.drain.data = &m;
+    m.sigint.data = m.sigterm.data = m.sighup.data = m.drain.data = &m;
+    uv_signal_start(&m.sighup, on_sighup, SIGHUP);
     uv_signal_start(&m.sigint, on_signal, SIGINT);
     uv_signal_start(&m.sigterm, on_signal, SIGTERM);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&m.sigint, NULL);
     uv_close((uv_handle_t *)&m.sigterm, NULL);
+    uv_close((uv_handle_t *)&m.sighup, NULL);
     uv_close((uv_handle_t *)&m.drain, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -213,14 +251,16 @@ int main(int argc, char **argv)
     }
     char err[512];
     px_proxy px;
+    cfg_config *cfg;
     memset(&px, 0, sizeof px);
-    if (cfg_load(path, &px.cfg, err, sizeof err) < 0) {
+    if (cfg_load(path, &cfg, err, sizeof err) < 0 || !(px.conf = px_conf_build(cfg, err, sizeof err))) {
         fprintf(stderr, "pgshard: %s\n", err);
         return 1;
     }
+    px.cfg = cfg;
     if (check) {
         printf("%s: configuration is valid\n", path);
-        cfg_free(px.cfg);
+        px_conf_free_all(px.conf);
         return 0;
     }
     pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
@@ -228,7 +268,6 @@ int main(int argc, char **argv)
     int rc = run(&px);
     px_tls_teardown(&px);
     free(px.workers);
-    free(px.users);
-    cfg_free(px.cfg);
+    px_conf_free_all(px.conf);
     return rc;
 }

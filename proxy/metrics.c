@@ -71,7 +71,7 @@ static void out_hist(pgs_buf *b, const char *name, const char *labels, const uin
 static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_buf *b)
 {
     px_global_stats *g = &w->px->gs;
-    int pool_size = w->px->cfg->pool_size * w->px->nworkers;
+    int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);
     pgs_buf_appendf(b, "pgshard_up 1\n");
     out_header(b, 1);
@@ -259,7 +259,7 @@ static void metrics_on_connection(uv_stream_t *server, int status)
 
 int px_metrics_start(px_worker *w)
 {
-    const cfg_config *cfg = w->px->cfg;
+    const cfg_config *cfg = w->conf->cfg;
     struct sockaddr_storage ss;
     pgs_list_init(&w->https);
     if (!cfg->metrics_port)

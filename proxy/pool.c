@@ -15,8 +15,10 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db)
     pgs_list_each(&w->pools, it, tmp)
     {
         px_pool *p = pgs_container_of(it, px_pool, node);
-        if (p->user == user && strcmp(p->db_name, db) == 0)
+        if (strcmp(p->user->cfg->name, user->cfg->name) == 0 && strcmp(p->db_name, db) == 0) {
+            p->user = user; /* after a reload: the new password logs in new servers */
             return p;
+        }
     }
     px_pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -47,7 +49,7 @@ static void pool_kick(px_pool *pool)
     size_t need = pool->waiting.n;
     if (!pool->welcome_ready && pool->welcome_waiting.n && need == 0)
         need = 1;
-    int limit = pool->w->px->cfg->pool_size;
+    int limit = pool->w->conf->cfg->pool_size;
     while ((size_t)pool->nconnecting < need && (int)pool->servers.n < limit) {
         if (!px_server_connect(pool)) {
             pgs_error("server_connect_failed", "cannot start a server connection");
@@ -165,7 +167,7 @@ static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
 
 void px_pool_tick(px_pool *pool, uint64_t now)
 {
-    const cfg_config *cfg = pool->w->px->cfg;
+    const cfg_config *cfg = pool->w->conf->cfg;
     if (cfg->query_wait_timeout_ms) {
         pool_expire_waiters(&pool->waiting, now, cfg->query_wait_timeout_ms);
         pool_expire_waiters(&pool->welcome_waiting, now, cfg->query_wait_timeout_ms);

@@ -40,10 +40,19 @@ typedef struct px_user {
     bool has_plain;         /* cfg->password is a plain password (usable to log in to servers) */
 } px_user;
 
+/* What a reload can change: the config and what is derived from it. Workers hold a
+ * pointer to the one they use (swapped by a job on their own thread); every conf stays
+ * allocated until exit, since pools and clients keep pointers into its users. */
+typedef struct px_conf {
+    cfg_config *cfg;                 /* owned */
+    px_user *users;                  /* owned, cfg->nusers entries */
+    struct sockaddr_storage primary; /* shard 0's primary, resolved when loaded */
+    struct px_conf *older;           /* owned: the conf this one replaced */
+} px_conf;
+
 struct px_proxy {
-    cfg_config *cfg;                    /* owned */
-    px_user *users;                     /* owned, cfg->nusers entries */
-    struct sockaddr_storage primary;    /* shard 0's primary, resolved at start */
+    cfg_config *cfg;                    /* the startup config: listeners, workers, TLS */
+    px_conf *conf;                      /* owned: the newest conf (main thread) */
     int nworkers;
     px_worker *workers;                 /* owned, nworkers entries */
     atomic_int nclients;                /* across workers, for max_client_conn */
@@ -194,6 +203,7 @@ typedef struct px_job {
 
 struct px_worker {
     px_proxy *px;
+    const px_conf *conf;   /* the conf this worker runs with */
     int id;
     uv_thread_t thread;
     uv_loop_t loop;
@@ -222,6 +232,7 @@ struct px_worker {
 int px_worker_start(px_worker *w);
 void px_worker_request_stop(px_worker *w);
 void px_worker_request_drain(px_worker *w);
+void px_worker_post_conf(px_worker *w, const px_conf *conf);
 void px_worker_destroy(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 int px_worker_post(px_worker *w, const px_job *job);
@@ -315,8 +326,11 @@ void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n);
 int px_metrics_start(px_worker *w);
 void px_metrics_stop(px_worker *w);
 
-/* auth.c */
-const px_user *px_user_find(const px_proxy *px, const char *name);
-int px_users_prepare(px_proxy *px, char *err, size_t errlen);
+/* conf.c */
+const px_user *px_user_find(const px_conf *conf, const char *name);
+/* Loads a conf from cfg (taking it over): user secrets and the primary's address. */
+px_conf *px_conf_build(cfg_config *cfg, char *err, size_t errlen);
+int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen);
+void px_conf_free_all(px_conf *conf);
 
 #endif

@@ -87,7 +87,7 @@ void px_server_release(px_server *sv)
         px_server_close(sv, "a DISCARD ALL or DEALLOCATE ALL failed: its prepared statements are unknown");
         return;
     }
-    if (sv->conn.w->px->cfg->pool_mode == CFG_POOL_SESSION) {
+    if (sv->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION) {
         pgs_buf b = PGS_BUF_INIT;
         sv->state_sig = 0;
         px_htab_free(&sv->stmts);
@@ -316,7 +316,7 @@ static void server_count_ready(px_server *sv)
     if (sv->tx_status != 'I' || !sv->xact_start_ns)
         return;
     uint64_t us = (uv_hrtime() - sv->xact_start_ns) / 1000;
-    uint32_t slow = sv->conn.w->px->cfg->log_slow_ms;
+    uint32_t slow = sv->conn.w->conf->cfg->log_slow_ms;
     if (slow && us >= (uint64_t)slow * 1000)
         pgs_warn("slow_query", "transaction of client %08x user=%s db=%s took %.1f ms on server pid %u",
                  sv->client ? sv->client->key_pid : 0, sv->pool->user->cfg->name, sv->pool->db_name, us / 1000.0,
@@ -428,7 +428,7 @@ static int server_active_step(px_server *sv)
         px_conn_flush_forward(c, &cl->conn);
         px_server_emit_fakes(sv);
     }
-    if (f.type == 'Z' && sv->conn.w->px->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
+    if (f.type == 'Z' && sv->conn.w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
         cl->conn.pass_left == 0 && !cl->paused) {
         px_conn_flush_forward(c, &cl->conn);
         px_server_release(sv);
@@ -531,7 +531,7 @@ static int server_tls_step(px_server *sv)
     if (px_conn_is_tls(c) || c->in.len - c->in_pos < 1)
         return 0; /* handshake running: the transport calls px_server_tls_ready */
     uint8_t answer = c->in.data[c->in_pos++];
-    bool required = c->w->px->cfg->server_tls == CFG_STLS_REQUIRE;
+    bool required = c->w->conf->cfg->server_tls == CFG_STLS_REQUIRE;
     if (answer == 'S') {
         if (c->in_pos != c->in.len) {
             px_server_close(sv, "server sent data after accepting TLS");
@@ -565,7 +565,7 @@ static void server_on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&sv->conn.tcp, 1);
     uv_tcp_keepalive(&sv->conn.tcp, 1, 60);
-    if (sv->conn.w->px->cfg->server_tls != CFG_STLS_DISABLE) {
+    if (sv->conn.w->conf->cfg->server_tls != CFG_STLS_DISABLE) {
         static const uint8_t ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
         server_set_state(sv, SV_TLS);
         px_conn_send(&sv->conn, ssl_request, sizeof ssl_request);
@@ -596,7 +596,7 @@ px_server *px_server_connect(px_pool *pool)
     sv->since = uv_now(&w->loop);
     pgs_list_push_back(&pool->servers, &sv->node);
     pool->nconnecting++;
-    int r = uv_tcp_connect(&sv->connect_req, &sv->conn.tcp, (const struct sockaddr *)&w->px->primary,
+    int r = uv_tcp_connect(&sv->connect_req, &sv->conn.tcp, (const struct sockaddr *)&w->conf->primary,
                            server_on_connect);
     if (r < 0) {
         pgs_list_remove(&pool->servers, &sv->node);

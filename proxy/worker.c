@@ -49,7 +49,7 @@ static void worker_on_connection(uv_stream_t *server, int status)
  * a second) stops at the first client younger than the limit. */
 static void worker_expire_logins(px_worker *w, uint64_t now)
 {
-    uint32_t limit = w->px->cfg->client_login_timeout_ms;
+    uint32_t limit = w->conf->cfg->client_login_timeout_ms;
     pgs_node *it, *tmp;
     if (!limit)
         return;
@@ -230,6 +230,14 @@ static void worker_drain_job(px_worker *w, const px_job *job)
         if (cl->state != CL_ACTIVE && cl->state != CL_WAIT_SERVER)
             px_client_close(cl);
     }
+}
+
+static void worker_conf_job(px_worker *w, const px_job *job) { w->conf = job->arg; }
+
+void px_worker_post_conf(px_worker *w, const px_conf *conf)
+{
+    px_job job = {worker_conf_job, (void *)conf, 0, 0};
+    worker_wake(w, &job);
 }
 
 void px_worker_request_drain(px_worker *w)

@@ -51,8 +51,9 @@ static int fixture_setup(void **state)
     fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
     assert_int_equal(cfg_load_string(test_config, "test_pool.ini", &fx->px.cfg, err, sizeof err), 0);
-    assert_int_equal(px_users_prepare(&fx->px, err, sizeof err), 0);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&fx->px.primary), 0);
+    fx->px.conf = px_conf_build(fx->px.cfg, err, sizeof err);
+    assert_non_null(fx->px.conf);
+    fx->w.conf = fx->px.conf;
     fx->px.nworkers = 1;
     fx->px.workers = &fx->w;
     fx->w.px = &fx->px;
@@ -61,7 +62,7 @@ static int fixture_setup(void **state)
     pgs_list_init(&fx->w.clients);
     pgs_list_init(&fx->w.pools);
     assert_int_equal(uv_loop_init(&fx->w.loop), 0);
-    fx->pool = px_pool_get(&fx->w, px_user_find(&fx->px, "app"), "app");
+    fx->pool = px_pool_get(&fx->w, px_user_find(fx->px.conf, "app"), "app");
     assert_non_null(fx->pool);
     *state = fx;
     return 0;
@@ -95,8 +96,7 @@ static int fixture_teardown(void **state)
     pgs_buf_free(&w->mbox);
     for (int i = 0; i < fx->npeers; i++)
         close(fx->peers[i]);
-    free(fx->px.users);
-    cfg_free(fx->px.cfg);
+    px_conf_free_all(fx->px.conf);
     free(fx);
     return 0;
 }

@@ -1,0 +1,110 @@
+/* The runtime configuration (px_conf) built from a loaded file: the secrets each
+ * [user.NAME] password yields for authenticating clients (SCRAM, md5) and for logging in to
+ * servers, and the primary's resolved address. Built at start and at each reload, off the
+ * workers' threads; the exchanges themselves are in client.c and server.c. */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/px.h"
+
+#define PX_SCRAM_ITERATIONS 4096
+
+const px_user *px_user_find(const px_conf *conf, const char *name)
+{
+    for (int i = 0; i < conf->cfg->nusers; i++)
+        if (strcmp(conf->users[i].cfg->name, name) == 0)
+            return &conf->users[i];
+    return NULL;
+}
+
+static bool is_md5_secret(const char *pw)
+{
+    if (strncmp(pw, "md5", 3) != 0 || strlen(pw) != 35)
+        return false;
+    for (int i = 3; i < 35; i++)
+        if (!((pw[i] >= '0' && pw[i] <= '9') || (pw[i] >= 'a' && pw[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static int conf_users(px_conf *conf, char *err, size_t errlen)
+{
+    conf->users = calloc((size_t)(conf->cfg->nusers ? conf->cfg->nusers : 1), sizeof *conf->users);
+    if (!conf->users) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < conf->cfg->nusers; i++) {
+        px_user *u = &conf->users[i];
+        u->cfg = &conf->cfg->users[i];
+        const char *pw = u->cfg->password;
+        if (!pw)
+            continue;
+        if (strncmp(pw, "SCRAM-SHA-256$", 14) == 0) {
+            if (px_scram_secret_parse(pw, &u->scram) < 0) {
+                snprintf(err, errlen, "%s: [user.%s] password: malformed SCRAM secret", conf->cfg->path,
+                         u->cfg->name);
+                return -1;
+            }
+            u->has_scram = true;
+        } else if (is_md5_secret(pw)) {
+            memcpy(u->md5, pw, 36);
+            u->has_md5 = true;
+        } else {
+            if (px_scram_secret_from_password(pw, PX_SCRAM_ITERATIONS, &u->scram) < 0) {
+                snprintf(err, errlen, "cannot derive a SCRAM secret for user %s", u->cfg->name);
+                return -1;
+            }
+            px_md5_secret(pw, u->cfg->name, u->md5);
+            u->has_scram = u->has_md5 = u->has_plain = true;
+        }
+    }
+    return 0;
+}
+
+/* Resolves host:port once; the workers connect to the stored address. */
+int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char ports[8];
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(ports, sizeof ports, "%u", port);
+    int r = getaddrinfo(host, ports, &hints, &res);
+    if (r != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(r));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+px_conf *px_conf_build(cfg_config *cfg, char *err, size_t errlen)
+{
+    px_conf *conf = calloc(1, sizeof *conf);
+    if (!conf) {
+        snprintf(err, errlen, "out of memory");
+        cfg_free(cfg);
+        return NULL;
+    }
+    conf->cfg = cfg;
+    if (conf_users(conf, err, errlen) < 0 ||
+        px_resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &conf->primary, err, errlen) < 0) {
+        px_conf_free_all(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+void px_conf_free_all(px_conf *conf)
+{
+    while (conf) {
+        px_conf *older = conf->older;
+        free(conf->users);
+        cfg_free(conf->cfg);
+        free(conf);
+        conf = older;
+    }
+}
