@@ -173,6 +173,9 @@ static const cfg_key cfg_keys[] = {
     CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
 
     CFG_KEY(CFG_SEC_USER, "password", cfg_user, password, char *, cfg_parse_secret, .def = NULL),
+    CFG_KEY(CFG_SEC_USER, "max_connections", cfg_user, max_connections, int, cfg_parse_int, .def = "0", .min = 0,
+            .max = 1000000),
+    CFG_KEY(CFG_SEC_USER, "max_qps", cfg_user, max_qps, int, cfg_parse_int, .def = "0", .min = 0, .max = 10000000),
 };
 _Static_assert(CFG_COUNT(cfg_keys) <= 32, "cfg_ctx.seen has one bit per key");
 

@@ -31,6 +31,8 @@ typedef struct cfg_shard {
 typedef struct cfg_user {
     char *name;     /* owned */
     char *password; /* owned; plain, "md5<32 hex>" or "SCRAM-SHA-256$..."; NULL if unset */
+    int max_connections; /* clients of this user across workers; 0 = no limit */
+    int max_qps;         /* transactions started per second; 0 = no limit */
 } cfg_user;
 
 typedef struct cfg_config {

@@ -107,6 +107,10 @@ void px_client_close(px_client *cl)
         atomic_fetch_sub(&w->px->nclients, 1);
         cl->counted = false;
     }
+    if (cl->user_counted) {
+        atomic_fetch_sub_explicit(cl->user->nconn, 1, memory_order_relaxed);
+        cl->user_counted = false;
+    }
     px_server *sv = cl->server;
     if (sv) {
         bool clean = px_server_clean(sv) && cl->conn.pass_left == 0;
@@ -129,6 +133,13 @@ void px_client_close(px_client *cl)
 
 static void client_auth_ok(px_client *cl, pgs_buf *b)
 {
+    int limit = cl->user->cfg->max_connections;
+    int n = atomic_fetch_add_explicit(cl->user->nconn, 1, memory_order_relaxed) + 1;
+    cl->user_counted = true;
+    if (limit && n > limit) {
+        px_client_fatal(cl, "53300", "too many connections for role \"%s\" (max_connections %d)", cl->user_name, limit);
+        return;
+    }
     pgs_msg_auth(b, 0, NULL, 0);
     cl->auth = AUTH_NONE;
     if (px_conn_send_buf(&cl->conn, b) < 0)
@@ -690,6 +701,30 @@ static int client_query(px_client *cl, const pgs_frame *f)
     return px_ext_deallocate(cl, f, ss.name);
 }
 
+/* max_qps: each worker refills its share of the user's rate into a token bucket per pool;
+ * a transaction starts only with a token. */
+static bool client_take_token(px_client *cl)
+{
+    int qps = cl->user->cfg->max_qps;
+    if (!qps)
+        return true;
+    px_pool *p = cl->pool;
+    double rate = (double)qps / cl->conn.w->px->nworkers;
+    double burst = rate < 1 ? 1 : rate;
+    uint64_t now = uv_hrtime();
+    if (!p->tokens_at)
+        p->tokens = burst;
+    else
+        p->tokens += (double)(now - p->tokens_at) / 1e9 * rate;
+    if (p->tokens > burst)
+        p->tokens = burst;
+    p->tokens_at = now;
+    if (p->tokens < 1)
+        return false;
+    p->tokens -= 1;
+    return true;
+}
+
 /* One step of a logged-in client: validate the next message header, get a server when the
  * client has none, and pass the bytes through as they are (rewriting statement names in
  * transaction pooling). Returns 1 to go on, 0 when more input is needed or the client
@@ -735,6 +770,22 @@ static int client_forward_step(px_client *cl)
             return -1;
         }
         return 0;
+    }
+    if (!cl->server && (cl->rate_skip || !client_take_token(cl))) {
+        if (avail < f.total)
+            return pgs_buf_reserve(&c->in, f.total - avail) < 0 ? -1 : 0;
+        c->in_pos += f.total;
+        c->fwd_mark = c->in_pos;
+        cl->rate_skip = f.type != 'Q' && f.type != 'S';
+        if (!cl->rate_skip) {
+            pgs_buf b = PGS_BUF_INIT;
+            pgs_msg_error(&b, "ERROR", "53400", "pgshard: user \"%s\" may start at most %d transactions per second (max_qps)",
+                          cl->user_name, cl->user->cfg->max_qps);
+            pgs_msg_ready(&b, 'I');
+            px_conn_send_buf(c, &b);
+            pgs_buf_free(&b);
+        }
+        return 1;
     }
     if (!cl->server) {
         cl->wait_since = uv_now(&c->w->loop);

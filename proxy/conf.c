@@ -81,7 +81,20 @@ int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, ch
     return 0;
 }
 
-px_conf *px_conf_build(cfg_config *cfg, char *err, size_t errlen)
+/* The counter slot for a user name, shared by every conf that names the user. */
+static atomic_int *conf_user_count(px_proxy *px, const char *name)
+{
+    for (int i = 0; i < px->nuser_counts; i++)
+        if (strcmp(px->user_counts[i].name, name) == 0)
+            return &px->user_counts[i].n;
+    if (px->nuser_counts == PX_MAX_USER_NAMES)
+        return NULL;
+    px_user_count *c = &px->user_counts[px->nuser_counts++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    return &c->n;
+}
+
+px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen)
 {
     px_conf *conf = calloc(1, sizeof *conf);
     if (!conf) {
@@ -90,10 +103,22 @@ px_conf *px_conf_build(cfg_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     conf->cfg = cfg;
+    if (!px->user_counts && !(px->user_counts = calloc(PX_MAX_USER_NAMES, sizeof *px->user_counts))) {
+        snprintf(err, errlen, "out of memory");
+        px_conf_free_all(conf);
+        return NULL;
+    }
     if (conf_users(conf, err, errlen) < 0 ||
         px_resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &conf->primary, err, errlen) < 0) {
         px_conf_free_all(conf);
         return NULL;
+    }
+    for (int i = 0; i < cfg->nusers; i++) {
+        if (!(conf->users[i].nconn = conf_user_count(px, cfg->users[i].name))) {
+            snprintf(err, errlen, "more than %d user names", PX_MAX_USER_NAMES);
+            px_conf_free_all(conf);
+            return NULL;
+        }
     }
     return conf;
 }

@@ -112,7 +112,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     px_conf *conf = NULL;
     if (cfg_load(px->conf->cfg->path, &cfg, err, sizeof err) == 0) {
         reload_keep_fixed(px->conf->cfg, cfg);
-        conf = px_conf_build(cfg, err, sizeof err);
+        conf = px_conf_build(px, cfg, err, sizeof err);
     }
     if (!conf) {
         pgs_error("reload_failed", "%s; the running configuration stays", err);
@@ -253,14 +253,16 @@ int main(int argc, char **argv)
     px_proxy px;
     cfg_config *cfg;
     memset(&px, 0, sizeof px);
-    if (cfg_load(path, &cfg, err, sizeof err) < 0 || !(px.conf = px_conf_build(cfg, err, sizeof err))) {
+    if (cfg_load(path, &cfg, err, sizeof err) < 0 || !(px.conf = px_conf_build(&px, cfg, err, sizeof err))) {
         fprintf(stderr, "pgshard: %s\n", err);
+        free(px.user_counts);
         return 1;
     }
     px.cfg = cfg;
     if (check) {
         printf("%s: configuration is valid\n", path);
         px_conf_free_all(px.conf);
+        free(px.user_counts);
         return 0;
     }
     pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
@@ -269,5 +271,6 @@ int main(int argc, char **argv)
     px_tls_teardown(&px);
     free(px.workers);
     px_conf_free_all(px.conf);
+    free(px.user_counts);
     return rc;
 }

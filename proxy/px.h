@@ -38,7 +38,15 @@ typedef struct px_user {
     bool has_md5;           /* md5 holds "md5"+32 hex */
     char md5[36];
     bool has_plain;         /* cfg->password is a plain password (usable to log in to servers) */
+    atomic_int *nconn;      /* clients of this user across workers: px_proxy.user_counts */
 } px_user;
+
+/* Per-user client counts that outlive reloads: one slot per user name ever configured. */
+#define PX_MAX_USER_NAMES 4096
+typedef struct px_user_count {
+    char name[64];
+    atomic_int n;
+} px_user_count;
 
 /* What a reload can change: the config and what is derived from it. Workers hold a
  * pointer to the one they use (swapped by a job on their own thread); every conf stays
@@ -53,6 +61,8 @@ typedef struct px_conf {
 struct px_proxy {
     cfg_config *cfg;                    /* the startup config: listeners, workers, TLS */
     px_conf *conf;                      /* owned: the newest conf (main thread) */
+    px_user_count *user_counts;         /* owned, PX_MAX_USER_NAMES; names set by the main thread */
+    int nuser_counts;
     int nworkers;
     px_worker *workers;                 /* owned, nworkers entries */
     atomic_int nclients;                /* across workers, for max_client_conn */
@@ -123,11 +133,13 @@ struct px_client {
     uint64_t wait_start_ns;       /* uv_hrtime() when it queued for a server; 0 if not */
     px_auth_step auth;
     bool counted;       /* holds a slot of px_proxy.nclients */
+    bool user_counted;  /* holds a slot of user->nconn */
     bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
     bool paused;        /* waits for its server to answer an earlier segment's Parse */
     bool admin_busy;    /* an admin command waits for a snapshot */
+    bool rate_skip;     /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
     bool fresh_link;    /* linked to a server and nothing sent yet: replay session state first */
     px_htab stmts;      /* the client's statement names (transaction pooling) */
@@ -191,6 +203,8 @@ struct px_pool {
     bool welcome_ready;
     pgs_buf welcome;     /* ParameterStatus messages every new client receives */
     int nclients;        /* logged-in clients of this pool */
+    double tokens;       /* max_qps token bucket of this worker's share */
+    uint64_t tokens_at;  /* uv_hrtime() of the last refill */
     px_pool_stats st;
 };
 
@@ -329,7 +343,7 @@ void px_metrics_stop(px_worker *w);
 /* conf.c */
 const px_user *px_user_find(const px_conf *conf, const char *name);
 /* Loads a conf from cfg (taking it over): user secrets and the primary's address. */
-px_conf *px_conf_build(cfg_config *cfg, char *err, size_t errlen);
+px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen);
 int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen);
 void px_conf_free_all(px_conf *conf);
 

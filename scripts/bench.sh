@@ -80,7 +80,7 @@ run() { # label port pid clients mode
     after=$(cpu_ticks "$3")
     cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" -v tx="$tx" 'BEGIN{printf "%.4f", (a-b)/hz/tx*1000}')
   else cpu="-"; fi
-  printf "%-9s %-8s c=%-3s tps=%-10s cpu_s_per_1000tx=%s\n" "$1" "$5" "$4" "$tps" "$cpu"
+  printf "%-17s %-8s c=%-3s tps=%-10s cpu_s_per_1000tx=%s\n" "$1" "$5" "$4" "$tps" "$cpu"
   echo "$1 $5 $4 $tps $cpu" >> "$WORK/results"
 }
 echo "pgbench -S, $DUR s per run, scale 10"
@@ -91,9 +91,26 @@ for mode in simple extended; do
     run pgshard "$PXPORT" "$PXPID" "$c" "$mode"
   done
 done
+# Prepared statements: pgshard in transaction pooling against PgBouncer 1.18 in session
+# pooling (1.18 cannot do prepared statements in transaction pooling).
+BSPORT=$(free_port)
+sed -e "s/^listen_port = .*/listen_port = $BSPORT/" -e "s/^pool_mode = .*/pool_mode = session/" \
+    -e "s|^pidfile = .*|pidfile = $WORK/pgbouncer-session.pid|" -e "s|^logfile = .*|logfile = $WORK/pgbouncer-session.log|" \
+    "$WORK/pgbouncer.ini" > "$WORK/pgbouncer-session.ini"
+chown postgres "$WORK/pgbouncer-session.ini"
+runuser -u postgres -- pgbouncer -d -q "$WORK/pgbouncer-session.ini"
+for _ in $(seq 40); do [ -s "$WORK/pgbouncer-session.pid" ] && break; sleep 0.1; done
+BSPID=$(cat "$WORK/pgbouncer-session.pid")
+sleep 0.5
+run pgbouncer-session "$BSPORT" "$BSPID" 16 prepared
+run pgshard "$PXPORT" "$PXPID" 16 prepared
+kill "$BSPID" 2>/dev/null || true
+awk '$1=="pgbouncer-session"{bt=$4; bc=$5} $1=="pgshard" && $2=="prepared"{st=$4; sc=$5}
+     END{printf "\nprepared c=16, pgshard (transaction pooling) / PgBouncer (session pooling): tps %.2f  cpu/1000tx %.2f\n", st/bt, sc/bc}' "$WORK/results"
+
 echo
 echo "ratios pgshard/pgbouncer (tps higher is better, cpu lower is better):"
-awk '$1=="pgbouncer"{bt[$2" "$3]=$4; bc[$2" "$3]=$5} $1=="pgshard"{st[$2" "$3]=$4; sc[$2" "$3]=$5}
+awk '$1=="pgbouncer"{bt[$2" "$3]=$4; bc[$2" "$3]=$5} $1=="pgshard" && $2!="prepared"{st[$2" "$3]=$4; sc[$2" "$3]=$5}
      END{for (k in st) printf "  %-12s tps %.2f  cpu/1000tx %.2f\n", k, st[k]/bt[k], sc[k]/bc[k]}' "$WORK/results" | sort
 
 # Memory per idle client, measured on a trust-auth instance so logins are cheap.

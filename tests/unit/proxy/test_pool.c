@@ -51,7 +51,7 @@ static int fixture_setup(void **state)
     fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
     assert_int_equal(cfg_load_string(test_config, "test_pool.ini", &fx->px.cfg, err, sizeof err), 0);
-    fx->px.conf = px_conf_build(fx->px.cfg, err, sizeof err);
+    fx->px.conf = px_conf_build(&fx->px, fx->px.cfg, err, sizeof err);
     assert_non_null(fx->px.conf);
     fx->w.conf = fx->px.conf;
     fx->px.nworkers = 1;
@@ -97,6 +97,7 @@ static int fixture_teardown(void **state)
     for (int i = 0; i < fx->npeers; i++)
         close(fx->peers[i]);
     px_conf_free_all(fx->px.conf);
+    free(fx->px.user_counts);
     free(fx);
     return 0;
 }
