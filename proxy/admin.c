@@ -1,5 +1,5 @@
 /* The admin console (database "pgshard", for admin_users): SHOW commands answered as
- * result sets psql prints as tables, RELOAD and SHUTDOWN. Also the snapshot that gathers pool
+ * result sets psql prints as tables, PAUSE, RESUME, RELOAD and SHUTDOWN. Also the snapshot that gathers pool
  * counters and client/server lists from every worker, used here and by /metrics. */
 #include <signal.h>
 #include <stdarg.h>
@@ -475,6 +475,100 @@ static int admin_shutdown(px_client *cl)
     return 0;
 }
 
+/* PAUSE answers once no server connection is running a client's transaction any more:
+ * it polls with snapshots. The poll owns a timer, freed in its close callback. */
+typedef struct admin_pause_poll {
+    uv_timer_t timer;
+    px_client *cl;
+    uint32_t pid;
+} admin_pause_poll;
+
+static void admin_pause_free(uv_handle_t *h) { free(h->data); }
+
+static void admin_pause_check(uv_timer_t *t);
+
+static void admin_pause_done(px_worker *w, px_snapshot *s)
+{
+    admin_pause_poll *ap = s->ctx;
+    px_client *cl = NULL;
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->clients, it, tmp)
+    {
+        px_client *c = pgs_container_of(it, px_client, node);
+        if (c == ap->cl && c->key_pid == ap->pid && c->state == CL_ADMIN)
+            cl = c;
+    }
+    pgs_buf rows = PGS_BUF_INIT;
+    size_t n;
+    int active = 0;
+    px_pool_rows_merge(s, &rows, &n);
+    for (size_t i = 0; i < n; i++)
+        active += ((const px_pool_row *)rows.data)[i].sv_active;
+    pgs_buf_free(&rows);
+    px_snapshot_free(s);
+    if (cl && active > 0 && atomic_load(&w->px->paused) && !atomic_load(&w->px->stopping)) {
+        uv_timer_start(&ap->timer, admin_pause_check, 50, 0);
+        return;
+    }
+    if (cl) {
+        pgs_buf b = PGS_BUF_INIT;
+        admin_complete(cl, &b, "PAUSE");
+        pgs_buf_free(&b);
+        admin_resume(cl);
+    }
+    uv_close((uv_handle_t *)&ap->timer, admin_pause_free);
+}
+
+static void admin_pause_check(uv_timer_t *t)
+{
+    admin_pause_poll *ap = t->data;
+    if (px_snapshot_start(ap->cl->conn.w, PX_SNAP_POOLS, admin_pause_done, ap, 0) < 0)
+        uv_close((uv_handle_t *)&ap->timer, admin_pause_free);
+}
+
+static int admin_pause(px_client *cl)
+{
+    admin_pause_poll *ap = calloc(1, sizeof *ap);
+    if (!ap) {
+        px_client_fatal(cl, "53200", "out of memory");
+        return -1;
+    }
+    atomic_store(&cl->conn.w->px->paused, true);
+    pgs_info("pause", "PAUSE from the admin console by %s: new transactions wait", cl->user_name);
+    ap->cl = cl;
+    ap->pid = cl->key_pid;
+    uv_timer_init(&cl->conn.w->loop, &ap->timer);
+    ap->timer.data = ap;
+    cl->admin_busy = true;
+    uv_timer_start(&ap->timer, admin_pause_check, 0, 0);
+    return 0;
+}
+
+static void admin_resume_job(px_worker *w, const px_job *job)
+{
+    (void)job;
+    pgs_node *it, *tmp;
+    pgs_list_each(&w->pools, it, tmp) px_pool_resume(pgs_container_of(it, px_pool, node));
+}
+
+static int admin_resume_cmd(px_client *cl)
+{
+    px_proxy *px = cl->conn.w->px;
+    atomic_store(&px->paused, false);
+    pgs_info("resume", "RESUME from the admin console by %s", cl->user_name);
+    for (int i = 0; i < px->nworkers; i++) {
+        px_job job = {admin_resume_job, NULL, 0, 0};
+        if (&px->workers[i] == cl->conn.w)
+            admin_resume_job(cl->conn.w, &job);
+        else
+            px_worker_post(&px->workers[i], &job);
+    }
+    pgs_buf b = PGS_BUF_INIT;
+    admin_complete(cl, &b, "RESUME");
+    pgs_buf_free(&b);
+    return 0;
+}
+
 static int admin_reload(px_client *cl)
 {
     pgs_info("reload_requested", "RELOAD from the admin console by %s", cl->user_name);
@@ -491,7 +585,8 @@ static const struct {
 } admin_commands[] = {
     {"show pools", admin_show_pools},     {"show clients", admin_show_clients}, {"show servers", admin_show_servers},
     {"show stats", admin_show_stats},     {"show config", admin_show_config},   {"show version", admin_show_version},
-    {"shutdown", admin_shutdown},         {"reload", admin_reload},
+    {"shutdown", admin_shutdown},         {"reload", admin_reload},             {"pause", admin_pause},
+    {"resume", admin_resume_cmd},
 };
 
 /* "  SHOW   pools ; " -> "show pools" */
@@ -569,7 +664,7 @@ int px_admin_step(px_client *cl)
     }
     char msg[300];
     snprintf(msg, sizeof msg,
-             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, RELOAD, SHUTDOWN",
+             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, "42601", msg, true);
     return 1;

@@ -44,7 +44,8 @@ void px_pool_free(px_pool *pool)
  * pool_size. A pool that has not yet learnt the server's parameters opens one. */
 static void pool_kick(px_pool *pool)
 {
-    if (atomic_load(&pool->w->px->stopping) || uv_now(&pool->w->loop) < pool->retry_at)
+    if (atomic_load(&pool->w->px->stopping) || atomic_load(&pool->w->px->paused) ||
+        uv_now(&pool->w->loop) < pool->retry_at)
         return;
     size_t need = pool->waiting.n;
     if (!pool->welcome_ready && pool->welcome_waiting.n && need == 0)
@@ -72,21 +73,32 @@ void px_pool_want_welcome(px_pool *pool, px_client *cl)
  * way; the caller sees cl->server set when it was linked. */
 int px_pool_acquire(px_pool *pool, px_client *cl)
 {
-    pgs_node *n = pgs_list_pop_front(&pool->idle);
+    bool paused = atomic_load(&pool->w->px->paused);
+    pgs_node *n = paused ? NULL : pgs_list_pop_front(&pool->idle);
     if (n) {
         px_client_link(cl, pgs_container_of(n, px_server, idle_node));
         return 0;
     }
     pgs_list_push_back(&pool->waiting, &cl->wait_node);
     cl->wait_start_ns = uv_hrtime();
-    pool_kick(pool);
+    if (!paused)
+        pool_kick(pool);
     return 0;
+}
+
+/* RESUME: waiters get the idle servers, and new ones are opened for the rest. */
+void px_pool_resume(px_pool *pool)
+{
+    pgs_node *n;
+    while (pool->waiting.n && (n = pgs_list_pop_front(&pool->idle)))
+        px_pool_server_ready(pool, pgs_container_of(n, px_server, idle_node));
+    pool_kick(pool);
 }
 
 /* A server became idle: the longest-waiting client gets it, or it joins the idle list. */
 void px_pool_server_ready(px_pool *pool, px_server *sv)
 {
-    pgs_node *n = pgs_list_pop_front(&pool->waiting);
+    pgs_node *n = atomic_load(&pool->w->px->paused) ? NULL : pgs_list_pop_front(&pool->waiting);
     if (!n) {
         pgs_list_push_front(&pool->idle, &sv->idle_node);
         return;

@@ -70,6 +70,7 @@ struct px_proxy {
     void *tls_connect_ctx;              /* owned SSL_CTX towards servers, or NULL */
     atomic_bool stopping;
     atomic_bool draining;               /* SIGTERM: no new clients, finish transactions */
+    atomic_bool paused;                 /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
 };
 
@@ -314,6 +315,7 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
 void px_pool_forget_client(px_pool *pool, px_client *cl);
 void px_pool_tick(px_pool *pool, uint64_t now);
 void px_pool_free(px_pool *pool);
+void px_pool_resume(px_pool *pool);
 
 /* admin.c */
 void px_admin_login(px_client *cl);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The admin console (database "pgshard" for admin_users) and the Prometheus endpoint:
 # SHOW commands answer with tables whose numbers follow real traffic, a user outside
-# admin_users is refused with 28000, unknown commands get 42601, /metrics and /healthz
-# answer, and SHUTDOWN stops the proxy cleanly.
+# admin_users is refused with 28000, unknown commands get 42601, PAUSE waits for running
+# transactions and holds new ones until RESUME, /metrics and /healthz answer, and SHUTDOWN
+# stops the proxy cleanly.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -58,6 +59,25 @@ echo "$metrics" | grep -q '^pgshard_client_connections_total [1-9]' || pgs_fail 
 pgs_assert_eq ok "$(curl -sf "http://127.0.0.1:$MPORT/healthz")" "/healthz"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/nope")
 pgs_assert_eq 404 "$code" "unknown path"
+
+pgs_log "PAUSE waits for running transactions; clients wait until RESUME"
+PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U app app -X -q \
+  -c "BEGIN" -c "SELECT pg_sleep(1.5)" -c "COMMIT" &
+holder=$!
+sleep 0.3
+t0=$(date +%s%3N)
+admin app -c "PAUSE" >/dev/null || pgs_fail "PAUSE failed"
+waited=$(($(date +%s%3N) - t0))
+((waited >= 900)) || pgs_fail "PAUSE answered after $waited ms, before the running transaction ended"
+wait "$holder" || pgs_fail "the transaction running at PAUSE failed"
+pgs_psql -c "SELECT 'after resume'" >"$PGS_WORK/paused.out" 2>&1 &
+paused_client=$!
+sleep 1
+kill -0 "$paused_client" 2>/dev/null || pgs_fail "a query ran while paused: $(cat "$PGS_WORK/paused.out")"
+admin app -c "SHOW POOLS" | awk -F'|' '$1=="app" && $2=="app" {print $4}' | grep -qx 1 || pgs_fail "the paused client is not counted as waiting"
+admin app -c "RESUME" >/dev/null || pgs_fail "RESUME failed"
+wait "$paused_client" || pgs_fail "the waiting client failed after RESUME: $(cat "$PGS_WORK/paused.out")"
+pgs_assert_eq "after resume" "$(cat "$PGS_WORK/paused.out")" "the waiting client ran after RESUME"
 
 pgs_log "SHUTDOWN"
 admin app -c "SHUTDOWN" >/dev/null 2>&1 || true
