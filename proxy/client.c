@@ -632,7 +632,8 @@ static int client_stage_session(px_client *cl, const char *sql, size_t len)
 {
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
-    if (ss.kind == SESS_NONE || ss.kind == SESS_DEALLOCATE || ss.kind == SESS_DEALLOCATE_ALL)
+    if (ss.kind == SESS_NONE || ss.kind == SESS_DEALLOCATE || ss.kind == SESS_DEALLOCATE_ALL ||
+        ss.kind == SESS_PREPARE || ss.kind == SESS_EXECUTE)
         return 0;
     px_session *s = client_session(cl);
     if (!s || px_session_stage(s, &ss, sql, len) < 0) {
@@ -696,6 +697,10 @@ static int client_query(px_client *cl, const pgs_frame *f)
         client_forget_statements(cl, sv);
         return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
     }
+    if (ss.kind == SESS_PREPARE)
+        return px_ext_sql_prepare(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
+    if (ss.kind == SESS_EXECUTE)
+        return px_ext_sql_execute(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
     if (ss.kind != SESS_DEALLOCATE)
         return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
     return px_ext_deallocate(cl, f, ss.name);

@@ -27,7 +27,7 @@ static px_reply_ent *ext_push(px_server *sv, px_reply kind, uint64_t hash)
 
 int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash)
 {
-    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY)
+    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY || kind == RP_PREPARE_SQL)
         sv->segment++;
     return ext_push(sv, kind, hash) ? 0 : -1;
 }
@@ -116,6 +116,39 @@ static int ext_ensure(px_server *sv, const px_stmt *st)
     return 0;
 }
 
+/* The same for a statement from SQL PREPARE: the server gets a hidden
+ * "PREPARE pgshard_<hash> <text after the name>" query. Each simple query stands alone, so
+ * one still being prepared is fine: if that failed, the client's EXECUTE fails too. */
+static int ext_ensure_sql(px_server *sv, const px_stmt *st)
+{
+    px_sstate s = px_sset_get(&sv->stmts, st->hash, ext_tick(sv->conn.w), NULL);
+    if (s != PX_STMT_ABSENT)
+        return 0;
+    pgs_buf b = PGS_BUF_INIT;
+    char name[PX_STMT_NAME_LEN];
+    if (ext_evict(sv, &b) > 0)
+        return 1;
+    px_stmt_name(st->hash, name);
+    size_t m = pgs_msg_begin(&b, 'Q');
+    pgs_buf_appendf(&b, "PREPARE %s ", name);
+    pgs_buf_append(&b, st->body, st->body_len);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    if (px_server_push_reply(sv, RP_PREPARE_SQL, st->hash) < 0 ||
+        px_sset_pending(&sv->stmts, st->hash, ext_tick(sv->conn.w), sv->segment) < 0) {
+        pgs_buf_free(&b);
+        return -1;
+    }
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 0;
+}
+
+static int ext_ensure_any(px_server *sv, const px_stmt *st)
+{
+    return st->sql ? ext_ensure_sql(sv, st) : ext_ensure(sv, st);
+}
+
 /* Consumes the whole client message at in_pos without forwarding it. */
 static void ext_drop(px_client *cl, const pgs_frame *f)
 {
@@ -149,7 +182,7 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
     char sname[PX_STMT_NAME_LEN];
     px_stmt *old = px_client_stmt_get(&cl->stmts, name);
     if (old) {
-        int r = ext_ensure(sv, old);
+        int r = ext_ensure_any(sv, old);
         if (r != 0)
             return r < 0 ? -1 : 2;
         ext_drop(cl, f);
@@ -247,8 +280,8 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     char sname[PX_STMT_NAME_LEN];
     bool foreign = !st && strncmp(name, "pgshard_", 8) == 0;
-    if (!st && !foreign)
-        return 0;
+    if ((!st && !foreign) || (st && st->sql))
+        return 0; /* PostgreSQL reports it (a SQL-prepared name is not reachable from here) */
     if (st) {
         int r = ext_ensure(sv, st);
         if (r != 0)
@@ -316,7 +349,7 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
     if (!st)
         return 0;
     px_conn_flush_forward(&cl->conn, &sv->conn);
-    int r = ext_ensure(sv, st);
+    int r = ext_ensure_any(sv, st);
     if (r != 0)
         return r < 0 ? -1 : 2;
     char sname[PX_STMT_NAME_LEN];
@@ -440,6 +473,18 @@ static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t
 int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail)
 {
     px_reply_ent *h = px_replies_head(&sv->replies);
+    if (h && h->kind == RP_PREPARE_SQL) {
+        if (avail < f->total)
+            return 2;
+        if (f->type == 'E' && h->hash)
+            px_htab_del(&sv->stmts, h->hash);
+        if (f->type == 'Z') {
+            if (h->hash)
+                px_sset_ready(&sv->stmts, h->hash);
+            px_replies_pop(&sv->replies);
+        }
+        return 1;
+    }
     if (h && h->kind == RP_REPLAY) {
         if (avail < f->total)
             return 2;
@@ -454,7 +499,15 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
     case 'E': {
         int hide = 0;
         sv->saw_error = true;
-        if (h && h->cname && (h->kind == RP_BIND || h->kind == RP_DESCRIBE || (h->kind == RP_PARSE && !h->stmt))) {
+        if (h && h->kind == RP_QUERY && h->cname && h->stmt) {
+            /* A PREPARE that failed: the client's name does not exist after all. */
+            px_client *cl = sv->client;
+            if (cl && px_client_stmt_get(&cl->stmts, h->cname) == h->stmt)
+                px_client_stmt_del(&cl->stmts, &sv->conn.w->stmts, h->cname);
+            ext_release(sv->conn.w, h);
+        }
+        if (h && h->cname &&
+            (h->kind == RP_BIND || h->kind == RP_DESCRIBE || ((h->kind == RP_PARSE || h->kind == RP_QUERY) && !h->stmt))) {
             if (avail < f->total)
                 return 2;
             px_conn_flush_forward(&sv->conn, &sv->client->conn);
@@ -472,6 +525,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
         if (!h || (h->kind != RP_SYNC && h->kind != RP_QUERY))
             return -1;
         sv->skipping = false;
+        ext_release(sv->conn.w, h);
         px_replies_pop(&sv->replies);
         return 0;
     case '1':
@@ -509,4 +563,99 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
     default:
         return 0;
     }
+}
+
+/* ---- SQL PREPARE / EXECUTE ---------------------------------------------------------- */
+
+/* Sends text with the statement name at [at, end) replaced, as a simple query. */
+static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t at, size_t end, const char *name)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    pgs_buf_append(&b, sql, at);
+    pgs_buf_appendf(&b, "%s", name);
+    pgs_buf_append(&b, sql + end, len - end);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* PREPARE name ...: the server checks it under a throwaway name (so its errors are
+ * PostgreSQL's) and forgets it again; each server prepares it under its hash name when an
+ * EXECUTE needs it. A name the client already has gets the server's own 42P05. */
+int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+                       size_t at, size_t end)
+{
+    px_server *sv = cl->server;
+    px_worker *w = cl->conn.w;
+    char sname[PX_STMT_NAME_LEN];
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    px_stmt *old = px_client_stmt_get(&cl->stmts, name);
+    if (old) {
+        int r = ext_ensure_any(sv, old);
+        if (r != 0)
+            return r < 0 ? -1 : 2;
+        ext_drop(cl, f);
+        px_stmt_name(old->hash, sname);
+        px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
+        if (!e)
+            return -1;
+        sv->segment++;
+        e->cname = ext_strdup(name);
+        ext_send_renamed(sv, sql, len, at, end, sname);
+        return 1;
+    }
+    uint64_t seed = (cl->sess ? px_session_search_path_sig(cl->sess) : 0) ^ 0x5e1ull;
+    px_stmt *st = px_stmt_register(&w->stmts, (const uint8_t *)sql + end, len - end, seed);
+    if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
+        if (st)
+            px_stmt_unref(&w->stmts, st);
+        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
+        return -1;
+    }
+    st->sql = true;
+    ext_drop(cl, f);
+    px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
+    if (!e)
+        return -1;
+    sv->segment++;
+    e->cname = ext_strdup(name);
+    e->stmt = st;
+    st->refs++;
+    ext_send_renamed(sv, sql, len, at, end, PROBE_NAME);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_query(&b, "DEALLOCATE " PROBE_NAME);
+    if (px_server_push_reply(sv, RP_PREPARE_SQL, 0) < 0) {
+        pgs_buf_free(&b);
+        return -1;
+    }
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return 1;
+}
+
+/* EXECUTE name ...: runs on the server's name for the statement, prepared there first when
+ * needed. An unknown name passes unchanged so PostgreSQL reports it. */
+int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name, size_t at,
+                       size_t end)
+{
+    px_server *sv = cl->server;
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    if (!st)
+        return 0;
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    int r = ext_ensure_any(sv, st);
+    if (r != 0)
+        return r < 0 ? -1 : 2;
+    char sname[PX_STMT_NAME_LEN];
+    px_stmt_name(st->hash, sname);
+    ext_drop(cl, f);
+    px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
+    if (!e)
+        return -1;
+    sv->segment++;
+    e->cname = ext_strdup(name);
+    ext_send_renamed(sv, sql, len, at, end, sname);
+    return 1;
 }

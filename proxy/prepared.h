@@ -31,6 +31,7 @@ uint64_t px_hash64(const void *p, size_t n, uint64_t seed);
 typedef struct px_stmt {
     uint64_t hash;
     uint32_t refs;   /* client names pointing here */
+    bool sql;        /* from SQL PREPARE: body is the text after the name */
     size_t body_len;
     uint8_t body[];  /* query\0 int16 n, n x int32 type oids */
 } px_stmt;
@@ -66,6 +67,7 @@ typedef enum px_reply {
     RP_SYNC,         /* ReadyForQuery */
     RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
     RP_REPLAY,       /* the proxy's session replay query: all of its reply hidden */
+    RP_PREPARE_SQL,  /* the proxy's own SQL PREPARE (or DEALLOCATE of its probe): hidden */
     RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
     RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
 } px_reply;

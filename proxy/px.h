@@ -302,6 +302,10 @@ int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash);
 void px_server_replies_free(px_server *sv);
 int px_ext_client_message(px_client *cl, const pgs_frame *f);
 int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
+int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+                       size_t at, size_t end);
+int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name, size_t at,
+                       size_t end);
 int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 

@@ -78,8 +78,8 @@ static bool has_more_statements(const char *s, size_t n)
                 q = 0;
         } else if (c == '\'' || c == '"') {
             q = c;
-        } else if (c == '$') {
-            return true; /* dollar quotes: do not try, treat as several */
+        } else if (c == '$' && !(i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9')) {
+            return true; /* a dollar quote ($1 is a parameter): do not try, treat as several */
         } else if (c == ';') {
             size_t j = skip_space(s, n, i + 1);
             while (j < n && s[j] == ';')
@@ -100,10 +100,22 @@ void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
     size_t i = read_word(sql, len, skip_space(sql, len, 0), w1, sizeof w1);
     bool set = strcmp(w1, "set") == 0, reset = strcmp(w1, "reset") == 0;
     bool discard = strcmp(w1, "discard") == 0, dealloc = strcmp(w1, "deallocate") == 0;
-    if (!set && !reset && !discard && !dealloc)
+    bool prepare = strcmp(w1, "prepare") == 0, execute = strcmp(w1, "execute") == 0;
+    if (!set && !reset && !discard && !dealloc && !prepare && !execute)
         return;
     if (has_more_statements(sql, len)) {
-        out->kind = SESS_MULTI;
+        out->kind = prepare || execute ? SESS_NONE : SESS_MULTI;
+        return;
+    }
+    if (prepare || execute) {
+        size_t at = skip_space(sql, len, i);
+        size_t end = read_word(sql, len, at, out->name, sizeof out->name);
+        /* PREPARE TRANSACTION is two-phase commit, not a statement. */
+        if (!out->name[0] || strcmp(out->name, "transaction") == 0 || strchr(out->name, '.'))
+            return;
+        out->kind = prepare ? SESS_PREPARE : SESS_EXECUTE;
+        out->name_at = at;
+        out->name_end = end;
         return;
     }
     i = read_word(sql, len, skip_space(sql, len, i), w2, sizeof w2);

@@ -23,12 +23,15 @@ typedef enum px_sess_kind {
     SESS_DEALLOCATE,  /* DEALLOCATE [PREPARE] name: name in out->name */
     SESS_DEALLOCATE_ALL,
     SESS_MULTI,       /* several statements of which one starts with SET/RESET/DISCARD */
+    SESS_PREPARE,     /* PREPARE name ...: name and its place in the text */
+    SESS_EXECUTE,     /* EXECUTE name ...: name and its place in the text */
 } px_sess_kind;
 
 typedef struct px_sess_stmt {
     px_sess_kind kind;
     uint64_t key;    /* SESS_SET/RESET: hash of the lowercased parameter name */
-    char name[64];   /* SESS_DEALLOCATE: the statement name as the client wrote it */
+    char name[64];   /* SESS_DEALLOCATE/PREPARE/EXECUTE: the statement name */
+    size_t name_at, name_end; /* SESS_PREPARE/EXECUTE: where the name stands in the text */
 } px_sess_stmt;
 
 /* Looks at the first words of sql[0..len). */
