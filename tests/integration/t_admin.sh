@@ -48,6 +48,18 @@ out=$(admin app -v VERBOSITY=verbose -c "SHOW NONSENSE" 2>&1 || true)
 echo "$out" | grep -q "42601" || pgs_fail "unknown command did not give 42601: $out"
 pgs_assert_eq 1 "$(admin app -c "SHOW VERSION" | wc -l)" "the console works after an error"
 
+pgs_log "a wrong password and an unknown user are refused and logged"
+if PGPASSWORD=wrong "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U app app -X -c "SELECT 1" >/dev/null 2>"$PGS_WORK/wrongpw.err"; then
+  pgs_fail "a wrong password was accepted"
+fi
+grep -q 'password authentication failed for user "app"' "$PGS_WORK/wrongpw.err" || pgs_fail "$(cat "$PGS_WORK/wrongpw.err")"
+if PGPASSWORD=x "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U nobody_here app -X -c "SELECT 1" >/dev/null 2>"$PGS_WORK/nouser.err"; then
+  pgs_fail "an unknown user was accepted"
+fi
+grep -q 'no such user "nobody_here"' "$PGS_WORK/nouser.err" || pgs_fail "$(cat "$PGS_WORK/nouser.err")"
+grep -q 'auth_failed.*password authentication failed for user "app"' "$PGS_WORK/admin/pgshard.log" || pgs_fail "wrong password not logged"
+grep -q 'auth_failed.*no such user "nobody_here"' "$PGS_WORK/admin/pgshard.log" || pgs_fail "unknown user not logged"
+
 pgs_log "/metrics and /healthz"
 metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || pgs_fail "/metrics did not answer"
 echo "$metrics" | grep -q '^pgshard_up 1$' || pgs_fail "pgshard_up missing"
@@ -56,6 +68,7 @@ n=$(echo "$metrics" | sed -n 's/^pgshard_transactions_total{user="app",database=
 echo "$metrics" | grep -q '^pgshard_wait_seconds_bucket{user="app",database="app",le="+Inf"}' ||
   pgs_fail "wait histogram missing"
 echo "$metrics" | grep -q '^pgshard_client_connections_total [1-9]' || pgs_fail "connections not counted"
+echo "$metrics" | grep -q '^pgshard_auth_failures_total [2-9]' || pgs_fail "auth failures not counted: $(echo "$metrics" | grep auth_failures)"
 pgs_assert_eq ok "$(curl -sf "http://127.0.0.1:$MPORT/healthz")" "/healthz"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/nope")
 pgs_assert_eq 404 "$code" "unknown path"

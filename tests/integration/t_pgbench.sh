@@ -65,6 +65,12 @@ check_books "$total"
 pgs_pgbench_ok extended proxy -n -M extended -c 8 -j 2 -T 5
 total=$((total + PGS_PGBENCH_TX))
 check_books "$total"
+# Named prepared statements in transaction pooling: each statement is prepared on whichever
+# server runs it. (pgbench prepares synchronously, so its clients need as many servers as
+# a thread has clients; 16 clients fit in 2 x 10.)
+pgs_pgbench_ok prepared_tx proxy -n -M prepared -c 16 -j 4 -T 5
+total=$((total + PGS_PGBENCH_TX))
+check_books "$total"
 pgs_stop_proxy tx
 
 # --- 2. Session pooling, prepared statements (named statements live on one backend).
