@@ -276,6 +276,8 @@ static unsigned count_rows(const pgs_buf *b)
 {
     unsigned n = 0;
     pgs_frame f;
+    if (!b->data)
+        return 0;
     for (size_t off = 0; pgs_frame_read(b->data + off, b->len - off, PGS_MAX_MSG_LEN, &f) == 1; off += f.total)
         n++;
     return n;
@@ -629,7 +631,7 @@ int px_admin_step(px_client *cl)
         return 0;
     size_t avail = c->in.len - c->in_pos;
     pgs_frame f;
-    int r = pgs_frame_read(c->in.data + c->in_pos, avail, 65536, &f);
+    int r = pgs_frame_read(px_conn_at(c), avail, 65536, &f);
     if (r == 0 || (r > 0 && avail < f.total))
         return 0;
     if (r < 0) {

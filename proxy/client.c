@@ -314,7 +314,7 @@ static int client_auth_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     pgs_frame f;
-    const uint8_t *p = c->in.data + c->in_pos;
+    const uint8_t *p = px_conn_at(c);
     int r = pgs_frame_read(p, c->in.len - c->in_pos, PX_MAX_AUTH_MSG, &f);
     if (r == 0)
         return 0;
@@ -536,7 +536,7 @@ static int client_startup_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     size_t avail = c->in.len - c->in_pos;
-    const uint8_t *p = c->in.data + c->in_pos;
+    const uint8_t *p = px_conn_at(c);
     if (avail < 4)
         return 0;
     uint32_t len = pgs_be32(p);
@@ -747,7 +747,7 @@ static int client_forward_step(px_client *cl)
         return 1;
     }
     pgs_frame f;
-    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PGS_MAX_MSG_LEN, &f);
+    int r = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
         return 0;
     if (r < 0 || !pgs_frontend_type_valid(f.type))

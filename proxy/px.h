@@ -260,6 +260,9 @@ void px_tls_teardown(px_proxy *px);
 int px_tls_start(px_conn *c, void *ctx, bool accept);
 bool px_conn_is_tls(const px_conn *c);
 
+/* The unprocessed input (NULL when the connection holds no buffer: never NULL + 0). */
+static inline const uint8_t *px_conn_at(const px_conn *c) { return c->in.data ? c->in.data + c->in_pos : NULL; }
+
 /* conn.c */
 int px_conn_raw_send(px_conn *c, const void *p, size_t n);
 void px_conn_init(px_conn *c, px_worker *w, bool is_server);

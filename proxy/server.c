@@ -202,7 +202,7 @@ static int server_login_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     size_t avail = c->in.len - c->in_pos;
-    const uint8_t *p = c->in.data + c->in_pos;
+    const uint8_t *p = px_conn_at(c);
     pgs_frame f;
     int r = pgs_frame_read(p, avail, PX_MAX_LOGIN_MSG, &f);
     if (r == 0 || (r > 0 && avail < f.total))
@@ -265,7 +265,7 @@ static int server_idle_step(px_server *sv)
     px_conn *c = &sv->conn;
     size_t avail = c->in.len - c->in_pos;
     pgs_frame f;
-    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PX_MAX_LOGIN_MSG, &f);
+    int r = pgs_frame_read(px_conn_at(c), avail, PX_MAX_LOGIN_MSG, &f);
     if (r == 0 || (r > 0 && avail < f.total))
         return 0;
     if (r < 0 || (f.type != 'N' && f.type != 'S' && f.type != 'A')) {
@@ -288,7 +288,7 @@ static int server_reset_step(px_server *sv)
         return k ? 1 : 0;
     }
     pgs_frame f;
-    int r = pgs_frame_read(c->in.data + c->in_pos, avail, PGS_MAX_MSG_LEN, &f);
+    int r = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
         return 0;
     if (r < 0 || f.type == 'E') {
@@ -377,7 +377,7 @@ static int server_active_step(px_server *sv)
         return 1;
     }
     pgs_frame f;
-    const uint8_t *p = c->in.data + c->in_pos;
+    const uint8_t *p = px_conn_at(c);
     int r = pgs_frame_read(p, avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
         return 0;
