@@ -283,13 +283,15 @@ static unsigned count_rows(const pgs_buf *b)
     return n;
 }
 
-static px_client *admin_find(px_worker *w, px_snapshot *s)
+/* The admin client a finished snapshot or poll was for, if it is still there: identified
+ * by address and cancel key, since the address may have been reused by then. */
+static px_client *admin_find(px_worker *w, const px_client *who, uint32_t pid)
 {
     pgs_node *it, *tmp;
     pgs_list_each(&w->clients, it, tmp)
     {
         px_client *cl = pgs_container_of(it, px_client, node);
-        if (cl == s->ctx && cl->key_pid == s->ctx_id && cl->state == CL_ADMIN)
+        if (cl == who && cl->key_pid == pid && cl->state == CL_ADMIN)
             return cl;
     }
     return NULL;
@@ -305,7 +307,7 @@ static void admin_list_done(px_worker *w, px_snapshot *s)
 {
     static const char *const ccols[] = {"worker", "user", "database", "state", "addr", "port", "age_s", "tls", "server_pid"};
     static const char *const scols[] = {"worker", "user", "database", "state", "pid", "state_age_s", "tx", "tls", "prepared"};
-    px_client *cl = admin_find(w, s);
+    px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf b = PGS_BUF_INIT;
         admin_columns(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 9);
@@ -329,7 +331,7 @@ static void admin_pools_done(px_worker *w, px_snapshot *s)
                                         "sv_idle", "sv_login", "maxwait_ms", "pool_size"};
     static const char *const tcols[] = {"user", "database", "xacts", "queries", "errors", "bytes_received",
                                         "bytes_sent", "xact_time_ms", "avg_xact_us", "waits", "wait_time_ms"};
-    px_client *cl = admin_find(w, s);
+    px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf rows = PGS_BUF_INIT, b = PGS_BUF_INIT;
         size_t n;
@@ -467,15 +469,19 @@ static int admin_show_version(px_client *cl)
     return 0;
 }
 
-static int admin_shutdown(px_client *cl)
+/* SHUTDOWN and RELOAD do what the signal does, so there is one path for each. */
+static int admin_signal(px_client *cl, const char *tag, int signum)
 {
-    pgs_info("shutdown_requested", "SHUTDOWN from the admin console by %s", cl->user_name);
+    pgs_info("admin_command", "%s from the admin console by %s", tag, cl->user_name);
     pgs_buf b = PGS_BUF_INIT;
-    admin_complete(cl, &b, "SHUTDOWN");
+    admin_complete(cl, &b, tag);
     pgs_buf_free(&b);
-    kill(getpid(), SIGTERM);
+    kill(getpid(), signum);
     return 0;
 }
+
+static int admin_shutdown(px_client *cl) { return admin_signal(cl, "SHUTDOWN", SIGTERM); }
+static int admin_reload(px_client *cl) { return admin_signal(cl, "RELOAD", SIGHUP); }
 
 /* PAUSE answers once no server connection is running a client's transaction any more:
  * it polls with snapshots. The poll owns a timer, freed in its close callback. */
@@ -492,14 +498,7 @@ static void admin_pause_check(uv_timer_t *t);
 static void admin_pause_done(px_worker *w, px_snapshot *s)
 {
     admin_pause_poll *ap = s->ctx;
-    px_client *cl = NULL;
-    pgs_node *it, *tmp;
-    pgs_list_each(&w->clients, it, tmp)
-    {
-        px_client *c = pgs_container_of(it, px_client, node);
-        if (c == ap->cl && c->key_pid == ap->pid && c->state == CL_ADMIN)
-            cl = c;
-    }
+    px_client *cl = admin_find(w, ap->cl, ap->pid);
     pgs_buf rows = PGS_BUF_INIT;
     size_t n;
     int active = 0;
@@ -568,16 +567,6 @@ static int admin_resume_cmd(px_client *cl)
     pgs_buf b = PGS_BUF_INIT;
     admin_complete(cl, &b, "RESUME");
     pgs_buf_free(&b);
-    return 0;
-}
-
-static int admin_reload(px_client *cl)
-{
-    pgs_info("reload_requested", "RELOAD from the admin console by %s", cl->user_name);
-    pgs_buf b = PGS_BUF_INIT;
-    admin_complete(cl, &b, "RELOAD");
-    pgs_buf_free(&b);
-    kill(getpid(), SIGHUP);
     return 0;
 }
 

@@ -88,6 +88,21 @@ static int ext_evict(px_server *sv, pgs_buf *b)
     return 0;
 }
 
+/* Sends the hidden message(s) in b that prepare statement hash on the server (whatever
+ * eviction put first included), owing reply kind for them; the statement is pending until
+ * that reply. Frees b. Returns 0, or -1 after closing the server. */
+static int ext_inject_prepare(px_server *sv, pgs_buf *b, px_reply kind, uint64_t hash)
+{
+    int r = px_server_push_reply(sv, kind, hash) < 0 ||
+                    px_sset_pending(&sv->stmts, hash, ext_tick(sv->conn.w), sv->segment) < 0
+                ? -1
+                : 0;
+    if (r == 0)
+        px_conn_send_buf(&sv->conn, b);
+    pgs_buf_free(b);
+    return r;
+}
+
 /* Makes sure the server will have st when the next message runs. Returns 0 (prepared,
  * being prepared in this same segment, or a hidden Parse sent now), 1 when a Parse sent in
  * an earlier segment has not been answered yet (its fate decides: the client waits), or
@@ -106,14 +121,7 @@ static int ext_ensure(px_server *sv, const px_stmt *st)
         return 1;
     px_stmt_name(st->hash, name);
     build_parse(&b, name, st);
-    if (!ext_push(sv, RP_PARSE_HIDDEN, st->hash) ||
-        px_sset_pending(&sv->stmts, st->hash, ext_tick(sv->conn.w), sv->segment) < 0) {
-        pgs_buf_free(&b);
-        return -1;
-    }
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-    return 0;
+    return ext_inject_prepare(sv, &b, RP_PARSE_HIDDEN, st->hash);
 }
 
 /* The same for a statement from SQL PREPARE: the server gets a hidden
@@ -134,14 +142,7 @@ static int ext_ensure_sql(px_server *sv, const px_stmt *st)
     pgs_buf_append(&b, st->body, st->body_len);
     pgs_buf_append_u8(&b, 0);
     pgs_msg_end(&b, m);
-    if (px_server_push_reply(sv, RP_PREPARE_SQL, st->hash) < 0 ||
-        px_sset_pending(&sv->stmts, st->hash, ext_tick(sv->conn.w), sv->segment) < 0) {
-        pgs_buf_free(&b);
-        return -1;
-    }
-    px_conn_send_buf(&sv->conn, &b);
-    pgs_buf_free(&b);
-    return 0;
+    return ext_inject_prepare(sv, &b, RP_PREPARE_SQL, st->hash);
 }
 
 static int ext_ensure_any(px_server *sv, const px_stmt *st)

@@ -294,6 +294,18 @@ _pgs_stop_one() {
   return 0
 }
 
+# The last check of a test that counts its checks: stops proxy NAME and adds the outcome to
+# the caller's passed/failed counters.
+pgs_check_stopped() {
+  if _pgs_stop_one "$1"; then
+    echo "ok   proxy: SIGTERM -> exit 0, no sanitizer report"
+    passed=$((passed + 1))
+  else
+    echo "FAIL proxy: did not stop cleanly (log: $PGS_WORK/$1/pgshard.log)"
+    failed=$((failed + 1))
+  fi
+}
+
 pgs_stop_proxy() {
   local name=${1:-$PGS_PROXY_NAME}
   [[ -n $name ]] || pgs_fail "pgs_stop_proxy: no proxy started"

@@ -106,13 +106,7 @@ else
   failed=$((failed + 1))
 fi
 
-if _pgs_stop_one jdbc; then
-  echo "ok   proxy: SIGTERM -> exit 0, no sanitizer report"
-  passed=$((passed + 1))
-else
-  echo "FAIL proxy: did not stop cleanly (log: $PGS_WORK/jdbc/pgshard.log)"
-  failed=$((failed + 1))
-fi
+pgs_check_stopped jdbc
 
 echo "$passed passed, $failed failed"
 ((failed == 0)) || exit 1

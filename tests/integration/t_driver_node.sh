@@ -56,13 +56,7 @@ if ((rc != 0 && failed == 0)); then
   failed=$((failed + 1))
 fi
 
-if _pgs_stop_one node; then
-  echo "ok   proxy: SIGTERM -> exit 0, no sanitizer report"
-  passed=$((passed + 1))
-else
-  echo "FAIL proxy: did not stop cleanly (log: $PGS_WORK/node/pgshard.log)"
-  failed=$((failed + 1))
-fi
+pgs_check_stopped node
 
 echo "$passed passed, $failed failed"
 ((failed == 0)) || exit 1

@@ -87,31 +87,11 @@ WORK = os.path.join(PGS_WORK, "t_driver_psycopg")
 KNOWN_BUGS_ON = True  # the proxy bugs these cases found are fixed: they always run now
 
 
-def read_env(path):
-    env = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line or line.startswith("#") or "=" not in line:
-                    continue
-                k, v = line.split("=", 1)
-                if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-                    v = v[1:-1]
-                env[k] = v
-    except OSError as e:
-        die(f"cannot read {path}: {e} (start a cluster with tests/cluster/cluster.sh start DIR)")
-    return env
+# The cluster's environment, read and checked once by the shared raw-protocol module.
+os.environ["PGWIRE_TEST"] = "t_driver_psycopg"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pgwire import CENV, DB, PASSWORD, PG_HOST, PG_PORT, USER  # noqa: E402
 
-
-CENV = read_env(os.path.join(CLUSTER_DIR, "cluster.env"))
-if CENV.get("PGS_READY") != "1":
-    die(f"the cluster in {CLUSTER_DIR} did not finish starting")
-if not os.access(PGSHARD_BIN, os.X_OK):
-    die(f"PGSHARD_BIN '{PGSHARD_BIN}' is not an executable")
-PG_HOST = CENV["PGS_HOST"]
-PG_PORT = int(CENV["PGS_SHARD0_PRIMARY_PORT"])
-USER, PASSWORD, DB = CENV["PGS_USER"], CENV["PGS_PASSWORD"], CENV["PGS_DB"]
 SOCKDIR = CENV["PGS_SOCKDIR"]
 SUPERUSER = CENV.get("PGS_SUPERUSER", "postgres")
 
