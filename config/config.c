@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define CFG_OK 0
@@ -22,12 +23,16 @@
 /* PostgreSQL truncates role names to NAMEDATALEN - 1 bytes, so a longer [user.NAME] could
  * never match a login. */
 #define CFG_USER_NAME_MAX 63
+/* monitor_dbname, for the same reason. */
+#define CFG_DB_NAME_MAX 63
 #define CFG_WORKERS_MAX 256
 /* Thirty days: long enough for any timeout, and the milliseconds still fit a uint32_t. */
 #define CFG_SECONDS_MAX 2592000LL
 /* A config is a few kilobytes; the cap turns `-c /dev/zero` into an error, not a hang. */
 #define CFG_FILE_MAX ((size_t)16 << 20)
 #define CFG_MSG_MAX 320
+/* cfg_ctx.seen has one bit per key. */
+#define CFG_KEYS_MAX 64
 
 typedef enum cfg_section_kind {
     CFG_SEC_NONE, /* before the first section header */
@@ -43,6 +48,11 @@ typedef struct cfg_word {
 } cfg_word;
 
 typedef struct cfg_key cfg_key;
+typedef struct cfg_ctx cfg_ctx;
+
+/* Checks that need the whole section, run when it ends. Returns 0, or -1 after recording
+ * the error. */
+typedef int (*cfg_end_fn)(cfg_ctx *c);
 
 /* Parses value into field, the key's member of its section's struct. Returns CFG_OK,
  * CFG_BAD after writing what is wrong into msg, or CFG_NOMEM. */
@@ -60,7 +70,7 @@ struct cfg_key {
 };
 
 /* The parse state inih carries to the handler and the line reader. */
-typedef struct cfg_ctx {
+struct cfg_ctx {
     cfg_config *cfg;  /* being built; cfg_load_string frees it unless it hands it out */
     const char *name; /* the file name for messages; not owned */
     const char *next; /* the unread text; not owned */
@@ -70,7 +80,9 @@ typedef struct cfg_ctx {
     cfg_section_kind kind;                            /* of the current section */
     char section[sizeof "user." + CFG_USER_NAME_MAX]; /* its name, for messages */
     void *target;                                     /* the struct its keys fill; not owned */
-    uint32_t seen;                                    /* bit i: cfg_keys[i] was set in it */
+    cfg_end_fn end;                                   /* its end-of-section checks, or NULL */
+    uint64_t seen;                                    /* bit i: cfg_keys[i] was set in it */
+    int key_line[CFG_KEYS_MAX];                       /* [i]: where, when bit i of seen is set */
     bool have_pgshard;
     bool shard_seen[CFG_MAX_SHARDS];
     int users_cap;
@@ -80,7 +92,7 @@ typedef struct cfg_ctx {
     int err_line; /* the line it was found on, to order it against inih's syntax errors */
     char *err;    /* the caller's buffer */
     size_t errlen;
-} cfg_ctx;
+};
 
 static int cfg_parse_int(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_port(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
@@ -91,6 +103,10 @@ static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *ms
 static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_path(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_u32(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_u64(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_name(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_name_copy(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_replicas(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 
 static const cfg_word cfg_pool_modes[] = {
     {"transaction", CFG_POOL_TRANSACTION}, {"session", CFG_POOL_SESSION}, {NULL, 0}};
@@ -106,9 +122,20 @@ static const cfg_word cfg_log_levels[] = {{"debug", CFG_LOG_DEBUG},
                                           {"warn", CFG_LOG_WARN},
                                           {"error", CFG_LOG_ERROR},
                                           {NULL, 0}};
+static const cfg_word cfg_ryw_words[] = {{"off", CFG_RYW_OFF}, {"session", CFG_RYW_SESSION}, {NULL, 0}};
+static const cfg_word cfg_fallback_words[] = {
+    {"primary", CFG_FALLBACK_PRIMARY}, {"error", CFG_FALLBACK_ERROR}, {NULL, 0}};
+static const cfg_word cfg_unknown_functions_words[] = {
+    {"primary", CFG_UNKNOWN_FUNC_PRIMARY}, {"replica", CFG_UNKNOWN_FUNC_REPLICA}, {NULL, 0}};
+static const cfg_word cfg_balance_words[] = {{"round_robin", CFG_BALANCE_ROUND_ROBIN},
+                                             {"least_outstanding", CFG_BALANCE_LEAST_OUTSTANDING},
+                                             {"weighted", CFG_BALANCE_WEIGHTED},
+                                             {NULL, 0}};
 
-/* listen_addr and cfg_node.host, named so that CFG_KEY can check their type. */
+/* listen_addr, monitor_dbname and cfg_node.host, named so that CFG_KEY can check their
+ * type. */
 typedef char cfg_host[CFG_HOST_MAX];
+_Static_assert(CFG_DB_NAME_MAX < CFG_HOST_MAX, "monitor_dbname and its NUL fit a cfg_host");
 
 /* cfg_parse_enum stores through an int. */
 _Static_assert(sizeof(cfg_pool_mode) == sizeof(int), "enum is not int-sized");
@@ -117,6 +144,10 @@ _Static_assert(sizeof(cfg_log_format) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_log_level) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_client_tls) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_server_tls) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_ryw) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_fallback) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_unknown_functions) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_balance) == sizeof(int), "enum is not int-sized");
 
 /* tls_cert_file and tls_key_file. */
 typedef char cfg_path[CFG_PATH_MAX];
@@ -142,6 +173,10 @@ typedef char cfg_path[CFG_PATH_MAX];
 #define CFG_SECONDS(key, d, min_ms)                                                                          \
     CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key##_ms, uint32_t, cfg_parse_seconds, .def = (d),            \
             .min = (min_ms), .max = CFG_SECONDS_MAX * 1000)
+/* Milliseconds in the file and in the struct. */
+#define CFG_U32(key, d, lo, hi)                                                                              \
+    CFG_KEY(CFG_SEC_PGSHARD, #key, cfg_config, key, uint32_t, cfg_parse_u32, .def = (d), .min = (lo),        \
+            .max = (hi))
 
 /* Every key pgshard reads. The example config and the tests are checked against this. */
 static const cfg_key cfg_keys[] = {
@@ -158,8 +193,7 @@ static const cfg_key cfg_keys[] = {
     CFG_SECONDS(server_connect_timeout, "15", 1),
     CFG_SECONDS(client_login_timeout, "60", 0),
     CFG_SECONDS(shutdown_timeout, "30", 0),
-    CFG_KEY(CFG_SEC_PGSHARD, "log_slow_ms", cfg_config, log_slow_ms, uint32_t, cfg_parse_u32, .def = "0", .min = 0,
-            .max = 86400000),
+    CFG_U32(log_slow_ms, "0", 0, 86400000),
     CFG_ENUM(client_tls, cfg_client_tls, "disable", cfg_client_tls_words),
     CFG_ENUM(server_tls, cfg_server_tls, "disable", cfg_server_tls_words),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_cert_file", cfg_config, tls_cert_file, cfg_path, cfg_parse_path),
@@ -169,32 +203,54 @@ static const cfg_key cfg_keys[] = {
             .min = 0, .max = 65535),
     CFG_ENUM(log_format, cfg_log_format, "text", cfg_log_formats),
     CFG_ENUM(log_level, cfg_log_level, "info", cfg_log_levels),
+    CFG_ENUM(read_your_writes, cfg_ryw, "session", cfg_ryw_words),
+    /* 2^53: a byte count any JSON or Prometheus reader still holds exactly. */
+    CFG_KEY(CFG_SEC_PGSHARD, "max_lag_bytes", cfg_config, max_lag_bytes, uint64_t, cfg_parse_u64,
+            .def = "1048576", .min = 0, .max = 9007199254740992LL),
+    CFG_U32(max_lag_ms, "1000", 0, 86400000),
+    CFG_U32(lag_poll_ms, "100", 10, 60000),
+    CFG_ENUM(replica_fallback, cfg_fallback, "primary", cfg_fallback_words),
+    CFG_U32(primary_wait_ms, "5000", 0, 600000),
+    CFG_ENUM(unknown_functions, cfg_unknown_functions, "primary", cfg_unknown_functions_words),
+    CFG_KEY(CFG_SEC_PGSHARD, "monitor_user", cfg_config, monitor_user, char *, cfg_parse_name_copy,
+            .def = NULL, .min = 1, .max = CFG_USER_NAME_MAX),
+    CFG_KEY(CFG_SEC_PGSHARD, "monitor_dbname", cfg_config, monitor_dbname, cfg_host, cfg_parse_name,
+            .def = "postgres", .min = 1, .max = CFG_DB_NAME_MAX),
 
     CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
+    /* replicas sets both nreplicas and replicas[], so its parser gets the whole cfg_shard. */
+    {.section = CFG_SEC_SHARD, .name = "replicas", .parse = cfg_parse_replicas, .offset = 0, .def = ""},
+    CFG_KEY(CFG_SEC_SHARD, "balance", cfg_shard, balance, cfg_balance, cfg_parse_enum, .def = "round_robin",
+            .words = cfg_balance_words),
 
     CFG_KEY(CFG_SEC_USER, "password", cfg_user, password, char *, cfg_parse_secret, .def = NULL),
-    CFG_KEY(CFG_SEC_USER, "max_connections", cfg_user, max_connections, int, cfg_parse_int, .def = "0", .min = 0,
-            .max = 1000000),
-    CFG_KEY(CFG_SEC_USER, "max_qps", cfg_user, max_qps, int, cfg_parse_int, .def = "0", .min = 0, .max = 10000000),
+    CFG_KEY(CFG_SEC_USER, "max_connections", cfg_user, max_connections, int, cfg_parse_int, .def = "0",
+            .min = 0, .max = 1000000),
+    CFG_KEY(CFG_SEC_USER, "max_qps", cfg_user, max_qps, int, cfg_parse_int, .def = "0", .min = 0,
+            .max = 10000000),
 };
-_Static_assert(CFG_COUNT(cfg_keys) <= 32, "cfg_ctx.seen has one bit per key");
+_Static_assert(CFG_COUNT(cfg_keys) <= CFG_KEYS_MAX, "cfg_ctx.seen has one bit per key");
+_Static_assert(CFG_KEYS_MAX <= 64, "cfg_ctx.seen is a uint64_t");
 
 typedef int (*cfg_begin_fn)(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_end_shard(cfg_ctx *c);
+static int cfg_key_index(cfg_section_kind kind, const char *name);
 
 typedef struct cfg_section_def {
     cfg_section_kind kind;
     const char *prefix; /* the whole name, or the part before the argument */
     bool has_arg;       /* [shard.N] and [user.NAME] */
     cfg_begin_fn begin; /* checks the argument and points c->target at the new struct */
+    cfg_end_fn end;     /* checks the complete section; NULL: nothing beyond required keys */
 } cfg_section_def;
 
 static const cfg_section_def cfg_sections[] = {
-    {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard},
-    {CFG_SEC_SHARD, "shard.", true, cfg_begin_shard},
-    {CFG_SEC_USER, "user.", true, cfg_begin_user},
+    {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard, NULL},
+    {CFG_SEC_SHARD, "shard.", true, cfg_begin_shard, cfg_end_shard},
+    {CFG_SEC_USER, "user.", true, cfg_begin_user, NULL},
 };
 
 /* ---- messages ---------------------------------------------------------------------- */
@@ -319,6 +375,15 @@ static int cfg_parse_u32(const cfg_key *k, const char *v, void *field, char *msg
     if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
         return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
     *(uint32_t *)field = (uint32_t)n;
+    return CFG_OK;
+}
+
+static int cfg_parse_u64(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long n;
+    if (!cfg_integer(v, strlen(v), k->min, k->max, &n))
+        return cfg_msg(msg, len, "must be an integer from %lld to %lld", k->min, k->max);
+    *(uint64_t *)field = (uint64_t)n;
     return CFG_OK;
 }
 
@@ -480,6 +545,99 @@ static int cfg_parse_node(const cfg_key *k, const char *v, void *field, char *ms
     return CFG_OK;
 }
 
+/* Writes node as the file would: host:port, or [address]:port for IPv6. */
+static void cfg_node_format(char *buf, size_t len, const cfg_node *node)
+{
+    bool v6 = strchr(node->host, ':') != NULL;
+    int n = snprintf(buf, len, "%s%s%s:%u", v6 ? "[" : "", node->host, v6 ? "]" : "", (unsigned)node->port);
+    if (n < 0 && len > 0)
+        buf[0] = '\0';
+}
+
+/* Whether a and b name the same server: the same port and the same address, however it is
+ * written ("::1" and "0::1"), or the same host name in any case. Names are not resolved,
+ * so two names for one machine are not caught. */
+static bool cfg_node_same(const cfg_node *a, const cfg_node *b)
+{
+    unsigned char x[16], y[16];
+    if (a->port != b->port)
+        return false;
+    int af = strchr(a->host, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(af, a->host, x) == 1 && inet_pton(af, b->host, y) == 1)
+        return memcmp(x, y, af == AF_INET6 ? 16 : 4) == 0;
+    return strcasecmp(a->host, b->host) == 0;
+}
+
+/* The next item of a comma-separated list without the blanks around it: returns its start,
+ * sets *len, and moves *p past the item's comma, or to NULL after the last item. */
+static const char *cfg_list_next(const char **p, size_t *len)
+{
+    const char *item = *p;
+    const char *comma = strchr(item, ',');
+    size_t n = comma ? (size_t)(comma - item) : strlen(item);
+    *p = comma ? comma + 1 : NULL;
+    while (n > 0 && (*item == ' ' || *item == '\t')) {
+        item++;
+        n--;
+    }
+    while (n > 0 && (item[n - 1] == ' ' || item[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return item;
+}
+
+/* One item of replicas: host:port or [IPv6-address]:port as for primary, then optionally
+ * @weight. The weight is split off at the last '@', which no host or port contains. */
+static int cfg_parse_replica(const char *item, size_t ilen, cfg_replica *r, char *msg, size_t len)
+{
+    char node[CFG_HOST_MAX + sizeof "[]:65535@1000"];
+    char why[CFG_MSG_MAX];
+    if (ilen >= sizeof node)
+        return cfg_msg(msg, len, "replica '%.*s': must be host:port[@weight]", (int)ilen, item);
+    /* No host, port or weight has a blank, so a forgotten comma is the likely mistake. */
+    if (memchr(item, ' ', ilen) || memchr(item, '\t', ilen))
+        return cfg_msg(msg, len, "replica '%.*s' contains a blank: separate replicas with commas", (int)ilen,
+                       item);
+    memcpy(node, item, ilen);
+    node[ilen] = '\0';
+    char *at = strrchr(node, '@');
+    long long weight = 1;
+    if (at && !cfg_integer(at + 1, strlen(at + 1), 1, CFG_WEIGHT_MAX, &weight))
+        return cfg_msg(msg, len, "replica '%s': weight must be an integer from 1 to %d", node,
+                       CFG_WEIGHT_MAX);
+    if (at)
+        *at = '\0';
+    if (cfg_parse_node(NULL, node, &r->node, why, sizeof why) != CFG_OK)
+        return cfg_msg(msg, len, "replica '%.*s': %s", (int)ilen, item, why);
+    r->weight = (int)weight;
+    return CFG_OK;
+}
+
+/* replicas = host:port[@weight], ...: an empty value means none. A replica that is the
+ * primary is caught when the section ends (cfg_end_shard), since primary may come later. */
+static int cfg_parse_replicas(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    cfg_shard *shard = field;
+    int n = 0;
+    for (const char *p = v[0] ? v : NULL; p;) {
+        size_t ilen;
+        const char *item = cfg_list_next(&p, &ilen);
+        if (ilen == 0)
+            return cfg_msg(msg, len, "an item of the list is empty");
+        if (n == CFG_MAX_REPLICAS)
+            return cfg_msg(msg, len, "at most %d replicas", CFG_MAX_REPLICAS);
+        cfg_replica *r = &shard->replicas[n];
+        if (cfg_parse_replica(item, ilen, r, msg, len) != CFG_OK)
+            return CFG_BAD;
+        for (int i = 0; i < n; i++)
+            if (cfg_node_same(&shard->replicas[i].node, &r->node))
+                return cfg_msg(msg, len, "replica '%.*s' is listed twice", (int)ilen, item);
+        n++;
+    }
+    shard->nreplicas = n;
+    return CFG_OK;
+}
+
 /* A password or a stored secret, kept verbatim. An empty one is almost certainly a
  * mistake; leaving the key out means "no password". */
 static int cfg_parse_secret(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
@@ -502,6 +660,31 @@ static int cfg_parse_path(const cfg_key *k, const char *v, void *field, char *ms
     if (n == 0 || n >= CFG_PATH_MAX)
         return cfg_msg(msg, len, "must be a file path of 1 to %d bytes", CFG_PATH_MAX - 1);
     memcpy(field, v, n + 1);
+    return CFG_OK;
+}
+
+/* A database name into a cfg_host, k->min to k->max bytes, kept verbatim. */
+static int cfg_parse_name(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    size_t n = strlen(v);
+    if (n < (size_t)k->min || n > (size_t)k->max)
+        return cfg_msg(msg, len, "must be a name of %lld to %lld bytes", k->min, k->max);
+    memcpy(field, v, n + 1);
+    return CFG_OK;
+}
+
+/* A user name into an allocated string, k->min to k->max bytes, kept verbatim. */
+static int cfg_parse_name_copy(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    char **dst = field;
+    size_t n = strlen(v);
+    if (n < (size_t)k->min || n > (size_t)k->max)
+        return cfg_msg(msg, len, "must be a name of %lld to %lld bytes", k->min, k->max);
+    char *copy = cfg_strndup(v, n);
+    if (!copy)
+        return CFG_NOMEM;
+    free(*dst);
+    *dst = copy;
     return CFG_OK;
 }
 
@@ -528,10 +711,10 @@ static int cfg_section_end(cfg_ctx *c)
 {
     for (size_t i = 0; i < CFG_COUNT(cfg_keys); i++) {
         const cfg_key *k = &cfg_keys[i];
-        if (k->section == c->kind && k->required && !(c->seen & (1u << i)))
+        if (k->section == c->kind && k->required && !(c->seen & ((uint64_t)1 << i)))
             return cfg_fail_file(c, "[%s] has no %s", c->section, k->name);
     }
-    return 0;
+    return c->end ? c->end(c) : 0;
 }
 
 static int cfg_fail_duplicate(cfg_ctx *c, const char *name, int len)
@@ -571,6 +754,23 @@ static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *ar
     }
     c->shard_seen[n] = true;
     c->target = &cfg->shards[n];
+    return 0;
+}
+
+/* A replica that is also the shard's primary would be counted twice, sending "replica"
+ * reads to the primary and confusing the monitor's lag. It is always a typo, so it is an
+ * error on the replicas line; it waits for the section's end because primary may follow. */
+static int cfg_end_shard(cfg_ctx *c)
+{
+    const cfg_shard *s = c->target;
+    for (int i = 0; i < s->nreplicas; i++) {
+        if (!cfg_node_same(&s->replicas[i].node, &s->primary))
+            continue;
+        char node[CFG_HOST_MAX + sizeof "[]:65535"];
+        cfg_node_format(node, sizeof node, &s->primary);
+        int line = c->key_line[cfg_key_index(CFG_SEC_SHARD, "replicas")];
+        return cfg_fail_at(c, line, "key 'replicas': replica '%s' is the shard's primary", node);
+    }
     return 0;
 }
 
@@ -626,6 +826,7 @@ static int cfg_section_begin(cfg_ctx *c, const char *name, size_t len)
         memcpy(c->section, name, len);
         c->section[len] = '\0';
         c->kind = d->kind;
+        c->end = d->end;
         c->seen = 0;
         /* [pgshard] got its defaults when the config was created, so that a file without
          * that section has them too. */
@@ -703,9 +904,10 @@ static int cfg_key_set(cfg_ctx *c, const char *name, const char *value)
     int i = cfg_key_index(c->kind, name);
     if (i < 0)
         return cfg_fail_at(c, c->lineno, "key '%s': unknown key in [%s]", name, c->section);
-    if (c->seen & (1u << i))
+    if (c->seen & ((uint64_t)1 << i))
         return cfg_fail_at(c, c->lineno, "key '%s': duplicate key in [%s]", name, c->section);
-    c->seen |= 1u << i;
+    c->seen |= (uint64_t)1 << i;
+    c->key_line[i] = c->lineno;
 
     const cfg_key *k = &cfg_keys[i];
     char msg[CFG_MSG_MAX];
@@ -727,7 +929,33 @@ static int cfg_on_key(void *user, const char *section, const char *name, const c
 
 /* ---- loading ------------------------------------------------------------------------ */
 
-/* Checks that need the whole file: shards numbered 0..K-1, then fills in derived values. */
+/* The monitor logs in to every node to follow lag and promotions. A node that asks for
+ * SCRAM can only be answered with the plain password, so the monitor's user needs one. */
+static int cfg_check_monitor(cfg_ctx *c)
+{
+    const cfg_config *cfg = c->cfg;
+    const char *name = cfg->monitor_user;
+    const cfg_user *u = name ? cfg_find_user(cfg, name) : NULL;
+    if (name && !u)
+        return cfg_fail_file(c, "monitor_user '%s': there is no [user.%s]", name, name);
+    if (u && !u->password)
+        return cfg_fail_file(c, "monitor_user '%s': [user.%s] has no password; the monitor needs a plain one",
+                             name, name);
+    if (u && !cfg_password_plain(u->password))
+        return cfg_fail_file(
+            c, "monitor_user '%s': [user.%s] needs a plain password, not an md5 or SCRAM secret", name, name);
+    bool replicas = false;
+    for (int i = 0; i < cfg->nshards; i++)
+        replicas = replicas || cfg->shards[i].nreplicas > 0;
+    if (replicas && !cfg_monitor_user(cfg))
+        return cfg_fail_file(
+            c, "replicas need a user with a plain password for the monitor: set monitor_user or "
+               "give a [user.NAME] a plain password");
+    return 0;
+}
+
+/* Checks that need the whole file: shards numbered 0..K-1, the monitor's user, then fills
+ * in derived values. */
 static int cfg_finish(cfg_ctx *c)
 {
     cfg_config *cfg = c->cfg;
@@ -746,6 +974,8 @@ static int cfg_finish(cfg_ctx *c)
     if (cfg->client_tls != CFG_CTLS_DISABLE && (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0]))
         return cfg_fail_file(c, "client_tls = %s needs tls_cert_file and tls_key_file",
                              cfg->client_tls == CFG_CTLS_ALLOW ? "allow" : "require");
+    if (cfg_check_monitor(c) < 0)
+        return -1;
     if (cfg->workers == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = cores < 1 ? 1 : cores > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (int)cores;
@@ -881,6 +1111,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->shards);
     free(cfg->path);
     free(cfg->admin_users);
+    free(cfg->monitor_user);
     free(cfg);
 }
 
@@ -899,4 +1130,47 @@ const char *cfg_pool_mode_name(cfg_pool_mode m)
 const char *cfg_auth_type_name(cfg_auth_type a)
 {
     return cfg_word_name(cfg_auth_types, (int)a);
+}
+
+bool cfg_password_plain(const char *password)
+{
+    if (!password || strncmp(password, "SCRAM-SHA-256$", 14) == 0)
+        return false;
+    bool md5 = strncmp(password, "md5", 3) == 0 && strlen(password) == 35 &&
+               strspn(password + 3, "0123456789abcdef") == 32;
+    return !md5;
+}
+
+const cfg_user *cfg_monitor_user(const cfg_config *cfg)
+{
+    if (!cfg)
+        return NULL;
+    if (cfg->monitor_user) {
+        const cfg_user *u = cfg_find_user(cfg, cfg->monitor_user);
+        return u && cfg_password_plain(u->password) ? u : NULL;
+    }
+    for (int i = 0; i < cfg->nusers; i++)
+        if (cfg_password_plain(cfg->users[i].password))
+            return &cfg->users[i];
+    return NULL;
+}
+
+const char *cfg_balance_name(cfg_balance b)
+{
+    return cfg_word_name(cfg_balance_words, (int)b);
+}
+
+const char *cfg_ryw_name(cfg_ryw r)
+{
+    return cfg_word_name(cfg_ryw_words, (int)r);
+}
+
+const char *cfg_fallback_name(cfg_fallback f)
+{
+    return cfg_word_name(cfg_fallback_words, (int)f);
+}
+
+const char *cfg_unknown_functions_name(cfg_unknown_functions u)
+{
+    return cfg_word_name(cfg_unknown_functions_words, (int)u);
 }

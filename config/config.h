@@ -5,6 +5,7 @@
 #ifndef PGS_CONFIG_H
 #define PGS_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,23 +15,44 @@ typedef enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON } cfg_log_format;
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level;
 typedef enum cfg_client_tls { CFG_CTLS_DISABLE, CFG_CTLS_ALLOW, CFG_CTLS_REQUIRE } cfg_client_tls;
 typedef enum cfg_server_tls { CFG_STLS_DISABLE, CFG_STLS_PREFER, CFG_STLS_REQUIRE } cfg_server_tls;
+typedef enum cfg_balance {
+    CFG_BALANCE_ROUND_ROBIN,
+    CFG_BALANCE_LEAST_OUTSTANDING,
+    CFG_BALANCE_WEIGHTED
+} cfg_balance;
+typedef enum cfg_ryw { CFG_RYW_OFF, CFG_RYW_SESSION } cfg_ryw;
+typedef enum cfg_fallback { CFG_FALLBACK_PRIMARY, CFG_FALLBACK_ERROR } cfg_fallback;
+typedef enum cfg_unknown_functions {
+    CFG_UNKNOWN_FUNC_PRIMARY,
+    CFG_UNKNOWN_FUNC_REPLICA
+} cfg_unknown_functions;
 
 #define CFG_MAX_SHARDS 256
 #define CFG_HOST_MAX 256
 #define CFG_PATH_MAX 1024
+#define CFG_MAX_REPLICAS 15 /* per shard: with the primary, 16 nodes */
+#define CFG_WEIGHT_MAX 1000
 
 typedef struct cfg_node {
     char host[CFG_HOST_MAX]; /* numeric IPv4/IPv6 address or host name */
     uint16_t port;
 } cfg_node;
 
+typedef struct cfg_replica {
+    cfg_node node;
+    int weight; /* 1..CFG_WEIGHT_MAX, default 1: "host:port@weight" */
+} cfg_replica;
+
 typedef struct cfg_shard {
     cfg_node primary;
+    int nreplicas; /* replicas = host:port[@w], ... (may be empty) */
+    cfg_replica replicas[CFG_MAX_REPLICAS];
+    cfg_balance balance; /* default round_robin */
 } cfg_shard;
 
 typedef struct cfg_user {
-    char *name;     /* owned */
-    char *password; /* owned; plain, "md5<32 hex>" or "SCRAM-SHA-256$..."; NULL if unset */
+    char *name;          /* owned */
+    char *password;      /* owned; plain, "md5<32 hex>" or "SCRAM-SHA-256$..."; NULL if unset */
     int max_connections; /* clients of this user across workers; 0 = no limit */
     int max_qps;         /* transactions started per second; 0 = no limit */
 } cfg_user;
@@ -39,27 +61,37 @@ typedef struct cfg_config {
     char *path; /* owned: the file it was loaded from */
 
     /* [pgshard] */
-    char listen_addr[CFG_HOST_MAX]; /* default 127.0.0.1 */
-    uint16_t listen_port;           /* default 6432 */
-    int workers;                    /* resolved: 0 in the file means number of cores */
-    cfg_pool_mode pool_mode;        /* default transaction */
-    int pool_size;                  /* default 20: per node, user, database and worker */
-    int max_client_conn;            /* default 10000, across all workers */
-    cfg_auth_type auth_type;        /* default scram-sha-256 */
-    uint32_t query_wait_timeout_ms; /* default 120 s; 0 = wait forever */
-    uint32_t server_idle_timeout_ms;    /* default 600 s; 0 = never close idle servers */
-    uint32_t server_connect_timeout_ms; /* default 15 s */
-    uint32_t client_login_timeout_ms;   /* default 60 s; 0 = none: startup and auth must end by then */
-    uint32_t shutdown_timeout_ms;       /* default 30 s: SIGTERM lets transactions finish this long */
-    uint32_t log_slow_ms;               /* default 0 = off: log transactions slower than this */
-    cfg_client_tls client_tls;      /* default disable; allow/require need the cert and key */
-    cfg_server_tls server_tls;      /* default disable */
-    char tls_cert_file[CFG_PATH_MAX]; /* PEM certificate (chain) shown to clients; "" = none */
-    char tls_key_file[CFG_PATH_MAX];  /* its PEM private key */
-    char *admin_users;              /* owned: users allowed on the admin console, comma-separated */
-    uint16_t metrics_port;          /* default 0 = off: Prometheus /metrics and /healthz */
-    cfg_log_format log_format;      /* default text */
-    cfg_log_level log_level;        /* default info */
+    char listen_addr[CFG_HOST_MAX];          /* default 127.0.0.1 */
+    uint16_t listen_port;                    /* default 6432 */
+    int workers;                             /* resolved: 0 in the file means number of cores */
+    cfg_pool_mode pool_mode;                 /* default transaction */
+    int pool_size;                           /* default 20: per node, user, database and worker */
+    int max_client_conn;                     /* default 10000, across all workers */
+    cfg_auth_type auth_type;                 /* default scram-sha-256 */
+    uint32_t query_wait_timeout_ms;          /* default 120 s; 0 = wait forever */
+    uint32_t server_idle_timeout_ms;         /* default 600 s; 0 = never close idle servers */
+    uint32_t server_connect_timeout_ms;      /* default 15 s */
+    uint32_t client_login_timeout_ms;        /* default 60 s; 0 = none: startup and auth must end by then */
+    uint32_t shutdown_timeout_ms;            /* default 30 s: SIGTERM lets transactions finish this long */
+    uint32_t log_slow_ms;                    /* default 0 = off: log transactions slower than this */
+    cfg_client_tls client_tls;               /* default disable; allow/require need the cert and key */
+    cfg_server_tls server_tls;               /* default disable */
+    char tls_cert_file[CFG_PATH_MAX];        /* PEM certificate (chain) shown to clients; "" = none */
+    char tls_key_file[CFG_PATH_MAX];         /* its PEM private key */
+    char *admin_users;                       /* owned: users allowed on the admin console, comma-separated */
+    uint16_t metrics_port;                   /* default 0 = off: Prometheus /metrics and /healthz */
+    cfg_log_format log_format;               /* default text */
+    cfg_log_level log_level;                 /* default info */
+    cfg_ryw read_your_writes;                /* default session */
+    uint64_t max_lag_bytes;                  /* default 1048576; 0 = no limit in bytes */
+    uint32_t max_lag_ms;                     /* default 1000; 0 = no limit in time */
+    uint32_t lag_poll_ms;                    /* default 100, from 10 */
+    cfg_fallback replica_fallback;           /* default primary: no eligible replica -> primary */
+    uint32_t primary_wait_ms;                /* default 5000: writes wait this long for a primary */
+    cfg_unknown_functions unknown_functions; /* default primary: where reads calling
+                                                functions not known read-only go */
+    char *monitor_user;                      /* owned, NULL = the first [user.NAME] with a plain password */
+    char monitor_dbname[CFG_HOST_MAX];       /* default "postgres": the database the monitor polls */
 
     /* [shard.N], N = 0 .. nshards-1, all present */
     int nshards;
@@ -83,7 +115,22 @@ void cfg_free(cfg_config *cfg);
 /* The user section for name, or NULL. */
 const cfg_user *cfg_find_user(const cfg_config *cfg, const char *name);
 
+/* The user the monitor logs in to every node as: monitor_user if set, otherwise the first
+ * [user.NAME], in file order, whose password is plain. NULL if there is none (a loaded
+ * config with replicas always has one). */
+const cfg_user *cfg_monitor_user(const cfg_config *cfg);
+
+/* Whether password is a plain password, as opposed to NULL, an "md5" + 32 lower-case hex
+ * secret or a "SCRAM-SHA-256$" secret (PostgreSQL's get_password_type). Only a plain
+ * password can log in to a server that asks for SCRAM. */
+bool cfg_password_plain(const char *password);
+
+/* The word the file uses for each value, or "unknown". */
 const char *cfg_pool_mode_name(cfg_pool_mode m);
 const char *cfg_auth_type_name(cfg_auth_type a);
+const char *cfg_balance_name(cfg_balance b);
+const char *cfg_ryw_name(cfg_ryw r);
+const char *cfg_fallback_name(cfg_fallback f);
+const char *cfg_unknown_functions_name(cfg_unknown_functions u);
 
 #endif

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proxy/monitor.h"
 #include "proxy/px.h"
 
 const uint64_t px_hist_bounds_us[PX_HIST_BUCKETS - 1] = {
@@ -54,15 +55,16 @@ static void snap_row_end(pgs_buf *b, size_t start)
     pgs_buf_put_be32(b, start + 1, (uint32_t)(b->len - start - 1));
 }
 
-static const char *const cl_state_names[] = {"startup", "auth", "login", "idle", "waiting", "active", "admin", "closed"};
-static const char *const sv_state_names[] = {"connecting", "tls", "login", "idle", "active", "reset", "closed"};
+static const char *const cl_state_names[] = {"startup", "auth",   "login", "idle",
+                                             "waiting", "active", "admin", "closed"};
+static const char *const sv_state_names[] = {"connecting", "tls",   "login", "idle",
+                                             "active",     "reset", "closed"};
 
 static void collect_pools(px_worker *w, pgs_buf *out)
 {
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp)
-    {
+    pgs_list_each (&w->pools, it, tmp) {
         px_pool *p = pgs_container_of(it, px_pool, node);
         px_pool_row row;
         memset(&row, 0, sizeof row);
@@ -73,8 +75,7 @@ static void collect_pools(px_worker *w, pgs_buf *out)
         if ((n = pgs_list_first(&p->waiting)))
             row.maxwait_us = (now - pgs_container_of(n, px_client, wait_node)->wait_since) * 1000;
         pgs_node *si, *st;
-        pgs_list_each(&p->servers, si, st)
-        {
+        pgs_list_each (&p->servers, si, st) {
             px_server *sv = pgs_container_of(si, px_server, node);
             if (sv->state == SV_ACTIVE)
                 row.sv_active++;
@@ -96,8 +97,7 @@ static void collect_clients(px_worker *w, pgs_buf *out)
 {
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->clients, it, tmp)
-    {
+    pgs_list_each (&w->clients, it, tmp) {
         px_client *cl = pgs_container_of(it, px_client, node);
         struct sockaddr_storage ss;
         int len = sizeof ss;
@@ -131,12 +131,10 @@ static void collect_servers(px_worker *w, pgs_buf *out)
 {
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp)
-    {
+    pgs_list_each (&w->pools, it, tmp) {
         px_pool *p = pgs_container_of(it, px_pool, node);
         pgs_node *si, *st2;
-        pgs_list_each(&p->servers, si, st2)
-        {
+        pgs_list_each (&p->servers, si, st2) {
             px_server *sv = pgs_container_of(si, px_server, node);
             size_t st = out->len;
             snap_row_begin(out, 9);
@@ -278,7 +276,8 @@ static unsigned count_rows(const pgs_buf *b)
     pgs_frame f;
     if (!b->data)
         return 0;
-    for (size_t off = 0; pgs_frame_read(b->data + off, b->len - off, PGS_MAX_MSG_LEN, &f) == 1; off += f.total)
+    for (size_t off = 0; pgs_frame_read(b->data + off, b->len - off, PGS_MAX_MSG_LEN, &f) == 1;
+         off += f.total)
         n++;
     return n;
 }
@@ -288,8 +287,7 @@ static unsigned count_rows(const pgs_buf *b)
 static px_client *admin_find(px_worker *w, const px_client *who, uint32_t pid)
 {
     pgs_node *it, *tmp;
-    pgs_list_each(&w->clients, it, tmp)
-    {
+    pgs_list_each (&w->clients, it, tmp) {
         px_client *cl = pgs_container_of(it, px_client, node);
         if (cl == who && cl->key_pid == pid && cl->state == CL_ADMIN)
             return cl;
@@ -305,8 +303,10 @@ static void admin_resume(px_client *cl)
 
 static void admin_list_done(px_worker *w, px_snapshot *s)
 {
-    static const char *const ccols[] = {"worker", "user", "database", "state", "addr", "port", "age_s", "tls", "server_pid"};
-    static const char *const scols[] = {"worker", "user", "database", "state", "pid", "state_age_s", "tx", "tls", "prepared"};
+    static const char *const ccols[] = {"worker", "user",  "database", "state",     "addr",
+                                        "port",   "age_s", "tls",      "server_pid"};
+    static const char *const scols[] = {"worker",      "user", "database", "state",   "pid",
+                                        "state_age_s", "tx",   "tls",      "prepared"};
     px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf b = PGS_BUF_INIT;
@@ -327,10 +327,11 @@ static void admin_list_done(px_worker *w, px_snapshot *s)
 
 static void admin_pools_done(px_worker *w, px_snapshot *s)
 {
-    static const char *const pcols[] = {"user", "database", "cl_active", "cl_waiting", "cl_idle", "sv_active",
-                                        "sv_idle", "sv_login", "maxwait_ms", "pool_size"};
-    static const char *const tcols[] = {"user", "database", "xacts", "queries", "errors", "bytes_received",
-                                        "bytes_sent", "xact_time_ms", "avg_xact_us", "waits", "wait_time_ms"};
+    static const char *const pcols[] = {"user",      "database", "cl_active", "cl_waiting", "cl_idle",
+                                        "sv_active", "sv_idle",  "sv_login",  "maxwait_ms", "pool_size"};
+    static const char *const tcols[] = {"user",        "database",       "xacts",       "queries",
+                                        "errors",      "bytes_received", "bytes_sent",  "xact_time_ms",
+                                        "avg_xact_us", "waits",          "wait_time_ms"};
     px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf rows = PGS_BUF_INIT, b = PGS_BUF_INIT;
@@ -402,8 +403,14 @@ static int admin_show_stats(px_client *cl)
     return admin_snapshot(cl, PX_SNAP_POOLS, admin_pools_done);
 }
 
-static int admin_show_clients(px_client *cl) { return admin_snapshot(cl, PX_SNAP_CLIENTS, admin_list_done); }
-static int admin_show_servers(px_client *cl) { return admin_snapshot(cl, PX_SNAP_SERVERS, admin_list_done); }
+static int admin_show_clients(px_client *cl)
+{
+    return admin_snapshot(cl, PX_SNAP_CLIENTS, admin_list_done);
+}
+static int admin_show_servers(px_client *cl)
+{
+    return admin_snapshot(cl, PX_SNAP_SERVERS, admin_list_done);
+}
 
 static void admin_kv(pgs_buf *b, const char *k, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void admin_kv(pgs_buf *b, const char *k, const char *fmt, ...)
@@ -446,9 +453,66 @@ static int admin_show_config(px_client *cl)
     admin_kv(&b, "admin_users", "%s", c->admin_users ? c->admin_users : "");
     admin_kv(&b, "metrics_port", "%u", c->metrics_port);
     for (int i = 0; i < c->nshards; i++) {
-        char key[32];
+        char key[64];
         snprintf(key, sizeof key, "shard.%d.primary", i);
         admin_kv(&b, key, "%s:%u", c->shards[i].primary.host, c->shards[i].primary.port);
+        for (int r = 0; r < c->shards[i].nreplicas; r++) {
+            const cfg_replica *rp = &c->shards[i].replicas[r];
+            snprintf(key, sizeof key, "shard.%d.replica.%d", i, r + 1);
+            admin_kv(&b, key, "%s:%u@%d", rp->node.host, rp->node.port, rp->weight);
+        }
+        snprintf(key, sizeof key, "shard.%d.balance", i);
+        admin_kv(&b, key, "%s", cfg_balance_name(c->shards[i].balance));
+    }
+    admin_kv(&b, "read_your_writes", "%s", c->read_your_writes == CFG_RYW_OFF ? "off" : "session");
+    admin_kv(&b, "max_lag_bytes", "%llu", (unsigned long long)c->max_lag_bytes);
+    admin_kv(&b, "max_lag_ms", "%u", c->max_lag_ms);
+    admin_kv(&b, "lag_poll_ms", "%u", c->lag_poll_ms);
+    admin_kv(&b, "replica_fallback", "%s", c->replica_fallback == CFG_FALLBACK_ERROR ? "error" : "primary");
+    admin_kv(&b, "primary_wait_ms", "%u", c->primary_wait_ms);
+    admin_kv(&b, "unknown_functions", "%s",
+             c->unknown_functions == CFG_UNKNOWN_FUNC_REPLICA ? "replica" : "primary");
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    return 0;
+}
+
+static const char *const health_names[] = {"unknown", "up", "down"};
+static const char *const circuit_names[] = {"closed", "open", "half_open"};
+
+/* One row per node of every shard, from the monitor's newest snapshot. */
+static int admin_show_replicas(px_client *cl)
+{
+    static const char *const cols[] = {"shard",       "node",      "role",   "host",    "port",   "health",
+                                       "in_recovery", "lag_bytes", "lag_ms", "circuit", "weight", "reads"};
+    px_worker *w = cl->conn.w;
+    const cfg_config *c = w->px->cfg;
+    const px_status *st = w->px->mon ? px_route_status(w) : NULL;
+    pgs_buf b = PGS_BUF_INIT;
+    admin_columns(&b, cols, 12);
+    for (int s = 0; s < c->nshards; s++) {
+        const cfg_shard *cs = &c->shards[s];
+        for (int i = 0; i <= cs->nreplicas; i++) {
+            const cfg_node *node = i == 0 ? &cs->primary : &cs->replicas[i - 1].node;
+            const px_node_status *ns = st ? &st->shards[s].nodes[i] : &(px_node_status){0};
+            bool primary = st ? st->shards[s].primary == i : i == 0;
+            size_t at = b.len;
+            snap_row_begin(&b, 12);
+            snap_col(&b, "%d", s);
+            snap_col(&b, "%d", i);
+            snap_col(&b, "%s", primary ? "primary" : "replica");
+            snap_col(&b, "%s", node->host);
+            snap_col(&b, "%u", node->port);
+            snap_col(&b, "%s", health_names[ns->health % 3]);
+            snap_col(&b, "%s", ns->in_recovery ? "t" : "f");
+            snap_col(&b, "%llu", (unsigned long long)ns->lag_bytes);
+            snap_col(&b, "%u", ns->lag_ms);
+            snap_col(&b, "%s", circuit_names[ns->circuit % 3]);
+            snap_col(&b, "%d", i == 0 ? 1 : cs->replicas[i - 1].weight);
+            snap_col(&b, "%llu",
+                     w->px->mon ? (unsigned long long)atomic_load(px_monitor_reads(w->px->mon, s, i)) : 0ull);
+            snap_row_end(&b, at);
+        }
     }
     admin_complete(cl, &b, "SHOW");
     pgs_buf_free(&b);
@@ -480,8 +544,14 @@ static int admin_signal(px_client *cl, const char *tag, int signum)
     return 0;
 }
 
-static int admin_shutdown(px_client *cl) { return admin_signal(cl, "SHUTDOWN", SIGTERM); }
-static int admin_reload(px_client *cl) { return admin_signal(cl, "RELOAD", SIGHUP); }
+static int admin_shutdown(px_client *cl)
+{
+    return admin_signal(cl, "SHUTDOWN", SIGTERM);
+}
+static int admin_reload(px_client *cl)
+{
+    return admin_signal(cl, "RELOAD", SIGHUP);
+}
 
 /* PAUSE answers once no server connection is running a client's transaction any more:
  * it polls with snapshots. The poll owns a timer, freed in its close callback. */
@@ -491,7 +561,10 @@ typedef struct admin_pause_poll {
     uint32_t pid;
 } admin_pause_poll;
 
-static void admin_pause_free(uv_handle_t *h) { free(h->data); }
+static void admin_pause_free(uv_handle_t *h)
+{
+    free(h->data);
+}
 
 static void admin_pause_check(uv_timer_t *t);
 
@@ -549,7 +622,8 @@ static void admin_resume_job(px_worker *w, const px_job *job)
 {
     (void)job;
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp) px_pool_resume(pgs_container_of(it, px_pool, node));
+    pgs_list_each (&w->pools, it, tmp)
+        px_pool_resume(pgs_container_of(it, px_pool, node));
 }
 
 static int admin_resume_cmd(px_client *cl)
@@ -574,10 +648,17 @@ static const struct {
     const char *cmd;
     int (*fn)(px_client *cl);
 } admin_commands[] = {
-    {"show pools", admin_show_pools},     {"show clients", admin_show_clients}, {"show servers", admin_show_servers},
-    {"show stats", admin_show_stats},     {"show config", admin_show_config},   {"show version", admin_show_version},
-    {"shutdown", admin_shutdown},         {"reload", admin_reload},             {"pause", admin_pause},
+    {"show pools", admin_show_pools},
+    {"show clients", admin_show_clients},
+    {"show servers", admin_show_servers},
+    {"show stats", admin_show_stats},
+    {"show config", admin_show_config},
+    {"show version", admin_show_version},
+    {"shutdown", admin_shutdown},
+    {"reload", admin_reload},
+    {"pause", admin_pause},
     {"resume", admin_resume_cmd},
+    {"show replicas", admin_show_replicas},
 };
 
 /* "  SHOW   pools ; " -> "show pools" */
@@ -655,7 +736,8 @@ int px_admin_step(px_client *cl)
     }
     char msg[300];
     snprintf(msg, sizeof msg,
-             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
+             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | REPLICAS | CONFIG | "
+             "VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, "42601", msg, true);
     return 1;
@@ -683,7 +765,8 @@ static bool admin_allowed(const cfg_config *c, const char *user)
 void px_admin_login(px_client *cl)
 {
     if (!admin_allowed(cl->conn.w->conf->cfg, cl->user_name)) {
-        px_client_fatal(cl, "28000", "user \"%s\" may not use the admin console (admin_users)", cl->user_name);
+        px_client_fatal(cl, "28000", "user \"%s\" may not use the admin console (admin_users)",
+                        cl->user_name);
         return;
     }
     pgs_buf b = PGS_BUF_INIT;

@@ -49,6 +49,7 @@ void px_client_accept(px_worker *w)
     if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1)
         cl->key_secret = (uint32_t)rand();
     cl->accepted_at = uv_now(&w->loop);
+    cl->max_lag_ms = UINT32_MAX;
     atomic_fetch_add_explicit(&w->px->gs.accepted, 1, memory_order_relaxed);
     pgs_list_push_back(&w->clients, &cl->node);
     cl->counted = true;
@@ -79,8 +80,8 @@ void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
     if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
         msg[0] = 0;
     va_end(ap);
-    pgs_info("client_error", "client %08x user=%s db=%s: %s (%s)", cl->key_pid, cl->user_name,
-             cl->db_name, msg, sqlstate);
+    pgs_info("client_error", "client %08x user=%s db=%s: %s (%s)", cl->key_pid, cl->user_name, cl->db_name,
+             msg, sqlstate);
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_notice_typed(&b, 'E', "FATAL", sqlstate, msg);
     if (!pgs_buf_failed(&b))
@@ -99,6 +100,7 @@ void px_client_close(px_client *cl)
     px_worker *w = cl->conn.w;
     if (cl->pool && (cl->state == CL_WAIT_SERVER || cl->state == CL_WAIT_WELCOME))
         px_pool_forget_client(cl->pool, cl);
+    px_buf_give(w, &cl->retry);
     client_set_state(cl, CL_CLOSED);
     if (cl->pool)
         cl->pool->nclients--;
@@ -137,7 +139,8 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     int n = atomic_fetch_add_explicit(cl->user->nconn, 1, memory_order_relaxed) + 1;
     cl->user_counted = true;
     if (limit && n > limit) {
-        px_client_fatal(cl, "53300", "too many connections for role \"%s\" (max_connections %d)", cl->user_name, limit);
+        px_client_fatal(cl, "53300", "too many connections for role \"%s\" (max_connections %d)",
+                        cl->user_name, limit);
         return;
     }
     pgs_msg_auth(b, 0, NULL, 0);
@@ -148,7 +151,7 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
         px_admin_login(cl);
         return;
     }
-    cl->pool = px_pool_get(cl->conn.w, cl->user, cl->db_name);
+    cl->pool = px_route_home_pool(cl);
     if (!cl->pool) {
         px_client_fatal(cl, "53200", "out of memory");
         return;
@@ -182,7 +185,8 @@ static void client_welcome_params(const px_client *cl, pgs_buf *b)
     }
     size_t off = 0;
     pgs_frame f;
-    while (pgs_frame_read(wb->data + off, wb->len - off, PGS_MAX_MSG_LEN, &f) == 1 && off + f.total <= wb->len) {
+    while (pgs_frame_read(wb->data + off, wb->len - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           off + f.total <= wb->len) {
         pgs_reader rd = pgs_reader_make(wb->data + off + PGS_HDR_LEN, f.len - 4);
         const char *name, *mine;
         if (pgs_rd_cstr(&rd, &name) == 0 && (mine = client_startup_value(cl, name)))
@@ -396,7 +400,8 @@ static int client_startup_options(px_client *cl, const char *opts)
         else if (strncmp(word, "--", 2) == 0)
             setting = word + 2;
         else {
-            px_client_fatal(cl, "0A000", "pgshard: unsupported startup option \"%s\" (only -c name=value)", word);
+            px_client_fatal(cl, "0A000", "pgshard: unsupported startup option \"%s\" (only -c name=value)",
+                            word);
             return -1;
         }
         if (!setting)
@@ -431,8 +436,8 @@ static void client_copy_name(char *dst, const char *src)
 
 static bool option_true(const char *v)
 {
-    return strcmp(v, "true") == 0 || strcmp(v, "on") == 0 || strcmp(v, "yes") == 0 ||
-           strcmp(v, "1") == 0 || strcmp(v, "database") == 0;
+    return strcmp(v, "true") == 0 || strcmp(v, "on") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0 ||
+           strcmp(v, "database") == 0;
 }
 
 /* Answers a StartupMessage of protocol 3.x. Newer minor versions and _pq_ options are
@@ -595,14 +600,23 @@ static int client_startup_step(px_client *cl)
 static int client_reply_kind(char type)
 {
     switch (type) {
-    case 'Q': case 'F': return RP_QUERY;
-    case 'S': return RP_SYNC;
-    case 'P': return RP_PARSE;
-    case 'B': return RP_BIND;
-    case 'D': return RP_DESCRIBE;
-    case 'E': return RP_EXECUTE;
-    case 'C': return RP_CLOSE;
-    default: return -1;
+    case 'Q':
+    case 'F':
+        return RP_QUERY;
+    case 'S':
+        return RP_SYNC;
+    case 'P':
+        return RP_PARSE;
+    case 'B':
+        return RP_BIND;
+    case 'D':
+        return RP_DESCRIBE;
+    case 'E':
+        return RP_EXECUTE;
+    case 'C':
+        return RP_CLOSE;
+    default:
+        return -1;
     }
 }
 
@@ -730,6 +744,58 @@ static bool client_take_token(px_client *cl)
     return true;
 }
 
+static const struct {
+    const char *sqlstate;
+    const char *fmt; /* one %s: the user name */
+} client_refusals[] = {
+    [PX_REFUSE_RATE] = {"53400", "pgshard: user \"%s\" may start no more transactions per second (max_qps)"},
+    [PX_REFUSE_NO_PRIMARY] = {"57P03", "pgshard: the primary of shard 0 is unavailable (no primary within "
+                                       "primary_wait_ms); user \"%s\""},
+    [PX_REFUSE_NO_REPLICA] = {"57P03",
+                              "pgshard: no replica of shard 0 is eligible and replica_fallback = error; "
+                              "user \"%s\""},
+};
+
+/* A request that will not run (rate limit, no primary, no replica): its messages are
+ * dropped up to the Query or Sync that ends it, which is answered with the error and
+ * ReadyForQuery. Returns as client_forward_step. */
+static int client_refuse(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    size_t avail = c->in.len - c->in_pos;
+    if (avail < f->total)
+        return pgs_buf_reserve(&c->in, f->total - avail) < 0 ? -1 : 0;
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    if (f->type != 'Q' && f->type != 'S')
+        return 1;
+    uint8_t why = cl->refuse;
+    cl->refuse = PX_REFUSE_NONE;
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", client_refusals[why].sqlstate, client_refusals[why].fmt, cl->user_name);
+    pgs_msg_ready(&b, 'I');
+    px_conn_send_buf(c, &b);
+    pgs_buf_free(&b);
+    return cl->state == CL_CLOSED ? -1 : 1;
+}
+
+/* Keeps a copy of a Query sent to a replica until the replica answers, so that a replica
+ * dying first costs the client nothing (px_route_retry). Only queries of one block. */
+static void client_arm_retry(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    if (f->total > PX_BLOCK || c->in.len - c->in_pos < f->total)
+        return;
+    px_buf_take(c->w, &cl->retry);
+    if (!cl->retry.data && (cl->retry.data = malloc(PX_BLOCK)))
+        cl->retry.cap = PX_BLOCK;
+    if (!cl->retry.data)
+        return;
+    cl->retry.len = 0;
+    pgs_buf_append(&cl->retry, px_conn_at(c), f->total);
+    cl->retry_armed = true;
+}
+
 /* One step of a logged-in client: validate the next message header, get a server when the
  * client has none, and pass the bytes through as they are (rewriting statement names in
  * transaction pooling). Returns 1 to go on, 0 when more input is needed or the client
@@ -776,26 +842,35 @@ static int client_forward_step(px_client *cl)
         }
         return 0;
     }
-    if (!cl->server && (cl->rate_skip || !client_take_token(cl))) {
-        if (avail < f.total)
-            return pgs_buf_reserve(&c->in, f.total - avail) < 0 ? -1 : 0;
-        c->in_pos += f.total;
-        c->fwd_mark = c->in_pos;
-        cl->rate_skip = f.type != 'Q' && f.type != 'S';
-        if (!cl->rate_skip) {
-            pgs_buf b = PGS_BUF_INIT;
-            pgs_msg_error(&b, "ERROR", "53400", "pgshard: user \"%s\" may start at most %d transactions per second (max_qps)",
-                          cl->user_name, cl->user->cfg->max_qps);
-            pgs_msg_ready(&b, 'I');
-            px_conn_send_buf(c, &b);
-            pgs_buf_free(&b);
+    if (f.type == 'Q' && (r = px_route_pgshard_var(cl, &f)) != 0)
+        return r;
+    if (!cl->server && !cl->refuse && !client_take_token(cl))
+        cl->refuse = PX_REFUSE_RATE;
+    if (!cl->server && cl->refuse)
+        return client_refuse(cl, &f);
+    if (cl->server && cl->link_replica && px_route_must_leave(cl, &f)) {
+        if (!px_server_clean(cl->server) || cl->conn.pass_left) {
+            cl->paused = true; /* resumed when the replica has answered what it was sent */
+            return 0;
         }
-        return 1;
+        px_conn_flush_forward(c, &cl->server->conn);
+        px_server_release(cl->server);
+        if (cl->state == CL_CLOSED)
+            return -1;
     }
     if (!cl->server) {
         cl->wait_since = uv_now(&c->w->loop);
         client_set_state(cl, CL_WAIT_SERVER);
-        if (px_pool_acquire(cl->pool, cl) < 0 || !cl->server)
+        r = px_route_acquire(cl, &f);
+        if (r < 0) {
+            px_client_fatal(cl, "53200", "out of memory");
+            return -1;
+        }
+        if (r == 1) {
+            client_set_state(cl, CL_IDLE);
+            return 1; /* refused: the next pass answers */
+        }
+        if (!cl->server)
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
     px_server *sv = cl->server;
@@ -804,6 +879,8 @@ static int client_forward_step(px_client *cl)
     if (cl->fresh_link) {
         cl->fresh_link = false;
         client_replay_session(cl, sv);
+        if (cl->link_replica && f.type == 'Q')
+            client_arm_retry(cl, &f);
     }
     if (rewrite) {
         if (f.type == 'Q')
@@ -930,6 +1007,7 @@ void px_client_link(px_client *cl, px_server *sv)
 void px_client_detach(px_client *cl)
 {
     cl->server = NULL;
+    px_route_link_done(cl);
     cl->paused = false;
     if (cl->state == CL_ACTIVE)
         client_set_state(cl, CL_IDLE);
@@ -949,7 +1027,10 @@ typedef struct px_cancel_conn {
     uint8_t pkt[16];
 } px_cancel_conn;
 
-static void cancel_on_close(uv_handle_t *h) { free(pgs_container_of((uv_tcp_t *)h, px_cancel_conn, tcp)); }
+static void cancel_on_close(uv_handle_t *h)
+{
+    free(pgs_container_of((uv_tcp_t *)h, px_cancel_conn, tcp));
+}
 
 static void cancel_on_write(uv_write_t *req, int status)
 {
@@ -975,8 +1056,7 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
 {
     pgs_node *it, *tmp;
     px_client *cl = NULL;
-    pgs_list_each(&w->clients, it, tmp)
-    {
+    pgs_list_each (&w->clients, it, tmp) {
         px_client *c = pgs_container_of(it, px_client, node);
         if (c->key_pid == pid) {
             cl = c;
@@ -998,7 +1078,8 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
     pgs_buf_append_be32(&b, sv->be_secret);
     uv_tcp_init(&w->loop, &cc->tcp);
     cc->tcp.data = NULL; /* not a px_conn: the shutdown walk leaves it to finish */
-    if (uv_tcp_connect(&cc->creq, &cc->tcp, (const struct sockaddr *)&w->conf->primary, cancel_on_connect) < 0) {
+    if (uv_tcp_connect(&cc->creq, &cc->tcp, px_conf_node(w->conf, sv->pool->shard, sv->pool->nodeix),
+                       cancel_on_connect) < 0) {
         uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
         return;
     }

@@ -81,6 +81,33 @@ int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, ch
     return 0;
 }
 
+/* Every node's address, resolved once: the workers connect to these. */
+static int conf_nodes(px_conf *conf, char *err, size_t errlen)
+{
+    const cfg_config *cfg = conf->cfg;
+    conf->nshards = cfg->nshards;
+    conf->nodes = calloc((size_t)cfg->nshards * PX_MAX_NODES, sizeof *conf->nodes);
+    if (!conf->nodes) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int s = 0; s < cfg->nshards; s++) {
+        const cfg_shard *sh = &cfg->shards[s];
+        struct sockaddr_storage *at = &conf->nodes[(size_t)s * PX_MAX_NODES];
+        if (px_resolve(sh->primary.host, sh->primary.port, &at[0], err, errlen) < 0)
+            return -1;
+        for (int r = 0; r < sh->nreplicas; r++)
+            if (px_resolve(sh->replicas[r].node.host, sh->replicas[r].node.port, &at[1 + r], err, errlen) < 0)
+                return -1;
+    }
+    return 0;
+}
+
+const struct sockaddr *px_conf_node(const px_conf *conf, int shard, int node)
+{
+    return (const struct sockaddr *)&conf->nodes[(size_t)shard * PX_MAX_NODES + (size_t)node];
+}
+
 /* The counter slot for a user name, shared by every conf that names the user. */
 static atomic_int *conf_user_count(px_proxy *px, const char *name)
 {
@@ -108,8 +135,7 @@ px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen)
         px_conf_free_all(conf);
         return NULL;
     }
-    if (conf_users(conf, err, errlen) < 0 ||
-        px_resolve(cfg->shards[0].primary.host, cfg->shards[0].primary.port, &conf->primary, err, errlen) < 0) {
+    if (conf_users(conf, err, errlen) < 0 || conf_nodes(conf, err, errlen) < 0) {
         px_conf_free_all(conf);
         return NULL;
     }
@@ -128,6 +154,7 @@ void px_conf_free_all(px_conf *conf)
     while (conf) {
         px_conf *older = conf->older;
         free(conf->users);
+        free(conf->nodes);
         cfg_free(conf->cfg);
         free(conf);
         conf = older;

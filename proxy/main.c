@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proxy/monitor.h"
 #include "proxy/px.h"
 
 static void usage(FILE *f)
@@ -38,9 +39,10 @@ static int listen_socket(const cfg_config *cfg, char *err, size_t errlen)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                                  : sizeof(struct sockaddr_in)) < 0) {
-        snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_addr, cfg->listen_port, strerror(errno));
+        bind(fd, (struct sockaddr *)&ss,
+             ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_addr, cfg->listen_port,
+                 strerror(errno));
         close(fd);
         return -1;
     }
@@ -74,18 +76,51 @@ static void on_drain_tick(uv_timer_t *t)
     stop_now(m);
 }
 
+static bool same_node(const cfg_node *a, const cfg_node *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* The nodes of every shard: the monitor and the workers number them at start. */
+static bool same_topology(const cfg_config *a, const cfg_config *b)
+{
+    if (a->nshards != b->nshards)
+        return false;
+    for (int s = 0; s < a->nshards; s++) {
+        const cfg_shard *x = &a->shards[s], *y = &b->shards[s];
+        if (!same_node(&x->primary, &y->primary) || x->nreplicas != y->nreplicas)
+            return false;
+        for (int r = 0; r < x->nreplicas; r++)
+            if (!same_node(&x->replicas[r].node, &y->replicas[r].node))
+                return false;
+    }
+    return true;
+}
+
 /* Keys that only a restart can change keep their running values in the new config, so
  * that SHOW CONFIG tells the truth; a warning names them. */
 static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
 {
-    bool changed = strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
-                   old->workers != neu->workers || old->client_tls != neu->client_tls ||
-                   old->server_tls != neu->server_tls || strcmp(old->tls_cert_file, neu->tls_cert_file) != 0 ||
-                   strcmp(old->tls_key_file, neu->tls_key_file) != 0 || old->metrics_port != neu->metrics_port ||
-                   old->log_format != neu->log_format || old->log_level != neu->log_level;
+    bool changed =
+        strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
+        old->workers != neu->workers || old->client_tls != neu->client_tls ||
+        old->server_tls != neu->server_tls || strcmp(old->tls_cert_file, neu->tls_cert_file) != 0 ||
+        strcmp(old->tls_key_file, neu->tls_key_file) != 0 || old->metrics_port != neu->metrics_port ||
+        old->log_format != neu->log_format || old->log_level != neu->log_level;
     if (changed)
-        pgs_warn("reload_restart_needed", "listen_addr, listen_port, workers, TLS, metrics_port and log settings "
-                                          "change only at restart; their running values stay");
+        pgs_warn("reload_restart_needed",
+                 "listen_addr, listen_port, workers, TLS, metrics_port and log settings "
+                 "change only at restart; their running values stay");
+    cfg_shard *keep = same_topology(old, neu) ? NULL : malloc((size_t)old->nshards * sizeof *keep);
+    if (keep) {
+        pgs_warn("reload_restart_needed",
+                 "shards, primaries and replicas change only at restart; the running "
+                 "ones stay");
+        memcpy(keep, old->shards, (size_t)old->nshards * sizeof *keep);
+        free(neu->shards);
+        neu->shards = keep;
+        neu->nshards = old->nshards;
+    }
     memcpy(neu->listen_addr, old->listen_addr, sizeof neu->listen_addr);
     neu->listen_port = old->listen_port;
     neu->workers = old->workers;
@@ -158,6 +193,13 @@ static int run(px_proxy *px)
     px->workers = calloc((size_t)px->nworkers, sizeof *px->workers);
     if (!px->workers)
         return 1;
+    for (int s = 0; s < cfg->nshards; s++)
+        px->has_replicas = px->has_replicas || cfg->shards[s].nreplicas > 0;
+    /* Without replicas there is nothing to choose between: no monitor, no extra connection. */
+    if (px->has_replicas && !(px->mon = px_monitor_start(cfg, px->nworkers, err, sizeof err))) {
+        pgs_error("startup_failed", "monitor: %s", err);
+        return 1;
+    }
     int started = 0, rc = 0;
     for (int i = 0; i < px->nworkers; i++) {
         px->workers[i].px = px;
@@ -209,6 +251,9 @@ stop:
         uv_thread_join(&px->workers[i].thread);
     for (int i = 0; i < started; i++)
         px_worker_destroy(&px->workers[i]);
+    if (px->mon)
+        px_monitor_stop(px->mon);
+    px->mon = NULL;
     for (int i = started; i < px->nworkers; i++)
         if (px->workers[i].listen_fd > 0)
             close(px->workers[i].listen_fd);
@@ -219,8 +264,10 @@ stop:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;

@@ -7,12 +7,13 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/monitor.h"
 #include "proxy/px.h"
 
 #define HTTP_REQ_MAX 4096
 
 typedef struct px_http {
-    uv_tcp_t tcp; /* data is NULL: not a px_conn */
+    uv_tcp_t tcp;  /* data is NULL: not a px_conn */
     pgs_node node; /* in w->https */
     px_worker *w;
     uint32_t id;
@@ -46,10 +47,58 @@ static const struct {
     {"pgshard_wait_seconds", "histogram", "Time clients waited for a server connection"},
 };
 
+/* Per node, from the monitor's snapshot. */
+static const struct {
+    const char *name, *type, *help;
+} node_metric_defs[] = {
+    {"pgshard_node_up", "gauge", "1 when the node's last health poll answered"},
+    {"pgshard_replica_lag_bytes", "gauge", "WAL bytes the node is behind the primary's newest sample"},
+    {"pgshard_replica_lag_ms", "gauge", "Milliseconds since the primary was where the node has replayed to"},
+    {"pgshard_node_circuit_open", "gauge", "1 while the node's circuit is open or half-open"},
+    {"pgshard_node_reads_total", "counter", "Reads routed to the node as a replica"},
+};
+
+static void metrics_nodes(px_worker *w, pgs_buf *b)
+{
+    if (!w->px->mon)
+        return;
+    const px_status *st = px_route_status(w);
+    for (int m = 0; m < (int)(sizeof node_metric_defs / sizeof node_metric_defs[0]); m++) {
+        pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", node_metric_defs[m].name, node_metric_defs[m].help,
+                        node_metric_defs[m].name, node_metric_defs[m].type);
+        for (int s = 0; s < st->nshards; s++) {
+            const px_shard_status *sh = &st->shards[s];
+            for (int i = 0; i < sh->nnodes; i++) {
+                const px_node_status *ns = &sh->nodes[i];
+                unsigned long long v = 0;
+                switch (m) {
+                case 0:
+                    v = ns->health == PX_NODE_UP;
+                    break;
+                case 1:
+                    v = ns->lag_bytes;
+                    break;
+                case 2:
+                    v = ns->lag_ms;
+                    break;
+                case 3:
+                    v = ns->circuit != PX_CIRCUIT_CLOSED;
+                    break;
+                default:
+                    v = atomic_load(px_monitor_reads(w->px->mon, s, i));
+                    break;
+                }
+                pgs_buf_appendf(b, "%s{shard=\"%d\",node=\"%d\",role=\"%s\"} %llu\n",
+                                node_metric_defs[m].name, s, i, sh->primary == i ? "primary" : "replica", v);
+            }
+        }
+    }
+}
+
 static void out_header(pgs_buf *b, int i)
 {
-    pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help, metric_defs[i].name,
-               metric_defs[i].type);
+    pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help,
+                    metric_defs[i].name, metric_defs[i].type);
 }
 
 static void out_hist(pgs_buf *b, const char *name, const char *labels, const uint64_t *hist, uint64_t sum_us,
@@ -60,31 +109,35 @@ static void out_hist(pgs_buf *b, const char *name, const char *labels, const uin
         cum += hist[i];
         if (i < PX_HIST_BUCKETS - 1)
             pgs_buf_appendf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, px_hist_bounds_us[i] / 1e6,
-                       (unsigned long long)cum);
+                            (unsigned long long)cum);
         else
             pgs_buf_appendf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
     }
     pgs_buf_appendf(b, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum_us / 1e6, name, labels,
-               (unsigned long long)count);
+                    (unsigned long long)count);
 }
 
 static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_buf *b)
 {
+    metrics_nodes(w, b);
     px_global_stats *g = &w->px->gs;
     int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);
     pgs_buf_appendf(b, "pgshard_up 1\n");
     out_header(b, 1);
-    pgs_buf_appendf(b, "pgshard_client_connections_total %llu\n", (unsigned long long)atomic_load(&g->accepted));
+    pgs_buf_appendf(b, "pgshard_client_connections_total %llu\n",
+                    (unsigned long long)atomic_load(&g->accepted));
     out_header(b, 2);
-    pgs_buf_appendf(b, "pgshard_auth_failures_total %llu\n", (unsigned long long)atomic_load(&g->auth_failures));
+    pgs_buf_appendf(b, "pgshard_auth_failures_total %llu\n",
+                    (unsigned long long)atomic_load(&g->auth_failures));
     out_header(b, 3);
-    pgs_buf_appendf(b, "pgshard_protocol_errors_total %llu\n", (unsigned long long)atomic_load(&g->protocol_errors));
+    pgs_buf_appendf(b, "pgshard_protocol_errors_total %llu\n",
+                    (unsigned long long)atomic_load(&g->protocol_errors));
     out_header(b, 4);
     pgs_buf_appendf(b, "pgshard_tls_handshakes_total{side=\"client\"} %llu\n",
-               (unsigned long long)atomic_load(&g->tls_client_handshakes));
+                    (unsigned long long)atomic_load(&g->tls_client_handshakes));
     pgs_buf_appendf(b, "pgshard_tls_handshakes_total{side=\"server\"} %llu\n",
-               (unsigned long long)atomic_load(&g->tls_server_handshakes));
+                    (unsigned long long)atomic_load(&g->tls_server_handshakes));
     for (int m = 5; m < (int)(sizeof metric_defs / sizeof metric_defs[0]); m++) {
         out_header(b, m);
         for (size_t i = 0; i < n; i++) {
@@ -163,8 +216,8 @@ static void http_respond(px_http *hc, const char *status, const char *ctype, con
 {
     char head[256];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
-                     ctype, body->len);
+                     "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     status, ctype, body->len);
     pgs_buf_append(&hc->out, head, (size_t)n);
     pgs_buf_append(&hc->out, body->data, body->len);
     if (pgs_buf_failed(&hc->out)) {
@@ -179,8 +232,7 @@ static void http_respond(px_http *hc, const char *status, const char *ctype, con
 static void http_metrics_done(px_worker *w, px_snapshot *s)
 {
     pgs_node *it, *tmp;
-    pgs_list_each(&w->https, it, tmp)
-    {
+    pgs_list_each (&w->https, it, tmp) {
         px_http *hc = pgs_container_of(it, px_http, node);
         if (hc != s->ctx || hc->id != s->ctx_id)
             continue;
@@ -274,8 +326,8 @@ int px_metrics_start(px_worker *w)
     w->metrics_on = true;
     if ((r = uv_tcp_bind(&w->metrics, (const struct sockaddr *)&ss, 0)) < 0 ||
         (r = uv_listen((uv_stream_t *)&w->metrics, 64, metrics_on_connection)) < 0) {
-        pgs_error("metrics_failed", "cannot listen on %s:%u for metrics: %s", cfg->listen_addr, cfg->metrics_port,
-                  uv_strerror(r));
+        pgs_error("metrics_failed", "cannot listen on %s:%u for metrics: %s", cfg->listen_addr,
+                  cfg->metrics_port, uv_strerror(r));
         return r;
     }
     return 0;
@@ -286,5 +338,6 @@ void px_metrics_stop(px_worker *w)
     if (w->metrics_on && !uv_is_closing((uv_handle_t *)&w->metrics))
         uv_close((uv_handle_t *)&w->metrics, NULL);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->https, it, tmp) http_close(pgs_container_of(it, px_http, node));
+    pgs_list_each (&w->https, it, tmp)
+        http_close(pgs_container_of(it, px_http, node));
 }

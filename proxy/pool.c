@@ -9,13 +9,13 @@
 
 #define PX_LOGIN_RETRY_MS 1000 /* pause after a failed server login, as PgBouncer's server_login_retry */
 
-px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db)
+px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node)
 {
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp)
-    {
+    pgs_list_each (&w->pools, it, tmp) {
         px_pool *p = pgs_container_of(it, px_pool, node);
-        if (strcmp(p->user->cfg->name, user->cfg->name) == 0 && strcmp(p->db_name, db) == 0) {
+        if (p->shard == shard && p->nodeix == node && strcmp(p->user->cfg->name, user->cfg->name) == 0 &&
+            strcmp(p->db_name, db) == 0) {
             p->user = user; /* after a reload: the new password logs in new servers */
             return p;
         }
@@ -25,6 +25,8 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db)
         return NULL;
     p->w = w;
     p->user = user;
+    p->shard = shard;
+    p->nodeix = node;
     snprintf(p->db_name, sizeof p->db_name, "%s", db);
     pgs_list_init(&p->servers);
     pgs_list_init(&p->idle);
@@ -80,7 +82,9 @@ int px_pool_acquire(px_pool *pool, px_client *cl)
         return 0;
     }
     pgs_list_push_back(&pool->waiting, &cl->wait_node);
-    cl->wait_start_ns = uv_hrtime();
+    cl->wait_pool = pool;
+    if (!cl->wait_start_ns)
+        cl->wait_start_ns = uv_hrtime();
     if (!paused)
         pool_kick(pool);
     return 0;
@@ -108,6 +112,7 @@ void px_pool_server_ready(px_pool *pool, px_server *sv)
 
 void px_pool_login_done(px_pool *pool, px_server *sv)
 {
+    px_route_node_ok(pool->w, pool->shard, pool->nodeix);
     if (!pool->welcome_ready) {
         pool->welcome = sv->login_params;
         sv->login_params = (pgs_buf)PGS_BUF_INIT;
@@ -142,8 +147,12 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
     /* Others still connecting decide, or logged-in ones serve the waiters; either way no
      * new attempt before a pause, so an unreachable server is not hammered. */
     pool->retry_at = uv_now(&pool->w->loop) + PX_LOGIN_RETRY_MS;
+    px_route_node_failed(pool->w, pool->shard, pool->nodeix);
     if (pool->servers.n > 0)
         return;
+    /* Queued clients try another node (a replica) or wait for a primary (failover). */
+    if (!err)
+        px_route_requeue(pool);
     pgs_buf b = PGS_BUF_INIT;
     if (!err) {
         pgs_msg_error(&b, "FATAL", "08006", "pgshard: cannot connect to the server for database \"%s\"",
@@ -158,10 +167,13 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
 
 void px_pool_forget_client(px_pool *pool, px_client *cl)
 {
-    if (cl->state == CL_WAIT_SERVER)
-        pgs_list_remove(&pool->waiting, &cl->wait_node);
+    if (cl->state == CL_WAIT_SERVER && cl->wait_pool)
+        pgs_list_remove(&cl->wait_pool->waiting, &cl->wait_node);
+    else if (cl->state == CL_WAIT_SERVER)
+        pgs_list_remove(&cl->conn.w->primary_waiters, &cl->wait_node);
     else if (cl->state == CL_WAIT_WELCOME)
         pgs_list_remove(&pool->welcome_waiting, &cl->wait_node);
+    cl->wait_pool = NULL;
 }
 
 static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
@@ -173,7 +185,8 @@ static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
             break;
         pgs_list_remove(l, n);
         cl->state = CL_IDLE; /* out of the queue: closing must not look for it there */
-        px_client_fatal(cl, "53400", "pgshard: query_wait_timeout: no server connection within %u ms", timeout);
+        px_client_fatal(cl, "53400", "pgshard: query_wait_timeout: no server connection within %u ms",
+                        timeout);
     }
 }
 
@@ -185,8 +198,7 @@ void px_pool_tick(px_pool *pool, uint64_t now)
         pool_expire_waiters(&pool->welcome_waiting, now, cfg->query_wait_timeout_ms);
     }
     pgs_node *it, *tmp;
-    pgs_list_each(&pool->servers, it, tmp)
-    {
+    pgs_list_each (&pool->servers, it, tmp) {
         px_server *sv = pgs_container_of(it, px_server, node);
         if ((sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
             now - sv->since >= cfg->server_connect_timeout_ms)

@@ -129,6 +129,7 @@ px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n, uint64_t 
     st->hash = h;
     st->refs = 1;
     st->sql = false;
+    st->route = 0;
     st->body_len = n;
     memcpy(st->body, body, n);
     if (px_htab_put(reg, h, st) < 0) {

@@ -32,6 +32,7 @@ typedef struct px_stmt {
     uint64_t hash;
     uint32_t refs;   /* client names pointing here */
     bool sql;        /* from SQL PREPARE: body is the text after the name */
+    uint8_t route;   /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
     size_t body_len;
     uint8_t body[];  /* query\0 int16 n, n x int32 type oids */
 } px_stmt;

@@ -14,10 +14,12 @@
 #include "common/list.h"
 #include "common/proto.h"
 #include "config/config.h"
+#include "parser/parser.h"
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
 #include "proxy/stats.h"
+#include "proxy/status.h"
 
 typedef struct px_proxy px_proxy;
 typedef struct px_worker px_worker;
@@ -25,6 +27,7 @@ typedef struct px_conn px_conn;
 typedef struct px_client px_client;
 typedef struct px_server px_server;
 typedef struct px_pool px_pool;
+typedef struct px_monitor px_monitor;
 
 #define PX_NAME_MAX 64     /* NAMEDATALEN: longer names are truncated, as PostgreSQL does */
 #define PX_BLOCK 16384     /* the size of pooled I/O buffers */
@@ -32,13 +35,13 @@ typedef struct px_pool px_pool;
 
 /* A user from the config with the secrets derived from its password at start. */
 typedef struct px_user {
-    const cfg_user *cfg;    /* borrowed from px_proxy.cfg */
-    bool has_scram;         /* scram holds a usable secret */
+    const cfg_user *cfg; /* borrowed from px_proxy.cfg */
+    bool has_scram;      /* scram holds a usable secret */
     px_scram_secret scram;
-    bool has_md5;           /* md5 holds "md5"+32 hex */
+    bool has_md5; /* md5 holds "md5"+32 hex */
     char md5[36];
-    bool has_plain;         /* cfg->password is a plain password (usable to log in to servers) */
-    atomic_int *nconn;      /* clients of this user across workers: px_proxy.user_counts */
+    bool has_plain;    /* cfg->password is a plain password (usable to log in to servers) */
+    atomic_int *nconn; /* clients of this user across workers: px_proxy.user_counts */
 } px_user;
 
 /* Per-user client counts that outlive reloads: one slot per user name ever configured. */
@@ -52,34 +55,38 @@ typedef struct px_user_count {
  * pointer to the one they use (swapped by a job on their own thread); every conf stays
  * allocated until exit, since pools and clients keep pointers into its users. */
 typedef struct px_conf {
-    cfg_config *cfg;                 /* owned */
-    px_user *users;                  /* owned, cfg->nusers entries */
-    struct sockaddr_storage primary; /* shard 0's primary, resolved when loaded */
-    struct px_conf *older;           /* owned: the conf this one replaced */
+    cfg_config *cfg; /* owned */
+    px_user *users;  /* owned, cfg->nusers entries */
+    int nshards;
+    struct sockaddr_storage *nodes; /* owned: nshards x PX_MAX_NODES addresses, resolved when
+                                       loaded: [s * PX_MAX_NODES + 0] the primary, then replicas */
+    struct px_conf *older;          /* owned: the conf this one replaced */
 } px_conf;
 
 struct px_proxy {
-    cfg_config *cfg;                    /* the startup config: listeners, workers, TLS */
-    px_conf *conf;                      /* owned: the newest conf (main thread) */
-    px_user_count *user_counts;         /* owned, PX_MAX_USER_NAMES; names set by the main thread */
+    cfg_config *cfg;            /* the startup config: listeners, workers, TLS */
+    px_conf *conf;              /* owned: the newest conf (main thread) */
+    px_user_count *user_counts; /* owned, PX_MAX_USER_NAMES; names set by the main thread */
     int nuser_counts;
     int nworkers;
-    px_worker *workers;                 /* owned, nworkers entries */
-    atomic_int nclients;                /* across workers, for max_client_conn */
-    void *tls_accept_ctx;               /* owned SSL_CTX for clients, or NULL */
-    void *tls_connect_ctx;              /* owned SSL_CTX towards servers, or NULL */
+    px_worker *workers;    /* owned, nworkers entries */
+    atomic_int nclients;   /* across workers, for max_client_conn */
+    void *tls_accept_ctx;  /* owned SSL_CTX for clients, or NULL */
+    void *tls_connect_ctx; /* owned SSL_CTX towards servers, or NULL */
     atomic_bool stopping;
-    atomic_bool draining;               /* SIGTERM: no new clients, finish transactions */
-    atomic_bool paused;                 /* admin PAUSE: no server is given to a client */
+    atomic_bool draining; /* SIGTERM: no new clients, finish transactions */
+    atomic_bool paused;   /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
+    px_monitor *mon;   /* owned: node health and lag (monitor.c) */
+    bool has_replicas; /* some shard has replicas: reads are routed */
 };
 
 /* How a connection's bytes meet the socket: plain or TLS (tls.c). */
 typedef struct px_transport {
     const char *name;
-    void (*alloc)(px_conn *c, uv_buf_t *buf);        /* where the next socket read goes */
-    int (*received)(px_conn *c, size_t n);           /* n bytes read: plaintext into c->in;
-                                                        1 = handshake just done, -1 = fail */
+    void (*alloc)(px_conn *c, uv_buf_t *buf);         /* where the next socket read goes */
+    int (*received)(px_conn *c, size_t n);            /* n bytes read: plaintext into c->in;
+                                                         1 = handshake just done, -1 = fail */
     int (*send)(px_conn *c, const void *p, size_t n); /* plaintext out */
     void (*release)(px_conn *c);
 } px_transport;
@@ -91,19 +98,19 @@ struct px_conn {
     uv_tcp_t tcp; /* first: the handle's address is the conn's */
     px_worker *w;
     const px_transport *tr;
-    void *tls;             /* owned by the transport */
+    void *tls; /* owned by the transport */
     bool is_server;
     bool reading;
-    bool writing;          /* wreq in flight over wq */
-    bool closing;          /* uv_close called or about to be */
+    bool writing; /* wreq in flight over wq */
+    bool closing; /* uv_close called or about to be */
     bool close_after_flush;
-    bool processing;       /* guards against re-entering the input loop */
-    pgs_buf in;            /* received bytes; in_pos of them processed */
+    bool processing; /* guards against re-entering the input loop */
+    pgs_buf in;      /* received bytes; in_pos of them processed */
     size_t in_pos;
-    size_t fwd_mark;       /* start of the processed bytes not yet forwarded to the peer */
-    uint32_t pass_left;    /* bytes of a message being passed through without inspection */
-    pgs_buf out;           /* queued, not yet handed to libuv */
-    pgs_buf wq;            /* handed to libuv, in flight */
+    size_t fwd_mark;    /* start of the processed bytes not yet forwarded to the peer */
+    uint32_t pass_left; /* bytes of a message being passed through without inspection */
+    pgs_buf out;        /* queued, not yet handed to libuv */
+    pgs_buf wq;         /* handed to libuv, in flight */
     uv_write_t wreq;
 };
 
@@ -118,6 +125,9 @@ typedef enum px_client_state {
     CL_CLOSED,
 } px_client_state;
 
+/* Why a client's request is answered with an error instead of being run. */
+enum { PX_REFUSE_NONE, PX_REFUSE_RATE, PX_REFUSE_NO_PRIMARY, PX_REFUSE_NO_REPLICA };
+
 typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FINAL } px_auth_step;
 
 struct px_client {
@@ -125,7 +135,8 @@ struct px_client {
     px_client_state state;
     pgs_node node;      /* in worker->clients */
     pgs_node wait_node; /* in pool->waiting or pool->welcome_waiting */
-    px_pool *pool;
+    px_pool *pool;      /* the pool it logged in through (welcome, rate limit, stats) */
+    px_pool *wait_pool; /* CL_WAIT_SERVER: the pool it is queued in; NULL = waits for a primary */
     px_server *server;  /* linked server, or NULL */
     const px_user *user;
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
@@ -133,19 +144,30 @@ struct px_client {
     uint64_t wait_since;          /* loop time it started waiting (welcome or server) */
     uint64_t wait_start_ns;       /* uv_hrtime() when it queued for a server; 0 if not */
     px_auth_step auth;
-    bool counted;       /* holds a slot of px_proxy.nclients */
-    bool user_counted;  /* holds a slot of user->nconn */
-    bool over_limit;    /* refused by max_client_conn: answer the startup with 53300 */
+    bool counted;      /* holds a slot of px_proxy.nclients */
+    bool user_counted; /* holds a slot of user->nconn */
+    bool over_limit;   /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
-    bool paused;        /* waits for its server to answer an earlier segment's Parse */
-    bool admin_busy;    /* an admin command waits for a snapshot */
-    bool rate_skip;     /* refused by max_qps: drop messages up to Sync, then answer */
+    bool paused;           /* waits for its server to answer an earlier segment's Parse */
+    bool admin_busy;       /* an admin command waits for a snapshot */
+    bool rate_skip;        /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
-    bool fresh_link;    /* linked to a server and nothing sent yet: replay session state first */
-    px_htab stmts;      /* the client's statement names (transaction pooling) */
-    px_session *sess;   /* owned, NULL until the client has session state */
-    pgs_buf startup;    /* startup parameters (name\0value\0...), until the welcome is sent */
+    bool fresh_link;       /* linked to a server and nothing sent yet: replay session state first */
+    bool link_write;       /* the linked transaction may write: read-your-writes starts at its end */
+    bool link_replica;     /* linked to a replica (a read) */
+    bool want_read;        /* the message being routed may run on a replica */
+    uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
+    bool retry_armed;      /* retry holds the query sent to a replica, no reply byte reached us */
+    uint8_t target;        /* SET pgshard.target: prs_target */
+    uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
+    uint32_t avoid;        /* nodes (bit per index) that failed this client's read: try others */
+    uint64_t ryw_write_ns; /* end of its last write transaction not yet bounded by a sample */
+    uint64_t ryw_lsn;      /* its reads need a replica replayed at least this far */
+    pgs_buf retry;         /* a pooled block: the Query to resend if the replica fails first */
+    px_htab stmts;         /* the client's statement names (transaction pooling) */
+    px_session *sess;      /* owned, NULL until the client has session state */
+    pgs_buf startup;       /* startup parameters (name\0value\0...), until the welcome is sent */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
     union {
@@ -170,42 +192,44 @@ struct px_server {
     pgs_node node;      /* in pool->servers */
     pgs_node idle_node; /* in pool->idle */
     px_pool *pool;
-    px_client *client;    /* linked client, or NULL */
+    px_client *client; /* linked client, or NULL */
     uv_connect_t connect_req;
-    uint64_t since;       /* loop time of the last state change */
+    uint64_t since;         /* loop time of the last state change */
     uint64_t xact_start_ns; /* uv_hrtime() of the first message of the running transaction */
-    px_replies replies;   /* what the server owes for what was sent to it, in order */
-    uint32_t segment;     /* Syncs and Queries sent: numbers the pipeline segments */
-    bool skipping;        /* after an error, the server ignores messages until Sync */
-    bool ext_open;        /* extended-protocol messages sent since the last Sync */
-    px_htab stmts;        /* statement hashes prepared on this server, with LRU ticks */
-    uint64_t state_sig;   /* signature of the session settings it has; 0 = none */
-    bool stmts_doubtful;  /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
-    bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
-    bool saw_error;       /* an ErrorResponse since the last ReadyForQuery */
-    char tx_status;       /* of the last ReadyForQuery: 'I', 'T' or 'E' */
+    px_replies replies;     /* what the server owes for what was sent to it, in order */
+    uint32_t segment;       /* Syncs and Queries sent: numbers the pipeline segments */
+    bool skipping;          /* after an error, the server ignores messages until Sync */
+    bool ext_open;          /* extended-protocol messages sent since the last Sync */
+    px_htab stmts;          /* statement hashes prepared on this server, with LRU ticks */
+    uint64_t state_sig;     /* signature of the session settings it has; 0 = none */
+    bool stmts_doubtful;    /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
+    bool close_on_release;  /* ...its prepared statements are unknown: close, do not reuse */
+    bool saw_error;         /* an ErrorResponse since the last ReadyForQuery */
+    char tx_status;         /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
     px_scram_client *scram; /* owned while logging in */
+    bool sent_any;          /* forwarded a reply byte to its client since it was linked */
     pgs_buf login_params;   /* ParameterStatus messages seen while logging in */
 };
 
 /* Server connections for one (user, database) in one worker. */
 struct px_pool {
-    pgs_node node;       /* in worker->pools */
+    pgs_node node; /* in worker->pools */
     px_worker *w;
     const px_user *user; /* borrowed */
     char db_name[PX_NAME_MAX];
-    pgs_list servers;    /* every server of this pool */
-    pgs_list idle;       /* SV_IDLE servers, most recently used first */
-    pgs_list waiting;    /* CL_WAIT_SERVER clients, first come first served */
+    int shard, nodeix;        /* the node its servers connect to: index into px_conf.nodes */
+    pgs_list servers;         /* every server of this pool */
+    pgs_list idle;            /* SV_IDLE servers, most recently used first */
+    pgs_list waiting;         /* CL_WAIT_SERVER clients, first come first served */
     pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
-    int nconnecting;     /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
-    uint64_t retry_at;   /* loop time before which no new server login is tried */
+    int nconnecting;          /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
+    uint64_t retry_at;        /* loop time before which no new server login is tried */
     bool welcome_ready;
-    pgs_buf welcome;     /* ParameterStatus messages every new client receives */
-    int nclients;        /* logged-in clients of this pool */
-    double tokens;       /* max_qps token bucket of this worker's share */
-    uint64_t tokens_at;  /* uv_hrtime() of the last refill */
+    pgs_buf welcome;    /* ParameterStatus messages every new client receives */
+    int nclients;       /* logged-in clients of this pool */
+    double tokens;      /* max_qps token bucket of this worker's share */
+    uint64_t tokens_at; /* uv_hrtime() of the last refill */
     px_pool_stats st;
 };
 
@@ -218,29 +242,37 @@ typedef struct px_job {
 
 struct px_worker {
     px_proxy *px;
-    const px_conf *conf;   /* the conf this worker runs with */
+    const px_conf *conf; /* the conf this worker runs with */
     int id;
     uv_thread_t thread;
     uv_loop_t loop;
-    int listen_fd;         /* bound by main(), adopted by the worker's loop */
+    int listen_fd; /* bound by main(), adopted by the worker's loop */
     uv_tcp_t listener;
-    uv_async_t wakeup;     /* stop request or cancel requests from other workers */
+    uv_async_t wakeup; /* stop request or cancel requests from other workers */
     uv_timer_t tick;
-    uv_mutex_t mbox_lock;  /* guards mbox: the only lock, off the query path */
-    pgs_buf mbox;          /* px_job entries posted by other threads */
-    bool mbox_closed;      /* under mbox_lock: the wakeup handle is closing */
+    uv_mutex_t mbox_lock; /* guards mbox: the only lock, off the query path */
+    pgs_buf mbox;         /* px_job entries posted by other threads */
+    bool mbox_closed;     /* under mbox_lock: the wakeup handle is closing */
     uint32_t ticks;
-    uv_tcp_t metrics;      /* worker 0 only: the /metrics listener */
+    uv_tcp_t metrics; /* worker 0 only: the /metrics listener */
     bool metrics_on;
-    pgs_list https;        /* open /metrics connections */
+    pgs_list https; /* open /metrics connections */
     pgs_list clients;
     pgs_list pools;
-    px_htab stmts;         /* registry of px_stmt by hash, shared by this worker's clients */
-    uint64_t stmt_tick;    /* LRU clock of server statement sets */
+    px_htab stmts;      /* registry of px_stmt by hash, shared by this worker's clients */
+    uint64_t stmt_tick; /* LRU clock of server statement sets */
     uint32_t next_pid;
     int nfree;
     void *free_blocks[PX_FREE_BLOCKS];
-    uint8_t *tls_scratch;  /* owned: raw TLS bytes of one read */
+    uint8_t *tls_scratch;      /* owned: raw TLS bytes of one read */
+    const px_status *status;   /* the monitor's snapshot this worker reads (hazard slot id) */
+    prs_cache *pcache;         /* owned: parse cache of this worker's queries */
+    prs_lexed lex;             /* owned buffers: the lexer's output for the query being routed */
+    pgs_list primary_waiters;  /* clients waiting for a primary (failover), by wait_node */
+    uint32_t *rr;              /* owned, per shard: round-robin position */
+    int *wrr;                  /* owned, per shard and node: smooth weighted round-robin state */
+    uint64_t *node_down_until; /* owned, per shard and node: loop time a failed node rests */
+    uint32_t *node_fails;      /* owned, per shard and node: consecutive failures seen here */
 };
 
 /* worker.c */
@@ -261,7 +293,10 @@ int px_tls_start(px_conn *c, void *ctx, bool accept);
 bool px_conn_is_tls(const px_conn *c);
 
 /* The unprocessed input (NULL when the connection holds no buffer: never NULL + 0). */
-static inline const uint8_t *px_conn_at(const px_conn *c) { return c->in.data ? c->in.data + c->in_pos : NULL; }
+static inline const uint8_t *px_conn_at(const px_conn *c)
+{
+    return c->in.data ? c->in.data + c->in_pos : NULL;
+}
 
 /* conn.c */
 int px_conn_raw_send(px_conn *c, const void *p, size_t n);
@@ -307,13 +342,37 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f);
 int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
 int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end);
-int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name, size_t at,
-                       size_t end);
+int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+                       size_t at, size_t end);
 int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 
+/* route.c */
+int px_route_setup(px_worker *w);
+void px_route_teardown(px_worker *w);
+const px_status *px_route_status(px_worker *w);
+/* Routes a client that has a message to send and no server: links it, queues it in the
+ * chosen node's pool or among the primary's waiters. Returns 0, or -1 after closing it. */
+int px_route_acquire(px_client *cl, const pgs_frame *f);
+/* A client linked to a replica starts a new segment: 1 if that segment must go elsewhere. */
+bool px_route_must_leave(px_client *cl, const pgs_frame *f);
+/* SET/RESET/SHOW pgshard.*: answered here. 1 = handled (consumed), 0 = not ours, -1 closed. */
+int px_route_pgshard_var(px_client *cl, const pgs_frame *f);
+void px_route_node_failed(px_worker *w, int shard, int node);
+void px_route_node_ok(px_worker *w, int shard, int node);
+/* Clients queued for a node that failed: route them again, avoiding it. */
+void px_route_requeue(px_pool *pool);
+void px_route_tick(px_worker *w, uint64_t now);
+/* The server failed before the client saw a byte of the read it was sent: 1 if the client
+ * was sent elsewhere (then the caller must not tell it), 0 otherwise. */
+int px_route_retry(px_client *cl, px_server *sv);
+void px_route_link_done(px_client *cl);
+/* The pool a client logs in through (its welcome, rate limit and stats). */
+px_pool *px_route_home_pool(px_client *cl);
+const struct sockaddr *px_conf_node(const px_conf *conf, int shard, int node);
+
 /* pool.c */
-px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db);
+px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node);
 int px_pool_acquire(px_pool *pool, px_client *cl);
 void px_pool_want_welcome(px_pool *pool, px_client *cl);
 void px_pool_server_ready(px_pool *pool, px_server *sv);
@@ -335,11 +394,11 @@ struct px_snapshot {
     int kind;
     px_worker *origin;
     px_snap_done done;
-    void *ctx;          /* the requester's, identified so it can be gone by then */
+    void *ctx; /* the requester's, identified so it can be gone by then */
     uint32_t ctx_id;
     atomic_int pending;
     int nparts;
-    pgs_buf parts[];    /* one per worker: px_pool_row array or DataRow messages */
+    pgs_buf parts[]; /* one per worker: px_pool_row array or DataRow messages */
 };
 int px_snapshot_start(px_worker *origin, int kind, px_snap_done done, void *ctx, uint32_t ctx_id);
 void px_snapshot_free(px_snapshot *s);

@@ -51,7 +51,9 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     if (cl) {
         sv->client = NULL;
         cl->server = NULL;
-        if (sv->conn.pass_left == 0)
+        if (cl->retry_armed && !sv->sent_any && px_route_retry(cl, sv))
+            ; /* sent to another node */
+        else if (sv->conn.pass_left == 0)
             px_client_fatal(cl, "08006", "server connection lost: %s", why);
         else
             px_client_close(cl);
@@ -60,11 +62,15 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     px_pool_server_gone(pool, login, err, errlen);
 }
 
-void px_server_close(px_server *sv, const char *why) { server_close_err(sv, why, NULL, 0); }
+void px_server_close(px_server *sv, const char *why)
+{
+    server_close_err(sv, why, NULL, 0);
+}
 
 void px_server_activate(px_server *sv, px_client *cl)
 {
     sv->client = cl;
+    sv->sent_any = false;
     server_set_state(sv, SV_ACTIVE);
 }
 
@@ -177,7 +183,8 @@ static int server_auth(px_server *sv, const uint8_t *body, size_t n)
         return 0;
     } else {
         pgs_buf_free(&b);
-        server_close_err(sv, "the server asks for an authentication method pgshard does not support", NULL, 0);
+        server_close_err(sv, "the server asks for an authentication method pgshard does not support", NULL,
+                         0);
         return -1;
     }
     pgs_msg_end(&b, st);
@@ -319,8 +326,8 @@ static void server_count_ready(px_server *sv)
     uint32_t slow = sv->conn.w->conf->cfg->log_slow_ms;
     if (slow && us >= (uint64_t)slow * 1000)
         pgs_warn("slow_query", "transaction of client %08x user=%s db=%s took %.1f ms on server pid %u",
-                 sv->client ? sv->client->key_pid : 0, sv->pool->user->cfg->name, sv->pool->db_name, us / 1000.0,
-                 sv->be_pid);
+                 sv->client ? sv->client->key_pid : 0, sv->pool->user->cfg->name, sv->pool->db_name,
+                 us / 1000.0, sv->be_pid);
     st->xacts++;
     st->xact_us += us;
     px_hist_observe(st->xact_hist, us);
@@ -355,6 +362,31 @@ static void server_track_session(px_server *sv, px_client *cl, const pgs_frame *
     }
 }
 
+/* The first byte of an answer is about to reach the client. A replica that answers a read
+ * with FATAL (shutting down, crashed) is closed instead, so the read runs elsewhere; any
+ * other answer ends the chance to retry. Returns 0, or -1 when the server was closed. */
+static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, const uint8_t *p,
+                              size_t avail)
+{
+    /* An immediate shutdown says so in a WARNING notice (class 57) before dropping us. */
+    if (cl->retry_armed && (f->type == 'E' || f->type == 'N') && avail >= f->total) {
+        pgs_error_fields ef;
+        if (pgs_error_parse(p + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
+            (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0 ||
+             (f->type == 'N' && strncmp(ef.sqlstate, "57", 2) == 0))) {
+            px_route_node_failed(sv->conn.w, sv->pool->shard, sv->pool->nodeix);
+            px_server_close(sv, "the replica failed before answering the read");
+            return -1;
+        }
+    }
+    sv->sent_any = true;
+    if (cl->retry_armed) {
+        cl->retry_armed = false;
+        px_buf_give(sv->conn.w, &cl->retry);
+    }
+    return 0;
+}
+
 /* Relays the server's bytes to the linked client. Each message's type is checked against
  * the replies owed; ReadyForQuery frees the server in transaction pooling when the client
  * has nothing else running and no transaction open. */
@@ -387,6 +419,8 @@ static int server_active_step(px_server *sv)
     }
     if (f.type == 'Z' && avail < f.total)
         return 0;
+    if (cl->retry_armed && !sv->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
+        return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
     if (f.type == 'Z' && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");
         return -1;
@@ -403,6 +437,8 @@ static int server_active_step(px_server *sv)
     }
     if (pending)
         server_track_session(sv, cl, &f, p);
+    if (!hide && !sv->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
+        return -1;
     if (hide) {
         /* Hidden replies are whole in the buffer (small, checked above or bodiless). */
         px_conn_flush_forward(c, &cl->conn);
@@ -596,7 +632,7 @@ px_server *px_server_connect(px_pool *pool)
     sv->since = uv_now(&w->loop);
     pgs_list_push_back(&pool->servers, &sv->node);
     pool->nconnecting++;
-    int r = uv_tcp_connect(&sv->connect_req, &sv->conn.tcp, (const struct sockaddr *)&w->conf->primary,
+    int r = uv_tcp_connect(&sv->connect_req, &sv->conn.tcp, px_conf_node(w->conf, pool->shard, pool->nodeix),
                            server_on_connect);
     if (r < 0) {
         pgs_list_remove(&pool->servers, &sv->node);

@@ -53,8 +53,7 @@ static void worker_expire_logins(px_worker *w, uint64_t now)
     pgs_node *it, *tmp;
     if (!limit)
         return;
-    pgs_list_each(&w->clients, it, tmp)
-    {
+    pgs_list_each (&w->clients, it, tmp) {
         px_client *cl = pgs_container_of(it, px_client, node);
         if (now - cl->accepted_at < limit)
             break;
@@ -68,7 +67,9 @@ static void worker_on_tick(uv_timer_t *t)
     px_worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp) px_pool_tick(pgs_container_of(it, px_pool, node), now);
+    pgs_list_each (&w->pools, it, tmp)
+        px_pool_tick(pgs_container_of(it, px_pool, node), now);
+    px_route_tick(w, now);
     if (++w->ticks % 10 == 0)
         worker_expire_logins(w, now);
 }
@@ -131,8 +132,7 @@ static void worker_main(void *arg)
     /* Everything is closed; let close callbacks finish and free what is left. */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->pools, it, tmp)
-    {
+    pgs_list_each (&w->pools, it, tmp) {
         px_pool *pool = pgs_container_of(it, px_pool, node);
         pgs_list_remove(&w->pools, it);
         px_pool_free(pool);
@@ -141,6 +141,7 @@ static void worker_main(void *arg)
         free(w->free_blocks[--w->nfree]);
     pgs_buf_free(&w->mbox);
     px_htab_free(&w->stmts);
+    px_route_teardown(w);
     free(w->tls_scratch);
     if (uv_loop_close(&w->loop) != 0)
         pgs_warn("loop_not_closed", "worker %d: handles still open at exit", w->id);
@@ -148,7 +149,10 @@ static void worker_main(void *arg)
      * destroys it after joining every worker (px_worker_destroy). */
 }
 
-void px_worker_destroy(px_worker *w) { uv_mutex_destroy(&w->mbox_lock); }
+void px_worker_destroy(px_worker *w)
+{
+    uv_mutex_destroy(&w->mbox_lock);
+}
 
 /* Sets up the loop and handles, then starts the thread. The listening socket was bound by
  * main() so that a port already in use is reported before any thread starts. */
@@ -158,8 +162,10 @@ int px_worker_start(px_worker *w)
     pgs_list_init(&w->clients);
     pgs_list_init(&w->pools);
     w->next_pid = 1;
-    if ((r = uv_loop_init(&w->loop)) < 0)
+    if ((r = px_route_setup(w)) < 0)
         return r;
+    if ((r = uv_loop_init(&w->loop)) < 0)
+        goto fail_route;
     if ((r = uv_mutex_init(&w->mbox_lock)) < 0)
         goto fail_loop;
     if ((r = uv_tcp_init(&w->loop, &w->listener)) < 0)
@@ -196,6 +202,8 @@ fail_mutex:
     uv_mutex_destroy(&w->mbox_lock);
 fail_loop:
     uv_loop_close(&w->loop);
+fail_route:
+    px_route_teardown(w);
     return r;
 }
 
@@ -214,7 +222,10 @@ static int worker_wake(px_worker *w, const px_job *job)
     return r;
 }
 
-void px_worker_request_stop(px_worker *w) { worker_wake(w, NULL); }
+void px_worker_request_stop(px_worker *w)
+{
+    worker_wake(w, NULL);
+}
 
 /* SIGTERM: stop accepting; clients with nothing running leave now, the others when their
  * transaction ends (px_client_detach), or when main() gives up after shutdown_timeout. */
@@ -224,15 +235,17 @@ static void worker_drain_job(px_worker *w, const px_job *job)
     if (!uv_is_closing((uv_handle_t *)&w->listener))
         uv_close((uv_handle_t *)&w->listener, NULL);
     pgs_node *it, *tmp;
-    pgs_list_each(&w->clients, it, tmp)
-    {
+    pgs_list_each (&w->clients, it, tmp) {
         px_client *cl = pgs_container_of(it, px_client, node);
         if (cl->state != CL_ACTIVE && cl->state != CL_WAIT_SERVER)
             px_client_close(cl);
     }
 }
 
-static void worker_conf_job(px_worker *w, const px_job *job) { w->conf = job->arg; }
+static void worker_conf_job(px_worker *w, const px_job *job)
+{
+    w->conf = job->arg;
+}
 
 void px_worker_post_conf(px_worker *w, const px_conf *conf)
 {
@@ -246,9 +259,15 @@ void px_worker_request_drain(px_worker *w)
     worker_wake(w, &job);
 }
 
-int px_worker_post(px_worker *w, const px_job *job) { return worker_wake(w, job); }
+int px_worker_post(px_worker *w, const px_job *job)
+{
+    return worker_wake(w, job);
+}
 
-static void worker_cancel_job(px_worker *w, const px_job *job) { px_client_cancel(w, job->a, job->b); }
+static void worker_cancel_job(px_worker *w, const px_job *job)
+{
+    px_client_cancel(w, job->a, job->b);
+}
 
 /* Called from any worker thread: queue a cancel for a client of w. */
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret)

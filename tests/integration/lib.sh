@@ -332,3 +332,156 @@ _pgs_on_exit() {
 trap _pgs_on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ------------------------------------------------------------------------------------------
+# Helpers for the read/write splitting tests (t_replica_*.sh, t_failover.sh).
+#
+#   pgs_now_ms                      wall clock in ms, without a fork
+#   pgs_wait_for SECS WHAT CMD...   runs CMD every 0.1 s until it succeeds; fails the test
+#                                   with WHAT after SECS seconds (and with $PGS_WAIT_INFO,
+#                                   which CMD may set to say what it saw last)
+#   pgs_psql_port PORT ARGS         psql as app through the proxy on PORT (pgs_proxy_port NAME)
+#   pgs_admin ARGS                  psql to the admin console (database pgshard) of the last
+#                                   proxy, or of $PGS_ADMIN_PORT; -At -F '|'. The proxy needs
+#                                   admin_users=app
+#   pgs_replicas_cols               reads SHOW REPLICAS' header into PGS_RCOL[name]=field no.
+#   pgs_replica_field ROWS PORT COL the column COL of the row for the node on PORT in ROWS
+#                                   (SHOW REPLICAS output without header, as pgs_admin gives)
+#   pgs_wait_replicas_up SECS PORT...  waits until SHOW REPLICAS shows every node on PORT up,
+#                                   in recovery and with a closed circuit
+#   pgs_xact_commit SHARD ROLE      xact_commit of database $PGS_DB on one node
+#   pgs_count_lines FILE VALUE      how many lines of FILE are exactly VALUE
+#   pgs_session_open NAME PORT [DB] a psql (as app, -At -F '|') that stays connected, fed
+#                                   through FIFOs; closed at exit
+#   pgs_session_query NAME SQL [TIMEOUT]  runs SQL (end it with ;) in the session; its
+#                                   output lines (errors included) go to PGS_SESSION_OUT
+#                                   (an array). Returns 1 if psql is gone or did not answer
+#   pgs_session_close NAME
+# ------------------------------------------------------------------------------------------
+
+pgs_now_ms() {
+  local t=${EPOCHREALTIME/[.,]/}
+  echo $((t / 1000))
+}
+
+pgs_wait_for() {
+  local secs=$1 what=$2 deadline
+  shift 2
+  deadline=$(($(pgs_now_ms) + secs * 1000))
+  PGS_WAIT_INFO=""
+  until "$@"; do
+    (($(pgs_now_ms) < deadline)) || pgs_fail "$what (not within $secs s)${PGS_WAIT_INFO:+; last: $PGS_WAIT_INFO}"
+    sleep 0.1
+  done
+}
+
+pgs_psql_port() {
+  local port=$1; shift
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$port" -U "$PGS_USER" \
+    -d "$PGS_DB" -X -v ON_ERROR_STOP=1 -At "$@"
+}
+
+pgs_admin() {
+  local port=${PGS_ADMIN_PORT:-${PGS_PROXY_PORT:-}}
+  [[ -n $port ]] || pgs_fail "pgs_admin: no proxy started"
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$port" -U "$PGS_USER" \
+    -d pgshard -X -v ON_ERROR_STOP=1 -At -F '|' "$@"
+}
+
+declare -gA PGS_RCOL=()
+pgs_replicas_cols() {
+  local header i
+  local -a names
+  header=$(pgs_admin -P tuples_only=off -P footer=off -c "SHOW REPLICAS" | head -n 1) ||
+    pgs_fail "SHOW REPLICAS failed"
+  IFS='|' read -ra names <<<"$header"
+  PGS_RCOL=()
+  for ((i = 0; i < ${#names[@]}; i++)); do PGS_RCOL[${names[i]}]=$((i + 1)); done
+  [[ -n ${PGS_RCOL[port]:-} ]] || pgs_fail "SHOW REPLICAS has no column 'port': '$header'"
+  PGS_RCOL_HEADER=$header
+}
+
+pgs_replica_field() {
+  local rows=$1 port=$2 col=$3 line
+  local -a f
+  [[ -n ${PGS_RCOL[port]:-} ]] || pgs_fail "pgs_replica_field: call pgs_replicas_cols first"
+  [[ -n ${PGS_RCOL[$col]:-} ]] || pgs_fail "SHOW REPLICAS has no column '$col': '$PGS_RCOL_HEADER'"
+  while IFS= read -r line; do
+    IFS='|' read -ra f <<<"$line"
+    if [[ ${f[PGS_RCOL[port] - 1]:-} == "$port" ]]; then
+      echo "${f[PGS_RCOL[$col] - 1]:-}"
+      return 0
+    fi
+  done <<<"$rows"
+  return 1
+}
+
+_pgs_replicas_are_up() {
+  local rows port
+  rows=$(pgs_admin -c "SHOW REPLICAS" 2>&1) || { PGS_LAST_REPLICAS=$rows; return 1; }
+  PGS_LAST_REPLICAS=$rows
+  for port in "$@"; do
+    [[ $(pgs_replica_field "$rows" "$port" health) == up &&
+      $(pgs_replica_field "$rows" "$port" in_recovery) == t &&
+      $(pgs_replica_field "$rows" "$port" circuit) == closed ]] || return 1
+  done
+}
+
+pgs_wait_replicas_up() {
+  local secs=$1 deadline; shift
+  [[ -n ${PGS_RCOL[port]:-} ]] || pgs_replicas_cols
+  deadline=$(($(pgs_now_ms) + secs * 1000))
+  until _pgs_replicas_are_up "$@"; do
+    (($(pgs_now_ms) < deadline)) ||
+      pgs_fail "SHOW REPLICAS does not show nodes $* up, in recovery, circuit closed within $secs s: ${PGS_LAST_REPLICAS:-}"
+    sleep 0.1
+  done
+}
+
+pgs_xact_commit() {
+  pgs_psql_node "$1" "$2" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+}
+
+pgs_count_lines() { grep -cx -- "$2" "$1" || true; }
+
+declare -gA PGS_SESS_IN=() PGS_SESS_OUT=() PGS_SESS_PID=()
+pgs_session_open() {
+  local name=$1 port=$2 db=${3:-$PGS_DB} dir fin fout
+  dir=$PGS_WORK/$PGS_TEST_NAME.session.$name
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  mkfifo "$dir/in" "$dir/out"
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$port" -U "$PGS_USER" -d "$db" \
+    -X -At -F '|' <"$dir/in" >"$dir/out" 2>&1 &
+  PGS_SESS_PID[$name]=$!
+  exec {fin}>"$dir/in"
+  exec {fout}<"$dir/out"
+  PGS_SESS_IN[$name]=$fin
+  PGS_SESS_OUT[$name]=$fout
+  pgs_on_exit "pgs_session_close $name"
+}
+
+pgs_session_query() {
+  local name=$1 sql=$2 timeout=${3:-10} line fin=${PGS_SESS_IN[$1]:-} fout=${PGS_SESS_OUT[$1]:-}
+  [[ -n $fin ]] || pgs_fail "pgs_session_query: no session $name"
+  PGS_SESSION_OUT=()
+  # A write to a FIFO nobody reads would kill this shell with SIGPIPE: look first.
+  kill -0 "${PGS_SESS_PID[$name]}" 2>/dev/null || return 1
+  printf '%s\n\\echo @@pgs-session@@\n' "$sql" 1>&"$fin" || return 1
+  while :; do
+    IFS= read -r -t "$timeout" -u "$fout" line || return 1
+    [[ $line == @@pgs-session@@ ]] && return 0
+    PGS_SESSION_OUT+=("$line")
+  done
+}
+
+pgs_session_close() {
+  local name=$1 pid=${PGS_SESS_PID[$1]:-} i fin=${PGS_SESS_IN[$1]:-} fout=${PGS_SESS_OUT[$1]:-}
+  [[ -n $pid ]] || return 0
+  [[ -z $fin ]] || exec {fin}>&-
+  [[ -z $fout ]] || exec {fout}<&-
+  unset "PGS_SESS_PID[$name]" "PGS_SESS_IN[$name]" "PGS_SESS_OUT[$name]"
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

@@ -16,6 +16,12 @@
 
 #define EXAMPLE "../../config/examples/pgshard.ini"
 #define SHARD0 "[shard.0]\nprimary = 10.0.0.1:5432\n"
+/* Replicas need a user with a plain password for the monitor. */
+#define PLAIN_USER "[user.app]\npassword = pencil\n"
+#define MD5_SECRET "md5c0bba8ccf2bd2a3fa2a0dcc9fc0bb4b2"
+#define SCRAM_SECRET                                                                                         \
+    "SCRAM-SHA-256$4096:4GmX+E96n8s7nNndIrSrTQ==$gzzVQW95v+WUleOPCPWQXeWZ8nLg/78AGTwzSh3aTIQ=:"              \
+    "PZLYuTyssde8Q4IlMQd3kap+Tb/38TbDOcs4g1HLZng="
 
 static cfg_config *load_ok(const char *text)
 {
@@ -63,11 +69,23 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server_connect_timeout_ms, 15000);
     assert_int_equal(cfg->log_format, CFG_LOG_TEXT);
     assert_int_equal(cfg->log_level, CFG_LOG_INFO);
+    assert_int_equal(cfg->read_your_writes, CFG_RYW_SESSION);
+    assert_true(cfg->max_lag_bytes == 1048576);
+    assert_int_equal(cfg->max_lag_ms, 1000);
+    assert_int_equal(cfg->lag_poll_ms, 100);
+    assert_int_equal(cfg->replica_fallback, CFG_FALLBACK_PRIMARY);
+    assert_int_equal(cfg->primary_wait_ms, 5000);
+    assert_int_equal(cfg->unknown_functions, CFG_UNKNOWN_FUNC_PRIMARY);
+    assert_null(cfg->monitor_user);
+    assert_string_equal(cfg->monitor_dbname, "postgres");
     assert_int_equal(cfg->nshards, 1);
     assert_string_equal(cfg->shards[0].primary.host, "10.0.0.1");
     assert_int_equal(cfg->shards[0].primary.port, 5432);
+    assert_int_equal(cfg->shards[0].nreplicas, 0);
+    assert_int_equal(cfg->shards[0].balance, CFG_BALANCE_ROUND_ROBIN);
     assert_int_equal(cfg->nusers, 0);
     assert_null(cfg_find_user(cfg, "app"));
+    assert_null(cfg_monitor_user(cfg));
     cfg_free(cfg);
 }
 
@@ -87,10 +105,22 @@ static void test_every_key(void **state)
                               "server_connect_timeout = 0.001\n"
                               "log_format = json\n"
                               "log_level = debug\n"
+                              "read_your_writes = off\n"
+                              "max_lag_bytes = 9007199254740992\n"
+                              "max_lag_ms = 0\n"
+                              "lag_poll_ms = 60000\n"
+                              "replica_fallback = error\n"
+                              "primary_wait_ms = 600000\n"
+                              "unknown_functions = replica\n"
+                              "monitor_user = app\n"
+                              "monitor_dbname = template1\n"
                               "[shard.1]\n"
                               "primary = db-1.internal:6543\n"
+                              "replicas = db-1r.internal:6543@7\n"
+                              "balance = least_outstanding\n"
                               "[shard.0]\n"
                               "primary = [::1]:5433\n"
+                              "balance = weighted\n"
                               "[user.app]\n"
                               "password = s3cret=with=equals\n"
                               "[user.first.last]\n"
@@ -108,12 +138,29 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->server_connect_timeout_ms, 1);
     assert_int_equal(cfg->log_format, CFG_LOG_JSON);
     assert_int_equal(cfg->log_level, CFG_LOG_DEBUG);
+    assert_int_equal(cfg->read_your_writes, CFG_RYW_OFF);
+    assert_true(cfg->max_lag_bytes == 9007199254740992ULL);
+    assert_int_equal(cfg->max_lag_ms, 0);
+    assert_int_equal(cfg->lag_poll_ms, 60000);
+    assert_int_equal(cfg->replica_fallback, CFG_FALLBACK_ERROR);
+    assert_int_equal(cfg->primary_wait_ms, 600000);
+    assert_int_equal(cfg->unknown_functions, CFG_UNKNOWN_FUNC_REPLICA);
+    assert_string_equal(cfg->monitor_user, "app");
+    assert_string_equal(cfg->monitor_dbname, "template1");
 
     assert_int_equal(cfg->nshards, 2);
     assert_string_equal(cfg->shards[0].primary.host, "::1");
     assert_int_equal(cfg->shards[0].primary.port, 5433);
+    assert_int_equal(cfg->shards[0].nreplicas, 0);
+    assert_int_equal(cfg->shards[0].balance, CFG_BALANCE_WEIGHTED);
     assert_string_equal(cfg->shards[1].primary.host, "db-1.internal");
     assert_int_equal(cfg->shards[1].primary.port, 6543);
+    assert_int_equal(cfg->shards[1].nreplicas, 1);
+    assert_string_equal(cfg->shards[1].replicas[0].node.host, "db-1r.internal");
+    assert_int_equal(cfg->shards[1].replicas[0].node.port, 6543);
+    assert_int_equal(cfg->shards[1].replicas[0].weight, 7);
+    assert_int_equal(cfg->shards[1].balance, CFG_BALANCE_LEAST_OUTSTANDING);
+    assert_ptr_equal(cfg_monitor_user(cfg), cfg_find_user(cfg, "app"));
 
     assert_int_equal(cfg->nusers, 3);
     const cfg_user *u = cfg_find_user(cfg, "app");
@@ -184,6 +231,93 @@ static void test_syntax_accepted(void **state)
     /* Only " ;" starts an inline comment. */
     assert_string_equal(cfg_find_user(cfg, "x")->password, "a;b");
     cfg_free(cfg);
+}
+
+/* Every form of item, the blanks around them, and the shard's primary after its replicas. */
+static void test_replicas(void **state)
+{
+    cfg_config *cfg = load_ok("[shard.0]\n"
+                              "replicas =  10.0.0.2:5432 ,[fd00::13]:5433@1000,\tdb-r.internal:6000@3\n"
+                              "primary = 10.0.0.1:5432\n"
+                              "[shard.1]\n"
+                              "primary = [::1]:5432\n"
+                              "replicas = [::1]:5433@2, [::ffff:10.0.0.1]:5432, 10.0.0.1:5432\n"
+                              "[shard.2]\n"
+                              "primary = h:1\n"
+                              "replicas =\n"
+                              "[shard.3]\n"
+                              "primary = h:1\n"
+                              "replicas = h:2 ; a comment\n" PLAIN_USER);
+    const cfg_shard *s = &cfg->shards[0];
+    assert_int_equal(s->nreplicas, 3);
+    assert_string_equal(s->replicas[0].node.host, "10.0.0.2");
+    assert_int_equal(s->replicas[0].node.port, 5432);
+    assert_int_equal(s->replicas[0].weight, 1);
+    assert_string_equal(s->replicas[1].node.host, "fd00::13");
+    assert_int_equal(s->replicas[1].node.port, 5433);
+    assert_int_equal(s->replicas[1].weight, 1000);
+    assert_string_equal(s->replicas[2].node.host, "db-r.internal");
+    assert_int_equal(s->replicas[2].node.port, 6000);
+    assert_int_equal(s->replicas[2].weight, 3);
+    assert_string_equal(s->primary.host, "10.0.0.1");
+
+    /* The same host on another port, and addresses that only look alike, are other nodes. */
+    s = &cfg->shards[1];
+    assert_int_equal(s->nreplicas, 3);
+    assert_string_equal(s->replicas[0].node.host, "::1");
+    assert_int_equal(s->replicas[0].node.port, 5433);
+    assert_int_equal(s->replicas[0].weight, 2);
+    assert_string_equal(s->replicas[1].node.host, "::ffff:10.0.0.1");
+    assert_string_equal(s->replicas[2].node.host, "10.0.0.1");
+
+    assert_int_equal(cfg->shards[2].nreplicas, 0);
+    assert_int_equal(cfg->shards[3].nreplicas, 1);
+    assert_string_equal(cfg->shards[3].replicas[0].node.host, "h");
+    assert_int_equal(cfg->shards[3].replicas[0].node.port, 2);
+    cfg_free(cfg);
+
+    /* As many as fit, which still fits on one line. */
+    cfg =
+        load_ok(SHARD0 "replicas = a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1,j:1,k:1,l:1,m:1,n:1,o:1\n" PLAIN_USER);
+    assert_int_equal(cfg->shards[0].nreplicas, CFG_MAX_REPLICAS);
+    assert_string_equal(cfg->shards[0].replicas[14].node.host, "o");
+    cfg_free(cfg);
+
+    /* An empty replicas needs no monitor user. */
+    cfg = load_ok(SHARD0 "replicas =\n");
+    assert_int_equal(cfg->shards[0].nreplicas, 0);
+    cfg_free(cfg);
+}
+
+/* The monitor logs in as monitor_user, else as the first user, in file order, with a plain
+ * password; md5 and SCRAM secrets and users without a password are skipped. */
+static void test_monitor_user(void **state)
+{
+    cfg_config *cfg = load_ok(SHARD0 "replicas = 10.0.0.2:5432\n"
+                                     "[user.nopass]\n"
+                                     "[user.md5]\npassword = " MD5_SECRET "\n"
+                                     "[user.scram]\npassword = " SCRAM_SECRET "\n"
+                                     "[user.second]\npassword = two\n"
+                                     "[user.first]\npassword = one\n");
+    assert_null(cfg->monitor_user);
+    assert_ptr_equal(cfg_monitor_user(cfg), cfg_find_user(cfg, "second"));
+    cfg_free(cfg);
+
+    cfg = load_ok(
+        "[pgshard]\nmonitor_user = first\nmonitor_dbname = a23456789012345678901234567890123456789012345"
+        "678901234567890123\n" SHARD0 "replicas = 10.0.0.2:5432\n"
+        "[user.second]\npassword = two\n"
+        "[user.first]\npassword = one\n");
+    assert_string_equal(cfg->monitor_user, "first");
+    assert_int_equal(strlen(cfg->monitor_dbname), 63);
+    assert_ptr_equal(cfg_monitor_user(cfg), cfg_find_user(cfg, "first"));
+    cfg_free(cfg);
+
+    /* Without replicas nothing needs the monitor's user, but monitor_user is still checked. */
+    cfg = load_ok(SHARD0 "[user.md5]\npassword = " MD5_SECRET "\n");
+    assert_null(cfg_monitor_user(cfg));
+    cfg_free(cfg);
+    assert_null(cfg_monitor_user(NULL));
 }
 
 typedef struct bad_config {
@@ -302,6 +436,106 @@ static const bad_config bad_configs[] = {
     {"[pgshard]\n" SHARD0 "[pgshard]\n", "t.ini:4: duplicate section [pgshard]"},
     {SHARD0 "[shard.0]\n", "t.ini:3: duplicate section [shard.0]"},
     {"[user.a]\n[user.a]\n", "t.ini:2: duplicate section [user.a]"},
+
+    /* [pgshard] keys for replicas */
+    {"[pgshard]\nread_your_writes = on\n", "t.ini:2: key 'read_your_writes': must be one of: off, session"},
+    {"[pgshard]\nreplica_fallback = replica\n",
+     "t.ini:2: key 'replica_fallback': must be one of: primary, error"},
+    {"[pgshard]\nunknown_functions = any\n",
+     "t.ini:2: key 'unknown_functions': must be one of: primary, replica"},
+    {"[pgshard]\nmax_lag_bytes = 9007199254740993\n",
+     "t.ini:2: key 'max_lag_bytes': must be an integer from 0 to 9007199254740992"},
+    {"[pgshard]\nmax_lag_bytes = -1\n",
+     "t.ini:2: key 'max_lag_bytes': must be an integer from 0 to 9007199254740992"},
+    {"[pgshard]\nmax_lag_bytes = 1MB\n",
+     "t.ini:2: key 'max_lag_bytes': must be an integer from 0 to 9007199254740992"},
+    {"[pgshard]\nmax_lag_ms = 86400001\n",
+     "t.ini:2: key 'max_lag_ms': must be an integer from 0 to 86400000"},
+    {"[pgshard]\nlag_poll_ms = 9\n", "t.ini:2: key 'lag_poll_ms': must be an integer from 10 to 60000"},
+    {"[pgshard]\nlag_poll_ms = 60001\n", "t.ini:2: key 'lag_poll_ms': must be an integer from 10 to 60000"},
+    {"[pgshard]\nprimary_wait_ms = 600001\n",
+     "t.ini:2: key 'primary_wait_ms': must be an integer from 0 to 600000"},
+    {"[pgshard]\nmonitor_user =\n", "t.ini:2: key 'monitor_user': must be a name of 1 to 63 bytes"},
+    {"[pgshard]\nmonitor_user = a234567890123456789012345678901234567890123456789012345678901234\n",
+     "t.ini:2: key 'monitor_user': must be a name of 1 to 63 bytes"},
+    {"[pgshard]\nmonitor_dbname =\n", "t.ini:2: key 'monitor_dbname': must be a name of 1 to 63 bytes"},
+    {"[pgshard]\nmonitor_dbname = a234567890123456789012345678901234567890123456789012345678901234\n",
+     "t.ini:2: key 'monitor_dbname': must be a name of 1 to 63 bytes"},
+    {"[pgshard]\nmonitor_user = a\nmonitor_user = b\n",
+     "t.ini:3: key 'monitor_user': duplicate key in [pgshard]"},
+
+    /* the monitor's user, checked once the whole file is read */
+    {"[pgshard]\nmonitor_user = mon\n" SHARD0 PLAIN_USER,
+     "t.ini: monitor_user 'mon': there is no [user.mon]"},
+    {"[pgshard]\nmonitor_user = App\n" SHARD0 PLAIN_USER,
+     "t.ini: monitor_user 'App': there is no [user.App]"},
+    {"[pgshard]\nmonitor_user = mon\n" SHARD0 "[user.mon]\npassword = " MD5_SECRET "\n",
+     "t.ini: monitor_user 'mon': [user.mon] needs a plain password, not an md5 or SCRAM secret"},
+    {"[pgshard]\nmonitor_user = mon\n" SHARD0 "[user.mon]\npassword = " SCRAM_SECRET "\n",
+     "t.ini: monitor_user 'mon': [user.mon] needs a plain password, not an md5 or SCRAM secret"},
+    {"[pgshard]\nmonitor_user = mon\n" SHARD0 "[user.mon]\n",
+     "t.ini: monitor_user 'mon': [user.mon] has no password; the monitor needs a plain one"},
+    {SHARD0 "replicas = 10.0.0.2:5432\n",
+     "t.ini: replicas need a user with a plain password for the monitor: set monitor_user or give a "
+     "[user.NAME] a plain password"},
+    {SHARD0 "[shard.1]\nprimary = h:1\nreplicas = h:2\n[user.a]\n[user.b]\npassword = " MD5_SECRET
+            "\n[user.c]\npassword = " SCRAM_SECRET "\n",
+     "t.ini: replicas need a user with a plain password for the monitor: set monitor_user or give a "
+     "[user.NAME] a plain password"},
+
+    /* replicas and balance */
+    {"[pgshard]\nreplicas = h:1\n", "t.ini:2: key 'replicas': unknown key in [pgshard]"},
+    {"[pgshard]\nbalance = weighted\n", "t.ini:2: key 'balance': unknown key in [pgshard]"},
+    {SHARD0 "balance = random\n",
+     "t.ini:3: key 'balance': must be one of: round_robin, least_outstanding, weighted"},
+    {SHARD0 "balance = weighted\nbalance = weighted\n", "t.ini:4: key 'balance': duplicate key in [shard.0]"},
+    {SHARD0 "replicas = h:1\nreplicas = h:2\n", "t.ini:4: key 'replicas': duplicate key in [shard.0]"},
+    {SHARD0 "replicas = h:1@0\n",
+     "t.ini:3: key 'replicas': replica 'h:1@0': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h:1@1001\n",
+     "t.ini:3: key 'replicas': replica 'h:1@1001': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h:1@\n",
+     "t.ini:3: key 'replicas': replica 'h:1@': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h:1@-2\n",
+     "t.ini:3: key 'replicas': replica 'h:1@-2': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h:1@two\n",
+     "t.ini:3: key 'replicas': replica 'h:1@two': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h:1 @2\n",
+     "t.ini:3: key 'replicas': replica 'h:1 @2' contains a blank: separate replicas with commas"},
+    {SHARD0 "replicas = [::1]:5432@0\n",
+     "t.ini:3: key 'replicas': replica '[::1]:5432@0': weight must be an integer from 1 to 1000"},
+    {SHARD0 "replicas = h\n",
+     "t.ini:3: key 'replicas': replica 'h': must be host:port or [IPv6-address]:port"},
+    {SHARD0 "replicas = @2\n",
+     "t.ini:3: key 'replicas': replica '@2': must be host:port or [IPv6-address]:port"},
+    {SHARD0 "replicas = h:0\n",
+     "t.ini:3: key 'replicas': replica 'h:0': port must be an integer from 1 to 65535"},
+    {SHARD0 "replicas = h:1 h:2\n",
+     "t.ini:3: key 'replicas': replica 'h:1 h:2' contains a blank: separate replicas with commas"},
+    {SHARD0 "replicas = fd00::2:5432\n", "t.ini:3: key 'replicas': replica 'fd00::2:5432': an IPv6 address "
+                                         "must be in brackets, as in [::1]:5432"},
+    {SHARD0 "replicas = [fd00::g]:5432@2\n",
+     "t.ini:3: key 'replicas': replica '[fd00::g]:5432@2': 'fd00::g' is not an IPv6 address"},
+    {SHARD0 "replicas = bad host:5432\n",
+     "t.ini:3: key 'replicas': replica 'bad host:5432' contains a blank: separate replicas with commas"},
+    {SHARD0 "replicas = h:1, -bad:5432\n",
+     "t.ini:3: key 'replicas': replica '-bad:5432': '-bad' is not an IP address or host name"},
+    {SHARD0 "replicas = h:1,,h:2\n", "t.ini:3: key 'replicas': an item of the list is empty"},
+    {SHARD0 "replicas = h:1,\n", "t.ini:3: key 'replicas': an item of the list is empty"},
+    {SHARD0 "replicas = , h:1\n", "t.ini:3: key 'replicas': an item of the list is empty"},
+    {SHARD0 "replicas = a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1,j:1,k:1,l:1,m:1,n:1,o:1,p:1\n",
+     "t.ini:3: key 'replicas': at most 15 replicas"},
+    {SHARD0 "replicas = h:1, h:2, h:1@2\n", "t.ini:3: key 'replicas': replica 'h:1@2' is listed twice"},
+    {SHARD0 "replicas = DB:1, db:1\n", "t.ini:3: key 'replicas': replica 'db:1' is listed twice"},
+    {SHARD0 "replicas = [::1]:1, [0:0::1]:1\n",
+     "t.ini:3: key 'replicas': replica '[0:0::1]:1' is listed twice"},
+    {SHARD0 "replicas = h:1, 10.0.0.1:5432@3\n" PLAIN_USER,
+     "t.ini:3: key 'replicas': replica '10.0.0.1:5432' is the shard's primary"},
+    {"[shard.0]\nreplicas = h:1, H:2\nprimary = h:2\n" PLAIN_USER,
+     "t.ini:2: key 'replicas': replica 'h:2' is the shard's primary"},
+    {"[shard.0]\nprimary = [::1]:5\nbalance = weighted\nreplicas = [0::1]:5@9\n[pgshard]\n",
+     "t.ini:4: key 'replicas': replica '[::1]:5' is the shard's primary"},
+    {"[shard.0]\nreplicas = h:1\n", "t.ini: [shard.0] has no primary"},
 
     /* syntax, and which error comes first */
     {"[pgshard]\npool_size\n", "t.ini:2: syntax error"},
@@ -437,8 +671,30 @@ static void test_load_example(void **state)
     assert_string_equal(cfg->shards[2].primary.host, "fd00::12");
     assert_int_equal(cfg->nusers, 3);
     assert_non_null(cfg_find_user(cfg, "app")->password);
-    assert_null(cfg_find_user(cfg, "monitor")->password);
+    assert_string_equal(cfg_find_user(cfg, "monitor")->password, "pencil");
+    assert_string_equal(cfg->monitor_user, "monitor");
+    assert_ptr_equal(cfg_monitor_user(cfg), cfg_find_user(cfg, "monitor"));
+    assert_int_equal(cfg->shards[0].nreplicas, 2);
+    assert_int_equal(cfg->shards[0].replicas[1].weight, 2);
+    assert_int_equal(cfg->shards[0].balance, CFG_BALANCE_WEIGHTED);
+    assert_int_equal(cfg->shards[1].nreplicas, 0);
+    assert_string_equal(cfg->shards[2].replicas[0].node.host, "fd00::13");
     cfg_free(cfg);
+}
+
+/* The same test as PostgreSQL's get_password_type: only "md5" and exactly 32 lower-case
+ * hex digits is an md5 secret. */
+static void test_password_plain(void **state)
+{
+    assert_true(cfg_password_plain("pencil"));
+    assert_true(cfg_password_plain("md5"));
+    assert_true(cfg_password_plain("md5C0BBA8CCF2BD2A3FA2A0DCC9FC0BB4B2"));
+    assert_true(cfg_password_plain(MD5_SECRET "0"));
+    assert_true(cfg_password_plain("scram-sha-256$x"));
+    assert_false(cfg_password_plain(MD5_SECRET));
+    assert_false(cfg_password_plain(SCRAM_SECRET));
+    assert_false(cfg_password_plain("SCRAM-SHA-256$"));
+    assert_false(cfg_password_plain(NULL));
 }
 
 static void test_names(void **state)
@@ -449,6 +705,16 @@ static void test_names(void **state)
     assert_string_equal(cfg_auth_type_name(CFG_AUTH_MD5), "md5");
     assert_string_equal(cfg_auth_type_name(CFG_AUTH_TRUST), "trust");
     assert_string_equal(cfg_auth_type_name((cfg_auth_type)42), "unknown");
+    assert_string_equal(cfg_balance_name(CFG_BALANCE_ROUND_ROBIN), "round_robin");
+    assert_string_equal(cfg_balance_name(CFG_BALANCE_LEAST_OUTSTANDING), "least_outstanding");
+    assert_string_equal(cfg_balance_name(CFG_BALANCE_WEIGHTED), "weighted");
+    assert_string_equal(cfg_balance_name((cfg_balance)42), "unknown");
+    assert_string_equal(cfg_ryw_name(CFG_RYW_OFF), "off");
+    assert_string_equal(cfg_ryw_name(CFG_RYW_SESSION), "session");
+    assert_string_equal(cfg_fallback_name(CFG_FALLBACK_PRIMARY), "primary");
+    assert_string_equal(cfg_fallback_name(CFG_FALLBACK_ERROR), "error");
+    assert_string_equal(cfg_unknown_functions_name(CFG_UNKNOWN_FUNC_PRIMARY), "primary");
+    assert_string_equal(cfg_unknown_functions_name(CFG_UNKNOWN_FUNC_REPLICA), "replica");
     cfg_free(NULL);
     assert_null(cfg_find_user(NULL, "app"));
 }
@@ -461,6 +727,9 @@ int main(void)
         cmocka_unit_test(test_fractional_timeouts),
         cmocka_unit_test(test_ipv6_and_host_names),
         cmocka_unit_test(test_syntax_accepted),
+        cmocka_unit_test(test_replicas),
+        cmocka_unit_test(test_monitor_user),
+        cmocka_unit_test(test_password_plain),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_long_line),
         cmocka_unit_test(test_small_error_buffer),

@@ -69,8 +69,8 @@ static void test_free_(void *p)
 
 /* Enough of everything to make each kind of allocation happen, including the growth of
  * the user array past its first capacity. */
-static const char oom_text[] = "[pgshard]\nlisten_addr = ::\npool_size = 5\n"
-                               "[shard.1]\nprimary = h1:5432\n"
+static const char oom_text[] = "[pgshard]\nlisten_addr = ::\npool_size = 5\nmonitor_user = u2\n"
+                               "[shard.1]\nprimary = h1:5432\nreplicas = h1r:5432@2, [::2]:5432\n"
                                "[shard.0]\nprimary = [::1]:5432\n"
                                "[shard.2]\nprimary = h2:5432\n"
                                "[user.u1]\npassword = p1\n[user.u2]\npassword = p2\n"

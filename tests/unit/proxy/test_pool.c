@@ -61,8 +61,9 @@ static int fixture_setup(void **state)
     fx->w.next_pid = 1;
     pgs_list_init(&fx->w.clients);
     pgs_list_init(&fx->w.pools);
+    assert_int_equal(px_route_setup(&fx->w), 0);
     assert_int_equal(uv_loop_init(&fx->w.loop), 0);
-    fx->pool = px_pool_get(&fx->w, px_user_find(fx->px.conf, "app"), "app");
+    fx->pool = px_pool_get(&fx->w, px_user_find(fx->px.conf, "app"), "app", 0, 0);
     assert_non_null(fx->pool);
     *state = fx;
     return 0;
@@ -94,6 +95,7 @@ static int fixture_teardown(void **state)
     while (w->nfree)
         free(w->free_blocks[--w->nfree]);
     pgs_buf_free(&w->mbox);
+    px_route_teardown(w);
     for (int i = 0; i < fx->npeers; i++)
         close(fx->peers[i]);
     px_conf_free_all(fx->px.conf);

@@ -1,0 +1,668 @@
+/* Read/write routing: which node of a shard a client's next transaction runs on. The
+ * message that starts it is classified (lexer + per-worker parse cache, libpg_query on a
+ * miss), hints and SET pgshard.* are applied, and the monitor's snapshot says which
+ * replicas are eligible (healthy, caught up enough, past the client's last write). Also the
+ * clients that wait for a primary during a failover and the retry of a read whose replica
+ * failed before answering. Pools and servers themselves are in pool.c and server.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/monitor.h"
+#include "proxy/px.h"
+
+#define PX_ROUTE_CACHE 4096      /* parsed query shapes kept per worker */
+#define PX_NODE_REST_MS 100      /* a node that failed here rests this long, doubling... */
+#define PX_NODE_REST_MAX_MS 5000 /* ...up to this */
+
+enum { ROUTE_READ = 1, ROUTE_WRITE = 2 };
+
+int px_route_setup(px_worker *w)
+{
+    size_t ns = (size_t)w->px->cfg->nshards, nn = ns * PX_MAX_NODES;
+    pgs_list_init(&w->primary_waiters);
+    w->lex = (prs_lexed)PRS_LEXED_INIT;
+    w->pcache = prs_cache_create(PX_ROUTE_CACHE);
+    w->rr = calloc(ns, sizeof *w->rr);
+    w->wrr = calloc(nn, sizeof *w->wrr);
+    w->node_down_until = calloc(nn, sizeof *w->node_down_until);
+    w->node_fails = calloc(nn, sizeof *w->node_fails);
+    if (!w->pcache || !w->rr || !w->wrr || !w->node_down_until || !w->node_fails) {
+        px_route_teardown(w);
+        return UV_ENOMEM;
+    }
+    return 0;
+}
+
+void px_route_teardown(px_worker *w)
+{
+    prs_cache_destroy(w->pcache);
+    prs_lexed_free(&w->lex);
+    free(w->rr);
+    free(w->wrr);
+    free(w->node_down_until);
+    free(w->node_fails);
+    w->pcache = NULL;
+    w->rr = NULL;
+    w->wrr = NULL;
+    w->node_down_until = NULL;
+    w->node_fails = NULL;
+}
+
+const px_status *px_route_status(px_worker *w)
+{
+    w->status = px_monitor_get(w->px->mon, w->id);
+    return w->status;
+}
+
+static size_t node_slot(int shard, int node)
+{
+    return (size_t)shard * PX_MAX_NODES + (size_t)node;
+}
+
+/* A connect or query failure seen by this worker: the node rests (exponential backoff with
+ * jitter) before this worker sends it anything again; the first request after the rest is
+ * the half-open probe. The monitor is told so it polls the node at once. */
+void px_route_node_failed(px_worker *w, int shard, int node)
+{
+    size_t k = node_slot(shard, node);
+    uint32_t f = w->node_fails[k] < 16 ? w->node_fails[k]++ : w->node_fails[k];
+    uint64_t rest = (uint64_t)PX_NODE_REST_MS << (f < 6 ? f : 6);
+    if (rest > PX_NODE_REST_MAX_MS)
+        rest = PX_NODE_REST_MAX_MS;
+    rest = rest * 3 / 4 + (uint64_t)rand() % (rest / 2 + 1); /* +-25% */
+    w->node_down_until[k] = uv_now(&w->loop) + rest;
+    if (w->px->mon)
+        px_monitor_report_failure(w->px->mon, shard, node);
+}
+
+void px_route_node_ok(px_worker *w, int shard, int node)
+{
+    size_t k = node_slot(shard, node);
+    w->node_fails[k] = 0;
+    w->node_down_until[k] = 0;
+}
+
+static bool node_resting(px_worker *w, int shard, int node)
+{
+    return uv_now(&w->loop) < w->node_down_until[node_slot(shard, node)];
+}
+
+/* ---- classification ---------------------------------------------------------------- */
+
+typedef struct px_qclass {
+    bool read;      /* may run on a replica */
+    uint8_t target; /* prs_target of a hint comment */
+    bool has_lag;
+    uint32_t max_lag_ms; /* of a hint comment */
+} px_qclass;
+
+static bool info_readable(const px_worker *w, const prs_query_info *qi)
+{
+    if (qi->read_only)
+        return true;
+    /* unknown_functions = replica: a plain SELECT whose only doubt is a function. */
+    return w->conf->cfg->unknown_functions == CFG_UNKNOWN_FUNC_REPLICA &&
+           (qi->flags & PRS_F_WRITE_MASK) == PRS_F_UNSAFE_FUNC && qi->kind_mask == (1ull << PRS_KIND_SELECT);
+}
+
+/* The analysis of sql, from the cache when its normalized shape was seen before. The
+ * pointer lives until the next classification on this worker. NULL: not understood. */
+static const prs_query_info *route_analyze(px_worker *w, const char *sql, size_t len)
+{
+    static _Thread_local prs_query_info fresh;
+    if (prs_lex(sql, len, &w->lex) < 0)
+        return NULL;
+    prs_cache_key key = prs_cache_key_of(&w->lex, NULL, 0);
+    const prs_query_info *qi = prs_cache_lookup(w->pcache, &key);
+    if (qi)
+        return qi;
+    int rc = prs_classify_ex(sql, len, &w->lex, NULL, &fresh);
+    if (rc == 0 || rc == PRS_ESYNTAX)
+        prs_cache_insert(w->pcache, &key, &fresh);
+    return &fresh;
+}
+
+static void route_classify(px_worker *w, const char *sql, size_t len, px_qclass *qc)
+{
+    const prs_query_info *qi = route_analyze(w, sql, len);
+    memset(qc, 0, sizeof *qc);
+    if (!qi)
+        return;
+    qc->read = info_readable(w, qi);
+    const prs_hints *h = &w->lex.hints;
+    qc->target = h->target;
+    qc->has_lag = h->has_max_lag;
+    qc->max_lag_ms = h->max_lag_ms;
+}
+
+/* A named statement's class, computed once from its text and kept with it. */
+static uint8_t stmt_route(px_worker *w, px_stmt *st)
+{
+    if (!st)
+        return ROUTE_WRITE;
+    if (!st->route) {
+        px_qclass qc;
+        size_t len = strnlen((const char *)st->body, st->body_len);
+        route_classify(w, (const char *)st->body, len, &qc);
+        st->route = qc.read ? ROUTE_READ : ROUTE_WRITE;
+    }
+    return st->route;
+}
+
+/* The class of one extended-protocol message: Parse by its text, Bind by its statement;
+ * the other messages decide nothing (ROUTE_READ lets the others decide). */
+static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px_qclass *qc)
+{
+    pgs_reader rd = pgs_reader_make(p + PGS_HDR_LEN, f->len - 4);
+    const char *a, *b;
+    if (f->type == 'P') {
+        if (pgs_rd_cstr(&rd, &a) < 0)
+            return ROUTE_WRITE;
+        route_classify(cl->conn.w, (const char *)rd.p, strnlen((const char *)rd.p, rd.left), qc);
+        return qc->read ? ROUTE_READ : ROUTE_WRITE;
+    }
+    if (f->type == 'B') {
+        if (pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0 || !b[0])
+            return ROUTE_WRITE; /* the unnamed statement was parsed in an earlier segment */
+        return stmt_route(cl->conn.w, px_client_stmt_get(&cl->stmts, b));
+    }
+    if (f->type == 'D' || f->type == 'E' || f->type == 'H')
+        return ROUTE_READ;
+    return ROUTE_WRITE;
+}
+
+/* Classifies what starts at the client's input: one Query, or an extended-protocol segment
+ * as far as it is buffered (up to its Sync): a read only when every Parse and Bind in it is. */
+static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *p = px_conn_at(c);
+    size_t avail = c->in.len - c->in_pos;
+    memset(qc, 0, sizeof *qc);
+    if (first->type == 'Q') {
+        if (avail >= first->total)
+            route_classify(c->w, (const char *)p + PGS_HDR_LEN,
+                           strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), qc);
+        return;
+    }
+    if (first->type != 'P' && first->type != 'B')
+        return;
+    bool read = true, any = false;
+    size_t off = 0;
+    pgs_frame f;
+    while (read && off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           f.total <= avail - off) {
+        if (f.type == 'S' || f.type == 'Q')
+            break;
+        px_qclass one;
+        memset(&one, 0, sizeof one);
+        read = ext_route(cl, p + off, &f, &one) == ROUTE_READ;
+        if (f.type == 'P' || f.type == 'B')
+            any = true;
+        if (one.target) {
+            qc->target = one.target;
+            qc->has_lag = one.has_lag;
+            qc->max_lag_ms = one.max_lag_ms;
+        }
+        off += f.total;
+    }
+    qc->read = read && any;
+}
+
+/* ---- choosing a node --------------------------------------------------------------- */
+
+/* The LSN a replica must have replayed for this client to see its own writes: 0 = any,
+ * UINT64_MAX = none yet (no primary sample after its last write: read on the primary). */
+static uint64_t ryw_need(px_client *cl, const px_shard_status *sh)
+{
+    if (cl->conn.w->conf->cfg->read_your_writes == CFG_RYW_OFF)
+        return 0;
+    if (cl->ryw_write_ns) {
+        uint64_t b = px_status_ryw_lsn(sh, cl->ryw_write_ns);
+        if (!b)
+            return UINT64_MAX;
+        if (b > cl->ryw_lsn)
+            cl->ryw_lsn = b;
+        cl->ryw_write_ns = 0;
+    }
+    return cl->ryw_lsn;
+}
+
+static int node_weight(const cfg_shard *cs, int node)
+{
+    return node >= 1 && node <= cs->nreplicas ? cs->replicas[node - 1].weight : 1;
+}
+
+/* Servers of this worker busy on or queued for a node, over every pool. */
+static int node_outstanding(px_worker *w, int shard, int node)
+{
+    int n = 0;
+    pgs_node *it, *tmp;
+    pgs_list_each (&w->pools, it, tmp) {
+        px_pool *p = pgs_container_of(it, px_pool, node);
+        if (p->shard == shard && p->nodeix == node)
+            n += (int)(p->servers.n - p->idle.n) + (int)p->waiting.n;
+    }
+    return n;
+}
+
+static int pick_balanced(px_worker *w, int shard, const int *cand, int n)
+{
+    const cfg_shard *cs = &w->conf->cfg->shards[shard];
+    if (cs->balance == CFG_BALANCE_WEIGHTED) {
+        /* Smooth weighted round-robin (as nginx): spreads a 3:1 split as a,a,b,a. */
+        int *cur = &w->wrr[node_slot(shard, 0)], total = 0, best = cand[0];
+        for (int i = 0; i < n; i++) {
+            cur[cand[i]] += node_weight(cs, cand[i]);
+            total += node_weight(cs, cand[i]);
+            if (cur[cand[i]] > cur[best])
+                best = cand[i];
+        }
+        cur[best] -= total;
+        return best;
+    }
+    uint32_t start = w->rr[shard]++;
+    if (cs->balance == CFG_BALANCE_ROUND_ROBIN)
+        return cand[start % (uint32_t)n];
+    int best = -1, best_out = 0;
+    for (int k = 0; k < n; k++) {
+        int i = cand[(start + (uint32_t)k) % (uint32_t)n];
+        int out = node_outstanding(w, shard, i);
+        if (best < 0 || out < best_out) {
+            best = i;
+            best_out = out;
+        }
+    }
+    return best;
+}
+
+/* An eligible replica for the client's read, or -1. */
+static int pick_replica(px_client *cl, const px_shard_status *sh, int shard, const px_qclass *qc)
+{
+    px_worker *w = cl->conn.w;
+    const cfg_config *cfg = w->conf->cfg;
+    uint64_t need = ryw_need(cl, sh);
+    if (need == UINT64_MAX)
+        return -1;
+    uint32_t max_lag = qc->has_lag                    ? qc->max_lag_ms
+                       : cl->max_lag_ms != UINT32_MAX ? cl->max_lag_ms
+                                                      : cfg->max_lag_ms;
+    int cand[PX_MAX_NODES], n = 0;
+    for (int i = 0; i < sh->nnodes; i++) {
+        const px_node_status *ns = &sh->nodes[i];
+        if (i == sh->primary || ns->health != PX_NODE_UP || !ns->in_recovery ||
+            ns->circuit != PX_CIRCUIT_CLOSED || (cl->avoid & (1u << i)) || node_resting(w, shard, i))
+            continue;
+        if ((cfg->max_lag_bytes && ns->lag_bytes > cfg->max_lag_bytes) || (max_lag && ns->lag_ms > max_lag) ||
+            ns->lsn < need)
+            continue;
+        cand[n++] = i;
+    }
+    return n ? pick_balanced(w, shard, cand, n) : -1;
+}
+
+static bool primary_ready(px_worker *w, const px_shard_status *sh, int shard)
+{
+    return sh->primary_ok && !node_resting(w, shard, sh->primary);
+}
+
+static void route_wait_primary(px_client *cl)
+{
+    cl->wait_pool = NULL;
+    pgs_list_push_back(&cl->conn.w->primary_waiters, &cl->wait_node);
+    if (!cl->wait_start_ns)
+        cl->wait_start_ns = uv_hrtime();
+}
+
+/* Sends a client (state CL_WAIT_SERVER, route decided) to its node's pool, or among the
+ * primary's waiters while the shard has no usable primary. qc: the hints of the statement
+ * (a per-statement max_lag_ms), or NULL when routing again. Returns 0 (linked or queued),
+ * 1 (refused: cl->refuse says why) or -1 (out of memory). */
+static int route_place(px_client *cl, const px_qclass *qc)
+{
+    static const px_qclass none;
+    px_worker *w = cl->conn.w;
+    const cfg_config *cfg = w->conf->cfg;
+    const int shard = 0;
+    int node = 0;
+    bool replica = false;
+    if (w->px->mon) {
+        const px_shard_status *sh = &px_route_status(w)->shards[shard];
+        node = sh->primary;
+        if (cl->want_read) {
+            int r = pick_replica(cl, sh, shard, qc ? qc : &none);
+            if (r >= 0) {
+                node = r;
+                replica = true;
+            } else if (cfg->replica_fallback == CFG_FALLBACK_ERROR) {
+                cl->refuse = PX_REFUSE_NO_REPLICA;
+                return 1;
+            }
+        }
+        if (!replica && !primary_ready(w, sh, shard)) {
+            if (cfg->primary_wait_ms == 0 || uv_now(&w->loop) - cl->wait_since >= cfg->primary_wait_ms) {
+                cl->refuse = PX_REFUSE_NO_PRIMARY;
+                return 1;
+            }
+            route_wait_primary(cl);
+            return 0;
+        }
+        if (replica)
+            atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, shard, node), 1, memory_order_relaxed);
+    }
+    px_pool *pool = node == cl->pool->nodeix && shard == cl->pool->shard
+                        ? cl->pool
+                        : px_pool_get(w, cl->user, cl->db_name, shard, node);
+    if (!pool)
+        return -1;
+    cl->link_replica = replica;
+    return px_pool_acquire(pool, cl);
+}
+
+/* Called from the client's input pass with the first message of a transaction. Returns as
+ * route_place. */
+int px_route_acquire(px_client *cl, const pgs_frame *f)
+{
+    px_worker *w = cl->conn.w;
+    px_qclass qc = {0};
+    cl->want_read = false;
+    cl->link_write = true;
+    cl->link_replica = false;
+    if (w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION) {
+        route_message(cl, f, &qc);
+        uint8_t target = qc.target ? qc.target : cl->target;
+        cl->want_read = target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc.read);
+        cl->link_write = !qc.read;
+    }
+    return route_place(cl, &qc);
+}
+
+/* A client linked to a replica sends the first message of a new segment: when that
+ * segment must not run there (a write pipelined after a read), the client waits for the
+ * replica to finish and then goes through routing again. */
+bool px_route_must_leave(px_client *cl, const pgs_frame *f)
+{
+    if (!cl->link_replica || (f->type != 'Q' && f->type != 'P' && f->type != 'B'))
+        return false;
+    px_server *sv = cl->server;
+    if (sv->ext_open || sv->tx_status != 'I')
+        return false;
+    px_qclass qc;
+    route_message(cl, f, &qc);
+    uint8_t target = qc.target ? qc.target : cl->target;
+    return !(target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc.read));
+}
+
+/* The end of a link: a write starts the read-your-writes wait; a read that went well
+ * forgets the nodes it avoided. */
+void px_route_link_done(px_client *cl)
+{
+    if (cl->link_write && cl->conn.w->px->has_replicas)
+        cl->ryw_write_ns = uv_hrtime();
+    if (!cl->link_write)
+        cl->avoid = 0;
+    cl->link_write = false;
+    cl->link_replica = false;
+    cl->retry_armed = false;
+    px_buf_give(cl->conn.w, &cl->retry);
+}
+
+/* A new client is welcomed with the parameters of a pool that already knows them; else by
+ * the shard's primary, or, while the primary is down, by a replica that is up, so that
+ * logins keep working during a failover. */
+px_pool *px_route_home_pool(px_client *cl)
+{
+    px_worker *w = cl->conn.w;
+    if (!w->px->mon)
+        return px_pool_get(w, cl->user, cl->db_name, 0, 0);
+    const px_shard_status *sh = &px_route_status(w)->shards[0];
+    px_pool *primary = px_pool_get(w, cl->user, cl->db_name, 0, sh->primary);
+    if (!primary || primary->welcome_ready)
+        return primary;
+    pgs_node *it, *tmp;
+    pgs_list_each (&w->pools, it, tmp) {
+        px_pool *p = pgs_container_of(it, px_pool, node);
+        if (p->welcome_ready && p->shard == 0 && strcmp(p->user->cfg->name, cl->user->cfg->name) == 0 &&
+            strcmp(p->db_name, cl->db_name) == 0)
+            return p;
+    }
+    if (primary_ready(w, sh, 0))
+        return primary;
+    for (int i = 0; i < sh->nnodes; i++)
+        if (sh->nodes[i].health == PX_NODE_UP && !node_resting(w, 0, i))
+            return px_pool_get(w, cl->user, cl->db_name, 0, i);
+    return primary;
+}
+
+/* Clients queued in a pool whose node cannot be reached: each goes through routing again
+ * (the node now rests, so another replica, the primary, or the primary's waiters). */
+void px_route_requeue(px_pool *pool)
+{
+    pgs_node *n;
+    pgs_list moved;
+    pgs_list_init(&moved);
+    while ((n = pgs_list_pop_front(&pool->waiting)))
+        pgs_list_push_back(&moved, n);
+    while ((n = pgs_list_pop_front(&moved))) {
+        px_client *cl = pgs_container_of(n, px_client, wait_node);
+        cl->wait_pool = NULL;
+        if (cl->link_replica)
+            cl->avoid |= 1u << pool->nodeix;
+        int r = route_place(cl, NULL);
+        if (r < 0)
+            px_client_fatal(cl, "53200", "out of memory");
+        else if (r == 1 && !cl->server) {
+            cl->state = CL_IDLE; /* out of every queue: its input pass answers the refusal */
+            px_client_process(cl);
+        }
+    }
+}
+
+/* Every tick: clients waiting for a primary get one when the monitor has found it, or the
+ * refusal when primary_wait_ms is over. */
+void px_route_tick(px_worker *w, uint64_t now)
+{
+    (void)now;
+    if (!w->primary_waiters.n)
+        return;
+    pgs_list moved;
+    pgs_list_init(&moved);
+    pgs_node *n;
+    while ((n = pgs_list_pop_front(&w->primary_waiters)))
+        pgs_list_push_back(&moved, n);
+    while ((n = pgs_list_pop_front(&moved))) {
+        px_client *cl = pgs_container_of(n, px_client, wait_node);
+        int r = route_place(cl, NULL);
+        if (r < 0)
+            px_client_fatal(cl, "53200", "out of memory");
+        else if (r == 1 && !cl->server) {
+            cl->state = CL_IDLE;
+            px_client_process(cl);
+        }
+    }
+}
+
+/* The replica failed before the client saw any byte of the query sent to it (a FATAL
+ * error or a closed socket): the Query goes back in front of the client's input and is
+ * routed again, away from that node. Only once per query and only for a simple Query,
+ * which needs nothing else from the failed server. */
+int px_route_retry(px_client *cl, px_server *sv)
+{
+    px_conn *c = &cl->conn;
+    if (!cl->retry_armed || sv->sent_any || c->processing || c->closing || !cl->retry.len ||
+        (cl->avoid & (1u << sv->pool->nodeix)))
+        return 0;
+    size_t rest = c->in.len - c->in_pos;
+    if (c->in_pos)
+        pgs_buf_consume(&c->in, c->in_pos);
+    c->in_pos = c->fwd_mark = 0;
+    if (pgs_buf_reserve(&c->in, cl->retry.len) < 0)
+        return 0;
+    memmove(c->in.data + cl->retry.len, c->in.data, rest);
+    memcpy(c->in.data, cl->retry.data, cl->retry.len);
+    c->in.len = cl->retry.len + rest;
+    cl->avoid |= 1u << sv->pool->nodeix;
+    pgs_info("read_retried", "client %08x: node %d of shard %d failed before answering; trying another node",
+             cl->key_pid, sv->pool->nodeix, sv->pool->shard);
+    cl->retry_armed = false;
+    px_buf_give(c->w, &cl->retry);
+    cl->link_write = false;
+    cl->link_replica = false;
+    cl->paused = false;
+    cl->state = CL_IDLE;
+    px_client_process(cl);
+    return 1;
+}
+
+/* ---- SET / RESET / SHOW pgshard.* --------------------------------------------------- */
+
+static const char *const target_names[] = {"default", "primary", "replica", "any"};
+
+static bool mentions_pgshard(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 8 <= n; i++)
+        if ((s[i] == 'p' || s[i] == 'P') && strncasecmp(s + i, "pgshard.", 8) == 0)
+            return true;
+    return false;
+}
+
+static void var_reply(px_client *cl, pgs_buf *b)
+{
+    pgs_msg_ready(b, cl->server ? cl->server->tx_status : 'I');
+    px_conn_send_buf(&cl->conn, b);
+}
+
+static void var_error(px_client *cl, const char *sqlstate, const char *msg, const char *name)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", sqlstate, msg, name);
+    var_reply(cl, &b);
+    pgs_buf_free(&b);
+}
+
+static void var_show(px_client *cl, const char *name, const char *value)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 'T');
+    pgs_buf_append_be16(&b, 1);
+    pgs_buf_append_cstr(&b, name);
+    pgs_buf_append_be32(&b, 0);
+    pgs_buf_append_be16(&b, 0);
+    pgs_buf_append_be32(&b, 25);
+    pgs_buf_append_be16(&b, 0xffff);
+    pgs_buf_append_be32(&b, 0xffffffff);
+    pgs_buf_append_be16(&b, 0);
+    pgs_msg_end(&b, st);
+    st = pgs_msg_begin(&b, 'D');
+    pgs_buf_append_be16(&b, 1);
+    pgs_buf_append_be32(&b, (uint32_t)strlen(value));
+    pgs_buf_append(&b, value, strlen(value));
+    pgs_msg_end(&b, st);
+    st = pgs_msg_begin(&b, 'C');
+    pgs_buf_append_cstr(&b, "SHOW");
+    pgs_msg_end(&b, st);
+    var_reply(cl, &b);
+    pgs_buf_free(&b);
+}
+
+static void var_done(px_client *cl, const char *tag)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    size_t st = pgs_msg_begin(&b, 'C');
+    pgs_buf_append_cstr(&b, tag);
+    pgs_msg_end(&b, st);
+    var_reply(cl, &b);
+    pgs_buf_free(&b);
+}
+
+/* The value of SET pgshard.x = v: a word, or one literal of the text. */
+static int var_value(px_worker *w, const char *sql, size_t len, const prs_query_info *qi, char *out,
+                     size_t cap)
+{
+    const char *word = prs_info_str(qi, qi->set_value);
+    if (word) {
+        snprintf(out, cap, "%s", word);
+        return 0;
+    }
+    if (qi->set_value_lit < 0 || (uint32_t)qi->set_value_lit >= w->lex.n_lits)
+        return -1;
+    pgs_buf v = PGS_BUF_INIT;
+    int rc = prs_literal_value(sql, len, &w->lex.lits[qi->set_value_lit], &v);
+    if (rc == 0 && v.len < cap) {
+        memcpy(out, v.data, v.len);
+        out[v.len] = 0;
+    } else {
+        rc = -1;
+    }
+    pgs_buf_free(&v);
+    return rc;
+}
+
+static void var_set(px_client *cl, const char *name, const char *value, bool reset)
+{
+    if (strcmp(name, "pgshard.target") == 0) {
+        int t = -1;
+        for (int i = 0; i < 4; i++)
+            if (reset || strcasecmp(value, target_names[i]) == 0)
+                t = reset ? 0 : i;
+        if (t < 0) {
+            var_error(cl, "22023", "invalid value for parameter \"%s\": use primary, replica or any", name);
+            return;
+        }
+        cl->target = (uint8_t)t;
+    } else if (strcmp(name, "pgshard.max_lag_ms") == 0) {
+        char *end = NULL;
+        unsigned long v = reset || strcasecmp(value, "default") == 0 ? UINT32_MAX : strtoul(value, &end, 10);
+        if (!reset && strcasecmp(value, "default") != 0 && (!value[0] || *end || v >= UINT32_MAX)) {
+            var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
+            return;
+        }
+        cl->max_lag_ms = (uint32_t)v;
+    } else {
+        var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
+        return;
+    }
+    var_done(cl, reset ? "RESET" : "SET");
+}
+
+int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
+    size_t len = strnlen(sql, f->len - 4);
+    if (c->in.len - c->in_pos < f->total || !mentions_pgshard(sql, len))
+        return 0;
+    if (cl->server && (cl->server->replies.n || cl->server->ext_open))
+        return 0; /* replies still owed: an answer from here would overtake them */
+    const prs_query_info *qi = route_analyze(c->w, sql, len);
+    if (!qi || !(qi->flags & PRS_F_PGSHARD_VAR) || qi->n_statements != 1)
+        return 0;
+    const char *name = prs_info_str(qi, qi->set_name);
+    if (!name)
+        return 0;
+    char value[64] = "";
+    int vr = qi->kind == PRS_KIND_SET ? var_value(c->w, sql, len, qi, value, sizeof value) : 0;
+    /* What came before goes to the server; this message goes nowhere. */
+    px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    if (vr < 0) {
+        var_error(cl, "22023", "invalid value for parameter \"%s\"", name);
+        return cl->state == CL_CLOSED ? -1 : 1;
+    }
+    if (qi->kind == PRS_KIND_SHOW) {
+        char v[32];
+        if (strcmp(name, "pgshard.target") == 0)
+            var_show(cl, name, target_names[cl->target]);
+        else if (strcmp(name, "pgshard.max_lag_ms") == 0) {
+            snprintf(v, sizeof v, "%u",
+                     cl->max_lag_ms != UINT32_MAX ? cl->max_lag_ms : c->w->conf->cfg->max_lag_ms);
+            var_show(cl, name, v);
+        } else
+            var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
+    } else {
+        var_set(cl, name, value, qi->kind == PRS_KIND_RESET);
+    }
+    return cl->state == CL_CLOSED ? -1 : 1;
+}
