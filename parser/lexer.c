@@ -36,26 +36,41 @@ const char *prs_strerror(int err)
 }
 
 /* Character classes of scan.l. Bytes >= 0x80 are identifier characters whatever the
- * encoding, as in PostgreSQL. \v is not whitespace in PostgreSQL 15. */
+ * encoding, as in PostgreSQL. \v is not whitespace in PostgreSQL 15. One table lookup per
+ * byte: every byte of every routed query passes through these. */
+enum { C_SPACE = 1, C_DIGIT = 2, C_IDSTART = 4, C_DOLLAR = 8 };
+static const uint8_t char_class[256] = {
+    [' '] = C_SPACE,
+    ['\t'] = C_SPACE,
+    ['\n'] = C_SPACE,
+    ['\r'] = C_SPACE,
+    ['\f'] = C_SPACE,
+    ['0' ... '9'] = C_DIGIT,
+    ['a' ... 'z'] = C_IDSTART,
+    ['A' ... 'Z'] = C_IDSTART,
+    ['_'] = C_IDSTART,
+    ['$'] = C_DOLLAR,
+    [0x80 ... 0xff] = C_IDSTART,
+};
 static inline bool is_space(uint8_t c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+    return char_class[c] & C_SPACE;
 }
 static inline bool is_digit(uint8_t c)
 {
-    return c >= '0' && c <= '9';
+    return char_class[c] & C_DIGIT;
 }
 static inline bool is_ident_start(uint8_t c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+    return char_class[c] & C_IDSTART;
 }
 static inline bool is_ident_cont(uint8_t c)
 {
-    return is_ident_start(c) || is_digit(c) || c == '$';
+    return char_class[c] & (C_IDSTART | C_DIGIT | C_DOLLAR);
 }
 static inline bool is_dolq_cont(uint8_t c)
 {
-    return is_ident_start(c) || is_digit(c);
+    return char_class[c] & (C_IDSTART | C_DIGIT);
 }
 static inline uint8_t lower(uint8_t c)
 {

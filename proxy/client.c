@@ -429,7 +429,7 @@ static int client_startup_options(px_client *cl, const char *opts)
 
 static void client_copy_name(char *dst, const char *src)
 {
-    size_t n = strnlen(src, PX_NAME_MAX - 1);
+    size_t n = pgs_strnlen(src, PX_NAME_MAX - 1);
     memcpy(dst, src, n);
     dst[n] = 0;
 }
@@ -675,7 +675,7 @@ static int client_parse_session(px_client *cl, const pgs_frame *f)
     if (pgs_rd_cstr(&rd, &name) < 0)
         return 0;
     const char *sql = (const char *)rd.p;
-    size_t len = strnlen(sql, rd.left);
+    size_t len = pgs_strnlen(sql, rd.left);
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
@@ -701,7 +701,7 @@ int px_client_stage_session(px_client *cl, const char *sql, size_t len)
 static int client_query(px_client *cl, const pgs_frame *f)
 {
     const char *sql = (const char *)cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN;
-    size_t len = strnlen(sql, f->len - 4);
+    size_t len = pgs_strnlen(sql, f->len - 4);
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)

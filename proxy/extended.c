@@ -15,7 +15,10 @@ _Static_assert(sizeof(void *) == 8, "statement sets pack 64-bit values into poin
 
 #define PROBE_NAME "pgshard_probe"
 
-static uint32_t ext_tick(px_worker *w) { return (uint32_t)++w->stmt_tick; }
+static uint32_t ext_tick(px_worker *w)
+{
+    return (uint32_t)++w->stmt_tick;
+}
 
 static px_reply_ent *ext_push(px_server *sv, px_reply kind, uint64_t hash)
 {
@@ -274,8 +277,8 @@ static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
  * unchanged so that PostgreSQL reports it, except names that look like the proxy's own,
  * which must not reach other clients' statements: they are sent as a name that cannot
  * exist and the error is given the client's name. */
-static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name, const uint8_t *rest,
-                   size_t n)
+static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name,
+                   const uint8_t *rest, size_t n)
 {
     px_server *sv = cl->server;
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
@@ -289,7 +292,7 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
             return r < 0 ? -1 : 2;
         px_stmt_name(st->hash, sname);
         if (f->type == 'B' && px_client_stage_session(cl, (const char *)st->body,
-                                                      strnlen((const char *)st->body, st->body_len)) < 0)
+                                                      pgs_strnlen((const char *)st->body, st->body_len)) < 0)
             return -1;
     } else {
         snprintf(sname, sizeof sname, "pgshard_");
@@ -367,7 +370,7 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
     if (f->type == 'P') {
         /* The parameter types that followed the original text. */
         const uint8_t *body = cl->conn.in.data + cl->conn.in_pos - f->total + PGS_HDR_LEN + 1;
-        size_t tl = strnlen((const char *)body, f->len - 5) + 1;
+        size_t tl = pgs_strnlen((const char *)body, f->len - 5) + 1;
         pgs_buf_append(&b, body + tl, f->len - 5 - tl);
     }
     pgs_msg_end(&b, m);
@@ -508,7 +511,8 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             ext_release(sv->conn.w, h);
         }
         if (h && h->cname &&
-            (h->kind == RP_BIND || h->kind == RP_DESCRIBE || ((h->kind == RP_PARSE || h->kind == RP_QUERY) && !h->stmt))) {
+            (h->kind == RP_BIND || h->kind == RP_DESCRIBE ||
+             ((h->kind == RP_PARSE || h->kind == RP_QUERY) && !h->stmt))) {
             if (avail < f->total)
                 return 2;
             px_conn_flush_forward(&sv->conn, &sv->client->conn);
@@ -569,7 +573,8 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
 /* ---- SQL PREPARE / EXECUTE ---------------------------------------------------------- */
 
 /* Sends text with the statement name at [at, end) replaced, as a simple query. */
-static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t at, size_t end, const char *name)
+static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t at, size_t end,
+                             const char *name)
 {
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, 'Q');
@@ -638,8 +643,8 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
 
 /* EXECUTE name ...: runs on the server's name for the statement, prepared there first when
  * needed. An unknown name passes unchanged so PostgreSQL reports it. */
-int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name, size_t at,
-                       size_t end)
+int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+                       size_t at, size_t end)
 {
     px_server *sv = cl->server;
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);

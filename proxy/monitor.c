@@ -31,10 +31,13 @@
 #define MON_PORT_MAX 8
 
 /* pg_is_in_recovery() is read twice; if a promotion lands between the two reads the first
- * says "in recovery" and the LSN is the current one, which the next poll corrects. */
+ * says "in recovery" and the LSN is the current one, which the next poll corrects. The
+ * primary's position is the insert LSN, not the write LSN: with synchronous_commit = off a
+ * commit returns before its record is written, and read-your-writes needs a bound that
+ * covers it. */
 static const char mon_query[] =
     "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text";
+    "ELSE pg_current_wal_insert_lsn() END)::text";
 
 typedef enum mon_phase {
     MON_IDLE,       /* no connection */
@@ -849,7 +852,10 @@ void px_monitor_stop(px_monitor *m)
 const px_status *px_monitor_get(px_monitor *m, int reader)
 {
     assert(reader >= 0 && reader < m->nreaders);
-    px_status *p;
+    px_status *p = atomic_load(&m->current);
+    /* Already announced (and checked) by this reader: still protected, no store needed. */
+    if (atomic_load_explicit(&m->hazard[reader], memory_order_relaxed) == p)
+        return p;
     do {
         p = atomic_load(&m->current);
         atomic_store(&m->hazard[reader], p);

@@ -135,6 +135,17 @@ static void pool_fail_list(pgs_list *l, const uint8_t *err, size_t errlen)
     }
 }
 
+/* Shutting down, starting up, too many connections, connection failures: SQLSTATE
+ * classes 57 and 08, and 53300. */
+static bool pool_err_transient(const uint8_t *err, size_t errlen)
+{
+    pgs_error_fields ef;
+    if (errlen < PGS_HDR_LEN || pgs_error_parse(err + PGS_HDR_LEN, errlen - PGS_HDR_LEN, &ef) < 0)
+        return false;
+    return strncmp(ef.sqlstate, "57", 2) == 0 || strncmp(ef.sqlstate, "08", 2) == 0 ||
+           strcmp(ef.sqlstate, "53300") == 0;
+}
+
 /* A server closed. When it was still logging in and the pool has no other server, the
  * waiting clients get its error (the server's own message when it sent one) instead of
  * waiting for nothing; otherwise the pool opens replacements for whoever waits. */
@@ -150,8 +161,10 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
     px_route_node_failed(pool->w, pool->shard, pool->nodeix);
     if (pool->servers.n > 0)
         return;
-    /* Queued clients try another node (a replica) or wait for a primary (failover). */
-    if (!err)
+    /* Queued clients try another node (a replica) or wait for a primary (failover) when
+     * the node is unreachable or going away; an error about them (a bad password, no such
+     * database) is theirs to see. */
+    if (!err || pool_err_transient(err, errlen))
         px_route_requeue(pool);
     pgs_buf b = PGS_BUF_INIT;
     if (!err) {

@@ -143,7 +143,7 @@ static uint8_t stmt_route(px_worker *w, px_stmt *st)
         return ROUTE_WRITE;
     if (!st->route) {
         px_qclass qc;
-        size_t len = strnlen((const char *)st->body, st->body_len);
+        size_t len = pgs_strnlen((const char *)st->body, st->body_len);
         route_classify(w, (const char *)st->body, len, &qc);
         st->route = qc.read ? ROUTE_READ : ROUTE_WRITE;
     }
@@ -159,12 +159,14 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
     if (f->type == 'P') {
         if (pgs_rd_cstr(&rd, &a) < 0)
             return ROUTE_WRITE;
-        route_classify(cl->conn.w, (const char *)rd.p, strnlen((const char *)rd.p, rd.left), qc);
+        route_classify(cl->conn.w, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), qc);
         return qc->read ? ROUTE_READ : ROUTE_WRITE;
     }
     if (f->type == 'B') {
-        if (pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0 || !b[0])
-            return ROUTE_WRITE; /* the unnamed statement was parsed in an earlier segment */
+        if (pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0)
+            return ROUTE_WRITE;
+        if (!b[0])
+            return 0; /* the unnamed statement: as its Parse said */
         return stmt_route(cl->conn.w, px_client_stmt_get(&cl->stmts, b));
     }
     if (f->type == 'D' || f->type == 'E' || f->type == 'H')
@@ -183,12 +185,13 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     if (first->type == 'Q') {
         if (avail >= first->total)
             route_classify(c->w, (const char *)p + PGS_HDR_LEN,
-                           strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), qc);
+                           pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), qc);
         return;
     }
     if (first->type != 'P' && first->type != 'B')
         return;
     bool read = true, any = false;
+    uint8_t unnamed = ROUTE_WRITE; /* the unnamed statement parsed in an earlier segment: unknown */
     size_t off = 0;
     pgs_frame f;
     while (read && off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
@@ -197,7 +200,10 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
             break;
         px_qclass one;
         memset(&one, 0, sizeof one);
-        read = ext_route(cl, p + off, &f, &one) == ROUTE_READ;
+        uint8_t r = ext_route(cl, p + off, &f, &one);
+        if (f.type == 'P' && f.len > 4 && p[off + PGS_HDR_LEN] == 0)
+            unnamed = r;
+        read = (r ? r : unnamed) == ROUTE_READ;
         if (f.type == 'P' || f.type == 'B')
             any = true;
         if (one.target) {
@@ -519,11 +525,16 @@ int px_route_retry(px_client *cl, px_server *sv)
 
 static const char *const target_names[] = {"default", "primary", "replica", "any"};
 
+/* Finds "pgshard." in any case: a dot preceded by the seven letters. Most queries have few
+ * dots, so memchr does nearly all the work. */
 static bool mentions_pgshard(const char *s, size_t n)
 {
-    for (size_t i = 0; i + 8 <= n; i++)
-        if ((s[i] == 'p' || s[i] == 'P') && strncasecmp(s + i, "pgshard.", 8) == 0)
+    const char *p = s, *end = s + n, *dot;
+    while ((dot = memchr(p, '.', (size_t)(end - p)))) {
+        if (dot - s >= 7 && strncasecmp(dot - 7, "pgshard", 7) == 0)
             return true;
+        p = dot + 1;
+    }
     return false;
 }
 
@@ -630,7 +641,7 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
     const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
-    size_t len = strnlen(sql, f->len - 4);
+    size_t len = pgs_strnlen(sql, f->len - 4);
     if (c->in.len - c->in_pos < f->total || !mentions_pgshard(sql, len))
         return 0;
     if (cl->server && (cl->server->replies.n || cl->server->ext_open))

@@ -55,7 +55,8 @@ static size_t read_word(const char *s, size_t n, size_t i, char *out, size_t cap
                     out[o++] = s[i];
             }
             i++;
-        } else if (isalnum((unsigned char)c) || c == '_' || c == '.' || c == '$' || (unsigned char)c >= 0x80) {
+        } else if (isalnum((unsigned char)c) || c == '_' || c == '.' || c == '$' ||
+                   (unsigned char)c >= 0x80) {
             if (o + 1 < cap)
                 out[o++] = (char)tolower((unsigned char)c);
             i++;
@@ -91,7 +92,10 @@ static bool has_more_statements(const char *s, size_t n)
     return false;
 }
 
-static uint64_t name_key(const char *name) { return px_hash64(name, strlen(name), 0x5e55); }
+static uint64_t name_key(const char *name)
+{
+    return px_hash64(name, strlen(name), 0x5e55);
+}
 
 void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
 {
@@ -264,7 +268,7 @@ int px_session_add_param(px_session *s, const char *name, const char *value)
 {
     pgs_buf b = PGS_BUF_INIT;
     char lname[64];
-    size_t n = strnlen(name, sizeof lname - 1);
+    size_t n = pgs_strnlen(name, sizeof lname - 1);
     for (size_t i = 0; i < n; i++)
         lname[i] = (char)tolower((unsigned char)name[i]);
     lname[n] = 0;

@@ -41,7 +41,7 @@ typedef struct px_node_status {
 
 typedef struct px_lsn_sample {
     uint64_t t_ns; /* uv_hrtime() just before the primary's query was sent */
-    uint64_t lsn;  /* pg_current_wal_lsn() it returned: >= every commit before t_ns */
+    uint64_t lsn;  /* pg_current_wal_insert_lsn() it returned: >= every commit before t_ns */
 } px_lsn_sample;
 
 typedef struct px_shard_status {

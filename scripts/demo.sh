@@ -6,7 +6,8 @@
 #                                     tables on shard 0, and BUILD_DIR/pgshard on 127.0.0.1:6432
 #   scripts/demo.sh stop BUILD_DIR    stop pgshard and the cluster
 #
-# Today pgshard routes everything to shard 0; shard 1 is there for the sharding work ahead.
+# Today pgshard serves shard 0: writes on its primary, reads on its replica when the replica
+# is fresh enough; shard 1 is there for the sharding work ahead.
 # Everything lives in ./demo at the top of the source tree (git ignores it): the cluster's
 # cluster.env, pgshard.ini, pgshard.log and pgshard.pid. Starting again stops a running demo
 # first.
@@ -126,10 +127,14 @@ pool_mode = transaction
 pool_size = 20
 auth_type = scram-sha-256
 log_level = info
+admin_users = app
+read_your_writes = session
+max_lag_ms = 1000
 
 ; shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT, for the sharding work ahead
 [shard.0]
 primary = $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT
+replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT
 
 [user.app]
 password = $PGS_PASSWORD
@@ -155,11 +160,14 @@ EOF
 
   cat <<EOF
 
-pgshard $("$bin" --version | awk '{ print $2 }') is up on 127.0.0.1:$PORT (pid $pid), pooling for shard 0's primary
-(127.0.0.1:$PGS_SHARD0_PRIMARY_PORT); shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT.
+pgshard $("$bin" --version | awk '{ print $2 }') is up on 127.0.0.1:$PORT (pid $pid), pooling for shard 0: writes go to
+its primary (127.0.0.1:$PGS_SHARD0_PRIMARY_PORT), reads to its replica (127.0.0.1:$PGS_SHARD0_REPLICA1_PORT) while it lags
+less than 1 s. Shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT.
 
   Connect:      PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app
-                app=> SELECT * FROM tenants;
+                app=> SELECT *, inet_server_port() FROM tenants;          -- served by the replica
+                app=> /* pgshard: target=primary */ SELECT inet_server_port();
+  Admin:        PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app pgshard -c 'SHOW REPLICAS' 
   Benchmark:    PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -S -c 16 -j 2 -T 10 app
   pgshard log:  $LOG   (config: $INI)
   Stop:         make demo-stop
