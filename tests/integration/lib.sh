@@ -485,3 +485,21 @@ pgs_session_close() {
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# pgs_two_replicas: fails unless the cluster has 2 replicas per shard; sets P, R1 and R2 to
+# shard 0's ports and W to this test's emptied work directory. Call it again after pointing
+# PGS_CLUSTER_DIR at another cluster and sourcing its cluster.env.
+pgs_two_replicas() {
+  ((PGS_REPLICAS >= 2)) ||
+    pgs_fail "needs a cluster with 2 replicas per shard (cluster.sh start DIR --replicas 2); this one has $PGS_REPLICAS"
+  P=$PGS_SHARD0_PRIMARY_PORT
+  R1=$PGS_SHARD0_REPLICA1_PORT
+  R2=$PGS_SHARD0_REPLICA2_PORT
+  W=$PGS_WORK/$PGS_TEST_NAME
+  mkdir -p "$W"
+}
+
+# pgs_node_name PORT: primary, replica1 or replica2 for shard 0's nodes (after pgs_two_replicas).
+pgs_node_name() {
+  case $1 in "$P") echo primary ;; "$R1") echo replica1 ;; "$R2") echo replica2 ;; *) echo "'$1'" ;; esac
+}

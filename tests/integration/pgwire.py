@@ -130,7 +130,8 @@ def free_port():
 class Proxy:
     """One pgshard process with its own config in $PGS_WORK/<test>/NAME."""
 
-    def __init__(self, name, **keys):
+    def __init__(self, name, shard_keys=None, **keys):
+        """keys go to [pgshard], shard_keys (replicas = ..., balance = ...) to [shard.0]."""
         self.name = name
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -147,6 +148,8 @@ class Proxy:
             for k, v in conf.items():
                 f.write(f"{k} = {v}\n")
             f.write(f"\n[shard.0]\nprimary = {PG_HOST}:{PG_PORT}\n")
+            for k, v in (shard_keys or {}).items():
+                f.write(f"{k} = {v}\n")
             f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
             f.write("\n[user.md5user]\npassword = md5pw\n")
         self.logf = open(self.log, "wb")

@@ -57,10 +57,7 @@ except ImportError:
 import datetime
 import decimal
 import hashlib
-import random
 import signal
-import socket
-import subprocess
 import threading
 import time
 import traceback
@@ -90,6 +87,7 @@ KNOWN_BUGS_ON = True  # the proxy bugs these cases found are fixed: they always 
 # The cluster's environment, read and checked once by the shared raw-protocol module.
 os.environ["PGWIRE_TEST"] = "t_driver_psycopg"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgwire  # noqa: E402
 from pgwire import CENV, DB, PASSWORD, PG_HOST, PG_PORT, USER  # noqa: E402
 
 SOCKDIR = CENV["PGS_SOCKDIR"]
@@ -98,107 +96,9 @@ SUPERUSER = CENV.get("PGS_SUPERUSER", "postgres")
 
 # --------------------------------------------------------------------------- the proxy
 
-def free_port():
-    """A free TCP port below the ephemeral range, remembered in $PGS_WORK/.ports as lib.sh does."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        lo = 32768
-    hi = lo - 1 if lo - 1 > 21000 else 40000
-    ports_file = os.path.join(PGS_WORK, ".ports")
-    try:
-        with open(ports_file) as f:
-            taken = set(f.read().split()[-200:])
-    except OSError:
-        taken = set()
-    for _ in range(1000):
-        p = random.randint(20000, hi - 1)
-        if str(p) in taken:
-            continue
-        # pgshard binds with SO_REUSEPORT, so a port another pgshard listens on would bind here
-        # too: ask ss as well as bind().
-        if subprocess.run(["ss", "-Htan", f"( sport = :{p} )"], capture_output=True, text=True).stdout.strip():
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        with open(ports_file, "a") as f:
-            f.write(f"{p}\n")
-        return p
-    die("no free port")
-
-
-class Proxy:
-    def __init__(self, name, **keys):
-        self.name = name
-        self.dir = os.path.join(WORK, name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        conf = {"listen_addr": "127.0.0.1", "listen_port": self.port, "workers": 1,
-                "pool_mode": "transaction", "pool_size": POOL_SIZE, "auth_type": "scram-sha-256",
-                "log_level": "info", "query_wait_timeout": 60}
-        conf.update(keys)
-        self.ini = os.path.join(self.dir, "pgshard.ini")
-        self.log = os.path.join(self.dir, "pgshard.log")
-        with open(self.ini, "w") as f:
-            f.write("; written by tests/integration/t_driver_psycopg.py\n[pgshard]\n")
-            for k, v in conf.items():
-                f.write(f"{k} = {v}\n")
-            f.write(f"\n[shard.0]\nprimary = {PG_HOST}:{PG_PORT}\n")
-            f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
-        self.logf = open(self.log, "wb")
-        self.proc = subprocess.Popen([PGSHARD_BIN, "-c", self.ini], stdout=self.logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                die(f"pgshard exited with {self.proc.returncode} before accepting connections:\n"
-                    f"{self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    die(f"pgshard does not accept connections on {self.port}")
-                time.sleep(0.05)
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.log, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        """SIGTERM; asserts exit 0 within 10 s and no sanitizer report in the log."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.logf.close()
-                raise AssertionError("pgshard did not exit within 10 s of SIGTERM")
-        self.logf.close()
-        rc = self.proc.returncode
-        with open(self.log, errors="replace") as f:
-            log = f.read()
-        bad = [m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error") if m in log]
-        if rc != 0 or bad:
-            raise AssertionError(f"pgshard stopped badly: exit {rc}, sanitizer report: {bad or 'none'}; "
-                                 f"log tail:\n{self.log_tail()}")
-
-
-PROXY = None
+def Proxy(name, **keys):  # noqa: N802 - stands for the class it builds
+    """pgwire's proxy with this test's pool: one worker, POOL_SIZE servers."""
+    return pgwire.Proxy(name, **{"workers": 1, "pool_size": POOL_SIZE, "query_wait_timeout": 60, **keys})
 
 
 def connect(autocommit=True, **kw):

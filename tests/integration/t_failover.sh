@@ -29,14 +29,9 @@ PGS_CLUSTER_DIR=$FDIR
 # shellcheck disable=SC1091
 source "$FDIR/cluster.env"
 [[ ${PGS_READY:-} == 1 && $PGS_REPLICAS == 2 ]] || pgs_fail "the failover cluster did not start with 2 replicas"
-P=$PGS_SHARD0_PRIMARY_PORT
-R1=$PGS_SHARD0_REPLICA1_PORT
-R2=$PGS_SHARD0_REPLICA2_PORT
+pgs_two_replicas
 pgs_log "failover cluster: primary :$P, replica1 :$R1, replica2 :$R2"
 
-node_name() {
-  case $1 in "$P") echo primary ;; "$R1") echo replica1 ;; "$R2") echo replica2 ;; *) echo "'$1'" ;; esac
-}
 
 pgs_log "pgbench -i -s 2 on the primary"
 pgs_pgbench_direct -i -s 2 -q >"$W/init.out" 2>&1 || { cat "$W/init.out" >&2; pgs_fail "pgbench -i failed"; }

@@ -14,21 +14,13 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-((PGS_REPLICAS >= 2)) || pgs_fail "needs a cluster with 2 replicas per shard (cluster.sh start DIR --replicas 2); this one has $PGS_REPLICAS"
-P=$PGS_SHARD0_PRIMARY_PORT
-R1=$PGS_SHARD0_REPLICA1_PORT
-R2=$PGS_SHARD0_REPLICA2_PORT
-W=$PGS_WORK/$PGS_TEST_NAME
-rm -rf "$W"
-mkdir -p "$W"
+rm -rf "${PGS_WORK:?}/$PGS_TEST_NAME"
+pgs_two_replicas
 MAX_LAG_MS=500
 POLL_MS=100
 SLACK_MS=1000
 
 now() { local t=${EPOCHREALTIME/[.,]/}; NOW=$((t / 1000)); }
-node_name() {
-  case $1 in "$P") echo primary ;; "$R1") echo replica1 ;; "$R2") echo replica2 ;; *) echo "'$1'" ;; esac
-}
 
 resume_replay() {
   pgs_cluster psql 0 replica1 -- -Atq -c "SELECT pg_wal_replay_resume()" >/dev/null 2>&1 || true

@@ -19,24 +19,16 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-((PGS_REPLICAS >= 2)) || pgs_fail "needs a cluster with 2 replicas per shard (cluster.sh start DIR --replicas 2); this one has $PGS_REPLICAS"
-P=$PGS_SHARD0_PRIMARY_PORT
-R1=$PGS_SHARD0_REPLICA1_PORT
-R2=$PGS_SHARD0_REPLICA2_PORT
-W=$PGS_WORK/$PGS_TEST_NAME
-rm -rf "$W"
-mkdir -p "$W"
+rm -rf "${PGS_WORK:?}/$PGS_TEST_NAME"
+pgs_two_replicas
 
 is_replica() { [[ $1 == "$R1" || $1 == "$R2" ]]; }
-node_name() {
-  case $1 in "$P") echo primary ;; "$R1") echo replica1 ;; "$R2") echo replica2 ;; *) echo "?$1" ;; esac
-}
 # Every line of $2 (ports) must be the primary's.
 all_primary() {
   local what=$1 out=$2 line
   [[ -n $out ]] || pgs_fail "$what: no output"
   while IFS= read -r line; do
-    [[ $line == "$P" ]] || pgs_fail "$what: served by $(node_name "$line") ($line), expected the primary ($P); all: ${out//$'\n'/ }"
+    [[ $line == "$P" ]] || pgs_fail "$what: served by $(pgs_node_name "$line") ($line), expected the primary ($P); all: ${out//$'\n'/ }"
   done <<<"$out"
   echo "ok: $what -> primary"
 }
@@ -44,7 +36,7 @@ all_replica() {
   local what=$1 out=$2 line
   [[ -n $out ]] || pgs_fail "$what: no output"
   while IFS= read -r line; do
-    is_replica "$line" || pgs_fail "$what: served by $(node_name "$line") ($line), expected a replica ($R1 or $R2); all: ${out//$'\n'/ }"
+    is_replica "$line" || pgs_fail "$what: served by $(pgs_node_name "$line") ($line), expected a replica ($R1 or $R2); all: ${out//$'\n'/ }"
   done <<<"$out"
   echo "ok: $what -> replica(s) $(sort -u <<<"$out" | tr '\n' ' ')"
 }

@@ -39,14 +39,12 @@ except ImportError:
 
 import collections
 import signal
-import socket
-import subprocess
 import time
 
 os.environ["PGWIRE_TEST"] = "t_ryw"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402
-from pgwire import CENV, DB, PASSWORD, PG_HOST, PG_PORT, PGSHARD_BIN, USER, WORK  # noqa: E402
+from pgwire import CENV, DB, PASSWORD, PG_HOST, PG_PORT, USER, WORK  # noqa: E402
 
 N_RYW = 10000
 N_RYW_EXT = 10000
@@ -67,42 +65,9 @@ class Watchdog(Exception):
     pass
 
 
-class Proxy(pgwire.Proxy):
-    """pgwire.Proxy with extra [shard.0] keys (replicas = ...)."""
-
-    def __init__(self, name, shard_keys, **keys):  # pylint: disable=super-init-not-called
-        self.name = name
-        self.dir = os.path.join(WORK, name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = pgwire.free_port()
-        conf = {"listen_addr": "127.0.0.1", "listen_port": self.port, "workers": 2, "pool_mode": "transaction",
-                "pool_size": 4, "auth_type": "scram-sha-256", "log_level": "info", "admin_users": USER}
-        conf.update(keys)
-        self.ini = os.path.join(self.dir, "pgshard.ini")
-        self.log = os.path.join(self.dir, "pgshard.log")
-        with open(self.ini, "w") as f:
-            f.write("; written by tests/integration/t_ryw.py\n[pgshard]\n")
-            for k, v in conf.items():
-                f.write(f"{k} = {v}\n")
-            f.write(f"\n[shard.0]\nprimary = {PG_HOST}:{PG_PORT}\n")
-            for k, v in shard_keys.items():
-                f.write(f"{k} = {v}\n")
-            f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
-        self.logf = open(self.log, "wb")
-        self.proc = subprocess.Popen([PGSHARD_BIN, "-c", self.ini], stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pgshard {name} exited with {self.proc.returncode} before accepting "
-                                     f"connections:\n{self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"pgshard {name} does not accept connections on {self.port}")
-                time.sleep(0.05)
+def Proxy(name, shard_keys, **keys):  # noqa: N802 - stands for the class it builds
+    """A pgshard with [shard.0] keys (replicas = ...) and this test's admin user."""
+    return pgwire.Proxy(name, shard_keys=shard_keys, **{"admin_users": USER, **keys})
 
 
 def superuser(port):
