@@ -676,6 +676,9 @@ static int client_parse_session(px_client *cl, const pgs_frame *f)
         return 0;
     const char *sql = (const char *)rd.p;
     size_t len = pgs_strnlen(sql, rd.left);
+    int r = name[0] || len == rd.left ? 0 : px_route_pgshard_parse(cl, f, sql, len);
+    if (r != 0)
+        return r;
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)

@@ -358,6 +358,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f);
 bool px_route_must_leave(px_client *cl, const pgs_frame *f);
 /* SET/RESET/SHOW pgshard.*: answered here. 1 = handled (consumed), 0 = not ours, -1 closed. */
 int px_route_pgshard_var(px_client *cl, const pgs_frame *f);
+int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len);
 void px_route_node_failed(px_worker *w, int shard, int node);
 void px_route_node_ok(px_worker *w, int shard, int node);
 /* Clients queued for a node that failed: route them again, avoiding it. */

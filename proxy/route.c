@@ -610,31 +610,85 @@ static int var_value(px_worker *w, const char *sql, size_t len, const prs_query_
     return rc;
 }
 
-static void var_set(px_client *cl, const char *name, const char *value, bool reset)
+/* Applies SET/RESET pgshard.x; false when the name or value is not understood. */
+static bool var_apply(px_client *cl, const char *name, const char *value, bool reset)
 {
     if (strcmp(name, "pgshard.target") == 0) {
-        int t = -1;
         for (int i = 0; i < 4; i++)
-            if (reset || strcasecmp(value, target_names[i]) == 0)
-                t = reset ? 0 : i;
-        if (t < 0) {
-            var_error(cl, "22023", "invalid value for parameter \"%s\": use primary, replica or any", name);
-            return;
-        }
-        cl->target = (uint8_t)t;
-    } else if (strcmp(name, "pgshard.max_lag_ms") == 0) {
-        char *end = NULL;
-        unsigned long v = reset || strcasecmp(value, "default") == 0 ? UINT32_MAX : strtoul(value, &end, 10);
-        if (!reset && strcasecmp(value, "default") != 0 && (!value[0] || *end || v >= UINT32_MAX)) {
-            var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
-            return;
-        }
-        cl->max_lag_ms = (uint32_t)v;
-    } else {
-        var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
-        return;
+            if (reset || strcasecmp(value, target_names[i]) == 0) {
+                cl->target = (uint8_t)(reset ? 0 : i);
+                return true;
+            }
+        return false;
     }
-    var_done(cl, reset ? "RESET" : "SET");
+    if (strcmp(name, "pgshard.max_lag_ms") == 0) {
+        if (reset || strcasecmp(value, "default") == 0) {
+            cl->max_lag_ms = UINT32_MAX;
+            return true;
+        }
+        char *end = NULL;
+        unsigned long v = strtoul(value, &end, 10);
+        if (!value[0] || *end || v >= UINT32_MAX)
+            return false;
+        cl->max_lag_ms = (uint32_t)v;
+        return true;
+    }
+    return false;
+}
+
+static void var_set(px_client *cl, const char *name, const char *value, bool reset)
+{
+    if (var_apply(cl, name, value, reset))
+        var_done(cl, reset ? "RESET" : "SET");
+    else if (strcmp(name, "pgshard.target") == 0)
+        var_error(cl, "22023", "invalid value for parameter \"%s\": use primary, replica or any", name);
+    else if (strcmp(name, "pgshard.max_lag_ms") == 0)
+        var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
+    else
+        var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
+}
+
+/* The same in an unnamed Parse (pgjdbc and other drivers send every statement this way):
+ * the setting is applied now, and the server gets `SET pgshard.x TO 'value'`, which its
+ * grammar accepts as a placeholder variable (`= primary` it would refuse), so the replies
+ * stay the server's own. Returns 1 when the Parse was handled, 0 to forward it as is, -1. */
+int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len)
+{
+    px_conn *c = &cl->conn;
+    if (!mentions_pgshard(sql, len))
+        return 0;
+    const prs_query_info *qi = route_analyze(c->w, sql, len);
+    if (!qi || !(qi->flags & PRS_F_PGSHARD_VAR) || qi->n_statements != 1 ||
+        (qi->kind != PRS_KIND_SET && qi->kind != PRS_KIND_RESET))
+        return 0;
+    const char *name = prs_info_str(qi, qi->set_name);
+    char value[64] = "";
+    if (!name || (qi->kind == PRS_KIND_SET && var_value(c->w, sql, len, qi, value, sizeof value) < 0))
+        return 0;
+    bool reset = qi->kind == PRS_KIND_RESET;
+    if (!var_apply(cl, name, value, reset))
+        return 0; /* a bad value: the server's error says so */
+    const uint8_t *msg = px_conn_at(c);
+    const uint8_t *types = (const uint8_t *)sql + len + 1; /* after the text's NUL */
+    size_t ntypes = (size_t)(msg + f->total - types);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'P');
+    pgs_buf_append_u8(&b, 0);
+    if (reset)
+        pgs_buf_appendf(&b, "RESET %s", name);
+    else
+        pgs_buf_appendf(&b, "SET %s TO '%s'", name, value);
+    pgs_buf_append_u8(&b, 0);
+    pgs_buf_append(&b, types, ntypes);
+    pgs_msg_end(&b, m);
+    px_conn_flush_forward(c, &cl->server->conn);
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    int r = pgs_buf_failed(&b) || px_server_push_reply(cl->server, RP_PARSE, 0) < 0 ? -1 : 1;
+    if (r > 0)
+        px_conn_send_buf(&cl->server->conn, &b);
+    pgs_buf_free(&b);
+    return r;
 }
 
 int px_route_pgshard_var(px_client *cl, const pgs_frame *f)

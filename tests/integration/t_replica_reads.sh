@@ -173,6 +173,30 @@ mapfile -t L <<<"$out"
 pgs_assert_eq "SET|SET|1" "${L[0]}|${L[3]}|${L[4]}" "SET pgshard.target = replica / any answered SET"
 all_replica "reads after SET pgshard.target = replica" "$(printf '%s\n' "${L[@]:1:2}")"
 
+# Drivers such as pgjdbc send every statement as an unnamed Parse/Bind/Execute.
+pgs_log "SET/RESET pgshard.target over the extended protocol"
+out=$(/usr/bin/python3 - "$PGS_PROXY_PORT" "$PGS_PASSWORD" <<'EOF'
+import sys
+import psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password=sys.argv[2], dbname="app",
+                    autocommit=True)
+def ext(sql):  # PQexecParams: always Parse/Bind/Describe/Execute/Sync
+    r = c.pgconn.exec_params(sql.encode(), [])
+    return (r.command_status or b"").decode() + ("|" + r.get_value(0, 0).decode() if r.ntuples else "")
+print(ext("SET pgshard.target = primary"))
+for _ in range(3):
+    print(ext("SELECT inet_server_port()").split("|")[1])
+print(ext("RESET pgshard.target"))
+for _ in range(4):
+    print(ext("SELECT inet_server_port()").split("|")[1])
+EOF
+)
+mapfile -t L <<<"$out"
+((${#L[@]} == 9)) || pgs_fail "extended SET/RESET pgshard.target: expected 9 lines, got: ${out//$'\n'/ }"
+pgs_assert_eq "SET|RESET" "${L[0]}|${L[4]}" "extended SET/RESET pgshard.target answered SET/RESET"
+all_primary "extended reads after SET pgshard.target = primary" "$(printf '%s\n' "${L[@]:1:3}")"
+all_replica "extended reads after RESET pgshard.target" "$(printf '%s\n' "${L[@]:5:4}")"
+
 pgs_log "reads that must run on the primary"
 for i in 1 2 3; do
   all_primary "SELECT ... FOR UPDATE (try $i)" "$(pgs_psql -c "SELECT inet_server_port() FROM t_rr_bench WHERE id = 3 FOR UPDATE")"
