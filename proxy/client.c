@@ -782,12 +782,38 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
     return cl->state == CL_CLOSED ? -1 : 1;
 }
 
-/* Keeps a copy of a Query sent to a replica until the replica answers, so that a replica
- * dying first costs the client nothing (px_route_retry). Only queries of one block. */
+/* How many bytes from the client's input start form a read that can be sent again as it
+ * is: one Query, or an extended-protocol segment up to its Sync made only of unnamed
+ * Parses, Binds, Describes, Executes and Flushes (a named Parse or a Close changes the
+ * client's statements, so it is not repeated). 0 when there is no such read (yet). */
+static size_t client_retry_span(px_client *cl, const pgs_frame *first)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *p = px_conn_at(c);
+    size_t avail = c->in.len - c->in_pos, off = 0;
+    if (first->type == 'Q')
+        return first->total <= avail ? first->total : 0;
+    pgs_frame f;
+    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           f.total <= avail - off) {
+        bool unnamed_parse = f.type == 'P' && f.len > 4 && p[off + PGS_HDR_LEN] == 0;
+        if (!unnamed_parse && f.type != 'B' && f.type != 'D' && f.type != 'E' && f.type != 'H' &&
+            f.type != 'S')
+            return 0;
+        off += f.total;
+        if (f.type == 'S')
+            return off;
+    }
+    return 0;
+}
+
+/* Keeps a copy of a read sent to a replica until the replica answers, so that a replica
+ * dying first costs the client nothing (px_route_retry). Only reads of one block. */
 static void client_arm_retry(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
-    if (f->total > PX_BLOCK || c->in.len - c->in_pos < f->total)
+    size_t n = client_retry_span(cl, f);
+    if (n == 0 || n > PX_BLOCK)
         return;
     px_buf_take(c->w, &cl->retry);
     if (!cl->retry.data && (cl->retry.data = malloc(PX_BLOCK)))
@@ -795,8 +821,9 @@ static void client_arm_retry(px_client *cl, const pgs_frame *f)
     if (!cl->retry.data)
         return;
     cl->retry.len = 0;
-    pgs_buf_append(&cl->retry, px_conn_at(c), f->total);
+    pgs_buf_append(&cl->retry, px_conn_at(c), n);
     cl->retry_armed = true;
+    cl->retry_sealed = false;
 }
 
 /* One step of a logged-in client: validate the next message header, get a server when the
@@ -877,14 +904,21 @@ static int client_forward_step(px_client *cl)
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
     px_server *sv = cl->server;
+    /* A message after the read that was kept: sending only that read again would lose it. */
+    if (cl->retry_armed && cl->retry_sealed) {
+        cl->retry_armed = false;
+        px_buf_give(c->w, &cl->retry);
+    }
     if (!sv->xact_start_ns)
         sv->xact_start_ns = uv_hrtime();
     if (cl->fresh_link) {
         cl->fresh_link = false;
         client_replay_session(cl, sv);
-        if (cl->link_replica && f.type == 'Q')
+        if (cl->link_replica)
             client_arm_retry(cl, &f);
     }
+    if (cl->retry_armed && (f.type == 'Q' || f.type == 'S'))
+        cl->retry_sealed = true;
     if (rewrite) {
         if (f.type == 'Q')
             r = client_query(cl, &f);

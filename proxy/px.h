@@ -158,7 +158,8 @@ struct px_client {
     bool link_replica;     /* linked to a replica (a read) */
     bool want_read;        /* the message being routed may run on a replica */
     uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
-    bool retry_armed;      /* retry holds the query sent to a replica, no reply byte reached us */
+    bool retry_armed;      /* retry holds the read sent to a replica, no reply byte reached us */
+    bool retry_sealed;     /* the kept read's last message (Query or Sync) has gone out */
     uint8_t target;        /* SET pgshard.target: prs_target */
     uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
     uint32_t avoid;        /* nodes (bit per index) that failed this client's read: try others */

@@ -489,10 +489,10 @@ void px_route_tick(px_worker *w, uint64_t now)
     }
 }
 
-/* The replica failed before the client saw any byte of the query sent to it (a FATAL
- * error or a closed socket): the Query goes back in front of the client's input and is
- * routed again, away from that node. Only once per query and only for a simple Query,
- * which needs nothing else from the failed server. */
+/* The replica failed before the client saw any byte of the read sent to it (a FATAL
+ * error or a closed socket): the read's messages, as the client sent them, go back in
+ * front of its input and are routed again, away from that node. Once per read, and only
+ * for reads that can be repeated as they are (client_retry_span). */
 int px_route_retry(px_client *cl, px_server *sv)
 {
     px_conn *c = &cl->conn;

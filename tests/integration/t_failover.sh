@@ -5,6 +5,7 @@
 #      -m immediate. At most 4 clients may fail or abort (the goal is 0: a read that fails
 #      before a byte reached the client is retried); replica1's circuit opens, and from then
 #      on every read is served by replica2 (probe reads and SHOW REPLICAS' reads counters).
+#      Then replica1 is started again and stopped again under pgbench -S -M prepared.
 #   2. The primary is stopped (-m fast): reads through the proxy still work, served by
 #      replica2; a write fails after about primary_wait_ms = 1000 (within 0.5-5 s) with
 #      SQLSTATE 57P03 or 08006 and a message about the primary.
@@ -128,6 +129,30 @@ pgs_assert_eq 0 "$((r1_b - r1_a))" "reads served by replica1 after it stopped"
 pgs_assert_eq 0 "$((p_b - p_a))" "reads served by the primary after replica1 stopped"
 ((r2_b - r2_a > 0)) || pgs_fail "replica2 served no reads after replica1 stopped"
 echo "ok: after the stop, all reads came from replica2"
+
+# ---------------------------------------------------------------- 1b. the same, extended protocol
+# A prepared read is Bind/Execute/Sync of a named statement: retried too when replica1
+# fails before answering it.
+pgs_log "replica1 back, then stopped again under pgbench -S -M prepared"
+pgs_cluster pgctl 0 replica1 start >"$W/start_replica1.out" 2>&1 ||
+  pgs_fail "could not start replica1 again: $(cat "$W/start_replica1.out")"
+pgs_wait_replicas_up 30 "$R1" "$R2"
+PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -h "$PGS_HOST" -p "$PXA" -U "$PGS_USER" \
+  -n -S -M prepared -c 4 -j 2 -T 6 "$PGS_DB" >"$W/bench_prepared.out" 2>&1 &
+BENCH=$!
+sleep 2.5
+kill -0 "$BENCH" 2>/dev/null || pgs_fail "pgbench -M prepared ended before replica1 was stopped: $(tail -n 20 "$W/bench_prepared.out")"
+pgs_cluster pgctl 0 replica1 stop -m immediate >"$W/stop_replica1b.out" 2>&1 ||
+  pgs_fail "could not stop replica1: $(cat "$W/stop_replica1b.out")"
+wait "$BENCH" || true
+tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/bench_prepared.out")
+failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$W/bench_prepared.out")
+aborted=$(grep -Ec 'client [0-9]+ (script [0-9]+ )?aborted' "$W/bench_prepared.out" || true)
+pgs_log "MEASURED: -M prepared: ${tx:-?} transactions, aborted clients $aborted, failed transactions ${failed:-?} (limit 4 together; goal 0)"
+[[ ${tx:-} =~ ^[0-9]+$ ]] && ((tx > 0)) || pgs_fail "pgbench -M prepared processed no transactions: $(tail -n 20 "$W/bench_prepared.out")"
+((aborted + ${failed:-0} <= 4)) ||
+  pgs_fail "killing replica1 under -M prepared cost $aborted aborted clients and ${failed:-?} failed transactions (limit 4)"
+echo "ok: killing replica1 under -M prepared cost $aborted aborted clients, ${failed:-?} failed transactions"
 
 # ---------------------------------------------------------------- 2. the primary dies
 pgs_log "stop the primary (-m fast)"
