@@ -30,14 +30,16 @@
 #define MON_ERR_MAX 256
 #define MON_PORT_MAX 8
 
-/* pg_is_in_recovery() is read twice; if a promotion lands between the two reads the first
- * says "in recovery" and the LSN is the current one, which the next poll corrects. The
- * primary's position is the insert LSN, not the write LSN: with synchronous_commit = off a
- * commit returns before its record is written, and read-your-writes needs a bound that
- * covers it. */
+/* pg_is_in_recovery() is read more than once; if a promotion lands between the reads the
+ * answer is mixed, which the next poll corrects. A primary gives two positions: the flush
+ * LSN, which a caught-up replica reaches exactly (lag is measured against it), and the
+ * insert LSN, the read-your-writes bound: with synchronous_commit = off a commit returns
+ * before its record is flushed, and on an idle primary the insert LSN may sit past a page
+ * header no replica ever replays to. */
 static const char mon_query[] =
     "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_insert_lsn() END)::text";
+    "ELSE pg_current_wal_flush_lsn() END)::text, "
+    "(CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END)::text";
 
 typedef enum mon_phase {
     MON_IDLE,       /* no connection */
@@ -63,6 +65,7 @@ typedef struct mon_node {
     bool got_row;           /* the running query returned its row: */
     bool row_in_recovery;
     uint64_t row_lsn;
+    uint64_t row_insert;   /* a primary's insert LSN, 0 for a node in recovery */
     char err[MON_ERR_MAX]; /* why the running query failed; "" while it has not */
     atomic_bool reported;  /* a worker saw this node fail: poll it now */
 } mon_node;
@@ -284,7 +287,7 @@ static void mon_fail(px_monitor *m, mon_node *n, uint64_t now, const char *why)
 /* Samples are kept oldest first with LSNs that never decrease, which status.c's binary
  * searches rely on. A smaller LSN means another server (or a restore) answers as primary:
  * the old samples say nothing about its WAL, so they go. */
-static void mon_sample_add(px_shard_status *sh, uint64_t t_ns, uint64_t lsn)
+static void mon_sample_add(px_shard_status *sh, uint64_t t_ns, uint64_t lsn, uint64_t insert)
 {
     if (sh->nsamples > 0 && lsn < sh->samples[sh->nsamples - 1].lsn)
         sh->nsamples = 0;
@@ -292,7 +295,7 @@ static void mon_sample_add(px_shard_status *sh, uint64_t t_ns, uint64_t lsn)
         memmove(&sh->samples[0], &sh->samples[1], (PX_LSN_SAMPLES - 1) * sizeof sh->samples[0]);
         sh->nsamples--;
     }
-    sh->samples[sh->nsamples++] = (px_lsn_sample){.t_ns = t_ns, .lsn = lsn};
+    sh->samples[sh->nsamples++] = (px_lsn_sample){.t_ns = t_ns, .lsn = lsn, .insert = insert};
 }
 
 static void mon_succeed(px_monitor *m, mon_node *n, uint64_t now)
@@ -313,7 +316,7 @@ static void mon_succeed(px_monitor *m, mon_node *n, uint64_t now)
     st->polled_ns = now;
     /* A node in recovery reports its replay position, which bounds nobody's commit. */
     if (n->index == sh->primary && !rec)
-        mon_sample_add(sh, n->sent_ns, n->row_lsn);
+        mon_sample_add(sh, n->sent_ns, n->row_lsn, n->row_insert);
     m->dirty = true;
 }
 
@@ -414,7 +417,7 @@ static void mon_take_result(mon_node *n, const PGresult *res)
             snprintf(n->err, sizeof n->err, "poll query: %s", PQresStatus(PQresultStatus(res)));
         return;
     }
-    if (PQntuples(res) != 1 || PQnfields(res) != 2 || PQgetisnull(res, 0, 0)) {
+    if (PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 0)) {
         snprintf(n->err, sizeof n->err, "poll query: unexpected answer");
         return;
     }
@@ -423,8 +426,14 @@ static void mon_take_result(mon_node *n, const PGresult *res)
         snprintf(n->err, sizeof n->err, "poll query: not an LSN: \"%.64s\"", PQgetvalue(res, 0, 1));
         return;
     }
+    uint64_t insert = 0;
+    if (!PQgetisnull(res, 0, 2) && px_lsn_parse(PQgetvalue(res, 0, 2), &insert) < 0) {
+        snprintf(n->err, sizeof n->err, "poll query: not an LSN: \"%.64s\"", PQgetvalue(res, 0, 2));
+        return;
+    }
     n->row_in_recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     n->row_lsn = lsn;
+    n->row_insert = insert;
     n->got_row = true;
 }
 

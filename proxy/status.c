@@ -63,7 +63,10 @@ uint64_t px_status_ryw_lsn(const px_shard_status *sh, uint64_t write_ns)
     if (sh == NULL || sh->nsamples <= 0)
         return 0;
     int i = first_after_time(sh->samples, sh->nsamples, write_ns);
-    return i == sh->nsamples ? 0 : sh->samples[i].lsn;
+    if (i == sh->nsamples)
+        return 0;
+    const px_lsn_sample *s = &sh->samples[i];
+    return s->insert > s->lsn ? s->insert : s->lsn;
 }
 
 static int hex_value(char c)

@@ -40,8 +40,9 @@ typedef struct px_node_status {
 } px_node_status;
 
 typedef struct px_lsn_sample {
-    uint64_t t_ns; /* uv_hrtime() just before the primary's query was sent */
-    uint64_t lsn;  /* pg_current_wal_insert_lsn() it returned: >= every commit before t_ns */
+    uint64_t t_ns;   /* uv_hrtime() just before the primary's query was sent */
+    uint64_t lsn;    /* pg_current_wal_flush_lsn() it returned: where lag is measured from */
+    uint64_t insert; /* pg_current_wal_insert_lsn(): >= every commit before t_ns */
 } px_lsn_sample;
 
 typedef struct px_shard_status {
@@ -66,8 +67,9 @@ typedef struct px_status {
  * age of the oldest sample (a lower bound). */
 uint32_t px_status_lag_ms(const px_lsn_sample *s, int n, uint64_t lsn, uint64_t now_ns);
 
-/* Read-your-writes: the LSN of the first sample taken after write_ns, which bounds the
- * LSN of anything committed before write_ns; 0 when no such sample exists yet. */
+/* Read-your-writes: the LSN (the larger of insert and flush) of the first sample taken
+ * after write_ns, which bounds the LSN of anything committed before write_ns; 0 when no
+ * such sample exists yet. */
 uint64_t px_status_ryw_lsn(const px_shard_status *sh, uint64_t write_ns);
 
 /* "16/B374D848" -> 0x16B374D848. Returns 0, or -1 when s is not an LSN. */

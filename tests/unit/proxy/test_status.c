@@ -27,9 +27,9 @@
 
 /* The primary at 100, 200, 300 at T0, T0 + 100 ms, T0 + 200 ms. */
 static const px_lsn_sample three[] = {
-    {T0, 100},
-    {T0 + 100 * MS, 200},
-    {T0 + 200 * MS, 300},
+    {T0, 100, 100},
+    {T0 + 100 * MS, 200, 200},
+    {T0 + 200 * MS, 300, 300},
 };
 
 static void test_lag_no_samples(void **state)
@@ -72,7 +72,7 @@ static void test_lag_clock_edges(void **state)
     /* Under a millisecond rounds down. */
     assert_int_equal(px_status_lag_ms(three, 3, 0, T0 + MS - 1), 0);
     /* Saturates instead of wrapping. */
-    px_lsn_sample old = {0, 10};
+    px_lsn_sample old = {0, 10, 10};
     assert_int_equal(px_status_lag_ms(&old, 1, 0, UINT64_MAX), UINT32_MAX);
 }
 
@@ -80,7 +80,8 @@ static void test_lag_full_ring(void **state)
 {
     static px_lsn_sample ring[PX_LSN_SAMPLES];
     for (int i = 0; i < PX_LSN_SAMPLES; i++)
-        ring[i] = (px_lsn_sample){T0 + (uint64_t)i * 100 * MS, 1000 + (uint64_t)i * 10};
+        ring[i] =
+            (px_lsn_sample){T0 + (uint64_t)i * 100 * MS, 1000 + (uint64_t)i * 10, 1000 + (uint64_t)i * 10};
     uint64_t now = T0 + (uint64_t)PX_LSN_SAMPLES * 100 * MS;
     for (int i = 0; i < PX_LSN_SAMPLES - 1; i++) {
         /* Just past sample i: sample i + 1 is the first past it. */
@@ -94,7 +95,7 @@ static void test_lag_full_ring(void **state)
 static void test_lag_idle_primary(void **state)
 {
     static const px_lsn_sample idle[] = {
-        {T0, 500}, {T0 + 100 * MS, 500}, {T0 + 200 * MS, 500}, {T0 + 300 * MS, 600}};
+        {T0, 500, 500}, {T0 + 100 * MS, 500, 500}, {T0 + 200 * MS, 500, 500}, {T0 + 300 * MS, 600, 600}};
     assert_int_equal(px_status_lag_ms(idle, 4, 500, T0 + 400 * MS), 100);
     assert_int_equal(px_status_lag_ms(idle, 3, 500, T0 + 400 * MS), 0);
     assert_int_equal(px_status_lag_ms(idle, 4, 499, T0 + 400 * MS), 400);
@@ -127,6 +128,13 @@ static void test_ryw(void **state)
     /* No sample after the write yet. */
     assert_true(px_status_ryw_lsn(sh, T0 + 200 * MS) == 0);
     assert_true(px_status_ryw_lsn(sh, T0 + 900 * MS) == 0);
+    /* The insert LSN, ahead of the flush LSN (an asynchronous commit), is the bound. */
+    static const px_lsn_sample async[] = {{T0, 100, 180}, {T0 + 100 * MS, 200, 200}};
+    sh = shard_with(async, 2);
+    assert_true(px_status_ryw_lsn(sh, T0 - 1) == 180);
+    assert_true(px_status_ryw_lsn(sh, T0) == 200);
+    /* Lag is measured against the flush LSN only. */
+    assert_int_equal(px_status_lag_ms(async, 2, 100, T0 + 300 * MS), 200);
 }
 
 /* ---- px_lsn_parse ---- */
