@@ -15,6 +15,7 @@
 #     -M extended (unnamed statements) select-only traffic lands on the replicas;
 #   - unknown_functions = replica sends the user-defined function to a replica;
 #   - balance = weighted with weights 3 and 1 gives the heavy replica 60-90 % of 400 reads;
+#   - balance = least_outstanding sends quick reads away from a replica busy with a slow one;
 #   - SHOW REPLICAS and /metrics describe the nodes and count their reads.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -283,6 +284,33 @@ pgs_assert_eq 0 "$np" "weighted: reads served by the primary (count)"
   pgs_fail "weighted 3:1 gave replica1 $n1 and replica2 $n2 of 400 reads; expected replica1 60-90 %"
 echo "ok: weighted split $n1/$n2"
 pgs_stop_proxy rr_w
+
+# One worker, so the slow read's server is counted where the quick reads are routed.
+pgs_log "balance = least_outstanding: while one replica runs a slow read, quick reads go to the other"
+pgs_start_proxy rr_lo admin_users=app lag_poll_ms=50 workers=1 '[shard.0]' "replicas = $(pgs_replica_list 0)" \
+  "balance = least_outstanding"
+pgs_wait_replicas_up 15 "$R1" "$R2"
+pgs_psql -c "SELECT inet_server_port() FROM (SELECT pg_sleep(3)) s" >"$W/slow.out" 2>&1 &
+SLOW=$!
+pgs_on_exit "kill $SLOW 2>/dev/null; wait $SLOW 2>/dev/null"
+sleeping_on() {
+  [[ -n $(pgs_cluster psql 0 "$1" -- -At -c "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()" 2>/dev/null) ]]
+}
+busy=""
+for ((i = 0; i < 40; i++)); do
+  sleep 0.05
+  if sleeping_on replica1; then busy=$R1; break; fi
+  if sleeping_on replica2; then busy=$R2; break; fi
+done
+[[ -n $busy ]] || pgs_fail "least_outstanding: the slow read was not seen running on a replica"
+free=$R1; [[ $busy == "$R1" ]] && free=$R2
+read -r np n1 n2 nother <<<"$(reads_tally least_outstanding "$PGS_PROXY_PORT" 20)"
+pgs_log "20 quick reads while $(pgs_node_name "$busy") runs the slow one: replica1 $n1, replica2 $n2, primary $np"
+nfree=$n1; [[ $free == "$R2" ]] && nfree=$n2
+pgs_assert_eq 20 "$nfree" "least_outstanding: quick reads served by the idle replica $(pgs_node_name "$free")"
+wait "$SLOW" || pgs_fail "the slow read failed: $(cat "$W/slow.out")"
+pgs_assert_eq "$busy" "$(cat "$W/slow.out")" "the slow read ran on the busy replica"
+pgs_stop_proxy rr_lo
 
 pgs_log "extended protocol with unnamed statements: pgbench -M extended select-only lands on the replicas"
 pgs_start_proxy rr_ext admin_users=app lag_poll_ms=50 '[shard.0]' "replicas = $(pgs_replica_list 0)"
