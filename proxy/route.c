@@ -283,29 +283,36 @@ static int pick_balanced(px_worker *w, int shard, const int *cand, int n)
     return best;
 }
 
-/* An eligible replica for the client's read, or -1. */
+/* An eligible replica for the client's read; -1 when there is none, -2 when the client's
+ * own last write is not yet known to be on any replica (read-your-writes: the primary). */
 static int pick_replica(px_client *cl, const px_shard_status *sh, int shard, const px_qclass *qc)
 {
     px_worker *w = cl->conn.w;
     const cfg_config *cfg = w->conf->cfg;
     uint64_t need = ryw_need(cl, sh);
     if (need == UINT64_MAX)
-        return -1;
+        return -2;
     uint32_t max_lag = qc->has_lag                    ? qc->max_lag_ms
                        : cl->max_lag_ms != UINT32_MAX ? cl->max_lag_ms
                                                       : cfg->max_lag_ms;
     int cand[PX_MAX_NODES], n = 0;
+    bool behind_own_write = false;
     for (int i = 0; i < sh->nnodes; i++) {
         const px_node_status *ns = &sh->nodes[i];
         if (i == sh->primary || ns->health != PX_NODE_UP || !ns->in_recovery ||
             ns->circuit != PX_CIRCUIT_CLOSED || (cl->avoid & (1u << i)) || node_resting(w, shard, i))
             continue;
-        if ((cfg->max_lag_bytes && ns->lag_bytes > cfg->max_lag_bytes) || (max_lag && ns->lag_ms > max_lag) ||
-            ns->lsn < need)
+        if ((cfg->max_lag_bytes && ns->lag_bytes > cfg->max_lag_bytes) || (max_lag && ns->lag_ms > max_lag))
             continue;
+        if (ns->lsn < need) {
+            behind_own_write = true;
+            continue;
+        }
         cand[n++] = i;
     }
-    return n ? pick_balanced(w, shard, cand, n) : -1;
+    if (n == 0)
+        return behind_own_write ? -2 : -1; /* -2: a replica will do soon; the primary has it now */
+    return pick_balanced(w, shard, cand, n);
 }
 
 static bool primary_ready(px_worker *w, const px_shard_status *sh, int shard)
@@ -341,7 +348,7 @@ static int route_place(px_client *cl, const px_qclass *qc)
             if (r >= 0) {
                 node = r;
                 replica = true;
-            } else if (cfg->replica_fallback == CFG_FALLBACK_ERROR) {
+            } else if (r == -1 && cfg->replica_fallback == CFG_FALLBACK_ERROR) {
                 cl->refuse = PX_REFUSE_NO_REPLICA;
                 return 1;
             }

@@ -290,6 +290,18 @@ def main():
         except AssertionError as e:
             report(False, "proxy ryw: SIGTERM -> exit 0, no sanitizer report", str(e))
 
+        # replica_fallback = error refuses reads when no replica is eligible, but a read that
+        # waits for the client's own write is the primary's to serve, not an error.
+        strict = Proxy("ryw_strict", {"replicas": f"{PG_HOST}:{R1}, {PG_HOST}:{R2}"},
+                       max_lag_ms=0, max_lag_bytes=0, lag_poll_ms=20, replica_fallback="error")
+        proxies.append(strict)
+        wait_replicas_up(strict)
+        with through(strict) as w:
+            stale, wrong, ports, _, _, secs = ryw_loop(w, 300, client_side=True)
+        report(stale == 0 and wrong == 0, "replica_fallback = error: 300 write-then-read iterations",
+               f"{stale} stale, {wrong} wrong, no error; reads served by {fmt_ports(ports)}; {secs:.1f} s")
+        strict.stop()
+
         # Without read-your-writes the stale replicas do serve the reads.
         off = Proxy("ryw_off", {"replicas": f"{PG_HOST}:{R1}, {PG_HOST}:{R2}"},
                     max_lag_ms=0, max_lag_bytes=0, lag_poll_ms=20, read_your_writes="off")
