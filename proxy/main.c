@@ -200,30 +200,8 @@ static int run(px_proxy *px)
         pgs_error("startup_failed", "monitor: %s", err);
         return 1;
     }
-    int started = 0, rc = 0;
-    for (int i = 0; i < px->nworkers; i++) {
-        px->workers[i].px = px;
-        px->workers[i].conf = px->conf;
-        px->workers[i].id = i;
-        px->workers[i].listen_fd = listen_socket(cfg, err, sizeof err);
-        if (px->workers[i].listen_fd < 0) {
-            pgs_error("startup_failed", "%s", err);
-            rc = 1;
-            goto stop;
-        }
-    }
-    for (; started < px->nworkers; started++) {
-        int r = px_worker_start(&px->workers[started]);
-        if (r < 0) {
-            pgs_error("startup_failed", "worker %d: %s", started, uv_strerror(r));
-            rc = 1;
-            goto stop;
-        }
-    }
-    pgs_info("listening", "pgshard %s on %s:%u, %d workers, %s pooling, pool_size %d", PGS_VERSION,
-             cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
-             cfg->pool_size);
-
+    /* The signal handlers come first: a client may connect, and a SIGTERM arrive, as soon
+     * as the first worker listens. */
     uv_loop_t loop;
     px_main m = {.px = px};
     uv_loop_init(&loop);
@@ -235,15 +213,41 @@ static int run(px_proxy *px)
     uv_signal_start(&m.sighup, on_sighup, SIGHUP);
     uv_signal_start(&m.sigint, on_signal, SIGINT);
     uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    int started = 0, rc = 0;
+    for (int i = 0; i < px->nworkers && rc == 0; i++) {
+        px->workers[i].px = px;
+        px->workers[i].conf = px->conf;
+        px->workers[i].id = i;
+        px->workers[i].listen_fd = listen_socket(cfg, err, sizeof err);
+        if (px->workers[i].listen_fd < 0) {
+            pgs_error("startup_failed", "%s", err);
+            rc = 1;
+        }
+    }
+    for (; rc == 0 && started < px->nworkers; started++) {
+        int r = px_worker_start(&px->workers[started]);
+        if (r < 0) {
+            pgs_error("startup_failed", "worker %d: %s", started, uv_strerror(r));
+            rc = 1;
+            break;
+        }
+    }
+    if (rc == 0) {
+        pgs_info("listening", "pgshard %s on %s:%u, %d workers, %s pooling, pool_size %d", PGS_VERSION,
+                 cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
+                 cfg->pool_size);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
     uv_close((uv_handle_t *)&m.sigint, NULL);
     uv_close((uv_handle_t *)&m.sigterm, NULL);
     uv_close((uv_handle_t *)&m.sighup, NULL);
     uv_close((uv_handle_t *)&m.drain, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-
-stop:
+    /* Stopping: closing the handles restored the default actions, and a further SIGTERM or
+     * SIGINT must not kill the process halfway through. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     atomic_store(&px->stopping, true);
     for (int i = 0; i < started; i++)
         px_worker_request_stop(&px->workers[i]);
