@@ -219,13 +219,15 @@ struct px_pool {
     px_worker *w;
     const px_user *user; /* borrowed */
     char db_name[PX_NAME_MAX];
-    int shard, nodeix;        /* the node its servers connect to: index into px_conf.nodes */
-    pgs_list servers;         /* every server of this pool */
-    pgs_list idle;            /* SV_IDLE servers, most recently used first */
-    pgs_list waiting;         /* CL_WAIT_SERVER clients, first come first served */
-    pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
-    int nconnecting;          /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
-    uint64_t retry_at;        /* loop time before which no new server login is tried */
+    int shard, nodeix;              /* the node its servers connect to: index into px_conf.nodes */
+    px_pool *sibling[PX_MAX_NODES]; /* this user and database on each node of the shard,
+                                       found once (pools live as long as their worker) */
+    pgs_list servers;               /* every server of this pool */
+    pgs_list idle;                  /* SV_IDLE servers, most recently used first */
+    pgs_list waiting;               /* CL_WAIT_SERVER clients, first come first served */
+    pgs_list welcome_waiting;       /* CL_WAIT_WELCOME clients */
+    int nconnecting;                /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
+    uint64_t retry_at;              /* loop time before which no new server login is tried */
     bool welcome_ready;
     pgs_buf welcome;    /* ParameterStatus messages every new client receives */
     int nclients;       /* logged-in clients of this pool */

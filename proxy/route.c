@@ -364,11 +364,10 @@ static int route_place(px_client *cl, const px_qclass *qc)
         if (replica)
             atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, shard, node), 1, memory_order_relaxed);
     }
-    px_pool *pool = node == cl->pool->nodeix && shard == cl->pool->shard
-                        ? cl->pool
-                        : px_pool_get(w, cl->user, cl->db_name, shard, node);
-    if (!pool)
+    px_pool *home = cl->pool, *pool = home->sibling[node];
+    if (!pool && !(pool = home->sibling[node] = px_pool_get(w, cl->user, cl->db_name, shard, node)))
         return -1;
+    pool->user = home->user; /* after a reload, as px_pool_get does */
     cl->link_replica = replica;
     return px_pool_acquire(pool, cl);
 }
