@@ -3,7 +3,8 @@
 # on one fresh cluster: pgbench -S at 1 and 16 clients, simple and extended protocol. Reports
 # TPS and each proxy's CPU seconds per 1000 transactions (utime+stime from /proc), the
 # ratio pgshard/PgBouncer, and pgshard's RSS with 1000 idle clients. Not a test: numbers
-# vary with the machine; compare the ratios.
+# vary with the machine; compare the ratios. BENCH_REPLICAS=N gives the shard N streaming
+# replicas and lets pgshard route the reads to them (its monitor thread's CPU included).
 set -euo pipefail
 BUILD=${1:-build}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,11 +22,12 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$SRC/tests/cluster/cluster.sh" start "$CL" --shards 1 --replicas 0 >/dev/null
+"$SRC/tests/cluster/cluster.sh" start "$CL" --shards 1 --replicas "${BENCH_REPLICAS:-0}" >/dev/null
 . "$CL/cluster.env"
 PP=$PGS_SHARD0_PRIMARY_PORT
 export PGPASSWORD=app
 $PGBIN/pgbench -i -s 10 -q -h 127.0.0.1 -p "$PP" -U app app >/dev/null 2>&1
+((${BENCH_REPLICAS:-0} == 0)) || sleep 3 # let the replicas replay the tables
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PXPORT=$(free_port)
@@ -39,6 +41,7 @@ auth_type = ${BENCH_AUTH:-scram-sha-256}
 log_level = warn
 [shard.0]
 primary = 127.0.0.1:$PP
+$(for ((r = 1; r <= ${BENCH_REPLICAS:-0}; r++)); do v=PGS_SHARD0_REPLICA${r}_PORT; printf '%s127.0.0.1:%s' "$( ((r == 1)) && echo 'replicas = ' || echo ', ')" "${!v}"; done)
 [user.app]
 password = app
 INI
