@@ -25,7 +25,9 @@ struct prs_cache {
     size_t mask;
     entry *entries;      /* owned; capacity of them, allocated once */
     uint32_t head, tail; /* most and least recently used */
-    uint32_t free_head;  /* unused entries, linked through next */
+    uint32_t free_head;  /* unused entries, linked through next (none today: nothing deletes) */
+    uint32_t fresh;      /* entries from here on were never used: their pages stay untouched,
+                            so a cache of few shapes costs little memory */
     prs_cache_stats stats;
 };
 
@@ -66,9 +68,8 @@ void prs_cache_clear(prs_cache *c)
     }
     for (size_t b = 0; b <= c->mask; b++)
         c->buckets[b] = NIL;
-    for (size_t i = 0; i < c->capacity; i++)
-        c->entries[i].next = i + 1 < c->capacity ? (uint32_t)(i + 1) : NIL;
-    c->free_head = 0;
+    c->free_head = NIL;
+    c->fresh = 0;
     c->head = c->tail = NIL;
     c->size = 0;
 }
@@ -189,6 +190,8 @@ int prs_cache_insert(prs_cache *c, const prs_cache_key *key, const prs_query_inf
     if (c->free_head != NIL) {
         i = c->free_head;
         c->free_head = c->entries[i].next;
+    } else if (c->fresh < c->capacity) {
+        i = c->fresh++;
     } else {
         i = evict(c);
     }
