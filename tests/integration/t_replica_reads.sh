@@ -290,11 +290,11 @@ pgs_log "balance = least_outstanding: while one replica runs a slow read, quick 
 pgs_start_proxy rr_lo admin_users=app lag_poll_ms=50 workers=1 '[shard.0]' "replicas = $(pgs_replica_list 0)" \
   "balance = least_outstanding"
 pgs_wait_replicas_up 15 "$R1" "$R2"
-pgs_psql -c "SELECT inet_server_port() FROM (SELECT pg_sleep(3)) s" >"$W/slow.out" 2>&1 &
+pgs_psql -c "SELECT inet_server_port() FROM (SELECT pg_sleep(6)) s" >"$W/slow.out" 2>&1 &
 SLOW=$!
 pgs_on_exit "kill $SLOW 2>/dev/null; wait $SLOW 2>/dev/null"
 sleeping_on() {
-  [[ -n $(pgs_cluster psql 0 "$1" -- -At -c "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()" 2>/dev/null) ]]
+  [[ -n $(pgs_cluster psql 0 "$1" -- -At -c "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(6)%' AND pid <> pg_backend_pid()" 2>/dev/null) ]]
 }
 busy=""
 for ((i = 0; i < 40; i++)); do
