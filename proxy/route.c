@@ -654,6 +654,24 @@ static void var_set(px_client *cl, const char *name, const char *value, bool res
         var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
 }
 
+/* A statement that fails as SET of a bad pgshard.* value should: the same SQLSTATE and
+ * message. The variable's name is copied only as far as it is a plain identifier. */
+static void var_refusal_sql(pgs_buf *b, const char *name)
+{
+    char safe[64];
+    size_t n = 0;
+    for (const char *p = name; *p && n + 1 < sizeof safe; p++)
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.')
+            safe[n++] = *p;
+    safe[n] = 0;
+    bool known = strcmp(safe, "pgshard.target") == 0 || strcmp(safe, "pgshard.max_lag_ms") == 0;
+    pgs_buf_appendf(b,
+                    "DO $pgshard$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = '%s \"%s\"'; "
+                    "END$pgshard$",
+                    known ? "22023" : "42704",
+                    known ? "invalid value for parameter" : "unrecognized configuration parameter", safe);
+}
+
 /* The same in an unnamed Parse (pgjdbc and other drivers send every statement this way):
  * the setting is applied now, and the server gets `SET pgshard.x TO 'value'`, which its
  * grammar accepts as a placeholder variable (`= primary` it would refuse), so the replies
@@ -672,18 +690,19 @@ int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, s
     if (!name || (qi->kind == PRS_KIND_SET && var_value(c->w, sql, len, qi, value, sizeof value) < 0))
         return 0;
     bool reset = qi->kind == PRS_KIND_RESET;
-    if (!var_apply(cl, name, value, reset))
-        return 0; /* a bad value: the server's error says so */
+    bool ok = var_apply(cl, name, value, reset);
     const uint8_t *msg = px_conn_at(c);
     const uint8_t *types = (const uint8_t *)sql + len + 1; /* after the text's NUL */
     size_t ntypes = (size_t)(msg + f->total - types);
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, 'P');
     pgs_buf_append_u8(&b, 0);
-    if (reset)
+    if (!ok)
+        var_refusal_sql(&b, name); /* the server raises the error, in its place among the replies */
+    else if (reset)
         pgs_buf_appendf(&b, "RESET %s", name);
     else
-        pgs_buf_appendf(&b, "SET %s TO '%s'", name, value);
+        pgs_buf_appendf(&b, "SET %s TO '%s'", name, value); /* both checked by var_apply */
     pgs_buf_append_u8(&b, 0);
     pgs_buf_append(&b, types, ntypes);
     pgs_msg_end(&b, m);

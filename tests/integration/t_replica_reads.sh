@@ -190,13 +190,16 @@ for _ in range(3):
 print(ext("RESET pgshard.target"))
 for _ in range(4):
     print(ext("SELECT inet_server_port()").split("|")[1])
+bad = c.pgconn.exec_params(b"SET pgshard.target = bogus", [])
+print(bad.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode())
 EOF
 )
 mapfile -t L <<<"$out"
-((${#L[@]} == 9)) || pgs_fail "extended SET/RESET pgshard.target: expected 9 lines, got: ${out//$'\n'/ }"
+((${#L[@]} == 10)) || pgs_fail "extended SET/RESET pgshard.target: expected 10 lines, got: ${out//$'\n'/ }"
 pgs_assert_eq "SET|RESET" "${L[0]}|${L[4]}" "extended SET/RESET pgshard.target answered SET/RESET"
 all_primary "extended reads after SET pgshard.target = primary" "$(printf '%s\n' "${L[@]:1:3}")"
 all_replica "extended reads after RESET pgshard.target" "$(printf '%s\n' "${L[@]:5:4}")"
+pgs_assert_eq 22023 "${L[9]}" "extended SET pgshard.target = bogus fails with 22023"
 
 pgs_log "reads that must run on the primary"
 for i in 1 2 3; do
