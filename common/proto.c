@@ -21,8 +21,20 @@ int pgs_frame_read(const uint8_t *p, size_t n, uint32_t max_len, pgs_frame *f)
 bool pgs_frontend_type_valid(char type)
 {
     switch (type) {
-    case 'B': case 'C': case 'd': case 'c': case 'f': case 'D': case 'E':
-    case 'H': case 'F': case 'P': case 'p': case 'Q': case 'S': case 'X':
+    case 'B':
+    case 'C':
+    case 'd':
+    case 'c':
+    case 'f':
+    case 'D':
+    case 'E':
+    case 'H':
+    case 'F':
+    case 'P':
+    case 'p':
+    case 'Q':
+    case 'S':
+    case 'X':
         return true;
     default:
         return false;
@@ -44,8 +56,7 @@ void pgs_msg_end(pgs_buf *b, size_t start)
         pgs_buf_put_be32(b, start, (uint32_t)(b->len - start));
 }
 
-void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate,
-                          const char *msg)
+void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate, const char *msg)
 {
     size_t st = pgs_msg_begin(b, type);
     pgs_buf_append_u8(b, 'S');
@@ -100,6 +111,30 @@ void pgs_msg_ready(pgs_buf *b, char status)
 {
     size_t st = pgs_msg_begin(b, 'Z');
     pgs_buf_append_u8(b, (uint8_t)status);
+    pgs_msg_end(b, st);
+}
+
+/* A RowDescription of n columns of type text, as SHOW and the admin console answer. */
+void pgs_msg_row_desc_text(pgs_buf *b, const char *const *cols, int n)
+{
+    size_t st = pgs_msg_begin(b, 'T');
+    pgs_buf_append_be16(b, (uint16_t)n);
+    for (int i = 0; i < n; i++) {
+        pgs_buf_append_cstr(b, cols[i]);
+        pgs_buf_append_be32(b, 0);          /* no table */
+        pgs_buf_append_be16(b, 0);          /* no column */
+        pgs_buf_append_be32(b, 25);         /* text */
+        pgs_buf_append_be16(b, 0xffff);     /* variable length */
+        pgs_buf_append_be32(b, 0xffffffff); /* no type modifier */
+        pgs_buf_append_be16(b, 0);          /* text format */
+    }
+    pgs_msg_end(b, st);
+}
+
+void pgs_msg_complete(pgs_buf *b, const char *tag)
+{
+    size_t st = pgs_msg_begin(b, 'C');
+    pgs_buf_append_cstr(b, tag);
     pgs_msg_end(b, st);
 }
 

@@ -10,8 +10,8 @@
 #define PGS_CODE_CANCEL 80877102u
 #define PGS_CODE_SSL 80877103u
 #define PGS_CODE_GSSENC 80877104u
-#define PGS_MAX_STARTUP_LEN 10000u       /* as PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
-#define PGS_MAX_MSG_LEN 0x40000000u      /* 1 GiB: longer messages are protocol violations */
+#define PGS_MAX_STARTUP_LEN 10000u  /* as PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define PGS_MAX_MSG_LEN 0x40000000u /* 1 GiB: longer messages are protocol violations */
 #define PGS_HDR_LEN 5u
 
 /* Result of looking at the start of a typed message. */
@@ -38,13 +38,14 @@ void pgs_msg_end(pgs_buf *b, size_t start);
  * and a printf-style message. */
 void pgs_msg_error(pgs_buf *b, const char *severity, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate,
-                          const char *msg);
+void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate, const char *msg);
 void pgs_msg_auth(pgs_buf *b, uint32_t code, const void *extra, size_t extra_len);
 void pgs_msg_param_status(pgs_buf *b, const char *name, const char *value);
 void pgs_msg_backend_key(pgs_buf *b, uint32_t pid, uint32_t secret);
 void pgs_msg_ready(pgs_buf *b, char status);
 void pgs_msg_query(pgs_buf *b, const char *sql);
+void pgs_msg_row_desc_text(pgs_buf *b, const char *const *cols, int n);
+void pgs_msg_complete(pgs_buf *b, const char *tag); /* CommandComplete */
 
 /* Fields of an ErrorResponse/NoticeResponse body, pointing into the body. */
 typedef struct pgs_error_fields {

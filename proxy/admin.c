@@ -245,27 +245,9 @@ void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n)
 
 /* ---- the console -------------------------------------------------------------------- */
 
-static void admin_columns(pgs_buf *b, const char *const *cols, int n)
-{
-    size_t st = pgs_msg_begin(b, 'T');
-    pgs_buf_append_be16(b, (uint16_t)n);
-    for (int i = 0; i < n; i++) {
-        pgs_buf_append_cstr(b, cols[i]);
-        pgs_buf_append_be32(b, 0);
-        pgs_buf_append_be16(b, 0);
-        pgs_buf_append_be32(b, 25); /* text */
-        pgs_buf_append_be16(b, 0xffff);
-        pgs_buf_append_be32(b, 0xffffffff);
-        pgs_buf_append_be16(b, 0);
-    }
-    pgs_msg_end(b, st);
-}
-
 static void admin_complete(px_client *cl, pgs_buf *b, const char *tag)
 {
-    size_t st = pgs_msg_begin(b, 'C');
-    pgs_buf_append_cstr(b, tag);
-    pgs_msg_end(b, st);
+    pgs_msg_complete(b, tag);
     pgs_msg_ready(b, 'I');
     px_conn_send_buf(&cl->conn, b);
 }
@@ -310,7 +292,7 @@ static void admin_list_done(px_worker *w, px_snapshot *s)
     px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf b = PGS_BUF_INIT;
-        admin_columns(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 9);
+        pgs_msg_row_desc_text(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 9);
         unsigned n = 0;
         for (int i = 0; i < s->nparts; i++) {
             pgs_buf_append(&b, s->parts[i].data, s->parts[i].len);
@@ -338,7 +320,7 @@ static void admin_pools_done(px_worker *w, px_snapshot *s)
         size_t n;
         px_pool_rows_merge(s, &rows, &n);
         bool is_stats = cl->admin_show_stats;
-        admin_columns(&b, is_stats ? tcols : pcols, is_stats ? 11 : 10);
+        pgs_msg_row_desc_text(&b, is_stats ? tcols : pcols, is_stats ? 11 : 10);
         for (size_t i = 0; i < n; i++) {
             const px_pool_row *r = (const px_pool_row *)rows.data + i;
             size_t st = b.len;
@@ -435,7 +417,7 @@ static int admin_show_config(px_client *cl)
     static const char *const stls[] = {"disable", "prefer", "require"};
     const cfg_config *c = cl->conn.w->conf->cfg;
     pgs_buf b = PGS_BUF_INIT;
-    admin_columns(&b, cols, 2);
+    pgs_msg_row_desc_text(&b, cols, 2);
     admin_kv(&b, "config_file", "%s", c->path);
     admin_kv(&b, "listen_addr", "%s", c->listen_addr);
     admin_kv(&b, "listen_port", "%u", c->listen_port);
@@ -489,7 +471,7 @@ static int admin_show_replicas(px_client *cl)
     const cfg_config *c = w->px->cfg;
     const px_status *st = w->px->mon ? px_route_status(w) : NULL;
     pgs_buf b = PGS_BUF_INIT;
-    admin_columns(&b, cols, 12);
+    pgs_msg_row_desc_text(&b, cols, 12);
     for (int s = 0; s < c->nshards; s++) {
         const cfg_shard *cs = &c->shards[s];
         for (int i = 0; i <= cs->nreplicas; i++) {
@@ -523,7 +505,7 @@ static int admin_show_version(px_client *cl)
 {
     static const char *const cols[] = {"version"};
     pgs_buf b = PGS_BUF_INIT;
-    admin_columns(&b, cols, 1);
+    pgs_msg_row_desc_text(&b, cols, 1);
     size_t st = b.len;
     snap_row_begin(&b, 1);
     snap_col(&b, "pgshard %s", PGS_VERSION);

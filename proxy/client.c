@@ -821,8 +821,7 @@ static void client_arm_retry(px_client *cl, const pgs_frame *f)
     if (!cl->retry.data)
         return;
     cl->retry.len = 0;
-    pgs_buf_append(&cl->retry, px_conn_at(c), n);
-    cl->retry_armed = true;
+    pgs_buf_append(&cl->retry, px_conn_at(c), n); /* armed unless that failed */
     cl->retry_sealed = false;
 }
 
@@ -905,10 +904,8 @@ static int client_forward_step(px_client *cl)
     }
     px_server *sv = cl->server;
     /* A message after the read that was kept: sending only that read again would lose it. */
-    if (cl->retry_armed && cl->retry_sealed) {
-        cl->retry_armed = false;
-        px_buf_give(c->w, &cl->retry);
-    }
+    if (px_retry_armed(cl) && cl->retry_sealed)
+        px_route_disarm(cl);
     if (!sv->xact_start_ns)
         sv->xact_start_ns = uv_hrtime();
     if (cl->fresh_link) {
@@ -917,7 +914,7 @@ static int client_forward_step(px_client *cl)
         if (cl->link_replica)
             client_arm_retry(cl, &f);
     }
-    if (cl->retry_armed && (f.type == 'Q' || f.type == 'S'))
+    if (px_retry_armed(cl) && (f.type == 'Q' || f.type == 'S'))
         cl->retry_sealed = true;
     if (rewrite) {
         if (f.type == 'Q')

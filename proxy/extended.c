@@ -162,6 +162,25 @@ static void ext_drop(px_client *cl, const pgs_frame *f)
     c->fwd_mark = c->in_pos;
 }
 
+/* The client's statement `name`, made ready on its server for a message that replaces f:
+ * returns 1 with *out and sname set and f dropped, 0 for a name the client does not have
+ * (f passes unchanged, so PostgreSQL reports it), 2 to wait for an earlier Parse, -1. */
+static int ext_take_stmt(px_client *cl, const pgs_frame *f, const char *name, px_stmt **out,
+                         char sname[PX_STMT_NAME_LEN])
+{
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    if (!st)
+        return 0;
+    px_conn_flush_forward(&cl->conn, &cl->server->conn);
+    int r = ext_ensure_any(cl->server, st);
+    if (r != 0)
+        return r < 0 ? -1 : 2;
+    px_stmt_name(st->hash, sname);
+    ext_drop(cl, f);
+    *out = st;
+    return 1;
+}
+
 static char *ext_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -349,16 +368,11 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
 int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
 {
     px_server *sv = cl->server;
-    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
-    if (!st)
-        return 0;
-    px_conn_flush_forward(&cl->conn, &sv->conn);
-    int r = ext_ensure_any(sv, st);
-    if (r != 0)
-        return r < 0 ? -1 : 2;
+    px_stmt *st;
     char sname[PX_STMT_NAME_LEN];
-    px_stmt_name(st->hash, sname);
-    ext_drop(cl, f);
+    int r = ext_take_stmt(cl, f, name, &st, sname);
+    if (r != 1)
+        return r;
     px_htab_del(&sv->stmts, st->hash);
     px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
     pgs_buf b = PGS_BUF_INIT;
@@ -647,16 +661,11 @@ int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_
                        size_t at, size_t end)
 {
     px_server *sv = cl->server;
-    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
-    if (!st)
-        return 0;
-    px_conn_flush_forward(&cl->conn, &sv->conn);
-    int r = ext_ensure_any(sv, st);
-    if (r != 0)
-        return r < 0 ? -1 : 2;
+    px_stmt *st;
     char sname[PX_STMT_NAME_LEN];
-    px_stmt_name(st->hash, sname);
-    ext_drop(cl, f);
+    int r = ext_take_stmt(cl, f, name, &st, sname);
+    if (r != 1)
+        return r;
     px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
     if (!e)
         return -1;

@@ -158,17 +158,17 @@ struct px_client {
     bool link_replica;     /* linked to a replica (a read) */
     bool want_read;        /* the message being routed may run on a replica */
     uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
-    bool retry_armed;      /* retry holds the read sent to a replica, no reply byte reached us */
     bool retry_sealed;     /* the kept read's last message (Query or Sync) has gone out */
     uint8_t target;        /* SET pgshard.target: prs_target */
     uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
     uint32_t avoid;        /* nodes (bit per index) that failed this client's read: try others */
     uint64_t ryw_write_ns; /* end of its last write transaction not yet bounded by a sample */
     uint64_t ryw_lsn;      /* its reads need a replica replayed at least this far */
-    pgs_buf retry;         /* a pooled block: the Query to resend if the replica fails first */
-    px_htab stmts;         /* the client's statement names (transaction pooling) */
-    px_session *sess;      /* owned, NULL until the client has session state */
-    pgs_buf startup;       /* startup parameters (name\0value\0...), until the welcome is sent */
+    pgs_buf retry;    /* while armed (px_retry_armed): a pooled block holding the read to send again if the
+                         replica fails first */
+    px_htab stmts;    /* the client's statement names (transaction pooling) */
+    px_session *sess; /* owned, NULL until the client has session state */
+    pgs_buf startup;  /* startup parameters (name\0value\0...), until the welcome is sent */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
     union {
@@ -366,7 +366,13 @@ void px_route_node_failed(px_worker *w, int shard, int node);
 void px_route_node_ok(px_worker *w, int shard, int node);
 /* Clients queued for a node that failed: route them again, avoiding it. */
 void px_route_requeue(px_pool *pool);
-void px_route_tick(px_worker *w, uint64_t now);
+void px_route_tick(px_worker *w);
+void px_route_disarm(px_client *cl);
+/* retry holds a read sent to a replica that has not answered a byte of it yet. */
+static inline bool px_retry_armed(const px_client *cl)
+{
+    return cl->retry.len != 0;
+}
 /* The server failed before the client saw a byte of the read it was sent: 1 if the client
  * was sent elsewhere (then the caller must not tell it), 0 otherwise. */
 int px_route_retry(px_client *cl, px_server *sv);

@@ -372,6 +372,14 @@ static int route_place(px_client *cl, const px_qclass *qc)
     return px_pool_acquire(pool, cl);
 }
 
+/* Whether a statement of this class goes to a replica: hint first, then the session's
+ * SET pgshard.target, then the classification. */
+static bool route_wants_replica(const px_client *cl, const px_qclass *qc)
+{
+    uint8_t target = qc->target ? qc->target : cl->target;
+    return target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc->read);
+}
+
 /* Called from the client's input pass with the first message of a transaction. Returns as
  * route_place. */
 int px_route_acquire(px_client *cl, const pgs_frame *f)
@@ -383,8 +391,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     cl->link_replica = false;
     if (w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION) {
         route_message(cl, f, &qc);
-        uint8_t target = qc.target ? qc.target : cl->target;
-        cl->want_read = target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc.read);
+        cl->want_read = route_wants_replica(cl, &qc);
         cl->link_write = !qc.read;
     }
     return route_place(cl, &qc);
@@ -402,8 +409,7 @@ bool px_route_must_leave(px_client *cl, const pgs_frame *f)
         return false;
     px_qclass qc;
     route_message(cl, f, &qc);
-    uint8_t target = qc.target ? qc.target : cl->target;
-    return !(target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc.read));
+    return !route_wants_replica(cl, &qc);
 }
 
 /* The end of a link: a write starts the read-your-writes wait; a read that went well
@@ -416,7 +422,12 @@ void px_route_link_done(px_client *cl)
         cl->avoid = 0;
     cl->link_write = false;
     cl->link_replica = false;
-    cl->retry_armed = false;
+    px_route_disarm(cl);
+}
+
+/* The kept copy of a read is no longer needed (or no longer enough). */
+void px_route_disarm(px_client *cl)
+{
     px_buf_give(cl->conn.w, &cl->retry);
 }
 
@@ -447,20 +458,21 @@ px_pool *px_route_home_pool(px_client *cl)
     return primary;
 }
 
-/* Clients queued in a pool whose node cannot be reached: each goes through routing again
- * (the node now rests, so another replica, the primary, or the primary's waiters). */
-void px_route_requeue(px_pool *pool)
+/* Routes again every client queued in `from` (a pool's queue or the primary's waiters):
+ * each is linked, queued anew, or refused. avoid_node (-1: none) is a replica that failed
+ * the readers among them. */
+static void route_again(pgs_list *from, int avoid_node)
 {
     pgs_node *n;
     pgs_list moved;
     pgs_list_init(&moved);
-    while ((n = pgs_list_pop_front(&pool->waiting)))
+    while ((n = pgs_list_pop_front(from)))
         pgs_list_push_back(&moved, n);
     while ((n = pgs_list_pop_front(&moved))) {
         px_client *cl = pgs_container_of(n, px_client, wait_node);
         cl->wait_pool = NULL;
-        if (cl->link_replica)
-            cl->avoid |= 1u << pool->nodeix;
+        if (avoid_node >= 0 && cl->link_replica)
+            cl->avoid |= 1u << avoid_node;
         int r = route_place(cl, NULL);
         if (r < 0)
             px_client_fatal(cl, "53200", "out of memory");
@@ -471,28 +483,19 @@ void px_route_requeue(px_pool *pool)
     }
 }
 
+/* Clients queued in a pool whose node cannot be reached: each goes through routing again
+ * (the node now rests, so another replica, the primary, or the primary's waiters). */
+void px_route_requeue(px_pool *pool)
+{
+    route_again(&pool->waiting, pool->nodeix);
+}
+
 /* Every tick: clients waiting for a primary get one when the monitor has found it, or the
  * refusal when primary_wait_ms is over. */
-void px_route_tick(px_worker *w, uint64_t now)
+void px_route_tick(px_worker *w)
 {
-    (void)now;
-    if (!w->primary_waiters.n)
-        return;
-    pgs_list moved;
-    pgs_list_init(&moved);
-    pgs_node *n;
-    while ((n = pgs_list_pop_front(&w->primary_waiters)))
-        pgs_list_push_back(&moved, n);
-    while ((n = pgs_list_pop_front(&moved))) {
-        px_client *cl = pgs_container_of(n, px_client, wait_node);
-        int r = route_place(cl, NULL);
-        if (r < 0)
-            px_client_fatal(cl, "53200", "out of memory");
-        else if (r == 1 && !cl->server) {
-            cl->state = CL_IDLE;
-            px_client_process(cl);
-        }
-    }
+    if (w->primary_waiters.n)
+        route_again(&w->primary_waiters, -1);
 }
 
 /* The replica failed before the client saw any byte of the read sent to it (a FATAL
@@ -502,7 +505,7 @@ void px_route_tick(px_worker *w, uint64_t now)
 int px_route_retry(px_client *cl, px_server *sv)
 {
     px_conn *c = &cl->conn;
-    if (!cl->retry_armed || sv->sent_any || c->processing || c->closing || !cl->retry.len ||
+    if (!px_retry_armed(cl) || sv->sent_any || c->processing || c->closing ||
         (cl->avoid & (1u << sv->pool->nodeix)))
         return 0;
     size_t rest = c->in.len - c->in_pos;
@@ -517,8 +520,7 @@ int px_route_retry(px_client *cl, px_server *sv)
     cl->avoid |= 1u << sv->pool->nodeix;
     pgs_info("read_retried", "client %08x: node %d of shard %d failed before answering; trying another node",
              cl->key_pid, sv->pool->nodeix, sv->pool->shard);
-    cl->retry_armed = false;
-    px_buf_give(c->w, &cl->retry);
+    px_route_disarm(cl);
     cl->link_write = false;
     cl->link_replica = false;
     cl->paused = false;
@@ -561,24 +563,13 @@ static void var_error(px_client *cl, const char *sqlstate, const char *msg, cons
 static void var_show(px_client *cl, const char *name, const char *value)
 {
     pgs_buf b = PGS_BUF_INIT;
-    size_t st = pgs_msg_begin(&b, 'T');
-    pgs_buf_append_be16(&b, 1);
-    pgs_buf_append_cstr(&b, name);
-    pgs_buf_append_be32(&b, 0);
-    pgs_buf_append_be16(&b, 0);
-    pgs_buf_append_be32(&b, 25);
-    pgs_buf_append_be16(&b, 0xffff);
-    pgs_buf_append_be32(&b, 0xffffffff);
-    pgs_buf_append_be16(&b, 0);
-    pgs_msg_end(&b, st);
-    st = pgs_msg_begin(&b, 'D');
+    pgs_msg_row_desc_text(&b, &name, 1);
+    size_t st = pgs_msg_begin(&b, 'D');
     pgs_buf_append_be16(&b, 1);
     pgs_buf_append_be32(&b, (uint32_t)strlen(value));
     pgs_buf_append(&b, value, strlen(value));
     pgs_msg_end(&b, st);
-    st = pgs_msg_begin(&b, 'C');
-    pgs_buf_append_cstr(&b, "SHOW");
-    pgs_msg_end(&b, st);
+    pgs_msg_complete(&b, "SHOW");
     var_reply(cl, &b);
     pgs_buf_free(&b);
 }
@@ -586,9 +577,7 @@ static void var_show(px_client *cl, const char *name, const char *value)
 static void var_done(px_client *cl, const char *tag)
 {
     pgs_buf b = PGS_BUF_INIT;
-    size_t st = pgs_msg_begin(&b, 'C');
-    pgs_buf_append_cstr(&b, tag);
-    pgs_msg_end(&b, st);
+    pgs_msg_complete(&b, tag);
     var_reply(cl, &b);
     pgs_buf_free(&b);
 }
@@ -654,6 +643,19 @@ static void var_set(px_client *cl, const char *name, const char *value, bool res
         var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
 }
 
+/* A text that is one SET, RESET or SHOW of a pgshard.* variable: its analysis and the
+ * variable's name; NULL for any other text (most of them: memchr finds no such name). */
+static const prs_query_info *var_statement(px_worker *w, const char *sql, size_t len, const char **name)
+{
+    if (!mentions_pgshard(sql, len))
+        return NULL;
+    const prs_query_info *qi = route_analyze(w, sql, len);
+    if (!qi || !(qi->flags & PRS_F_PGSHARD_VAR) || qi->n_statements != 1 ||
+        !(*name = prs_info_str(qi, qi->set_name)))
+        return NULL;
+    return qi;
+}
+
 /* A statement that fails as SET of a bad pgshard.* value should: the same SQLSTATE and
  * message. The variable's name is copied only as far as it is a plain identifier. */
 static void var_refusal_sql(pgs_buf *b, const char *name)
@@ -679,15 +681,12 @@ static void var_refusal_sql(pgs_buf *b, const char *name)
 int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len)
 {
     px_conn *c = &cl->conn;
-    if (!mentions_pgshard(sql, len))
+    const char *name;
+    const prs_query_info *qi = var_statement(c->w, sql, len, &name);
+    if (!qi || (qi->kind != PRS_KIND_SET && qi->kind != PRS_KIND_RESET))
         return 0;
-    const prs_query_info *qi = route_analyze(c->w, sql, len);
-    if (!qi || !(qi->flags & PRS_F_PGSHARD_VAR) || qi->n_statements != 1 ||
-        (qi->kind != PRS_KIND_SET && qi->kind != PRS_KIND_RESET))
-        return 0;
-    const char *name = prs_info_str(qi, qi->set_name);
     char value[64] = "";
-    if (!name || (qi->kind == PRS_KIND_SET && var_value(c->w, sql, len, qi, value, sizeof value) < 0))
+    if (qi->kind == PRS_KIND_SET && var_value(c->w, sql, len, qi, value, sizeof value) < 0)
         return 0;
     bool reset = qi->kind == PRS_KIND_RESET;
     bool ok = var_apply(cl, name, value, reset);
@@ -721,15 +720,13 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
     px_conn *c = &cl->conn;
     const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
-    if (c->in.len - c->in_pos < f->total || !mentions_pgshard(sql, len))
+    if (c->in.len - c->in_pos < f->total)
         return 0;
     if (cl->server && (cl->server->replies.n || cl->server->ext_open))
         return 0; /* replies still owed: an answer from here would overtake them */
-    const prs_query_info *qi = route_analyze(c->w, sql, len);
-    if (!qi || !(qi->flags & PRS_F_PGSHARD_VAR) || qi->n_statements != 1)
-        return 0;
-    const char *name = prs_info_str(qi, qi->set_name);
-    if (!name)
+    const char *name;
+    const prs_query_info *qi = var_statement(c->w, sql, len, &name);
+    if (!qi)
         return 0;
     char value[64] = "";
     int vr = qi->kind == PRS_KIND_SET ? var_value(c->w, sql, len, qi, value, sizeof value) : 0;

@@ -51,7 +51,7 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     if (cl) {
         sv->client = NULL;
         cl->server = NULL;
-        if (cl->retry_armed && !sv->sent_any && px_route_retry(cl, sv))
+        if (px_retry_armed(cl) && !sv->sent_any && px_route_retry(cl, sv))
             ; /* sent to another node */
         else if (sv->conn.pass_left == 0)
             px_client_fatal(cl, "08006", "server connection lost: %s", why);
@@ -369,7 +369,7 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
                               size_t avail)
 {
     /* An immediate shutdown says so in a WARNING notice (class 57) before dropping us. */
-    if (cl->retry_armed && (f->type == 'E' || f->type == 'N') && avail >= f->total) {
+    if (px_retry_armed(cl) && (f->type == 'E' || f->type == 'N') && avail >= f->total) {
         pgs_error_fields ef;
         if (pgs_error_parse(p + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
             (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0 ||
@@ -380,10 +380,7 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
         }
     }
     sv->sent_any = true;
-    if (cl->retry_armed) {
-        cl->retry_armed = false;
-        px_buf_give(sv->conn.w, &cl->retry);
-    }
+    px_route_disarm(cl);
     return 0;
 }
 
@@ -419,7 +416,7 @@ static int server_active_step(px_server *sv)
     }
     if (f.type == 'Z' && avail < f.total)
         return 0;
-    if (cl->retry_armed && !sv->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
+    if (px_retry_armed(cl) && !sv->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
         return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
     if (f.type == 'Z' && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");

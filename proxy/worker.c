@@ -69,7 +69,7 @@ static void worker_on_tick(uv_timer_t *t)
     pgs_node *it, *tmp;
     pgs_list_each (&w->pools, it, tmp)
         px_pool_tick(pgs_container_of(it, px_pool, node), now);
-    px_route_tick(w, now);
+    px_route_tick(w);
     if (++w->ticks % 10 == 0)
         worker_expire_logins(w, now);
 }
