@@ -127,6 +127,26 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+class Report:
+    """Counts checks and prints one line each: "ok   NAME: DETAIL" or "FAIL NAME: DETAIL"."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, ok, name, detail):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}: {detail}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}", flush=True)
+
+    def summary(self):
+        """Prints "N passed, M failed"; returns the exit status."""
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 1 if self.failed else 0
+
+
 class Proxy:
     """One pgshard process with its own config in $PGS_WORK/<test>/NAME."""
 

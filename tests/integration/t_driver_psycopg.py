@@ -727,16 +727,7 @@ def main():
           f"pgshard workers=1 pool_size={POOL_SIZE}, transaction pooling, {N_CLIENTS} clients, "
           f"prepare_threshold=0", flush=True)
     monitor = Monitor()
-    passed = failed = 0
-
-    def report(ok, name, detail):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok   {name}: {detail}", flush=True)
-        else:
-            failed += 1
-            print(f"FAIL {name}: {detail}", flush=True)
+    report = pgwire.Report()
 
     def run_case(name, fn):
         t0 = time.monotonic()
@@ -786,8 +777,7 @@ def main():
         except Exception as e:
             print(f"(cleanup failed: {e})")
     print(f"({time.monotonic() - t_start:.1f} s)")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report.summary()
 
 
 if __name__ == "__main__":

@@ -187,17 +187,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.alarm(WATCHDOG)
     t_start = time.monotonic()
-    passed = failed = 0
+    report = pgwire.Report()
     proxies = []
-
-    def report(ok, name, detail):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok   {name}: {detail}", flush=True)
-        else:
-            failed += 1
-            print(f"FAIL {name}: {detail}", flush=True)
 
     print(f"psycopg {psycopg.__version__}; primary :{PG_PORT}, replica1 :{R1}, replica2 :{R2}", flush=True)
     try:
@@ -337,8 +328,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             print(f"(after cleanup: could not check: {e})")
     print(f"({time.monotonic() - t_start:.1f} s)")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report.summary()
 
 
 if __name__ == "__main__":
