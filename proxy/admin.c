@@ -593,7 +593,12 @@ static int admin_pause(px_client *cl)
     pgs_info("pause", "PAUSE from the admin console by %s: new transactions wait", cl->user_name);
     ap->cl = cl;
     ap->pid = cl->key_pid;
-    uv_timer_init(&cl->conn.w->loop, &ap->timer);
+    if (uv_timer_init(&cl->conn.w->loop, &ap->timer) < 0) {
+        atomic_store(&cl->conn.w->px->paused, false);
+        free(ap);
+        px_client_fatal(cl, "53200", "pgshard: cannot start a timer for PAUSE");
+        return -1;
+    }
     ap->timer.data = ap;
     cl->admin_busy = true;
     uv_timer_start(&ap->timer, admin_pause_check, 0, 0);

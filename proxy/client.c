@@ -44,10 +44,14 @@ void px_client_accept(px_worker *w)
         px_conn_close(&cl->conn);
         return;
     }
+    if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1) {
+        pgs_error("random_failed", "no random bytes for a cancel key: connection closed");
+        cl->state = CL_CLOSED;
+        px_conn_close(&cl->conn);
+        return;
+    }
     uv_tcp_nodelay(&cl->conn.tcp, 1);
-    cl->key_pid = ((uint32_t)(w->id + 1) << 24) | (w->next_pid++ & 0xffffffu);
-    if (RAND_bytes((unsigned char *)&cl->key_secret, sizeof cl->key_secret) != 1)
-        cl->key_secret = (uint32_t)rand();
+    cl->key_pid = px_worker_key_pid(w);
     cl->accepted_at = uv_now(&w->loop);
     cl->max_lag_ms = UINT32_MAX;
     atomic_fetch_add_explicit(&w->px->gs.accepted, 1, memory_order_relaxed);
@@ -525,7 +529,7 @@ static void client_cancel_request(px_client *cl, const uint8_t *body)
 {
     uint32_t pid = pgs_be32(body), secret = pgs_be32(body + 4);
     px_proxy *px = cl->conn.w->px;
-    int target = (int)(pid >> 24) - 1;
+    int target = px_key_pid_worker(pid);
     if (target >= 0 && target < px->nworkers) {
         if (target == cl->conn.w->id)
             px_client_cancel(cl->conn.w, pid, secret);
@@ -676,7 +680,9 @@ static int client_parse_session(px_client *cl, const pgs_frame *f)
         return 0;
     const char *sql = (const char *)rd.p;
     size_t len = pgs_strnlen(sql, rd.left);
-    int r = name[0] || len == rd.left ? 0 : px_route_pgshard_parse(cl, f, sql, len);
+    if (len == rd.left)
+        return 0; /* no NUL after the text: the server refuses the message itself */
+    int r = name[0] ? 0 : px_route_pgshard_parse(cl, f, sql, len);
     if (r != 0)
         return r;
     px_sess_stmt ss;
@@ -766,8 +772,14 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
     size_t avail = c->in.len - c->in_pos;
-    if (avail < f->total)
-        return pgs_buf_reserve(&c->in, f->total - avail) < 0 ? -1 : 0;
+    if (avail < f->total) {
+        /* Dropped as it arrives, never buffered whole: the client has no server, so what
+         * the pass-through consumes goes nowhere. A Query is whole by now. */
+        c->in_pos += avail;
+        c->pass_left = (uint32_t)(f->total - avail);
+        c->fwd_mark = c->in_pos;
+        return 1;
+    }
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
     if (f->type != 'Q' && f->type != 'S')
@@ -864,7 +876,17 @@ static int client_forward_step(px_client *cl)
     }
     bool rewrite = c->w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
                    (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C' || f.type == 'Q');
-    if (rewrite && avail < f.total) {
+    /* A Query is read whole in every pool mode (pgshard.* settings, routing); in transaction
+     * pooling so are the messages whose statement names are rewritten. Nothing else is. */
+    bool whole = rewrite || f.type == 'Q';
+    if (whole && f.total > c->w->conf->cfg->max_message_size) {
+        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
+        px_client_fatal(cl, "54000", "pgshard: message of %zu bytes exceeds max_message_size (%u bytes)",
+                        f.total, c->w->conf->cfg->max_message_size);
+        return -1;
+    }
+    if (whole && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
             px_client_fatal(cl, "53200", "out of memory");
             return -1;
@@ -1110,7 +1132,10 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
     pgs_buf_append_be32(&b, PGS_CODE_CANCEL);
     pgs_buf_append_be32(&b, sv->be_pid);
     pgs_buf_append_be32(&b, sv->be_secret);
-    uv_tcp_init(&w->loop, &cc->tcp);
+    if (uv_tcp_init(&w->loop, &cc->tcp) < 0) {
+        free(cc);
+        return;
+    }
     cc->tcp.data = NULL; /* not a px_conn: the shutdown walk leaves it to finish */
     if (uv_tcp_connect(&cc->creq, &cc->tcp, px_conf_node(w->conf, sv->pool->shard, sv->pool->nodeix),
                        cancel_on_connect) < 0) {

@@ -42,7 +42,8 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         if (nread != UV_EOF)
-            pgs_debug("conn_read_error", "%s: %s", c->is_server ? "server" : "client", uv_strerror((int)nread));
+            pgs_debug("conn_read_error", "%s: %s", c->is_server ? "server" : "client",
+                      uv_strerror((int)nread));
         conn_dispatch_close(c);
         return;
     }
@@ -94,7 +95,10 @@ void px_conn_after_input(px_conn *c)
     c->fwd_mark = 0;
 }
 
-bool px_conn_idle_io(const px_conn *c) { return !c->writing && c->out.len == 0; }
+bool px_conn_idle_io(const px_conn *c)
+{
+    return !c->writing && c->out.len == 0;
+}
 
 static void conn_on_write(uv_write_t *req, int status);
 

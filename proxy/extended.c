@@ -384,8 +384,10 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
     if (f->type == 'P') {
         /* The parameter types that followed the original text. */
         const uint8_t *body = cl->conn.in.data + cl->conn.in_pos - f->total + PGS_HDR_LEN + 1;
-        size_t tl = pgs_strnlen((const char *)body, f->len - 5) + 1;
-        pgs_buf_append(&b, body + tl, f->len - 5 - tl);
+        pgs_reader rd = pgs_reader_make(body, f->len - 5);
+        const char *text;
+        if (pgs_rd_cstr(&rd, &text) == 0)
+            pgs_buf_append(&b, rd.p, rd.left);
     }
     pgs_msg_end(&b, m);
     int ok = f->type == 'P' ? (ext_push(sv, RP_PARSE, 0) ? 0 : -1) : px_server_push_reply(sv, RP_QUERY, 0);

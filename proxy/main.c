@@ -204,11 +204,13 @@ static int run(px_proxy *px)
      * as the first worker listens. */
     uv_loop_t loop;
     px_main m = {.px = px};
-    uv_loop_init(&loop);
-    uv_signal_init(&loop, &m.sigint);
-    uv_signal_init(&loop, &m.sigterm);
-    uv_signal_init(&loop, &m.sighup);
-    uv_timer_init(&loop, &m.drain);
+    int ur;
+    if ((ur = uv_loop_init(&loop)) < 0 || (ur = uv_signal_init(&loop, &m.sigint)) < 0 ||
+        (ur = uv_signal_init(&loop, &m.sigterm)) < 0 || (ur = uv_signal_init(&loop, &m.sighup)) < 0 ||
+        (ur = uv_timer_init(&loop, &m.drain)) < 0) {
+        pgs_error("startup_failed", "main loop: %s", uv_strerror(ur));
+        return 1;
+    }
     m.sigint.data = m.sigterm.data = m.sighup.data = m.drain.data = &m;
     uv_signal_start(&m.sighup, on_sighup, SIGHUP);
     uv_signal_start(&m.sigint, on_signal, SIGINT);

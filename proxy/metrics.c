@@ -95,6 +95,21 @@ static void metrics_nodes(px_worker *w, pgs_buf *b)
     }
 }
 
+/* A label value as Prometheus text wants it: backslash, double quote and newline escaped.
+ * Database and user names are the client's choice, so they may hold any of them. */
+static const char *label_escape(const char *v, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (; *v && k + 2 < cap; v++) {
+        char ch = *v == '\n' ? 'n' : *v;
+        if (*v == '\\' || *v == '"' || *v == '\n')
+            out[k++] = '\\';
+        out[k++] = ch;
+    }
+    out[k] = 0;
+    return out;
+}
+
 static void out_header(pgs_buf *b, int i)
 {
     pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_defs[i].name, metric_defs[i].help,
@@ -142,8 +157,9 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
         out_header(b, m);
         for (size_t i = 0; i < n; i++) {
             const px_pool_row *r = &rows[i];
-            char lb[200];
-            snprintf(lb, sizeof lb, "user=\"%s\",database=\"%s\"", r->user, r->db);
+            char lb[4 * PX_NAME_MAX + 32], ue[2 * PX_NAME_MAX], de[2 * PX_NAME_MAX];
+            snprintf(lb, sizeof lb, "user=\"%s\",database=\"%s\"", label_escape(r->user, ue, sizeof ue),
+                     label_escape(r->db, de, sizeof de));
             const char *name = metric_defs[m].name;
             switch (m) {
             case 5:
@@ -301,7 +317,10 @@ static void metrics_on_connection(uv_stream_t *server, int status)
         return;
     hc->w = w;
     hc->id = w->next_pid++;
-    uv_tcp_init(&w->loop, &hc->tcp);
+    if (uv_tcp_init(&w->loop, &hc->tcp) < 0) {
+        free(hc);
+        return;
+    }
     hc->tcp.data = NULL;
     pgs_list_push_back(&w->https, &hc->node);
     if (uv_accept(server, (uv_stream_t *)&hc->tcp) < 0 ||

@@ -8,6 +8,7 @@
 #include "proxy/px.h"
 
 #define PX_LOGIN_RETRY_MS 1000 /* pause after a failed server login, as PgBouncer's server_login_retry */
+#define PX_POOL_LINGER_MS 5000 /* an unused pool is freed after this long */
 
 px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node)
 {
@@ -40,6 +41,42 @@ void px_pool_free(px_pool *pool)
 {
     pgs_buf_free(&pool->welcome);
     free(pool);
+}
+
+/* Nothing points at a pool that has no server, no client and no waiter but the worker's
+ * list and its siblings' tables. */
+static bool pool_unused(const px_pool *pool)
+{
+    return pool->servers.n == 0 && pool->nclients == 0 && pool->waiting.n == 0 &&
+           pool->welcome_waiting.n == 0;
+}
+
+/* Pools are keyed by whatever database name clients ask for, so one per name ever asked
+ * would pile up (a scan of names that do not exist leaves a dead pool each). A pool that
+ * stayed unused for PX_POOL_LINGER_MS is freed; a later client makes it again. */
+static bool pool_reap(px_pool *pool, uint64_t now)
+{
+    if (!pool_unused(pool)) {
+        pool->unused_since = 0;
+        return false;
+    }
+    if (!pool->unused_since)
+        pool->unused_since = now;
+    if (now - pool->unused_since < PX_POOL_LINGER_MS || now < pool->retry_at)
+        return false;
+    px_worker *w = pool->w;
+    pgs_node *it, *tmp;
+    pgs_list_each (&w->pools, it, tmp) {
+        px_pool *o = pgs_container_of(it, px_pool, node);
+        for (int i = 0; i < PX_MAX_NODES; i++)
+            if (o->sibling[i] == pool)
+                o->sibling[i] = NULL;
+    }
+    pgs_list_remove(&w->pools, &pool->node);
+    pgs_debug("pool_freed", "pool user=%s db=%s shard %d node %d unused for %u ms", pool->user->cfg->name,
+              pool->db_name, pool->shard, pool->nodeix, (unsigned)(now - pool->unused_since));
+    px_pool_free(pool);
+    return true;
 }
 
 /* Opens server connections while clients wait for more than are being opened, up to
@@ -203,8 +240,10 @@ static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
     }
 }
 
-void px_pool_tick(px_pool *pool, uint64_t now)
+bool px_pool_tick(px_pool *pool, uint64_t now)
 {
+    if (pool_reap(pool, now))
+        return true;
     const cfg_config *cfg = pool->w->conf->cfg;
     if (cfg->query_wait_timeout_ms) {
         pool_expire_waiters(&pool->waiting, now, cfg->query_wait_timeout_ms);
@@ -213,7 +252,7 @@ void px_pool_tick(px_pool *pool, uint64_t now)
     pgs_node *it, *tmp;
     pgs_list_each (&pool->servers, it, tmp) {
         px_server *sv = pgs_container_of(it, px_server, node);
-        if ((sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
+        if ((sv->state == SV_CONNECTING || sv->state == SV_TLS || sv->state == SV_LOGIN) &&
             now - sv->since >= cfg->server_connect_timeout_ms)
             px_server_close(sv, "server_connect_timeout");
     }
@@ -225,4 +264,5 @@ void px_pool_tick(px_pool *pool, uint64_t now)
             break;
         px_server_close(sv, "server_idle_timeout");
     }
+    return false;
 }

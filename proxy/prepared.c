@@ -147,7 +147,10 @@ void px_stmt_unref(px_htab *reg, px_stmt *st)
     free(st);
 }
 
-static uint64_t name_key(const char *name) { return px_hash64(name, strlen(name), 0x9e3779b97f4a7c15ull); }
+static uint64_t name_key(const char *name)
+{
+    return px_hash64(name, strlen(name), 0x9e3779b97f4a7c15ull);
+}
 
 /* A 64-bit collision between two names of one client is treated as "not found". */
 px_stmt *px_client_stmt_get(const px_htab *names, const char *name)

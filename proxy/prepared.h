@@ -30,11 +30,11 @@ uint64_t px_hash64(const void *p, size_t n, uint64_t seed);
 /* A statement's text and parameter types: the body of a Parse message after its name. */
 typedef struct px_stmt {
     uint64_t hash;
-    uint32_t refs;   /* client names pointing here */
-    bool sql;        /* from SQL PREPARE: body is the text after the name */
-    uint8_t route;   /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
+    uint32_t refs; /* client names pointing here */
+    bool sql;      /* from SQL PREPARE: body is the text after the name */
+    uint8_t route; /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
     size_t body_len;
-    uint8_t body[];  /* query\0 int16 n, n x int32 type oids */
+    uint8_t body[]; /* query\0 int16 n, n x int32 type oids */
 } px_stmt;
 
 #define PX_STMT_NAME_LEN 25 /* "pgshard_" + 16 hex + NUL */
@@ -61,8 +61,8 @@ typedef enum px_reply {
     RP_PARSE,        /* ParseComplete, forwarded */
     RP_PARSE_HIDDEN, /* ParseComplete of a Parse the proxy injected: not forwarded */
     RP_BIND,
-    RP_DESCRIBE,     /* ends at RowDescription or NoData */
-    RP_EXECUTE,      /* ends at CommandComplete, EmptyQueryResponse or PortalSuspended */
+    RP_DESCRIBE, /* ends at RowDescription or NoData */
+    RP_EXECUTE,  /* ends at CommandComplete, EmptyQueryResponse or PortalSuspended */
     RP_CLOSE,
     RP_CLOSE_HIDDEN, /* CloseComplete of a Close the proxy sent: not forwarded */
     RP_SYNC,         /* ReadyForQuery */
@@ -75,10 +75,10 @@ typedef enum px_reply {
 
 typedef struct px_reply_ent {
     uint8_t kind;
-    uint64_t hash;  /* RP_PARSE*: the statement the server prepares (0: a probe or a
-                       duplicate name, which leaves no statement behind) */
-    px_stmt *stmt;  /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
-    char *cname;    /* owned: the client's name this message defines, closes or refers to */
+    uint64_t hash; /* RP_PARSE*: the statement the server prepares (0: a probe or a
+                      duplicate name, which leaves no statement behind) */
+    px_stmt *stmt; /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
+    char *cname;   /* owned: the client's name this message defines, closes or refers to */
 } px_reply_ent;
 
 typedef struct px_replies {
@@ -88,7 +88,10 @@ typedef struct px_replies {
 
 /* Appends an entry; takes over cname and the stmt reference. */
 px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash);
-static inline px_reply_ent *px_replies_head(px_replies *q) { return q->n ? &q->ents[q->head] : NULL; }
+static inline px_reply_ent *px_replies_head(px_replies *q)
+{
+    return q->n ? &q->ents[q->head] : NULL;
+}
 /* Drops the head; the caller has dealt with its cname and stmt. */
 void px_replies_pop(px_replies *q);
 void px_replies_free(px_replies *q);

@@ -221,13 +221,14 @@ struct px_pool {
     char db_name[PX_NAME_MAX];
     int shard, nodeix;              /* the node its servers connect to: index into px_conf.nodes */
     px_pool *sibling[PX_MAX_NODES]; /* this user and database on each node of the shard,
-                                       found once (pools live as long as their worker) */
+                                       found once; cleared when that pool is freed */
     pgs_list servers;               /* every server of this pool */
     pgs_list idle;                  /* SV_IDLE servers, most recently used first */
     pgs_list waiting;               /* CL_WAIT_SERVER clients, first come first served */
     pgs_list welcome_waiting;       /* CL_WAIT_WELCOME clients */
     int nconnecting;                /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
     uint64_t retry_at;              /* loop time before which no new server login is tried */
+    uint64_t unused_since;          /* loop time it was first seen unused; 0 = in use */
     bool welcome_ready;
     pgs_buf welcome;    /* ParameterStatus messages every new client receives */
     int nclients;       /* logged-in clients of this pool */
@@ -264,7 +265,8 @@ struct px_worker {
     pgs_list pools;
     px_htab stmts;      /* registry of px_stmt by hash, shared by this worker's clients */
     uint64_t stmt_tick; /* LRU clock of server statement sets */
-    uint32_t next_pid;
+    uint32_t next_pid;  /* counter behind the cancel keys' pids (px_worker_key_pid) */
+    uint64_t rng;       /* xorshift state for jitter: rand() is not for threads */
     int nfree;
     void *free_blocks[PX_FREE_BLOCKS];
     uint8_t *tls_scratch;      /* owned: raw TLS bytes of one read */
@@ -288,6 +290,16 @@ void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 int px_worker_post(px_worker *w, const px_job *job);
 void px_buf_take(px_worker *w, pgs_buf *b);
 void px_buf_give(px_worker *w, pgs_buf *b);
+/* Cheap per-worker randomness for jitter (not for secrets: those use RAND_bytes). */
+uint32_t px_worker_rand(px_worker *w);
+/* The pid of a cancel key: the worker in bits 23-30 (up to 256 workers), a counter below,
+ * never 0 and never negative as a signed int32, which is how drivers hold it. */
+#define PX_PID_WORKER_SHIFT 23
+uint32_t px_worker_key_pid(px_worker *w);
+static inline int px_key_pid_worker(uint32_t pid)
+{
+    return (int)(pid >> PX_PID_WORKER_SHIFT);
+}
 
 /* tls.c */
 int px_tls_setup(px_proxy *px, char *err, size_t errlen);
@@ -389,7 +401,8 @@ void px_pool_server_ready(px_pool *pool, px_server *sv);
 void px_pool_login_done(px_pool *pool, px_server *sv);
 void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, size_t errlen);
 void px_pool_forget_client(px_pool *pool, px_client *cl);
-void px_pool_tick(px_pool *pool, uint64_t now);
+/* Timeouts and replacements; true when the pool was unused long enough and is now freed. */
+bool px_pool_tick(px_pool *pool, uint64_t now);
 void px_pool_free(px_pool *pool);
 void px_pool_resume(px_pool *pool);
 

@@ -70,7 +70,7 @@ void px_route_node_failed(px_worker *w, int shard, int node)
     uint64_t rest = (uint64_t)PX_NODE_REST_MS << (f < 6 ? f : 6);
     if (rest > PX_NODE_REST_MAX_MS)
         rest = PX_NODE_REST_MAX_MS;
-    rest = rest * 3 / 4 + (uint64_t)rand() % (rest / 2 + 1); /* +-25% */
+    rest = rest * 3 / 4 + (uint64_t)px_worker_rand(w) % (rest / 2 + 1); /* +-25% */
     w->node_down_until[k] = uv_now(&w->loop) + rest;
     if (w->px->mon)
         px_monitor_report_failure(w->px->mon, shard, node);
@@ -718,10 +718,10 @@ int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, s
 int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
-    const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
-    size_t len = pgs_strnlen(sql, f->len - 4);
     if (c->in.len - c->in_pos < f->total)
         return 0;
+    const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
+    size_t len = pgs_strnlen(sql, f->len - 4);
     if (cl->server && (cl->server->replies.n || cl->server->ext_open))
         return 0; /* replies still owed: an answer from here would overtake them */
     const char *name;

@@ -28,8 +28,7 @@ static size_t b64_encode(const uint8_t *in, size_t n, char *out)
 
 static bool b64_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 /* EVP_DecodeBlock skips surrounding whitespace and counts padding as zero bytes, so the text
@@ -77,14 +76,14 @@ static int sha256(const uint8_t *msg, size_t n, uint8_t out[PX_SCRAM_KEY_LEN])
 }
 
 /* ClientKey and ServerKey from a password. Either output may be NULL. */
-static int derive_keys(const char *password, size_t password_len, const uint8_t *salt,
-                       size_t salt_len, int iterations, uint8_t client_key[PX_SCRAM_KEY_LEN],
+static int derive_keys(const char *password, size_t password_len, const uint8_t *salt, size_t salt_len,
+                       int iterations, uint8_t client_key[PX_SCRAM_KEY_LEN],
                        uint8_t server_key[PX_SCRAM_KEY_LEN])
 {
     uint8_t salted[PX_SCRAM_KEY_LEN];
     int rc = -1;
-    if (!PKCS5_PBKDF2_HMAC(password, (int)password_len, salt, (int)salt_len, iterations,
-                           EVP_sha256(), PX_SCRAM_KEY_LEN, salted))
+    if (!PKCS5_PBKDF2_HMAC(password, (int)password_len, salt, (int)salt_len, iterations, EVP_sha256(),
+                           PX_SCRAM_KEY_LEN, salted))
         goto out;
     if (client_key && hmac_sha256(salted, sizeof salted, "Client Key", 10, client_key) < 0)
         goto out;
@@ -100,12 +99,11 @@ out:
  * is at most PX_SCRAM_MSG_MAX, so the concatenation fits in a fixed buffer and one-shot
  * HMAC() serves (the HMAC_CTX API is deprecated in OpenSSL 3). */
 static int auth_signature(const uint8_t key[PX_SCRAM_KEY_LEN], const char *bare, size_t bare_len,
-                          const char *sfirst, size_t sfirst_len, const char *cfinal,
-                          size_t cfinal_len, uint8_t out[PX_SCRAM_KEY_LEN])
+                          const char *sfirst, size_t sfirst_len, const char *cfinal, size_t cfinal_len,
+                          uint8_t out[PX_SCRAM_KEY_LEN])
 {
     char msg[3 * PX_SCRAM_MSG_MAX + 2];
-    if (bare_len > PX_SCRAM_MSG_MAX || sfirst_len > PX_SCRAM_MSG_MAX ||
-        cfinal_len > PX_SCRAM_MSG_MAX)
+    if (bare_len > PX_SCRAM_MSG_MAX || sfirst_len > PX_SCRAM_MSG_MAX || cfinal_len > PX_SCRAM_MSG_MAX)
         return -1;
     size_t n = 0;
     memcpy(msg + n, bare, bare_len);
@@ -129,8 +127,7 @@ int px_scram_secret_from_password_salt(const char *password, int iterations, con
     out->iterations = iterations;
     memcpy(out->salt, salt, salt_len);
     out->salt_len = salt_len;
-    int rc = derive_keys(password, strlen(password), salt, salt_len, iterations, client_key,
-                         out->server_key);
+    int rc = derive_keys(password, strlen(password), salt, salt_len, iterations, client_key, out->server_key);
     if (rc == 0)
         rc = sha256(client_key, sizeof client_key, out->stored_key);
     OPENSSL_cleanse(client_key, sizeof client_key);
@@ -155,7 +152,10 @@ typedef struct scram_cursor {
     const char *end;
 } scram_cursor;
 
-static bool cur_at(const scram_cursor *c, char ch) { return c->p < c->end && *c->p == ch; }
+static bool cur_at(const scram_cursor *c, char ch)
+{
+    return c->p < c->end && *c->p == ch;
+}
 
 static int cur_expect(scram_cursor *c, char ch)
 {
@@ -253,8 +253,8 @@ int px_scram_secret_parse(const char *s, px_scram_secret *out)
     if (parse_int(p, (size_t)(colon - p), INT_MAX, &sec.iterations) < 0 || salt_len < 1)
         goto out;
     sec.salt_len = (size_t)salt_len;
-    if (b64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), sec.stored_key,
-                   PX_SCRAM_KEY_LEN) != PX_SCRAM_KEY_LEN)
+    if (b64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), sec.stored_key, PX_SCRAM_KEY_LEN) !=
+        PX_SCRAM_KEY_LEN)
         goto out;
     if (b64_decode(colon2 + 1, (size_t)(end - colon2 - 1), sec.server_key, PX_SCRAM_KEY_LEN) !=
         PX_SCRAM_KEY_LEN)
@@ -306,8 +306,7 @@ static int server_read_first_bare(px_scram_server *st, scram_cursor *c)
     const char *bare = c->p;
     if (cur_attr(c, 'n', NULL, &val, &len) < 0 || cur_expect(c, ',') < 0)
         return -1;
-    if (cur_attr(c, 'r', NULL, &val, &len) < 0 || !nonce_valid(val, len) ||
-        len > PX_SCRAM_NONCE_MAX)
+    if (cur_attr(c, 'r', NULL, &val, &len) < 0 || !nonce_valid(val, len) || len > PX_SCRAM_NONCE_MAX)
         return -1;
     memcpy(st->nonce, val, len);
     st->nonce_len = len;
@@ -353,8 +352,8 @@ int px_scram_server_first(px_scram_server *st, const uint8_t *client_first, size
     memcpy(st->nonce + st->nonce_len, suffix, slen);
     st->nonce_len += slen;
     b64_encode(st->secret.salt, st->secret.salt_len, salt);
-    int len = snprintf(st->server_first, sizeof st->server_first, "r=%.*s,s=%s,i=%d",
-                       (int)st->nonce_len, st->nonce, salt, st->secret.iterations);
+    int len = snprintf(st->server_first, sizeof st->server_first, "r=%.*s,s=%s,i=%d", (int)st->nonce_len,
+                       st->nonce, salt, st->secret.iterations);
     if (len < 0 || (size_t)len >= sizeof st->server_first)
         return server_fail(st, -1);
     st->server_first_len = (size_t)len;
@@ -406,8 +405,7 @@ static int server_check_proof(px_scram_server *st, const char *cfinal, client_fi
     uint8_t stored[PX_SCRAM_KEY_LEN];
     int rc = -1;
     if (auth_signature(st->secret.stored_key, st->client_first_bare, st->client_first_bare_len,
-                       st->server_first, st->server_first_len, cfinal, f->without_proof_len,
-                       sig) < 0)
+                       st->server_first, st->server_first_len, cfinal, f->without_proof_len, sig) < 0)
         goto out;
     for (size_t i = 0; i < PX_SCRAM_KEY_LEN; i++)
         client_key[i] = f->proof[i] ^ sig[i];
@@ -421,8 +419,7 @@ out:
     return rc;
 }
 
-int px_scram_server_final(px_scram_server *st, const uint8_t *client_final_msg, size_t n,
-                          pgs_buf *out)
+int px_scram_server_final(px_scram_server *st, const uint8_t *client_final_msg, size_t n, pgs_buf *out)
 {
     scram_cursor c;
     client_final f;
@@ -511,8 +508,8 @@ static int client_build_bare(px_scram_client *st, const char *user)
     return 0;
 }
 
-int px_scram_client_first_user(px_scram_client *st, const char *password, const char *user,
-                               const char *nonce, pgs_buf *out)
+int px_scram_client_first_user(px_scram_client *st, const char *password, const char *user, const char *nonce,
+                               pgs_buf *out)
 {
     memset(st, 0, sizeof *st);
     size_t plen = password ? strlen(password) : 0;
@@ -529,8 +526,7 @@ int px_scram_client_first_user(px_scram_client *st, const char *password, const 
     return 0;
 }
 
-int px_scram_client_first(px_scram_client *st, const char *password, const char *nonce,
-                          pgs_buf *out)
+int px_scram_client_first(px_scram_client *st, const char *password, const char *nonce, pgs_buf *out)
 {
     return px_scram_client_first_user(st, password, "", nonce, out);
 }
@@ -550,9 +546,8 @@ static int client_read_first(const px_scram_client *st, scram_cursor *c, server_
 {
     const char *val;
     size_t len;
-    if (cur_attr(c, 'r', NULL, &f->nonce, &f->nonce_len) < 0 ||
-        !nonce_valid(f->nonce, f->nonce_len) || f->nonce_len <= st->nonce_len ||
-        memcmp(f->nonce, st->nonce, st->nonce_len) != 0)
+    if (cur_attr(c, 'r', NULL, &f->nonce, &f->nonce_len) < 0 || !nonce_valid(f->nonce, f->nonce_len) ||
+        f->nonce_len <= st->nonce_len || memcmp(f->nonce, st->nonce, st->nonce_len) != 0)
         return -1;
     if (cur_expect(c, ',') < 0 || cur_attr(c, 's', NULL, &val, &len) < 0)
         return -1;
@@ -568,24 +563,23 @@ static int client_read_first(const px_scram_client *st, scram_cursor *c, server_
 }
 
 /* Computes the proof and, for later, the signature the server must answer with. */
-static int client_proof(px_scram_client *st, const server_first *f, const char *sfirst,
-                        size_t sfirst_len, const char *cfinal, size_t cfinal_len,
-                        uint8_t proof[PX_SCRAM_KEY_LEN])
+static int client_proof(px_scram_client *st, const server_first *f, const char *sfirst, size_t sfirst_len,
+                        const char *cfinal, size_t cfinal_len, uint8_t proof[PX_SCRAM_KEY_LEN])
 {
     uint8_t client_key[PX_SCRAM_KEY_LEN];
     uint8_t server_key[PX_SCRAM_KEY_LEN];
     uint8_t stored[PX_SCRAM_KEY_LEN];
     uint8_t sig[PX_SCRAM_KEY_LEN];
     int rc = -1;
-    if (derive_keys(st->password, st->password_len, f->salt, f->salt_len, f->iterations,
-                    client_key, server_key) < 0 ||
+    if (derive_keys(st->password, st->password_len, f->salt, f->salt_len, f->iterations, client_key,
+                    server_key) < 0 ||
         sha256(client_key, sizeof client_key, stored) < 0)
         goto out;
-    if (auth_signature(stored, st->client_first_bare, st->client_first_bare_len, sfirst,
-                       sfirst_len, cfinal, cfinal_len, sig) < 0)
+    if (auth_signature(stored, st->client_first_bare, st->client_first_bare_len, sfirst, sfirst_len, cfinal,
+                       cfinal_len, sig) < 0)
         goto out;
-    if (auth_signature(server_key, st->client_first_bare, st->client_first_bare_len, sfirst,
-                       sfirst_len, cfinal, cfinal_len, st->server_signature) < 0)
+    if (auth_signature(server_key, st->client_first_bare, st->client_first_bare_len, sfirst, sfirst_len,
+                       cfinal, cfinal_len, st->server_signature) < 0)
         goto out;
     for (size_t i = 0; i < PX_SCRAM_KEY_LEN; i++)
         proof[i] = client_key[i] ^ sig[i];
@@ -598,8 +592,7 @@ out:
     return rc;
 }
 
-int px_scram_client_final(px_scram_client *st, const uint8_t *server_first_msg, size_t n,
-                          pgs_buf *out)
+int px_scram_client_final(px_scram_client *st, const uint8_t *server_first_msg, size_t n, pgs_buf *out)
 {
     scram_cursor c;
     server_first f;
@@ -670,9 +663,8 @@ static void md5_pair(const void *a, size_t alen, const void *b, size_t blen, cha
     unsigned int dlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     out[0] = 0;
-    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) &&
-              EVP_DigestUpdate(ctx, a, alen) && EVP_DigestUpdate(ctx, b, blen) &&
-              EVP_DigestFinal_ex(ctx, digest, &dlen) && dlen == 16;
+    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) && EVP_DigestUpdate(ctx, a, alen) &&
+              EVP_DigestUpdate(ctx, b, blen) && EVP_DigestFinal_ex(ctx, digest, &dlen) && dlen == 16;
     EVP_MD_CTX_free(ctx);
     if (ok) {
         memcpy(out, "md5", 3);
@@ -696,8 +688,7 @@ void px_md5_secret(const char *password, const char *user, char out[36])
     md5_pair(password, strlen(password), user, strlen(user), out);
 }
 
-void px_md5_response(const char *password, const char *user, const uint8_t salt[4],
-                     char out[36])
+void px_md5_response(const char *password, const char *user, const uint8_t salt[4], char out[36])
 {
     char secret[36];
     password = password ? password : "";
@@ -711,16 +702,14 @@ void px_md5_response(const char *password, const char *user, const uint8_t salt[
     OPENSSL_cleanse(secret, sizeof secret);
 }
 
-int px_md5_verify(const char *password, const char *user, const uint8_t salt[4],
-                  const char *response)
+int px_md5_verify(const char *password, const char *user, const uint8_t salt[4], const char *response)
 {
     char want[36];
     if (!password || !response || strncmp(password, SCRAM_PREFIX, sizeof SCRAM_PREFIX - 1) == 0)
         return -1;
     px_md5_response(password, user, salt, want);
     int rc = -1;
-    if (want[0] && strlen(response) == MD5_SECRET_LEN &&
-        CRYPTO_memcmp(want, response, MD5_SECRET_LEN) == 0)
+    if (want[0] && strlen(response) == MD5_SECRET_LEN && CRYPTO_memcmp(want, response, MD5_SECRET_LEN) == 0)
         rc = 0;
     OPENSSL_cleanse(want, sizeof want);
     return rc;

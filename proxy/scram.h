@@ -11,8 +11,8 @@
 
 #define PX_SCRAM_KEY_LEN 32
 #define PX_SCRAM_SALT_MAX 64
-#define PX_SCRAM_NONCE_MAX 128    /* longest nonce accepted from either side */
-#define PX_SCRAM_MSG_MAX 1024     /* longest SCRAM message accepted or kept */
+#define PX_SCRAM_NONCE_MAX 128 /* longest nonce accepted from either side */
+#define PX_SCRAM_MSG_MAX 1024  /* longest SCRAM message accepted or kept */
 #define PX_SCRAM_PASSWORD_MAX 1024
 #define PX_SCRAM_MAX_ITERATIONS 10000000
 
@@ -45,7 +45,7 @@ typedef enum px_scram_step {
 /* Proxy as SCRAM server (authenticating a client). Fixed-size state, no heap. */
 typedef struct px_scram_server {
     px_scram_step step;
-    char cbind_flag; /* 'n' or 'y' from the client's gs2 header */
+    char cbind_flag;        /* 'n' or 'y' from the client's gs2 header */
     px_scram_secret secret; /* a copy; wiped when the exchange ends */
     size_t client_first_bare_len;
     char client_first_bare[PX_SCRAM_MSG_MAX];
@@ -64,8 +64,7 @@ int px_scram_server_first(px_scram_server *st, const uint8_t *client_first, size
 /* client_final = the SASLResponse data. On a correct proof appends server-final-message
  * ("v=...") to out and returns 0; returns -1 malformed, -2 wrong proof (wrong password), -3
  * nonce mismatch. */
-int px_scram_server_final(px_scram_server *st, const uint8_t *client_final, size_t n,
-                          pgs_buf *out);
+int px_scram_server_final(px_scram_server *st, const uint8_t *client_final, size_t n, pgs_buf *out);
 
 /* Proxy as SCRAM client (authenticating to PostgreSQL). Holds a copy of the password until
  * client-final-message is built, then only the expected server signature. */
@@ -82,17 +81,15 @@ typedef struct px_scram_client {
 
 /* Appends client-first-message ("n,,n=,r=<nonce>") to out; nonce NULL = random (18 bytes
  * base64). 0, or -1 when the password or nonce is too long or the nonce not printable. */
-int px_scram_client_first(px_scram_client *st, const char *password, const char *nonce,
-                          pgs_buf *out);
+int px_scram_client_first(px_scram_client *st, const char *password, const char *nonce, pgs_buf *out);
 /* The same with a user name in "n=" (escaped as RFC 5802 saslname). PostgreSQL ignores the
  * name, so the proxy sends none; this exists for the RFC 7677 test vector, whose proof covers
  * "n=user". */
-int px_scram_client_first_user(px_scram_client *st, const char *password, const char *user,
-                               const char *nonce, pgs_buf *out);
+int px_scram_client_first_user(px_scram_client *st, const char *password, const char *user, const char *nonce,
+                               pgs_buf *out);
 /* server_first = AuthenticationSASLContinue data; appends client-final-message to out. -1
  * malformed/nonce not extending ours/iterations out of 1..10000000. */
-int px_scram_client_final(px_scram_client *st, const uint8_t *server_first, size_t n,
-                          pgs_buf *out);
+int px_scram_client_final(px_scram_client *st, const uint8_t *server_first, size_t n, pgs_buf *out);
 /* server_final = AuthenticationSASLFinal data; 0 when the server signature verifies, -1
  * otherwise. */
 int px_scram_client_verify(px_scram_client *st, const uint8_t *server_final, size_t n);
@@ -103,11 +100,9 @@ void px_md5_secret(const char *password, const char *user, char out[36]);
 /* The md5 response PostgreSQL expects for salt: "md5" + hex(md5(hex_secret_part || salt)).
  * `password` may be a plain password or already an "md5"+32 hex secret; like PostgreSQL, only
  * lower-case hex counts as a secret. */
-void px_md5_response(const char *password, const char *user, const uint8_t salt[4],
-                     char out[36]);
+void px_md5_response(const char *password, const char *user, const uint8_t salt[4], char out[36]);
 /* Constant-time check of a client's md5 response against the configured password/secret. 0
  * ok, -1 mismatch (always for a SCRAM secret, from which no md5 response can be made). */
-int px_md5_verify(const char *password, const char *user, const uint8_t salt[4],
-                  const char *response);
+int px_md5_verify(const char *password, const char *user, const uint8_t salt[4], const char *response);
 
 #endif

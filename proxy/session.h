@@ -22,15 +22,15 @@ typedef enum px_sess_kind {
     SESS_DISCARD_ALL, /* DISCARD ALL: also drops prepared statements */
     SESS_DEALLOCATE,  /* DEALLOCATE [PREPARE] name: name in out->name */
     SESS_DEALLOCATE_ALL,
-    SESS_MULTI,       /* several statements of which one starts with SET/RESET/DISCARD */
-    SESS_PREPARE,     /* PREPARE name ...: name and its place in the text */
-    SESS_EXECUTE,     /* EXECUTE name ...: name and its place in the text */
+    SESS_MULTI,   /* several statements of which one starts with SET/RESET/DISCARD */
+    SESS_PREPARE, /* PREPARE name ...: name and its place in the text */
+    SESS_EXECUTE, /* EXECUTE name ...: name and its place in the text */
 } px_sess_kind;
 
 typedef struct px_sess_stmt {
     px_sess_kind kind;
-    uint64_t key;    /* SESS_SET/RESET: hash of the lowercased parameter name */
-    char name[64];   /* SESS_DEALLOCATE/PREPARE/EXECUTE: the statement name */
+    uint64_t key;             /* SESS_SET/RESET: hash of the lowercased parameter name */
+    char name[64];            /* SESS_DEALLOCATE/PREPARE/EXECUTE: the statement name */
     size_t name_at, name_end; /* SESS_PREPARE/EXECUTE: where the name stands in the text */
 } px_sess_stmt;
 
@@ -47,11 +47,11 @@ typedef struct px_session {
     px_setting **items; /* owned, committed, in order */
     size_t n, cap;
     size_t bytes;
-    uint64_t sig;       /* hash of the committed settings; 0 when there are none */
+    uint64_t sig;         /* hash of the committed settings; 0 when there are none */
     px_setting **pending; /* owned, staged by the running transaction */
     size_t npending, pcap;
     bool pending_reset_all;
-    bool pending_failed;  /* an error happened in the transaction that staged them */
+    bool pending_failed; /* an error happened in the transaction that staged them */
 } px_session;
 
 /* Stages a statement of the running transaction. Returns -1 when out of memory or over

@@ -21,7 +21,7 @@ typedef struct px_pool_stats {
     uint64_t bytes_in;  /* client to server */
     uint64_t bytes_out; /* server to client */
     uint64_t xact_us;
-    uint64_t waits;     /* clients that queued for a server */
+    uint64_t waits; /* clients that queued for a server */
     uint64_t wait_us;
     uint64_t xact_hist[PX_HIST_BUCKETS];
     uint64_t wait_hist[PX_HIST_BUCKETS];

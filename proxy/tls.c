@@ -41,9 +41,15 @@ static int plain_received(px_conn *c, size_t n)
     return 0;
 }
 
-static int plain_send(px_conn *c, const void *p, size_t n) { return px_conn_raw_send(c, p, n); }
+static int plain_send(px_conn *c, const void *p, size_t n)
+{
+    return px_conn_raw_send(c, p, n);
+}
 
-static void plain_free(px_conn *c) { (void)c; }
+static void plain_free(px_conn *c)
+{
+    (void)c;
+}
 
 const px_transport px_plain_transport = {"plain", plain_alloc, plain_received, plain_send, plain_free};
 
@@ -178,7 +184,10 @@ int px_tls_start(px_conn *c, void *ctx, bool accept)
     return 0;
 }
 
-bool px_conn_is_tls(const px_conn *c) { return c->tr == &px_tls_transport; }
+bool px_conn_is_tls(const px_conn *c)
+{
+    return c->tr == &px_tls_transport;
+}
 
 /* Contexts shared by all workers (OpenSSL allows that once they are set up). */
 int px_tls_setup(px_proxy *px, char *err, size_t errlen)

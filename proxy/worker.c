@@ -1,6 +1,7 @@
 /* A worker: one thread with its own libuv loop, its own SO_REUSEPORT listener, clients and
  * pools. Other threads reach it only through its mailbox (cancel requests) and wakeup
  * handle (cancel, stop). Also holds the worker's cache of I/O buffers. */
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,7 +69,7 @@ static void worker_on_tick(uv_timer_t *t)
     uint64_t now = uv_now(&w->loop);
     pgs_node *it, *tmp;
     pgs_list_each (&w->pools, it, tmp)
-        px_pool_tick(pgs_container_of(it, px_pool, node), now);
+        (void)px_pool_tick(pgs_container_of(it, px_pool, node), now);
     px_route_tick(w);
     if (++w->ticks % 10 == 0)
         worker_expire_logins(w, now);
@@ -149,6 +150,23 @@ static void worker_main(void *arg)
      * destroys it after joining every worker (px_worker_destroy). */
 }
 
+uint32_t px_worker_rand(px_worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    w->rng = x;
+    return (uint32_t)(x >> 32);
+}
+
+uint32_t px_worker_key_pid(px_worker *w)
+{
+    const uint32_t span = (1u << PX_PID_WORKER_SHIFT) - 1;
+    uint32_t n = w->next_pid++ % span + 1;
+    return ((uint32_t)w->id << PX_PID_WORKER_SHIFT) | n;
+}
+
 void px_worker_destroy(px_worker *w)
 {
     uv_mutex_destroy(&w->mbox_lock);
@@ -161,7 +179,9 @@ int px_worker_start(px_worker *w)
     int r;
     pgs_list_init(&w->clients);
     pgs_list_init(&w->pools);
-    w->next_pid = 1;
+    w->next_pid = 0;
+    if (RAND_bytes((unsigned char *)&w->rng, sizeof w->rng) != 1 || !w->rng)
+        w->rng = uv_hrtime() | 1;
     if ((r = px_route_setup(w)) < 0)
         return r;
     if ((r = uv_loop_init(&w->loop)) < 0)

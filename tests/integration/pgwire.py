@@ -150,8 +150,9 @@ class Report:
 class Proxy:
     """One pgshard process with its own config in $PGS_WORK/<test>/NAME."""
 
-    def __init__(self, name, shard_keys=None, **keys):
-        """keys go to [pgshard], shard_keys (replicas = ..., balance = ...) to [shard.0]."""
+    def __init__(self, name, shard_keys=None, primary=None, **keys):
+        """keys go to [pgshard], shard_keys (replicas = ..., balance = ...) to [shard.0];
+        primary (host:port) replaces shard 0's primary."""
         self.name = name
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -167,7 +168,7 @@ class Proxy:
             f.write(f"; written by tests/integration/{NAME}.py\n[pgshard]\n")
             for k, v in conf.items():
                 f.write(f"{k} = {v}\n")
-            f.write(f"\n[shard.0]\nprimary = {PG_HOST}:{PG_PORT}\n")
+            f.write(f"\n[shard.0]\nprimary = {primary or f'{PG_HOST}:{PG_PORT}'}\n")
             for k, v in (shard_keys or {}).items():
                 f.write(f"{k} = {v}\n")
             f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
