@@ -765,7 +765,7 @@ void px_admin_login(px_client *cl)
     pgs_msg_param_status(&b, "standard_conforming_strings", "on");
     pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
     pgs_msg_ready(&b, 'I');
-    cl->state = CL_ADMIN;
+    px_client_set_state(cl, CL_ADMIN, NULL);
     pgs_info("admin_login", "user %s on the admin console", cl->user_name);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);

@@ -18,13 +18,28 @@ static const char *const client_state_names[] = {
     "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "admin", "closed",
 };
 
-static void client_set_state(px_client *cl, px_client_state st)
+/* A waiting client is in exactly one queue, and leaving the wait state leaves the queue,
+ * so that the two can never disagree (PgBouncer's change_client_state). */
+void px_client_set_state(px_client *cl, px_client_state st, pgs_list *queue)
 {
+    if (cl->wait_list) {
+        pgs_list_remove(cl->wait_list, &cl->wait_node);
+        cl->wait_list = NULL;
+    }
+    if (queue) {
+        pgs_list_push_back(queue, &cl->wait_node);
+        cl->wait_list = queue;
+    }
     if (cl->state == st)
         return;
     pgs_debug("client_state", "client %08x: %s -> %s", cl->key_pid, client_state_names[cl->state],
               client_state_names[st]);
     cl->state = st;
+}
+
+static void client_set_state(px_client *cl, px_client_state st)
+{
+    px_client_set_state(cl, st, NULL);
 }
 
 void px_client_accept(px_worker *w)
@@ -102,8 +117,6 @@ void px_client_close(px_client *cl)
     if (cl->state == CL_CLOSED)
         return;
     px_worker *w = cl->conn.w;
-    if (cl->pool && (cl->state == CL_WAIT_SERVER || cl->state == CL_WAIT_WELCOME))
-        px_pool_forget_client(cl->pool, cl);
     px_buf_give(w, &cl->retry);
     client_set_state(cl, CL_CLOSED);
     if (cl->pool)
@@ -163,7 +176,6 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     cl->pool->nclients++;
     pgs_info("client_login", "client %08x user=%s db=%s tls=%s", cl->key_pid, cl->user_name, cl->db_name,
              px_conn_is_tls(&cl->conn) ? "yes" : "no");
-    client_set_state(cl, CL_WAIT_WELCOME);
     cl->wait_since = uv_now(&cl->conn.w->loop);
     px_pool_want_welcome(cl->pool, cl);
 }
@@ -911,8 +923,7 @@ static int client_forward_step(px_client *cl)
     }
     if (!cl->server) {
         cl->wait_since = uv_now(&c->w->loop);
-        client_set_state(cl, CL_WAIT_SERVER);
-        r = px_route_acquire(cl, &f);
+        r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
         if (r < 0) {
             px_client_fatal(cl, "53200", "out of memory");
             return -1;

@@ -104,7 +104,7 @@ void px_pool_want_welcome(px_pool *pool, px_client *cl)
         px_client_welcome(cl);
         return;
     }
-    pgs_list_push_back(&pool->welcome_waiting, &cl->wait_node);
+    px_client_set_state(cl, CL_WAIT_WELCOME, &pool->welcome_waiting);
     pool_kick(pool);
 }
 
@@ -118,8 +118,7 @@ int px_pool_acquire(px_pool *pool, px_client *cl)
         px_client_link(cl, pgs_container_of(n, px_server, idle_node));
         return 0;
     }
-    pgs_list_push_back(&pool->waiting, &cl->wait_node);
-    cl->wait_pool = pool;
+    px_client_set_state(cl, CL_WAIT_SERVER, &pool->waiting);
     if (!cl->wait_start_ns)
         cl->wait_start_ns = uv_hrtime();
     if (!paused)
@@ -139,12 +138,12 @@ void px_pool_resume(px_pool *pool)
 /* A server became idle: the longest-waiting client gets it, or it joins the idle list. */
 void px_pool_server_ready(px_pool *pool, px_server *sv)
 {
-    pgs_node *n = atomic_load(&pool->w->px->paused) ? NULL : pgs_list_pop_front(&pool->waiting);
+    pgs_node *n = atomic_load(&pool->w->px->paused) ? NULL : pgs_list_first(&pool->waiting);
     if (!n) {
         pgs_list_push_front(&pool->idle, &sv->idle_node);
         return;
     }
-    px_client_link(pgs_container_of(n, px_client, wait_node), sv);
+    px_client_link(pgs_container_of(n, px_client, wait_node), sv); /* leaves the queue */
 }
 
 void px_pool_login_done(px_pool *pool, px_server *sv)
@@ -156,15 +155,16 @@ void px_pool_login_done(px_pool *pool, px_server *sv)
         pool->welcome_ready = true;
     }
     pgs_node *n;
-    while ((n = pgs_list_pop_front(&pool->welcome_waiting)))
-        px_client_welcome(pgs_container_of(n, px_client, wait_node));
+    while ((n = pgs_list_first(&pool->welcome_waiting)))
+        px_client_welcome(pgs_container_of(n, px_client, wait_node)); /* leaves the queue */
 }
 
 static void pool_fail_list(pgs_list *l, const uint8_t *err, size_t errlen)
 {
     pgs_node *n;
-    while ((n = pgs_list_pop_front(l))) {
+    while ((n = pgs_list_first(l))) {
         px_client *cl = pgs_container_of(n, px_client, wait_node);
+        px_client_set_state(cl, CL_IDLE, NULL);
         if (err)
             px_client_fatal_raw(cl, err, errlen);
         else
@@ -215,17 +215,6 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
     pgs_buf_free(&b);
 }
 
-void px_pool_forget_client(px_pool *pool, px_client *cl)
-{
-    if (cl->state == CL_WAIT_SERVER && cl->wait_pool)
-        pgs_list_remove(&cl->wait_pool->waiting, &cl->wait_node);
-    else if (cl->state == CL_WAIT_SERVER)
-        pgs_list_remove(&cl->conn.w->primary_waiters, &cl->wait_node);
-    else if (cl->state == CL_WAIT_WELCOME)
-        pgs_list_remove(&pool->welcome_waiting, &cl->wait_node);
-    cl->wait_pool = NULL;
-}
-
 static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
 {
     pgs_node *n;
@@ -233,8 +222,7 @@ static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
         px_client *cl = pgs_container_of(n, px_client, wait_node);
         if (now - cl->wait_since < timeout)
             break;
-        pgs_list_remove(l, n);
-        cl->state = CL_IDLE; /* out of the queue: closing must not look for it there */
+        px_client_set_state(cl, CL_IDLE, NULL);
         px_client_fatal(cl, "53400", "pgshard: query_wait_timeout: no server connection within %u ms",
                         timeout);
     }

@@ -133,11 +133,13 @@ typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FI
 struct px_client {
     px_conn conn; /* first */
     px_client_state state;
-    pgs_node node;      /* in worker->clients */
-    pgs_node wait_node; /* in pool->waiting or pool->welcome_waiting */
-    px_pool *pool;      /* the pool it logged in through (welcome, rate limit, stats) */
-    px_pool *wait_pool; /* CL_WAIT_SERVER: the pool it is queued in; NULL = waits for a primary */
-    px_server *server;  /* linked server, or NULL */
+    pgs_node node;       /* in worker->clients */
+    pgs_node wait_node;  /* in wait_list */
+    pgs_list *wait_list; /* CL_WAIT_*: the queue it is in (a pool's waiting or welcome_waiting,
+                            or the worker's primary_waiters); NULL otherwise. Only
+                            px_client_set_state changes it */
+    px_pool *pool;       /* the pool it logged in through (welcome, rate limit, stats) */
+    px_server *server;   /* linked server, or NULL */
     const px_user *user;
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
     uint64_t accepted_at;         /* loop time of accept() */
@@ -326,6 +328,9 @@ bool px_conn_idle_io(const px_conn *c);
 
 /* client.c */
 void px_client_accept(px_worker *w);
+/* The one place a client's state changes. queue: the wait queue it joins (CL_WAIT_WELCOME,
+ * CL_WAIT_SERVER), NULL for other states; it leaves the one it was in first. */
+void px_client_set_state(px_client *cl, px_client_state st, pgs_list *queue);
 void px_client_process(px_client *cl);
 void px_client_update_reading(px_client *cl);
 void px_client_on_drained(px_client *cl);
@@ -400,7 +405,6 @@ void px_pool_want_welcome(px_pool *pool, px_client *cl);
 void px_pool_server_ready(px_pool *pool, px_server *sv);
 void px_pool_login_done(px_pool *pool, px_server *sv);
 void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, size_t errlen);
-void px_pool_forget_client(px_pool *pool, px_client *cl);
 /* Timeouts and replacements; true when the pool was unused long enough and is now freed. */
 bool px_pool_tick(px_pool *pool, uint64_t now);
 void px_pool_free(px_pool *pool);

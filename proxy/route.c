@@ -322,8 +322,7 @@ static bool primary_ready(px_worker *w, const px_shard_status *sh, int shard)
 
 static void route_wait_primary(px_client *cl)
 {
-    cl->wait_pool = NULL;
-    pgs_list_push_back(&cl->conn.w->primary_waiters, &cl->wait_node);
+    px_client_set_state(cl, CL_WAIT_SERVER, &cl->conn.w->primary_waiters);
     if (!cl->wait_start_ns)
         cl->wait_start_ns = uv_hrtime();
 }
@@ -464,20 +463,20 @@ px_pool *px_route_home_pool(px_client *cl)
 static void route_again(pgs_list *from, int avoid_node)
 {
     pgs_node *n;
-    pgs_list moved;
+    pgs_list moved; /* so that a client queued again in `from` is not seen twice */
     pgs_list_init(&moved);
-    while ((n = pgs_list_pop_front(from)))
-        pgs_list_push_back(&moved, n);
-    while ((n = pgs_list_pop_front(&moved))) {
+    while ((n = pgs_list_first(from)))
+        px_client_set_state(pgs_container_of(n, px_client, wait_node), CL_WAIT_SERVER, &moved);
+    while ((n = pgs_list_first(&moved))) {
         px_client *cl = pgs_container_of(n, px_client, wait_node);
-        cl->wait_pool = NULL;
+        px_client_set_state(cl, CL_WAIT_SERVER, NULL); /* out of `moved`: placed anew below */
         if (avoid_node >= 0 && cl->link_replica)
             cl->avoid |= 1u << avoid_node;
         int r = route_place(cl, NULL);
         if (r < 0)
             px_client_fatal(cl, "53200", "out of memory");
         else if (r == 1 && !cl->server) {
-            cl->state = CL_IDLE; /* out of every queue: its input pass answers the refusal */
+            px_client_set_state(cl, CL_IDLE, NULL); /* its input pass answers the refusal */
             px_client_process(cl);
         }
     }
@@ -524,7 +523,7 @@ int px_route_retry(px_client *cl, px_server *sv)
     cl->link_write = false;
     cl->link_replica = false;
     cl->paused = false;
-    cl->state = CL_IDLE;
+    px_client_set_state(cl, CL_IDLE, NULL);
     px_client_process(cl);
     return 1;
 }

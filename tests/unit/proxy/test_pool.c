@@ -160,7 +160,6 @@ static px_client *fake_client(fixture *fx, int *peer)
 static void client_wants_server(fixture *fx, px_client *cl)
 {
     cl->wait_since = uv_now(&fx->w.loop);
-    cl->state = CL_WAIT_SERVER;
     assert_int_equal(px_pool_acquire(fx->pool, cl), 0);
 }
 
@@ -325,8 +324,7 @@ static void test_waiters_are_served_in_order(void **state)
     assert_int_equal(pool->waiting.n, 2);
     assert_ptr_equal(waiter_at(pool, 0), c2);
 
-    px_pool_forget_client(pool, c2);
-    c2->state = CL_IDLE; /* as px_client_close() does after forgetting */
+    px_client_set_state(c2, CL_IDLE, NULL); /* leaving the wait state leaves the queue */
     assert_int_equal(pool->waiting.n, 1);
     assert_ptr_equal(waiter_at(pool, 0), c3);
     assert_false(pgs_node_linked(&c2->wait_node));
@@ -384,8 +382,7 @@ static void test_forget_welcome_waiter(void **state)
     assert_int_equal(pool->nconnecting, 2); /* already connecting: no third */
     assert_int_equal(pool->servers.n, 2);
 
-    px_pool_forget_client(pool, c1);
-    c1->state = CL_IDLE;
+    px_client_set_state(c1, CL_IDLE, NULL);
     assert_int_equal(pool->welcome_waiting.n, 1);
     assert_ptr_equal(pgs_container_of(pgs_list_first(&pool->welcome_waiting), px_client, wait_node), c2);
     assert_int_equal(pool->waiting.n, 0);
