@@ -48,21 +48,9 @@ static void test_int8_accepted(void **state)
 
 static void test_int8_refused(void **state)
 {
-    static const char *const syntax[] = {"",
-                                         " ",
-                                         "+",
-                                         "-",
-                                         "- 1",
-                                         "1 2",
-                                         "0x10",
-                                         "1_000",
-                                         "1e3",
-                                         "1.",
-                                         "++1",
-                                         "abc",
-                                         "1a",
-                                         "\xc2\xa0"
-                                         "1"};
+    static const char *const syntax[] = {
+        "",      " ",   "+",  "-",   "- 1", "1 2", "0x10",
+        "1_000", "1e3", "1.", "++1", "abc", "1a",  "\xc2\xa0\x31" /* a no-break space, then 1 */};
     static const char *const range[] = {"9223372036854775808", "-9223372036854775809", "99999999999999999999",
                                         "99999999999999999999x"};
     sm_key k;
