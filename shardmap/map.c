@@ -1,0 +1,223 @@
+/* The shard map's storage and routing: a bucket -> shard array and an open-addressing hash
+ * table of tenant overrides keyed by canonical key text. Parsing and hashing of keys live in
+ * key.c and hash.c; where a map comes from (the catalog) is not this file's business. */
+#include "shardmap/map.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "shardmap/hash.h"
+
+/* One slot of the override table. */
+typedef struct sm_override {
+    char *tenant; /* owned; NULL marks an empty slot */
+    size_t len;
+    uint64_t hash; /* sm_hash_text of the tenant, kept so growing never rehashes text */
+    uint32_t shard;
+} sm_override;
+
+struct sm_map {
+    uint32_t buckets;
+    uint32_t nshards;
+    uint64_t version;
+    uint16_t *bucket_shard; /* owned: buckets entries (a shard number fits, SM_MAX_SHARDS) */
+    sm_override *slots;     /* owned, with the tenants in it; cap slots, NULL while cap is 0 */
+    size_t cap;             /* 0 or a power of two, at least twice n_overrides */
+    size_t n_overrides;
+};
+
+static bool buckets_valid(uint32_t buckets)
+{
+    return buckets >= 1 && buckets <= SM_MAX_BUCKETS && (buckets & (buckets - 1)) == 0;
+}
+
+int sm_map_new_default(sm_map **out, uint32_t nshards, uint32_t buckets)
+{
+    sm_map *m;
+
+    if (out == NULL)
+        return SM_EINVAL;
+    if (buckets == 0)
+        buckets = SM_DEFAULT_BUCKETS;
+    if (!buckets_valid(buckets))
+        return SM_EBUCKETS;
+    if (nshards < 1 || nshards > SM_MAX_SHARDS)
+        return SM_ESHARD;
+    if ((m = calloc(1, sizeof(*m))) == NULL)
+        return SM_ENOMEM;
+    if ((m->bucket_shard = malloc(buckets * sizeof(*m->bucket_shard))) == NULL) {
+        free(m);
+        return SM_ENOMEM;
+    }
+    m->buckets = buckets;
+    m->nshards = nshards;
+    for (uint32_t b = 0; b < buckets; b++)
+        m->bucket_shard[b] = (uint16_t)((uint64_t)b * nshards / buckets);
+    *out = m;
+    return 0;
+}
+
+int sm_map_set_bucket(sm_map *m, uint32_t bucket, uint32_t shard)
+{
+    if (m == NULL)
+        return SM_EINVAL;
+    if (bucket >= m->buckets)
+        return SM_EBUCKET;
+    if (shard >= m->nshards)
+        return SM_ESHARD;
+    m->bucket_shard[bucket] = (uint16_t)shard;
+    return 0;
+}
+
+/* The slot holding tenant, or the empty slot where it would go. The table is never more
+ * than half full, so the probe ends. cap must not be 0. */
+static sm_override *find_slot(sm_override *slots, size_t cap, const char *tenant, size_t len, uint64_t hash)
+{
+    size_t mask = cap - 1;
+
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        sm_override *s = &slots[i];
+        if (s->tenant == NULL)
+            return s;
+        if (s->hash == hash && s->len == len && memcmp(s->tenant, tenant, len) == 0)
+            return s;
+    }
+}
+
+/* Makes room for one more override, doubling the table (and moving the entries, whose
+ * tenants stay where they are) when it would pass half full. */
+static int reserve_override(sm_map *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 16;
+    sm_override *slots;
+
+    if ((m->n_overrides + 1) * 2 <= m->cap)
+        return 0;
+    if ((slots = calloc(cap, sizeof(*slots))) == NULL)
+        return SM_ENOMEM;
+    for (size_t i = 0; i < m->cap; i++) {
+        sm_override *s = &m->slots[i];
+        if (s->tenant != NULL)
+            *find_slot(slots, cap, s->tenant, s->len, s->hash) = *s;
+    }
+    free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return 0;
+}
+
+int sm_map_add_override(sm_map *m, const char *tenant, size_t len, uint32_t shard)
+{
+    uint64_t hash;
+    sm_override *s;
+    char *copy;
+
+    if (m == NULL || (tenant == NULL && len > 0))
+        return SM_EINVAL;
+    if (shard >= m->nshards)
+        return SM_ESHARD;
+    if (len > 0 && memchr(tenant, '\0', len) != NULL)
+        return SM_ENUL;
+    if (sm_map_override_shard(m, tenant, len) >= 0)
+        return SM_EEXIST;
+    if (reserve_override(m) < 0 || (copy = malloc(len + 1)) == NULL)
+        return SM_ENOMEM;
+    if (len > 0)
+        memcpy(copy, tenant, len);
+    copy[len] = '\0';
+    hash = sm_hash_text(copy, len);
+    s = find_slot(m->slots, m->cap, copy, len, hash);
+    *s = (sm_override){.tenant = copy, .len = len, .hash = hash, .shard = shard};
+    m->n_overrides++;
+    return 0;
+}
+
+void sm_map_set_version(sm_map *m, uint64_t version)
+{
+    if (m != NULL)
+        m->version = version;
+}
+
+void sm_map_free(sm_map *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->slots[i].tenant);
+    free(m->slots);
+    free(m->bucket_shard);
+    free(m);
+}
+
+uint32_t sm_map_buckets(const sm_map *m)
+{
+    return m->buckets;
+}
+uint32_t sm_map_nshards(const sm_map *m)
+{
+    return m->nshards;
+}
+uint64_t sm_map_version(const sm_map *m)
+{
+    return m->version;
+}
+size_t sm_map_override_count(const sm_map *m)
+{
+    return m->n_overrides;
+}
+
+int sm_map_bucket_shard(const sm_map *m, uint32_t bucket)
+{
+    return bucket < m->buckets ? m->bucket_shard[bucket] : SM_EBUCKET;
+}
+
+/* hash is sm_hash_text(tenant, len), which a text key's route already has. */
+static int override_lookup(const sm_map *m, const char *tenant, size_t len, uint64_t hash)
+{
+    const sm_override *s;
+
+    if (m->n_overrides == 0)
+        return -1;
+    s = find_slot(m->slots, m->cap, tenant, len, hash);
+    return s->tenant != NULL ? (int)s->shard : -1;
+}
+
+int sm_map_override_shard(const sm_map *m, const char *tenant, size_t len)
+{
+    if (m->n_overrides == 0 || (tenant == NULL && len > 0))
+        return -1;
+    return override_lookup(m, tenant, len, sm_hash_text(tenant, len));
+}
+
+/* The override of key, or -1. A text key's canonical text is its bytes, so its hash is
+ * already the table's; an int or uuid key is formatted and hashed as text first. Nothing
+ * is done when the map has no overrides, the common case. */
+static int key_override(const sm_map *m, const sm_key *key, uint64_t key_hash)
+{
+    sm_key_buf buf;
+    const char *text;
+    size_t len;
+
+    if (m->n_overrides == 0)
+        return -1;
+    text = sm_key_canonical(key, &buf, &len);
+    return override_lookup(m, text, len, key->type == SM_KEY_TEXT ? key_hash : sm_hash_text(text, len));
+}
+
+int sm_map_route(const sm_map *m, const sm_key *key, sm_route_why *why)
+{
+    sm_route_why w;
+    int over;
+
+    if (m == NULL || key == NULL)
+        return SM_EINVAL;
+    w.hash = sm_key_hash(key);
+    w.bucket = sm_bucket_of(w.hash, m->buckets);
+    w.bucket_shard = m->bucket_shard[w.bucket];
+    over = key_override(m, key, w.hash);
+    w.override = over >= 0;
+    w.shard = w.override ? (uint32_t)over : w.bucket_shard;
+    if (why != NULL)
+        *why = w;
+    return (int)w.shard;
+}
