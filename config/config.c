@@ -115,7 +115,8 @@ static const cfg_word cfg_auth_types[] = {
 static const cfg_word cfg_client_tls_words[] = {
     {"disable", CFG_CTLS_DISABLE}, {"allow", CFG_CTLS_ALLOW}, {"require", CFG_CTLS_REQUIRE}, {NULL, 0}};
 static const cfg_word cfg_server_tls_words[] = {
-    {"disable", CFG_STLS_DISABLE}, {"prefer", CFG_STLS_PREFER}, {"require", CFG_STLS_REQUIRE}, {NULL, 0}};
+    {"disable", CFG_STLS_DISABLE},     {"prefer", CFG_STLS_PREFER},           {"require", CFG_STLS_REQUIRE},
+    {"verify-ca", CFG_STLS_VERIFY_CA}, {"verify-full", CFG_STLS_VERIFY_FULL}, {NULL, 0}};
 static const cfg_word cfg_log_formats[] = {{"text", CFG_LOG_TEXT}, {"json", CFG_LOG_JSON}, {NULL, 0}};
 static const cfg_word cfg_log_levels[] = {{"debug", CFG_LOG_DEBUG},
                                           {"info", CFG_LOG_INFO},
@@ -149,7 +150,7 @@ _Static_assert(sizeof(cfg_fallback) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_unknown_functions) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_balance) == sizeof(int), "enum is not int-sized");
 
-/* tls_cert_file and tls_key_file. */
+/* tls_cert_file, tls_key_file and server_tls_ca_file. */
 typedef char cfg_path[CFG_PATH_MAX];
 
 /* One row of cfg_keys: field m of struct st, which must have the C type t that parser fn
@@ -197,6 +198,7 @@ static const cfg_key cfg_keys[] = {
     CFG_U32(log_slow_ms, "0", 0, 86400000),
     CFG_ENUM(client_tls, cfg_client_tls, "disable", cfg_client_tls_words),
     CFG_ENUM(server_tls, cfg_server_tls, "disable", cfg_server_tls_words),
+    CFG_KEY(CFG_SEC_PGSHARD, "server_tls_ca_file", cfg_config, server_tls_ca_file, cfg_path, cfg_parse_path),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_cert_file", cfg_config, tls_cert_file, cfg_path, cfg_parse_path),
     CFG_KEY(CFG_SEC_PGSHARD, "tls_key_file", cfg_config, tls_key_file, cfg_path, cfg_parse_path),
     CFG_KEY(CFG_SEC_PGSHARD, "admin_users", cfg_config, admin_users, char *, cfg_parse_secret, .def = NULL),
@@ -237,6 +239,7 @@ typedef int (*cfg_begin_fn)(cfg_ctx *c, const char *name, int len, const char *a
 static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_end_pgshard(cfg_ctx *c);
 static int cfg_end_shard(cfg_ctx *c);
 static int cfg_key_index(cfg_section_kind kind, const char *name);
 
@@ -249,7 +252,7 @@ typedef struct cfg_section_def {
 } cfg_section_def;
 
 static const cfg_section_def cfg_sections[] = {
-    {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard, NULL},
+    {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard, cfg_end_pgshard},
     {CFG_SEC_SHARD, "shard.", true, cfg_begin_shard, cfg_end_shard},
     {CFG_SEC_USER, "user.", true, cfg_begin_user, NULL},
 };
@@ -732,6 +735,20 @@ static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *
     return 0;
 }
 
+/* Verifying the servers' certificates needs the CAs to verify them against. There is no
+ * default bundle to fall back on, as libpq's ~/.postgresql/root.crt, because a proxy's home
+ * directory is not where anyone would look for it. The file itself is read at start. */
+static int cfg_end_pgshard(cfg_ctx *c)
+{
+    const cfg_config *cfg = c->cfg;
+    if (cfg->server_tls < CFG_STLS_VERIFY_CA || cfg->server_tls_ca_file[0])
+        return 0;
+    int line = c->key_line[cfg_key_index(CFG_SEC_PGSHARD, "server_tls")];
+    return cfg_fail_at(c, line,
+                       "key 'server_tls': %s needs server_tls_ca_file (a PEM file of CA certificates)",
+                       cfg_server_tls_name(cfg->server_tls));
+}
+
 /* While parsing, cfg->nshards is one more than the highest shard number seen, so the array
  * grows to exactly the size it ends with; gaps are found at the end. */
 static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen)
@@ -1131,6 +1148,11 @@ const char *cfg_pool_mode_name(cfg_pool_mode m)
 const char *cfg_auth_type_name(cfg_auth_type a)
 {
     return cfg_word_name(cfg_auth_types, (int)a);
+}
+
+const char *cfg_server_tls_name(cfg_server_tls t)
+{
+    return cfg_word_name(cfg_server_tls_words, (int)t);
 }
 
 bool cfg_password_plain(const char *password)

@@ -14,7 +14,16 @@ typedef enum cfg_auth_type { CFG_AUTH_SCRAM, CFG_AUTH_MD5, CFG_AUTH_TRUST } cfg_
 typedef enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON } cfg_log_format;
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level;
 typedef enum cfg_client_tls { CFG_CTLS_DISABLE, CFG_CTLS_ALLOW, CFG_CTLS_REQUIRE } cfg_client_tls;
-typedef enum cfg_server_tls { CFG_STLS_DISABLE, CFG_STLS_PREFER, CFG_STLS_REQUIRE } cfg_server_tls;
+/* libpq's sslmode, in its order: from REQUIRE on the connection fails without TLS, from
+ * VERIFY_CA on the server's certificate must chain to server_tls_ca_file, and VERIFY_FULL
+ * also checks that it names the node's host. */
+typedef enum cfg_server_tls {
+    CFG_STLS_DISABLE,
+    CFG_STLS_PREFER,
+    CFG_STLS_REQUIRE,
+    CFG_STLS_VERIFY_CA,
+    CFG_STLS_VERIFY_FULL
+} cfg_server_tls;
 typedef enum cfg_balance {
     CFG_BALANCE_ROUND_ROBIN,
     CFG_BALANCE_LEAST_OUTSTANDING,
@@ -77,6 +86,7 @@ typedef struct cfg_config {
     uint32_t log_slow_ms;                    /* default 0 = off: log transactions slower than this */
     cfg_client_tls client_tls;               /* default disable; allow/require need the cert and key */
     cfg_server_tls server_tls;               /* default disable */
+    char server_tls_ca_file[CFG_PATH_MAX];   /* PEM CA bundle for verify-ca/verify-full; "" = none */
     char tls_cert_file[CFG_PATH_MAX];        /* PEM certificate (chain) shown to clients; "" = none */
     char tls_key_file[CFG_PATH_MAX];         /* its PEM private key */
     char *admin_users;                       /* owned: users allowed on the admin console, comma-separated */
@@ -129,6 +139,7 @@ bool cfg_password_plain(const char *password);
 /* The word the file uses for each value, or "unknown". */
 const char *cfg_pool_mode_name(cfg_pool_mode m);
 const char *cfg_auth_type_name(cfg_auth_type a);
+const char *cfg_server_tls_name(cfg_server_tls t);
 const char *cfg_balance_name(cfg_balance b);
 const char *cfg_ryw_name(cfg_ryw r);
 const char *cfg_fallback_name(cfg_fallback f);

@@ -414,7 +414,6 @@ static int admin_show_config(px_client *cl)
 {
     static const char *const cols[] = {"key", "value"};
     static const char *const ctls[] = {"disable", "allow", "require"};
-    static const char *const stls[] = {"disable", "prefer", "require"};
     const cfg_config *c = cl->conn.w->conf->cfg;
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_row_desc_text(&b, cols, 2);
@@ -431,7 +430,8 @@ static int admin_show_config(px_client *cl)
     admin_kv(&b, "server_connect_timeout", "%.3f", c->server_connect_timeout_ms / 1000.0);
     admin_kv(&b, "client_login_timeout", "%.3f", c->client_login_timeout_ms / 1000.0);
     admin_kv(&b, "client_tls", "%s", ctls[c->client_tls]);
-    admin_kv(&b, "server_tls", "%s", stls[c->server_tls]);
+    admin_kv(&b, "server_tls", "%s", cfg_server_tls_name(c->server_tls));
+    admin_kv(&b, "server_tls_ca_file", "%s", c->server_tls_ca_file);
     admin_kv(&b, "admin_users", "%s", c->admin_users ? c->admin_users : "");
     admin_kv(&b, "metrics_port", "%u", c->metrics_port);
     for (int i = 0; i < c->nshards; i++) {

@@ -108,6 +108,12 @@ const struct sockaddr *px_conf_node(const px_conf *conf, int shard, int node)
     return (const struct sockaddr *)&conf->nodes[(size_t)shard * PX_MAX_NODES + (size_t)node];
 }
 
+const cfg_node *px_conf_cfg_node(const px_conf *conf, int shard, int node)
+{
+    const cfg_shard *sh = &conf->cfg->shards[shard];
+    return node == 0 ? &sh->primary : &sh->replicas[node - 1].node;
+}
+
 /* The counter slot for a user name, shared by every conf that names the user. */
 static atomic_int *conf_user_count(px_proxy *px, const char *name)
 {

@@ -19,10 +19,11 @@ void px_conn_init(px_conn *c, px_worker *w, bool is_server)
     c->wreq.data = c;
 }
 
-static void conn_dispatch_close(px_conn *c)
+/* why: what the transport knows about the failure, or NULL. */
+static void conn_dispatch_close(px_conn *c, const char *why)
 {
     if (c->is_server)
-        px_server_close((px_server *)c, "connection lost");
+        px_server_close((px_server *)c, why ? why : "connection lost");
     else
         px_client_close((px_client *)c);
 }
@@ -44,12 +45,12 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (nread != UV_EOF)
             pgs_debug("conn_read_error", "%s: %s", c->is_server ? "server" : "client",
                       uv_strerror((int)nread));
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, NULL);
         return;
     }
     int r = c->tr->received(c, (size_t)nread);
     if (r < 0) {
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, c->tr->failure(c));
         return;
     }
     if (r == 1) {
@@ -71,7 +72,7 @@ void px_conn_set_reading(px_conn *c, bool on)
         return;
     if (on) {
         if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) < 0) {
-            conn_dispatch_close(c);
+            conn_dispatch_close(c, NULL);
             return;
         }
     } else {
@@ -110,7 +111,7 @@ static void conn_start_write(px_conn *c)
     c->out.len = 0;
     uv_buf_t b = uv_buf_init((char *)c->wq.data, (unsigned)c->wq.len);
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) < 0) {
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, NULL);
         return;
     }
     c->writing = true;
@@ -123,7 +124,7 @@ static void conn_on_write(uv_write_t *req, int status)
     c->wq.len = 0;
     if (status < 0 || c->closing) {
         if (!c->closing)
-            conn_dispatch_close(c);
+            conn_dispatch_close(c, NULL);
         return;
     }
     if (c->out.len) {
@@ -151,7 +152,7 @@ int px_conn_send(px_conn *c, const void *p, size_t n)
     if (n == 0)
         return 0;
     if (c->tr->send(c, p, n) < 0) {
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, NULL);
         return -1;
     }
     return 0;
@@ -172,7 +173,7 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
         if (r == (int)n)
             return 0;
         if (r < 0 && r != UV_EAGAIN) {
-            conn_dispatch_close(c);
+            conn_dispatch_close(c, NULL);
             return -1;
         }
         if (r > 0) {
@@ -184,7 +185,7 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
         px_buf_take(c->w, &c->out);
     if (pgs_buf_append(&c->out, bytes, n) < 0) {
         pgs_error("out_of_memory", "cannot queue %zu bytes", n);
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, NULL);
         return -1;
     }
     if (!c->writing)
@@ -195,7 +196,7 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
 int px_conn_send_buf(px_conn *c, const pgs_buf *b)
 {
     if (pgs_buf_failed(b)) {
-        conn_dispatch_close(c);
+        conn_dispatch_close(c, NULL);
         return -1;
     }
     return px_conn_send(c, b->data, b->len);

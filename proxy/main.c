@@ -101,12 +101,14 @@ static bool same_topology(const cfg_config *a, const cfg_config *b)
  * that SHOW CONFIG tells the truth; a warning names them. */
 static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
 {
-    bool changed =
-        strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
-        old->workers != neu->workers || old->client_tls != neu->client_tls ||
-        old->server_tls != neu->server_tls || strcmp(old->tls_cert_file, neu->tls_cert_file) != 0 ||
-        strcmp(old->tls_key_file, neu->tls_key_file) != 0 || old->metrics_port != neu->metrics_port ||
-        old->log_format != neu->log_format || old->log_level != neu->log_level;
+    bool changed = strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
+                   old->workers != neu->workers || old->client_tls != neu->client_tls ||
+                   old->server_tls != neu->server_tls ||
+                   strcmp(old->tls_cert_file, neu->tls_cert_file) != 0 ||
+                   strcmp(old->tls_key_file, neu->tls_key_file) != 0 ||
+                   strcmp(old->server_tls_ca_file, neu->server_tls_ca_file) != 0 ||
+                   old->metrics_port != neu->metrics_port || old->log_format != neu->log_format ||
+                   old->log_level != neu->log_level;
     if (changed)
         pgs_warn("reload_restart_needed",
                  "listen_addr, listen_port, workers, TLS, metrics_port and log settings "
@@ -128,15 +130,18 @@ static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
     neu->server_tls = old->server_tls;
     memcpy(neu->tls_cert_file, old->tls_cert_file, sizeof neu->tls_cert_file);
     memcpy(neu->tls_key_file, old->tls_key_file, sizeof neu->tls_key_file);
+    memcpy(neu->server_tls_ca_file, old->server_tls_ca_file, sizeof neu->server_tls_ca_file);
     neu->metrics_port = old->metrics_port;
     neu->log_format = old->log_format;
     neu->log_level = old->log_level;
 }
 
 /* SIGHUP (and the admin RELOAD): load the file again; a bad file is refused with its
- * reason and the running config stays. Workers switch when they run the posted job, so no
- * client is dropped: pools and clients keep what they had and pick up new users,
- * passwords, pool sizes and timeouts from then on. */
+ * reason and the running config stays. That includes a server_tls_ca_file that could not
+ * be read: the running CA stays in force (TLS settings change only at restart), but a file
+ * that would stop the next start is refused now, while someone is looking. Workers switch
+ * when they run the posted job, so no client is dropped: pools and clients keep what they
+ * had and pick up new users, passwords, pool sizes and timeouts from then on. */
 static void on_sighup(uv_signal_t *s, int signum)
 {
     px_main *m = s->data;
@@ -146,8 +151,12 @@ static void on_sighup(uv_signal_t *s, int signum)
     (void)signum;
     px_conf *conf = NULL;
     if (cfg_load(px->conf->cfg->path, &cfg, err, sizeof err) == 0) {
-        reload_keep_fixed(px->conf->cfg, cfg);
-        conf = px_conf_build(px, cfg, err, sizeof err);
+        if (px_tls_check_server_ca(cfg, err, sizeof err) == 0) {
+            reload_keep_fixed(px->conf->cfg, cfg);
+            conf = px_conf_build(px, cfg, err, sizeof err);
+        } else {
+            cfg_free(cfg);
+        }
     }
     if (!conf) {
         pgs_error("reload_failed", "%s; the running configuration stays", err);

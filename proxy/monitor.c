@@ -353,9 +353,7 @@ static void mon_notice(void *arg, const char *message)
 
 static void mon_connect_start(px_monitor *m, mon_node *n, uint64_t now)
 {
-    static const char *const sslmodes[] = {
-        [CFG_STLS_DISABLE] = "disable", [CFG_STLS_PREFER] = "prefer", [CFG_STLS_REQUIRE] = "require"};
-    const char *keys[10], *vals[10];
+    const char *keys[12], *vals[12];
     int k = 0;
     keys[k] = "host", vals[k++] = n->host;
     keys[k] = "port", vals[k++] = n->port;
@@ -364,7 +362,11 @@ static void mon_connect_start(px_monitor *m, mon_node *n, uint64_t now)
         keys[k] = "password", vals[k++] = m->user->password;
     keys[k] = "dbname", vals[k++] = m->cfg->monitor_dbname;
     keys[k] = "application_name", vals[k++] = "pgshard_monitor";
-    keys[k] = "sslmode", vals[k++] = sslmodes[m->cfg->server_tls];
+    /* server_tls takes libpq's sslmode words, with the same meanings. The CA file is given
+     * only to the modes that verify: libpq's require would verify against it too. */
+    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(m->cfg->server_tls);
+    if (m->cfg->server_tls >= CFG_STLS_VERIFY_CA)
+        keys[k] = "sslrootcert", vals[k++] = m->cfg->server_tls_ca_file;
     /* GSSAPI negotiation may look up Kerberos credentials synchronously. */
     keys[k] = "gssencmode", vals[k++] = "disable";
     keys[k] = NULL, vals[k] = NULL;

@@ -89,6 +89,8 @@ typedef struct px_transport {
                                                          1 = handshake just done, -1 = fail */
     int (*send)(px_conn *c, const void *p, size_t n); /* plaintext out */
     void (*release)(px_conn *c);
+    const char *(*failure)(const px_conn *c); /* after received() failed: why, when there is
+                                                 more to say than "connection lost"; or NULL */
 } px_transport;
 extern const px_transport px_plain_transport;
 
@@ -307,6 +309,10 @@ static inline int px_key_pid_worker(uint32_t pid)
 int px_tls_setup(px_proxy *px, char *err, size_t errlen);
 void px_tls_teardown(px_proxy *px);
 int px_tls_start(px_conn *c, void *ctx, bool accept);
+int px_tls_connect(px_conn *c, const cfg_node *node);
+/* Whether the CA file of server_tls = verify-ca/verify-full can be used: 0, or -1 with
+ * "FILE: cannot use server_tls_ca_file PATH: why" in err. */
+int px_tls_check_server_ca(const cfg_config *cfg, char *err, size_t errlen);
 bool px_conn_is_tls(const px_conn *c);
 
 /* The unprocessed input (NULL when the connection holds no buffer: never NULL + 0). */
@@ -397,6 +403,8 @@ void px_route_link_done(px_client *cl);
 /* The pool a client logs in through (its welcome, rate limit and stats). */
 px_pool *px_route_home_pool(px_client *cl);
 const struct sockaddr *px_conf_node(const px_conf *conf, int shard, int node);
+/* The same node as the config writes it (host as given, port). */
+const cfg_node *px_conf_cfg_node(const px_conf *conf, int shard, int node);
 
 /* pool.c */
 px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node);

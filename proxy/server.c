@@ -557,31 +557,39 @@ void px_server_tls_ready(px_server *sv)
         server_send_startup(sv);
 }
 
-/* The server's one-byte answer to our SSLRequest. */
+/* The server's one-byte answer to our SSLRequest. Only prefer goes on in plaintext when
+ * the server has no TLS; require, verify-ca and verify-full give up, as libpq does. A
+ * certificate that fails verify-ca or verify-full ends the handshake, and the transport's
+ * reason closes the server (conn.c). */
 static int server_tls_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     if (px_conn_is_tls(c) || c->in.len - c->in_pos < 1)
         return 0; /* handshake running: the transport calls px_server_tls_ready */
     uint8_t answer = c->in.data[c->in_pos++];
-    bool required = c->w->conf->cfg->server_tls == CFG_STLS_REQUIRE;
+    cfg_server_tls mode = c->w->px->cfg->server_tls;
     if (answer == 'S') {
         if (c->in_pos != c->in.len) {
             px_server_close(sv, "server sent data after accepting TLS");
             return -1;
         }
-        if (px_tls_start(c, c->w->px->tls_connect_ctx, false) < 0) {
+        if (px_tls_connect(c, px_conf_cfg_node(c->w->conf, sv->pool->shard, sv->pool->nodeix)) < 0) {
             px_server_close(sv, "cannot start TLS towards the server");
             return -1;
         }
         return 0;
     }
-    if (answer == 'N' && !required) {
+    if (answer == 'N' && mode < CFG_STLS_REQUIRE) {
         server_send_startup(sv);
         return 1;
     }
-    px_server_close(sv, answer == 'N' ? "server_tls = require but the server does not support TLS"
-                                      : "unexpected answer to SSLRequest");
+    char why[96];
+    if (answer == 'N')
+        snprintf(why, sizeof why, "server_tls = %s but the server does not support TLS",
+                 cfg_server_tls_name(mode));
+    else
+        snprintf(why, sizeof why, "unexpected answer to SSLRequest");
+    px_server_close(sv, why);
     return -1;
 }
 

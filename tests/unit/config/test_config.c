@@ -78,6 +78,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->unknown_functions, CFG_UNKNOWN_FUNC_PRIMARY);
     assert_null(cfg->monitor_user);
     assert_string_equal(cfg->monitor_dbname, "postgres");
+    assert_int_equal(cfg->server_tls, CFG_STLS_DISABLE);
+    assert_string_equal(cfg->server_tls_ca_file, "");
     assert_int_equal(cfg->nshards, 1);
     assert_string_equal(cfg->shards[0].primary.host, "10.0.0.1");
     assert_int_equal(cfg->shards[0].primary.port, 5432);
@@ -234,6 +236,59 @@ static void test_syntax_accepted(void **state)
 }
 
 /* Every form of item, the blanks around them, and the shard's primary after its replicas. */
+/* server_tls takes libpq's sslmode words; the two that verify the server's certificate
+ * need the CA file to verify it against, wherever in [pgshard] it is set. */
+static void test_server_tls(void **state)
+{
+    static const struct {
+        const char *word;
+        cfg_server_tls mode;
+    } modes[] = {{"disable", CFG_STLS_DISABLE},
+                 {"prefer", CFG_STLS_PREFER},
+                 {"require", CFG_STLS_REQUIRE},
+                 {"verify-ca", CFG_STLS_VERIFY_CA},
+                 {"verify-full", CFG_STLS_VERIFY_FULL}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "[pgshard]\nserver_tls = %s\nserver_tls_ca_file = /etc/pgshard/ca.pem\n" SHARD0,
+                 modes[i].word);
+        cfg_config *cfg = load_ok(text);
+        assert_int_equal(cfg->server_tls, modes[i].mode);
+        assert_string_equal(cfg->server_tls_ca_file, "/etc/pgshard/ca.pem");
+        assert_string_equal(cfg_server_tls_name(cfg->server_tls), modes[i].word);
+        cfg_free(cfg);
+    }
+    /* The CA file may come first, and the modes that do not verify do not need one. */
+    cfg_config *cfg = load_ok("[pgshard]\nserver_tls_ca_file = ca.pem\nserver_tls = verify-full\n" SHARD0);
+    assert_int_equal(cfg->server_tls, CFG_STLS_VERIFY_FULL);
+    assert_string_equal(cfg->server_tls_ca_file, "ca.pem");
+    cfg_free(cfg);
+    cfg = load_ok("[pgshard]\nserver_tls = require\n" SHARD0);
+    assert_int_equal(cfg->server_tls, CFG_STLS_REQUIRE);
+    assert_string_equal(cfg->server_tls_ca_file, "");
+    cfg_free(cfg);
+
+    expect_error(
+        "[pgshard]\nserver_tls = verify-full\n" SHARD0,
+        "t.ini:2: key 'server_tls': verify-full needs server_tls_ca_file (a PEM file of CA certificates)");
+    expect_error(
+        "[pgshard]\npool_size = 5\nserver_tls = verify-ca\nworkers = 1\n",
+        "t.ini:3: key 'server_tls': verify-ca needs server_tls_ca_file (a PEM file of CA certificates)");
+    /* [pgshard] last: found when the file ends, still reported on its line. */
+    expect_error(
+        SHARD0 "[pgshard]\nserver_tls = verify-ca\n",
+        "t.ini:4: key 'server_tls': verify-ca needs server_tls_ca_file (a PEM file of CA certificates)");
+    expect_error("[pgshard]\nserver_tls = verify-full\nserver_tls_ca_file =\n" SHARD0,
+                 "t.ini:3: key 'server_tls_ca_file': must be a file path of 1 to 1023 bytes");
+    expect_error(
+        "[pgshard]\nserver_tls = verify\n" SHARD0,
+        "t.ini:2: key 'server_tls': must be one of: disable, prefer, require, verify-ca, verify-full");
+    expect_error(
+        "[pgshard]\nserver_tls = Verify-Full\nserver_tls_ca_file = ca.pem\n" SHARD0,
+        "t.ini:2: key 'server_tls': must be one of: disable, prefer, require, verify-ca, verify-full");
+}
+
 static void test_replicas(void **state)
 {
     cfg_config *cfg = load_ok("[shard.0]\n"
@@ -715,6 +770,8 @@ static void test_names(void **state)
     assert_string_equal(cfg_fallback_name(CFG_FALLBACK_ERROR), "error");
     assert_string_equal(cfg_unknown_functions_name(CFG_UNKNOWN_FUNC_PRIMARY), "primary");
     assert_string_equal(cfg_unknown_functions_name(CFG_UNKNOWN_FUNC_REPLICA), "replica");
+    assert_string_equal(cfg_server_tls_name(CFG_STLS_VERIFY_FULL), "verify-full");
+    assert_string_equal(cfg_server_tls_name((cfg_server_tls)42), "unknown");
     cfg_free(NULL);
     assert_null(cfg_find_user(NULL, "app"));
 }
@@ -727,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_fractional_timeouts),
         cmocka_unit_test(test_ipv6_and_host_names),
         cmocka_unit_test(test_syntax_accepted),
+        cmocka_unit_test(test_server_tls),
         cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_monitor_user),
         cmocka_unit_test(test_password_plain),
