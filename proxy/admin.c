@@ -122,7 +122,7 @@ static void collect_clients(px_worker *w, pgs_buf *out)
         snap_col(out, "%d", port);
         snap_col(out, "%llu", (unsigned long long)((now - cl->accepted_at) / 1000));
         snap_col(out, "%s", px_conn_is_tls(&cl->conn) ? "yes" : "no");
-        snap_col(out, "%u", cl->server ? cl->server->be_pid : 0);
+        snap_col(out, "%u", px_client_server(cl) ? px_client_server(cl)->be_pid : 0);
         snap_row_end(out, st);
     }
 }

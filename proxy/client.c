@@ -42,6 +42,13 @@ static void client_set_state(px_client *cl, px_client_state st)
     px_client_set_state(cl, st, NULL);
 }
 
+/* The connection of the client's server, or NULL when it holds none. */
+static px_conn *client_server_conn(px_client *cl)
+{
+    px_server *sv = px_client_server(cl);
+    return sv ? &sv->conn : NULL;
+}
+
 void px_client_accept(px_worker *w)
 {
     px_client *cl = calloc(1, sizeof *cl);
@@ -50,7 +57,13 @@ void px_client_accept(px_worker *w)
         return;
     }
     px_conn_init(&cl->conn, w, false);
+    if (px_xact_init(cl, w->px->cfg->nshards) < 0) {
+        free(cl);
+        pgs_error("out_of_memory", "cannot accept a client");
+        return;
+    }
     if (uv_tcp_init(&w->loop, &cl->conn.tcp) < 0) {
+        px_xact_free(cl);
         free(cl);
         return;
     }
@@ -117,7 +130,7 @@ void px_client_close(px_client *cl)
     if (cl->state == CL_CLOSED)
         return;
     px_worker *w = cl->conn.w;
-    px_buf_give(w, &cl->retry);
+    px_buf_give(w, &cl->x.retry);
     client_set_state(cl, CL_CLOSED);
     if (cl->pool)
         cl->pool->nclients--;
@@ -130,11 +143,9 @@ void px_client_close(px_client *cl)
         atomic_fetch_sub_explicit(cl->user->nconn, 1, memory_order_relaxed);
         cl->user_counted = false;
     }
-    px_server *sv = cl->server;
+    bool clean = cl->x.nlinks && px_server_clean(px_client_server(cl)) && cl->conn.pass_left == 0;
+    px_server *sv = px_xact_detach(cl);
     if (sv) {
-        bool clean = px_server_clean(sv) && cl->conn.pass_left == 0;
-        cl->server = NULL;
-        sv->client = NULL;
         if (clean)
             px_server_release(sv);
         else
@@ -702,7 +713,7 @@ static int client_parse_session(px_client *cl, const pgs_frame *f)
     if (ss.kind == SESS_NONE)
         return 0;
     if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL)
-        client_forget_statements(cl, cl->server);
+        client_forget_statements(cl, px_client_server(cl));
     if (ss.kind == SESS_DEALLOCATE)
         return name[0] ? 0 : px_ext_deallocate(cl, f, ss.name);
     /* A named statement changes the session each time it runs: staged at its Binds. */
@@ -727,7 +738,7 @@ static int client_query(px_client *cl, const pgs_frame *f)
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
         return 0;
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL) {
         client_forget_statements(cl, sv);
         return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
@@ -839,14 +850,15 @@ static void client_arm_retry(px_client *cl, const pgs_frame *f)
     size_t n = client_retry_span(cl, f);
     if (n == 0 || n > PX_BLOCK)
         return;
-    px_buf_take(c->w, &cl->retry);
-    if (!cl->retry.data && (cl->retry.data = malloc(PX_BLOCK)))
-        cl->retry.cap = PX_BLOCK;
-    if (!cl->retry.data)
+    pgs_buf *rb = &cl->x.retry;
+    px_buf_take(c->w, rb);
+    if (!rb->data && (rb->data = malloc(PX_BLOCK)))
+        rb->cap = PX_BLOCK;
+    if (!rb->data)
         return;
-    cl->retry.len = 0;
-    pgs_buf_append(&cl->retry, px_conn_at(c), n); /* armed unless that failed */
-    cl->retry_sealed = false;
+    rb->len = 0;
+    pgs_buf_append(rb, px_conn_at(c), n); /* armed unless that failed */
+    cl->x.retry_sealed = false;
 }
 
 /* One step of a logged-in client: validate the next message header, get a server when the
@@ -872,17 +884,17 @@ static int client_forward_step(px_client *cl)
     if (r < 0 || !pgs_frontend_type_valid(f.type))
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
     if (r < 0) {
-        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_conn_flush_forward(c, client_server_conn(cl));
         px_client_fatal(cl, "08P01", "invalid message length");
         return -1;
     }
     if (!pgs_frontend_type_valid(f.type)) {
-        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_conn_flush_forward(c, client_server_conn(cl));
         px_client_fatal(cl, "08P01", "invalid frontend message type %d", (unsigned char)f.type);
         return -1;
     }
     if (f.type == 'X') {
-        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_conn_flush_forward(c, client_server_conn(cl));
         px_client_close(cl);
         return -1;
     }
@@ -892,7 +904,7 @@ static int client_forward_step(px_client *cl)
      * pooling so are the messages whose statement names are rewritten. Nothing else is. */
     bool whole = rewrite || f.type == 'Q';
     if (whole && f.total > c->w->conf->cfg->max_message_size) {
-        px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+        px_conn_flush_forward(c, client_server_conn(cl));
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
         px_client_fatal(cl, "54000", "pgshard: message of %zu bytes exceeds max_message_size (%u bytes)",
                         f.total, c->w->conf->cfg->max_message_size);
@@ -907,21 +919,22 @@ static int client_forward_step(px_client *cl)
     }
     if (f.type == 'Q' && (r = px_route_pgshard_var(cl, &f)) != 0)
         return r;
-    if (!cl->server && !cl->refuse && !client_take_token(cl))
+    px_link *l = px_xact_link(cl);
+    if (!l && !cl->refuse && !client_take_token(cl))
         cl->refuse = PX_REFUSE_RATE;
-    if (!cl->server && cl->refuse)
+    if (!l && cl->refuse)
         return client_refuse(cl, &f);
-    if (cl->server && cl->link_replica && px_route_must_leave(cl, &f)) {
-        if (!px_server_clean(cl->server) || cl->conn.pass_left) {
-            cl->paused = true; /* resumed when the replica has answered what it was sent */
+    if (l && l->replica && px_route_must_leave(cl, &f)) {
+        if (!px_server_clean(l->sv) || cl->conn.pass_left) {
+            cl->x.paused = true; /* resumed when the replica has answered what it was sent */
             return 0;
         }
-        px_conn_flush_forward(c, &cl->server->conn);
-        px_server_release(cl->server);
+        px_conn_flush_forward(c, &l->sv->conn);
+        px_server_release(l->sv);
         if (cl->state == CL_CLOSED)
             return -1;
     }
-    if (!cl->server) {
+    if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);
         r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
         if (r < 0) {
@@ -932,30 +945,31 @@ static int client_forward_step(px_client *cl)
             client_set_state(cl, CL_IDLE);
             return 1; /* refused: the next pass answers */
         }
-        if (!cl->server)
+        if (!px_xact_link(cl))
             return 0; /* linked later by the pool, which calls px_client_process again */
     }
-    px_server *sv = cl->server;
+    l = px_xact_link(cl);
+    px_server *sv = l->sv;
     /* A message after the read that was kept: sending only that read again would lose it. */
-    if (px_retry_armed(cl) && cl->retry_sealed)
+    if (px_retry_armed(cl) && cl->x.retry_sealed)
         px_route_disarm(cl);
-    if (!sv->xact_start_ns)
-        sv->xact_start_ns = uv_hrtime();
-    if (cl->fresh_link) {
-        cl->fresh_link = false;
+    if (!l->start_ns)
+        l->start_ns = uv_hrtime();
+    if (l->fresh) {
+        l->fresh = false;
         client_replay_session(cl, sv);
-        if (cl->link_replica)
+        if (l->replica)
             client_arm_retry(cl, &f);
     }
     if (px_retry_armed(cl) && (f.type == 'Q' || f.type == 'S'))
-        cl->retry_sealed = true;
+        cl->x.retry_sealed = true;
     if (rewrite) {
         if (f.type == 'Q')
             r = client_query(cl, &f);
         else if (f.type != 'P' || (r = client_parse_session(cl, &f)) == 0)
             r = px_ext_client_message(cl, &f);
         if (r == 2) {
-            cl->paused = true; /* resumed by the server when it has answered */
+            cl->x.paused = true; /* resumed by the server when it has answered */
             return 0;
         }
         if (r != 0) {
@@ -1012,7 +1026,7 @@ void px_client_process(px_client *cl)
     if (cl->state == CL_CLOSED)
         return;
     if (cl->state == CL_ACTIVE)
-        px_conn_flush_forward(c, &cl->server->conn);
+        px_conn_flush_forward(c, client_server_conn(cl));
     else
         c->fwd_mark = c->in_pos;
     if (cl->state == CL_CLOSED)
@@ -1034,7 +1048,7 @@ void px_client_update_reading(px_client *cl)
         on = true;
         break;
     case CL_ACTIVE:
-        on = !cl->paused && px_conn_idle_io(&cl->server->conn);
+        on = !cl->x.paused && px_conn_idle_io(client_server_conn(cl));
         break;
     default:
         on = false;
@@ -1045,16 +1059,16 @@ void px_client_update_reading(px_client *cl)
 
 void px_client_on_drained(px_client *cl)
 {
-    if (cl->server)
-        px_server_update_reading(cl->server);
+    px_server *sv = px_client_server(cl);
+    if (sv)
+        px_server_update_reading(sv);
 }
 
 /* Links a client to a server from the pool and forwards what the client has buffered.
  * Called inside the client's own input pass too, which then simply goes on. */
 void px_client_link(px_client *cl, px_server *sv)
 {
-    cl->server = sv;
-    cl->fresh_link = true;
+    px_xact_attach(cl, sv);
     if (cl->wait_start_ns) {
         uint64_t us = (uv_hrtime() - cl->wait_start_ns) / 1000;
         px_pool_stats *st = &sv->pool->st;
@@ -1063,19 +1077,19 @@ void px_client_link(px_client *cl, px_server *sv)
         px_hist_observe(st->wait_hist, us);
         cl->wait_start_ns = 0;
     }
-    px_server_activate(sv, cl);
+    px_server_activate(sv);
     client_set_state(cl, CL_ACTIVE);
     px_client_process(cl);
-    if (!cl->conn.closing && cl->server == sv)
+    if (!cl->conn.closing && px_client_server(cl) == sv)
         px_server_update_reading(sv);
 }
 
 /* The server let go of the client (end of a transaction): the client is idle again. */
 void px_client_detach(px_client *cl)
 {
-    cl->server = NULL;
+    px_xact_detach(cl);
     px_route_link_done(cl);
-    cl->paused = false;
+    cl->x.paused = false;
     if (cl->state == CL_ACTIVE)
         client_set_state(cl, CL_IDLE);
     if (atomic_load(&cl->conn.w->px->draining) && cl->conn.in.len == cl->conn.in_pos) {
@@ -1130,11 +1144,11 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
             break;
         }
     }
-    if (!cl || CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) != 0 || !cl->server) {
+    if (!cl || CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) != 0 || !px_client_server(cl)) {
         pgs_debug("cancel_ignored", "no running query for cancel key %08x", pid);
         return;
     }
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_cancel_conn *cc = calloc(1, sizeof *cc);
     if (!cc)
         return;

@@ -247,6 +247,7 @@ static void conn_on_close(uv_handle_t *h)
         if (cl->auth == AUTH_SCRAM_FIRST || cl->auth == AUTH_SCRAM_FINAL)
             free(cl->a.scram);
         px_client_stmts_free(&cl->stmts, &w->stmts);
+        px_xact_free(cl);
         pgs_buf_free(&cl->startup);
         if (cl->sess) {
             px_session_free(cl->sess);

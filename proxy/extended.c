@@ -157,7 +157,7 @@ static int ext_ensure_any(px_server *sv, const px_stmt *st)
 static void ext_drop(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
-    px_conn_flush_forward(c, &cl->server->conn);
+    px_conn_flush_forward(c, &px_client_server(cl)->conn);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
 }
@@ -171,8 +171,8 @@ static int ext_take_stmt(px_client *cl, const pgs_frame *f, const char *name, px
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     if (!st)
         return 0;
-    px_conn_flush_forward(&cl->conn, &cl->server->conn);
-    int r = ext_ensure_any(cl->server, st);
+    px_conn_flush_forward(&cl->conn, &px_client_server(cl)->conn);
+    int r = ext_ensure_any(px_client_server(cl), st);
     if (r != 0)
         return r < 0 ? -1 : 2;
     px_stmt_name(st->hash, sname);
@@ -199,7 +199,7 @@ static char *ext_strdup(const char *s)
  * parse it under a throwaway name so errors come out as PostgreSQL's. */
 static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest, size_t n)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_worker *w = cl->conn.w;
     pgs_buf b = PGS_BUF_INIT;
     char sname[PX_STMT_NAME_LEN];
@@ -276,7 +276,7 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
  * other clients); the name is dropped now and restored if the Close turns out skipped. */
 static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     ext_drop(cl, f);
     px_reply_ent *e = ext_push(sv, RP_FAKE_CLOSE, 0);
@@ -299,7 +299,7 @@ static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
 static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name,
                    const uint8_t *rest, size_t n)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     char sname[PX_STMT_NAME_LEN];
     bool foreign = !st && strncmp(name, "pgshard_", 8) == 0;
@@ -351,7 +351,7 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
     if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
         return 0;
     /* What was forwarded before goes first: the proxy may inject messages now. */
-    px_conn_flush_forward(c, &cl->server->conn);
+    px_conn_flush_forward(c, &px_client_server(cl)->conn);
     switch (f->type) {
     case 'P':
         return ext_parse(cl, f, name, rd.p, rd.left);
@@ -367,7 +367,7 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
  * Returns as px_ext_client_message. */
 int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_stmt *st;
     char sname[PX_STMT_NAME_LEN];
     int r = ext_take_stmt(cl, f, name, &st, sname);
@@ -410,7 +410,7 @@ static void ext_succeeded(px_server *sv, px_reply_ent *e)
  * or skipped it, and releases the entry (the caller pops it). */
 static void ext_undo(px_server *sv, px_reply_ent *e)
 {
-    px_client *cl = sv->client;
+    px_client *cl = px_server_client(sv);
     px_worker *w = sv->conn.w;
     switch (e->kind) {
     case RP_PARSE:
@@ -461,7 +461,7 @@ void px_server_emit_fakes(px_server *sv)
     static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4};
     static const uint8_t close_complete[] = {'3', 0, 0, 0, 4};
     px_reply_ent *h;
-    px_client *cl = sv->client;
+    px_client *cl = px_server_client(sv);
     while (!sv->skipping && (h = px_replies_head(&sv->replies)) && h->kind >= RP_FAKE_CLOSE) {
         if (cl)
             px_conn_send(&cl->conn, h->kind == RP_FAKE_PARSE ? parse_complete : close_complete, 5);
@@ -473,7 +473,7 @@ void px_server_emit_fakes(px_server *sv)
 static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t *msg, const pgs_frame *f)
 {
     pgs_error_fields ef;
-    px_client *cl = sv->client;
+    px_client *cl = px_server_client(sv);
     pgs_buf b = PGS_BUF_INIT;
     if (pgs_error_parse(msg + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
         (strcmp(ef.sqlstate, "42P05") == 0 || strcmp(ef.sqlstate, "26000") == 0)) {
@@ -521,7 +521,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
         sv->saw_error = true;
         if (h && h->kind == RP_QUERY && h->cname && h->stmt) {
             /* A PREPARE that failed: the client's name does not exist after all. */
-            px_client *cl = sv->client;
+            px_client *cl = px_server_client(sv);
             if (cl && px_client_stmt_get(&cl->stmts, h->cname) == h->stmt)
                 px_client_stmt_del(&cl->stmts, &sv->conn.w->stmts, h->cname);
             ext_release(sv->conn.w, h);
@@ -531,7 +531,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
              ((h->kind == RP_PARSE || h->kind == RP_QUERY) && !h->stmt))) {
             if (avail < f->total)
                 return 2;
-            px_conn_flush_forward(&sv->conn, &sv->client->conn);
+            px_conn_flush_forward(&sv->conn, px_link_dest(sv->link));
             ext_rename_error(sv, h, p, f);
             hide = 1;
         }
@@ -609,7 +609,7 @@ static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t 
 int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_worker *w = cl->conn.w;
     char sname[PX_STMT_NAME_LEN];
     px_conn_flush_forward(&cl->conn, &sv->conn);
@@ -662,7 +662,7 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
 int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end)
 {
-    px_server *sv = cl->server;
+    px_server *sv = px_client_server(cl);
     px_stmt *st;
     char sname[PX_STMT_NAME_LEN];
     int r = ext_take_stmt(cl, f, name, &st, sname);

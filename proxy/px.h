@@ -132,6 +132,41 @@ enum { PX_REFUSE_NONE, PX_REFUSE_RATE, PX_REFUSE_NO_PRIMARY, PX_REFUSE_NO_REPLIC
 
 typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FINAL } px_auth_step;
 
+/* One server that a client's transaction holds on one shard (xact.c). The server points
+ * back at it (px_server.link); what the server relays goes to the link's destination. */
+typedef struct px_link {
+    px_client *cl;     /* the client whose transaction holds it */
+    px_server *sv;     /* the server, or NULL when nothing is linked */
+    int shard;         /* the shard routing chose */
+    bool fresh;        /* linked and nothing sent yet: the session state is replayed first */
+    bool write;        /* the transaction may write: read-your-writes starts at its end */
+    bool replica;      /* routed to a replica (a read) */
+    bool sent_any;     /* a reply byte went to the client since the server was linked */
+    uint64_t start_ns; /* uv_hrtime() of the running transaction's first message; 0 = none */
+} px_link;
+
+/* What a client remembers about one shard between transactions. */
+typedef struct px_shard_memo {
+    uint64_t ryw_write_ns; /* end of its last write transaction there not yet bounded by a sample */
+    uint64_t ryw_lsn;      /* its reads there need a replica replayed at least this far */
+    uint32_t avoid;        /* nodes (bit per index) that failed its read there: try others */
+} px_shard_memo;
+
+/* A client's transaction: the server links it holds, one per shard it touches. A
+ * one-shard transaction, the common case, uses `one` and allocates nothing; links point
+ * at `one` until a fan-out (Sharding II) gives it an array. */
+typedef struct px_xact {
+    px_link one;
+    px_link *links;      /* &one, or an owned array */
+    uint16_t nlinks;     /* links in use (0 when the client holds no server) */
+    bool paused;         /* waits for its server to answer an earlier segment's Parse */
+    bool want_read;      /* the message being routed may run on a replica */
+    bool retry_sealed;   /* the kept read's last message (Query or Sync) has gone out */
+    pgs_buf retry;       /* while armed (px_retry_armed): a pooled block holding the read to send
+                            again if the replica fails before answering */
+    px_shard_memo *memo; /* owned: one per shard of the conf it logged in with; NULL before login */
+} px_xact;
+
 struct px_client {
     px_conn conn; /* first */
     px_client_state state;
@@ -141,7 +176,7 @@ struct px_client {
                             or the worker's primary_waiters); NULL otherwise. Only
                             px_client_set_state changes it */
     px_pool *pool;       /* the pool it logged in through (welcome, rate limit, stats) */
-    px_server *server;   /* linked server, or NULL */
+    px_xact x;           /* its transaction: the servers it holds and routing memory */
     const px_user *user;
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
     uint64_t accepted_at;         /* loop time of accept() */
@@ -153,26 +188,15 @@ struct px_client {
     bool over_limit;   /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
-    bool paused;           /* waits for its server to answer an earlier segment's Parse */
     bool admin_busy;       /* an admin command waits for a snapshot */
     bool rate_skip;        /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
-    bool fresh_link;       /* linked to a server and nothing sent yet: replay session state first */
-    bool link_write;       /* the linked transaction may write: read-your-writes starts at its end */
-    bool link_replica;     /* linked to a replica (a read) */
-    bool want_read;        /* the message being routed may run on a replica */
     uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
-    bool retry_sealed;     /* the kept read's last message (Query or Sync) has gone out */
     uint8_t target;        /* SET pgshard.target: prs_target */
     uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
-    uint32_t avoid;        /* nodes (bit per index) that failed this client's read: try others */
-    uint64_t ryw_write_ns; /* end of its last write transaction not yet bounded by a sample */
-    uint64_t ryw_lsn;      /* its reads need a replica replayed at least this far */
-    pgs_buf retry;    /* while armed (px_retry_armed): a pooled block holding the read to send again if the
-                         replica fails first */
-    px_htab stmts;    /* the client's statement names (transaction pooling) */
-    px_session *sess; /* owned, NULL until the client has session state */
-    pgs_buf startup;  /* startup parameters (name\0value\0...), until the welcome is sent */
+    px_htab stmts;         /* the client's statement names (transaction pooling) */
+    px_session *sess;      /* owned, NULL until the client has session state */
+    pgs_buf startup;       /* startup parameters (name\0value\0...), until the welcome is sent */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];
     union {
@@ -197,25 +221,76 @@ struct px_server {
     pgs_node node;      /* in pool->servers */
     pgs_node idle_node; /* in pool->idle */
     px_pool *pool;
-    px_client *client; /* linked client, or NULL */
+    px_link *link; /* the client transaction's link that holds it, or NULL */
     uv_connect_t connect_req;
-    uint64_t since;         /* loop time of the last state change */
-    uint64_t xact_start_ns; /* uv_hrtime() of the first message of the running transaction */
-    px_replies replies;     /* what the server owes for what was sent to it, in order */
-    uint32_t segment;       /* Syncs and Queries sent: numbers the pipeline segments */
-    bool skipping;          /* after an error, the server ignores messages until Sync */
-    bool ext_open;          /* extended-protocol messages sent since the last Sync */
-    px_htab stmts;          /* statement hashes prepared on this server, with LRU ticks */
-    uint64_t state_sig;     /* signature of the session settings it has; 0 = none */
-    bool stmts_doubtful;    /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
-    bool close_on_release;  /* ...its prepared statements are unknown: close, do not reuse */
-    bool saw_error;         /* an ErrorResponse since the last ReadyForQuery */
-    char tx_status;         /* of the last ReadyForQuery: 'I', 'T' or 'E' */
+    uint64_t since;        /* loop time of the last state change */
+    px_replies replies;    /* what the server owes for what was sent to it, in order */
+    uint32_t segment;      /* Syncs and Queries sent: numbers the pipeline segments */
+    bool skipping;         /* after an error, the server ignores messages until Sync */
+    bool ext_open;         /* extended-protocol messages sent since the last Sync */
+    px_htab stmts;         /* statement hashes prepared on this server, with LRU ticks */
+    uint64_t state_sig;    /* signature of the session settings it has; 0 = none */
+    bool stmts_doubtful;   /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
+    bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
+    bool saw_error;        /* an ErrorResponse since the last ReadyForQuery */
+    char tx_status;        /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
     px_scram_client *scram; /* owned while logging in */
-    bool sent_any;          /* forwarded a reply byte to its client since it was linked */
     pgs_buf login_params;   /* ParameterStatus messages seen while logging in */
 };
+
+/* Where routing sends a transaction (route.c decides, px_xact_begin acts). */
+typedef enum px_route_verdict {
+    PX_ROUTE_GO,           /* to `node` of `shard` */
+    PX_ROUTE_WAIT_PRIMARY, /* the shard has no usable primary yet: wait for one */
+    PX_ROUTE_REFUSE,       /* answer with an error instead: `refuse` says why */
+} px_route_verdict;
+
+typedef struct px_route {
+    uint8_t verdict; /* px_route_verdict */
+    uint8_t refuse;  /* PX_REFUSE_* */
+    bool write;      /* the transaction may write (read-your-writes starts at its end) */
+    bool replica;    /* node is a replica: the role */
+    int shard;
+    int node; /* index among the shard's nodes: px_conf_node() */
+} px_route;
+
+/* xact.c: a client's transaction and its links. */
+/* Acts on a routing decision: links a server from the node's pool or queues the client
+ * for one, queues it among the primary's waiters, or records the refusal. Returns 0
+ * (linked or queued), 1 (refused: cl->refuse says why) or -1 (out of memory). */
+int px_xact_begin(px_client *cl, const px_route *d);
+int px_xact_init(px_client *cl, int nshards);
+void px_xact_free(px_client *cl);
+/* Records where routing sends the transaction, before a server is there to link. */
+void px_xact_plan(px_client *cl, int shard, bool write, bool replica);
+/* Links a server from the pool to the planned link. */
+px_link *px_xact_attach(px_client *cl, px_server *sv);
+/* Unlinks the client's server (both directions); returns it, or NULL when none. */
+px_server *px_xact_detach(px_client *cl);
+/* The client's memory of a shard (read-your-writes, nodes to avoid). */
+static inline px_shard_memo *px_xact_memo(px_client *cl, int shard)
+{
+    return &cl->x.memo[shard];
+}
+/* The link of a one-shard transaction, or NULL while the client holds no server. */
+static inline px_link *px_xact_link(px_client *cl)
+{
+    return cl->x.nlinks ? &cl->x.links[0] : NULL;
+}
+static inline px_server *px_client_server(const px_client *cl)
+{
+    return cl->x.nlinks ? cl->x.links[0].sv : NULL;
+}
+static inline px_client *px_server_client(const px_server *sv)
+{
+    return sv->link ? sv->link->cl : NULL;
+}
+/* Where a server's replies go: its client, as they are. A fan-out merges instead. */
+static inline px_conn *px_link_dest(const px_link *l)
+{
+    return &l->cl->conn;
+}
 
 /* Server connections for one (user, database) in one worker. */
 struct px_pool {
@@ -358,7 +433,7 @@ void px_server_on_drained(px_server *sv);
 void px_server_tls_ready(px_server *sv);
 void px_server_close(px_server *sv, const char *why);
 void px_server_release(px_server *sv);
-void px_server_activate(px_server *sv, px_client *cl);
+void px_server_activate(px_server *sv);
 
 /* extended.c */
 void px_server_emit_fakes(px_server *sv);
@@ -394,7 +469,7 @@ void px_route_disarm(px_client *cl);
 /* retry holds a read sent to a replica that has not answered a byte of it yet. */
 static inline bool px_retry_armed(const px_client *cl)
 {
-    return cl->retry.len != 0;
+    return cl->x.retry.len != 0;
 }
 /* The server failed before the client saw a byte of the read it was sent: 1 if the client
  * was sent elsewhere (then the caller must not tell it), 0 otherwise. */

@@ -220,19 +220,20 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
 
 /* The LSN a replica must have replayed for this client to see its own writes: 0 = any,
  * UINT64_MAX = none yet (no primary sample after its last write: read on the primary). */
-static uint64_t ryw_need(px_client *cl, const px_shard_status *sh)
+static uint64_t ryw_need(px_client *cl, const px_shard_status *sh, int shard)
 {
     if (cl->conn.w->conf->cfg->read_your_writes == CFG_RYW_OFF)
         return 0;
-    if (cl->ryw_write_ns) {
-        uint64_t b = px_status_ryw_lsn(sh, cl->ryw_write_ns);
+    px_shard_memo *m = px_xact_memo(cl, shard);
+    if (m->ryw_write_ns) {
+        uint64_t b = px_status_ryw_lsn(sh, m->ryw_write_ns);
         if (!b)
             return UINT64_MAX;
-        if (b > cl->ryw_lsn)
-            cl->ryw_lsn = b;
-        cl->ryw_write_ns = 0;
+        if (b > m->ryw_lsn)
+            m->ryw_lsn = b;
+        m->ryw_write_ns = 0;
     }
-    return cl->ryw_lsn;
+    return m->ryw_lsn;
 }
 
 static int node_weight(const cfg_shard *cs, int node)
@@ -289,7 +290,8 @@ static int pick_replica(px_client *cl, const px_shard_status *sh, int shard, con
 {
     px_worker *w = cl->conn.w;
     const cfg_config *cfg = w->conf->cfg;
-    uint64_t need = ryw_need(cl, sh);
+    uint64_t need = ryw_need(cl, sh, shard);
+    uint32_t avoid = px_xact_memo(cl, shard)->avoid;
     if (need == UINT64_MAX)
         return -2;
     uint32_t max_lag = qc->has_lag                    ? qc->max_lag_ms
@@ -300,7 +302,7 @@ static int pick_replica(px_client *cl, const px_shard_status *sh, int shard, con
     for (int i = 0; i < sh->nnodes; i++) {
         const px_node_status *ns = &sh->nodes[i];
         if (i == sh->primary || ns->health != PX_NODE_UP || !ns->in_recovery ||
-            ns->circuit != PX_CIRCUIT_CLOSED || (cl->avoid & (1u << i)) || node_resting(w, shard, i))
+            ns->circuit != PX_CIRCUIT_CLOSED || (avoid & (1u << i)) || node_resting(w, shard, i))
             continue;
         if ((cfg->max_lag_bytes && ns->lag_bytes > cfg->max_lag_bytes) || (max_lag && ns->lag_ms > max_lag))
             continue;
@@ -320,55 +322,40 @@ static bool primary_ready(px_worker *w, const px_shard_status *sh, int shard)
     return sh->primary_ok && !node_resting(w, shard, sh->primary);
 }
 
-static void route_wait_primary(px_client *cl)
-{
-    px_client_set_state(cl, CL_WAIT_SERVER, &cl->conn.w->primary_waiters);
-    if (!cl->wait_start_ns)
-        cl->wait_start_ns = uv_hrtime();
-}
-
-/* Sends a client (state CL_WAIT_SERVER, route decided) to its node's pool, or among the
- * primary's waiters while the shard has no usable primary. qc: the hints of the statement
- * (a per-statement max_lag_ms), or NULL when routing again. Returns 0 (linked or queued),
- * 1 (refused: cl->refuse says why) or -1 (out of memory). */
-static int route_place(px_client *cl, const px_qclass *qc)
+/* Where the client's transaction goes: a node of a shard, the primary's waiters while the
+ * shard has none, or a refusal. qc: the hints of the statement (a per-statement
+ * max_lag_ms), or NULL when routing again. Chooses only; px_xact_begin acts on it. */
+static void route_decide(px_client *cl, const px_qclass *qc, bool write, px_route *d)
 {
     static const px_qclass none;
     px_worker *w = cl->conn.w;
     const cfg_config *cfg = w->conf->cfg;
-    const int shard = 0;
-    int node = 0;
-    bool replica = false;
-    if (w->px->mon) {
-        const px_shard_status *sh = &px_route_status(w)->shards[shard];
-        node = sh->primary;
-        if (cl->want_read) {
-            int r = pick_replica(cl, sh, shard, qc ? qc : &none);
-            if (r >= 0) {
-                node = r;
-                replica = true;
-            } else if (r == -1 && cfg->replica_fallback == CFG_FALLBACK_ERROR) {
-                cl->refuse = PX_REFUSE_NO_REPLICA;
-                return 1;
-            }
+    *d = (px_route){.verdict = PX_ROUTE_GO, .write = write, .shard = 0, .node = 0};
+    if (!w->px->mon)
+        return;
+    const px_shard_status *sh = &px_route_status(w)->shards[d->shard];
+    d->node = sh->primary;
+    if (cl->x.want_read) {
+        int r = pick_replica(cl, sh, d->shard, qc ? qc : &none);
+        if (r >= 0) {
+            d->node = r;
+            d->replica = true;
+            return;
         }
-        if (!replica && !primary_ready(w, sh, shard)) {
-            if (cfg->primary_wait_ms == 0 || uv_now(&w->loop) - cl->wait_since >= cfg->primary_wait_ms) {
-                cl->refuse = PX_REFUSE_NO_PRIMARY;
-                return 1;
-            }
-            route_wait_primary(cl);
-            return 0;
+        if (r == -1 && cfg->replica_fallback == CFG_FALLBACK_ERROR) {
+            d->verdict = PX_ROUTE_REFUSE;
+            d->refuse = PX_REFUSE_NO_REPLICA;
+            return;
         }
-        if (replica)
-            atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, shard, node), 1, memory_order_relaxed);
     }
-    px_pool *home = cl->pool, *pool = home->sibling[node];
-    if (!pool && !(pool = home->sibling[node] = px_pool_get(w, cl->user, cl->db_name, shard, node)))
-        return -1;
-    pool->user = home->user; /* after a reload, as px_pool_get does */
-    cl->link_replica = replica;
-    return px_pool_acquire(pool, cl);
+    if (primary_ready(w, sh, d->shard))
+        return;
+    if (cfg->primary_wait_ms == 0 || uv_now(&w->loop) - cl->wait_since >= cfg->primary_wait_ms) {
+        d->verdict = PX_ROUTE_REFUSE;
+        d->refuse = PX_REFUSE_NO_PRIMARY;
+        return;
+    }
+    d->verdict = PX_ROUTE_WAIT_PRIMARY;
 }
 
 /* Whether a statement of this class goes to a replica: hint first, then the session's
@@ -380,20 +367,21 @@ static bool route_wants_replica(const px_client *cl, const px_qclass *qc)
 }
 
 /* Called from the client's input pass with the first message of a transaction. Returns as
- * route_place. */
+ * px_xact_begin. */
 int px_route_acquire(px_client *cl, const pgs_frame *f)
 {
     px_worker *w = cl->conn.w;
     px_qclass qc = {0};
-    cl->want_read = false;
-    cl->link_write = true;
-    cl->link_replica = false;
+    px_route d;
+    bool write = true;
+    cl->x.want_read = false;
     if (w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION) {
         route_message(cl, f, &qc);
-        cl->want_read = route_wants_replica(cl, &qc);
-        cl->link_write = !qc.read;
+        cl->x.want_read = route_wants_replica(cl, &qc);
+        write = !qc.read;
     }
-    return route_place(cl, &qc);
+    route_decide(cl, &qc, write, &d);
+    return px_xact_begin(cl, &d);
 }
 
 /* A client linked to a replica sends the first message of a new segment: when that
@@ -401,9 +389,10 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
  * replica to finish and then goes through routing again. */
 bool px_route_must_leave(px_client *cl, const pgs_frame *f)
 {
-    if (!cl->link_replica || (f->type != 'Q' && f->type != 'P' && f->type != 'B'))
+    px_link *l = px_xact_link(cl);
+    if (!l || !l->replica || (f->type != 'Q' && f->type != 'P' && f->type != 'B'))
         return false;
-    px_server *sv = cl->server;
+    px_server *sv = l->sv;
     if (sv->ext_open || sv->tx_status != 'I')
         return false;
     px_qclass qc;
@@ -415,19 +404,21 @@ bool px_route_must_leave(px_client *cl, const pgs_frame *f)
  * forgets the nodes it avoided. */
 void px_route_link_done(px_client *cl)
 {
-    if (cl->link_write && cl->conn.w->px->has_replicas)
-        cl->ryw_write_ns = uv_hrtime();
-    if (!cl->link_write)
-        cl->avoid = 0;
-    cl->link_write = false;
-    cl->link_replica = false;
+    px_link *l = &cl->x.one;
+    px_shard_memo *m = px_xact_memo(cl, l->shard);
+    if (l->write && cl->conn.w->px->has_replicas)
+        m->ryw_write_ns = uv_hrtime();
+    if (!l->write)
+        m->avoid = 0;
+    l->write = false;
+    l->replica = false;
     px_route_disarm(cl);
 }
 
 /* The kept copy of a read is no longer needed (or no longer enough). */
 void px_route_disarm(px_client *cl)
 {
-    px_buf_give(cl->conn.w, &cl->retry);
+    px_buf_give(cl->conn.w, &cl->x.retry);
 }
 
 /* A new client is welcomed with the parameters of a pool that already knows them; else by
@@ -470,12 +461,14 @@ static void route_again(pgs_list *from, int avoid_node)
     while ((n = pgs_list_first(&moved))) {
         px_client *cl = pgs_container_of(n, px_client, wait_node);
         px_client_set_state(cl, CL_WAIT_SERVER, NULL); /* out of `moved`: placed anew below */
-        if (avoid_node >= 0 && cl->link_replica)
-            cl->avoid |= 1u << avoid_node;
-        int r = route_place(cl, NULL);
+        if (avoid_node >= 0 && cl->x.one.replica)
+            px_xact_memo(cl, cl->x.one.shard)->avoid |= 1u << avoid_node;
+        px_route d;
+        route_decide(cl, NULL, cl->x.one.write, &d);
+        int r = px_xact_begin(cl, &d);
         if (r < 0)
             px_client_fatal(cl, "53200", "out of memory");
-        else if (r == 1 && !cl->server) {
+        else if (r == 1 && !px_client_server(cl)) {
             px_client_set_state(cl, CL_IDLE, NULL); /* its input pass answers the refusal */
             px_client_process(cl);
         }
@@ -504,25 +497,26 @@ void px_route_tick(px_worker *w)
 int px_route_retry(px_client *cl, px_server *sv)
 {
     px_conn *c = &cl->conn;
-    if (!px_retry_armed(cl) || sv->sent_any || c->processing || c->closing ||
-        (cl->avoid & (1u << sv->pool->nodeix)))
+    px_shard_memo *m = px_xact_memo(cl, sv->pool->shard);
+    if (!px_retry_armed(cl) || c->processing || c->closing || (m->avoid & (1u << sv->pool->nodeix)))
         return 0;
     size_t rest = c->in.len - c->in_pos;
     if (c->in_pos)
         pgs_buf_consume(&c->in, c->in_pos);
     c->in_pos = c->fwd_mark = 0;
-    if (pgs_buf_reserve(&c->in, cl->retry.len) < 0)
+    const pgs_buf *rb = &cl->x.retry;
+    if (pgs_buf_reserve(&c->in, rb->len) < 0)
         return 0;
-    memmove(c->in.data + cl->retry.len, c->in.data, rest);
-    memcpy(c->in.data, cl->retry.data, cl->retry.len);
-    c->in.len = cl->retry.len + rest;
-    cl->avoid |= 1u << sv->pool->nodeix;
+    memmove(c->in.data + rb->len, c->in.data, rest);
+    memcpy(c->in.data, rb->data, rb->len);
+    c->in.len = rb->len + rest;
+    m->avoid |= 1u << sv->pool->nodeix;
     pgs_info("read_retried", "client %08x: node %d of shard %d failed before answering; trying another node",
              cl->key_pid, sv->pool->nodeix, sv->pool->shard);
     px_route_disarm(cl);
-    cl->link_write = false;
-    cl->link_replica = false;
-    cl->paused = false;
+    cl->x.one.write = false;
+    cl->x.one.replica = false;
+    cl->x.paused = false;
     px_client_set_state(cl, CL_IDLE, NULL);
     px_client_process(cl);
     return 1;
@@ -547,7 +541,8 @@ static bool mentions_pgshard(const char *s, size_t n)
 
 static void var_reply(px_client *cl, pgs_buf *b)
 {
-    pgs_msg_ready(b, cl->server ? cl->server->tx_status : 'I');
+    px_server *sv = px_client_server(cl);
+    pgs_msg_ready(b, sv ? sv->tx_status : 'I');
     px_conn_send_buf(&cl->conn, b);
 }
 
@@ -704,12 +699,12 @@ int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, s
     pgs_buf_append_u8(&b, 0);
     pgs_buf_append(&b, types, ntypes);
     pgs_msg_end(&b, m);
-    px_conn_flush_forward(c, &cl->server->conn);
+    px_conn_flush_forward(c, &px_client_server(cl)->conn);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
-    int r = pgs_buf_failed(&b) || px_server_push_reply(cl->server, RP_PARSE, 0) < 0 ? -1 : 1;
+    int r = pgs_buf_failed(&b) || px_server_push_reply(px_client_server(cl), RP_PARSE, 0) < 0 ? -1 : 1;
     if (r > 0)
-        px_conn_send_buf(&cl->server->conn, &b);
+        px_conn_send_buf(&px_client_server(cl)->conn, &b);
     pgs_buf_free(&b);
     return r;
 }
@@ -721,7 +716,8 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
         return 0;
     const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
-    if (cl->server && (cl->server->replies.n || cl->server->ext_open))
+    px_server *sv = px_client_server(cl);
+    if (sv && (sv->replies.n || sv->ext_open))
         return 0; /* replies still owed: an answer from here would overtake them */
     const char *name;
     const prs_query_info *qi = var_statement(c->w, sql, len, &name);
@@ -730,7 +726,7 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
     char value[64] = "";
     int vr = qi->kind == PRS_KIND_SET ? var_value(c->w, sql, len, qi, value, sizeof value) : 0;
     /* What came before goes to the server; this message goes nowhere. */
-    px_conn_flush_forward(c, cl->server ? &cl->server->conn : NULL);
+    px_conn_flush_forward(c, sv ? &sv->conn : NULL);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
     if (vr < 0) {

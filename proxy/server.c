@@ -47,11 +47,12 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     pgs_list_remove(&pool->servers, &sv->node);
     if (login)
         pool->nconnecting--;
-    px_client *cl = sv->client;
-    if (cl) {
-        sv->client = NULL;
-        cl->server = NULL;
-        if (px_retry_armed(cl) && !sv->sent_any && px_route_retry(cl, sv))
+    px_link *l = sv->link;
+    if (l) {
+        px_client *cl = l->cl;
+        bool answered = l->sent_any;
+        px_xact_detach(cl);
+        if (px_retry_armed(cl) && !answered && px_route_retry(cl, sv))
             ; /* sent to another node */
         else if (sv->conn.pass_left == 0)
             px_client_fatal(cl, "08006", "server connection lost: %s", why);
@@ -67,10 +68,8 @@ void px_server_close(px_server *sv, const char *why)
     server_close_err(sv, why, NULL, 0);
 }
 
-void px_server_activate(px_server *sv, px_client *cl)
+void px_server_activate(px_server *sv)
 {
-    sv->client = cl;
-    sv->sent_any = false;
     server_set_state(sv, SV_ACTIVE);
 }
 
@@ -84,11 +83,9 @@ bool px_server_clean(const px_server *sv)
  * pooling first runs DISCARD ALL so the next client finds a fresh session. */
 void px_server_release(px_server *sv)
 {
-    px_client *cl = sv->client;
-    if (cl) {
-        sv->client = NULL;
-        px_client_detach(cl);
-    }
+    px_client *cl = px_server_client(sv);
+    if (cl)
+        px_client_detach(cl); /* unlinks both directions */
     if (sv->close_on_release) {
         px_server_close(sv, "a DISCARD ALL or DEALLOCATE ALL failed: its prepared statements are unknown");
         return;
@@ -320,18 +317,18 @@ static void server_count_ready(px_server *sv)
 {
     px_pool_stats *st = &sv->pool->st;
     st->queries++;
-    if (sv->tx_status != 'I' || !sv->xact_start_ns)
+    px_link *l = sv->link;
+    if (sv->tx_status != 'I' || !l || !l->start_ns)
         return;
-    uint64_t us = (uv_hrtime() - sv->xact_start_ns) / 1000;
+    uint64_t us = (uv_hrtime() - l->start_ns) / 1000;
     uint32_t slow = sv->conn.w->conf->cfg->log_slow_ms;
     if (slow && us >= (uint64_t)slow * 1000)
         pgs_warn("slow_query", "transaction of client %08x user=%s db=%s took %.1f ms on server pid %u",
-                 sv->client ? sv->client->key_pid : 0, sv->pool->user->cfg->name, sv->pool->db_name,
-                 us / 1000.0, sv->be_pid);
+                 l->cl->key_pid, sv->pool->user->cfg->name, sv->pool->db_name, us / 1000.0, sv->be_pid);
     st->xacts++;
     st->xact_us += us;
     px_hist_observe(st->xact_hist, us);
-    sv->xact_start_ns = 0;
+    l->start_ns = 0;
 }
 
 /* Asks for a whole message before looking at it: returns 0 (wait) or -1 (closed). */
@@ -379,7 +376,7 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
             return -1;
         }
     }
-    sv->sent_any = true;
+    sv->link->sent_any = true;
     px_route_disarm(cl);
     return 0;
 }
@@ -390,7 +387,9 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
 static int server_active_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
-    px_client *cl = sv->client;
+    px_link *l = sv->link;
+    px_client *cl = l->cl;
+    px_conn *dest = px_link_dest(l);
     size_t avail = c->in.len - c->in_pos;
     if (avail == 0)
         return 0;
@@ -400,7 +399,7 @@ static int server_active_step(px_server *sv)
         c->pass_left -= (uint32_t)k;
         px_reply_ent *h = px_replies_head(&sv->replies);
         if (c->pass_left == 0 && h && h->kind >= RP_FAKE_CLOSE) {
-            px_conn_flush_forward(c, &cl->conn);
+            px_conn_flush_forward(c, dest);
             px_server_emit_fakes(sv);
         }
         return 1;
@@ -416,7 +415,7 @@ static int server_active_step(px_server *sv)
     }
     if (f.type == 'Z' && avail < f.total)
         return 0;
-    if (px_retry_armed(cl) && !sv->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
+    if (px_retry_armed(cl) && !l->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
         return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
     if (f.type == 'Z' && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");
@@ -434,11 +433,11 @@ static int server_active_step(px_server *sv)
     }
     if (pending)
         server_track_session(sv, cl, &f, p);
-    if (!hide && !sv->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
+    if (!hide && !l->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
         return -1;
     if (hide) {
         /* Hidden replies are whole in the buffer (small, checked above or bodiless). */
-        px_conn_flush_forward(c, &cl->conn);
+        px_conn_flush_forward(c, dest);
         c->in_pos += f.total;
         c->fwd_mark = c->in_pos;
     } else {
@@ -458,12 +457,12 @@ static int server_active_step(px_server *sv)
     }
     px_reply_ent *h = px_replies_head(&sv->replies);
     if (h && h->kind >= RP_FAKE_CLOSE && c->pass_left == 0) {
-        px_conn_flush_forward(c, &cl->conn);
+        px_conn_flush_forward(c, dest);
         px_server_emit_fakes(sv);
     }
     if (f.type == 'Z' && sv->conn.w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
-        cl->conn.pass_left == 0 && !cl->paused) {
-        px_conn_flush_forward(c, &cl->conn);
+        cl->conn.pass_left == 0 && !cl->x.paused) {
+        px_conn_flush_forward(c, dest);
         px_server_release(sv);
     }
     return 1;
@@ -503,13 +502,14 @@ void px_server_process(px_server *sv)
     c->processing = false;
     if (sv->state == SV_CLOSED)
         return;
-    px_client *cl = sv->state == SV_ACTIVE ? sv->client : NULL;
-    if (cl)
-        px_conn_flush_forward(c, &cl->conn);
+    px_link *l = sv->state == SV_ACTIVE ? sv->link : NULL;
+    px_client *cl = l ? l->cl : NULL;
+    if (l)
+        px_conn_flush_forward(c, px_link_dest(l));
     px_conn_after_input(c);
     /* A client waiting on this server's answers tries again. */
-    if (cl && cl->paused) {
-        cl->paused = false;
+    if (cl && cl->x.paused) {
+        cl->x.paused = false;
         px_client_process(cl);
     }
     if (sv->state == SV_IDLE && !pgs_node_linked(&sv->idle_node))
@@ -523,15 +523,15 @@ void px_server_update_reading(px_server *sv)
     bool on = true;
     if (sv->state == SV_CONNECTING || sv->state == SV_CLOSED)
         on = false;
-    else if (sv->state == SV_ACTIVE && sv->client)
-        on = px_conn_idle_io(&sv->client->conn);
+    else if (sv->state == SV_ACTIVE && sv->link)
+        on = px_conn_idle_io(px_link_dest(sv->link));
     px_conn_set_reading(&sv->conn, on);
 }
 
 void px_server_on_drained(px_server *sv)
 {
-    if (sv->client)
-        px_client_update_reading(sv->client);
+    if (sv->link)
+        px_client_update_reading(sv->link->cl);
 }
 
 static void server_send_startup(px_server *sv)

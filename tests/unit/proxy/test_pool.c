@@ -143,6 +143,7 @@ static px_client *fake_client(fixture *fx, int *peer)
     px_client *cl = calloc(1, sizeof *cl);
     assert_non_null(cl);
     px_conn_init(&cl->conn, &fx->w, false);
+    assert_int_equal(px_xact_init(cl, 1), 0);
     int fd = fake_socket(fx, &cl->conn);
     if (peer)
         *peer = fd;
@@ -183,8 +184,8 @@ static px_server *idle_at(const px_pool *pool, size_t i)
 
 static void assert_linked(const px_client *cl, const px_server *sv)
 {
-    assert_ptr_equal(cl->server, sv);
-    assert_ptr_equal(sv->client, cl);
+    assert_ptr_equal(px_client_server(cl), sv);
+    assert_ptr_equal(px_server_client(sv), cl);
     assert_int_equal(cl->state, CL_ACTIVE);
     assert_int_equal(sv->state, SV_ACTIVE);
     assert_false(pgs_node_linked(&cl->wait_node));
@@ -278,8 +279,8 @@ static void test_release_then_acquire_is_lifo(void **state)
     /* Released in the order b, a: a is now the most recently used. */
     px_server_release(b);
     assert_int_equal(b->state, SV_IDLE);
-    assert_null(b->client);
-    assert_null(c1->server);
+    assert_null(px_server_client(b));
+    assert_null(px_client_server(c1));
     assert_int_equal(c1->state, CL_IDLE);
     px_server_release(a);
     assert_int_equal(a->state, SV_IDLE);
@@ -314,7 +315,7 @@ static void test_waiters_are_served_in_order(void **state)
     assert_ptr_equal(waiter_at(pool, 0), c1);
     assert_ptr_equal(waiter_at(pool, 1), c2);
     assert_ptr_equal(waiter_at(pool, 2), c3);
-    assert_null(c1->server);
+    assert_null(px_client_server(c1));
     assert_int_equal(c1->state, CL_WAIT_SERVER);
 
     /* A server freed by its client goes to the first waiter, not to the idle list. */
@@ -331,7 +332,7 @@ static void test_waiters_are_served_in_order(void **state)
 
     px_server_release(b);
     assert_linked(c3, b);
-    assert_null(c2->server);
+    assert_null(px_client_server(c2));
     assert_int_equal(pool->waiting.n, 0);
 
     /* With nobody waiting, a released server goes idle. */

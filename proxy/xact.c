@@ -1,0 +1,98 @@
+/* A client's transaction: the server links it holds (one per shard it touches) and what
+ * the client remembers per shard between transactions (read-your-writes, nodes to avoid).
+ * Routing decides where a transaction goes; this file only records that decision and
+ * keeps the two directions of a link (client -> server, server -> link) in agreement.
+ * Pools and the relay of bytes are elsewhere (pool.c, client.c, server.c). */
+#include <stdlib.h>
+
+#include "proxy/monitor.h"
+#include "proxy/px.h"
+
+int px_xact_init(px_client *cl, int nshards)
+{
+    px_xact *x = &cl->x;
+    x->links = &x->one;
+    x->one.cl = cl;
+    x->memo = calloc((size_t)nshards, sizeof *x->memo);
+    return x->memo ? 0 : UV_ENOMEM;
+}
+
+void px_xact_free(px_client *cl)
+{
+    px_xact *x = &cl->x;
+    if (x->links && x->links != &x->one)
+        free(x->links);
+    x->links = &x->one;
+    free(x->memo);
+    x->memo = NULL;
+}
+
+void px_xact_plan(px_client *cl, int shard, bool write, bool replica)
+{
+    px_link *l = &cl->x.one;
+    l->cl = cl;
+    l->shard = shard;
+    l->write = write;
+    l->replica = replica;
+}
+
+px_link *px_xact_attach(px_client *cl, px_server *sv)
+{
+    px_xact *x = &cl->x;
+    x->links = &x->one;
+    px_link *l = &x->one;
+    l->cl = cl;
+    l->sv = sv;
+    l->fresh = true;
+    l->sent_any = false;
+    l->start_ns = 0;
+    x->nlinks = 1;
+    sv->link = l;
+    return l;
+}
+
+px_server *px_xact_detach(px_client *cl)
+{
+    px_xact *x = &cl->x;
+    if (!x->nlinks)
+        return NULL;
+    px_link *l = &x->links[0];
+    px_server *sv = l->sv;
+    if (sv)
+        sv->link = NULL;
+    l->sv = NULL;
+    l->fresh = false;
+    x->nlinks = 0;
+    return sv;
+}
+
+/* The pool of the client's user and database on a node, found through its home pool's
+ * sibling table so that the hot path does no string compare. */
+static px_pool *xact_pool(px_client *cl, int shard, int node)
+{
+    px_pool *home = cl->pool, *pool = home->sibling[node];
+    if (!pool && !(pool = home->sibling[node] = px_pool_get(cl->conn.w, cl->user, cl->db_name, shard, node)))
+        return NULL;
+    pool->user = home->user; /* after a reload, as px_pool_get does */
+    return pool;
+}
+
+int px_xact_begin(px_client *cl, const px_route *d)
+{
+    px_worker *w = cl->conn.w;
+    if (d->verdict == PX_ROUTE_REFUSE) {
+        cl->refuse = d->refuse;
+        return 1;
+    }
+    px_xact_plan(cl, d->shard, d->write, d->replica);
+    if (d->verdict == PX_ROUTE_WAIT_PRIMARY) {
+        px_client_set_state(cl, CL_WAIT_SERVER, &w->primary_waiters);
+        if (!cl->wait_start_ns)
+            cl->wait_start_ns = uv_hrtime();
+        return 0;
+    }
+    if (d->replica)
+        atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, d->shard, d->node), 1, memory_order_relaxed);
+    px_pool *pool = xact_pool(cl, d->shard, d->node);
+    return pool ? px_pool_acquire(pool, cl) : -1;
+}
