@@ -56,6 +56,7 @@ struct px_catalog {
     uint64_t rng;
     bool down;                  /* lost, and said so once: quiet until it is back */
     char last_err[CAT_ERR_MAX]; /* the last load or heartbeat failure logged, to log each once */
+    char notice[CAT_ERR_MAX];   /* the server's last notice: a FATAL before it closes says why */
 };
 
 static void cat_map_free(void *p)
@@ -90,21 +91,31 @@ static void cat_warn_once(px_catalog *c, const char *event, const char *msg)
     pgs_warn(event, "%s", msg);
 }
 
+/* libpq hands asynchronous messages here (a FATAL sent before the server closes the
+ * connection, as pg_terminate_backend does) instead of printing them on stderr. */
+static void cat_notice(void *arg, const char *message)
+{
+    px_catalog *c = arg;
+    pgs_log_flatten(c->notice, sizeof(c->notice), message);
+    pgs_debug("catalog_notice", "%s", c->notice);
+}
+
 /* Connects, bounds every statement and LISTENs: a change committed after the LISTEN is
  * notified, so a load that follows it misses nothing. */
-static PGconn *cat_open(const cfg_config *cfg, char *err, size_t errlen)
+static PGconn *cat_open(px_catalog *c, char *err, size_t errlen)
 {
     PGconn *conn =
-        sm_catalog_connect(cfg->catalog_dsn, "pgshard_catalog", CAT_CONNECT_TIMEOUT_S, err, errlen);
+        sm_catalog_connect(c->cfg->catalog_dsn, "pgshard_catalog", CAT_CONNECT_TIMEOUT_S, err, errlen);
     if (conn == NULL)
         return NULL;
+    c->notice[0] = '\0';
+    PQsetNoticeProcessor(conn, cat_notice, c);
     PGresult *res = PQexec(conn, CAT_STATEMENT_TIMEOUT "; LISTEN " SM_CATALOG_CHANNEL);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) {
-        snprintf(err, errlen, "LISTEN %s: %s", SM_CATALOG_CHANNEL, PQresultErrorMessage(res));
-        size_t n = strlen(err);
-        while (n > 0 && err[n - 1] == '\n')
-            err[--n] = '\0';
+        char msg[CAT_ERR_MAX / 2];
+        pgs_log_flatten(msg, sizeof(msg), PQresultErrorMessage(res));
+        snprintf(err, errlen, "LISTEN %s: %s", SM_CATALOG_CHANNEL, msg);
     }
     PQclear(res);
     if (!ok) {
@@ -141,7 +152,7 @@ static void cat_retry_later(px_catalog *c)
 static void cat_lost(px_catalog *c, const char *why)
 {
     char msg[CAT_ERR_MAX];
-    snprintf(msg, sizeof(msg), "%s", why); /* why may live in the connection closed next */
+    pgs_log_flatten(msg, sizeof(msg), why); /* why may live in the connection closed next */
     PQfinish(c->conn);
     c->conn = NULL;
     atomic_store(&c->connected, false);
@@ -207,7 +218,7 @@ static void cat_check(px_catalog *c, uint64_t now)
 static void cat_reconnect(px_catalog *c)
 {
     char err[CAT_ERR_MAX];
-    c->conn = cat_open(c->cfg, err, sizeof(err));
+    c->conn = cat_open(c, err, sizeof(err));
     if (c->conn == NULL) {
         /* Still away: the warning was given when it went. */
         pgs_debug("catalog_connect_failed", "%s; next try in about %" PRIu32 " ms", err, c->backoff_ms);
@@ -242,10 +253,7 @@ static void cat_input(px_catalog *c)
 {
     if (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK) {
         char msg[CAT_ERR_MAX];
-        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->conn));
-        size_t n = strlen(msg);
-        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-            msg[--n] = '\0';
+        pgs_log_flatten(msg, sizeof(msg), c->notice[0] ? c->notice : PQerrorMessage(c->conn));
         cat_lost(c, msg[0] ? msg : "connection closed");
         return;
     }
@@ -343,7 +351,7 @@ static int cat_first_map(px_catalog *c, sm_map **out, char *err, size_t errlen)
             snprintf(err, errlen, "shard map: %s", sm_strerror(rc));
         return rc < 0 ? -1 : 0;
     }
-    if ((c->conn = cat_open(c->cfg, why, sizeof(why))) == NULL) {
+    if ((c->conn = cat_open(c, why, sizeof(why))) == NULL) {
         snprintf(err, errlen, "catalog (catalog_dsn): cannot connect: %s", why);
         return -1;
     }

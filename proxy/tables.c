@@ -148,24 +148,6 @@ static const char tables_type_query[] =
     " LEFT JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0"
     " AND NOT a.attisdropped";
 
-/* libpq's multi-line messages on one line. */
-static void tables_flatten(char *dst, size_t len, const char *msg)
-{
-    size_t j = 0;
-    bool space = false;
-    for (size_t i = 0; msg != NULL && msg[i] != '\0' && j + 1 < len; i++) {
-        if (msg[i] == '\n' || msg[i] == '\t' || msg[i] == '\r' || msg[i] == ' ') {
-            space = j > 0;
-            continue;
-        }
-        if (space && j + 2 < len)
-            dst[j++] = ' ';
-        space = false;
-        dst[j++] = msg[i];
-    }
-    dst[j] = '\0';
-}
-
 static bool tables_need_types(const px_tables *t)
 {
     for (int i = 0; i < t->n; i++)
@@ -215,7 +197,7 @@ static PGconn *tables_connect(const cfg_config *cfg, const char *dbname, char *e
     PGconn *conn = PQconnectdbParams(keys, vals, 0);
     if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
         return conn;
-    tables_flatten(msg, sizeof(msg), conn != NULL ? PQerrorMessage(conn) : "out of memory");
+    pgs_log_flatten(msg, sizeof(msg), conn != NULL ? PQerrorMessage(conn) : "out of memory");
     snprintf(err, errlen, "reading the shard keys' types: shard 0's primary %s:%u, database %s: %s",
              node->host, (unsigned)node->port, dbname, msg);
     PQfinish(conn);
@@ -263,7 +245,7 @@ static int tables_ask(PGconn *conn, px_table *pt, const char *where, char *err, 
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         rc = tables_take_type(pt, res, where, err, errlen);
     } else {
-        tables_flatten(msg, sizeof(msg), PQresultErrorMessage(res));
+        pgs_log_flatten(msg, sizeof(msg), PQresultErrorMessage(res));
         snprintf(err, errlen, "[table.%s%s%s]: reading the shard key's type in %s: %s", pt->schema,
                  pt->schema[0] ? "." : "", pt->name, where, msg);
     }

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
+
 /* Serializes concurrent inits: "pgshard" in ASCII, as a bigint advisory-lock key. */
 #define CAT_INIT_LOCK "8099569346997806080"
 
@@ -42,27 +44,6 @@ static int cat_fail(char *err, size_t errlen, const char *fmt, ...)
     return SM_ECATALOG;
 }
 
-/* libpq's messages end in a newline and may span lines ("DETAIL:", "Is the server
- * running...?"); a log line or an err buffer holds one. */
-static void cat_flatten(char *dst, size_t len, const char *msg)
-{
-    size_t j = 0;
-    bool space = false;
-
-    for (size_t i = 0; msg != NULL && msg[i] != '\0' && j + 1 < len; i++) {
-        if (msg[i] == '\n' || msg[i] == '\t' || msg[i] == '\r' || msg[i] == ' ') {
-            space = j > 0;
-            continue;
-        }
-        if (space && j + 2 < len)
-            dst[j++] = ' ';
-        space = false;
-        dst[j++] = msg[i];
-    }
-    if (len > 0)
-        dst[j] = '\0';
-}
-
 /* The failure of a statement, with advice when the schema or a table is missing. */
 static int cat_fail_result(char *err, size_t errlen, const char *what, PGconn *conn, const PGresult *res)
 {
@@ -70,9 +51,9 @@ static int cat_fail_result(char *err, size_t errlen, const char *what, PGconn *c
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     bool missing = state != NULL && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0);
 
-    cat_flatten(msg, sizeof(msg), res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+    pgs_log_flatten(msg, sizeof(msg), res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(conn));
     if (msg[0] == '\0')
-        cat_flatten(msg, sizeof(msg), PQerrorMessage(conn));
+        pgs_log_flatten(msg, sizeof(msg), PQerrorMessage(conn));
     return cat_fail(err, errlen, "%s: %s%s", what, msg, missing ? " (run pgshard-migrate init)" : "");
 }
 
@@ -173,7 +154,7 @@ PGconn *sm_catalog_connect(const char *dsn, const char *application_name, int co
         return NULL;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
-        cat_flatten(msg, sizeof(msg), PQerrorMessage(conn));
+        pgs_log_flatten(msg, sizeof(msg), PQerrorMessage(conn));
         cat_fail(err, errlen, "%s", msg);
         PQfinish(conn);
         return NULL;
@@ -272,12 +253,21 @@ static int cat_check_layout(PGconn *conn, uint32_t nshards, uint32_t buckets, ch
     return rc;
 }
 
+static int cat_lock(PGconn *conn, char *err, size_t errlen)
+{
+    PGresult *res = cat_exec(conn, "lock", "SELECT pg_advisory_xact_lock(" CAT_INIT_LOCK ")", PGRES_TUPLES_OK,
+                             err, errlen);
+
+    PQclear(res);
+    return res != NULL ? 0 : SM_ECATALOG;
+}
+
 static int cat_init_steps(PGconn *conn, uint32_t nshards, uint32_t buckets, char *err, size_t errlen)
 {
     bool missing = false, filled = false, versioned = false;
 
     if (cat_command(conn, "quiet notices", "SET LOCAL client_min_messages = warning", err, errlen) < 0 ||
-        cat_command(conn, "lock", "SELECT pg_advisory_xact_lock(" CAT_INIT_LOCK ")", err, errlen) < 0)
+        cat_lock(conn, err, errlen) < 0)
         return SM_ECATALOG;
     if (cat_missing(conn, &missing, err, errlen) < 0 ||
         cat_command(conn, "create", cat_ddl, err, errlen) < 0 ||
