@@ -20,7 +20,10 @@ void pgs_log_setup(int json, pgs_log_level level)
     log_min = level;
 }
 
-int pgs_log_enabled(pgs_log_level level) { return level >= log_min; }
+int pgs_log_enabled(pgs_log_level level)
+{
+    return level >= log_min;
+}
 
 /* Appends s to out as JSON string content, escaping quotes, backslashes and controls. */
 static size_t json_escape(char *out, size_t cap, const char *s)
@@ -76,4 +79,23 @@ void pgs_log(pgs_log_level level, const char *event, const char *fmt, ...)
     }
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;
+}
+
+void pgs_log_flatten(char *dst, size_t len, const char *msg)
+{
+    size_t j = 0;
+    int space = 0;
+    if (len == 0)
+        return;
+    for (size_t i = 0; msg && msg[i] && j + 1 < len; i++) {
+        if (msg[i] == '\n' || msg[i] == '\t' || msg[i] == '\r' || msg[i] == ' ') {
+            space = j > 0;
+            continue;
+        }
+        if (space && j + 2 < len)
+            dst[j++] = ' ';
+        space = 0;
+        dst[j++] = msg[i];
+    }
+    dst[j] = 0;
 }

@@ -1,11 +1,13 @@
 /* Loads pgshard's INI file into a cfg_config (see config.h). Every key is declared once, in
  * cfg_keys, with its section, parser, field and default; sections are declared in
- * cfg_sections. It checks values but resolves no host names and opens no sockets. */
+ * cfg_sections. It checks values but resolves no host names and opens no sockets: libpq is
+ * used only to parse catalog_dsn. */
 #include "config/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,6 +41,7 @@ typedef enum cfg_section_kind {
     CFG_SEC_PGSHARD,
     CFG_SEC_SHARD,
     CFG_SEC_USER,
+    CFG_SEC_TABLE,
 } cfg_section_kind;
 
 /* A word an enum key accepts and the value it stands for. */
@@ -77,15 +80,17 @@ struct cfg_ctx {
     size_t left;
     int lineno; /* of the line last handed to inih */
 
-    cfg_section_kind kind;                            /* of the current section */
-    char section[sizeof "user." + CFG_USER_NAME_MAX]; /* its name, for messages */
-    void *target;                                     /* the struct its keys fill; not owned */
-    cfg_end_fn end;                                   /* its end-of-section checks, or NULL */
-    uint64_t seen;                                    /* bit i: cfg_keys[i] was set in it */
-    int key_line[CFG_KEYS_MAX];                       /* [i]: where, when bit i of seen is set */
+    cfg_section_kind kind;                                /* of the current section */
+    char section[sizeof "table." + 2 * CFG_NAME_MAX + 1]; /* its name, for messages */
+    int section_line;                                     /* of its header */
+    void *target;                                         /* the struct its keys fill; not owned */
+    cfg_end_fn end;                                       /* its end-of-section checks, or NULL */
+    uint64_t seen;                                        /* bit i: cfg_keys[i] was set in it */
+    int key_line[CFG_KEYS_MAX];                           /* [i]: where, when bit i of seen is set */
     bool have_pgshard;
     bool shard_seen[CFG_MAX_SHARDS];
     int users_cap;
+    int tables_cap;
 
     bool failed;  /* err holds the first error */
     bool oom;     /* that error was an allocation failure */
@@ -107,6 +112,10 @@ static int cfg_parse_u64(const cfg_key *k, const char *v, void *field, char *msg
 static int cfg_parse_name(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_name_copy(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 static int cfg_parse_replicas(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_buckets(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_dsn(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_ident(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
+static int cfg_parse_bool(const cfg_key *k, const char *v, void *field, char *msg, size_t len);
 
 static const cfg_word cfg_pool_modes[] = {
     {"transaction", CFG_POOL_TRANSACTION}, {"session", CFG_POOL_SESSION}, {NULL, 0}};
@@ -128,6 +137,10 @@ static const cfg_word cfg_fallback_words[] = {
     {"primary", CFG_FALLBACK_PRIMARY}, {"error", CFG_FALLBACK_ERROR}, {NULL, 0}};
 static const cfg_word cfg_unknown_functions_words[] = {
     {"primary", CFG_UNKNOWN_FUNC_PRIMARY}, {"replica", CFG_UNKNOWN_FUNC_REPLICA}, {NULL, 0}};
+static const cfg_word cfg_key_type_words[] = {
+    {"int", CFG_KEY_INT}, {"text", CFG_KEY_TEXT}, {"uuid", CFG_KEY_UUID}, {NULL, 0}};
+static const cfg_word cfg_bool_words[] = {{"true", 1}, {"false", 0}, {"on", 1}, {"off", 0}, {"yes", 1},
+                                          {"no", 0},   {"1", 1},     {"0", 0},  {NULL, 0}};
 static const cfg_word cfg_balance_words[] = {{"round_robin", CFG_BALANCE_ROUND_ROBIN},
                                              {"least_outstanding", CFG_BALANCE_LEAST_OUTSTANDING},
                                              {"weighted", CFG_BALANCE_WEIGHTED},
@@ -149,6 +162,10 @@ _Static_assert(sizeof(cfg_ryw) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_fallback) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_unknown_functions) == sizeof(int), "enum is not int-sized");
 _Static_assert(sizeof(cfg_balance) == sizeof(int), "enum is not int-sized");
+_Static_assert(sizeof(cfg_key_type) == sizeof(int), "enum is not int-sized");
+
+/* The names of [table.NAME] and its shard_key column. */
+typedef char cfg_ident[CFG_NAME_MAX + 1];
 
 /* tls_cert_file, tls_key_file and server_tls_ca_file. */
 typedef char cfg_path[CFG_PATH_MAX];
@@ -219,6 +236,11 @@ static const cfg_key cfg_keys[] = {
             .def = NULL, .min = 1, .max = CFG_USER_NAME_MAX),
     CFG_KEY(CFG_SEC_PGSHARD, "monitor_dbname", cfg_config, monitor_dbname, cfg_host, cfg_parse_name,
             .def = "postgres", .min = 1, .max = CFG_DB_NAME_MAX),
+    CFG_KEY(CFG_SEC_PGSHARD, "buckets", cfg_config, buckets, uint32_t, cfg_parse_buckets, .def = "1024",
+            .min = 1, .max = 65536),
+    CFG_KEY(CFG_SEC_PGSHARD, "catalog_dsn", cfg_config, catalog_dsn, char *, cfg_parse_dsn, .def = NULL),
+    /* Checked against the number of [shard.N] once the whole file is read. */
+    CFG_INT(default_shard, "0", 0, CFG_MAX_SHARDS - 1),
 
     CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
     /* replicas sets both nreplicas and replicas[], so its parser gets the whole cfg_shard. */
@@ -231,6 +253,13 @@ static const cfg_key cfg_keys[] = {
             .min = 0, .max = 1000000),
     CFG_KEY(CFG_SEC_USER, "max_qps", cfg_user, max_qps, int, cfg_parse_int, .def = "0", .min = 0,
             .max = 10000000),
+
+    /* Exactly one of shard_key and omnisharded = true: checked when the section ends. */
+    CFG_KEY(CFG_SEC_TABLE, "shard_key", cfg_table, shard_key, cfg_ident, cfg_parse_ident),
+    CFG_KEY(CFG_SEC_TABLE, "omnisharded", cfg_table, omnisharded, bool, cfg_parse_bool,
+            .words = cfg_bool_words),
+    CFG_KEY(CFG_SEC_TABLE, "key_type", cfg_table, key_type, cfg_key_type, cfg_parse_enum,
+            .words = cfg_key_type_words),
 };
 _Static_assert(CFG_COUNT(cfg_keys) <= CFG_KEYS_MAX, "cfg_ctx.seen has one bit per key");
 _Static_assert(CFG_KEYS_MAX <= 64, "cfg_ctx.seen is a uint64_t");
@@ -239,14 +268,16 @@ typedef int (*cfg_begin_fn)(cfg_ctx *c, const char *name, int len, const char *a
 static int cfg_begin_pgshard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_shard(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
+static int cfg_begin_table(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen);
 static int cfg_end_pgshard(cfg_ctx *c);
 static int cfg_end_shard(cfg_ctx *c);
+static int cfg_end_table(cfg_ctx *c);
 static int cfg_key_index(cfg_section_kind kind, const char *name);
 
 typedef struct cfg_section_def {
     cfg_section_kind kind;
     const char *prefix; /* the whole name, or the part before the argument */
-    bool has_arg;       /* [shard.N] and [user.NAME] */
+    bool has_arg;       /* [shard.N], [user.NAME] and [table.NAME] */
     cfg_begin_fn begin; /* checks the argument and points c->target at the new struct */
     cfg_end_fn end;     /* checks the complete section; NULL: nothing beyond required keys */
 } cfg_section_def;
@@ -255,6 +286,7 @@ static const cfg_section_def cfg_sections[] = {
     {CFG_SEC_PGSHARD, "pgshard", false, cfg_begin_pgshard, cfg_end_pgshard},
     {CFG_SEC_SHARD, "shard.", true, cfg_begin_shard, cfg_end_shard},
     {CFG_SEC_USER, "user.", true, cfg_begin_user, NULL},
+    {CFG_SEC_TABLE, "table.", true, cfg_begin_table, cfg_end_table},
 };
 
 /* ---- messages ---------------------------------------------------------------------- */
@@ -692,6 +724,67 @@ static int cfg_parse_name_copy(const cfg_key *k, const char *v, void *field, cha
     return CFG_OK;
 }
 
+/* A power of two, because a key's bucket is its hash & (buckets - 1), as in SQL. */
+static int cfg_parse_buckets(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    long long n;
+    if (!cfg_integer(v, strlen(v), k->min, k->max, &n) || (n & (n - 1)) != 0)
+        return cfg_msg(msg, len, "must be a power of two from %lld to %lld", k->min, k->max);
+    *(uint32_t *)field = (uint32_t)n;
+    return CFG_OK;
+}
+
+/* libpq's own parser says whether the string is a conninfo ("key=value ...") or a
+ * postgresql:// URI, so the mistake shows at load, with its line, rather than when the
+ * catalog is first dialed. libpq's message ends with a newline, which is dropped. */
+static int cfg_parse_dsn(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    char **dst = field;
+    char *why = NULL;
+    if (v[0] == '\0')
+        return cfg_msg(msg, len, "must not be empty (leave the key out for no catalog)");
+    PQconninfoOption *opts = PQconninfoParse(v, &why);
+    if (!opts && !why)
+        return CFG_NOMEM;
+    if (!opts) {
+        size_t n = strlen(why);
+        while (n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' '))
+            n--;
+        cfg_msg(msg, len, "not a libpq connection string: %.*s", (int)n, why);
+        PQfreemem(why);
+        return CFG_BAD;
+    }
+    PQconninfoFree(opts);
+    char *copy = cfg_strndup(v, strlen(v));
+    if (!copy)
+        return CFG_NOMEM;
+    free(*dst);
+    *dst = copy;
+    return CFG_OK;
+}
+
+/* An identifier as PostgreSQL keeps it: 1 to 63 bytes. */
+static int cfg_parse_ident(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    size_t n = strlen(v);
+    if (n < 1 || n > CFG_NAME_MAX)
+        return cfg_msg(msg, len, "must be a column name of 1 to %d bytes", CFG_NAME_MAX);
+    memcpy(field, v, n + 1);
+    return CFG_OK;
+}
+
+/* The words PostgreSQL's boolean settings take, in lower case. */
+static int cfg_parse_bool(const cfg_key *k, const char *v, void *field, char *msg, size_t len)
+{
+    for (const cfg_word *w = k->words; w->word; w++) {
+        if (strcmp(v, w->word) == 0) {
+            *(bool *)field = w->value != 0;
+            return CFG_OK;
+        }
+    }
+    return cfg_msg(msg, len, "must be true or false (or on/off, yes/no, 1/0)");
+}
+
 /* ---- sections ----------------------------------------------------------------------- */
 
 static int cfg_apply_defaults(cfg_ctx *c, cfg_section_kind kind, void *base)
@@ -826,6 +919,74 @@ static int cfg_begin_user(cfg_ctx *c, const char *name, int len, const char *arg
     return 0;
 }
 
+static const cfg_table *cfg_table_lookup(const cfg_config *cfg, const char *schema, const char *name)
+{
+    for (int i = 0; i < cfg->ntables; i++)
+        if (strcmp(cfg->tables[i].schema, schema) == 0 && strcmp(cfg->tables[i].name, name) == 0)
+            return &cfg->tables[i];
+    return NULL;
+}
+
+/* [table.NAME] or [table.SCHEMA.NAME]: one dot at most, since a section name cannot quote
+ * one; each part 1 to 63 bytes. */
+static int cfg_begin_table(cfg_ctx *c, const char *name, int len, const char *arg, size_t arglen)
+{
+    cfg_config *cfg = c->cfg;
+    const char *dot = memchr(arg, '.', arglen);
+    size_t slen = dot ? (size_t)(dot - arg) : 0;
+    const char *tname = dot ? dot + 1 : arg;
+    size_t tlen = dot ? arglen - slen - 1 : arglen;
+    if ((dot && (slen == 0 || slen > CFG_NAME_MAX)) || tlen == 0 || tlen > CFG_NAME_MAX ||
+        memchr(tname, '.', tlen))
+        return cfg_fail_at(c, c->lineno,
+                           "section [%.*s]: must be [table.NAME] or [table.SCHEMA.NAME], each name "
+                           "1 to %d bytes",
+                           len, name, CFG_NAME_MAX);
+    cfg_table t;
+    memset(&t, 0, sizeof t);
+    memcpy(t.schema, arg, slen);
+    memcpy(t.name, tname, tlen);
+    if (cfg_table_lookup(cfg, t.schema, t.name))
+        return cfg_fail_duplicate(c, name, len);
+    if (cfg->ntables == CFG_MAX_TABLES)
+        return cfg_fail_at(c, c->lineno, "section [%.*s]: at most %d [table.NAME] sections", len, name,
+                           CFG_MAX_TABLES);
+    if (cfg->ntables == c->tables_cap) {
+        int cap = c->tables_cap ? c->tables_cap * 2 : 8;
+        cfg_table *tables = realloc(cfg->tables, (size_t)cap * sizeof *tables);
+        if (!tables)
+            return cfg_nomem(c);
+        cfg->tables = tables;
+        c->tables_cap = cap;
+    }
+    cfg->tables[cfg->ntables] = t;
+    c->target = &cfg->tables[cfg->ntables++];
+    return 0;
+}
+
+/* A table is sharded or omnisharded, never both or neither; the error goes on the line
+ * that made it so (the later of the two keys, or the header when both are missing). */
+static int cfg_end_table(cfg_ctx *c)
+{
+    const cfg_table *t = c->target;
+    int key_line = c->key_line[cfg_key_index(CFG_SEC_TABLE, "shard_key")];
+    int omni_line = c->key_line[cfg_key_index(CFG_SEC_TABLE, "omnisharded")];
+    int type_line = c->key_line[cfg_key_index(CFG_SEC_TABLE, "key_type")];
+    bool sharded = t->shard_key[0] != '\0';
+    if (sharded && t->omnisharded)
+        return cfg_fail_at(c, key_line > omni_line ? key_line : omni_line,
+                           "key '%s': [%s] cannot have both shard_key and omnisharded = true",
+                           key_line > omni_line ? "shard_key" : "omnisharded", c->section);
+    if (!sharded && !t->omnisharded)
+        return cfg_fail_at(c, c->section_line,
+                           "section [%s]: needs shard_key = COLUMN (a sharded table) or omnisharded = "
+                           "true",
+                           c->section);
+    if (!sharded && (c->seen & ((uint64_t)1 << cfg_key_index(CFG_SEC_TABLE, "key_type"))))
+        return cfg_fail_at(c, type_line, "key 'key_type': only a sharded table (shard_key) has a key type");
+    return 0;
+}
+
 static int cfg_section_begin(cfg_ctx *c, const char *name, size_t len)
 {
     if (cfg_section_end(c) < 0)
@@ -846,6 +1007,7 @@ static int cfg_section_begin(cfg_ctx *c, const char *name, size_t len)
         c->kind = d->kind;
         c->end = d->end;
         c->seen = 0;
+        c->section_line = c->lineno;
         /* [pgshard] got its defaults when the config was created, so that a file without
          * that section has them too. */
         return d->has_arg ? cfg_apply_defaults(c, d->kind, c->target) : 0;
@@ -992,6 +1154,10 @@ static int cfg_finish(cfg_ctx *c)
     if (cfg->client_tls != CFG_CTLS_DISABLE && (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0]))
         return cfg_fail_file(c, "client_tls = %s needs tls_cert_file and tls_key_file",
                              cfg->client_tls == CFG_CTLS_ALLOW ? "allow" : "require");
+    if (cfg->default_shard >= cfg->nshards)
+        return cfg_fail_at(c, c->key_line[cfg_key_index(CFG_SEC_PGSHARD, "default_shard")],
+                           "key 'default_shard': there is no [shard.%d] (the shards are 0 to %d)",
+                           cfg->default_shard, cfg->nshards - 1);
     if (cfg_check_monitor(c) < 0)
         return -1;
     if (cfg->workers == 0) {
@@ -1130,6 +1296,8 @@ void cfg_free(cfg_config *cfg)
     free(cfg->path);
     free(cfg->admin_users);
     free(cfg->monitor_user);
+    free(cfg->catalog_dsn);
+    free(cfg->tables);
     free(cfg);
 }
 
@@ -1196,4 +1364,9 @@ const char *cfg_fallback_name(cfg_fallback f)
 const char *cfg_unknown_functions_name(cfg_unknown_functions u)
 {
     return cfg_word_name(cfg_unknown_functions_words, (int)u);
+}
+
+const char *cfg_key_type_name(cfg_key_type t)
+{
+    return t == CFG_KEY_AUTO ? "auto" : cfg_word_name(cfg_key_type_words, (int)t);
 }

@@ -37,6 +37,8 @@ typedef enum cfg_unknown_functions {
 } cfg_unknown_functions;
 
 #define CFG_MAX_SHARDS 256
+#define CFG_MAX_TABLES 256
+#define CFG_NAME_MAX 63 /* an identifier: PostgreSQL keeps NAMEDATALEN - 1 bytes of one */
 #define CFG_HOST_MAX 256
 #define CFG_PATH_MAX 1024
 #define CFG_MAX_REPLICAS 15 /* per shard: with the primary, 16 nodes */
@@ -58,6 +60,21 @@ typedef struct cfg_shard {
     cfg_replica replicas[CFG_MAX_REPLICAS];
     cfg_balance balance; /* default round_robin */
 } cfg_shard;
+
+/* The type of a sharded table's key column: AUTO asks shard 0 at start (see proxy/tables.h);
+ * the others are set with key_type and hash as the server hashes int8, text and uuid. */
+typedef enum cfg_key_type { CFG_KEY_AUTO, CFG_KEY_INT, CFG_KEY_TEXT, CFG_KEY_UUID } cfg_key_type;
+
+/* [table.NAME] or [table.SCHEMA.NAME]: a sharded (shard_key) or omnisharded table. Names
+ * are kept as written and compared exactly, as PostgreSQL compares identifiers after
+ * folding: write them as the catalog stores them (lower case unless created quoted). */
+typedef struct cfg_table {
+    char schema[CFG_NAME_MAX + 1];    /* "" = unqualified: the schema the search path finds */
+    char name[CFG_NAME_MAX + 1];      /* the table */
+    char shard_key[CFG_NAME_MAX + 1]; /* the shard-key column; "" when omnisharded */
+    bool omnisharded;                 /* a copy on every shard */
+    cfg_key_type key_type;            /* default AUTO; only with shard_key */
+} cfg_table;
 
 typedef struct cfg_user {
     char *name;          /* owned */
@@ -103,6 +120,9 @@ typedef struct cfg_config {
                                                 functions not known read-only go */
     char *monitor_user;                      /* owned, NULL = the first [user.NAME] with a plain password */
     char monitor_dbname[CFG_HOST_MAX];       /* default "postgres": the database the monitor polls */
+    uint32_t buckets;                        /* default 1024: a power of two, 1..65536 */
+    char *catalog_dsn;                       /* owned libpq conninfo of the catalog; NULL = none */
+    int default_shard;                       /* default 0: where tables not listed live; < nshards */
 
     /* [shard.N], N = 0 .. nshards-1, all present */
     int nshards;
@@ -111,6 +131,10 @@ typedef struct cfg_config {
     /* [user.NAME] */
     int nusers;
     cfg_user *users; /* owned, nusers entries */
+
+    /* [table.NAME], in file order, at most CFG_MAX_TABLES */
+    int ntables;
+    cfg_table *tables; /* owned, ntables entries */
 } cfg_config;
 
 /* Loads and validates a file. On success returns 0 and *out (free with cfg_free). On
@@ -144,5 +168,6 @@ const char *cfg_balance_name(cfg_balance b);
 const char *cfg_ryw_name(cfg_ryw r);
 const char *cfg_fallback_name(cfg_fallback f);
 const char *cfg_unknown_functions_name(cfg_unknown_functions u);
+const char *cfg_key_type_name(cfg_key_type t); /* "auto" for CFG_KEY_AUTO */
 
 #endif

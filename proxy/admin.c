@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "common/log.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
@@ -410,6 +412,38 @@ static void admin_kv(pgs_buf *b, const char *k, const char *fmt, ...)
     snap_row_end(b, st);
 }
 
+/* catalog_dsn as SHOW CONFIG shows it: the conninfo keywords it sets, but the password. */
+static void admin_dsn_shown(const char *dsn, char *out, size_t cap)
+{
+    PQconninfoOption *opts = dsn ? PQconninfoParse(dsn, NULL) : NULL;
+    size_t used = 0;
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o && o->keyword && used < cap; o++) {
+        if (!o->val || strcmp(o->keyword, "password") == 0)
+            continue;
+        int n = snprintf(out + used, cap - used, "%s%s=%s", used ? " " : "", o->keyword, o->val);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    PQconninfoFree(opts);
+}
+
+/* [table.NAME] rows: how the table is sharded, with the key type in force. */
+static void admin_config_tables(pgs_buf *b, const px_tables *t)
+{
+    for (int i = 0; i < px_tables_count(t); i++) {
+        const px_table *pt = px_tables_at(t, i);
+        static const char *const kinds[] = {"int", "text", "uuid"};
+        char key[2 * CFG_NAME_MAX + 16];
+        snprintf(key, sizeof key, "table.%s%s%s", pt->schema, pt->schema[0] ? "." : "", pt->name);
+        if (pt->omnisharded)
+            admin_kv(b, key, "omnisharded");
+        else
+            admin_kv(b, key, "shard_key %s (%s)", pt->shard_key, kinds[pt->key_type % 3]);
+    }
+}
+
 static int admin_show_config(px_client *cl)
 {
     static const char *const cols[] = {"key", "value"};
@@ -454,6 +488,14 @@ static int admin_show_config(px_client *cl)
     admin_kv(&b, "primary_wait_ms", "%u", c->primary_wait_ms);
     admin_kv(&b, "unknown_functions", "%s",
              c->unknown_functions == CFG_UNKNOWN_FUNC_REPLICA ? "replica" : "primary");
+    /* The sharding keys are fixed at start: shown from the startup config. */
+    const cfg_config *sc = cl->conn.w->px->cfg;
+    char dsn[CFG_PATH_MAX];
+    admin_dsn_shown(sc->catalog_dsn, dsn, sizeof dsn);
+    admin_kv(&b, "buckets", "%u", sc->buckets);
+    admin_kv(&b, "catalog_dsn", "%s", dsn);
+    admin_kv(&b, "default_shard", "%d", sc->default_shard);
+    admin_config_tables(&b, px_catalog_tables(cl->conn.w->px->cat));
     admin_complete(cl, &b, "SHOW");
     pgs_buf_free(&b);
     return 0;
@@ -498,6 +540,76 @@ static int admin_show_replicas(px_client *cl)
     }
     admin_complete(cl, &b, "SHOW");
     pgs_buf_free(&b);
+    return 0;
+}
+
+/* host:port, or [address]:port for IPv6, appended to b. */
+static void admin_append_node(pgs_buf *b, const cfg_node *node)
+{
+    bool v6 = strchr(node->host, ':') != NULL;
+    pgs_buf_appendf(b, "%s%s%s:%u", v6 ? "[" : "", node->host, v6 ? "]" : "", node->port);
+}
+
+static const cfg_node *admin_node(const cfg_shard *cs, int i)
+{
+    return i == 0 ? &cs->primary : &cs->replicas[i - 1].node;
+}
+
+static int admin_count_override(void *arg, const char *tenant, size_t len, uint32_t shard)
+{
+    uint32_t *per_shard = arg;
+    per_shard[shard]++;
+    return 0;
+}
+
+/* One row per shard from the newest map snapshot: the buckets it owns, its tenant
+ * overrides, its nodes (the primary as the monitor sees it after a failover) and the map's
+ * version. */
+static int admin_show_shards(px_client *cl)
+{
+    static const char *const cols[] = {"shard", "buckets", "overrides", "primary", "replicas", "map_version"};
+    px_worker *w = cl->conn.w;
+    const cfg_config *c = w->px->cfg;
+    const sm_map *m = px_catalog_map(w->px->cat, w->id);
+    const px_status *st = w->px->mon ? px_route_status(w) : NULL;
+    uint32_t nshards = sm_map_nshards(m);
+    uint32_t *counts = calloc((size_t)nshards * 2, sizeof *counts); /* buckets, then overrides */
+    if (!counts) {
+        px_client_fatal(cl, "53200", "out of memory");
+        return -1;
+    }
+    for (uint32_t bk = 0; bk < sm_map_buckets(m); bk++)
+        counts[sm_map_bucket_shard(m, bk)]++;
+    sm_map_each_override(m, admin_count_override, counts + nshards);
+    pgs_buf b = PGS_BUF_INIT, nodes = PGS_BUF_INIT;
+    pgs_msg_row_desc_text(&b, cols, 6);
+    for (int s = 0; s < c->nshards && (uint32_t)s < nshards; s++) {
+        const cfg_shard *cs = &c->shards[s];
+        int primary = st ? st->shards[s].primary : 0;
+        size_t at = b.len;
+        snap_row_begin(&b, 6);
+        snap_col(&b, "%d", s);
+        snap_col(&b, "%u", counts[s]);
+        snap_col(&b, "%u", counts[nshards + (uint32_t)s]);
+        pgs_buf_clear(&nodes);
+        admin_append_node(&nodes, admin_node(cs, primary));
+        snap_col(&b, "%.*s", (int)nodes.len, (const char *)nodes.data);
+        pgs_buf_clear(&nodes);
+        for (int i = 0; i <= cs->nreplicas; i++) {
+            if (i == primary)
+                continue;
+            if (nodes.len)
+                pgs_buf_append(&nodes, ", ", 2);
+            admin_append_node(&nodes, admin_node(cs, i));
+        }
+        snap_col(&b, "%.*s", (int)nodes.len, nodes.len ? (const char *)nodes.data : "");
+        snap_col(&b, "%llu", (unsigned long long)sm_map_version(m));
+        snap_row_end(&b, at);
+    }
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    pgs_buf_free(&nodes);
+    free(counts);
     return 0;
 }
 
@@ -646,6 +758,7 @@ static const struct {
     {"pause", admin_pause},
     {"resume", admin_resume_cmd},
     {"show replicas", admin_show_replicas},
+    {"show shards", admin_show_shards},
 };
 
 /* "  SHOW   pools ; " -> "show pools" */
@@ -723,8 +836,8 @@ int px_admin_step(px_client *cl)
     }
     char msg[300];
     snprintf(msg, sizeof msg,
-             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | REPLICAS | CONFIG | "
-             "VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
+             "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | REPLICAS | SHARDS | "
+             "CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, "42601", msg, true);
     return 1;

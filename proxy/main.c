@@ -97,10 +97,58 @@ static bool same_topology(const cfg_config *a, const cfg_config *b)
     return true;
 }
 
+static bool same_tables(const cfg_config *a, const cfg_config *b)
+{
+    if (a->ntables != b->ntables)
+        return false;
+    for (int i = 0; i < a->ntables; i++) {
+        const cfg_table *x = &a->tables[i], *y = &b->tables[i];
+        if (strcmp(x->schema, y->schema) != 0 || strcmp(x->name, y->name) != 0 ||
+            strcmp(x->shard_key, y->shard_key) != 0 || x->omnisharded != y->omnisharded ||
+            x->key_type != y->key_type)
+            return false;
+    }
+    return true;
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The catalog thread and the table registry were made from the startup config: buckets,
+ * catalog_dsn, default_shard and the tables keep their running values. A copy that cannot
+ * be made leaves the new file's value, which nothing reads but SHOW CONFIG. */
+static void reload_keep_sharding(const cfg_config *old, cfg_config *neu)
+{
+    if (old->buckets == neu->buckets && old->default_shard == neu->default_shard &&
+        same_string(old->catalog_dsn, neu->catalog_dsn) && same_tables(old, neu))
+        return;
+    pgs_warn("reload_restart_needed",
+             "buckets, catalog_dsn, default_shard and [table.NAME] change only at restart; the running "
+             "ones stay");
+    neu->buckets = old->buckets;
+    neu->default_shard = old->default_shard;
+    char *dsn = old->catalog_dsn ? strdup(old->catalog_dsn) : NULL;
+    if (dsn || !old->catalog_dsn) {
+        free(neu->catalog_dsn);
+        neu->catalog_dsn = dsn;
+    }
+    cfg_table *tables = old->ntables ? malloc((size_t)old->ntables * sizeof *tables) : NULL;
+    if (tables || !old->ntables) {
+        if (tables)
+            memcpy(tables, old->tables, (size_t)old->ntables * sizeof *tables);
+        free(neu->tables);
+        neu->tables = tables;
+        neu->ntables = old->ntables;
+    }
+}
+
 /* Keys that only a restart can change keep their running values in the new config, so
  * that SHOW CONFIG tells the truth; a warning names them. */
 static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
 {
+    reload_keep_sharding(old, neu);
     bool changed = strcmp(old->listen_addr, neu->listen_addr) != 0 || old->listen_port != neu->listen_port ||
                    old->workers != neu->workers || old->client_tls != neu->client_tls ||
                    old->server_tls != neu->server_tls ||
@@ -209,6 +257,14 @@ static int run(px_proxy *px)
         pgs_error("startup_failed", "monitor: %s", err);
         return 1;
     }
+    /* The map is there before the first client: a catalog that cannot be read stops the
+     * start rather than routing by a map that may be wrong. */
+    if (!(px->cat = px_catalog_start(cfg, px->nworkers, err, sizeof err))) {
+        pgs_error("startup_failed", "%s", err);
+        px_monitor_stop(px->mon);
+        px->mon = NULL;
+        return 1;
+    }
     /* The signal handlers come first: a client may connect, and a SIGTERM arrive, as soon
      * as the first worker listens. */
     uv_loop_t loop;
@@ -269,6 +325,8 @@ static int run(px_proxy *px)
     if (px->mon)
         px_monitor_stop(px->mon);
     px->mon = NULL;
+    px_catalog_stop(px->cat);
+    px->cat = NULL;
     for (int i = started; i < px->nworkers; i++)
         if (px->workers[i].listen_fd > 0)
             close(px->workers[i].listen_fd);

@@ -58,6 +58,28 @@ static const struct {
     {"pgshard_node_reads_total", "counter", "Reads routed to the node as a replica"},
 };
 
+/* From the shard map this worker reads (catalog.c). */
+static const struct {
+    const char *name, *type, *help;
+} map_metric_defs[] = {
+    {"pgshard_map_version", "gauge", "map_version of the shard map in force (0: the default map, no catalog)"},
+    {"pgshard_catalog_connected", "gauge", "1 while the catalog listener's connection is up (with catalog_dsn)"},
+};
+
+static void metrics_map(px_worker *w, pgs_buf *b)
+{
+    px_catalog *cat = w->px->cat;
+    for (int m = 0; m < (int)(sizeof map_metric_defs / sizeof map_metric_defs[0]); m++) {
+        if (m == 1 && !px_catalog_enabled(cat))
+            continue;
+        pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", map_metric_defs[m].name, map_metric_defs[m].help,
+                        map_metric_defs[m].name, map_metric_defs[m].type);
+        unsigned long long v = m == 0 ? (unsigned long long)sm_map_version(px_catalog_map(cat, w->id))
+                                      : (unsigned long long)px_catalog_connected(cat);
+        pgs_buf_appendf(b, "%s %llu\n", map_metric_defs[m].name, v);
+    }
+}
+
 static void metrics_nodes(px_worker *w, pgs_buf *b)
 {
     if (!w->px->mon)
@@ -135,6 +157,7 @@ static void out_hist(pgs_buf *b, const char *name, const char *labels, const uin
 static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_buf *b)
 {
     metrics_nodes(w, b);
+    metrics_map(w, b);
     px_global_stats *g = &w->px->gs;
     int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);

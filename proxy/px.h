@@ -15,6 +15,7 @@
 #include "common/proto.h"
 #include "config/config.h"
 #include "parser/parser.h"
+#include "proxy/catalog.h"
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
@@ -78,6 +79,7 @@ struct px_proxy {
     atomic_bool paused;   /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
     px_monitor *mon;   /* owned: node health and lag (monitor.c) */
+    px_catalog *cat;   /* owned: shard map and tables (catalog.c); never NULL while workers run */
     bool has_replicas; /* some shard has replicas: reads are routed */
 };
 

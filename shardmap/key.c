@@ -23,6 +23,7 @@ static const sm_error_info sm_errors[] = {
     {SM_EBUCKET, "XX000", "bucket number out of range"},
     {SM_ESHARD, "XX000", "shard number out of range"},
     {SM_EEXIST, "XX000", "duplicate tenant override"},
+    {SM_ECATALOG, "XX000", "shard map catalog unavailable or invalid"},
 };
 
 static const sm_error_info *error_info(int err)

@@ -13,18 +13,19 @@
 /* Error codes of the shardmap library. The value errors say what the server itself would
  * say of the value (sm_sqlstate), so the proxy can refuse it before it reaches a shard. */
 enum {
-    SM_EINVAL = -1,   /* bad argument: NULL, or a type the function does not take */
-    SM_ETYPE = -2,    /* the column's type cannot be a shard key */
-    SM_ESYNTAX = -3,  /* the type's input function would refuse the text (22P02) */
-    SM_ERANGE = -4,   /* out of range for the column's type (22003) */
-    SM_EBINARY = -5,  /* a binary value of the wrong length for its type (22P03) */
-    SM_ENUL = -6,     /* a NUL byte in a text value: no server encoding allows it (22021) */
-    SM_ENOMEM = -7,   /* an allocation failed */
-    SM_EBUCKETS = -8, /* a bucket count that is not a power of two in 1..SM_MAX_BUCKETS */
-    SM_EBUCKET = -9,  /* a bucket number not below the map's bucket count */
-    SM_ESHARD = -10,  /* a shard number not below the map's shard count, or a count not in
-                         1..SM_MAX_SHARDS */
-    SM_EEXIST = -11,  /* the map already has an override for this tenant */
+    SM_EINVAL = -1,    /* bad argument: NULL, or a type the function does not take */
+    SM_ETYPE = -2,     /* the column's type cannot be a shard key */
+    SM_ESYNTAX = -3,   /* the type's input function would refuse the text (22P02) */
+    SM_ERANGE = -4,    /* out of range for the column's type (22003) */
+    SM_EBINARY = -5,   /* a binary value of the wrong length for its type (22P03) */
+    SM_ENUL = -6,      /* a NUL byte in a text value: no server encoding allows it (22021) */
+    SM_ENOMEM = -7,    /* an allocation failed */
+    SM_EBUCKETS = -8,  /* a bucket count that is not a power of two in 1..SM_MAX_BUCKETS */
+    SM_EBUCKET = -9,   /* a bucket number not below the map's bucket count */
+    SM_ESHARD = -10,   /* a shard number not below the map's shard count, or a count not in
+                          1..SM_MAX_SHARDS */
+    SM_EEXIST = -11,   /* the map already has an override for this tenant */
+    SM_ECATALOG = -12, /* the catalog database failed, or holds no valid map (catalog.c) */
 };
 
 /* A short English message for an error code, for logs and ErrorResponses. */

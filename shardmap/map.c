@@ -171,6 +171,26 @@ int sm_map_bucket_shard(const sm_map *m, uint32_t bucket)
     return bucket < m->buckets ? m->bucket_shard[bucket] : SM_EBUCKET;
 }
 
+int sm_map_each_override(const sm_map *m, sm_override_fn fn, void *arg)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        const sm_override *s = &m->slots[i];
+        int rc = s->tenant != NULL ? fn(arg, s->tenant, s->len, s->shard) : 0;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+uint32_t sm_map_shard_buckets(const sm_map *m, uint32_t shard)
+{
+    uint32_t n = 0;
+
+    for (uint32_t b = 0; b < m->buckets; b++)
+        n += m->bucket_shard[b] == shard;
+    return n;
+}
+
 /* hash is sm_hash_text(tenant, len), which a text key's route already has. */
 static int override_lookup(const sm_map *m, const char *tenant, size_t len, uint64_t hash)
 {

@@ -57,6 +57,15 @@ int sm_map_bucket_shard(const sm_map *m, uint32_t bucket);
 /* The shard of tenant[0..len)'s override, or -1 when it has none. */
 int sm_map_override_shard(const sm_map *m, const char *tenant, size_t len);
 
+/* Calls fn(arg, tenant, len, shard) once per tenant override, in no particular order; the
+ * tenant text is the map's (not NUL-terminated for the callback's purposes: use len). Stops
+ * at the first non-zero return of fn and returns it; 0 when every override was seen. */
+typedef int (*sm_override_fn)(void *arg, const char *tenant, size_t len, uint32_t shard);
+int sm_map_each_override(const sm_map *m, sm_override_fn fn, void *arg);
+
+/* The number of buckets shard owns (0 for a shard the map does not have). */
+uint32_t sm_map_shard_buckets(const sm_map *m, uint32_t shard);
+
 /* The shard that holds key: its tenant override if the map has one, else its bucket's
  * owner. Fills *why when why is not NULL. Time does not depend on the number of shards,
  * buckets or overrides. Returns the shard number, or SM_EINVAL. */

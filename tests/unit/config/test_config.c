@@ -88,6 +88,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->nusers, 0);
     assert_null(cfg_find_user(cfg, "app"));
     assert_null(cfg_monitor_user(cfg));
+    assert_int_equal(cfg->buckets, 1024);
+    assert_null(cfg->catalog_dsn);
+    assert_int_equal(cfg->default_shard, 0);
+    assert_int_equal(cfg->ntables, 0);
+    assert_null(cfg->tables);
     cfg_free(cfg);
 }
 
@@ -116,6 +121,9 @@ static void test_every_key(void **state)
                               "unknown_functions = replica\n"
                               "monitor_user = app\n"
                               "monitor_dbname = template1\n"
+                              "buckets = 65536\n"
+                              "catalog_dsn = host=10.0.0.1 dbname=app\n"
+                              "default_shard = 1\n"
                               "[shard.1]\n"
                               "primary = db-1.internal:6543\n"
                               "replicas = db-1r.internal:6543@7\n"
@@ -127,7 +135,12 @@ static void test_every_key(void **state)
                               "password = s3cret=with=equals\n"
                               "[user.first.last]\n"
                               "password = md5c0bba8ccf2bd2a3fa2a0dcc9fc0bb4b2\n"
-                              "[user.nopass]\n");
+                              "[user.nopass]\n"
+                              "[table.orders]\n"
+                              "shard_key = tenant_id\n"
+                              "key_type = uuid\n"
+                              "[table.countries]\n"
+                              "omnisharded = true\n");
     assert_string_equal(cfg->listen_addr, "0.0.0.0");
     assert_int_equal(cfg->listen_port, 7000);
     assert_int_equal(cfg->workers, 3);
@@ -149,6 +162,14 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->unknown_functions, CFG_UNKNOWN_FUNC_REPLICA);
     assert_string_equal(cfg->monitor_user, "app");
     assert_string_equal(cfg->monitor_dbname, "template1");
+    assert_int_equal(cfg->buckets, 65536);
+    assert_string_equal(cfg->catalog_dsn, "host=10.0.0.1 dbname=app");
+    assert_int_equal(cfg->default_shard, 1);
+    assert_int_equal(cfg->ntables, 2);
+    assert_string_equal(cfg->tables[0].name, "orders");
+    assert_string_equal(cfg->tables[0].shard_key, "tenant_id");
+    assert_int_equal(cfg->tables[0].key_type, CFG_KEY_UUID);
+    assert_true(cfg->tables[1].omnisharded);
 
     assert_int_equal(cfg->nshards, 2);
     assert_string_equal(cfg->shards[0].primary.host, "::1");
@@ -346,6 +367,72 @@ static void test_replicas(void **state)
 
 /* The monitor logs in as monitor_user, else as the first user, in file order, with a plain
  * password; md5 and SCRAM secrets and users without a password are skipped. */
+/* buckets, catalog_dsn, default_shard and [table.NAME]: the values each accepts. */
+static void test_sharding(void **state)
+{
+    static const char *const good_buckets[] = {"1", "2", "1024", "65536"};
+    for (size_t i = 0; i < sizeof good_buckets / sizeof good_buckets[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[pgshard]\nbuckets = %s\n" SHARD0, good_buckets[i]);
+        cfg_config *cfg = load_ok(text);
+        assert_int_equal(cfg->buckets, strtoul(good_buckets[i], NULL, 10));
+        cfg_free(cfg);
+    }
+
+    cfg_config *cfg =
+        load_ok("[pgshard]\ncatalog_dsn = postgresql://u:p@[::1]:5433/cat?sslmode=require\n"
+                "default_shard = 2\n" SHARD0 "[shard.1]\nprimary = h1:5432\n[shard.2]\nprimary = h2:5432\n");
+    assert_string_equal(cfg->catalog_dsn, "postgresql://u:p@[::1]:5433/cat?sslmode=require");
+    assert_int_equal(cfg->default_shard, 2);
+    cfg_free(cfg);
+
+    cfg = load_ok(SHARD0 "[table.public.orders]\nkey_type = int\nshard_key = Tenant Id\n"
+                         "[table.orders]\nshard_key = tenant_id\n"
+                         "[table.a]\nomnisharded = on\n"
+                         "[table.b]\nomnisharded = yes\n"
+                         "[table.c]\nomnisharded = 1\n"
+                         "[table.d]\nomnisharded = false\nshard_key = k\nkey_type = text\n"
+                         "[table.s.a]\nomnisharded = true\n");
+    assert_int_equal(cfg->ntables, 7);
+    const cfg_table *t = &cfg->tables[0];
+    assert_string_equal(t->schema, "public");
+    assert_string_equal(t->name, "orders");
+    assert_string_equal(t->shard_key, "Tenant Id");
+    assert_false(t->omnisharded);
+    assert_int_equal(t->key_type, CFG_KEY_INT);
+    t = &cfg->tables[1];
+    assert_string_equal(t->schema, "");
+    assert_string_equal(t->name, "orders");
+    assert_int_equal(t->key_type, CFG_KEY_AUTO);
+    for (int i = 2; i < 5; i++) {
+        assert_true(cfg->tables[i].omnisharded);
+        assert_string_equal(cfg->tables[i].shard_key, "");
+    }
+    assert_false(cfg->tables[5].omnisharded);
+    assert_int_equal(cfg->tables[5].key_type, CFG_KEY_TEXT);
+    assert_string_equal(cfg->tables[6].schema, "s");
+    assert_string_equal(cfg->tables[6].name, "a");
+    cfg_free(cfg);
+
+    /* The longest names that fit, and as many tables as allowed. */
+    char big[256 * 40 + 256];
+    size_t used =
+        (size_t)snprintf(big, sizeof big, SHARD0 "[table.%063d.%063d]\nshard_key = %063d\n", 1, 2, 3);
+    for (int i = 1; i < 256; i++)
+        used += (size_t)snprintf(big + used, sizeof big - used, "[table.t%d]\nomnisharded = true\n", i);
+    cfg = load_ok(big);
+    assert_int_equal(cfg->ntables, 256);
+    assert_int_equal(strlen(cfg->tables[0].schema), 63);
+    assert_int_equal(strlen(cfg->tables[0].shard_key), 63);
+    cfg_free(cfg);
+    snprintf(big + used, sizeof big - used, "[table.one_too_many]\nomnisharded = true\n");
+    expect_error(big, "t.ini:515: section [table.one_too_many]: at most 256 [table.NAME] sections");
+
+    assert_string_equal(cfg_key_type_name(CFG_KEY_AUTO), "auto");
+    assert_string_equal(cfg_key_type_name(CFG_KEY_INT), "int");
+    assert_string_equal(cfg_key_type_name(CFG_KEY_UUID), "uuid");
+}
+
 static void test_monitor_user(void **state)
 {
     cfg_config *cfg = load_ok(SHARD0 "replicas = 10.0.0.2:5432\n"
@@ -592,6 +679,59 @@ static const bad_config bad_configs[] = {
      "t.ini:4: key 'replicas': replica '[::1]:5' is the shard's primary"},
     {"[shard.0]\nreplicas = h:1\n", "t.ini: [shard.0] has no primary"},
 
+    /* sharding */
+    {"[pgshard]\nbuckets = 0\n" SHARD0, "t.ini:2: key 'buckets': must be a power of two from 1 to 65536"},
+    {"[pgshard]\nbuckets = 1000\n" SHARD0, "t.ini:2: key 'buckets': must be a power of two from 1 to 65536"},
+    {"[pgshard]\nbuckets = 131072\n" SHARD0,
+     "t.ini:2: key 'buckets': must be a power of two from 1 to 65536"},
+    {"[pgshard]\nbuckets = 1k\n" SHARD0, "t.ini:2: key 'buckets': must be a power of two from 1 to 65536"},
+    {"[pgshard]\ncatalog_dsn =\n" SHARD0,
+     "t.ini:2: key 'catalog_dsn': must not be empty (leave the key out for no catalog)"},
+    {"[pgshard]\ncatalog_dsn = catalog\n" SHARD0, "t.ini:2: key 'catalog_dsn': not a libpq connection "
+                                                  "string: missing \"=\" after \"catalog\" in connection "
+                                                  "info string"},
+    {"[pgshard]\ncatalog_dsn = host=h bogus=1\n" SHARD0,
+     "t.ini:2: key 'catalog_dsn': not a libpq connection string: invalid connection option \"bogus\""},
+    {"[pgshard]\ncatalog_dsn = host='h\n" SHARD0, "t.ini:2: key 'catalog_dsn': not a libpq connection "
+                                                  "string: unterminated quoted string in connection info "
+                                                  "string"},
+    {"[pgshard]\ndefault_shard = 1\n" SHARD0, "t.ini:2: key 'default_shard': there is no [shard.1] (the "
+                                              "shards are 0 to 0)"},
+    {SHARD0 "[pgshard]\ndefault_shard = 256\n",
+     "t.ini:4: key 'default_shard': must be an integer from 0 to 255"},
+    {SHARD0 "[table.]\nomnisharded = true\n",
+     "t.ini:3: section [table.]: must be [table.NAME] or [table.SCHEMA.NAME], each name 1 to 63 bytes"},
+    {SHARD0 "[table.a.b.c]\nomnisharded = true\n",
+     "t.ini:3: section [table.a.b.c]: must be [table.NAME] or [table.SCHEMA.NAME], each name 1 to 63 bytes"},
+    {SHARD0 "[table..b]\nomnisharded = true\n",
+     "t.ini:3: section [table..b]: must be [table.NAME] or [table.SCHEMA.NAME], each name 1 to 63 bytes"},
+    {SHARD0 "[table.a.]\nomnisharded = true\n",
+     "t.ini:3: section [table.a.]: must be [table.NAME] or [table.SCHEMA.NAME], each name 1 to 63 bytes"},
+    {SHARD0 "[table.a]\nomnisharded = true\n[table.a]\n", "t.ini:5: duplicate section [table.a]"},
+    {SHARD0 "[table.s.a]\nomnisharded = true\n[table.s.a]\n", "t.ini:5: duplicate section [table.s.a]"},
+    {SHARD0 "[table.a]\n[pgshard]\n",
+     "t.ini:3: section [table.a]: needs shard_key = COLUMN (a sharded table) or omnisharded = true"},
+    {SHARD0 "[table.a]\nomnisharded = false\n",
+     "t.ini:3: section [table.a]: needs shard_key = COLUMN (a sharded table) or omnisharded = true"},
+    {SHARD0 "[table.a]\nkey_type = int\n",
+     "t.ini:3: section [table.a]: needs shard_key = COLUMN (a sharded table) or omnisharded = true"},
+    {SHARD0 "[table.a]\nshard_key = k\nomnisharded = true\n",
+     "t.ini:5: key 'omnisharded': [table.a] cannot have both shard_key and omnisharded = true"},
+    {SHARD0 "[table.a]\nomnisharded = true\nshard_key = k\n",
+     "t.ini:5: key 'shard_key': [table.a] cannot have both shard_key and omnisharded = true"},
+    {SHARD0 "[table.a]\nkey_type = int\nomnisharded = true\n",
+     "t.ini:4: key 'key_type': only a sharded table (shard_key) has a key type"},
+    {SHARD0 "[table.a]\nshard_key = k\nkey_type = bigint\n",
+     "t.ini:5: key 'key_type': must be one of: int, text, uuid"},
+    {SHARD0 "[table.a]\nomnisharded = maybe\n",
+     "t.ini:4: key 'omnisharded': must be true or false (or on/off, yes/no, 1/0)"},
+    {SHARD0 "[table.a]\nshard_key =\n", "t.ini:4: key 'shard_key': must be a column name of 1 to 63 bytes"},
+    {SHARD0 "[table.a]\nshard_key = k\nshard_key = j\n",
+     "t.ini:5: key 'shard_key': duplicate key in [table.a]"},
+    {SHARD0 "[table.a]\nshard_key = k\npassword = x\n", "t.ini:5: key 'password': unknown key in [table.a]"},
+    {SHARD0 "[table.a]\nshard_key = k\n[table.b]\nkey_type = int\n",
+     "t.ini:5: section [table.b]: needs shard_key = COLUMN (a sharded table) or omnisharded = true"},
+
     /* syntax, and which error comes first */
     {"[pgshard]\npool_size\n", "t.ini:2: syntax error"},
     {"[pgshard\n", "t.ini:1: syntax error"},
@@ -734,6 +874,13 @@ static void test_load_example(void **state)
     assert_int_equal(cfg->shards[0].balance, CFG_BALANCE_WEIGHTED);
     assert_int_equal(cfg->shards[1].nreplicas, 0);
     assert_string_equal(cfg->shards[2].replicas[0].node.host, "fd00::13");
+    assert_int_equal(cfg->buckets, 1024);
+    assert_non_null(cfg->catalog_dsn);
+    assert_int_equal(cfg->default_shard, 0);
+    assert_int_equal(cfg->ntables, 2);
+    assert_string_equal(cfg->tables[0].schema, "public");
+    assert_string_equal(cfg->tables[0].shard_key, "tenant_id");
+    assert_true(cfg->tables[1].omnisharded);
     cfg_free(cfg);
 }
 
@@ -786,6 +933,7 @@ int main(void)
         cmocka_unit_test(test_syntax_accepted),
         cmocka_unit_test(test_server_tls),
         cmocka_unit_test(test_replicas),
+        cmocka_unit_test(test_sharding),
         cmocka_unit_test(test_monitor_user),
         cmocka_unit_test(test_password_plain),
         cmocka_unit_test(test_bad_configs),

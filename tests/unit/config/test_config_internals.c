@@ -70,13 +70,19 @@ static void test_free_(void *p)
 /* Enough of everything to make each kind of allocation happen, including the growth of
  * the user array past its first capacity. */
 static const char oom_text[] = "[pgshard]\nlisten_addr = ::\npool_size = 5\nmonitor_user = u2\n"
+                               "catalog_dsn = host=h\n"
                                "[shard.1]\nprimary = h1:5432\nreplicas = h1r:5432@2, [::2]:5432\n"
                                "[shard.0]\nprimary = [::1]:5432\n"
                                "[shard.2]\nprimary = h2:5432\n"
                                "[user.u1]\npassword = p1\n[user.u2]\npassword = p2\n"
                                "[user.u3]\npassword = p3\n[user.u4]\n[user.u5]\n"
                                "[user.u6]\n[user.u7]\n[user.u8]\npassword = p8\n"
-                               "[user.u9]\npassword = p9\n[user.u10]\n";
+                               "[user.u9]\npassword = p9\n[user.u10]\n"
+                               "[table.t1]\nshard_key = k\n[table.s.t2]\nomnisharded = on\n"
+                               "[table.t3]\nomnisharded = on\n[table.t4]\nomnisharded = on\n"
+                               "[table.t5]\nomnisharded = on\n[table.t6]\nomnisharded = on\n"
+                               "[table.t7]\nomnisharded = on\n[table.t8]\nomnisharded = on\n"
+                               "[table.t9]\nomnisharded = on\n";
 
 typedef int (*load_fn)(const void *arg, cfg_config **out, char *err, size_t errlen);
 
@@ -159,6 +165,7 @@ static void test_defaults_parse(void **state)
             cfg_config cfg;
             cfg_shard shard;
             cfg_user user;
+            cfg_table table;
         } u;
         memset(&u, 0, sizeof u);
         char msg[CFG_MSG_MAX] = "";

@@ -234,6 +234,56 @@ static void test_many_overrides(void **state)
     sm_map_free(m);
 }
 
+/* Sums what sm_map_each_override shows, and stops early when asked to. */
+typedef struct override_tally {
+    uint32_t per_shard[3];
+    int seen;
+    int stop_after; /* 0: never */
+    bool saw_acme;
+} override_tally;
+
+static int tally_override(void *arg, const char *tenant, size_t len, uint32_t shard)
+{
+    override_tally *t = arg;
+
+    t->per_shard[shard]++;
+    t->saw_acme = t->saw_acme || (len == 4 && memcmp(tenant, "acme", 4) == 0 && shard == 2);
+    return ++t->seen == t->stop_after ? 7 : 0;
+}
+
+/* The per-shard counts SHOW SHARDS and pgshard-migrate status print. */
+static void test_each_override_and_shard_buckets(void **state)
+{
+    sm_map *m = new_map(3, 1024);
+    override_tally t = {{0}, 0, 0, false};
+
+    assert_int_equal(sm_map_each_override(m, tally_override, &t), 0);
+    assert_int_equal(t.seen, 0);
+    assert_int_equal(sm_map_add_override(m, "acme", 4, 2), 0);
+    assert_int_equal(sm_map_add_override(m, "42", 2, 0), 0);
+    assert_int_equal(sm_map_add_override(m, "43", 2, 0), 0);
+    assert_int_equal(sm_map_each_override(m, tally_override, &t), 0);
+    assert_int_equal(t.seen, 3);
+    assert_int_equal(t.per_shard[0], 2);
+    assert_int_equal(t.per_shard[1], 0);
+    assert_int_equal(t.per_shard[2], 1);
+    assert_true(t.saw_acme);
+
+    t = (override_tally){{0}, 0, 2, false};
+    assert_int_equal(sm_map_each_override(m, tally_override, &t), 7);
+    assert_int_equal(t.seen, 2);
+
+    /* ceil(1024 / 3) = 342 buckets for shards 0 and 2's starts: 0..341, 342..682, 683..1023. */
+    assert_int_equal(sm_map_shard_buckets(m, 0), 342);
+    assert_int_equal(sm_map_shard_buckets(m, 1), 341);
+    assert_int_equal(sm_map_shard_buckets(m, 2), 341);
+    assert_int_equal(sm_map_set_bucket(m, 0, 2), 0);
+    assert_int_equal(sm_map_shard_buckets(m, 0), 341);
+    assert_int_equal(sm_map_shard_buckets(m, 2), 342);
+    assert_int_equal(sm_map_shard_buckets(m, 3), 0);
+    sm_map_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,7 +291,7 @@ int main(void)
         cmocka_unit_test(test_default_32_shards),  cmocka_unit_test(test_bucket_counts),
         cmocka_unit_test(test_bad_arguments),      cmocka_unit_test(test_set_bucket_and_version),
         cmocka_unit_test(test_route_why),          cmocka_unit_test(test_overrides),
-        cmocka_unit_test(test_many_overrides),
+        cmocka_unit_test(test_many_overrides),     cmocka_unit_test(test_each_override_and_shard_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

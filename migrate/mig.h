@@ -1,0 +1,37 @@
+/* pgshard-migrate, the DBA's tool for the shard map: shared declarations of its commands.
+ * Each command reads the same INI file as pgshard and talks to the catalog through
+ * shardmap/catalog.h; none of them prompts. Moving data is not here yet. */
+#ifndef MIG_H
+#define MIG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "config/config.h"
+
+/* Exit codes, as `pgshard-migrate --help` documents them. */
+enum { MIG_EXIT_OK = 0, MIG_EXIT_ERROR = 1, MIG_EXIT_USAGE = 2 };
+
+/* A proxy whose heartbeat is older than this is not live. */
+#define MIG_LIVE_S 5.0
+
+typedef struct mig_opts {
+    const cfg_config *cfg; /* not owned */
+    bool json;             /* status --json */
+    FILE *out;             /* results */
+    FILE *err;             /* errors */
+} mig_opts;
+
+/* The catalog of o->cfg's catalog_dsn, or NULL after saying why on o->err (no catalog_dsn,
+ * unreachable). The caller finishes it with PQfinish. */
+PGconn *mig_connect(const mig_opts *o);
+
+/* init: creates the catalog (sm_catalog_init) and says what it did. Returns an exit code. */
+int mig_init(const mig_opts *o);
+
+/* status: the map (shards, buckets per shard, overrides, version) and the proxies, as text
+ * or one JSON document. Returns an exit code. */
+int mig_status(const mig_opts *o);
+
+#endif

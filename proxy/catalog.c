@@ -1,0 +1,461 @@
+/* The catalog listener (see catalog.h): the first map at start, then a thread with one
+ * libpq connection to the catalog that waits in poll() for NOTIFY pgshard_map, reloads and
+ * publishes maps through hazard pointers (common/snap.h), heartbeats, and reconnects with
+ * backoff. The SQL of the catalog lives in shardmap/catalog.c; this file decides when to
+ * run it. Blocking libpq calls are fine here: only this thread waits on them, and the
+ * connection's statement_timeout and TCP keepalives bound them. */
+#include "proxy/catalog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "common/snap.h"
+#include "shardmap/catalog.h"
+
+#define NS_PER_MS 1000000ull
+#define CAT_CONNECT_TIMEOUT_S 2
+#define CAT_STATEMENT_TIMEOUT "SET statement_timeout = 5000"
+#define CAT_BEAT_MS 1000  /* heartbeat of the proxies row */
+#define CAT_CHECK_MS 2000 /* map_version compared, in case a NOTIFY was lost */
+#define CAT_BACKOFF_MIN_MS 250
+#define CAT_BACKOFF_MAX_MS 5000
+#define CAT_WAIT_MAX_MS 1000
+#define CAT_ERR_MAX 512
+#define CAT_ID_MAX 320
+
+struct px_catalog {
+    const cfg_config *cfg; /* not owned; outlives the catalog */
+    px_tables *tables;     /* owned */
+    pgs_snap maps;         /* of sm_map, published by the thread (or once at start) */
+    bool enabled;          /* catalog_dsn is set: the thread runs */
+    atomic_bool connected;
+    atomic_bool stop;
+    int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
+    bool running;
+    uv_thread_t thread;
+
+    /* The thread's alone once it runs. */
+    PGconn *conn; /* owned; NULL while the catalog is away */
+    char id[CAT_ID_MAX];
+    char host[256];
+    int pid;
+    uint64_t next_connect_ns, next_beat_ns, next_check_ns;
+    uint32_t backoff_ms;
+    uint64_t rng;
+    bool down;                  /* lost, and said so once: quiet until it is back */
+    char last_err[CAT_ERR_MAX]; /* the last load or heartbeat failure logged, to log each once */
+    char notice[CAT_ERR_MAX];   /* the server's last notice: a FATAL before it closes says why */
+};
+
+static void cat_map_free(void *p)
+{
+    sm_map_free(p);
+}
+
+static uint64_t cat_version(px_catalog *c)
+{
+    return sm_map_version(pgs_snap_current(&c->maps));
+}
+
+/* xorshift64*, for jitter only. */
+static uint64_t cat_random(px_catalog *c)
+{
+    uint64_t x = c->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    c->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* A failure worth a warning the first time; the same one again is only debug. */
+static void cat_warn_once(px_catalog *c, const char *event, const char *msg)
+{
+    if (strcmp(c->last_err, msg) == 0) {
+        pgs_debug(event, "%s", msg);
+        return;
+    }
+    snprintf(c->last_err, sizeof(c->last_err), "%s", msg);
+    pgs_warn(event, "%s", msg);
+}
+
+/* libpq hands asynchronous messages here (a FATAL sent before the server closes the
+ * connection, as pg_terminate_backend does) instead of printing them on stderr. */
+static void cat_notice(void *arg, const char *message)
+{
+    px_catalog *c = arg;
+    pgs_log_flatten(c->notice, sizeof(c->notice), message);
+    pgs_debug("catalog_notice", "%s", c->notice);
+}
+
+/* Connects, bounds every statement and LISTENs: a change committed after the LISTEN is
+ * notified, so a load that follows it misses nothing. */
+static PGconn *cat_open(px_catalog *c, char *err, size_t errlen)
+{
+    PGconn *conn =
+        sm_catalog_connect(c->cfg->catalog_dsn, "pgshard_catalog", CAT_CONNECT_TIMEOUT_S, err, errlen);
+    if (conn == NULL)
+        return NULL;
+    c->notice[0] = '\0';
+    PQsetNoticeProcessor(conn, cat_notice, c);
+    PGresult *res = PQexec(conn, CAT_STATEMENT_TIMEOUT "; LISTEN " SM_CATALOG_CHANNEL);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) {
+        char msg[CAT_ERR_MAX / 2];
+        pgs_log_flatten(msg, sizeof(msg), PQresultErrorMessage(res));
+        snprintf(err, errlen, "LISTEN %s: %s", SM_CATALOG_CHANNEL, msg);
+    }
+    PQclear(res);
+    if (!ok) {
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static int cat_load(const cfg_config *cfg, PGconn *conn, sm_map **out, char *err, size_t errlen)
+{
+    return sm_catalog_load(conn, (uint32_t)cfg->nshards, cfg->buckets, out, err, errlen);
+}
+
+static void cat_log_map(const char *event, const sm_map *m)
+{
+    pgs_info(event,
+             "map_version %" PRIu64 ": %" PRIu32 " buckets over %" PRIu32 " shards, %zu tenant overrides",
+             sm_map_version(m), sm_map_buckets(m), sm_map_nshards(m), sm_map_override_count(m));
+}
+
+/* ---- the thread ---- */
+
+/* The next connect after a backoff that doubles up to 5 s, spread by +-25% so that proxies
+ * that lost the catalog together do not reconnect in lockstep. */
+static void cat_retry_later(px_catalog *c)
+{
+    uint64_t permille = 750 + cat_random(c) % 501;
+    c->next_connect_ns = uv_hrtime() + (uint64_t)c->backoff_ms * NS_PER_MS * permille / 1000;
+    c->backoff_ms = c->backoff_ms * 2 > CAT_BACKOFF_MAX_MS ? CAT_BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+/* The connection is gone (or useless): keep the map, say so once, and retry later. */
+static void cat_lost(px_catalog *c, const char *why)
+{
+    char msg[CAT_ERR_MAX];
+    pgs_log_flatten(msg, sizeof(msg), why); /* why may live in the connection closed next */
+    PQfinish(c->conn);
+    c->conn = NULL;
+    atomic_store(&c->connected, false);
+    if (!c->down)
+        pgs_warn("catalog_lost", "catalog connection lost: %s; keeping map_version %" PRIu64 ", reconnecting",
+                 msg, cat_version(c));
+    else
+        pgs_debug("catalog_still_down", "%s", msg);
+    c->down = true;
+    cat_retry_later(c);
+}
+
+/* After a failed statement: a broken connection is lost; a catalog that answers with an
+ * error (an invalid map, a missing table) is logged once and the connection kept. */
+static void cat_failed(px_catalog *c, const char *event, const char *err)
+{
+    if (PQstatus(c->conn) != CONNECTION_OK)
+        cat_lost(c, err);
+    else
+        cat_warn_once(c, event, err);
+}
+
+static void cat_reload(px_catalog *c)
+{
+    char err[CAT_ERR_MAX];
+    sm_map *m = NULL;
+    if (cat_load(c->cfg, c->conn, &m, err, sizeof(err)) < 0) {
+        char msg[CAT_ERR_MAX + 64];
+        snprintf(msg, sizeof(msg), "catalog map not loaded, keeping map_version %" PRIu64 ": %s",
+                 cat_version(c), err);
+        cat_failed(c, "catalog_invalid", msg);
+        return;
+    }
+    c->last_err[0] = '\0';
+    if (sm_map_version(m) == cat_version(c)) {
+        sm_map_free(m);
+        return;
+    }
+    cat_log_map("map_loaded", m);
+    pgs_snap_publish(&c->maps, m);
+    c->next_beat_ns = 0; /* tell the catalog at once which version runs here */
+}
+
+static void cat_beat(px_catalog *c, uint64_t now)
+{
+    char err[CAT_ERR_MAX];
+    c->next_beat_ns = now + CAT_BEAT_MS * NS_PER_MS;
+    if (sm_catalog_heartbeat(c->conn, c->id, c->host, c->pid, cat_version(c), err, sizeof(err)) < 0)
+        cat_failed(c, "catalog_heartbeat_failed", err);
+}
+
+static void cat_check(px_catalog *c, uint64_t now)
+{
+    char err[CAT_ERR_MAX];
+    uint64_t v;
+    c->next_check_ns = now + CAT_CHECK_MS * NS_PER_MS;
+    if (sm_catalog_version(c->conn, &v, err, sizeof(err)) < 0)
+        cat_failed(c, "catalog_check_failed", err);
+    else if (v != cat_version(c))
+        cat_reload(c);
+}
+
+static void cat_reconnect(px_catalog *c)
+{
+    char err[CAT_ERR_MAX];
+    c->conn = cat_open(c, err, sizeof(err));
+    if (c->conn == NULL) {
+        /* Still away: the warning was given when it went. */
+        pgs_debug("catalog_connect_failed", "%s; next try in about %" PRIu32 " ms", err, c->backoff_ms);
+        cat_retry_later(c);
+        return;
+    }
+    atomic_store(&c->connected, true);
+    if (c->down)
+        pgs_info("catalog_reconnected", "catalog connection back; listening on %s", SM_CATALOG_CHANNEL);
+    c->down = false;
+    c->backoff_ms = CAT_BACKOFF_MIN_MS;
+    c->next_beat_ns = 0;
+    c->next_check_ns = uv_hrtime() + CAT_CHECK_MS * NS_PER_MS;
+    cat_reload(c); /* whatever changed while it was away */
+}
+
+/* Notifications already read by libpq: any on our channel means "reload". */
+static bool cat_take_notifies(px_catalog *c)
+{
+    bool any = false;
+    PGnotify *n;
+    while ((n = PQnotifies(c->conn)) != NULL) {
+        any = any || strcmp(n->relname, SM_CATALOG_CHANNEL) == 0;
+        PQfreemem(n);
+    }
+    return any;
+}
+
+/* The socket is readable: a notification, or the server closing the connection
+ * (shutdown, pg_terminate_backend). */
+static void cat_input(px_catalog *c)
+{
+    if (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK) {
+        char msg[CAT_ERR_MAX];
+        pgs_log_flatten(msg, sizeof(msg), c->notice[0] ? c->notice : PQerrorMessage(c->conn));
+        cat_lost(c, msg[0] ? msg : "connection closed");
+        return;
+    }
+    if (cat_take_notifies(c)) {
+        pgs_debug("catalog_notify", "NOTIFY %s: reloading the map", SM_CATALOG_CHANNEL);
+        cat_reload(c);
+    }
+}
+
+static int cat_wait_ms(px_catalog *c, uint64_t now)
+{
+    uint64_t wake = now + CAT_WAIT_MAX_MS * NS_PER_MS;
+    uint64_t next = c->conn != NULL
+                        ? (c->next_beat_ns < c->next_check_ns ? c->next_beat_ns : c->next_check_ns)
+                        : c->next_connect_ns;
+    if (next < wake)
+        wake = next;
+    return wake <= now ? 0 : (int)((wake - now + NS_PER_MS - 1) / NS_PER_MS);
+}
+
+static void cat_wait(px_catalog *c)
+{
+    struct pollfd pfd[2] = {{.fd = c->wake[0], .events = POLLIN}, {.fd = -1}};
+    int n = 1;
+    if (c->conn != NULL)
+        pfd[n++] = (struct pollfd){.fd = PQsocket(c->conn), .events = POLLIN};
+    int rc = poll(pfd, (nfds_t)n, cat_wait_ms(c, uv_hrtime()));
+    if (rc < 0 && errno != EINTR) {
+        pgs_error("catalog_poll_failed", "poll: %s", strerror(errno));
+        uv_sleep(100);
+        return;
+    }
+    if (rc > 0 && pfd[0].revents != 0) {
+        char buf[64];
+        while (read(c->wake[0], buf, sizeof(buf)) > 0)
+            ;
+    }
+    if (rc > 0 && n > 1 && pfd[1].revents != 0)
+        cat_input(c);
+}
+
+static void cat_main(void *arg)
+{
+    px_catalog *c = arg;
+    while (!atomic_load(&c->stop)) {
+        uint64_t now = uv_hrtime();
+        if (c->conn == NULL && now >= c->next_connect_ns)
+            cat_reconnect(c);
+        if (c->conn != NULL && now >= c->next_beat_ns)
+            cat_beat(c, now);
+        if (c->conn != NULL && now >= c->next_check_ns)
+            cat_check(c, now);
+        cat_wait(c);
+    }
+    if (c->conn != NULL) {
+        char err[CAT_ERR_MAX];
+        if (sm_catalog_forget(c->conn, c->id, err, sizeof(err)) < 0)
+            pgs_debug("catalog_forget_failed", "%s", err);
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+}
+
+/* ---- life cycle ---- */
+
+static void cat_free(px_catalog *c)
+{
+    PQfinish(c->conn);
+    pgs_snap_destroy(&c->maps);
+    px_tables_free(c->tables);
+    if (c->wake[0] >= 0)
+        close(c->wake[0]);
+    if (c->wake[1] >= 0)
+        close(c->wake[1]);
+    free(c);
+}
+
+/* host:pid:listen_port names this proxy in pgshard.proxies. */
+static void cat_identify(px_catalog *c)
+{
+    if (gethostname(c->host, sizeof(c->host)) < 0)
+        snprintf(c->host, sizeof(c->host), "unknown");
+    c->host[sizeof(c->host) - 1] = '\0';
+    c->pid = (int)getpid();
+    snprintf(c->id, sizeof(c->id), "%s:%d:%u", c->host, c->pid, (unsigned)c->cfg->listen_port);
+}
+
+/* The first map: the catalog's (which must be there and valid), or the default one. */
+static int cat_first_map(px_catalog *c, sm_map **out, char *err, size_t errlen)
+{
+    char why[CAT_ERR_MAX];
+    if (!c->enabled) {
+        int rc = sm_map_new_default(out, (uint32_t)c->cfg->nshards, c->cfg->buckets);
+        if (rc < 0)
+            snprintf(err, errlen, "shard map: %s", sm_strerror(rc));
+        return rc < 0 ? -1 : 0;
+    }
+    if ((c->conn = cat_open(c, why, sizeof(why))) == NULL) {
+        snprintf(err, errlen, "catalog (catalog_dsn): cannot connect: %s", why);
+        return -1;
+    }
+    if (cat_load(c->cfg, c->conn, out, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "catalog (catalog_dsn): %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* The thread starts with every signal blocked, so that signals reach the threads that
+ * handle them and poll() here is not interrupted. */
+static int cat_thread_start(px_catalog *c)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = uv_thread_create(&c->thread, cat_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+static int cat_start_thread(px_catalog *c, char *err, size_t errlen)
+{
+    if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "catalog: pipe: %s", strerror(errno));
+        return -1;
+    }
+    atomic_store(&c->connected, true);
+    c->backoff_ms = CAT_BACKOFF_MIN_MS;
+    c->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)c) | 1;
+    c->next_check_ns = uv_hrtime() + CAT_CHECK_MS * NS_PER_MS;
+    int r = cat_thread_start(c);
+    if (r < 0) {
+        snprintf(err, errlen, "catalog: thread: %s", uv_strerror(r));
+        return -1;
+    }
+    c->running = true;
+    return 0;
+}
+
+px_catalog *px_catalog_start(const cfg_config *cfg, int nreaders, char *err, size_t errlen)
+{
+    px_catalog *c = calloc(1, sizeof(*c));
+    sm_map *first = NULL;
+    if (c == NULL) {
+        snprintf(err, errlen, "catalog: out of memory");
+        return NULL;
+    }
+    c->wake[0] = c->wake[1] = -1;
+    c->cfg = cfg;
+    c->enabled = cfg->catalog_dsn != NULL;
+    atomic_init(&c->stop, false);
+    atomic_init(&c->connected, false);
+    cat_identify(c);
+    if (px_tables_build(cfg, &c->tables, err, errlen) < 0 ||
+        px_tables_resolve(c->tables, cfg, err, errlen) < 0 || cat_first_map(c, &first, err, errlen) < 0)
+        goto fail;
+    if (pgs_snap_init(&c->maps, nreaders, first, cat_map_free) < 0) {
+        snprintf(err, errlen, "catalog: out of memory");
+        sm_map_free(first);
+        goto fail;
+    }
+    cat_log_map(c->enabled ? "map_loaded" : "map_default", first);
+    if (c->enabled && cat_start_thread(c, err, errlen) < 0)
+        goto fail;
+    return c;
+
+fail:
+    cat_free(c);
+    return NULL;
+}
+
+void px_catalog_stop(px_catalog *c)
+{
+    if (c == NULL)
+        return;
+    if (c->running) {
+        atomic_store(&c->stop, true);
+        char one = 1;
+        ssize_t r = write(c->wake[1], &one, 1);
+        (void)r;
+        uv_thread_join(&c->thread);
+        c->running = false;
+    }
+    cat_free(c);
+}
+
+const sm_map *px_catalog_map(px_catalog *c, int reader)
+{
+    return pgs_snap_get(&c->maps, reader);
+}
+
+const px_tables *px_catalog_tables(const px_catalog *c)
+{
+    return c->tables;
+}
+
+bool px_catalog_enabled(const px_catalog *c)
+{
+    return c != NULL && c->enabled;
+}
+
+bool px_catalog_connected(const px_catalog *c)
+{
+    return c != NULL && atomic_load(&c->connected);
+}

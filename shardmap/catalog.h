@@ -1,0 +1,89 @@
+/* The catalog: the PostgreSQL database that holds the shard map every proxy and
+ * pgshard-migrate share, and the only part of shardmap/ that does I/O (blocking libpq on a
+ * connection the caller owns). The rest of the library never includes this header.
+ *
+ * The contract, which tools outside the code rely on (more columns and tables may come):
+ *
+ *   schema pgshard
+ *   pgshard.bucket_map(bucket int primary key, shard int not null)  one row per bucket
+ *   pgshard.tenant_map(tenant text primary key, shard int not null) overrides, by the key's
+ *                                                                    canonical text (sm_key_canonical)
+ *   pgshard.map_version(version bigint not null)                     exactly one row
+ *   pgshard.proxies(id text primary key, host text, pid int, map_version bigint,
+ *                   last_seen timestamptz)                           one heartbeat row per proxy
+ *
+ * A change of the map is made in one transaction that also bumps map_version and runs
+ * NOTIFY pgshard_map (sm_catalog_bump does both); proxies LISTEN and reload. */
+#ifndef SM_CATALOG_H
+#define SM_CATALOG_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shardmap/map.h"
+
+/* The channel proxies LISTEN on. */
+#define SM_CATALOG_CHANNEL "pgshard_map"
+
+/* What sm_catalog_init did, as bits of its result. */
+enum {
+    SM_CATALOG_CREATED = 1,   /* created the schema or a table that was missing */
+    SM_CATALOG_FILLED = 2,    /* filled the empty bucket_map with the default map */
+    SM_CATALOG_VERSIONED = 4, /* wrote map_version's row, version 1 */
+};
+
+/* Connects to the catalog: dsn is a libpq conninfo string or URI (catalog_dsn), which wins
+ * over the defaults set here (application_name, connect_timeout = connect_timeout_s, TCP
+ * keepalives, so that a catalog that vanishes without a FIN is noticed). Returns the
+ * connection, which the caller finishes with PQfinish, or NULL with err filled. */
+PGconn *sm_catalog_connect(const char *dsn, const char *application_name, int connect_timeout_s, char *err,
+                           size_t errlen);
+
+/* Creates what is missing of the contract above, in one transaction serialized with any
+ * other init by an advisory lock: the schema and tables (IF NOT EXISTS), bucket_map from
+ * the default map of nshards and buckets (sm_map_new_default) when it is empty, and
+ * map_version's row (1) when it has none. Then checks that the catalog's map fits the
+ * config: every bucket below buckets present, every shard below nshards. Running it again
+ * changes nothing. Returns SM_CATALOG_* bits (0: nothing to do), or SM_ECATALOG, SM_EINVAL
+ * with err filled. */
+int sm_catalog_init(PGconn *conn, uint32_t nshards, uint32_t buckets, char *err, size_t errlen);
+
+/* Reads the map in one REPEATABLE READ READ ONLY transaction, so the buckets, overrides
+ * and version come from one snapshot, and validates it: exactly one version row, every
+ * bucket 0..buckets-1 present, every shard below nshards. conn must not be inside a
+ * transaction. On success *out is a new map (the caller's, sm_map_free) and 0 is
+ * returned; otherwise SM_ECATALOG, SM_ENOMEM or SM_EINVAL with err filled, *out NULL. */
+int sm_catalog_load(PGconn *conn, uint32_t nshards, uint32_t buckets, sm_map **out, char *err, size_t errlen);
+
+/* map_version alone: a cheap way to see whether a load would bring anything new. */
+int sm_catalog_version(PGconn *conn, uint64_t *version, char *err, size_t errlen);
+
+/* Upserts the proxies row of id with last_seen = now() (the catalog's clock). */
+int sm_catalog_heartbeat(PGconn *conn, const char *id, const char *host, int pid, uint64_t map_version,
+                         char *err, size_t errlen);
+
+/* Deletes the proxies row of id: a proxy that stops cleanly is no longer waited for. */
+int sm_catalog_forget(PGconn *conn, const char *id, char *err, size_t errlen);
+
+/* Increments map_version and sends NOTIFY pgshard_map (payload: the new version), for
+ * tools and tests that change the map. Call it inside the transaction that changes the
+ * map: the notification is delivered, and the version seen, only when it commits. Outside
+ * a transaction it commits on its own. *version (may be NULL) gets the new version. */
+int sm_catalog_bump(PGconn *conn, uint64_t *version, char *err, size_t errlen);
+
+/* One row of pgshard.proxies. */
+#define SM_CATALOG_TEXT_MAX 256
+typedef struct sm_catalog_proxy {
+    char id[SM_CATALOG_TEXT_MAX];   /* truncated when longer */
+    char host[SM_CATALOG_TEXT_MAX]; /* "" when NULL */
+    int pid;                        /* 0 when NULL */
+    int64_t map_version;            /* -1 when NULL */
+    double age_s;                   /* now() - last_seen on the catalog's clock; -1 when NULL */
+} sm_catalog_proxy;
+
+/* Every proxies row, most recently seen first. *out (the caller's, free()) holds *n rows;
+ * NULL when there are none. */
+int sm_catalog_proxies(PGconn *conn, sm_catalog_proxy **out, size_t *n, char *err, size_t errlen);
+
+#endif
