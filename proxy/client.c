@@ -80,6 +80,7 @@ void px_client_accept(px_worker *w)
     }
     uv_tcp_nodelay(&cl->conn.tcp, 1);
     cl->key_pid = px_worker_key_pid(w);
+    cl->pinned_shard = -1;
     cl->accepted_at = uv_now(&w->loop);
     cl->max_lag_ms = UINT32_MAX;
     atomic_fetch_add_explicit(&w->px->gs.accepted, 1, memory_order_relaxed);
@@ -667,6 +668,26 @@ static void client_replay_session(px_client *cl, px_server *sv)
     pgs_buf_free(&b);
 }
 
+/* A BEGIN that pgshard answered goes to the shard the transaction turned out to need,
+ * ahead of its first statement; the server's answer to it is hidden. */
+static void client_replay_begin(px_client *cl, px_server *sv)
+{
+    px_xact *x = &cl->x;
+    if (x->deferred == PX_DEFER_NONE)
+        return;
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    pgs_buf_append(&b, x->begin.data, x->begin.len);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    x->deferred = PX_DEFER_NONE;
+    pgs_buf_free(&x->begin);
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    px_server_push_reply(sv, RP_REPLAY, 0);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
 /* Stages SET/RESET/DISCARD of a statement the client runs, kept if its transaction
  * commits. Returns 0, or -1 after closing the client. */
 static int client_stage_session(px_client *cl, const char *sql, size_t len)
@@ -810,8 +831,19 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
     uint8_t why = cl->refuse;
     cl->refuse = PX_REFUSE_NONE;
     pgs_buf b = PGS_BUF_INIT;
-    pgs_msg_error(&b, "ERROR", client_refusals[why].sqlstate, client_refusals[why].fmt, cl->user_name);
-    pgs_msg_ready(&b, 'I');
+    if (why == PX_REFUSE_SHARD && cl->refuse_msg) {
+        char state[6];
+        memcpy(state, cl->refuse_msg, 5);
+        state[5] = 0;
+        pgs_msg_error(&b, "ERROR", state, "%s", cl->refuse_msg + 5);
+        free(cl->refuse_msg);
+        cl->refuse_msg = NULL;
+    } else {
+        pgs_msg_error(&b, "ERROR", client_refusals[why].sqlstate, client_refusals[why].fmt, cl->user_name);
+    }
+    if (cl->x.deferred)
+        cl->x.deferred = PX_DEFER_FAILED; /* an error in a transaction block aborts it */
+    pgs_msg_ready(&b, px_route_idle_status(cl));
     px_conn_send_buf(c, &b);
     pgs_buf_free(&b);
     return cl->state == CL_CLOSED ? -1 : 1;
@@ -934,6 +966,8 @@ static int client_forward_step(px_client *cl)
         if (cl->state == CL_CLOSED)
             return -1;
     }
+    if (!px_xact_link(cl) && c->w->px->sharded && f.type == 'Q' && (r = px_route_defer(cl, &f)) != 0)
+        return r;
     if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);
         r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
@@ -955,12 +989,17 @@ static int client_forward_step(px_client *cl)
         px_route_disarm(cl);
     if (!l->start_ns)
         l->start_ns = uv_hrtime();
+    bool fresh = l->fresh;
     if (l->fresh) {
         l->fresh = false;
         client_replay_session(cl, sv);
-        if (l->replica)
+        bool began = cl->x.deferred != PX_DEFER_NONE;
+        client_replay_begin(cl, sv);
+        if (l->replica && !began)
             client_arm_retry(cl, &f);
     }
+    if (!fresh && c->w->px->sharded && f.type == 'Q' && (r = px_route_check_linked(cl, &f)) != 0)
+        return r;
     if (px_retry_armed(cl) && (f.type == 'Q' || f.type == 'S'))
         cl->x.retry_sealed = true;
     if (rewrite) {

@@ -248,6 +248,8 @@ static void conn_on_close(uv_handle_t *h)
             free(cl->a.scram);
         px_client_stmts_free(&cl->stmts, &w->stmts);
         px_xact_free(cl);
+        free(cl->tenant);
+        free(cl->refuse_msg);
         pgs_buf_free(&cl->startup);
         if (cl->sess) {
             px_session_free(cl->sess);

@@ -265,6 +265,7 @@ static int run(px_proxy *px)
         px->mon = NULL;
         return 1;
     }
+    px->sharded = cfg->nshards > 1 || px_tables_count(px_catalog_tables(px->cat)) > 0;
     /* The signal handlers come first: a client may connect, and a SIGTERM arrive, as soon
      * as the first worker listens. */
     uv_loop_t loop;

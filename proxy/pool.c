@@ -24,6 +24,11 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
     px_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    p->sibling = calloc((size_t)w->px->cfg->nshards * PX_MAX_NODES, sizeof *p->sibling);
+    if (!p->sibling) {
+        free(p);
+        return NULL;
+    }
     p->w = w;
     p->user = user;
     p->shard = shard;
@@ -40,6 +45,7 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
 void px_pool_free(px_pool *pool)
 {
     pgs_buf_free(&pool->welcome);
+    free(pool->sibling);
     free(pool);
 }
 
@@ -68,7 +74,7 @@ static bool pool_reap(px_pool *pool, uint64_t now)
     pgs_node *it, *tmp;
     pgs_list_each (&w->pools, it, tmp) {
         px_pool *o = pgs_container_of(it, px_pool, node);
-        for (int i = 0; i < PX_MAX_NODES; i++)
+        for (int i = 0; i < w->px->cfg->nshards * PX_MAX_NODES; i++)
             if (o->sibling[i] == pool)
                 o->sibling[i] = NULL;
     }

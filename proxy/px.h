@@ -81,6 +81,7 @@ struct px_proxy {
     px_monitor *mon;   /* owned: node health and lag (monitor.c) */
     px_catalog *cat;   /* owned: shard map and tables (catalog.c); never NULL while workers run */
     bool has_replicas; /* some shard has replicas: reads are routed */
+    bool sharded;      /* several shards or listed tables: statements are routed by key */
 };
 
 /* How a connection's bytes meet the socket: plain or TLS (tls.c). */
@@ -130,7 +131,7 @@ typedef enum px_client_state {
 } px_client_state;
 
 /* Why a client's request is answered with an error instead of being run. */
-enum { PX_REFUSE_NONE, PX_REFUSE_RATE, PX_REFUSE_NO_PRIMARY, PX_REFUSE_NO_REPLICA };
+enum { PX_REFUSE_NONE, PX_REFUSE_RATE, PX_REFUSE_NO_PRIMARY, PX_REFUSE_NO_REPLICA, PX_REFUSE_SHARD };
 
 typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FINAL } px_auth_step;
 
@@ -167,7 +168,13 @@ typedef struct px_xact {
     pgs_buf retry;       /* while armed (px_retry_armed): a pooled block holding the read to send
                             again if the replica fails before answering */
     px_shard_memo *memo; /* owned: one per shard of the conf it logged in with; NULL before login */
+    uint8_t deferred;    /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
+    pgs_buf begin;       /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
 } px_xact;
+
+/* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first
+ * statement names; until then the client is in a transaction that pgshard keeps. */
+enum { PX_DEFER_NONE, PX_DEFER_OPEN, PX_DEFER_FAILED };
 
 struct px_client {
     px_conn conn; /* first */
@@ -194,6 +201,9 @@ struct px_client {
     bool rate_skip;        /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
     uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
+    char *refuse_msg;      /* owned: PX_REFUSE_SHARD's message, "SQLSTATE message" */
+    char *tenant;          /* owned: SET pgshard.tenant, or NULL */
+    int pinned_shard;      /* SET pgshard.shard, or -1 */
     uint8_t target;        /* SET pgshard.target: prs_target */
     uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
     px_htab stmts;         /* the client's statement names (transaction pooling) */
@@ -301,8 +311,9 @@ struct px_pool {
     const px_user *user; /* borrowed */
     char db_name[PX_NAME_MAX];
     int shard, nodeix;              /* the node its servers connect to: index into px_conf.nodes */
-    px_pool *sibling[PX_MAX_NODES]; /* this user and database on each node of the shard,
-                                       found once; cleared when that pool is freed */
+    px_pool **sibling;              /* owned, nshards x PX_MAX_NODES: this user and database on
+                                       each node of every shard, found once; cleared when that
+                                       pool is freed */
     pgs_list servers;               /* every server of this pool */
     pgs_list idle;                  /* SV_IDLE servers, most recently used first */
     pgs_list waiting;               /* CL_WAIT_SERVER clients, first come first served */
@@ -468,6 +479,17 @@ void px_route_node_ok(px_worker *w, int shard, int node);
 void px_route_requeue(px_pool *pool);
 void px_route_tick(px_worker *w);
 void px_route_disarm(px_client *cl);
+int px_route_refuse(px_client *cl, const char *sqlstate, const char *msg);
+/* A Query from a client that holds no server, in a sharded config: BEGIN, and COMMIT or
+ * ROLLBACK of a BEGIN not yet sent anywhere, are answered here. 1 = handled, 0 = route it,
+ * -1 = closed. */
+int px_route_defer(px_client *cl, const pgs_frame *f);
+/* A Query from a client that holds a server: a statement for another shard, or one refused,
+ * becomes a server-side error in its place. 1 = handled, 0 = forward it, -1 = closed. */
+int px_route_check_linked(px_client *cl, const pgs_frame *f);
+/* The ReadyForQuery status of a client that holds no server: 'I', or 'T'/'E' in a BEGIN
+ * that pgshard keeps. */
+char px_route_idle_status(const px_client *cl);
 /* retry holds a read sent to a replica that has not answered a byte of it yet. */
 static inline bool px_retry_armed(const px_client *cl)
 {

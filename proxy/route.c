@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/catalog.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
+#include "proxy/shardkey.h"
 
 #define PX_ROUTE_CACHE 4096      /* parsed query shapes kept per worker */
 #define PX_NODE_REST_MS 100      /* a node that failed here rests this long, doubling... */
@@ -95,6 +97,9 @@ typedef struct px_qclass {
     uint8_t target; /* prs_target of a hint comment */
     bool has_lag;
     uint32_t max_lag_ms; /* of a hint comment */
+    uint8_t kind;        /* prs_kind of a Query's first statement (0 for the extended protocol) */
+    uint32_t n_statements;
+    px_sk_result sk; /* the shard (sharded configs only; verdict PX_SK_ANY otherwise) */
 } px_qclass;
 
 static bool info_readable(const px_worker *w, const prs_query_info *qi)
@@ -117,19 +122,58 @@ static const prs_query_info *route_analyze(px_worker *w, const char *sql, size_t
     const prs_query_info *qi = prs_cache_lookup(w->pcache, &key);
     if (qi)
         return qi;
-    int rc = prs_classify_ex(sql, len, &w->lex, NULL, &fresh);
+    int nkeys = 0;
+    const px_tables *tables = w->px->cat ? px_catalog_tables(w->px->cat) : NULL;
+    const char *const *cols = tables ? px_tables_key_columns(tables, &nkeys) : NULL;
+    prs_classify_opts opts = {cols, (size_t)nkeys};
+    int rc = prs_classify_ex(sql, len, &w->lex, &opts, &fresh);
     if (rc == 0 || rc == PRS_ESYNTAX)
         prs_cache_insert(w->pcache, &key, &fresh);
     return &fresh;
 }
 
-static void route_classify(px_worker *w, const char *sql, size_t len, px_qclass *qc)
+/* The shard of an analysed statement: its key, the hint's or session's tenant, or
+ * SET pgshard.shard. */
+static void route_shard(px_client *cl, const prs_query_info *qi, const char *sql, size_t len,
+                        const px_sk_bind *bind, px_qclass *qc)
 {
+    px_worker *w = cl->conn.w;
+    const prs_hints *h = &w->lex.hints;
+    px_sk_input in = {
+        .tables = px_catalog_tables(w->px->cat),
+        .default_shard = w->conf->cfg->default_shard,
+        .map = px_catalog_map(w->px->cat, w->id),
+        .qi = qi,
+        .sql = sql,
+        .len = len,
+        .lex = qi ? &w->lex : NULL,
+        .bind = bind,
+        .pinned_shard = cl->pinned_shard,
+    };
+    if (h->tenant_len) {
+        in.tenant = sql + h->tenant_start;
+        in.tenant_len = h->tenant_len;
+    } else if (cl->tenant) {
+        in.tenant = cl->tenant;
+        in.tenant_len = strlen(cl->tenant);
+    }
+    px_sk_route(&in, &qc->sk);
+}
+
+/* Classifies one statement text: its read/write class and hints, and, when pgshard shards,
+ * its shard (with bind, the Bind that carries its parameters, or NULL). */
+static void route_classify(px_client *cl, const char *sql, size_t len, const px_sk_bind *bind, px_qclass *qc)
+{
+    px_worker *w = cl->conn.w;
     const prs_query_info *qi = route_analyze(w, sql, len);
     memset(qc, 0, sizeof *qc);
+    if (w->px->sharded)
+        route_shard(cl, qi, sql, len, bind, qc);
     if (!qi)
         return;
     qc->read = info_readable(w, qi);
+    qc->kind = qi->kind;
+    qc->n_statements = qi->n_statements;
     const prs_hints *h = &w->lex.hints;
     qc->target = h->target;
     qc->has_lag = h->has_max_lag;
@@ -137,14 +181,14 @@ static void route_classify(px_worker *w, const char *sql, size_t len, px_qclass 
 }
 
 /* A named statement's class, computed once from its text and kept with it. */
-static uint8_t stmt_route(px_worker *w, px_stmt *st)
+static uint8_t stmt_route(px_client *cl, px_stmt *st)
 {
     if (!st)
         return ROUTE_WRITE;
     if (!st->route) {
         px_qclass qc;
         size_t len = pgs_strnlen((const char *)st->body, st->body_len);
-        route_classify(w, (const char *)st->body, len, &qc);
+        route_classify(cl, (const char *)st->body, len, NULL, &qc);
         st->route = qc.read ? ROUTE_READ : ROUTE_WRITE;
     }
     return st->route;
@@ -159,7 +203,7 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
     if (f->type == 'P') {
         if (pgs_rd_cstr(&rd, &a) < 0)
             return ROUTE_WRITE;
-        route_classify(cl->conn.w, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), qc);
+        route_classify(cl, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), NULL, qc);
         return qc->read ? ROUTE_READ : ROUTE_WRITE;
     }
     if (f->type == 'B') {
@@ -167,7 +211,7 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
             return ROUTE_WRITE;
         if (!b[0])
             return 0; /* the unnamed statement: as its Parse said */
-        return stmt_route(cl->conn.w, px_client_stmt_get(&cl->stmts, b));
+        return stmt_route(cl, px_client_stmt_get(&cl->stmts, b));
     }
     if (f->type == 'D' || f->type == 'E' || f->type == 'H')
         return ROUTE_READ;
@@ -184,8 +228,8 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     memset(qc, 0, sizeof *qc);
     if (first->type == 'Q') {
         if (avail >= first->total)
-            route_classify(c->w, (const char *)p + PGS_HDR_LEN,
-                           pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), qc);
+            route_classify(cl, (const char *)p + PGS_HDR_LEN,
+                           pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), NULL, qc);
         return;
     }
     if (first->type != 'P' && first->type != 'B')
@@ -214,6 +258,75 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
         off += f.total;
     }
     qc->read = read && any;
+}
+
+/* The shard of an extended-protocol segment, as far as it is buffered (up to its Sync):
+ * each Bind is routed by its statement's text and its own parameters, each Parse by the
+ * keys written into its text. The segment goes to the one shard they name; two shards, or
+ * a statement that is refused, refuse it. */
+static void route_segment_shard(px_client *cl, px_sk_result *out)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *p = px_conn_at(c);
+    size_t avail = c->in.len - c->in_pos, off = 0, unnamed_len = 0;
+    const uint8_t *unnamed = NULL; /* this segment's unnamed Parse: text\0, int16 n, n oids */
+    pgs_frame f;
+    memset(out, 0, sizeof *out);
+    out->source = "any";
+    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           f.total <= avail - off) {
+        if (f.type == 'S' || f.type == 'Q')
+            break;
+        pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
+        px_sk_bind bind = {rd.p, rd.left, NULL, 0};
+        const char *a, *b;
+        const uint8_t *sb = NULL;
+        size_t sl = 0;
+        off += f.total;
+        if (f.type == 'P' && pgs_rd_cstr(&rd, &a) == 0) {
+            sb = rd.p;
+            sl = rd.left;
+            if (!a[0]) {
+                unnamed = sb;
+                unnamed_len = sl;
+            }
+        } else if (f.type == 'B' && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
+            const px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
+            sb = b[0] ? (st && !st->sql ? st->body : NULL) : unnamed;
+            sl = b[0] ? (st && !st->sql ? st->body_len : 0) : unnamed_len;
+        }
+        if (!sb)
+            continue;
+        size_t tl = pgs_strnlen((const char *)sb, sl);
+        if (tl == sl)
+            continue;
+        if (f.type == 'B') {
+            pgs_reader tr = pgs_reader_make(sb + tl + 1, sl - tl - 1);
+            uint16_t nt;
+            if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
+                bind.types = tr.p;
+                bind.ntypes = nt;
+            }
+        }
+        px_qclass one;
+        route_classify(cl, (const char *)sb, tl, f.type == 'B' ? &bind : NULL, &one);
+        if (one.sk.verdict == PX_SK_ANY)
+            continue;
+        if (one.sk.verdict == PX_SK_REFUSE) {
+            *out = one.sk;
+            return;
+        }
+        if (out->verdict == PX_SK_SHARD && out->shard != one.sk.shard) {
+            out->verdict = PX_SK_REFUSE;
+            snprintf(out->sqlstate, sizeof out->sqlstate, "0A000");
+            snprintf(out->msg, sizeof out->msg,
+                     "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
+                     "between their own Syncs (cross-shard transactions are not supported yet)",
+                     out->shard, one.sk.shard);
+            return;
+        }
+        *out = one.sk;
+    }
 }
 
 /* ---- choosing a node --------------------------------------------------------------- */
@@ -325,12 +438,12 @@ static bool primary_ready(px_worker *w, const px_shard_status *sh, int shard)
 /* Where the client's transaction goes: a node of a shard, the primary's waiters while the
  * shard has none, or a refusal. qc: the hints of the statement (a per-statement
  * max_lag_ms), or NULL when routing again. Chooses only; px_xact_begin acts on it. */
-static void route_decide(px_client *cl, const px_qclass *qc, bool write, px_route *d)
+static void route_decide(px_client *cl, const px_qclass *qc, bool write, int shard, px_route *d)
 {
     static const px_qclass none;
     px_worker *w = cl->conn.w;
     const cfg_config *cfg = w->conf->cfg;
-    *d = (px_route){.verdict = PX_ROUTE_GO, .write = write, .shard = 0, .node = 0};
+    *d = (px_route){.verdict = PX_ROUTE_GO, .write = write, .shard = shard, .node = 0};
     if (!w->px->mon)
         return;
     const px_shard_status *sh = &px_route_status(w)->shards[d->shard];
@@ -374,13 +487,26 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     px_qclass qc = {0};
     px_route d;
     bool write = true;
+    bool split = w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION;
     cl->x.want_read = false;
-    if (w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION) {
+    if (split || w->px->sharded)
         route_message(cl, f, &qc);
+    if (w->px->sharded && f->type != 'Q')
+        route_segment_shard(cl, &qc.sk);
+    if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
     }
-    route_decide(cl, &qc, write, &d);
+    int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
+    if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
+        qc.sk.verdict = PX_SK_REFUSE;
+        snprintf(qc.sk.sqlstate, sizeof qc.sk.sqlstate, "XX000");
+        snprintf(qc.sk.msg, sizeof qc.sk.msg, "pgshard: the shard map names shard %d, which the config does not have",
+                 shard);
+    }
+    if (qc.sk.verdict == PX_SK_REFUSE)
+        return px_route_refuse(cl, qc.sk.sqlstate, qc.sk.msg);
+    route_decide(cl, &qc, write, shard, &d);
     return px_xact_begin(cl, &d);
 }
 
@@ -413,6 +539,130 @@ void px_route_link_done(px_client *cl)
     l->write = false;
     l->replica = false;
     px_route_disarm(cl);
+}
+
+/* A statement that will not run (its shard key says so): its messages are dropped up to the
+ * Query or Sync that ends it, which is answered with this error. Returns 1, as a refusal
+ * of px_xact_begin, or -1 when out of memory. */
+int px_route_refuse(px_client *cl, const char *sqlstate, const char *msg)
+{
+    size_t n = strlen(msg);
+    free(cl->refuse_msg);
+    cl->refuse_msg = malloc(5 + n + 1);
+    if (!cl->refuse_msg)
+        return -1;
+    memcpy(cl->refuse_msg, sqlstate, 5);
+    memcpy(cl->refuse_msg + 5, msg, n + 1);
+    cl->refuse = PX_REFUSE_SHARD;
+    pgs_debug("route_refused", "client %08x: %s (%s)", cl->key_pid, msg, sqlstate);
+    return 1;
+}
+
+char px_route_idle_status(const px_client *cl)
+{
+    return cl->x.deferred == PX_DEFER_OPEN ? 'T' : cl->x.deferred == PX_DEFER_FAILED ? 'E' : 'I';
+}
+
+/* Answers a Query the client sent with a CommandComplete (tag) or an error, then
+ * ReadyForQuery, consuming the message. */
+static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate, const char *msg)
+{
+    px_conn *c = &cl->conn;
+    pgs_buf b = PGS_BUF_INIT;
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    if (tag)
+        pgs_msg_complete(&b, tag);
+    else
+        pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
+    pgs_msg_ready(&b, px_route_idle_status(cl));
+    int r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
+    pgs_buf_free(&b);
+    return r < 0 || cl->state == CL_CLOSED ? -1 : 1;
+}
+
+int px_route_defer(px_client *cl, const pgs_frame *f)
+{
+    px_worker *w = cl->conn.w;
+    px_xact *x = &cl->x;
+    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
+    size_t len = pgs_strnlen(sql, f->len - 4);
+    const prs_query_info *qi = route_analyze(w, sql, len);
+    if (!qi || qi->n_statements != 1)
+        return x->deferred == PX_DEFER_FAILED
+                   ? route_answer(cl, f, NULL, "25P02",
+                                  "current transaction is aborted, commands ignored until end of transaction block")
+                   : 0;
+    bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
+    if (x->deferred == PX_DEFER_NONE) {
+        if (qi->kind != PRS_KIND_BEGIN || w->px->cfg->nshards < 2)
+            return 0;
+        pgs_buf_clear(&x->begin);
+        if (pgs_buf_append(&x->begin, sql, len) < 0)
+            return -1;
+        x->deferred = PX_DEFER_OPEN;
+        return route_answer(cl, f, "BEGIN", NULL, NULL);
+    }
+    if (ends && !(qi->flags & PRS_F_TXN_CHAIN)) {
+        bool failed = x->deferred == PX_DEFER_FAILED;
+        x->deferred = PX_DEFER_NONE;
+        pgs_buf_free(&x->begin);
+        return route_answer(cl, f, failed || qi->kind == PRS_KIND_ROLLBACK ? "ROLLBACK" : "COMMIT", NULL, NULL);
+    }
+    if (x->deferred == PX_DEFER_FAILED)
+        return route_answer(cl, f, NULL, "25P02",
+                            "current transaction is aborted, commands ignored until end of transaction block");
+    if (qi->kind == PRS_KIND_BEGIN) /* as PostgreSQL: a warning there, nothing to do here */
+        return route_answer(cl, f, "BEGIN", NULL, NULL);
+    return 0;
+}
+
+/* SQL that raises sqlstate with msg on the server: the error then takes its place among the
+ * replies and aborts a transaction, as the server's own would. */
+static void route_raise_sql(pgs_buf *b, const char *sqlstate, const char *msg)
+{
+    pgs_buf_appendf(b, "DO $pgshard$BEGIN RAISE EXCEPTION USING ERRCODE = '%.5s', MESSAGE = '", sqlstate);
+    for (const char *p = msg; *p; p++) {
+        if (*p == '\'')
+            pgs_buf_append_u8(b, '\'');
+        if (*p != '$')
+            pgs_buf_append_u8(b, (uint8_t)*p);
+    }
+    pgs_buf_append(b, "'; END$pgshard$", 15);
+}
+
+int px_route_check_linked(px_client *cl, const pgs_frame *f)
+{
+    px_link *l = px_xact_link(cl);
+    px_server *sv = l->sv;
+    px_qclass qc;
+    route_message(cl, f, &qc);
+    char buf[sizeof qc.sk.msg];
+    const char *state = qc.sk.sqlstate, *msg = qc.sk.msg;
+    if (qc.sk.verdict == PX_SK_ANY || (qc.sk.verdict == PX_SK_SHARD && qc.sk.shard == l->shard))
+        return 0;
+    if (qc.sk.verdict == PX_SK_SHARD) {
+        snprintf(buf, sizeof buf,
+                 "pgshard: this transaction runs on shard %d; a statement for shard %d cannot join it "
+                 "(cross-shard transactions are not supported yet): nothing of it ran on shard %d",
+                 l->shard, qc.sk.shard, qc.sk.shard);
+        state = "0A000";
+        msg = buf;
+    }
+    px_conn *c = &cl->conn;
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, 'Q');
+    route_raise_sql(&b, state, msg);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    px_conn_flush_forward(c, &sv->conn);
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    int r = pgs_buf_failed(&b) || px_server_push_reply(sv, RP_QUERY, 0) < 0 ? -1 : 1;
+    if (r > 0)
+        px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return r;
 }
 
 /* The kept copy of a read is no longer needed (or no longer enough). */
@@ -464,7 +714,7 @@ static void route_again(pgs_list *from, int avoid_node)
         if (avoid_node >= 0 && cl->x.one.replica)
             px_xact_memo(cl, cl->x.one.shard)->avoid |= 1u << avoid_node;
         px_route d;
-        route_decide(cl, NULL, cl->x.one.write, &d);
+        route_decide(cl, NULL, cl->x.one.write, cl->x.one.shard, &d);
         int r = px_xact_begin(cl, &d);
         if (r < 0)
             px_client_fatal(cl, "53200", "out of memory");
@@ -542,7 +792,7 @@ static bool mentions_pgshard(const char *s, size_t n)
 static void var_reply(px_client *cl, pgs_buf *b)
 {
     px_server *sv = px_client_server(cl);
-    pgs_msg_ready(b, sv ? sv->tx_status : 'I');
+    pgs_msg_ready(b, sv ? sv->tx_status : px_route_idle_status(cl));
     px_conn_send_buf(&cl->conn, b);
 }
 
@@ -622,6 +872,28 @@ static bool var_apply(px_client *cl, const char *name, const char *value, bool r
         cl->max_lag_ms = (uint32_t)v;
         return true;
     }
+    if (strcmp(name, "pgshard.tenant") == 0) {
+        free(cl->tenant);
+        cl->tenant = NULL;
+        if (reset || strcasecmp(value, "default") == 0 || !value[0])
+            return true;
+        size_t n = strlen(value) + 1;
+        if ((cl->tenant = malloc(n)))
+            memcpy(cl->tenant, value, n);
+        return cl->tenant != NULL;
+    }
+    if (strcmp(name, "pgshard.shard") == 0) {
+        if (reset || strcasecmp(value, "default") == 0) {
+            cl->pinned_shard = -1;
+            return true;
+        }
+        char *end = NULL;
+        long v = strtol(value, &end, 10);
+        if (!value[0] || *end || v < 0 || v >= cl->conn.w->px->cfg->nshards)
+            return false;
+        cl->pinned_shard = (int)v;
+        return true;
+    }
     return false;
 }
 
@@ -633,6 +905,10 @@ static void var_set(px_client *cl, const char *name, const char *value, bool res
         var_error(cl, "22023", "invalid value for parameter \"%s\": use primary, replica or any", name);
     else if (strcmp(name, "pgshard.max_lag_ms") == 0)
         var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
+    else if (strcmp(name, "pgshard.shard") == 0)
+        var_error(cl, "22023", "invalid value for parameter \"%s\": expected a shard number of the config", name);
+    else if (strcmp(name, "pgshard.tenant") == 0)
+        var_error(cl, "53200", "out of memory for parameter \"%s\"", name);
     else
         var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
 }
@@ -660,7 +936,8 @@ static void var_refusal_sql(pgs_buf *b, const char *name)
         if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.')
             safe[n++] = *p;
     safe[n] = 0;
-    bool known = strcmp(safe, "pgshard.target") == 0 || strcmp(safe, "pgshard.max_lag_ms") == 0;
+    bool known = strcmp(safe, "pgshard.target") == 0 || strcmp(safe, "pgshard.max_lag_ms") == 0 ||
+                 strcmp(safe, "pgshard.tenant") == 0 || strcmp(safe, "pgshard.shard") == 0;
     pgs_buf_appendf(b,
                     "DO $pgshard$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = '%s \"%s\"'; "
                     "END$pgshard$",
@@ -741,6 +1018,11 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
             snprintf(v, sizeof v, "%u",
                      cl->max_lag_ms != UINT32_MAX ? cl->max_lag_ms : c->w->conf->cfg->max_lag_ms);
             var_show(cl, name, v);
+        } else if (strcmp(name, "pgshard.tenant") == 0) {
+            var_show(cl, name, cl->tenant ? cl->tenant : "");
+        } else if (strcmp(name, "pgshard.shard") == 0) {
+            snprintf(v, sizeof v, "%d", cl->pinned_shard);
+            var_show(cl, name, cl->pinned_shard >= 0 ? v : "");
         } else
             var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
     } else {

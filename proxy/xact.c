@@ -25,6 +25,8 @@ void px_xact_free(px_client *cl)
     x->links = &x->one;
     free(x->memo);
     x->memo = NULL;
+    pgs_buf_free(&x->begin);
+    x->deferred = PX_DEFER_NONE;
 }
 
 void px_xact_plan(px_client *cl, int shard, bool write, bool replica)
@@ -70,8 +72,8 @@ px_server *px_xact_detach(px_client *cl)
  * sibling table so that the hot path does no string compare. */
 static px_pool *xact_pool(px_client *cl, int shard, int node)
 {
-    px_pool *home = cl->pool, *pool = home->sibling[node];
-    if (!pool && !(pool = home->sibling[node] = px_pool_get(cl->conn.w, cl->user, cl->db_name, shard, node)))
+    px_pool *home = cl->pool, **slot = &home->sibling[shard * PX_MAX_NODES + node], *pool = *slot;
+    if (!pool && !(pool = *slot = px_pool_get(cl->conn.w, cl->user, cl->db_name, shard, node)))
         return NULL;
     pool->user = home->user; /* after a reload, as px_pool_get does */
     return pool;

@@ -1,0 +1,60 @@
+/* The shard of one statement, from the tenant key values it carries (literals, Bind
+ * parameters, a hint or the session's pgshard.tenant) and the tables it names. Pure over its
+ * inputs: the parser's analysis, the statement's text and Bind message, the tables of the
+ * config and the shard map; no I/O, no state. Routing (route.c) calls it; SHOW ROUTE too. */
+#ifndef PX_SHARDKEY_H
+#define PX_SHARDKEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parser/parser.h"
+#include "proxy/tables.h"
+#include "shardmap/map.h"
+
+#define PX_SK_NAME_MAX 64
+
+/* A Bind message's parameters, and the types its statement's Parse declared. */
+typedef struct px_sk_bind {
+    const uint8_t *body; /* the Bind message after its header; not owned */
+    size_t len;
+    const uint8_t *types; /* the Parse's parameter type OIDs (big-endian int32 each), or NULL */
+    size_t ntypes;
+} px_sk_bind;
+
+typedef enum px_sk_verdict {
+    PX_SK_ANY = 0, /* names no sharded or unlisted table: any shard (the transaction's, or the default) */
+    PX_SK_SHARD,   /* runs on `shard` */
+    PX_SK_REFUSE,  /* refused: sqlstate and msg say why */
+} px_sk_verdict;
+
+typedef struct px_sk_input {
+    const px_tables *tables;
+    int default_shard; /* where tables the config does not list live */
+    const sm_map *map;
+    const prs_query_info *qi; /* NULL: not understood (syntax error): the default shard */
+    const char *sql;          /* the statement's text (literal values are read from it) */
+    size_t len;
+    const prs_lexed *lex; /* the lexer's output for sql */
+    const px_sk_bind *bind; /* NULL when the statement has no parameters */
+    const char *tenant;     /* a hint's or the session's tenant, or NULL */
+    size_t tenant_len;
+    int pinned_shard; /* SET pgshard.shard, -1 when not set */
+} px_sk_input;
+
+typedef struct px_sk_result {
+    uint8_t verdict; /* px_sk_verdict */
+    int shard;
+    const char *source; /* why: "key", "tenant", "shard", "default", "any" */
+    char sqlstate[6];
+    char msg[320];
+    bool has_key; /* key/why describe the key that decided */
+    char key[PX_SK_NAME_MAX];
+    sm_route_why why;
+} px_sk_result;
+
+/* Decides where the statement described by `in` runs. */
+void px_sk_route(const px_sk_input *in, px_sk_result *out);
+
+#endif

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Routing by tenant key over two shards, on a cluster of its own (2 shards, each a primary
+# and a streaming replica), with the default map (no catalog): shard s owns the buckets b
+# with b * 2 / 1024 = s, bucket = hashint8extended(tenant_id, 0) & 1023.
+#   - rows inserted through pgshard land on the shard the map names (checked on each shard
+#     with the SQL bucket expression), both shards get rows, none is lost;
+#   - point reads, IN lists on one shard, UPDATE/DELETE ... RETURNING by key, multi-row
+#     INSERTs on one shard; pgbench scripts with the key as a bind parameter (-M extended
+#     and -M prepared) with no failed transaction;
+#   - keyless queries, IN lists and INSERTs spanning shards, and key updates are refused
+#     with 0A000 and a message naming the table;
+#   - BEGIN waits for the first statement that names a shard; a statement for another shard
+#     in the same transaction fails with 0A000 and nothing reaches either shard;
+#   - SET pgshard.tenant, SET pgshard.shard and the tenant hint route keyless statements;
+#     tables not listed live on default_shard; omnisharded tables are read from any shard.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+W=$PGS_WORK/$PGS_TEST_NAME
+SDIR=$PGS_WORK/sharding-cluster
+rm -rf "$W"
+mkdir -p "$W"
+
+pgs_log "starting a cluster of its own: 2 shards x (primary + 1 replica)"
+pgs_on_exit "\"$PGS_CLUSTER_SH\" stop \"$SDIR\" >/dev/null 2>&1"
+"$PGS_CLUSTER_SH" start "$SDIR" --shards 2 --replicas 1 >"$W/cluster.log" 2>&1 ||
+  { cat "$W/cluster.log" >&2; pgs_fail "cluster.sh start $SDIR failed"; }
+PGS_CLUSTER_DIR=$SDIR
+# shellcheck disable=SC1091
+source "$SDIR/cluster.env"
+
+schema='CREATE TABLE orders (tenant_id bigint NOT NULL, id bigint NOT NULL, amount int NOT NULL,
+          PRIMARY KEY (tenant_id, id));
+        CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+        INSERT INTO countries VALUES ($$fr$$, $$France$$), ($$de$$, $$Germany$$);
+        CREATE TABLE audit (id serial PRIMARY KEY, note text NOT NULL);'
+for k in 0 1; do
+  pgs_psql_node "$k" primary -q -c "$schema" || pgs_fail "schema on shard $k"
+done
+
+pgs_start_proxy shard workers=2 pool_size=4 monitor_dbname=app \
+  '[shard.0]' "replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT" \
+  '[shard.1]' "primary = $PGS_HOST:$PGS_SHARD1_PRIMARY_PORT" "replicas = $PGS_HOST:$PGS_SHARD1_REPLICA1_PORT" \
+  '[table.orders]' 'shard_key = tenant_id' \
+  '[table.countries]' 'omnisharded = true'
+
+# The shard the default map gives a tenant, computed by the server itself.
+shard_of() { pgs_psql_node 0 primary -c "SELECT (hashint8extended($1::bigint, 0) & 1023) * 2 / 1024"; }
+
+# A query through the proxy that must fail with SQLSTATE $1 and a message matching $2.
+expect_error() {
+  local state=$1 pattern=$2 sql=$3 out
+  if out=$(PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U "$PGS_USER" \
+    -d "$PGS_DB" -X -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$sql" 2>&1); then
+    pgs_fail "expected $state for: $sql (got: $out)"
+  fi
+  [[ $out == *"$state"* ]] || pgs_fail "expected SQLSTATE $state for: $sql (got: $out)"
+  [[ $out =~ $pattern ]] || pgs_fail "expected a message matching '$pattern' for: $sql (got: $out)"
+}
+
+pgs_log "150 rows for 50 tenants inserted through pgshard, one statement per tenant"
+sql=""
+for t in $(seq 1 50); do
+  sql+="INSERT INTO orders VALUES ($t, 1, $t), ($t, 2, $((t * 2))), ($t, 3, $((t * 3)));"$'\n'
+done
+printf '%s' "$sql" | pgs_psql -q -f - || pgs_fail "inserts through pgshard failed"
+
+total=0
+for k in 0 1; do
+  n=$(pgs_psql_node "$k" primary -c "SELECT count(*) FROM orders")
+  wrong=$(pgs_psql_node "$k" primary -c \
+    "SELECT count(*) FROM orders WHERE (hashint8extended(tenant_id, 0) & 1023) * 2 / 1024 <> $k")
+  pgs_assert_eq 0 "$wrong" "rows on shard $k that the map places elsewhere"
+  ((n > 0)) || pgs_fail "shard $k got no row"
+  total=$((total + n))
+done
+pgs_assert_eq 150 "$total" "rows over both shards"
+echo "ok: 150 rows, each on the shard the map names"
+
+# Two tenants on different shards.
+t0=""
+t1=""
+for t in $(seq 1 50); do
+  s=$(shard_of "$t")
+  [[ $s == 0 && -z $t0 ]] && t0=$t
+  [[ $s == 1 && -z $t1 ]] && t1=$t
+done
+[[ -n $t0 && -n $t1 ]] || pgs_fail "no tenant on each shard among 1..50"
+pgs_log "tenant $t0 lives on shard 0, tenant $t1 on shard 1"
+
+pgs_log "point reads, IN on one shard, UPDATE/DELETE RETURNING by key"
+for t in 3 17 $t0 $t1 42; do
+  pgs_assert_eq $((t * 6)) "$(pgs_psql -c "SELECT sum(amount) FROM orders WHERE tenant_id = $t")" "sum of tenant $t"
+done
+same=""
+for t in $(seq 1 50); do [[ $t != "$t1" && $(shard_of "$t") == 1 ]] && { same=$t; break; }; done
+pgs_assert_eq 6 "$(pgs_psql -c "SELECT count(*) FROM orders WHERE tenant_id IN ($t1, $same)")" "IN list on shard 1"
+pgs_assert_eq "$((t1 * 2 + 1))" \
+  "$(pgs_psql -c "UPDATE orders SET amount = amount + 1 WHERE tenant_id = $t1 AND id = 2 RETURNING amount" | head -1)" \
+  "UPDATE ... RETURNING"
+pgs_assert_eq "$((t1 * 2 + 1))" "$(pgs_psql_node 1 primary -c "SELECT amount FROM orders WHERE tenant_id = $t1 AND id = 2")" \
+  "the update reached shard 1"
+pgs_assert_eq 3 "$(pgs_psql -c "DELETE FROM orders WHERE tenant_id = '$t0' AND id = 3 RETURNING id")" "DELETE ... RETURNING"
+pgs_assert_eq 0 "$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders WHERE tenant_id = $t0 AND id = 3")" \
+  "the delete reached shard 0"
+pgs_psql -q -c "INSERT INTO orders VALUES ($t1, 10, 1), ($same, 10, 1)" || pgs_fail "multi-row INSERT on one shard"
+pgs_assert_eq 2 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders WHERE id = 10")" "multi-row INSERT on shard 1"
+echo "ok: keyed reads and writes"
+
+pgs_log "refusals: keyless, spanning, key update"
+expect_error 0A000 'sharded table "orders" must name its tenant' "SELECT count(*) FROM orders"
+expect_error 0A000 'different shards' "SELECT count(*) FROM orders WHERE tenant_id IN ($t0, $t1)"
+expect_error 0A000 'different shards' "INSERT INTO orders VALUES ($t0, 20, 1), ($t1, 20, 1)"
+expect_error 0A000 'may not change the shard key' "UPDATE orders SET tenant_id = 5 WHERE tenant_id = $t0"
+expect_error 22P02 'invalid shard key' "SELECT * FROM orders WHERE tenant_id = 'x'"
+pgs_assert_eq 0 "$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders WHERE id = 20")" "nothing of the refused INSERT on shard 0"
+pgs_assert_eq 0 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders WHERE id = 20")" "nothing of the refused INSERT on shard 1"
+echo "ok: refused with 0A000 naming the table"
+
+pgs_log "transactions: BEGIN waits for a shard; a second shard is refused"
+out=$(pgs_psql -c "BEGIN" -c "INSERT INTO orders VALUES ($t1, 30, 5)" -c "SELECT sum(amount) FROM orders WHERE tenant_id = $t1 AND id = 30" -c "COMMIT")
+[[ $out == *5* ]] || pgs_fail "transaction on shard 1: $out"
+pgs_assert_eq 1 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders WHERE id = 30")" "committed transaction on shard 1"
+pgs_assert_eq 0 "$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders WHERE id = 30")" "nothing of it on shard 0"
+if out=$(pgs_psql -c "BEGIN" -c "INSERT INTO orders VALUES ($t0, 31, 5)" \
+  -c "INSERT INTO orders VALUES ($t1, 31, 5)" -c "COMMIT" 2>&1); then
+  pgs_fail "a transaction over two shards went through: $out"
+fi
+[[ $out == *"cannot join it"* ]] || pgs_fail "cross-shard refusal: $out"
+pgs_assert_eq 0 "$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders WHERE id = 31")" "the first shard rolled back"
+pgs_assert_eq 0 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders WHERE id = 31")" "nothing reached the second shard"
+out=$(pgs_psql -c "BEGIN" -c "COMMIT")
+pgs_assert_eq "" "$out" "an empty transaction"
+echo "ok: one shard per transaction"
+
+pgs_log "SET pgshard.tenant / pgshard.shard and the tenant hint"
+n1=$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders")
+n0=$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders")
+pgs_assert_eq "$n1" "$(pgs_psql -c "SET pgshard.tenant = $t1" -c "SELECT count(*) FROM orders" | tail -1)" "SET pgshard.tenant"
+pgs_assert_eq "$n0" "$(pgs_psql -c "SET pgshard.shard = 0" -c "SELECT count(*) FROM orders" | tail -1)" "SET pgshard.shard = 0"
+pgs_assert_eq "$n1" "$(pgs_psql -c "SET pgshard.shard = 1" -c "SELECT count(*) FROM orders" | tail -1)" "SET pgshard.shard = 1"
+pgs_assert_eq "$n1" "$(pgs_psql -c "/* pgshard: tenant=$t1 */ SELECT count(*) FROM orders")" "tenant hint"
+expect_error 22023 'pgshard.shard' "SET pgshard.shard = 7"
+echo "ok: session tenant, pinned shard, hint"
+
+pgs_log "unlisted tables on default_shard, omnisharded tables read anywhere"
+pgs_psql -q -c "INSERT INTO audit (note) VALUES ('x')"
+pgs_assert_eq 1 "$(pgs_psql_node 0 primary -c "SELECT count(*) FROM audit")" "unlisted table on shard 0"
+pgs_assert_eq 0 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM audit")" "unlisted table not on shard 1"
+pgs_assert_eq 2 "$(pgs_psql -c "SELECT count(*) FROM countries")" "omnisharded read"
+expect_error 0A000 'omnisharded' "INSERT INTO countries VALUES ('it', 'Italy')"
+echo "ok: default shard and omnisharded"
+
+pgs_log "pgbench with the key as a bind parameter (-M extended, -M prepared)"
+cat >"$W/point.sql" <<'EOF'
+\set t random(1, 50)
+SELECT sum(amount) FROM orders WHERE tenant_id = :t;
+UPDATE orders SET amount = amount WHERE tenant_id = :t AND id = 1;
+EOF
+for mode in simple extended prepared; do
+  pgs_pgbench_ok "$mode" proxy -n -M "$mode" -c 4 -j 2 -t 200 -f "$W/point.sql"
+  echo "ok: pgbench -M $mode: $PGS_PGBENCH_TX transactions, none failed"
+done
+
+pgs_stop_proxy shard
+echo "t_sharding: all checks passed"
