@@ -310,17 +310,17 @@ struct px_pool {
     px_worker *w;
     const px_user *user; /* borrowed */
     char db_name[PX_NAME_MAX];
-    int shard, nodeix;              /* the node its servers connect to: index into px_conf.nodes */
-    px_pool **sibling;              /* owned, nshards x PX_MAX_NODES: this user and database on
-                                       each node of every shard, found once; cleared when that
-                                       pool is freed */
-    pgs_list servers;               /* every server of this pool */
-    pgs_list idle;                  /* SV_IDLE servers, most recently used first */
-    pgs_list waiting;               /* CL_WAIT_SERVER clients, first come first served */
-    pgs_list welcome_waiting;       /* CL_WAIT_WELCOME clients */
-    int nconnecting;                /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
-    uint64_t retry_at;              /* loop time before which no new server login is tried */
-    uint64_t unused_since;          /* loop time it was first seen unused; 0 = in use */
+    int shard, nodeix;        /* the node its servers connect to: index into px_conf.nodes */
+    px_pool **sibling;        /* owned, nshards x PX_MAX_NODES: this user and database on
+                                 each node of every shard, found once; cleared when that
+                                 pool is freed */
+    pgs_list servers;         /* every server of this pool */
+    pgs_list idle;            /* SV_IDLE servers, most recently used first */
+    pgs_list waiting;         /* CL_WAIT_SERVER clients, first come first served */
+    pgs_list welcome_waiting; /* CL_WAIT_WELCOME clients */
+    int nconnecting;          /* servers in SV_CONNECTING, SV_TLS or SV_LOGIN */
+    uint64_t retry_at;        /* loop time before which no new server login is tried */
+    uint64_t unused_since;    /* loop time it was first seen unused; 0 = in use */
     bool welcome_ready;
     pgs_buf welcome;    /* ParameterStatus messages every new client receives */
     int nclients;       /* logged-in clients of this pool */

@@ -501,8 +501,8 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
         qc.sk.verdict = PX_SK_REFUSE;
         snprintf(qc.sk.sqlstate, sizeof qc.sk.sqlstate, "XX000");
-        snprintf(qc.sk.msg, sizeof qc.sk.msg, "pgshard: the shard map names shard %d, which the config does not have",
-                 shard);
+        snprintf(qc.sk.msg, sizeof qc.sk.msg,
+                 "pgshard: the shard map names shard %d, which the config does not have", shard);
     }
     if (qc.sk.verdict == PX_SK_REFUSE)
         return px_route_refuse(cl, qc.sk.sqlstate, qc.sk.msg);
@@ -565,7 +565,8 @@ char px_route_idle_status(const px_client *cl)
 
 /* Answers a Query the client sent with a CommandComplete (tag) or an error, then
  * ReadyForQuery, consuming the message. */
-static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate, const char *msg)
+static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate,
+                        const char *msg)
 {
     px_conn *c = &cl->conn;
     pgs_buf b = PGS_BUF_INIT;
@@ -590,8 +591,9 @@ int px_route_defer(px_client *cl, const pgs_frame *f)
     const prs_query_info *qi = route_analyze(w, sql, len);
     if (!qi || qi->n_statements != 1)
         return x->deferred == PX_DEFER_FAILED
-                   ? route_answer(cl, f, NULL, "25P02",
-                                  "current transaction is aborted, commands ignored until end of transaction block")
+                   ? route_answer(
+                         cl, f, NULL, "25P02",
+                         "current transaction is aborted, commands ignored until end of transaction block")
                    : 0;
     bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
     if (x->deferred == PX_DEFER_NONE) {
@@ -607,11 +609,13 @@ int px_route_defer(px_client *cl, const pgs_frame *f)
         bool failed = x->deferred == PX_DEFER_FAILED;
         x->deferred = PX_DEFER_NONE;
         pgs_buf_free(&x->begin);
-        return route_answer(cl, f, failed || qi->kind == PRS_KIND_ROLLBACK ? "ROLLBACK" : "COMMIT", NULL, NULL);
+        return route_answer(cl, f, failed || qi->kind == PRS_KIND_ROLLBACK ? "ROLLBACK" : "COMMIT", NULL,
+                            NULL);
     }
     if (x->deferred == PX_DEFER_FAILED)
-        return route_answer(cl, f, NULL, "25P02",
-                            "current transaction is aborted, commands ignored until end of transaction block");
+        return route_answer(
+            cl, f, NULL, "25P02",
+            "current transaction is aborted, commands ignored until end of transaction block");
     if (qi->kind == PRS_KIND_BEGIN) /* as PostgreSQL: a warning there, nothing to do here */
         return route_answer(cl, f, "BEGIN", NULL, NULL);
     return 0;
@@ -906,7 +910,8 @@ static void var_set(px_client *cl, const char *name, const char *value, bool res
     else if (strcmp(name, "pgshard.max_lag_ms") == 0)
         var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
     else if (strcmp(name, "pgshard.shard") == 0)
-        var_error(cl, "22023", "invalid value for parameter \"%s\": expected a shard number of the config", name);
+        var_error(cl, "22023", "invalid value for parameter \"%s\": expected a shard number of the config",
+                  name);
     else if (strcmp(name, "pgshard.tenant") == 0)
         var_error(cl, "53200", "out of memory for parameter \"%s\"", name);
     else

@@ -22,8 +22,8 @@ static void sk_refuse(px_sk_result *out, const char *sqlstate, const char *fmt, 
 /* What the statement's tables say before any key is read. */
 typedef struct sk_scan {
     const px_table *sharded; /* the first sharded table named, for messages and the key type */
-    uint32_t key_cols;          /* bit per key column of the sharded tables named */
-    bool unlisted;              /* a table the config does not list: it lives on default_shard */
+    uint32_t key_cols;       /* bit per key column of the sharded tables named */
+    bool unlisted;           /* a table the config does not list: it lives on default_shard */
     bool omni;
 } sk_scan;
 
@@ -55,7 +55,8 @@ static uint32_t sk_column_oid(const px_sk_input *in, int col, const sk_scan *sc)
     const prs_query_info *qi = in->qi;
     for (int i = 0; i < qi->n_tables; i++) {
         const char *name = prs_info_str(qi, qi->tables[i].name);
-        const px_table *t = name ? px_tables_find(in->tables, prs_info_str(qi, qi->tables[i].schema), name) : NULL;
+        const px_table *t =
+            name ? px_tables_find(in->tables, prs_info_str(qi, qi->tables[i].schema), name) : NULL;
         if (t && !t->omnisharded && t->key_column == col)
             return t->key_oid;
     }
@@ -234,7 +235,8 @@ static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_
                          decl == SM_OID_VARCHAR || decl == SM_OID_UUID
                      ? decl
                      : oid;
-    r = binary ? sm_key_from_binary(&k, t, val, (size_t)vlen) : sm_key_from_text(&k, oid, (const char *)val, (size_t)vlen);
+    r = binary ? sm_key_from_binary(&k, t, val, (size_t)vlen)
+               : sm_key_from_text(&k, oid, (const char *)val, (size_t)vlen);
     return r < 0 ? r : sk_map(in, &k, out);
 }
 
@@ -247,11 +249,12 @@ static void sk_value_error(px_sk_result *out, int err, const px_table *t)
         return;
     }
     if (err == SM_EINVAL) {
-        sk_refuse(out, "08P01", "pgshard: a shard key of table \"%s\" refers to a missing parameter%s", t->name,
-                  "");
+        sk_refuse(out, "08P01", "pgshard: a shard key of table \"%s\" refers to a missing parameter%s",
+                  t->name, "");
         return;
     }
-    sk_refuse(out, sm_sqlstate(err), "pgshard: invalid shard key for table \"%s\": %s", t->name, sm_strerror(err));
+    sk_refuse(out, sm_sqlstate(err), "pgshard: invalid shard key for table \"%s\": %s", t->name,
+              sm_strerror(err));
 }
 
 /* Every INSERT row must carry a key, and all of them one shard. */
@@ -276,7 +279,7 @@ static void sk_insert_rows(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         if (rs < 0) {
             sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
                       "pgshard: a row inserted into sharded table \"%s\" has no value for its shard key "
-                      "(give the %s column in every VALUES row)",
+                      "(name the %s column in the column list and give it in every VALUES row)",
                       sc->sharded->name, sc->sharded->shard_key);
             return;
         }

@@ -36,7 +36,7 @@ typedef struct px_sk_input {
     const prs_query_info *qi; /* NULL: not understood (syntax error): the default shard */
     const char *sql;          /* the statement's text (literal values are read from it) */
     size_t len;
-    const prs_lexed *lex; /* the lexer's output for sql */
+    const prs_lexed *lex;   /* the lexer's output for sql */
     const px_sk_bind *bind; /* NULL when the statement has no parameters */
     const char *tenant;     /* a hint's or the session's tenant, or NULL */
     size_t tenant_len;
