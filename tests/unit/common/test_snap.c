@@ -81,14 +81,15 @@ static void reader_main(void *arg)
 {
     stress_reader *r = arg;
     uint64_t last = 0;
-    while (!atomic_load(&r->st->stop)) {
+    /* At least one read, however late the thread is scheduled on a loaded machine. */
+    do {
         const snap_item *it = pgs_snap_get(&r->st->s, r->slot);
         /* Generations only grow, and the snapshot is whole while the slot holds it. */
         if (it->magic != MAGIC || it->gen < last)
             r->bad = true;
         last = it->gen;
         r->reads++;
-    }
+    } while (!atomic_load(&r->st->stop));
 }
 
 static void test_threads(void **state)
