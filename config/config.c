@@ -80,13 +80,13 @@ struct cfg_ctx {
     size_t left;
     int lineno; /* of the line last handed to inih */
 
-    cfg_section_kind kind;                                /* of the current section */
-    char section[sizeof "table." + 2 * CFG_NAME_MAX + 1]; /* its name, for messages */
-    int section_line;                                     /* of its header */
-    void *target;                                         /* the struct its keys fill; not owned */
-    cfg_end_fn end;                                       /* its end-of-section checks, or NULL */
-    uint64_t seen;                                        /* bit i: cfg_keys[i] was set in it */
-    int key_line[CFG_KEYS_MAX];                           /* [i]: where, when bit i of seen is set */
+    cfg_section_kind kind;                                        /* of the current section */
+    char section[sizeof "table." + 2 * (size_t)CFG_NAME_MAX + 1]; /* its name, for messages */
+    int section_line;                                             /* of its header */
+    void *target;                                                 /* the struct its keys fill; not owned */
+    cfg_end_fn end;                                               /* its end-of-section checks, or NULL */
+    uint64_t seen;                                                /* bit i: cfg_keys[i] was set in it */
+    int key_line[CFG_KEYS_MAX];                                   /* [i]: where, when bit i of seen is set */
     bool have_pgshard;
     bool shard_seen[CFG_MAX_SHARDS];
     int users_cap;

@@ -202,6 +202,14 @@ catpsql -q -c "BEGIN" -c "UPDATE pgshard.bucket_map SET shard = 0 WHERE bucket =
       SELECT pg_notify('pgshard_map', version::text) FROM v" -c "COMMIT" >/dev/null
 wait_map "map_version 6 over the new connection" "$(map_rows 28 1 36 2 6)" 1500
 
+pgs_log "SIGHUP does not change the sharding keys of a running proxy"
+sed -i 's/^buckets = 64$/buckets = 128/' "$PGS_WORK/cat1/pgshard.ini"
+kill -HUP "${PGS_PROXY_PIDS[cat1]}"
+_restart_warned() { grep -q "reload_restart_needed.*buckets, catalog_dsn" "$PGS_WORK/cat1/pgshard.log"; }
+pgs_wait_for 3 "the reload warns that buckets needs a restart" _restart_warned
+PGS_ADMIN_PORT=$PORT1 pgs_admin -c "SHOW CONFIG" | grep -qx "buckets|64" || pgs_fail "buckets changed at reload"
+pgs_assert_eq "$(map_rows 28 1 36 2 6)" "$(shards "$PORT1")" "the map is the same after the reload"
+
 pgs_log "a stopped proxy removes its heartbeat row"
 pgs_stop_proxy cat2
 pgs_assert_eq "[$PORT1]" "$(status_json "[int(p['id'].rsplit(':', 1)[1]) for p in d['proxies']]")" "only proxy 1 is left"
