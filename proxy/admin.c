@@ -72,6 +72,7 @@ static void collect_pools(px_worker *w, pgs_buf *out)
         memset(&row, 0, sizeof row);
         snprintf(row.user, sizeof row.user, "%s", p->user->cfg->name);
         snprintf(row.db, sizeof row.db, "%s", p->db_name);
+        row.shard = p->shard;
         row.cl_waiting = (int)(p->waiting.n + p->welcome_waiting.n);
         pgs_node *n;
         if ((n = pgs_list_first(&p->waiting)))
@@ -219,7 +220,8 @@ void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n)
             px_pool_row *acc = NULL;
             for (size_t k = 0; k < *n; k++) {
                 px_pool_row *r = (px_pool_row *)out->data + k;
-                if (strcmp(r->user, rows[j].user) == 0 && strcmp(r->db, rows[j].db) == 0)
+                if (strcmp(r->user, rows[j].user) == 0 && strcmp(r->db, rows[j].db) == 0 &&
+                    r->shard == rows[j].shard)
                     acc = r;
             }
             if (!acc) {
@@ -311,23 +313,24 @@ static void admin_list_done(px_worker *w, px_snapshot *s)
 
 static void admin_pools_done(px_worker *w, px_snapshot *s)
 {
-    static const char *const pcols[] = {"user",      "database", "cl_active", "cl_waiting", "cl_idle",
-                                        "sv_active", "sv_idle",  "sv_login",  "maxwait_ms", "pool_size"};
-    static const char *const tcols[] = {"user",        "database",       "xacts",       "queries",
-                                        "errors",      "bytes_received", "bytes_sent",  "xact_time_ms",
-                                        "avg_xact_us", "waits",          "wait_time_ms"};
+    static const char *const pcols[] = {"user",       "database",  "cl_active", "cl_waiting",
+                                        "cl_idle",    "sv_active", "sv_idle",   "sv_login",
+                                        "maxwait_ms", "pool_size", "shard"};
+    static const char *const tcols[] = {"user",        "database",       "xacts",        "queries",
+                                        "errors",      "bytes_received", "bytes_sent",   "xact_time_ms",
+                                        "avg_xact_us", "waits",          "wait_time_ms", "shard"};
     px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf rows = PGS_BUF_INIT, b = PGS_BUF_INIT;
         size_t n;
         px_pool_rows_merge(s, &rows, &n);
         bool is_stats = cl->admin_show_stats;
-        pgs_msg_row_desc_text(&b, is_stats ? tcols : pcols, is_stats ? 11 : 10);
+        pgs_msg_row_desc_text(&b, is_stats ? tcols : pcols, is_stats ? 12 : 11);
         for (size_t i = 0; i < n; i++) {
             const px_pool_row *r = (const px_pool_row *)rows.data + i;
             size_t st = b.len;
             if (is_stats) {
-                snap_row_begin(&b, 11);
+                snap_row_begin(&b, 12);
                 snap_col(&b, "%s", r->user);
                 snap_col(&b, "%s", r->db);
                 snap_col(&b, "%llu", (unsigned long long)r->st.xacts);
@@ -339,8 +342,9 @@ static void admin_pools_done(px_worker *w, px_snapshot *s)
                 snap_col(&b, "%llu", (unsigned long long)(r->st.xacts ? r->st.xact_us / r->st.xacts : 0));
                 snap_col(&b, "%llu", (unsigned long long)r->st.waits);
                 snap_col(&b, "%llu", (unsigned long long)(r->st.wait_us / 1000));
+                snap_col(&b, "%d", r->shard);
             } else {
-                snap_row_begin(&b, 10);
+                snap_row_begin(&b, 11);
                 snap_col(&b, "%s", r->user);
                 snap_col(&b, "%s", r->db);
                 snap_col(&b, "%d", r->cl_active);
@@ -351,6 +355,7 @@ static void admin_pools_done(px_worker *w, px_snapshot *s)
                 snap_col(&b, "%d", r->sv_login);
                 snap_col(&b, "%llu", (unsigned long long)(r->maxwait_us / 1000));
                 snap_col(&b, "%d", w->conf->cfg->pool_size * w->px->nworkers);
+                snap_col(&b, "%d", r->shard);
             }
             snap_row_end(&b, st);
         }
@@ -743,6 +748,41 @@ static int admin_resume_cmd(px_client *cl)
     return 0;
 }
 
+/* SHOW ROUTE <query>: the shard and role the query would get, and why (the key, its bucket,
+ * an override; or the refusal). The query is analysed, not run. */
+static int admin_show_route(px_client *cl, const char *sql, size_t len)
+{
+    static const char *const cols[] = {"shard", "role", "source", "key", "bucket", "override", "detail"};
+    px_route_why why;
+    px_route_explain(cl, sql, len, &why);
+    const px_sk_result *sk = &why.sk;
+    bool refused = sk->verdict == PX_SK_REFUSE;
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_row_desc_text(&b, cols, 7);
+    size_t at = b.len;
+    snap_row_begin(&b, 7);
+    if (refused)
+        snap_col(&b, "%s", "");
+    else
+        snap_col(&b, "%d", why.shard);
+    snap_col(&b, "%s", refused ? "" : why.replica ? "replica" : "primary");
+    snap_col(&b, "%s", refused ? "refused" : sk->source);
+    snap_col(&b, "%s", sk->has_key ? sk->key : "");
+    if (sk->has_key)
+        snap_col(&b, "%u", sk->why.bucket);
+    else
+        snap_col(&b, "%s", "");
+    snap_col(&b, "%s", sk->has_key ? (sk->why.override ? "yes" : "no") : "");
+    if (refused)
+        snap_col(&b, "%s: %s", sk->sqlstate, sk->msg);
+    else
+        snap_col(&b, "%s", why.read ? "read" : "write");
+    snap_row_end(&b, at);
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    return 0;
+}
+
 static const struct {
     const char *cmd;
     int (*fn)(px_client *cl);
@@ -821,7 +861,19 @@ int px_admin_step(px_client *cl)
     if (f.type != 'Q')
         return 1; /* extended-protocol messages: answered at their Sync */
     char cmd[128];
-    admin_normalize((const char *)c->in.data + c->in_pos - f.total + PGS_HDR_LEN, f.len - 4, cmd, sizeof cmd);
+    const char *text = (const char *)c->in.data + c->in_pos - f.total + PGS_HDR_LEN;
+    size_t tlen = pgs_strnlen(text, f.len - 4);
+    admin_normalize(text, tlen, cmd, sizeof cmd);
+    if (memcmp(cmd, "show route ", 11) == 0) {
+        const char *q = text;
+        while (q < text + tlen && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+            q++;
+        q += 4; /* SHOW */
+        while (q < text + tlen && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+            q++;
+        q += 5; /* ROUTE */
+        return admin_show_route(cl, q, (size_t)(text + tlen - q)) < 0 ? -1 : 1;
+    }
     for (size_t i = 0; i < sizeof admin_commands / sizeof admin_commands[0]; i++)
         if (strcmp(cmd, admin_commands[i].cmd) == 0)
             return admin_commands[i].fn(cl) < 0 ? -1 : 1;

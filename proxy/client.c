@@ -966,7 +966,8 @@ static int client_forward_step(px_client *cl)
         if (cl->state == CL_CLOSED)
             return -1;
     }
-    if (!px_xact_link(cl) && c->w->px->sharded && f.type == 'Q' && (r = px_route_defer(cl, &f)) != 0)
+    if (!px_xact_link(cl) && c->w->px->sharded && (f.type == 'Q' || f.type == 'P') &&
+        (r = px_route_defer(cl, &f)) != 0)
         return r;
     if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);

@@ -62,8 +62,10 @@ static const struct {
 static const struct {
     const char *name, *type, *help;
 } map_metric_defs[] = {
-    {"pgshard_map_version", "gauge", "map_version of the shard map in force (0: the default map, no catalog)"},
-    {"pgshard_catalog_connected", "gauge", "1 while the catalog listener's connection is up (with catalog_dsn)"},
+    {"pgshard_map_version", "gauge",
+     "map_version of the shard map in force (0: the default map, no catalog)"},
+    {"pgshard_catalog_connected", "gauge",
+     "1 while the catalog listener's connection is up (with catalog_dsn)"},
 };
 
 static void metrics_map(px_worker *w, pgs_buf *b)
@@ -180,9 +182,9 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
         out_header(b, m);
         for (size_t i = 0; i < n; i++) {
             const px_pool_row *r = &rows[i];
-            char lb[4 * PX_NAME_MAX + 32], ue[2 * PX_NAME_MAX], de[2 * PX_NAME_MAX];
-            snprintf(lb, sizeof lb, "user=\"%s\",database=\"%s\"", label_escape(r->user, ue, sizeof ue),
-                     label_escape(r->db, de, sizeof de));
+            char lb[4 * PX_NAME_MAX + 48], ue[2 * PX_NAME_MAX], de[2 * PX_NAME_MAX];
+            snprintf(lb, sizeof lb, "user=\"%s\",database=\"%s\",shard=\"%d\"",
+                     label_escape(r->user, ue, sizeof ue), label_escape(r->db, de, sizeof de), r->shard);
             const char *name = metric_defs[m].name;
             switch (m) {
             case 5:

@@ -19,6 +19,7 @@
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
+#include "proxy/shardkey.h"
 #include "proxy/stats.h"
 #include "proxy/status.h"
 
@@ -480,6 +481,14 @@ void px_route_requeue(px_pool *pool);
 void px_route_tick(px_worker *w);
 void px_route_disarm(px_client *cl);
 int px_route_refuse(px_client *cl, const char *sqlstate, const char *msg);
+/* SHOW ROUTE: where sql would run for this client, and why (no server is involved). */
+typedef struct px_route_why {
+    int shard;
+    bool read;    /* a replica may run it */
+    bool replica; /* and routing would send it to one */
+    px_sk_result sk;
+} px_route_why;
+void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out);
 /* A Query from a client that holds no server, in a sharded config: BEGIN, and COMMIT or
  * ROLLBACK of a BEGIN not yet sent anywhere, are answered here. 1 = handled, 0 = route it,
  * -1 = closed. */

@@ -582,19 +582,69 @@ static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, cons
     return r < 0 || cl->state == CL_CLOSED ? -1 : 1;
 }
 
-int px_route_defer(px_client *cl, const pgs_frame *f)
+/* The same for an extended-protocol segment that only runs one transaction-control
+ * statement: an unnamed Parse, its Bind without parameters, Describe of the portal,
+ * Execute, Sync (how psycopg and others send BEGIN). Its replies are made here: ParseComplete,
+ * BindComplete, NoData, CommandComplete, ReadyForQuery. Returns the whole segment's length
+ * and the statement text in *sql, or 0 when the segment is anything else. */
+static size_t defer_ext_segment(px_client *cl, const char **sql, size_t *len, pgs_buf *replies)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *p = px_conn_at(c);
+    size_t avail = c->in.len - c->in_pos, off = 0;
+    pgs_frame f;
+    static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4}, bind_complete[] = {'2', 0, 0, 0, 4},
+                         no_data[] = {'n', 0, 0, 0, 4};
+    bool executed = false;
+    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           f.total <= avail - off) {
+        pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
+        const char *a, *b;
+        uint16_t n1, n2;
+        off += f.total;
+        if (f.type == 'P' && off == f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
+            pgs_rd_cstr(&rd, &b) == 0) {
+            *sql = b;
+            *len = strlen(b);
+            pgs_buf_append(replies, parse_complete, 5);
+        } else if (f.type == 'B' && off > f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
+                   pgs_rd_cstr(&rd, &b) == 0 && !b[0] && pgs_rd_be16(&rd, &n1) == 0 && n1 == 0 &&
+                   pgs_rd_be16(&rd, &n2) == 0 && n2 == 0) {
+            pgs_buf_append(replies, bind_complete, 5);
+        } else if (f.type == 'D' && f.len == 6 && p[off - 2] == 'P' && p[off - 1] == 0) {
+            pgs_buf_append(replies, no_data, 5);
+        } else if (f.type == 'E' && !executed) {
+            executed = true; /* its CommandComplete is added by the caller, which knows the tag */
+        } else if (f.type == 'H') {
+        } else if (f.type == 'S' && executed) {
+            return off;
+        } else {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+typedef struct defer_answer {
+    const char *tag;      /* CommandComplete tag, or NULL for the error */
+    const char *sqlstate; /* the error */
+    const char *msg;
+} defer_answer;
+
+static const char defer_aborted[] =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
+/* What pgshard answers itself for a statement of a client that holds no server: BEGIN (kept
+ * until a statement names a shard), COMMIT/ROLLBACK of such a BEGIN, and anything but those
+ * after an error in it. Returns 1 with *a, 0 to route the statement, -1 out of memory. */
+static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer *a)
 {
     px_worker *w = cl->conn.w;
     px_xact *x = &cl->x;
-    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
-    size_t len = pgs_strnlen(sql, f->len - 4);
     const prs_query_info *qi = route_analyze(w, sql, len);
+    *a = (defer_answer){NULL, "25P02", defer_aborted};
     if (!qi || qi->n_statements != 1)
-        return x->deferred == PX_DEFER_FAILED
-                   ? route_answer(
-                         cl, f, NULL, "25P02",
-                         "current transaction is aborted, commands ignored until end of transaction block")
-                   : 0;
+        return x->deferred == PX_DEFER_FAILED;
     bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
     if (x->deferred == PX_DEFER_NONE) {
         if (qi->kind != PRS_KIND_BEGIN || w->px->cfg->nshards < 2)
@@ -603,22 +653,62 @@ int px_route_defer(px_client *cl, const pgs_frame *f)
         if (pgs_buf_append(&x->begin, sql, len) < 0)
             return -1;
         x->deferred = PX_DEFER_OPEN;
-        return route_answer(cl, f, "BEGIN", NULL, NULL);
+        a->tag = "BEGIN";
+        return 1;
     }
     if (ends && !(qi->flags & PRS_F_TXN_CHAIN)) {
         bool failed = x->deferred == PX_DEFER_FAILED;
         x->deferred = PX_DEFER_NONE;
         pgs_buf_free(&x->begin);
-        return route_answer(cl, f, failed || qi->kind == PRS_KIND_ROLLBACK ? "ROLLBACK" : "COMMIT", NULL,
-                            NULL);
+        a->tag = failed || qi->kind == PRS_KIND_ROLLBACK ? "ROLLBACK" : "COMMIT";
+        return 1;
     }
     if (x->deferred == PX_DEFER_FAILED)
-        return route_answer(
-            cl, f, NULL, "25P02",
-            "current transaction is aborted, commands ignored until end of transaction block");
-    if (qi->kind == PRS_KIND_BEGIN) /* as PostgreSQL: a warning there, nothing to do here */
-        return route_answer(cl, f, "BEGIN", NULL, NULL);
+        return 1;
+    if (qi->kind == PRS_KIND_BEGIN) { /* as PostgreSQL: a warning there, nothing to do here */
+        a->tag = "BEGIN";
+        return 1;
+    }
     return 0;
+}
+
+/* The extended-protocol form (an unnamed Parse of the statement, Bind, Describe, Execute,
+ * Sync, as psycopg sends BEGIN): the replies are made here, in order. */
+static int route_defer_ext(px_client *cl)
+{
+    const char *sql = NULL;
+    size_t len = 0;
+    pgs_buf b = PGS_BUF_INIT;
+    defer_answer a;
+    size_t seg = defer_ext_segment(cl, &sql, &len, &b);
+    int r = seg ? defer_decide(cl, sql, len, &a) : 0;
+    if (r <= 0) {
+        pgs_buf_free(&b);
+        return r;
+    }
+    if (a.tag) {
+        pgs_msg_complete(&b, a.tag);
+    } else {
+        pgs_buf_clear(&b); /* after an error the server would skip to the Sync */
+        pgs_msg_error(&b, "ERROR", a.sqlstate, "%s", a.msg);
+    }
+    pgs_msg_ready(&b, px_route_idle_status(cl));
+    px_conn *c = &cl->conn;
+    c->in_pos += seg;
+    c->fwd_mark = c->in_pos;
+    r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
+    pgs_buf_free(&b);
+    return r < 0 || cl->state == CL_CLOSED ? -1 : 1;
+}
+
+int px_route_defer(px_client *cl, const pgs_frame *f)
+{
+    if (f->type == 'P')
+        return route_defer_ext(cl);
+    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
+    defer_answer a;
+    int r = defer_decide(cl, sql, pgs_strnlen(sql, f->len - 4), &a);
+    return r <= 0 ? r : route_answer(cl, f, a.tag, a.sqlstate, a.msg);
 }
 
 /* SQL that raises sqlstate with msg on the server: the error then takes its place among the
@@ -667,6 +757,20 @@ int px_route_check_linked(px_client *cl, const pgs_frame *f)
         px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     return r;
+}
+
+void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out)
+{
+    px_worker *w = cl->conn.w;
+    px_qclass qc;
+    route_classify(cl, sql, len, NULL, &qc);
+    if (!w->px->sharded) /* SHOW ROUTE explains the key even in a one-shard config */
+        route_shard(cl, route_analyze(w, sql, len), sql, len, NULL, &qc);
+    memset(out, 0, sizeof *out);
+    out->sk = qc.sk;
+    out->read = qc.read;
+    out->shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
+    out->replica = w->px->has_replicas && route_wants_replica(cl, &qc);
 }
 
 /* The kept copy of a read is no longer needed (or no longer enough). */

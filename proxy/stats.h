@@ -33,6 +33,7 @@ void px_hist_observe(uint64_t *hist, uint64_t us);
 typedef struct px_pool_row {
     char user[64];
     char db[64];
+    int shard; /* the shard of its node: rows are summed per (user, database, shard) */
     int cl_active, cl_waiting, cl_idle;
     int sv_active, sv_idle, sv_login;
     uint64_t maxwait_us;

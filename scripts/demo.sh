@@ -2,12 +2,14 @@
 # `make demo` / `make demo-stop`: a local playground. Builds nothing (make does that first).
 #
 #   scripts/demo.sh start BUILD_DIR   start a 2-shard cluster (each a primary + 1 streaming
-#                                     replica) in ./demo/cluster, a sample table and pgbench
-#                                     tables on shard 0, and BUILD_DIR/pgshard on 127.0.0.1:6432
+#                                     replica) in ./demo/cluster, a multi-tenant schema on
+#                                     both, and BUILD_DIR/pgshard on 127.0.0.1:6432
 #   scripts/demo.sh stop BUILD_DIR    stop pgshard and the cluster
 #
-# Today pgshard serves shard 0: writes on its primary, reads on its replica when the replica
-# is fresh enough; shard 1 is there for the sharding work ahead.
+# orders is sharded by tenant_id (the default map: shard s of 2 owns the buckets b with
+# b * 2 / 1024 = s), tenants is omnisharded (the same rows on both shards), pgbench's tables
+# are not listed and live on default_shard 0. Orders are inserted through pgshard, which
+# spreads them by the map. Reads go to a shard's replica when it is fresh enough.
 # Everything lives in ./demo at the top of the source tree (git ignores it): the cluster's
 # cluster.env, pgshard.ini, pgshard.log and pgshard.pid. Starting again stops a running demo
 # first.
@@ -105,14 +107,19 @@ cmd_start() {
   # shellcheck disable=SC1091
   source "$CLUSTER_DIR/cluster.env"
 
-  say "creating the sample table tenants and pgbench's tables on shard 0"
-  "$CLUSTER_SH" psql "$CLUSTER_DIR" 0 -- -q -v ON_ERROR_STOP=1 <<'EOF'
+  say "creating the multi-tenant schema on both shards, pgbench's tables on shard 0"
+  for k in 0 1; do
+    "$CLUSTER_SH" psql "$CLUSTER_DIR" "$k" -- -q -v ON_ERROR_STOP=1 <<'EOF'
 SET ROLE app;
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS tenants;
-CREATE TABLE tenants (id int PRIMARY KEY, name text NOT NULL);
-INSERT INTO tenants VALUES (1, 'acme'), (2, 'globex'), (3, 'initech'), (4, 'umbrella'), (5, 'hooli');
+DROP TABLE IF EXISTS tenants, orders;
+CREATE TABLE tenants (id bigint PRIMARY KEY, name text NOT NULL);
+INSERT INTO tenants VALUES (1, 'acme'), (2, 'globex'), (3, 'initech'), (4, 'umbrella'), (5, 'hooli'),
+  (6, 'stark'), (7, 'wayne'), (8, 'wonka');
+CREATE TABLE orders (tenant_id bigint NOT NULL REFERENCES tenants, id bigint NOT NULL, item text NOT NULL,
+  amount numeric(10, 2) NOT NULL, PRIMARY KEY (tenant_id, id));
 EOF
+  done
   PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -i -s 1 -q -h "$PGS_HOST" -p "$PGS_SHARD0_PRIMARY_PORT" \
     -U "$PGS_USER" "$PGS_DB" >"$DEMO/pgbench-init.log" 2>&1 ||
     { cat "$DEMO/pgbench-init.log" >&2; die "pgbench -i on shard 0 failed"; }
@@ -131,10 +138,22 @@ admin_users = app
 read_your_writes = session
 max_lag_ms = 1000
 
-; shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT, for the sharding work ahead
+; where the shard-key types are looked up at start (no catalog_dsn in the demo)
+monitor_dbname = app
+
 [shard.0]
 primary = $PGS_HOST:$PGS_SHARD0_PRIMARY_PORT
 replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT
+
+[shard.1]
+primary = $PGS_HOST:$PGS_SHARD1_PRIMARY_PORT
+replicas = $PGS_HOST:$PGS_SHARD1_REPLICA1_PORT
+
+[table.orders]
+shard_key = tenant_id
+
+[table.tenants]
+omnisharded = true
 
 [user.app]
 password = $PGS_PASSWORD
@@ -156,18 +175,34 @@ EOF
   done
   port_open || { tail -n 20 "$LOG" >&2; die "pgshard does not accept connections on $PORT (log: $LOG)"; }
   [[ $(PGPASSWORD=app PGCONNECT_TIMEOUT=5 "$PGS_PGBIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U app -d app \
-    -c 'SELECT count(*) FROM tenants') == 5 ]] || die "a query through pgshard failed (log: $LOG)"
+    -c 'SELECT count(*) FROM tenants') == 8 ]] || die "a query through pgshard failed (log: $LOG)"
+  say "inserting 3 orders per tenant through pgshard (each tenant's go to its shard)"
+  local t sql=""
+  for t in 1 2 3 4 5 6 7 8; do
+    sql+="INSERT INTO orders (tenant_id, id, item, amount) VALUES ($t, 1, 'anvil', 10.5), ($t, 2, 'rocket', 99), ($t, 3, 'magnet', 7.25);"$'\n'
+  done
+  printf '%s' "$sql" | PGPASSWORD=app "$PGS_PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U app -d app -f - ||
+    die "inserting orders through pgshard failed (log: $LOG)"
+  local n0 n1
+  n0=$(PGPASSWORD=app "$PGS_PGBIN/psql" -X -At -h 127.0.0.1 -p "$PGS_SHARD0_PRIMARY_PORT" -U app -d app -c 'SELECT count(*) FROM orders')
+  n1=$(PGPASSWORD=app "$PGS_PGBIN/psql" -X -At -h 127.0.0.1 -p "$PGS_SHARD1_PRIMARY_PORT" -U app -d app -c 'SELECT count(*) FROM orders')
 
   cat <<EOF
 
-pgshard $("$bin" --version | awk '{ print $2 }') is up on 127.0.0.1:$PORT (pid $pid), pooling for shard 0: writes go to
-its primary (127.0.0.1:$PGS_SHARD0_PRIMARY_PORT), reads to its replica (127.0.0.1:$PGS_SHARD0_REPLICA1_PORT) while it lags
-less than 1 s. Shard 1's primary is 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT.
+pgshard $("$bin" --version | awk '{ print $2 }') is up on 127.0.0.1:$PORT (pid $pid), sharding orders by tenant_id over
+2 shards: shard 0 (primary 127.0.0.1:$PGS_SHARD0_PRIMARY_PORT, replica :$PGS_SHARD0_REPLICA1_PORT) holds $n0 orders,
+shard 1 (primary 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT, replica :$PGS_SHARD1_REPLICA1_PORT) holds $n1.
 
   Connect:      PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app
-                app=> SELECT *, inet_server_port() FROM tenants;          -- served by the replica
-                app=> /* pgshard: target=primary */ SELECT inet_server_port();
-  Admin:        PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app pgshard -c 'SHOW REPLICAS' 
+                app=> SELECT *, inet_server_port() FROM orders WHERE tenant_id = 3;  -- its shard's replica
+                app=> INSERT INTO orders (tenant_id, id, item, amount) VALUES (7, 4, 'glue', 1);
+                app=> SELECT count(*) FROM orders;        -- refused: no tenant (0A000)
+                app=> SET pgshard.tenant = 7;             -- now keyless queries go to tenant 7's shard
+                app=> SELECT *, inet_server_port() FROM tenants;  -- omnisharded: any shard
+  Admin:        PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app pgshard
+                pgshard=> SHOW SHARDS;
+                pgshard=> SHOW ROUTE SELECT * FROM orders WHERE tenant_id = 3;
+                pgshard=> SHOW REPLICAS;
   Benchmark:    PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -S -c 16 -j 2 -T 10 app
   pgshard log:  $LOG   (config: $INI)
   Stop:         make demo-stop

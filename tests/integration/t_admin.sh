@@ -25,7 +25,7 @@ sleep 0.7
 pools=$(admin app -c "SHOW POOLS")
 line=$(echo "$pools" | awk -F'|' '$1=="app" && $2=="app"')
 [[ -n $line ]] || pgs_fail "no app/app row in SHOW POOLS: $pools"
-IFS='|' read -r _ _ cl_active _ _ sv_active sv_idle _ _ pool_size <<<"$line"
+IFS='|' read -r _ _ cl_active _ _ sv_active sv_idle _ _ pool_size _ <<<"$line"
 pgs_assert_eq 1 "$cl_active" "cl_active"
 pgs_assert_eq 1 "$sv_active" "sv_active"
 pgs_assert_eq 6 "$pool_size" "pool_size (3 per worker, 2 workers)"
@@ -63,9 +63,9 @@ grep -q 'auth_failed.*no such user "nobody_here"' "$PGS_WORK/admin/pgshard.log" 
 pgs_log "/metrics and /healthz"
 metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || pgs_fail "/metrics did not answer"
 echo "$metrics" | grep -q '^pgshard_up 1$' || pgs_fail "pgshard_up missing"
-n=$(echo "$metrics" | sed -n 's/^pgshard_transactions_total{user="app",database="app"} \([0-9]*\)$/\1/p')
+n=$(echo "$metrics" | sed -n 's/^pgshard_transactions_total{user="app",database="app",shard="0"} \([0-9]*\)$/\1/p')
 [[ ${n:-0} -ge 800 ]] || pgs_fail "pgshard_transactions_total is '$n'"
-echo "$metrics" | grep -q '^pgshard_wait_seconds_bucket{user="app",database="app",le="+Inf"}' ||
+echo "$metrics" | grep -q '^pgshard_wait_seconds_bucket{user="app",database="app",shard="0",le="+Inf"}' ||
   pgs_fail "wait histogram missing"
 echo "$metrics" | grep -q '^pgshard_client_connections_total [1-9]' || pgs_fail "connections not counted"
 echo "$metrics" | grep -q '^pgshard_auth_failures_total [2-9]' || pgs_fail "auth failures not counted: $(echo "$metrics" | grep auth_failures)"

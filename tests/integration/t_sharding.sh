@@ -169,5 +169,60 @@ for mode in simple extended prepared; do
   echo "ok: pgbench -M $mode: $PGS_PGBENCH_TX transactions, none failed, each on its tenant's shard"
 done
 
+pgs_log "drivers with the key as a bind parameter: psycopg 3 (text, binary, prepared), node-postgres, pgjdbc"
+# Each driver prints "sum TENANT HOW VALUE"; every value must be that tenant's sum on its own
+# shard, and the rows it wrote (id ID, amount 1, then 2 in a transaction) must be there.
+check_sums() { # file label
+  local n=0 t how v want
+  while read -r _ t how v; do
+    want=$(pgs_psql_node "$(shard_of "$t")" primary -c "SELECT coalesce(sum(amount), 0) FROM orders WHERE tenant_id = $t")
+    # The driver wrote its own rows after reading: subtract them from today's sum.
+    want=$((want - $(pgs_psql_node "$(shard_of "$t")" primary -c \
+      "SELECT coalesce(sum(amount), 0) FROM orders WHERE tenant_id = $t AND id = ANY('{$3}')")))
+    pgs_assert_eq "$want" "$v" "$2: sum of tenant $t ($how)"
+    n=$((n + 1))
+  done < <(grep '^sum ' "$1")
+  ((n > 0)) || pgs_fail "$2 printed no sum: $(cat "$1")"
+  grep -qx 'RESULT ok' "$1" || pgs_fail "$2 did not finish: $(cat "$1")"
+}
+check_rows() { # label expected-sum ids
+  local t k
+  for t in "$t0" "$t1"; do
+    k=$(shard_of "$t")
+    pgs_assert_eq "$2" "$(pgs_psql_node "$k" primary -c \
+      "SELECT coalesce(sum(amount), 0) FROM orders WHERE tenant_id = $t AND id = ANY('{$3}')")" \
+      "$1: rows of tenant $t on its shard $k"
+    pgs_assert_eq 0 "$(pgs_psql_node $((1 - k)) primary -c \
+      "SELECT count(*) FROM orders WHERE tenant_id = $t AND id = ANY('{$3}')")" \
+      "$1: no row of tenant $t on shard $((1 - k))"
+  done
+}
+/usr/bin/python3 "$PGS_SRC/tests/drivers/sharding/keys.py" "$PGS_PROXY_PORT" "$PGS_USER" "$PGS_PASSWORD" "$PGS_DB" \
+  "$t0" "$t1" >"$W/psycopg.out" 2>&1 || pgs_fail "psycopg: $(tail -5 "$W/psycopg.out")"
+check_sums "$W/psycopg.out" psycopg "50,51"
+check_rows psycopg 3 "50,51"
+echo "ok: psycopg 3"
+
+NODE_APP=$W/node
+mkdir -p "$NODE_APP"
+cp "$PGS_SRC/tests/drivers/node/package.json" "$PGS_SRC/tests/drivers/node/package-lock.json" \
+  "$PGS_SRC/tests/drivers/sharding/keys.js" "$NODE_APP/"
+(cd "$NODE_APP" && npm ci --no-audit --no-fund --loglevel=error >"$W/npm-ci.log" 2>&1) ||
+  pgs_fail "npm ci failed: $(tail -5 "$W/npm-ci.log")"
+node "$NODE_APP/keys.js" "$PGS_PROXY_PORT" "$PGS_USER" "$PGS_PASSWORD" "$PGS_DB" "$t0" "$t1" >"$W/node.out" 2>&1 ||
+  pgs_fail "node-postgres: $(tail -5 "$W/node.out")"
+check_sums "$W/node.out" node-postgres "60,61"
+check_rows node-postgres 3 "60,61"
+echo "ok: node-postgres"
+
+JAR=${PGS_JDBC_JAR:-/usr/share/java/postgresql.jar}
+mkdir -p "$W/classes"
+javac -d "$W/classes" -cp "$JAR" "$PGS_SRC/tests/drivers/sharding/ShardKeys.java" || pgs_fail "javac failed"
+timeout 120 java -cp "$W/classes:$JAR" ShardKeys "$PGS_PROXY_PORT" "$PGS_USER" "$PGS_PASSWORD" "$PGS_DB" "$t0" "$t1" \
+  >"$W/jdbc.out" 2>&1 || pgs_fail "pgjdbc: $(tail -5 "$W/jdbc.out")"
+check_sums "$W/jdbc.out" pgjdbc "70"
+check_rows pgjdbc 2 "70"
+echo "ok: pgjdbc"
+
 pgs_stop_proxy shard
 echo "t_sharding: all checks passed"
