@@ -38,7 +38,7 @@ for k in 0 1; do
   pgs_psql_node "$k" primary -q -c "$schema" || pgs_fail "schema on shard $k"
 done
 
-pgs_start_proxy shard workers=2 pool_size=4 monitor_dbname=app \
+pgs_start_proxy shard workers=2 pool_size=4 monitor_dbname=app admin_users=app \
   '[shard.0]' "replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT" \
   '[shard.1]' "primary = $PGS_HOST:$PGS_SHARD1_PRIMARY_PORT" "replicas = $PGS_HOST:$PGS_SHARD1_REPLICA1_PORT" \
   '[table.orders]' 'shard_key = tenant_id' \
@@ -150,6 +150,18 @@ pgs_assert_eq 0 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM audit")" "un
 pgs_assert_eq 2 "$(pgs_psql -c "SELECT count(*) FROM countries")" "omnisharded read"
 expect_error 0A000 'omnisharded' "INSERT INTO countries VALUES ('it', 'Italy')"
 echo "ok: default shard and omnisharded"
+
+pgs_log "SHOW ROUTE and SHOW SHARDS on the admin console"
+admin_q() { PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U "$PGS_USER" -d pgshard -X -At -c "$1"; }
+route=$(admin_q "SHOW ROUTE SELECT * FROM orders WHERE tenant_id = $t1")
+bucket=$(pgs_psql_node 0 primary -c "SELECT hashint8extended($t1, 0) & 1023")
+[[ $route == 1\|*\|key\|$t1\|$bucket\|no\|read ]] || pgs_fail "SHOW ROUTE keyed read: $route"
+route=$(admin_q "SHOW ROUTE SELECT * FROM orders")
+[[ $route == '||refused||||0A000: pgshard: a query on sharded table "orders" must name its tenant'* ]] ||
+  pgs_fail "SHOW ROUTE keyless: $route"
+shards=$(admin_q "SHOW SHARDS")
+[[ $(echo "$shards" | cut -d'|' -f1,2 | tr '\n' ' ') == "0|512 1|512 " ]] || pgs_fail "SHOW SHARDS: $shards"
+echo "ok: SHOW ROUTE and SHOW SHARDS"
 
 pgs_log "pgbench with the key as a bind parameter (-M extended, -M prepared)"
 cat >"$W/point.sql" <<'EOF'
