@@ -21,20 +21,20 @@ int pgs_frame_read(const uint8_t *p, size_t n, uint32_t max_len, pgs_frame *f)
 bool pgs_frontend_type_valid(char type)
 {
     switch (type) {
-    case 'B':
-    case 'C':
-    case 'd':
-    case 'c':
-    case 'f':
-    case 'D':
-    case 'E':
-    case 'H':
-    case 'F':
-    case 'P':
-    case 'p':
-    case 'Q':
-    case 'S':
-    case 'X':
+    case PGS_FE_BIND:
+    case PGS_FE_CLOSE:
+    case PGS_FE_COPY_DATA:
+    case PGS_FE_COPY_DONE:
+    case PGS_FE_COPY_FAIL:
+    case PGS_FE_DESCRIBE:
+    case PGS_FE_EXECUTE:
+    case PGS_FE_FLUSH:
+    case PGS_FE_FUNCTION_CALL:
+    case PGS_FE_PARSE:
+    case PGS_FE_PASSWORD:
+    case PGS_FE_QUERY:
+    case PGS_FE_SYNC:
+    case PGS_FE_TERMINATE:
         return true;
     default:
         return false;
@@ -80,12 +80,12 @@ void pgs_msg_error(pgs_buf *b, const char *severity, const char *sqlstate, const
     va_end(ap);
     if (n < 0)
         msg[0] = 0;
-    pgs_msg_notice_typed(b, 'E', severity, sqlstate, msg);
+    pgs_msg_notice_typed(b, PGS_BE_ERROR, severity, sqlstate, msg);
 }
 
 void pgs_msg_auth(pgs_buf *b, uint32_t code, const void *extra, size_t extra_len)
 {
-    size_t st = pgs_msg_begin(b, 'R');
+    size_t st = pgs_msg_begin(b, PGS_BE_AUTH);
     pgs_buf_append_be32(b, code);
     pgs_buf_append(b, extra, extra_len);
     pgs_msg_end(b, st);
@@ -93,7 +93,7 @@ void pgs_msg_auth(pgs_buf *b, uint32_t code, const void *extra, size_t extra_len
 
 void pgs_msg_param_status(pgs_buf *b, const char *name, const char *value)
 {
-    size_t st = pgs_msg_begin(b, 'S');
+    size_t st = pgs_msg_begin(b, PGS_BE_PARAM_STATUS);
     pgs_buf_append_cstr(b, name);
     pgs_buf_append_cstr(b, value);
     pgs_msg_end(b, st);
@@ -101,7 +101,7 @@ void pgs_msg_param_status(pgs_buf *b, const char *name, const char *value)
 
 void pgs_msg_backend_key(pgs_buf *b, uint32_t pid, uint32_t secret)
 {
-    size_t st = pgs_msg_begin(b, 'K');
+    size_t st = pgs_msg_begin(b, PGS_BE_KEY_DATA);
     pgs_buf_append_be32(b, pid);
     pgs_buf_append_be32(b, secret);
     pgs_msg_end(b, st);
@@ -109,7 +109,7 @@ void pgs_msg_backend_key(pgs_buf *b, uint32_t pid, uint32_t secret)
 
 void pgs_msg_ready(pgs_buf *b, char status)
 {
-    size_t st = pgs_msg_begin(b, 'Z');
+    size_t st = pgs_msg_begin(b, PGS_BE_READY);
     pgs_buf_append_u8(b, (uint8_t)status);
     pgs_msg_end(b, st);
 }
@@ -117,7 +117,7 @@ void pgs_msg_ready(pgs_buf *b, char status)
 /* A RowDescription of n columns of type text, as SHOW and the admin console answer. */
 void pgs_msg_row_desc_text(pgs_buf *b, const char *const *cols, int n)
 {
-    size_t st = pgs_msg_begin(b, 'T');
+    size_t st = pgs_msg_begin(b, PGS_BE_ROW_DESC);
     pgs_buf_append_be16(b, (uint16_t)n);
     for (int i = 0; i < n; i++) {
         pgs_buf_append_cstr(b, cols[i]);
@@ -133,14 +133,14 @@ void pgs_msg_row_desc_text(pgs_buf *b, const char *const *cols, int n)
 
 void pgs_msg_complete(pgs_buf *b, const char *tag)
 {
-    size_t st = pgs_msg_begin(b, 'C');
+    size_t st = pgs_msg_begin(b, PGS_BE_COMMAND_COMPLETE);
     pgs_buf_append_cstr(b, tag);
     pgs_msg_end(b, st);
 }
 
 void pgs_msg_query(pgs_buf *b, const char *sql)
 {
-    size_t st = pgs_msg_begin(b, 'Q');
+    size_t st = pgs_msg_begin(b, PGS_FE_QUERY);
     pgs_buf_append_cstr(b, sql);
     pgs_msg_end(b, st);
 }

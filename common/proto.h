@@ -14,6 +14,56 @@
 #define PGS_MAX_MSG_LEN 0x40000000u /* 1 GiB: longer messages are protocol violations */
 #define PGS_HDR_LEN 5u
 
+/* Message types, one table per direction: the same letter means different things in each
+ * (C is Close from a client, CommandComplete from a server), as PostgreSQL's protocol.h
+ * and Odyssey's kiwi name them. */
+enum pgs_fe_type {
+    PGS_FE_BIND = 'B',
+    PGS_FE_CLOSE = 'C',
+    PGS_FE_COPY_DATA = 'd',
+    PGS_FE_COPY_DONE = 'c',
+    PGS_FE_COPY_FAIL = 'f',
+    PGS_FE_DESCRIBE = 'D',
+    PGS_FE_EXECUTE = 'E',
+    PGS_FE_FLUSH = 'H',
+    PGS_FE_FUNCTION_CALL = 'F',
+    PGS_FE_PARSE = 'P',
+    PGS_FE_PASSWORD = 'p', /* also SASLInitialResponse and SASLResponse */
+    PGS_FE_QUERY = 'Q',
+    PGS_FE_SYNC = 'S',
+    PGS_FE_TERMINATE = 'X',
+};
+
+enum pgs_be_type {
+    PGS_BE_AUTH = 'R',
+    PGS_BE_KEY_DATA = 'K',
+    PGS_BE_BIND_COMPLETE = '2',
+    PGS_BE_CLOSE_COMPLETE = '3',
+    PGS_BE_COMMAND_COMPLETE = 'C',
+    PGS_BE_COPY_DATA = 'd',
+    PGS_BE_COPY_DONE = 'c',
+    PGS_BE_COPY_IN = 'G',
+    PGS_BE_COPY_OUT = 'H',
+    PGS_BE_COPY_BOTH = 'W',
+    PGS_BE_DATA_ROW = 'D',
+    PGS_BE_EMPTY_QUERY = 'I',
+    PGS_BE_ERROR = 'E',
+    PGS_BE_FUNCTION_RESULT = 'V',
+    PGS_BE_NEGOTIATE = 'v',
+    PGS_BE_NO_DATA = 'n',
+    PGS_BE_NOTICE = 'N',
+    PGS_BE_NOTIFY = 'A',
+    PGS_BE_PARAM_DESC = 't',
+    PGS_BE_PARAM_STATUS = 'S',
+    PGS_BE_PARSE_COMPLETE = '1',
+    PGS_BE_PORTAL_SUSPENDED = 's',
+    PGS_BE_READY = 'Z',
+    PGS_BE_ROW_DESC = 'T',
+};
+
+/* Transaction status of ReadyForQuery. */
+enum { PGS_TX_IDLE = 'I', PGS_TX_BLOCK = 'T', PGS_TX_FAILED = 'E' };
+
 /* Result of looking at the start of a typed message. */
 typedef struct pgs_frame {
     char type;

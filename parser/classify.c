@@ -19,6 +19,7 @@ typedef PgQuery__Node Node;
 typedef struct seen_table {
     const char *schema; /* points into the unpacked tree; NULL when unqualified */
     const char *name;
+    unsigned stmt; /* the statement it was first seen in */
 } seen_table;
 
 /* What the generic walk over one statement's tree collects. */
@@ -30,6 +31,7 @@ typedef struct walker {
     seen_table tables[MAX_SEEN_TABLES];
     unsigned n_ctes;
     const char *ctes[MAX_CTES];
+    unsigned stmt; /* the statement being walked */
 } walker;
 
 typedef struct classifier {
@@ -95,9 +97,10 @@ static const char *const kind_names[PRS_KIND__COUNT] = {
 };
 
 static const char *const flag_names[] = {
-    "for_update", "writable_cte", "nextval",         "advisory_lock", "unsafe_func",      "select_into",
-    "temp_table", "too_complex",  "explain_analyze", "read_only_txn", "read_write_txn",   "txn_chain",
-    "set_local",  "pgshard_var",  "multi",           "key_update",    "tables_truncated", "keys_truncated",
+    "for_update",     "writable_cte",     "nextval",        "advisory_lock",   "unsafe_func",
+    "select_into",    "temp_table",       "too_complex",    "explain_analyze", "read_only_txn",
+    "read_write_txn", "txn_chain",        "set_local",      "pgshard_var",     "multi",
+    "key_update",     "tables_truncated", "keys_truncated", "table_repeated",
 };
 
 const char *prs_kind_name(prs_kind kind)
@@ -181,6 +184,14 @@ static bool is_modifying(const Node *n)
     }
 }
 
+static bool walker_cte(const walker *w, const char *name)
+{
+    for (unsigned i = 0; i < w->n_ctes; i++)
+        if (strcmp(w->ctes[i], name) == 0)
+            return true;
+    return false;
+}
+
 static void see_table(walker *w, const PgQuery__RangeVar *rv)
 {
     if (!str_set(rv->relname))
@@ -191,8 +202,13 @@ static void see_table(walker *w, const PgQuery__RangeVar *rv)
     for (unsigned i = 0; i < w->n_tables; i++) {
         const seen_table *t = &w->tables[i];
         if (strcmp(t->name, rv->relname) == 0 &&
-            (t->schema == schema || (t->schema && schema && strcmp(t->schema, schema) == 0)))
+            (t->schema == schema || (t->schema && schema && strcmp(t->schema, schema) == 0))) {
+            /* A key found in the WHERE then restricts only one of its occurrences. A CTE
+             * named again (a recursive one) is no table. */
+            if (t->stmt == w->stmt && (schema || !walker_cte(w, rv->relname)))
+                w->flags |= PRS_F_TABLE_REPEATED;
             return;
+        }
     }
     if (w->n_tables == MAX_SEEN_TABLES) {
         w->tables_overflow = true;
@@ -200,6 +216,7 @@ static void see_table(walker *w, const PgQuery__RangeVar *rv)
     }
     w->tables[w->n_tables].schema = schema;
     w->tables[w->n_tables].name = rv->relname;
+    w->tables[w->n_tables].stmt = w->stmt;
     w->n_tables++;
 }
 
@@ -277,6 +294,8 @@ static void walk(walker *w, const ProtobufCMessage *m, unsigned depth)
         return;
     }
     visit(w, m);
+    if (d == &pg_query__locking_clause__descriptor)
+        return; /* FOR UPDATE OF t names tables of the FROM again: not more relations */
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         if (f->type != PROTOBUF_C_TYPE_MESSAGE)
@@ -905,6 +924,7 @@ static void classify_statement(classifier *c, const Node *n, bool *all_read_only
     stmt_result r = {0};
     classify_node(c, n, &r);
     c->w.flags = 0;
+    c->w.stmt = (unsigned)c->stmt;
     c->w.query_checks = is_query_kind(r.kind);
     walk(&c->w, (const ProtobufCMessage *)n, 0);
     r.flags |= c->w.flags;
@@ -917,14 +937,6 @@ static void classify_statement(classifier *c, const Node *n, bool *all_read_only
     *all_read_only = *all_read_only && r.read_only;
 }
 
-static bool is_cte_name(const walker *w, const char *name)
-{
-    for (unsigned i = 0; i < w->n_ctes; i++)
-        if (strcmp(w->ctes[i], name) == 0)
-            return true;
-    return false;
-}
-
 static void copy_tables(classifier *c)
 {
     prs_query_info *qi = c->out;
@@ -933,7 +945,7 @@ static void copy_tables(classifier *c)
         qi->flags |= PRS_F_TABLES_TRUNCATED;
     for (unsigned i = 0; i < w->n_tables; i++) {
         const seen_table *t = &w->tables[i];
-        if (!t->schema && is_cte_name(w, t->name))
+        if (!t->schema && walker_cte(w, t->name))
             continue;
         if (qi->n_tables == PRS_MAX_TABLES) {
             qi->flags |= PRS_F_TABLES_TRUNCATED;

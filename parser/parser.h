@@ -74,6 +74,7 @@ enum {
     PRS_F_KEY_UPDATE = 1u << 15,       /* UPDATE or ON CONFLICT DO UPDATE assigns a shard-key column */
     PRS_F_TABLES_TRUNCATED = 1u << 16, /* more tables than tables[] holds */
     PRS_F_KEYS_TRUNCATED = 1u << 17,   /* more key positions than keys[] holds */
+    PRS_F_TABLE_REPEATED = 1u << 18,   /* a relation is named more than once (self-join, subquery) */
 };
 #define PRS_F_WRITE_MASK                                                                                     \
     (PRS_F_FOR_UPDATE | PRS_F_WRITABLE_CTE | PRS_F_NEXTVAL | PRS_F_ADVISORY_LOCK | PRS_F_UNSAFE_FUNC |       \

@@ -38,7 +38,7 @@ void px_snapshot_free(px_snapshot *s)
 
 static void snap_row_begin(pgs_buf *b, int ncols)
 {
-    pgs_buf_append_u8(b, 'D');
+    pgs_buf_append_u8(b, PGS_BE_DATA_ROW);
     pgs_buf_append_be32(b, 0);
     pgs_buf_append_be16(b, (uint16_t)ncols);
 }
@@ -252,7 +252,7 @@ void px_pool_rows_merge(px_snapshot *s, pgs_buf *out, size_t *n)
 static void admin_complete(px_client *cl, pgs_buf *b, const char *tag)
 {
     pgs_msg_complete(b, tag);
-    pgs_msg_ready(b, 'I');
+    pgs_msg_ready(b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, b);
 }
 
@@ -374,7 +374,7 @@ static int admin_snapshot(px_client *cl, int kind, px_snap_done done)
     cl->admin_busy = true;
     if (px_snapshot_start(cl->conn.w, kind, done, cl, cl->key_pid) < 0) {
         cl->admin_busy = false;
-        px_client_fatal(cl, "53200", "out of memory");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     return 0;
@@ -580,7 +580,7 @@ static int admin_show_shards(px_client *cl)
     uint32_t nshards = sm_map_nshards(m);
     uint32_t *counts = calloc((size_t)nshards * 2, sizeof *counts); /* buckets, then overrides */
     if (!counts) {
-        px_client_fatal(cl, "53200", "out of memory");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     for (uint32_t bk = 0; bk < sm_map_buckets(m); bk++)
@@ -703,7 +703,7 @@ static int admin_pause(px_client *cl)
 {
     admin_pause_poll *ap = calloc(1, sizeof *ap);
     if (!ap) {
-        px_client_fatal(cl, "53200", "out of memory");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     atomic_store(&cl->conn.w->px->paused, true);
@@ -713,7 +713,7 @@ static int admin_pause(px_client *cl)
     if (uv_timer_init(&cl->conn.w->loop, &ap->timer) < 0) {
         atomic_store(&cl->conn.w->px->paused, false);
         free(ap);
-        px_client_fatal(cl, "53200", "pgshard: cannot start a timer for PAUSE");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: cannot start a timer for PAUSE");
         return -1;
     }
     ap->timer.data = ap;
@@ -828,7 +828,7 @@ static void admin_error(px_client *cl, const char *sqlstate, const char *msg, bo
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
     if (ready)
-        pgs_msg_ready(&b, 'I');
+        pgs_msg_ready(&b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
 }
@@ -845,20 +845,21 @@ int px_admin_step(px_client *cl)
     if (r == 0 || (r > 0 && avail < f.total))
         return 0;
     if (r < 0) {
-        px_client_fatal(cl, "08P01", "invalid message length");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
         return -1;
     }
     c->in_pos += f.total;
     c->fwd_mark = c->in_pos;
-    if (f.type == 'X') {
+    if (f.type == PGS_FE_TERMINATE) {
         px_client_close(cl);
         return -1;
     }
-    if (f.type == 'S') {
-        admin_error(cl, "0A000", "the admin console takes simple queries only", true);
+    if (f.type == PGS_FE_SYNC) {
+        admin_error(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, "the admin console takes simple queries only",
+                    true);
         return 1;
     }
-    if (f.type != 'Q')
+    if (f.type != PGS_FE_QUERY)
         return 1; /* extended-protocol messages: answered at their Sync */
     char cmd[128];
     const char *text = (const char *)c->in.data + c->in_pos - f.total + PGS_HDR_LEN;
@@ -879,9 +880,9 @@ int px_admin_step(px_client *cl)
             return admin_commands[i].fn(cl) < 0 ? -1 : 1;
     if (cmd[0] == 0) {
         pgs_buf b = PGS_BUF_INIT;
-        size_t st = pgs_msg_begin(&b, 'I');
+        size_t st = pgs_msg_begin(&b, PGS_BE_EMPTY_QUERY);
         pgs_msg_end(&b, st);
-        pgs_msg_ready(&b, 'I');
+        pgs_msg_ready(&b, PGS_TX_IDLE);
         px_conn_send_buf(&cl->conn, &b);
         pgs_buf_free(&b);
         return 1;
@@ -891,7 +892,7 @@ int px_admin_step(px_client *cl)
              "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | REPLICAS | SHARDS | "
              "CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
-    admin_error(cl, "42601", msg, true);
+    admin_error(cl, PGS_SQLSTATE_SYNTAX_ERROR, msg, true);
     return 1;
 }
 
@@ -917,8 +918,8 @@ static bool admin_allowed(const cfg_config *c, const char *user)
 void px_admin_login(px_client *cl)
 {
     if (!admin_allowed(cl->conn.w->conf->cfg, cl->user_name)) {
-        px_client_fatal(cl, "28000", "user \"%s\" may not use the admin console (admin_users)",
-                        cl->user_name);
+        px_client_fatal(cl, PGS_SQLSTATE_INVALID_AUTHORIZATION,
+                        "user \"%s\" may not use the admin console (admin_users)", cl->user_name);
         return;
     }
     pgs_buf b = PGS_BUF_INIT;
@@ -929,7 +930,7 @@ void px_admin_login(px_client *cl)
     pgs_msg_param_status(&b, "integer_datetimes", "on");
     pgs_msg_param_status(&b, "standard_conforming_strings", "on");
     pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
-    pgs_msg_ready(&b, 'I');
+    pgs_msg_ready(&b, PGS_TX_IDLE);
     px_client_set_state(cl, CL_ADMIN, NULL);
     pgs_info("admin_login", "user %s on the admin console", cl->user_name);
     px_conn_send_buf(&cl->conn, &b);

@@ -116,7 +116,7 @@ void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
     pgs_info("client_error", "client %08x user=%s db=%s: %s (%s)", cl->key_pid, cl->user_name, cl->db_name,
              msg, sqlstate);
     pgs_buf b = PGS_BUF_INIT;
-    pgs_msg_notice_typed(&b, 'E', "FATAL", sqlstate, msg);
+    pgs_msg_notice_typed(&b, PGS_BE_ERROR, "FATAL", sqlstate, msg);
     if (!pgs_buf_failed(&b))
         px_client_fatal_raw(cl, b.data, b.len);
     else
@@ -168,8 +168,8 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     int n = atomic_fetch_add_explicit(cl->user->nconn, 1, memory_order_relaxed) + 1;
     cl->user_counted = true;
     if (limit && n > limit) {
-        px_client_fatal(cl, "53300", "too many connections for role \"%s\" (max_connections %d)",
-                        cl->user_name, limit);
+        px_client_fatal(cl, PGS_SQLSTATE_TOO_MANY_CONNECTIONS,
+                        "too many connections for role \"%s\" (max_connections %d)", cl->user_name, limit);
         return;
     }
     pgs_msg_auth(b, 0, NULL, 0);
@@ -182,7 +182,7 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     }
     cl->pool = px_route_home_pool(cl);
     if (!cl->pool) {
-        px_client_fatal(cl, "53200", "out of memory");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return;
     }
     cl->pool->nclients++;
@@ -233,7 +233,7 @@ void px_client_welcome(px_client *cl)
     client_welcome_params(cl, &b);
     pgs_buf_free(&cl->startup);
     pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
-    pgs_msg_ready(&b, 'I');
+    pgs_msg_ready(&b, PGS_TX_IDLE);
     client_set_state(cl, CL_IDLE);
     int r = px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
@@ -249,7 +249,7 @@ static void client_begin_auth(px_client *cl)
     if (!cl->user) {
         atomic_fetch_add_explicit(&px->gs.auth_failures, 1, memory_order_relaxed);
         pgs_warn("auth_failed", "client %08x: no such user \"%s\"", cl->key_pid, cl->user_name);
-        px_client_fatal(cl, "28000", "no such user \"%s\"", cl->user_name);
+        px_client_fatal(cl, PGS_SQLSTATE_INVALID_AUTHORIZATION, "no such user \"%s\"", cl->user_name);
         return;
     }
     cfg_auth_type at = cl->conn.w->conf->cfg->auth_type;
@@ -257,7 +257,7 @@ static void client_begin_auth(px_client *cl)
         client_auth_ok(cl, &b);
     } else if (at == CFG_AUTH_MD5 && cl->user->has_md5) {
         if (RAND_bytes(cl->a.md5_salt, 4) != 1) {
-            px_client_fatal(cl, "XX000", "random generator failed");
+            px_client_fatal(cl, PGS_SQLSTATE_INTERNAL_ERROR, "random generator failed");
             return;
         }
         pgs_msg_auth(&b, 5, cl->a.md5_salt, 4);
@@ -267,7 +267,7 @@ static void client_begin_auth(px_client *cl)
     } else if (cl->user->has_scram) {
         cl->a.scram = malloc(sizeof *cl->a.scram);
         if (!cl->a.scram) {
-            px_client_fatal(cl, "53200", "out of memory");
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
             return;
         }
         px_scram_server_init(cl->a.scram, &cl->user->scram);
@@ -279,7 +279,8 @@ static void client_begin_auth(px_client *cl)
     } else {
         pgs_warn("auth_failed", "user \"%s\" has no password usable for %s", cl->user_name,
                  cfg_auth_type_name(at));
-        px_client_fatal(cl, "28P01", "password authentication failed for user \"%s\"", cl->user_name);
+        px_client_fatal(cl, PGS_SQLSTATE_INVALID_PASSWORD, "password authentication failed for user \"%s\"",
+                        cl->user_name);
     }
     pgs_buf_free(&b);
 }
@@ -289,7 +290,8 @@ static void client_auth_failed(px_client *cl)
     atomic_fetch_add_explicit(&cl->conn.w->px->gs.auth_failures, 1, memory_order_relaxed);
     pgs_warn("auth_failed", "client %08x: password authentication failed for user \"%s\"", cl->key_pid,
              cl->user_name);
-    px_client_fatal(cl, "28P01", "password authentication failed for user \"%s\"", cl->user_name);
+    px_client_fatal(cl, PGS_SQLSTATE_INVALID_PASSWORD, "password authentication failed for user \"%s\"",
+                    cl->user_name);
 }
 
 static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
@@ -303,17 +305,18 @@ static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
         const uint8_t *data;
         if (pgs_rd_cstr(&rd, &mech) < 0 || pgs_rd_be32(&rd, &dlen) < 0 || dlen != rd.left ||
             pgs_rd_bytes(&rd, dlen, &data) < 0) {
-            px_client_fatal(cl, "08P01", "malformed SASLInitialResponse message");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "malformed SASLInitialResponse message");
             goto out;
         }
         if (strcmp(mech, "SCRAM-SHA-256") != 0) {
-            px_client_fatal(cl, "08P01", "client selected an invalid SASL authentication mechanism");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                            "client selected an invalid SASL authentication mechanism");
             goto out;
         }
-        size_t st = pgs_msg_begin(&b, 'R');
+        size_t st = pgs_msg_begin(&b, PGS_BE_AUTH);
         pgs_buf_append_be32(&b, 11);
         if (px_scram_server_first(cl->a.scram, data, dlen, NULL, &b) < 0) {
-            px_client_fatal(cl, "08P01", "malformed SCRAM message");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "malformed SCRAM message");
             goto out;
         }
         pgs_msg_end(&b, st);
@@ -321,7 +324,7 @@ static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
         px_conn_send_buf(&cl->conn, &b);
         goto out;
     }
-    size_t st = pgs_msg_begin(&b, 'R');
+    size_t st = pgs_msg_begin(&b, PGS_BE_AUTH);
     pgs_buf_append_be32(&b, 12);
     r = px_scram_server_final(cl->a.scram, body, n, &b);
     pgs_msg_end(&b, st);
@@ -333,7 +336,7 @@ static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
         goto out;
     }
     if (r < 0) {
-        px_client_fatal(cl, "08P01", "malformed SCRAM message");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "malformed SCRAM message");
         goto out;
     }
     client_auth_ok(cl, &b);
@@ -351,11 +354,12 @@ static int client_auth_step(px_client *cl)
     if (r == 0)
         return 0;
     if (r < 0) {
-        px_client_fatal(cl, "08P01", "invalid message length");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
         return -1;
     }
-    if (f.type != 'p') {
-        px_client_fatal(cl, "08P01", "expected password response, got message type %d", f.type);
+    if (f.type != PGS_FE_PASSWORD) {
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                        "expected password response, got message type %d", f.type);
         return -1;
     }
     if (c->in.len - c->in_pos < f.total)
@@ -368,7 +372,7 @@ static int client_auth_step(px_client *cl)
         pgs_reader rd = pgs_reader_make(body, n);
         const char *resp;
         if (pgs_rd_cstr(&rd, &resp) < 0 || rd.left != 0) {
-            px_client_fatal(cl, "08P01", "invalid password packet size");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid password packet size");
             return -1;
         }
         cl->auth = AUTH_NONE;
@@ -428,8 +432,8 @@ static int client_startup_options(px_client *cl, const char *opts)
         else if (strncmp(word, "--", 2) == 0)
             setting = word + 2;
         else {
-            px_client_fatal(cl, "0A000", "pgshard: unsupported startup option \"%s\" (only -c name=value)",
-                            word);
+            px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                            "pgshard: unsupported startup option \"%s\" (only -c name=value)", word);
             return -1;
         }
         if (!setting)
@@ -437,7 +441,8 @@ static int client_startup_options(px_client *cl, const char *opts)
         want_c = false;
         char *eq = strchr(setting, '=');
         if (!eq || eq == setting) {
-            px_client_fatal(cl, "42601", "invalid startup option \"%s\": expected name=value", setting);
+            px_client_fatal(cl, PGS_SQLSTATE_SYNTAX_ERROR,
+                            "invalid startup option \"%s\": expected name=value", setting);
             return -1;
         }
         *eq = 0;
@@ -446,7 +451,7 @@ static int client_startup_options(px_client *cl, const char *opts)
                 *q = '_';
         px_session *ss = client_session(cl);
         if (!ss || px_session_add_param(ss, setting, eq + 1) < 0) {
-            px_client_fatal(cl, "53200", "out of memory");
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         pgs_buf_append_cstr(&cl->startup, setting);
@@ -479,13 +484,15 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
     for (;;) {
         const char *key, *val;
         if (pgs_rd_cstr(&rd, &key) < 0) {
-            px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                            "invalid startup packet layout: expected terminator as last byte");
             goto out;
         }
         if (key[0] == 0)
             break;
         if (pgs_rd_cstr(&rd, &val) < 0) {
-            px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                            "invalid startup packet layout: expected terminator as last byte");
             goto out;
         }
         if (strcmp(key, "user") == 0) {
@@ -495,7 +502,8 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
             client_copy_name(cl->db_name, val);
             have_db = val[0] != 0;
         } else if (strcmp(key, "replication") == 0 && option_true(val)) {
-            px_client_fatal(cl, "0A000", "pgshard does not support replication connections");
+            px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                            "pgshard does not support replication connections");
             goto out;
         } else if (strncmp(key, "_pq_.", 5) == 0) {
             pgs_buf_append_cstr(&unknown, key);
@@ -510,24 +518,26 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
             pgs_buf_append_cstr(&cl->startup, key);
             pgs_buf_append_cstr(&cl->startup, val);
             if (!ss || px_session_add_param(ss, key, val) < 0 || pgs_buf_failed(&cl->startup)) {
-                px_client_fatal(cl, "53200", "out of memory");
+                px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
                 goto out;
             }
         }
     }
     if (rd.left != 0) {
-        px_client_fatal(cl, "08P01", "invalid startup packet layout: expected terminator as last byte");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                        "invalid startup packet layout: expected terminator as last byte");
         goto out;
     }
     if (!have_user || cl->user_name[0] == 0) {
-        px_client_fatal(cl, "28000", "no PostgreSQL user name specified in startup packet");
+        px_client_fatal(cl, PGS_SQLSTATE_INVALID_AUTHORIZATION,
+                        "no PostgreSQL user name specified in startup packet");
         goto out;
     }
     if (!have_db)
         memcpy(cl->db_name, cl->user_name, sizeof cl->db_name);
     if ((version & 0xffff) != 0 || nunknown) {
         pgs_buf b = PGS_BUF_INIT;
-        size_t st = pgs_msg_begin(&b, 'v');
+        size_t st = pgs_msg_begin(&b, PGS_BE_NEGOTIATE);
         pgs_buf_append_be32(&b, 0);
         pgs_buf_append_be32(&b, nunknown);
         pgs_buf_append(&b, unknown.data, unknown.len);
@@ -536,11 +546,13 @@ static void client_startup_message(px_client *cl, uint32_t version, const uint8_
         pgs_buf_free(&b);
     }
     if (c_requires_tls(cl)) {
-        px_client_fatal(cl, "28000", "pgshard: TLS is required (client_tls = require)");
+        px_client_fatal(cl, PGS_SQLSTATE_INVALID_AUTHORIZATION,
+                        "pgshard: TLS is required (client_tls = require)");
         goto out;
     }
     if (cl->over_limit) {
-        px_client_fatal(cl, "53300", "sorry, too many clients already (max_client_conn %d)",
+        px_client_fatal(cl, PGS_SQLSTATE_TOO_MANY_CONNECTIONS,
+                        "sorry, too many clients already (max_client_conn %d)",
                         cl->conn.w->conf->cfg->max_client_conn);
         goto out;
     }
@@ -575,7 +587,7 @@ static int client_startup_step(px_client *cl)
     uint32_t len = pgs_be32(p);
     if (len < 8 || len > PGS_MAX_STARTUP_LEN) {
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
-        px_client_fatal(cl, "08P01", "invalid length of startup packet");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid length of startup packet");
         return -1;
     }
     if (avail < len)
@@ -586,13 +598,15 @@ static int client_startup_step(px_client *cl)
     if (code == PGS_CODE_SSL || code == PGS_CODE_GSSENC) {
         bool *asked = code == PGS_CODE_SSL ? &cl->ssl_asked : &cl->gss_asked;
         if (*asked || len != 8) {
-            px_client_fatal(cl, "08P01", "unsupported frontend protocol %u.%u", code >> 16, code & 0xffff);
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "unsupported frontend protocol %u.%u",
+                            code >> 16, code & 0xffff);
             return -1;
         }
         *asked = true;
         /* Bytes sent before our answer would be read as plaintext by a TLS client. */
         if (c->in_pos != c->in.len) {
-            px_client_fatal(cl, "08P01", "received unencrypted data after SSL request");
+            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                            "received unencrypted data after SSL request");
             return -1;
         }
         void *ctx = c->w->px->tls_accept_ctx;
@@ -616,8 +630,9 @@ static int client_startup_step(px_client *cl)
         return -1;
     }
     if ((code >> 16) != 3) {
-        px_client_fatal(cl, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
-                        code >> 16, code & 0xffff);
+        px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                        "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", code >> 16,
+                        code & 0xffff);
         return -1;
     }
     client_startup_message(cl, code, p + 8, len - 8);
@@ -628,20 +643,20 @@ static int client_startup_step(px_client *cl)
 static int client_reply_kind(char type)
 {
     switch (type) {
-    case 'Q':
-    case 'F':
+    case PGS_FE_QUERY:
+    case PGS_FE_FUNCTION_CALL:
         return RP_QUERY;
-    case 'S':
+    case PGS_FE_SYNC:
         return RP_SYNC;
-    case 'P':
+    case PGS_FE_PARSE:
         return RP_PARSE;
-    case 'B':
+    case PGS_FE_BIND:
         return RP_BIND;
-    case 'D':
+    case PGS_FE_DESCRIBE:
         return RP_DESCRIBE;
-    case 'E':
+    case PGS_FE_EXECUTE:
         return RP_EXECUTE;
-    case 'C':
+    case PGS_FE_CLOSE:
         return RP_CLOSE;
     default:
         return -1;
@@ -657,7 +672,7 @@ static void client_replay_session(px_client *cl, px_server *sv)
     if (sv->state_sig == sig)
         return;
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     px_session_replay_sql(cl->sess ? cl->sess : &(px_session){0}, &b);
     pgs_buf_append_u8(&b, 0);
     pgs_msg_end(&b, m);
@@ -676,7 +691,7 @@ static void client_replay_begin(px_client *cl, px_server *sv)
     if (x->deferred == PX_DEFER_NONE)
         return;
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     pgs_buf_append(&b, x->begin.data, x->begin.len);
     pgs_buf_append_u8(&b, 0);
     pgs_msg_end(&b, m);
@@ -699,7 +714,8 @@ static int client_stage_session(px_client *cl, const char *sql, size_t len)
         return 0;
     px_session *s = client_session(cl);
     if (!s || px_session_stage(s, &ss, sql, len) < 0) {
-        px_client_fatal(cl, "54000", "pgshard: too much session state (SET statements) for one client");
+        px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
+                        "pgshard: too much session state (SET statements) for one client");
         return -1;
     }
     return 0;
@@ -801,10 +817,12 @@ static const struct {
     const char *sqlstate;
     const char *fmt; /* one %s: the user name */
 } client_refusals[] = {
-    [PX_REFUSE_RATE] = {"53400", "pgshard: user \"%s\" may start no more transactions per second (max_qps)"},
-    [PX_REFUSE_NO_PRIMARY] = {"57P03", "pgshard: the primary of shard 0 is unavailable (no primary within "
-                                       "primary_wait_ms); user \"%s\""},
-    [PX_REFUSE_NO_REPLICA] = {"57P03",
+    [PX_REFUSE_RATE] = {PGS_SQLSTATE_CONFIGURATION_LIMIT_EXCEEDED,
+                        "pgshard: user \"%s\" may start no more transactions per second (max_qps)"},
+    [PX_REFUSE_NO_PRIMARY] = {PGS_SQLSTATE_CANNOT_CONNECT_NOW,
+                              "pgshard: the primary of shard 0 is unavailable (no primary within "
+                              "primary_wait_ms); user \"%s\""},
+    [PX_REFUSE_NO_REPLICA] = {PGS_SQLSTATE_CANNOT_CONNECT_NOW,
                               "pgshard: no replica of shard 0 is eligible and replica_fallback = error; "
                               "user \"%s\""},
 };
@@ -826,7 +844,7 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
     }
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
-    if (f->type != 'Q' && f->type != 'S')
+    if (f->type != PGS_FE_QUERY && f->type != PGS_FE_SYNC)
         return 1;
     uint8_t why = cl->refuse;
     cl->refuse = PX_REFUSE_NONE;
@@ -858,17 +876,17 @@ static size_t client_retry_span(px_client *cl, const pgs_frame *first)
     px_conn *c = &cl->conn;
     const uint8_t *p = px_conn_at(c);
     size_t avail = c->in.len - c->in_pos, off = 0;
-    if (first->type == 'Q')
+    if (first->type == PGS_FE_QUERY)
         return first->total <= avail ? first->total : 0;
     pgs_frame f;
     while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
            f.total <= avail - off) {
-        bool unnamed_parse = f.type == 'P' && f.len > 4 && p[off + PGS_HDR_LEN] == 0;
-        if (!unnamed_parse && f.type != 'B' && f.type != 'D' && f.type != 'E' && f.type != 'H' &&
-            f.type != 'S')
+        bool unnamed_parse = f.type == PGS_FE_PARSE && f.len > 4 && p[off + PGS_HDR_LEN] == 0;
+        if (!unnamed_parse && f.type != PGS_FE_BIND && f.type != PGS_FE_DESCRIBE &&
+            f.type != PGS_FE_EXECUTE && f.type != PGS_FE_FLUSH && f.type != PGS_FE_SYNC)
             return 0;
         off += f.total;
-        if (f.type == 'S')
+        if (f.type == PGS_FE_SYNC)
             return off;
     }
     return 0;
@@ -917,39 +935,42 @@ static int client_forward_step(px_client *cl)
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
     if (r < 0) {
         px_conn_flush_forward(c, client_server_conn(cl));
-        px_client_fatal(cl, "08P01", "invalid message length");
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
         return -1;
     }
     if (!pgs_frontend_type_valid(f.type)) {
         px_conn_flush_forward(c, client_server_conn(cl));
-        px_client_fatal(cl, "08P01", "invalid frontend message type %d", (unsigned char)f.type);
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid frontend message type %d",
+                        (unsigned char)f.type);
         return -1;
     }
-    if (f.type == 'X') {
+    if (f.type == PGS_FE_TERMINATE) {
         px_conn_flush_forward(c, client_server_conn(cl));
         px_client_close(cl);
         return -1;
     }
     bool rewrite = c->w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
-                   (f.type == 'P' || f.type == 'B' || f.type == 'D' || f.type == 'C' || f.type == 'Q');
+                   (f.type == PGS_FE_PARSE || f.type == PGS_FE_BIND || f.type == PGS_FE_DESCRIBE ||
+                    f.type == PGS_FE_CLOSE || f.type == PGS_FE_QUERY);
     /* A Query is read whole in every pool mode (pgshard.* settings, routing); in transaction
      * pooling so are the messages whose statement names are rewritten. Nothing else is. */
-    bool whole = rewrite || f.type == 'Q';
+    bool whole = rewrite || f.type == PGS_FE_QUERY;
     if (whole && f.total > c->w->conf->cfg->max_message_size) {
         px_conn_flush_forward(c, client_server_conn(cl));
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
-        px_client_fatal(cl, "54000", "pgshard: message of %zu bytes exceeds max_message_size (%u bytes)",
-                        f.total, c->w->conf->cfg->max_message_size);
+        px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
+                        "pgshard: message of %zu bytes exceeds max_message_size (%u bytes)", f.total,
+                        c->w->conf->cfg->max_message_size);
         return -1;
     }
     if (whole && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
-            px_client_fatal(cl, "53200", "out of memory");
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         return 0;
     }
-    if (f.type == 'Q' && (r = px_route_pgshard_var(cl, &f)) != 0)
+    if (f.type == PGS_FE_QUERY && (r = px_route_pgshard_var(cl, &f)) != 0)
         return r;
     px_link *l = px_xact_link(cl);
     if (!l && !cl->refuse && !client_take_token(cl))
@@ -966,14 +987,14 @@ static int client_forward_step(px_client *cl)
         if (cl->state == CL_CLOSED)
             return -1;
     }
-    if (!px_xact_link(cl) && c->w->px->sharded && (f.type == 'Q' || f.type == 'P') &&
+    if (!px_xact_link(cl) && c->w->px->sharded && (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) &&
         (r = px_route_defer(cl, &f)) != 0)
         return r;
     if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);
         r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
         if (r < 0) {
-            px_client_fatal(cl, "53200", "out of memory");
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         if (r == 1) {
@@ -999,14 +1020,14 @@ static int client_forward_step(px_client *cl)
         if (l->replica && !began)
             client_arm_retry(cl, &f);
     }
-    if (!fresh && c->w->px->sharded && f.type == 'Q' && (r = px_route_check_linked(cl, &f)) != 0)
+    if (!fresh && c->w->px->sharded && f.type == PGS_FE_QUERY && (r = px_route_check_linked(cl, &f)) != 0)
         return r;
-    if (px_retry_armed(cl) && (f.type == 'Q' || f.type == 'S'))
+    if (px_retry_armed(cl) && (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC))
         cl->x.retry_sealed = true;
     if (rewrite) {
-        if (f.type == 'Q')
+        if (f.type == PGS_FE_QUERY)
             r = client_query(cl, &f);
-        else if (f.type != 'P' || (r = client_parse_session(cl, &f)) == 0)
+        else if (f.type != PGS_FE_PARSE || (r = client_parse_session(cl, &f)) == 0)
             r = px_ext_client_message(cl, &f);
         if (r == 2) {
             cl->x.paused = true; /* resumed by the server when it has answered */
@@ -1014,19 +1035,19 @@ static int client_forward_step(px_client *cl)
         }
         if (r != 0) {
             if (r > 0)
-                sv->ext_open = f.type != 'Q';
+                sv->ext_open = f.type != PGS_FE_QUERY;
             return r;
         }
     }
     /* Extended-protocol messages open a segment that only Sync closes; Query and
      * FunctionCall stand alone, and COPY data belongs to the command that started it. */
-    if (f.type == 'Q' || f.type == 'S' || f.type == 'F')
+    if (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC || f.type == PGS_FE_FUNCTION_CALL)
         sv->ext_open = false;
-    else if (f.type != 'd' && f.type != 'c' && f.type != 'f')
+    else if (f.type != PGS_FE_COPY_DATA && f.type != PGS_FE_COPY_DONE && f.type != PGS_FE_COPY_FAIL)
         sv->ext_open = true;
     int kind = client_reply_kind(f.type);
     if (kind >= 0 && px_server_push_reply(sv, (px_reply)kind, 0) < 0) {
-        px_client_fatal(cl, "53200", "out of memory");
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     size_t take = avail < f.total ? avail : f.total;

@@ -56,7 +56,7 @@ void px_server_replies_free(px_server *sv)
 
 static void build_parse(pgs_buf *b, const char *name, const px_stmt *st)
 {
-    size_t m = pgs_msg_begin(b, 'P');
+    size_t m = pgs_msg_begin(b, PGS_FE_PARSE);
     pgs_buf_append_cstr(b, name);
     pgs_buf_append(b, st->body, st->body_len);
     pgs_msg_end(b, m);
@@ -64,7 +64,7 @@ static void build_parse(pgs_buf *b, const char *name, const px_stmt *st)
 
 static void build_close_stmt(pgs_buf *b, const char *name)
 {
-    size_t m = pgs_msg_begin(b, 'C');
+    size_t m = pgs_msg_begin(b, PGS_FE_CLOSE);
     pgs_buf_append_u8(b, 'S');
     pgs_buf_append_cstr(b, name);
     pgs_msg_end(b, m);
@@ -140,7 +140,7 @@ static int ext_ensure_sql(px_server *sv, const px_stmt *st)
     if (ext_evict(sv, &b) > 0)
         return 1;
     px_stmt_name(st->hash, name);
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     pgs_buf_appendf(&b, "PREPARE %s ", name);
     pgs_buf_append(&b, st->body, st->body_len);
     pgs_buf_append_u8(&b, 0);
@@ -210,7 +210,7 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
             return r < 0 ? -1 : 2;
         ext_drop(cl, f);
         px_stmt_name(old->hash, sname);
-        size_t m = pgs_msg_begin(&b, 'P');
+        size_t m = pgs_msg_begin(&b, PGS_FE_PARSE);
         pgs_buf_append_cstr(&b, sname);
         pgs_buf_append(&b, rest, n);
         pgs_msg_end(&b, m);
@@ -234,12 +234,13 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
     if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
         if (st)
             px_stmt_unref(&w->stmts, st);
-        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory registering prepared statement \"%s\"",
+                        name);
         return -1;
     }
     ext_drop(cl, f);
     px_reply_ent *e = NULL;
-    bool clean = sv->replies.n == 0 && sv->tx_status != 'E';
+    bool clean = sv->replies.n == 0 && sv->tx_status != PGS_TX_FAILED;
     /* The entry remembers which name it defined, to forget it if the Parse is skipped. */
 #define ATTACH(e) ((e)->cname = ext_strdup(name), (e)->stmt = st, st->refs++)
     if (s == PX_STMT_PENDING || (s == PX_STMT_READY && clean)) {
@@ -310,8 +311,9 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
         if (r != 0)
             return r < 0 ? -1 : 2;
         px_stmt_name(st->hash, sname);
-        if (f->type == 'B' && px_client_stage_session(cl, (const char *)st->body,
-                                                      pgs_strnlen((const char *)st->body, st->body_len)) < 0)
+        if (f->type == PGS_FE_BIND &&
+            px_client_stage_session(cl, (const char *)st->body,
+                                    pgs_strnlen((const char *)st->body, st->body_len)) < 0)
             return -1;
     } else {
         snprintf(sname, sizeof sname, "pgshard_");
@@ -319,14 +321,14 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
     ext_drop(cl, f);
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, f->type);
-    if (f->type == 'B')
+    if (f->type == PGS_FE_BIND)
         pgs_buf_append_cstr(&b, portal);
     else
         pgs_buf_append_u8(&b, 'S');
     pgs_buf_append_cstr(&b, sname);
     pgs_buf_append(&b, rest, n);
     pgs_msg_end(&b, m);
-    px_reply_ent *e = ext_push(sv, f->type == 'B' ? RP_BIND : RP_DESCRIBE, 0);
+    px_reply_ent *e = ext_push(sv, f->type == PGS_FE_BIND ? RP_BIND : RP_DESCRIBE, 0);
     if (e && foreign)
         e->cname = ext_strdup(name);
     px_conn_send_buf(&sv->conn, &b);
@@ -344,18 +346,18 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
     pgs_reader rd = pgs_reader_make(body, f->len - 4);
     const char *portal = NULL, *name;
     uint8_t kind = 'S';
-    if (f->type == 'B' && pgs_rd_cstr(&rd, &portal) < 0)
+    if (f->type == PGS_FE_BIND && pgs_rd_cstr(&rd, &portal) < 0)
         return 0;
-    if ((f->type == 'D' || f->type == 'C') && pgs_rd_u8(&rd, &kind) < 0)
+    if ((f->type == PGS_FE_DESCRIBE || f->type == PGS_FE_CLOSE) && pgs_rd_u8(&rd, &kind) < 0)
         return 0;
     if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
         return 0;
     /* What was forwarded before goes first: the proxy may inject messages now. */
     px_conn_flush_forward(c, &px_client_server(cl)->conn);
     switch (f->type) {
-    case 'P':
+    case PGS_FE_PARSE:
         return ext_parse(cl, f, name, rd.p, rd.left);
-    case 'C':
+    case PGS_FE_CLOSE:
         return ext_close(cl, f, name);
     default:
         return ext_use(cl, f, portal, name, rd.p, rd.left);
@@ -377,11 +379,11 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
     px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, f->type);
-    if (f->type == 'P')
+    if (f->type == PGS_FE_PARSE)
         pgs_buf_append_u8(&b, 0); /* the unnamed statement */
     pgs_buf_append(&b, "DEALLOCATE ", 11);
     pgs_buf_append_cstr(&b, sname);
-    if (f->type == 'P') {
+    if (f->type == PGS_FE_PARSE) {
         /* The parameter types that followed the original text. */
         const uint8_t *body = cl->conn.in.data + cl->conn.in_pos - f->total + PGS_HDR_LEN + 1;
         pgs_reader rd = pgs_reader_make(body, f->len - 5);
@@ -390,7 +392,8 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
             pgs_buf_append(&b, rd.p, rd.left);
     }
     pgs_msg_end(&b, m);
-    int ok = f->type == 'P' ? (ext_push(sv, RP_PARSE, 0) ? 0 : -1) : px_server_push_reply(sv, RP_QUERY, 0);
+    int ok = f->type == PGS_FE_PARSE ? (ext_push(sv, RP_PARSE, 0) ? 0 : -1)
+                                     : px_server_push_reply(sv, RP_QUERY, 0);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     return ok < 0 ? -1 : 1;
@@ -476,7 +479,8 @@ static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t
     px_client *cl = px_server_client(sv);
     pgs_buf b = PGS_BUF_INIT;
     if (pgs_error_parse(msg + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
-        (strcmp(ef.sqlstate, "42P05") == 0 || strcmp(ef.sqlstate, "26000") == 0)) {
+        (strcmp(ef.sqlstate, PGS_SQLSTATE_DUPLICATE_PSTATEMENT) == 0 ||
+         strcmp(ef.sqlstate, PGS_SQLSTATE_INVALID_SQL_STATEMENT_NAME) == 0)) {
         pgs_msg_error(&b, ef.severity, ef.sqlstate, "prepared statement \"%s\" %s", e->cname,
                       ef.sqlstate[1] == '2' ? "already exists" : "does not exist");
         px_conn_send_buf(&cl->conn, &b);
@@ -496,9 +500,9 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
     if (h && h->kind == RP_PREPARE_SQL) {
         if (avail < f->total)
             return 2;
-        if (f->type == 'E' && h->hash)
+        if (f->type == PGS_BE_ERROR && h->hash)
             px_htab_del(&sv->stmts, h->hash);
-        if (f->type == 'Z') {
+        if (f->type == PGS_BE_READY) {
             if (h->hash)
                 px_sset_ready(&sv->stmts, h->hash);
             px_replies_pop(&sv->replies);
@@ -508,15 +512,15 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
     if (h && h->kind == RP_REPLAY) {
         if (avail < f->total)
             return 2;
-        if (f->type == 'E')
+        if (f->type == PGS_BE_ERROR)
             pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
                      sv->be_pid);
-        if (f->type == 'Z')
+        if (f->type == PGS_BE_READY)
             px_replies_pop(&sv->replies);
         return 1;
     }
     switch (f->type) {
-    case 'E': {
+    case PGS_BE_ERROR: {
         int hide = 0;
         sv->saw_error = true;
         if (h && h->kind == RP_QUERY && h->cname && h->stmt) {
@@ -539,7 +543,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             ext_skip_to_sync(sv);
         return hide;
     }
-    case 'Z':
+    case PGS_BE_READY:
         if (sv->skipping)
             ext_skip_to_sync(sv);
         h = px_replies_head(&sv->replies);
@@ -549,7 +553,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
         ext_release(sv->conn.w, h);
         px_replies_pop(&sv->replies);
         return 0;
-    case '1':
+    case PGS_BE_PARSE_COMPLETE:
         if (!h || (h->kind != RP_PARSE && h->kind != RP_PARSE_HIDDEN))
             return -1;
         {
@@ -557,7 +561,7 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             ext_succeeded(sv, h);
             return hide;
         }
-    case '3':
+    case PGS_BE_CLOSE_COMPLETE:
         if (!h || (h->kind != RP_CLOSE && h->kind != RP_CLOSE_HIDDEN))
             return -1;
         {
@@ -565,19 +569,19 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             ext_succeeded(sv, h);
             return hide;
         }
-    case '2':
+    case PGS_BE_BIND_COMPLETE:
         if (!h || h->kind != RP_BIND)
             return -1;
         ext_succeeded(sv, h);
         return 0;
-    case 'T':
-    case 'n':
+    case PGS_BE_ROW_DESC:
+    case PGS_BE_NO_DATA:
         if (h && h->kind == RP_DESCRIBE)
             ext_succeeded(sv, h);
         return 0;
-    case 'C':
-    case 'I':
-    case 's':
+    case PGS_BE_COMMAND_COMPLETE:
+    case PGS_BE_EMPTY_QUERY:
+    case PGS_BE_PORTAL_SUSPENDED:
         if (h && h->kind == RP_EXECUTE)
             ext_succeeded(sv, h);
         return 0;
@@ -593,7 +597,7 @@ static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t 
                              const char *name)
 {
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     pgs_buf_append(&b, sql, at);
     pgs_buf_appendf(&b, "%s", name);
     pgs_buf_append(&b, sql + end, len - end);
@@ -633,7 +637,8 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
     if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
         if (st)
             px_stmt_unref(&w->stmts, st);
-        px_client_fatal(cl, "53200", "out of memory registering prepared statement \"%s\"", name);
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory registering prepared statement \"%s\"",
+                        name);
         return -1;
     }
     st->sql = true;

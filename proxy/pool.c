@@ -174,7 +174,7 @@ static void pool_fail_list(pgs_list *l, const uint8_t *err, size_t errlen)
         if (err)
             px_client_fatal_raw(cl, err, errlen);
         else
-            px_client_fatal(cl, "08006", "pgshard: cannot reach the server");
+            px_client_fatal(cl, PGS_SQLSTATE_CONNECTION_FAILURE, "pgshard: cannot reach the server");
     }
 }
 
@@ -186,7 +186,7 @@ static bool pool_err_transient(const uint8_t *err, size_t errlen)
     if (errlen < PGS_HDR_LEN || pgs_error_parse(err + PGS_HDR_LEN, errlen - PGS_HDR_LEN, &ef) < 0)
         return false;
     return strncmp(ef.sqlstate, "57", 2) == 0 || strncmp(ef.sqlstate, "08", 2) == 0 ||
-           strcmp(ef.sqlstate, "53300") == 0;
+           strcmp(ef.sqlstate, PGS_SQLSTATE_TOO_MANY_CONNECTIONS) == 0;
 }
 
 /* A server closed. When it was still logging in and the pool has no other server, the
@@ -211,8 +211,8 @@ void px_pool_server_gone(px_pool *pool, bool login_failed, const uint8_t *err, s
         px_route_requeue(pool);
     pgs_buf b = PGS_BUF_INIT;
     if (!err) {
-        pgs_msg_error(&b, "FATAL", "08006", "pgshard: cannot connect to the server for database \"%s\"",
-                      pool->db_name);
+        pgs_msg_error(&b, "FATAL", PGS_SQLSTATE_CONNECTION_FAILURE,
+                      "pgshard: cannot connect to the server for database \"%s\"", pool->db_name);
         err = b.data;
         errlen = b.len;
     }
@@ -229,8 +229,8 @@ static void pool_expire_waiters(pgs_list *l, uint64_t now, uint32_t timeout)
         if (now - cl->wait_since < timeout)
             break;
         px_client_set_state(cl, CL_IDLE, NULL);
-        px_client_fatal(cl, "53400", "pgshard: query_wait_timeout: no server connection within %u ms",
-                        timeout);
+        px_client_fatal(cl, PGS_SQLSTATE_CONFIGURATION_LIMIT_EXCEEDED,
+                        "pgshard: query_wait_timeout: no server connection within %u ms", timeout);
     }
 }
 

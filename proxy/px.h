@@ -13,6 +13,7 @@
 #include "common/buf.h"
 #include "common/list.h"
 #include "common/proto.h"
+#include "common/sqlstate.h"
 #include "config/config.h"
 #include "parser/parser.h"
 #include "proxy/catalog.h"

@@ -200,20 +200,20 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
 {
     pgs_reader rd = pgs_reader_make(p + PGS_HDR_LEN, f->len - 4);
     const char *a, *b;
-    if (f->type == 'P') {
+    if (f->type == PGS_FE_PARSE) {
         if (pgs_rd_cstr(&rd, &a) < 0)
             return ROUTE_WRITE;
         route_classify(cl, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), NULL, qc);
         return qc->read ? ROUTE_READ : ROUTE_WRITE;
     }
-    if (f->type == 'B') {
+    if (f->type == PGS_FE_BIND) {
         if (pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0)
             return ROUTE_WRITE;
         if (!b[0])
             return 0; /* the unnamed statement: as its Parse said */
         return stmt_route(cl, px_client_stmt_get(&cl->stmts, b));
     }
-    if (f->type == 'D' || f->type == 'E' || f->type == 'H')
+    if (f->type == PGS_FE_DESCRIBE || f->type == PGS_FE_EXECUTE || f->type == PGS_FE_FLUSH)
         return ROUTE_READ;
     return ROUTE_WRITE;
 }
@@ -226,13 +226,13 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     const uint8_t *p = px_conn_at(c);
     size_t avail = c->in.len - c->in_pos;
     memset(qc, 0, sizeof *qc);
-    if (first->type == 'Q') {
+    if (first->type == PGS_FE_QUERY) {
         if (avail >= first->total)
             route_classify(cl, (const char *)p + PGS_HDR_LEN,
                            pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), NULL, qc);
         return;
     }
-    if (first->type != 'P' && first->type != 'B')
+    if (first->type != PGS_FE_PARSE && first->type != PGS_FE_BIND)
         return;
     bool read = true, any = false;
     uint8_t unnamed = ROUTE_WRITE; /* the unnamed statement parsed in an earlier segment: unknown */
@@ -240,15 +240,15 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     pgs_frame f;
     while (read && off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
            f.total <= avail - off) {
-        if (f.type == 'S' || f.type == 'Q')
+        if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY)
             break;
         px_qclass one;
         memset(&one, 0, sizeof one);
         uint8_t r = ext_route(cl, p + off, &f, &one);
-        if (f.type == 'P' && f.len > 4 && p[off + PGS_HDR_LEN] == 0)
+        if (f.type == PGS_FE_PARSE && f.len > 4 && p[off + PGS_HDR_LEN] == 0)
             unnamed = r;
         read = (r ? r : unnamed) == ROUTE_READ;
-        if (f.type == 'P' || f.type == 'B')
+        if (f.type == PGS_FE_PARSE || f.type == PGS_FE_BIND)
             any = true;
         if (one.target) {
             qc->target = one.target;
@@ -275,7 +275,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
     out->source = "any";
     while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
            f.total <= avail - off) {
-        if (f.type == 'S' || f.type == 'Q')
+        if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY)
             break;
         pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
         px_sk_bind bind = {rd.p, rd.left, NULL, 0};
@@ -283,14 +283,14 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
         const uint8_t *sb = NULL;
         size_t sl = 0;
         off += f.total;
-        if (f.type == 'P' && pgs_rd_cstr(&rd, &a) == 0) {
+        if (f.type == PGS_FE_PARSE && pgs_rd_cstr(&rd, &a) == 0) {
             sb = rd.p;
             sl = rd.left;
             if (!a[0]) {
                 unnamed = sb;
                 unnamed_len = sl;
             }
-        } else if (f.type == 'B' && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
+        } else if (f.type == PGS_FE_BIND && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
             const px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
             sb = b[0] ? (st && !st->sql ? st->body : NULL) : unnamed;
             sl = b[0] ? (st && !st->sql ? st->body_len : 0) : unnamed_len;
@@ -300,7 +300,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
         size_t tl = pgs_strnlen((const char *)sb, sl);
         if (tl == sl)
             continue;
-        if (f.type == 'B') {
+        if (f.type == PGS_FE_BIND) {
             pgs_reader tr = pgs_reader_make(sb + tl + 1, sl - tl - 1);
             uint16_t nt;
             if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
@@ -309,7 +309,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
             }
         }
         px_qclass one;
-        route_classify(cl, (const char *)sb, tl, f.type == 'B' ? &bind : NULL, &one);
+        route_classify(cl, (const char *)sb, tl, f.type == PGS_FE_BIND ? &bind : NULL, &one);
         if (one.sk.verdict == PX_SK_ANY)
             continue;
         if (one.sk.verdict == PX_SK_REFUSE) {
@@ -318,7 +318,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
         }
         if (out->verdict == PX_SK_SHARD && out->shard != one.sk.shard) {
             out->verdict = PX_SK_REFUSE;
-            snprintf(out->sqlstate, sizeof out->sqlstate, "0A000");
+            snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
             snprintf(out->msg, sizeof out->msg,
                      "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
                      "between their own Syncs (cross-shard transactions are not supported yet)",
@@ -491,7 +491,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     cl->x.want_read = false;
     if (split || w->px->sharded)
         route_message(cl, f, &qc);
-    if (w->px->sharded && f->type != 'Q')
+    if (w->px->sharded && f->type != PGS_FE_QUERY)
         route_segment_shard(cl, &qc.sk);
     if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
@@ -500,7 +500,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
         qc.sk.verdict = PX_SK_REFUSE;
-        snprintf(qc.sk.sqlstate, sizeof qc.sk.sqlstate, "XX000");
+        snprintf(qc.sk.sqlstate, sizeof qc.sk.sqlstate, PGS_SQLSTATE_INTERNAL_ERROR);
         snprintf(qc.sk.msg, sizeof qc.sk.msg,
                  "pgshard: the shard map names shard %d, which the config does not have", shard);
     }
@@ -516,10 +516,10 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
 bool px_route_must_leave(px_client *cl, const pgs_frame *f)
 {
     px_link *l = px_xact_link(cl);
-    if (!l || !l->replica || (f->type != 'Q' && f->type != 'P' && f->type != 'B'))
+    if (!l || !l->replica || (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE && f->type != PGS_FE_BIND))
         return false;
     px_server *sv = l->sv;
-    if (sv->ext_open || sv->tx_status != 'I')
+    if (sv->ext_open || sv->tx_status != PGS_TX_IDLE)
         return false;
     px_qclass qc;
     route_message(cl, f, &qc);
@@ -560,7 +560,9 @@ int px_route_refuse(px_client *cl, const char *sqlstate, const char *msg)
 
 char px_route_idle_status(const px_client *cl)
 {
-    return cl->x.deferred == PX_DEFER_OPEN ? 'T' : cl->x.deferred == PX_DEFER_FAILED ? 'E' : 'I';
+    return cl->x.deferred == PX_DEFER_OPEN     ? PGS_TX_BLOCK
+           : cl->x.deferred == PX_DEFER_FAILED ? PGS_TX_FAILED
+                                               : PGS_TX_IDLE;
 }
 
 /* Answers a Query the client sent with a CommandComplete (tag) or an error, then
@@ -602,21 +604,21 @@ static size_t defer_ext_segment(px_client *cl, const char **sql, size_t *len, pg
         const char *a, *b;
         uint16_t n1, n2;
         off += f.total;
-        if (f.type == 'P' && off == f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
+        if (f.type == PGS_FE_PARSE && off == f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
             pgs_rd_cstr(&rd, &b) == 0) {
             *sql = b;
             *len = strlen(b);
             pgs_buf_append(replies, parse_complete, 5);
-        } else if (f.type == 'B' && off > f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
+        } else if (f.type == PGS_FE_BIND && off > f.total && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
                    pgs_rd_cstr(&rd, &b) == 0 && !b[0] && pgs_rd_be16(&rd, &n1) == 0 && n1 == 0 &&
                    pgs_rd_be16(&rd, &n2) == 0 && n2 == 0) {
             pgs_buf_append(replies, bind_complete, 5);
-        } else if (f.type == 'D' && f.len == 6 && p[off - 2] == 'P' && p[off - 1] == 0) {
+        } else if (f.type == PGS_FE_DESCRIBE && f.len == 6 && p[off - 2] == 'P' && p[off - 1] == 0) {
             pgs_buf_append(replies, no_data, 5);
-        } else if (f.type == 'E' && !executed) {
+        } else if (f.type == PGS_FE_EXECUTE && !executed) {
             executed = true; /* its CommandComplete is added by the caller, which knows the tag */
-        } else if (f.type == 'H') {
-        } else if (f.type == 'S' && executed) {
+        } else if (f.type == PGS_FE_FLUSH) {
+        } else if (f.type == PGS_FE_SYNC && executed) {
             return off;
         } else {
             return 0;
@@ -642,7 +644,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
     px_worker *w = cl->conn.w;
     px_xact *x = &cl->x;
     const prs_query_info *qi = route_analyze(w, sql, len);
-    *a = (defer_answer){NULL, "25P02", defer_aborted};
+    *a = (defer_answer){NULL, PGS_SQLSTATE_IN_FAILED_SQL_TRANSACTION, defer_aborted};
     if (!qi || qi->n_statements != 1)
         return x->deferred == PX_DEFER_FAILED;
     bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
@@ -703,7 +705,7 @@ static int route_defer_ext(px_client *cl)
 
 int px_route_defer(px_client *cl, const pgs_frame *f)
 {
-    if (f->type == 'P')
+    if (f->type == PGS_FE_PARSE)
         return route_defer_ext(cl);
     const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     defer_answer a;
@@ -740,12 +742,12 @@ int px_route_check_linked(px_client *cl, const pgs_frame *f)
                  "pgshard: this transaction runs on shard %d; a statement for shard %d cannot join it "
                  "(cross-shard transactions are not supported yet): nothing of it ran on shard %d",
                  l->shard, qc.sk.shard, qc.sk.shard);
-        state = "0A000";
+        state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
     }
     px_conn *c = &cl->conn;
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'Q');
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     route_raise_sql(&b, state, msg);
     pgs_buf_append_u8(&b, 0);
     pgs_msg_end(&b, m);
@@ -825,7 +827,7 @@ static void route_again(pgs_list *from, int avoid_node)
         route_decide(cl, NULL, cl->x.one.write, cl->x.one.shard, &d);
         int r = px_xact_begin(cl, &d);
         if (r < 0)
-            px_client_fatal(cl, "53200", "out of memory");
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         else if (r == 1 && !px_client_server(cl)) {
             px_client_set_state(cl, CL_IDLE, NULL); /* its input pass answers the refusal */
             px_client_process(cl);
@@ -916,7 +918,7 @@ static void var_show(px_client *cl, const char *name, const char *value)
 {
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_row_desc_text(&b, &name, 1);
-    size_t st = pgs_msg_begin(&b, 'D');
+    size_t st = pgs_msg_begin(&b, PGS_BE_DATA_ROW);
     pgs_buf_append_be16(&b, 1);
     pgs_buf_append_be32(&b, (uint32_t)strlen(value));
     pgs_buf_append(&b, value, strlen(value));
@@ -1010,16 +1012,18 @@ static void var_set(px_client *cl, const char *name, const char *value, bool res
     if (var_apply(cl, name, value, reset))
         var_done(cl, reset ? "RESET" : "SET");
     else if (strcmp(name, "pgshard.target") == 0)
-        var_error(cl, "22023", "invalid value for parameter \"%s\": use primary, replica or any", name);
+        var_error(cl, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
+                  "invalid value for parameter \"%s\": use primary, replica or any", name);
     else if (strcmp(name, "pgshard.max_lag_ms") == 0)
-        var_error(cl, "22023", "invalid value for parameter \"%s\": expected milliseconds", name);
+        var_error(cl, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
+                  "invalid value for parameter \"%s\": expected milliseconds", name);
     else if (strcmp(name, "pgshard.shard") == 0)
-        var_error(cl, "22023", "invalid value for parameter \"%s\": expected a shard number of the config",
-                  name);
+        var_error(cl, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
+                  "invalid value for parameter \"%s\": expected a shard number of the config", name);
     else if (strcmp(name, "pgshard.tenant") == 0)
-        var_error(cl, "53200", "out of memory for parameter \"%s\"", name);
+        var_error(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory for parameter \"%s\"", name);
     else
-        var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
+        var_error(cl, PGS_SQLSTATE_UNDEFINED_OBJECT, "unrecognized configuration parameter \"%s\"", name);
 }
 
 /* A text that is one SET, RESET or SHOW of a pgshard.* variable: its analysis and the
@@ -1050,7 +1054,7 @@ static void var_refusal_sql(pgs_buf *b, const char *name)
     pgs_buf_appendf(b,
                     "DO $pgshard$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = '%s \"%s\"'; "
                     "END$pgshard$",
-                    known ? "22023" : "42704",
+                    known ? PGS_SQLSTATE_INVALID_PARAMETER_VALUE : PGS_SQLSTATE_UNDEFINED_OBJECT,
                     known ? "invalid value for parameter" : "unrecognized configuration parameter", safe);
 }
 
@@ -1074,7 +1078,7 @@ int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, s
     const uint8_t *types = (const uint8_t *)sql + len + 1; /* after the text's NUL */
     size_t ntypes = (size_t)(msg + f->total - types);
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, 'P');
+    size_t m = pgs_msg_begin(&b, PGS_FE_PARSE);
     pgs_buf_append_u8(&b, 0);
     if (!ok)
         var_refusal_sql(&b, name); /* the server raises the error, in its place among the replies */
@@ -1116,7 +1120,7 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
     if (vr < 0) {
-        var_error(cl, "22023", "invalid value for parameter \"%s\"", name);
+        var_error(cl, PGS_SQLSTATE_INVALID_PARAMETER_VALUE, "invalid value for parameter \"%s\"", name);
         return cl->state == CL_CLOSED ? -1 : 1;
     }
     if (qi->kind == PRS_KIND_SHOW) {
@@ -1133,7 +1137,7 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
             snprintf(v, sizeof v, "%d", cl->pinned_shard);
             var_show(cl, name, cl->pinned_shard >= 0 ? v : "");
         } else
-            var_error(cl, "42704", "unrecognized configuration parameter \"%s\"", name);
+            var_error(cl, PGS_SQLSTATE_UNDEFINED_OBJECT, "unrecognized configuration parameter \"%s\"", name);
     } else {
         var_set(cl, name, value, qi->kind == PRS_KIND_RESET);
     }

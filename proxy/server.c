@@ -55,7 +55,7 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
         if (px_retry_armed(cl) && !answered && px_route_retry(cl, sv))
             ; /* sent to another node */
         else if (sv->conn.pass_left == 0)
-            px_client_fatal(cl, "08006", "server connection lost: %s", why);
+            px_client_fatal(cl, PGS_SQLSTATE_CONNECTION_FAILURE, "server connection lost: %s", why);
         else
             px_client_close(cl);
     }
@@ -75,7 +75,7 @@ void px_server_activate(px_server *sv)
 
 bool px_server_clean(const px_server *sv)
 {
-    return sv->state == SV_ACTIVE && sv->replies.n == 0 && !sv->ext_open && sv->tx_status == 'I' &&
+    return sv->state == SV_ACTIVE && sv->replies.n == 0 && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&
            sv->conn.pass_left == 0;
 }
 
@@ -108,7 +108,7 @@ void px_server_release(px_server *sv)
 static void server_send_password(px_server *sv, const char *pw)
 {
     pgs_buf b = PGS_BUF_INIT;
-    size_t st = pgs_msg_begin(&b, 'p');
+    size_t st = pgs_msg_begin(&b, PGS_FE_PASSWORD);
     pgs_buf_append_cstr(&b, pw);
     pgs_msg_end(&b, st);
     px_conn_send_buf(&sv->conn, &b);
@@ -146,7 +146,7 @@ static int server_auth(px_server *sv, const uint8_t *body, size_t n)
         return 0;
     }
     pgs_buf b = PGS_BUF_INIT;
-    size_t st = pgs_msg_begin(&b, 'p');
+    size_t st = pgs_msg_begin(&b, PGS_FE_PASSWORD);
     if (code == 10) {
         if (!u->has_plain)
             goto need_plain_free;
@@ -219,12 +219,12 @@ static int server_login_step(px_server *sv)
     const uint8_t *body = p + PGS_HDR_LEN;
     size_t n = f.len - 4;
     switch (f.type) {
-    case 'R':
+    case PGS_BE_AUTH:
         return server_auth(sv, body, n) < 0 ? -1 : 1;
-    case 'S':
+    case PGS_BE_PARAM_STATUS:
         pgs_buf_append(&sv->login_params, p, f.total);
         return 1;
-    case 'K':
+    case PGS_BE_KEY_DATA:
         if (n != 8) {
             server_close_err(sv, "malformed BackendKeyData", NULL, 0);
             return -1;
@@ -232,7 +232,7 @@ static int server_login_step(px_server *sv)
         sv->be_pid = pgs_be32(body);
         sv->be_secret = pgs_be32(body + 4);
         return 1;
-    case 'E': {
+    case PGS_BE_ERROR: {
         pgs_error_fields ef;
         char why[300];
         if (pgs_error_parse(body, n, &ef) < 0)
@@ -241,10 +241,10 @@ static int server_login_step(px_server *sv)
         server_close_err(sv, why, p, f.total);
         return -1;
     }
-    case 'N':
-    case 'v':
+    case PGS_BE_NOTICE:
+    case PGS_BE_NEGOTIATE:
         return 1;
-    case 'Z':
+    case PGS_BE_READY:
         if (n != 1) {
             server_close_err(sv, "malformed ReadyForQuery", NULL, 0);
             return -1;
@@ -272,7 +272,7 @@ static int server_idle_step(px_server *sv)
     int r = pgs_frame_read(px_conn_at(c), avail, PX_MAX_LOGIN_MSG, &f);
     if (r == 0 || (r > 0 && avail < f.total))
         return 0;
-    if (r < 0 || (f.type != 'N' && f.type != 'S' && f.type != 'A')) {
+    if (r < 0 || (f.type != PGS_BE_NOTICE && f.type != PGS_BE_PARAM_STATUS && f.type != PGS_BE_NOTIFY)) {
         px_server_close(sv, "unexpected message from an idle server");
         return -1;
     }
@@ -295,11 +295,11 @@ static int server_reset_step(px_server *sv)
     int r = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
         return 0;
-    if (r < 0 || f.type == 'E') {
+    if (r < 0 || f.type == PGS_BE_ERROR) {
         px_server_close(sv, "reset query failed");
         return -1;
     }
-    if (f.type != 'Z') {
+    if (f.type != PGS_BE_READY) {
         size_t take = avail < f.total ? avail : f.total;
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
@@ -318,7 +318,7 @@ static void server_count_ready(px_server *sv)
     px_pool_stats *st = &sv->pool->st;
     st->queries++;
     px_link *l = sv->link;
-    if (sv->tx_status != 'I' || !l || !l->start_ns)
+    if (sv->tx_status != PGS_TX_IDLE || !l || !l->start_ns)
         return;
     uint64_t us = (uv_hrtime() - l->start_ns) / 1000;
     uint32_t slow = sv->conn.w->conf->cfg->log_slow_ms;
@@ -347,11 +347,12 @@ static int server_need(px_server *sv, size_t more)
 static void server_track_session(px_server *sv, px_client *cl, const pgs_frame *f, const uint8_t *p)
 {
     px_session *ss = cl->sess;
-    if (f->type == 'E') {
+    if (f->type == PGS_BE_ERROR) {
         ss->pending_failed = true;
-    } else if (f->type == 'C' && f->len >= 12 && memcmp(p + PGS_HDR_LEN, "ROLLBACK", 8) == 0) {
+    } else if (f->type == PGS_BE_COMMAND_COMPLETE && f->len >= 12 &&
+               memcmp(p + PGS_HDR_LEN, "ROLLBACK", 8) == 0) {
         ss->pending_failed = true;
-    } else if (f->type == 'Z' && p[5] == 'I') {
+    } else if (f->type == PGS_BE_READY && p[5] == PGS_TX_IDLE) {
         bool committed = !ss->pending_failed;
         px_session_end(ss, committed);
         if (committed)
@@ -366,11 +367,11 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
                               size_t avail)
 {
     /* An immediate shutdown says so in a WARNING notice (class 57) before dropping us. */
-    if (px_retry_armed(cl) && (f->type == 'E' || f->type == 'N') && avail >= f->total) {
+    if (px_retry_armed(cl) && (f->type == PGS_BE_ERROR || f->type == PGS_BE_NOTICE) && avail >= f->total) {
         pgs_error_fields ef;
         if (pgs_error_parse(p + PGS_HDR_LEN, f->len - 4, &ef) == 0 &&
             (strcmp(ef.severity, "FATAL") == 0 || strcmp(ef.severity, "PANIC") == 0 ||
-             (f->type == 'N' && strncmp(ef.sqlstate, "57", 2) == 0))) {
+             (f->type == PGS_BE_NOTICE && strncmp(ef.sqlstate, "57", 2) == 0))) {
             px_route_node_failed(sv->conn.w, sv->pool->shard, sv->pool->nodeix);
             px_server_close(sv, "the replica failed before answering the read");
             return -1;
@@ -413,16 +414,17 @@ static int server_active_step(px_server *sv)
         px_server_close(sv, "invalid message length from server");
         return -1;
     }
-    if (f.type == 'Z' && avail < f.total)
+    if (f.type == PGS_BE_READY && avail < f.total)
         return 0;
-    if (px_retry_armed(cl) && !l->sent_any && (f.type == 'E' || f.type == 'N') && avail < f.total)
+    if (px_retry_armed(cl) && !l->sent_any && (f.type == PGS_BE_ERROR || f.type == PGS_BE_NOTICE) &&
+        avail < f.total)
         return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
-    if (f.type == 'Z' && f.len != 5) {
+    if (f.type == PGS_BE_READY && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");
         return -1;
     }
     bool pending = cl->sess && px_session_has_pending(cl->sess);
-    if (pending && f.type == 'C' && avail < f.total)
+    if (pending && f.type == PGS_BE_COMMAND_COMPLETE && avail < f.total)
         return server_need(sv, f.total - avail);
     int hide = px_ext_server_message(sv, &f, p, avail);
     if (hide == 2)
@@ -445,9 +447,9 @@ static int server_active_step(px_server *sv)
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
     }
-    if (f.type == 'E' && !hide)
+    if (f.type == PGS_BE_ERROR && !hide)
         sv->pool->st.errors++;
-    if (f.type == 'Z' && !hide) {
+    if (f.type == PGS_BE_READY && !hide) {
         sv->tx_status = (char)p[5];
         server_count_ready(sv);
         if (sv->stmts_doubtful && sv->saw_error)
@@ -460,8 +462,8 @@ static int server_active_step(px_server *sv)
         px_conn_flush_forward(c, dest);
         px_server_emit_fakes(sv);
     }
-    if (f.type == 'Z' && sv->conn.w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && px_server_clean(sv) &&
-        cl->conn.pass_left == 0 && !cl->x.paused) {
+    if (f.type == PGS_BE_READY && sv->conn.w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+        px_server_clean(sv) && cl->conn.pass_left == 0 && !cl->x.paused) {
         px_conn_flush_forward(c, dest);
         px_server_release(sv);
     }
@@ -628,7 +630,7 @@ px_server *px_server_connect(px_pool *pool)
     px_conn_init(&sv->conn, w, true);
     sv->pool = pool;
     sv->connect_req.data = sv;
-    sv->tx_status = 'I';
+    sv->tx_status = PGS_TX_IDLE;
     if (uv_tcp_init(&w->loop, &sv->conn.tcp) < 0) {
         free(sv);
         return NULL;

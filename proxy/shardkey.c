@@ -7,10 +7,9 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/sqlstate.h"
 #include "proxy/shardkey.h"
 #include "shardmap/key.h"
-
-#define SK_SQLSTATE_UNSUPPORTED "0A000"
 
 static void sk_refuse(px_sk_result *out, const char *sqlstate, const char *fmt, const char *a, const char *b)
 {
@@ -22,6 +21,7 @@ static void sk_refuse(px_sk_result *out, const char *sqlstate, const char *fmt, 
 /* What the statement's tables say before any key is read. */
 typedef struct sk_scan {
     const px_table *sharded; /* the first sharded table named, for messages and the key type */
+    const px_table *other;   /* a second sharded table named, or NULL */
     uint32_t key_cols;       /* bit per key column of the sharded tables named */
     bool unlisted;           /* a table the config does not list: it lives on default_shard */
     bool omni;
@@ -44,6 +44,8 @@ static void sk_scan_tables(const px_sk_input *in, sk_scan *sc)
         } else {
             if (!sc->sharded)
                 sc->sharded = t;
+            else if (t != sc->sharded && !sc->other)
+                sc->other = t;
             sc->key_cols |= 1u << t->key_column;
         }
     }
@@ -191,7 +193,8 @@ static int sk_binary_array(const px_sk_input *in, uint32_t oid, const uint8_t *p
 /* The shard of one key reference: >= 0, -2 when an array spans shards, or a negative SM_E*
  * (-100 and below: PX_SK_NULL, the value is NULL). */
 #define SK_NULL (-100)
-#define SK_UNKNOWN (-101) /* a parameter of a Parse whose Bind is not here yet */
+#define SK_UNKNOWN (-101)  /* a parameter of a Parse whose Bind is not here yet */
+#define SK_BAD_TYPE (-102) /* a parameter declared with a type a key is not hashed as */
 static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_scan *sc, px_sk_result *out)
 {
     uint32_t oid = sk_column_oid(in, ref->column, sc);
@@ -231,10 +234,11 @@ static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_
                    : sk_text_array(in, oid, (const char *)val, (size_t)vlen, &shard, out);
         return r < 0 ? r : shard;
     }
-    uint32_t t = decl == SM_OID_INT2 || decl == SM_OID_INT4 || decl == SM_OID_INT8 || decl == SM_OID_TEXT ||
-                         decl == SM_OID_VARCHAR || decl == SM_OID_UUID
-                     ? decl
-                     : oid;
+    bool key_type = decl == SM_OID_INT2 || decl == SM_OID_INT4 || decl == SM_OID_INT8 ||
+                    decl == SM_OID_TEXT || decl == SM_OID_VARCHAR || decl == SM_OID_UUID;
+    if (decl && !key_type)
+        return SK_BAD_TYPE; /* a float or numeric parameter compares by value: not hashed here */
+    uint32_t t = key_type ? decl : oid;
     r = binary ? sm_key_from_binary(&k, t, val, (size_t)vlen)
                : sm_key_from_text(&k, oid, (const char *)val, (size_t)vlen);
     return r < 0 ? r : sk_map(in, &k, out);
@@ -244,13 +248,20 @@ static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_
 static void sk_value_error(px_sk_result *out, int err, const px_table *t)
 {
     if (err == SK_NULL) {
-        sk_refuse(out, SK_SQLSTATE_UNSUPPORTED, "pgshard: the shard key of table \"%s\" is NULL%s", t->name,
-                  ": a row or a filter needs a tenant");
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, "pgshard: the shard key of table \"%s\" is NULL%s",
+                  t->name, ": a row or a filter needs a tenant");
+        return;
+    }
+    if (err == SK_BAD_TYPE) {
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                  "pgshard: a shard key parameter for table \"%s\" is declared with a type other than the "
+                  "key's%s: send it as an integer, text or uuid",
+                  t->name, "");
         return;
     }
     if (err == SM_EINVAL) {
-        sk_refuse(out, "08P01", "pgshard: a shard key of table \"%s\" refers to a missing parameter%s",
-                  t->name, "");
+        sk_refuse(out, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                  "pgshard: a shard key of table \"%s\" refers to a missing parameter%s", t->name, "");
         return;
     }
     sk_refuse(out, sm_sqlstate(err), "pgshard: invalid shard key for table \"%s\": %s", t->name,
@@ -277,14 +288,14 @@ static void sk_insert_rows(const px_sk_input *in, const sk_scan *sc, px_sk_resul
             }
         }
         if (rs < 0) {
-            sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+            sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: a row inserted into sharded table \"%s\" has no value for its shard key "
                       "(name the %s column in the column list and give it in every VALUES row)",
                       sc->sharded->name, sc->sharded->shard_key);
             return;
         }
         if (shard >= 0 && rs != shard) {
-            sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+            sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: the rows inserted into \"%s\" belong to different shards%s; insert each "
                       "tenant's rows in its own statement",
                       sc->sharded->name, "");
@@ -342,12 +353,12 @@ static void sk_where(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
         return; /* decided at the Bind: any shard for now */
     const char *col = sc->sharded->shard_key;
     if (spans)
-        sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                   "pgshard: the %s values given for table \"%s\" belong to different shards; query one "
                   "shard's tenants at a time (cross-shard queries are not supported yet)",
                   col, sc->sharded->name);
     else
-        sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                   "pgshard: a query on sharded table \"%s\" must name its tenant: add WHERE %s = ... (or "
                   "SET pgshard.tenant, or a /* pgshard: tenant=... */ comment)",
                   sc->sharded->name, col);
@@ -369,18 +380,34 @@ static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
         out->source = "tenant";
         return;
     }
+    /* The key conditions found are not tied to a table: with two sharded tables, or one named
+     * twice, a key may restrict one of them and leave the other reading a whole shard (a
+     * wrong answer, not an error). Until joins on the key are proven, such statements need
+     * the tenant said outright. */
+    if (sc->other)
+        return sk_refuse(
+            out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+            "pgshard: a query naming the sharded tables \"%s\" and \"%s\" together cannot be "
+            "routed by its WHERE yet: use SET pgshard.tenant or a /* pgshard: tenant=... */ comment",
+            name, sc->other->name);
+    if (qi->flags & PRS_F_TABLE_REPEATED)
+        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                         "pgshard: a query naming sharded table \"%s\" more than once (a self-join or a "
+                         "subquery) cannot be routed by its WHERE yet%s: use SET pgshard.tenant or a "
+                         "/* pgshard: tenant=... */ comment",
+                         name, "");
     if (qi->flags & PRS_F_KEY_UPDATE)
-        return sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "pgshard: an UPDATE may not change the shard key of table \"%s\"%s: delete the row "
                          "and insert it with the new key",
                          name, "");
     if (qi->flags & PRS_F_MULTI)
-        return sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "pgshard: a query string of several statements on sharded table \"%s\" needs SET "
                          "pgshard.tenant or a /* pgshard: tenant=... */ comment%s",
                          name, "");
     if (qi->kind == PRS_KIND_COPY)
-        return sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "pgshard: COPY on sharded table \"%s\" needs SET pgshard.tenant (or "
                          "pgshard.shard)%s",
                          name, "");
@@ -414,7 +441,7 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         if (out->verdict == PX_SK_SHARD && sc.unlisted && out->shard != def) {
             char a[16];
             snprintf(a, sizeof a, "%d", out->shard);
-            sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+            sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: the query joins sharded table \"%s\" (here on shard %s) with a table that is "
                       "not in the config and lives on default_shard",
                       sc.sharded->name, a);
@@ -428,7 +455,7 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         return;
     }
     if (sc.omni && !in->qi->read_only && in->qi->kind != PRS_KIND_SELECT)
-        sk_refuse(out, SK_SQLSTATE_UNSUPPORTED,
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                   "pgshard: writing omnisharded tables needs SET pgshard.shard = N on each shard%s%s "
                   "(writes to every shard come with cross-shard support)",
                   "", "");

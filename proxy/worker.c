@@ -59,7 +59,8 @@ static void worker_expire_logins(px_worker *w, uint64_t now)
         if (now - cl->accepted_at < limit)
             break;
         if (cl->state == CL_STARTUP || cl->state == CL_AUTH)
-            px_client_fatal(cl, "08006", "client_login_timeout: startup not completed within %u ms", limit);
+            px_client_fatal(cl, PGS_SQLSTATE_CONNECTION_FAILURE,
+                            "client_login_timeout: startup not completed within %u ms", limit);
     }
 }
 
