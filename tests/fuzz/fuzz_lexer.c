@@ -1,10 +1,15 @@
-/* libFuzzer target for the lexer alone: arbitrary bytes through prs_lex, and every literal it
- * finds through prs_literal_value, with the lexer's promises checked on each input (a broken
- * one traps like a crash). fuzz_parser covers the lexer too, but behind libpg_query, which
- * takes most of its time; this one runs the lexer many times faster. Not a unit test. */
+/* libFuzzer target for the lexer: arbitrary bytes through prs_lex, and every literal it finds
+ * through prs_literal_value, with the lexer's promises checked on each input (a broken one
+ * traps like a crash), and its literals compared with the constants PostgreSQL's own scanner
+ * (libpg_query's pg_query_scan) finds in the same text: a literal cut differently is a shard
+ * key read wrongly. fuzz_parser covers the lexer too, but behind the whole parse. Not a unit
+ * test. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
 
 #include "parser/lexer.h"
 
@@ -104,6 +109,68 @@ static void check_lexed(const char *sql, size_t size, const prs_lexed *lx)
     check_placeholders(sql, size, lx);
 }
 
+/* The scanner's token for a literal of each kind. */
+static bool token_matches(const prs_literal *l, PgQuery__Token tok)
+{
+    switch ((prs_lit_kind)l->kind) {
+    case PRS_LIT_NUMBER:
+        return tok == PG_QUERY__TOKEN__ICONST || tok == PG_QUERY__TOKEN__FCONST;
+    case PRS_LIT_STRING:
+    case PRS_LIT_ESTRING:
+    case PRS_LIT_DOLLAR:
+        return tok == PG_QUERY__TOKEN__SCONST;
+    case PRS_LIT_USTRING:
+        return tok == PG_QUERY__TOKEN__USCONST;
+    case PRS_LIT_BITSTRING:
+        return tok == PG_QUERY__TOKEN__BCONST;
+    case PRS_LIT_HEXSTRING:
+        return tok == PG_QUERY__TOKEN__XCONST;
+    }
+    return false;
+}
+
+static bool token_is_constant(PgQuery__Token tok)
+{
+    return tok == PG_QUERY__TOKEN__ICONST || tok == PG_QUERY__TOKEN__FCONST ||
+           tok == PG_QUERY__TOKEN__SCONST || tok == PG_QUERY__TOKEN__USCONST ||
+           tok == PG_QUERY__TOKEN__BCONST || tok == PG_QUERY__TOKEN__XCONST;
+}
+
+/* Every constant the scanner finds starts where a literal of the matching kind does, and the
+ * other way round; the escape string of a UESCAPE clause is part of the U& literal before it.
+ * Texts the scanner rejects are not compared, but one the lexer finds unterminated must be
+ * rejected by the scanner too. */
+static void check_against_scanner(const char *sql, size_t size, const prs_lexed *lx, int lrc)
+{
+    char *text = malloc(size + 1);
+    CHECK(text != NULL);
+    memcpy(text, sql, size);
+    text[size] = '\0';
+    PgQueryScanResult r = pg_query_scan(text);
+    if (r.error || lrc == PRS_ENUL) {
+        pg_query_free_scan_result(r);
+        free(text);
+        return;
+    }
+    CHECK(lrc == 0);
+    PgQuery__ScanResult *scan = pg_query__scan_result__unpack(NULL, r.pbuf.len, (const uint8_t *)r.pbuf.data);
+    CHECK(scan != NULL);
+    uint32_t j = 0, covered = 0;
+    for (size_t i = 0; i < scan->n_tokens; i++) {
+        const PgQuery__ScanToken *t = scan->tokens[i];
+        if (!token_is_constant(t->token) || (uint32_t)t->start < covered)
+            continue;
+        CHECK(j < lx->n_lits && lx->lits[j].start == (uint32_t)t->start &&
+              token_matches(&lx->lits[j], t->token));
+        covered = lx->lits[j].start + lx->lits[j].len;
+        j++;
+    }
+    CHECK(j == lx->n_lits);
+    pg_query__scan_result__free_unpacked(scan, NULL);
+    pg_query_free_scan_result(r);
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *sql = (const char *)data;
@@ -112,11 +179,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc < 0) {
         CHECK(lex_error_known(rc));
         CHECK(lx.n_lits == 0 && prs_lexed_len(&lx) == 0);
+        check_against_scanner(sql, size, &lx, rc);
         prs_lexed_free(&lx);
         return 0;
     }
     CHECK(rc == 0);
     check_lexed(sql, size, &lx);
+    check_against_scanner(sql, size, &lx, rc);
 
     /* A connection reuses one prs_lexed for every query: lexing again into the same buffers
      * must give the same result. */
