@@ -3,8 +3,9 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-unit demo demo-stop bench clean format
+.PHONY: all deps build build-asan test test-unit fuzz demo demo-stop bench clean format
 
 all: build
 
@@ -27,6 +28,10 @@ test: build build-asan
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
+
+# Every libFuzzer target for FUZZ_SECONDS each, one after the other; fails if one crashed.
+fuzz: build-asan
+	@scripts/fuzz.sh $(BUILD_ASAN) $(FUZZ_SECONDS)
 
 demo: build
 	@scripts/demo.sh start $(BUILD)

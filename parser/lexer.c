@@ -370,9 +370,10 @@ static size_t continuation(const uint8_t *s, size_t n, size_t i)
     return (newline && i < n && s[i] == '\'') ? i : 0;
 }
 
-/* After U&'...': whitespace, UESCAPE, whitespace, a one-quoted-segment string. Returns the
- * index after the clause, or 0 when there is none. */
-static size_t uescape_clause(const uint8_t *s, size_t n, size_t i)
+/* After U&'...': whitespace, UESCAPE, whitespace, a string, which may go on in further
+ * segments like any other ('!'<newline>'' is "!"). Returns the index after the clause, or 0
+ * when there is none; *q is the string's opening quote. */
+static size_t uescape_clause(const uint8_t *s, size_t n, size_t i, size_t *q)
 {
     static const char kw[] = "uescape";
     while (i < n && is_space(s[i]))
@@ -389,7 +390,15 @@ static size_t uescape_clause(const uint8_t *s, size_t n, size_t i)
         i++;
     if (i >= n || s[i] != '\'')
         return 0;
-    return scan_segment(s, n, i, PRS_LIT_STRING);
+    *q = i;
+    for (;;) {
+        size_t end = scan_segment(s, n, i, PRS_LIT_STRING);
+        if (end == 0)
+            return 0;
+        i = continuation(s, n, end);
+        if (i == 0)
+            return end;
+    }
 }
 
 /* A quoted literal whose first quote is at q and whose prefix starts at start. */
@@ -407,7 +416,8 @@ static int lex_quoted(lexer *L, size_t start, size_t q, prs_lit_kind kind, size_
             break;
     }
     if (kind == PRS_LIT_USTRING) {
-        size_t u = uescape_clause(L->s, L->n, end);
+        size_t esc_q;
+        size_t u = uescape_clause(L->s, L->n, end, &esc_q);
         if (u)
             end = u;
     }
@@ -482,8 +492,10 @@ static int lex_dollar(lexer *L, size_t i, size_t *next)
         uint64_t num = 0;
         for (; k < n && is_digit(s[k]); k++)
             num = num > UINT32_MAX ? num : num * 10 + (uint64_t)(s[k] - '0');
+        /* Only a character that starts an identifier makes the rest junk (scan.l's param_junk):
+         * in $1$$x$$ a dollar-quoted string follows the parameter. */
         bool junk = k < n && is_ident_start(s[k]);
-        while (k < n && is_ident_cont(s[k]))
+        while (junk && k < n && is_ident_cont(s[k]))
             k++;
         if (!junk && num > L->lx->max_param)
             L->lx->max_param = num > UINT32_MAX ? UINT32_MAX : (uint32_t)num;
@@ -702,6 +714,11 @@ static int lex_other(lexer *L, size_t i, size_t *next)
      * to keep distinct texts distinct. */
     if (c == '?' || c == '\\')
         L->out[L->o++] = '\\';
+    /* ".." is one token (scan.l's dot_dot), so "..5" is ".." and 5, not "." and .5. */
+    if (c == '.' && i + 1 < L->n && L->s[i + 1] == '.') {
+        L->out[L->o++] = '.';
+        *next = i + 2;
+    }
     L->out[L->o++] = c;
     return 0;
 }
@@ -1030,11 +1047,18 @@ static int uescape_char(const uint8_t *s, size_t end, size_t q, uint8_t *esc)
     *esc = '\\';
     if (close == end)
         return 0;
-    size_t u = uescape_clause(s, end, close);
-    if (u == 0 || u != end || s[u - 3] != '\'')
+    size_t esc_q;
+    size_t u = uescape_clause(s, end, close, &esc_q);
+    if (u == 0 || u != end)
         return PRS_EINVAL;
-    uint8_t c = s[u - 2];
-    if (is_space(c) || is_digit(c) || hexval(c) >= 0 || c == '+' || c == '\'' || c == '"')
+    /* The escape character is the value of that string, which is one byte. */
+    pgs_buf v = PGS_BUF_INIT;
+    int rc = decode_segments(s, end, esc_q, PRS_LIT_STRING, 0, &v);
+    uint8_t c = v.len == 1 ? v.data[0] : 0;
+    pgs_buf_free(&v);
+    if (rc < 0)
+        return rc;
+    if (c == 0 || is_space(c) || is_digit(c) || hexval(c) >= 0 || c == '+' || c == '\'' || c == '"')
         return PRS_EINVAL;
     *esc = c;
     return 0;
@@ -1047,6 +1071,7 @@ int prs_literal_value(const char *sql, size_t len, const prs_literal *lit, pgs_b
     const uint8_t *s = (const uint8_t *)sql;
     size_t start = lit->start, end = start + lit->len;
     uint8_t esc;
+    int rc;
     switch ((prs_lit_kind)lit->kind) {
     case PRS_LIT_NUMBER:
         return pgs_buf_append(out, s + start, lit->len) < 0 ? PRS_ENOMEM : 0;
@@ -1057,8 +1082,9 @@ int prs_literal_value(const char *sql, size_t len, const prs_literal *lit, pgs_b
     case PRS_LIT_HEXSTRING:
         return decode_segments(s, end, start + 1, (prs_lit_kind)lit->kind, 0, out);
     case PRS_LIT_USTRING:
-        if (uescape_char(s, end, start + 2, &esc) < 0)
-            return PRS_EINVAL;
+        rc = uescape_char(s, end, start + 2, &esc);
+        if (rc < 0)
+            return rc;
         return decode_segments(s, end, start + 2, PRS_LIT_USTRING, esc, out);
     case PRS_LIT_DOLLAR: {
         const uint8_t *t = memchr(s + start + 1, '$', lit->len - 1);

@@ -384,11 +384,28 @@ static void test_hints(void **state)
     prs_lexed_free(&lx);
 }
 
+/* Tokens PostgreSQL 15's scanner cuts where the lexer used to cut them otherwise; fuzz_lexer
+ * found each by comparing the literals with pg_query_scan's constants. */
+static void test_scanner_tokens(void **state)
+{
+    /* $1 followed by a dollar-quoted string: the $ does not make the parameter junk. */
+    static const lit_want l[] = {{"$$x$$", "x", PRS_LIT_DOLLAR}};
+    check_lex("select $1$$x$$", "select $1?", l, N(l));
+    /* ".." is one token, so the number after it has no leading dot. */
+    static const lit_want l2[] = {
+        {"5", "5", PRS_LIT_NUMBER}, {"1", "1", PRS_LIT_NUMBER}, {"5", "5", PRS_LIT_NUMBER}};
+    check_lex("select ..5, 1..5", "select ..?, ?..?", l2, N(l2));
+    /* The UESCAPE string goes on across lines like any other: '!' '' is "!". */
+    static const lit_want l3[] = {{"U&'d!0061t' UESCAPE '!'\n''", "dat", PRS_LIT_USTRING}};
+    check_lex("select U&'d!0061t' UESCAPE '!'\n''", "select ?", l3, N(l3));
+}
+
 static void test_literal_value_errors(void **state)
 {
     prs_lexed lx = PRS_LEXED_INIT;
-    static const char *const bad[] = {"select E'\\uD83D'", "select E'\\u12'", "select U&'\\12'",
-                                      "select E'\\0'", "select U&'x' UESCAPE '+'"};
+    static const char *const bad[] = {"select E'\\uD83D'",        "select E'\\u12'",
+                                      "select U&'\\12'",          "select E'\\0'",
+                                      "select U&'x' UESCAPE '+'", "select U&'x' UESCAPE '!'\n'!'"};
     for (size_t i = 0; i < N(bad); i++) {
         lex_ok(&lx, bad[i]);
         assert_int_equal(lx.n_lits, 1);
@@ -486,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_prefixes),
         cmocka_unit_test(test_same_key),
         cmocka_unit_test(test_hints),
+        cmocka_unit_test(test_scanner_tokens),
         cmocka_unit_test(test_literal_value_errors),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_reuse),
