@@ -150,9 +150,10 @@ class Report:
 class Proxy:
     """One pgshard process with its own config in $PGS_WORK/<test>/NAME."""
 
-    def __init__(self, name, shard_keys=None, primary=None, **keys):
+    def __init__(self, name, shard_keys=None, primary=None, sections=None, **keys):
         """keys go to [pgshard], shard_keys (replicas = ..., balance = ...) to [shard.0];
-        primary (host:port) replaces shard 0's primary."""
+        primary (host:port) replaces shard 0's primary; sections ({"shard.1": {"primary":
+        ...}, "table.orders": {"shard_key": "tenant_id"}}) are written after [shard.0]."""
         self.name = name
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -171,6 +172,10 @@ class Proxy:
             f.write(f"\n[shard.0]\nprimary = {primary or f'{PG_HOST}:{PG_PORT}'}\n")
             for k, v in (shard_keys or {}).items():
                 f.write(f"{k} = {v}\n")
+            for section, skeys in (sections or {}).items():
+                f.write(f"\n[{section}]\n")
+                for k, v in skeys.items():
+                    f.write(f"{k} = {v}\n")
             f.write(f"\n[user.{USER}]\npassword = {PASSWORD}\n")
             f.write("\n[user.md5user]\npassword = md5pw\n")
         self.logf = open(self.log, "wb")
