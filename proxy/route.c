@@ -655,7 +655,8 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
         if (pgs_buf_append(&x->begin, sql, len) < 0)
             return -1;
         x->deferred = PX_DEFER_OPEN;
-        a->tag = "BEGIN";
+        /* The tag names the statement as written, as PostgreSQL's does. */
+        a->tag = strncasecmp(prs_lexed_text(&w->lex), "start", 5) == 0 ? "START TRANSACTION" : "BEGIN";
         return 1;
     }
     if (ends && !(qi->flags & PRS_F_TXN_CHAIN)) {
