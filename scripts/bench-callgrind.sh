@@ -3,7 +3,9 @@
 # same pgbench -S load, after a warm-up that is not counted. Repeatable on a noisy machine,
 # unlike timings. A third run routes the reads to two replicas: its difference from the
 # first is the cost of classifying and routing each query (parse-cache hit, monitor snapshot,
-# replica choice). Usage: scripts/bench-callgrind.sh [BUILD_DIR] [simple|extended]
+# replica choice). A fourth shards pgbench_accounts by aid over two shards (the select is a
+# tenant-keyed point read, each routed by its key): its difference from the first is the
+# cost of key routing. Usage: scripts/bench-callgrind.sh [BUILD_DIR] [simple|extended]
 set -euo pipefail
 BUILD=${1:-build}
 MODE=${2:-simple}
@@ -21,10 +23,12 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$SRC/tests/cluster/cluster.sh" start "$CL" --shards 1 --replicas 2 >/dev/null
+"$SRC/tests/cluster/cluster.sh" start "$CL" --shards 2 --replicas 2 >/dev/null
 . "$CL/cluster.env"
 export PGPASSWORD=app
-$PGBIN/pgbench -i -s 2 -q -h 127.0.0.1 -p "$PGS_SHARD0_PRIMARY_PORT" -U app app >/dev/null 2>&1
+for port in "$PGS_SHARD0_PRIMARY_PORT" "$PGS_SHARD1_PRIMARY_PORT"; do
+  $PGBIN/pgbench -i -s 2 -q -h 127.0.0.1 -p "$port" -U app app >/dev/null 2>&1
+done
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # count NAME PORT RUNAS CMD...: instructions per transaction of CMD under callgrind.
@@ -52,6 +56,9 @@ RX=$(free_port)
 # lag_poll_ms is long so that the monitor thread's own work stays out of the count.
 printf '[pgshard]\nlisten_port = %s\nworkers = 1\npool_size = 8\nauth_type = trust\nlog_level = warn\nlag_poll_ms = 60000\n[shard.0]\nprimary = 127.0.0.1:%s\nreplicas = 127.0.0.1:%s, 127.0.0.1:%s\n[user.app]\npassword = app\n' \
   "$RX" "$PGS_SHARD0_PRIMARY_PORT" "$PGS_SHARD0_REPLICA1_PORT" "$PGS_SHARD0_REPLICA2_PORT" >"$WORK/pgshard-replicas.ini"
+SX=$(free_port)
+printf '[pgshard]\nlisten_port = %s\nworkers = 1\npool_size = 8\nauth_type = trust\nlog_level = warn\n[shard.0]\nprimary = 127.0.0.1:%s\n[shard.1]\nprimary = 127.0.0.1:%s\n[table.pgbench_accounts]\nshard_key = aid\nkey_type = int\n[user.app]\npassword = app\n' \
+  "$SX" "$PGS_SHARD0_PRIMARY_PORT" "$PGS_SHARD1_PRIMARY_PORT" >"$WORK/pgshard-sharded.ini"
 BX=$(free_port)
 printf '[databases]\napp = host=127.0.0.1 port=%s dbname=app\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %s\nauth_type = trust\nauth_file = %s/users.txt\npool_mode = transaction\ndefault_pool_size = 8\nlogfile = %s/pgbouncer.log\nunix_socket_dir =\n' \
   "$PGS_SHARD0_PRIMARY_PORT" "$BX" "$WORK" "$WORK" >"$WORK/pgbouncer.ini"
@@ -59,10 +66,14 @@ echo '"app" "app"' >"$WORK/users.txt"
 chown -R postgres "$WORK"
 a=$(count pgshard "$PX" "" "$SRC/$BUILD/pgshard" -c "$WORK/pgshard.ini")
 c=$(count pgshard-replicas "$RX" "" "$SRC/$BUILD/pgshard" -c "$WORK/pgshard-replicas.ini")
+d=$(count pgshard-sharded "$SX" "" "$SRC/$BUILD/pgshard" -c "$WORK/pgshard-sharded.ini")
 b=$(count pgbouncer "$BX" "runuser -u postgres --" pgbouncer "$WORK/pgbouncer.ini")
 echo "pgbench -S -M $MODE, $CLIENTS clients, instructions per transaction (callgrind):"
 echo "  $a"
 echo "  $c"
+echo "  $d"
 echo "  $b"
 awk -v a="${a#* }" -v c="${c#* }" 'BEGIN{printf "  routing to replicas costs %d instructions per transaction\n", c-a}' 
 awk -v a="${a#* }" -v b="${b#* }" 'BEGIN{printf "  ratio pgshard/pgbouncer %.2f\n", a/b}'
+awk -v a="${a#* }" -v d="${d#* }" 'BEGIN{printf "  routing by key over 2 shards costs %d instructions per transaction\n", d-a}'
+awk -v d="${d#* }" -v b="${b#* }" 'BEGIN{printf "  ratio pgshard over 2 shards/pgbouncer to one shard %.2f\n", d/b}'
