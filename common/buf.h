@@ -53,6 +53,18 @@ static inline size_t pgs_strnlen(const char *s, size_t n)
     return z ? (size_t)(z - s) : n;
 }
 
+/* The value of one hexadecimal digit, or -1. */
+static inline int pgs_hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static inline uint32_t pgs_be32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];

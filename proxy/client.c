@@ -977,9 +977,16 @@ static int client_forward_step(px_client *cl)
         cl->refuse = PX_REFUSE_RATE;
     if (!l && cl->refuse)
         return client_refuse(cl, &f);
-    if (l && l->replica && px_route_must_leave(cl, &f)) {
+    int lv = l && !l->fresh && (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE || f.type == PGS_FE_BIND)
+                 ? px_route_linked(cl, &f)
+                 : PX_LINKED_STAY;
+    if (lv == PX_LINKED_CLOSED)
+        return -1;
+    if (lv == PX_LINKED_DONE)
+        return 1;
+    if (lv == PX_LINKED_LEAVE) {
         if (!px_server_clean(l->sv) || cl->conn.pass_left) {
-            cl->x.paused = true; /* resumed when the replica has answered what it was sent */
+            cl->x.paused = true; /* resumed when the server has answered what it was sent */
             return 0;
         }
         px_conn_flush_forward(c, &l->sv->conn);
@@ -1011,7 +1018,6 @@ static int client_forward_step(px_client *cl)
         px_route_disarm(cl);
     if (!l->start_ns)
         l->start_ns = uv_hrtime();
-    bool fresh = l->fresh;
     if (l->fresh) {
         l->fresh = false;
         client_replay_session(cl, sv);
@@ -1020,8 +1026,6 @@ static int client_forward_step(px_client *cl)
         if (l->replica && !began)
             client_arm_retry(cl, &f);
     }
-    if (!fresh && c->w->px->sharded && f.type == PGS_FE_QUERY && (r = px_route_check_linked(cl, &f)) != 0)
-        return r;
     if (px_retry_armed(cl) && (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC))
         cl->x.retry_sealed = true;
     if (rewrite) {

@@ -494,9 +494,13 @@ void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *
  * ROLLBACK of a BEGIN not yet sent anywhere, are answered here. 1 = handled, 0 = route it,
  * -1 = closed. */
 int px_route_defer(px_client *cl, const pgs_frame *f);
-/* A Query from a client that holds a server: a statement for another shard, or one refused,
- * becomes a server-side error in its place. 1 = handled, 0 = forward it, -1 = closed. */
-int px_route_check_linked(px_client *cl, const pgs_frame *f);
+/* The first message of a statement (Query, Parse, Bind) from a client that holds a server:
+ * stay on it, leave it (a read pipelined after a replica read turned out to write; a
+ * statement for another shard once the transaction is over: the caller waits until the
+ * server is clean, releases it and routes again), or DONE/CLOSED: a statement for another
+ * shard inside a transaction was answered with an error (see linked_refuse in route.c). */
+enum { PX_LINKED_CLOSED = -1, PX_LINKED_STAY, PX_LINKED_LEAVE, PX_LINKED_DONE };
+int px_route_linked(px_client *cl, const pgs_frame *f);
 /* The ReadyForQuery status of a client that holds no server: 'I', or 'T'/'E' in a BEGIN
  * that pgshard keeps. */
 char px_route_idle_status(const px_client *cl);

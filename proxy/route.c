@@ -728,23 +728,28 @@ static void route_raise_sql(pgs_buf *b, const char *sqlstate, const char *msg)
     pgs_buf_append(b, "'; END$pgshard$", 15);
 }
 
-int px_route_check_linked(px_client *cl, const pgs_frame *f)
+/* A statement for another shard where the client's server cannot be given up (in a
+ * transaction, in a pipeline segment, or in session pooling). A Query is replaced by a
+ * server-side error in its place; an extended-protocol message cannot be, since the
+ * messages before it in its segment already went out, so the client is closed with the error
+ * and the server with it, which rolls its transaction back. Returns 1 or -1 (closed). */
+static int linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_result *sk)
 {
     px_link *l = px_xact_link(cl);
     px_server *sv = l->sv;
-    px_qclass qc;
-    route_message(cl, f, &qc);
-    char buf[sizeof qc.sk.msg];
-    const char *state = qc.sk.sqlstate, *msg = qc.sk.msg;
-    if (qc.sk.verdict == PX_SK_ANY || (qc.sk.verdict == PX_SK_SHARD && qc.sk.shard == l->shard))
-        return 0;
-    if (qc.sk.verdict == PX_SK_SHARD) {
+    char buf[sizeof sk->msg];
+    const char *state = sk->sqlstate, *msg = sk->msg;
+    if (sk->verdict == PX_SK_SHARD) {
         snprintf(buf, sizeof buf,
                  "pgshard: this transaction runs on shard %d; a statement for shard %d cannot join it "
                  "(cross-shard transactions are not supported yet): nothing of it ran on shard %d",
-                 l->shard, qc.sk.shard, qc.sk.shard);
+                 l->shard, sk->shard, sk->shard);
         state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
+    }
+    if (f->type != PGS_FE_QUERY) {
+        px_client_fatal(cl, state, "%s", msg);
+        return -1;
     }
     px_conn *c = &cl->conn;
     pgs_buf b = PGS_BUF_INIT;
@@ -760,6 +765,30 @@ int px_route_check_linked(px_client *cl, const pgs_frame *f)
         px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     return r;
+}
+
+int px_route_linked(px_client *cl, const pgs_frame *f)
+{
+    px_worker *w = cl->conn.w;
+    px_link *l = px_xact_link(cl);
+    px_server *sv = l->sv;
+    bool leave = l->replica && px_route_must_leave(cl, f);
+    if (!w->px->sharded)
+        return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
+    px_qclass qc;
+    px_sk_result *sk = &qc.sk;
+    if (f->type == PGS_FE_QUERY)
+        route_message(cl, f, &qc);
+    else
+        route_segment_shard(cl, sk);
+    bool other = sk->verdict == PX_SK_REFUSE || (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
+    if (!other)
+        return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
+    /* Earlier statements still running decide whether this one starts a new transaction: wait
+     * for them (the caller pauses while the server is not clean), then route it anew. */
+    if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE)
+        return PX_LINKED_LEAVE;
+    return linked_refuse(cl, f, sk) < 0 ? PX_LINKED_CLOSED : PX_LINKED_DONE;
 }
 
 void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out)

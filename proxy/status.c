@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "common/buf.h"
+
 #define LSN_HALF_DIGITS 8 /* each side of "X/Y" is a 32-bit number: at most 8 hex digits */
 #define NS_PER_MS 1000000u
 
@@ -69,23 +71,12 @@ uint64_t px_status_ryw_lsn(const px_shard_status *sh, uint64_t write_ns)
     return s->insert > s->lsn ? s->insert : s->lsn;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads 1 to 8 hex digits from *p into *out and advances *p past them. */
 static int lsn_half(const char **p, uint32_t *out)
 {
     uint32_t v = 0;
     int n = 0, d;
-    while ((d = hex_value((*p)[n])) >= 0) {
+    while ((d = pgs_hex_value((*p)[n])) >= 0) {
         if (n == LSN_HALF_DIGITS)
             return -1;
         v = (v << 4) | (uint32_t)d;

@@ -3,6 +3,7 @@
  * canonical text, and the shardmap library's error table. Hashing is in hash.c. */
 #include "shardmap/key.h"
 
+#include "common/buf.h"
 #include "shardmap/hash.h"
 
 typedef struct sm_error_info {
@@ -116,17 +117,6 @@ static int parse_int(const char *s, size_t len, int64_t min, int64_t *out)
     return 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* uuid_in's string_to_uuid: 16 pairs of hex digits; after every second pair but the last
  * one hyphen may follow; a leading brace needs a closing one; no blanks anywhere. */
 static int parse_uuid(const char *s, size_t len, uint8_t out[16])
@@ -135,8 +125,8 @@ static int parse_uuid(const char *s, size_t len, uint8_t out[16])
     size_t i = braces ? 1 : 0;
 
     for (int n = 0; n < 16; n++) {
-        int hi = len - i >= 2 ? hex_value(s[i]) : -1;
-        int lo = hi >= 0 ? hex_value(s[i + 1]) : -1;
+        int hi = len - i >= 2 ? pgs_hex_value(s[i]) : -1;
+        int lo = hi >= 0 ? pgs_hex_value(s[i + 1]) : -1;
 
         if (lo < 0)
             return SM_ESYNTAX;

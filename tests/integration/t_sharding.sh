@@ -38,11 +38,13 @@ for k in 0 1; do
   pgs_psql_node "$k" primary -q -c "$schema" || pgs_fail "schema on shard $k"
 done
 
-pgs_start_proxy shard workers=2 pool_size=4 monitor_dbname=app admin_users=app \
-  '[shard.0]' "replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT" \
-  '[shard.1]' "primary = $PGS_HOST:$PGS_SHARD1_PRIMARY_PORT" "replicas = $PGS_HOST:$PGS_SHARD1_REPLICA1_PORT" \
-  '[table.orders]' 'shard_key = tenant_id' \
-  '[table.countries]' 'omnisharded = true'
+# Without replicas, so that every read here sees the writes of the clients before it (with
+# replicas, a read may be up to max_lag_ms behind another client's writes); a second proxy
+# below checks the read/write split per shard.
+sharded=('[shard.1]' "primary = $PGS_HOST:$PGS_SHARD1_PRIMARY_PORT" '[table.orders]' 'shard_key = tenant_id'
+  '[table.countries]' 'omnisharded = true')
+pgs_start_proxy shard workers=2 pool_size=4 monitor_dbname=app admin_users=app "${sharded[@]}"
+SHARD_PORT=$PGS_PROXY_PORT
 
 # The shard the default map gives a tenant, computed by the server itself.
 shard_of() { pgs_psql_node 0 primary -c "SELECT (hashint8extended($1::bigint, 0) & 1023) * 2 / 1024"; }
@@ -163,6 +165,22 @@ shards=$(admin_q "SHOW SHARDS")
 [[ $(echo "$shards" | cut -d'|' -f1,2 | tr '\n' ' ') == "0|512 1|512 " ]] || pgs_fail "SHOW SHARDS: $shards"
 echo "ok: SHOW ROUTE and SHOW SHARDS"
 
+pgs_log "read/write split per shard: a write on shard 1 leaves this client's reads on shard 0 to its replica"
+pgs_start_proxy shardrep workers=2 pool_size=4 monitor_dbname=app admin_users=app "${sharded[@]}" \
+  '[shard.0]' "replicas = $PGS_HOST:$PGS_SHARD0_REPLICA1_PORT" \
+  '[shard.1]' "replicas = $PGS_HOST:$PGS_SHARD1_REPLICA1_PORT"
+pgs_wait_replicas_up 15 "$PGS_SHARD0_REPLICA1_PORT" "$PGS_SHARD1_REPLICA1_PORT"
+out=$(pgs_psql -c "INSERT INTO orders (tenant_id, id, amount) VALUES ($t1, 40, 7)" \
+  -c "SELECT inet_server_port() FROM orders WHERE tenant_id = $t0 LIMIT 1" \
+  -c "SELECT count(*) || ':' || inet_server_port() FROM orders WHERE tenant_id = $t1 AND id = 40" | tail -2)
+read -r -d '' p0 own <<<"$out" || true
+pgs_assert_eq "$PGS_SHARD0_REPLICA1_PORT" "$p0" "a read on shard 0 right after a write on shard 1: shard 0's replica"
+[[ $own == "1:$PGS_SHARD1_PRIMARY_PORT" || $own == "1:$PGS_SHARD1_REPLICA1_PORT" ]] ||
+  pgs_fail "read-your-writes on shard 1: '$own' (the row, from shard 1's primary or a caught-up replica)"
+echo "ok: read-your-writes per shard"
+pgs_stop_proxy shardrep
+PGS_PROXY_PORT=$SHARD_PORT
+
 pgs_log "pgbench with the key as a bind parameter (-M extended, -M prepared)"
 cat >"$W/point.sql" <<'EOF'
 \set t random(1, 50)
@@ -182,14 +200,16 @@ for mode in simple extended prepared; do
 done
 
 pgs_log "drivers with the key as a bind parameter: psycopg 3 (text, binary, prepared), node-postgres, pgjdbc"
-# Each driver prints "sum TENANT HOW VALUE"; every value must be that tenant's sum on its own
+# Each driver prints "sum TENANT HOW VALUE" (read on the primary: a replica may lag up to
+# max_lag_ms behind the writes of the pgbench runs); every value must be that tenant's sum on its own
 # shard, and the rows it wrote (id ID, amount 1, then 2 in a transaction) must be there.
 check_sums() { # file label
   local n=0 t how v want
   while read -r _ t how v; do
     want=$(pgs_psql_node "$(shard_of "$t")" primary -c "SELECT coalesce(sum(amount), 0) FROM orders WHERE tenant_id = $t")
-    # The driver wrote its own rows after reading: subtract them from today's sum.
-    want=$((want - $(pgs_psql_node "$(shard_of "$t")" primary -c \
+    # The driver wrote its own rows after reading (but before its pipelined reads): subtract
+    # them from today's sum.
+    [[ $how == pipelined ]] || want=$((want - $(pgs_psql_node "$(shard_of "$t")" primary -c \
       "SELECT coalesce(sum(amount), 0) FROM orders WHERE tenant_id = $t AND id = ANY('{$3}')")))
     pgs_assert_eq "$want" "$v" "$2: sum of tenant $t ($how)"
     n=$((n + 1))
@@ -213,6 +233,11 @@ check_rows() { # label expected-sum ids
   "$t0" "$t1" >"$W/psycopg.out" 2>&1 || pgs_fail "psycopg: $(tail -5 "$W/psycopg.out")"
 check_sums "$W/psycopg.out" psycopg "50,51"
 check_rows psycopg 3 "50,51"
+grep -q '^cross .*cannot join it' "$W/psycopg.out" || pgs_fail "psycopg: a cross-shard transaction: $(grep cross "$W/psycopg.out")"
+for k in 0 1; do
+  pgs_assert_eq 0 "$(pgs_psql_node "$k" primary -c "SELECT count(*) FROM orders WHERE id = 52")" \
+    "psycopg: nothing of the cross-shard transaction on shard $k"
+done
 echo "ok: psycopg 3"
 
 NODE_APP=$W/node

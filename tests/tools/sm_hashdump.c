@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "shardmap/hash.h"
 #include "shardmap/key.h"
 
@@ -38,17 +39,6 @@ static int type_oid(const char *name, size_t len, uint32_t *oid)
     return -1;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes hex[0..len) in place (the bytes are never longer than their digits); returns
  * the byte count or -1. */
 static long unhex(char *hex, size_t len)
@@ -56,7 +46,7 @@ static long unhex(char *hex, size_t len)
     if (len % 2 != 0)
         return -1;
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
+        int hi = pgs_hex_value(hex[i]), lo = pgs_hex_value(hex[i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         hex[i / 2] = (char)(hi << 4 | lo);

@@ -22,7 +22,7 @@ public final class ShardKeys {
                 long t = Long.parseLong(args[i]);
                 long sum = -1;
                 try (PreparedStatement ps = c.prepareStatement(
-                        "SELECT coalesce(sum(amount), 0)::int FROM orders WHERE tenant_id = ?")) {
+                        "/* pgshard: target=primary */ SELECT coalesce(sum(amount), 0)::int FROM orders WHERE tenant_id = ?")) {
                     for (int k = 0; k < 10; k++) {
                         ps.setLong(1, t);
                         try (ResultSet rs = ps.executeQuery()) {

@@ -10,7 +10,7 @@ async function main() {
   const client = new pg.Client({ host: '127.0.0.1', port: Number(port), user, password, database });
   await client.connect();
   for (const t of tenants) {
-    const text = 'SELECT coalesce(sum(amount), 0)::int AS s FROM orders WHERE tenant_id = $1';
+    const text = '/* pgshard: target=primary */ SELECT coalesce(sum(amount), 0)::int AS s FROM orders WHERE tenant_id = $1';
     let r = await client.query(text, [t]);
     console.log(`sum ${t} unnamed ${r.rows[0].s}`);
     r = await client.query({ name: 'sum_by_tenant', text, values: [t] });
