@@ -767,7 +767,8 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
         snap_col(&b, "%d", why.shard);
     snap_col(&b, "%s", refused ? "" : why.replica ? "replica" : "primary");
     snap_col(&b, "%s", refused ? "refused" : sk->source);
-    snap_col(&b, "%s", sk->has_key ? sk->key : "");
+    char key[PX_SK_NAME_MAX + 1];
+    snap_col(&b, "%s", px_sk_key_text(sk, key, sizeof key));
     if (sk->has_key)
         snap_col(&b, "%u", sk->why.bucket);
     else

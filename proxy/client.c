@@ -1028,6 +1028,8 @@ static int client_forward_step(px_client *cl)
     }
     if (px_retry_armed(cl) && (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC))
         cl->x.retry_sealed = true;
+    if (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC)
+        cl->x.segment_checked = false;
     if (rewrite) {
         if (f.type == PGS_FE_QUERY)
             r = client_query(cl, &f);

@@ -162,16 +162,17 @@ typedef struct px_shard_memo {
  * at `one` until a fan-out (Sharding II) gives it an array. */
 typedef struct px_xact {
     px_link one;
-    px_link *links;      /* &one, or an owned array */
-    uint16_t nlinks;     /* links in use (0 when the client holds no server) */
-    bool paused;         /* waits for its server to answer an earlier segment's Parse */
-    bool want_read;      /* the message being routed may run on a replica */
-    bool retry_sealed;   /* the kept read's last message (Query or Sync) has gone out */
-    pgs_buf retry;       /* while armed (px_retry_armed): a pooled block holding the read to send
-                            again if the replica fails before answering */
-    px_shard_memo *memo; /* owned: one per shard of the conf it logged in with; NULL before login */
-    uint8_t deferred;    /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
-    pgs_buf begin;       /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
+    px_link *links;       /* &one, or an owned array */
+    uint16_t nlinks;      /* links in use (0 when the client holds no server) */
+    bool paused;          /* waits for its server to answer an earlier segment's Parse */
+    bool want_read;       /* the message being routed may run on a replica */
+    bool retry_sealed;    /* the kept read's last message (Query or Sync) has gone out */
+    pgs_buf retry;        /* while armed (px_retry_armed): a pooled block holding the read to send
+                             again if the replica fails before answering */
+    px_shard_memo *memo;  /* owned: one per shard of the conf it logged in with; NULL before login */
+    uint8_t deferred;     /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
+    bool segment_checked; /* the extended-protocol segment being sent was routed whole */
+    pgs_buf begin;        /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first

@@ -264,7 +264,7 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
  * each Bind is routed by its statement's text and its own parameters, each Parse by the
  * keys written into its text. The segment goes to the one shard they name; two shards, or
  * a statement that is refused, refuse it. */
-static void route_segment_shard(px_client *cl, px_sk_result *out)
+static bool route_segment_shard(px_client *cl, px_sk_result *out)
 {
     px_conn *c = &cl->conn;
     const uint8_t *p = px_conn_at(c);
@@ -276,7 +276,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
     while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
            f.total <= avail - off) {
         if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY)
-            break;
+            return true;
         pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
         px_sk_bind bind = {rd.p, rd.left, NULL, 0};
         const char *a, *b;
@@ -295,7 +295,9 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
             sb = b[0] ? (st && !st->sql ? st->body : NULL) : unnamed;
             sl = b[0] ? (st && !st->sql ? st->body_len : 0) : unnamed_len;
         }
-        if (!sb)
+        /* A statement is routed at its Bind, which has the parameters; its Parse alone
+         * decides nothing (a Bind that comes later is looked at when it comes). */
+        if (!sb || f.type == PGS_FE_PARSE)
             continue;
         size_t tl = pgs_strnlen((const char *)sb, sl);
         if (tl == sl)
@@ -314,7 +316,7 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
             continue;
         if (one.sk.verdict == PX_SK_REFUSE) {
             *out = one.sk;
-            return;
+            return false;
         }
         if (out->verdict == PX_SK_SHARD && out->shard != one.sk.shard) {
             out->verdict = PX_SK_REFUSE;
@@ -323,10 +325,11 @@ static void route_segment_shard(px_client *cl, px_sk_result *out)
                      "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
                      "between their own Syncs (cross-shard transactions are not supported yet)",
                      out->shard, one.sk.shard);
-            return;
+            return false;
         }
         *out = one.sk;
     }
+    return false;
 }
 
 /* ---- choosing a node --------------------------------------------------------------- */
@@ -489,10 +492,11 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     bool write = true;
     bool split = w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION;
     cl->x.want_read = false;
-    if (split || w->px->sharded)
+    if (split || (w->px->sharded && f->type == PGS_FE_QUERY))
         route_message(cl, f, &qc);
-    if (w->px->sharded && f->type != PGS_FE_QUERY)
-        route_segment_shard(cl, &qc.sk);
+    /* A segment buffered whole up to its Sync was routed by all its messages: they need no
+     * second look once it runs (px_route_linked). */
+    cl->x.segment_checked = w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk);
     if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
@@ -639,10 +643,26 @@ static const char defer_aborted[] =
 /* What pgshard answers itself for a statement of a client that holds no server: BEGIN (kept
  * until a statement names a shard), COMMIT/ROLLBACK of such a BEGIN, and anything but those
  * after an error in it. Returns 1 with *a, 0 to route the statement, -1 out of memory. */
+/* Whether a text may start a transaction: its first word is BEGIN or START (or it opens
+ * with a comment). Most statements are not, and then need no analysis here. */
+static bool may_begin(const char *sql, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+        i++;
+    if (i == len)
+        return false;
+    if (sql[i] == '/' || sql[i] == '-')
+        return true;
+    return len - i >= 5 && (strncasecmp(sql + i, "begin", 5) == 0 || strncasecmp(sql + i, "start", 5) == 0);
+}
+
 static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer *a)
 {
     px_worker *w = cl->conn.w;
     px_xact *x = &cl->x;
+    if (x->deferred == PX_DEFER_NONE && !may_begin(sql, len))
+        return 0;
     const prs_query_info *qi = route_analyze(w, sql, len);
     *a = (defer_answer){NULL, PGS_SQLSTATE_IN_FAILED_SQL_TRANSACTION, defer_aborted};
     if (!qi || qi->n_statements != 1)
@@ -775,12 +795,14 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     bool leave = l->replica && px_route_must_leave(cl, f);
     if (!w->px->sharded)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
+    if (f->type != PGS_FE_QUERY && cl->x.segment_checked)
+        return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
     px_qclass qc;
     px_sk_result *sk = &qc.sk;
     if (f->type == PGS_FE_QUERY)
         route_message(cl, f, &qc);
     else
-        route_segment_shard(cl, sk);
+        cl->x.segment_checked = route_segment_shard(cl, sk);
     bool other = sk->verdict == PX_SK_REFUSE || (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
     if (!other)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;

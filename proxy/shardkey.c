@@ -72,13 +72,27 @@ static int sk_map(const px_sk_input *in, const sm_key *k, px_sk_result *out)
     int shard = sm_map_route(in->map, k, &why);
     if (shard < 0)
         return shard;
-    sm_key_buf kb;
-    size_t n;
-    const char *txt = sm_key_canonical(k, &kb, &n);
-    snprintf(out->key, sizeof out->key, "%.*s", (int)(n < sizeof out->key ? n : sizeof out->key - 1), txt);
     out->has_key = true;
     out->why = why;
+    out->key_value = *k; /* its text is made only when asked for (SHOW ROUTE) */
+    if (k->type == SM_KEY_TEXT) {
+        size_t n = k->v.text.len < sizeof out->key_bytes ? k->v.text.len : sizeof out->key_bytes;
+        memcpy(out->key_bytes, k->v.text.p, n);
+        out->key_value.v.text.p = out->key_bytes;
+        out->key_value.v.text.len = n;
+    }
     return shard;
+}
+
+const char *px_sk_key_text(const px_sk_result *r, char *buf, size_t cap)
+{
+    if (!r->has_key)
+        return "";
+    sm_key_buf kb;
+    size_t n;
+    const char *txt = sm_key_canonical(&r->key_value, &kb, &n);
+    snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), txt);
+    return buf;
 }
 
 /* One Bind parameter (1-based n): its bytes (NULL for SQL NULL), format and declared type. */
@@ -203,6 +217,18 @@ static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_
     if (ref->src == PRS_KEY_LITERAL || ref->src == PRS_KEY_LITERAL_ARRAY) {
         if (!in->lex || ref->index >= in->lex->n_lits)
             return SM_EINVAL;
+        const prs_literal *lit = &in->lex->lits[ref->index];
+        if (ref->src == PRS_KEY_LITERAL && lit->kind == PRS_LIT_NUMBER && lit->len < 64 &&
+            lit->start + lit->len <= in->len) {
+            /* A number is its text, as written: no copy but for a leading minus. */
+            char num[66];
+            num[0] = '-';
+            memcpy(num + 1, in->sql + lit->start, lit->len);
+            const char *p = ref->negated ? num : num + 1;
+            if ((r = sm_key_from_text(&k, oid, p, lit->len + (ref->negated ? 1 : 0))) < 0)
+                return r;
+            return sk_map(in, &k, out);
+        }
         pgs_buf v = PGS_BUF_INIT;
         if (ref->negated)
             pgs_buf_append_u8(&v, '-');

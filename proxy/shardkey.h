@@ -49,12 +49,15 @@ typedef struct px_sk_result {
     const char *source; /* why: "key", "tenant", "shard", "default", "any" */
     char sqlstate[6];
     char msg[320];
-    bool has_key; /* key/why describe the key that decided */
-    char key[PX_SK_NAME_MAX];
+    bool has_key;     /* key_value/why describe the key that decided */
+    sm_key key_value; /* a text key points into key_bytes (its first PX_SK_NAME_MAX bytes) */
+    char key_bytes[PX_SK_NAME_MAX];
     sm_route_why why;
 } px_sk_result;
 
 /* Decides where the statement described by `in` runs. */
 void px_sk_route(const px_sk_input *in, px_sk_result *out);
+/* The canonical text of the key that decided (while the statement's bytes are still there). */
+const char *px_sk_key_text(const px_sk_result *r, char *buf, size_t cap);
 
 #endif
