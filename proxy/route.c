@@ -270,6 +270,12 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out)
     const uint8_t *p = px_conn_at(c);
     size_t avail = c->in.len - c->in_pos, off = 0, unnamed_len = 0;
     const uint8_t *unnamed = NULL; /* this segment's unnamed Parse: text\0, int16 n, n oids */
+    struct {
+        const char *name;
+        const uint8_t *body;
+        size_t len;
+    } named[8]; /* this segment's named Parses: a Bind may come before the name is registered */
+    int nnamed = 0;
     pgs_frame f;
     memset(out, 0, sizeof *out);
     out->source = "any";
@@ -289,11 +295,33 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out)
             if (!a[0]) {
                 unnamed = sb;
                 unnamed_len = sl;
+            } else if (nnamed < 8) {
+                named[nnamed].name = a;
+                named[nnamed].body = sb;
+                named[nnamed++].len = sl;
             }
         } else if (f.type == PGS_FE_BIND && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
             const px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
             sb = b[0] ? (st && !st->sql ? st->body : NULL) : unnamed;
             sl = b[0] ? (st && !st->sql ? st->body_len : 0) : unnamed_len;
+            for (int i = nnamed - 1; b[0] && i >= 0; i--)
+                if (strcmp(named[i].name, b) == 0) {
+                    sb = named[i].body;
+                    sl = named[i].len;
+                    break;
+                }
+            if (!sb) {
+                /* Its text is not known here (the unnamed statement of an earlier segment, a
+                 * name in session pooling): never guess a shard. */
+                out->verdict = PX_SK_REFUSE;
+                snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
+                snprintf(out->msg, sizeof out->msg,
+                         "pgshard: a Bind of %s%s%s cannot be routed by key: send its Parse in the same "
+                         "segment, use a named statement in transaction pooling, or SET pgshard.tenant",
+                         b[0] ? "statement \"" : "the unnamed statement of an earlier segment", b[0] ? b : "",
+                         b[0] ? "\"" : "");
+                return false;
+            }
         }
         /* A statement is routed at its Bind, which has the parameters; its Parse alone
          * decides nothing (a Bind that comes later is looked at when it comes). */

@@ -460,6 +460,14 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->source = "default";
         return;
     }
+    if (in->qi->kind == PRS_KIND_EXECUTE && !in->tenant && px_tables_count(in->tables) > 0) {
+        /* EXECUTE's statement and its arguments' places are not analysed here yet. */
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                  "pgshard: EXECUTE of an SQL prepared statement cannot be routed by key yet%s%s: use the "
+                  "extended protocol, or SET pgshard.tenant / pgshard.shard",
+                  "", "");
+        return;
+    }
     sk_scan sc;
     sk_scan_tables(in, &sc);
     if (sc.sharded) {
