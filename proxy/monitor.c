@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/snap.h"
 
 #define NS_PER_MS 1000000ull
 #define MON_CONNECT_TIMEOUT_MS 2000
@@ -79,16 +80,13 @@ struct px_monitor {
     uint64_t query_timeout_ns;
 
     /* Shared with readers. */
-    _Atomic(px_status *) current; /* owned: the newest snapshot */
-    _Atomic(px_status *) *hazard; /* owned array of nreaders; the pointers in it are not */
-    atomic_ullong *reads;         /* owned: nshards * PX_MAX_NODES counters */
-    atomic_bool reports_pending;  /* some node's `reported` is set */
+    pgs_snap snap;               /* the px_status snapshots: newest, retired, hazard slots */
+    atomic_ullong *reads;        /* owned: nshards * PX_MAX_NODES counters */
+    atomic_bool reports_pending; /* some node's `reported` is set */
     atomic_bool stop;
     int wake[2]; /* owned self-pipe: the thread reads [0], anyone writes [1] */
 
     /* The monitor thread's alone once it runs. */
-    px_status **retired; /* owned array of nreaders + 1 owned snapshots not yet freed */
-    int nretired;
     uint64_t gen;
     px_shard_status *work; /* owned: nshards; the state the next snapshot copies */
     mon_node *nodes;       /* owned: nnodes, shard after shard */
@@ -210,31 +208,6 @@ static px_status *mon_snapshot(px_monitor *m, uint64_t now)
     return st;
 }
 
-static bool mon_hazarded(px_monitor *m, const px_status *p)
-{
-    for (int r = 0; r < m->nreaders; r++)
-        if (atomic_load(&m->hazard[r]) == p)
-            return true;
-    return false;
-}
-
-/* A retired snapshot is freed once no hazard slot holds it. A reader that announced it
- * before this scan is seen by the scan; one that announces it after the scan then reloads
- * `current`, finds the newer snapshot and retries (all accesses seq_cst), so it never keeps
- * a pointer to freed memory. Each slot pins at most one snapshot, so nreaders + 1 entries
- * are always enough. */
-static void mon_reclaim(px_monitor *m)
-{
-    int keep = 0;
-    for (int i = 0; i < m->nretired; i++) {
-        if (mon_hazarded(m, m->retired[i]))
-            m->retired[keep++] = m->retired[i];
-        else
-            free(m->retired[i]);
-    }
-    m->nretired = keep;
-}
-
 static void mon_publish(px_monitor *m, uint64_t now)
 {
     px_status *st = mon_snapshot(m, now);
@@ -242,9 +215,7 @@ static void mon_publish(px_monitor *m, uint64_t now)
         pgs_error("out_of_memory", "monitor: no memory for a status snapshot; readers keep the old one");
         return; /* dirty and urgent stay set: the next turn tries again */
     }
-    px_status *old = atomic_exchange(&m->current, st);
-    m->retired[m->nretired++] = old;
-    mon_reclaim(m);
+    pgs_snap_publish(&m->snap, st); /* the old one is freed once no worker holds it */
     m->published_ns = now;
     m->dirty = false;
     m->urgent = false;
@@ -675,9 +646,7 @@ static void mon_free(px_monitor *m)
     for (int i = 0; m->nodes != NULL && i < m->nnodes; i++)
         if (m->nodes[i].conn != NULL)
             PQfinish(m->nodes[i].conn);
-    for (int i = 0; i < m->nretired; i++)
-        free(m->retired[i]);
-    free(atomic_load(&m->current));
+    pgs_snap_destroy(&m->snap);
     if (m->wake[0] >= 0)
         close(m->wake[0]);
     if (m->wake[1] >= 0)
@@ -688,8 +657,6 @@ static void mon_free(px_monitor *m)
     free(m->nodes);
     free(m->work);
     free(m->reads);
-    free(m->retired);
-    free((void *)m->hazard);
     free(m);
 }
 
@@ -709,21 +676,16 @@ static const cfg_node *mon_cfg_node(const cfg_shard *sh, int i)
 static int mon_alloc(px_monitor *m, size_t nshards)
 {
     size_t ns = nshards > 0 ? nshards : 1;
-    size_t nr = m->nreaders > 0 ? (size_t)m->nreaders : 1;
     size_t nn = (size_t)m->nnodes;
-    m->hazard = calloc(nr, sizeof *m->hazard);
-    m->retired = calloc(nr + 1, sizeof(px_status *));
     m->reads = calloc(ns * PX_MAX_NODES, sizeof *m->reads);
     m->work = calloc(ns, sizeof *m->work);
     m->first = calloc(ns, sizeof *m->first);
     m->nodes = calloc(nn > 0 ? nn : 1, sizeof *m->nodes);
     m->pfds = calloc(nn + 1, sizeof *m->pfds);
     m->pfd_node = calloc(nn + 1, sizeof(mon_node *));
-    if (m->hazard == NULL || m->retired == NULL || m->reads == NULL || m->work == NULL || m->first == NULL ||
-        m->nodes == NULL || m->pfds == NULL || m->pfd_node == NULL)
+    if (m->reads == NULL || m->work == NULL || m->first == NULL || m->nodes == NULL || m->pfds == NULL ||
+        m->pfd_node == NULL)
         return -1;
-    for (size_t r = 0; r < nr; r++)
-        atomic_init(&m->hazard[r], NULL);
     for (size_t i = 0; i < ns * PX_MAX_NODES; i++)
         atomic_init(&m->reads[i], 0);
     return 0;
@@ -802,7 +764,6 @@ px_monitor *px_monitor_start(const cfg_config *cfg, int nreaders, char *err, siz
     m->interval_ns = m->poll_ms * NS_PER_MS;
     uint64_t qms = (uint64_t)m->poll_ms * MON_QUERY_TIMEOUT_POLLS;
     m->query_timeout_ns = (qms > MON_QUERY_TIMEOUT_MIN_MS ? qms : MON_QUERY_TIMEOUT_MIN_MS) * NS_PER_MS;
-    atomic_init(&m->current, NULL);
     atomic_init(&m->reports_pending, false);
     atomic_init(&m->stop, false);
     for (int s = 0; s < cfg->nshards; s++)
@@ -816,7 +777,10 @@ px_monitor *px_monitor_start(const cfg_config *cfg, int nreaders, char *err, siz
     px_status *first = mon_snapshot(m, now);
     if (first == NULL)
         goto oom_free;
-    atomic_store(&m->current, first);
+    if (pgs_snap_init(&m->snap, m->nreaders > 0 ? m->nreaders : 1, first, free) < 0) {
+        free(first);
+        goto oom_free;
+    }
     m->published_ns = now;
 
     if (user == NULL) {
@@ -863,15 +827,7 @@ void px_monitor_stop(px_monitor *m)
 const px_status *px_monitor_get(px_monitor *m, int reader)
 {
     assert(reader >= 0 && reader < m->nreaders);
-    px_status *p = atomic_load(&m->current);
-    /* Already announced (and checked) by this reader: still protected, no store needed. */
-    if (atomic_load_explicit(&m->hazard[reader], memory_order_relaxed) == p)
-        return p;
-    do {
-        p = atomic_load(&m->current);
-        atomic_store(&m->hazard[reader], p);
-    } while (atomic_load(&m->current) != p);
-    return p;
+    return pgs_snap_get(&m->snap, reader);
 }
 
 atomic_ullong *px_monitor_reads(px_monitor *m, int shard, int node)
