@@ -42,17 +42,8 @@ check and "N passed, M failed"; exits 1 when a check failed.
 import os
 import sys
 
-try:
-    import psycopg
-except ImportError:
-    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") and \
-            os.access("/usr/bin/python3", os.X_OK) and not os.environ.get("PGS_DRIVER_REEXEC"):
-        os.environ["PGS_DRIVER_REEXEC"] = "1"
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", os.path.abspath(__file__)] + sys.argv[1:])
-    print("FAIL psycopg 3 is not importable by %s or /usr/bin/python3: install python3-psycopg "
-          "(scripts/deps.sh does)" % sys.executable, flush=True)
-    print("0 passed, 1 failed")
-    sys.exit(1)
+import need_psycopg  # noqa: E402,F401 (runs this test again under /usr/bin/python3 if need be)
+import psycopg  # noqa: E402
 
 import datetime
 import decimal
