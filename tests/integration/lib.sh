@@ -336,6 +336,8 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------------------------------------
 # Helpers for the read/write splitting tests (t_replica_*.sh, t_failover.sh).
 #
+#   pgs_own_cluster DIR SHARDS REPLICAS  a cluster of the test's own, stopped at exit; the
+#                                   helpers work on it from then on
 #   pgs_now_ms                      wall clock in ms, without a fork
 #   pgs_wait_for SECS WHAT CMD...   runs CMD every 0.1 s until it succeeds; fails the test
 #                                   with WHAT after SECS seconds (and with $PGS_WAIT_INFO,
@@ -358,6 +360,21 @@ trap 'exit 143' TERM
 #                                   (an array). Returns 1 if psql is gone or did not answer
 #   pgs_session_close NAME
 # ------------------------------------------------------------------------------------------
+
+# A cluster of the test's own in DIR (SHARDS x primary + REPLICAS), stopped at exit; from then
+# on every helper here (pgs_psql_node, pgs_cluster, pgs_start_proxy's primary,
+# pgs_replica_list) works on it. Its output goes to $W/cluster.log.
+pgs_own_cluster() { # DIR SHARDS REPLICAS
+  local dir=$1 shards=$2 replicas=$3
+  pgs_log "starting a cluster of its own in $dir: $shards shard(s) x (primary + $replicas replica(s))"
+  pgs_on_exit "\"$PGS_CLUSTER_SH\" stop \"$dir\" >/dev/null 2>&1"
+  "$PGS_CLUSTER_SH" start "$dir" --shards "$shards" --replicas "$replicas" >"$W/cluster.log" 2>&1 ||
+    { cat "$W/cluster.log" >&2; pgs_fail "cluster.sh start $dir failed"; }
+  PGS_CLUSTER_DIR=$dir
+  # shellcheck disable=SC1091
+  source "$dir/cluster.env"
+  [[ ${PGS_READY:-} == 1 && $PGS_REPLICAS == "$replicas" ]] || pgs_fail "the cluster in $dir did not start"
+}
 
 pgs_now_ms() {
   local t=${EPOCHREALTIME/[.,]/}

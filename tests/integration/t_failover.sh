@@ -20,16 +20,7 @@ FDIR=$PGS_WORK/failover-cluster
 rm -rf "$W"
 mkdir -p "$W"
 
-pgs_log "starting a cluster of its own in $FDIR"
-pgs_on_exit "\"$PGS_CLUSTER_SH\" stop \"$FDIR\" >/dev/null 2>&1"
-"$PGS_CLUSTER_SH" start "$FDIR" --shards 1 --replicas 2 >"$W/cluster.log" 2>&1 ||
-  { cat "$W/cluster.log" >&2; pgs_fail "cluster.sh start $FDIR failed"; }
-# From here on every lib.sh helper (pgs_psql_node, pgs_cluster, pgs_start_proxy's primary,
-# pgs_replica_list) works on this cluster.
-PGS_CLUSTER_DIR=$FDIR
-# shellcheck disable=SC1091
-source "$FDIR/cluster.env"
-[[ ${PGS_READY:-} == 1 && $PGS_REPLICAS == 2 ]] || pgs_fail "the failover cluster did not start with 2 replicas"
+pgs_own_cluster "$FDIR" 1 2
 pgs_two_replicas
 pgs_log "failover cluster: primary :$P, replica1 :$R1, replica2 :$R2"
 

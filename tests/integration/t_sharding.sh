@@ -21,13 +21,7 @@ SDIR=$PGS_WORK/sharding-cluster
 rm -rf "$W"
 mkdir -p "$W"
 
-pgs_log "starting a cluster of its own: 2 shards x (primary + 1 replica)"
-pgs_on_exit "\"$PGS_CLUSTER_SH\" stop \"$SDIR\" >/dev/null 2>&1"
-"$PGS_CLUSTER_SH" start "$SDIR" --shards 2 --replicas 1 >"$W/cluster.log" 2>&1 ||
-  { cat "$W/cluster.log" >&2; pgs_fail "cluster.sh start $SDIR failed"; }
-PGS_CLUSTER_DIR=$SDIR
-# shellcheck disable=SC1091
-source "$SDIR/cluster.env"
+pgs_own_cluster "$SDIR" 2 1
 
 schema='CREATE TABLE orders (tenant_id bigint NOT NULL, id bigint NOT NULL, amount int NOT NULL,
           PRIMARY KEY (tenant_id, id));
