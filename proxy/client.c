@@ -1030,6 +1030,8 @@ static int client_forward_step(px_client *cl)
         cl->x.retry_sealed = true;
     if (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC)
         cl->x.segment_checked = false;
+    if (f.type == PGS_FE_QUERY)
+        cl->x.unnamed_known = false; /* PostgreSQL drops the unnamed statement at a Query */
     if (rewrite) {
         if (f.type == PGS_FE_QUERY)
             r = client_query(cl, &f);

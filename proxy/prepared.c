@@ -130,6 +130,7 @@ px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n, uint64_t 
     st->refs = 1;
     st->sql = false;
     st->route = 0;
+    memset(&st->plan, 0, sizeof st->plan);
     st->body_len = n;
     memcpy(st->body, body, n);
     if (px_htab_put(reg, h, st) < 0) {

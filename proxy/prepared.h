@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "proxy/shardkey.h"
 
 /* Open-addressing map from a non-zero 64-bit key to a pointer. */
 typedef struct px_htab {
@@ -33,6 +34,7 @@ typedef struct px_stmt {
     uint32_t refs; /* client names pointing here */
     bool sql;      /* from SQL PREPARE: body is the text after the name */
     uint8_t route; /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
+    px_sk_plan plan; /* how its Binds find their shard (sharded configs) */
     size_t body_len;
     uint8_t body[]; /* query\0 int16 n, n x int32 type oids */
 } px_stmt;

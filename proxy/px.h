@@ -34,6 +34,7 @@ typedef struct px_monitor px_monitor;
 
 #define PX_NAME_MAX 64     /* NAMEDATALEN: longer names are truncated, as PostgreSQL does */
 #define PX_BLOCK 16384     /* the size of pooled I/O buffers */
+#define PX_SEGMENT_WAIT_MAX (1u << 20) /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
 
 /* A user from the config with the secrets derived from its password at start. */
@@ -173,6 +174,9 @@ typedef struct px_xact {
     uint8_t deferred;     /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
     bool segment_checked; /* the extended-protocol segment being sent was routed whole */
     pgs_buf begin;        /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
+    pgs_buf unnamed;      /* sharded: the body of the client's last unnamed Parse, for its Binds in
+                             later segments; a simple Query drops it, as it drops the statement */
+    bool unnamed_known;   /* unnamed holds that Parse (it was not too long to keep) */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first
@@ -469,7 +473,9 @@ int px_route_setup(px_worker *w);
 void px_route_teardown(px_worker *w);
 const px_status *px_route_status(px_worker *w);
 /* Routes a client that has a message to send and no server: links it, queues it in the
- * chosen node's pool or among the primary's waiters. Returns 0, or -1 after closing it. */
+ * chosen node's pool or among the primary's waiters, or (sharded) leaves it unlinked to
+ * read the rest of an extended-protocol segment that names no shard yet. Returns 0, 1 when
+ * the statement is refused (answered by the next pass), or -1 when out of memory. */
 int px_route_acquire(px_client *cl, const pgs_frame *f);
 /* A client linked to a replica starts a new segment: 1 if that segment must go elsewhere. */
 bool px_route_must_leave(px_client *cl, const pgs_frame *f);

@@ -132,24 +132,31 @@ static const prs_query_info *route_analyze(px_worker *w, const char *sql, size_t
     return &fresh;
 }
 
+/* The routing input every statement shares: tables, map, default shard, SET pgshard.shard. */
+static void route_sk_input(px_client *cl, px_sk_input *in)
+{
+    px_worker *w = cl->conn.w;
+    memset(in, 0, sizeof *in);
+    in->tables = px_catalog_tables(w->px->cat);
+    in->default_shard = w->conf->cfg->default_shard;
+    in->map = px_catalog_map(w->px->cat, w->id);
+    in->pinned_shard = cl->pinned_shard;
+}
+
 /* The shard of an analysed statement: its key, the hint's or session's tenant, or
- * SET pgshard.shard. */
+ * SET pgshard.shard. With plan, also how the statement's later Binds find their shard. */
 static void route_shard(px_client *cl, const prs_query_info *qi, const char *sql, size_t len,
-                        const px_sk_bind *bind, px_qclass *qc)
+                        const px_sk_bind *bind, px_qclass *qc, px_sk_plan *plan)
 {
     px_worker *w = cl->conn.w;
     const prs_hints *h = &w->lex.hints;
-    px_sk_input in = {
-        .tables = px_catalog_tables(w->px->cat),
-        .default_shard = w->conf->cfg->default_shard,
-        .map = px_catalog_map(w->px->cat, w->id),
-        .qi = qi,
-        .sql = sql,
-        .len = len,
-        .lex = qi ? &w->lex : NULL,
-        .bind = bind,
-        .pinned_shard = cl->pinned_shard,
-    };
+    px_sk_input in;
+    route_sk_input(cl, &in);
+    in.qi = qi;
+    in.sql = sql;
+    in.len = len;
+    in.lex = qi ? &w->lex : NULL;
+    in.bind = bind;
     if (h->tenant_len) {
         in.tenant = sql + h->tenant_start;
         in.tenant_len = h->tenant_len;
@@ -158,17 +165,21 @@ static void route_shard(px_client *cl, const prs_query_info *qi, const char *sql
         in.tenant_len = strlen(cl->tenant);
     }
     px_sk_route(&in, &qc->sk);
+    if (plan)
+        px_sk_plan_make(&in, h->tenant_len != 0, plan);
 }
 
 /* Classifies one statement text: its read/write class and hints, and, when pgshard shards,
- * its shard (with bind, the Bind that carries its parameters, or NULL). */
-static void route_classify(px_client *cl, const char *sql, size_t len, const px_sk_bind *bind, px_qclass *qc)
+ * its shard (with bind, the Bind that carries its parameters, or NULL) and, with plan, the
+ * plan of its later Binds. */
+static void route_classify(px_client *cl, const char *sql, size_t len, const px_sk_bind *bind, px_qclass *qc,
+                           px_sk_plan *plan)
 {
     px_worker *w = cl->conn.w;
     const prs_query_info *qi = route_analyze(w, sql, len);
     memset(qc, 0, sizeof *qc);
     if (w->px->sharded)
-        route_shard(cl, qi, sql, len, bind, qc);
+        route_shard(cl, qi, sql, len, bind, qc, plan);
     if (!qi)
         return;
     qc->read = info_readable(w, qi);
@@ -188,7 +199,7 @@ static uint8_t stmt_route(px_client *cl, px_stmt *st)
     if (!st->route) {
         px_qclass qc;
         size_t len = pgs_strnlen((const char *)st->body, st->body_len);
-        route_classify(cl, (const char *)st->body, len, NULL, &qc);
+        route_classify(cl, (const char *)st->body, len, NULL, &qc, NULL);
         st->route = qc.read ? ROUTE_READ : ROUTE_WRITE;
     }
     return st->route;
@@ -203,7 +214,7 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
     if (f->type == PGS_FE_PARSE) {
         if (pgs_rd_cstr(&rd, &a) < 0)
             return ROUTE_WRITE;
-        route_classify(cl, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), NULL, qc);
+        route_classify(cl, (const char *)rd.p, pgs_strnlen((const char *)rd.p, rd.left), NULL, qc, NULL);
         return qc->read ? ROUTE_READ : ROUTE_WRITE;
     }
     if (f->type == PGS_FE_BIND) {
@@ -229,7 +240,7 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     if (first->type == PGS_FE_QUERY) {
         if (avail >= first->total)
             route_classify(cl, (const char *)p + PGS_HDR_LEN,
-                           pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), NULL, qc);
+                           pgs_strnlen((const char *)p + PGS_HDR_LEN, first->len - 4), NULL, qc, NULL);
         return;
     }
     if (first->type != PGS_FE_PARSE && first->type != PGS_FE_BIND)
@@ -260,16 +271,78 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     qc->read = read && any;
 }
 
+/* Keeps the client's unnamed statement (Parse body: text\0, int16 n, n oids) for a Bind of
+ * it in a later segment, as drivers send Parse/Describe/Sync then Bind/Execute/Sync (pgx).
+ * A text longer than a block is not kept: its Binds then need the tenant said outright. */
+static void route_keep_unnamed(px_client *cl, const uint8_t *body, size_t n)
+{
+    pgs_buf *u = &cl->x.unnamed;
+    u->len = 0;
+    cl->x.unnamed_known = n <= PX_BLOCK;
+    if (cl->x.unnamed_known)
+        pgs_buf_append(u, body, n);
+    if (pgs_buf_failed(u)) {
+        pgs_buf_free(u);
+        cl->x.unnamed_known = false;
+    }
+}
+
+/* The parameter types a statement's Parse declared, for reading its Binds' parameters. */
+static void bind_types(const uint8_t *body, size_t n, size_t text_len, px_sk_bind *bind)
+{
+    pgs_reader tr = pgs_reader_make(body + text_len + 1, n - text_len - 1);
+    uint16_t nt;
+    if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
+        bind->types = tr.p;
+        bind->ntypes = nt;
+    }
+}
+
+static void route_refuse_bind(px_sk_result *out, const char *name)
+{
+    out->verdict = PX_SK_REFUSE;
+    snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
+    snprintf(out->msg, sizeof out->msg,
+             "pgshard: a Bind of %s%s%s cannot be routed by key: send its Parse in the same segment, use a "
+             "named statement in transaction pooling, or SET pgshard.tenant",
+             name[0] ? "statement \"" : "an unnamed statement pgshard did not see parsed", name,
+             name[0] ? "\"" : "");
+}
+
+/* The shard of one Bind: by its named statement's plan when one parameter decides, else by
+ * its statement's text and its parameters. */
+static void route_bind(px_client *cl, px_stmt *st, const uint8_t *sb, size_t sl, px_sk_bind *bind,
+                       px_sk_result *out)
+{
+    size_t tl = pgs_strnlen((const char *)sb, sl);
+    if (tl == sl) {
+        memset(out, 0, sizeof *out);
+        out->source = "any";
+        return;
+    }
+    bind_types(sb, sl, tl, bind);
+    if (st && st->plan.kind == PX_SKP_PARAM && !cl->tenant && cl->pinned_shard < 0) {
+        px_sk_input in;
+        route_sk_input(cl, &in);
+        in.bind = bind;
+        px_sk_route_planned(&st->plan, &in, out);
+        return;
+    }
+    px_qclass one;
+    route_classify(cl, (const char *)sb, tl, bind, &one, st && !st->plan.kind ? &st->plan : NULL);
+    *out = one.sk;
+}
+
 /* The shard of an extended-protocol segment, as far as it is buffered (up to its Sync):
- * each Bind is routed by its statement's text and its own parameters, each Parse by the
- * keys written into its text. The segment goes to the one shard they name; two shards, or
- * a statement that is refused, refuse it. */
-static bool route_segment_shard(px_client *cl, px_sk_result *out)
+ * each Bind is routed by its statement's text and its own parameters (or a named
+ * statement's plan); a Parse alone decides nothing. The segment goes to the one shard they
+ * name; two shards, or a statement that is refused, refuse it. Returns whether the segment
+ * was seen up to its Sync; *flushed (when not NULL) tells whether a Flush was seen before. */
+static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
 {
     px_conn *c = &cl->conn;
     const uint8_t *p = px_conn_at(c);
-    size_t avail = c->in.len - c->in_pos, off = 0, unnamed_len = 0;
-    const uint8_t *unnamed = NULL; /* this segment's unnamed Parse: text\0, int16 n, n oids */
+    size_t avail = c->in.len - c->in_pos, off = 0;
     struct {
         const char *name;
         const uint8_t *body;
@@ -283,79 +356,59 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out)
            f.total <= avail - off) {
         if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY)
             return true;
+        if (f.type == PGS_FE_FLUSH && flushed)
+            *flushed = true;
         pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
         px_sk_bind bind = {rd.p, rd.left, NULL, 0};
         const char *a, *b;
-        const uint8_t *sb = NULL;
-        size_t sl = 0;
         off += f.total;
         if (f.type == PGS_FE_PARSE && pgs_rd_cstr(&rd, &a) == 0) {
-            sb = rd.p;
-            sl = rd.left;
             if (!a[0]) {
-                unnamed = sb;
-                unnamed_len = sl;
+                route_keep_unnamed(cl, rd.p, rd.left);
             } else if (nnamed < 8) {
                 named[nnamed].name = a;
-                named[nnamed].body = sb;
-                named[nnamed++].len = sl;
+                named[nnamed].body = rd.p;
+                named[nnamed++].len = rd.left;
             }
-        } else if (f.type == PGS_FE_BIND && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
-            const px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
-            sb = b[0] ? (st && !st->sql ? st->body : NULL) : unnamed;
-            sl = b[0] ? (st && !st->sql ? st->body_len : 0) : unnamed_len;
-            for (int i = nnamed - 1; b[0] && i >= 0; i--)
-                if (strcmp(named[i].name, b) == 0) {
-                    sb = named[i].body;
-                    sl = named[i].len;
-                    break;
-                }
-            if (!sb) {
-                /* Its text is not known here (the unnamed statement of an earlier segment, a
-                 * name in session pooling): never guess a shard. */
-                out->verdict = PX_SK_REFUSE;
-                snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
-                snprintf(out->msg, sizeof out->msg,
-                         "pgshard: a Bind of %s%s%s cannot be routed by key: send its Parse in the same "
-                         "segment, use a named statement in transaction pooling, or SET pgshard.tenant",
-                         b[0] ? "statement \"" : "the unnamed statement of an earlier segment", b[0] ? b : "",
-                         b[0] ? "\"" : "");
-                return false;
-            }
+            continue;
         }
-        /* A statement is routed at its Bind, which has the parameters; its Parse alone
-         * decides nothing (a Bind that comes later is looked at when it comes). */
-        if (!sb || f.type == PGS_FE_PARSE)
+        if (f.type != PGS_FE_BIND || pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0)
             continue;
-        size_t tl = pgs_strnlen((const char *)sb, sl);
-        if (tl == sl)
-            continue;
-        if (f.type == PGS_FE_BIND) {
-            pgs_reader tr = pgs_reader_make(sb + tl + 1, sl - tl - 1);
-            uint16_t nt;
-            if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
-                bind.types = tr.p;
-                bind.ntypes = nt;
+        px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
+        const uint8_t *sb = b[0] ? (st && !st->sql ? st->body : NULL)
+                                 : (cl->x.unnamed_known ? cl->x.unnamed.data : NULL);
+        size_t sl = b[0] ? (st && !st->sql ? st->body_len : 0) : cl->x.unnamed.len;
+        for (int i = nnamed - 1; b[0] && i >= 0; i--)
+            if (strcmp(named[i].name, b) == 0) {
+                st = NULL; /* parsed again in this segment: that text counts */
+                sb = named[i].body;
+                sl = named[i].len;
+                break;
             }
-        }
-        px_qclass one;
-        route_classify(cl, (const char *)sb, tl, f.type == PGS_FE_BIND ? &bind : NULL, &one);
-        if (one.sk.verdict == PX_SK_ANY)
-            continue;
-        if (one.sk.verdict == PX_SK_REFUSE) {
-            *out = one.sk;
+        px_sk_result one;
+        if (!sb) {
+            /* Its text is not known here (a name in session pooling, an unnamed statement
+             * too long to keep): never guess a shard. */
+            route_refuse_bind(out, b);
             return false;
         }
-        if (out->verdict == PX_SK_SHARD && out->shard != one.sk.shard) {
+        route_bind(cl, st && !st->sql ? st : NULL, sb, sl, &bind, &one);
+        if (one.verdict == PX_SK_ANY)
+            continue;
+        if (one.verdict == PX_SK_REFUSE) {
+            *out = one;
+            return false;
+        }
+        if (out->verdict == PX_SK_SHARD && out->shard != one.shard) {
             out->verdict = PX_SK_REFUSE;
             snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
             snprintf(out->msg, sizeof out->msg,
                      "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
                      "between their own Syncs (cross-shard transactions are not supported yet)",
-                     out->shard, one.sk.shard);
+                     out->shard, one.shard);
             return false;
         }
-        *out = one.sk;
+        *out = one;
     }
     return false;
 }
@@ -524,7 +577,16 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
         route_message(cl, f, &qc);
     /* A segment buffered whole up to its Sync was routed by all its messages: they need no
      * second look once it runs (px_route_linked). */
-    cl->x.segment_checked = w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk);
+    bool flushed = false;
+    cl->x.segment_checked = w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk, &flushed);
+    /* A segment whose buffered part names no shard yet (a Parse that arrived without its
+     * Bind) waits for the rest, up to its Sync or a Flush, rather than going to the default
+     * shard and finding its Bind belongs elsewhere. Messages are whole in transaction
+     * pooling; the wait is bounded by what one input buffer may hold. */
+    if (w->px->sharded && f->type != PGS_FE_QUERY && !cl->x.segment_checked && !flushed &&
+        qc.sk.verdict == PX_SK_ANY && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+        cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
+        return 0;
     if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
@@ -830,7 +892,7 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     if (f->type == PGS_FE_QUERY)
         route_message(cl, f, &qc);
     else
-        cl->x.segment_checked = route_segment_shard(cl, sk);
+        cl->x.segment_checked = route_segment_shard(cl, sk, NULL);
     bool other = sk->verdict == PX_SK_REFUSE || (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
     if (!other)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
@@ -845,9 +907,9 @@ void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *
 {
     px_worker *w = cl->conn.w;
     px_qclass qc;
-    route_classify(cl, sql, len, NULL, &qc);
+    route_classify(cl, sql, len, NULL, &qc, NULL);
     if (!w->px->sharded) /* SHOW ROUTE explains the key even in a one-shard config */
-        route_shard(cl, route_analyze(w, sql, len), sql, len, NULL, &qc);
+        route_shard(cl, route_analyze(w, sql, len), sql, len, NULL, &qc, NULL);
     memset(out, 0, sizeof *out);
     out->sk = qc.sk;
     out->read = qc.read;

@@ -209,6 +209,7 @@ static int sk_binary_array(const px_sk_input *in, uint32_t oid, const uint8_t *p
 #define SK_NULL (-100)
 #define SK_UNKNOWN (-101)  /* a parameter of a Parse whose Bind is not here yet */
 #define SK_BAD_TYPE (-102) /* a parameter declared with a type a key is not hashed as */
+static int sk_param_shard(const px_sk_input *in, uint32_t oid, uint32_t n, bool array, px_sk_result *out);
 static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_scan *sc, px_sk_result *out)
 {
     uint32_t oid = sk_column_oid(in, ref->column, sc);
@@ -245,17 +246,26 @@ static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_
     }
     if (ref->src != PRS_KEY_PARAM && ref->src != PRS_KEY_PARAM_ARRAY)
         return SM_EINVAL;
+    return sk_param_shard(in, oid, ref->index, ref->src == PRS_KEY_PARAM_ARRAY, out);
+}
+
+/* The shard of Bind parameter $n holding a key (or, with array, an array of keys) of type
+ * oid: as sk_ref_shard. */
+static int sk_param_shard(const px_sk_input *in, uint32_t oid, uint32_t n, bool array, px_sk_result *out)
+{
+    sm_key k;
+    int r, shard = -1;
     if (!in->bind)
         return SK_UNKNOWN;
     const uint8_t *val = NULL;
     int32_t vlen = -1;
     int binary = 0;
     uint32_t decl = 0;
-    if (sk_bind_param(in->bind, ref->index, &val, &vlen, &binary, &decl) < 0)
+    if (sk_bind_param(in->bind, n, &val, &vlen, &binary, &decl) < 0)
         return SM_EINVAL;
     if (!val)
         return SK_NULL;
-    if (ref->src == PRS_KEY_PARAM_ARRAY) {
+    if (array) {
         r = binary ? sk_binary_array(in, oid, val, (size_t)vlen, &shard, out)
                    : sk_text_array(in, oid, (const char *)val, (size_t)vlen, &shard, out);
         return r < 0 ? r : shard;
@@ -493,4 +503,52 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
                   "pgshard: writing omnisharded tables needs SET pgshard.shard = N on each shard%s%s "
                   "(writes to every shard come with cross-shard support)",
                   "", "");
+}
+
+void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan)
+{
+    const prs_query_info *qi = in->qi;
+    plan->kind = PX_SKP_TEXT;
+    plan->param = 0;
+    plan->table = NULL;
+    const uint32_t complex = PRS_F_MULTI | PRS_F_KEY_UPDATE | PRS_F_TABLE_REPEATED | PRS_F_TABLES_TRUNCATED |
+                             PRS_F_KEYS_TRUNCATED;
+    if (!qi || hinted || (qi->flags & complex) || qi->n_statements != 1)
+        return;
+    bool insert = qi->kind == PRS_KIND_INSERT;
+    if (!insert && qi->kind != PRS_KIND_SELECT && qi->kind != PRS_KIND_UPDATE && qi->kind != PRS_KIND_DELETE)
+        return;
+    if (insert && qi->insert_rows != 1)
+        return;
+    sk_scan sc;
+    sk_scan_tables(in, &sc);
+    if (!sc.sharded || sc.other || sc.unlisted)
+        return;
+    const prs_key_ref *key = NULL;
+    for (int i = 0; i < qi->n_keys; i++) {
+        const prs_key_ref *ref = &qi->keys[i];
+        if (!(sc.key_cols & (1u << ref->column)))
+            continue;
+        if (key || ref->row != (insert ? 0 : -1))
+            return; /* two conditions, or an IN list: the text decides */
+        key = ref;
+    }
+    if (!key || key->src != PRS_KEY_PARAM || key->index == 0 || key->index > UINT16_MAX)
+        return;
+    plan->kind = PX_SKP_PARAM;
+    plan->param = (uint16_t)key->index;
+    plan->table = sc.sharded;
+}
+
+void px_sk_route_planned(const px_sk_plan *plan, const px_sk_input *in, px_sk_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int r = sk_param_shard(in, plan->table->key_oid, plan->param, false, out);
+    if (r < 0) {
+        sk_value_error(out, r, plan->table);
+        return;
+    }
+    out->verdict = PX_SK_SHARD;
+    out->shard = r;
+    out->source = "key";
 }

@@ -55,6 +55,30 @@ typedef struct px_sk_result {
     sm_route_why why;
 } px_sk_result;
 
+/* How a statement's shard is found again at each of its Binds. A named prepared statement
+ * keeps one: when one Bind parameter alone decides its shard (the common `WHERE key = $1`
+ * and one-row INSERT), a Bind is routed by reading that parameter, without lexing the text
+ * or looking up its analysis. Anything else is routed by its text each time. */
+typedef enum px_sk_plan_kind {
+    PX_SKP_UNKNOWN = 0, /* not made yet */
+    PX_SKP_TEXT,        /* route the text (px_sk_route) */
+    PX_SKP_PARAM,       /* the key of `table` is Bind parameter `param` */
+} px_sk_plan_kind;
+
+typedef struct px_sk_plan {
+    uint8_t kind; /* px_sk_plan_kind */
+    uint16_t param;
+    const px_table *table;
+} px_sk_plan;
+
+/* The plan of the statement `in` describes (its bind, tenant and pinned_shard are not
+ * looked at: a plan holds for every client). hinted: its text carries a tenant hint. */
+void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan);
+/* Routes a Bind by a PX_SKP_PARAM plan: in gives the map, default_shard and bind (its qi,
+ * sql and lex are not used). The caller routes by text when the client has a tenant or a
+ * pinned shard. */
+void px_sk_route_planned(const px_sk_plan *plan, const px_sk_input *in, px_sk_result *out);
+
 /* Decides where the statement described by `in` runs. */
 void px_sk_route(const px_sk_input *in, px_sk_result *out);
 /* The canonical text of the key that decided (while the statement's bytes are still there). */

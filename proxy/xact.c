@@ -26,6 +26,8 @@ void px_xact_free(px_client *cl)
     free(x->memo);
     x->memo = NULL;
     pgs_buf_free(&x->begin);
+    pgs_buf_free(&x->unnamed);
+    x->unnamed_known = false;
     x->deferred = PX_DEFER_NONE;
 }
 

@@ -11,6 +11,8 @@
 #     with 0A000 and a message naming the table;
 #   - BEGIN waits for the first statement that names a shard; a statement for another shard
 #     in the same transaction fails with 0A000 and nothing reaches either shard;
+#   - named statements are bound by their plan, an unnamed Parse whose Bind comes in a later
+#     write or segment goes with the Bind (tests/drivers/sharding/wire.py);
 #   - SET pgshard.tenant, SET pgshard.shard and the tenant hint route keyless statements;
 #     tables not listed live on default_shard; omnisharded tables are read from any shard.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -256,6 +258,13 @@ timeout 120 java -cp "$W/classes:$JAR" ShardKeys "$PGS_PROXY_PORT" "$PGS_USER" "
 check_sums "$W/jdbc.out" pgjdbc "70"
 check_rows pgjdbc 2 "70"
 echo "ok: pgjdbc"
+
+# Written byte by byte: named statements bound by their plan (text and binary keys, NULL and
+# malformed keys refused), an unnamed Parse whose Bind comes in a later write or segment.
+PGS_CLUSTER_DIR=$SDIR /usr/bin/python3 "$PGS_SRC/tests/drivers/sharding/wire.py" "$SHARD_PORT" "$t0" "$t1" \
+  >"$W/wire.out" 2>&1 || pgs_fail "wire: $(tail -5 "$W/wire.out")"
+check_sums "$W/wire.out" wire "0"
+echo "ok: extended-protocol shapes written byte by byte"
 
 pgs_stop_proxy shard
 echo "t_sharding: all checks passed"
