@@ -835,33 +835,33 @@ static void admin_error(px_client *cl, const char *sqlstate, const char *msg, bo
 }
 
 /* One message of an admin client. Same return convention as the other steps. */
-int px_admin_step(px_client *cl)
+px_step px_admin_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     if (cl->admin_busy)
-        return 0;
+        return PX_STEP_WAIT;
     size_t avail = c->in.len - c->in_pos;
     pgs_frame f;
     int r = pgs_frame_read(px_conn_at(c), avail, 65536, &f);
     if (r == 0 || (r > 0 && avail < f.total))
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0) {
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     c->in_pos += f.total;
     c->fwd_mark = c->in_pos;
     if (f.type == PGS_FE_TERMINATE) {
         px_client_close(cl);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (f.type == PGS_FE_SYNC) {
         admin_error(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, "the admin console takes simple queries only",
                     true);
-        return 1;
+        return PX_STEP_AGAIN;
     }
     if (f.type != PGS_FE_QUERY)
-        return 1; /* extended-protocol messages: answered at their Sync */
+        return PX_STEP_AGAIN; /* extended-protocol messages: answered at their Sync */
     char cmd[128];
     const char *text = (const char *)c->in.data + c->in_pos - f.total + PGS_HDR_LEN;
     size_t tlen = pgs_strnlen(text, f.len - 4);
@@ -874,11 +874,11 @@ int px_admin_step(px_client *cl)
         while (q < text + tlen && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
             q++;
         q += 5; /* ROUTE */
-        return admin_show_route(cl, q, (size_t)(text + tlen - q)) < 0 ? -1 : 1;
+        return admin_show_route(cl, q, (size_t)(text + tlen - q)) < 0 ? PX_STEP_CLOSED : PX_STEP_AGAIN;
     }
     for (size_t i = 0; i < sizeof admin_commands / sizeof admin_commands[0]; i++)
         if (strcmp(cmd, admin_commands[i].cmd) == 0)
-            return admin_commands[i].fn(cl) < 0 ? -1 : 1;
+            return admin_commands[i].fn(cl) < 0 ? PX_STEP_CLOSED : PX_STEP_AGAIN;
     if (cmd[0] == 0) {
         pgs_buf b = PGS_BUF_INIT;
         size_t st = pgs_msg_begin(&b, PGS_BE_EMPTY_QUERY);
@@ -886,7 +886,7 @@ int px_admin_step(px_client *cl)
         pgs_msg_ready(&b, PGS_TX_IDLE);
         px_conn_send_buf(&cl->conn, &b);
         pgs_buf_free(&b);
-        return 1;
+        return PX_STEP_AGAIN;
     }
     char msg[300];
     snprintf(msg, sizeof msg,
@@ -894,7 +894,7 @@ int px_admin_step(px_client *cl)
              "CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, PGS_SQLSTATE_SYNTAX_ERROR, msg, true);
-    return 1;
+    return PX_STEP_AGAIN;
 }
 
 static bool admin_allowed(const cfg_config *c, const char *user)

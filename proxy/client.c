@@ -345,25 +345,25 @@ out:
 }
 
 /* One password message ('p') of the exchange begun in client_begin_auth(). */
-static int client_auth_step(px_client *cl)
+static px_step client_auth_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     pgs_frame f;
     const uint8_t *p = px_conn_at(c);
     int r = pgs_frame_read(p, c->in.len - c->in_pos, PX_MAX_AUTH_MSG, &f);
     if (r == 0)
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0) {
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (f.type != PGS_FE_PASSWORD) {
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
                         "expected password response, got message type %d", f.type);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (c->in.len - c->in_pos < f.total)
-        return 0;
+        return PX_STEP_WAIT;
     c->in_pos += f.total;
     c->fwd_mark = c->in_pos;
     const uint8_t *body = p + PGS_HDR_LEN;
@@ -373,12 +373,12 @@ static int client_auth_step(px_client *cl)
         const char *resp;
         if (pgs_rd_cstr(&rd, &resp) < 0 || rd.left != 0) {
             px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid password packet size");
-            return -1;
+            return PX_STEP_CLOSED;
         }
         cl->auth = AUTH_NONE;
         if (px_md5_verify(cl->user->md5, cl->user_name, cl->a.md5_salt, resp) < 0) {
             client_auth_failed(cl);
-            return -1;
+            return PX_STEP_CLOSED;
         }
         pgs_buf b = PGS_BUF_INIT;
         client_auth_ok(cl, &b);
@@ -386,7 +386,7 @@ static int client_auth_step(px_client *cl)
     } else {
         client_auth_scram(cl, body, n);
     }
-    return cl->state == CL_CLOSED ? -1 : 1;
+    return cl->state == CL_CLOSED ? PX_STEP_CLOSED : PX_STEP_AGAIN;
 }
 
 static bool c_requires_tls(const px_client *cl)
@@ -577,21 +577,21 @@ static void client_cancel_request(px_client *cl, const uint8_t *body)
 }
 
 /* One untyped startup packet: SSLRequest, GSSENCRequest, CancelRequest or StartupMessage. */
-static int client_startup_step(px_client *cl)
+static px_step client_startup_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     size_t avail = c->in.len - c->in_pos;
     const uint8_t *p = px_conn_at(c);
     if (avail < 4)
-        return 0;
+        return PX_STEP_WAIT;
     uint32_t len = pgs_be32(p);
     if (len < 8 || len > PGS_MAX_STARTUP_LEN) {
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid length of startup packet");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (avail < len)
-        return 0;
+        return PX_STEP_WAIT;
     uint32_t code = pgs_be32(p + 4);
     c->in_pos += len;
     c->fwd_mark = c->in_pos;
@@ -600,43 +600,43 @@ static int client_startup_step(px_client *cl)
         if (*asked || len != 8) {
             px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "unsupported frontend protocol %u.%u",
                             code >> 16, code & 0xffff);
-            return -1;
+            return PX_STEP_CLOSED;
         }
         *asked = true;
         /* Bytes sent before our answer would be read as plaintext by a TLS client. */
         if (c->in_pos != c->in.len) {
             px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION,
                             "received unencrypted data after SSL request");
-            return -1;
+            return PX_STEP_CLOSED;
         }
         void *ctx = c->w->px->tls_accept_ctx;
         if (code == PGS_CODE_GSSENC || !ctx) {
             px_conn_send(c, "N", 1);
-            return 1;
+            return PX_STEP_AGAIN;
         }
         px_conn_send(c, "S", 1);
         if (px_tls_start(c, ctx, true) < 0) {
             px_client_close(cl);
-            return -1;
+            return PX_STEP_CLOSED;
         }
-        return 1;
+        return PX_STEP_AGAIN;
     }
     if (code == PGS_CODE_CANCEL) {
         if (len != 16) {
             px_client_close(cl);
-            return -1;
+            return PX_STEP_CLOSED;
         }
         client_cancel_request(cl, p + 8);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if ((code >> 16) != 3) {
         px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                         "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", code >> 16,
                         code & 0xffff);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     client_startup_message(cl, code, p + 8, len - 8);
-    return cl->state == CL_CLOSED ? -1 : 1;
+    return cl->state == CL_CLOSED ? PX_STEP_CLOSED : PX_STEP_AGAIN;
 }
 
 /* The reply a forwarded message is owed, for the messages that get one. */
@@ -732,31 +732,31 @@ static void client_forget_statements(px_client *cl, px_server *sv)
  * tracked, DEALLOCATE ALL/DISCARD ALL forget statements, and DEALLOCATE of a client's
  * statement (psycopg sends it this way) is rewritten to the server's name. Returns as
  * px_ext_client_message. */
-static int client_parse_session(px_client *cl, const pgs_frame *f)
+static px_msg client_parse_session(px_client *cl, const pgs_frame *f)
 {
     pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
     const char *name;
     if (pgs_rd_cstr(&rd, &name) < 0)
-        return 0;
+        return PX_MSG_PASS;
     const char *sql = (const char *)rd.p;
     size_t len = pgs_strnlen(sql, rd.left);
     if (len == rd.left)
-        return 0; /* no NUL after the text: the server refuses the message itself */
-    int r = name[0] ? 0 : px_route_pgshard_parse(cl, f, sql, len);
-    if (r != 0)
+        return PX_MSG_PASS; /* no NUL after the text: the server refuses the message itself */
+    px_msg r = name[0] ? PX_MSG_PASS : px_route_pgshard_parse(cl, f, sql, len);
+    if (r != PX_MSG_PASS)
         return r;
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
-        return 0;
+        return PX_MSG_PASS;
     if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL)
         client_forget_statements(cl, px_client_server(cl));
     if (ss.kind == SESS_DEALLOCATE)
-        return name[0] ? 0 : px_ext_deallocate(cl, f, ss.name);
+        return name[0] ? PX_MSG_PASS : px_ext_deallocate(cl, f, ss.name);
     /* A named statement changes the session each time it runs: staged at its Binds. */
     if (name[0])
-        return 0;
-    return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+        return PX_MSG_PASS;
+    return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
 }
 
 int px_client_stage_session(px_client *cl, const char *sql, size_t len)
@@ -767,25 +767,25 @@ int px_client_stage_session(px_client *cl, const char *sql, size_t len)
 /* A simple query in transaction pooling: session statements are tracked; DEALLOCATE of
  * a client's statement runs on the server's name for it; DEALLOCATE ALL and DISCARD ALL
  * forget the client's statements (and the server's, which they drop). */
-static int client_query(px_client *cl, const pgs_frame *f)
+static px_msg client_query(px_client *cl, const pgs_frame *f)
 {
     const char *sql = (const char *)cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
-        return 0;
+        return PX_MSG_PASS;
     px_server *sv = px_client_server(cl);
     if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL) {
         client_forget_statements(cl, sv);
-        return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+        return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     }
     if (ss.kind == SESS_PREPARE)
         return px_ext_sql_prepare(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
     if (ss.kind == SESS_EXECUTE)
         return px_ext_sql_execute(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
     if (ss.kind != SESS_DEALLOCATE)
-        return client_stage_session(cl, sql, len) < 0 ? -1 : 0;
+        return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     return px_ext_deallocate(cl, f, ss.name);
 }
 
@@ -830,7 +830,7 @@ static const struct {
 /* A request that will not run (rate limit, no primary, no replica): its messages are
  * dropped up to the Query or Sync that ends it, which is answered with the error and
  * ReadyForQuery. Returns as client_forward_step. */
-static int client_refuse(px_client *cl, const pgs_frame *f)
+static px_step client_refuse(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
     size_t avail = c->in.len - c->in_pos;
@@ -840,12 +840,12 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
         c->in_pos += avail;
         c->pass_left = (uint32_t)(f->total - avail);
         c->fwd_mark = c->in_pos;
-        return 1;
+        return PX_STEP_AGAIN;
     }
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
     if (f->type != PGS_FE_QUERY && f->type != PGS_FE_SYNC)
-        return 1;
+        return PX_STEP_AGAIN;
     uint8_t why = cl->refuse;
     cl->refuse = PX_REFUSE_NONE;
     pgs_buf b = PGS_BUF_INIT;
@@ -864,7 +864,7 @@ static int client_refuse(px_client *cl, const pgs_frame *f)
     pgs_msg_ready(&b, px_route_idle_status(cl));
     px_conn_send_buf(c, &b);
     pgs_buf_free(&b);
-    return cl->state == CL_CLOSED ? -1 : 1;
+    return cl->state == CL_CLOSED ? PX_STEP_CLOSED : PX_STEP_AGAIN;
 }
 
 /* How many bytes from the client's input start form a read that can be sent again as it
@@ -913,41 +913,40 @@ static void client_arm_retry(px_client *cl, const pgs_frame *f)
 
 /* One step of a logged-in client: validate the next message header, get a server when the
  * client has none, and pass the bytes through as they are (rewriting statement names in
- * transaction pooling). Returns 1 to go on, 0 when more input is needed or the client
- * waits, -1 when the client was closed. */
-static int client_forward_step(px_client *cl)
+ * transaction pooling). */
+static px_step client_forward_step(px_client *cl)
 {
     px_conn *c = &cl->conn;
     size_t avail = c->in.len - c->in_pos;
     if (avail == 0)
-        return 0;
+        return PX_STEP_WAIT;
     if (c->pass_left) {
         size_t n = avail < c->pass_left ? avail : c->pass_left;
         c->in_pos += n;
         c->pass_left -= (uint32_t)n;
-        return 1;
+        return PX_STEP_AGAIN;
     }
     pgs_frame f;
-    int r = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
-    if (r == 0)
-        return 0;
-    if (r < 0 || !pgs_frontend_type_valid(f.type))
+    int fr = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
+    if (fr == 0)
+        return PX_STEP_WAIT;
+    if (fr < 0 || !pgs_frontend_type_valid(f.type))
         atomic_fetch_add_explicit(&c->w->px->gs.protocol_errors, 1, memory_order_relaxed);
-    if (r < 0) {
+    if (fr < 0) {
         px_conn_flush_forward(c, client_server_conn(cl));
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (!pgs_frontend_type_valid(f.type)) {
         px_conn_flush_forward(c, client_server_conn(cl));
         px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid frontend message type %d",
                         (unsigned char)f.type);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (f.type == PGS_FE_TERMINATE) {
         px_conn_flush_forward(c, client_server_conn(cl));
         px_client_close(cl);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     bool rewrite = c->w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
                    (f.type == PGS_FE_PARSE || f.type == PGS_FE_BIND || f.type == PGS_FE_DESCRIBE ||
@@ -961,17 +960,18 @@ static int client_forward_step(px_client *cl)
         px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
                         "pgshard: message of %zu bytes exceeds max_message_size (%u bytes)", f.total,
                         c->w->conf->cfg->max_message_size);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (whole && avail < f.total) {
         if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
             px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
-            return -1;
+            return PX_STEP_CLOSED;
         }
-        return 0;
+        return PX_STEP_WAIT;
     }
-    if (f.type == PGS_FE_QUERY && (r = px_route_pgshard_var(cl, &f)) != 0)
-        return r;
+    px_msg m;
+    if (f.type == PGS_FE_QUERY && (m = px_route_pgshard_var(cl, &f)) != PX_MSG_PASS)
+        return px_step_after(m);
     px_link *l = px_xact_link(cl);
     if (!l && !cl->refuse && !client_take_token(cl))
         cl->refuse = PX_REFUSE_RATE;
@@ -981,35 +981,35 @@ static int client_forward_step(px_client *cl)
                  ? px_route_linked(cl, &f)
                  : PX_LINKED_STAY;
     if (lv == PX_LINKED_CLOSED)
-        return -1;
+        return PX_STEP_CLOSED;
     if (lv == PX_LINKED_DONE)
-        return 1;
+        return PX_STEP_AGAIN;
     if (lv == PX_LINKED_LEAVE) {
         if (!px_server_clean(l->sv) || cl->conn.pass_left) {
             cl->x.paused = true; /* resumed when the server has answered what it was sent */
-            return 0;
+            return PX_STEP_WAIT;
         }
         px_conn_flush_forward(c, &l->sv->conn);
         px_server_release(l->sv);
         if (cl->state == CL_CLOSED)
-            return -1;
+            return PX_STEP_CLOSED;
     }
     if (!px_xact_link(cl) && c->w->px->sharded && (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) &&
-        (r = px_route_defer(cl, &f)) != 0)
-        return r;
+        (m = px_route_defer(cl, &f)) != PX_MSG_PASS)
+        return px_step_after(m);
     if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);
-        r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
+        int r = px_route_acquire(cl, &f); /* links it, queues it, or refuses */
         if (r < 0) {
             px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
-            return -1;
+            return PX_STEP_CLOSED;
         }
         if (r == 1) {
             client_set_state(cl, CL_IDLE);
-            return 1; /* refused: the next pass answers */
+            return PX_STEP_AGAIN; /* refused: the next pass answers */
         }
         if (!px_xact_link(cl))
-            return 0; /* linked later by the pool, which calls px_client_process again */
+            return PX_STEP_WAIT; /* linked later by the pool, which calls px_client_process again */
     }
     l = px_xact_link(cl);
     px_server *sv = l->sv;
@@ -1034,17 +1034,17 @@ static int client_forward_step(px_client *cl)
         cl->x.unnamed_known = false; /* PostgreSQL drops the unnamed statement at a Query */
     if (rewrite) {
         if (f.type == PGS_FE_QUERY)
-            r = client_query(cl, &f);
-        else if (f.type != PGS_FE_PARSE || (r = client_parse_session(cl, &f)) == 0)
-            r = px_ext_client_message(cl, &f);
-        if (r == 2) {
+            m = client_query(cl, &f);
+        else if (f.type != PGS_FE_PARSE || (m = client_parse_session(cl, &f)) == PX_MSG_PASS)
+            m = px_ext_client_message(cl, &f);
+        if (m == PX_MSG_WAIT) {
             cl->x.paused = true; /* resumed by the server when it has answered */
-            return 0;
+            return PX_STEP_WAIT;
         }
-        if (r != 0) {
-            if (r > 0)
+        if (m != PX_MSG_PASS) {
+            if (m == PX_MSG_DONE)
                 sv->ext_open = f.type != PGS_FE_QUERY;
-            return r;
+            return px_step_after(m);
         }
     }
     /* Extended-protocol messages open a segment that only Sync closes; Query and
@@ -1056,12 +1056,12 @@ static int client_forward_step(px_client *cl)
     int kind = client_reply_kind(f.type);
     if (kind >= 0 && px_server_push_reply(sv, (px_reply)kind, 0) < 0) {
         px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     size_t take = avail < f.total ? avail : f.total;
     c->in_pos += take;
     c->pass_left = (uint32_t)(f.total - take);
-    return 1;
+    return PX_STEP_AGAIN;
 }
 
 void px_client_process(px_client *cl)
@@ -1070,8 +1070,8 @@ void px_client_process(px_client *cl)
     if (c->processing || c->closing)
         return;
     c->processing = true;
-    int r = 1;
-    while (r > 0 && cl->state != CL_CLOSED) {
+    px_step r = PX_STEP_AGAIN;
+    while (r == PX_STEP_AGAIN && cl->state != CL_CLOSED) {
         switch (cl->state) {
         case CL_STARTUP:
             r = client_startup_step(cl);

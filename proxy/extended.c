@@ -174,7 +174,7 @@ static int ext_take_stmt(px_client *cl, const pgs_frame *f, const char *name, px
     px_conn_flush_forward(&cl->conn, &px_client_server(cl)->conn);
     int r = ext_ensure_any(px_client_server(cl), st);
     if (r != 0)
-        return r < 0 ? -1 : 2;
+        return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
     px_stmt_name(st->hash, sname);
     ext_drop(cl, f);
     *out = st;
@@ -197,7 +197,7 @@ static char *ext_strdup(const char *s)
  * prepares the statement unless it already has it, when the proxy may answer
  * ParseComplete itself or, if the server's state is not known to be clean, lets the server
  * parse it under a throwaway name so errors come out as PostgreSQL's. */
-static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest, size_t n)
+static px_msg ext_parse(px_client *cl, const pgs_frame *f, const char *name, const uint8_t *rest, size_t n)
 {
     px_server *sv = px_client_server(cl);
     px_worker *w = cl->conn.w;
@@ -207,7 +207,7 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
     if (old) {
         int r = ext_ensure_any(sv, old);
         if (r != 0)
-            return r < 0 ? -1 : 2;
+            return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
         ext_drop(cl, f);
         px_stmt_name(old->hash, sname);
         size_t m = pgs_msg_begin(&b, PGS_FE_PARSE);
@@ -219,7 +219,7 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
             e->cname = ext_strdup(name);
         px_conn_send_buf(&sv->conn, &b);
         pgs_buf_free(&b);
-        return e ? 1 : -1;
+        return e ? PX_MSG_DONE : PX_MSG_CLOSED;
     }
     /* The same text under another search_path may name other tables: another statement. */
     px_stmt *st = px_stmt_register(&w->stmts, rest, n, cl->sess ? px_session_search_path_sig(cl->sess) : 0);
@@ -229,14 +229,14 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
     if (st && (wait || (s == PX_STMT_ABSENT && ext_evict(sv, &b) > 0))) {
         px_stmt_unref(&w->stmts, st);
         pgs_buf_free(&b);
-        return 2; /* wait for an earlier Parse to be answered */
+        return PX_MSG_WAIT; /* wait for an earlier Parse to be answered */
     }
     if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, name, st) < 0) {
         if (st)
             px_stmt_unref(&w->stmts, st);
         px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory registering prepared statement \"%s\"",
                         name);
-        return -1;
+        return PX_MSG_CLOSED;
     }
     ext_drop(cl, f);
     px_reply_ent *e = NULL;
@@ -265,24 +265,24 @@ static int ext_parse(px_client *cl, const pgs_frame *f, const char *name, const 
 #undef ATTACH
     if (!e) {
         pgs_buf_free(&b);
-        return -1;
+        return PX_MSG_CLOSED;
     }
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     px_server_emit_fakes(sv);
-    return 1;
+    return PX_MSG_DONE;
 }
 
 /* Close of a named statement is answered by the proxy (the server keeps the statement for
  * other clients); the name is dropped now and restored if the Close turns out skipped. */
-static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
+static px_msg ext_close(px_client *cl, const pgs_frame *f, const char *name)
 {
     px_server *sv = px_client_server(cl);
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     ext_drop(cl, f);
     px_reply_ent *e = ext_push(sv, RP_FAKE_CLOSE, 0);
     if (!e)
-        return -1;
+        return PX_MSG_CLOSED;
     if (st) {
         e->cname = ext_strdup(name);
         e->stmt = st;
@@ -290,14 +290,14 @@ static int ext_close(px_client *cl, const pgs_frame *f, const char *name)
         px_client_stmt_del(&cl->stmts, &cl->conn.w->stmts, name);
     }
     px_server_emit_fakes(sv);
-    return 1;
+    return PX_MSG_DONE;
 }
 
 /* Bind or Describe of a statement: rewritten to the server's name. An unknown name passes
  * unchanged so that PostgreSQL reports it, except names that look like the proxy's own,
  * which must not reach other clients' statements: they are sent as a name that cannot
  * exist and the error is given the client's name. */
-static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name,
+static px_msg ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name,
                    const uint8_t *rest, size_t n)
 {
     px_server *sv = px_client_server(cl);
@@ -305,16 +305,16 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
     char sname[PX_STMT_NAME_LEN];
     bool foreign = !st && strncmp(name, "pgshard_", 8) == 0;
     if ((!st && !foreign) || (st && st->sql))
-        return 0; /* PostgreSQL reports it (a SQL-prepared name is not reachable from here) */
+        return PX_MSG_PASS; /* PostgreSQL reports it (a SQL-prepared name is not reachable from here) */
     if (st) {
         int r = ext_ensure(sv, st);
         if (r != 0)
-            return r < 0 ? -1 : 2;
+            return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
         px_stmt_name(st->hash, sname);
         if (f->type == PGS_FE_BIND &&
             px_client_stage_session(cl, (const char *)st->body,
                                     pgs_strnlen((const char *)st->body, st->body_len)) < 0)
-            return -1;
+            return PX_MSG_CLOSED;
     } else {
         snprintf(sname, sizeof sname, "pgshard_");
     }
@@ -333,13 +333,12 @@ static int ext_use(px_client *cl, const pgs_frame *f, const char *portal, const 
         e->cname = ext_strdup(name);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
-    return e ? 1 : -1;
+    return e ? PX_MSG_DONE : PX_MSG_CLOSED;
 }
 
-/* Handles P, B, D and C of a linked client in transaction pooling. Returns 1 when the
- * message was consumed, 0 when it passes unchanged, 2 when the client must wait for the
- * server, -1 when something was closed. */
-int px_ext_client_message(px_client *cl, const pgs_frame *f)
+/* Handles P, B, D and C of a linked client in transaction pooling: consumed (rewritten or
+ * answered), passed unchanged, or the client waits for its server. */
+px_msg px_ext_client_message(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
     const uint8_t *body = c->in.data + c->in_pos + PGS_HDR_LEN;
@@ -347,11 +346,11 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
     const char *portal = NULL, *name;
     uint8_t kind = 'S';
     if (f->type == PGS_FE_BIND && pgs_rd_cstr(&rd, &portal) < 0)
-        return 0;
+        return PX_MSG_PASS;
     if ((f->type == PGS_FE_DESCRIBE || f->type == PGS_FE_CLOSE) && pgs_rd_u8(&rd, &kind) < 0)
-        return 0;
+        return PX_MSG_PASS;
     if (pgs_rd_cstr(&rd, &name) < 0 || kind != 'S' || name[0] == 0)
-        return 0;
+        return PX_MSG_PASS;
     /* What was forwarded before goes first: the proxy may inject messages now. */
     px_conn_flush_forward(c, &px_client_server(cl)->conn);
     switch (f->type) {
@@ -367,7 +366,7 @@ int px_ext_client_message(px_client *cl, const pgs_frame *f)
 /* DEALLOCATE of a client's statement runs as DEALLOCATE of the server's name for it, so
  * the reply is PostgreSQL's own; f is a simple Query or an unnamed Parse of that text.
  * Returns as px_ext_client_message. */
-int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
+px_msg px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
 {
     px_server *sv = px_client_server(cl);
     px_stmt *st;
@@ -396,7 +395,7 @@ int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name)
                                      : px_server_push_reply(sv, RP_QUERY, 0);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
-    return ok < 0 ? -1 : 1;
+    return ok < 0 ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
 
 /* ---- the server side ---------------------------------------------------------------- */
@@ -491,15 +490,13 @@ static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t
 }
 
 /* Accounts for one server message (whole in the buffer when it is small enough to matter)
- * against the head of the reply queue. Returns 0 to relay it, 1 when it must not reach the
- * client (hidden, or already sent in another form), 2 when the whole message is needed
- * first, -1 on a desync. */
-int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail)
+ * against the head of the reply queue: what becomes of it (px_relay). */
+px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail)
 {
     px_reply_ent *h = px_replies_head(&sv->replies);
     if (h && h->kind == RP_PREPARE_SQL) {
         if (avail < f->total)
-            return 2;
+            return PX_RELAY_WHOLE;
         if (f->type == PGS_BE_ERROR && h->hash)
             px_htab_del(&sv->stmts, h->hash);
         if (f->type == PGS_BE_READY) {
@@ -507,21 +504,21 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
                 px_sset_ready(&sv->stmts, h->hash);
             px_replies_pop(&sv->replies);
         }
-        return 1;
+        return PX_RELAY_HIDE;
     }
     if (h && h->kind == RP_REPLAY) {
         if (avail < f->total)
-            return 2;
+            return PX_RELAY_WHOLE;
         if (f->type == PGS_BE_ERROR)
             pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
                      sv->be_pid);
         if (f->type == PGS_BE_READY)
             px_replies_pop(&sv->replies);
-        return 1;
+        return PX_RELAY_HIDE;
     }
     switch (f->type) {
     case PGS_BE_ERROR: {
-        int hide = 0;
+        px_relay hide = PX_RELAY;
         sv->saw_error = true;
         if (h && h->kind == RP_QUERY && h->cname && h->stmt) {
             /* A PREPARE that failed: the client's name does not exist after all. */
@@ -534,10 +531,10 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             (h->kind == RP_BIND || h->kind == RP_DESCRIBE ||
              ((h->kind == RP_PARSE || h->kind == RP_QUERY) && !h->stmt))) {
             if (avail < f->total)
-                return 2;
+                return PX_RELAY_WHOLE;
             px_conn_flush_forward(&sv->conn, px_link_dest(sv->link));
             ext_rename_error(sv, h, p, f);
-            hide = 1;
+            hide = PX_RELAY_HIDE;
         }
         if (h && h->kind != RP_QUERY)
             ext_skip_to_sync(sv);
@@ -548,45 +545,45 @@ int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, s
             ext_skip_to_sync(sv);
         h = px_replies_head(&sv->replies);
         if (!h || (h->kind != RP_SYNC && h->kind != RP_QUERY))
-            return -1;
+            return PX_RELAY_DESYNC;
         sv->skipping = false;
         ext_release(sv->conn.w, h);
         px_replies_pop(&sv->replies);
-        return 0;
+        return PX_RELAY;
     case PGS_BE_PARSE_COMPLETE:
         if (!h || (h->kind != RP_PARSE && h->kind != RP_PARSE_HIDDEN))
-            return -1;
+            return PX_RELAY_DESYNC;
         {
-            int hide = h->kind == RP_PARSE_HIDDEN;
+            px_relay hide = h->kind == RP_PARSE_HIDDEN ? PX_RELAY_HIDE : PX_RELAY;
             ext_succeeded(sv, h);
             return hide;
         }
     case PGS_BE_CLOSE_COMPLETE:
         if (!h || (h->kind != RP_CLOSE && h->kind != RP_CLOSE_HIDDEN))
-            return -1;
+            return PX_RELAY_DESYNC;
         {
-            int hide = h->kind == RP_CLOSE_HIDDEN;
+            px_relay hide = h->kind == RP_CLOSE_HIDDEN ? PX_RELAY_HIDE : PX_RELAY;
             ext_succeeded(sv, h);
             return hide;
         }
     case PGS_BE_BIND_COMPLETE:
         if (!h || h->kind != RP_BIND)
-            return -1;
+            return PX_RELAY_DESYNC;
         ext_succeeded(sv, h);
-        return 0;
+        return PX_RELAY;
     case PGS_BE_ROW_DESC:
     case PGS_BE_NO_DATA:
         if (h && h->kind == RP_DESCRIBE)
             ext_succeeded(sv, h);
-        return 0;
+        return PX_RELAY;
     case PGS_BE_COMMAND_COMPLETE:
     case PGS_BE_EMPTY_QUERY:
     case PGS_BE_PORTAL_SUSPENDED:
         if (h && h->kind == RP_EXECUTE)
             ext_succeeded(sv, h);
-        return 0;
+        return PX_RELAY;
     default:
-        return 0;
+        return PX_RELAY;
     }
 }
 
@@ -610,7 +607,7 @@ static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t 
 /* PREPARE name ...: the server checks it under a throwaway name (so its errors are
  * PostgreSQL's) and forgets it again; each server prepares it under its hash name when an
  * EXECUTE needs it. A name the client already has gets the server's own 42P05. */
-int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end)
 {
     px_server *sv = px_client_server(cl);
@@ -621,16 +618,16 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
     if (old) {
         int r = ext_ensure_any(sv, old);
         if (r != 0)
-            return r < 0 ? -1 : 2;
+            return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
         ext_drop(cl, f);
         px_stmt_name(old->hash, sname);
         px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
         if (!e)
-            return -1;
+            return PX_MSG_CLOSED;
         sv->segment++;
         e->cname = ext_strdup(name);
         ext_send_renamed(sv, sql, len, at, end, sname);
-        return 1;
+        return PX_MSG_DONE;
     }
     uint64_t seed = (cl->sess ? px_session_search_path_sig(cl->sess) : 0) ^ 0x5e1ull;
     px_stmt *st = px_stmt_register(&w->stmts, (const uint8_t *)sql + end, len - end, seed);
@@ -639,13 +636,13 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
             px_stmt_unref(&w->stmts, st);
         px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory registering prepared statement \"%s\"",
                         name);
-        return -1;
+        return PX_MSG_CLOSED;
     }
     st->sql = true;
     ext_drop(cl, f);
     px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
     if (!e)
-        return -1;
+        return PX_MSG_CLOSED;
     sv->segment++;
     e->cname = ext_strdup(name);
     e->stmt = st;
@@ -655,16 +652,16 @@ int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_
     pgs_msg_query(&b, "DEALLOCATE " PROBE_NAME);
     if (px_server_push_reply(sv, RP_PREPARE_SQL, 0) < 0) {
         pgs_buf_free(&b);
-        return -1;
+        return PX_MSG_CLOSED;
     }
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
-    return 1;
+    return PX_MSG_DONE;
 }
 
 /* EXECUTE name ...: runs on the server's name for the statement, prepared there first when
  * needed. An unknown name passes unchanged so PostgreSQL reports it. */
-int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end)
 {
     px_server *sv = px_client_server(cl);
@@ -675,9 +672,9 @@ int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_
         return r;
     px_reply_ent *e = ext_push(sv, RP_QUERY, 0);
     if (!e)
-        return -1;
+        return PX_MSG_CLOSED;
     sv->segment++;
     e->cname = ext_strdup(name);
     ext_send_renamed(sv, sql, len, at, end, sname);
-    return 1;
+    return PX_MSG_DONE;
 }

@@ -37,6 +37,36 @@ typedef struct px_monitor px_monitor;
 #define PX_SEGMENT_WAIT_MAX (1u << 20) /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
 
+/* What one step of a connection's state machine did (the client, server and admin steps):
+ * the input pass runs steps while they return PX_STEP_AGAIN. */
+typedef enum px_step {
+    PX_STEP_CLOSED = -1, /* the connection was closed: stop, touch nothing of it */
+    PX_STEP_WAIT = 0,    /* more input is needed, or it waits for another connection */
+    PX_STEP_AGAIN = 1,   /* it made progress: run the next step */
+} px_step;
+
+/* What a handler did with one client message it was offered (extended.c, route.c). */
+typedef enum px_msg {
+    PX_MSG_CLOSED = -1, /* the client (or its server) was closed */
+    PX_MSG_PASS = 0,    /* not handled: it goes on as it is */
+    PX_MSG_DONE = 1,    /* handled: consumed, answered, rewritten or dropped */
+    PX_MSG_WAIT = 2,    /* the client must wait for its server to answer something first */
+} px_msg;
+
+/* The step that follows a handled (or closing) message. */
+static inline px_step px_step_after(px_msg m)
+{
+    return m == PX_MSG_CLOSED ? PX_STEP_CLOSED : PX_STEP_AGAIN;
+}
+
+/* What becomes of one server message (px_ext_server_message). */
+typedef enum px_relay {
+    PX_RELAY = 0,       /* relay it to the client */
+    PX_RELAY_HIDE = 1,  /* it must not reach the client (hidden, or already sent in another form) */
+    PX_RELAY_WHOLE = 2, /* the whole message is needed first */
+    PX_RELAY_DESYNC = -1, /* it answers nothing the server was sent: close the server */
+} px_relay;
+
 /* A user from the config with the secrets derived from its password at start. */
 typedef struct px_user {
     const cfg_user *cfg; /* borrowed from px_proxy.cfg */
@@ -459,13 +489,13 @@ void px_server_activate(px_server *sv);
 void px_server_emit_fakes(px_server *sv);
 int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash);
 void px_server_replies_free(px_server *sv);
-int px_ext_client_message(px_client *cl, const pgs_frame *f);
-int px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
-int px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+px_msg px_ext_client_message(px_client *cl, const pgs_frame *f);
+px_msg px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
+px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end);
-int px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
+px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
                        size_t at, size_t end);
-int px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
+px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 
 /* route.c */
@@ -479,9 +509,9 @@ const px_status *px_route_status(px_worker *w);
 int px_route_acquire(px_client *cl, const pgs_frame *f);
 /* A client linked to a replica starts a new segment: 1 if that segment must go elsewhere. */
 bool px_route_must_leave(px_client *cl, const pgs_frame *f);
-/* SET/RESET/SHOW pgshard.*: answered here. 1 = handled (consumed), 0 = not ours, -1 closed. */
-int px_route_pgshard_var(px_client *cl, const pgs_frame *f);
-int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len);
+/* SET/RESET/SHOW pgshard.*: answered here (PX_MSG_DONE), or not ours (PX_MSG_PASS). */
+px_msg px_route_pgshard_var(px_client *cl, const pgs_frame *f);
+px_msg px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len);
 void px_route_node_failed(px_worker *w, int shard, int node);
 void px_route_node_ok(px_worker *w, int shard, int node);
 /* Clients queued for a node that failed: route them again, avoiding it. */
@@ -498,9 +528,9 @@ typedef struct px_route_why {
 } px_route_why;
 void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out);
 /* A Query from a client that holds no server, in a sharded config: BEGIN, and COMMIT or
- * ROLLBACK of a BEGIN not yet sent anywhere, are answered here. 1 = handled, 0 = route it,
- * -1 = closed. */
-int px_route_defer(px_client *cl, const pgs_frame *f);
+ * ROLLBACK of a BEGIN not yet sent anywhere, are answered here (PX_MSG_DONE); PX_MSG_PASS
+ * routes it. */
+px_msg px_route_defer(px_client *cl, const pgs_frame *f);
 /* The first message of a statement (Query, Parse, Bind) from a client that holds a server:
  * stay on it, leave it (a read pipelined after a replica read turned out to write; a
  * statement for another shard once the transaction is over: the caller waits until the
@@ -540,7 +570,7 @@ void px_pool_resume(px_pool *pool);
 
 /* admin.c */
 void px_admin_login(px_client *cl);
-int px_admin_step(px_client *cl);
+px_step px_admin_step(px_client *cl);
 /* Gathers from every worker, then calls done on the origin worker. kind: PX_SNAP_*. */
 enum { PX_SNAP_POOLS, PX_SNAP_CLIENTS, PX_SNAP_SERVERS };
 typedef struct px_snapshot px_snapshot;

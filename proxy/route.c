@@ -661,8 +661,8 @@ char px_route_idle_status(const px_client *cl)
 
 /* Answers a Query the client sent with a CommandComplete (tag) or an error, then
  * ReadyForQuery, consuming the message. */
-static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate,
-                        const char *msg)
+static px_msg route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate,
+                           const char *msg)
 {
     px_conn *c = &cl->conn;
     pgs_buf b = PGS_BUF_INIT;
@@ -675,7 +675,7 @@ static int route_answer(px_client *cl, const pgs_frame *f, const char *tag, cons
     pgs_msg_ready(&b, px_route_idle_status(cl));
     int r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
     pgs_buf_free(&b);
-    return r < 0 || cl->state == CL_CLOSED ? -1 : 1;
+    return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
 
 /* The same for an extended-protocol segment that only runs one transaction-control
@@ -787,7 +787,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
 
 /* The extended-protocol form (an unnamed Parse of the statement, Bind, Describe, Execute,
  * Sync, as psycopg sends BEGIN): the replies are made here, in order. */
-static int route_defer_ext(px_client *cl)
+static px_msg route_defer_ext(px_client *cl)
 {
     const char *sql = NULL;
     size_t len = 0;
@@ -797,7 +797,7 @@ static int route_defer_ext(px_client *cl)
     int r = seg ? defer_decide(cl, sql, len, &a) : 0;
     if (r <= 0) {
         pgs_buf_free(&b);
-        return r;
+        return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     }
     if (a.tag) {
         pgs_msg_complete(&b, a.tag);
@@ -811,17 +811,19 @@ static int route_defer_ext(px_client *cl)
     c->fwd_mark = c->in_pos;
     r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
     pgs_buf_free(&b);
-    return r < 0 || cl->state == CL_CLOSED ? -1 : 1;
+    return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
 
-int px_route_defer(px_client *cl, const pgs_frame *f)
+px_msg px_route_defer(px_client *cl, const pgs_frame *f)
 {
     if (f->type == PGS_FE_PARSE)
         return route_defer_ext(cl);
     const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     defer_answer a;
     int r = defer_decide(cl, sql, pgs_strnlen(sql, f->len - 4), &a);
-    return r <= 0 ? r : route_answer(cl, f, a.tag, a.sqlstate, a.msg);
+    if (r <= 0)
+        return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
+    return route_answer(cl, f, a.tag, a.sqlstate, a.msg);
 }
 
 /* SQL that raises sqlstate with msg on the server: the error then takes its place among the
@@ -842,8 +844,8 @@ static void route_raise_sql(pgs_buf *b, const char *sqlstate, const char *msg)
  * transaction, in a pipeline segment, or in session pooling). A Query is replaced by a
  * server-side error in its place; an extended-protocol message cannot be, since the
  * messages before it in its segment already went out, so the client is closed with the error
- * and the server with it, which rolls its transaction back. Returns 1 or -1 (closed). */
-static int linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_result *sk)
+ * and the server with it, which rolls its transaction back. PX_MSG_DONE or PX_MSG_CLOSED. */
+static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_result *sk)
 {
     px_link *l = px_xact_link(cl);
     px_server *sv = l->sv;
@@ -859,7 +861,7 @@ static int linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_result *
     }
     if (f->type != PGS_FE_QUERY) {
         px_client_fatal(cl, state, "%s", msg);
-        return -1;
+        return PX_MSG_CLOSED;
     }
     px_conn *c = &cl->conn;
     pgs_buf b = PGS_BUF_INIT;
@@ -870,8 +872,8 @@ static int linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_result *
     px_conn_flush_forward(c, &sv->conn);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
-    int r = pgs_buf_failed(&b) || px_server_push_reply(sv, RP_QUERY, 0) < 0 ? -1 : 1;
-    if (r > 0)
+    px_msg r = pgs_buf_failed(&b) || px_server_push_reply(sv, RP_QUERY, 0) < 0 ? PX_MSG_CLOSED : PX_MSG_DONE;
+    if (r == PX_MSG_DONE)
         px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
     return r;
@@ -900,7 +902,7 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
      * for them (the caller pauses while the server is not clean), then route it anew. */
     if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE)
         return PX_LINKED_LEAVE;
-    return linked_refuse(cl, f, sk) < 0 ? PX_LINKED_CLOSED : PX_LINKED_DONE;
+    return linked_refuse(cl, f, sk) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
 }
 
 void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out)
@@ -1203,17 +1205,17 @@ static void var_refusal_sql(pgs_buf *b, const char *name)
 /* The same in an unnamed Parse (pgjdbc and other drivers send every statement this way):
  * the setting is applied now, and the server gets `SET pgshard.x TO 'value'`, which its
  * grammar accepts as a placeholder variable (`= primary` it would refuse), so the replies
- * stay the server's own. Returns 1 when the Parse was handled, 0 to forward it as is, -1. */
-int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len)
+ * stay the server's own: PX_MSG_DONE when the Parse was handled, PX_MSG_PASS to forward it. */
+px_msg px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, size_t len)
 {
     px_conn *c = &cl->conn;
     const char *name;
     const prs_query_info *qi = var_statement(c->w, sql, len, &name);
     if (!qi || (qi->kind != PRS_KIND_SET && qi->kind != PRS_KIND_RESET))
-        return 0;
+        return PX_MSG_PASS;
     char value[64] = "";
     if (qi->kind == PRS_KIND_SET && var_value(c->w, sql, len, qi, value, sizeof value) < 0)
-        return 0;
+        return PX_MSG_PASS;
     bool reset = qi->kind == PRS_KIND_RESET;
     bool ok = var_apply(cl, name, value, reset);
     const uint8_t *msg = px_conn_at(c);
@@ -1234,27 +1236,28 @@ int px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql, s
     px_conn_flush_forward(c, &px_client_server(cl)->conn);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
-    int r = pgs_buf_failed(&b) || px_server_push_reply(px_client_server(cl), RP_PARSE, 0) < 0 ? -1 : 1;
-    if (r > 0)
+    px_msg r = pgs_buf_failed(&b) || px_server_push_reply(px_client_server(cl), RP_PARSE, 0) < 0 ? PX_MSG_CLOSED
+                                                                                             : PX_MSG_DONE;
+    if (r == PX_MSG_DONE)
         px_conn_send_buf(&px_client_server(cl)->conn, &b);
     pgs_buf_free(&b);
     return r;
 }
 
-int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
+px_msg px_route_pgshard_var(px_client *cl, const pgs_frame *f)
 {
     px_conn *c = &cl->conn;
     if (c->in.len - c->in_pos < f->total)
-        return 0;
+        return PX_MSG_PASS;
     const char *sql = (const char *)px_conn_at(c) + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
     px_server *sv = px_client_server(cl);
     if (sv && (sv->replies.n || sv->ext_open))
-        return 0; /* replies still owed: an answer from here would overtake them */
+        return PX_MSG_PASS; /* replies still owed: an answer from here would overtake them */
     const char *name;
     const prs_query_info *qi = var_statement(c->w, sql, len, &name);
     if (!qi)
-        return 0;
+        return PX_MSG_PASS;
     char value[64] = "";
     int vr = qi->kind == PRS_KIND_SET ? var_value(c->w, sql, len, qi, value, sizeof value) : 0;
     /* What came before goes to the server; this message goes nowhere. */
@@ -1263,7 +1266,7 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
     c->fwd_mark = c->in_pos;
     if (vr < 0) {
         var_error(cl, PGS_SQLSTATE_INVALID_PARAMETER_VALUE, "invalid value for parameter \"%s\"", name);
-        return cl->state == CL_CLOSED ? -1 : 1;
+        return cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
     }
     if (qi->kind == PRS_KIND_SHOW) {
         char v[32];
@@ -1283,5 +1286,5 @@ int px_route_pgshard_var(px_client *cl, const pgs_frame *f)
     } else {
         var_set(cl, name, value, qi->kind == PRS_KIND_RESET);
     }
-    return cl->state == CL_CLOSED ? -1 : 1;
+    return cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }

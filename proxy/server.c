@@ -10,7 +10,7 @@
 
 #define PX_MAX_LOGIN_MSG (1u << 20)
 
-static int server_tls_step(px_server *sv);
+static px_step server_tls_step(px_server *sv);
 
 static const char *const server_state_names[] = {
     "connecting", "tls", "login", "idle", "active", "reset", "closed",
@@ -202,7 +202,7 @@ bad:
 }
 
 /* One whole message while logging in. */
-static int server_login_step(px_server *sv)
+static px_step server_login_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     size_t avail = c->in.len - c->in_pos;
@@ -210,28 +210,28 @@ static int server_login_step(px_server *sv)
     pgs_frame f;
     int r = pgs_frame_read(p, avail, PX_MAX_LOGIN_MSG, &f);
     if (r == 0 || (r > 0 && avail < f.total))
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0) {
         server_close_err(sv, "invalid message length from server", NULL, 0);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     c->in_pos += f.total;
     const uint8_t *body = p + PGS_HDR_LEN;
     size_t n = f.len - 4;
     switch (f.type) {
     case PGS_BE_AUTH:
-        return server_auth(sv, body, n) < 0 ? -1 : 1;
+        return server_auth(sv, body, n) < 0 ? PX_STEP_CLOSED : PX_STEP_AGAIN;
     case PGS_BE_PARAM_STATUS:
         pgs_buf_append(&sv->login_params, p, f.total);
-        return 1;
+        return PX_STEP_AGAIN;
     case PGS_BE_KEY_DATA:
         if (n != 8) {
             server_close_err(sv, "malformed BackendKeyData", NULL, 0);
-            return -1;
+            return PX_STEP_CLOSED;
         }
         sv->be_pid = pgs_be32(body);
         sv->be_secret = pgs_be32(body + 4);
-        return 1;
+        return PX_STEP_AGAIN;
     case PGS_BE_ERROR: {
         pgs_error_fields ef;
         char why[300];
@@ -239,15 +239,15 @@ static int server_login_step(px_server *sv)
             ef.message = "malformed error";
         snprintf(why, sizeof why, "login refused: %s (%s)", ef.message, ef.sqlstate);
         server_close_err(sv, why, p, f.total);
-        return -1;
+        return PX_STEP_CLOSED;
     }
     case PGS_BE_NOTICE:
     case PGS_BE_NEGOTIATE:
-        return 1;
+        return PX_STEP_AGAIN;
     case PGS_BE_READY:
         if (n != 1) {
             server_close_err(sv, "malformed ReadyForQuery", NULL, 0);
-            return -1;
+            return PX_STEP_CLOSED;
         }
         sv->tx_status = (char)body[0];
         sv->pool->nconnecting--;
@@ -255,33 +255,33 @@ static int server_login_step(px_server *sv)
         pgs_debug("server_login", "server pid %u ready", sv->be_pid);
         px_pool_login_done(sv->pool, sv);
         pgs_buf_free(&sv->login_params);
-        return 1;
+        return PX_STEP_AGAIN;
     default:
         server_close_err(sv, "unexpected message while logging in", NULL, 0);
-        return -1;
+        return PX_STEP_CLOSED;
     }
 }
 
 /* Messages a server sends with no client linked: notices and parameter changes are
  * dropped; anything else (an error before a shutdown) means the server is going away. */
-static int server_idle_step(px_server *sv)
+static px_step server_idle_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     size_t avail = c->in.len - c->in_pos;
     pgs_frame f;
     int r = pgs_frame_read(px_conn_at(c), avail, PX_MAX_LOGIN_MSG, &f);
     if (r == 0 || (r > 0 && avail < f.total))
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0 || (f.type != PGS_BE_NOTICE && f.type != PGS_BE_PARAM_STATUS && f.type != PGS_BE_NOTIFY)) {
         px_server_close(sv, "unexpected message from an idle server");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     c->in_pos += f.total;
-    return 1;
+    return PX_STEP_AGAIN;
 }
 
 /* Skips the reply to the reset query; the server is idle again at its ReadyForQuery. */
-static int server_reset_step(px_server *sv)
+static px_step server_reset_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     size_t avail = c->in.len - c->in_pos;
@@ -289,27 +289,27 @@ static int server_reset_step(px_server *sv)
         size_t k = avail < c->pass_left ? avail : c->pass_left;
         c->in_pos += k;
         c->pass_left -= (uint32_t)k;
-        return k ? 1 : 0;
+        return k ? PX_STEP_AGAIN : PX_STEP_WAIT;
     }
     pgs_frame f;
     int r = pgs_frame_read(px_conn_at(c), avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0 || f.type == PGS_BE_ERROR) {
         px_server_close(sv, "reset query failed");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (f.type != PGS_BE_READY) {
         size_t take = avail < f.total ? avail : f.total;
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
-        return 1;
+        return PX_STEP_AGAIN;
     }
     if (avail < f.total)
-        return 0;
+        return PX_STEP_WAIT;
     c->in_pos += f.total;
     server_set_state(sv, SV_IDLE);
-    return 1;
+    return PX_STEP_AGAIN;
 }
 
 /* A ReadyForQuery reached the client: one query, and a transaction when it went idle. */
@@ -331,14 +331,14 @@ static void server_count_ready(px_server *sv)
     l->start_ns = 0;
 }
 
-/* Asks for a whole message before looking at it: returns 0 (wait) or -1 (closed). */
-static int server_need(px_server *sv, size_t more)
+/* Asks for a whole message before looking at it. */
+static px_step server_need(px_server *sv, size_t more)
 {
     if (pgs_buf_reserve(&sv->conn.in, more) < 0) {
         px_server_close(sv, "out of memory");
-        return -1;
+        return PX_STEP_CLOSED;
     }
-    return 0;
+    return PX_STEP_WAIT;
 }
 
 /* Follows the transaction that staged a client's SET statements: an error or a ROLLBACK
@@ -385,7 +385,7 @@ static int server_first_reply(px_server *sv, px_client *cl, const pgs_frame *f, 
 /* Relays the server's bytes to the linked client. Each message's type is checked against
  * the replies owed; ReadyForQuery frees the server in transaction pooling when the client
  * has nothing else running and no transaction open. */
-static int server_active_step(px_server *sv)
+static px_step server_active_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     px_link *l = sv->link;
@@ -393,7 +393,7 @@ static int server_active_step(px_server *sv)
     px_conn *dest = px_link_dest(l);
     size_t avail = c->in.len - c->in_pos;
     if (avail == 0)
-        return 0;
+        return PX_STEP_WAIT;
     if (c->pass_left) {
         size_t k = avail < c->pass_left ? avail : c->pass_left;
         c->in_pos += k;
@@ -403,41 +403,41 @@ static int server_active_step(px_server *sv)
             px_conn_flush_forward(c, dest);
             px_server_emit_fakes(sv);
         }
-        return 1;
+        return PX_STEP_AGAIN;
     }
     pgs_frame f;
     const uint8_t *p = px_conn_at(c);
     int r = pgs_frame_read(p, avail, PGS_MAX_MSG_LEN, &f);
     if (r == 0)
-        return 0;
+        return PX_STEP_WAIT;
     if (r < 0) {
         px_server_close(sv, "invalid message length from server");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (f.type == PGS_BE_READY && avail < f.total)
-        return 0;
+        return PX_STEP_WAIT;
     if (px_retry_armed(cl) && !l->sent_any && (f.type == PGS_BE_ERROR || f.type == PGS_BE_NOTICE) &&
         avail < f.total)
         return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
     if (f.type == PGS_BE_READY && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     bool pending = cl->sess && px_session_has_pending(cl->sess);
     if (pending && f.type == PGS_BE_COMMAND_COMPLETE && avail < f.total)
         return server_need(sv, f.total - avail);
-    int hide = px_ext_server_message(sv, &f, p, avail);
-    if (hide == 2)
+    px_relay hide = px_ext_server_message(sv, &f, p, avail);
+    if (hide == PX_RELAY_WHOLE)
         return server_need(sv, f.total - avail);
-    if (hide < 0) {
+    if (hide == PX_RELAY_DESYNC) {
         px_server_close(sv, "reply does not match what was sent (protocol desync)");
-        return -1;
+        return PX_STEP_CLOSED;
     }
     if (pending)
         server_track_session(sv, cl, &f, p);
-    if (!hide && !l->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
-        return -1;
-    if (hide) {
+    if (hide == PX_RELAY && !l->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
+        return PX_STEP_CLOSED;
+    if (hide == PX_RELAY_HIDE) {
         /* Hidden replies are whole in the buffer (small, checked above or bodiless). */
         px_conn_flush_forward(c, dest);
         c->in_pos += f.total;
@@ -447,9 +447,9 @@ static int server_active_step(px_server *sv)
         c->in_pos += take;
         c->pass_left = (uint32_t)(f.total - take);
     }
-    if (f.type == PGS_BE_ERROR && !hide)
+    if (f.type == PGS_BE_ERROR && hide == PX_RELAY)
         sv->pool->st.errors++;
-    if (f.type == PGS_BE_READY && !hide) {
+    if (f.type == PGS_BE_READY && hide == PX_RELAY) {
         sv->tx_status = (char)p[5];
         server_count_ready(sv);
         if (sv->stmts_doubtful && sv->saw_error)
@@ -467,7 +467,7 @@ static int server_active_step(px_server *sv)
         px_conn_flush_forward(c, dest);
         px_server_release(sv);
     }
-    return 1;
+    return PX_STEP_AGAIN;
 }
 
 void px_server_process(px_server *sv)
@@ -476,8 +476,8 @@ void px_server_process(px_server *sv)
     if (c->processing || c->closing)
         return;
     c->processing = true;
-    int r = 1;
-    while (r > 0 && sv->state != SV_CLOSED) {
+    px_step r = PX_STEP_AGAIN;
+    while (r == PX_STEP_AGAIN && sv->state != SV_CLOSED) {
         switch (sv->state) {
         case SV_TLS:
             r = server_tls_step(sv);
@@ -563,27 +563,27 @@ void px_server_tls_ready(px_server *sv)
  * the server has no TLS; require, verify-ca and verify-full give up, as libpq does. A
  * certificate that fails verify-ca or verify-full ends the handshake, and the transport's
  * reason closes the server (conn.c). */
-static int server_tls_step(px_server *sv)
+static px_step server_tls_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     if (px_conn_is_tls(c) || c->in.len - c->in_pos < 1)
-        return 0; /* handshake running: the transport calls px_server_tls_ready */
+        return PX_STEP_WAIT; /* handshake running: the transport calls px_server_tls_ready */
     uint8_t answer = c->in.data[c->in_pos++];
     cfg_server_tls mode = c->w->px->cfg->server_tls;
     if (answer == 'S') {
         if (c->in_pos != c->in.len) {
             px_server_close(sv, "server sent data after accepting TLS");
-            return -1;
+            return PX_STEP_CLOSED;
         }
         if (px_tls_connect(c, px_conf_cfg_node(c->w->conf, sv->pool->shard, sv->pool->nodeix)) < 0) {
             px_server_close(sv, "cannot start TLS towards the server");
-            return -1;
+            return PX_STEP_CLOSED;
         }
-        return 0;
+        return PX_STEP_WAIT;
     }
     if (answer == 'N' && mode < CFG_STLS_REQUIRE) {
         server_send_startup(sv);
-        return 1;
+        return PX_STEP_AGAIN;
     }
     char why[96];
     if (answer == 'N')
@@ -592,7 +592,7 @@ static int server_tls_step(px_server *sv)
     else
         snprintf(why, sizeof why, "unexpected answer to SSLRequest");
     px_server_close(sv, why);
-    return -1;
+    return PX_STEP_CLOSED;
 }
 
 static void server_on_connect(uv_connect_t *req, int status)
