@@ -6,6 +6,7 @@
 #include <pg_query/pg_query.pb-c.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "parser/parser.h"
 
@@ -13,6 +14,7 @@
 #define MAX_DEPTH 2000
 #define MAX_SEEN_TABLES 64
 #define MAX_CTES 32
+#define CURSOR_OPT_HOLD 0x0020 /* PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD */
 
 typedef PgQuery__Node Node;
 
@@ -25,6 +27,7 @@ typedef struct seen_table {
 /* What the generic walk over one statement's tree collects. */
 typedef struct walker {
     uint32_t flags;
+    uint8_t pin, unpin; /* PRS_PIN_* */
     bool query_checks; /* functions, row locks and CTEs matter (not for DDL) */
     unsigned n_tables;
     bool tables_overflow;
@@ -49,6 +52,7 @@ typedef struct stmt_result {
     uint8_t kind;
     bool read_only; /* before the write flags are applied */
     uint32_t flags;
+    uint8_t pin, unpin; /* PRS_PIN_* */
 } stmt_result;
 
 /* ---- names ---- */
@@ -197,8 +201,10 @@ static void see_table(walker *w, const PgQuery__RangeVar *rv)
     if (!str_set(rv->relname))
         return;
     const char *schema = str_set(rv->schemaname) ? rv->schemaname : NULL;
-    if ((rv->relpersistence && rv->relpersistence[0] == 't') || has_prefix(schema, "pg_temp"))
+    if ((rv->relpersistence && rv->relpersistence[0] == 't') || has_prefix(schema, "pg_temp")) {
         w->flags |= PRS_F_TEMP_TABLE;
+        w->pin |= PRS_PIN_TEMP;
+    }
     for (unsigned i = 0; i < w->n_tables; i++) {
         const seen_table *t = &w->tables[i];
         if (strcmp(t->name, rv->relname) == 0 &&
@@ -226,6 +232,29 @@ static bool is_sequence_function(const char *name)
            strcmp(name, "lastval") == 0;
 }
 
+/* set_config(name, value, is_local) with is_local a constant true: the setting ends with the
+ * transaction. Anything else (false, or a value known only when it runs) may outlive it. */
+static bool set_config_local(const PgQuery__FuncCall *fc)
+{
+    if (fc->n_args != 3)
+        return false;
+    const Node *a = fc->args[2];
+    while (a && a->node_case == PG_QUERY__NODE__NODE_TYPE_CAST)
+        a = a->type_cast->arg;
+    if (!a || a->node_case != PG_QUERY__NODE__NODE_A_CONST)
+        return false;
+    const PgQuery__AConst *k = a->a_const;
+    if (k->val_case == PG_QUERY__A__CONST__VAL_BOOLVAL)
+        return k->boolval && k->boolval->boolval;
+    if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL && k->sval && k->sval->sval) {
+        static const char *const yes[] = {"true", "t", "on", "yes", "y", "1"};
+        for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+            if (strcasecmp(k->sval->sval, yes[i]) == 0)
+                return true;
+    }
+    return false;
+}
+
 /* Functions decide whether a SELECT may go to a replica. Only built-ins, unqualified or in
  * pg_catalog, can be known; anything else might write. currval and lastval read session
  * state that exists only where nextval ran, so they go with nextval to the primary. */
@@ -241,12 +270,20 @@ static void see_function(walker *w, const PgQuery__FuncCall *fc)
         w->flags |= PRS_F_UNSAFE_FUNC;
         return;
     }
-    if (is_sequence_function(name))
+    if (is_sequence_function(name)) {
         w->flags |= PRS_F_NEXTVAL;
-    else if (has_prefix(name, "pg_advisory_") || has_prefix(name, "pg_try_advisory_"))
+    } else if (has_prefix(name, "pg_advisory_") || has_prefix(name, "pg_try_advisory_")) {
         w->flags |= PRS_F_ADVISORY_LOCK;
-    else if (!prs_function_is_safe(name))
+        /* The session-level locks outlive the transaction; the _xact_ ones do not. */
+        if (strcmp(name, "pg_advisory_unlock_all") == 0)
+            w->unpin |= PRS_PIN_ADVISORY;
+        else if (strstr(name, "_lock") && !strstr(name, "_xact_"))
+            w->pin |= PRS_PIN_ADVISORY;
+    } else if (!prs_function_is_safe(name)) {
         w->flags |= PRS_F_UNSAFE_FUNC;
+    }
+    if (strcmp(name, "set_config") == 0 && !set_config_local(fc))
+        w->pin |= PRS_PIN_SET_CONFIG;
 }
 
 static void see_cte(walker *w, const PgQuery__CommonTableExpr *cte)
@@ -888,6 +925,8 @@ static void classify_node(classifier *c, const Node *n, stmt_result *r)
         r->kind = PRS_KIND_DECLARE;
         set_object_name(c, n->declare_cursor_stmt->portalname);
         classify_inner(c, n->declare_cursor_stmt->query, r);
+        if (n->declare_cursor_stmt->options & CURSOR_OPT_HOLD)
+            r->pin |= PRS_PIN_HOLD_CURSOR;
         break;
     case PG_QUERY__NODE__NODE_EXECUTE_STMT:
         set_object_name(c, n->execute_stmt->name);
@@ -897,18 +936,29 @@ static void classify_node(classifier *c, const Node *n, stmt_result *r)
         break;
     case PG_QUERY__NODE__NODE_LISTEN_STMT:
         set_object_name(c, n->listen_stmt->conditionname);
+        r->pin |= PRS_PIN_LISTEN;
         break;
     case PG_QUERY__NODE__NODE_NOTIFY_STMT:
         set_object_name(c, n->notify_stmt->conditionname);
         break;
     case PG_QUERY__NODE__NODE_UNLISTEN_STMT:
         set_object_name(c, n->unlisten_stmt->conditionname);
+        if (!str_set(n->unlisten_stmt->conditionname))
+            r->unpin |= PRS_PIN_LISTEN; /* UNLISTEN * */
         break;
     case PG_QUERY__NODE__NODE_FETCH_STMT:
         set_object_name(c, n->fetch_stmt->portalname);
         break;
     case PG_QUERY__NODE__NODE_CLOSE_PORTAL_STMT:
         set_object_name(c, n->close_portal_stmt->portalname);
+        if (!str_set(n->close_portal_stmt->portalname))
+            r->unpin |= PRS_PIN_HOLD_CURSOR; /* CLOSE ALL */
+        break;
+    case PG_QUERY__NODE__NODE_DISCARD_STMT:
+        if (n->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL)
+            r->unpin |= PRS_PIN_ALL;
+        else if (n->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_TEMP)
+            r->unpin |= PRS_PIN_TEMP;
         break;
     case PG_QUERY__NODE__NODE_VACUUM_STMT:
         r->kind = n->vacuum_stmt->is_vacuumcmd ? PRS_KIND_VACUUM : PRS_KIND_ANALYZE;
@@ -924,16 +974,26 @@ static void classify_statement(classifier *c, const Node *n, bool *all_read_only
     stmt_result r = {0};
     classify_node(c, n, &r);
     c->w.flags = 0;
+    c->w.pin = c->w.unpin = 0;
     c->w.stmt = (unsigned)c->stmt;
     c->w.query_checks = is_query_kind(r.kind);
     walk(&c->w, (const ProtobufCMessage *)n, 0);
     r.flags |= c->w.flags;
-    if (r.flags & PRS_F_WRITE_MASK)
+    r.pin |= c->w.pin;
+    r.unpin |= c->w.unpin;
+    /* A temp table dropped at commit leaves nothing behind. */
+    if (n->node_case == PG_QUERY__NODE__NODE_CREATE_STMT &&
+        n->create_stmt->oncommit == PG_QUERY__ON_COMMIT_ACTION__ONCOMMIT_DROP)
+        r.pin &= (uint8_t)~PRS_PIN_TEMP;
+    /* State that stays with the session is made where writes go, never on a replica. */
+    if ((r.flags & PRS_F_WRITE_MASK) || r.pin)
         r.read_only = false;
     if (c->stmt == 0)
         c->out->kind = r.kind;
     c->out->kind_mask |= 1ull << r.kind;
     c->out->flags |= r.flags;
+    c->out->pin |= r.pin;
+    c->out->unpin |= r.unpin;
     *all_read_only = *all_read_only && r.read_only;
 }
 

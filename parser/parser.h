@@ -80,6 +80,18 @@ enum {
     (PRS_F_FOR_UPDATE | PRS_F_WRITABLE_CTE | PRS_F_NEXTVAL | PRS_F_ADVISORY_LOCK | PRS_F_UNSAFE_FUNC |       \
      PRS_F_SELECT_INTO | PRS_F_TEMP_TABLE | PRS_F_TOO_COMPLEX)
 
+/* Session state a statement leaves on its server that pgshard cannot replay on another
+ * (prs_query_info.pin), and the statements that remove it (prs_query_info.unpin). A server
+ * holding any of it stays with its client in transaction pooling (proxy/pin.c). */
+enum {
+    PRS_PIN_TEMP = 1u << 0,        /* CREATE TEMP (not ON COMMIT DROP), or a relation in pg_temp */
+    PRS_PIN_HOLD_CURSOR = 1u << 1, /* DECLARE ... WITH HOLD */
+    PRS_PIN_ADVISORY = 1u << 2,    /* pg_advisory_lock* and pg_try_advisory_lock* (session level) */
+    PRS_PIN_LISTEN = 1u << 3,      /* LISTEN */
+    PRS_PIN_SET_CONFIG = 1u << 4,  /* set_config(name, value, false): a SET pgshard does not see */
+    PRS_PIN_ALL = (1u << 5) - 1,
+};
+
 typedef enum prs_isolation {
     PRS_ISO_DEFAULT = 0,
     PRS_ISO_READ_UNCOMMITTED,
@@ -129,7 +141,7 @@ typedef struct prs_query_info {
     uint8_t kind;       /* prs_kind of the first statement */
     bool read_only;     /* every statement may run on a replica */
     uint8_t isolation;  /* prs_isolation named by BEGIN / SET TRANSACTION */
-    uint8_t reserved0;  /* zero: no padding anywhere, so equal infos are equal bytes */
+    uint8_t pin;        /* PRS_PIN_* the statements leave on the server */
     uint32_t flags;     /* PRS_F_* of all statements together */
     uint64_t kind_mask; /* bit (1 << kind) for each statement's kind */
     uint32_t n_statements;
@@ -138,7 +150,7 @@ typedef struct prs_query_info {
     uint16_t insert_rows;  /* VALUES rows of an INSERT: a row without a key ref has none */
     uint16_t set_name;     /* pool offset: SET/RESET/SHOW variable (lower case as parsed) */
     uint16_t set_value;    /* pool offset: a SET value written as a word (on, DEFAULT, UTC) */
-    uint16_t reserved1;    /* zero */
+    uint16_t unpin;        /* PRS_PIN_* they remove (DISCARD ALL: all of them) */
     int32_t set_value_lit; /* literal index of a SET value written as one literal, else -1 */
     uint16_t object_name;  /* pool offset: PREPARE/EXECUTE/DEALLOCATE statement, LISTEN/NOTIFY
                               channel, SAVEPOINT/RELEASE name, DECLARE/FETCH/CLOSE cursor */

@@ -464,6 +464,53 @@ static void test_set_values(void **state)
     prs_lexed_free(&lx);
 }
 
+/* Session state that pins a server in transaction pooling, and what removes it. */
+static void test_pins(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sql;
+        uint8_t pin, unpin;
+        bool read_only;
+    } cases[] = {
+        {"CREATE TEMP TABLE t (x int)", PRS_PIN_TEMP, 0, false},
+        {"CREATE TEMPORARY TABLE t (x int) ON COMMIT DROP", 0, 0, false},
+        {"CREATE TEMP TABLE t (x int) ON COMMIT DELETE ROWS", PRS_PIN_TEMP, 0, false},
+        {"SELECT * FROM pg_temp.t", PRS_PIN_TEMP, 0, false},
+        {"CREATE TABLE t (x int)", 0, 0, false},
+        {"DECLARE c CURSOR WITH HOLD FOR SELECT 1", PRS_PIN_HOLD_CURSOR, 0, false},
+        {"DECLARE c CURSOR FOR SELECT 1", 0, 0, true},
+        {"CLOSE ALL", 0, PRS_PIN_HOLD_CURSOR, true},
+        {"CLOSE c", 0, 0, true},
+        {"SELECT pg_advisory_lock(7)", PRS_PIN_ADVISORY, 0, false},
+        {"SELECT pg_try_advisory_lock_shared(1, 2)", PRS_PIN_ADVISORY, 0, false},
+        {"SELECT pg_advisory_xact_lock(7)", 0, 0, false},
+        {"SELECT pg_advisory_unlock(7)", 0, 0, false},
+        {"SELECT pg_advisory_unlock_all()", 0, PRS_PIN_ADVISORY, false},
+        {"LISTEN ch", PRS_PIN_LISTEN, 0, false},
+        {"UNLISTEN ch", 0, 0, true},
+        {"UNLISTEN *", 0, PRS_PIN_LISTEN, true},
+        {"SELECT set_config('work_mem', '8MB', false)", PRS_PIN_SET_CONFIG, 0, false},
+        {"SELECT set_config('work_mem', '8MB', $1)", PRS_PIN_SET_CONFIG, 0, false},
+        {"SELECT set_config('work_mem', '8MB', true)", 0, 0, false},
+        {"SELECT set_config('work_mem', '8MB', 'on'::boolean)", 0, 0, false},
+        {"DISCARD ALL", 0, PRS_PIN_ALL, true},
+        {"DISCARD TEMP", 0, PRS_PIN_TEMP, true},
+        {"DISCARD PLANS", 0, 0, true},
+        {"SELECT 1; LISTEN a; SELECT pg_advisory_lock(1)", PRS_PIN_LISTEN | PRS_PIN_ADVISORY, 0, false},
+    };
+    prs_lexed lx = PRS_LEXED_INIT;
+    for (size_t i = 0; i < N(cases); i++) {
+        prs_query_info qi;
+        int rc = classify(cases[i].sql, strlen(cases[i].sql), &lx, &qi);
+        if (rc != 0)
+            fail_msg("%s: %s", cases[i].sql, prs_strerror(rc));
+        if (qi.pin != cases[i].pin || qi.unpin != cases[i].unpin || qi.read_only != cases[i].read_only)
+            fail_msg("%s: pin %x unpin %x read_only %d", cases[i].sql, qi.pin, qi.unpin, qi.read_only);
+    }
+    prs_lexed_free(&lx);
+}
+
 static void check_tables(const char *sql, const char *const *want, size_t n)
 {
     prs_lexed lx = PRS_LEXED_INIT;
@@ -720,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_keys_multi_statement),
         cmocka_unit_test(test_no_key_columns),
         cmocka_unit_test(test_set_values),
+        cmocka_unit_test(test_pins),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_names_and_isolation),
         cmocka_unit_test(test_kind_mask_and_multi),
