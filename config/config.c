@@ -206,6 +206,8 @@ static const cfg_key cfg_keys[] = {
     CFG_INT(pool_size, "20", 1, 10000),
     CFG_INT(max_client_conn, "10000", 1, 1000000),
     CFG_U32(max_message_size, "16777216", 8192, 1073741824),
+    CFG_KEY(CFG_SEC_PGSHARD, "pin_session_state", cfg_config, pin_session_state, bool, cfg_parse_bool,
+            .def = "on", .words = cfg_bool_words),
     CFG_ENUM(auth_type, cfg_auth_type, "scram-sha-256", cfg_auth_types),
     CFG_SECONDS(query_wait_timeout, "120", 0),
     CFG_SECONDS(server_idle_timeout, "600", 0),

@@ -94,6 +94,8 @@ typedef struct cfg_config {
     int pool_size;                           /* default 20: per node, user, database and worker */
     int max_client_conn;                     /* default 10000, across all workers */
     uint32_t max_message_size;               /* default 16 MiB: largest message read whole */
+    bool pin_session_state;                  /* default on: a server with unreplayable session
+                                                state stays with its client (transaction pooling) */
     cfg_auth_type auth_type;                 /* default scram-sha-256 */
     uint32_t query_wait_timeout_ms;          /* default 120 s; 0 = wait forever */
     uint32_t server_idle_timeout_ms;         /* default 600 s; 0 = never close idle servers */

@@ -116,7 +116,9 @@ static void collect_clients(px_worker *w, pgs_buf *out)
             }
         }
         size_t st = out->len;
-        snap_row_begin(out, 9);
+        px_server *sv = px_client_server(cl);
+        char why[96];
+        snap_row_begin(out, 10);
         snap_col(out, "%d", w->id);
         snap_col(out, "%s", cl->user_name);
         snap_col(out, "%s", cl->db_name);
@@ -125,7 +127,8 @@ static void collect_clients(px_worker *w, pgs_buf *out)
         snap_col(out, "%d", port);
         snap_col(out, "%llu", (unsigned long long)((now - cl->accepted_at) / 1000));
         snap_col(out, "%s", px_conn_is_tls(&cl->conn) ? "yes" : "no");
-        snap_col(out, "%u", px_client_server(cl) ? px_client_server(cl)->be_pid : 0);
+        snap_col(out, "%u", sv ? sv->be_pid : 0);
+        snap_col(out, "%s", sv && px_pin_holds(sv) ? px_pin_reasons(sv->pins, why, sizeof why) : "");
         snap_row_end(out, st);
     }
 }
@@ -140,7 +143,8 @@ static void collect_servers(px_worker *w, pgs_buf *out)
         pgs_list_each (&p->servers, si, st2) {
             px_server *sv = pgs_container_of(si, px_server, node);
             size_t st = out->len;
-            snap_row_begin(out, 9);
+            char why[96];
+            snap_row_begin(out, 10);
             snap_col(out, "%d", w->id);
             snap_col(out, "%s", p->user->cfg->name);
             snap_col(out, "%s", p->db_name);
@@ -150,6 +154,7 @@ static void collect_servers(px_worker *w, pgs_buf *out)
             snap_col(out, "%c", sv->tx_status ? sv->tx_status : '?');
             snap_col(out, "%s", px_conn_is_tls(&sv->conn) ? "yes" : "no");
             snap_col(out, "%zu", sv->stmts.n);
+            snap_col(out, "%s", px_pin_reasons(sv->pins, why, sizeof why));
             snap_row_end(out, st);
         }
     }
@@ -289,14 +294,14 @@ static void admin_resume(px_client *cl)
 
 static void admin_list_done(px_worker *w, px_snapshot *s)
 {
-    static const char *const ccols[] = {"worker", "user",  "database", "state",     "addr",
-                                        "port",   "age_s", "tls",      "server_pid"};
-    static const char *const scols[] = {"worker",      "user", "database", "state",   "pid",
-                                        "state_age_s", "tx",   "tls",      "prepared"};
+    static const char *const ccols[] = {"worker", "user",  "database", "state",      "addr",
+                                        "port",   "age_s", "tls",      "server_pid", "pinned"};
+    static const char *const scols[] = {"worker",      "user", "database", "state",    "pid",
+                                        "state_age_s", "tx",   "tls",      "prepared", "pinned"};
     px_client *cl = admin_find(w, s->ctx, s->ctx_id);
     if (cl) {
         pgs_buf b = PGS_BUF_INIT;
-        pgs_msg_row_desc_text(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 9);
+        pgs_msg_row_desc_text(&b, s->kind == PX_SNAP_CLIENTS ? ccols : scols, 10);
         unsigned n = 0;
         for (int i = 0; i < s->nparts; i++) {
             pgs_buf_append(&b, s->parts[i].data, s->parts[i].len);

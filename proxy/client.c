@@ -728,6 +728,15 @@ static void client_forget_statements(px_client *cl, px_server *sv)
     sv->stmts_doubtful = true;
 }
 
+/* The session state a statement text leaves on sv, or removes (pin.c). */
+static void client_pins(px_client *cl, px_server *sv, const char *sql, size_t len)
+{
+    uint8_t pin;
+    uint16_t unpin;
+    px_route_pins(cl->conn.w, sql, len, &pin, &unpin);
+    px_pin_apply(cl, sv, pin, unpin);
+}
+
 /* A Parse whose text touches session state is handled like the same simple query: SET is
  * tracked, DEALLOCATE ALL/DISCARD ALL forget statements, and DEALLOCATE of a client's
  * statement (psycopg sends it this way) is rewritten to the server's name. Returns as
@@ -745,6 +754,8 @@ static px_msg client_parse_session(px_client *cl, const pgs_frame *f)
     px_msg r = name[0] ? PX_MSG_PASS : px_route_pgshard_parse(cl, f, sql, len);
     if (r != PX_MSG_PASS)
         return r;
+    if (!name[0])
+        client_pins(cl, px_client_server(cl), sql, len); /* a named statement pins at its Binds */
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
@@ -771,11 +782,12 @@ static px_msg client_query(px_client *cl, const pgs_frame *f)
 {
     const char *sql = (const char *)cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
+    px_server *sv = px_client_server(cl);
+    client_pins(cl, sv, sql, len);
     px_sess_stmt ss;
     px_sess_classify(sql, len, &ss);
     if (ss.kind == SESS_NONE)
         return PX_MSG_PASS;
-    px_server *sv = px_client_server(cl);
     if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL) {
         client_forget_statements(cl, sv);
         return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;

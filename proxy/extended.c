@@ -311,10 +311,16 @@ static px_msg ext_use(px_client *cl, const pgs_frame *f, const char *portal, con
         if (r != 0)
             return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
         px_stmt_name(st->hash, sname);
-        if (f->type == PGS_FE_BIND &&
-            px_client_stage_session(cl, (const char *)st->body,
-                                    pgs_strnlen((const char *)st->body, st->body_len)) < 0)
-            return PX_MSG_CLOSED;
+        if (f->type == PGS_FE_BIND) {
+            size_t tl = pgs_strnlen((const char *)st->body, st->body_len);
+            if (!st->pin_known) {
+                px_route_pins(cl->conn.w, (const char *)st->body, tl, &st->pin, &st->unpin);
+                st->pin_known = true;
+            }
+            px_pin_apply(cl, sv, st->pin, st->unpin);
+            if (px_client_stage_session(cl, (const char *)st->body, tl) < 0)
+                return PX_MSG_CLOSED;
+        }
     } else {
         snprintf(sname, sizeof sname, "pgshard_");
     }

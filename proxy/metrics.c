@@ -82,6 +82,16 @@ static void metrics_map(px_worker *w, pgs_buf *b)
     }
 }
 
+static void metrics_pins(px_worker *w, pgs_buf *b)
+{
+    px_global_stats *g = &w->px->gs;
+    pgs_buf_appendf(b, "# HELP pgshard_pins_total Servers pinned to their client by session state it left "
+                       "(transaction pooling), by reason\n# TYPE pgshard_pins_total counter\n");
+    for (int i = 0; i < PX_PIN_REASONS; i++)
+        pgs_buf_appendf(b, "pgshard_pins_total{reason=\"%s\"} %llu\n", px_pin_reason_name(i),
+                        (unsigned long long)atomic_load(&g->pins[i]));
+}
+
 static void metrics_nodes(px_worker *w, pgs_buf *b)
 {
     if (!w->px->mon)
@@ -160,6 +170,7 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
 {
     metrics_nodes(w, b);
     metrics_map(w, b);
+    metrics_pins(w, b);
     px_global_stats *g = &w->px->gs;
     int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);

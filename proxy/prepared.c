@@ -131,6 +131,9 @@ px_stmt *px_stmt_register(px_htab *reg, const uint8_t *body, size_t n, uint64_t 
     st->sql = false;
     st->route = 0;
     memset(&st->plan, 0, sizeof st->plan);
+    st->pin_known = false;
+    st->pin = 0;
+    st->unpin = 0;
     st->body_len = n;
     memcpy(st->body, body, n);
     if (px_htab_put(reg, h, st) < 0) {

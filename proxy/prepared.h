@@ -35,6 +35,9 @@ typedef struct px_stmt {
     bool sql;      /* from SQL PREPARE: body is the text after the name */
     uint8_t route; /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
     px_sk_plan plan; /* how its Binds find their shard (sharded configs) */
+    bool pin_known;  /* pin and unpin are set */
+    uint8_t pin;     /* PRS_PIN_* a run of it leaves on the server, and removes */
+    uint16_t unpin;
     size_t body_len;
     uint8_t body[]; /* query\0 int16 n, n x int32 type oids */
 } px_stmt;

@@ -282,6 +282,8 @@ struct px_server {
     bool stmts_doubtful;   /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
     bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
     bool saw_error;        /* an ErrorResponse since the last ReadyForQuery */
+    uint8_t pins;          /* PRS_PIN_*: session state its client left on it (pin.c) */
+    bool dirty;            /* it held such state since its last DISCARD ALL: cleaned on release */
     char tx_status;        /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
     px_scram_client *scram; /* owned while logging in */
@@ -498,6 +500,18 @@ px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, si
 px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 
+/* pin.c */
+#define PX_PIN_REASONS 5 /* the PRS_PIN_* bits */
+/* Whether a statement text may pin or unpin its server (checked before parsing it). */
+bool px_pin_may(const char *sql, size_t len);
+/* Records that cl's statement on sv leaves (pin) and removes (unpin) PRS_PIN_* state. */
+void px_pin_apply(px_client *cl, px_server *sv, uint8_t pin, uint16_t unpin);
+/* Whether sv stays with its client at the end of a transaction. */
+bool px_pin_holds(const px_server *sv);
+/* "temp,listen": the reasons of pins, in buf. */
+const char *px_pin_reasons(uint8_t pins, char *buf, size_t cap);
+const char *px_pin_reason_name(int i);
+
 /* route.c */
 int px_route_setup(px_worker *w);
 void px_route_teardown(px_worker *w);
@@ -507,6 +521,9 @@ const px_status *px_route_status(px_worker *w);
  * read the rest of an extended-protocol segment that names no shard yet. Returns 0, 1 when
  * the statement is refused (answered by the next pass), or -1 when out of memory. */
 int px_route_acquire(px_client *cl, const pgs_frame *f);
+/* The session state a statement text leaves and removes (PRS_PIN_*): parsed only when
+ * px_pin_may says it can. */
+void px_route_pins(px_worker *w, const char *sql, size_t len, uint8_t *pin, uint16_t *unpin);
 /* A client linked to a replica starts a new segment: 1 if that segment must go elsewhere. */
 bool px_route_must_leave(px_client *cl, const pgs_frame *f);
 /* SET/RESET/SHOW pgshard.*: answered here (PX_MSG_DONE), or not ours (PX_MSG_PASS). */

@@ -132,6 +132,19 @@ static const prs_query_info *route_analyze(px_worker *w, const char *sql, size_t
     return &fresh;
 }
 
+void px_route_pins(px_worker *w, const char *sql, size_t len, uint8_t *pin, uint16_t *unpin)
+{
+    *pin = 0;
+    *unpin = 0;
+    if (!px_pin_may(sql, len))
+        return;
+    const prs_query_info *qi = route_analyze(w, sql, len);
+    if (qi) {
+        *pin = qi->pin;
+        *unpin = qi->unpin;
+    }
+}
+
 /* The routing input every statement shares: tables, map, default shard, SET pgshard.shard. */
 static void route_sk_input(px_client *cl, px_sk_input *in)
 {
@@ -900,7 +913,8 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
     /* Earlier statements still running decide whether this one starts a new transaction: wait
      * for them (the caller pauses while the server is not clean), then route it anew. */
-    if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE)
+    if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&
+        !px_pin_holds(sv))
         return PX_LINKED_LEAVE;
     return linked_refuse(cl, f, sk) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
 }

@@ -80,7 +80,8 @@ bool px_server_clean(const px_server *sv)
 }
 
 /* Unlinks a server whose client is done with it and gives it back to the pool. Session
- * pooling first runs DISCARD ALL so the next client finds a fresh session. */
+ * pooling first runs DISCARD ALL so the next client finds a fresh session; so does
+ * transaction pooling for a server a client left session state on (pin.c). */
 void px_server_release(px_server *sv)
 {
     px_client *cl = px_server_client(sv);
@@ -90,9 +91,11 @@ void px_server_release(px_server *sv)
         px_server_close(sv, "a DISCARD ALL or DEALLOCATE ALL failed: its prepared statements are unknown");
         return;
     }
-    if (sv->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION) {
+    if (sv->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION || sv->dirty) {
         pgs_buf b = PGS_BUF_INIT;
         sv->state_sig = 0;
+        sv->pins = 0;
+        sv->dirty = false;
         px_htab_free(&sv->stmts);
         pgs_msg_query(&b, "DISCARD ALL");
         server_set_state(sv, SV_RESET);
@@ -463,7 +466,7 @@ static px_step server_active_step(px_server *sv)
         px_server_emit_fakes(sv);
     }
     if (f.type == PGS_BE_READY && sv->conn.w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
-        px_server_clean(sv) && cl->conn.pass_left == 0 && !cl->x.paused) {
+        px_server_clean(sv) && cl->conn.pass_left == 0 && !cl->x.paused && !px_pin_holds(sv)) {
         px_conn_flush_forward(c, dest);
         px_server_release(sv);
     }

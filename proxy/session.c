@@ -304,8 +304,11 @@ int px_session_add_param(px_session *s, const char *name, const char *value)
 
 void px_session_replay_sql(const px_session *s, pgs_buf *out)
 {
-    /* Each text on its own lines, so a trailing -- comment cannot swallow the next one. */
-    pgs_buf_append(out, "RESET ALL", 9);
+    /* Each text on its own lines, so a trailing -- comment cannot swallow the next one.
+     * RESET ALL leaves the role and the session authorization as they are (PostgreSQL
+     * marks them GUC_NO_RESET_ALL): another client's SET ROLE would stay in force. */
+    static const char reset[] = "RESET SESSION AUTHORIZATION;\nRESET ROLE;\nRESET ALL";
+    pgs_buf_append(out, reset, sizeof reset - 1);
     for (size_t i = 0; i < s->n; i++) {
         pgs_buf_append(out, ";\n", 2);
         pgs_buf_append(out, s->items[i]->text, s->items[i]->len);

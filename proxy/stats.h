@@ -47,6 +47,7 @@ typedef struct px_global_stats {
     atomic_ullong protocol_errors;
     atomic_ullong tls_client_handshakes;
     atomic_ullong tls_server_handshakes;
+    atomic_ullong pins[5]; /* servers pinned to their client, by reason (PX_PIN_REASONS) */
 } px_global_stats;
 
 #endif

@@ -1,0 +1,115 @@
+/* Session state that transaction pooling cannot replay. A statement that leaves such state
+ * on its server (a temp table, a WITH HOLD cursor, a session advisory lock, LISTEN,
+ * set_config(..., false)) pins that server to its client: the client keeps it across
+ * transactions, with session semantics, until it removes the state or leaves. A server that
+ * ever held such state is cleaned with DISCARD ALL (or closed) before anyone else gets it,
+ * pinned or not (pin_session_state = off). The parser says which statements pin and unpin
+ * (prs_query_info.pin/unpin); most texts are ruled out here without being parsed. */
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/px.h"
+
+static const char *const pin_names[PX_PIN_REASONS] = {"temp", "hold_cursor", "advisory_lock", "listen",
+                                                      "set_config"};
+
+const char *px_pin_reason_name(int i)
+{
+    return i >= 0 && i < PX_PIN_REASONS ? pin_names[i] : NULL;
+}
+
+const char *px_pin_reasons(uint8_t pins, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < PX_PIN_REASONS && n < cap; i++)
+        if (pins & (1u << i)) {
+            int k = snprintf(buf + n, cap - n, "%s%s", n ? "," : "", pin_names[i]);
+            n += k > 0 ? (size_t)k : 0;
+        }
+    return buf;
+}
+
+static bool word_at(const char *s, size_t len, size_t i, const char *w, size_t wn)
+{
+    if (i + wn > len)
+        return false;
+    for (size_t k = 0; k < wn; k++)
+        if ((s[i + k] | 0x20) != w[k])
+            return false;
+    return true;
+}
+
+/* Whether the text may pin or unpin at all: only statements that contain one of these
+ * words can (TEMP/TEMPORARY/pg_temp, HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config,
+ * DISCARD, CLOSE). One pass, no parse, on every statement of transaction pooling. */
+bool px_pin_may(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        switch (s[i] | 0x20) {
+        case 't':
+            if (word_at(s, len, i, "temp", 4))
+                return true;
+            break;
+        case 'h':
+            if (word_at(s, len, i, "hold", 4))
+                return true;
+            break;
+        case 'a':
+            if (word_at(s, len, i, "advisory", 8))
+                return true;
+            break;
+        case 'l':
+            if (word_at(s, len, i, "listen", 6))
+                return true;
+            break;
+        case 's':
+            if (word_at(s, len, i, "set_config", 10))
+                return true;
+            break;
+        case 'd':
+            if (word_at(s, len, i, "discard", 7))
+                return true;
+            break;
+        case 'c':
+            if (word_at(s, len, i, "close", 5))
+                return true;
+            break;
+        default:
+            break;
+        }
+    }
+    return false;
+}
+
+void px_pin_apply(px_client *cl, px_server *sv, uint8_t pin, uint16_t unpin)
+{
+    if (!sv || (!pin && !unpin))
+        return;
+    uint8_t before = sv->pins;
+    sv->pins = (uint8_t)((sv->pins & ~unpin) | pin);
+    if (pin)
+        sv->dirty = true;
+    uint8_t added = (uint8_t)(sv->pins & ~before);
+    if (!added && !(before && !sv->pins))
+        return;
+    px_global_stats *g = &sv->conn.w->px->gs;
+    for (int i = 0; i < PX_PIN_REASONS; i++)
+        if (added & (1u << i))
+            atomic_fetch_add_explicit(&g->pins[i], 1, memory_order_relaxed);
+    char why[96];
+    bool on = sv->conn.w->conf->cfg->pin_session_state;
+    if (sv->pins)
+        pgs_info("server_pinned", "client %08x user=%s db=%s: server pid %u %s (%s)", cl->key_pid,
+                 cl->user_name, cl->db_name, sv->be_pid,
+                 on ? "stays with it across transactions" : "will be cleaned when released",
+                 px_pin_reasons(sv->pins, why, sizeof why));
+    else
+        pgs_info("server_unpinned", "client %08x user=%s db=%s: server pid %u holds no session state now",
+                 cl->key_pid, cl->user_name, cl->db_name, sv->be_pid);
+}
+
+bool px_pin_holds(const px_server *sv)
+{
+    return sv->pins && sv->conn.w->conf->cfg->pin_session_state;
+}
