@@ -1116,8 +1116,9 @@ void px_client_process(px_client *cl)
     px_client_update_reading(cl);
 }
 
-/* Reading stops while the client waits (its next message stays buffered) and while its
- * server has not taken what was already forwarded. */
+/* Reading stops while its server has not taken what was already forwarded. A waiting
+ * client is still read, up to PX_WAIT_READ_MAX bytes buffered, so that when it goes away
+ * its place in the queue is freed at once instead of when a server comes for it. */
 void px_client_update_reading(px_client *cl)
 {
     bool on;
@@ -1130,6 +1131,10 @@ void px_client_update_reading(px_client *cl)
         break;
     case CL_ACTIVE:
         on = !cl->x.paused && px_conn_idle_io(client_server_conn(cl));
+        break;
+    case CL_WAIT_WELCOME:
+    case CL_WAIT_SERVER:
+        on = cl->conn.in.len - cl->conn.in_pos < PX_WAIT_READ_MAX;
         break;
     default:
         on = false;

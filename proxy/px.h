@@ -36,6 +36,7 @@ typedef struct px_monitor px_monitor;
 #define PX_BLOCK 16384     /* the size of pooled I/O buffers */
 #define PX_SEGMENT_WAIT_MAX (1u << 20) /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
+#define PX_WAIT_READ_MAX (64u << 10) /* input a queued client may buffer while it waits */
 
 /* What one step of a connection's state machine did (the client, server and admin steps):
  * the input pass runs steps while they return PX_STEP_AGAIN. */

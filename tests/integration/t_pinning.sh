@@ -58,6 +58,24 @@ ms=$(($(pgs_now_ms) - t0))
 [[ $err == *"query_wait_timeout"* ]] || pgs_fail "the waiting client's error: $err"
 ((ms >= 2500)) || pgs_fail "the waiting client gave up after $ms ms, before query_wait_timeout (3 s)"
 pgs_log "a client waited ${ms} ms for the pinned server, then: ${err##*ERROR:  }"
+# A queued client that goes away leaves the queue at once, not when a server comes for it.
+queued() {
+  PGS_WAIT_INFO=$(pgs_admin -c "SHOW POOLS" | awk -F'|' -v u="$PGS_USER" -v d="$PGS_DB" \
+    '$1 == u && $2 == d {n += $4} END {print n + 0}')
+  [[ $PGS_WAIT_INFO == "$1" ]]
+}
+fa=${PGS_SESS_IN[a]}
+(
+  exec {fa}>&-
+  pgs_psql -c "SELECT 1"
+) >/dev/null 2>&1 &
+q=$!
+pgs_wait_for 2 "a second client queues for the pinned server" queued 1
+pkill -P "$q" psql 2>/dev/null || true
+wait "$q" 2>/dev/null || true
+t0=$(pgs_now_ms)
+pgs_wait_for 1 "the queue empties when its client goes away" queued 0
+pgs_log "the queued client left the queue $(($(pgs_now_ms) - t0)) ms after it went away"
 # Unpinning lets the server go at the next transaction end; the lock is gone with it.
 pgs_session_query a "SELECT pg_advisory_unlock_all();" || pgs_fail "session a: unlock"
 pgs_assert_eq "" "$(pinned_clients | tr -d ' ')" "no pin after pg_advisory_unlock_all"
