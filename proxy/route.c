@@ -243,8 +243,10 @@ static uint8_t ext_route(px_client *cl, const uint8_t *p, const pgs_frame *f, px
 }
 
 /* Classifies what starts at the client's input: one Query, or an extended-protocol segment
- * as far as it is buffered (up to its Sync): a read only when every Parse and Bind in it is. */
-static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
+ * as far as it is buffered (up to its Sync): a read only when every Parse and Bind in it is.
+ * *seen (when not NULL) tells whether the segment was seen to its end: its Sync, or a
+ * Flush, after which the client waits for answers before it sends more. */
+static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc, bool *seen)
 {
     px_conn *c = &cl->conn;
     const uint8_t *p = px_conn_at(c);
@@ -264,8 +266,12 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc)
     pgs_frame f;
     while (read && off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
            f.total <= avail - off) {
-        if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY)
-            break;
+        if (f.type == PGS_FE_SYNC || f.type == PGS_FE_QUERY || f.type == PGS_FE_FLUSH) {
+            if (seen)
+                *seen = true;
+            if (f.type != PGS_FE_FLUSH)
+                break;
+        }
         px_qclass one;
         memset(&one, 0, sizeof one);
         uint8_t r = ext_route(cl, p + off, &f, &one);
@@ -585,20 +591,23 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     px_route d;
     bool write = true;
     bool split = w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION;
+    bool seen = f->type == PGS_FE_QUERY;
     cl->x.want_read = false;
     if (split || (w->px->sharded && f->type == PGS_FE_QUERY))
-        route_message(cl, f, &qc);
+        route_message(cl, f, &qc, &seen);
     /* A segment buffered whole up to its Sync was routed by all its messages: they need no
      * second look once it runs (px_route_linked). */
     bool flushed = false;
     cl->x.segment_checked = w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk, &flushed);
     /* A segment whose buffered part names no shard yet (a Parse that arrived without its
-     * Bind) waits for the rest, up to its Sync or a Flush, rather than going to the default
-     * shard and finding its Bind belongs elsewhere. Messages are whole in transaction
-     * pooling; the wait is bounded by what one input buffer may hold. */
-    if (w->px->sharded && f->type != PGS_FE_QUERY && !cl->x.segment_checked && !flushed &&
-        qc.sk.verdict == PX_SK_ANY && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
-        cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
+     * Bind), or reads so far where a write may follow before its Sync, waits for the rest,
+     * up to its Sync or a Flush, rather than going to the default shard, or to a replica
+     * that would refuse the write (25006). Messages are whole in transaction pooling; the
+     * wait is bounded by what one input buffer may hold. */
+    bool shard_open = w->px->sharded && !cl->x.segment_checked && !flushed && qc.sk.verdict == PX_SK_ANY;
+    bool read_open = split && qc.read && !seen;
+    if (f->type != PGS_FE_QUERY && (shard_open || read_open) &&
+        w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
         return 0;
     if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
@@ -629,7 +638,7 @@ bool px_route_must_leave(px_client *cl, const pgs_frame *f)
     if (sv->ext_open || sv->tx_status != PGS_TX_IDLE)
         return false;
     px_qclass qc;
-    route_message(cl, f, &qc);
+    route_message(cl, f, &qc, NULL);
     return !route_wants_replica(cl, &qc);
 }
 
@@ -905,7 +914,7 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     px_qclass qc;
     px_sk_result *sk = &qc.sk;
     if (f->type == PGS_FE_QUERY)
-        route_message(cl, f, &qc);
+        route_message(cl, f, &qc, NULL);
     else
         cl->x.segment_checked = route_segment_shard(cl, sk, NULL);
     bool other = sk->verdict == PX_SK_REFUSE || (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);

@@ -613,6 +613,46 @@ def case_proxy_survives_and_stops_cleanly():
     MAIN.stop()
 
 
+def ext_statement(sql):
+    """Parse, Bind and Execute of one unnamed statement without parameters."""
+    return (msg(b"P", cstr("") + cstr(sql) + struct.pack("!H", 0)) +
+            msg(b"B", cstr("") + cstr("") + struct.pack("!HHH", 0, 0, 0)) + msg(b"E", cstr("") + struct.pack("!I", 0)))
+
+
+def case_pipeline_read_then_write():
+    """A pipeline that starts with a read and writes later, before its Sync, in two TCP
+    writes: it runs on the primary (a replica would refuse the write with 25006)."""
+    replicas = ", ".join(f"{PG_HOST}:{CENV[f'PGS_SHARD0_REPLICA{r}_PORT']}" for r in (1, 2))
+    p = start_proxy("split", shard_keys={"replicas": replicas}, workers=1, pool_size=2)
+    try:
+        c = login(p.port)
+        wait_until(lambda: c.scalar("select pg_is_in_recovery()") == "t", 15,
+                   "reads go to a replica")
+        for attempt in range(3):
+            c.send(ext_statement("select pg_is_in_recovery()"))
+            time.sleep(0.3)
+            c.send(ext_statement(f"insert into {TABLE} values ({attempt}, 'pipeline')") + msg(b"S"))
+            rows, err = [], None
+            while True:
+                t, body = c.recv_msg()
+                if t == b"D":
+                    rows.append(parse_datarow(body)[0])
+                elif t == b"E":
+                    err = parse_error(body)
+                elif t == b"Z":
+                    break
+            if err:
+                raise AssertionError(f"the pipeline failed: {err.get('C')} {err.get('M')}")
+            if rows != ["f"]:
+                raise AssertionError(f"the pipeline's read ran where pg_is_in_recovery() = {rows}")
+        n = psql(f"select count(*) from {TABLE} where marker = 'pipeline'")
+        if n != "3":
+            raise AssertionError(f"{n} pipelined rows written, want 3")
+        c.terminate()
+    finally:
+        p.stop()
+
+
 CASES = [
     ("garbage before startup", case_garbage_before_startup),
     ("startup packet length < 8 and > 10000", case_startup_bad_length),
@@ -629,6 +669,7 @@ CASES = [
     ("query_wait_timeout", case_query_wait_timeout),
     ("pipelining (50 P/B/E + Sync; 2 clients on pool_size 1)", case_pipelining),
     ("30 concurrent invalid clients vs a healthy one", case_concurrent_invalid_messages),
+    ("a pipeline that reads, then writes before its Sync, in two writes", case_pipeline_read_then_write),
 ]
 
 
