@@ -144,6 +144,8 @@ void px_pool_resume(px_pool *pool)
 /* A server became idle: the longest-waiting client gets it, or it joins the idle list. */
 void px_pool_server_ready(px_pool *pool, px_server *sv)
 {
+    if (sv->cancels.n)
+        return; /* held until its cancel is done (cancel.c), which calls here again */
     pgs_node *n = atomic_load(&pool->w->px->paused) ? NULL : pgs_list_first(&pool->waiting);
     if (!n) {
         pgs_list_push_front(&pool->idle, &sv->idle_node);

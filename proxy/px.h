@@ -284,6 +284,7 @@ struct px_server {
     bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
     bool saw_error;        /* an ErrorResponse since the last ReadyForQuery */
     uint8_t pins;          /* PRS_PIN_*: session state its client left on it (pin.c) */
+    pgs_list cancels;      /* cancels in flight for it: it is not reused before they end */
     bool dirty;            /* it held such state since its last DISCARD ALL: cleaned on release */
     char tx_status;        /* of the last ReadyForQuery: 'I', 'T' or 'E' */
     uint32_t be_pid, be_secret;
@@ -476,7 +477,13 @@ void px_client_welcome(px_client *cl);
 void px_client_link(px_client *cl, px_server *sv);
 void px_client_detach(px_client *cl);
 int px_client_stage_session(px_client *cl, const char *sql, size_t len);
+/* cancel.c */
+/* Forwards a CancelRequest to the server running the client's query (in the client's
+ * worker); the server is not reused until the cancel is done. */
 void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret);
+/* The server is going away: its cancels in flight no longer hold it. */
+void px_server_forget_cancels(px_server *sv);
+extern const char px_cancel_tag;
 
 /* server.c */
 px_server *px_server_connect(px_pool *pool);

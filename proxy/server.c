@@ -43,6 +43,7 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     pgs_info("server_closed", "server pid %u user=%s db=%s: %s", sv->be_pid, pool->user->cfg->name,
              pool->db_name, why);
     server_set_state(sv, SV_CLOSED);
+    px_server_forget_cancels(sv);
     pgs_list_remove(&pool->idle, &sv->idle_node);
     pgs_list_remove(&pool->servers, &sv->node);
     if (login)
@@ -634,6 +635,7 @@ px_server *px_server_connect(px_pool *pool)
     sv->pool = pool;
     sv->connect_req.data = sv;
     sv->tx_status = PGS_TX_IDLE;
+    pgs_list_init(&sv->cancels);
     if (uv_tcp_init(&w->loop, &sv->conn.tcp) < 0) {
         free(sv);
         return NULL;

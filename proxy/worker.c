@@ -84,10 +84,12 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
     /* Client and server handles carry their px_conn; close them through their owners so
      * pools and counters stay consistent. Other handles are the worker's own. */
     px_worker *w = arg;
+    if (h->data == &px_cancel_tag)
+        return; /* a cancel being forwarded: it closes itself when done (cancel.c) */
     if (h->type == UV_TCP && h != (uv_handle_t *)&w->listener) {
         px_conn *c = h->data;
         if (!c)
-            return; /* a cancel forwarder: it closes itself once written */
+            return;
         if (c->is_server)
             px_server_close((px_server *)c, "shutdown");
         else

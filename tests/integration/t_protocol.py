@@ -653,6 +653,49 @@ def case_pipeline_read_then_write():
         p.stop()
 
 
+def send_cancel(port, key):
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    s.sendall(struct.pack("!IIII", 16, 80877102, key[0], key[1]))
+    s.close()
+
+
+def case_late_cancel():
+    """A cancel that arrives as its query ends must not cancel the next client's query on
+    that server (pool_size 1: the next client is queued for it). Cancels are sent at many
+    moments around the end of the first client's query; the second client's query must
+    never be cancelled."""
+    p = start_proxy("late_cancel", workers=1, pool_size=1)
+    try:
+        hit_b = hit_a = 0
+        for i in range(40):
+            a, b = login(p.port), login(p.port)
+            a.send(query_msg("select pg_sleep(0.04)"))
+            time.sleep(0.005)
+            b.send(query_msg("select pg_sleep(0.15)"))  # queued behind a
+            time.sleep(0.025 + (i % 20) * 0.0015)
+            send_cancel(p.port, a.key)
+            try:
+                a.read_results()
+            except PgError as e:
+                if e.code != "57014":
+                    raise
+                hit_a += 1
+            try:
+                b.read_results()
+            except PgError as e:
+                if e.code == "57014":
+                    hit_b += 1
+                else:
+                    raise
+            a.terminate()
+            b.terminate()
+        if hit_b:
+            raise AssertionError(f"{hit_b} of 40 cancels meant for one client cancelled the next client's query")
+        print(f"     (the first client's query was cancelled {hit_a} times of 40; the next one's never)", flush=True)
+    finally:
+        p.stop()
+
+
 CASES = [
     ("garbage before startup", case_garbage_before_startup),
     ("startup packet length < 8 and > 10000", case_startup_bad_length),
@@ -670,6 +713,7 @@ CASES = [
     ("pipelining (50 P/B/E + Sync; 2 clients on pool_size 1)", case_pipelining),
     ("30 concurrent invalid clients vs a healthy one", case_concurrent_invalid_messages),
     ("a pipeline that reads, then writes before its Sync, in two writes", case_pipeline_read_then_write),
+    ("a cancel arriving as its query ends spares the next client's query", case_late_cancel),
 ]
 
 
