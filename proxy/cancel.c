@@ -106,6 +106,8 @@ static void cancel_on_connect(uv_connect_t *req, int status)
 
 void px_server_forget_cancels(px_server *sv)
 {
+    if (!sv->cancels.n)
+        return;
     pgs_node *it, *tmp;
     pgs_list_each (&sv->cancels, it, tmp) {
         px_cancel_conn *cc = pgs_container_of(it, px_cancel_conn, node);
