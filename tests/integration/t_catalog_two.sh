@@ -60,6 +60,8 @@ PORT1=$PGS_PROXY_PORT
 pgs_start_proxy two2 "${common[@]}"
 PORT2=$PGS_PROXY_PORT
 PORTS=("$PORT1" "$PORT2")
+pgs_session_open "p$PORT1" "$PORT1"
+pgs_session_open "p$PORT2" "$PORT2"
 
 # The shard the default map gives a tenant and its bucket, computed by the server itself.
 bucket_of() { pgs_psql_node 0 primary -c "SELECT hashint8extended($1::bigint, 0) & $((BUCKETS - 1))"; }
@@ -91,6 +93,23 @@ put() {
     "$P0") PUT_SHARD=0 ;;
     "$P1") PUT_SHARD=1 ;;
     *) pgs_fail "INSERT through the proxy on port $port ran on port '$sport', not a shard's primary" ;;
+  esac
+}
+
+# sput PORT TENANT: put's INSERT through a session that stays connected to the proxy on
+# PORT (opened below), so that polling costs one round trip, not a psql start and a SCRAM
+# exchange; every statement is routed on its own (transaction pooling).
+sput() {
+  local port=$1 tenant=$2
+  NEXT_ID=$((NEXT_ID + 1))
+  PUT_ID=$NEXT_ID
+  pgs_session_query "p$port" \
+    "INSERT INTO c2_orders (tenant_id, id, via) VALUES ($tenant, $PUT_ID, 'session $port') RETURNING inet_server_port();" ||
+    pgs_fail "INSERT through the session to the proxy on port $port did not answer"
+  case "${PGS_SESSION_OUT[*]}" in
+    "$P0 INSERT 0 1") PUT_SHARD=0 ;;
+    "$P1 INSERT 0 1") PUT_SHARD=1 ;;
+    *) pgs_fail "INSERT through the session to the proxy on port $port: ${PGS_SESSION_OUT[*]}" ;;
   esac
 }
 
@@ -132,9 +151,9 @@ change() {
 }
 
 # wait_routes LABEL TENANT SHARD LIMIT_MS: both proxies send TENANT's INSERTs to SHARD,
-# polled every 20 ms with real INSERTs, each started at most LIMIT_MS after T0; then the
-# row is on SHARD's primary only, and ten more INSERTs through each proxy (new
-# connections, any worker) all go there.
+# polled every 20 ms with real INSERTs through the sessions, each started at most LIMIT_MS
+# after T0; then the row is on SHARD's primary only, and ten more INSERTs through each
+# proxy (new connections, any worker) all go there.
 wait_routes() {
   local label=$1 tenant=$2 shard=$3 limit=$4 port elapsed i
   local -A switched=() row=()
@@ -144,7 +163,7 @@ wait_routes() {
       elapsed=$(($(pgs_now_ms) - T0))
       ((elapsed <= limit)) ||
         pgs_fail "$label: the proxy on port $port still sends tenant $tenant to shard $PUT_SHARD $elapsed ms after the commit (limit $limit ms)"
-      put "$port" "$tenant"
+      sput "$port" "$tenant"
       [[ $PUT_SHARD != "$shard" ]] || { switched[$port]=$elapsed; row[$port]=$PUT_ID; }
     done
     ((${#switched[@]} == ${#PORTS[@]})) || sleep 0.02
@@ -211,5 +230,45 @@ wait_routes "version 3 (bucket, no NOTIFY)" "$U" 0 "$DEADLINE_CHECK_MS"
 expect_routes "version 3" "$U" 0 no
 expect_routes "version 3" "$T" 1 yes
 expect_status 3
+
+# A NOTIFY that reaches a proxy while its listener is inside a statement of its own (here the
+# load of the change before, held up by a lock on tenant_map) is read by libpq with that
+# statement's answer, not from the socket: the listener must still act on it at once, not
+# at the next version check up to 2 s later. Three rounds, since how late that check is
+# depends on where each proxy is in its 2 s cycle.
+pgs_log "a change committed while the proxies are loading the one before it"
+pgs_session_open locker "$P0" "$CATDB"
+BU=$(bucket_of "$U")
+ushard=0 # after version 3
+tshard=1
+_loads_blocked() {
+  PGS_WAIT_INFO=$(catpsql -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$CATDB'
+    AND application_name = 'pgshard_catalog' AND wait_event_type = 'Lock'")
+  [[ $PGS_WAIT_INFO == 2 ]]
+}
+for round in 1 2 3; do
+  pgs_session_query locker "BEGIN; LOCK TABLE pgshard.tenant_map IN ACCESS EXCLUSIVE MODE;" ||
+    pgs_fail "round $round: LOCK TABLE pgshard.tenant_map: ${PGS_SESSION_OUT[*]}"
+  ushard=$((1 - ushard))
+  catpsql -q -c "BEGIN; UPDATE pgshard.bucket_map SET shard = $ushard WHERE bucket = $BU;
+    UPDATE pgshard.map_version SET version = version + 1; NOTIFY pgshard_map; COMMIT;"
+  pgs_wait_for 3 "round $round: both proxies' loads of the bucket change wait for the lock on tenant_map" _loads_blocked
+  tshard=$((1 - tshard))
+  if ((tshard == 1)); then
+    sql="INSERT INTO pgshard.tenant_map VALUES ('$T', 1);" override=yes
+  else
+    sql="DELETE FROM pgshard.tenant_map WHERE tenant = '$T';" override=no
+  fi
+  pgs_session_query locker "$sql UPDATE pgshard.map_version SET version = version + 1; NOTIFY pgshard_map; COMMIT;
+    SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;" ||
+    pgs_fail "round $round: the override change did not answer"
+  T0=${PGS_SESSION_OUT[-1]}
+  [[ $T0 =~ ^[0-9]+$ && " ${PGS_SESSION_OUT[*]} " != *ERROR* ]] ||
+    pgs_fail "round $round: the override change: ${PGS_SESSION_OUT[*]}"
+  wait_routes "round $round (override, NOTIFY during a load)" "$T" "$tshard" "$DEADLINE_NOTIFY_MS"
+  expect_routes "round $round" "$T" "$tshard" "$override"
+  expect_routes "round $round" "$U" "$ushard" no
+done
+expect_status 9
 
 pgs_log "all checks passed"
