@@ -248,19 +248,29 @@ static bool cat_take_notifies(px_catalog *c)
 }
 
 /* The socket is readable: a notification, or the server closing the connection
- * (shutdown, pg_terminate_backend). */
+ * (shutdown, pg_terminate_backend). A notification read here is queued in libpq for
+ * cat_notified, like one read with the answer to a statement of ours. */
 static void cat_input(px_catalog *c)
 {
     if (!PQconsumeInput(c->conn) || PQstatus(c->conn) != CONNECTION_OK) {
         char msg[CAT_ERR_MAX];
         pgs_log_flatten(msg, sizeof(msg), c->notice[0] ? c->notice : PQerrorMessage(c->conn));
         cat_lost(c, msg[0] ? msg : "connection closed");
-        return;
     }
-    if (cat_take_notifies(c)) {
-        pgs_debug("catalog_notify", "NOTIFY %s: reloading the map", SM_CATALOG_CHANNEL);
-        cat_reload(c);
-    }
+}
+
+/* Reloads when a notification waits in libpq's queue. One that arrives while this thread
+ * runs a statement (a heartbeat, a check, the load of the change before) is read with that
+ * statement's answer and leaves nothing on the socket for poll() to wake up for, so the
+ * queue is looked at before every wait, not only after the socket was readable; else such a
+ * change waited for the next version check, up to 2 s. Returns whether it reloaded. */
+static bool cat_notified(px_catalog *c)
+{
+    if (c->conn == NULL || !cat_take_notifies(c))
+        return false;
+    pgs_debug("catalog_notify", "NOTIFY %s: reloading the map", SM_CATALOG_CHANNEL);
+    cat_reload(c);
+    return true;
 }
 
 static int cat_wait_ms(px_catalog *c, uint64_t now)
@@ -306,6 +316,8 @@ static void cat_main(void *arg)
             cat_beat(c, now);
         if (c->conn != NULL && now >= c->next_check_ns)
             cat_check(c, now);
+        if (cat_notified(c))
+            continue; /* the reload's own statements may have queued another */
         cat_wait(c);
     }
     if (c->conn != NULL) {

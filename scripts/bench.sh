@@ -5,20 +5,28 @@
 # ratio pgshard/PgBouncer, and pgshard's RSS with 1000 idle clients. Not a test: numbers
 # vary with the machine; compare the ratios. BENCH_REPLICAS=N gives the shard N streaming
 # replicas and lets pgshard route the reads to them (its monitor thread's CPU included).
+# Then a sharded scenario: tenant-keyed point selects (the key a pgbench variable) through
+# pgshard over two shards of a cluster of their own, against PgBouncer in front of the one
+# shard above that holds every row; BENCH_REPEAT rounds (default 3), interleaved, medians
+# and ratios. Knobs: BENCH_SECONDS per run (10), BENCH_SCALE (10), BENCH_WORKERS (2),
+# BENCH_AUTH, BENCH_WARMUP (2 s), BENCH_SHARDED=0 skips the sharded scenario.
 set -euo pipefail
 BUILD=${1:-build}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$SRC/$BUILD/pgshard
 PGBIN=/usr/lib/postgresql/15/bin
 DUR=${BENCH_SECONDS:-10}
+SCALE=${BENCH_SCALE:-10}
 command -v pgbouncer >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
 WORK=$(mktemp -d /tmp/pgshard-bench.XXXXXX)
 chmod 755 "$WORK"
 CL=$WORK/cluster
 cleanup() {
   [ -n "${PXPID:-}" ] && kill "$PXPID" 2>/dev/null || true
+  [ -n "${SXPID:-}" ] && kill "$SXPID" 2>/dev/null || true
   [ -n "${BXPID:-}" ] && kill "$BXPID" 2>/dev/null || true
   "$SRC/tests/cluster/cluster.sh" stop "$CL" >/dev/null 2>&1 || true
+  "$SRC/tests/cluster/cluster.sh" stop "$WORK/cluster-sharded" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -26,7 +34,7 @@ trap cleanup EXIT
 . "$CL/cluster.env"
 PP=$PGS_SHARD0_PRIMARY_PORT
 export PGPASSWORD=app
-$PGBIN/pgbench -i -s 10 -q -h 127.0.0.1 -p "$PP" -U app app >/dev/null 2>&1
+$PGBIN/pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$PP" -U app app >/dev/null 2>&1
 ((${BENCH_REPLICAS:-0} == 0)) || sleep 3 # let the replicas replay the tables
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -86,7 +94,7 @@ run() { # label port pid clients mode
   printf "%-17s %-8s c=%-3s tps=%-10s cpu_s_per_1000tx=%s\n" "$1" "$5" "$4" "$tps" "$cpu"
   echo "$1 $5 $4 $tps $cpu" >> "$WORK/results"
 }
-echo "pgbench -S, $DUR s per run, scale 10"
+echo "pgbench -S, $DUR s per run, scale $SCALE"
 for mode in simple extended; do
   for c in 1 16; do
     run direct "$PP" "" "$c" "$mode"
@@ -133,3 +141,119 @@ r1=$(rss "$PXPID")
 wait "$IDLE" || true
 echo
 echo "pgshard RSS: ${r0} KiB before, ${r1} KiB with 1000 idle clients: $(( (r1 - r0) * 1024 / 1000 )) bytes per idle client"
+
+# ---- Sharded: tenant-keyed point selects over two shards ----
+# pgbench_accounts sharded by aid over a two-shard cluster of its own, each shard holding only
+# the rows pgshard's default map gives it (bucket = hashint8extended(aid, 0) & 1023, shard =
+# bucket * 2 / 1024), against PgBouncer in front of the one-shard cluster above, which holds
+# every row. Same pool size per shard (pgshard: pool_size per worker, so 20 x 2 workers;
+# PgBouncer: default_pool_size 40), same script: pgbench -S's select with aid a variable, sent
+# as a literal (-M simple) or a bind parameter (-M extended), 16 clients. After a warm-up that
+# is not counted, BENCH_REPEAT rounds alternate which proxy goes first.
+[ "${BENCH_SHARDED:-1}" = 0 ] && exit 0
+REPEAT=${BENCH_REPEAT:-3}
+WARMUP=${BENCH_WARMUP:-2}
+CLIENTS=16
+NACC=$((SCALE * 100000))
+CL2=$WORK/cluster-sharded
+"$SRC/tests/cluster/cluster.sh" start "$CL2" --shards 2 --replicas 0 >/dev/null
+read -r S0 S1 < <(. "$CL2/cluster.env" && echo "$PGS_SHARD0_PRIMARY_PORT $PGS_SHARD1_PRIMARY_PORT")
+spsql() { $PGBIN/psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U app -d app "$@"; }
+k=0
+for port in "$S0" "$S1"; do
+  $PGBIN/pgbench -i -s "$SCALE" -I dt -q -h 127.0.0.1 -p "$port" -U app app >/dev/null 2>&1
+  spsql -p "$port" -c "INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+    SELECT aid, (aid - 1) / 100000 + 1, 0, '' FROM generate_series(1, $NACC) aid
+    WHERE (hashint8extended(aid, 0) & 1023) * 2 / 1024 = $k"
+  $PGBIN/pgbench -i -s "$SCALE" -I vp -q -h 127.0.0.1 -p "$port" -U app app >/dev/null 2>&1
+  k=$((k + 1))
+done
+
+SXPORT=$(free_port)
+cat >"$WORK/pgshard-sharded.ini" <<INI
+[pgshard]
+listen_port = $SXPORT
+workers = ${BENCH_WORKERS:-2}
+pool_mode = transaction
+pool_size = 20
+auth_type = ${BENCH_AUTH:-scram-sha-256}
+log_level = warn
+[shard.0]
+primary = 127.0.0.1:$S0
+[shard.1]
+primary = 127.0.0.1:$S1
+[table.pgbench_accounts]
+shard_key = aid
+key_type = int
+[user.app]
+password = app
+INI
+"$BIN" -c "$WORK/pgshard-sharded.ini" 2>"$WORK/pgshard-sharded.log" &
+SXPID=$!
+for _ in $(seq 100); do $PGBIN/pg_isready -q -h 127.0.0.1 -p "$SXPORT" && break; sleep 0.1; done
+
+# Every row once over the two shards, and keyed reads through pgshard find theirs: a wrong
+# split would make the point selects return nothing, which pgbench does not count as failed.
+rows=$(($(spsql -p "$S0" -c "SELECT count(*) FROM pgbench_accounts") + $(spsql -p "$S1" -c "SELECT count(*) FROM pgbench_accounts")))
+[ "$rows" = "$NACC" ] || { echo "sharded: the two shards hold $rows accounts, not $NACC" >&2; exit 1; }
+for aid in 1 2 3 $((NACC / 2)) $NACC; do
+  n=$(spsql -p "$SXPORT" -c "SELECT count(*) FROM pgbench_accounts WHERE aid = $aid")
+  [ "$n" = 1 ] || { echo "sharded: aid $aid through pgshard: $n rows, not 1" >&2; exit 1; }
+done
+printf '\\set aid random(1, %s)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n' "$NACC" >"$WORK/point.sql"
+
+# srun LABEL PORT PID MODE ROUND: one counted run; fails the bench on any pgbench error.
+srun() {
+  local before after out tps tx failed cpu
+  before=$(cpu_ticks "$3")
+  out=$($PGBIN/pgbench -n -f "$WORK/point.sql" -M "$4" -c $CLIENTS -j 2 -T "$DUR" -h 127.0.0.1 -p "$2" -U app app 2>&1) ||
+    { echo "sharded: pgbench through $1 -M $4 failed:" >&2; echo "$out" | tail -n 20 >&2; exit 1; }
+  after=$(cpu_ticks "$3")
+  tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+  if [ "${failed:-0}" != 0 ] || [ "${tx:-0}" -le 0 ]; then
+    echo "sharded: $1 -M $4: ${tx:-?} transactions, ${failed:-?} failed" >&2
+    exit 1
+  fi
+  cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" -v tx="$tx" 'BEGIN{printf "%.4f", (a-b)/hz/tx*1000}')
+  printf "%-10s %-8s round %-2s tps=%-10s cpu_s_per_1000tx=%s\n" "$1" "$4" "$5" "$tps" "$cpu"
+  echo "$1 $4 $5 $tps $cpu" >>"$WORK/sharded.results"
+}
+
+echo
+echo "sharded: point selects by aid (custom -S script), c=$CLIENTS, $DUR s per run, $REPEAT rounds, scale $SCALE;"
+echo "  pgshard over 2 shards (each holds its half) vs PgBouncer over 1 shard (holds all)"
+for mode in simple extended; do
+  for port in "$BXPORT" "$SXPORT"; do
+    $PGBIN/pgbench -n -f "$WORK/point.sql" -M "$mode" -c $CLIENTS -j 2 -T "$WARMUP" -h 127.0.0.1 -p "$port" -U app app >/dev/null 2>&1
+  done
+done
+for ((round = 1; round <= REPEAT; round++)); do
+  for mode in simple extended; do
+    if ((round % 2)); then
+      srun pgbouncer "$BXPORT" "$BXPID" "$mode" "$round"
+      srun pgshard "$SXPORT" "$SXPID" "$mode" "$round"
+    else
+      srun pgshard "$SXPORT" "$SXPID" "$mode" "$round"
+      srun pgbouncer "$BXPORT" "$BXPID" "$mode" "$round"
+    fi
+  done
+done
+python3 - "$WORK/sharded.results" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    who, mode, rnd, tps, cpu = line.split()
+    runs.setdefault((who, mode), {})[int(rnd)] = (float(tps), float(cpu))
+print("\nsharded, medians over the rounds (pgshard over 2 shards / PgBouncer over 1):")
+print("  %-9s %13s %13s %13s %13s %9s %9s   %s" % ("mode", "bouncer tps", "bouncer cpu", "pgshard tps", "pgshard cpu",
+      "tps ratio", "cpu ratio", "cpu ratio per round"))
+for mode in ("simple", "extended"):
+    b, s = runs[("pgbouncer", mode)], runs[("pgshard", mode)]
+    med = lambda r, i: statistics.median(v[i] for v in r.values())
+    per = " ".join("%.2f" % (s[k][1] / b[k][1]) for k in sorted(s) if k in b and b[k][1] > 0)
+    print("  %-9s %13.0f %13.4f %13.0f %13.4f %9.2f %9.2f   %s" % (mode, med(b, 0), med(b, 1), med(s, 0), med(s, 1),
+          med(s, 0) / med(b, 0), med(s, 1) / med(b, 1), per))
+print("  (cpu: CPU seconds of the proxy process per 1000 transactions, utime+stime)")
+PY
