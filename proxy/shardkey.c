@@ -457,8 +457,9 @@ static void sk_occ_refuse(const px_sk_input *in, int x, const px_table *t, int w
     if (in->qi->occs[x].flags & PRS_OCC_UNPROVEN)
         sk_refusef(
             out,
-            "pgshard: rows written into sharded table \"%s\"%s by INSERT ... SELECT or MERGE cannot be "
-            "placed by key: use SET pgshard.tenant or a /* pgshard: tenant=... */ comment",
+            "pgshard: the rows INSERT ... SELECT, an INSERT in a WITH or MERGE writes into sharded "
+            "table \"%s\"%s cannot be placed by key: use SET pgshard.tenant or a /* pgshard: tenant=... "
+            "*/ comment",
             t->name, as);
     else if (why == SK_SPANS)
         sk_refusef(out,

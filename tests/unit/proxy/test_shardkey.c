@@ -346,6 +346,12 @@ static void test_writes(void **state)
         "INSERT INTO orders (tenant_id, id) VALUES (A, (SELECT max(id) FROM orders WHERE tenant_id = "
         "C))",
         "different shards");
+    expect_refused("MERGE INTO orders o USING users u ON u.tenant_id = o.tenant_id AND u.id = o.user_id WHEN "
+                   "MATCHED THEN UPDATE SET status = 'x'",
+                   "MERGE");
+    expect_refused(
+        "WITH n AS (INSERT INTO orders (tenant_id, id) VALUES (A, 1) RETURNING id) SELECT * FROM n",
+        "an INSERT in a WITH");
     expect_refused(
         "UPDATE tenants SET name = 'x' WHERE id IN (SELECT tenant_id FROM users WHERE tenant_id = A)",
         "omnisharded");
