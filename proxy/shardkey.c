@@ -5,7 +5,6 @@
  * one shard when every occurrence of a sharded table is restricted to that shard, any shard
  * (no sharded table), or a refusal that names the table and says how to add the key. It
  * never guesses a shard. No I/O; the caller owns every buffer. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,16 +20,13 @@ static void sk_refuse(px_sk_result *out, const char *sqlstate, const char *fmt, 
     snprintf(out->msg, sizeof out->msg, fmt, a, b);
 }
 
-/* A 0A000 refusal whose message has more parts than sk_refuse takes (a long one is cut). */
-__attribute__((format(printf, 2, 3))) static void sk_refusef(px_sk_result *out, const char *fmt, ...)
+/* A 0A000 refusal whose message the caller writes into out->msg (messages with more parts
+ * than sk_refuse takes; a long one is cut). */
+static char *sk_refuse_msg(px_sk_result *out)
 {
     out->verdict = PX_SK_REFUSE;
     snprintf(out->sqlstate, sizeof out->sqlstate, "%s", PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
-    va_list ap;
-    va_start(ap, fmt);
-    if (vsnprintf(out->msg, sizeof out->msg, fmt, ap) < 0)
-        out->msg[0] = '\0';
-    va_end(ap);
+    return out->msg;
 }
 
 /* What the statement's tables say before any key is read. */
@@ -455,23 +451,36 @@ static void sk_occ_refuse(const px_sk_input *in, int x, const px_table *t, int w
     const char *ref;
     sk_occ_names(in->qi, x, t, as, sizeof as, &ref);
     if (in->qi->occs[x].flags & PRS_OCC_UNPROVEN)
-        sk_refusef(
-            out,
-            "pgshard: the rows INSERT ... SELECT, an INSERT in a WITH or MERGE writes into sharded "
-            "table \"%s\"%s cannot be placed by key: use SET pgshard.tenant or a /* pgshard: tenant=... "
-            "*/ comment",
-            t->name, as);
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: the rows INSERT ... SELECT, an INSERT in a WITH or MERGE writes into sharded "
+                 "table \"%s\"%s cannot be placed by key: use SET pgshard.tenant or a /* pgshard: tenant=... "
+                 "*/ comment",
+                 t->name, as);
     else if (why == SK_SPANS)
-        sk_refusef(out,
-                   "pgshard: the %s values given for table \"%s\"%s belong to different shards; query one "
-                   "shard's tenants at a time (cross-shard queries are not supported yet)",
-                   t->shard_key, t->name, as);
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: the %s values given for table \"%s\"%s belong to different shards; query one "
+                 "shard's tenants at a time (cross-shard queries are not supported yet)",
+                 t->shard_key, t->name, as);
     else
-        sk_refusef(out,
-                   "pgshard: a query on sharded table \"%s\"%s must name its tenant: add WHERE %s.%s = ... "
-                   "(or join it on %s to a table that has one), or SET pgshard.tenant, or a /* pgshard: "
-                   "tenant=... */ comment",
-                   t->name, as, ref, t->shard_key, t->shard_key);
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: a query on sharded table \"%s\"%s must name its tenant: add WHERE %s.%s = ... "
+                 "(or join it on %s to a table that has one), or SET pgshard.tenant, or a /* pgshard: "
+                 "tenant=... */ comment",
+                 t->name, as, ref, t->shard_key, t->shard_key);
+}
+
+/* Two occurrences restricted to different shards. */
+static void sk_occs_apart(const prs_query_info *qi, const sk_scan *sc, int a, int b, px_sk_result *out)
+{
+    char as1[PX_SK_NAME_MAX + 8], as2[PX_SK_NAME_MAX + 8];
+    const char *r1, *r2;
+    const px_table *t1 = sc->tab[qi->occs[a].table], *t2 = sc->tab[qi->occs[b].table];
+    sk_occ_names(qi, a, t1, as1, sizeof as1, &r1);
+    sk_occ_names(qi, b, t2, as2, sizeof as2, &r2);
+    snprintf(sk_refuse_msg(out), sizeof out->msg,
+             "pgshard: the tenants of \"%s\"%s and \"%s\"%s belong to different shards; a query reads one "
+             "shard's tenants (cross-shard queries are not supported yet)",
+             t1->name, as1, t2->name, as2);
 }
 
 /* Every occurrence of a sharded table must be restricted to one shard, the same for all. */
@@ -516,17 +525,8 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         }
         if (s < 0)
             return sk_occ_refuse(in, x, t, s, out);
-        if (shard >= 0 && s != shard) {
-            char as1[PX_SK_NAME_MAX + 8], as2[PX_SK_NAME_MAX + 8];
-            const char *r1, *r2;
-            const px_table *t1 = sc->tab[qi->occs[decider].table];
-            sk_occ_names(qi, decider, t1, as1, sizeof as1, &r1);
-            sk_occ_names(qi, x, t, as2, sizeof as2, &r2);
-            return sk_refusef(out,
-                              "pgshard: the tenants of \"%s\"%s and \"%s\"%s belong to different shards; a "
-                              "query reads one shard's tenants (cross-shard queries are not supported yet)",
-                              t1->name, as1, t->name, as2);
-        }
+        if (shard >= 0 && s != shard)
+            return sk_occs_apart(qi, sc, decider, x, out);
         shard = s;
         decider = x;
     }
