@@ -894,7 +894,9 @@ static void from_names(classifier *c, const Node *n, int hidden_by, const cte_sc
 
 static unsigned count_names(const Node *n)
 {
-    if (!n || n->node_case != PG_QUERY__NODE__NODE_JOIN_EXPR)
+    if (!n)
+        return 0;
+    if (n->node_case != PG_QUERY__NODE__NODE_JOIN_EXPR)
         return 1;
     const PgQuery__JoinExpr *j = n->join_expr;
     return (j->alias ? 1 : 0) + count_names(j->larg) + count_names(j->rarg);
@@ -1696,6 +1698,8 @@ static void occ_finish(classifier *c)
     if (ow->incomplete) {
         qi->flags |= PRS_F_OCCS_TRUNCATED;
         memset(qi->occs, 0, sizeof qi->occs);
+        for (unsigned i = 0; i < qi->n_keys; i++)
+            qi->keys[i].slot = PRS_NO_SLOT;
         return;
     }
     occ_propagate(ow);

@@ -517,6 +517,8 @@ static void test_occurrences_truncated(void **state)
     assert_int_equal(classify((const char *)q.data, q.len, &lx, &qi), 0);
     assert_true(qi.flags & PRS_F_OCCS_TRUNCATED);
     assert_int_equal(qi.n_occs, 0);
+    assert_int_equal(qi.n_keys, 1);
+    assert_int_equal(qi.keys[0].slot, PRS_NO_SLOT);
     pgs_buf_free(&q);
     classify_ok("SELECT * FROM t WHERE tenant_id = 1 AND EXISTS (SELECT 1 FROM t)", &lx, &qi);
     assert_false(qi.flags & PRS_F_OCCS_TRUNCATED);

@@ -264,6 +264,10 @@ static void test_subqueries(void **state)
     expect_shard("SELECT * FROM orders WHERE tenant_id = A AND NOT EXISTS (SELECT 1 FROM order_items WHERE "
                  "tenant_id = orders.tenant_id)",
                  sa);
+    expect_shard(
+        "SELECT * FROM users u LEFT JOIN LATERAL (SELECT * FROM orders o WHERE o.tenant_id = u.tenant_id "
+        "ORDER BY o.id DESC LIMIT 1) last ON true WHERE u.tenant_id = A",
+        sa);
     /* The outer column is keyed only inside the subquery: the outer rows are not. */
     expect_refused(
         "SELECT * FROM orders o WHERE EXISTS (SELECT 1 FROM order_items i WHERE i.tenant_id = A AND "
@@ -305,6 +309,15 @@ static void test_ctes_derived_unions(void **state)
     expect_refused("WITH big AS (SELECT * FROM orders) SELECT * FROM big WHERE tenant_id = A",
                    "\"orders\" must name its tenant");
     expect_refused("SELECT * FROM (SELECT * FROM orders) s WHERE s.tenant_id = A", "\"orders\"");
+    /* The recursive branch reads users again, keyed only through the CTE: not followed. */
+    expect_refused(
+        "WITH RECURSIVE r AS (SELECT id FROM users WHERE tenant_id = A UNION ALL SELECT u.id FROM users u "
+        "JOIN r ON u.id = r.id + 1) SELECT * FROM r",
+        "\"users\" (as \"u\")");
+    expect_shard(
+        "WITH RECURSIVE r AS (SELECT id FROM users WHERE tenant_id = A UNION ALL SELECT u.id FROM users u "
+        "JOIN r ON u.id = r.id + 1 WHERE u.tenant_id = A) SELECT * FROM r",
+        sa);
     expect_refused(
         "SELECT id FROM users WHERE tenant_id = A UNION ALL SELECT id FROM orders WHERE tenant_id = C",
         "different shards");
