@@ -21,7 +21,6 @@ typedef PgQuery__Node Node;
 typedef struct seen_table {
     const char *schema; /* points into the unpacked tree; NULL when unqualified */
     const char *name;
-    unsigned stmt; /* the statement it was first seen in */
 } seen_table;
 
 /* What the generic walk over one statement's tree collects. */
@@ -34,8 +33,11 @@ typedef struct walker {
     seen_table tables[MAX_SEEN_TABLES];
     unsigned n_ctes;
     const char *ctes[MAX_CTES];
-    unsigned stmt; /* the statement being walked */
+    unsigned stmt;        /* the statement being walked */
+    unsigned n_rangevars; /* RangeVars in it, for the occurrence analysis to account for */
 } walker;
+
+typedef struct occ_work occ_work;
 
 typedef struct classifier {
     const char *sql;
@@ -44,6 +46,7 @@ typedef struct classifier {
     const prs_classify_opts *opts;
     prs_query_info *out;
     walker w;
+    occ_work *ow;  /* the occurrence analysis' workspace; owned by parse_and_classify */
     unsigned stmt; /* index of the statement being classified */
     uint16_t next_cond;
 } classifier;
@@ -104,7 +107,7 @@ static const char *const flag_names[] = {
     "for_update",     "writable_cte",     "nextval",        "advisory_lock",   "unsafe_func",
     "select_into",    "temp_table",       "too_complex",    "explain_analyze", "read_only_txn",
     "read_write_txn", "txn_chain",        "set_local",      "pgshard_var",     "multi",
-    "key_update",     "tables_truncated", "keys_truncated", "table_repeated",
+    "key_update",     "tables_truncated", "keys_truncated", "occs_truncated",
 };
 
 const char *prs_kind_name(prs_kind kind)
@@ -208,13 +211,8 @@ static void see_table(walker *w, const PgQuery__RangeVar *rv)
     for (unsigned i = 0; i < w->n_tables; i++) {
         const seen_table *t = &w->tables[i];
         if (strcmp(t->name, rv->relname) == 0 &&
-            (t->schema == schema || (t->schema && schema && strcmp(t->schema, schema) == 0))) {
-            /* A key found in the WHERE then restricts only one of its occurrences. A CTE
-             * named again (a recursive one) is no table. */
-            if (t->stmt == w->stmt && (schema || !walker_cte(w, rv->relname)))
-                w->flags |= PRS_F_TABLE_REPEATED;
+            (t->schema == schema || (t->schema && schema && strcmp(t->schema, schema) == 0)))
             return;
-        }
     }
     if (w->n_tables == MAX_SEEN_TABLES) {
         w->tables_overflow = true;
@@ -222,7 +220,6 @@ static void see_table(walker *w, const PgQuery__RangeVar *rv)
     }
     w->tables[w->n_tables].schema = schema;
     w->tables[w->n_tables].name = rv->relname;
-    w->tables[w->n_tables].stmt = w->stmt;
     w->n_tables++;
 }
 
@@ -297,9 +294,10 @@ static void see_cte(walker *w, const PgQuery__CommonTableExpr *cte)
 static void visit(walker *w, const ProtobufCMessage *m)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
-    if (d == &pg_query__range_var__descriptor)
+    if (d == &pg_query__range_var__descriptor) {
+        w->n_rangevars++;
         see_table(w, (const PgQuery__RangeVar *)m);
-    else if (d == &pg_query__common_table_expr__descriptor)
+    } else if (d == &pg_query__common_table_expr__descriptor)
         see_cte(w, (const PgQuery__CommonTableExpr *)m);
     else if (!w->query_checks)
         return;
@@ -362,14 +360,6 @@ static int key_name_index(const classifier *c, const char *name)
         if (c->opts->key_columns[i] && strcmp(c->opts->key_columns[i], name) == 0)
             return (int)i;
     return -1;
-}
-
-static int key_column(const classifier *c, const Node *n)
-{
-    if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF || n->column_ref->n_fields == 0)
-        return -1;
-    const PgQuery__ColumnRef *cr = n->column_ref;
-    return key_name_index(c, node_string(cr->fields[cr->n_fields - 1]));
 }
 
 static const Node *strip_casts(const Node *v)
@@ -437,20 +427,21 @@ static bool add_ref(classifier *c, prs_key_ref ref)
     return true;
 }
 
-static prs_key_ref new_ref(classifier *c, int col, int row)
+static prs_key_ref new_ref(classifier *c, int col, int slot, int row)
 {
     prs_key_ref r = {0};
     r.column = (uint8_t)col;
+    r.slot = slot >= 0 ? (uint8_t)slot : (uint8_t)PRS_NO_SLOT;
     r.row = (int16_t)row;
-    r.cond = c->next_cond;
+    r.cond = (uint8_t)c->next_cond;
     return r;
 }
 
 /* A list of alternatives (IN (...), ANY(ARRAY[...])) counts only if every element is a
  * usable value and all of them fit: a partial list would name too few shards. */
-static void key_list(classifier *c, int col, Node *const *items, size_t n)
+static void key_list(classifier *c, int col, int slot, Node *const *items, size_t n)
 {
-    prs_key_ref r = new_ref(c, col, -1);
+    prs_key_ref r = new_ref(c, col, slot, -1);
     if (n == 0)
         return;
     for (size_t i = 0; i < n; i++)
@@ -461,32 +452,30 @@ static void key_list(classifier *c, int col, Node *const *items, size_t n)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        r = new_ref(c, col, -1);
+        r = new_ref(c, col, slot, -1);
         key_value(c, items[i], &r);
         add_ref(c, r);
     }
     c->next_cond++;
 }
 
-static void key_eq(classifier *c, const Node *col_node, const Node *val)
+static void key_eq(classifier *c, int col, int slot, const Node *val)
 {
-    int col = key_column(c, col_node);
-    prs_key_ref r = new_ref(c, col, -1);
-    if (col >= 0 && key_value(c, val, &r) && add_ref(c, r))
+    prs_key_ref r = new_ref(c, col, slot, -1);
+    if (key_value(c, val, &r) && add_ref(c, r))
         c->next_cond++;
 }
 
-static void key_any(classifier *c, const Node *col_node, const Node *val)
+static void key_any(classifier *c, int col, int slot, const Node *val)
 {
-    int col = key_column(c, col_node);
     const Node *v = strip_casts(val);
-    if (col < 0 || !v)
+    if (!v)
         return;
     if (v->node_case == PG_QUERY__NODE__NODE_A_ARRAY_EXPR) {
-        key_list(c, col, v->a_array_expr->elements, v->a_array_expr->n_elements);
+        key_list(c, col, slot, v->a_array_expr->elements, v->a_array_expr->n_elements);
         return;
     }
-    prs_key_ref r = new_ref(c, col, -1);
+    prs_key_ref r = new_ref(c, col, slot, -1);
     if (!key_value(c, v, &r))
         return;
     r.src = r.src == PRS_KEY_PARAM ? PRS_KEY_PARAM_ARRAY : PRS_KEY_LITERAL_ARRAY;
@@ -502,37 +491,718 @@ static bool op_is_eq(const PgQuery__AExpr *a)
     return op && strcmp(op, "=") == 0;
 }
 
-/* Only the AND chain at the top of a WHERE restricts every row; OR and NOT do not. */
-static void keys_where(classifier *c, const Node *e)
+/* ---- relation occurrences, and the key conditions that restrict them ----
+ *
+ * A statement may run on one shard only if every relation occurrence of a sharded table in it
+ * reads (or writes) rows of that shard alone. So each key condition is tied to the occurrence
+ * whose column it names, and equalities between key columns carry a restriction from one
+ * occurrence to another where that is sound: a WHERE's AND chain and an inner join's ON hold
+ * for every row the query uses, both ways; an outer join's ON only limits which rows of the
+ * nullable side take part; a subquery's `inner.k = outer.k` limits the inner rows to those
+ * of the outer rows used. OR and NOT restrict nothing. Names are resolved the way
+ * PostgreSQL does (innermost level first, aliases hide table names, an ON sees only its
+ * join's inputs, a non-LATERAL derived table does not see its siblings); where that is not
+ * certain the reference restricts nothing, which can only make a statement refused. */
+
+#define MAX_NAMES 96
+#define MAX_EDGES 96
+#define NO_HIDE (-1)
+
+/* A name a FROM list makes visible: a relation occurrence, or a derived table, function, CTE
+ * reference or join alias (occ -1). */
+typedef struct occ_name {
+    const char *refname; /* the alias, else the relation's name; NULL: it cannot be named */
+    const char *relname; /* an unaliased relation's name (for schema.table.column), else NULL */
+    const char *schema;  /* an unaliased relation's schema, NULL when unqualified */
+    int occ;             /* index into occ_work.occs, -1 for no relation */
+    int hidden_by;       /* the name of the innermost aliased join around it, or NO_HIDE */
+} occ_name;
+
+typedef struct occ_rel {
+    const char *schema; /* these point into the unpacked tree */
+    const char *name;
+    const char *alias;
+    uint8_t flags; /* PRS_OCC_* */
+} occ_rel;
+
+/* What the analysis of one text collects before it goes into the prs_query_info. */
+struct occ_work {
+    occ_name names[MAX_NAMES];
+    unsigned n_names;
+    occ_rel occs[PRS_MAX_OCCS];
+    unsigned n_occs;
+    prs_slot slots[PRS_MAX_SLOTS];
+    unsigned n_slots;
+    uint8_t edges[MAX_EDGES][2]; /* the restrictions of slot [0] hold for slot [1] */
+    unsigned n_edges;
+    unsigned n_rangevars; /* RangeVars placed in the statement being classified */
+    bool ran;             /* that statement was analysed (a query, not DDL or a utility) */
+    bool incomplete;      /* something did not fit or could not be placed */
+};
+
+/* One level of names a column reference may find: a query block's FROM (or the part of it an
+ * ON clause or a LATERAL item sees), then the levels outside it. */
+typedef struct scope {
+    const struct scope *up;
+    unsigned first, end;   /* visible: names[first, end) */
+    unsigned bfirst, bend; /* the block's names: a match there that is not visible stops the search */
+} scope;
+
+/* The CTE names a FROM item may refer to. */
+typedef struct cte_scope {
+    const struct cte_scope *up;
+    const PgQuery__WithClause *with;
+    size_t visible; /* the first `visible` CTEs of with */
+} cte_scope;
+
+/* Which occurrences a clause's conditions restrict. */
+enum { CL_WHERE, CL_INNER, CL_LEFT, CL_RIGHT, CL_NONE };
+
+typedef struct clause {
+    const scope *sc;
+    int kind;     /* CL_* */
+    unsigned mid; /* an ON: names[sc->first, mid) are its left input, [mid, sc->end) its right */
+} clause;
+
+/* A key column reference resolved. */
+typedef struct ref_at {
+    int slot;      /* -1: not a key column of a relation found for certain */
+    int col;       /* index into the key-column list */
+    bool outer;    /* found outside the clause's own level */
+    bool amb;      /* an unqualified column of several candidates (slot has cands) */
+    unsigned name; /* the name it was found by (own level) */
+} ref_at;
+
+static void occ_stmt(classifier *c, const Node *n, const scope *up, const cte_scope *ctes, unsigned depth,
+                     bool top);
+static void occ_select(classifier *c, const PgQuery__SelectStmt *s, const scope *up, const cte_scope *ctes,
+                       unsigned depth);
+
+static int add_name(classifier *c, const char *refname, const char *relname, const char *schema, int occ,
+                    int hidden_by)
 {
-    if (!e)
+    occ_work *ow = c->ow;
+    if (ow->n_names == MAX_NAMES) {
+        ow->incomplete = true;
+        return NO_HIDE;
+    }
+    ow->names[ow->n_names] = (occ_name){refname, relname, schema, occ, hidden_by};
+    return (int)ow->n_names++;
+}
+
+static bool is_cte_ref(const PgQuery__RangeVar *rv, const cte_scope *cs)
+{
+    if (str_set(rv->schemaname) || str_set(rv->catalogname))
+        return false;
+    for (; cs; cs = cs->up)
+        for (size_t i = 0; cs->with && i < cs->visible; i++) {
+            const Node *n = cs->with->ctes[i];
+            if (n->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR && n->common_table_expr->ctename &&
+                strcmp(n->common_table_expr->ctename, rv->relname) == 0)
+                return true;
+        }
+    return false;
+}
+
+/* A RangeVar of a FROM list or a statement's target: an occurrence, unless it names a CTE. */
+static void add_rangevar(classifier *c, const PgQuery__RangeVar *rv, int hidden_by, const cte_scope *ctes,
+                         uint8_t flags)
+{
+    occ_work *ow = c->ow;
+    ow->n_rangevars++;
+    const char *alias = rv->alias && str_set(rv->alias->aliasname) ? rv->alias->aliasname : NULL;
+    if (!str_set(rv->relname) || is_cte_ref(rv, ctes)) {
+        add_name(c, alias ? alias : rv->relname, NULL, NULL, -1, hidden_by);
+        return;
+    }
+    const char *schema = str_set(rv->schemaname) ? rv->schemaname : NULL;
+    int occ = -1;
+    if (ow->n_occs == PRS_MAX_OCCS)
+        ow->incomplete = true;
+    else
+        ow->occs[occ = (int)ow->n_occs++] = (occ_rel){schema, rv->relname, alias, flags};
+    add_name(c, alias ? alias : rv->relname, alias ? NULL : rv->relname, alias ? NULL : schema, occ,
+             hidden_by);
+}
+
+static int find_slot(classifier *c, int occ, uint32_t cands, int col)
+{
+    occ_work *ow = c->ow;
+    for (unsigned i = 0; i < ow->n_slots; i++) {
+        const prs_slot *s = &ow->slots[i];
+        if (s->column == col && s->cands == cands && (cands || s->occ == occ))
+            return (int)i;
+    }
+    if (ow->n_slots == PRS_MAX_SLOTS) {
+        ow->incomplete = true;
+        return -1;
+    }
+    prs_slot *s = &ow->slots[ow->n_slots];
+    *s = (prs_slot){0};
+    s->occ = (uint8_t)(cands ? PRS_NO_OCC : (unsigned)occ);
+    s->cands = cands;
+    s->column = (uint8_t)col;
+    return (int)ow->n_slots++;
+}
+
+static bool name_visible(const occ_work *ow, unsigned i, const scope *s)
+{
+    int h = ow->names[i].hidden_by;
+    return i >= s->first && i < s->end && (h == NO_HIDE || (unsigned)h < s->first || (unsigned)h >= s->end);
+}
+
+/* 1: the name is what a qualified reference (q.col or s.q.col) means; 0: it is not; -1: it
+ * may be (s.t.col against an unqualified t: it depends on search_path). */
+static int name_matches(const occ_name *n, const PgQuery__ColumnRef *cr)
+{
+    if (cr->n_fields == 2) {
+        const char *q = node_string(cr->fields[0]);
+        return q && n->refname && strcmp(q, n->refname) == 0;
+    }
+    const char *sch = node_string(cr->fields[0]), *rel = node_string(cr->fields[1]);
+    if (!sch || !rel || !n->relname || strcmp(rel, n->relname) != 0)
+        return 0;
+    return !n->schema ? -1 : strcmp(sch, n->schema) == 0;
+}
+
+/* An unqualified column: the relation of a one-item FROM (were the column not its, it would
+ * belong to an outer level; the slot then stands for a value of this level's rows, which is
+ * no restriction of any other level), or any of several, decided at route time. */
+static ref_at resolve_unqualified(classifier *c, const scope *s, ref_at r)
+{
+    occ_work *ow = c->ow;
+    unsigned count = 0, only = 0;
+    uint32_t cands = 0;
+    for (unsigned i = s->first; i < s->end; i++) {
+        if (!name_visible(ow, i, s))
+            continue;
+        count++;
+        only = i;
+        if (ow->names[i].occ >= 0)
+            cands |= 1u << ow->names[i].occ;
+    }
+    if (count == 1 && ow->names[only].occ >= 0) {
+        r.slot = find_slot(c, ow->names[only].occ, 0, r.col);
+        r.name = only;
+    } else if (cands) {
+        r.slot = find_slot(c, -1, cands, r.col);
+        r.amb = true;
+    }
+    return r;
+}
+
+static ref_at resolve(classifier *c, const Node *n, const clause *cl)
+{
+    ref_at r = {-1, -1, false, false, 0};
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF || n->column_ref->n_fields == 0)
+        return r;
+    const PgQuery__ColumnRef *cr = n->column_ref;
+    r.col = key_name_index(c, node_string(cr->fields[cr->n_fields - 1]));
+    if (r.col < 0 || cr->n_fields > 3)
+        return r;
+    if (cr->n_fields == 1)
+        return resolve_unqualified(c, cl->sc, r);
+    occ_work *ow = c->ow;
+    for (const scope *s = cl->sc; s; s = s->up, r.outer = true) {
+        unsigned hits = 0, found = 0;
+        for (unsigned i = s->bfirst; i < s->bend; i++) {
+            int m = name_matches(&ow->names[i], cr);
+            if (m < 0 || (m > 0 && !name_visible(ow, i, s)))
+                return r;
+            hits += (unsigned)m;
+            found = m ? i : found;
+        }
+        if (hits > 1 || (hits == 1 && ow->names[found].occ < 0))
+            return r;
+        if (hits == 1) {
+            r.slot = find_slot(c, ow->names[found].occ, 0, r.col);
+            r.name = found;
+            return r;
+        }
+    }
+    return r;
+}
+
+/* Whether the clause's conditions limit the rows of the occurrence a reference names. An
+ * outer join's ON limits only its nullable side; a full join's nothing; no clause limits an
+ * outer level's rows. A column whose relation is decided at route time only where every
+ * candidate would be limited. */
+static bool restricts(const clause *cl, const ref_at *r)
+{
+    if (r->slot < 0 || r->outer)
+        return false;
+    switch (cl->kind) {
+    case CL_WHERE:
+    case CL_INNER:
+        return true;
+    case CL_LEFT:
+        return !r->amb && r->name >= cl->mid;
+    case CL_RIGHT:
+        return !r->amb && r->name < cl->mid;
+    default:
+        return false;
+    }
+}
+
+static void add_edge(classifier *c, int from, int to)
+{
+    occ_work *ow = c->ow;
+    for (unsigned i = 0; i < ow->n_edges; i++)
+        if (ow->edges[i][0] == from && ow->edges[i][1] == to)
+            return;
+    if (ow->n_edges == MAX_EDGES) {
+        ow->incomplete = true;
+        return;
+    }
+    ow->edges[ow->n_edges][0] = (uint8_t)from;
+    ow->edges[ow->n_edges][1] = (uint8_t)to;
+    ow->n_edges++;
+}
+
+static void link_refs(classifier *c, const clause *cl, const ref_at *a, const ref_at *b)
+{
+    if (a->amb || b->amb || a->slot == b->slot)
+        return;
+    if (restricts(cl, b))
+        add_edge(c, a->slot, b->slot);
+    if (restricts(cl, a))
+        add_edge(c, b->slot, a->slot);
+}
+
+static void clause_eq(classifier *c, const clause *cl, const Node *l, const Node *r)
+{
+    if (l && r && l->node_case == PG_QUERY__NODE__NODE_ROW_EXPR &&
+        r->node_case == PG_QUERY__NODE__NODE_ROW_EXPR && l->row_expr->n_args == r->row_expr->n_args) {
+        /* (a, b) = (c, d) is a = c AND b = d. */
+        for (size_t i = 0; i < l->row_expr->n_args; i++)
+            clause_eq(c, cl, l->row_expr->args[i], r->row_expr->args[i]);
+        return;
+    }
+    ref_at a = resolve(c, l, cl), b = resolve(c, r, cl);
+    if (a.slot >= 0 && b.slot >= 0)
+        link_refs(c, cl, &a, &b);
+    else if (restricts(cl, &a))
+        key_eq(c, a.col, a.slot, r);
+    else if (restricts(cl, &b))
+        key_eq(c, b.col, b.slot, l);
+}
+
+/* Only the AND chain at the top of a WHERE or ON holds for every row; OR and NOT do not. */
+static void clause_and(classifier *c, const clause *cl, const Node *e)
+{
+    if (!e || c->ow->incomplete)
         return;
     if (e->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
         e->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
         for (size_t i = 0; i < e->bool_expr->n_args; i++)
-            keys_where(c, e->bool_expr->args[i]);
+            clause_and(c, cl, e->bool_expr->args[i]);
         return;
     }
     if (e->node_case != PG_QUERY__NODE__NODE_A_EXPR || !op_is_eq(e->a_expr))
         return;
     const PgQuery__AExpr *a = e->a_expr;
+    ref_at r;
     switch (a->kind) {
     case PG_QUERY__A__EXPR__KIND__AEXPR_OP:
-        if (key_column(c, a->lexpr) >= 0)
-            key_eq(c, a->lexpr, a->rexpr);
-        else
-            key_eq(c, a->rexpr, a->lexpr);
+        clause_eq(c, cl, a->lexpr, a->rexpr);
         break;
     case PG_QUERY__A__EXPR__KIND__AEXPR_IN:
-        if (key_column(c, a->lexpr) >= 0 && a->rexpr && a->rexpr->node_case == PG_QUERY__NODE__NODE_LIST)
-            key_list(c, key_column(c, a->lexpr), a->rexpr->list->items, a->rexpr->list->n_items);
+        r = resolve(c, a->lexpr, cl);
+        if (restricts(cl, &r) && a->rexpr && a->rexpr->node_case == PG_QUERY__NODE__NODE_LIST)
+            key_list(c, r.col, r.slot, a->rexpr->list->items, a->rexpr->list->n_items);
         break;
     case PG_QUERY__A__EXPR__KIND__AEXPR_OP_ANY:
-        key_any(c, a->lexpr, a->rexpr);
+        r = resolve(c, a->lexpr, cl);
+        if (restricts(cl, &r))
+            key_any(c, r.col, r.slot, a->rexpr);
         break;
     default:
         break;
     }
+}
+
+/* Subqueries inside expressions (EXISTS, IN, scalar, ARRAY(...)): blocks one level in. Any
+ * node type is followed, as the generic walk does. */
+static void occ_expr(classifier *c, const ProtobufCMessage *m, const scope *sc, const cte_scope *ctes,
+                     unsigned depth)
+{
+    if (!m)
+        return;
+    if (depth > MAX_DEPTH) {
+        c->ow->incomplete = true;
+        return;
+    }
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    if (d == &pg_query__node__descriptor) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field(d, (unsigned)((const Node *)m)->node_case);
+        if (f)
+            occ_expr(c, *(const ProtobufCMessage *const *)(base + f->offset), sc, ctes, depth + 1);
+        return;
+    }
+    if (d == &pg_query__select_stmt__descriptor) {
+        occ_select(c, (const PgQuery__SelectStmt *)m, sc, ctes, depth + 1);
+        return;
+    }
+    if (d == &pg_query__locking_clause__descriptor)
+        return;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t cnt = *(const size_t *)(base + f->quantifier_offset);
+            const ProtobufCMessage *const *arr = *(const ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < cnt; k++)
+                occ_expr(c, arr[k], sc, ctes, depth + 1);
+        } else if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+                   *(const uint32_t *)(base + f->quantifier_offset) == f->id) {
+            occ_expr(c, *(const ProtobufCMessage *const *)(base + f->offset), sc, ctes, depth + 1);
+        }
+    }
+}
+
+static void occ_exprs(classifier *c, Node *const *items, size_t n, const scope *sc, const cte_scope *ctes,
+                      unsigned depth)
+{
+    for (size_t i = 0; i < n; i++)
+        occ_expr(c, (const ProtobufCMessage *)items[i], sc, ctes, depth);
+}
+
+#define OCC_EXPR(c, node, sc, ctes, depth) occ_expr(c, (const ProtobufCMessage *)(node), sc, ctes, depth)
+
+/* A CTE body sees the levels outside its query (not that query's FROM) and the CTEs before it
+ * (all of them under WITH RECURSIVE). */
+static void occ_with(classifier *c, const PgQuery__WithClause *w, const scope *up, const cte_scope *outer,
+                     cte_scope *mine, unsigned depth)
+{
+    *mine = (cte_scope){outer, w, w ? w->n_ctes : 0};
+    for (size_t i = 0; w && i < w->n_ctes; i++) {
+        const Node *n = w->ctes[i];
+        if (n->node_case != PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR)
+            continue;
+        cte_scope body = {outer, w, w->recursive ? w->n_ctes : i};
+        occ_stmt(c, n->common_table_expr->ctequery, up, &body, depth + 1, false);
+    }
+}
+
+/* First pass over a FROM item: its names, in the order PostgreSQL adds them. */
+static void from_names(classifier *c, const Node *n, int hidden_by, const cte_scope *ctes)
+{
+    switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_RANGE_VAR:
+        add_rangevar(c, n->range_var, hidden_by, ctes, 0);
+        break;
+    case PG_QUERY__NODE__NODE_JOIN_EXPR: {
+        const PgQuery__JoinExpr *j = n->join_expr;
+        int h = hidden_by;
+        if (j->alias)
+            h = add_name(c, j->alias->aliasname, NULL, NULL, -1, hidden_by);
+        if (j->larg)
+            from_names(c, j->larg, h, ctes);
+        if (j->rarg)
+            from_names(c, j->rarg, h, ctes);
+        break;
+    }
+    case PG_QUERY__NODE__NODE_RANGE_SUBSELECT: {
+        const PgQuery__Alias *a = n->range_subselect->alias;
+        add_name(c, a ? a->aliasname : NULL, NULL, NULL, -1, hidden_by);
+        break;
+    }
+    case PG_QUERY__NODE__NODE_RANGE_FUNCTION: {
+        const PgQuery__Alias *a = n->range_function->alias;
+        add_name(c, a ? a->aliasname : NULL, NULL, NULL, -1, hidden_by);
+        break;
+    }
+    case PG_QUERY__NODE__NODE_RANGE_TABLE_SAMPLE: {
+        const Node *rel = n->range_table_sample->relation;
+        if (rel && rel->node_case == PG_QUERY__NODE__NODE_RANGE_VAR)
+            add_rangevar(c, rel->range_var, hidden_by, ctes, 0);
+        else
+            add_name(c, NULL, NULL, NULL, -1, hidden_by);
+        break;
+    }
+    default:
+        add_name(c, NULL, NULL, NULL, -1, hidden_by);
+        break;
+    }
+}
+
+static unsigned count_names(const Node *n)
+{
+    if (!n)
+        return 0;
+    if (n->node_case != PG_QUERY__NODE__NODE_JOIN_EXPR)
+        return 1;
+    const PgQuery__JoinExpr *j = n->join_expr;
+    return (j->alias ? 1 : 0) + count_names(j->larg) + count_names(j->rarg);
+}
+
+static bool using_has(const PgQuery__JoinExpr *j, const char *col)
+{
+    for (size_t i = 0; i < j->n_using_clause; i++) {
+        const char *u = node_string(j->using_clause[i]);
+        if (u && strcmp(u, col) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The slot a join input's column `name` of USING comes from: a relation's own, or through a
+ * join that merges it (an inner or left join's merged column is its left input's). */
+static int using_slot(classifier *c, const Node *n, unsigned at, const char *name, int col)
+{
+    if (!n || at >= c->ow->n_names)
+        return -1;
+    if (n->node_case == PG_QUERY__NODE__NODE_RANGE_VAR)
+        return c->ow->names[at].occ >= 0 ? find_slot(c, c->ow->names[at].occ, 0, col) : -1;
+    if (n->node_case != PG_QUERY__NODE__NODE_JOIN_EXPR)
+        return -1;
+    const PgQuery__JoinExpr *j = n->join_expr;
+    if (j->alias || j->is_natural || !using_has(j, name))
+        return -1;
+    if (j->jointype == PG_QUERY__JOIN_TYPE__JOIN_INNER || j->jointype == PG_QUERY__JOIN_TYPE__JOIN_LEFT)
+        return using_slot(c, j->larg, at, name, col);
+    if (j->jointype == PG_QUERY__JOIN_TYPE__JOIN_RIGHT)
+        return using_slot(c, j->rarg, at + count_names(j->larg), name, col);
+    return -1;
+}
+
+static void join_using(classifier *c, const PgQuery__JoinExpr *j, const clause *on, unsigned left)
+{
+    for (size_t i = 0; i < j->n_using_clause && !j->is_natural; i++) {
+        const char *name = node_string(j->using_clause[i]);
+        int col = key_name_index(c, name);
+        if (col < 0)
+            continue;
+        ref_at a = {using_slot(c, j->larg, left, name, col), col, false, false, left};
+        ref_at b = {using_slot(c, j->rarg, on->mid, name, col), col, false, false, on->mid};
+        if (a.slot >= 0 && b.slot >= 0)
+            link_refs(c, on, &a, &b);
+    }
+}
+
+static int join_clause_kind(PgQuery__JoinType t)
+{
+    switch (t) {
+    case PG_QUERY__JOIN_TYPE__JOIN_INNER:
+        return CL_INNER;
+    case PG_QUERY__JOIN_TYPE__JOIN_LEFT:
+        return CL_LEFT;
+    case PG_QUERY__JOIN_TYPE__JOIN_RIGHT:
+        return CL_RIGHT;
+    default:
+        return CL_NONE;
+    }
+}
+
+/* Second pass over a FROM item, its names known: ON clauses, USING, derived tables and
+ * function arguments. *pos is the index of the item's first name. */
+static void from_links(classifier *c, const Node *n, const scope *b, unsigned *pos, const cte_scope *ctes,
+                       unsigned depth)
+{
+    unsigned me = (*pos)++;
+    scope lateral = {b->up, b->first, me, b->bfirst, b->bend};
+    switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_JOIN_EXPR: {
+        const PgQuery__JoinExpr *j = n->join_expr;
+        if (!j->alias)
+            (*pos)--;
+        unsigned left = *pos;
+        if (j->larg)
+            from_links(c, j->larg, b, pos, ctes, depth + 1);
+        unsigned mid = *pos;
+        if (j->rarg)
+            from_links(c, j->rarg, b, pos, ctes, depth + 1);
+        scope js = {b->up, left, *pos, b->bfirst, b->bend};
+        clause on = {&js, join_clause_kind(j->jointype), mid};
+        clause_and(c, &on, j->quals);
+        join_using(c, j, &on, left);
+        OCC_EXPR(c, j->quals, &js, ctes, depth + 1);
+        break;
+    }
+    case PG_QUERY__NODE__NODE_RANGE_SUBSELECT:
+        occ_stmt(c, n->range_subselect->subquery, n->range_subselect->lateral ? &lateral : b->up, ctes,
+                 depth + 1, false);
+        break;
+    case PG_QUERY__NODE__NODE_RANGE_FUNCTION: /* function arguments are LATERAL by nature */
+        occ_exprs(c, n->range_function->functions, n->range_function->n_functions, &lateral, ctes, depth + 1);
+        break;
+    case PG_QUERY__NODE__NODE_RANGE_TABLE_SAMPLE:
+        occ_exprs(c, n->range_table_sample->args, n->range_table_sample->n_args, &lateral, ctes, depth + 1);
+        OCC_EXPR(c, n->range_table_sample->repeatable, &lateral, ctes, depth + 1);
+        break;
+    case PG_QUERY__NODE__NODE_RANGE_VAR:
+        break;
+    default: /* XMLTABLE and the like: a RangeVar inside is not placed, so the counts differ */
+        OCC_EXPR(c, n, &lateral, ctes, depth + 1);
+        break;
+    }
+}
+
+/* A query block's names: targets (already added from b->first) and the FROM list. */
+static void occ_from(classifier *c, Node *const *items, size_t n, scope *b, const cte_scope *ctes,
+                     unsigned depth)
+{
+    unsigned pos = c->ow->n_names;
+    for (size_t i = 0; i < n; i++)
+        from_names(c, items[i], NO_HIDE, ctes);
+    b->end = b->bend = c->ow->n_names;
+    for (size_t i = 0; i < n && !c->ow->incomplete; i++)
+        from_links(c, items[i], b, &pos, ctes, depth + 1);
+}
+
+static void block_begin(classifier *c, const scope *up, scope *b)
+{
+    unsigned at = c->ow->n_names;
+    *b = (scope){up, at, at, at, at};
+}
+
+static void occ_where(classifier *c, const Node *where, const scope *b, const cte_scope *ctes, unsigned depth)
+{
+    clause w = {b, CL_WHERE, 0};
+    clause_and(c, &w, where);
+    OCC_EXPR(c, where, b, ctes, depth + 1);
+}
+
+static void occ_select(classifier *c, const PgQuery__SelectStmt *s, const scope *up, const cte_scope *ctes,
+                       unsigned depth)
+{
+    if (!s || depth > MAX_DEPTH) {
+        c->ow->incomplete = c->ow->incomplete || s;
+        return;
+    }
+    cte_scope cs;
+    occ_with(c, s->with_clause, up, ctes, &cs, depth);
+    if (s->op > PG_QUERY__SET_OPERATION__SETOP_NONE) {
+        occ_select(c, s->larg, up, &cs, depth + 1);
+        occ_select(c, s->rarg, up, &cs, depth + 1);
+        occ_exprs(c, s->sort_clause, s->n_sort_clause, up, &cs, depth + 1);
+        OCC_EXPR(c, s->limit_offset, up, &cs, depth + 1);
+        OCC_EXPR(c, s->limit_count, up, &cs, depth + 1);
+        return;
+    }
+    scope b;
+    block_begin(c, up, &b);
+    occ_from(c, s->from_clause, s->n_from_clause, &b, &cs, depth);
+    occ_where(c, s->where_clause, &b, &cs, depth);
+    occ_exprs(c, s->distinct_clause, s->n_distinct_clause, &b, &cs, depth + 1);
+    occ_exprs(c, s->target_list, s->n_target_list, &b, &cs, depth + 1);
+    occ_exprs(c, s->group_clause, s->n_group_clause, &b, &cs, depth + 1);
+    OCC_EXPR(c, s->having_clause, &b, &cs, depth + 1);
+    occ_exprs(c, s->window_clause, s->n_window_clause, &b, &cs, depth + 1);
+    occ_exprs(c, s->values_lists, s->n_values_lists, &b, &cs, depth + 1);
+    occ_exprs(c, s->sort_clause, s->n_sort_clause, &b, &cs, depth + 1);
+    OCC_EXPR(c, s->limit_offset, &b, &cs, depth + 1);
+    OCC_EXPR(c, s->limit_count, &b, &cs, depth + 1);
+    if (s->into_clause && s->into_clause->rel)
+        c->ow->n_rangevars++; /* SELECT INTO's new table: created, not read */
+}
+
+/* INSERT's rows come from its VALUES or SELECT, which do not see the target. Only the
+ * statement's own INSERT ... VALUES has its rows' keys read (keys_insert); any other
+ * INSERT's rows cannot be placed. */
+static void occ_insert(classifier *c, const PgQuery__InsertStmt *ins, const scope *up, const cte_scope *ctes,
+                       unsigned depth, bool top)
+{
+    cte_scope cs;
+    occ_with(c, ins->with_clause, up, ctes, &cs, depth);
+    const Node *src = ins->select_stmt;
+    bool values = top && src && src->node_case == PG_QUERY__NODE__NODE_SELECT_STMT &&
+                  src->select_stmt->n_values_lists > 0;
+    scope b;
+    block_begin(c, up, &b);
+    if (ins->relation)
+        add_rangevar(c, ins->relation, NO_HIDE, NULL,
+                     PRS_OCC_WRITTEN | (values ? PRS_OCC_VALUES : PRS_OCC_UNPROVEN));
+    b.end = b.bend = c->ow->n_names;
+    occ_stmt(c, src, up, &cs, depth + 1, false);
+    OCC_EXPR(c, ins->on_conflict_clause, &b, &cs, depth + 1);
+    occ_exprs(c, ins->returning_list, ins->n_returning_list, &b, &cs, depth + 1);
+}
+
+static void occ_update(classifier *c, const PgQuery__UpdateStmt *u, const scope *up, const cte_scope *ctes,
+                       unsigned depth)
+{
+    cte_scope cs;
+    occ_with(c, u->with_clause, up, ctes, &cs, depth);
+    scope b;
+    block_begin(c, up, &b);
+    if (u->relation)
+        add_rangevar(c, u->relation, NO_HIDE, NULL, PRS_OCC_WRITTEN);
+    occ_from(c, u->from_clause, u->n_from_clause, &b, &cs, depth);
+    occ_where(c, u->where_clause, &b, &cs, depth);
+    occ_exprs(c, u->target_list, u->n_target_list, &b, &cs, depth + 1);
+    occ_exprs(c, u->returning_list, u->n_returning_list, &b, &cs, depth + 1);
+}
+
+static void occ_delete(classifier *c, const PgQuery__DeleteStmt *d, const scope *up, const cte_scope *ctes,
+                       unsigned depth)
+{
+    cte_scope cs;
+    occ_with(c, d->with_clause, up, ctes, &cs, depth);
+    scope b;
+    block_begin(c, up, &b);
+    if (d->relation)
+        add_rangevar(c, d->relation, NO_HIDE, NULL, PRS_OCC_WRITTEN);
+    occ_from(c, d->using_clause, d->n_using_clause, &b, &cs, depth);
+    occ_where(c, d->where_clause, &b, &cs, depth);
+    occ_exprs(c, d->returning_list, d->n_returning_list, &b, &cs, depth + 1);
+}
+
+/* MERGE may insert rows whose keys come from its source: its target is never proven. */
+static void occ_merge(classifier *c, const PgQuery__MergeStmt *m, const scope *up, const cte_scope *ctes,
+                      unsigned depth)
+{
+    cte_scope cs;
+    occ_with(c, m->with_clause, up, ctes, &cs, depth);
+    scope b;
+    block_begin(c, up, &b);
+    if (m->relation)
+        add_rangevar(c, m->relation, NO_HIDE, NULL, PRS_OCC_WRITTEN | PRS_OCC_UNPROVEN);
+    Node *src[1] = {m->source_relation};
+    occ_from(c, src, m->source_relation ? 1 : 0, &b, &cs, depth);
+    OCC_EXPR(c, m->join_condition, &b, &cs, depth + 1);
+    occ_exprs(c, m->merge_when_clauses, m->n_merge_when_clauses, &b, &cs, depth + 1);
+}
+
+static void occ_stmt(classifier *c, const Node *n, const scope *up, const cte_scope *ctes, unsigned depth,
+                     bool top)
+{
+    if (!n)
+        return;
+    if (depth > MAX_DEPTH) {
+        c->ow->incomplete = true;
+        return;
+    }
+    switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_SELECT_STMT:
+        occ_select(c, n->select_stmt, up, ctes, depth);
+        break;
+    case PG_QUERY__NODE__NODE_INSERT_STMT:
+        occ_insert(c, n->insert_stmt, up, ctes, depth, top);
+        break;
+    case PG_QUERY__NODE__NODE_UPDATE_STMT:
+        occ_update(c, n->update_stmt, up, ctes, depth);
+        break;
+    case PG_QUERY__NODE__NODE_DELETE_STMT:
+        occ_delete(c, n->delete_stmt, up, ctes, depth);
+        break;
+    case PG_QUERY__NODE__NODE_MERGE_STMT:
+        occ_merge(c, n->merge_stmt, up, ctes, depth);
+        break;
+    default:
+        OCC_EXPR(c, n, up, ctes, depth + 1);
+        break;
+    }
+}
+
+/* The analysis of one query statement (also the one EXPLAIN, PREPARE or DECLARE carries). */
+static void occ_analyze(classifier *c, const Node *n)
+{
+    c->ow->ran = true;
+    occ_stmt(c, n, NULL, NULL, 0, true);
 }
 
 static void flag_key_assignments(classifier *c, Node *const *targets, size_t n, uint32_t *flags)
@@ -564,7 +1234,7 @@ static void keys_insert(classifier *c, const PgQuery__InsertStmt *ins, uint32_t 
             const Node *row = s->values_lists[r];
             if (row->node_case != PG_QUERY__NODE__NODE_LIST || p >= row->list->n_items)
                 continue;
-            prs_key_ref ref = new_ref(c, col, (int)r);
+            prs_key_ref ref = new_ref(c, col, -1, (int)r);
             if (key_value(c, row->list->items[p], &ref) && add_ref(c, ref))
                 c->next_cond++;
         }
@@ -577,7 +1247,7 @@ static void keys_copy(classifier *c, const PgQuery__CopyStmt *cp)
         return;
     for (size_t p = 0; p < cp->n_attlist; p++) {
         int col = key_name_index(c, node_string(cp->attlist[p]));
-        prs_key_ref r = new_ref(c, col, -1);
+        prs_key_ref r = new_ref(c, col, -1, -1);
         r.src = PRS_KEY_COPY_COLUMN;
         r.index = (uint32_t)p;
         if (col >= 0 && add_ref(c, r))
@@ -874,18 +1544,19 @@ static void classify_node(classifier *c, const Node *n, stmt_result *r)
     case PG_QUERY__NODE__NODE_SELECT_STMT:
         r->kind = PRS_KIND_SELECT;
         r->read_only = true;
-        if (n->select_stmt->op <= PG_QUERY__SET_OPERATION__SETOP_NONE)
-            keys_where(c, n->select_stmt->where_clause);
+        occ_analyze(c, n);
         break;
     case PG_QUERY__NODE__NODE_INSERT_STMT:
         keys_insert(c, n->insert_stmt, &r->flags);
+        occ_analyze(c, n);
         break;
     case PG_QUERY__NODE__NODE_UPDATE_STMT:
         flag_key_assignments(c, n->update_stmt->target_list, n->update_stmt->n_target_list, &r->flags);
-        keys_where(c, n->update_stmt->where_clause);
+        occ_analyze(c, n);
         break;
     case PG_QUERY__NODE__NODE_DELETE_STMT:
-        keys_where(c, n->delete_stmt->where_clause);
+    case PG_QUERY__NODE__NODE_MERGE_STMT:
+        occ_analyze(c, n);
         break;
     case PG_QUERY__NODE__NODE_COPY_STMT: {
         const PgQuery__CopyStmt *cp = n->copy_stmt;
@@ -972,9 +1643,12 @@ static void classify_node(classifier *c, const Node *n, stmt_result *r)
 static void classify_statement(classifier *c, const Node *n, bool *all_read_only)
 {
     stmt_result r = {0};
+    c->ow->ran = false;
+    c->ow->n_rangevars = 0;
     classify_node(c, n, &r);
     c->w.flags = 0;
     c->w.pin = c->w.unpin = 0;
+    c->w.n_rangevars = 0;
     c->w.stmt = (unsigned)c->stmt;
     c->w.query_checks = is_query_kind(r.kind);
     walk(&c->w, (const ProtobufCMessage *)n, 0);
@@ -985,6 +1659,9 @@ static void classify_statement(classifier *c, const Node *n, bool *all_read_only
     if (n->node_case == PG_QUERY__NODE__NODE_CREATE_STMT &&
         n->create_stmt->oncommit == PG_QUERY__ON_COMMIT_ACTION__ONCOMMIT_DROP)
         r.pin &= (uint8_t)~PRS_PIN_TEMP;
+    /* A relation the occurrence analysis did not place might be read unrestricted. */
+    if (c->ow->ran && c->ow->n_rangevars != c->w.n_rangevars)
+        c->ow->incomplete = true;
     /* State that stays with the session is made where writes go, never on a replica. */
     if ((r.flags & PRS_F_WRITE_MASK) || r.pin)
         r.read_only = false;
@@ -1024,6 +1701,73 @@ static void copy_tables(classifier *c)
     }
 }
 
+/* The index of a relation in tables[], added when the walk left it out (a table named like a
+ * CTE of another scope); -1 when tables[] is full. */
+static int table_index(prs_query_info *qi, const char *schema, const char *name)
+{
+    for (unsigned i = 0; i < qi->n_tables; i++) {
+        const char *ts = prs_info_str(qi, qi->tables[i].schema), *tn = prs_info_str(qi, qi->tables[i].name);
+        if (tn && strcmp(tn, name) == 0 && (ts ? schema && strcmp(ts, schema) == 0 : !schema))
+            return (int)i;
+    }
+    if (qi->n_tables == PRS_MAX_TABLES)
+        return -1;
+    prs_table_ref ref = {PRS_NO_STR, PRS_NO_STR};
+    if (schema && (ref.schema = pool_add(qi, schema)) == PRS_NO_STR)
+        return -1;
+    if ((ref.name = pool_add(qi, name)) == PRS_NO_STR)
+        return -1;
+    qi->tables[qi->n_tables] = ref;
+    return qi->n_tables++;
+}
+
+/* Follows the equalities to a fixed point: a slot's `from` gathers every slot whose
+ * restrictions reach it. */
+static void occ_propagate(occ_work *ow)
+{
+    for (unsigned i = 0; i < ow->n_slots; i++)
+        ow->slots[i].from = 1u << i;
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (unsigned e = 0; e < ow->n_edges; e++) {
+            prs_slot *to = &ow->slots[ow->edges[e][1]];
+            uint32_t from = to->from | ow->slots[ow->edges[e][0]].from;
+            changed = changed || from != to->from;
+            to->from = from;
+        }
+    }
+}
+
+static void occ_finish(classifier *c)
+{
+    prs_query_info *qi = c->out;
+    occ_work *ow = c->ow;
+    for (unsigned i = 0; i < ow->n_occs && !ow->incomplete; i++) {
+        const occ_rel *o = &ow->occs[i];
+        int t = table_index(qi, o->schema, o->name);
+        if (t < 0) {
+            qi->flags |= PRS_F_TABLES_TRUNCATED;
+            ow->incomplete = true;
+            break;
+        }
+        qi->occs[i].table = (uint8_t)t;
+        qi->occs[i].flags = o->flags;
+        qi->occs[i].alias = o->alias ? pool_add(qi, o->alias) : PRS_NO_STR;
+    }
+    if (ow->incomplete) {
+        qi->flags |= PRS_F_OCCS_TRUNCATED;
+        memset(qi->occs, 0, sizeof qi->occs);
+        for (unsigned i = 0; i < qi->n_keys; i++)
+            qi->keys[i].slot = PRS_NO_SLOT;
+        return;
+    }
+    occ_propagate(ow);
+    qi->n_occs = (uint8_t)ow->n_occs;
+    qi->n_slots = (uint8_t)ow->n_slots;
+    memcpy(qi->slots, ow->slots, ow->n_slots * sizeof ow->slots[0]);
+}
+
 static void classify_tree(classifier *c, const PgQuery__ParseResult *tree)
 {
     prs_query_info *qi = c->out;
@@ -1042,6 +1786,7 @@ static void classify_tree(classifier *c, const PgQuery__ParseResult *tree)
         qi->flags |= PRS_F_MULTI;
     qi->read_only = read_only;
     copy_tables(c);
+    occ_finish(c);
 }
 
 /* ---- SET pgshard.x = word, which PostgreSQL's grammar rejects for some words ---- */
@@ -1162,10 +1907,16 @@ static int parse_and_classify(classifier *c)
     PgQuery__ParseResult *tree =
         pg_query__parse_result__unpack(NULL, res.parse_tree.len, (const uint8_t *)res.parse_tree.data);
     pg_query_free_protobuf_parse_result(res);
-    if (!tree)
+    c->ow = calloc(1, sizeof *c->ow);
+    if (!tree || !c->ow) {
+        if (tree)
+            pg_query__parse_result__free_unpacked(tree, NULL);
+        free(c->ow);
         return PRS_ENOMEM;
+    }
     classify_tree(c, tree);
     pg_query__parse_result__free_unpacked(tree, NULL);
+    free(c->ow);
     return 0;
 }
 

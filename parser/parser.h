@@ -74,7 +74,7 @@ enum {
     PRS_F_KEY_UPDATE = 1u << 15,       /* UPDATE or ON CONFLICT DO UPDATE assigns a shard-key column */
     PRS_F_TABLES_TRUNCATED = 1u << 16, /* more tables than tables[] holds */
     PRS_F_KEYS_TRUNCATED = 1u << 17,   /* more key positions than keys[] holds */
-    PRS_F_TABLE_REPEATED = 1u << 18,   /* a relation is named more than once (self-join, subquery) */
+    PRS_F_OCCS_TRUNCATED = 1u << 18,   /* occs[]/slots[] could not describe every relation named */
 };
 #define PRS_F_WRITE_MASK                                                                                     \
     (PRS_F_FOR_UPDATE | PRS_F_WRITABLE_CTE | PRS_F_NEXTVAL | PRS_F_ADVISORY_LOCK | PRS_F_UNSAFE_FUNC |       \
@@ -108,13 +108,17 @@ typedef enum prs_key_src {
     PRS_KEY_COPY_COLUMN,   /* COPY t (...) FROM: index: 0-based position of the key in a row */
 } prs_key_src;
 
-/* One place where a shard-key value is found. Keys are only taken where they restrict the
- * whole statement: the top-level WHERE's AND chain (col = v, col IN (...), col = ANY(...)),
- * each INSERT ... VALUES row, and COPY FROM's column list. Refs with the same cond are
- * alternatives (an IN list); different conds must all hold (so any one of them routes). */
+/* One place where a shard-key value is found. Keys are taken where they restrict rows: the
+ * AND chain of a WHERE (in any query block: subqueries, CTEs, derived tables, set operation
+ * branches) or of a JOIN's ON (col = v, col IN (...), col = ANY(...)), each INSERT ... VALUES
+ * row, and COPY FROM's column list. Refs with the same cond are alternatives (an IN list) and
+ * sit next to each other; different conds must all hold. A WHERE or ON ref restricts one
+ * slot (a relation occurrence's column, see prs_slot), so only that occurrence's rows, and
+ * through equalities the rows of others. */
 typedef struct prs_key_ref {
     uint32_t index;
-    uint16_t cond;
+    uint8_t cond;    /* fewer than PRS_MAX_KEYS conds: each has a ref */
+    uint8_t slot;    /* index into slots[], PRS_NO_SLOT for INSERT rows, COPY and statements > 0 */
     int16_t row;     /* INSERT VALUES row (0-based), -1 elsewhere */
     uint8_t src;     /* prs_key_src */
     uint8_t column;  /* index into the caller's key-column list */
@@ -125,6 +129,10 @@ typedef struct prs_key_ref {
 #define PRS_MAX_TABLES 16
 #define PRS_MAX_KEYS 64
 #define PRS_MAX_KEY_COLUMNS 8
+#define PRS_MAX_OCCS 32  /* at most 32: slots hold masks of occurrences */
+#define PRS_MAX_SLOTS 32 /* at most 32: slots hold masks of slots */
+#define PRS_NO_SLOT 0xFFu
+#define PRS_NO_OCC 0xFFu
 #define PRS_POOL_SIZE 512
 #define PRS_NO_STR 0xFFFFu
 
@@ -132,6 +140,40 @@ typedef struct prs_table_ref {
     uint16_t schema; /* pool offset, PRS_NO_STR when unqualified */
     uint16_t name;   /* pool offset */
 } prs_table_ref;
+
+/* Occurrence flags. */
+enum {
+    PRS_OCC_WRITTEN = 1u << 0,  /* the target of an INSERT, UPDATE, DELETE or MERGE */
+    PRS_OCC_VALUES = 1u << 1,   /* the target of the statement's INSERT ... VALUES: its rows' keys
+                                   (key refs with row >= 0) say where it writes */
+    PRS_OCC_UNPROVEN = 1u << 2, /* rows written with keys not known here (INSERT ... SELECT, an
+                                   INSERT in a CTE, a MERGE target): no key restricts it */
+};
+
+/* One place a relation is named in a query (a FROM item, a JOIN input, an UPDATE/DELETE/
+ * INSERT/MERGE target, in any subquery, CTE body or set operation branch). A CTE's name
+ * used in FROM is not one: the CTE body's relations are. */
+typedef struct prs_occ {
+    uint16_t alias; /* pool offset of its alias, PRS_NO_STR when it has none (or no room) */
+    uint8_t table;  /* index into tables[] */
+    uint8_t flags;  /* PRS_OCC_* */
+} prs_occ;
+
+/* A key column of one occurrence that a key condition or an equality names. `from` says whose
+ * restrictions hold for it once equalities are followed (a.k = b.k both ways in a WHERE or
+ * an inner join's ON, only into the nullable side of an outer join's ON, only inward from an
+ * outer query's column): bit j set means a key ref of slot j restricts this slot's rows too.
+ * A slot with cands != 0 is an unqualified column in a FROM of several relations: it belongs
+ * to the one candidate whose table is sharded by `column`, decided when the tables are known
+ * (no other could have the column without PostgreSQL calling it ambiguous); such slots are
+ * in no equality. */
+typedef struct prs_slot {
+    uint32_t from;  /* bit per slot, its own included */
+    uint32_t cands; /* bit per occurrence; 0 for a slot of a known occurrence */
+    uint8_t occ;    /* index into occs[], PRS_NO_OCC when cands decides */
+    uint8_t column; /* index into the caller's key-column list */
+    uint16_t reserved;
+} prs_slot;
 
 /* The classification of one query text. Self-contained (strings live in pool), so it can
  * be copied with memcpy. Everything in it depends on the normalized text only, never on a
@@ -150,19 +192,28 @@ typedef struct prs_query_info {
     uint16_t insert_rows;  /* VALUES rows of an INSERT: a row without a key ref has none */
     uint16_t set_name;     /* pool offset: SET/RESET/SHOW variable (lower case as parsed) */
     uint16_t set_value;    /* pool offset: a SET value written as a word (on, DEFAULT, UTC) */
-    uint16_t unpin;        /* PRS_PIN_* they remove (DISCARD ALL: all of them) */
+    uint8_t n_occs;        /* in occs[] (statement 0 and later ones alike) */
+    uint8_t n_slots;       /* in slots[] */
     int32_t set_value_lit; /* literal index of a SET value written as one literal, else -1 */
     uint16_t object_name;  /* pool offset: PREPARE/EXECUTE/DEALLOCATE statement, LISTEN/NOTIFY
                               channel, SAVEPOINT/RELEASE name, DECLARE/FETCH/CLOSE cursor */
     uint16_t pool_len;
+    uint16_t unpin;     /* PRS_PIN_* they remove (DISCARD ALL: all of them) */
+    uint16_t reserved1; /* zero: no padding anywhere, so equal infos are equal bytes */
+    uint32_t reserved2; /* zero */
     prs_table_ref tables[PRS_MAX_TABLES]; /* distinct relations, CTE names left out */
     prs_key_ref keys[PRS_MAX_KEYS];
+    prs_occ occs[PRS_MAX_OCCS];
+    prs_slot slots[PRS_MAX_SLOTS];
     char pool[PRS_POOL_SIZE]; /* NUL-terminated strings referenced by offset */
 } prs_query_info;
 
-_Static_assert(sizeof(prs_query_info) == 40 + PRS_MAX_TABLES * sizeof(prs_table_ref) +
-                                             PRS_MAX_KEYS * sizeof(prs_key_ref) + PRS_POOL_SIZE,
+_Static_assert(sizeof(prs_query_info) ==
+                   48 + PRS_MAX_TABLES * sizeof(prs_table_ref) + PRS_MAX_KEYS * sizeof(prs_key_ref) +
+                       PRS_MAX_OCCS * sizeof(prs_occ) + PRS_MAX_SLOTS * sizeof(prs_slot) + PRS_POOL_SIZE,
                "prs_query_info must have no padding");
+_Static_assert(sizeof(prs_key_ref) == 12 && sizeof(prs_occ) == 4 && sizeof(prs_slot) == 12,
+               "prs_key_ref, prs_occ and prs_slot must have no padding");
 
 static inline const char *prs_info_str(const prs_query_info *qi, uint16_t off)
 {

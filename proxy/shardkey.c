@@ -1,8 +1,10 @@
 /* The shard of one statement from its tenant key. The parser says which tables a statement
- * names and where key values sit (literal i, parameter $n, an IN list, each INSERT row);
- * this file reads those values, maps each to a shard and decides: one shard, any shard (no
- * sharded table), or a refusal that names the table and says how to add the key. It never
- * guesses a shard. No I/O; the caller owns every buffer. */
+ * names, where each is named (its occurrences), where key values sit (literal i, parameter
+ * $n, an IN list, each INSERT row) and which occurrences each key condition restricts once
+ * equalities are followed; this file reads those values, maps each to a shard and decides:
+ * one shard when every occurrence of a sharded table is restricted to that shard, any shard
+ * (no sharded table), or a refusal that names the table and says how to add the key. It
+ * never guesses a shard. No I/O; the caller owns every buffer. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,51 +20,46 @@ static void sk_refuse(px_sk_result *out, const char *sqlstate, const char *fmt, 
     snprintf(out->msg, sizeof out->msg, fmt, a, b);
 }
 
+/* A 0A000 refusal whose message the caller writes into out->msg (messages with more parts
+ * than sk_refuse takes; a long one is cut). */
+static char *sk_refuse_msg(px_sk_result *out)
+{
+    out->verdict = PX_SK_REFUSE;
+    snprintf(out->sqlstate, sizeof out->sqlstate, "%s", PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
+    return out->msg;
+}
+
 /* What the statement's tables say before any key is read. */
 typedef struct sk_scan {
-    const px_table *sharded; /* the first sharded table named, for messages and the key type */
-    const px_table *other;   /* a second sharded table named, or NULL */
-    uint32_t key_cols;       /* bit per key column of the sharded tables named */
-    bool unlisted;           /* a table the config does not list: it lives on default_shard */
+    const px_table *tab[PRS_MAX_TABLES]; /* the config's entry for tables[i], NULL when not listed */
+    const px_table *sharded;             /* the first sharded table named, for messages */
+    uint32_t sharded_tables;             /* bit i: tables[i] is sharded */
+    bool unlisted;                       /* a table the config does not list: it lives on default_shard */
     bool omni;
 } sk_scan;
 
 static void sk_scan_tables(const px_sk_input *in, sk_scan *sc)
 {
     const prs_query_info *qi = in->qi;
-    memset(sc, 0, sizeof *sc);
+    sc->sharded = NULL;
+    sc->sharded_tables = 0;
+    sc->unlisted = sc->omni = false;
     for (int i = 0; i < qi->n_tables; i++) {
-        const char *schema = prs_info_str(qi, qi->tables[i].schema);
         const char *name = prs_info_str(qi, qi->tables[i].name);
+        const px_table *t =
+            name ? px_tables_find(in->tables, prs_info_str(qi, qi->tables[i].schema), name) : NULL;
+        sc->tab[i] = t;
         if (!name)
             continue;
-        const px_table *t = px_tables_find(in->tables, schema, name);
         if (!t) {
             sc->unlisted = true;
         } else if (t->omnisharded) {
             sc->omni = true;
         } else {
-            if (!sc->sharded)
-                sc->sharded = t;
-            else if (t != sc->sharded && !sc->other)
-                sc->other = t;
-            sc->key_cols |= 1u << t->key_column;
+            sc->sharded = sc->sharded ? sc->sharded : t;
+            sc->sharded_tables |= 1u << i;
         }
     }
-}
-
-/* The key type of a key column: that of a sharded table named whose key it is. */
-static uint32_t sk_column_oid(const px_sk_input *in, int col, const sk_scan *sc)
-{
-    const prs_query_info *qi = in->qi;
-    for (int i = 0; i < qi->n_tables; i++) {
-        const char *name = prs_info_str(qi, qi->tables[i].name);
-        const px_table *t =
-            name ? px_tables_find(in->tables, prs_info_str(qi, qi->tables[i].schema), name) : NULL;
-        if (t && !t->omnisharded && t->key_column == col)
-            return t->key_oid;
-    }
-    return sc->sharded->key_oid;
 }
 
 /* Maps a key to its shard; records the last key for SHOW ROUTE. */
@@ -209,10 +206,12 @@ static int sk_binary_array(const px_sk_input *in, uint32_t oid, const uint8_t *p
 #define SK_NULL (-100)
 #define SK_UNKNOWN (-101)  /* a parameter of a Parse whose Bind is not here yet */
 #define SK_BAD_TYPE (-102) /* a parameter declared with a type a key is not hashed as */
+#define SK_REFUSED (-103)  /* out says why */
+#define SK_SPANS (-2)      /* alternatives on several shards */
+#define SK_NONE (-1)       /* no key restricts it */
 static int sk_param_shard(const px_sk_input *in, uint32_t oid, uint32_t n, bool array, px_sk_result *out);
-static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, const sk_scan *sc, px_sk_result *out)
+static int sk_ref_shard(const px_sk_input *in, const prs_key_ref *ref, uint32_t oid, px_sk_result *out)
 {
-    uint32_t oid = sk_column_oid(in, ref->column, sc);
     sm_key k;
     int r, shard = -1;
     if (ref->src == PRS_KEY_LITERAL || ref->src == PRS_KEY_LITERAL_ARRAY) {
@@ -304,100 +303,248 @@ static void sk_value_error(px_sk_result *out, int err, const px_table *t)
               sm_strerror(err));
 }
 
-/* Every INSERT row must carry a key, and all of them one shard. */
-static void sk_insert_rows(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
+/* Every INSERT row must carry a key of table t, and all of them one shard. */
+static int sk_insert_rows(const px_sk_input *in, const px_table *t, px_sk_result *out)
 {
     const prs_query_info *qi = in->qi;
-    int shard = -1;
+    int shard = SK_NONE;
     for (int row = 0; row < qi->insert_rows; row++) {
-        int rs = -1;
+        int rs = SK_NONE;
         for (int i = 0; i < qi->n_keys && rs < 0; i++) {
             const prs_key_ref *ref = &qi->keys[i];
-            if (ref->row != row || !(sc->key_cols & (1u << ref->column)))
+            if (ref->row != row || ref->column != t->key_column)
                 continue;
-            rs = sk_ref_shard(in, ref, sc, out);
+            rs = sk_ref_shard(in, ref, t->key_oid, out);
             if (rs == SK_UNKNOWN)
-                return; /* decided at the Bind: any shard for now */
+                return SK_UNKNOWN; /* decided at the Bind: any shard for now */
             if (rs < 0) {
-                sk_value_error(out, rs, sc->sharded);
-                return;
+                sk_value_error(out, rs, t);
+                return SK_REFUSED;
             }
         }
         if (rs < 0) {
             sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: a row inserted into sharded table \"%s\" has no value for its shard key "
                       "(name the %s column in the column list and give it in every VALUES row)",
-                      sc->sharded->name, sc->sharded->shard_key);
-            return;
+                      t->name, t->shard_key);
+            return SK_REFUSED;
         }
         if (shard >= 0 && rs != shard) {
             sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: the rows inserted into \"%s\" belong to different shards%s; insert each "
                       "tenant's rows in its own statement",
-                      sc->sharded->name, "");
-            return;
+                      t->name, "");
+            return SK_REFUSED;
         }
         shard = rs;
     }
-    out->verdict = PX_SK_SHARD;
-    out->shard = shard;
-    out->source = "key";
+    return shard;
 }
 
-/* The key conditions of a WHERE: refs with one cond are alternatives (IN), different conds
- * all hold, so any cond whose values all sit on one shard decides. */
-static void sk_where(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
+/* The occurrence among a slot's candidates whose table is sharded by the slot's column: the
+ * only one that can own an unqualified column of that name; -1 when not exactly one. */
+static int sk_slot_owner(const prs_query_info *qi, const sk_scan *sc, const prs_slot *s)
+{
+    int owner = -1;
+    for (int o = 0; o < qi->n_occs; o++) {
+        const px_table *t = (s->cands >> o) & 1 ? sc->tab[qi->occs[o].table] : NULL;
+        if (t && !t->omnisharded && t->key_column == s->column) {
+            if (owner >= 0)
+                return -1;
+            owner = o;
+        }
+    }
+    return owner;
+}
+
+/* The slots whose key refs restrict occurrence x of table t (a bit per slot): those the
+ * parser found reach x's key column, and unqualified columns whose owner is x or reaches it. */
+static uint32_t sk_occ_slots(const prs_query_info *qi, const sk_scan *sc, int x, const px_table *t)
+{
+    uint32_t from = 0;
+    for (int i = 0; i < qi->n_slots; i++) {
+        const prs_slot *s = &qi->slots[i];
+        if (!s->cands && s->occ == x && s->column == t->key_column)
+            from |= s->from;
+    }
+    for (int i = 0; i < qi->n_slots; i++) {
+        const prs_slot *s = &qi->slots[i];
+        if (!s->cands || s->column != t->key_column)
+            continue;
+        int owner = sk_slot_owner(qi, sc, s);
+        for (int j = 0; j < qi->n_slots && owner >= 0 && owner != x; j++) {
+            const prs_slot *o = &qi->slots[j];
+            if (!o->cands && o->occ == owner && o->column == s->column && ((from >> j) & 1))
+                owner = x;
+        }
+        if (owner == x)
+            from |= 1u << i;
+    }
+    return from;
+}
+
+/* The shards of conditions already read, for the next occurrence they restrict. */
+typedef struct sk_memo {
+    uint64_t done; /* bit per cond */
+    int shard[PRS_MAX_KEYS];
+    uint32_t oid[PRS_MAX_KEYS];
+} sk_memo;
+
+/* The shard of keys[i, end), one condition's alternatives, read as type oid: >= 0, SK_SPANS,
+ * SK_UNKNOWN, or a value error. */
+static int sk_cond_shard(const px_sk_input *in, int i, int end, uint32_t oid, sk_memo *m, px_sk_result *out)
+{
+    const prs_query_info *qi = in->qi;
+    unsigned cond = qi->keys[i].cond;
+    if (cond < PRS_MAX_KEYS && ((m->done >> cond) & 1) && m->oid[cond] == oid)
+        return m->shard[cond];
+    int shard = SK_NONE;
+    for (; i < end && shard != SK_SPANS; i++) {
+        int s = sk_ref_shard(in, &qi->keys[i], oid, out);
+        if (s == SK_UNKNOWN || (s < 0 && s != SK_SPANS))
+            return s;
+        shard = shard == SK_NONE || shard == s ? s : SK_SPANS;
+    }
+    if (cond < PRS_MAX_KEYS) {
+        m->done |= 1ull << cond;
+        m->shard[cond] = shard;
+        m->oid[cond] = oid;
+    }
+    return shard;
+}
+
+/* The shard of an occurrence's rows: the first condition restricting it whose values all sit
+ * on one shard (conditions all hold, so any one decides); SK_SPANS when every one spans
+ * shards, SK_UNKNOWN when one waits for its Bind, SK_NONE when none restricts it. */
+static int sk_occ_shard(const px_sk_input *in, uint32_t from, const px_table *t, sk_memo *m,
+                        px_sk_result *out)
 {
     const prs_query_info *qi = in->qi;
     bool spans = false, unknown = false;
-    for (int i = 0; i < qi->n_keys; i++) {
-        const prs_key_ref *ref = &qi->keys[i];
-        if (!(sc->key_cols & (1u << ref->column)) || ref->row >= 0)
+    for (int i = 0, end; i < qi->n_keys; i = end) {
+        unsigned slot = qi->keys[i].slot;
+        for (end = i + 1; end < qi->n_keys && qi->keys[end].cond == qi->keys[i].cond;)
+            end++;
+        if (slot >= PRS_MAX_SLOTS || !((from >> slot) & 1))
             continue;
-        bool first = true;
-        for (int j = 0; j < i; j++)
-            if (qi->keys[j].cond == ref->cond && (sc->key_cols & (1u << qi->keys[j].column)))
-                first = false;
-        if (!first)
-            continue;
-        int shard = -1;
-        for (int j = i; j < qi->n_keys && shard != -2; j++) {
-            const prs_key_ref *alt = &qi->keys[j];
-            if (alt->cond != ref->cond || !(sc->key_cols & (1u << alt->column)))
-                continue;
-            int s = sk_ref_shard(in, alt, sc, out);
-            if (s == SK_UNKNOWN) {
-                unknown = true;
-                shard = -3;
-                break;
-            }
-            if (s < 0 && s != -2) {
-                sk_value_error(out, s, sc->sharded);
-                return;
-            }
-            shard = shard == -1 || shard == s ? s : -2;
+        int s = sk_cond_shard(in, i, end, t->key_oid, m, out);
+        if (s >= 0)
+            return s;
+        if (s == SK_UNKNOWN) {
+            unknown = true;
+        } else if (s == SK_SPANS) {
+            spans = true;
+        } else {
+            sk_value_error(out, s, t);
+            return SK_REFUSED;
         }
-        if (shard >= 0) {
-            out->verdict = PX_SK_SHARD;
-            out->shard = shard;
-            out->source = "key";
-            return;
-        }
-        spans = spans || shard == -2;
     }
-    if (unknown && !spans)
-        return; /* decided at the Bind: any shard for now */
-    const char *col = sc->sharded->shard_key;
-    if (spans)
-        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                  "pgshard: the %s values given for table \"%s\" belong to different shards; query one "
-                  "shard's tenants at a time (cross-shard queries are not supported yet)",
-                  col, sc->sharded->name);
+    return spans ? SK_SPANS : unknown ? SK_UNKNOWN : SK_NONE;
+}
+
+/* How a message names occurrence x: the table, and its alias when it has one. */
+static void sk_occ_names(const prs_query_info *qi, int x, const px_table *t, char *as, size_t cap,
+                         const char **ref)
+{
+    const char *alias = prs_info_str(qi, qi->occs[x].alias);
+    *ref = alias ? alias : t->name;
+    if (alias)
+        snprintf(as, cap, " (as \"%s\")", alias);
     else
-        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                  "pgshard: a query on sharded table \"%s\" must name its tenant: add WHERE %s = ... (or "
-                  "SET pgshard.tenant, or a /* pgshard: tenant=... */ comment)",
-                  sc->sharded->name, col);
+        as[0] = '\0';
+}
+
+/* Why occurrence x's rows cannot be placed. */
+static void sk_occ_refuse(const px_sk_input *in, int x, const px_table *t, int why, px_sk_result *out)
+{
+    char as[PX_SK_NAME_MAX + 8];
+    const char *ref;
+    sk_occ_names(in->qi, x, t, as, sizeof as, &ref);
+    if (in->qi->occs[x].flags & PRS_OCC_UNPROVEN)
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: the rows INSERT ... SELECT, an INSERT in a WITH or MERGE writes into sharded "
+                 "table \"%s\"%s cannot be placed by key: use SET pgshard.tenant or a /* pgshard: tenant=... "
+                 "*/ comment",
+                 t->name, as);
+    else if (why == SK_SPANS)
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: the %s values given for table \"%s\"%s belong to different shards; query one "
+                 "shard's tenants at a time (cross-shard queries are not supported yet)",
+                 t->shard_key, t->name, as);
+    else
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: a query on sharded table \"%s\"%s must name its tenant: add WHERE %s.%s = ... "
+                 "(or join it on %s to a table that has one), or SET pgshard.tenant, or a /* pgshard: "
+                 "tenant=... */ comment",
+                 t->name, as, ref, t->shard_key, t->shard_key);
+}
+
+/* Two occurrences restricted to different shards. */
+static void sk_occs_apart(const prs_query_info *qi, const sk_scan *sc, int a, int b, px_sk_result *out)
+{
+    char as1[PX_SK_NAME_MAX + 8], as2[PX_SK_NAME_MAX + 8];
+    const char *r1, *r2;
+    const px_table *t1 = sc->tab[qi->occs[a].table], *t2 = sc->tab[qi->occs[b].table];
+    sk_occ_names(qi, a, t1, as1, sizeof as1, &r1);
+    sk_occ_names(qi, b, t2, as2, sizeof as2, &r2);
+    snprintf(sk_refuse_msg(out), sizeof out->msg,
+             "pgshard: the tenants of \"%s\"%s and \"%s\"%s belong to different shards; a query reads one "
+             "shard's tenants (cross-shard queries are not supported yet)",
+             t1->name, as1, t2->name, as2);
+}
+
+/* Every occurrence of a sharded table must be restricted to one shard, the same for all. */
+static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
+{
+    const prs_query_info *qi = in->qi;
+    uint32_t seen = 0;
+    for (int x = 0; x < qi->n_occs; x++)
+        seen |= 1u << qi->occs[x].table;
+    for (int i = 0; i < qi->n_tables; i++)
+        if ((sc->sharded_tables & ~seen) >> i & 1) /* named where no occurrence is (DDL, LOCK, ...) */
+            return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                             "pgshard: a query on sharded table \"%s\" must name its tenant: add WHERE %s = "
+                             "... (or SET pgshard.tenant, or a /* pgshard: tenant=... */ comment)",
+                             sc->tab[i]->name, sc->tab[i]->shard_key);
+    sk_memo memo;
+    memo.done = 0;
+    int shard = SK_NONE, decider = -1;
+    bool unknown = false;
+    for (int x = 0; x < qi->n_occs; x++) {
+        const px_table *t = sc->tab[qi->occs[x].table];
+        uint8_t flags = qi->occs[x].flags;
+        if (!t || t->omnisharded) {
+            if (t && (flags & PRS_OCC_WRITTEN))
+                return sk_refuse(
+                    out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                    "pgshard: writing omnisharded table \"%s\" needs SET pgshard.shard = N on each "
+                    "shard%s (writes to every shard come with cross-shard support)",
+                    t->name, "");
+            continue;
+        }
+        int s = SK_NONE;
+        if (flags & PRS_OCC_VALUES)
+            s = sk_insert_rows(in, t, out);
+        else if (!(flags & PRS_OCC_UNPROVEN))
+            s = sk_occ_shard(in, sk_occ_slots(qi, sc, x, t), t, &memo, out);
+        if (s == SK_REFUSED)
+            return;
+        if (s == SK_UNKNOWN) {
+            unknown = true;
+            continue;
+        }
+        if (s < 0)
+            return sk_occ_refuse(in, x, t, s, out);
+        if (shard >= 0 && s != shard)
+            return sk_occs_apart(qi, sc, decider, x, out);
+        shard = s;
+        decider = x;
+    }
+    if (unknown)
+        return; /* decided at the Bind: any shard for now */
+    out->verdict = PX_SK_SHARD;
+    out->shard = shard;
+    out->source = "key";
 }
 
 static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
@@ -416,22 +563,6 @@ static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
         out->source = "tenant";
         return;
     }
-    /* The key conditions found are not tied to a table: with two sharded tables, or one named
-     * twice, a key may restrict one of them and leave the other reading a whole shard (a
-     * wrong answer, not an error). Until joins on the key are proven, such statements need
-     * the tenant said outright. */
-    if (sc->other)
-        return sk_refuse(
-            out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-            "pgshard: a query naming the sharded tables \"%s\" and \"%s\" together cannot be "
-            "routed by its WHERE yet: use SET pgshard.tenant or a /* pgshard: tenant=... */ comment",
-            name, sc->other->name);
-    if (qi->flags & PRS_F_TABLE_REPEATED)
-        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                         "pgshard: a query naming sharded table \"%s\" more than once (a self-join or a "
-                         "subquery) cannot be routed by its WHERE yet%s: use SET pgshard.tenant or a "
-                         "/* pgshard: tenant=... */ comment",
-                         name, "");
     if (qi->flags & PRS_F_KEY_UPDATE)
         return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "pgshard: an UPDATE may not change the shard key of table \"%s\"%s: delete the row "
@@ -447,10 +578,13 @@ static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
                          "pgshard: COPY on sharded table \"%s\" needs SET pgshard.tenant (or "
                          "pgshard.shard)%s",
                          name, "");
-    if (qi->kind == PRS_KIND_INSERT && qi->insert_rows > 0)
-        sk_insert_rows(in, sc, out);
-    else
-        sk_where(in, sc, out);
+    if (qi->flags & (PRS_F_OCCS_TRUNCATED | PRS_F_TABLES_TRUNCATED))
+        return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                         "pgshard: a query naming sharded table \"%s\" has more tables, occurrences or key "
+                         "conditions than pgshard follows%s: use SET pgshard.tenant or a /* pgshard: "
+                         "tenant=... */ comment",
+                         name, "");
+    sk_occurrences(in, sc, out);
 }
 
 void px_sk_route(const px_sk_input *in, px_sk_result *out)
@@ -480,6 +614,14 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
     }
     sk_scan sc;
     sk_scan_tables(in, &sc);
+    if (!sc.sharded && (in->qi->flags & PRS_F_TABLES_TRUNCATED) && !in->tenant) {
+        /* A sharded table may be among those left out. */
+        sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                  "pgshard: a query naming more than %s tables cannot be routed by key%s: use SET "
+                  "pgshard.tenant or a /* pgshard: tenant=... */ comment",
+                  "16", "");
+        return;
+    }
     if (sc.sharded) {
         sk_keyed(in, &sc, out);
         if (out->verdict == PX_SK_SHARD && sc.unlisted && out->shard != def) {
@@ -511,33 +653,32 @@ void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan)
     plan->kind = PX_SKP_TEXT;
     plan->param = 0;
     plan->table = NULL;
-    const uint32_t complex = PRS_F_MULTI | PRS_F_KEY_UPDATE | PRS_F_TABLE_REPEATED | PRS_F_TABLES_TRUNCATED |
-                             PRS_F_KEYS_TRUNCATED;
-    if (!qi || hinted || (qi->flags & complex) || qi->n_statements != 1)
+    const uint32_t complex =
+        PRS_F_MULTI | PRS_F_KEY_UPDATE | PRS_F_TABLES_TRUNCATED | PRS_F_KEYS_TRUNCATED | PRS_F_OCCS_TRUNCATED;
+    if (!qi || hinted || (qi->flags & complex) || qi->n_statements != 1 || qi->n_occs != 1 || qi->n_keys != 1)
         return;
     bool insert = qi->kind == PRS_KIND_INSERT;
     if (!insert && qi->kind != PRS_KIND_SELECT && qi->kind != PRS_KIND_UPDATE && qi->kind != PRS_KIND_DELETE)
         return;
-    if (insert && qi->insert_rows != 1)
-        return;
+    /* One relation named once, sharded, and one key condition: a parameter. */
     sk_scan sc;
     sk_scan_tables(in, &sc);
-    if (!sc.sharded || sc.other || sc.unlisted)
+    const prs_occ *o = &qi->occs[0];
+    const px_table *t = sc.tab[o->table];
+    const prs_key_ref *key = &qi->keys[0];
+    if (!t || t->omnisharded || sc.unlisted || sc.sharded_tables != 1u << o->table ||
+        key->src != PRS_KEY_PARAM || key->column != t->key_column || key->index == 0 || key->index > UINT16_MAX)
         return;
-    const prs_key_ref *key = NULL;
-    for (int i = 0; i < qi->n_keys; i++) {
-        const prs_key_ref *ref = &qi->keys[i];
-        if (!(sc.key_cols & (1u << ref->column)))
-            continue;
-        if (key || ref->row != (insert ? 0 : -1))
-            return; /* two conditions, or an IN list: the text decides */
-        key = ref;
+    if (insert) {
+        if (!(o->flags & PRS_OCC_VALUES) || qi->insert_rows != 1 || key->row != 0)
+            return;
+    } else if ((o->flags & (PRS_OCC_VALUES | PRS_OCC_UNPROVEN)) || key->row >= 0 || key->slot >= PRS_MAX_SLOTS ||
+               !((sk_occ_slots(qi, &sc, 0, t) >> key->slot) & 1)) {
+        return;
     }
-    if (!key || key->src != PRS_KEY_PARAM || key->index == 0 || key->index > UINT16_MAX)
-        return;
     plan->kind = PX_SKP_PARAM;
     plan->param = (uint16_t)key->index;
-    plan->table = sc.sharded;
+    plan->table = t;
 }
 
 void px_sk_route_planned(const px_sk_plan *plan, const px_sk_input *in, px_sk_result *out)

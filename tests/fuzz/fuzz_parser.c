@@ -52,6 +52,22 @@ static void check_info(const prs_query_info *qi, const prs_lexed *lx, int rc)
         CHECK(k->src >= PRS_KEY_LITERAL && k->src <= PRS_KEY_COPY_COLUMN);
         if (k->src == PRS_KEY_LITERAL || k->src == PRS_KEY_LITERAL_ARRAY)
             CHECK(k->index < lx->n_lits);
+        /* shardkey.c reads a condition's alternatives as one run of refs */
+        CHECK(k->slot == PRS_NO_SLOT || k->slot < qi->n_slots);
+        for (uint16_t j = i + 1; j < qi->n_keys; j++)
+            CHECK(qi->keys[j].cond != k->cond || qi->keys[j - 1].cond == k->cond);
+    }
+    CHECK(qi->n_occs <= PRS_MAX_OCCS && qi->n_slots <= PRS_MAX_SLOTS);
+    for (uint8_t i = 0; i < qi->n_occs; i++)
+        CHECK(qi->occs[i].table < qi->n_tables);
+    for (uint8_t i = 0; i < qi->n_slots; i++) {
+        const prs_slot *s = &qi->slots[i];
+        CHECK((s->from >> i) & 1);
+        CHECK(qi->n_slots == 32 || s->from >> qi->n_slots == 0);
+        if (s->cands)
+            CHECK(s->occ == PRS_NO_OCC && (qi->n_occs == 32 || s->cands >> qi->n_occs == 0));
+        else
+            CHECK(s->occ < qi->n_occs);
     }
     CHECK(qi->set_value_lit < 0 || (uint32_t)qi->set_value_lit < lx->n_lits);
     /* Anything that can write is never read-only. */

@@ -329,9 +329,14 @@ static void test_keys_not_taken(void **state)
         "SELECT * FROM t WHERE tenant_id = NULL",
         "SELECT * FROM t WHERE tenant_id = true",
         "SELECT * FROM t WHERE tenant_id = - -5",
-        "SELECT * FROM t WHERE x IN (SELECT x FROM u WHERE tenant_id = 5)",
-        "WITH c AS (SELECT * FROM u WHERE tenant_id = 5) SELECT * FROM c",
-        "SELECT * FROM t WHERE tenant_id = 1 UNION SELECT * FROM t WHERE tenant_id = 2",
+        "SELECT * FROM t WHERE x IN (SELECT x FROM u WHERE t.tenant_id = 5)",
+        "SELECT * FROM a LEFT JOIN b ON a.tenant_id = 5",
+        "SELECT * FROM a FULL JOIN b ON b.tenant_id = 5",
+        "SELECT * FROM a LEFT JOIN b ON tenant_id = 5",
+        "SELECT * FROM a, b WHERE x.tenant_id = 5",
+        "SELECT * FROM (a JOIN b ON true) j WHERE a.tenant_id = 5",
+        "SELECT * FROM a WHERE public.a.tenant_id = 5",
+        "SELECT * FROM a WHERE (SELECT tenant_id) = 5",
         "SELECT * FROM t WHERE \"TENANT_ID\" = 1",
         "SELECT * FROM t WHERE tenant_id = ANY(ARRAY[1, x])",
         "INSERT INTO t VALUES (1, 2)",
@@ -412,6 +417,113 @@ static void test_no_key_columns(void **state)
     assert_int_equal(prs_classify(q, strlen(q), &qi), 0);
     assert_int_equal(qi.n_keys, 0);
     assert_int_equal(qi.kind, PRS_KIND_SELECT);
+}
+
+/* ---- relation occurrences and the slots key conditions restrict ---- */
+
+static void classify_ok(const char *sql, prs_lexed *lx, prs_query_info *qi)
+{
+    int rc = classify(sql, strlen(sql), lx, qi);
+    if (rc != 0)
+        fail_msg("%s: %s", sql, prs_strerror(rc));
+}
+
+/* The slot of occurrence occ's key column col, or -1. */
+static int slot_of(const prs_query_info *qi, int occ, int col)
+{
+    for (int i = 0; i < qi->n_slots; i++)
+        if (!qi->slots[i].cands && qi->slots[i].occ == occ && qi->slots[i].column == col)
+            return i;
+    return -1;
+}
+
+/* Whether the restrictions of occurrence a's key column reach occurrence b's. */
+static bool reaches(const prs_query_info *qi, int a, int b)
+{
+    int sa = slot_of(qi, a, 0), sb = slot_of(qi, b, 0);
+    return sa >= 0 && sb >= 0 && ((qi->slots[sb].from >> sa) & 1);
+}
+
+static void test_occurrences(void **state)
+{
+    prs_lexed lx = PRS_LEXED_INIT;
+    prs_query_info qi;
+    classify_ok("SELECT * FROM orders o JOIN users u ON u.tenant_id = o.tenant_id WHERE o.tenant_id = 1", &lx,
+                &qi);
+    assert_int_equal(qi.n_occs, 2);
+    assert_string_equal(prs_info_str(&qi, qi.occs[0].alias), "o");
+    assert_string_equal(prs_info_str(&qi, qi.tables[qi.occs[1].table].name), "users");
+    assert_int_equal(qi.n_keys, 1);
+    assert_int_equal(qi.keys[0].slot, slot_of(&qi, 0, 0));
+    assert_true(reaches(&qi, 0, 1) && reaches(&qi, 1, 0));
+
+    /* An outer join's ON reaches only into its nullable side; FULL nowhere. */
+    classify_ok("SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id", &lx, &qi);
+    assert_true(reaches(&qi, 0, 1) && !reaches(&qi, 1, 0));
+    classify_ok("SELECT * FROM users u RIGHT JOIN orders o ON o.tenant_id = u.tenant_id", &lx, &qi);
+    assert_true(!reaches(&qi, 0, 1) && reaches(&qi, 1, 0));
+    classify_ok("SELECT * FROM users u FULL JOIN orders o ON o.tenant_id = u.tenant_id", &lx, &qi);
+    assert_true(!reaches(&qi, 0, 1) && !reaches(&qi, 1, 0));
+    /* Through a third occurrence, to a fixed point. */
+    classify_ok("SELECT * FROM a, b, c WHERE c.tenant_id = b.tenant_id AND b.tenant_id = a.tenant_id", &lx,
+                &qi);
+    assert_true(reaches(&qi, 0, 2) && reaches(&qi, 2, 0));
+
+    /* A correlated equality reaches inwards only. */
+    classify_ok("SELECT * FROM orders o WHERE EXISTS (SELECT 1 FROM items i WHERE i.tenant_id = o.tenant_id)",
+                &lx, &qi);
+    assert_int_equal(qi.n_occs, 2);
+    assert_true(reaches(&qi, 0, 1) && !reaches(&qi, 1, 0));
+
+    /* A CTE's name is not an occurrence; its body's relations are. The same name in another
+     * scope is a table. */
+    classify_ok("WITH c AS (SELECT * FROM orders WHERE tenant_id = 1) SELECT * FROM c", &lx, &qi);
+    assert_int_equal(qi.n_occs, 1);
+    assert_int_equal(qi.keys[0].slot, slot_of(&qi, 0, 0));
+    classify_ok("SELECT * FROM x WHERE EXISTS (WITH x AS (SELECT 1) SELECT * FROM x)", &lx, &qi);
+    assert_int_equal(qi.n_occs, 1);
+    assert_int_equal(qi.n_tables, 1);
+    assert_string_equal(prs_info_str(&qi, qi.tables[qi.occs[0].table].name), "x");
+
+    /* An unqualified key column of a FROM of several relations: decided at route time. */
+    classify_ok("SELECT * FROM orders, tenants t WHERE tenant_id = $1", &lx, &qi);
+    assert_int_equal(qi.n_slots, 1);
+    assert_int_equal(qi.slots[0].cands, 3);
+    assert_int_equal(qi.slots[0].occ, PRS_NO_OCC);
+    assert_int_equal(qi.keys[0].slot, 0);
+
+    /* What targets say. */
+    classify_ok("INSERT INTO orders (tenant_id) VALUES (1)", &lx, &qi);
+    assert_int_equal(qi.occs[0].flags, PRS_OCC_WRITTEN | PRS_OCC_VALUES);
+    classify_ok("INSERT INTO orders (tenant_id) SELECT tenant_id FROM users WHERE tenant_id = 1", &lx, &qi);
+    assert_int_equal(qi.occs[0].flags, PRS_OCC_WRITTEN | PRS_OCC_UNPROVEN);
+    assert_int_equal(qi.occs[1].flags, 0);
+    classify_ok("DELETE FROM orders USING users u WHERE u.tenant_id = orders.tenant_id", &lx, &qi);
+    assert_int_equal(qi.occs[0].flags, PRS_OCC_WRITTEN);
+    assert_true(reaches(&qi, 1, 0));
+    prs_lexed_free(&lx);
+}
+
+/* More occurrences than occs[] holds, or a relation the analysis does not place: flagged,
+ * so the proxy refuses rather than route on a partial picture. */
+static void test_occurrences_truncated(void **state)
+{
+    pgs_buf q = PGS_BUF_INIT;
+    pgs_buf_append(&q, "SELECT * FROM t WHERE tenant_id = 1", 35);
+    for (int i = 0; i < PRS_MAX_OCCS; i++)
+        pgs_buf_append(&q, " AND EXISTS (SELECT 1 FROM t)", 29);
+    prs_lexed lx = PRS_LEXED_INIT;
+    prs_query_info qi;
+    assert_int_equal(classify((const char *)q.data, q.len, &lx, &qi), 0);
+    assert_true(qi.flags & PRS_F_OCCS_TRUNCATED);
+    assert_int_equal(qi.n_occs, 0);
+    assert_int_equal(qi.n_keys, 1);
+    assert_int_equal(qi.keys[0].slot, PRS_NO_SLOT);
+    pgs_buf_free(&q);
+    classify_ok("SELECT * FROM t WHERE tenant_id = 1 AND EXISTS (SELECT 1 FROM t)", &lx, &qi);
+    assert_false(qi.flags & PRS_F_OCCS_TRUNCATED);
+    assert_int_equal(qi.n_occs, 2);
+    prs_lexed_free(&lx);
 }
 
 /* ---- other fields ---- */
@@ -747,7 +859,7 @@ static void test_names_tables(void **state)
     }
     assert_null(prs_kind_name(PRS_KIND__COUNT));
     assert_int_equal(prs_kind_from_name("nope", 4), -1);
-    for (uint32_t b = 0; b <= 17; b++) {
+    for (uint32_t b = 0; b <= 18; b++) {
         const char *name = prs_flag_name(1u << b);
         assert_non_null(name);
         assert_int_equal(prs_flag_from_name(name, strlen(name)), 1u << b);
@@ -766,6 +878,8 @@ int main(void)
         cmocka_unit_test(test_keys_truncated),
         cmocka_unit_test(test_keys_multi_statement),
         cmocka_unit_test(test_no_key_columns),
+        cmocka_unit_test(test_occurrences),
+        cmocka_unit_test(test_occurrences_truncated),
         cmocka_unit_test(test_set_values),
         cmocka_unit_test(test_pins),
         cmocka_unit_test(test_tables),
