@@ -547,6 +547,45 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
     out->source = "key";
 }
 
+/* With a tenant said outright (hint or SET pgshard.tenant), a key written in the statement
+ * that restricts a table to another shard would read or write nothing there: refused rather
+ * than answered wrongly. Keys still waiting for their Bind are checked when it comes. */
+static bool sk_tenant_conflict(const px_sk_input *in, const sk_scan *sc, int shard, px_sk_result *out)
+{
+    const prs_query_info *qi = in->qi;
+    if (!qi->n_keys || (qi->flags & (PRS_F_MULTI | PRS_F_OCCS_TRUNCATED | PRS_F_KEYS_TRUNCATED)))
+        return false;
+    sk_memo memo;
+    memo.done = 0;
+    px_sk_result scratch;
+    for (int x = 0; x < qi->n_occs; x++) {
+        const px_table *t = sc->tab[qi->occs[x].table];
+        uint8_t flags = qi->occs[x].flags;
+        if (!t || t->omnisharded || (flags & PRS_OCC_UNPROVEN))
+            continue;
+        memset(&scratch, 0, sizeof scratch);
+        int s = SK_NONE;
+        if (flags & PRS_OCC_VALUES) {
+            for (int i = 0; i < qi->n_keys && (s < 0 || s == shard); i++)
+                if (qi->keys[i].row >= 0 && qi->keys[i].column == t->key_column)
+                    s = sk_ref_shard(in, &qi->keys[i], t->key_oid, &scratch); /* each row's key */
+        } else {
+            s = sk_occ_shard(in, sk_occ_slots(qi, sc, x, t), t, &memo, &scratch);
+        }
+        if (s < 0 || s == shard)
+            continue;
+        char a[16], b[16];
+        snprintf(a, sizeof a, "%d", s);
+        snprintf(b, sizeof b, "%d", shard);
+        snprintf(sk_refuse_msg(out), sizeof out->msg,
+                 "pgshard: the statement's %s for table \"%s\" belongs to shard %s, but the tenant said with "
+                 "SET pgshard.tenant or a /* pgshard: tenant=... */ comment is on shard %s",
+                 t->shard_key, t->name, a, b);
+        return true;
+    }
+    return false;
+}
+
 static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
 {
     const prs_query_info *qi = in->qi;
@@ -558,6 +597,10 @@ static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
             sk_value_error(out, r, sc->sharded);
             return;
         }
+        px_sk_result tenant_key = *out; /* SHOW ROUTE shows the tenant's key, not the statement's */
+        if (sk_tenant_conflict(in, sc, r, out))
+            return;
+        *out = tenant_key;
         out->verdict = PX_SK_SHARD;
         out->shard = r;
         out->source = "tenant";

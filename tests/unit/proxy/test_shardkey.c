@@ -40,6 +40,7 @@ typedef struct fixture {
 } fixture;
 
 static fixture fx;
+static const char *fx_tenant; /* routes as under SET pgshard.tenant when set */
 
 static int shard_of(long tenant)
 {
@@ -142,6 +143,8 @@ static void route_planned(const char *tpl, const char *const *params, size_t npa
                       .len = strlen(sql),
                       .lex = &lx,
                       .bind = params ? &bind : NULL,
+                      .tenant = fx_tenant,
+                      .tenant_len = fx_tenant ? strlen(fx_tenant) : 0,
                       .pinned_shard = -1};
     px_sk_route(&in, r);
     if (plan) {
@@ -473,6 +476,32 @@ static void test_plans(void **state)
     assert_string_equal(planned.sqlstate, full.sqlstate);
 }
 
+/* Under a tenant said outright, a key in the statement for another shard is refused (it
+ * would find or write nothing on the tenant's shard); keys on the tenant's shard, and
+ * statements without keys, go to the tenant's shard. */
+static void test_tenant_conflict(void **state)
+{
+    (void)state;
+    char a[32];
+    snprintf(a, sizeof a, "%ld", fx.a);
+    fx_tenant = a;
+    expect_shard("SELECT * FROM orders", fx.shard_a);
+    expect_shard("SELECT * FROM orders WHERE tenant_id = B", fx.shard_a);
+    expect_shard("SELECT * FROM orders o JOIN order_items i ON i.order_id = o.id", fx.shard_a);
+    expect_refused("SELECT * FROM orders WHERE tenant_id = C", "belongs to shard");
+    expect_refused("SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id WHERE o.tenant_id = C",
+                   "belongs to shard");
+    expect_refused("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (C, 2)", "belongs to shard");
+    expect_shard("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (B, 2)", fx.shard_a);
+    px_sk_result r;
+    route("SELECT * FROM orders WHERE tenant_id = $1", (const char *const[]){"C"}, 1, &r);
+    assert_int_equal(r.verdict, PX_SK_REFUSE);
+    route("SELECT * FROM orders WHERE tenant_id = $1", (const char *const[]){"B"}, 1, &r);
+    assert_int_equal(r.verdict, PX_SK_SHARD);
+    assert_int_equal(r.shard, fx.shard_a);
+    fx_tenant = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +514,7 @@ int main(void)
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_unchanged),
         cmocka_unit_test(test_plans),
+        cmocka_unit_test(test_tenant_conflict),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
