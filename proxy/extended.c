@@ -478,6 +478,38 @@ void px_server_emit_fakes(px_server *sv)
 }
 
 /* Rebuilds an ErrorResponse naming the proxy's statement name with the client's. */
+/* Sends a server's ErrorResponse to the client with its position ('P', in characters of the
+ * text the server ran) moved back onto the client's own text, which named the statement
+ * differently: LINE and caret then point where PostgreSQL would have pointed. */
+static void ext_send_error(px_client *cl, const px_reply_ent *e, const uint8_t *msg, const pgs_frame *f)
+{
+    pgs_reader rd = pgs_reader_make(msg + PGS_HDR_LEN, f->len - 4);
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, PGS_BE_ERROR);
+    bool moved = false;
+    uint8_t code;
+    const char *val;
+    while (e->pos_delta && pgs_rd_u8(&rd, &code) == 0 && code != 0 && pgs_rd_cstr(&rd, &val) == 0) {
+        char *endp;
+        long pos = code == 'P' ? strtol(val, &endp, 10) : 0;
+        pgs_buf_append_u8(&b, code);
+        if (code == 'P' && *endp == '\0' && pos > (long)e->pos_at && pos - e->pos_delta > (long)e->pos_at) {
+            pgs_buf_appendf(&b, "%ld", pos - e->pos_delta);
+            pgs_buf_append_u8(&b, 0);
+            moved = true;
+        } else {
+            pgs_buf_append_cstr(&b, val);
+        }
+    }
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    if (moved && !pgs_buf_failed(&b))
+        px_conn_send_buf(&cl->conn, &b);
+    else
+        px_conn_send(&cl->conn, msg, f->total);
+    pgs_buf_free(&b);
+}
+
 static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t *msg, const pgs_frame *f)
 {
     pgs_error_fields ef;
@@ -490,7 +522,7 @@ static void ext_rename_error(px_server *sv, const px_reply_ent *e, const uint8_t
                       ef.sqlstate[1] == '2' ? "already exists" : "does not exist");
         px_conn_send_buf(&cl->conn, &b);
     } else {
-        px_conn_send(&cl->conn, msg, f->total);
+        ext_send_error(cl, e, msg, f);
     }
     pgs_buf_free(&b);
 }
@@ -540,6 +572,12 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
                 return PX_RELAY_WHOLE;
             px_conn_flush_forward(&sv->conn, px_link_dest(sv->link));
             ext_rename_error(sv, h, p, f);
+            hide = PX_RELAY_HIDE;
+        } else if (h && h->kind == RP_QUERY && h->pos_delta) {
+            if (avail < f->total)
+                return PX_RELAY_WHOLE;
+            px_conn_flush_forward(&sv->conn, px_link_dest(sv->link));
+            ext_send_error(px_server_client(sv), h, p, f);
             hide = PX_RELAY_HIDE;
         }
         if (h && h->kind != RP_QUERY)
@@ -596,9 +634,22 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
 /* ---- SQL PREPARE / EXECUTE ---------------------------------------------------------- */
 
 /* Sends text with the statement name at [at, end) replaced, as a simple query. */
-static void ext_send_renamed(px_server *sv, const char *sql, size_t len, size_t at, size_t end,
-                             const char *name)
+/* Characters (UTF-8 code points) in s[0..n). */
+static uint32_t ext_chars(const char *s, size_t n)
 {
+    uint32_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+/* Sends the client's text with the statement name at [at, end) replaced by name, as a simple
+ * query, and records in e how far the server's error positions then are off. */
+static void ext_send_renamed(px_server *sv, px_reply_ent *e, const char *sql, size_t len, size_t at,
+                             size_t end, const char *name)
+{
+    e->pos_at = ext_chars(sql, end);
+    e->pos_delta = (int32_t)strlen(name) - (int32_t)ext_chars(sql + at, end - at);
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     pgs_buf_append(&b, sql, at);
@@ -632,7 +683,7 @@ px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, si
             return PX_MSG_CLOSED;
         sv->segment++;
         e->cname = ext_strdup(name);
-        ext_send_renamed(sv, sql, len, at, end, sname);
+        ext_send_renamed(sv, e, sql, len, at, end, sname);
         return PX_MSG_DONE;
     }
     uint64_t seed = (cl->sess ? px_session_search_path_sig(cl->sess) : 0) ^ 0x5e1ull;
@@ -653,7 +704,7 @@ px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, si
     e->cname = ext_strdup(name);
     e->stmt = st;
     st->refs++;
-    ext_send_renamed(sv, sql, len, at, end, PROBE_NAME);
+    ext_send_renamed(sv, e, sql, len, at, end, PROBE_NAME);
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_query(&b, "DEALLOCATE " PROBE_NAME);
     if (px_server_push_reply(sv, RP_PREPARE_SQL, 0) < 0) {
@@ -681,6 +732,6 @@ px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, si
         return PX_MSG_CLOSED;
     sv->segment++;
     e->cname = ext_strdup(name);
-    ext_send_renamed(sv, sql, len, at, end, sname);
+    ext_send_renamed(sv, e, sql, len, at, end, sname);
     return PX_MSG_DONE;
 }

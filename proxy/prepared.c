@@ -227,6 +227,8 @@ px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash)
     slot->hash = hash;
     slot->stmt = NULL;
     slot->cname = NULL;
+    slot->pos_at = 0;
+    slot->pos_delta = 0;
     q->n++;
     return slot;
 }

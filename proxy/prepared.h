@@ -84,6 +84,8 @@ typedef struct px_reply_ent {
                       duplicate name, which leaves no statement behind) */
     px_stmt *stmt; /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
     char *cname;   /* owned: the client's name this message defines, closes or refers to */
+    uint32_t pos_at;   /* RP_QUERY sent renamed: error positions (characters, 1-based) past this */
+    int32_t pos_delta; /* are off by this from the client's text, and are given back corrected */
 } px_reply_ent;
 
 typedef struct px_replies {

@@ -44,5 +44,21 @@ grep -q '26000.*prepared statement "bad" does not exist' "$W/a.err" || pgs_fail 
 grep -q '26000.*prepared statement "p2" does not exist' "$W/a.err" || pgs_fail "DEALLOCATE: $(cat "$W/a.err")"
 pgs_assert_eq 4 "$(grep -c ERROR "$W/a.err")" "exactly four errors"
 
+# Errors point where PostgreSQL points (LINE and caret): the statement runs on the server
+# under another name, and the position is moved back onto the client's text.
+cat >"$W/pos.sql" <<'SQL'
+PREPARE pq AS SELECT * FROM no_such_table_pos;
+PREPARE pé(int) AS SELECT $1 + 1;
+EXECUTE pé('not a number');
+SQL
+PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U app app -X -q -f "$W/pos.sql" \
+  >/dev/null 2>"$W/pos.proxy"
+PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_SHARD0_PRIMARY_PORT" -U app app -X -q \
+  -f "$W/pos.sql" >/dev/null 2>"$W/pos.direct"
+grep -q '^LINE 1: PREPARE pq' "$W/pos.direct" || pgs_fail "direct run gave no LINE: $(cat "$W/pos.direct")"
+diff -u "$W/pos.direct" "$W/pos.proxy" >"$W/pos.diff" ||
+  pgs_fail "error positions through pgshard differ from PostgreSQL's: $(cat "$W/pos.diff")"
+echo "ok: PREPARE and EXECUTE errors keep PostgreSQL's LINE and caret"
+
 pgs_stop_proxy sqlprep
 pgs_log "all SQL PREPARE checks passed"
