@@ -40,44 +40,24 @@ static bool word_at(const char *s, size_t len, size_t i, const char *w, size_t w
     return true;
 }
 
-/* Whether the text may pin or unpin at all: only statements that contain one of these
- * words can (TEMP/TEMPORARY/pg_temp, HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config,
- * DISCARD, CLOSE). One pass, no parse, on every statement of transaction pooling. */
+/* The words without which a statement can neither pin nor unpin (TEMP/TEMPORARY/pg_temp,
+ * HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config, DISCARD, CLOSE), and their first
+ * letters. */
+static const char *const pin_words[] = {"temp", "hold", "advisory", "listen", "set_config", "discard", "close"};
+static const bool pin_first[256] = {['t'] = true, ['h'] = true, ['a'] = true, ['l'] = true,
+                                     ['s'] = true, ['d'] = true, ['c'] = true};
+
+/* Whether the text may pin or unpin at all: one pass, no parse, on every statement of
+ * transaction pooling; only texts with one of pin_words are parsed. */
 bool px_pin_may(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        switch (s[i] | 0x20) {
-        case 't':
-            if (word_at(s, len, i, "temp", 4))
+        unsigned char c = (unsigned char)(s[i] | 0x20);
+        if (!pin_first[c])
+            continue;
+        for (size_t k = 0; k < sizeof pin_words / sizeof pin_words[0]; k++)
+            if (pin_words[k][0] == c && word_at(s, len, i, pin_words[k], strlen(pin_words[k])))
                 return true;
-            break;
-        case 'h':
-            if (word_at(s, len, i, "hold", 4))
-                return true;
-            break;
-        case 'a':
-            if (word_at(s, len, i, "advisory", 8))
-                return true;
-            break;
-        case 'l':
-            if (word_at(s, len, i, "listen", 6))
-                return true;
-            break;
-        case 's':
-            if (word_at(s, len, i, "set_config", 10))
-                return true;
-            break;
-        case 'd':
-            if (word_at(s, len, i, "discard", 7))
-                return true;
-            break;
-        case 'c':
-            if (word_at(s, len, i, "close", 5))
-                return true;
-            break;
-        default:
-            break;
-        }
     }
     return false;
 }
