@@ -207,7 +207,9 @@ static const char *client_startup_value(const px_client *cl, const char *name)
 static void client_welcome_params(const px_client *cl, pgs_buf *b)
 {
     const pgs_buf *wb = &cl->pool->welcome;
-    if (!cl->startup.len) {
+    /* A server that sent no ParameterStatus leaves the welcome without storage: nothing to
+     * walk (and wb->data + 0 would be arithmetic on NULL). */
+    if (!cl->startup.len || !wb->len) {
         pgs_buf_append(b, wb->data, wb->len);
         return;
     }
