@@ -191,7 +191,7 @@ static void client_step(ph_rig *r, ph_peer *cl, uint8_t which)
 static void login(ph_rig *r, ph_peer *cl)
 {
     pgs_buf b = PGS_BUF_INIT;
-    ph_startup(&b, "app", "app");
+    ph_startup(&b, "app", "app", NULL);
     ph_send(cl, b.data, b.len);
     pgs_buf_free(&b);
     ph_settle(r);

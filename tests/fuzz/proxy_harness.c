@@ -352,7 +352,7 @@ void ph_msg_str(pgs_buf *b, char type, const char *s)
     ph_msg(b, type, s, strlen(s) + 1);
 }
 
-void ph_startup(pgs_buf *b, const char *user, const char *db)
+void ph_startup(pgs_buf *b, const char *user, const char *db, const char *app_name)
 {
     size_t at = b->len;
     pgs_buf_append_be32(b, 0);
@@ -361,8 +361,10 @@ void ph_startup(pgs_buf *b, const char *user, const char *db)
     pgs_buf_append_cstr(b, user);
     pgs_buf_append_cstr(b, "database");
     pgs_buf_append_cstr(b, db);
-    pgs_buf_append_cstr(b, "application_name");
-    pgs_buf_append_cstr(b, "fuzz");
+    if (app_name) {
+        pgs_buf_append_cstr(b, "application_name");
+        pgs_buf_append_cstr(b, app_name);
+    }
     pgs_buf_append_u8(b, 0);
     pgs_buf_put_be32(b, at, (uint32_t)(b->len - at));
 }

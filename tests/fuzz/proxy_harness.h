@@ -90,6 +90,7 @@ void ph_end(ph_rig *r);
 /* Message builders for the harness's own bytes. */
 void ph_msg(pgs_buf *b, char type, const void *body, size_t n);
 void ph_msg_str(pgs_buf *b, char type, const char *s);
-void ph_startup(pgs_buf *b, const char *user, const char *db);
+/* A StartupMessage; app_name NULL sends none (then no session state is replayed). */
+void ph_startup(pgs_buf *b, const char *user, const char *db, const char *app_name);
 
 #endif
