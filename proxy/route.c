@@ -333,7 +333,7 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out)
         if (f.type == PGS_FE_BIND) {
             pgs_reader tr = pgs_reader_make(sb + tl + 1, sl - tl - 1);
             uint16_t nt;
-            if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
+            if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= (size_t)4 * nt) {
                 bind.types = tr.p;
                 bind.ntypes = nt;
             }
