@@ -129,9 +129,15 @@ static void client_step(ph_rig *r, ph_peer *cl, uint8_t which)
 {
     pgs_buf b = PGS_BUF_INIT;
     switch (which % 24) {
-    case 0: query(&b, "SELECT 1"); break;
-    case 1: query(&b, "BEGIN"); break;
-    case 2: query(&b, "COMMIT"); break;
+    case 0:
+        query(&b, "SELECT 1");
+        break;
+    case 1:
+        query(&b, "BEGIN");
+        break;
+    case 2:
+        query(&b, "COMMIT");
+        break;
     case 3:
         parse(&b, "", "SELECT $1", 1);
         msg_bind(&b, "", "42");
@@ -148,27 +154,51 @@ static void client_step(ph_rig *r, ph_peer *cl, uint8_t which)
         execute(&b);
         empty(&b, PGS_FE_SYNC);
         break;
-    case 6: query(&b, "COPY t FROM STDIN"); break;
+    case 6:
+        query(&b, "COPY t FROM STDIN");
+        break;
     case 7:
         ph_msg(&b, PGS_FE_COPY_DATA, "1\tx\n", 4);
         empty(&b, PGS_FE_COPY_DONE);
         break;
-    case 8: ph_msg_str(&b, PGS_FE_COPY_FAIL, "client gave up"); break;
-    case 9: query(&b, "SELECT 1; SELECT 2"); break;
+    case 8:
+        ph_msg_str(&b, PGS_FE_COPY_FAIL, "client gave up");
+        break;
+    case 9:
+        query(&b, "SELECT 1; SELECT 2");
+        break;
     case 10:
         parse(&b, "", "SELECT 2", 0);
         describe(&b, 'S', "");
         empty(&b, PGS_FE_FLUSH);
         break;
-    case 11: empty(&b, PGS_FE_TERMINATE); break;
-    case 12: cancel(r, cl); break;
-    case 13: query(&b, "SET application_name = 'x'"); break;
-    case 14: query(&b, "COPY t TO STDOUT"); break;
-    case 15: query(&b, "LISTEN ch"); break;
-    case 16: query(&b, "SELECT * FROM orders WHERE tenant_id = 1"); break;
-    case 17: query(&b, "DISCARD ALL"); break;
-    case 18: empty(&b, PGS_FE_SYNC); break;
-    case 19: query(&b, ""); break;
+    case 11:
+        empty(&b, PGS_FE_TERMINATE);
+        break;
+    case 12:
+        cancel(r, cl);
+        break;
+    case 13:
+        query(&b, "SET application_name = 'x'");
+        break;
+    case 14:
+        query(&b, "COPY t TO STDOUT");
+        break;
+    case 15:
+        query(&b, "LISTEN ch");
+        break;
+    case 16:
+        query(&b, "SELECT * FROM orders WHERE tenant_id = 1");
+        break;
+    case 17:
+        query(&b, "DISCARD ALL");
+        break;
+    case 18:
+        empty(&b, PGS_FE_SYNC);
+        break;
+    case 19:
+        query(&b, "");
+        break;
     case 20: {
         static const uint8_t call[] = {0, 0, 4, 0xd2, 0, 0, 0, 0, 0, 0};
         ph_msg(&b, PGS_FE_FUNCTION_CALL, call, sizeof call);
@@ -178,7 +208,9 @@ static void client_step(ph_rig *r, ph_peer *cl, uint8_t which)
         describe(&b, 'C', "s1");
         empty(&b, PGS_FE_SYNC);
         break;
-    case 22: query(&b, "SET pgshard.tenant = 7"); break;
+    case 22:
+        query(&b, "SET pgshard.tenant = 7");
+        break;
     default:
         query(&b, "INSERT INTO orders (tenant_id, v) VALUES (3, 'x') RETURNING *");
         break;

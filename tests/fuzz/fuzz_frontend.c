@@ -71,8 +71,8 @@ static void be_query(ph_peer *p, const char *sql, size_t n)
     pgs_buf b = PGS_BUF_INIT;
     while (n && (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '('))
         sql++, n--;
-    bool ends = starts_with(sql, n, "commit") || starts_with(sql, n, "end") || starts_with(sql, n, "rollback") ||
-                starts_with(sql, n, "abort");
+    bool ends = starts_with(sql, n, "commit") || starts_with(sql, n, "end") ||
+                starts_with(sql, n, "rollback") || starts_with(sql, n, "abort");
     if (contains(sql, n, "notice"))
         pgs_msg_notice_typed(&b, PGS_BE_NOTICE, "NOTICE", "00000", "a notice");
     if (n == 0) {
@@ -103,7 +103,9 @@ static void be_query(ph_peer *p, const char *sql, size_t n)
     } else if (starts_with(sql, n, "set") || starts_with(sql, n, "reset") || starts_with(sql, n, "discard")) {
         if (contains(sql, n, "application_name"))
             pgs_msg_param_status(&b, "application_name", "fuzz");
-        pgs_msg_complete(&b, starts_with(sql, n, "set") ? "SET" : starts_with(sql, n, "reset") ? "RESET" : "DISCARD ALL");
+        pgs_msg_complete(&b, starts_with(sql, n, "set")     ? "SET"
+                             : starts_with(sql, n, "reset") ? "RESET"
+                                                            : "DISCARD ALL");
     } else if (starts_with(sql, n, "listen") || contains(sql, n, "notify")) {
         pgs_msg_complete(&b, "LISTEN");
         static const uint8_t notify[] = {0, 0, 16, 146, 'c', 'h', 0, 'x', 0};
@@ -254,7 +256,8 @@ static void backend_script(ph_rig *r, ph_peer *p)
             be_password(r, p, body, n);
         else if (type == PGS_FE_TERMINATE)
             ph_close(p);
-        else if (p->copy_in && (type == PGS_FE_COPY_DATA || type == PGS_FE_COPY_DONE || type == PGS_FE_COPY_FAIL))
+        else if (p->copy_in &&
+                 (type == PGS_FE_COPY_DATA || type == PGS_FE_COPY_DONE || type == PGS_FE_COPY_FAIL))
             be_copy(p, type);
         else if (type == PGS_FE_COPY_DATA || type == PGS_FE_COPY_DONE || type == PGS_FE_COPY_FAIL)
             ; /* outside COPY PostgreSQL ignores them */

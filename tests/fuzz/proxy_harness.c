@@ -79,7 +79,7 @@ static struct {
     px_worker route[PH_NCONFIGS]; /* each config's routing state (px_route_setup), kept across
                                      inputs: a fresh parse cache costs more than the rest of an
                                      input, so it is cleared instead */
-    px_scram_secret secret; /* the backend's, for PH_PASSWORD with one iteration */
+    px_scram_secret secret;       /* the backend's, for PH_PASSWORD with one iteration */
     ph_rig rig;
 } ph;
 

@@ -20,17 +20,17 @@
 
 /* The harness's end of one connection. */
 typedef struct ph_peer {
-    int fd;           /* -1 once closed */
-    bool is_server;   /* accepted from the server listener (else the client) */
-    bool hello_done;  /* server: the startup packet was read (or it was a cancel) */
-    bool eof;         /* the proxy closed its end */
-    pgs_buf in;       /* bytes read from the proxy, not yet consumed by the script */
-    pgs_buf out;      /* bytes to write to the proxy that the socket did not take yet */
-    uint64_t got;     /* bytes ever read from the proxy */
+    int fd;          /* -1 once closed */
+    bool is_server;  /* accepted from the server listener (else the client) */
+    bool hello_done; /* server: the startup packet was read (or it was a cancel) */
+    bool eof;        /* the proxy closed its end */
+    pgs_buf in;      /* bytes read from the proxy, not yet consumed by the script */
+    pgs_buf out;     /* bytes to write to the proxy that the socket did not take yet */
+    uint64_t got;    /* bytes ever read from the proxy */
     /* The scripted backend's session (fuzz_frontend). */
-    char tx;          /* 'I', 'T' or 'E' */
-    bool copy_in;     /* a COPY FROM STDIN runs */
-    bool skipping;    /* an extended-protocol error: ignore up to Sync */
+    char tx;               /* 'I', 'T' or 'E' */
+    bool copy_in;          /* a COPY FROM STDIN runs */
+    bool skipping;         /* an extended-protocol error: ignore up to Sync */
     px_scram_server scram; /* the backend's SCRAM exchange (fuzz_backend's auth op) */
     int scram_state;       /* 0 none, 1 asked, 2 server-first sent, 3 done */
     /* The client's view (both targets): the last authentication request and key data. */
