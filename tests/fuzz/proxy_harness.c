@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,7 +244,8 @@ static bool ph_flush(ph_peer *p)
 /* Reads what the proxy sent; true when something happened. */
 static bool ph_read(ph_rig *r, ph_peer *p)
 {
-    uint8_t buf[65536];
+    /* Static: ASan would poison and unpoison a stack array this big on every call. */
+    static uint8_t buf[65536];
     bool moved = false;
     while (p->fd >= 0) {
         ssize_t n = recv(p->fd, buf, sizeof buf, 0);
@@ -254,6 +256,8 @@ static bool ph_read(ph_rig *r, ph_peer *p)
             if (p->is_server)
                 r->last_server = p;
             moved = true;
+            if ((size_t)n < sizeof buf)
+                break; /* most likely drained; if not, the next poll says so */
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -308,24 +312,41 @@ static void ph_client_scan(ph_peer *p)
     p->scan = 0;
 }
 
+/* One poll() says which sockets have something: a syscall per idle socket and pass would
+ * cost more than the proxy's own work. */
 static bool ph_pump(ph_rig *r)
 {
+    struct pollfd pfd[PH_MAX_PEERS + 1];
+    int at[PH_MAX_PEERS + 1], n = 0;
     bool moved = false;
+    pfd[n++] = (struct pollfd){.fd = ph.server_lfd, .events = POLLIN};
+    for (int i = 0; i < r->npeers; i++) {
+        if (r->peers[i].fd < 0)
+            continue;
+        at[n] = i;
+        pfd[n++] = (struct pollfd){.fd = r->peers[i].fd, .events = POLLIN};
+    }
+    if (poll(pfd, (nfds_t)n, 0) < 0)
+        return true;
     int fd;
-    while ((fd = accept4(ph.server_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+    while (pfd[0].revents && (fd = accept4(ph.server_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
         ph_add_peer(r, fd, true);
         moved = true;
     }
-    for (int i = 0; i < r->npeers; i++) {
-        ph_peer *p = &r->peers[i];
+    for (int k = 1; k < n; k++) {
+        ph_peer *p = &r->peers[at[k]];
         moved |= ph_flush(p);
-        moved |= ph_read(r, p);
+        if (pfd[k].revents)
+            moved |= ph_read(r, p);
         if (p->is_server && p->in.len && r->on_server)
             r->on_server(r, p);
         else if (!p->is_server)
             ph_client_scan(p);
         moved |= ph_flush(p);
     }
+    /* New peers (accepted above, or a client the script opened) are read next pass. */
+    for (int i = 0; i < r->npeers; i++)
+        moved |= r->peers[i].fd >= 0 && r->peers[i].out.len && ph_flush(&r->peers[i]);
     return moved;
 }
 
@@ -508,7 +529,10 @@ ph_rig *ph_begin(unsigned config, ph_server_fn on_server)
         ph_init();
     ph_drain_backlogs();
     ph_rig *r = &ph.rig;
-    memset(r, 0, sizeof *r);
+    /* Not the whole rig: its peers are 200 KB, and ph_add_peer clears each one it hands out. */
+    memset(&r->w, 0, sizeof r->w);
+    r->npeers = 0;
+    r->client = r->last_server = NULL;
     r->px = &ph.px[config % PH_NCONFIGS];
     r->on_server = on_server;
     snprintf(r->user, sizeof r->user, "app");
