@@ -356,6 +356,7 @@ static int key_name_index(const classifier *c, const char *name)
     if (!c->opts || !name)
         return -1;
     size_t n = c->opts->n_key_columns < PRS_MAX_KEY_COLUMNS ? c->opts->n_key_columns : PRS_MAX_KEY_COLUMNS;
+    /* cppcheck-suppress knownConditionTrueFalse ; its value flow wrongly takes n to be 0 */
     for (size_t i = 0; i < n; i++)
         if (c->opts->key_columns[i] && strcmp(c->opts->key_columns[i], name) == 0)
             return (int)i;

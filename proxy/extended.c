@@ -452,6 +452,7 @@ static void ext_skip_to_sync(px_server *sv)
 {
     px_replies *q = &sv->replies;
     size_t k = 0;
+    /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): ents is allocated whenever n > 0 */
     while (k < q->n && q->ents[(q->head + k) % q->cap].kind != RP_SYNC &&
            q->ents[(q->head + k) % q->cap].kind != RP_QUERY)
         k++;

@@ -56,7 +56,7 @@ bool px_pin_may(const char *s, size_t len)
         if (!pin_first[c])
             continue;
         for (size_t k = 0; k < sizeof pin_words / sizeof pin_words[0]; k++)
-            if (pin_words[k][0] == c && word_at(s, len, i, pin_words[k], strlen(pin_words[k])))
+            if ((unsigned char)pin_words[k][0] == c && word_at(s, len, i, pin_words[k], strlen(pin_words[k])))
                 return true;
     }
     return false;

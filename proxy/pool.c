@@ -24,6 +24,7 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
     px_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): sibling is an array of pool pointers */
     p->sibling = calloc((size_t)w->px->cfg->nshards * PX_MAX_NODES, sizeof *p->sibling);
     if (!p->sibling) {
         free(p);

@@ -56,7 +56,10 @@ static int htab_grow(px_htab *t)
     }
     free(t->keys);
     free(t->vals);
-    *t = nt;
+    t->keys = nt.keys;
+    t->vals = nt.vals;
+    t->cap = nt.cap;
+    t->n = nt.n;
     return 0;
 }
 
@@ -253,6 +256,12 @@ static uintptr_t sset_pack(uint32_t tick, uint32_t segment, bool ready)
     return (uintptr_t)(((uint64_t)tick << 32) | ((uint64_t)(segment & 0x7fffffffu) << 1) | ready);
 }
 
+/* The table's value slots are pointers; a statement set stores packed integers in them. */
+static void *sset_slot(uintptr_t v)
+{
+    return (void *)v; /* NOLINT(performance-no-int-to-ptr): never dereferenced, only unpacked */
+}
+
 px_sstate px_sset_get(px_htab *set, uint64_t hash, uint32_t tick, uint32_t *segment)
 {
     if (!set->cap)
@@ -263,13 +272,13 @@ px_sstate px_sset_get(px_htab *set, uint64_t hash, uint32_t tick, uint32_t *segm
     uint64_t v = (uintptr_t)set->vals[i];
     if (segment)
         *segment = (uint32_t)(v >> 1) & 0x7fffffffu;
-    set->vals[i] = (void *)sset_pack(tick, (uint32_t)(v >> 1), v & 1);
+    set->vals[i] = sset_slot(sset_pack(tick, (uint32_t)(v >> 1), v & 1));
     return (v & 1) ? PX_STMT_READY : PX_STMT_PENDING;
 }
 
 int px_sset_pending(px_htab *set, uint64_t hash, uint32_t tick, uint32_t segment)
 {
-    return px_htab_put(set, hash, (void *)sset_pack(tick, segment, false));
+    return px_htab_put(set, hash, sset_slot(sset_pack(tick, segment, false)));
 }
 
 void px_sset_ready(px_htab *set, uint64_t hash)
@@ -278,7 +287,7 @@ void px_sset_ready(px_htab *set, uint64_t hash)
         return;
     size_t i = htab_slot(set, hash);
     if (set->keys[i])
-        set->vals[i] = (void *)((uintptr_t)set->vals[i] | 1);
+        set->vals[i] = sset_slot((uintptr_t)set->vals[i] | 1);
 }
 
 uint64_t px_sset_lru(const px_htab *set)

@@ -311,7 +311,7 @@ static void bind_types(const uint8_t *body, size_t n, size_t text_len, px_sk_bin
 {
     pgs_reader tr = pgs_reader_make(body + text_len + 1, n - text_len - 1);
     uint16_t nt;
-    if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= 4u * nt) {
+    if (pgs_rd_be16(&tr, &nt) == 0 && tr.left >= (size_t)4 * nt) {
         bind->types = tr.p;
         bind->ntypes = nt;
     }

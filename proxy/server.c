@@ -351,10 +351,8 @@ static px_step server_need(px_server *sv, size_t more)
 static void server_track_session(px_server *sv, px_client *cl, const pgs_frame *f, const uint8_t *p)
 {
     px_session *ss = cl->sess;
-    if (f->type == PGS_BE_ERROR) {
-        ss->pending_failed = true;
-    } else if (f->type == PGS_BE_COMMAND_COMPLETE && f->len >= 12 &&
-               memcmp(p + PGS_HDR_LEN, "ROLLBACK", 8) == 0) {
+    if (f->type == PGS_BE_ERROR ||
+        (f->type == PGS_BE_COMMAND_COMPLETE && f->len >= 12 && memcmp(p + PGS_HDR_LEN, "ROLLBACK", 8) == 0)) {
         ss->pending_failed = true;
     } else if (f->type == PGS_BE_READY && p[5] == PGS_TX_IDLE) {
         bool committed = !ss->pending_failed;

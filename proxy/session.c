@@ -148,7 +148,7 @@ void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
     } else {
         if (strcmp(w2, "prepare") == 0) {
             size_t k = skip_space(sql, len, i);
-            i = read_word(sql, len, k, w2, sizeof w2);
+            read_word(sql, len, k, w2, sizeof w2);
         }
         if (strcmp(w2, "all") == 0) {
             out->kind = SESS_DEALLOCATE_ALL;
@@ -177,6 +177,7 @@ static int list_push(px_setting ***items, size_t *n, size_t *cap, px_setting *st
 {
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 4;
+        /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
         px_setting **p = realloc(*items, nc * sizeof *p);
         if (!p)
             return -1;

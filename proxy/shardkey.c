@@ -125,7 +125,7 @@ static int sk_bind_param(const px_sk_bind *b, uint32_t n, const uint8_t **val, i
         }
     }
     *binary = fmt == 1;
-    *oid = n <= b->ntypes ? pgs_be32(b->types + 4 * (n - 1)) : 0;
+    *oid = n <= b->ntypes ? pgs_be32(b->types + (size_t)4 * (n - 1)) : 0;
     return 0;
 }
 

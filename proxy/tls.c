@@ -122,7 +122,7 @@ static void tls_alloc(px_conn *c, uv_buf_t *buf)
 {
     px_worker *w = c->w;
     if (!w->tls_scratch)
-        w->tls_scratch = malloc(PX_TLS_CHUNK * 4);
+        w->tls_scratch = malloc((size_t)PX_TLS_CHUNK * 4);
     *buf = uv_buf_init((char *)w->tls_scratch, w->tls_scratch ? PX_TLS_CHUNK * 4 : 0);
 }
 

@@ -101,9 +101,8 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
 
 static void worker_drain_mbox(px_worker *w)
 {
-    pgs_buf box = PGS_BUF_INIT;
     uv_mutex_lock(&w->mbox_lock);
-    box = w->mbox;
+    pgs_buf box = w->mbox;
     w->mbox = (pgs_buf)PGS_BUF_INIT;
     uv_mutex_unlock(&w->mbox_lock);
     for (size_t off = 0; off + sizeof(px_job) <= box.len; off += sizeof(px_job)) {

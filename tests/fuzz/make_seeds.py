@@ -7,6 +7,16 @@
                                         password_encryption = scram-sha-256, no TLS) and keeps
                                         the server's replies (seeds_proto) and the SCRAM
                                         messages of both sides (seeds_scram/psql*)
+  make_seeds.py wire                    hand-written sessions for fuzz_frontend and
+                                        fuzz_backend (seeds_*/hand*): SSL and cancel
+                                        requests, the admin console, sharding, COPY, SCRAM,
+                                        md5 and cleartext logins to servers, odd replies
+  make_seeds.py capture-wire PORT       relays psql, pgbench -S -M extended (pgbench -i done
+                                        beforehand) and a psycopg 3 session (/usr/bin/python3)
+                                        to a PostgreSQL on 127.0.0.1:PORT (user postgres) and
+                                        turns what the clients sent into seeds_frontend and
+                                        what the server answered into seeds_backend, in the
+                                        input formats of fuzz_frontend.c and fuzz_backend.c
 
 Seeds are kept small: a few KB each, at most about 50 files a target.
 """
@@ -352,11 +362,232 @@ def capture(port):
     write_seeds("scram", scram_of(c2s, s2c), prefix="psql")
 
 
+# ---- capture-wire: whole sessions for fuzz_frontend and fuzz_backend ----
+
+PSYCOPG = r"""
+import psycopg
+with psycopg.connect(dbname="postgres", user="postgres") as conn:
+    conn.execute("SELECT %s::int + 1, %s::text", (41, "x")).fetchall()
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE p (a int, b text)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO p VALUES (%s, %s)", [(1, "a"), (2, None)])
+            with cur.copy("COPY p FROM STDIN") as copy:
+                copy.write_row((3, "c"))
+            with cur.copy("COPY p TO STDOUT") as copy:
+                for row in copy.rows():
+                    pass
+        conn.execute("SELECT * FROM p WHERE a = %s", (1,), prepare=True).fetchall()
+        conn.execute("SELECT * FROM p WHERE a = %s", (2,), prepare=True).fetchall()
+    try:
+        conn.execute("SELECT 1/0")
+    except psycopg.Error:
+        pass
+    with conn.pipeline():
+        conn.execute("SELECT %s", (1,))
+        conn.execute("SELECT %s", (2,))
+"""
+
+# fuzz_frontend.c's configs: 0 trust, 1 md5, 2 SCRAM, 3 two shards (trust), 4 tight limits.
+WIRE_CONFIGS = {0: 0, 1: 1, 2: 2, 3: 0, 4: 0}
+OP_CHUNK, OP_AUTH = 0, 5
+
+
+def startup_as_app(packet):
+    """The startup packet with user and database app (the harness configs' user)."""
+    words = packet[8:].split(b"\0")
+    pairs = dict(zip(words[0::2], words[1::2]))
+    pairs.pop(b"", None)
+    pairs[b"user"], pairs[b"database"] = b"app", b"app"
+    body = packet[4:8] + b"".join(k + b"\0" + v + b"\0" for k, v in pairs.items()) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def chunk(data, op=OP_CHUNK):
+    return bytes([op]) + struct.pack("!H", len(data)) + data
+
+
+def frontend_seed(c2s, config, limit=MAX_SEED - 64):
+    """A client's stream as fuzz_frontend input: the startup packet, the answers to the
+    proxy's password requests left to the harness (auth op), then one chunk a message, the
+    last ones cut to fit."""
+    n = struct.unpack("!I", c2s[:4])[0]
+    out = bytes([config]) + chunk(startup_as_app(c2s[:n]))
+    auth_rounds = WIRE_CONFIGS[config]
+    out += bytes([OP_AUTH]) * auth_rounds
+    for t, m in frames(c2s[n:]):
+        if t == b"p":
+            continue
+        if len(out) + len(m) + 3 > limit:
+            break
+        out += chunk(m)
+    return out
+
+
+def backend_seeds(s2c):
+    """A server's stream as fuzz_backend inputs: the login (its authentication replaced by
+    AuthenticationOk: the harness's client and server do not share the capture's password),
+    then each reply up to a ReadyForQuery answering a canned client message of the same
+    shape: 3 (Parse, Bind, Describe, Execute, Sync) for an extended-protocol reply, else 0
+    (a simple Query)."""
+    login, cur, replies_ = b"", b"", []
+    for t, m in frames(s2c):
+        if not login:
+            if t == b"R" and m[5:9] != struct.pack("!I", 0):
+                continue
+            cur += m
+            if t == b"Z":
+                login, cur = cur, b""
+            continue
+        cur += m
+        if t == b"Z":
+            replies_.append(cur)
+            cur = b""
+    seeds = []
+    for i in range(0, len(replies_), 4):
+        seed = bytes([0]) + chunk(login)
+        for r in replies_[i:i + 4]:
+            seed += bytes([4, 3 if r[:1] == b"1" else 0]) + chunk(r)
+        seeds.append(seed)
+    return seeds
+
+
+def msg(t, body=b""):
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+def startup(user=b"app", db=b"app", extra=b""):
+    body = struct.pack("!I", 196608) + b"user\0" + user + b"\0database\0" + db + b"\0" + extra + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def q(sql):
+    return msg(b"Q", sql + b"\0")
+
+
+def ext(sql, params=(), name=b""):
+    """Parse, Bind, Describe portal, Execute, Sync of one statement with text parameters."""
+    out = msg(b"P", name + b"\0" + sql + b"\0" + struct.pack("!H", 0))
+    bind = b"\0" + name + b"\0" + struct.pack("!HH", 0, len(params))
+    for v in params:
+        bind += struct.pack("!I", len(v)) + v
+    out += msg(b"B", bind + struct.pack("!H", 0))
+    return out + msg(b"D", b"P\0") + msg(b"E", b"\0" + struct.pack("!I", 0)) + msg(b"S")
+
+
+def frontend_hand_seeds():
+    ssl = struct.pack("!II", 8, 80877103)
+    gss = struct.pack("!II", 8, 80877104)
+    cancel = struct.pack("!IIII", 16, 80877102, 2, 12345)
+    seeds = [
+        bytes([0]) + chunk(ssl) + chunk(gss) + chunk(startup()) + chunk(q(b"SELECT 1")) + chunk(msg(b"X")),
+        bytes([0]) + chunk(startup()) + bytes([6]) + chunk(cancel),
+        bytes([0]) + chunk(startup(b"admin", b"pgshard")) + chunk(q(b"SHOW POOLS")) + chunk(q(b"SHOW CLIENTS"))
+        + chunk(q(b"SHOW SERVERS")) + chunk(q(b"SHOW STATS")) + chunk(q(b"SHOW CONFIG")) + chunk(q(b"SHOW VERSION")),
+        bytes([3]) + chunk(startup()) + chunk(q(b"SELECT * FROM orders WHERE tenant_id = 42"))
+        + chunk(q(b"BEGIN")) + chunk(q(b"INSERT INTO orders (tenant_id, v) VALUES (7, 'x')"))
+        + chunk(q(b"UPDATE orders SET v = 'y' WHERE tenant_id = 8")) + chunk(q(b"COMMIT"))
+        + chunk(q(b"SELECT count(*) FROM orders")) + chunk(q(b"SELECT * FROM accounts WHERE name = 'bob'"))
+        + chunk(ext(b"SELECT * FROM orders WHERE tenant_id = $1", [b"5"]))
+        + chunk(q(b"SET pgshard.tenant = 3")) + chunk(q(b"SHOW pgshard.tenant")) + chunk(q(b"SELECT 1"))
+        + chunk(q(b"/* pgshard: tenant=9 */ SELECT * FROM orders")) + chunk(q(b"SHOW ROUTE SELECT * FROM orders WHERE tenant_id = 1")),
+        bytes([0]) + chunk(startup()) + chunk(q(b"COPY t FROM STDIN")) + chunk(msg(b"d", b"1\tx\n"))
+        + chunk(msg(b"d", b"2\ty\n")) + chunk(msg(b"c")) + chunk(q(b"COPY t TO STDOUT")) + chunk(q(b"COPY t FROM STDIN"))
+        + chunk(msg(b"f", b"no\0")),
+        bytes([0]) + chunk(startup()) + chunk(q(b"PREPARE s AS SELECT $1::int")) + chunk(q(b"EXECUTE s(1)"))
+        + chunk(q(b"DEALLOCATE s")) + chunk(ext(b"SELECT $1", [b"1"], b"n1")) + chunk(ext(b"SELECT 2", [], b"n1"))
+        + chunk(msg(b"C", b"Sn1\0") + msg(b"S")) + chunk(q(b"DISCARD ALL")),
+        bytes([1]) + chunk(startup()) + bytes([OP_AUTH]) + chunk(q(b"BEGIN")) + chunk(q(b"SELECT err"))
+        + chunk(q(b"SELECT 1")) + chunk(q(b"ROLLBACK")) + chunk(q(b"SET search_path = a")) + chunk(q(b"LISTEN ch")),
+        bytes([2]) + chunk(startup()) + bytes([OP_AUTH, OP_AUTH]) + chunk(ext(b"SELECT err", [b"1"]))
+        + chunk(ext(b"SELECT 1")) + bytes([7 | 8]) + bytes([7 | 16]),
+        bytes([4]) + chunk(startup()) + chunk(q(b"SELECT 1")) + bytes([6]) + chunk(startup())
+        + chunk(b"Q" + struct.pack("!I", 9000) + b"SELECT ") + bytes([7 | 24]),
+        # a message cut into pieces, and a length the proxy must refuse
+        bytes([0]) + chunk(startup()[:5]) + chunk(startup()[5:]) + chunk(q(b"SELECT 1")[:3])
+        + chunk(q(b"SELECT 1")[3:]) + chunk(b"Q\xff\xff\xff\xff"),
+        bytes([0]) + chunk(struct.pack("!II", 4, 196608)),
+        bytes([0]) + chunk(startup(extra=b"options\0-c search_path=x -c pgshard.tenant=4\0")) + chunk(q(b"SHOW search_path")),
+    ]
+    return seeds
+
+
+def backend_hand_seeds():
+    def ps(k, v):
+        return msg(b"S", k + b"\0" + v + b"\0")
+    rest = ps(b"server_version", b"15.8") + ps(b"client_encoding", b"UTF8") + ps(b"DateStyle", b"ISO, MDY") \
+        + msg(b"K", struct.pack("!II", 77, 88)) + msg(b"Z", b"I")
+    ok = msg(b"R", struct.pack("!I", 0))
+    login = ok + rest
+    row = msg(b"T", struct.pack("!H", 1) + b"a\0" + struct.pack("!IHIhiH", 0, 0, 23, 4, -1, 0)) \
+        + msg(b"D", struct.pack("!HI", 1, 1) + b"1") + msg(b"C", b"SELECT 1\0")
+    err = msg(b"E", b"SERROR\0C42601\0Msyntax error\0\0")
+
+    def client(i):
+        return bytes([4, i])
+
+    z = {c: msg(b"Z", c) for c in (b"I", b"T", b"E", b"X")}
+    copy_resp = struct.pack("!BHH", 0, 1, 0)
+    return [
+        bytes([0, 5, 5, 5]) + chunk(ok + rest) + client(0) + chunk(row + z[b"I"]),
+        bytes([0]) + chunk(msg(b"R", struct.pack("!I", 5) + b"salt")) + chunk(login) + client(0) + chunk(row + z[b"I"]),
+        bytes([0]) + chunk(msg(b"R", struct.pack("!I", 3))) + chunk(login),
+        bytes([0]) + chunk(msg(b"E", b"SFATAL\0C28P01\0Mpassword authentication failed\0\0")),
+        bytes([0]) + chunk(login) + client(6) + chunk(msg(b"G", copy_resp)) + client(7)
+        + chunk(msg(b"C", b"COPY 1\0") + z[b"I"]) + client(6) + chunk(msg(b"G", copy_resp)) + client(8)
+        + chunk(err + z[b"I"]),
+        bytes([0]) + chunk(login) + client(14) + chunk(msg(b"H", copy_resp) + msg(b"d", b"1\n") + msg(b"c")
+                                                      + msg(b"C", b"COPY 1\0") + z[b"I"]),
+        bytes([0]) + chunk(login) + client(15) + chunk(msg(b"C", b"LISTEN\0") + z[b"I"])
+        + chunk(msg(b"A", struct.pack("!I", 7) + b"ch\0hi\0")) + chunk(msg(b"N", b"SWARNING\0C01000\0Mw\0\0"))
+        + chunk(ps(b"TimeZone", b"UTC")) + client(0) + chunk(row + z[b"I"]),
+        bytes([0]) + chunk(login) + client(1) + chunk(msg(b"C", b"BEGIN\0") + z[b"T"]) + client(0)
+        + chunk(err + z[b"E"]) + client(2) + chunk(msg(b"C", b"ROLLBACK\0") + z[b"I"]),
+        bytes([0]) + chunk(login) + client(3) + chunk(err + z[b"I"]) + client(4)
+        + chunk(msg(b"1") + z[b"I"]) + client(5) + chunk(msg(b"2") + row + z[b"I"]) + client(21)
+        + chunk(msg(b"3") + z[b"I"]),
+        bytes([0]) + chunk(login) + client(10) + chunk(msg(b"1") + msg(b"t", struct.pack("!H", 0))
+                                                      + msg(b"n")) + client(18) + chunk(z[b"I"]),
+        bytes([0]) + chunk(login) + client(12) + client(0) + chunk(row + z[b"X"]),
+        bytes([0]) + chunk(login) + client(20) + chunk(msg(b"V", struct.pack("!i", -1)) + z[b"I"]),
+        bytes([0]) + chunk(login) + client(9) + chunk(row + row + z[b"I"]) + client(0)
+        + chunk(msg(b"D", b"\x00")) + chunk(b"D\x7f\xff\xff\xff"),
+        bytes([3]) + chunk(login) + client(16) + chunk(login) + chunk(row + z[b"I"]) + client(23)
+        + chunk(login) + chunk(row + z[b"I"]),
+        bytes([1]) + chunk(msg(b"R", struct.pack("!I", 5) + b"salt")) + chunk(login) + client(13)
+        + chunk(msg(b"C", b"SET\0") + ps(b"application_name", b"x") + z[b"I"]) + client(17)
+        + chunk(msg(b"C", b"DISCARD ALL\0") + z[b"I"]),
+    ]
+
+
+def capture_wire(port):
+    sessions = [("psql", run_relayed(port, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"], SQL.encode()))]
+    sessions.append(("pgbench", run_relayed(port, ["pgbench", "-n", "-S", "-M", "extended", "-t", "8"])))
+    sessions.append(("psycopg", run_relayed(port, ["/usr/bin/python3", "-c", PSYCOPG])))
+    front, back = [], []
+    for name, conns in sessions:
+        for c2s, s2c in conns:
+            if len(c2s) < 8:
+                continue
+            for config in WIRE_CONFIGS:
+                front.append(frontend_seed(c2s, config))
+            back += backend_seeds(s2c)[:6]
+    write_seeds("frontend", front, prefix="wire")
+    write_seeds("backend", back, prefix="wire")
+
+
 def main():
     if not sys.argv[1:]:
         sys.exit(__doc__)
     if sys.argv[1] == "capture":
         capture(int(sys.argv[2]))
+        return
+    if sys.argv[1] == "wire":
+        write_seeds("frontend", frontend_hand_seeds(), prefix="hand")
+        write_seeds("backend", backend_hand_seeds(), prefix="hand")
+        return
+    if sys.argv[1] == "capture-wire":
+        capture_wire(int(sys.argv[2]))
         return
     for name in sys.argv[1:]:
         write_seeds(name, {"lexer": lexer_seeds, "config": config_seeds, "scram": scram_seeds}[name]())

@@ -561,6 +561,30 @@ static void test_tick_closes_slow_logins(void **state)
     assert_peer_fatal(p1, "08006");
 }
 
+/* A server that sent no ParameterStatus while logging in leaves the pool's welcome empty; a
+ * client with startup parameters is still welcomed, with its key and ReadyForQuery only
+ * (this walked a NULL buffer: UBSan's "zero offset to null pointer"; found by fuzz_backend). */
+static void test_welcome_without_parameters(void **state)
+{
+    fixture *fx = *state;
+    int p1;
+    px_client *c1 = fake_client(fx, &p1);
+    c1->state = CL_WAIT_WELCOME;
+    assert_int_equal(fx->pool->welcome.len, 0);
+    static const char params[] = "application_name\0psql\0";
+    assert_int_equal(pgs_buf_append(&c1->startup, params, sizeof params - 1), 0);
+    px_client_welcome(c1);
+    assert_int_equal(c1->state, CL_IDLE);
+    uint8_t buf[64];
+    bool eof;
+    size_t n = peer_read(p1, buf, sizeof buf, &eof);
+    assert_int_equal(n, 13 + 6);
+    assert_int_equal(buf[0], 'K');
+    assert_int_equal(buf[13], 'Z');
+    assert_int_equal(buf[18], 'I');
+    assert_false(eof);
+}
+
 #define POOL_TEST(f) cmocka_unit_test_setup_teardown(f, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -578,6 +602,7 @@ int main(void)
         POOL_TEST(test_tick_expires_waiters),
         POOL_TEST(test_tick_closes_old_idle_servers),
         POOL_TEST(test_tick_closes_slow_logins),
+        POOL_TEST(test_welcome_without_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
