@@ -873,7 +873,15 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     px_server *sv = l->sv;
     char buf[sizeof sk->msg];
     const char *state = sk->sqlstate, *msg = sk->msg;
-    if (sk->verdict == PX_SK_SHARD) {
+    if (sk->verdict == PX_SK_SHARD && px_pin_holds(sv) && sv->tx_status == PGS_TX_IDLE) {
+        char why[96];
+        snprintf(buf, sizeof buf,
+                 "pgshard: this session keeps its server on shard %d for the session state it holds there "
+                 "(%s); a statement for shard %d cannot run until that state is removed (DISCARD ALL)",
+                 l->shard, px_pin_reasons(sv->pins, why, sizeof why), sk->shard);
+        state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
+        msg = buf;
+    } else if (sk->verdict == PX_SK_SHARD) {
         snprintf(buf, sizeof buf,
                  "pgshard: this transaction runs on shard %d; a statement for shard %d cannot join it "
                  "(cross-shard transactions are not supported yet): nothing of it ran on shard %d",

@@ -131,6 +131,14 @@ out=$(pgs_psql -c "BEGIN" -c "COMMIT")
 pgs_assert_eq "BEGIN COMMIT" "$(echo $out)" "an empty transaction, answered by pgshard"
 echo "ok: one shard per transaction"
 
+pgs_log "a session pinned by session state on one shard cannot run on another until it lets go"
+out=$(PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U "$PGS_USER" -d "$PGS_DB" \
+  -X -At -c "SELECT pg_advisory_lock(5) IS NULL" -c "SELECT count(*) FROM orders WHERE tenant_id = $t1" \
+  -c "SELECT pg_advisory_unlock_all() IS NULL" -c "SELECT count(*) > 0 FROM orders WHERE tenant_id = $t1" 2>&1)
+[[ $out == *"keeps its server on shard 0"*"advisory_lock"* ]] || pgs_fail "pinned session on another shard: $out"
+[[ $out == *$'\nt' ]] || pgs_fail "the session did not reach shard 1 once unpinned: $out"
+echo "ok: a pinned session stays on its shard until it lets go"
+
 pgs_log "SET pgshard.tenant / pgshard.shard and the tenant hint"
 n1=$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders")
 n0=$(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders")
