@@ -1118,7 +1118,16 @@ void px_client_process(px_client *cl)
     px_client_update_reading(cl);
 }
 
-/* Reading stops while its server has not taken what was already forwarded. A waiting
+/* True when the client's server owes it PX_REPLIES_MAX replies: it is read again as they
+ * arrive (px_server_process). */
+static bool client_replies_full(px_client *cl)
+{
+    px_server *sv = px_client_server(cl);
+    return sv && sv->replies.n >= PX_REPLIES_MAX;
+}
+
+/* Reading stops while its server has not taken what was already forwarded, or owes it too
+ * many replies (a pipeline that is not read on the other end). A waiting
  * client is still read, up to PX_WAIT_READ_MAX bytes buffered, so that when it goes away
  * its place in the queue is freed at once instead of when a server comes for it. */
 void px_client_update_reading(px_client *cl)
@@ -1132,7 +1141,7 @@ void px_client_update_reading(px_client *cl)
         on = true;
         break;
     case CL_ACTIVE:
-        on = !cl->x.paused && px_conn_idle_io(client_server_conn(cl));
+        on = !cl->x.paused && px_conn_idle_io(client_server_conn(cl)) && !client_replies_full(cl);
         break;
     case CL_WAIT_WELCOME:
     case CL_WAIT_SERVER:
@@ -1186,4 +1195,3 @@ void px_client_detach(px_client *cl)
     }
     px_client_update_reading(cl);
 }
-

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -335,6 +336,30 @@ static int run(px_proxy *px)
     return rc;
 }
 
+/* Each client costs a descriptor and each server link another, and the soft limit a shell
+ * gives (often 1024) is far below max_client_conn's default of 10000: raise the soft limit
+ * to the hard one, as PostgreSQL and PgBouncer do, and say so when even that is too low
+ * for max_client_conn plus the server connections. Accepting beyond the limit fails with
+ * EMFILE, which the listener logs and survives. */
+static void raise_fd_limit(const cfg_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            pgs_warn("fd_limit", "cannot raise the open files limit from %llu: %s", (unsigned long long)was,
+                     strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_client_conn + 100)
+        pgs_warn("fd_limit", "open files limit %llu is below max_client_conn %d plus server connections",
+                 (unsigned long long)rl.rlim_cur, cfg->max_client_conn);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -388,6 +413,7 @@ int main(int argc, char **argv)
     }
     pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(px.cfg);
     int rc = run(&px);
     px_tls_teardown(&px);
     free(px.workers);

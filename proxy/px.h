@@ -37,6 +37,10 @@ typedef struct px_monitor px_monitor;
 #define PX_SEGMENT_WAIT_MAX (1u << 20) /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
 #define PX_WAIT_READ_MAX (64u << 10) /* input a queued client may buffer while it waits */
+/* Replies a server may owe one client before that client is no longer read: each is a
+ * 40-byte entry for a message that may be 5 bytes long, so without a cap a pipelining client
+ * that does not read grows pgshard by about 3.5 times what the kernel buffers hold. */
+#define PX_REPLIES_MAX 16384u
 
 /* What one step of a connection's state machine did (the client, server and admin steps):
  * the input pass runs steps while they return PX_STEP_AGAIN. */

@@ -516,6 +516,9 @@ void px_server_process(px_server *sv)
         cl->x.paused = false;
         px_client_process(cl);
     }
+    /* Replies were taken off its queue: a client stopped for owing too many is read again. */
+    if (cl && !cl->conn.closing && px_client_server(cl) == sv)
+        px_client_update_reading(cl);
     if (sv->state == SV_IDLE && !pgs_node_linked(&sv->idle_node))
         px_pool_server_ready(sv->pool, sv);
     if (sv->state != SV_CLOSED)
