@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reload many times: 300 SIGHUPs while pgbench clients stay connected and psql clients log
-# in and out. Every query succeeds, the settings of the last reload are in force, and the
+# Reload many times: 300 SIGHUPs while pgbench clients and two psql sessions (one from
+# before the first reload, one from reload 100 on) stay connected and psql clients log in
+# and out. Every query succeeds, the settings of the last reload are in force, and the
 # configurations replaced by the reloads are freed: the resident size after 300 reloads is
 # within 1 MiB of the size after 50 (each kept config would cost ~10 KB). The ASan build
 # checks the rest: a config freed while a worker, client or pool still uses it is a
@@ -33,7 +34,7 @@ pgs_session_open keep "$PGS_PROXY_PORT"
 : >"$W/psql.fail"
 (
   n=0
-  while [[ ! -e $W/stop ]]; do
+  while [[ ! -e $W/stop ]] && kill -0 $$ 2>/dev/null; do # not past the test's end
     n=$((n + 1))
     out=$(PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_PROXY_PORT" -U app -d "$PGS_DB" \
       -X -At -c "SELECT $n" 2>&1) || true
@@ -43,6 +44,7 @@ pgs_session_open keep "$PGS_PROXY_PORT"
   echo "$n" >"$W/psql.count"
 ) &
 loop=$!
+pgs_on_exit "touch $W/stop; kill $loop 2>/dev/null"
 sleep 1
 
 # One reload at a time: each is waited for in the log, so no two SIGHUPs merge into one.
@@ -67,9 +69,16 @@ for ((i = 1; i <= NRELOADS; i++)); do
   ((i == NRELOADS / 2)) && printf '\n[user.t_reload_free_user]\npassword = rf\n' >>"$INI"
   reload_once
   if ((i == 50)); then rss50=$(rss_kb); fi
+  # A session that logs in under reload 100's config, which only it (and its pool) keeps
+  # alive from then on.
+  ((i == 100)) && pgs_session_open late "$PGS_PROXY_PORT"
   if ((i % 10 == 0)); then
     pgs_session_query keep "SELECT $i;" || pgs_fail "the connected session did not answer after reload $i"
     pgs_assert_eq "$i" "${PGS_SESSION_OUT[*]}" "the session connected since before reload 1 answers after reload $i" >/dev/null
+    if ((i >= 100)); then
+      pgs_session_query late "SELECT -$i;" || pgs_fail "the session of reload 100 did not answer after reload $i"
+      pgs_assert_eq "-$i" "${PGS_SESSION_OUT[*]}" "the session of reload 100 answers after reload $i" >/dev/null
+    fi
   fi
 done
 rss_end=$(rss_kb)
@@ -77,6 +86,7 @@ touch "$W/stop"
 wait "$loop"
 wait "$bench" || pgs_fail "pgbench failed: $(tail -20 "$W/bench.out")"
 pgs_session_close keep
+pgs_session_close late
 
 pgs_log "VmRSS after 50 reloads: ${rss50} kB, after $NRELOADS: ${rss_end} kB"
 [[ ! -s $W/psql.fail ]] || pgs_fail "psql queries failed: $(head -5 "$W/psql.fail")"
