@@ -247,7 +247,14 @@ static void client_begin_auth(px_client *cl)
 {
     px_proxy *px = cl->conn.w->px;
     pgs_buf b = PGS_BUF_INIT;
-    cl->user = px_user_find(cl->conn.w->conf, cl->user_name);
+    /* The user entry stays the client's for life (secrets, limits, its pools' key), so the
+     * client holds the worker's conf of this moment until it is freed (conn.c). */
+    const px_user *u = px_user_find(cl->conn.w->conf, cl->user_name);
+    if (u)
+        px_conf_hold(u->conf);
+    if (cl->user) /* set once per client today; releasing first keeps the count right anyway */
+        px_conf_release(cl->user->conf);
+    cl->user = u;
     if (!cl->user) {
         atomic_fetch_add_explicit(&px->gs.auth_failures, 1, memory_order_relaxed);
         pgs_warn("auth_failed", "client %08x: no such user \"%s\"", cl->key_pid, cl->user_name);

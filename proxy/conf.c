@@ -1,7 +1,8 @@
 /* The runtime configuration (px_conf) built from a loaded file: the secrets each
  * [user.NAME] password yields for authenticating clients (SCRAM, md5) and for logging in to
  * servers, and the primary's resolved address. Built at start and at each reload, off the
- * workers' threads; the exchanges themselves are in client.c and server.c. */
+ * workers' threads, and freed by its last reference (who holds one: px.h, px_conf); the
+ * exchanges themselves are in client.c and server.c. */
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ static int conf_users(px_conf *conf, char *err, size_t errlen)
     }
     for (int i = 0; i < conf->cfg->nusers; i++) {
         px_user *u = &conf->users[i];
+        u->conf = conf;
         u->cfg = &conf->cfg->users[i];
         const char *pw = u->cfg->password;
         if (!pw)
@@ -127,6 +129,14 @@ static atomic_int *conf_user_count(px_proxy *px, const char *name)
     return &c->n;
 }
 
+static void conf_free(px_conf *conf)
+{
+    free(conf->users);
+    free(conf->nodes);
+    cfg_free(conf->cfg);
+    free(conf);
+}
+
 px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen)
 {
     px_conf *conf = calloc(1, sizeof *conf);
@@ -136,33 +146,39 @@ px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     conf->cfg = cfg;
+    conf->gen = px->conf ? px->conf->gen + 1 : 1;
+    atomic_init(&conf->refs, 1);
     if (!px->user_counts && !(px->user_counts = calloc(PX_MAX_USER_NAMES, sizeof *px->user_counts))) {
         snprintf(err, errlen, "out of memory");
-        px_conf_free_all(conf);
+        conf_free(conf);
         return NULL;
     }
     if (conf_users(conf, err, errlen) < 0 || conf_nodes(conf, err, errlen) < 0) {
-        px_conf_free_all(conf);
+        conf_free(conf);
         return NULL;
     }
     for (int i = 0; i < cfg->nusers; i++) {
         if (!(conf->users[i].nconn = conf_user_count(px, cfg->users[i].name))) {
             snprintf(err, errlen, "more than %d user names", PX_MAX_USER_NAMES);
-            px_conf_free_all(conf);
+            conf_free(conf);
             return NULL;
         }
     }
     return conf;
 }
 
-void px_conf_free_all(px_conf *conf)
+const px_conf *px_conf_hold(const px_conf *conf)
 {
-    while (conf) {
-        px_conf *older = conf->older;
-        free(conf->users);
-        free(conf->nodes);
-        cfg_free(conf->cfg);
-        free(conf);
-        conf = older;
-    }
+    /* The count is bookkeeping beside the immutable contents, hence the cast. Relaxed is
+     * enough: the holder already has a reference, so the conf cannot go meanwhile. */
+    atomic_fetch_add_explicit(&((px_conf *)conf)->refs, 1, memory_order_relaxed);
+    return conf;
+}
+
+/* The release that drops the count to 0 frees the conf: acq_rel orders every holder's reads
+ * of it before the free, whichever thread they ran on. */
+void px_conf_release(const px_conf *conf)
+{
+    if (conf && atomic_fetch_sub_explicit(&((px_conf *)conf)->refs, 1, memory_order_acq_rel) == 1)
+        conf_free((px_conf *)conf);
 }

@@ -255,6 +255,8 @@ static void conn_on_close(uv_handle_t *h)
             px_session_free(cl->sess);
             free(cl->sess);
         }
+        if (cl->user)
+            px_conf_release(cl->user->conf);
     }
     free(c);
 }

@@ -211,7 +211,7 @@ static void on_sighup(uv_signal_t *s, int signum)
         pgs_error("reload_failed", "%s; the running configuration stays", err);
         return;
     }
-    conf->older = px->conf;
+    px_conf_release(px->conf);
     px->conf = conf;
     for (int i = 0; i < px->nworkers; i++)
         px_worker_post_conf(&px->workers[i], conf);
@@ -285,7 +285,7 @@ static int run(px_proxy *px)
     int started = 0, rc = 0;
     for (int i = 0; i < px->nworkers && rc == 0; i++) {
         px->workers[i].px = px;
-        px->workers[i].conf = px->conf;
+        px->workers[i].conf = px_conf_hold(px->conf);
         px->workers[i].id = i;
         px->workers[i].listen_fd = listen_socket(cfg, err, sizeof err);
         if (px->workers[i].listen_fd < 0) {
@@ -329,9 +329,11 @@ static int run(px_proxy *px)
     px->mon = NULL;
     px_catalog_stop(px->cat);
     px->cat = NULL;
-    for (int i = started; i < px->nworkers; i++)
+    for (int i = started; i < px->nworkers; i++) {
         if (px->workers[i].listen_fd > 0)
             close(px->workers[i].listen_fd);
+        px_conf_release(px->workers[i].conf);
+    }
     pgs_info("stopped", "pgshard stopped");
     return rc;
 }
@@ -405,9 +407,11 @@ int main(int argc, char **argv)
         return 1;
     }
     px.cfg = cfg;
+    px.start = px_conf_hold(px.conf);
     if (check) {
         printf("%s: configuration is valid\n", path);
-        px_conf_free_all(px.conf);
+        px_conf_release(px.conf);
+        px_conf_release(px.start);
         free(px.user_counts);
         return 0;
     }
@@ -417,7 +421,8 @@ int main(int argc, char **argv)
     int rc = run(&px);
     px_tls_teardown(&px);
     free(px.workers);
-    px_conf_free_all(px.conf);
+    px_conf_release(px.conf);
+    px_conf_release(px.start);
     free(px.user_counts);
     return rc;
 }

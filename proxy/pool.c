@@ -17,7 +17,7 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
         px_pool *p = pgs_container_of(it, px_pool, node);
         if (p->shard == shard && p->nodeix == node && strcmp(p->user->cfg->name, user->cfg->name) == 0 &&
             strcmp(p->db_name, db) == 0) {
-            p->user = user; /* after a reload: the new password logs in new servers */
+            px_pool_set_user(p, user); /* after a reload: the new password logs in new servers */
             return p;
         }
     }
@@ -31,7 +31,7 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
         return NULL;
     }
     p->w = w;
-    p->user = user;
+    px_pool_set_user(p, user);
     p->shard = shard;
     p->nodeix = node;
     snprintf(p->db_name, sizeof p->db_name, "%s", db);
@@ -43,8 +43,24 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
     return p;
 }
 
+/* The pool keeps the newest entry it has seen for its user name: a client that logged in
+ * before a reload does not take the pool back to the old password. The pool's reference
+ * follows its pointer; the old conf is freed here if nothing else holds it. */
+void px_pool_set_user(px_pool *pool, const px_user *user)
+{
+    const px_user *old = pool->user;
+    if (old == user || (old && old->conf->gen > user->conf->gen))
+        return;
+    pool->user = user;
+    px_conf_hold(user->conf);
+    if (old)
+        px_conf_release(old->conf);
+}
+
 void px_pool_free(px_pool *pool)
 {
+    if (pool->user)
+        px_conf_release(pool->user->conf);
     pgs_buf_free(&pool->welcome);
     free(pool->sibling);
     free(pool);

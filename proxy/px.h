@@ -72,10 +72,13 @@ typedef enum px_relay {
     PX_RELAY_DESYNC = -1, /* it answers nothing the server was sent: close the server */
 } px_relay;
 
-/* A user from the config with the secrets derived from its password at start. */
+/* A user from the config with the secrets derived from its password when the conf was
+ * built. Whoever keeps a px_user beyond the current event holds a reference on its conf
+ * (px_conf_hold(user->conf)): a client for its whole life, a pool while it logs in with it. */
 typedef struct px_user {
-    const cfg_user *cfg; /* borrowed from px_proxy.cfg */
-    bool has_scram;      /* scram holds a usable secret */
+    const struct px_conf *conf; /* the conf whose users array holds this entry */
+    const cfg_user *cfg;        /* borrowed from conf->cfg */
+    bool has_scram;             /* scram holds a usable secret */
     px_scram_secret scram;
     bool has_md5; /* md5 holds "md5"+32 hex */
     char md5[36];
@@ -90,21 +93,32 @@ typedef struct px_user_count {
     atomic_int n;
 } px_user_count;
 
-/* What a reload can change: the config and what is derived from it. Workers hold a
- * pointer to the one they use (swapped by a job on their own thread); every conf stays
- * allocated until exit, since pools and clients keep pointers into its users. */
+/* What a reload can change: the config and what is derived from it. Immutable once built,
+ * and shared by threads through counted references (px_conf_hold, px_conf_release); the
+ * last release frees it, on whichever thread lets go last. The holders:
+ *   - the main thread: px_proxy.conf (the newest) and px_proxy.start (the startup conf,
+ *     whose cfg the monitor, the catalog, the table registry and TLS borrow until exit);
+ *   - each worker: px_worker.conf, swapped by a job on its own thread (the job carries the
+ *     reference the main thread took for it);
+ *   - each client that found its user: cl->user points into the conf it logged in with;
+ *   - each pool: pool->user, which moves to a newer conf's entry when one is seen.
+ * Nothing else keeps a pointer into a conf past the event that read it: the admin and
+ * metrics snapshots copy names, connect() copies the address. So a reload costs memory
+ * only while some client that logged in before it, or a pool it logs in for, is alive. */
 typedef struct px_conf {
     cfg_config *cfg; /* owned */
     px_user *users;  /* owned, cfg->nusers entries */
     int nshards;
     struct sockaddr_storage *nodes; /* owned: nshards x PX_MAX_NODES addresses, resolved when
                                        loaded: [s * PX_MAX_NODES + 0] the primary, then replicas */
-    struct px_conf *older;          /* owned: the conf this one replaced */
+    uint64_t gen;                   /* 1 for the startup conf, one more at each reload */
+    atomic_int refs;                /* references held; the conf is freed when it drops to 0 */
 } px_conf;
 
 struct px_proxy {
     cfg_config *cfg;            /* the startup config: listeners, workers, TLS */
-    px_conf *conf;              /* owned: the newest conf (main thread) */
+    px_conf *conf;              /* a reference: the newest conf (main thread) */
+    const px_conf *start;       /* a reference: the startup conf, cfg's owner */
     px_user_count *user_counts; /* owned, PX_MAX_USER_NAMES; names set by the main thread */
     int nuser_counts;
     int nworkers;
@@ -221,14 +235,14 @@ enum { PX_DEFER_NONE, PX_DEFER_OPEN, PX_DEFER_FAILED };
 struct px_client {
     px_conn conn; /* first */
     px_client_state state;
-    pgs_node node;       /* in worker->clients */
-    pgs_node wait_node;  /* in wait_list */
-    pgs_list *wait_list; /* CL_WAIT_*: the queue it is in (a pool's waiting or welcome_waiting,
-                            or the worker's primary_waiters); NULL otherwise. Only
-                            px_client_set_state changes it */
-    px_pool *pool;       /* the pool it logged in through (welcome, rate limit, stats) */
-    px_xact x;           /* its transaction: the servers it holds and routing memory */
-    const px_user *user;
+    pgs_node node;                /* in worker->clients */
+    pgs_node wait_node;           /* in wait_list */
+    pgs_list *wait_list;          /* CL_WAIT_*: the queue it is in (a pool's waiting or welcome_waiting,
+                                     or the worker's primary_waiters); NULL otherwise. Only
+                                     px_client_set_state changes it */
+    px_pool *pool;                /* the pool it logged in through (welcome, rate limit, stats) */
+    px_xact x;                    /* its transaction: the servers it holds and routing memory */
+    const px_user *user;          /* holds a reference on user->conf once set (at login) */
     uint32_t key_pid, key_secret; /* the BackendKeyData this client got from us */
     uint64_t accepted_at;         /* loop time of accept() */
     uint64_t wait_since;          /* loop time it started waiting (welcome or server) */
@@ -353,7 +367,7 @@ static inline px_conn *px_link_dest(const px_link *l)
 struct px_pool {
     pgs_node node; /* in worker->pools */
     px_worker *w;
-    const px_user *user; /* borrowed */
+    const px_user *user; /* holds a reference on user->conf: set by px_pool_set_user */
     char db_name[PX_NAME_MAX];
     int shard, nodeix;        /* the node its servers connect to: index into px_conf.nodes */
     px_pool **sibling;        /* owned, nshards x PX_MAX_NODES: this user and database on
@@ -383,7 +397,8 @@ typedef struct px_job {
 
 struct px_worker {
     px_proxy *px;
-    const px_conf *conf; /* the conf this worker runs with */
+    const px_conf *conf; /* a reference: the conf this worker runs with; only its own
+                            thread reads or swaps it while the worker runs */
     int id;
     uv_thread_t thread;
     uv_loop_t loop;
@@ -587,6 +602,9 @@ const cfg_node *px_conf_cfg_node(const px_conf *conf, int shard, int node);
 
 /* pool.c */
 px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node);
+/* The user a pool logs its new servers in as: user, when it comes from a conf newer than
+ * the pool's (the same name with a reloaded password); the reference on its conf moves. */
+void px_pool_set_user(px_pool *pool, const px_user *user);
 int px_pool_acquire(px_pool *pool, px_client *cl);
 void px_pool_want_welcome(px_pool *pool, px_client *cl);
 void px_pool_server_ready(px_pool *pool, px_server *sv);
@@ -624,9 +642,14 @@ void px_metrics_stop(px_worker *w);
 
 /* conf.c */
 const px_user *px_user_find(const px_conf *conf, const char *name);
-/* Loads a conf from cfg (taking it over): user secrets and the primary's address. */
+/* Loads a conf from cfg (taking it over): user secrets and the primary's address. The
+ * caller gets the one reference it holds. */
 px_conf *px_conf_build(px_proxy *px, cfg_config *cfg, char *err, size_t errlen);
+/* Takes one more reference on conf, from any thread, for a holder that already has one
+ * (or is the main thread, whose px_proxy.conf does). Returns conf. */
+const px_conf *px_conf_hold(const px_conf *conf);
+/* Drops one reference; the last one frees the conf. NULL is fine. */
+void px_conf_release(const px_conf *conf);
 int px_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, char *err, size_t errlen);
-void px_conf_free_all(px_conf *conf);
 
 #endif

@@ -580,7 +580,9 @@ static px_step server_tls_step(px_server *sv)
             px_server_close(sv, "server sent data after accepting TLS");
             return PX_STEP_CLOSED;
         }
-        if (px_tls_connect(c, px_conf_cfg_node(c->w->conf, sv->pool->shard, sv->pool->nodeix)) < 0) {
+        /* The node from the startup conf: the handshake borrows it for longer than this
+         * worker may keep its conf, and a reload never changes the nodes. */
+        if (px_tls_connect(c, px_conf_cfg_node(c->w->px->start, sv->pool->shard, sv->pool->nodeix)) < 0) {
             px_server_close(sv, "cannot start TLS towards the server");
             return PX_STEP_CLOSED;
         }

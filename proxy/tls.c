@@ -20,8 +20,8 @@ typedef struct px_tls {
     BIO *rbio; /* owned by ssl: raw bytes from the peer */
     BIO *wbio; /* owned by ssl: raw bytes for the peer */
     bool established;
-    const cfg_node *node; /* towards a server: the node as configured (borrowed from a conf,
-                             which lives until exit); NULL towards a client */
+    const cfg_node *node; /* towards a server: the node as configured (borrowed from the
+                             startup conf, which lives until exit); NULL towards a client */
     char why[128];        /* why the handshake failed, when there is more to say than that */
 } px_tls;
 

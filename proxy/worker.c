@@ -1,6 +1,6 @@
 /* A worker: one thread with its own libuv loop, its own SO_REUSEPORT listener, clients and
- * pools. Other threads reach it only through its mailbox (cancel requests) and wakeup
- * handle (cancel, stop). Also holds the worker's cache of I/O buffers. */
+ * pools. Other threads reach it only through its mailbox (cancel requests, reloaded confs)
+ * and wakeup handle (cancel, stop). Also holds the worker's cache of I/O buffers. */
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,9 +169,13 @@ uint32_t px_worker_key_pid(px_worker *w)
     return ((uint32_t)w->id << PX_PID_WORKER_SHIFT) | n;
 }
 
+/* After the thread is joined: its clients and pools are gone, and their references with
+ * them; the worker's own goes last. */
 void px_worker_destroy(px_worker *w)
 {
     uv_mutex_destroy(&w->mbox_lock);
+    px_conf_release(w->conf);
+    w->conf = NULL;
 }
 
 /* Sets up the loop and handles, then starts the thread. The listening socket was bound by
@@ -264,15 +268,23 @@ static void worker_drain_job(px_worker *w, const px_job *job)
     }
 }
 
+/* The job carries a reference taken for it; the worker's old conf loses the worker's. The
+ * old one stays alive while clients that logged in with it, or pools logging in with it,
+ * hold theirs. */
 static void worker_conf_job(px_worker *w, const px_job *job)
 {
+    const px_conf *old = w->conf;
     w->conf = job->arg;
+    px_conf_release(old);
 }
 
+/* Main thread. A job the mailbox refuses (the worker is stopping) gives its reference back;
+ * one it takes always runs, since the worker drains its mailbox after closing it. */
 void px_worker_post_conf(px_worker *w, const px_conf *conf)
 {
-    px_job job = {worker_conf_job, (void *)conf, 0, 0};
-    worker_wake(w, &job);
+    px_job job = {worker_conf_job, (void *)px_conf_hold(conf), 0, 0};
+    if (worker_wake(w, &job) < 0)
+        px_conf_release(conf);
 }
 
 void px_worker_request_drain(px_worker *w)

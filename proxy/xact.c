@@ -77,7 +77,7 @@ static px_pool *xact_pool(px_client *cl, int shard, int node)
     px_pool *home = cl->pool, **slot = &home->sibling[shard * PX_MAX_NODES + node], *pool = *slot;
     if (!pool && !(pool = *slot = px_pool_get(cl->conn.w, cl->user, cl->db_name, shard, node)))
         return NULL;
-    pool->user = home->user; /* after a reload, as px_pool_get does */
+    px_pool_set_user(pool, home->user); /* after a reload, as px_pool_get does */
     return pool;
 }
 

@@ -99,6 +99,7 @@ static void ph_build_proxy(int i, unsigned port)
     px->cfg = cfg;
     px->conf = px_conf_build(px, cfg, err, sizeof err);
     PH_CHECK(px->conf || !fprintf(stderr, "%s\n", err));
+    px->start = px_conf_hold(px->conf); /* kept for the whole run, as main() does */
     px->cat = px_catalog_start(cfg, 1, err, sizeof err);
     PH_CHECK(px->cat || !fprintf(stderr, "%s\n", err));
     px->nworkers = 1;

@@ -53,7 +53,7 @@ static int fixture_setup(void **state)
     assert_int_equal(cfg_load_string(test_config, "test_pool.ini", &fx->px.cfg, err, sizeof err), 0);
     fx->px.conf = px_conf_build(&fx->px, fx->px.cfg, err, sizeof err);
     assert_non_null(fx->px.conf);
-    fx->w.conf = fx->px.conf;
+    fx->w.conf = fx->px.conf; /* borrowed: px.conf's reference outlives the worker here */
     fx->px.nworkers = 1;
     fx->px.workers = &fx->w;
     fx->w.px = &fx->px;
@@ -98,7 +98,7 @@ static int fixture_teardown(void **state)
     px_route_teardown(w);
     for (int i = 0; i < fx->npeers; i++)
         close(fx->peers[i]);
-    px_conf_free_all(fx->px.conf);
+    px_conf_release(fx->px.conf); /* the last reference: the pools have dropped theirs */
     free(fx->px.user_counts);
     free(fx);
     return 0;
@@ -149,6 +149,7 @@ static px_client *fake_client(fixture *fx, int *peer)
         *peer = fd;
     cl->pool = fx->pool;
     cl->user = fx->pool->user;
+    px_conf_hold(cl->user->conf); /* as client_begin_auth: the client's, dropped when it is freed */
     cl->key_pid = fx->w.next_pid++;
     snprintf(cl->user_name, sizeof cl->user_name, "app");
     snprintf(cl->db_name, sizeof cl->db_name, "app");
