@@ -62,6 +62,12 @@ static void cancel_done(px_cancel_conn *cc)
     uv_close((uv_handle_t *)&cc->tcp, cancel_on_close);
 }
 
+void px_cancel_stop(uv_handle_t *h)
+{
+    cancel_done(h->type == UV_TIMER ? pgs_container_of((uv_timer_t *)h, px_cancel_conn, timer)
+                                    : pgs_container_of((uv_tcp_t *)h, px_cancel_conn, tcp));
+}
+
 static void cancel_on_timer(uv_timer_t *t)
 {
     cancel_done(pgs_container_of(t, px_cancel_conn, timer));

@@ -438,6 +438,9 @@ void px_worker_request_stop(px_worker *w);
 void px_worker_request_drain(px_worker *w);
 void px_worker_post_conf(px_worker *w, const px_conf *conf);
 void px_worker_destroy(px_worker *w);
+/* uv_walk callback (arg: the worker) closing every handle of a stopping worker's loop:
+ * clients and servers through their owners, cancels left to finish, the rest directly. */
+void px_worker_close_walk(uv_handle_t *h, void *arg);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 int px_worker_post(px_worker *w, const px_job *job);
 void px_buf_take(px_worker *w, pgs_buf *b);
@@ -503,6 +506,8 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 /* The server is going away: its cancels in flight no longer hold it. */
 void px_server_forget_cancels(px_server *sv);
 extern const char px_cancel_tag;
+/* Ends the cancel one of whose handles is h (data == &px_cancel_tag) now: worker shutdown. */
+void px_cancel_stop(uv_handle_t *h);
 
 /* server.c */
 px_server *px_server_connect(px_pool *pool);

@@ -76,7 +76,7 @@ static void worker_on_tick(uv_timer_t *t)
         worker_expire_logins(w, now);
 }
 
-static void worker_close_walk(uv_handle_t *h, void *arg)
+void px_worker_close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (uv_is_closing(h))
@@ -84,8 +84,10 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
     /* Client and server handles carry their px_conn; close them through their owners so
      * pools and counters stay consistent. Other handles are the worker's own. */
     px_worker *w = arg;
-    if (h->data == &px_cancel_tag)
-        return; /* a cancel being forwarded: it closes itself when done (cancel.c) */
+    if (h->data == &px_cancel_tag) {
+        px_cancel_stop(h); /* a cancel being forwarded: its server is going away too */
+        return;
+    }
     if (h->type == UV_TCP && h != (uv_handle_t *)&w->listener) {
         px_conn *c = h->data;
         if (!c)
@@ -125,7 +127,7 @@ static void worker_on_wakeup(uv_async_t *a)
     uv_mutex_unlock(&w->mbox_lock);
     worker_drain_mbox(w);
     px_metrics_stop(w);
-    uv_walk(&w->loop, worker_close_walk, w);
+    uv_walk(&w->loop, px_worker_close_walk, w);
 }
 
 static void worker_main(void *arg)

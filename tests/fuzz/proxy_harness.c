@@ -573,26 +573,6 @@ void ph_tick(ph_rig *r)
     px_route_tick(w);
 }
 
-/* As worker_close_walk: clients and servers through their owners, the rest directly. A
- * handle without data is a cancel forwarder, which closes itself once written. */
-static void ph_close_walk(uv_handle_t *h, void *arg)
-{
-    px_worker *w = arg;
-    if (uv_is_closing(h))
-        return;
-    if (h->type == UV_TCP && h != (uv_handle_t *)&w->listener) {
-        px_conn *c = h->data;
-        if (!c)
-            return;
-        if (c->is_server)
-            px_server_close((px_server *)c, "shutdown");
-        else
-            px_client_close((px_client *)c);
-        return;
-    }
-    uv_close(h, NULL);
-}
-
 void ph_end(ph_rig *r)
 {
     px_worker *w = &r->w;
@@ -606,7 +586,7 @@ void ph_end(ph_rig *r)
         ph_close(&r->peers[i]);
     ph_settle(r);
     atomic_store(&px->stopping, true);
-    uv_walk(&w->loop, ph_close_walk, w);
+    uv_walk(&w->loop, px_worker_close_walk, w);
     int rc, spins = 0;
     while ((rc = uv_loop_close(&w->loop)) == UV_EBUSY && spins++ < PH_MAX_SPINS) {
         uv_run(&w->loop, UV_RUN_NOWAIT);
