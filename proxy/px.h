@@ -441,6 +441,8 @@ void px_worker_destroy(px_worker *w);
 /* uv_walk callback (arg: the worker) closing every handle of a stopping worker's loop:
  * clients and servers through their owners, cancels left to finish, the rest directly. */
 void px_worker_close_walk(uv_handle_t *h, void *arg);
+/* Runs every job posted to the worker's mailbox so far, on the worker's thread. */
+void px_worker_drain_mbox(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
 int px_worker_post(px_worker *w, const px_job *job);
 void px_buf_take(px_worker *w, pgs_buf *b);

@@ -317,11 +317,17 @@ static void bind_types(const uint8_t *body, size_t n, size_t text_len, px_sk_bin
     }
 }
 
-static void route_refuse_bind(px_sk_result *out, const char *name)
+/* Makes out a refusal with sqlstate; returns its message buffer for the caller to fill. */
+static char *route_sk_refuse(px_sk_result *out, const char *sqlstate)
 {
     out->verdict = PX_SK_REFUSE;
-    snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
-    snprintf(out->msg, sizeof out->msg,
+    snprintf(out->sqlstate, sizeof out->sqlstate, "%s", sqlstate);
+    return out->msg;
+}
+
+static void route_refuse_bind(px_sk_result *out, const char *name)
+{
+    snprintf(route_sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof out->msg,
              "pgshard: a Bind of %s%s%s cannot be routed by key: send its Parse in the same segment, use a "
              "named statement in transaction pooling, or SET pgshard.tenant",
              name[0] ? "statement \"" : "an unnamed statement pgshard did not see parsed", name,
@@ -419,9 +425,7 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
             return false;
         }
         if (out->verdict == PX_SK_SHARD && out->shard != one.shard) {
-            out->verdict = PX_SK_REFUSE;
-            snprintf(out->sqlstate, sizeof out->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED);
-            snprintf(out->msg, sizeof out->msg,
+            snprintf(route_sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof out->msg,
                      "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
                      "between their own Syncs (cross-shard transactions are not supported yet)",
                      out->shard, one.shard);
@@ -615,9 +619,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     }
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
-        qc.sk.verdict = PX_SK_REFUSE;
-        snprintf(qc.sk.sqlstate, sizeof qc.sk.sqlstate, PGS_SQLSTATE_INTERNAL_ERROR);
-        snprintf(qc.sk.msg, sizeof qc.sk.msg,
+        snprintf(route_sk_refuse(&qc.sk, PGS_SQLSTATE_INTERNAL_ERROR), sizeof qc.sk.msg,
                  "pgshard: the shard map names shard %d, which the config does not have", shard);
     }
     if (qc.sk.verdict == PX_SK_REFUSE)

@@ -101,7 +101,7 @@ void px_worker_close_walk(uv_handle_t *h, void *arg)
     uv_close(h, NULL);
 }
 
-static void worker_drain_mbox(px_worker *w)
+void px_worker_drain_mbox(px_worker *w)
 {
     uv_mutex_lock(&w->mbox_lock);
     pgs_buf box = w->mbox;
@@ -118,14 +118,14 @@ static void worker_drain_mbox(px_worker *w)
 static void worker_on_wakeup(uv_async_t *a)
 {
     px_worker *w = a->data;
-    worker_drain_mbox(w);
+    px_worker_drain_mbox(w);
     if (!atomic_load(&w->px->stopping))
         return;
     /* From here on no thread may touch the wakeup handle (see worker_wake). */
     uv_mutex_lock(&w->mbox_lock);
     w->mbox_closed = true;
     uv_mutex_unlock(&w->mbox_lock);
-    worker_drain_mbox(w);
+    px_worker_drain_mbox(w);
     px_metrics_stop(w);
     uv_walk(&w->loop, px_worker_close_walk, w);
 }

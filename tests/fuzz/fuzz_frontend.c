@@ -359,15 +359,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             event(r, cl, (op >> 3) & 3);
             break;
         default: {
-            size_t len = off + 2 <= size ? ((size_t)data[off] << 8 | data[off + 1]) : 0;
-            off = off + 2 <= size ? off + 2 : size;
-            if (len > size - off)
-                len = size - off;
+            size_t len;
+            const uint8_t *chunk = ph_chunk(data, size, &off, &len);
             if (first)
-                note_user(r, data + off, len);
+                note_user(r, chunk, len);
             first = false;
-            ph_send(cl, data + off, len);
-            off += len;
+            ph_send(cl, chunk, len);
             break;
         }
         }

@@ -483,21 +483,23 @@ uint32_t ph_backend_auth_of(const ph_rig *r)
     return ph_backend_auth[r->px - ph.px];
 }
 
+const uint8_t *ph_chunk(const uint8_t *data, size_t size, size_t *off, size_t *len)
+{
+    size_t o = *off;
+    size_t n = o + 2 <= size ? ((size_t)data[o] << 8 | data[o + 1]) : 0;
+    o = o + 2 <= size ? o + 2 : size;
+    if (n > size - o)
+        n = size - o;
+    *off = o + n;
+    *len = n;
+    return data + o;
+}
+
 /* ---- the worker ---- */
 
 static void ph_on_wakeup(uv_async_t *a)
 {
-    px_worker *w = a->data;
-    uv_mutex_lock(&w->mbox_lock);
-    pgs_buf box = w->mbox;
-    w->mbox = (pgs_buf)PGS_BUF_INIT;
-    uv_mutex_unlock(&w->mbox_lock);
-    for (size_t off = 0; off + sizeof(px_job) <= box.len; off += sizeof(px_job)) {
-        px_job job;
-        memcpy(&job, box.data + off, sizeof job);
-        job.fn(w, &job);
-    }
-    pgs_buf_free(&box);
+    px_worker_drain_mbox(a->data);
 }
 
 static void ph_on_connection(uv_stream_t *s, int status)

@@ -67,6 +67,9 @@ ph_rig *ph_begin(unsigned config, ph_server_fn on_server);
 void ph_settle(ph_rig *r);
 /* Queues bytes to a peer (written by the next settle). */
 void ph_send(ph_peer *p, const void *data, size_t n);
+/* The next chunk of a fuzz input: a big-endian 16-bit length, then that many bytes (fewer at
+ * the end). Advances *off past it and returns its start, with its length in *len. */
+const uint8_t *ph_chunk(const uint8_t *data, size_t size, size_t *off, size_t *len);
 /* Closes a peer: a server with a reset (no TIME_WAIT), a client with a FIN. */
 void ph_close(ph_peer *p);
 void ph_shutdown_write(ph_peer *p);
