@@ -57,8 +57,8 @@ static void snap_row_end(pgs_buf *b, size_t start)
     pgs_buf_put_be32(b, start + 1, (uint32_t)(b->len - start - 1));
 }
 
-static const char *const cl_state_names[] = {"startup", "auth",   "login", "idle",
-                                             "waiting", "active", "admin", "closed"};
+static const char *const cl_state_names[] = {"startup", "auth",  "login",  "idle",  "waiting",
+                                             "active",  "admin", "fanout", "closed"};
 static const char *const sv_state_names[] = {"connecting", "tls",   "login", "idle",
                                              "active",     "reset", "closed"};
 

@@ -134,10 +134,19 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
         }
     }
     if (!cl || CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) != 0 || !px_client_server(cl)) {
+        if (cl && cl->x.fan && CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) == 0) {
+            px_fanout_cancel(cl); /* every shard's query */
+            return;
+        }
         pgs_debug("cancel_ignored", "no running query for cancel key %08x", pid);
         return;
     }
-    px_server *sv = px_client_server(cl);
+    px_server_cancel(px_client_server(cl));
+}
+
+void px_server_cancel(px_server *sv)
+{
+    px_worker *w = sv->conn.w;
     px_cancel_conn *cc = calloc(1, sizeof *cc);
     if (!cc)
         return;
@@ -166,5 +175,5 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
         cancel_done(cc);
         return;
     }
-    pgs_info("cancel_forwarded", "client %08x -> server pid %u", pid, sv->be_pid);
+    pgs_info("cancel_forwarded", "server pid %u", sv->be_pid);
 }

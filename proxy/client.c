@@ -15,7 +15,7 @@
 #define PX_MAX_AUTH_MSG 65536u
 
 static const char *const client_state_names[] = {
-    "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "admin", "closed",
+    "startup", "auth", "wait_welcome", "idle", "wait_server", "active", "admin", "fanout", "closed",
 };
 
 /* A waiting client is in exactly one queue, and leaving the wait state leaves the queue,
@@ -144,6 +144,7 @@ void px_client_close(px_client *cl)
         atomic_fetch_sub_explicit(cl->user->nconn, 1, memory_order_relaxed);
         cl->user_counted = false;
     }
+    px_fanout_abort(cl);
     bool clean = cl->x.nlinks && px_server_clean(px_client_server(cl)) && cl->conn.pass_left == 0;
     px_server *sv = px_xact_detach(cl);
     if (sv) {
@@ -675,11 +676,11 @@ static int client_reply_kind(char type)
 /* Sends the client's session state to a server that does not have it (another client's
  * SETs, or none of the client's), ahead of the client's first message; the reply is
  * hidden. A server already in the same state gets nothing. */
-static void client_replay_session(px_client *cl, px_server *sv)
+bool px_client_replay_session(px_client *cl, px_server *sv)
 {
     uint64_t sig = cl->sess ? cl->sess->sig : 0;
     if (sv->state_sig == sig)
-        return;
+        return false;
     pgs_buf b = PGS_BUF_INIT;
     size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
     px_session_replay_sql(cl->sess ? cl->sess : &(px_session){0}, &b);
@@ -690,6 +691,7 @@ static void client_replay_session(px_client *cl, px_server *sv)
     px_server_push_reply(sv, RP_REPLAY, 0);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
+    return true;
 }
 
 /* A BEGIN that pgshard answered goes to the shard the transaction turned out to need,
@@ -1041,7 +1043,7 @@ static px_step client_forward_step(px_client *cl)
         l->start_ns = uv_hrtime();
     if (l->fresh) {
         l->fresh = false;
-        client_replay_session(cl, sv);
+        px_client_replay_session(cl, sv);
         bool began = cl->x.deferred != PX_DEFER_NONE;
         client_replay_begin(cl, sv);
         if (l->replica && !began)
@@ -1152,6 +1154,7 @@ void px_client_update_reading(px_client *cl)
         break;
     case CL_WAIT_WELCOME:
     case CL_WAIT_SERVER:
+    case CL_FANOUT:
         on = cl->conn.in.len - cl->conn.in_pos < PX_WAIT_READ_MAX;
         break;
     default:
@@ -1163,6 +1166,10 @@ void px_client_update_reading(px_client *cl)
 
 void px_client_on_drained(px_client *cl)
 {
+    if (cl->x.fan) {
+        px_fanout_client_drained(cl);
+        return;
+    }
     px_server *sv = px_client_server(cl);
     if (sv)
         px_server_update_reading(sv);
@@ -1172,7 +1179,8 @@ void px_client_on_drained(px_client *cl)
  * Called inside the client's own input pass too, which then simply goes on. */
 void px_client_link(px_client *cl, px_server *sv)
 {
-    px_xact_attach(cl, sv);
+    if (!cl->x.fan)
+        px_xact_attach(cl, sv);
     if (cl->wait_start_ns) {
         uint64_t us = (uv_hrtime() - cl->wait_start_ns) / 1000;
         px_pool_stats *st = &sv->pool->st;
@@ -1180,6 +1188,10 @@ void px_client_link(px_client *cl, px_server *sv)
         st->wait_us += us;
         px_hist_observe(st->wait_hist, us);
         cl->wait_start_ns = 0;
+    }
+    if (cl->x.fan) {
+        px_fanout_linked(cl, sv);
+        return;
     }
     px_server_activate(sv);
     client_set_state(cl, CL_ACTIVE);

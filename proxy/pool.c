@@ -62,8 +62,34 @@ void px_pool_free(px_pool *pool)
     if (pool->user)
         px_conf_release(pool->user->conf);
     pgs_buf_free(&pool->welcome);
+    if (pool->coll_state == PX_COLL_LIBC)
+        freelocale(pool->coll);
     free(pool->sibling);
     free(pool);
+}
+
+/* "C" and "POSIX" order text by bytes; another libc locale by strcoll_l, which needs that
+ * locale on this machine; ICU (provider 'i') pgshard cannot reproduce, nor a locale this
+ * machine lacks: text is then never compared here. */
+void px_pool_set_collation(px_pool *pool, const char *datcollate, char provider)
+{
+    if (pool->coll_state != PX_COLL_UNKNOWN)
+        return;
+    pool->coll_state = PX_COLL_ICU;
+    if (provider != 'c')
+        return;
+    if (strcmp(datcollate, "C") == 0 || strcmp(datcollate, "POSIX") == 0) {
+        pool->coll_state = PX_COLL_BYTES;
+        return;
+    }
+    locale_t loc = newlocale(LC_COLLATE_MASK, datcollate, (locale_t)0);
+    if (!loc) {
+        pgs_warn("collation_unknown", "database \"%s\" sorts text by collation \"%s\", which this machine "
+                 "lacks: cross-shard sorts on text are refused", pool->db_name, datcollate);
+        return;
+    }
+    pool->coll = loc;
+    pool->coll_state = PX_COLL_LIBC;
 }
 
 /* Nothing points at a pool that has no server, no client and no waiter but the worker's

@@ -4,6 +4,7 @@
 #ifndef PX_H
 #define PX_H
 
+#include <locale.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include "common/sqlstate.h"
 #include "config/config.h"
 #include "parser/parser.h"
+#include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/prepared.h"
 #include "proxy/scram.h"
@@ -179,6 +181,7 @@ typedef enum px_client_state {
     CL_WAIT_SERVER,  /* has a message to send, queued for a server connection */
     CL_ACTIVE,       /* linked to a server */
     CL_ADMIN,        /* logged in to the admin console (database "pgshard") */
+    CL_FANOUT,       /* a cross-shard read runs (fanout.c); its later messages wait */
     CL_CLOSED,
 } px_client_state;
 
@@ -198,6 +201,7 @@ typedef struct px_link {
     bool replica;      /* routed to a replica (a read) */
     bool sent_any;     /* a reply byte went to the client since the server was linked */
     uint64_t start_ns; /* uv_hrtime() of the running transaction's first message; 0 = none */
+    struct px_fanout *fan; /* the cross-shard read this link serves, or NULL */
 } px_link;
 
 /* What a client remembers about one shard between transactions. */
@@ -226,6 +230,7 @@ typedef struct px_xact {
     pgs_buf unnamed;      /* sharded: the body of the client's last unnamed Parse, for its Binds in
                              later segments; a simple Query drops it, as it drops the statement */
     bool unnamed_known;   /* unnamed holds that Parse (it was not too long to keep) */
+    struct px_fanout *fan; /* owned: the cross-shard read running (CL_FANOUT), or NULL */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first
@@ -357,11 +362,37 @@ static inline px_client *px_server_client(const px_server *sv)
 {
     return sv->link ? sv->link->cl : NULL;
 }
+/* Sends the client's session state (its SETs) to a server that does not have it, ahead of
+ * the client's first message there; the reply is hidden. Returns whether it sent any. */
+bool px_client_replay_session(px_client *cl, px_server *sv);
+/* fanout.c: a cross-shard read over every shard, merged (merge.c). */
+typedef struct px_fanout px_fanout;
+/* Starts the read of the client's Query f (whole in its input) planned as plan (taken:
+ * *plan is emptied), on routes[s] for each shard. Returns 0 (running or queued for servers)
+ * or -1 (out of memory). */
+int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, prs_scatter *plan);
+int px_fanout_acquire(px_client *cl);
+/* The pool gives the fan-out its next server (instead of px_client_link's usual work). */
+void px_fanout_linked(px_client *cl, px_server *sv);
+px_step px_fanout_server_step(px_server *sv);
+bool px_fanout_server_reading(const px_server *sv);
+void px_fanout_server_lost(px_server *sv, const char *why);
+void px_fanout_client_drained(px_client *cl);
+void px_fanout_abort(px_client *cl);
+void px_fanout_give_up(px_client *cl, const char *sqlstate, const char *msg);
+void px_fanout_cancel(px_client *cl);
+void px_fanout_free(px_client *cl);
+/* The pool of the client's user and database on a node of a shard (xact.c). */
+px_pool *px_xact_pool(px_client *cl, int shard, int node);
+
 /* Where a server's replies go: its client, as they are. A fan-out merges instead. */
 static inline px_conn *px_link_dest(const px_link *l)
 {
     return &l->cl->conn;
 }
+
+/* What a pool knows of its database's collation, for merging text across shards. */
+enum { PX_COLL_UNKNOWN = 0, PX_COLL_BYTES, PX_COLL_LIBC, PX_COLL_ICU };
 
 /* Server connections for one (user, database) in one worker. */
 struct px_pool {
@@ -382,6 +413,8 @@ struct px_pool {
     uint64_t unused_since;    /* loop time it was first seen unused; 0 = in use */
     bool welcome_ready;
     pgs_buf welcome;    /* ParameterStatus messages every new client receives */
+    uint8_t coll_state; /* PX_COLL_*: the database's collation, learnt by the first fan-out */
+    locale_t coll;      /* owned: PX_COLL_LIBC's locale */
     int nclients;       /* logged-in clients of this pool */
     double tokens;      /* max_qps token bucket of this worker's share */
     uint64_t tokens_at; /* uv_hrtime() of the last refill */
@@ -505,6 +538,9 @@ int px_client_stage_session(px_client *cl, const char *sql, size_t len);
 /* Forwards a CancelRequest to the server running the client's query (in the client's
  * worker); the server is not reused until the cancel is done. */
 void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret);
+/* Sends a CancelRequest for the query the server runs; the server is held back from reuse
+ * until the cancel has ended. */
+void px_server_cancel(px_server *sv);
 /* The server is going away: its cancels in flight no longer hold it. */
 void px_server_forget_cancels(px_server *sv);
 extern const char px_cancel_tag;
@@ -612,6 +648,8 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
 /* The user a pool logs its new servers in as: user, when it comes from a conf newer than
  * the pool's (the same name with a reloaded password); the reference on its conf moves. */
 void px_pool_set_user(px_pool *pool, const px_user *user);
+/* Records the database's collation (pg_database.datcollate and datlocprovider). */
+void px_pool_set_collation(px_pool *pool, const char *datcollate, char provider);
 int px_pool_acquire(px_pool *pool, px_client *cl);
 void px_pool_want_welcome(px_pool *pool, px_client *cl);
 void px_pool_server_ready(px_pool *pool, px_server *sv);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
@@ -420,6 +421,10 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
         route_bind(cl, st && !st->sql ? st : NULL, sb, sl, &bind, &one);
         if (one.verdict == PX_SK_ANY)
             continue;
+        if (one.verdict == PX_SK_ALL)
+            snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
+                     "pgshard: a query across shards (no tenant key) runs in the simple query protocol only "
+                     "for now: add the tenant key, or send it as a simple Query");
         if (one.verdict == PX_SK_REFUSE) {
             *out = one;
             return false;
@@ -586,6 +591,52 @@ static bool route_wants_replica(const px_client *cl, const px_qclass *qc)
     return target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc->read);
 }
 
+/* The planner's question: whether a column is the shard key of a sharded table. */
+static int route_is_key(void *arg, const char *schema, const char *table, const char *column)
+{
+    const px_table *t = px_tables_find(arg, schema, table);
+    return t && !t->omnisharded && strcmp(t->shard_key, column) == 0;
+}
+
+/* A read that no key restricts: planned, then run on every shard at once (fanout.c), each
+ * on a node chosen as for any read. Returns as px_xact_begin. */
+static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
+{
+    px_worker *w = cl->conn.w;
+    if (cl->x.deferred != PX_DEFER_NONE)
+        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                               "pgshard: a query across shards (no tenant key) cannot run inside a transaction: "
+                               "it runs on its own, outside BEGIN ... COMMIT");
+    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
+    prs_scatter plan;
+    prs_scatter_ctx ctx = {route_is_key, (void *)px_catalog_tables(w->px->cat)};
+    int r = prs_scatter_plan(sql, pgs_strnlen(sql, f->len - 4), &ctx, &plan);
+    if (r != 0) {
+        r = r < 0 ? -1 : px_route_refuse(cl, plan.sqlstate, plan.msg);
+        prs_scatter_free(&plan);
+        return r;
+    }
+    int n = w->conf->nshards;
+    px_route *routes = malloc((size_t)n * sizeof *routes);
+    if (!routes) {
+        prs_scatter_free(&plan);
+        return -1;
+    }
+    for (int s = 0; s < n; s++) {
+        route_decide(cl, qc, false, s, &routes[s]);
+        if (routes[s].verdict == PX_ROUTE_GO)
+            continue;
+        cl->refuse = routes[s].verdict == PX_ROUTE_REFUSE ? routes[s].refuse : PX_REFUSE_NO_PRIMARY;
+        free(routes);
+        prs_scatter_free(&plan);
+        return 1;
+    }
+    r = px_fanout_start(cl, f, routes, &plan);
+    free(routes);
+    prs_scatter_free(&plan);
+    return r;
+}
+
 /* Called from the client's input pass with the first message of a transaction. Returns as
  * px_xact_begin. */
 int px_route_acquire(px_client *cl, const pgs_frame *f)
@@ -617,6 +668,8 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
     }
+    if (qc.sk.verdict == PX_SK_ALL)
+        return route_fanout(cl, f, &qc);
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
         snprintf(route_sk_refuse(&qc.sk, PGS_SQLSTATE_INTERNAL_ERROR), sizeof qc.sk.msg,
@@ -875,7 +928,14 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     px_server *sv = l->sv;
     char buf[sizeof sk->msg];
     const char *state = sk->sqlstate, *msg = sk->msg;
-    if (sk->verdict == PX_SK_SHARD && px_pin_holds(sv) && sv->tx_status == PGS_TX_IDLE) {
+    if (sk->verdict == PX_SK_ALL) {
+        snprintf(buf, sizeof buf,
+                 "pgshard: a query across shards (no tenant key) cannot run inside a transaction%s: it runs "
+                 "on its own, outside BEGIN ... COMMIT",
+                 px_pin_holds(sv) ? " or while the session keeps its server for session state" : "");
+        state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
+        msg = buf;
+    } else if (sk->verdict == PX_SK_SHARD && px_pin_holds(sv) && sv->tx_status == PGS_TX_IDLE) {
         char why[96];
         snprintf(buf, sizeof buf,
                  "pgshard: this session keeps its server on shard %d for the session state it holds there "
@@ -927,7 +987,8 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
         route_message(cl, f, &qc, NULL);
     else
         cl->x.segment_checked = route_segment_shard(cl, sk, NULL);
-    bool other = sk->verdict == PX_SK_REFUSE || (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
+    bool other = sk->verdict == PX_SK_REFUSE || sk->verdict == PX_SK_ALL ||
+                 (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
     if (!other)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
     /* Earlier statements still running decide whether this one starts a new transaction: wait
@@ -998,6 +1059,11 @@ static void route_again(pgs_list *from, int avoid_node)
     while ((n = pgs_list_first(&moved))) {
         px_client *cl = pgs_container_of(n, px_client, wait_node);
         px_client_set_state(cl, CL_WAIT_SERVER, NULL); /* out of `moved`: placed anew below */
+        if (cl->x.fan) {
+            px_fanout_give_up(cl, PGS_SQLSTATE_CONNECTION_FAILURE,
+                              "pgshard: a node a cross-shard read needs cannot be reached");
+            continue;
+        }
         if (avoid_node >= 0 && cl->x.one.replica)
             px_xact_memo(cl, cl->x.one.shard)->avoid |= 1u << avoid_node;
         px_route d;

@@ -49,7 +49,9 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     if (login)
         pool->nconnecting--;
     px_link *l = sv->link;
-    if (l) {
+    if (l && l->fan) {
+        px_fanout_server_lost(sv, why);
+    } else if (l) {
         px_client *cl = l->cl;
         bool answered = l->sent_any;
         px_xact_detach(cl);
@@ -391,6 +393,8 @@ static px_step server_active_step(px_server *sv)
 {
     px_conn *c = &sv->conn;
     px_link *l = sv->link;
+    if (l->fan)
+        return px_fanout_server_step(sv);
     px_client *cl = l->cl;
     px_conn *dest = px_link_dest(l);
     size_t avail = c->in.len - c->in_pos;
@@ -506,7 +510,7 @@ void px_server_process(px_server *sv)
     c->processing = false;
     if (sv->state == SV_CLOSED)
         return;
-    px_link *l = sv->state == SV_ACTIVE ? sv->link : NULL;
+    px_link *l = sv->state == SV_ACTIVE && sv->link && !sv->link->fan ? sv->link : NULL;
     px_client *cl = l ? l->cl : NULL;
     if (l)
         px_conn_flush_forward(c, px_link_dest(l));
@@ -530,6 +534,8 @@ void px_server_update_reading(px_server *sv)
     bool on = true;
     if (sv->state == SV_CONNECTING || sv->state == SV_CLOSED)
         on = false;
+    else if (sv->state == SV_ACTIVE && sv->link && sv->link->fan)
+        on = px_fanout_server_reading(sv);
     else if (sv->state == SV_ACTIVE && sv->link)
         on = px_conn_idle_io(px_link_dest(sv->link));
     px_conn_set_reading(&sv->conn, on);

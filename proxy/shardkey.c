@@ -493,7 +493,86 @@ static void sk_occs_apart(const prs_query_info *qi, const sk_scan *sc, int a, in
              t1->name, as1, t2->name, as2);
 }
 
-/* Every occurrence of a sharded table must be restricted to one shard, the same for all. */
+/* A statement every shard may run on its own rows, the results merged (fanout.c): one
+ * SELECT that writes nothing and names no table outside the config. */
+static bool sk_scatterable(const prs_query_info *qi, const sk_scan *sc)
+{
+    if (qi->kind != PRS_KIND_SELECT || qi->n_statements != 1 || (qi->flags & PRS_F_WRITE_MASK) || sc->unlisted)
+        return false;
+    for (int x = 0; x < qi->n_occs; x++)
+        if (qi->occs[x].flags & (PRS_OCC_WRITTEN | PRS_OCC_UNPROVEN))
+            return false;
+    return true;
+}
+
+/* The slots of occurrence x's own key column (a bit per slot). */
+static uint32_t sk_own_slots(const prs_query_info *qi, const sk_scan *sc, int x, const px_table *t)
+{
+    uint32_t own = 0;
+    for (int i = 0; i < qi->n_slots; i++) {
+        const prs_slot *s = &qi->slots[i];
+        if (s->column == t->key_column && (s->cands ? sk_slot_owner(qi, sc, s) == x : s->occ == x))
+            own |= 1u << i;
+    }
+    return own;
+}
+
+/* Whether the keyless occurrences of sharded tables (bit per occurrence in keyless) are all
+ * joined to each other by key equality, so each shard joins its own rows and misses no pair:
+ * the union of the shards' results is the whole result. On failure *a and *b name two
+ * occurrences that are not. */
+static bool sk_colocated(const prs_query_info *qi, const sk_scan *sc, uint32_t keyless, int *a, int *b)
+{
+    uint32_t reach[PRS_MAX_OCCS], own[PRS_MAX_OCCS];
+    int first = -1;
+    for (int x = 0; x < qi->n_occs; x++) {
+        if (!((keyless >> x) & 1))
+            continue;
+        const px_table *t = sc->tab[qi->occs[x].table];
+        reach[x] = sk_occ_slots(qi, sc, x, t);
+        own[x] = sk_own_slots(qi, sc, x, t);
+        first = first < 0 ? x : first;
+    }
+    /* Grow the group joined to the first occurrence until nothing more joins it. */
+    uint32_t group = first >= 0 ? 1u << first : 0;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (int x = 0; x < qi->n_occs; x++) {
+            if (!((keyless >> x) & 1) || ((group >> x) & 1))
+                continue;
+            for (int y = 0; y < qi->n_occs; y++)
+                if (((group >> y) & 1) && ((reach[x] & own[y]) || (reach[y] & own[x]))) {
+                    group |= 1u << x;
+                    grew = true;
+                    break;
+                }
+        }
+    }
+    for (int x = 0; x < qi->n_occs; x++)
+        if (((keyless >> x) & 1) && !((group >> x) & 1)) {
+            *a = first;
+            *b = x;
+            return false;
+        }
+    return true;
+}
+
+/* A keyless read whose sharded tables are not joined on their key. */
+static void sk_not_colocated(const prs_query_info *qi, const sk_scan *sc, int a, int b, px_sk_result *out)
+{
+    char as1[PX_SK_NAME_MAX + 8], as2[PX_SK_NAME_MAX + 8];
+    const char *r1, *r2;
+    const px_table *t1 = sc->tab[qi->occs[a].table], *t2 = sc->tab[qi->occs[b].table];
+    sk_occ_names(qi, a, t1, as1, sizeof as1, &r1);
+    sk_occ_names(qi, b, t2, as2, sizeof as2, &r2);
+    snprintf(sk_refuse_msg(out), sizeof out->msg,
+             "pgshard: a query across shards joins sharded tables \"%s\"%s and \"%s\"%s other than on their "
+             "shard key (%s.%s = %s.%s): their rows may sit on different shards, so no shard could join them",
+             t1->name, as1, t2->name, as2, r1, t1->shard_key, r2, t2->shard_key);
+}
+
+/* Every occurrence of a sharded table must be restricted to one shard, the same for all; or,
+ * for a read, none is, and every shard runs it (PX_SK_ALL). */
 static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_result *out)
 {
     const prs_query_info *qi = in->qi;
@@ -508,8 +587,9 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
                              sc->tab[i]->name, sc->tab[i]->shard_key);
     sk_memo memo;
     memo.done = 0;
-    int shard = SK_NONE, decider = -1;
-    bool unknown = false;
+    int shard = SK_NONE, decider = -1, first_keyless = -1, why = SK_NONE;
+    bool unknown = false, scatter = sk_scatterable(qi, sc);
+    uint32_t keyless = 0;
     for (int x = 0; x < qi->n_occs; x++) {
         const px_table *t = sc->tab[qi->occs[x].table];
         uint8_t flags = qi->occs[x].flags;
@@ -533,15 +613,34 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
             unknown = true;
             continue;
         }
-        if (s < 0)
+        if (s < 0 && !scatter)
             return sk_occ_refuse(in, x, t, s, out);
+        if (s < 0) {
+            keyless |= 1u << x;
+            first_keyless = first_keyless < 0 ? x : first_keyless;
+            why = first_keyless == x ? s : why;
+            continue;
+        }
         if (shard >= 0 && s != shard)
             return sk_occs_apart(qi, sc, decider, x, out);
         shard = s;
         decider = x;
     }
+    if (keyless && (shard >= 0 || unknown)) {
+        /* Some tables keyed, others not: the keyless rows of other shards would be missed. */
+        const px_table *t = sc->tab[qi->occs[first_keyless].table];
+        return sk_occ_refuse(in, first_keyless, t, why, out);
+    }
     if (unknown)
         return; /* decided at the Bind: any shard for now */
+    if (keyless) {
+        int a, b;
+        if (!sk_colocated(qi, sc, keyless, &a, &b))
+            return sk_not_colocated(qi, sc, a, b, out);
+        out->verdict = PX_SK_ALL;
+        out->source = "all";
+        return;
+    }
     out->verdict = PX_SK_SHARD;
     out->shard = shard;
     out->source = "key";

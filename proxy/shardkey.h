@@ -27,6 +27,7 @@ typedef enum px_sk_verdict {
     PX_SK_ANY = 0, /* names no sharded or unlisted table: any shard (the transaction's, or the default) */
     PX_SK_SHARD,   /* runs on `shard` */
     PX_SK_REFUSE,  /* refused: sqlstate and msg say why */
+    PX_SK_ALL,     /* a read no key restricts: every shard runs it and the rows are merged */
 } px_sk_verdict;
 
 typedef struct px_sk_input {

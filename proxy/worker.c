@@ -265,7 +265,7 @@ static void worker_drain_job(px_worker *w, const px_job *job)
     pgs_node *it, *tmp;
     pgs_list_each (&w->clients, it, tmp) {
         px_client *cl = pgs_container_of(it, px_client, node);
-        if (cl->state != CL_ACTIVE && cl->state != CL_WAIT_SERVER)
+        if (cl->state != CL_ACTIVE && cl->state != CL_WAIT_SERVER && cl->state != CL_FANOUT)
             px_client_close(cl);
     }
 }

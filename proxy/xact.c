@@ -72,7 +72,7 @@ px_server *px_xact_detach(px_client *cl)
 
 /* The pool of the client's user and database on a node, found through its home pool's
  * sibling table so that the hot path does no string compare. */
-static px_pool *xact_pool(px_client *cl, int shard, int node)
+px_pool *px_xact_pool(px_client *cl, int shard, int node)
 {
     px_pool *home = cl->pool, **slot = &home->sibling[shard * PX_MAX_NODES + node], *pool = *slot;
     if (!pool && !(pool = *slot = px_pool_get(cl->conn.w, cl->user, cl->db_name, shard, node)))
@@ -97,6 +97,6 @@ int px_xact_begin(px_client *cl, const px_route *d)
     }
     if (d->replica)
         atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, d->shard, d->node), 1, memory_order_relaxed);
-    px_pool *pool = xact_pool(cl, d->shard, d->node);
+    px_pool *pool = px_xact_pool(cl, d->shard, d->node);
     return pool ? px_pool_acquire(pool, cl) : -1;
 }

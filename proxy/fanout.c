@@ -1,0 +1,507 @@
+/* A cross-shard read: one client Query that names no tenant runs on every shard at once,
+ * and the shards' rows are merged into the one result a single database would return.
+ * This file holds the connections' side of it: it takes a server of each shard (in shard
+ * order, so two fan-outs never wait on each other), sends each the shard query, feeds their
+ * replies to the merge (merge.c) and the merged messages to the client, pacing the shards so
+ * memory stays bounded, and gives the servers back. What the query becomes and how rows are
+ * combined is the planner's (parser/scatter.c) and the merge's business, not this file's.
+ *
+ * While a fan-out runs the client is in CL_FANOUT: its later messages wait in its input.
+ * The first error from any shard becomes the client's error; the other shards are
+ * cancelled and drained to their ReadyForQuery, so their servers go back to the pool clean. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/merge.h"
+#include "proxy/monitor.h"
+#include "proxy/px.h"
+
+/* Bytes of merged output queued for the client above which the shards are not read. */
+#define FANOUT_CLIENT_MAX (256u << 10)
+
+/* What a fan-out link waits for from its server. */
+enum {
+    FL_ACQUIRE = 0, /* no server yet */
+    FL_COLLATION,   /* the database's collation (the first fan-out of the pool) */
+    FL_QUERY,       /* the shard query's answer, up to its ReadyForQuery */
+    FL_DONE,        /* its ReadyForQuery came (or its server was lost): nothing more */
+};
+
+struct px_fanout {
+    px_client *cl;
+    prs_scatter plan; /* owned */
+    px_merge *merge;  /* owned, made when the collation is known */
+    int nshards;
+    int acquired;       /* links given a server so far, in shard order */
+    int ndone;          /* links in FL_DONE */
+    uint8_t *replays;   /* owned: per link, session replies still to hide (replay, collation) */
+    uint8_t *phase;     /* owned: per link, FL_* */
+    bool failed;        /* the client gets an error: rows are no longer merged */
+    pgs_buf err;        /* the client's ErrorResponse (whole message) once failed */
+    pgs_buf out;        /* scratch for merged output */
+    px_route *routes;   /* owned: per shard, the node routing chose */
+    px_link links[];    /* one per shard; links[s].shard == s */
+};
+
+static px_fanout *client_fanout(const px_client *cl)
+{
+    return cl->x.fan;
+}
+
+/* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
+ * whole ErrorResponse. */
+static void fanout_fail_raw(px_fanout *fo, const uint8_t *msg, size_t n)
+{
+    if (fo->failed)
+        return;
+    fo->failed = true;
+    pgs_buf_append(&fo->err, msg, n);
+    for (int s = 0; s < fo->nshards; s++)
+        if (fo->phase[s] == FL_QUERY && fo->links[s].sv)
+            px_server_cancel(fo->links[s].sv);
+}
+
+static void fanout_fail(px_fanout *fo, const char *sqlstate, const char *msg)
+{
+    if (fo->failed)
+        return;
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
+    fanout_fail_raw(fo, b.data, b.len);
+    pgs_buf_free(&b);
+}
+
+static void fanout_merge_failed(px_fanout *fo)
+{
+    const char *state = PGS_SQLSTATE_INTERNAL_ERROR;
+    const char *msg = fo->merge ? px_merge_error(fo->merge, &state) : "pgshard: out of memory";
+    fanout_fail(fo, state, msg ? msg : "pgshard: the merge of the shards' rows failed");
+}
+
+/* The database's collation decides how text sorts; pgshard reproduces libc collations
+ * ("C"/"POSIX" by bytes, others with strcoll_l) and refuses ICU ones. */
+static int fanout_make_merge(px_fanout *fo)
+{
+    px_pool *home = fo->cl->pool;
+    if (home->coll_state == PX_COLL_ICU && (fo->plan.nsort || fo->plan.grouped)) {
+        fanout_fail(fo, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                    "pgshard: the database uses an ICU collation, which pgshard cannot reproduce to merge "
+                    "sorted or grouped rows across shards: add the tenant key");
+        return 0;
+    }
+    fo->merge = px_merge_new(&fo->plan, fo->nshards, home->coll_state == PX_COLL_LIBC ? home->coll : (locale_t)0);
+    return fo->merge ? 0 : -1;
+}
+
+static void fanout_send_sql(px_server *sv, const char *sql)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_query(&b, sql);
+    px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* Every shard has a server: each gets the client's session state and the shard query. The
+ * first fan-out of a pool asks shard 0 for the database's collation first. */
+static void fanout_send(px_fanout *fo)
+{
+    px_client *cl = fo->cl;
+    bool ask = cl->pool->coll_state == PX_COLL_UNKNOWN;
+    if (!ask && !fo->merge && fanout_make_merge(fo) < 0)
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+    for (int s = 0; s < fo->nshards; s++) {
+        px_server *sv = fo->links[s].sv;
+        fo->replays[s] = px_client_replay_session(cl, sv) ? 1 : 0;
+        if (ask && s == 0) {
+            fanout_send_sql(sv, "SELECT datcollate, datlocprovider FROM pg_database WHERE datname = "
+                                "current_database()");
+            fo->phase[s] = FL_COLLATION;
+            continue;
+        }
+        fanout_send_sql(sv, fo->plan.sql);
+        fo->phase[s] = FL_QUERY;
+    }
+    /* The shards wait for the collation: they answer only what they were sent. */
+}
+
+int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, prs_scatter *plan)
+{
+    px_worker *w = cl->conn.w;
+    int n = w->conf->nshards;
+    px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
+    uint8_t *flags = calloc((size_t)n, 2);
+    px_route *rt = malloc((size_t)n * sizeof *rt);
+    if (!fo || !flags || !rt) {
+        free(fo);
+        free(flags);
+        free(rt);
+        return -1;
+    }
+    fo->cl = cl;
+    fo->plan = *plan; /* takes its allocations */
+    memset(plan, 0, sizeof *plan);
+    fo->nshards = n;
+    fo->replays = flags;
+    fo->phase = flags + n;
+    fo->routes = rt;
+    memcpy(rt, routes, (size_t)n * sizeof *rt);
+    for (int s = 0; s < n; s++) {
+        fo->links[s] = (px_link){.cl = cl, .shard = s, .replica = rt[s].replica, .fan = fo};
+        if (rt[s].replica)
+            atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, s, rt[s].node), 1, memory_order_relaxed);
+    }
+    cl->x.fan = fo;
+    px_conn *c = &cl->conn;
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    px_client_set_state(cl, CL_FANOUT, NULL);
+    pgs_debug("fanout_start", "client %08x: %d shards: %s", cl->key_pid, n, fo->plan.sql);
+    return px_fanout_acquire(cl);
+}
+
+/* Takes the next shard's server: at once from the pool's idle list, or by queueing the
+ * client there until the pool calls px_fanout_linked. Returns 0 or -1 (out of memory). */
+int px_fanout_acquire(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    int s = fo->acquired;
+    px_pool *pool = px_xact_pool(cl, s, fo->routes[s].node);
+    return pool ? px_pool_acquire(pool, cl) : -1;
+}
+
+void px_fanout_linked(px_client *cl, px_server *sv)
+{
+    px_fanout *fo = client_fanout(cl);
+    px_link *l = &fo->links[fo->acquired++];
+    l->sv = sv;
+    l->fresh = false;
+    l->start_ns = uv_hrtime();
+    sv->link = l;
+    px_server_activate(sv);
+    px_client_set_state(cl, CL_FANOUT, NULL);
+    if (fo->acquired < fo->nshards) {
+        if (px_fanout_acquire(cl) < 0)
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+        return;
+    }
+    fanout_send(fo);
+    for (int s = 0; s < fo->nshards; s++)
+        px_server_update_reading(fo->links[s].sv);
+}
+
+/* Whether the shards may be read on: the merge has room for shard s's rows and the client
+ * is taking what was merged. */
+static bool fanout_may_read(const px_fanout *fo, int s)
+{
+    const px_conn *c = &fo->cl->conn;
+    if (fo->phase[s] != FL_QUERY || fo->failed)
+        return true;
+    if (!fo->merge)
+        return false; /* the collation is being asked: the merge is made when it is known */
+    return px_merge_wants(fo->merge, s) && c->out.len + c->wq.len < FANOUT_CLIENT_MAX;
+}
+
+bool px_fanout_server_reading(const px_server *sv)
+{
+    return fanout_may_read(sv->link->fan, sv->link->shard);
+}
+
+/* Moves what the merge has ready to the client. */
+static void fanout_pump(px_fanout *fo)
+{
+    if (fo->failed || !fo->merge)
+        return;
+    pgs_buf_clear(&fo->out);
+    if (px_merge_output(fo->merge, &fo->out, FANOUT_CLIENT_MAX) < 0) {
+        fanout_merge_failed(fo);
+        return;
+    }
+    if (pgs_buf_failed(&fo->out)) {
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+        return;
+    }
+    if (fo->out.len)
+        px_conn_send_buf(&fo->cl->conn, &fo->out);
+}
+
+/* Shards that stopped being read (their queue was full, or the client slow) and may go on
+ * now are read again, and what they already buffered is processed. */
+static void fanout_resume(px_fanout *fo)
+{
+    for (int s = 0; s < fo->nshards && client_fanout(fo->cl) == fo; s++) {
+        px_server *sv = fo->links[s].sv;
+        if (!sv || sv->conn.processing || fo->phase[s] == FL_DONE)
+            continue;
+        px_server_update_reading(sv);
+        if (sv->conn.in.len > sv->conn.in_pos && fanout_may_read(fo, s))
+            px_server_process(sv);
+    }
+}
+
+void px_fanout_free(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    if (!fo)
+        return;
+    cl->x.fan = NULL;
+    px_merge_free(fo->merge);
+    prs_scatter_free(&fo->plan);
+    pgs_buf_free(&fo->err);
+    pgs_buf_free(&fo->out);
+    free(fo->replays);
+    free(fo->routes);
+    free(fo);
+}
+
+/* Every shard answered: the client gets the merged result's end (or the error) and its
+ * ReadyForQuery, and goes on with what it sent meanwhile. */
+static void fanout_finish(px_fanout *fo)
+{
+    px_client *cl = fo->cl;
+    if (!fo->failed && fo->merge) {
+        pgs_buf_clear(&fo->out);
+        if (px_merge_output(fo->merge, &fo->out, SIZE_MAX) < 0)
+            fanout_merge_failed(fo);
+        else if (!px_merge_done(fo->merge))
+            fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the merge ended before every row was out");
+        else
+            px_conn_send_buf(&cl->conn, &fo->out);
+    }
+    pgs_buf b = PGS_BUF_INIT;
+    if (fo->failed)
+        pgs_buf_append(&b, fo->err.data, fo->err.len);
+    pgs_msg_ready(&b, PGS_TX_IDLE);
+    px_conn_send_buf(&cl->conn, &b);
+    pgs_buf_free(&b);
+    px_fanout_free(cl);
+    px_client_set_state(cl, CL_IDLE, NULL);
+    px_client_update_reading(cl);
+    px_client_process(cl);
+}
+
+/* A link's server is done with this fan-out: back to the pool when clean, else closed. */
+static void fanout_link_done(px_fanout *fo, px_link *l)
+{
+    px_server *sv = l->sv;
+    fo->phase[l->shard] = FL_DONE;
+    fo->ndone++;
+    l->sv = NULL;
+    if (!sv)
+        return;
+    sv->link = NULL;
+    if (px_server_clean(sv))
+        px_server_release(sv);
+    else
+        px_server_close(sv, "a cross-shard read left it in a transaction");
+}
+
+/* The collation answer: one row (datcollate, datlocprovider). */
+static void fanout_collation_row(px_fanout *fo, const uint8_t *body, size_t n)
+{
+    px_pool *home = fo->cl->pool;
+    pgs_reader rd = pgs_reader_make(body, n);
+    uint16_t ncol;
+    int32_t l1, l2;
+    const uint8_t *v1, *v2;
+    if (pgs_rd_be16(&rd, &ncol) < 0 || ncol != 2 || pgs_rd_be32(&rd, (uint32_t *)&l1) < 0 || l1 < 0 ||
+        pgs_rd_bytes(&rd, (size_t)l1, &v1) < 0 || pgs_rd_be32(&rd, (uint32_t *)&l2) < 0 || l2 != 1 ||
+        pgs_rd_bytes(&rd, 1, &v2) < 0)
+        return;
+    char name[128];
+    if ((size_t)l1 >= sizeof name)
+        return;
+    memcpy(name, v1, (size_t)l1);
+    name[l1] = '\0';
+    px_pool_set_collation(home, name, (char)v2[0]);
+}
+
+/* The collation is known: the shard waiting for it runs the query now, and the merge is made. */
+static void fanout_collation_done(px_fanout *fo, px_server *sv)
+{
+    px_pool *home = fo->cl->pool;
+    if (home->coll_state == PX_COLL_UNKNOWN)
+        home->coll_state = PX_COLL_ICU; /* no answer: never guess an order */
+    if (!fo->merge && !fo->failed && fanout_make_merge(fo) < 0)
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+    fanout_send_sql(sv, fo->plan.sql);
+    fo->phase[sv->link->shard] = FL_QUERY;
+}
+
+/* One whole message of a shard query's answer. Returns -1 when the server was closed. */
+static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t *p, size_t total)
+{
+    px_link *l = sv->link;
+    int s = l->shard;
+    const uint8_t *body = p + PGS_HDR_LEN;
+    size_t n = total - PGS_HDR_LEN;
+    bool merging = !fo->failed && fo->merge && fo->phase[s] == FL_QUERY && !fo->replays[s];
+    int r = 0;
+    switch (type) {
+    case PGS_BE_ROW_DESC:
+        if (merging)
+            r = px_merge_row_desc(fo->merge, s, body, n);
+        break;
+    case PGS_BE_DATA_ROW:
+        if (fo->phase[s] == FL_COLLATION && !fo->replays[s])
+            fanout_collation_row(fo, body, n);
+        else if (merging)
+            r = px_merge_data_row(fo->merge, s, body, n);
+        break;
+    case PGS_BE_COMMAND_COMPLETE:
+        if (merging)
+            r = px_merge_complete(fo->merge, s);
+        break;
+    case PGS_BE_ERROR:
+        sv->pool->st.errors++;
+        fanout_fail_raw(fo, p, total);
+        break;
+    case PGS_BE_NOTICE:
+    case PGS_BE_NOTIFY:
+        if (!fo->replays[s] && fo->phase[s] == FL_QUERY)
+            px_conn_send(&fo->cl->conn, p, total);
+        break;
+    case PGS_BE_READY:
+        if (n != 1) {
+            px_server_close(sv, "malformed ReadyForQuery from server");
+            return -1;
+        }
+        sv->tx_status = (char)body[0];
+        sv->pool->st.queries++;
+        if (fo->replays[s]) {
+            fo->replays[s]--;
+            px_replies_pop(&sv->replies);
+        } else if (fo->phase[s] == FL_COLLATION) {
+            fanout_collation_done(fo, sv);
+        } else {
+            fanout_link_done(fo, l);
+        }
+        break;
+    case PGS_BE_PARAM_STATUS:
+    case PGS_BE_EMPTY_QUERY:
+        break;
+    default:
+        px_server_close(sv, "unexpected message from server during a cross-shard read");
+        return -1;
+    }
+    if (r < 0)
+        fanout_merge_failed(fo);
+    return 0;
+}
+
+px_step px_fanout_server_step(px_server *sv)
+{
+    px_conn *c = &sv->conn;
+    px_fanout *fo = sv->link->fan;
+    int s = sv->link->shard;
+    size_t avail = c->in.len - c->in_pos;
+    if (avail == 0 || !fanout_may_read(fo, s))
+        return PX_STEP_WAIT;
+    pgs_frame f;
+    const uint8_t *p = px_conn_at(c);
+    int r = pgs_frame_read(p, avail, PGS_MAX_MSG_LEN, &f);
+    if (r == 0)
+        return PX_STEP_WAIT;
+    if (r < 0) {
+        px_server_close(sv, "invalid message length from server");
+        return PX_STEP_CLOSED;
+    }
+    if (avail < f.total) {
+        if (pgs_buf_reserve(&c->in, f.total - avail) < 0) {
+            px_server_close(sv, "out of memory");
+            return PX_STEP_CLOSED;
+        }
+        return PX_STEP_WAIT;
+    }
+    c->in_pos += f.total;
+    c->fwd_mark = c->in_pos;
+    px_client *cl = fo->cl;
+    if (fanout_message(fo, sv, f.type, p, f.total) < 0)
+        return PX_STEP_CLOSED;
+    fanout_pump(fo);
+    if (fo->ndone == fo->nshards) {
+        fanout_finish(fo);
+        return PX_STEP_AGAIN; /* the server is idle now, or closed */
+    }
+    if (sv->state == SV_ACTIVE && cl->x.fan == fo)
+        fanout_resume(fo);
+    return PX_STEP_AGAIN;
+}
+
+/* A server of the fan-out closed under it: the client gets the error once the others end. */
+void px_fanout_server_lost(px_server *sv, const char *why)
+{
+    px_link *l = sv->link;
+    px_fanout *fo = l->fan;
+    char msg[256];
+    snprintf(msg, sizeof msg, "server connection lost on shard %d: %s", l->shard, why);
+    fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE, msg);
+    l->sv = NULL;
+    sv->link = NULL;
+    fo->phase[l->shard] = FL_DONE;
+    fo->ndone++;
+    if (fo->ndone == fo->nshards)
+        fanout_finish(fo);
+}
+
+void px_fanout_client_drained(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    if (!fo)
+        return;
+    fanout_pump(fo);
+    if (client_fanout(cl) == fo)
+        fanout_resume(fo);
+}
+
+/* Lets go of every server the fan-out holds: those that were sent nothing go back to the
+ * pool, those still answering are closed (their queries die with them). */
+static void fanout_drop_servers(px_fanout *fo)
+{
+    for (int s = 0; s < fo->nshards; s++) {
+        px_server *sv = fo->links[s].sv;
+        if (!sv)
+            continue;
+        fo->links[s].sv = NULL;
+        sv->link = NULL;
+        if (fo->phase[s] == FL_ACQUIRE && px_server_clean(sv))
+            px_server_release(sv);
+        else
+            px_server_close(sv, "its client left during a cross-shard read");
+    }
+}
+
+void px_fanout_abort(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    if (!fo)
+        return;
+    fanout_drop_servers(fo);
+    px_fanout_free(cl);
+}
+
+/* While it still takes servers (nothing sent yet), the fan-out ends with an error for the
+ * client, who stays connected. */
+void px_fanout_give_up(px_client *cl, const char *sqlstate, const char *msg)
+{
+    px_fanout *fo = client_fanout(cl);
+    if (!fo)
+        return;
+    fanout_drop_servers(fo);
+    px_fanout_free(cl);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
+    pgs_msg_ready(&b, PGS_TX_IDLE);
+    px_conn_send_buf(&cl->conn, &b);
+    pgs_buf_free(&b);
+    px_client_set_state(cl, CL_IDLE, NULL);
+    px_client_process(cl);
+}
+
+void px_fanout_cancel(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    for (int s = 0; fo && s < fo->nshards; s++)
+        if (fo->links[s].sv && fo->phase[s] != FL_DONE)
+            px_server_cancel(fo->links[s].sv);
+}
