@@ -760,7 +760,19 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
     static const char *const cols[] = {"shard", "role", "source", "key", "bucket", "override", "detail"};
     px_route_why why;
     px_route_explain(cl, sql, len, &why);
-    const px_sk_result *sk = &why.sk;
+    px_sk_result *sk = &why.sk;
+    prs_scatter plan;
+    bool all = sk->verdict == PX_SK_ALL;
+    if (all) {
+        int r = px_route_plan(cl, sql, len, &plan);
+        if (r != 0) {
+            sk->verdict = PX_SK_REFUSE;
+            snprintf(sk->sqlstate, sizeof sk->sqlstate, "%s", r < 0 ? PGS_SQLSTATE_OUT_OF_MEMORY : plan.sqlstate);
+            snprintf(sk->msg, sizeof sk->msg, "%s", r < 0 ? "out of memory" : plan.msg);
+            prs_scatter_free(&plan);
+            all = false;
+        }
+    }
     bool refused = sk->verdict == PX_SK_REFUSE;
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_row_desc_text(&b, cols, 7);
@@ -768,6 +780,8 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
     snap_row_begin(&b, 7);
     if (refused)
         snap_col(&b, "%s", "");
+    else if (all)
+        snap_col(&b, "%s", "all");
     else
         snap_col(&b, "%d", why.shard);
     snap_col(&b, "%s", refused ? "" : why.replica ? "replica" : "primary");
@@ -779,10 +793,16 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
     else
         snap_col(&b, "%s", "");
     snap_col(&b, "%s", sk->has_key ? (sk->why.override ? "yes" : "no") : "");
-    if (refused)
+    if (refused) {
         snap_col(&b, "%s: %s", sk->sqlstate, sk->msg);
-    else
+    } else if (all) {
+        char steps[512];
+        prs_scatter_describe(&plan, steps, sizeof steps);
+        snap_col(&b, "read on every shard: %s; %s", plan.sql, steps);
+        prs_scatter_free(&plan);
+    } else {
         snap_col(&b, "%s", why.read ? "read" : "write");
+    }
     snap_row_end(&b, at);
     admin_complete(cl, &b, "SHOW");
     pgs_buf_free(&b);

@@ -276,6 +276,10 @@ static void fanout_finish(px_fanout *fo)
     pgs_buf_free(&b);
     px_fanout_free(cl);
     px_client_set_state(cl, CL_IDLE, NULL);
+    if (atomic_load(&cl->conn.w->px->draining) && cl->conn.in.len == cl->conn.in_pos) {
+        px_client_close(cl); /* its read is over and pgshard is shutting down */
+        return;
+    }
     px_client_update_reading(cl);
     px_client_process(cl);
 }

@@ -614,6 +614,8 @@ typedef struct px_route_why {
     px_sk_result sk;
 } px_route_why;
 void px_route_explain(px_client *cl, const char *sql, size_t len, px_route_why *out);
+/* Plans a read that runs on every shard (PX_SK_ALL): returns as prs_scatter_plan. */
+int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan);
 /* A Query from a client that holds no server, in a sharded config: BEGIN, and COMMIT or
  * ROLLBACK of a BEGIN not yet sent anywhere, are answered here (PX_MSG_DONE); PX_MSG_PASS
  * routes it. */

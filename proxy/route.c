@@ -598,6 +598,12 @@ static int route_is_key(void *arg, const char *schema, const char *table, const 
     return t && !t->omnisharded && strcmp(t->shard_key, column) == 0;
 }
 
+int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan)
+{
+    prs_scatter_ctx ctx = {route_is_key, (void *)px_catalog_tables(cl->conn.w->px->cat)};
+    return prs_scatter_plan(sql, len, &ctx, plan);
+}
+
 /* A read that no key restricts: planned, then run on every shard at once (fanout.c), each
  * on a node chosen as for any read. Returns as px_xact_begin. */
 static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
@@ -609,8 +615,7 @@ static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
                                "it runs on its own, outside BEGIN ... COMMIT");
     const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     prs_scatter plan;
-    prs_scatter_ctx ctx = {route_is_key, (void *)px_catalog_tables(w->px->cat)};
-    int r = prs_scatter_plan(sql, pgs_strnlen(sql, f->len - 4), &ctx, &plan);
+    int r = px_route_plan(cl, sql, pgs_strnlen(sql, f->len - 4), &plan);
     if (r != 0) {
         r = r < 0 ? -1 : px_route_refuse(cl, plan.sqlstate, plan.msg);
         prs_scatter_free(&plan);
@@ -929,10 +934,13 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     char buf[sizeof sk->msg];
     const char *state = sk->sqlstate, *msg = sk->msg;
     if (sk->verdict == PX_SK_ALL) {
+        bool session = cl->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION;
         snprintf(buf, sizeof buf,
-                 "pgshard: a query across shards (no tenant key) cannot run inside a transaction%s: it runs "
-                 "on its own, outside BEGIN ... COMMIT",
-                 px_pin_holds(sv) ? " or while the session keeps its server for session state" : "");
+                 "pgshard: a query across shards (no tenant key) cannot run %s: it runs on its own, outside "
+                 "BEGIN ... COMMIT, in transaction pooling",
+                 session                ? "in session pooling (pool_mode = session)"
+                 : px_pin_holds(sv) ? "while the session keeps its server for session state"
+                                        : "inside a transaction");
         state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
     } else if (sk->verdict == PX_SK_SHARD && px_pin_holds(sv) && sv->tx_status == PGS_TX_IDLE) {

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Cross-shard reads: the connections' side (proxy/fanout.c). What a merge returns is checked
+by t_scatter.py against a reference database; this test checks what happens around it, on a
+cluster of its own (2 shards, no replicas, stopped at exit):
+  1. a keyless read runs on both shards: count(*) and ORDER BY ... LIMIT equal what the rows
+     loaded say; SHOW ROUTE shows shard "all", the shard query and the merge steps;
+  2. an error on one shard reaches the client once (22012) and the connection goes on; no
+     server is left running or in a transaction on either shard;
+  3. a CancelRequest during a fan-out cancels every shard's query (57014 within seconds);
+  4. a client that leaves during a fan-out: its servers are closed, pgshard goes on serving;
+  5. a keyless read inside BEGIN, in the extended protocol, or joining sharded tables off
+     their key is refused with 0A000 and a message that says why;
+  6. 16 clients run fan-outs at once through pool_size = 2: servers are taken in shard
+     order, so none waits for ever (no deadlock), and every answer is right.
+Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
+"""
+import os
+import sys
+
+import need_psycopg  # noqa: E402,F401
+import psycopg  # noqa: E402
+
+import atexit
+import socket
+import threading
+import time
+
+os.environ["PGWIRE_TEST"] = "t_fanout"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgwire  # noqa: E402
+import diffcluster  # noqa: E402
+
+CLUSTER = diffcluster.Cluster("fanout-cluster", shards=2)
+ROWS_PER_TENANT = 20
+TENANTS = list(range(1, 41))
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, ok, name, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}")
+
+
+def simple(conn):
+    return psycopg.ClientCursor(conn)
+
+
+def sqlstate_of(fn):
+    try:
+        fn()
+    except psycopg.Error as e:
+        return e.sqlstate, str(e)
+    return None, ""
+
+
+def busy_backends(conn):
+    """Backends of the app user that run something or hold a transaction open."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid() "
+        "AND (state <> 'idle' OR xact_start IS NOT NULL)").fetchone()[0]
+
+
+def wait_idle(shards, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        n = [busy_backends(c) for c in shards]
+        if sum(n) == 0 or time.monotonic() > deadline:
+            return n
+        time.sleep(0.1)
+
+
+def main():
+    diffcluster.install_watchdog(240)
+    atexit.register(CLUSTER.stop)
+    check = Checks()
+    started = time.monotonic()
+    CLUSTER.start()
+    shards = CLUSTER.shard_conns()
+    for c in shards:
+        c.execute("CREATE TABLE items (tenant_id int NOT NULL, v int NOT NULL, s text)")
+    proxy = CLUSTER.proxy(sharded=("items",), workers=2, pool_size=2, query_wait_timeout=20000)
+    try:
+        run(check, proxy, shards)
+    finally:
+        proxy.stop()
+        CLUSTER.stop()
+    print(f"{check.passed} passed, {check.failed} failed ({time.monotonic() - started:.1f} s)")
+    return 1 if check.failed else 0
+
+
+def run(check, proxy, shards):
+    conn = CLUSTER.connect(proxy.port)
+    rows = [(t, t * 100 + i, f"s{i}") for t in TENANTS for i in range(ROWS_PER_TENANT)]
+    for t in TENANTS:
+        diffcluster.insert_rows(conn, "items", "tenant_id, v, s", [r for r in rows if r[0] == t])
+    placed = diffcluster.shard_of(shards[0], TENANTS, shards=2)
+    on = [sum(1 for t in TENANTS if placed[t] == k) for k in range(2)]
+    check(min(on) > 0, "tenants on both shards", f"{on}")
+    cur = simple(conn)
+
+    # 1. the read itself
+    n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
+    check(n == len(rows), "count(*) over both shards", f"{n} != {len(rows)}")
+    got = cur.execute("SELECT tenant_id, v FROM items ORDER BY v DESC LIMIT 7").fetchall()
+    want = sorted(((t, v) for t, v, _ in rows), key=lambda r: -r[1])[:7]
+    check(got == want, "ORDER BY v DESC LIMIT 7", f"{got} != {want}")
+    admin = psycopg.connect(host="127.0.0.1", port=proxy.port, user=CLUSTER.user, password=CLUSTER.password,
+                            dbname="pgshard", autocommit=True, cursor_factory=psycopg.ClientCursor)
+    route = admin.execute("SHOW ROUTE SELECT v FROM items ORDER BY v LIMIT 3").fetchall()
+    detail = route[0][-1] if route else ""
+    check(route and route[0][0] == "all" and "LIMIT 3" in detail and "sort" in detail,
+          "SHOW ROUTE: every shard, the shard query and the merge", f"{route}")
+    admin.close()
+
+    # 2. an error on one shard only
+    bad = next(t for t in TENANTS if placed[t] == 1)
+    st, msg = sqlstate_of(lambda: cur.execute(f"SELECT v / (tenant_id - {bad}) FROM items").fetchall())
+    check(st == "22012", "an error on one shard reaches the client", f"{st} {msg}")
+    n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
+    check(n == len(rows), "the connection goes on after the error", f"{n}")
+    left = wait_idle(shards)
+    check(sum(left) == 0, "no server left busy after the error", f"{left}")
+
+    # 3. cancel during a fan-out: each shard sleeps 0.05 s per row, far longer than the wait
+    q = "SELECT count(*) FROM items WHERE pg_sleep(0.05) IS NOT NULL"
+    timer = threading.Timer(1.0, conn.cancel)
+    timer.start()
+    t0 = time.monotonic()
+    st, msg = sqlstate_of(lambda: cur.execute(q).fetchall())
+    took = time.monotonic() - t0
+    timer.join()
+    check(st == "57014" and took < 10, "cancel ends every shard's query", f"{st} after {took:.1f} s: {msg}")
+    left = wait_idle(shards)
+    check(sum(left) == 0, "no server left busy after the cancel", f"{left}")
+    n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
+    check(n == len(rows), "the connection goes on after the cancel", f"{n}")
+
+    # 4. a client that leaves during a fan-out
+    raw = pgwire.Conn(proxy.port)
+    raw.login()
+    raw.send(pgwire.query_msg("SELECT count(*) FROM items WHERE pg_sleep(0.01) IS NOT NULL"))
+    time.sleep(0.3)
+    raw.abort()
+    other = CLUSTER.connect(proxy.port)
+    n = simple(other).execute("SELECT count(*) FROM items").fetchone()[0]
+    check(n == len(rows) and proxy.alive(), "pgshard serves on after a client left mid fan-out", f"{n}")
+    other.close()
+
+    # 5. refusals
+    def refused(name, fn, words):
+        st, msg = sqlstate_of(fn)
+        check(st == "0A000" and all(w in msg for w in words), name, f"{st} {msg}")
+
+    def in_txn():
+        with conn.transaction():
+            cur.execute("SELECT count(*) FROM items").fetchall()
+
+    refused("keyless read inside BEGIN", in_txn, ["transaction"])
+    refused("keyless read in the extended protocol", lambda: conn.execute("SELECT count(*) FROM items").fetchall(),
+            ["simple query protocol"])
+    refused("join off the shard key", lambda: cur.execute(
+        "SELECT count(*) FROM items a JOIN items b ON a.v = b.v").fetchall(), ["shard key"])
+    n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
+    check(n == len(rows), "the connection goes on after the refusals", f"{n}")
+
+    # 6. many clients, few servers
+    errors, results = [], []
+
+    def worker(k):
+        try:
+            c = CLUSTER.connect(proxy.port)
+            for _ in range(5):
+                results.append(simple(c).execute("SELECT count(*), max(v) FROM items WHERE v % 3 = %s",
+                                                 (k % 3,)).fetchone())
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    want = {m: (sum(1 for r in rows if r[1] % 3 == m), max(r[1] for r in rows if r[1] % 3 == m)) for m in range(3)}
+    wrong = [r for r in results if tuple(r) not in want.values()]
+    check(not errors and len(results) == 80 and not wrong, "16 clients, pool_size 2: all answered",
+          f"{len(results)} results, errors {errors[:3]}, wrong {wrong[:3]}")
+    conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
