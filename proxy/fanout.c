@@ -41,6 +41,13 @@ struct px_fanout {
     pgs_buf err;        /* the client's ErrorResponse (whole message) once failed */
     pgs_buf out;        /* scratch for merged output */
     px_route *routes;   /* owned: per shard, the node routing chose */
+    pgs_buf req;        /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
+    bool ext;           /* the client sent an extended-protocol segment */
+    bool describe;      /* ext: the client asked for the RowDescription */
+    bool head_done;     /* the client has its ParseComplete/BindComplete: rows may follow */
+    char *parse_name;   /* owned: ext, the name the client's Parse defines, or NULL without one */
+    pgs_buf parse_body; /* ext with a named Parse: its body, registered when every shard parsed */
+    int parsed, bound;  /* ext: shards that answered ParseComplete, BindComplete */
     px_link links[];    /* one per shard; links[s].shard == s */
 };
 
@@ -102,6 +109,79 @@ static void fanout_send_sql(px_server *sv, const char *sql)
     pgs_buf_free(&b);
 }
 
+/* The Bind's rest (parameter formats, parameters, result formats) for the shard query: when
+ * the client gave one format per column, the hidden columns are asked in text. */
+static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_scatter *plan)
+{
+    pgs_reader rd = pgs_reader_make(p, n);
+    uint16_t nf, np, nr;
+    const uint8_t *skip;
+    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &skip) < 0 || pgs_rd_be16(&rd, &np) < 0)
+        goto as_is;
+    for (uint16_t i = 0; i < np; i++) {
+        uint32_t len;
+        if (pgs_rd_be32(&rd, &len) < 0 || (len != UINT32_MAX && pgs_rd_bytes(&rd, len, &skip) < 0))
+            goto as_is;
+    }
+    size_t at = (size_t)(rd.p - p);
+    if (pgs_rd_be16(&rd, &nr) < 0 || nr <= 1 || plan->ncols <= nr || rd.left != (size_t)nr * 2)
+        goto as_is;
+    pgs_buf_append(b, p, at);
+    pgs_buf_append_be16(b, plan->ncols);
+    pgs_buf_append(b, rd.p, rd.left);
+    for (uint16_t i = nr; i < plan->ncols; i++)
+        pgs_buf_append_be16(b, 0);
+    return;
+as_is:
+    pgs_buf_append(b, p, n); /* the shards judge it as PostgreSQL would */
+}
+
+static void fanout_release(px_fanout *fo)
+{
+    px_merge_free(fo->merge);
+    prs_scatter_free(&fo->plan);
+    pgs_buf_free(&fo->err);
+    pgs_buf_free(&fo->out);
+    pgs_buf_free(&fo->req);
+    pgs_buf_free(&fo->parse_body);
+    free(fo->parse_name);
+    free(fo->replays);
+    free(fo->routes);
+    free(fo);
+}
+
+/* What each shard is sent: the shard query as a Query, or in the client's extended form. */
+static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e)
+{
+    pgs_buf *b = &fo->req;
+    if (!e) {
+        pgs_msg_query(b, fo->plan.sql);
+        return;
+    }
+    size_t tl = pgs_strnlen((const char *)e->stmt, e->stmt_len);
+    size_t m = pgs_msg_begin(b, PGS_FE_PARSE);
+    pgs_buf_append_u8(b, 0);
+    pgs_buf_append_cstr(b, fo->plan.sql);
+    if (tl < e->stmt_len)
+        pgs_buf_append(b, e->stmt + tl + 1, e->stmt_len - tl - 1); /* the parameter types */
+    else
+        pgs_buf_append_be16(b, 0);
+    pgs_msg_end(b, m);
+    m = pgs_msg_begin(b, PGS_FE_BIND);
+    pgs_buf_append(b, "\0", 2);
+    fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
+    pgs_msg_end(b, m);
+    m = pgs_msg_begin(b, PGS_FE_DESCRIBE);
+    pgs_buf_append(b, "P", 2);
+    pgs_msg_end(b, m);
+    m = pgs_msg_begin(b, PGS_FE_EXECUTE);
+    pgs_buf_append_u8(b, 0);
+    pgs_buf_append_be32(b, 0);
+    pgs_msg_end(b, m);
+    m = pgs_msg_begin(b, PGS_FE_SYNC);
+    pgs_msg_end(b, m);
+}
+
 /* Every shard has a server: each gets the client's session state and the shard query. The
  * first fan-out of a pool asks shard 0 for the database's collation first. */
 static void fanout_send(px_fanout *fo)
@@ -119,13 +199,14 @@ static void fanout_send(px_fanout *fo)
             fo->phase[s] = FL_COLLATION;
             continue;
         }
-        fanout_send_sql(sv, fo->plan.sql);
+        px_conn_send_buf(&sv->conn, &fo->req);
         fo->phase[s] = FL_QUERY;
     }
     /* The shards wait for the collation: they answer only what they were sent. */
 }
 
-int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, prs_scatter *plan)
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, const px_route *routes,
+                    prs_scatter *plan)
 {
     px_worker *w = cl->conn.w;
     int n = w->conf->nshards;
@@ -146,6 +227,19 @@ int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, p
     fo->phase = flags + n;
     fo->routes = rt;
     memcpy(rt, routes, (size_t)n * sizeof *rt);
+    fo->ext = ext != NULL;
+    fo->describe = ext && ext->describe;
+    fo->head_done = !ext;
+    fanout_build_req(fo, ext);
+    if (ext && ext->parse_name) {
+        fo->parse_name = strdup(ext->parse_name);
+        pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
+    }
+    if (pgs_buf_failed(&fo->req) || pgs_buf_failed(&fo->parse_body) || (ext && ext->parse_name && !fo->parse_name)) {
+        fo->cl = NULL;
+        fanout_release(fo);
+        return -1;
+    }
     for (int s = 0; s < n; s++) {
         fo->links[s] = (px_link){.cl = cl, .shard = s, .replica = rt[s].replica, .fan = fo};
         if (rt[s].replica)
@@ -153,7 +247,7 @@ int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, p
     }
     cl->x.fan = fo;
     px_conn *c = &cl->conn;
-    c->in_pos += f->total;
+    c->in_pos += consume;
     c->fwd_mark = c->in_pos;
     px_client_set_state(cl, CL_FANOUT, NULL);
     pgs_debug("fanout_start", "client %08x: %d shards: %s", cl->key_pid, n, fo->plan.sql);
@@ -207,16 +301,37 @@ bool px_fanout_server_reading(const px_server *sv)
     return fanout_may_read(sv->link->fan, sv->link->shard);
 }
 
+/* A client that did not Describe its portal gets no RowDescription. */
+static void fanout_drop_row_desc(pgs_buf *b)
+{
+    size_t at = 0;
+    while (b->len - at >= PGS_HDR_LEN) {
+        uint32_t len = (uint32_t)b->data[at + 1] << 24 | (uint32_t)b->data[at + 2] << 16 |
+                       (uint32_t)b->data[at + 3] << 8 | b->data[at + 4];
+        size_t total = (size_t)len + 1;
+        if (total > b->len - at)
+            return;
+        if (b->data[at] != PGS_BE_ROW_DESC) {
+            at += total;
+            continue;
+        }
+        memmove(b->data + at, b->data + at + total, b->len - at - total);
+        b->len -= total;
+    }
+}
+
 /* Moves what the merge has ready to the client. */
 static void fanout_pump(px_fanout *fo)
 {
-    if (fo->failed || !fo->merge)
+    if (fo->failed || !fo->merge || !fo->head_done)
         return;
     pgs_buf_clear(&fo->out);
     if (px_merge_output(fo->merge, &fo->out, FANOUT_CLIENT_MAX) < 0) {
         fanout_merge_failed(fo);
         return;
     }
+    if (!fo->describe && fo->ext)
+        fanout_drop_row_desc(&fo->out);
     if (pgs_buf_failed(&fo->out)) {
         fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
         return;
@@ -245,13 +360,7 @@ void px_fanout_free(px_client *cl)
     if (!fo)
         return;
     cl->x.fan = NULL;
-    px_merge_free(fo->merge);
-    prs_scatter_free(&fo->plan);
-    pgs_buf_free(&fo->err);
-    pgs_buf_free(&fo->out);
-    free(fo->replays);
-    free(fo->routes);
-    free(fo);
+    fanout_release(fo);
 }
 
 /* Every shard answered: the client gets the merged result's end (or the error) and its
@@ -259,14 +368,19 @@ void px_fanout_free(px_client *cl)
 static void fanout_finish(px_fanout *fo)
 {
     px_client *cl = fo->cl;
+    if (!fo->failed && fo->merge && !fo->head_done)
+        fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: a shard ended a cross-shard read without binding it");
     if (!fo->failed && fo->merge) {
         pgs_buf_clear(&fo->out);
         if (px_merge_output(fo->merge, &fo->out, SIZE_MAX) < 0)
             fanout_merge_failed(fo);
         else if (!px_merge_done(fo->merge))
             fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the merge ended before every row was out");
-        else
+        else {
+            if (!fo->describe && fo->ext)
+                fanout_drop_row_desc(&fo->out);
             px_conn_send_buf(&cl->conn, &fo->out);
+        }
     }
     pgs_buf b = PGS_BUF_INIT;
     if (fo->failed)
@@ -328,8 +442,29 @@ static void fanout_collation_done(px_fanout *fo, px_server *sv)
         home->coll_state = PX_COLL_ICU; /* no answer: never guess an order */
     if (!fo->merge && !fo->failed && fanout_make_merge(fo) < 0)
         fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
-    fanout_send_sql(sv, fo->plan.sql);
+    px_conn_send_buf(&sv->conn, &fo->req);
     fo->phase[sv->link->shard] = FL_QUERY;
+}
+
+/* Every shard parsed the statement: the client's Parse succeeded. A named one is
+ * registered as the client's, as ext_parse does; the shard query itself is not kept. */
+static void fanout_parsed(px_fanout *fo)
+{
+    px_client *cl = fo->cl;
+    if (fo->failed || !fo->parse_name)
+        return;
+    static const uint8_t parse_complete[] = {PGS_BE_PARSE_COMPLETE, 0, 0, 0, 4};
+    px_conn_send(&cl->conn, parse_complete, sizeof parse_complete);
+    if (!fo->parse_name[0])
+        return;
+    px_worker *w = cl->conn.w;
+    px_stmt *st = px_stmt_register(&w->stmts, fo->parse_body.data, fo->parse_body.len,
+                                   cl->sess ? px_session_search_path_sig(cl->sess) : 0);
+    if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, fo->parse_name, st) < 0) {
+        if (st)
+            px_stmt_unref(&w->stmts, st);
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory registering a prepared statement");
+    }
 }
 
 /* One whole message of a shard query's answer. Returns -1 when the server was closed. */
@@ -381,8 +516,20 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
             fanout_link_done(fo, l);
         }
         break;
+    case PGS_BE_PARSE_COMPLETE:
+        if (++fo->parsed == fo->nshards)
+            fanout_parsed(fo);
+        break;
+    case PGS_BE_BIND_COMPLETE:
+        if (++fo->bound == fo->nshards && !fo->failed) {
+            static const uint8_t bind_complete[] = {PGS_BE_BIND_COMPLETE, 0, 0, 0, 4};
+            px_conn_send(&fo->cl->conn, bind_complete, sizeof bind_complete);
+            fo->head_done = true;
+        }
+        break;
     case PGS_BE_PARAM_STATUS:
     case PGS_BE_EMPTY_QUERY:
+    case PGS_BE_NO_DATA:
         break;
     default:
         px_server_close(sv, "unexpected message from server during a cross-shard read");

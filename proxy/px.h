@@ -367,10 +367,22 @@ static inline px_client *px_server_client(const px_server *sv)
 bool px_client_replay_session(px_client *cl, px_server *sv);
 /* fanout.c: a cross-shard read over every shard, merged (merge.c). */
 typedef struct px_fanout px_fanout;
-/* Starts the read of the client's Query f (whole in its input) planned as plan (taken:
- * *plan is emptied), on routes[s] for each shard. Returns 0 (running or queued for servers)
- * or -1 (out of memory). */
-int px_fanout_start(px_client *cl, const pgs_frame *f, const px_route *routes, prs_scatter *plan);
+/* An extended-protocol segment that runs on every shard, as found in the client's input
+ * (pointers into it). */
+typedef struct px_fanout_ext {
+    size_t seg_len;         /* its bytes, up to and with its Sync */
+    const char *parse_name; /* the name its Parse defines ("" = unnamed), or NULL without a Parse */
+    const uint8_t *stmt;    /* the Parse body (after the name) of the statement it binds */
+    size_t stmt_len;
+    const uint8_t *bind; /* the Bind body after its portal and statement names */
+    size_t bind_len;
+    bool describe; /* the client asked for the portal's RowDescription */
+} px_fanout_ext;
+/* Starts the read planned as plan (taken: *plan is emptied) of what begins the client's
+ * input: a Query (ext NULL) or the segment ext describes, consume bytes long; routes[s]
+ * gives each shard's node. Returns 0 (running or queued for servers) or -1 (out of memory). */
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, const px_route *routes,
+                    prs_scatter *plan);
 int px_fanout_acquire(px_client *cl);
 /* The pool gives the fan-out its next server (instead of px_client_link's usual work). */
 void px_fanout_linked(px_client *cl, px_server *sv);

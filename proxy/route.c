@@ -421,15 +421,19 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
         route_bind(cl, st && !st->sql ? st : NULL, sb, sl, &bind, &one);
         if (one.verdict == PX_SK_ANY)
             continue;
-        if (one.verdict == PX_SK_ALL)
+        if ((one.verdict == PX_SK_ALL) != (out->verdict == PX_SK_ALL) && out->verdict != PX_SK_ANY)
             snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
-                     "pgshard: a query across shards (no tenant key) runs in the simple query protocol only "
-                     "for now: add the tenant key, or send it as a simple Query");
+                     "pgshard: a pipeline segment with a query across shards (no tenant key) holds statements "
+                     "for one shard too; send each between their own Syncs");
+        else if (one.verdict == PX_SK_ALL && out->verdict == PX_SK_ALL)
+            snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
+                     "pgshard: a pipeline segment holds two queries across shards (no tenant key); send each "
+                     "between their own Syncs");
         if (one.verdict == PX_SK_REFUSE) {
             *out = one;
             return false;
         }
-        if (out->verdict == PX_SK_SHARD && out->shard != one.shard) {
+        if (out->verdict == PX_SK_SHARD && one.verdict == PX_SK_SHARD && out->shard != one.shard) {
             snprintf(route_sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof out->msg,
                      "pgshard: one pipeline segment names shards %d and %d; send each shard's statements "
                      "between their own Syncs (cross-shard transactions are not supported yet)",
@@ -605,17 +609,18 @@ int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan)
 }
 
 /* A read that no key restricts: planned, then run on every shard at once (fanout.c), each
- * on a node chosen as for any read. Returns as px_xact_begin. */
-static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
+ * on a node chosen as for any read. consume: the bytes of the client's input it answers;
+ * ext: the extended-protocol segment, or NULL for a Query. Returns as px_xact_begin. */
+static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, size_t len, size_t consume,
+                           const px_fanout_ext *ext)
 {
     px_worker *w = cl->conn.w;
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                                "pgshard: a query across shards (no tenant key) cannot run inside a transaction: "
                                "it runs on its own, outside BEGIN ... COMMIT");
-    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     prs_scatter plan;
-    int r = px_route_plan(cl, sql, pgs_strnlen(sql, f->len - 4), &plan);
+    int r = px_route_plan(cl, sql, len, &plan);
     if (r != 0) {
         r = r < 0 ? -1 : px_route_refuse(cl, plan.sqlstate, plan.msg);
         prs_scatter_free(&plan);
@@ -636,10 +641,106 @@ static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
         prs_scatter_free(&plan);
         return 1;
     }
-    r = px_fanout_start(cl, f, routes, &plan);
+    r = px_fanout_start(cl, consume, ext, routes, &plan);
     free(routes);
     prs_scatter_free(&plan);
     return r;
+}
+
+static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
+{
+    const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
+    return route_fanout_go(cl, qc, sql, pgs_strnlen(sql, f->len - 4), f->total, NULL);
+}
+
+static int route_ext_refuse(px_client *cl, const char *what)
+{
+    char msg[320];
+    snprintf(msg, sizeof msg,
+             "pgshard: a query across shards (no tenant key) in the extended protocol runs as Parse, Bind, "
+             "Describe of the portal, Execute and Sync of one unnamed portal; %s is not supported with it yet",
+             what);
+    return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
+}
+
+/* The statement a segment's Bind names: its Parse in the segment, the client's last unnamed
+ * Parse, or a named statement it prepared earlier. */
+static bool route_ext_stmt(px_client *cl, const char *name, px_fanout_ext *e)
+{
+    if (e->parse_name && strcmp(e->parse_name, name) == 0)
+        return true; /* e->stmt is that Parse's */
+    if (e->parse_name)
+        return false; /* a Parse of another statement: not part of this read */
+    if (!name[0]) {
+        if (!cl->x.unnamed_known)
+            return false;
+        e->stmt = cl->x.unnamed.data;
+        e->stmt_len = cl->x.unnamed.len;
+        return true;
+    }
+    px_stmt *st = px_client_stmt_get(&cl->stmts, name);
+    if (!st || st->sql)
+        return false;
+    e->stmt = st->body;
+    e->stmt_len = st->body_len;
+    return true;
+}
+
+/* A whole extended-protocol segment, up to its Sync, whose one statement runs on every
+ * shard: read into a px_fanout_ext and run, or refused when it holds more than that. */
+static int route_fanout_ext(px_client *cl, const px_qclass *qc)
+{
+    px_conn *c = &cl->conn;
+    const uint8_t *p = px_conn_at(c);
+    size_t avail = c->in.len - c->in_pos, off = 0;
+    px_fanout_ext e;
+    memset(&e, 0, sizeof e);
+    bool bound = false, executed = false;
+    pgs_frame f;
+    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 && f.total <= avail - off) {
+        pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
+        const char *a = "", *b = "";
+        uint32_t rows = 0;
+        off += f.total;
+        if (f.type == PGS_FE_SYNC) {
+            if (!executed)
+                return route_ext_refuse(cl, "a segment without Execute");
+            e.seg_len = off;
+            if (e.parse_name && e.parse_name[0] && px_client_stmt_get(&cl->stmts, e.parse_name)) {
+                char msg[PX_NAME_MAX + 48];
+                snprintf(msg, sizeof msg, "prepared statement \"%s\" already exists", e.parse_name);
+                return px_route_refuse(cl, PGS_SQLSTATE_DUPLICATE_PSTATEMENT, msg);
+            }
+            const char *sql = (const char *)e.stmt;
+            return route_fanout_go(cl, qc, sql, pgs_strnlen(sql, e.stmt_len), off, &e);
+        }
+        if (f.type == PGS_FE_FLUSH)
+            continue;
+        if (f.type == PGS_FE_PARSE && !e.parse_name && !bound && pgs_rd_cstr(&rd, &a) == 0) {
+            e.parse_name = a;
+            e.stmt = rd.p;
+            e.stmt_len = rd.left;
+        } else if (f.type == PGS_FE_BIND && !bound && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
+            if (a[0])
+                return route_ext_refuse(cl, "a named portal");
+            if (!route_ext_stmt(cl, b, &e))
+                return route_ext_refuse(cl, "a statement whose text pgshard does not know");
+            e.bind = rd.p;
+            e.bind_len = rd.left;
+            bound = true;
+        } else if (f.type == PGS_FE_DESCRIBE && bound && !executed && f.len == 6 && p[off - 2] == 'P' &&
+                   p[off - 1] == 0) {
+            e.describe = true;
+        } else if (f.type == PGS_FE_EXECUTE && bound && !executed && pgs_rd_cstr(&rd, &a) == 0 && !a[0] &&
+                   pgs_rd_be32(&rd, &rows) == 0) {
+            if (rows != 0)
+                return route_ext_refuse(cl, "Execute with a row limit (a portal fetched in parts)");
+            executed = true;
+        } else {
+            return route_ext_refuse(cl, f.type == PGS_FE_DESCRIBE ? "Describe of a statement" : "this message");
+        }
+    }
+    return route_ext_refuse(cl, "a segment longer than pgshard buffers");
 }
 
 /* Called from the client's input pass with the first message of a transaction. Returns as
@@ -673,8 +774,17 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
     }
-    if (qc.sk.verdict == PX_SK_ALL)
+    if (qc.sk.verdict == PX_SK_ALL && f->type == PGS_FE_QUERY)
         return route_fanout(cl, f, &qc);
+    if (qc.sk.verdict == PX_SK_ALL) {
+        if (cl->x.segment_checked)
+            return route_fanout_ext(cl, &qc);
+        if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
+            return 0; /* waits for its Sync */
+        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                               "pgshard: a query across shards (no tenant key) in the extended protocol must be "
+                               "sent whole up to its Sync (at most 1 MB)");
+    }
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
         snprintf(route_sk_refuse(&qc.sk, PGS_SQLSTATE_INTERNAL_ERROR), sizeof qc.sk.msg,
