@@ -43,6 +43,7 @@ struct px_fanout {
     px_route *routes;   /* owned: per shard, the node routing chose */
     pgs_buf req;        /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
     bool ext;           /* the client sent an extended-protocol segment */
+    bool every;         /* a broadcast: plan.sql runs on each shard in turn, unmerged */
     bool describe;      /* ext: the client asked for the RowDescription */
     bool head_done;     /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;   /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -64,7 +65,7 @@ static void fanout_fail_raw(px_fanout *fo, const uint8_t *msg, size_t n)
         return;
     fo->failed = true;
     pgs_buf_append(&fo->err, msg, n);
-    for (int s = 0; s < fo->nshards; s++)
+    for (int s = 0; s < fo->nshards && !fo->every; s++)
         if (fo->phase[s] == FL_QUERY && fo->links[s].sv)
             px_server_cancel(fo->links[s].sv);
 }
@@ -151,7 +152,7 @@ static void fanout_release(px_fanout *fo)
 }
 
 /* What each shard is sent: the shard query as a Query, or in the client's extended form. */
-static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e)
+static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe)
 {
     pgs_buf *b = &fo->req;
     if (!e) {
@@ -171,9 +172,11 @@ static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e)
     pgs_buf_append(b, "\0", 2);
     fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
     pgs_msg_end(b, m);
-    m = pgs_msg_begin(b, PGS_FE_DESCRIBE);
-    pgs_buf_append(b, "P", 2);
-    pgs_msg_end(b, m);
+    if (describe) {
+        m = pgs_msg_begin(b, PGS_FE_DESCRIBE);
+        pgs_buf_append(b, "P", 2);
+        pgs_msg_end(b, m);
+    }
     m = pgs_msg_begin(b, PGS_FE_EXECUTE);
     pgs_buf_append_u8(b, 0);
     pgs_buf_append_be32(b, 0);
@@ -182,11 +185,24 @@ static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e)
     pgs_msg_end(b, m);
 }
 
+/* A broadcast's next shard gets the client's session state and the statement. */
+static void fanout_send_one(px_fanout *fo, int s)
+{
+    px_server *sv = fo->links[s].sv;
+    fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
+    px_conn_send_buf(&sv->conn, &fo->req);
+    fo->phase[s] = FL_QUERY;
+}
+
 /* Every shard has a server: each gets the client's session state and the shard query. The
  * first fan-out of a pool asks shard 0 for the database's collation first. */
 static void fanout_send(px_fanout *fo)
 {
     px_client *cl = fo->cl;
+    if (fo->every) {
+        fanout_send_one(fo, 0);
+        return;
+    }
     bool ask = cl->pool->coll_state == PX_COLL_UNKNOWN;
     if (!ask && !fo->merge && fanout_make_merge(fo) < 0)
         fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
@@ -205,7 +221,7 @@ static void fanout_send(px_fanout *fo)
     /* The shards wait for the collation: they answer only what they were sent. */
 }
 
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, const px_route *routes,
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every, const px_route *routes,
                     prs_scatter *plan)
 {
     px_worker *w = cl->conn.w;
@@ -228,9 +244,11 @@ int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, con
     fo->routes = rt;
     memcpy(rt, routes, (size_t)n * sizeof *rt);
     fo->ext = ext != NULL;
+    fo->every = every;
     fo->describe = ext && ext->describe;
-    fo->head_done = !ext;
-    fanout_build_req(fo, ext);
+    fo->head_done = !ext || every;
+    /* A merge needs every shard's RowDescription; a broadcast relays what the client asked. */
+    fanout_build_req(fo, ext, !every || fo->describe);
     if (ext && ext->parse_name) {
         fo->parse_name = strdup(ext->parse_name);
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
@@ -289,7 +307,7 @@ void px_fanout_linked(px_client *cl, px_server *sv)
 static bool fanout_may_read(const px_fanout *fo, int s)
 {
     const px_conn *c = &fo->cl->conn;
-    if (fo->phase[s] != FL_QUERY || fo->failed)
+    if (fo->phase[s] != FL_QUERY || fo->failed || fo->every)
         return true;
     if (!fo->merge)
         return false; /* the collation is being asked: the merge is made when it is known */
@@ -368,6 +386,8 @@ void px_fanout_free(px_client *cl)
 static void fanout_finish(px_fanout *fo)
 {
     px_client *cl = fo->cl;
+    if (fo->every && !fo->failed)
+        px_conn_send_buf(&cl->conn, &fo->out);
     if (!fo->failed && fo->merge && !fo->head_done)
         fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: a shard ended a cross-shard read without binding it");
     if (!fo->failed && fo->merge) {
@@ -467,6 +487,57 @@ static void fanout_parsed(px_fanout *fo)
     }
 }
 
+/* A broadcast failed on shard s: the error says which shards applied the statement, as
+ * they keep it (there is no atomicity without two-phase commit). */
+static void fanout_every_failed(px_fanout *fo, int s, const uint8_t *p, size_t total)
+{
+    pgs_error_fields ef;
+    if (fo->failed || pgs_error_parse(p + PGS_HDR_LEN, total - PGS_HDR_LEN, &ef) < 0) {
+        fanout_fail_raw(fo, p, total);
+        return;
+    }
+    char msg[512];
+    if (s == 0)
+        snprintf(msg, sizeof msg, "%s (on shard 0; no shard applied it)", ef.message);
+    else if (s == 1)
+        snprintf(msg, sizeof msg, "%s (on shard 1; shard 0 applied it and keeps it)", ef.message);
+    else
+        snprintf(msg, sizeof msg, "%s (on shard %d; shards 0 to %d applied it and keep it)", ef.message, s, s - 1);
+    fanout_fail(fo, ef.sqlstate[0] ? ef.sqlstate : PGS_SQLSTATE_INTERNAL_ERROR, msg);
+}
+
+/* A broadcast's messages: the last shard's answer is the client's; an error stops the
+ * statement from reaching the shards after it. */
+static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const uint8_t *p, size_t total)
+{
+    px_link *l = sv->link;
+    int s = l->shard;
+    if (type == PGS_BE_ERROR) {
+        sv->pool->st.errors++;
+        fanout_every_failed(fo, s, p, total);
+        return;
+    }
+    if (type != PGS_BE_READY) {
+        if (s == fo->nshards - 1 && !fo->replays[s] && type != PGS_BE_PARAM_STATUS)
+            pgs_buf_append(&fo->out, p, total);
+        return;
+    }
+    sv->tx_status = (char)p[PGS_HDR_LEN];
+    sv->pool->st.queries++;
+    if (fo->replays[s]) {
+        fo->replays[s]--;
+        px_replies_pop(&sv->replies);
+        return;
+    }
+    fanout_link_done(fo, l);
+    if (!fo->failed && s + 1 < fo->nshards) {
+        fanout_send_one(fo, s + 1);
+        return;
+    }
+    for (int t = s + 1; t < fo->nshards; t++)
+        fanout_link_done(fo, &fo->links[t]); /* never sent anything: back to the pool */
+}
+
 /* One whole message of a shard query's answer. Returns -1 when the server was closed. */
 static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t *p, size_t total)
 {
@@ -476,6 +547,10 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     size_t n = total - PGS_HDR_LEN;
     bool merging = !fo->failed && fo->merge && fo->phase[s] == FL_QUERY && !fo->replays[s];
     int r = 0;
+    if (fo->every && (type != PGS_BE_READY || n == 1)) {
+        fanout_every_message(fo, sv, type, p, total);
+        return 0;
+    }
     switch (type) {
     case PGS_BE_ROW_DESC:
         if (merging)

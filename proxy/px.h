@@ -380,8 +380,10 @@ typedef struct px_fanout_ext {
 } px_fanout_ext;
 /* Starts the read planned as plan (taken: *plan is emptied) of what begins the client's
  * input: a Query (ext NULL) or the segment ext describes, consume bytes long; routes[s]
- * gives each shard's node. Returns 0 (running or queued for servers) or -1 (out of memory). */
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, const px_route *routes,
+ * gives each shard's node. every: a broadcast (DDL), plan->sql being the statement as it is:
+ * the shards run it one after the other, stopping at the first error. Returns 0 (running or
+ * queued for servers) or -1 (out of memory). */
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every, const px_route *routes,
                     prs_scatter *plan);
 int px_fanout_acquire(px_client *cl);
 /* The pool gives the fan-out its next server (instead of px_client_link's usual work). */

@@ -155,6 +155,7 @@ static void route_sk_input(px_client *cl, px_sk_input *in)
     in->default_shard = w->conf->cfg->default_shard;
     in->map = px_catalog_map(w->px->cat, w->id);
     in->pinned_shard = cl->pinned_shard;
+    in->nshards = w->conf->nshards;
 }
 
 /* The shard of an analysed statement: its key, the hint's or session's tenant, or
@@ -364,6 +365,12 @@ static void route_bind(px_client *cl, px_stmt *st, const uint8_t *sb, size_t sl,
  * statement's plan); a Parse alone decides nothing. The segment goes to the one shard they
  * name; two shards, or a statement that is refused, refuse it. Returns whether the segment
  * was seen up to its Sync; *flushed (when not NULL) tells whether a Flush was seen before. */
+/* A statement that runs on every shard: a merged read, or a broadcast. */
+static bool route_wide(uint8_t verdict)
+{
+    return verdict == PX_SK_ALL || verdict == PX_SK_EVERY;
+}
+
 static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
 {
     px_conn *c = &cl->conn;
@@ -421,11 +428,11 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
         route_bind(cl, st && !st->sql ? st : NULL, sb, sl, &bind, &one);
         if (one.verdict == PX_SK_ANY)
             continue;
-        if ((one.verdict == PX_SK_ALL) != (out->verdict == PX_SK_ALL) && out->verdict != PX_SK_ANY)
+        if (route_wide(one.verdict) != route_wide(out->verdict) && out->verdict != PX_SK_ANY)
             snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
                      "pgshard: a pipeline segment with a query across shards (no tenant key) holds statements "
                      "for one shard too; send each between their own Syncs");
-        else if (one.verdict == PX_SK_ALL && out->verdict == PX_SK_ALL)
+        else if (route_wide(one.verdict) && route_wide(out->verdict))
             snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
                      "pgshard: a pipeline segment holds two queries across shards (no tenant key); send each "
                      "between their own Syncs");
@@ -615,12 +622,20 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                            const px_fanout_ext *ext)
 {
     px_worker *w = cl->conn.w;
+    bool every = qc->sk.verdict == PX_SK_EVERY;
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                               "pgshard: a query across shards (no tenant key) cannot run inside a transaction: "
-                               "it runs on its own, outside BEGIN ... COMMIT");
+                               every ? "pgshard: DDL goes to every shard, which cannot be done inside a transaction "
+                                       "yet: run it on its own, outside BEGIN ... COMMIT"
+                                     : "pgshard: a query across shards (no tenant key) cannot run inside a "
+                                       "transaction: it runs on its own, outside BEGIN ... COMMIT");
     prs_scatter plan;
-    int r = px_route_plan(cl, sql, len, &plan);
+    memset(&plan, 0, sizeof plan);
+    int r;
+    if (every) /* sent as it is: the plan only carries the text */
+        r = (plan.sql = strndup(sql, len)) ? 0 : -1;
+    else
+        r = px_route_plan(cl, sql, len, &plan);
     if (r != 0) {
         r = r < 0 ? -1 : px_route_refuse(cl, plan.sqlstate, plan.msg);
         prs_scatter_free(&plan);
@@ -632,8 +647,10 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         prs_scatter_free(&plan);
         return -1;
     }
+    if (every)
+        cl->x.want_read = false;
     for (int s = 0; s < n; s++) {
-        route_decide(cl, qc, false, s, &routes[s]);
+        route_decide(cl, qc, every, s, &routes[s]);
         if (routes[s].verdict == PX_ROUTE_GO)
             continue;
         cl->refuse = routes[s].verdict == PX_ROUTE_REFUSE ? routes[s].refuse : PX_REFUSE_NO_PRIMARY;
@@ -641,7 +658,7 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         prs_scatter_free(&plan);
         return 1;
     }
-    r = px_fanout_start(cl, consume, ext, routes, &plan);
+    r = px_fanout_start(cl, consume, ext, every, routes, &plan);
     free(routes);
     prs_scatter_free(&plan);
     return r;
@@ -774,9 +791,9 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
         cl->x.want_read = route_wants_replica(cl, &qc);
         write = !qc.read;
     }
-    if (qc.sk.verdict == PX_SK_ALL && f->type == PGS_FE_QUERY)
+    if (route_wide(qc.sk.verdict) && f->type == PGS_FE_QUERY)
         return route_fanout(cl, f, &qc);
-    if (qc.sk.verdict == PX_SK_ALL) {
+    if (route_wide(qc.sk.verdict)) {
         if (cl->x.segment_checked)
             return route_fanout_ext(cl, &qc);
         if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
@@ -1043,11 +1060,11 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     px_server *sv = l->sv;
     char buf[sizeof sk->msg];
     const char *state = sk->sqlstate, *msg = sk->msg;
-    if (sk->verdict == PX_SK_ALL) {
+    if (route_wide(sk->verdict)) {
         bool session = cl->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION;
         snprintf(buf, sizeof buf,
-                 "pgshard: a query across shards (no tenant key) cannot run %s: it runs on its own, outside "
-                 "BEGIN ... COMMIT, in transaction pooling",
+                 "pgshard: %s cannot run %s: it runs on its own, outside BEGIN ... COMMIT, in transaction pooling",
+                 sk->verdict == PX_SK_EVERY ? "DDL, which goes to every shard," : "a query across shards (no tenant key)",
                  session                ? "in session pooling (pool_mode = session)"
                  : px_pin_holds(sv) ? "while the session keeps its server for session state"
                                         : "inside a transaction");
@@ -1105,7 +1122,7 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
         route_message(cl, f, &qc, NULL);
     else
         cl->x.segment_checked = route_segment_shard(cl, sk, NULL);
-    bool other = sk->verdict == PX_SK_REFUSE || sk->verdict == PX_SK_ALL ||
+    bool other = sk->verdict == PX_SK_REFUSE || route_wide(sk->verdict) ||
                  (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
     if (!other)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;

@@ -746,6 +746,13 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->source = "default";
         return;
     }
+    if (in->nshards > 1 && !in->tenant && in->qi->n_statements >= 1 && in->qi->kind_mask == 1ull << PRS_KIND_DDL &&
+        !in->qi->pin && !(in->qi->flags & PRS_F_TEMP_TABLE)) {
+        /* A shard's schema is every shard's: DDL goes to each (fanout.c). */
+        out->verdict = PX_SK_EVERY;
+        out->source = "every";
+        return;
+    }
     if (in->qi->kind == PRS_KIND_EXECUTE && !in->tenant && px_tables_count(in->tables) > 0) {
         /* EXECUTE's statement and its arguments' places are not analysed here yet. */
         sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,

@@ -28,6 +28,7 @@ typedef enum px_sk_verdict {
     PX_SK_SHARD,   /* runs on `shard` */
     PX_SK_REFUSE,  /* refused: sqlstate and msg say why */
     PX_SK_ALL,     /* a read no key restricts: every shard runs it and the rows are merged */
+    PX_SK_EVERY,   /* DDL: every shard runs it, one after the other (a broadcast) */
 } px_sk_verdict;
 
 typedef struct px_sk_input {
@@ -42,6 +43,7 @@ typedef struct px_sk_input {
     const char *tenant;     /* a hint's or the session's tenant, or NULL */
     size_t tenant_len;
     int pinned_shard; /* SET pgshard.shard, -1 when not set */
+    int nshards;      /* shards in the config: DDL is broadcast when there are several */
 } px_sk_input;
 
 typedef struct px_sk_result {
