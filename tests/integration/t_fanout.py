@@ -8,9 +8,12 @@ cluster of its own (2 shards, no replicas, stopped at exit):
      server is left running or in a transaction on either shard;
   3. a CancelRequest during a fan-out cancels every shard's query (57014 within seconds);
   4. a client that leaves during a fan-out: its servers are closed, pgshard goes on serving;
-  5. a keyless read inside BEGIN, in the extended protocol, or joining sharded tables off
-     their key is refused with 0A000 and a message that says why;
-  6. 16 clients run fan-outs at once through pool_size = 2: servers are taken in shard
+  5. a keyless read in the extended protocol, with text and binary results, works; inside
+     BEGIN, or joining sharded tables off their key, it is refused with 0A000 and a message
+     that says why;
+  6. DDL goes to every shard in shard order; an error says which shards applied it; not
+     inside BEGIN;
+  7. 16 clients run fan-outs at once through pool_size = 2: servers are taken in shard
      order, so none waits for ever (no deadlock), and every answer is right.
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
 """
@@ -85,7 +88,7 @@ def main():
     shards = CLUSTER.shard_conns()
     for c in shards:
         c.execute("CREATE TABLE items (tenant_id int NOT NULL, v int NOT NULL, s text)")
-    proxy = CLUSTER.proxy(sharded=("items",), workers=2, pool_size=2, query_wait_timeout=20000)
+    proxy = CLUSTER.proxy(sharded=("items",), workers=2, pool_size=2, query_wait_timeout=20000, admin_users=CLUSTER.user)
     try:
         run(check, proxy, shards)
     finally:
@@ -163,21 +166,49 @@ def run(check, proxy, shards):
             cur.execute("SELECT count(*) FROM items").fetchall()
 
     refused("keyless read inside BEGIN", in_txn, ["transaction"])
-    refused("keyless read in the extended protocol", lambda: conn.execute("SELECT count(*) FROM items").fetchall(),
-            ["simple query protocol"])
+    n = conn.execute("SELECT count(*) FROM items WHERE v > %s", (0,)).fetchone()[0]
+    check(n == len(rows), "keyless read in the extended protocol", f"{n}")
+    got = conn.cursor(binary=True).execute("SELECT v FROM items WHERE v < %s ORDER BY v", (150,)).fetchall()
+    want = sorted((r[1],) for r in rows if r[1] < 150)
+    check(got == want, "keyless read with binary results", f"{got[:5]} != {want[:5]}")
     refused("join off the shard key", lambda: cur.execute(
         "SELECT count(*) FROM items a JOIN items b ON a.v = b.v").fetchall(), ["shard key"])
     n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
     check(n == len(rows), "the connection goes on after the refusals", f"{n}")
 
-    # 6. many clients, few servers
+    # 6. DDL goes to every shard, in shard order, stopping at the first error
+    cur.execute("CREATE TABLE ddl_a (id int)")
+    on = [c.execute("SELECT count(*) FROM pg_class WHERE relname = 'ddl_a'").fetchone()[0] for c in shards]
+    check(on == [1, 1], "CREATE TABLE reaches every shard", f"{on}")
+    conn.execute("CREATE INDEX ddl_a_id ON ddl_a (id)")  # the extended protocol too
+    on = [c.execute("SELECT count(*) FROM pg_class WHERE relname = 'ddl_a_id'").fetchone()[0] for c in shards]
+    check(on == [1, 1], "CREATE INDEX (extended protocol) reaches every shard", f"{on}")
+    shards[1].execute("CREATE TABLE ddl_b (id int)")
+    st, msg = sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_b (id int)"))
+    on = [c.execute("SELECT count(*) FROM pg_class WHERE relname = 'ddl_b'").fetchone()[0] for c in shards]
+    check(st == "42P07" and "shard 0 applied it" in msg and on == [1, 1],
+          "DDL failing on shard 1 says shard 0 applied it", f"{st} {msg} {on}")
+    st, msg = sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_a (id int)"))
+    check(st == "42P07" and "no shard applied it" in msg, "DDL failing on shard 0 says so", f"{st} {msg}")
+    cur.execute("DROP TABLE ddl_a, ddl_b")
+    on = [c.execute("SELECT count(*) FROM pg_class WHERE relname IN ('ddl_a', 'ddl_b')").fetchone()[0]
+          for c in shards]
+    check(on == [0, 0], "DROP TABLE reaches every shard", f"{on}")
+
+    def ddl_in_txn():
+        with conn.transaction():
+            cur.execute("CREATE TABLE ddl_c (id int)")
+
+    refused("DDL inside BEGIN", ddl_in_txn, ["transaction"])
+
+    # 7. many clients, few servers
     errors, results = [], []
 
     def worker(k):
         try:
             c = CLUSTER.connect(proxy.port)
             for _ in range(5):
-                results.append(simple(c).execute("SELECT count(*), max(v) FROM items WHERE v % 3 = %s",
+                results.append(simple(c).execute("SELECT count(*), max(v) FROM items WHERE v %% 3 = %s",
                                                  (k % 3,)).fetchone())
             c.close()
         except Exception as e:  # noqa: BLE001
