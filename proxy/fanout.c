@@ -58,15 +58,15 @@ static px_fanout *client_fanout(const px_client *cl)
 }
 
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
- * whole ErrorResponse. */
-static void fanout_fail_raw(px_fanout *fo, const uint8_t *msg, size_t n)
+ * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
+static void fanout_fail_from(px_fanout *fo, int from, const uint8_t *msg, size_t n)
 {
     if (fo->failed)
         return;
     fo->failed = true;
     pgs_buf_append(&fo->err, msg, n);
     for (int s = 0; s < fo->nshards && !fo->every; s++)
-        if (fo->phase[s] == FL_QUERY && fo->links[s].sv)
+        if (fo->phase[s] == FL_QUERY && fo->links[s].sv && s != from)
             px_server_cancel(fo->links[s].sv);
 }
 
@@ -76,7 +76,7 @@ static void fanout_fail(px_fanout *fo, const char *sqlstate, const char *msg)
         return;
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
-    fanout_fail_raw(fo, b.data, b.len);
+    fanout_fail_from(fo, -1, b.data, b.len);
     pgs_buf_free(&b);
 }
 
@@ -493,7 +493,7 @@ static void fanout_every_failed(px_fanout *fo, int s, const uint8_t *p, size_t t
 {
     pgs_error_fields ef;
     if (fo->failed || pgs_error_parse(p + PGS_HDR_LEN, total - PGS_HDR_LEN, &ef) < 0) {
-        fanout_fail_raw(fo, p, total);
+        fanout_fail_from(fo, s, p, total);
         return;
     }
     char msg[512];
@@ -568,7 +568,7 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
         break;
     case PGS_BE_ERROR:
         sv->pool->st.errors++;
-        fanout_fail_raw(fo, p, total);
+        fanout_fail_from(fo, s, p, total);
         break;
     case PGS_BE_NOTICE:
     case PGS_BE_NOTIFY:
