@@ -408,6 +408,7 @@ static void fanout_finish(px_fanout *fo)
     pgs_msg_ready(&b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
+    atomic_fetch_add_explicit(&cl->conn.w->px->gs.fanouts[fo->every][fo->failed], 1, memory_order_relaxed);
     px_fanout_free(cl);
     px_client_set_state(cl, CL_IDLE, NULL);
     if (atomic_load(&cl->conn.w->px->draining) && cl->conn.in.len == cl->conn.in_pos) {

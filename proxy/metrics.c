@@ -92,6 +92,18 @@ static void metrics_pins(px_worker *w, pgs_buf *b)
                         (unsigned long long)atomic_load(&g->pins[i]));
 }
 
+static void metrics_fanouts(px_worker *w, pgs_buf *b)
+{
+    static const char *const kinds[] = {"read", "ddl"}, *const results[] = {"ok", "error"};
+    px_global_stats *g = &w->px->gs;
+    pgs_buf_appendf(b, "# HELP pgshard_fanouts_total Statements run on every shard: merged reads and DDL, by "
+                       "result\n# TYPE pgshard_fanouts_total counter\n");
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++)
+            pgs_buf_appendf(b, "pgshard_fanouts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k], results[r],
+                            (unsigned long long)atomic_load(&g->fanouts[k][r]));
+}
+
 static void metrics_nodes(px_worker *w, pgs_buf *b)
 {
     if (!w->px->mon)
@@ -171,6 +183,7 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
     metrics_nodes(w, b);
     metrics_map(w, b);
     metrics_pins(w, b);
+    metrics_fanouts(w, b);
     px_global_stats *g = &w->px->gs;
     int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);

@@ -24,7 +24,9 @@ import need_psycopg  # noqa: E402,F401
 import psycopg  # noqa: E402
 
 import atexit
+import re
 import socket
+import urllib.request
 import threading
 import time
 
@@ -88,7 +90,10 @@ def main():
     shards = CLUSTER.shard_conns()
     for c in shards:
         c.execute("CREATE TABLE items (tenant_id int NOT NULL, v int NOT NULL, s text)")
-    proxy = CLUSTER.proxy(sharded=("items",), workers=2, pool_size=2, query_wait_timeout=20000, admin_users=CLUSTER.user)
+    mport = pgwire.free_port()
+    proxy = CLUSTER.proxy(sharded=("items",), workers=2, pool_size=2, query_wait_timeout=20000,
+                          admin_users=CLUSTER.user, metrics_port=mport)
+    proxy.metrics_port = mport
     try:
         run(check, proxy, shards)
     finally:
@@ -200,6 +205,12 @@ def run(check, proxy, shards):
             cur.execute("CREATE TABLE ddl_c (id int)")
 
     refused("DDL inside BEGIN", ddl_in_txn, ["transaction"])
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics", timeout=10).read().decode()
+    counts = dict(re.findall(r'^pgshard_fanouts_total\{(kind="\w+",result="\w+")\} (\d+)$', metrics, re.M))
+    check(int(counts.get('kind="read",result="ok"', 0)) >= 5 and int(counts.get('kind="read",result="error"', 0)) >= 2
+          and int(counts.get('kind="ddl",result="ok"', 0)) >= 3 and int(counts.get('kind="ddl",result="error"', 0)) >= 2,
+          "pgshard_fanouts_total counts reads and DDL by result", f"{counts}")
 
     # 7. many clients, few servers
     errors, results = [], []
