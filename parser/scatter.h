@@ -74,7 +74,11 @@ typedef struct prs_sc_insn {
 typedef struct prs_scatter {
     char *sql;         /* owned (malloc): the query each shard runs; NULL when refused */
     uint16_t ncols;    /* columns of the shard query's result, visible then hidden */
-    uint16_t nvisible; /* the first nvisible of them are the client's columns */
+    uint16_t nvisible; /* the first nvisible of them are the client's columns. Both are 0 for
+                          a select list with * (or t.*), whose width is only known from the
+                          shards' RowDescription: then every column is visible and PLAIN
+                          (such a plan is never grouped and has no hidden column), and a
+                          sort column may lie past ncols. */
     prs_sc_col cols[PRS_SC_MAX_COLS];
     bool grouped; /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
                      DISTINCT). Aggregates without GROUP BY: every shard returns one row and
