@@ -295,7 +295,7 @@ static int target_append(PgQuery__SelectStmt *s, Node *val, const char *name)
     Node *n = malloc(sizeof *n);
     PgQuery__ResTarget *rt = malloc(sizeof *rt);
     char *nm = strdup(name);
-    Node **grown = realloc(s->target_list, (s->n_target_list + 1) * sizeof *grown);
+    Node **grown = realloc(s->target_list, (s->n_target_list + 1) * sizeof(Node *));
     if (grown)
         s->target_list = grown;
     if (!n || !rt || !nm || !grown) {
@@ -690,6 +690,7 @@ static bool is_shard_key(const planner *p, const Node *arg)
 static int agg_classify(planner *p, const PgQuery__FuncCall *f, prs_sc_kind *kind)
 {
     const agg_kind *ak = combinable_agg(builtin_func_name(f));
+    *kind = PRS_SC_PLAIN;
     if (!ak)
         return refuse_agg(p, f);
     *kind = ak->kind;
@@ -714,7 +715,7 @@ static int col_agg_hidden(planner *p, const Node *n, const char *role, int *idx)
     *idx = col_find_expr(p, n);
     if (*idx >= 0)
         return SC_OK;
-    prs_sc_kind kind;
+    prs_sc_kind kind = PRS_SC_PLAIN;
     int rc = agg_classify(p, as_func(n), &kind);
     if (rc == SC_OK)
         rc = col_add(p, n, kind, true, role);
@@ -915,6 +916,13 @@ static int targets_add(planner *p)
     return SC_OK;
 }
 
+static bool is_constant(const Node *n)
+{
+    if (n && n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST)
+        n = n->type_cast->arg;
+    return n && n->node_case == PG_QUERY__NODE__NODE_A_CONST;
+}
+
 /* Aggregate targets get their kind; the others wait for GROUP BY to vouch for them. */
 static int targets_classify_grouped(planner *p)
 {
@@ -925,7 +933,7 @@ static int targets_classify_grouped(planner *p)
                              "list the columns");
         const PgQuery__FuncCall *f = as_func(c->expr);
         if (f && is_agg_call(f)) {
-            prs_sc_kind kind;
+            prs_sc_kind kind = PRS_SC_PLAIN;
             int rc = agg_classify(p, f, &kind);
             if (rc)
                 return rc;
@@ -938,6 +946,9 @@ static int targets_classify_grouped(planner *p)
                           "pgshard: an expression over an aggregate (such as sum(a)/count(a), count(*)+1 or "
                           "coalesce(sum(x),0)) across shards is not supported yet: select the aggregates");
         c->kind = PRS_SC_GROUP;
+        /* A constant is the same in every group on every shard: grouping by it too changes
+         * nothing, so `SELECT 'total', count(*)` needs no GROUP BY entry. */
+        c->group_checked = is_constant(c->expr);
     }
     return SC_OK;
 }
@@ -1382,6 +1393,25 @@ static void plan_fill(planner *p)
     }
 }
 
+static int visit_find_collate(planner *p, const Node *n)
+{
+    (void)p;
+    return n->node_case == PG_QUERY__NODE__NODE_COLLATE_CLAUSE ? 2 : 0;
+}
+
+/* The merge compares text in the database's collation: a value sorted, grouped or
+ * aggregated by min/max under an explicit COLLATE would be compared differently there. */
+static int check_collations(planner *p)
+{
+    if (!p->out->grouped && p->out->nsort == 0)
+        return SC_OK;
+    for (unsigned i = 0; i < p->ncols; i++)
+        if (walk(p, p->cols[i].expr, visit_find_collate) == 2)
+            return refuse(p, "pgshard: COLLATE in a cross-shard query that is sorted or grouped is not "
+                             "supported: add the tenant key");
+    return SC_OK;
+}
+
 static int plan_stmt(planner *p, PgQuery__ParseResult *tree)
 {
     int rc = check_shape(p);
@@ -1399,6 +1429,8 @@ static int plan_stmt(planner *p, PgQuery__ParseResult *tree)
         rc = plan_distinct(p);
     else
         rc = plan_plain(p);
+    if (rc == SC_OK)
+        rc = check_collations(p);
     if (rc)
         return rc;
     plan_fill(p);
@@ -1445,9 +1477,10 @@ int prs_scatter_plan(const char *sql, size_t len, const prs_scatter_ctx *ctx, pr
     p->ctx = ctx;
     p->out = out;
     PgQuery__ParseResult *tree = NULL;
-    int rc = sql || !len ? parse(p, sql ? sql : "", len, &tree)
-                         : refuse(p, "pgshard: a cross-shard read must be exactly one SELECT statement");
-    if (rc == SC_OK) {
+    const char *text = sql ? sql : "";
+    int rc = !sql && len ? refuse(p, "pgshard: a cross-shard read must be exactly one SELECT statement")
+                         : parse(p, text, len, &tree);
+    if (rc == SC_OK && tree) {
         const Node *stmt = tree->n_stmts == 1 && tree->stmts[0] ? tree->stmts[0]->stmt : NULL;
         if (stmt && stmt->node_case == PG_QUERY__NODE__NODE_SELECT_STMT) {
             p->s = stmt->select_stmt;
