@@ -20,6 +20,7 @@ typedef PgQuery__Node Node;
 #define SC_OK 0
 #define SC_REFUSED 1
 #define SC_ENOMEM (-1)
+#define SC_FOUND 2 /* a search walk stops at what it looks for */
 
 #define SC_NOT_SUPPORTED "0A000"
 #define SC_SUBQUERY_MSG                                                                                      \
@@ -431,14 +432,53 @@ static const agg_kind combinable_aggs[] = {
  * without a state the shards do not return). A user's aggregate is not recognised by name;
  * the classifier sends queries calling unknown functions to the primary as writes. */
 static const char *const other_aggs[] = {
-    "any_value",    "array_agg",       "bit_and",         "bit_or",           "bit_xor",
-    "corr",         "covar_pop",       "covar_samp",      "cume_dist",        "dense_rank",
-    "json_agg",     "json_object_agg", "jsonb_agg",       "jsonb_object_agg", "mode",
-    "percent_rank", "percentile_cont", "percentile_disc", "range_agg",        "range_intersect_agg",
-    "rank",         "regr_avgx",       "regr_avgy",       "regr_count",       "regr_intercept",
-    "regr_r2",      "regr_slope",      "regr_sxx",        "regr_sxy",         "regr_syy",
-    "stddev",       "stddev_pop",      "stddev_samp",     "string_agg",       "var_pop",
-    "var_samp",     "variance",        "xmlagg",
+    "any_value",
+    "array_agg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "cume_dist",
+    "dense_rank",
+    "json_agg",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_object_agg",
+    "mode",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "range_agg",
+    "range_intersect_agg",
+    "rank",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "xmlagg",
+    /* PostgreSQL 16's, should a shard run it */
+    "json_agg_strict",
+    "json_object_agg_strict",
+    "json_object_agg_unique",
+    "json_object_agg_unique_strict",
+    "jsonb_agg_strict",
+    "jsonb_object_agg_strict",
+    "jsonb_object_agg_unique",
+    "jsonb_object_agg_unique_strict",
 };
 
 static const agg_kind *combinable_agg(const char *name)
@@ -489,13 +529,13 @@ static int visit_find_agg(planner *p, const Node *n)
 {
     (void)p;
     const PgQuery__FuncCall *f = as_func(n);
-    return f && is_agg_call(f) ? 2 : 0;
+    return f && is_agg_call(f) ? SC_FOUND : SC_OK;
 }
 
 /* Whether an aggregate call is anywhere in n (the depth was checked by check_shape). */
 static bool has_agg(planner *p, const Node *n)
 {
-    return walk(p, n, visit_find_agg) == 2;
+    return walk(p, n, visit_find_agg) == SC_FOUND;
 }
 
 /* Refuses aggregates whose shard results cannot be combined, wherever they are. */
@@ -1396,7 +1436,7 @@ static void plan_fill(planner *p)
 static int visit_find_collate(planner *p, const Node *n)
 {
     (void)p;
-    return n->node_case == PG_QUERY__NODE__NODE_COLLATE_CLAUSE ? 2 : 0;
+    return n->node_case == PG_QUERY__NODE__NODE_COLLATE_CLAUSE ? SC_FOUND : SC_OK;
 }
 
 /* The merge compares text in the database's collation: a value sorted, grouped or
@@ -1406,7 +1446,7 @@ static int check_collations(planner *p)
     if (!p->out->grouped && p->out->nsort == 0)
         return SC_OK;
     for (unsigned i = 0; i < p->ncols; i++)
-        if (walk(p, p->cols[i].expr, visit_find_collate) == 2)
+        if (walk(p, p->cols[i].expr, visit_find_collate) == SC_FOUND)
             return refuse(p, "pgshard: COLLATE in a cross-shard query that is sorted or grouped is not "
                              "supported: add the tenant key");
     return SC_OK;

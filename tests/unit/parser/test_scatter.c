@@ -154,6 +154,7 @@ static const plan_case plans[] = {
     /* limit + offset past int64: the shards return everything */
     {"select a from t limit 9223372036854775807 offset 10", "SELECT a FROM t",
      "plain | plain | - | limit 9223372036854775807 offset 10 | -"},
+    {"table t", "SELECT * FROM t", "plain | all | - | limit -1 offset 0 | -"},
     {"select t.a, u.b from t join u using (tenant_id) order by t.a",
      "SELECT t.a, u.b FROM t JOIN u USING (tenant_id) ORDER BY t.a",
      "sorted | plain plain | 0 nl | limit -1 offset 0 | -"},
@@ -246,6 +247,9 @@ static const plan_case plans[] = {
      "grouped | group or* min* max* | - | limit -1 offset 0 | col1 const'true' eq const'-5' col2 le and col3 "
      "null eq "
      "and"},
+    {"select count(*) from t group by a, b having a = 1 and b is null order by a, count(*)",
+     "SELECT count(*), a AS pgshard_group_2, b AS pgshard_group_3 FROM t GROUP BY a, b",
+     "grouped | count group* group* | 1 nl, 0 nl | limit -1 offset 0 | col1 const'1' eq col2 isnull and"},
     {"select count(*) from t having sum(x) != min(y)",
      "SELECT count(*), sum(x) AS pgshard_having_2, min(y) AS pgshard_having_3 FROM t",
      "grouped | count sum* min* | - | limit -1 offset 0 | col1 col2 ne"},
@@ -301,6 +305,7 @@ static const refusal_case refusals[] = {
     {"select string_agg(a, ',') from t", "0A000", "the aggregate string_agg cannot be combined"},
     {"select a, array_agg(b) from t group by a", "0A000", "the aggregate array_agg cannot be combined"},
     {"select stddev(x) from t", "0A000", "the aggregate stddev cannot be combined"},
+    {"select jsonb_object_agg_unique(a, b) from t", "0A000", "the aggregate jsonb_object_agg_unique"},
     {"select myschema.count(*) from t", "0A000", "the aggregate myschema.count cannot be combined"},
     {"select percentile_cont(0.5) within group (order by a) from t", "0A000", "percentile_cont"},
     {"select count(a order by a) from t", "0A000", "with ORDER BY or WITHIN GROUP"},
@@ -381,7 +386,8 @@ static void test_key_question(void **state)
         const char *sql, *schema, *table;
     } cases[] = {
         {"select count(distinct tenant_id) from orders", "-", "orders"},
-        {"select count(distinct o.tenant_id) from shop.orders o join items i on o.id = i.oid", "-", "orders"},
+        {"select count(distinct o.tenant_id) from shop.orders o join items i on o.id = i.oid", "shop",
+         "orders"},
         {"select count(distinct items.tenant_id) from orders o join items on o.id = items.oid", "-", "items"},
         {"select count(distinct shop.items.tenant_id) from orders, shop.items", "shop", "items"},
     };
@@ -391,6 +397,7 @@ static void test_key_question(void **state)
         prs_scatter p;
         assert_int_equal(prs_scatter_plan(cases[i].sql, strlen(cases[i].sql), &ctx, &p), 0);
         assert_int_equal(kp.calls, 1);
+        assert_string_equal(kp.schema, cases[i].schema);
         assert_string_equal(kp.table, cases[i].table);
         assert_string_equal(kp.column, "tenant_id");
         prs_scatter_free(&p);
