@@ -647,7 +647,7 @@ static void dec_out_bin(const mg_dec *d, pgs_buf *b)
     int64_t wbot = lo >= 0 ? lo / 4 : -((-lo + 3) / 4);
     /* strip trailing zero groups and count the digits */
     int64_t count = wtop - wbot + 1;
-    uint16_t *g = malloc((size_t)count * sizeof *g);
+    uint16_t *g = calloc((size_t)count, sizeof *g);
     if (!g) {
         b->oom = true;
         return;
@@ -943,7 +943,7 @@ static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t
         int64_t us, off;
         if (cur_time(&c, &us) < 0 || cur_offset(&c, &off) < 0 || c.p != c.end)
             return -1;
-        k->i = (__int128)us - off * 1000000;
+        k->i = (__int128)us - (__int128)off * 1000000;
         k->j = -off;
         return 0;
     }
@@ -1250,7 +1250,7 @@ static void mg_float_text(double v, bool f4, pgs_buf *b)
         if (f4 ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
             break;
     }
-    char digits[32];
+    char digits[32] = {'0'};
     int nd = 0, exp = 0;
     const char *q = tmp;
     bool neg = *q == '-';
@@ -1260,7 +1260,7 @@ static void mg_float_text(double v, bool f4, pgs_buf *b)
             digits[nd++] = *q;
     }
     if (*q == 'e')
-        exp = atoi(q + 1);
+        exp = (int)strtol(q + 1, NULL, 10);
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
     if (neg)
@@ -1668,7 +1668,7 @@ static mg_group *mg_group_new(px_merge *m, uint64_t h, size_t slot)
     }
     if (m->ngroups == m->gcap) {
         size_t cap = m->gcap ? m->gcap * 2 : 64;
-        mg_group **gs = realloc(m->groups, cap * sizeof *gs);
+        mg_group **gs = realloc(m->groups, cap * sizeof(mg_group *));
         if (!gs)
             return NULL;
         m->groups = gs;
@@ -1794,7 +1794,7 @@ static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, b
     mg_acc *a = &g->acc[c];
     mg_val v = vals[c];
     int64_t x = 0;
-    int cmp;
+    int cmp = 0;
     switch (m->cols[c].kind) {
     case PRS_SC_PLAIN:
     case PRS_SC_GROUP:
@@ -1840,7 +1840,7 @@ static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, b
 
 static int mg_combine(px_merge *m, const uint8_t *body, size_t len)
 {
-    mg_val vals[PRS_SC_MAX_COLS];
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
     bool fresh;
     if (mg_parse_row(m, body, len, vals) < 0)
         return -1;
@@ -1934,7 +1934,7 @@ static int mg_having_cmp(px_merge *m, uint8_t op, const mg_item *a, const mg_ite
     const mg_type *tc = &m->out[a->col >= 0 ? a->col : b->col];
     mg_type text = *tc;
     text.fmt = 0;
-    int c;
+    int c = 0;
     if (mg_cmp2(m, a->col >= 0 ? &m->out[a->col] : &text, a->v, b->col >= 0 ? &m->out[b->col] : &text, b->v,
                 &c) < 0)
         return -1;
@@ -2013,7 +2013,7 @@ static int mg_group_cmp(const void *x, const void *y, void *arg)
 {
     px_merge *m = ((mg_sort_ctx *)arg)->m;
     const mg_group *a = m->groups[*(const size_t *)x], *b = m->groups[*(const size_t *)y];
-    mg_val va[PRS_SC_MAX_COLS], vb[PRS_SC_MAX_COLS];
+    mg_val va[PRS_SC_MAX_COLS] = {{NULL, -1}}, vb[PRS_SC_MAX_COLS] = {{NULL, -1}};
     int c = 0;
     /* a failure is remembered in m and reported after the sort */
     if (!m->failed && mg_parse_row(m, m->final.data + a->foff, a->flen, va) == 0 &&
@@ -2032,16 +2032,16 @@ static int mg_finalize(px_merge *m)
     for (int c = 0; c < m->ncols; c++)
         keyed |= m->cols[c].kind == PRS_SC_GROUP;
     if (!keyed && m->ngroups == 0 && m->have_desc) {
+        mg_val none[PRS_SC_MAX_COLS] = {{NULL, -1}};
         bool fresh;
-        pgs_buf_clear(&m->key);
-        if (!mg_group_of(m, NULL, &fresh))
+        if (!mg_group_of(m, none, &fresh))
             return -1;
     }
     m->order = malloc((m->ngroups ? m->ngroups : 1) * sizeof *m->order);
     if (!m->order)
         return mg_oom(m);
     for (size_t g = 0; g < m->ngroups; g++) {
-        mg_val vals[PRS_SC_MAX_COLS];
+        mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
         bool pass = true;
         if (mg_finalize_group(m, m->groups[g]) < 0 ||
             mg_parse_row(m, m->final.data + m->groups[g]->foff, m->groups[g]->flen, vals) < 0 ||
@@ -2074,7 +2074,7 @@ int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len)
     if (m->satisfied)
         return 0; /* LIMIT reached: the rest are dropped */
     /* checked now so a bad row fails where it came in, not when it reaches the head */
-    mg_val vals[PRS_SC_MAX_COLS];
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
     if (mg_parse_row(m, body, len, vals) < 0)
         return -1;
     return mg_queue_push(sh, body, len) < 0 ? mg_oom(m) : 0;
@@ -2123,7 +2123,7 @@ static int mg_emit(px_merge *m, pgs_buf *out, const uint8_t *body, size_t len)
         pgs_msg_end(out, st);
         return 0;
     }
-    mg_val vals[PRS_SC_MAX_COLS];
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
     if (mg_parse_row(m, body, len, vals) < 0)
         return -1;
     mg_put_row(out, vals, m->nvisible);
@@ -2161,7 +2161,7 @@ static int mg_out_concat(px_merge *m, pgs_buf *out, size_t room)
  * (its next row might come first) or every queue is empty. Ties go to the lower shard. */
 static int mg_kway_pick(px_merge *m, int *best)
 {
-    mg_val vb[PRS_SC_MAX_COLS], vs[PRS_SC_MAX_COLS];
+    mg_val vb[PRS_SC_MAX_COLS] = {{NULL, -1}}, vs[PRS_SC_MAX_COLS] = {{NULL, -1}};
     *best = -1;
     for (int s = 0; s < m->nshards; s++) {
         mg_shard *sh = &m->shards[s];
@@ -2209,7 +2209,7 @@ static int mg_out_groups(px_merge *m, pgs_buf *out, size_t room)
         return -1;
     while (m->opos < m->norder && !m->satisfied && out->len < room) {
         const mg_group *g = m->groups[m->order[m->opos++]];
-        mg_val vals[PRS_SC_MAX_COLS];
+        mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
         if (!mg_take(m))
             continue;
         if (mg_parse_row(m, m->final.data + g->foff, g->flen, vals) < 0)
