@@ -25,6 +25,9 @@ Statements marked `-- KNOWN:` in the workload (pgshard bugs, reported) are skipp
 PGS_DIFF_KNOWN=1 they run too, to check a fix. PGS_DIFF_WORKLOAD=FILE runs another workload
 file of the same format (for a probe) in place of workload.sql.
 
+The cluster, the reference database, the proxy's config and the loading helpers are shared
+with t_scatter.py in diffcluster.py.
+
 Runs under /usr/bin/python3 when the `python3` it was started with has no psycopg (CTest
 starts it with the first python3 on PATH). Environment (set by CTest): PGS_CLUSTER_DIR (the
 fixture cluster, read by pgwire; not used for the data), PGSHARD_BIN, PGS_SRC, PGS_WORK.
@@ -42,7 +45,6 @@ import datetime
 import random
 import re
 import signal
-import subprocess
 import time
 import traceback
 from decimal import Decimal
@@ -50,78 +52,26 @@ from decimal import Decimal
 os.environ["PGWIRE_TEST"] = "t_differential"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402
+import diffcluster  # noqa: E402
+from diffcluster import BUCKETS, SHARDS, TENANT_IDS, shard_of  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data", "differential")
-SHARDS = 3
-BUCKETS = 1024
 SEED = 20240611
-# 57 small ids and three that exercise the int8 hash: a negative one, one past 2^32 and one
-# past 2^53. workload.sql names them as literals.
-TENANT_IDS = list(range(1, 58)) + [-5, 4294967297, 9000000000000000001]
+# TENANT_IDS (diffcluster): workload.sql names them as literals.
 SHARDED = ("users", "orders", "order_items")
 PKEYS = {"tenants": "id", "users": "tenant_id, id", "orders": "tenant_id, id",
          "order_items": "tenant_id, order_id, line", "audit_log": "id"}
 WORKLOAD = os.environ.get("PGS_DIFF_WORKLOAD") or os.path.join(DATA, "workload.sql")  # another for a probe
 RUN_KNOWN = os.environ.get("PGS_DIFF_KNOWN") == "1"  # run the `-- KNOWN:` statements too (to check a fix)
 WATCHDOG = 240  # the whole test; CTest's own limit is 300 s
-CLUSTER_DIR = os.path.join(pgwire.PGS_WORK, "differential-cluster")
+CLUSTER = diffcluster.Cluster("differential-cluster")
 
 report = pgwire.Report()
 
 
 def log(msg):
     print(f"[t_differential] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------- the cluster
-
-_cluster_started = False
-
-
-def cluster_stop():
-    global _cluster_started
-    if _cluster_started:
-        _cluster_started = False
-        subprocess.run([pgwire.CLUSTER_SH, "stop", CLUSTER_DIR], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-
-
-def cluster_start():
-    global _cluster_started
-    _cluster_started = True  # a half-started cluster is stopped too
-    r = subprocess.run([pgwire.CLUSTER_SH, "start", CLUSTER_DIR, "--shards", str(SHARDS), "--replicas", "0"],
-                       capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:
-        raise RuntimeError(f"cluster.sh start failed:\n{r.stdout}{r.stderr}")
-    env = pgwire.read_env(os.path.join(CLUSTER_DIR, "cluster.env"))
-    if env.get("PGS_READY") != "1":
-        raise RuntimeError("the differential cluster did not finish starting")
-    return env
-
-
-def superuser_psql(sql):
-    r = subprocess.run([pgwire.CLUSTER_SH, "psql", CLUSTER_DIR, "0", "--", "-At", "-q", "-v", "ON_ERROR_STOP=1",
-                        "-d", "postgres", "-c", sql], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(f"superuser psql failed: {sql!r}: {r.stderr.strip()}")
-
-
-def _on_signal(signum, _frame):
-    raise SystemExit(f"killed by signal {signum}")
-
-
-def _on_alarm(_signum, _frame):
-    raise TimeoutError(f"the test did not finish within {WATCHDOG} s")
-
-
-# --------------------------------------------------------------------------- the map
-
-def shard_of(conn, keys):
-    """{key: shard} by the server's own hash, with the default map."""
-    rows = conn.execute("SELECT k, ((hashint8extended(k, 0) & %s) * %s / %s)::int FROM unnest(%s::bigint[]) k",
-                        (BUCKETS - 1, SHARDS, BUCKETS, list(keys))).fetchall()
-    return dict(rows)
 
 
 # --------------------------------------------------------------------------- the data
@@ -163,10 +113,7 @@ COLUMNS = {"tenants": "id, name, plan, region", "users": "tenant_id, id, name, e
 
 
 def insert_rows(conn, table, rows):
-    """One multi-row INSERT with every value a bind parameter."""
-    ncol = len(rows[0])
-    values = ", ".join("(" + ", ".join(["%s"] * ncol) + ")" for _ in rows)
-    conn.execute(f"INSERT INTO {table} ({COLUMNS[table]}) VALUES {values}", [v for r in rows for v in r])
+    diffcluster.insert_rows(conn, table, COLUMNS[table], rows)
 
 
 # --------------------------------------------------------------------------- the workload
@@ -303,30 +250,21 @@ def normalized(res, keep_order):
 # --------------------------------------------------------------------------- the test
 
 def main():
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(WATCHDOG)
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, _on_signal)
-    atexit.register(cluster_stop)
+    diffcluster.install_watchdog(WATCHDOG)
+    atexit.register(CLUSTER.stop)
     began = time.monotonic()
 
     log(f"starting a cluster of its own: {SHARDS} shards, no replicas")
-    cenv = cluster_start()
-    host = cenv["PGS_HOST"]
-    user, password, db = cenv["PGS_USER"], cenv["PGS_PASSWORD"], cenv["PGS_DB"]
-    ports = [int(cenv[f"PGS_SHARD{k}_PRIMARY_PORT"]) for k in range(SHARDS)]
-    superuser_psql(f"CREATE DATABASE ref OWNER {user}")
-    superuser_psql(f"GRANT ALL ON DATABASE ref TO {user}")
+    CLUSTER.start()
+    CLUSTER.create_ref()
     report(True, "cluster", f"{SHARDS} shards up in {time.monotonic() - began:.1f} s, database ref on shard 0")
 
-    def connect(port, dbname=db):
-        return psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname,
-                               autocommit=True, prepare_threshold=None, connect_timeout=10)
+    connect = CLUSTER.connect
 
     with open(os.path.join(DATA, "schema.sql")) as f:
         schema = f.read()
-    shards = [connect(p) for p in ports]
-    ref = connect(ports[0], "ref")
+    shards = CLUSTER.shard_conns()
+    ref = CLUSTER.ref_conn()
     for c in shards + [ref]:
         c.execute(schema)
 
@@ -337,12 +275,8 @@ def main():
     proxy = None
     pconn = None
     try:
-        sections = {f"shard.{k}": {"primary": f"{host}:{ports[k]}"} for k in range(1, SHARDS)}
-        for t in SHARDED:
-            sections[f"table.{t}"] = {"shard_key": "tenant_id"}
-        sections["table.tenants"] = {"omnisharded": "true"}
-        proxy = pgwire.Proxy("proxy", primary=f"{host}:{ports[0]}", sections=sections, monitor_dbname=db,
-                             workers=2, pool_size=4, query_wait_timeout=30)
+        proxy = CLUSTER.proxy(sharded=SHARDED, omnisharded=("tenants",), workers=2, pool_size=4,
+                              query_wait_timeout=30)
         pconn = connect(proxy.port)
 
         tmap = shard_of(ref, TENANT_IDS)
@@ -481,7 +415,7 @@ def main():
                 report(True, "proxy stop", "pgshard exited 0 on SIGTERM")
             except AssertionError as e:
                 report(False, "proxy stop", str(e))
-        cluster_stop()
+        CLUSTER.stop()
     log(f"done in {time.monotonic() - began:.1f} s")
     return report.summary()
 
@@ -493,6 +427,6 @@ if __name__ == "__main__":
         if isinstance(e, SystemExit) and isinstance(e.code, int):
             raise
         traceback.print_exc()
-        cluster_stop()
+        CLUSTER.stop()
         report(False, "t_differential", f"{type(e).__name__}: {e}")
         sys.exit(report.summary() or 1)
