@@ -34,7 +34,7 @@ typedef struct prs_sc_col {
     uint8_t kind;   /* prs_sc_kind */
     bool hidden;    /* added by the rewrite (ORDER BY, HAVING, GROUP BY key not selected,
                        avg's count): never sent to the client. Hidden columns come after
-                       every visible one. */
+                       every visible one; the shard query names them pgshard_<why>_<n>. */
     uint16_t arg;   /* PRS_SC_AVG: the column holding count(x) */
 } prs_sc_col;
 
@@ -74,7 +74,11 @@ typedef struct prs_sc_insn {
 typedef struct prs_scatter {
     char *sql;         /* owned (malloc): the query each shard runs; NULL when refused */
     uint16_t ncols;    /* columns of the shard query's result, visible then hidden */
-    uint16_t nvisible; /* the first nvisible of them are the client's columns */
+    uint16_t nvisible; /* the first nvisible of them are the client's columns. Both are 0 for
+                          a select list with * (or t.*), whose width is only known from the
+                          shards' RowDescription: then every column is visible and PLAIN
+                          (such a plan is never grouped and has no hidden column), and a
+                          sort column may lie past ncols. */
     prs_sc_col cols[PRS_SC_MAX_COLS];
     bool grouped; /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
                      DISTINCT). Aggregates without GROUP BY: every shard returns one row and
@@ -90,7 +94,10 @@ typedef struct prs_scatter {
     prs_sc_insn having[PRS_SC_MAX_INSNS];
     char *str;      /* owned (malloc) or NULL: the HAVING constants, NUL-terminated, at offsets */
     size_t str_len;
-    /* Refused (sql == NULL): the SQLSTATE (0A000 for a shape it will not merge) and the
+    /* Refused (sql == NULL): the SQLSTATE (0A000 for a shape it will not merge; the code
+     * PostgreSQL itself would have raised where the shards would no longer see the mistake:
+     * 42601 syntax, 42P10 ORDER/GROUP BY position, 42803 aggregate in GROUP BY, 2201W/2201X
+     * negative LIMIT/OFFSET; 54001 nested too deeply; 53200 when out of memory) and the
      * reason, a full sentence starting with "pgshard: ". */
     char sqlstate[6];
     char msg[PRS_SC_MSG_MAX];

@@ -1,0 +1,2282 @@
+/* The merge of a cross-shard read (see merge.h): per-shard row queues, the comparison of
+ * values by type in text and binary format, exact decimal arithmetic for numeric sums and
+ * averages, groups, HAVING and the messages sent to the client. It holds no sockets and
+ * no plan-making: the fan-out feeds it, parser/scatter.c decides what it does. */
+#include "proxy/merge.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/proto.h"
+#include "common/sqlstate.h"
+
+/* The type oids the merge knows, as pg_type.dat numbers them. */
+enum {
+    MG_OID_BOOL = 16,
+    MG_OID_BYTEA = 17,
+    MG_OID_NAME = 19,
+    MG_OID_INT8 = 20,
+    MG_OID_INT2 = 21,
+    MG_OID_INT4 = 23,
+    MG_OID_TEXT = 25,
+    MG_OID_OID = 26,
+    MG_OID_FLOAT4 = 700,
+    MG_OID_FLOAT8 = 701,
+    MG_OID_BPCHAR = 1042,
+    MG_OID_VARCHAR = 1043,
+    MG_OID_DATE = 1082,
+    MG_OID_TIME = 1083,
+    MG_OID_TIMESTAMP = 1114,
+    MG_OID_TIMESTAMPTZ = 1184,
+    MG_OID_INTERVAL = 1186,
+    MG_OID_TIMETZ = 1266,
+    MG_OID_NUMERIC = 1700,
+    MG_OID_UUID = 2950,
+};
+
+/* How values of a type compare; one decoder per class and format. */
+typedef enum mg_class {
+    MG_NONE = 0,
+    MG_INT,
+    MG_FLOAT,
+    MG_NUMERIC,
+    MG_BOOL,
+    MG_DATE,
+    MG_TIME,
+    MG_TIMETZ,
+    MG_TIMESTAMP, /* timestamp and timestamptz: the text of the latter carries its offset */
+    MG_INTERVAL,
+    MG_UUID,
+    MG_TEXT,
+    MG_BPCHAR,
+    MG_BYTEA,
+} mg_class;
+
+static const struct mg_type_info {
+    uint32_t oid;
+    uint8_t cls;    /* mg_class */
+    uint8_t binlen; /* bytes of the binary form, 0 when it varies */
+} mg_types[] = {
+    {MG_OID_BOOL, MG_BOOL, 1},
+    {MG_OID_BYTEA, MG_BYTEA, 0},
+    {MG_OID_NAME, MG_TEXT, 0},
+    {MG_OID_INT8, MG_INT, 8},
+    {MG_OID_INT2, MG_INT, 2},
+    {MG_OID_INT4, MG_INT, 4},
+    {MG_OID_TEXT, MG_TEXT, 0},
+    {MG_OID_OID, MG_INT, 4},
+    {MG_OID_FLOAT4, MG_FLOAT, 4},
+    {MG_OID_FLOAT8, MG_FLOAT, 8},
+    {MG_OID_BPCHAR, MG_BPCHAR, 0},
+    {MG_OID_VARCHAR, MG_TEXT, 0},
+    {MG_OID_DATE, MG_DATE, 4},
+    {MG_OID_TIME, MG_TIME, 8},
+    {MG_OID_TIMESTAMP, MG_TIMESTAMP, 8},
+    {MG_OID_TIMESTAMPTZ, MG_TIMESTAMP, 8},
+    {MG_OID_INTERVAL, MG_INTERVAL, 16},
+    {MG_OID_TIMETZ, MG_TIMETZ, 12},
+    {MG_OID_NUMERIC, MG_NUMERIC, 0},
+    {MG_OID_UUID, MG_UUID, 16},
+};
+
+/* One column's type as the merge uses it. */
+typedef struct mg_type {
+    uint32_t oid;
+    uint8_t cls;    /* mg_class */
+    uint8_t fmt;    /* 0 text, 1 binary */
+    uint8_t binlen; /* mg_types' binlen */
+} mg_type;
+
+/* One value of a row: len -1 is NULL. p points into a row someone else owns. */
+typedef struct mg_val {
+    const uint8_t *p;
+    int32_t len;
+} mg_val;
+
+/* An exact decimal: value = (-1)^neg * dig * 10^-scale. Used for numeric sums, averages,
+ * comparisons and group keys, whether the shards sent numeric as text or binary. */
+enum { MG_NUM_FINITE = 0, MG_NUM_NAN, MG_NUM_PINF, MG_NUM_NINF };
+typedef struct mg_dec {
+    uint8_t *dig; /* owned: digits 0-9, most significant first, no leading zero */
+    size_t n;
+    size_t cap;
+    int32_t scale; /* digits after the point: the display scale (dscale) */
+    bool neg;
+    uint8_t special; /* MG_NUM_* */
+} mg_dec;
+
+/* A value decoded for comparison, the same whichever format it came in, so a HAVING
+ * constant (text) compares with a binary column. */
+typedef struct mg_key {
+    __int128 i;       /* integers, bool, dates, times, timestamps, interval spans */
+    int64_t j;        /* timetz: the zone, as the tie-break */
+    double d;         /* floats */
+    const uint8_t *p; /* text, bytea, uuid bytes */
+    size_t n;
+    mg_dec *dec; /* numeric: one of the merge's scratch decimals */
+    uint8_t u[16];
+} mg_key;
+
+#define MG_INFINITY ((__int128)1 << 100)
+#define MG_USECS_PER_DAY INT64_C(86400000000)
+
+/* A shard's queued row: its body at off in the shard's arena. */
+typedef struct mg_ent {
+    size_t off;
+    size_t len;
+} mg_ent;
+
+typedef struct mg_shard {
+    pgs_buf arena; /* owned: the queued rows' bodies, back to back */
+    mg_ent *ent;   /* owned: the queue, ent[head..tail) */
+    size_t head, tail, cap;
+    bool has_desc;
+    bool completed;
+    bool head_parsed; /* hoff/hlen describe ent[head] */
+    uint32_t hoff[PRS_SC_MAX_COLS];
+    int32_t hlen[PRS_SC_MAX_COLS];
+} mg_shard;
+
+/* A group's state for one column. */
+typedef struct mg_acc {
+    uint8_t *val; /* owned: the kept value (group key, plain, min, max) */
+    int32_t len;  /* -1: NULL */
+    bool seen;    /* a non-NULL input was combined */
+    bool flag;    /* BOOL_AND/BOOL_OR so far */
+    int64_t n;    /* COUNT, or an integer SUM */
+    int64_t cnt;  /* AVG: the count */
+    double f;     /* float SUM/AVG */
+    mg_dec dec;   /* numeric SUM, integer or numeric AVG */
+} mg_acc;
+
+typedef struct mg_group {
+    uint64_t hash;
+    uint8_t *key; /* owned: the normalized group key */
+    size_t klen;
+    size_t seq;        /* first-seen order, the sort's tie-break */
+    size_t foff, flen; /* the finalized row (all columns) in the merge's `final` */
+    mg_acc acc[];      /* ncols */
+} mg_group;
+
+/* A column of the first RowDescription, pointing into px_merge.desc. */
+typedef struct mg_field {
+    size_t name_off; /* the name's offset in desc */
+    uint32_t table;
+    uint16_t attnum;
+    uint32_t type;
+    uint16_t typlen;
+    uint32_t typmod;
+    uint16_t format;
+} mg_field;
+
+struct px_merge {
+    const prs_scatter *plan; /* borrowed */
+    int nshards;
+    locale_t coll;    /* borrowed; (locale_t)0 for byte order */
+    mg_shard *shards; /* owned, nshards */
+    uint16_t ncols;   /* the plan's, or the RowDescription's for a plan without columns */
+    uint16_t nvisible;
+    prs_sc_col cols[PRS_SC_MAX_COLS];
+    mg_type in[PRS_SC_MAX_COLS];  /* the shards' column types */
+    mg_type out[PRS_SC_MAX_COLS]; /* the merged rows' types (avg rewritten) */
+    pgs_buf desc;                 /* owned: the first RowDescription body */
+    mg_field fields[PRS_SC_MAX_COLS];
+    bool have_desc, desc_sent, cc_sent, failed, finalized, satisfied;
+    int ncompleted;
+    int64_t skipped; /* rows dropped for OFFSET */
+    int64_t emitted; /* rows sent: the n of "SELECT n" */
+    size_t rr;       /* concatenation: the shard being drained */
+    /* grouped */
+    mg_group **groups; /* owned, ngroups, in first-seen order */
+    size_t ngroups, gcap;
+    uint32_t *htab; /* owned: open addressing, group index + 1, 0 empty */
+    size_t hcap;
+    pgs_buf key;   /* scratch: the group key of the row being combined */
+    pgs_buf final; /* owned: the finalized rows of every group */
+    size_t *order; /* owned: the groups that pass HAVING, in output order */
+    size_t norder, opos;
+    /* scratch for comparisons */
+    mg_dec sdec[3];
+    pgs_buf sbuf[2];
+    pgs_buf tmp;
+    char sqlstate[6];
+    char msg[256];
+};
+
+/* ---- errors ---- */
+
+static int __attribute__((format(printf, 3, 4)))
+mg_fail(px_merge *m, const char *sqlstate, const char *fmt, ...)
+{
+    if (m->failed)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(m->msg, sizeof m->msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        snprintf(m->msg, sizeof m->msg, "pgshard: the merge failed");
+    snprintf(m->sqlstate, sizeof m->sqlstate, "%s", sqlstate);
+    m->failed = true;
+    return -1;
+}
+
+static int mg_oom(px_merge *m)
+{
+    return mg_fail(m, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory merging the shards' rows");
+}
+
+static int mg_bad_value(px_merge *m, const mg_type *t)
+{
+    return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
+                   "pgshard: a shard sent a value of type %u that cannot be read", t->oid);
+}
+
+static int mg_malformed(px_merge *m, const char *what)
+{
+    return mg_fail(m, PGS_SQLSTATE_PROTOCOL_VIOLATION, "pgshard: a shard sent a malformed %s", what);
+}
+
+const char *px_merge_error(const px_merge *m, const char **sqlstate)
+{
+    if (sqlstate)
+        *sqlstate = m->failed ? m->sqlstate : PGS_SQLSTATE_INTERNAL_ERROR;
+    return m->failed ? m->msg : "pgshard: no error";
+}
+
+/* ---- types ---- */
+
+static mg_type mg_type_of(uint32_t oid, uint16_t fmt)
+{
+    mg_type t = {oid, MG_NONE, (uint8_t)fmt, 0};
+    for (size_t i = 0; i < sizeof mg_types / sizeof mg_types[0]; i++) {
+        if (mg_types[i].oid == oid) {
+            t.cls = mg_types[i].cls;
+            t.binlen = mg_types[i].binlen;
+        }
+    }
+    return t;
+}
+
+static inline uint64_t mg_be64(const uint8_t *p)
+{
+    return ((uint64_t)pgs_be32(p) << 32) | pgs_be32(p + 4);
+}
+
+static void mg_put_be64(pgs_buf *b, uint64_t v)
+{
+    pgs_buf_append_be32(b, (uint32_t)(v >> 32));
+    pgs_buf_append_be32(b, (uint32_t)v);
+}
+
+/* ---- exact decimals ---- */
+
+static int dec_reserve(mg_dec *d, size_t n)
+{
+    if (n <= d->cap)
+        return 0;
+    size_t cap = d->cap ? d->cap : 32;
+    while (cap < n)
+        cap *= 2;
+    uint8_t *p = realloc(d->dig, cap);
+    if (!p)
+        return -1;
+    d->dig = p;
+    d->cap = cap;
+    return 0;
+}
+
+static void dec_free(mg_dec *d)
+{
+    free(d->dig);
+    memset(d, 0, sizeof *d);
+}
+
+static void dec_strip(mg_dec *d)
+{
+    size_t z = 0;
+    while (z < d->n && d->dig[z] == 0)
+        z++;
+    if (z) {
+        memmove(d->dig, d->dig + z, d->n - z);
+        d->n -= z;
+    }
+    if (d->n == 0)
+        d->neg = false;
+}
+
+static int dec_set_special(mg_dec *d, uint8_t special)
+{
+    d->n = 0;
+    d->scale = 0;
+    d->neg = false;
+    d->special = special;
+    return 0;
+}
+
+static int dec_set_int(mg_dec *d, int64_t v)
+{
+    char s[24];
+    int len = snprintf(s, sizeof s, "%" PRId64, v);
+    d->special = MG_NUM_FINITE;
+    d->scale = 0;
+    d->neg = v < 0;
+    d->n = 0;
+    if (dec_reserve(d, 24) < 0)
+        return -1;
+    for (int i = d->neg ? 1 : 0; i < len; i++)
+        d->dig[d->n++] = (uint8_t)(s[i] - '0');
+    dec_strip(d);
+    return 0;
+}
+
+static int dec_copy(mg_dec *d, const mg_dec *s)
+{
+    if (dec_reserve(d, s->n) < 0)
+        return -1;
+    if (s->n)
+        memcpy(d->dig, s->dig, s->n);
+    d->n = s->n;
+    d->scale = s->scale;
+    d->neg = s->neg;
+    d->special = s->special;
+    return 0;
+}
+
+/* numeric's text output: [-]digits[.digits], or NaN, Infinity, -Infinity. Returns -1 on a
+ * malformed value, -2 when out of memory. */
+static int dec_parse_text(mg_dec *d, const uint8_t *p, size_t len)
+{
+    static const struct {
+        const char *s;
+        uint8_t special;
+    } specials[] = {{"NaN", MG_NUM_NAN}, {"Infinity", MG_NUM_PINF}, {"-Infinity", MG_NUM_NINF}};
+    for (size_t i = 0; i < 3; i++) {
+        if (len == strlen(specials[i].s) && memcmp(p, specials[i].s, len) == 0)
+            return dec_set_special(d, specials[i].special);
+    }
+    size_t i = 0;
+    d->special = MG_NUM_FINITE;
+    d->neg = false;
+    if (i < len && (p[i] == '-' || p[i] == '+'))
+        d->neg = p[i++] == '-';
+    if (dec_reserve(d, len) < 0)
+        return -2;
+    d->n = 0;
+    d->scale = 0;
+    bool point = false;
+    for (; i < len; i++) {
+        if (p[i] == '.' && !point) {
+            point = true;
+        } else if (p[i] >= '0' && p[i] <= '9') {
+            d->dig[d->n++] = (uint8_t)(p[i] - '0');
+            d->scale += point;
+        } else {
+            return -1;
+        }
+    }
+    if (d->n == 0)
+        return -1;
+    dec_strip(d);
+    return 0;
+}
+
+/* numeric's binary form: int16 ndigits, weight, sign, dscale, then base-10000 digits. As
+ * numeric_recv, digits the dscale hides are truncated away. */
+static int dec_parse_bin(mg_dec *d, const uint8_t *p, size_t len)
+{
+    if (len < 8)
+        return -1;
+    uint16_t ndigits = pgs_be16(p), sign = pgs_be16(p + 4), dscale = pgs_be16(p + 6);
+    int16_t weight = (int16_t)pgs_be16(p + 2);
+    if (len != 8 + 2 * (size_t)ndigits || ndigits > 0x7fff || dscale > 0x3fff)
+        return -1;
+    if (sign == 0xC000)
+        return dec_set_special(d, MG_NUM_NAN);
+    if (sign == 0xD000)
+        return dec_set_special(d, MG_NUM_PINF);
+    if (sign == 0xF000)
+        return dec_set_special(d, MG_NUM_NINF);
+    if (sign != 0 && sign != 0x4000)
+        return -1;
+    /* value = D * 10^e with D the digits in decimal */
+    int64_t e = 4 * ((int64_t)weight - ndigits + 1);
+    int64_t raw_scale = e < 0 ? -e : 0;
+    size_t zeros = e > 0 ? (size_t)e : 0;
+    if (dec_reserve(d, 4 * (size_t)ndigits + zeros + dscale + 1) < 0)
+        return -2;
+    d->n = 0;
+    for (size_t i = 0; i < ndigits; i++) {
+        uint16_t v = pgs_be16(p + 8 + 2 * i);
+        if (v >= 10000)
+            return -1;
+        d->dig[d->n++] = (uint8_t)(v / 1000);
+        d->dig[d->n++] = (uint8_t)(v / 100 % 10);
+        d->dig[d->n++] = (uint8_t)(v / 10 % 10);
+        d->dig[d->n++] = (uint8_t)(v % 10);
+    }
+    memset(d->dig + d->n, 0, zeros);
+    d->n += zeros;
+    if (dscale > raw_scale) {
+        memset(d->dig + d->n, 0, (size_t)(dscale - raw_scale));
+        d->n += (size_t)(dscale - raw_scale);
+    } else {
+        size_t cut = (size_t)(raw_scale - dscale);
+        d->n = cut < d->n ? d->n - cut : 0;
+    }
+    d->scale = dscale;
+    d->neg = sign == 0x4000;
+    d->special = MG_NUM_FINITE;
+    dec_strip(d);
+    return 0;
+}
+
+/* The digit of d at 10^(k - scale), k counted from the right at that scale. */
+static inline uint8_t dec_digit(const mg_dec *d, size_t k, int32_t scale)
+{
+    size_t shift = (size_t)(scale - d->scale);
+    if (k < shift)
+        return 0;
+    k -= shift;
+    return k < d->n ? d->dig[d->n - 1 - k] : 0;
+}
+
+/* Compares |a| and |b|, finite. */
+static int dec_cmp_abs(const mg_dec *a, const mg_dec *b)
+{
+    int64_t la = (int64_t)a->n - a->scale, lb = (int64_t)b->n - b->scale;
+    if (a->n == 0 || b->n == 0)
+        return (a->n != 0) - (b->n != 0);
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    size_t n = a->n > b->n ? a->n : b->n;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t x = i < a->n ? a->dig[i] : 0, y = i < b->n ? b->dig[i] : 0;
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return 0;
+}
+
+/* PostgreSQL's order: -Infinity < finite < Infinity < NaN, NaN equal to NaN. */
+static int dec_cmp(const mg_dec *a, const mg_dec *b)
+{
+    static const int rank[] = {[MG_NUM_NINF] = 0, [MG_NUM_FINITE] = 1, [MG_NUM_PINF] = 2, [MG_NUM_NAN] = 3};
+    if (rank[a->special] != rank[b->special])
+        return rank[a->special] < rank[b->special] ? -1 : 1;
+    if (a->special != MG_NUM_FINITE)
+        return 0;
+    int sa = a->n == 0 ? 0 : (a->neg ? -1 : 1), sb = b->n == 0 ? 0 : (b->neg ? -1 : 1);
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    return sa * dec_cmp_abs(a, b);
+}
+
+static uint8_t dec_add_special(const mg_dec *a, const mg_dec *b)
+{
+    if (a->special == MG_NUM_NAN || b->special == MG_NUM_NAN)
+        return MG_NUM_NAN;
+    if (a->special == MG_NUM_FINITE)
+        return b->special;
+    if (b->special == MG_NUM_FINITE || b->special == a->special)
+        return a->special;
+    return MG_NUM_NAN; /* Infinity + -Infinity */
+}
+
+/* a += b exactly, at the larger of the two scales (as numeric_add). tmp is scratch. */
+static int dec_add(mg_dec *a, const mg_dec *b, pgs_buf *tmp)
+{
+    if (a->special != MG_NUM_FINITE || b->special != MG_NUM_FINITE)
+        return dec_set_special(a, dec_add_special(a, b));
+    int32_t scale = a->scale > b->scale ? a->scale : b->scale;
+    size_t na = a->n + (size_t)(scale - a->scale), nb = b->n + (size_t)(scale - b->scale);
+    size_t n = (na > nb ? na : nb) + 1;
+    pgs_buf_clear(tmp);
+    if (pgs_buf_reserve(tmp, n) < 0)
+        return -1;
+    uint8_t *r = tmp->data;
+    bool neg = a->neg;
+    const mg_dec *big = a, *small = b;
+    int sub = a->neg != b->neg;
+    if (sub && dec_cmp_abs(a, b) < 0) {
+        big = b;
+        small = a;
+        neg = b->neg;
+    }
+    int carry = 0;
+    for (size_t k = 0; k < n; k++) {
+        int v = dec_digit(big, k, scale) + (sub ? -dec_digit(small, k, scale) : dec_digit(small, k, scale)) +
+                carry;
+        carry = v < 0 ? -1 : v / 10;
+        r[n - 1 - k] = (uint8_t)((v + 10) % 10);
+    }
+    if (dec_reserve(a, n) < 0)
+        return -1;
+    memcpy(a->dig, r, n);
+    a->n = n;
+    a->scale = scale;
+    a->neg = neg;
+    dec_strip(a);
+    return 0;
+}
+
+/* The base-10000 weight and first digit of d, as numeric.c's NumericVar would hold them. */
+static void dec_weight(const mg_dec *d, int64_t *weight, int *first)
+{
+    *weight = 0;
+    *first = 0;
+    if (d->n == 0)
+        return;
+    int64_t e = (int64_t)d->n - d->scale - 1; /* the top digit is at 10^e */
+    int64_t w = e >= 0 ? e / 4 : -((-e + 3) / 4);
+    int v = 0;
+    for (int64_t i = 0; i <= e - 4 * w; i++)
+        v = v * 10 + ((size_t)i < d->n ? d->dig[i] : 0);
+    *weight = w;
+    *first = v;
+}
+
+/* numeric_div's result scale (numeric.c, select_div_scale): at least 16 significant
+ * digits, at least either input's display scale, between 0 and 1000. */
+static int32_t dec_div_scale(const mg_dec *num, const mg_dec *den)
+{
+    int64_t w1, w2;
+    int f1, f2;
+    dec_weight(num, &w1, &f1);
+    dec_weight(den, &w2, &f2);
+    int64_t qweight = w1 - w2;
+    if (f1 <= f2)
+        qweight--;
+    int64_t rscale = 16 - qweight * 4;
+    if (rscale < num->scale)
+        rscale = num->scale;
+    if (rscale < den->scale)
+        rscale = den->scale;
+    if (rscale < 0)
+        rscale = 0;
+    if (rscale > 1000)
+        rscale = 1000;
+    return (int32_t)rscale;
+}
+
+/* out = sum / count rounded half away from zero at numeric_div's scale: long division
+ * one digit past the scale, then rounding on that digit. count > 0. */
+static int dec_div_count(mg_dec *out, const mg_dec *sum, int64_t count, mg_dec *den)
+{
+    if (sum->special != MG_NUM_FINITE)
+        return dec_set_special(out, sum->special);
+    if (dec_set_int(den, count) < 0)
+        return -1;
+    int32_t rscale = dec_div_scale(sum, den);
+    int64_t t = (int64_t)rscale + 1;
+    /* the dividend's digits at scale t */
+    size_t nd = sum->n, extra = 0;
+    if (t >= sum->scale) {
+        extra = (size_t)(t - sum->scale);
+    } else {
+        size_t cut = (size_t)(sum->scale - t);
+        nd = cut < sum->n ? sum->n - cut : 0;
+    }
+    if (dec_reserve(out, nd + extra + 1) < 0)
+        return -1;
+    unsigned __int128 rem = 0, c = (unsigned __int128)count;
+    out->n = 0;
+    out->dig[out->n++] = 0; /* room for the rounding's carry */
+    for (size_t i = 0; i < nd + extra; i++) {
+        rem = rem * 10 + (i < nd ? sum->dig[i] : 0);
+        out->dig[out->n++] = (uint8_t)(rem / c);
+        rem %= c;
+    }
+    bool up = out->n > 1 && out->dig[out->n - 1] >= 5;
+    out->n--;
+    for (size_t k = out->n; up && k-- > 0;) {
+        up = ++out->dig[k] == 10;
+        if (up)
+            out->dig[k] = 0;
+    }
+    out->scale = rscale;
+    out->neg = sum->neg;
+    out->special = MG_NUM_FINITE;
+    dec_strip(out);
+    return 0;
+}
+
+static void dec_out_text(const mg_dec *d, pgs_buf *b)
+{
+    static const char *const names[] = {"", "NaN", "Infinity", "-Infinity"};
+    if (d->special != MG_NUM_FINITE) {
+        pgs_buf_append(b, names[d->special], strlen(names[d->special]));
+        return;
+    }
+    size_t scale = (size_t)d->scale;
+    if (d->neg && d->n)
+        pgs_buf_append_u8(b, '-');
+    if (d->n > scale) {
+        for (size_t i = 0; i < d->n - scale; i++)
+            pgs_buf_append_u8(b, (uint8_t)('0' + d->dig[i]));
+    } else {
+        pgs_buf_append_u8(b, '0');
+    }
+    if (scale == 0)
+        return;
+    pgs_buf_append_u8(b, '.');
+    for (size_t k = scale; k-- > 0;)
+        pgs_buf_append_u8(b, (uint8_t)('0' + (k < d->n ? d->dig[d->n - 1 - k] : 0)));
+}
+
+/* numeric's binary form, leading and trailing zero base-10000 digits stripped as
+ * make_result does. */
+static void dec_out_bin(const mg_dec *d, pgs_buf *b)
+{
+    static const uint16_t signs[] = {0, 0xC000, 0xD000, 0xF000};
+    if (d->special != MG_NUM_FINITE || d->n == 0) {
+        uint16_t h[4] = {0, 0, signs[d->special], (uint16_t)(d->special ? 0 : d->scale)};
+        for (int i = 0; i < 4; i++)
+            pgs_buf_append_be16(b, h[i]);
+        return;
+    }
+    /* digit positions: top at 10^e, bottom at 10^-scale; groups of 4 aligned on the point */
+    int64_t e = (int64_t)d->n - d->scale - 1;
+    int64_t wtop = e >= 0 ? e / 4 : -((-e + 3) / 4);
+    int64_t lo = -(int64_t)d->scale;
+    int64_t wbot = lo >= 0 ? lo / 4 : -((-lo + 3) / 4);
+    /* strip trailing zero groups and count the digits */
+    int64_t count = wtop - wbot + 1;
+    uint16_t *g = calloc((size_t)count, sizeof *g);
+    if (!g) {
+        b->oom = true;
+        return;
+    }
+    for (int64_t w = wtop; w >= wbot; w--) {
+        int v = 0;
+        for (int64_t pos = 4 * w + 3; pos >= 4 * w; pos--) {
+            int64_t k = pos + d->scale; /* from the right */
+            v = v * 10 + (k >= 0 && k < (int64_t)d->n ? d->dig[d->n - 1 - (size_t)k] : 0);
+        }
+        g[wtop - w] = (uint16_t)v;
+    }
+    while (count > 0 && g[count - 1] == 0)
+        count--;
+    pgs_buf_append_be16(b, (uint16_t)count);
+    pgs_buf_append_be16(b, (uint16_t)(int16_t)wtop);
+    pgs_buf_append_be16(b, d->neg ? 0x4000 : 0);
+    pgs_buf_append_be16(b, (uint16_t)d->scale);
+    for (int64_t i = 0; i < count; i++)
+        pgs_buf_append_be16(b, g[i]);
+    free(g);
+}
+
+/* ---- reading text values ---- */
+
+/* A cursor over a value's text. */
+typedef struct mg_cur {
+    const uint8_t *p, *end;
+} mg_cur;
+
+static bool cur_lit(mg_cur *c, const char *s)
+{
+    size_t n = strlen(s);
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0)
+        return false;
+    c->p += n;
+    return true;
+}
+
+/* Between mind and maxd decimal digits. */
+static int cur_num(mg_cur *c, int mind, int maxd, int64_t *v)
+{
+    int n = 0;
+    *v = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9' && n < maxd) {
+        *v = *v * 10 + (*c->p++ - '0');
+        n++;
+    }
+    return n >= mind ? 0 : -1;
+}
+
+/* Fractional seconds after a '.', as microseconds (PostgreSQL prints at most 6 digits). */
+static int cur_frac(mg_cur *c, int64_t *us)
+{
+    *us = 0;
+    if (!cur_lit(c, "."))
+        return 0;
+    int64_t scale = 100000;
+    int n = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        if (n++ < 6)
+            *us += (*c->p - '0') * scale;
+        scale /= 10;
+        c->p++;
+    }
+    return n > 0 ? 0 : -1;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (year astronomical: 1 BC is 0). */
+static int64_t mg_days_from_civil(int64_t y, int64_t mo, int64_t d)
+{
+    y -= mo <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* 'YYYY-MM-DD' (the year may be longer); the caller applies ' BC'. */
+static int cur_date(mg_cur *c, int64_t *y, int64_t *mo, int64_t *d)
+{
+    if (cur_num(c, 4, 9, y) < 0 || !cur_lit(c, "-") || cur_num(c, 2, 2, mo) < 0 || !cur_lit(c, "-") ||
+        cur_num(c, 2, 2, d) < 0)
+        return -1;
+    return *mo >= 1 && *mo <= 12 && *d >= 1 && *d <= 31 ? 0 : -1;
+}
+
+/* 'HH:MM:SS[.ffffff]' as microseconds. */
+static int cur_time(mg_cur *c, int64_t *us)
+{
+    int64_t h, mi, s, f;
+    if (cur_num(c, 2, 10, &h) < 0 || !cur_lit(c, ":") || cur_num(c, 2, 2, &mi) < 0 || !cur_lit(c, ":") ||
+        cur_num(c, 2, 2, &s) < 0 || cur_frac(c, &f) < 0)
+        return -1;
+    *us = ((h * 60 + mi) * 60 + s) * 1000000 + f;
+    return 0;
+}
+
+/* A zone offset '+HH[:MM[:SS]]' as seconds east of UTC. */
+static int cur_offset(mg_cur *c, int64_t *secs)
+{
+    int sign = cur_lit(c, "+") ? 1 : (cur_lit(c, "-") ? -1 : 0);
+    int64_t h, mi = 0, s = 0;
+    if (sign == 0 || cur_num(c, 2, 2, &h) < 0)
+        return -1;
+    if (cur_lit(c, ":") && cur_num(c, 2, 2, &mi) < 0)
+        return -1;
+    if (cur_lit(c, ":") && cur_num(c, 2, 2, &s) < 0)
+        return -1;
+    *secs = sign * (h * 3600 + mi * 60 + s);
+    return 0;
+}
+
+static bool cur_infinity(mg_cur *c, __int128 *v)
+{
+    if (cur_lit(c, "infinity"))
+        *v = MG_INFINITY;
+    else if (cur_lit(c, "-infinity"))
+        *v = -MG_INFINITY;
+    else
+        return false;
+    return true;
+}
+
+/* date, timestamp and timestamptz in the ISO DateStyle: microseconds since 1970 UTC (days
+ * for a date). The offset of timestamptz is applied, so texts printed in one session's
+ * TimeZone compare across different offsets (summer and winter time). */
+static int mg_text_datetime(const uint8_t *p, size_t len, bool with_time, bool with_zone, __int128 *v)
+{
+    mg_cur c = {p, p + len};
+    if (cur_infinity(&c, v))
+        return c.p == c.end ? 0 : -1;
+    int64_t y, mo, d, us = 0, off = 0;
+    if (cur_date(&c, &y, &mo, &d) < 0)
+        return -1;
+    if (with_time && (!cur_lit(&c, " ") || cur_time(&c, &us) < 0))
+        return -1;
+    if (with_zone && cur_offset(&c, &off) < 0)
+        return -1;
+    if (cur_lit(&c, " BC"))
+        y = 1 - y;
+    if (c.p != c.end)
+        return -1;
+    int64_t days = mg_days_from_civil(y, mo, d);
+    *v = with_time ? (__int128)days * MG_USECS_PER_DAY + us - (__int128)off * 1000000 : days;
+    return 0;
+}
+
+/* interval in the default 'postgres' IntervalStyle ('1 year 2 mons -3 days +04:05:06.5'):
+ * its span as interval_cmp_value computes it, a month 30 days and a day 24 hours. */
+static int mg_text_interval(const uint8_t *p, size_t len, __int128 *span)
+{
+    static const struct {
+        const char *unit;
+        int64_t days;
+    } units[] = {{"years", 360}, {"year", 360}, {"mons", 30}, {"mon", 30}, {"days", 1}, {"day", 1}};
+    mg_cur c = {p, p + len};
+    if (cur_infinity(&c, span))
+        return c.p == c.end ? 0 : -1;
+    __int128 days = 0, us = 0;
+    bool any = false;
+    while (c.p < c.end) {
+        if (any && !cur_lit(&c, " "))
+            return -1;
+        any = true;
+        int sign = cur_lit(&c, "-") ? -1 : 1;
+        if (sign > 0)
+            cur_lit(&c, "+");
+        int64_t n, t, f;
+        if (cur_num(&c, 1, 18, &n) < 0)
+            return -1;
+        if (cur_lit(&c, ":")) {
+            int64_t mi, s;
+            if (cur_num(&c, 2, 2, &mi) < 0 || !cur_lit(&c, ":") || cur_num(&c, 2, 2, &s) < 0 ||
+                cur_frac(&c, &f) < 0)
+                return -1;
+            t = ((n * 60 + mi) * 60 + s) * 1000000 + f;
+            us += sign * (__int128)t;
+            continue;
+        }
+        size_t i;
+        if (!cur_lit(&c, " "))
+            return -1;
+        for (i = 0; i < sizeof units / sizeof units[0] && !cur_lit(&c, units[i].unit); i++)
+            ;
+        if (i == sizeof units / sizeof units[0])
+            return -1;
+        days += sign * (__int128)n * units[i].days;
+    }
+    if (!any)
+        return -1;
+    *span = days * MG_USECS_PER_DAY + us;
+    return 0;
+}
+
+/* A signed decimal integer. */
+static int mg_text_int(const uint8_t *p, size_t len, __int128 *v)
+{
+    size_t i = 0;
+    bool neg = len > 0 && p[0] == '-';
+    i += neg;
+    if (i == len || len - i > 20)
+        return -1;
+    __int128 x = 0;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        x = x * 10 + (p[i] - '0');
+    }
+    *v = neg ? -x : x;
+    return 0;
+}
+
+static int mg_text_float(const uint8_t *p, size_t len, bool f4, double *v)
+{
+    char s[64];
+    if (len == 0 || len >= sizeof s)
+        return -1;
+    memcpy(s, p, len);
+    s[len] = 0;
+    char *end;
+    errno = 0;
+    *v = f4 ? (double)strtof(s, &end) : strtod(s, &end);
+    /* ERANGE for denormals is fine: the shard printed them */
+    return *end == 0 ? 0 : -1;
+}
+
+static int mg_text_uuid(const uint8_t *p, size_t len, uint8_t *u)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '-')
+            continue;
+        int h = pgs_hex_value((char)p[i]);
+        if (h < 0 || k >= 32)
+            return -1;
+        u[k / 2] = (uint8_t)(k % 2 ? (u[k / 2] | h) : h << 4);
+        k++;
+    }
+    return k == 32 ? 0 : -1;
+}
+
+/* bytea's hex output '\x0a1b'; the escape format is refused. */
+static int mg_text_bytea(const uint8_t *p, size_t len, pgs_buf *b)
+{
+    if (len < 2 || p[0] != '\\' || p[1] != 'x' || len % 2)
+        return -1;
+    pgs_buf_clear(b);
+    if (pgs_buf_reserve(b, len / 2) < 0)
+        return -2;
+    for (size_t i = 2; i < len; i += 2) {
+        int hi = pgs_hex_value((char)p[i]), lo = pgs_hex_value((char)p[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        b->data[b->len++] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* ---- decoding a value for comparison ---- */
+
+static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t *p, size_t len, mg_key *k)
+{
+    switch (t->cls) {
+    case MG_INT:
+        return mg_text_int(p, len, &k->i);
+    case MG_FLOAT:
+        return mg_text_float(p, len, t->oid == MG_OID_FLOAT4, &k->d);
+    case MG_NUMERIC:
+        k->dec = &m->sdec[slot];
+        return dec_parse_text(k->dec, p, len);
+    case MG_BOOL:
+        if (len != 1 || (p[0] != 't' && p[0] != 'f'))
+            return -1;
+        k->i = p[0] == 't';
+        return 0;
+    case MG_DATE:
+        return mg_text_datetime(p, len, false, false, &k->i);
+    case MG_TIMESTAMP:
+        return mg_text_datetime(p, len, true, t->oid == MG_OID_TIMESTAMPTZ, &k->i);
+    case MG_TIME: {
+        mg_cur c = {p, p + len};
+        int64_t us;
+        if (cur_time(&c, &us) < 0 || c.p != c.end)
+            return -1;
+        k->i = us;
+        return 0;
+    }
+    case MG_TIMETZ: {
+        /* timetz_cmp: by the UTC time, then by the zone (seconds west) */
+        mg_cur c = {p, p + len};
+        int64_t us, off;
+        if (cur_time(&c, &us) < 0 || cur_offset(&c, &off) < 0 || c.p != c.end)
+            return -1;
+        k->i = (__int128)us - (__int128)off * 1000000;
+        k->j = -off;
+        return 0;
+    }
+    case MG_INTERVAL:
+        return mg_text_interval(p, len, &k->i);
+    case MG_UUID:
+        k->p = k->u;
+        k->n = 16;
+        return mg_text_uuid(p, len, k->u);
+    case MG_BYTEA: {
+        int rc = mg_text_bytea(p, len, &m->sbuf[slot]);
+        k->p = m->sbuf[slot].data;
+        k->n = m->sbuf[slot].len;
+        return rc;
+    }
+    case MG_BPCHAR:
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        /* fall through */
+    case MG_TEXT:
+        k->p = p;
+        k->n = len;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int mg_decode_bin(px_merge *m, int slot, const mg_type *t, const uint8_t *p, size_t len, mg_key *k)
+{
+    if (t->binlen && len != t->binlen)
+        return -1;
+    switch (t->cls) {
+    case MG_INT:
+        if (t->oid == MG_OID_OID)
+            k->i = pgs_be32(p);
+        else
+            k->i = len == 2 ? (int16_t)pgs_be16(p) : len == 4 ? (int32_t)pgs_be32(p) : (int64_t)mg_be64(p);
+        return 0;
+    case MG_FLOAT:
+        if (len == 4) {
+            uint32_t u = pgs_be32(p);
+            float f;
+            memcpy(&f, &u, 4);
+            k->d = f;
+        } else {
+            uint64_t u = mg_be64(p);
+            memcpy(&k->d, &u, 8);
+        }
+        return 0;
+    case MG_NUMERIC:
+        k->dec = &m->sdec[slot];
+        return dec_parse_bin(k->dec, p, len);
+    case MG_BOOL:
+        k->i = p[0] != 0;
+        return 0;
+    case MG_DATE:
+        k->i = (int32_t)pgs_be32(p);
+        return 0;
+    case MG_TIME:
+    case MG_TIMESTAMP:
+        k->i = (int64_t)mg_be64(p);
+        return 0;
+    case MG_TIMETZ:
+        k->j = (int32_t)pgs_be32(p + 8);
+        k->i = (__int128)(int64_t)mg_be64(p) + (__int128)k->j * 1000000;
+        return 0;
+    case MG_INTERVAL:
+        k->i = (__int128)(int64_t)mg_be64(p) +
+               ((__int128)(int32_t)pgs_be32(p + 12) * 30 + (int32_t)pgs_be32(p + 8)) * MG_USECS_PER_DAY;
+        return 0;
+    case MG_BPCHAR:
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        /* fall through */
+    case MG_UUID:
+    case MG_TEXT:
+    case MG_BYTEA:
+        k->p = p;
+        k->n = len;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Decodes a non-NULL value of type t into k (slot picks the scratch storage: 0 or 1). */
+static int mg_decode(px_merge *m, int slot, const mg_type *t, mg_val v, mg_key *k)
+{
+    memset(k, 0, sizeof *k);
+    int rc = t->fmt ? mg_decode_bin(m, slot, t, v.p, (size_t)v.len, k)
+                    : mg_decode_text(m, slot, t, v.p, (size_t)v.len, k);
+    if (rc == -2)
+        return mg_oom(m);
+    return rc < 0 ? mg_bad_value(m, t) : 0;
+}
+
+static int mg_cmp_float(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) - isnan(b);
+    return a < b ? -1 : (a > b ? 1 : 0);
+}
+
+/* As varstr_cmp: bytes in "C", else the collation with byte order breaking its ties. */
+static int mg_cmp_text(px_merge *m, const mg_key *a, const mg_key *b)
+{
+    size_t n = a->n < b->n ? a->n : b->n;
+    int c = n ? memcmp(a->p, b->p, n) : 0;
+    int bytes = c ? c : (a->n > b->n) - (a->n < b->n);
+    if (m->coll == (locale_t)0 || bytes == 0)
+        return bytes;
+    pgs_buf *sa = &m->sbuf[0], *sb = &m->sbuf[1];
+    pgs_buf_clear(sa);
+    pgs_buf_clear(sb);
+    pgs_buf_append(sa, a->p, a->n);
+    pgs_buf_append_u8(sa, 0);
+    pgs_buf_append(sb, b->p, b->n);
+    pgs_buf_append_u8(sb, 0);
+    if (pgs_buf_failed(sa) || pgs_buf_failed(sb))
+        return mg_oom(m), 0;
+    c = strcoll_l((const char *)sa->data, (const char *)sb->data, m->coll);
+    return c ? c : bytes;
+}
+
+static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *b)
+{
+    switch (cls) {
+    case MG_FLOAT:
+        return mg_cmp_float(a->d, b->d);
+    case MG_NUMERIC:
+        return dec_cmp(a->dec, b->dec);
+    case MG_TEXT:
+    case MG_BPCHAR:
+        return mg_cmp_text(m, a, b);
+    case MG_UUID:
+    case MG_BYTEA: {
+        size_t n = a->n < b->n ? a->n : b->n;
+        int c = n ? memcmp(a->p, b->p, n) : 0;
+        return c ? c : (a->n > b->n) - (a->n < b->n);
+    }
+    default:
+        if (a->i != b->i)
+            return a->i < b->i ? -1 : 1;
+        return (a->j > b->j) - (a->j < b->j);
+    }
+}
+
+/* Compares two non-NULL values of the types ta and tb (of one class) into *res. */
+static int mg_cmp2(px_merge *m, const mg_type *ta, mg_val a, const mg_type *tb, mg_val b, int *res)
+{
+    mg_key ka, kb;
+    if (ta->cls == MG_NONE || ta->cls != tb->cls)
+        return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                       "pgshard: cannot compare values of type %u across shards", ta->oid);
+    if (mg_decode(m, 0, ta, a, &ka) < 0 || mg_decode(m, 1, tb, b, &kb) < 0)
+        return -1;
+    *res = mg_cmp_keys(m, ta->cls, &ka, &kb);
+    return m->failed ? -1 : 0;
+}
+
+/* ORDER BY over rows of all columns: NULLs placed as asked, DESC reversing the rest. */
+static int mg_cmp_rows(px_merge *m, const mg_type *types, const mg_val *a, const mg_val *b, int *res)
+{
+    const prs_scatter *pl = m->plan;
+    *res = 0;
+    for (int i = 0; i < pl->nsort && *res == 0; i++) {
+        const prs_sc_sort *so = &pl->sort[i];
+        mg_val x = a[so->col], y = b[so->col];
+        if (x.len < 0 || y.len < 0) {
+            int nx = x.len < 0, ny = y.len < 0;
+            *res = nx == ny ? 0 : ((nx ? -1 : 1) * (so->nulls_first ? 1 : -1));
+            continue;
+        }
+        if (mg_cmp2(m, &types[so->col], x, &types[so->col], y, res) < 0)
+            return -1;
+        if (so->desc)
+            *res = -*res;
+    }
+    return 0;
+}
+
+/* ---- rows ---- */
+
+/* Splits a DataRow body into its ncols values, checking every length. */
+static int mg_parse_row(px_merge *m, const uint8_t *body, size_t len, mg_val *vals)
+{
+    pgs_reader r = pgs_reader_make(body, len);
+    uint16_t n;
+    if (pgs_rd_be16(&r, &n) < 0 || n != m->ncols)
+        return mg_malformed(m, "DataRow (its column count differs from the RowDescription's)");
+    for (uint16_t i = 0; i < n; i++) {
+        uint32_t l;
+        if (pgs_rd_be32(&r, &l) < 0)
+            return mg_malformed(m, "DataRow");
+        vals[i].len = -1;
+        vals[i].p = NULL;
+        if (l == 0xFFFFFFFFu)
+            continue;
+        if (l > INT32_MAX || pgs_rd_bytes(&r, l, &vals[i].p) < 0)
+            return mg_malformed(m, "DataRow");
+        vals[i].len = (int32_t)l;
+    }
+    return r.left == 0 ? 0 : mg_malformed(m, "DataRow");
+}
+
+static void mg_put_val(pgs_buf *b, mg_val v)
+{
+    pgs_buf_append_be32(b, (uint32_t)v.len);
+    if (v.len > 0)
+        pgs_buf_append(b, v.p, (size_t)v.len);
+}
+
+/* A DataRow message of the first n values. */
+static void mg_put_row(pgs_buf *out, const mg_val *vals, int n)
+{
+    size_t st = pgs_msg_begin(out, PGS_BE_DATA_ROW);
+    pgs_buf_append_be16(out, (uint16_t)n);
+    for (int i = 0; i < n; i++)
+        mg_put_val(out, vals[i]);
+    pgs_msg_end(out, st);
+}
+
+/* ---- per-shard queues ---- */
+
+static int mg_queue_push(mg_shard *sh, const uint8_t *body, size_t len)
+{
+    if (sh->tail == sh->cap && sh->head > 0) {
+        /* reuse the room of the rows already taken: move the queue and its bytes down */
+        size_t base = sh->ent[sh->head].off;
+        pgs_buf_consume(&sh->arena, base);
+        for (size_t i = sh->head; i < sh->tail; i++)
+            sh->ent[i - sh->head] = (mg_ent){sh->ent[i].off - base, sh->ent[i].len};
+        sh->tail -= sh->head;
+        sh->head = 0;
+    }
+    if (sh->tail == sh->cap) {
+        size_t cap = sh->cap ? sh->cap * 2 : 64;
+        mg_ent *e = realloc(sh->ent, cap * sizeof *e);
+        if (!e)
+            return -1;
+        sh->ent = e;
+        sh->cap = cap;
+    }
+    size_t off = sh->arena.len;
+    if (pgs_buf_append(&sh->arena, body, len) < 0)
+        return -1;
+    sh->ent[sh->tail++] = (mg_ent){off, len};
+    return 0;
+}
+
+static size_t mg_queued(const mg_shard *sh)
+{
+    return sh->tail - sh->head;
+}
+
+static void mg_queue_pop(mg_shard *sh)
+{
+    sh->head++;
+    sh->head_parsed = false;
+    if (sh->head == sh->tail) {
+        sh->head = sh->tail = 0;
+        pgs_buf_clear(&sh->arena);
+    }
+}
+
+/* The values of shard s's first queued row, split once and remembered. */
+static int mg_head_vals(px_merge *m, int s, mg_val *vals)
+{
+    mg_shard *sh = &m->shards[s];
+    const uint8_t *base = sh->arena.data + sh->ent[sh->head].off;
+    if (!sh->head_parsed) {
+        if (mg_parse_row(m, base, sh->ent[sh->head].len, vals) < 0)
+            return -1;
+        for (int i = 0; i < m->ncols; i++) {
+            sh->hlen[i] = vals[i].len;
+            sh->hoff[i] = vals[i].len < 0 ? 0 : (uint32_t)(vals[i].p - base);
+        }
+        sh->head_parsed = true;
+        return 0;
+    }
+    for (int i = 0; i < m->ncols; i++)
+        vals[i] = (mg_val){sh->hlen[i] < 0 ? NULL : base + sh->hoff[i], sh->hlen[i]};
+    return 0;
+}
+
+/* ---- numbers out ---- */
+
+/* A double as float8out/float4out print it with extra_float_digits = 1 (Ryu): the fewest
+ * digits that read back to the same value, fixed notation for decimal exponents from -4 up
+ * to 14 (5 for float4), else d.ddde+XX. */
+static void mg_float_text(double v, bool f4, pgs_buf *b)
+{
+    if (isnan(v) || isinf(v) || v == 0) {
+        const char *s = isnan(v)   ? "NaN"
+                        : isinf(v) ? (v > 0 ? "Infinity" : "-Infinity")
+                                   : (signbit(v) ? "-0" : "0");
+        pgs_buf_append(b, s, strlen(s));
+        return;
+    }
+    char tmp[64];
+    for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
+        snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
+        if (f4 ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
+            break;
+    }
+    char digits[32] = {'0'};
+    int nd = 0, exp = 0;
+    const char *q = tmp;
+    bool neg = *q == '-';
+    q += neg;
+    for (; *q && *q != 'e'; q++) {
+        if (*q != '.' && nd < (int)sizeof digits)
+            digits[nd++] = *q;
+    }
+    if (*q == 'e')
+        exp = (int)strtol(q + 1, NULL, 10);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    if (neg)
+        pgs_buf_append_u8(b, '-');
+    if (exp < -4 || exp >= (f4 ? 6 : 15)) {
+        pgs_buf_append_u8(b, (uint8_t)digits[0]);
+        if (nd > 1) {
+            pgs_buf_append_u8(b, '.');
+            pgs_buf_append(b, digits + 1, (size_t)nd - 1);
+        }
+        pgs_buf_appendf(b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    } else if (exp < 0) {
+        pgs_buf_append(b, "0.", 2);
+        for (int i = 0; i < -exp - 1; i++)
+            pgs_buf_append_u8(b, '0');
+        pgs_buf_append(b, digits, (size_t)nd);
+    } else {
+        for (int i = 0; i <= exp; i++)
+            pgs_buf_append_u8(b, (uint8_t)(i < nd ? digits[i] : '0'));
+        if (nd > exp + 1) {
+            pgs_buf_append_u8(b, '.');
+            pgs_buf_append(b, digits + exp + 1, (size_t)(nd - exp - 1));
+        }
+    }
+}
+
+static void mg_put_float(pgs_buf *b, const mg_type *t, double v)
+{
+    bool f4 = t->oid == MG_OID_FLOAT4;
+    if (t->fmt == 0) {
+        mg_float_text(v, f4, b);
+        return;
+    }
+    if (f4) {
+        float f = (float)v;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        pgs_buf_append_be32(b, u);
+        return;
+    }
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    mg_put_be64(b, u);
+}
+
+/* An integer in the column's own type, with its range checked as PostgreSQL would. */
+static int mg_put_int(px_merge *m, pgs_buf *b, const mg_type *t, int64_t v)
+{
+    static const struct {
+        uint8_t width;
+        int64_t lo, hi;
+        const char *name;
+    } ranges[] = {{2, INT16_MIN, INT16_MAX, "smallint"}, {4, INT32_MIN, INT32_MAX, "integer"}};
+    for (size_t i = 0; i < 2; i++) {
+        if (t->binlen == ranges[i].width && (v < ranges[i].lo || v > ranges[i].hi))
+            return mg_fail(m, PGS_SQLSTATE_NUMERIC_VALUE_OUT_OF_RANGE, "pgshard: %s out of range",
+                           ranges[i].name);
+    }
+    if (t->fmt == 0)
+        pgs_buf_appendf(b, "%" PRId64, v);
+    else if (t->binlen == 2)
+        pgs_buf_append_be16(b, (uint16_t)v);
+    else if (t->binlen == 4)
+        pgs_buf_append_be32(b, (uint32_t)v);
+    else
+        mg_put_be64(b, (uint64_t)v);
+    return 0;
+}
+
+static void mg_put_dec(pgs_buf *b, const mg_type *t, const mg_dec *d)
+{
+    if (t->fmt)
+        dec_out_bin(d, b);
+    else
+        dec_out_text(d, b);
+}
+
+/* ---- the plan and the row descriptions ---- */
+
+px_merge *px_merge_new(const prs_scatter *plan, int nshards, locale_t coll)
+{
+    if (nshards < 0)
+        return NULL;
+    px_merge *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->shards = calloc(nshards ? (size_t)nshards : 1, sizeof *m->shards);
+    if (!m->shards) {
+        free(m);
+        return NULL;
+    }
+    m->plan = plan;
+    m->nshards = nshards;
+    m->coll = coll;
+    m->satisfied = !plan->grouped && plan->limit == 0;
+    return m;
+}
+
+static void mg_free_groups(px_merge *m)
+{
+    for (size_t g = 0; g < m->ngroups; g++) {
+        for (int c = 0; c < m->ncols; c++) {
+            free(m->groups[g]->acc[c].val);
+            dec_free(&m->groups[g]->acc[c].dec);
+        }
+        free(m->groups[g]->key);
+        free(m->groups[g]);
+    }
+    free(m->groups);
+    free(m->htab);
+    free(m->order);
+}
+
+void px_merge_free(px_merge *m)
+{
+    if (!m)
+        return;
+    for (int s = 0; s < m->nshards; s++) {
+        pgs_buf_free(&m->shards[s].arena);
+        free(m->shards[s].ent);
+    }
+    free(m->shards);
+    mg_free_groups(m);
+    pgs_buf_free(&m->desc);
+    pgs_buf_free(&m->key);
+    pgs_buf_free(&m->final);
+    for (int i = 0; i < 3; i++)
+        dec_free(&m->sdec[i]);
+    pgs_buf_free(&m->sbuf[0]);
+    pgs_buf_free(&m->sbuf[1]);
+    pgs_buf_free(&m->tmp);
+    free(m);
+}
+
+static int mg_bad_plan(px_merge *m, const char *why)
+{
+    return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the cross-shard merge plan is inconsistent (%s)",
+                   why);
+}
+
+static int mg_cannot_compare(px_merge *m, const mg_type *t)
+{
+    return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                   "pgshard: cannot compare values of type %u across shards", t->oid);
+}
+
+/* What a column's kind needs of its type, checked once the types are known so a query the
+ * merge cannot finish fails before any row is sent. */
+static int mg_check_col(px_merge *m, int c)
+{
+    const mg_type *t = &m->in[c];
+    bool int8ish = t->cls == MG_INT && t->oid != MG_OID_OID;
+    bool summable = int8ish || t->cls == MG_FLOAT || t->cls == MG_NUMERIC;
+    switch (m->cols[c].kind) {
+    case PRS_SC_PLAIN:
+    case PRS_SC_GROUP:
+        return 0;
+    case PRS_SC_COUNT:
+        return int8ish ? 0 : mg_bad_plan(m, "count() is not an integer");
+    case PRS_SC_MIN:
+    case PRS_SC_MAX:
+        return t->cls != MG_NONE ? 0 : mg_cannot_compare(m, t);
+    case PRS_SC_BOOL_AND:
+    case PRS_SC_BOOL_OR:
+        return t->cls == MG_BOOL ? 0 : mg_bad_plan(m, "bool_and()/bool_or() is not a boolean");
+    case PRS_SC_SUM:
+    case PRS_SC_AVG:
+        if (!summable)
+            return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                           "pgshard: cannot combine sum() or avg() of type %u across shards", t->oid);
+        if (m->cols[c].kind == PRS_SC_AVG &&
+            (m->cols[c].arg >= m->ncols || m->in[m->cols[c].arg].cls != MG_INT))
+            return mg_bad_plan(m, "avg()'s count column");
+        return 0;
+    default:
+        return mg_bad_plan(m, "unknown column kind");
+    }
+}
+
+/* The merged rows' type of column c: avg becomes numeric, or float8 over a float sum. */
+static mg_type mg_out_type(const px_merge *m, int c)
+{
+    if (m->cols[c].kind != PRS_SC_AVG)
+        return m->in[c];
+    return mg_type_of(m->in[c].cls == MG_FLOAT ? MG_OID_FLOAT8 : MG_OID_NUMERIC, m->in[c].fmt);
+}
+
+static int mg_check_plan(px_merge *m)
+{
+    const prs_scatter *pl = m->plan;
+    if (m->nvisible > m->ncols || pl->nsort > PRS_SC_MAX_SORT || pl->ninsns > PRS_SC_MAX_INSNS)
+        return mg_bad_plan(m, "counts");
+    for (int c = 0; c < m->ncols; c++) {
+        if (!pl->grouped && m->cols[c].kind != PRS_SC_PLAIN)
+            return mg_bad_plan(m, "an aggregate without grouping");
+        if (mg_check_col(m, c) < 0)
+            return -1;
+        m->out[c] = mg_out_type(m, c);
+    }
+    for (int i = 0; i < pl->nsort; i++) {
+        if (pl->sort[i].col >= m->ncols)
+            return mg_bad_plan(m, "a sort column");
+        if (m->out[pl->sort[i].col].cls == MG_NONE)
+            return mg_cannot_compare(m, &m->out[pl->sort[i].col]);
+    }
+    for (int i = 0; i < pl->ninsns; i++) {
+        const prs_sc_insn *in = &pl->having[i];
+        if (in->op == PRS_SC_OP_COL && in->arg >= m->ncols)
+            return mg_bad_plan(m, "a HAVING column");
+        if (in->op == PRS_SC_OP_CONST &&
+            (!pl->str || in->arg >= pl->str_len || !memchr(pl->str + in->arg, 0, pl->str_len - in->arg)))
+            return mg_bad_plan(m, "a HAVING constant");
+    }
+    return 0;
+}
+
+/* Splits a RowDescription body into fields; names are offsets into body. */
+static int mg_parse_desc(px_merge *m, const uint8_t *body, size_t len, mg_field *f, int *nout)
+{
+    pgs_reader r = pgs_reader_make(body, len);
+    uint16_t n;
+    if (pgs_rd_be16(&r, &n) < 0)
+        return mg_malformed(m, "RowDescription");
+    if (n > PRS_SC_MAX_COLS)
+        return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                       "pgshard: a cross-shard read returns at most %d columns", PRS_SC_MAX_COLS);
+    for (int i = 0; i < n; i++) {
+        const char *name;
+        if (pgs_rd_cstr(&r, &name) < 0 || pgs_rd_be32(&r, &f[i].table) < 0 ||
+            pgs_rd_be16(&r, &f[i].attnum) < 0 || pgs_rd_be32(&r, &f[i].type) < 0 ||
+            pgs_rd_be16(&r, &f[i].typlen) < 0 || pgs_rd_be32(&r, &f[i].typmod) < 0 ||
+            pgs_rd_be16(&r, &f[i].format) < 0 || f[i].format > 1)
+            return mg_malformed(m, "RowDescription");
+        f[i].name_off = (size_t)((const uint8_t *)name - body);
+    }
+    if (r.left)
+        return mg_malformed(m, "RowDescription");
+    *nout = n;
+    return 0;
+}
+
+/* The first RowDescription fixes the columns: a plan without columns (SELECT *) takes
+ * them all as visible, plain (or, for SELECT DISTINCT *, group keys). */
+static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_field *f, int n)
+{
+    const prs_scatter *pl = m->plan;
+    if (pgs_buf_append(&m->desc, body, len) < 0)
+        return mg_oom(m);
+    memcpy(m->fields, f, (size_t)n * sizeof *f);
+    if (pl->ncols == 0) {
+        m->ncols = m->nvisible = (uint16_t)n;
+        for (int c = 0; c < n; c++)
+            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0};
+    } else {
+        if (pl->ncols > PRS_SC_MAX_COLS || pl->ncols != n)
+            return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
+                           "pgshard: a shard returned %d columns where the cross-shard plan expects %d", n,
+                           pl->ncols);
+        m->ncols = pl->ncols;
+        m->nvisible = pl->nvisible;
+        memcpy(m->cols, pl->cols, (size_t)n * sizeof *m->cols);
+    }
+    for (int c = 0; c < n; c++)
+        m->in[c] = mg_type_of(f[c].type, f[c].format);
+    m->have_desc = true;
+    return mg_check_plan(m);
+}
+
+static int mg_same_desc(px_merge *m, const uint8_t *body, const mg_field *f, int n)
+{
+    if (n != m->ncols)
+        return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
+                       "pgshard: the shards returned different row descriptions (%d and %d columns)",
+                       m->ncols, n);
+    for (int c = 0; c < n; c++) {
+        const char *a = (const char *)m->desc.data + m->fields[c].name_off,
+                   *b = (const char *)body + f[c].name_off;
+        if (f[c].type != m->fields[c].type || f[c].format != m->fields[c].format || strcmp(a, b) != 0)
+            return mg_fail(
+                m, PGS_SQLSTATE_INTERNAL_ERROR,
+                "pgshard: the shards returned different row descriptions (column %d: \"%s\" of type "
+                "%u and \"%s\" of type %u)",
+                c + 1, a, m->fields[c].type, b, f[c].type);
+    }
+    return 0;
+}
+
+int px_merge_row_desc(px_merge *m, int s, const uint8_t *body, size_t len)
+{
+    mg_field f[PRS_SC_MAX_COLS];
+    int n = 0;
+    if (m->failed)
+        return -1;
+    if (s < 0 || s >= m->nshards)
+        return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: no shard %d in this merge", s);
+    if (m->shards[s].has_desc || m->shards[s].completed)
+        return mg_malformed(m, "second RowDescription");
+    if (mg_parse_desc(m, body, len, f, &n) < 0)
+        return -1;
+    if ((m->have_desc ? mg_same_desc(m, body, f, n) : mg_first_desc(m, body, len, f, n)) < 0)
+        return -1;
+    m->shards[s].has_desc = true;
+    return 0;
+}
+
+/* The RowDescription for the client: the visible columns, avg's retyped. */
+static void mg_put_desc(px_merge *m, pgs_buf *out)
+{
+    size_t st = pgs_msg_begin(out, PGS_BE_ROW_DESC);
+    pgs_buf_append_be16(out, m->nvisible);
+    for (int c = 0; c < m->nvisible; c++) {
+        const mg_field *f = &m->fields[c];
+        bool avg = m->cols[c].kind == PRS_SC_AVG;
+        bool f8 = m->out[c].oid == MG_OID_FLOAT8;
+        pgs_buf_append_cstr(out, (const char *)m->desc.data + f->name_off);
+        pgs_buf_append_be32(out, avg ? 0 : f->table);
+        pgs_buf_append_be16(out, avg ? 0 : f->attnum);
+        pgs_buf_append_be32(out, m->out[c].oid);
+        pgs_buf_append_be16(out, avg ? (f8 ? 8 : 0xFFFF) : f->typlen);
+        pgs_buf_append_be32(out, avg ? 0xFFFFFFFFu : f->typmod);
+        pgs_buf_append_be16(out, f->format);
+    }
+    pgs_msg_end(out, st);
+}
+
+/* ---- groups ---- */
+
+/* A group key value as GROUP BY compares it: numeric without its display scale ('1.0' is
+ * '1.00'), floats by value ('-0' is '0'), bpchar without trailing spaces, intervals by span
+ * ('1 day' is '24:00:00'); other types by their bytes, which equal values share. */
+static int mg_key_val(px_merge *m, int c, mg_val v)
+{
+    const mg_type *t = &m->in[c];
+    pgs_buf *k = &m->key;
+    mg_key dk;
+    if (v.len < 0)
+        return pgs_buf_append_u8(k, 0);
+    pgs_buf_append_u8(k, 1);
+    switch (t->cls) {
+    case MG_NUMERIC:
+        if (mg_decode(m, 0, t, v, &dk) < 0)
+            return -1;
+        while (dk.dec->n && dk.dec->scale > 0 && dk.dec->dig[dk.dec->n - 1] == 0) {
+            dk.dec->n--;
+            dk.dec->scale--;
+        }
+        pgs_buf_append_u8(k, (uint8_t)(dk.dec->special * 2 + dk.dec->neg));
+        pgs_buf_append_be32(k, (uint32_t)dk.dec->scale);
+        pgs_buf_append_be32(k, (uint32_t)dk.dec->n);
+        return pgs_buf_append(k, dk.dec->dig, dk.dec->n);
+    case MG_FLOAT:
+        if (mg_decode(m, 0, t, v, &dk) < 0)
+            return -1;
+        if (dk.d == 0 || isnan(dk.d))
+            dk.d = isnan(dk.d) ? NAN : 0.0;
+        return pgs_buf_append(k, &dk.d, sizeof dk.d);
+    case MG_INTERVAL:
+    case MG_BPCHAR:
+        if (mg_decode(m, 0, t, v, &dk) < 0)
+            return -1;
+        if (t->cls == MG_INTERVAL)
+            return pgs_buf_append(k, &dk.i, sizeof dk.i);
+        pgs_buf_append_be32(k, (uint32_t)dk.n);
+        return pgs_buf_append(k, dk.p, dk.n);
+    default:
+        pgs_buf_append_be32(k, (uint32_t)v.len);
+        return pgs_buf_append(k, v.p, (size_t)v.len);
+    }
+}
+
+static uint64_t mg_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int mg_htab_grow(px_merge *m)
+{
+    size_t cap = m->hcap ? m->hcap * 2 : 64;
+    uint32_t *t = calloc(cap, sizeof *t);
+    if (!t)
+        return -1;
+    for (size_t g = 0; g < m->ngroups; g++) {
+        size_t i = m->groups[g]->hash & (cap - 1);
+        while (t[i])
+            i = (i + 1) & (cap - 1);
+        t[i] = (uint32_t)g + 1;
+    }
+    free(m->htab);
+    m->htab = t;
+    m->hcap = cap;
+    return 0;
+}
+
+static mg_group *mg_group_new(px_merge *m, uint64_t h, size_t slot)
+{
+    if ((m->ngroups + 1) * 2 > m->hcap || m->ngroups >= UINT32_MAX - 1) {
+        if (m->ngroups >= UINT32_MAX - 1 || mg_htab_grow(m) < 0)
+            return NULL;
+        slot = h & (m->hcap - 1);
+        while (m->htab[slot])
+            slot = (slot + 1) & (m->hcap - 1);
+    }
+    if (m->ngroups == m->gcap) {
+        size_t cap = m->gcap ? m->gcap * 2 : 64;
+        mg_group **gs = realloc(m->groups, cap * sizeof(mg_group *));
+        if (!gs)
+            return NULL;
+        m->groups = gs;
+        m->gcap = cap;
+    }
+    mg_group *g = calloc(1, sizeof *g + (size_t)m->ncols * sizeof g->acc[0]);
+    if (!g)
+        return NULL;
+    g->key = malloc(m->key.len ? m->key.len : 1);
+    if (!g->key) {
+        free(g);
+        return NULL;
+    }
+    if (m->key.len)
+        memcpy(g->key, m->key.data, m->key.len);
+    g->klen = m->key.len;
+    g->hash = h;
+    g->seq = m->ngroups;
+    for (int c = 0; c < m->ncols; c++) {
+        g->acc[c].len = -1;
+        g->acc[c].flag = m->cols[c].kind == PRS_SC_BOOL_AND;
+    }
+    m->groups[m->ngroups++] = g;
+    m->htab[slot] = (uint32_t)m->ngroups;
+    return g;
+}
+
+/* The group of a row, made when new. */
+static mg_group *mg_group_of(px_merge *m, const mg_val *vals, bool *fresh)
+{
+    pgs_buf_clear(&m->key);
+    for (int c = 0; c < m->ncols; c++) {
+        if (m->cols[c].kind == PRS_SC_GROUP && mg_key_val(m, c, vals[c]) < 0)
+            return m->failed ? NULL : (mg_oom(m), NULL);
+    }
+    if (pgs_buf_failed(&m->key) || (!m->hcap && mg_htab_grow(m) < 0))
+        return mg_oom(m), NULL;
+    uint64_t h = mg_hash(m->key.data, m->key.len);
+    size_t i = h & (m->hcap - 1);
+    for (; m->htab[i]; i = (i + 1) & (m->hcap - 1)) {
+        mg_group *g = m->groups[m->htab[i] - 1];
+        if (g->hash == h && g->klen == m->key.len &&
+            (g->klen == 0 || memcmp(g->key, m->key.data, g->klen) == 0)) {
+            *fresh = false;
+            return g;
+        }
+    }
+    *fresh = true;
+    mg_group *g = mg_group_new(m, h, i);
+    return g ? g : (mg_oom(m), NULL);
+}
+
+static int mg_keep(px_merge *m, mg_acc *a, mg_val v)
+{
+    free(a->val);
+    a->val = NULL;
+    a->len = v.len;
+    if (v.len <= 0)
+        return 0;
+    a->val = malloc((size_t)v.len);
+    if (!a->val)
+        return mg_oom(m);
+    memcpy(a->val, v.p, (size_t)v.len);
+    return 0;
+}
+
+static int mg_int_of(px_merge *m, const mg_type *t, mg_val v, int64_t *out)
+{
+    mg_key k;
+    if (mg_decode(m, 0, t, v, &k) < 0)
+        return -1;
+    if (k.i < INT64_MIN || k.i > INT64_MAX)
+        return mg_bad_value(m, t);
+    *out = (int64_t)k.i;
+    return 0;
+}
+
+static int mg_add_int(px_merge *m, int64_t *acc, int64_t x)
+{
+    if (__builtin_add_overflow(*acc, x, acc))
+        return mg_fail(m, PGS_SQLSTATE_NUMERIC_VALUE_OUT_OF_RANGE, "pgshard: bigint out of range");
+    return 0;
+}
+
+/* Adds one shard's sum into a SUM or AVG accumulator, in the sum's own type: int8 with
+ * overflow checked (AVG's integer sums exactly, as numeric), floats as float4pl/float8pl
+ * would, numeric exactly. */
+static int mg_add_sum(px_merge *m, int c, mg_acc *a, mg_val v)
+{
+    const mg_type *t = &m->in[c];
+    bool avg = m->cols[c].kind == PRS_SC_AVG;
+    mg_key k;
+    if (mg_decode(m, 0, t, v, &k) < 0)
+        return -1;
+    bool first = !a->seen;
+    a->seen = true;
+    if (t->cls == MG_FLOAT) {
+        double r = t->oid == MG_OID_FLOAT4 && !avg ? (double)((float)a->f + (float)k.d) : a->f + k.d;
+        if (isinf(r) && !isinf(a->f) && !isinf(k.d))
+            return mg_fail(m, PGS_SQLSTATE_NUMERIC_VALUE_OUT_OF_RANGE,
+                           "pgshard: value out of range: overflow");
+        a->f = r;
+        return 0;
+    }
+    if (t->cls == MG_INT && !avg) {
+        if (k.i < INT64_MIN || k.i > INT64_MAX)
+            return mg_bad_value(m, t);
+        return mg_add_int(m, &a->n, (int64_t)k.i);
+    }
+    mg_dec *x = k.dec;
+    if (t->cls == MG_INT) {
+        if (k.i < INT64_MIN || k.i > INT64_MAX || dec_set_int(&m->sdec[0], (int64_t)k.i) < 0)
+            return k.i < INT64_MIN || k.i > INT64_MAX ? mg_bad_value(m, t) : mg_oom(m);
+        x = &m->sdec[0];
+    }
+    if ((first ? dec_copy(&a->dec, x) : dec_add(&a->dec, x, &m->tmp)) < 0)
+        return mg_oom(m);
+    return 0;
+}
+
+static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, bool fresh)
+{
+    mg_acc *a = &g->acc[c];
+    mg_val v = vals[c];
+    int64_t x = 0;
+    int cmp = 0;
+    switch (m->cols[c].kind) {
+    case PRS_SC_PLAIN:
+    case PRS_SC_GROUP:
+        return fresh ? mg_keep(m, a, v) : 0;
+    case PRS_SC_COUNT:
+        if (v.len < 0)
+            return 0;
+        return mg_int_of(m, &m->in[c], v, &x) < 0 ? -1 : mg_add_int(m, &a->n, x);
+    case PRS_SC_AVG:
+        if (vals[m->cols[c].arg].len >= 0) {
+            if (mg_int_of(m, &m->in[m->cols[c].arg], vals[m->cols[c].arg], &x) < 0 ||
+                mg_add_int(m, &a->cnt, x) < 0)
+                return -1;
+        }
+        /* fall through */
+    case PRS_SC_SUM:
+        return v.len < 0 ? 0 : mg_add_sum(m, c, a, v);
+    case PRS_SC_MIN:
+    case PRS_SC_MAX:
+        if (v.len < 0)
+            return 0;
+        if (a->seen) {
+            if (mg_cmp2(m, &m->in[c], v, &m->in[c], (mg_val){a->val, a->len}, &cmp) < 0)
+                return -1;
+            if ((m->cols[c].kind == PRS_SC_MIN) ? cmp >= 0 : cmp <= 0)
+                return 0;
+        }
+        a->seen = true;
+        return mg_keep(m, a, v);
+    case PRS_SC_BOOL_AND:
+    case PRS_SC_BOOL_OR:
+        if (v.len < 0)
+            return 0;
+        if (mg_int_of(m, &m->in[c], v, &x) < 0)
+            return -1;
+        a->flag = m->cols[c].kind == PRS_SC_BOOL_AND ? (a->flag && x) : (a->flag || x);
+        a->seen = true;
+        return 0;
+    default:
+        return mg_bad_plan(m, "unknown column kind");
+    }
+}
+
+static int mg_combine(px_merge *m, const uint8_t *body, size_t len)
+{
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    bool fresh;
+    if (mg_parse_row(m, body, len, vals) < 0)
+        return -1;
+    mg_group *g = mg_group_of(m, vals, &fresh);
+    if (!g)
+        return -1;
+    for (int c = 0; c < m->ncols; c++) {
+        if (mg_combine_col(m, g, c, vals, fresh) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* One column of a group's merged row into m->final. */
+static int mg_final_col(px_merge *m, mg_group *g, int c)
+{
+    mg_acc *a = &g->acc[c];
+    pgs_buf *b = &m->final;
+    const mg_type *t = &m->out[c];
+    uint8_t kind = m->cols[c].kind;
+    if (kind == PRS_SC_PLAIN || kind == PRS_SC_GROUP || kind == PRS_SC_MIN || kind == PRS_SC_MAX) {
+        mg_put_val(b, (mg_val){a->val, a->len});
+        return 0;
+    }
+    /* count is never NULL; the others are when no non-NULL input (or, for avg, no row) */
+    if (kind == PRS_SC_AVG ? (!a->seen || a->cnt == 0) : (kind != PRS_SC_COUNT && !a->seen)) {
+        pgs_buf_append_be32(b, 0xFFFFFFFFu);
+        return 0;
+    }
+    size_t at = b->len;
+    pgs_buf_append_be32(b, 0);
+    if (kind == PRS_SC_COUNT || (kind == PRS_SC_SUM && t->cls == MG_INT)) {
+        if (mg_put_int(m, b, t, a->n) < 0)
+            return -1;
+    } else if (kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR) {
+        pgs_buf_append_u8(b, t->fmt ? a->flag : (a->flag ? 't' : 'f'));
+    } else if (t->cls == MG_FLOAT) {
+        mg_put_float(b, t, kind == PRS_SC_AVG ? a->f / (double)a->cnt : a->f);
+    } else if (kind == PRS_SC_SUM) {
+        mg_put_dec(b, t, &a->dec);
+    } else {
+        if (dec_div_count(&m->sdec[2], &a->dec, a->cnt, &m->sdec[1]) < 0)
+            return mg_oom(m);
+        mg_put_dec(b, t, &m->sdec[2]);
+    }
+    pgs_buf_put_be32(b, at, (uint32_t)(b->len - at - 4));
+    return 0;
+}
+
+static int mg_finalize_group(px_merge *m, mg_group *g)
+{
+    g->foff = m->final.len;
+    pgs_buf_append_be16(&m->final, m->ncols);
+    for (int c = 0; c < m->ncols; c++) {
+        if (mg_final_col(m, g, c) < 0)
+            return -1;
+    }
+    g->flen = m->final.len - g->foff;
+    return pgs_buf_failed(&m->final) ? mg_oom(m) : 0;
+}
+
+/* ---- HAVING ---- */
+
+enum { MG_FALSE = 0, MG_TRUE = 1, MG_UNKNOWN = 2 };
+
+typedef struct mg_item {
+    bool truth; /* a truth value, else a value */
+    uint8_t tv; /* MG_FALSE, MG_TRUE, MG_UNKNOWN */
+    int col;    /* the value's column, -1 for a constant or NULL */
+    mg_val v;
+} mg_item;
+
+static uint8_t mg_truth_of(px_merge *m, const mg_item *it)
+{
+    if (it->truth)
+        return it->tv;
+    if (it->v.len < 0)
+        return MG_UNKNOWN;
+    /* a boolean column used as a condition */
+    return it->v.len >= 1 && (it->v.p[0] == 't' || it->v.p[0] == 1) ? MG_TRUE : MG_FALSE;
+}
+
+static int mg_having_cmp(px_merge *m, uint8_t op, const mg_item *a, const mg_item *b, uint8_t *tv)
+{
+    if (a->truth || b->truth || (a->col < 0 && b->col < 0))
+        return mg_bad_plan(m, "a HAVING comparison");
+    if (a->v.len < 0 || b->v.len < 0) {
+        *tv = MG_UNKNOWN;
+        return 0;
+    }
+    const mg_type *tc = &m->out[a->col >= 0 ? a->col : b->col];
+    mg_type text = *tc;
+    text.fmt = 0;
+    int c = 0;
+    if (mg_cmp2(m, a->col >= 0 ? &m->out[a->col] : &text, a->v, b->col >= 0 ? &m->out[b->col] : &text, b->v,
+                &c) < 0)
+        return -1;
+    static const struct {
+        uint8_t op;
+        int8_t lt, eq, gt;
+    } ops[] = {{PRS_SC_OP_EQ, 0, 1, 0}, {PRS_SC_OP_NE, 1, 0, 1}, {PRS_SC_OP_LT, 1, 0, 0},
+               {PRS_SC_OP_LE, 1, 1, 0}, {PRS_SC_OP_GT, 0, 0, 1}, {PRS_SC_OP_GE, 0, 1, 1}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        if (ops[i].op == op) {
+            *tv = (uint8_t)(c < 0 ? ops[i].lt : c == 0 ? ops[i].eq : ops[i].gt);
+            return 0;
+        }
+    }
+    return mg_bad_plan(m, "a HAVING operator");
+}
+
+static uint8_t mg_and_or(uint8_t op, uint8_t a, uint8_t b)
+{
+    uint8_t dominant = op == PRS_SC_OP_AND ? MG_FALSE : MG_TRUE;
+    if (a == dominant || b == dominant)
+        return dominant;
+    if (a == MG_UNKNOWN || b == MG_UNKNOWN)
+        return MG_UNKNOWN;
+    return (uint8_t)!dominant;
+}
+
+/* Runs the HAVING program over a merged row: *pass only when it is true. */
+static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
+{
+    const prs_scatter *pl = m->plan;
+    mg_item st[PRS_SC_MAX_INSNS];
+    int sp = 0;
+    for (int i = 0; i < pl->ninsns; i++) {
+        const prs_sc_insn *in = &pl->having[i];
+        uint8_t op = in->op;
+        mg_item r = {true, MG_UNKNOWN, -1, {NULL, -1}};
+        int pops = op <= PRS_SC_OP_NULL ? 0 : (op == PRS_SC_OP_NOT || op >= PRS_SC_OP_IS_NULL) ? 1 : 2;
+        if (sp < pops || op < PRS_SC_OP_COL || op > PRS_SC_OP_IS_NOT_NULL)
+            return mg_bad_plan(m, "the HAVING program");
+        sp -= pops;
+        if (op == PRS_SC_OP_COL) {
+            r = (mg_item){false, 0, in->arg, vals[in->arg]};
+        } else if (op == PRS_SC_OP_CONST) {
+            const char *s = pl->str + in->arg;
+            r = (mg_item){false, 0, -1, {(const uint8_t *)s, (int32_t)strlen(s)}};
+        } else if (op == PRS_SC_OP_NULL) {
+            r.truth = false;
+        } else if (op >= PRS_SC_OP_EQ && op <= PRS_SC_OP_GE) {
+            if (mg_having_cmp(m, op, &st[sp], &st[sp + 1], &r.tv) < 0)
+                return -1;
+        } else if (op == PRS_SC_OP_AND || op == PRS_SC_OP_OR) {
+            r.tv = mg_and_or(op, mg_truth_of(m, &st[sp]), mg_truth_of(m, &st[sp + 1]));
+        } else if (op == PRS_SC_OP_NOT) {
+            uint8_t t = mg_truth_of(m, &st[sp]);
+            r.tv = t == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!t;
+        } else {
+            bool isnull = st[sp].truth ? st[sp].tv == MG_UNKNOWN : st[sp].v.len < 0;
+            r.tv = (uint8_t)(op == PRS_SC_OP_IS_NULL ? isnull : !isnull);
+        }
+        st[sp++] = r;
+    }
+    if (sp != 1)
+        return mg_bad_plan(m, "the HAVING program");
+    *pass = mg_truth_of(m, &st[0]) == MG_TRUE;
+    return 0;
+}
+
+/* ---- sorting groups ---- */
+
+typedef struct mg_sort_ctx {
+    px_merge *m;
+} mg_sort_ctx;
+
+static int mg_group_cmp(const void *x, const void *y, void *arg)
+{
+    px_merge *m = ((mg_sort_ctx *)arg)->m;
+    const mg_group *a = m->groups[*(const size_t *)x], *b = m->groups[*(const size_t *)y];
+    mg_val va[PRS_SC_MAX_COLS] = {{NULL, -1}}, vb[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    int c = 0;
+    /* a failure is remembered in m and reported after the sort */
+    if (!m->failed && mg_parse_row(m, m->final.data + a->foff, a->flen, va) == 0 &&
+        mg_parse_row(m, m->final.data + b->foff, b->flen, vb) == 0)
+        mg_cmp_rows(m, m->out, va, vb, &c);
+    if (c == 0)
+        c = (a->seq > b->seq) - (a->seq < b->seq);
+    return c;
+}
+
+/* Once every shard is done: aggregates without GROUP BY get their one row even when no
+ * shard sent one, each group's row is made, HAVING filters, ORDER BY sorts. */
+static int mg_finalize(px_merge *m)
+{
+    bool keyed = false;
+    for (int c = 0; c < m->ncols; c++)
+        keyed |= m->cols[c].kind == PRS_SC_GROUP;
+    if (!keyed && m->ngroups == 0 && m->have_desc) {
+        mg_val none[PRS_SC_MAX_COLS] = {{NULL, -1}};
+        bool fresh;
+        if (!mg_group_of(m, none, &fresh))
+            return -1;
+    }
+    m->order = malloc((m->ngroups ? m->ngroups : 1) * sizeof *m->order);
+    if (!m->order)
+        return mg_oom(m);
+    for (size_t g = 0; g < m->ngroups; g++) {
+        mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+        bool pass = true;
+        if (mg_finalize_group(m, m->groups[g]) < 0 ||
+            mg_parse_row(m, m->final.data + m->groups[g]->foff, m->groups[g]->flen, vals) < 0 ||
+            (m->plan->ninsns && mg_having(m, vals, &pass) < 0))
+            return -1;
+        if (pass)
+            m->order[m->norder++] = g;
+    }
+    if (m->plan->nsort) {
+        mg_sort_ctx ctx = {m};
+        qsort_r(m->order, m->norder, sizeof *m->order, mg_group_cmp, &ctx);
+    }
+    m->finalized = true;
+    return m->failed ? -1 : 0;
+}
+
+/* ---- feeding ---- */
+
+int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len)
+{
+    if (m->failed)
+        return -1;
+    if (s < 0 || s >= m->nshards)
+        return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: no shard %d in this merge", s);
+    mg_shard *sh = &m->shards[s];
+    if (!sh->has_desc || sh->completed)
+        return mg_malformed(m, "DataRow (outside a result)");
+    if (m->plan->grouped)
+        return mg_combine(m, body, len);
+    if (m->satisfied)
+        return 0; /* LIMIT reached: the rest are dropped */
+    /* checked now so a bad row fails where it came in, not when it reaches the head */
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    if (mg_parse_row(m, body, len, vals) < 0)
+        return -1;
+    return mg_queue_push(sh, body, len) < 0 ? mg_oom(m) : 0;
+}
+
+int px_merge_complete(px_merge *m, int s)
+{
+    if (m->failed)
+        return -1;
+    if (s < 0 || s >= m->nshards)
+        return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: no shard %d in this merge", s);
+    if (!m->shards[s].completed) {
+        m->shards[s].completed = true;
+        m->ncompleted++;
+    }
+    return 0;
+}
+
+/* ---- output ---- */
+
+/* Whether a row about to be sent is sent: OFFSET first, then LIMIT. */
+static bool mg_take(px_merge *m)
+{
+    if (m->plan->limit >= 0 && m->emitted >= m->plan->limit)
+        m->satisfied = true;
+    if (m->satisfied)
+        return false;
+    if (m->skipped < m->plan->offset) {
+        m->skipped++;
+        return false;
+    }
+    m->emitted++;
+    if (m->plan->limit >= 0 && m->emitted >= m->plan->limit)
+        m->satisfied = true;
+    return true;
+}
+
+/* Sends a shard's row without its hidden columns. */
+static int mg_emit(px_merge *m, pgs_buf *out, const uint8_t *body, size_t len)
+{
+    if (!mg_take(m))
+        return 0;
+    if (m->nvisible == m->ncols) {
+        size_t st = pgs_msg_begin(out, PGS_BE_DATA_ROW);
+        pgs_buf_append(out, body, len);
+        pgs_msg_end(out, st);
+        return 0;
+    }
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    if (mg_parse_row(m, body, len, vals) < 0)
+        return -1;
+    mg_put_row(out, vals, m->nvisible);
+    return 0;
+}
+
+static void mg_drop_queues(px_merge *m)
+{
+    for (int s = 0; s < m->nshards; s++) {
+        mg_shard *sh = &m->shards[s];
+        sh->head = sh->tail = 0;
+        sh->head_parsed = false;
+        pgs_buf_clear(&sh->arena);
+    }
+}
+
+static int mg_out_concat(px_merge *m, pgs_buf *out, size_t room)
+{
+    for (int i = 0; i < m->nshards && !m->satisfied; i++) {
+        mg_shard *sh = &m->shards[(m->rr + (size_t)i) % (size_t)m->nshards];
+        while (mg_queued(sh) && !m->satisfied) {
+            if (out->len >= room) {
+                m->rr = (m->rr + (size_t)i) % (size_t)m->nshards;
+                return 0;
+            }
+            if (mg_emit(m, out, sh->arena.data + sh->ent[sh->head].off, sh->ent[sh->head].len) < 0)
+                return -1;
+            mg_queue_pop(sh);
+        }
+    }
+    return 0;
+}
+
+/* The shard whose head row comes next, -1 when some unfinished shard has nothing queued
+ * (its next row might come first) or every queue is empty. Ties go to the lower shard. */
+static int mg_kway_pick(px_merge *m, int *best)
+{
+    mg_val vb[PRS_SC_MAX_COLS] = {{NULL, -1}}, vs[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    *best = -1;
+    for (int s = 0; s < m->nshards; s++) {
+        mg_shard *sh = &m->shards[s];
+        if (!mg_queued(sh)) {
+            if (!sh->completed) {
+                *best = -1;
+                return 0;
+            }
+            continue;
+        }
+        if (mg_head_vals(m, s, vs) < 0)
+            return -1;
+        int c = -1;
+        if (*best >= 0 && mg_cmp_rows(m, m->in, vs, vb, &c) < 0)
+            return -1;
+        if (c < 0) {
+            *best = s;
+            memcpy(vb, vs, (size_t)m->ncols * sizeof *vb);
+        }
+    }
+    return 0;
+}
+
+static int mg_out_kway(px_merge *m, pgs_buf *out, size_t room)
+{
+    while (!m->satisfied && out->len < room) {
+        int s;
+        if (mg_kway_pick(m, &s) < 0)
+            return -1;
+        if (s < 0)
+            return 0;
+        mg_shard *sh = &m->shards[s];
+        if (mg_emit(m, out, sh->arena.data + sh->ent[sh->head].off, sh->ent[sh->head].len) < 0)
+            return -1;
+        mg_queue_pop(sh);
+    }
+    return 0;
+}
+
+static int mg_out_groups(px_merge *m, pgs_buf *out, size_t room)
+{
+    if (m->ncompleted < m->nshards)
+        return 0;
+    if (!m->finalized && mg_finalize(m) < 0)
+        return -1;
+    while (m->opos < m->norder && !m->satisfied && out->len < room) {
+        const mg_group *g = m->groups[m->order[m->opos++]];
+        mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+        if (!mg_take(m))
+            continue;
+        if (mg_parse_row(m, m->final.data + g->foff, g->flen, vals) < 0)
+            return -1;
+        mg_put_row(out, vals, m->nvisible);
+    }
+    if (m->satisfied)
+        m->opos = m->norder;
+    return 0;
+}
+
+static bool mg_all_out(const px_merge *m)
+{
+    if (m->ncompleted < m->nshards)
+        return false;
+    if (m->plan->grouped)
+        return !m->have_desc || (m->finalized && m->opos == m->norder);
+    for (int s = 0; s < m->nshards; s++) {
+        if (mg_queued(&m->shards[s]))
+            return false;
+    }
+    return true;
+}
+
+int px_merge_output(px_merge *m, pgs_buf *out, size_t room)
+{
+    if (m->failed)
+        return -1;
+    if (m->have_desc && !m->desc_sent) {
+        mg_put_desc(m, out);
+        m->desc_sent = true;
+    }
+    int rc = 0;
+    if (m->have_desc && m->plan->grouped)
+        rc = mg_out_groups(m, out, room);
+    else if (m->have_desc && m->plan->shards_sorted)
+        rc = mg_out_kway(m, out, room);
+    else if (m->have_desc)
+        rc = mg_out_concat(m, out, room);
+    if (rc < 0)
+        return -1;
+    if (m->satisfied)
+        mg_drop_queues(m);
+    if (!m->cc_sent && mg_all_out(m)) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "SELECT %" PRId64, m->emitted);
+        pgs_msg_complete(out, tag);
+        m->cc_sent = true;
+    }
+    return pgs_buf_failed(out) ? mg_oom(m) : 0;
+}
+
+bool px_merge_wants(const px_merge *m, int s)
+{
+    if (m->failed || s < 0 || s >= m->nshards)
+        return false;
+    if (m->plan->grouped || m->satisfied)
+        return true;
+    return mg_queued(&m->shards[s]) < PX_MERGE_QUEUE_MAX;
+}
+
+bool px_merge_done(const px_merge *m)
+{
+    return m->cc_sent;
+}
+
+bool px_merge_satisfied(const px_merge *m)
+{
+    return m->satisfied;
+}
