@@ -796,7 +796,7 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
     if (refused) {
         snap_col(&b, "%s: %s", sk->sqlstate, sk->msg);
     } else if (all) {
-        char steps[512];
+        char steps[512] = "";
         prs_scatter_describe(&plan, steps, sizeof steps);
         snap_col(&b, "read on every shard: %s; %s", plan.sql, steps);
         prs_scatter_free(&plan);
