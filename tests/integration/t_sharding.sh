@@ -106,8 +106,18 @@ pgs_assert_eq 2 "$(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders WHERE
 echo "ok: keyed reads and writes"
 
 pgs_log "refusals: keyless, spanning, key update"
-expect_error 0A000 'sharded table "orders" must name its tenant' "SELECT count(*) FROM orders"
-expect_error 0A000 'different shards' "SELECT count(*) FROM orders WHERE tenant_id IN ($t0, $t1)"
+# A read with no key, or keys of both shards, runs on both and is merged (on the primaries
+# here, so that it counts what was just written).
+direct_count() {
+  echo $(( $(pgs_psql_node 0 primary -c "SELECT count(*) FROM orders $1") +
+           $(pgs_psql_node 1 primary -c "SELECT count(*) FROM orders $1") ))
+}
+pgs_assert_eq "$(direct_count "")" "$(pgs_psql -c "/* pgshard: target=primary */ SELECT count(*) FROM orders")" \
+  "a keyless count runs on both shards"
+pgs_assert_eq "$(direct_count "WHERE tenant_id IN ($t0, $t1)")" \
+  "$(pgs_psql -c "/* pgshard: target=primary */ SELECT count(*) FROM orders WHERE tenant_id IN ($t0, $t1)")" \
+  "an IN list over both shards runs on both"
+expect_error 0A000 'other than on their shard key' "SELECT count(*) FROM orders a JOIN orders b ON a.id = b.id"
 expect_error 0A000 'different shards' "INSERT INTO orders (tenant_id, id, amount) VALUES ($t0, 20, 1), ($t1, 20, 1)"
 expect_error 0A000 'may not change the shard key' "UPDATE orders SET tenant_id = 5 WHERE tenant_id = $t0"
 expect_error 22P02 'invalid shard key' "SELECT * FROM orders WHERE tenant_id = 'x'"
@@ -162,9 +172,12 @@ admin_q() { PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$PGS_P
 route=$(admin_q "SHOW ROUTE SELECT * FROM orders WHERE tenant_id = $t1")
 bucket=$(pgs_psql_node 0 primary -c "SELECT hashint8extended($t1, 0) & 1023")
 [[ $route == 1\|*\|key\|$t1\|$bucket\|no\|read ]] || pgs_fail "SHOW ROUTE keyed read: $route"
-route=$(admin_q "SHOW ROUTE SELECT * FROM orders")
-[[ $route == '||refused||||0A000: pgshard: a query on sharded table "orders" must name its tenant'* ]] ||
+route=$(admin_q "SHOW ROUTE SELECT * FROM orders ORDER BY amount DESC LIMIT 5")
+[[ $route == 'all|'*'|all||||read on every shard: SELECT * FROM orders ORDER BY amount DESC LIMIT 5; merge: '*'limit 5'* ]] ||
   pgs_fail "SHOW ROUTE keyless: $route"
+route=$(admin_q "SHOW ROUTE SELECT * FROM orders a JOIN orders b ON a.id = b.id")
+[[ $route == '||refused||||0A000: pgshard: a query across shards joins sharded tables'* ]] ||
+  pgs_fail "SHOW ROUTE keyless join off the key: $route"
 shards=$(admin_q "SHOW SHARDS")
 [[ $(echo "$shards" | cut -d'|' -f1,2 | tr '\n' ' ') == "0|512 1|512 " ]] || pgs_fail "SHOW SHARDS: $shards"
 echo "ok: SHOW ROUTE and SHOW SHARDS"
