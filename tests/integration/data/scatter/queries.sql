@@ -361,6 +361,19 @@ SELECT tenant_id, id FROM items WHERE tenant_id = ANY('{3,10,13}') ORDER BY tena
 SELECT count(*) FROM events WHERE tenant_id = ANY(ARRAY[1, 2, 5, 8]);
 SELECT tenant_id, id, tx FROM items WHERE tenant_id IN (1, 2, 5) AND grp = 'alpha' ORDER BY tx, tenant_id, id LIMIT 5;
 
+-- == conditions on tenant_id that name no single tenant: every shard's rows count ============
+SELECT tenant_id, id FROM items WHERE tenant_id = 1 OR i2 = 5;
+SELECT tenant_id, id FROM items WHERE tenant_id = 1 OR tenant_id = 2;
+SELECT count(*) FROM items WHERE tenant_id <> 1;
+SELECT count(*) FROM items WHERE NOT (tenant_id = 1);
+SELECT tenant_id, count(*) FROM items WHERE tenant_id > 50 GROUP BY tenant_id;
+SELECT count(*) FROM items WHERE tenant_id BETWEEN 1 AND 3;
+SELECT count(*) FROM items WHERE tenant_id + 0 = 1 OR tenant_id = 5;
+SELECT tenant_id, id FROM items WHERE tenant_id IS NOT NULL AND id = 3 ORDER BY tenant_id;
+SELECT count(*) FROM items i JOIN events e ON e.tenant_id = i.tenant_id AND e.item_id = i.id WHERE i.tenant_id = 1 OR e.qty = 10;
+-- @order all
+SELECT tenant_id, id, tx FROM items WHERE grp = 'beta' ORDER BY tx COLLATE "C", tenant_id, id;
+
 -- == errors raised on the shards ===============================================================
 -- @fails 22012
 SELECT tenant_id, id, 1 / (i4 - i4) FROM items WHERE i4 IS NOT NULL;
@@ -482,6 +495,11 @@ SELECT grp, b, count(*) FROM items GROUP BY GROUPING SETS ((grp), (b));
 SELECT grp, b, count(*) FROM items GROUP BY ROLLUP (grp, b);
 -- @refused 0A000
 SELECT grp, b, sum(i4) FROM items GROUP BY CUBE (grp, b);
+
+-- == refused: several statements in one simple Query ==============================================
+-- @refused 0A000
+-- @modes simple
+SELECT count(*) FROM items; SELECT count(*) FROM events;
 
 -- == refused: keyless writes (allow_cross_shard_writes is off) ======================================
 -- @refused 0A000
