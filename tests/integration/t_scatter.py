@@ -8,8 +8,8 @@ sibling of t_differential.py (which covers keyed statements), sharing its cluste
 On a cluster of its own (3 shards, no replicas, stopped at exit) it
   1. creates data/scatter/schema.sql on every shard and in a reference database `ref`;
   2. loads 60 tenants generated from random.Random(SEED): the omnisharded `tenants` rows
-     straight into every shard, items and events THROUGH pgshard (one multi-row INSERT per
-     tenant and table, the key a bind parameter) and the same rows into `ref`;
+     straight into every shard, items and events THROUGH pgshard (multi-row INSERTs of one
+     tenant's rows, every value a bind parameter) and the same rows into `ref`;
   3. runs every statement of data/scatter/queries.sql (its header says how it is written) in
      each protocol mode of MODES, through pgshard and against `ref`, and compares the column
      names and types, the command status and the rows: as multisets without a top-level
@@ -35,6 +35,11 @@ Runs under /usr/bin/python3 when the `python3` it was started with has no psycop
 (set by CTest): PGS_CLUSTER_DIR (the fixture cluster, read by pgwire; not used for the data),
 PGSHARD_BIN, PGS_SRC, PGS_WORK. Prints one line per failed check (PGS_SCATTER_VERBOSE=1: per
 check), "N passed, M failed" and the time it took; exits 1 when a check failed.
+
+Run it alone: make build BUILD=build-st && cd build-st &&
+  ctest -R "cluster_start|t_scatter|cluster_stop" --output-on-failure
+(the output is in build-st/Testing/Temporary/LastTest.log; PGS_SCATTER_SELFTEST=1 in front of
+ctest for the selftest).
 """
 import os
 import sys
@@ -64,8 +69,10 @@ from diffcluster import SHARDS, TENANT_IDS, shard_of  # noqa: E402
 
 # The protocol modes the corpus runs in, in this order:
 #   simple    the simple query protocol, text results (psycopg ClientCursor): must pass first
-#   extended  the extended protocol (unnamed statement), text results (psycopg Cursor.stream)
-#   binary    the extended protocol, binary results (Cursor.stream, binary=True)
+#   extended  the extended protocol (unnamed statement: Parse, Bind, Describe, Execute, Sync),
+#             text results (libpq's PQexecParams, psycopg's loaders; with @params a psycopg
+#             Cursor)
+#   binary    the same with binary results
 ALL_MODES = ["simple", "extended", "binary"]
 MODES = [
     "simple",
