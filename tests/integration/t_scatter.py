@@ -8,8 +8,8 @@ sibling of t_differential.py (which covers keyed statements), sharing its cluste
 On a cluster of its own (3 shards, no replicas, stopped at exit) it
   1. creates data/scatter/schema.sql on every shard and in a reference database `ref`;
   2. loads 60 tenants generated from random.Random(SEED): the omnisharded `tenants` rows
-     straight into every shard, items and events THROUGH pgshard (one multi-row INSERT per
-     tenant and table, the key a bind parameter) and the same rows into `ref`;
+     straight into every shard, items and events THROUGH pgshard (multi-row INSERTs of one
+     tenant's rows, every value a bind parameter) and the same rows into `ref`;
   3. runs every statement of data/scatter/queries.sql (its header says how it is written) in
      each protocol mode of MODES, through pgshard and against `ref`, and compares the column
      names and types, the command status and the rows: as multisets without a top-level
@@ -35,6 +35,11 @@ Runs under /usr/bin/python3 when the `python3` it was started with has no psycop
 (set by CTest): PGS_CLUSTER_DIR (the fixture cluster, read by pgwire; not used for the data),
 PGSHARD_BIN, PGS_SRC, PGS_WORK. Prints one line per failed check (PGS_SCATTER_VERBOSE=1: per
 check), "N passed, M failed" and the time it took; exits 1 when a check failed.
+
+Run it alone: make build BUILD=build-st && cd build-st &&
+  ctest -R "cluster_start|t_scatter|cluster_stop" --output-on-failure
+(the output is in build-st/Testing/Temporary/LastTest.log; PGS_SCATTER_SELFTEST=1 in front of
+ctest for the selftest).
 """
 import os
 import sys
@@ -64,8 +69,10 @@ from diffcluster import SHARDS, TENANT_IDS, shard_of  # noqa: E402
 
 # The protocol modes the corpus runs in, in this order:
 #   simple    the simple query protocol, text results (psycopg ClientCursor): must pass first
-#   extended  the extended protocol (unnamed statement), text results (psycopg Cursor.stream)
-#   binary    the extended protocol, binary results (Cursor.stream, binary=True)
+#   extended  the extended protocol (unnamed statement: Parse, Bind, Describe, Execute, Sync),
+#             text results (libpq's PQexecParams, psycopg's loaders; with @params a psycopg
+#             Cursor)
+#   binary    the same with binary results
 ALL_MODES = ["simple", "extended", "binary"]
 MODES = [
     "simple",
@@ -446,9 +453,11 @@ def run(conn, sql, mode, params=None):
             cur.execute(sql, params)
         else:
             return run_extended(conn, sql, mode == "binary")
-        rows = cur.fetchall() if cur.description is not None else None
-        desc = [(d.name, d.type_code) for d in cur.description] if cur.description is not None else None
-        return ("ok", cur.statusmessage, desc, rows)
+        if cur.description is None:
+            return ("ok", cur.statusmessage, None, None, None)
+        rows = cur.fetchall()
+        desc = [(d.name, d.type_code) for d in cur.description]
+        return ("ok", cur.statusmessage, desc, rows, raw_rows(cur.pgresult, rows) if mode != "binary" else None)
     except psycopg.Error as e:
         if conn.closed or conn.broken:
             return ("broken", str(e).strip())
@@ -469,12 +478,29 @@ def run_extended(conn, sql, binary):
         return ("error", code, msg)
     status = (res.command_status or b"").decode()
     if res.status != pq.ExecStatus.TUPLES_OK:
-        return ("ok", status, None, None)
+        return ("ok", status, None, None, None)
     tx = psycopg.adapt.Transformer(conn)
     tx.set_pgresult(res)
     rows = tx.load_rows(0, res.ntuples, tuple)
     desc = [(res.fname(i).decode(), res.ftype(i)) for i in range(res.nfields)]
-    return ("ok", status, desc, rows)
+    return ("ok", status, desc, rows, None if binary else raw_rows(res, rows))
+
+
+FLOAT_OIDS = (700, 701)
+
+
+def raw_rows(res, rows):
+    """The rows as the server wrote them (text results): each value's text as bytes, but
+    floats as loaded (they compare with a tolerance). So the display counts too: 1.50 is
+    not 1.5, '1 mon' is not '30 days', an offset is not another."""
+    floats = [res.ftype(j) in FLOAT_OIDS for j in range(res.nfields)]
+    return [tuple(r[j] if floats[j] else res.get_value(i, j) for j in range(res.nfields))
+            for i, r in enumerate(rows)]
+
+
+def exact(res):
+    """The rows to compare whole: as the server wrote them when known, else as loaded."""
+    return res[4] if len(res) > 4 and res[4] is not None else res[3]
 
 
 def compare(st, got, want, full_fn):
@@ -486,7 +512,8 @@ def compare(st, got, want, full_fn):
         return f"columns differ: pgshard {got[2]} ref {want[2]}"
     if got[1] != want[1]:
         return f"command status differs: pgshard {got[1]!r} ref {want[1]!r}"
-    g, w = got[3], want[3]
+    g, w = exact(got), exact(want)  # whole rows
+    gv, wv = got[3], want[3]  # loaded values, for the sort keys
     if g is None or w is None:
         return None if g == w else f"rows: pgshard {show(g)} ref {show(w)}"
     limited = has_limit(st.sql)
@@ -501,9 +528,9 @@ def compare(st, got, want, full_fn):
             if len(g) == len(w) and all(rows_eq(x, y) for x, y in zip(g, w)):
                 return None
             return f"different rows (total order): {first_diff(g, w)}"
-        if not keys_eq(g, w, cols):
+        if not keys_eq(gv, wv, cols):
             return f"different sort keys (columns {[c + 1 for c in cols]}): " + \
-                first_diff([[r[c] for c in cols] for r in g], [[r[c] for c in cols] for r in w])
+                first_diff([[r[c] for c in cols] for r in gv], [[r[c] for c in cols] for r in wv])
         if multiset_eq(g, w):
             return None
         if not limited:
@@ -517,7 +544,7 @@ def compare(st, got, want, full_fn):
         return f"ref without LIMIT failed: {show(full)}"
     if len(g) != len(w):
         return f"pgshard {len(g)} rows, ref {len(w)}"
-    bad = contained(g, full[3])
+    bad = contained(g, exact(full))
     return None if bad is None else f"a row that is not in ref's result without LIMIT: {show(bad)}"
 
 
@@ -578,7 +605,18 @@ def check_comparator():
         if compare(st("SELECT k, v FROM t"), g, ok(base), no_full) is None:
             fails += 1
             print(f"FAIL comparator: {what} accepted", flush=True)
-    n = len(cases) + 8
+    td = datetime.timedelta(days=30)
+    idesc = [("iv", 1186)]
+    for sql, g, w, should, what in [
+            ("SELECT iv", [b"1 mon"], [b"30 days"], False, "'1 mon' for '30 days' (equal once loaded)"),
+            ("SELECT iv ORDER BY iv", [b"1 mon", b"30 days"], [b"30 days", b"1 mon"], True,
+             "'1 mon' and '30 days' tie in an ORDER BY")]:
+        why = compare(st(sql), ("ok", f"SELECT {len(g)}", idesc, [(td,)] * len(g), [(x,) for x in g]),
+                      ("ok", f"SELECT {len(w)}", idesc, [(td,)] * len(w), [(x,) for x in w]), no_full)
+        if (why is None) != should:
+            fails += 1
+            print(f"FAIL comparator: {what}: {'rejected' if should else 'accepted'} ({why})", flush=True)
+    n = len(cases) + 10
     report(fails == 0, "comparator", f"{n - fails} of {n} synthetic differences judged right", always=True)
 
 
@@ -627,7 +665,8 @@ def proc_status(pid):
 
 def stream_big(port, dbname, expect_n):
     """SELECT tenant_id, v, pad FROM big ORDER BY v over a raw socket (simple query), reading
-    the rows one by one: (n rows, first order violation or None, command tag, error)."""
+    the rows one by one, with a pause of 1.5 s after the first 1000: (n rows, first order
+    violation or None, command tag, error)."""
     c = pgwire.Conn(port, timeout=60)
     try:
         c.login(user=CLUSTER.user, password=CLUSTER.password, database=dbname)
@@ -665,6 +704,10 @@ def stream_big(port, dbname, expect_n):
                     bad = f"row {n}: v = {v}, expected {expect}"
                 expect = v + 1
                 n += 1
+                if n == 1000:
+                    # A pause with rows on the way: a pgshard that does not stop reading the
+                    # shards while its client does not read would buffer the rest meanwhile.
+                    time.sleep(1.5)
             elif t == b"C":
                 tag = body.rstrip(b"\0").decode()
             elif t == b"E":
@@ -688,7 +731,7 @@ def big_check(shards, side, side_port, side_db, proxy, tmap, ref=None):
     targets = list(zip(shards, range(SHARDS)))
     if ref is not None:  # the selftest reads ref: it gets the same rows
         targets.append((ref, None))
-    for c, k in targets:
+    def load(c, k):
         if k is None:
             c.execute("INSERT INTO big SELECT 1, v, repeat(md5(v::text), 3) FROM generate_series(0, %s) v",
                       (BIG_ROWS - 1,))
@@ -697,6 +740,22 @@ def big_check(shards, side, side_port, side_db, proxy, tmap, ref=None):
                       (by_shard[k], k, BIG_ROWS - 1, SHARDS))
         c.execute("CREATE INDEX big_v ON big (v)")
         c.execute("ANALYZE big")
+
+    errors = []
+
+    def load_or_note(c, k):
+        try:
+            load(c, k)
+        except psycopg.Error as e:
+            errors.append(f"shard {k}: {e}")
+
+    threads = [threading.Thread(target=load_or_note, args=t) for t in targets]  # the shards are separate servers
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise RuntimeError(f"loading big failed: {errors}")
     counts = [c.execute("SELECT count(*) FROM big").fetchone()[0] for c in shards]
     report(sum(counts) == BIG_ROWS, "big load", f"{counts} rows on the shards in {time.monotonic() - t0:.1f} s",
            always=True)
@@ -725,7 +784,9 @@ def big_check(shards, side, side_port, side_db, proxy, tmap, ref=None):
     ok = err is None and bad is None and n == BIG_ROWS and tag == f"SELECT {BIG_ROWS}"
     report(ok, "big stream", f"{n} rows in {took:.1f} s, tag {tag!r}" + (f", error {err}" if err else "")
            + (f", out of order at {bad}" if bad else ""), always=True)
-    if before and after:
+    if not ok:
+        report(False, "big memory", "not measured: the stream did not deliver every row")
+    elif before and after:
         peak = max(sampler.peak_rss, after["VmHWM"] if after["VmHWM"] >= before["VmHWM"] else 0)
         grew = peak - before["VmRSS"]
         what = (f"pgshard pid {pid}: VmRSS before {before['VmRSS'] >> 10} kB, peak {peak >> 10} kB "
