@@ -76,9 +76,8 @@ from diffcluster import SHARDS, TENANT_IDS, shard_of  # noqa: E402
 ALL_MODES = ["simple", "extended", "binary"]
 MODES = [
     "simple",
-    # enable when extended-protocol fan-out lands:
-    # "extended",
-    # "binary",
+    "extended",
+    "binary",
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
