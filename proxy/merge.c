@@ -1232,6 +1232,47 @@ static int mg_head_vals(px_merge *m, int s, mg_val *vals)
 
 /* ---- numbers out ---- */
 
+/* The neighbours of a positive finite value: one step of its bits either way (libm's
+ * nextafter without linking libm). */
+static double mg_step(double v, int dir)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    u += (uint64_t)(int64_t)dir;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+static float mg_stepf(float v, int dir)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u += (uint32_t)(int32_t)dir;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* Whether the digits s stand for v as Ryu decides it: they read back to v and are not
+ * exactly halfway to a neighbour (PostgreSQL builds Ryu without STRICTLY_SHORTEST, so an
+ * interval's bounds are never accepted, where strtod would round a tie to even). Long
+ * double holds the midpoints of doubles exactly. v is finite and not zero. */
+static bool mg_float_reads_back(const char *s, double v, bool f4)
+{
+    if (f4) {
+        float f = (float)v;
+        if (strtof(s, NULL) != f)
+            return false;
+        float a = fabsf(f);
+        double x = fabs(strtod(s, NULL));
+        return x != ((double)a + mg_stepf(a, -1)) / 2 && x != ((double)a + mg_stepf(a, 1)) / 2;
+    }
+    if (strtod(s, NULL) != v)
+        return false;
+    double a = fabs(v);
+    long double x = fabsl(strtold(s, NULL));
+    return x != ((long double)a + mg_step(a, -1)) / 2 && x != ((long double)a + mg_step(a, 1)) / 2;
+}
+
 /* A double as float8out/float4out print it with extra_float_digits = 1 (Ryu): the fewest
  * digits that read back to the same value, fixed notation for decimal exponents from -4 up
  * to 14 (5 for float4), else d.ddde+XX. */
@@ -1247,7 +1288,7 @@ static void mg_float_text(double v, bool f4, pgs_buf *b)
     char tmp[64];
     for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
         snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-        if (f4 ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
+        if (mg_float_reads_back(tmp, v, f4))
             break;
     }
     char digits[32] = {'0'};

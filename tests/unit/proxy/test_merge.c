@@ -710,6 +710,10 @@ static void test_sum_avg_texts(void **state)
         {FLOAT8, "Infinity", "1", "Infinity", "Infinity"},
         {FLOAT4, "0.1", "0.2", "0.3", "0.15000000223517418"},
         {FLOAT4, "1234567", "1", "1.234568e+06", "617284"},
+        /* ties to a neighbour are never the shortest for Ryu as PostgreSQL builds it */
+        {FLOAT8, "5.544943823171303e+16", "-537608.7199044321", "5.5449438231175424e+16",
+         "2.7724719115587712e+16"},
+        {FLOAT4, "4.3350008e+07", "-2574.1306", "4.3347432e+07", "21673716.934692383"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         prs_scatter *p = plan_new(3, 2);
