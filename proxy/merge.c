@@ -921,7 +921,10 @@ static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t
         k->dec = &m->sdec[slot];
         return dec_parse_text(k->dec, p, len);
     case MG_BOOL:
-        if (len != 1 || (p[0] != 't' && p[0] != 'f'))
+        /* boolout prints t and f; a HAVING constant may be spelled out */
+        if (!(len == 1 || (len == 4 && memcmp(p, "true", 4) == 0) ||
+              (len == 5 && memcmp(p, "false", 5) == 0)) ||
+            (p[0] != 't' && p[0] != 'f'))
             return -1;
         k->i = p[0] == 't';
         return 0;
