@@ -547,6 +547,107 @@ static void test_kway_binary(void **state)
     }
 }
 
+/* Binary values of more types, ascending, as hex: each case merged from 3 shards. */
+static const struct {
+    uint32_t type;
+    const char *hex[8];
+} bin_cases[] = {
+    {21, {"8000", "ffff", "0000", "7fff"}},
+    {INT4, {"80000000", "ffffffff", "00000001"}},
+    {FLOAT4, {"ff800000", "bf800000", "00000000", "3f800000", "7f800000", "7fc00000"}},
+    {BOOL, {"00", "01"}},
+    {DATE, {"80000000", "ffffffff", "00000000", "7fffffff"}},
+    {TIME, {"0000000000000000", "0000000000000001", "000000141dd76000"}},
+    {TS,
+     {"8000000000000000", "ffffffffffffffff", "0000000000000000", "000000e8d4a51000", "7fffffffffffffff"}},
+    {TSTZ, {"ffffffffffffffff", "0000000000000000"}},
+    /* 12:00+02, 12:00+01, 11:00+00, 09:00-03: by UTC time, then by zone */
+    {TIMETZ,
+     {"0000000a0eebb000ffffe3e0", "0000000a0eebb000fffff1f0", "0000000938580c0000000000",
+      "000000078b30c40000002a30"}},
+    /* -1 us, 0, 24 h + 1 day, 29 days, 1 mon, 1 mon + 1 us, 12 mons */
+    {INTERVAL,
+     {"ffffffffffffffff0000000000000000", "00000000000000000000000000000000",
+      "000000141dd760000000000100000000", "00000000000000000000001d00000000",
+      "00000000000000000000000000000001", "00000000000000010000000000000001",
+      "0000000000000000000000000000000c"}},
+    {UUID,
+     {"00000000000000000000000000000000", "0fffffffffffffffffffffffffffffff",
+      "ffffffffffffffffffffffffffffffff"}},
+    {TEXT, {"", "41", "61", "6162", "c3a9"}},
+    {BYTEA, {"", "00", "0001", "01", "ff"}},
+    {BPCHAR, {"61", "612062", "622020"}},
+};
+
+static void test_kway_binary_types(void **state)
+{
+    for (size_t c = 0; c < sizeof bin_cases / sizeof bin_cases[0]; c++) {
+        prs_scatter *p = plan_new(1, 1);
+        p->shards_sorted = true;
+        plan_sort(p, 0, false, false);
+        px_merge *m = px_merge_new(p, 3, (locale_t)0);
+        feed_desc(m, 3, 1, &bin_cases[c].type, 1);
+        char want[1024] = "";
+        size_t w = 0;
+        int n = 0;
+        for (; n < 8 && bin_cases[c].hex[n]; n++) {
+            uint8_t b[32];
+            const char *hx = bin_cases[c].hex[n];
+            tval v = {b, (int)strlen(hx) / 2};
+            for (int k = 0; k < v.len; k++)
+                b[k] = (uint8_t)(pgs_hex_value(hx[2 * k]) << 4 | pgs_hex_value(hx[2 * k + 1]));
+            assert_int_equal(feed_bin(m, (n * 2 + 1) % 3, 1, &v), 0);
+            w += (size_t)snprintf(want + w, sizeof want - w, "x%s\n", hx);
+        }
+        snprintf(want + w, sizeof want - w, "SELECT %d", n);
+        complete_all(m, 3);
+        const char *got = drain(m, true);
+        if (strcmp(got, want) != 0)
+            print_error("binary case %zu (type %u):\nwant:\n%s\ngot:\n%s\n", c, bin_cases[c].type, want, got);
+        assert_string_equal(got, want);
+        px_merge_free(m);
+        free(p);
+    }
+}
+
+/* A text HAVING constant against binary columns: count(*) > 2 AND bool_or(b) = 'true'. */
+static void test_having_binary(void **state)
+{
+    static const char consts[] = "2\0true";
+    prs_scatter *p = plan_new(3, 2);
+    p->grouped = true;
+    p->cols[0].kind = PRS_SC_GROUP;
+    p->cols[1].kind = PRS_SC_COUNT;
+    p->cols[2].kind = PRS_SC_BOOL_OR;
+    p->str = malloc(sizeof consts);
+    memcpy(p->str, consts, sizeof consts);
+    p->str_len = sizeof consts;
+    static const prs_sc_insn prog[] = {{PRS_SC_OP_COL, 1}, {PRS_SC_OP_CONST, 0}, {PRS_SC_OP_GT, 0},
+                                       {PRS_SC_OP_COL, 2}, {PRS_SC_OP_CONST, 2}, {PRS_SC_OP_EQ, 0},
+                                       {PRS_SC_OP_AND, 0}};
+    memcpy(p->having, prog, sizeof prog);
+    p->ninsns = sizeof prog / sizeof prog[0];
+    plan_sort(p, 0, false, false);
+    const uint32_t t[] = {INT4, INT8, BOOL};
+    px_merge *m = px_merge_new(p, 2, (locale_t)0);
+    feed_desc(m, 2, 3, t, 1);
+    static const struct {
+        int shard;
+        uint8_t key, count, b;
+    } rows[] = {{0, 1, 2, 0}, {1, 1, 1, 1}, {0, 2, 5, 0}, {1, 2, 1, 0}, {1, 3, 3, 1}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t k[4] = {0, 0, 0, rows[i].key}, c[8] = {0, 0, 0, 0, 0, 0, 0, rows[i].count},
+                b[1] = {rows[i].b};
+        tval row[3] = {{k, 4}, {c, 8}, {b, 1}};
+        assert_int_equal(feed_bin(m, rows[i].shard, 3, row), 0);
+    }
+    complete_all(m, 2);
+    assert_string_equal(drain(m, true), "x00000001|x0000000000000003\nx00000003|x0000000000000003\nSELECT 2");
+    px_merge_free(m);
+    free(p->str);
+    free(p);
+}
+
 /* ---- grouping ---- */
 
 /* group by k: count(*), sum(x int4), min(x), max(x), avg(x) (sum + hidden count) */
@@ -987,6 +1088,8 @@ int main(void)
         cmocka_unit_test(test_kway_backpressure_and_limit),
         cmocka_unit_test(test_output_room),
         cmocka_unit_test(test_kway_binary),
+        cmocka_unit_test(test_kway_binary_types),
+        cmocka_unit_test(test_having_binary),
         cmocka_unit_test(test_group_aggregates),
         cmocka_unit_test(test_group_sort_desc_offset_limit),
         cmocka_unit_test(test_having),
