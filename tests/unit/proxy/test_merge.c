@@ -1074,6 +1074,101 @@ static void test_cannot_compare(void **state)
     free(p);
 }
 
+/* Mutated rows (bytes flipped, cut short, lengths changed) in every mode and format: the
+ * merge answers each with 0 or an error of its own, never a crash (run under ASan). */
+static uint32_t rng_state = 2463534242u;
+static uint32_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+
+static void garbage_row(pgs_buf *b, uint16_t fmt)
+{
+    static const char *const text[] = {"12", "-1.50", "abc", "2020-01-01 10:00:00+02", "1 day -00:00:01"};
+    static const uint8_t bin[][16] = {{0, 0, 0, 0, 0, 0, 0, 12},
+                                      {0, 1, 0, 0, 0x40, 0, 0, 1, 0, 1},
+                                      {'a', 'b', 'c'},
+                                      {0, 0, 0, 0, 0, 0, 1, 0},
+                                      {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1}};
+    static const int binlen[] = {8, 10, 3, 8, 16};
+    pgs_buf_clear(b);
+    pgs_buf_append_be16(b, 5);
+    for (int i = 0; i < 5; i++) {
+        if (rng() % 8 == 0) {
+            pgs_buf_append_be32(b, 0xFFFFFFFFu);
+            continue;
+        }
+        size_t n = fmt ? (size_t)binlen[i] : strlen(text[i]);
+        pgs_buf_append_be32(b, (uint32_t)n);
+        pgs_buf_append(b, fmt ? (const void *)bin[i] : (const void *)text[i], n);
+    }
+    for (uint32_t k = rng() % 64 < 3 ? rng() % 4 + 1 : 0; k > 0 && b->len > 0; k--) {
+        uint32_t what = rng() % 3, at = rng() % (uint32_t)b->len;
+        if (what == 0)
+            b->data[at] ^= (uint8_t)(1u << (rng() % 8));
+        else if (what == 1)
+            b->len = at;
+        else
+            b->data[at] = (uint8_t)rng();
+    }
+}
+
+static void test_garbage(void **state)
+{
+    static const uint32_t t[] = {INT8, NUMERIC, TEXT, TSTZ, INTERVAL};
+    static const uint8_t kinds[][5] = {
+        {PRS_SC_PLAIN, PRS_SC_PLAIN, PRS_SC_PLAIN, PRS_SC_PLAIN, PRS_SC_PLAIN},
+        {PRS_SC_COUNT, PRS_SC_SUM, PRS_SC_MIN, PRS_SC_MAX, PRS_SC_GROUP},
+        {PRS_SC_SUM, PRS_SC_AVG, PRS_SC_GROUP, PRS_SC_GROUP, PRS_SC_MIN},
+    };
+    pgs_buf b = PGS_BUF_INIT;
+    int outcomes[2] = {0, 0}; /* finished, failed */
+    for (int round = 0; round < 300; round++) {
+        int mode = round % 4;
+        uint16_t fmt = (uint16_t)(round / 4 % 2);
+        prs_scatter *p = plan_new(5, 4);
+        p->grouped = mode >= 2;
+        p->shards_sorted = mode == 1;
+        for (int c = 0; c < 5; c++)
+            p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0};
+        p->cols[1].arg = 0;
+        plan_sort(p, 3, false, false);
+        plan_sort(p, 0, true, true);
+        p->limit = round % 3 == 0 ? 5 : -1;
+        px_merge *m = px_merge_new(p, 3, (locale_t)0);
+        feed_desc(m, 3, 5, t, fmt);
+        int rc = 0;
+        pgs_buf out = PGS_BUF_INIT;
+        for (int i = 0; i < 40 && rc == 0; i++) {
+            garbage_row(&b, fmt);
+            rc = px_merge_data_row(m, (int)(rng() % 3), b.data, b.len);
+            if (rc == 0 && i % 7 == 0)
+                rc = px_merge_output(m, &out, 1 << 20);
+        }
+        if (rc == 0) {
+            complete_all(m, 3);
+            rc = px_merge_output(m, &out, 1 << 20);
+        }
+        outcomes[rc != 0]++;
+        if (rc != 0) {
+            const char *st;
+            assert_int_equal(strncmp(px_merge_error(m, &st), "pgshard: ", 9), 0);
+            assert_int_equal(strlen(st), 5);
+        } else {
+            assert_true(px_merge_done(m));
+        }
+        pgs_buf_free(&out);
+        px_merge_free(m);
+        free(p);
+    }
+    pgs_buf_free(&b);
+    print_message("garbage: %d merges finished, %d failed\n", outcomes[0], outcomes[1]);
+    assert_true(outcomes[0] > 0 && outcomes[1] > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1102,6 +1197,7 @@ int main(void)
         cmocka_unit_test(test_desc_mismatch),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cannot_compare),
+        cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
