@@ -1497,6 +1497,12 @@ static int mg_check_plan(px_merge *m)
     const prs_scatter *pl = m->plan;
     if (m->nvisible > m->ncols || pl->nsort > PRS_SC_MAX_SORT || pl->ninsns > PRS_SC_MAX_INSNS)
         return mg_bad_plan(m, "counts");
+    /* rows that stream are sorted only by merging sorted shards, and HAVING needs groups:
+     * a plan saying otherwise would lose its ORDER BY or HAVING without a word */
+    if (!pl->grouped && pl->nsort && !pl->shards_sorted)
+        return mg_bad_plan(m, "ORDER BY over unsorted shards");
+    if (!pl->grouped && pl->ninsns)
+        return mg_bad_plan(m, "HAVING without grouping");
     for (int c = 0; c < m->ncols; c++) {
         if (!pl->grouped && m->cols[c].kind != PRS_SC_PLAIN)
             return mg_bad_plan(m, "an aggregate without grouping");

@@ -992,7 +992,8 @@ static void test_malformed(void **state)
             p->shards_sorted = mode == 1;
             p->grouped = mode == 2;
             p->cols[0].kind = mode == 2 ? PRS_SC_GROUP : PRS_SC_PLAIN;
-            plan_sort(p, 0, false, false);
+            if (mode)
+                plan_sort(p, 0, false, false);
             px_merge *m = px_merge_new(p, 1, (locale_t)0);
             feed_desc(m, 1, 1, t, 0);
             assert_int_equal(px_merge_data_row(m, 0, rows[i].body, rows[i].len), -1);
@@ -1135,8 +1136,10 @@ static void test_garbage(void **state)
         for (int c = 0; c < 5; c++)
             p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0};
         p->cols[1].arg = 0;
-        plan_sort(p, 3, false, false);
-        plan_sort(p, 0, true, true);
+        if (mode) {
+            plan_sort(p, 3, false, false);
+            plan_sort(p, 0, true, true);
+        }
         p->limit = round % 3 == 0 ? 5 : -1;
         px_merge *m = px_merge_new(p, 3, (locale_t)0);
         feed_desc(m, 3, 5, t, fmt);
@@ -1169,6 +1172,45 @@ static void test_garbage(void **state)
     assert_true(outcomes[0] > 0 && outcomes[1] > 0);
 }
 
+/* Plans the merge cannot carry out as written fail at the RowDescription. */
+static void test_bad_plans(void **state)
+{
+    static const struct {
+        const char *what;
+        int ncols, nvisible;
+        bool grouped, sorted;
+        int sort_col, ninsns, avg_arg;
+    } cases[] = {
+        {"counts", 1, 2, false, false, -1, 0, -1},
+        {"ORDER BY over unsorted shards", 1, 1, false, false, 0, 0, -1},
+        {"HAVING without grouping", 1, 1, false, false, -1, 1, -1},
+        {"a sort column", 1, 1, false, true, 3, 0, -1},
+        {"avg()'s count column", 2, 1, true, false, -1, 0, 7},
+        {"a HAVING column", 1, 1, true, false, -1, 1, -1},
+    };
+    const uint32_t t[] = {INT8, INT8};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        prs_scatter *p = plan_new(cases[i].ncols, cases[i].nvisible);
+        p->grouped = cases[i].grouped;
+        p->shards_sorted = cases[i].sorted;
+        if (cases[i].sort_col >= 0)
+            plan_sort(p, cases[i].sort_col, false, false);
+        p->ninsns = (uint8_t)cases[i].ninsns;
+        p->having[0] = (prs_sc_insn){PRS_SC_OP_COL, 9};
+        if (cases[i].grouped)
+            p->cols[0].kind = PRS_SC_COUNT;
+        if (cases[i].avg_arg >= 0)
+            p->cols[0] = (prs_sc_col){PRS_SC_AVG, false, (uint16_t)cases[i].avg_arg};
+        px_merge *m = px_merge_new(p, 1, (locale_t)0);
+        pgs_buf d = desc_body(cases[i].ncols, t, 0, NULL);
+        assert_int_equal(px_merge_row_desc(m, 0, d.data, d.len), -1);
+        expect_error(m, "XX000", cases[i].what);
+        pgs_buf_free(&d);
+        px_merge_free(m);
+        free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1198,6 +1240,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cannot_compare),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_bad_plans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
