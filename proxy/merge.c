@@ -53,6 +53,7 @@ typedef enum mg_class {
     MG_INTERVAL,
     MG_UUID,
     MG_TEXT,
+    MG_NAME, /* name's collation is "C" whatever the database's */
     MG_BPCHAR,
     MG_BYTEA,
 } mg_class;
@@ -64,7 +65,7 @@ static const struct mg_type_info {
 } mg_types[] = {
     {MG_OID_BOOL, MG_BOOL, 1},
     {MG_OID_BYTEA, MG_BYTEA, 0},
-    {MG_OID_NAME, MG_TEXT, 0},
+    {MG_OID_NAME, MG_NAME, 0},
     {MG_OID_INT8, MG_INT, 8},
     {MG_OID_INT2, MG_INT, 2},
     {MG_OID_INT4, MG_INT, 4},
@@ -967,6 +968,7 @@ static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t
             len--;
         /* fall through */
     case MG_TEXT:
+    case MG_NAME:
         k->p = p;
         k->n = len;
         return 0;
@@ -1024,6 +1026,7 @@ static int mg_decode_bin(px_merge *m, int slot, const mg_type *t, const uint8_t 
         /* fall through */
     case MG_UUID:
     case MG_TEXT:
+    case MG_NAME:
     case MG_BYTEA:
         k->p = p;
         k->n = len;
@@ -1083,6 +1086,7 @@ static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *
     case MG_BPCHAR:
         return mg_cmp_text(m, a, b);
     case MG_UUID:
+    case MG_NAME:
     case MG_BYTEA: {
         size_t n = a->n < b->n ? a->n : b->n;
         int c = n ? memcmp(a->p, b->p, n) : 0;

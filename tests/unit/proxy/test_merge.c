@@ -313,6 +313,8 @@ static const sort_case sort_cases[] = {
     {"timetz", TIMETZ, {"12:00:00+02", "12:00:00+01", "11:00:00+00", "09:00:00-03"}},
     {"bytea", BYTEA, {"\\x", "\\x00", "\\x0001", "\\x01", "\\xff"}},
     {"bpchar", BPCHAR, {"a", "a b", "b  "}},
+    {"name", 19, {"A", "B", "Z", "a", "b"}},
+    {"int2 oid", 26, {"0", "7", "4294967295"}},
 };
 
 /* The values dealt round-robin to 3 shards (each shard's stream stays sorted), merged. */
