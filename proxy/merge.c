@@ -1661,6 +1661,8 @@ static int mg_key_val(px_merge *m, int c, mg_val v)
             dk.dec->n--;
             dk.dec->scale--;
         }
+        if (dk.dec->n == 0)
+            dk.dec->scale = 0; /* 0.00 is 0 */
         pgs_buf_append_u8(k, (uint8_t)(dk.dec->special * 2 + dk.dec->neg));
         pgs_buf_append_be32(k, (uint32_t)dk.dec->scale);
         pgs_buf_append_be32(k, (uint32_t)dk.dec->n);

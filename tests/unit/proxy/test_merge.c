@@ -902,8 +902,11 @@ static void test_distinct(void **state)
     assert_int_equal(ROW(m, 0, "1.5", "0", "a"), 0);
     assert_int_equal(ROW(m, 0, "1", NULL, "a"), 0);
     assert_int_equal(ROW(m, 1, "1", NULL, "a"), 0);
+    assert_int_equal(ROW(m, 0, "0.00", NULL, "b"), 0);
+    assert_int_equal(ROW(m, 1, "0", NULL, "b"), 0);
+    assert_int_equal(ROW(m, 1, "-0.0", NULL, "b"), 0);
     complete_all(m, 2);
-    assert_string_equal(drain(m, false), "1.0|-0|a \n1|-|a\n1.5|0|a\nSELECT 3");
+    assert_string_equal(drain(m, false), "0.00|-|b\n1.0|-0|a \n1|-|a\n1.5|0|a\nSELECT 4");
     px_merge_free(m);
     free(p);
 }
