@@ -1259,25 +1259,118 @@ static float mg_stepf(float v, int dir)
     return v;
 }
 
+/* The significant digits (no leading zero) and decimal exponent of a number printed by
+ * "%e"; trailing zeros dropped. */
+static void mg_sci_parse(const char *s, char *digits, size_t cap, size_t *nd, long *exp)
+{
+    *nd = 0;
+    *exp = 0;
+    s += *s == '-';
+    for (; *s && *s != 'e'; s++) {
+        if (*s != '.' && *nd < cap)
+            digits[(*nd)++] = *s;
+    }
+    if (*s == 'e')
+        *exp = strtol(s + 1, NULL, 10);
+    while (*nd > 1 && digits[*nd - 1] == '0')
+        (*nd)--;
+}
+
+/* Whether the decimal s ("%e" form, positive) is exactly x: x printed in full (a binary
+ * fraction's expansion ends within 1100 digits for every double) has the same digits. */
+static bool mg_decimal_is(const char *s, long double x)
+{
+    char full[1200], a[32], b[1200];
+    size_t na, nb;
+    long ea, eb;
+    snprintf(full, sizeof full, "%.1100Le", x);
+    mg_sci_parse(s, a, sizeof a, &na, &ea);
+    mg_sci_parse(full, b, sizeof b, &nb, &eb);
+    return ea == eb && na == nb && memcmp(a, b, na) == 0;
+}
+
 /* Whether the digits s stand for v as Ryu decides it: they read back to v and are not
  * exactly halfway to a neighbour (PostgreSQL builds Ryu without STRICTLY_SHORTEST, so an
- * interval's bounds are never accepted, where strtod would round a tie to even). Long
- * double holds the midpoints of doubles exactly. v is finite and not zero. */
+ * interval's bounds are never accepted, where strtod would round a tie to even). The
+ * midpoints of doubles and floats are exact in long double; a decimal that reads as one
+ * is checked digit by digit, as most that come that close are not exactly it. */
 static bool mg_float_reads_back(const char *s, double v, bool f4)
 {
-    if (f4) {
-        float f = (float)v;
-        if (strtof(s, NULL) != f)
-            return false;
-        float a = fabsf(f);
-        double x = fabs(strtod(s, NULL));
-        return x != ((double)a + mg_stepf(a, -1)) / 2 && x != ((double)a + mg_stepf(a, 1)) / 2;
-    }
-    if (strtod(s, NULL) != v)
+    if (f4 ? strtof(s, NULL) != (float)v : strtod(s, NULL) != v)
         return false;
-    double a = fabs(v);
+    long double a = f4 ? (long double)fabsf((float)v) : (long double)fabs(v);
+    long double lo = f4 ? ((long double)mg_stepf(fabsf((float)v), -1) + a) / 2
+                        : ((long double)mg_step(fabs(v), -1) + a) / 2;
+    long double hi =
+        f4 ? ((long double)mg_stepf(fabsf((float)v), 1) + a) / 2 : ((long double)mg_step(fabs(v), 1) + a) / 2;
     long double x = fabsl(strtold(s, NULL));
-    return x != ((long double)a + mg_step(a, -1)) / 2 && x != ((long double)a + mg_step(a, 1)) / 2;
+    const char *mag = s + (*s == '-');
+    if (x == lo && mg_decimal_is(mag, lo))
+        return false;
+    return !(x == hi && mg_decimal_is(mag, hi));
+}
+
+/* digits (n of them) times 10^exp moved one unit in the last place up or down, keeping n
+ * digits: 9.99 up is 1.00e+1, 1.00 down is 9.99e-1. */
+static void mg_digits_step(char *digits, int n, long *exp, int dir)
+{
+    int i = n - 1;
+    for (; i >= 0; i--) {
+        char edge = dir > 0 ? '9' : '0';
+        if (digits[i] != edge) {
+            digits[i] = (char)(digits[i] + dir);
+            break;
+        }
+        digits[i] = dir > 0 ? '0' : '9';
+    }
+    if (i < 0 && dir > 0) {
+        digits[0] = '1'; /* 9.99 + 0.01: the rest are zeros already */
+        (*exp)++;
+    } else if (digits[0] == '0') {
+        memmove(digits, digits + 1, (size_t)n - 1);
+        digits[n - 1] = '9';
+        (*exp)--;
+    }
+}
+
+/* digits times 10^exp in "%e" form, signed like v. */
+static void mg_digits_text(const char *digits, int n, long exp, double v, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%c.%.*se%ld", v < 0 ? "-" : "", digits[0], n - 1, digits + 1, exp);
+}
+
+/* The fewest significant digits of |v| that read back to v (at most 17, 9 for float4),
+ * closest to v among those, and the decimal exponent of the first: 1234.5 is "12345" and
+ * 3. Next to a power of two the rounding interval is lopsided, so the correctly rounded
+ * digits may fall out of it where their neighbour above is in. */
+static void mg_float_digits(double v, bool f4, char *digits, int *nd, int *exp)
+{
+    char tmp[64], alt[64];
+    size_t n = 0;
+    long e = 0;
+    for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
+        snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
+        mg_sci_parse(tmp, digits, 31, &n, &e);
+        if (mg_float_reads_back(tmp, v, f4))
+            break;
+        for (int dir = 1; dir >= -1; dir -= 2) {
+            char d[32];
+            long de = e;
+            int k;
+            for (k = 0; k < prec; k++)
+                d[k] = k < (int)n ? digits[k] : '0';
+            mg_digits_step(d, prec, &de, dir);
+            mg_digits_text(d, prec, de, v, alt, sizeof alt);
+            if (mg_float_reads_back(alt, v, f4)) {
+                mg_sci_parse(alt, digits, 31, &n, &e);
+                *nd = (int)n;
+                *exp = (int)e;
+                return;
+            }
+        }
+    }
+    *nd = (int)n;
+    *exp = (int)e;
 }
 
 /* A double as float8out/float4out print it with extra_float_digits = 1 (Ryu): the fewest
@@ -1292,26 +1385,10 @@ static void mg_float_text(double v, bool f4, pgs_buf *b)
         pgs_buf_append(b, s, strlen(s));
         return;
     }
-    char tmp[64];
-    for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
-        snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-        if (mg_float_reads_back(tmp, v, f4))
-            break;
-    }
     char digits[32] = {'0'};
-    int nd = 0, exp = 0;
-    const char *q = tmp;
-    bool neg = *q == '-';
-    q += neg;
-    for (; *q && *q != 'e'; q++) {
-        if (*q != '.' && nd < (int)sizeof digits)
-            digits[nd++] = *q;
-    }
-    if (*q == 'e')
-        exp = (int)strtol(q + 1, NULL, 10);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    if (neg)
+    int nd, exp;
+    mg_float_digits(v, f4, digits, &nd, &exp);
+    if (v < 0)
         pgs_buf_append_u8(b, '-');
     if (exp < -4 || exp >= (f4 ? 6 : 15)) {
         pgs_buf_append_u8(b, (uint8_t)digits[0]);
@@ -1969,7 +2046,7 @@ typedef struct mg_item {
     mg_val v;
 } mg_item;
 
-static uint8_t mg_truth_of(px_merge *m, const mg_item *it)
+static uint8_t mg_truth_of(const mg_item *it)
 {
     if (it->truth)
         return it->tv;
@@ -2043,9 +2120,9 @@ static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
             if (mg_having_cmp(m, op, &st[sp], &st[sp + 1], &r.tv) < 0)
                 return -1;
         } else if (op == PRS_SC_OP_AND || op == PRS_SC_OP_OR) {
-            r.tv = mg_and_or(op, mg_truth_of(m, &st[sp]), mg_truth_of(m, &st[sp + 1]));
+            r.tv = mg_and_or(op, mg_truth_of(&st[sp]), mg_truth_of(&st[sp + 1]));
         } else if (op == PRS_SC_OP_NOT) {
-            uint8_t t = mg_truth_of(m, &st[sp]);
+            uint8_t t = mg_truth_of(&st[sp]);
             r.tv = t == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!t;
         } else {
             bool isnull = st[sp].truth ? st[sp].tv == MG_UNKNOWN : st[sp].v.len < 0;
@@ -2055,7 +2132,7 @@ static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
     }
     if (sp != 1)
         return mg_bad_plan(m, "the HAVING program");
-    *pass = mg_truth_of(m, &st[0]) == MG_TRUE;
+    *pass = mg_truth_of(&st[0]) == MG_TRUE;
     return 0;
 }
 

@@ -817,6 +817,12 @@ static void test_sum_avg_texts(void **state)
         {FLOAT8, "5.544943823171303e+16", "-537608.7199044321", "5.5449438231175424e+16",
          "2.7724719115587712e+16"},
         {FLOAT4, "4.3350008e+07", "-2574.1306", "4.3347432e+07", "21673716.934692383"},
+        /* next to a power of two (2^172 and 2^173) the shortest digits round up */
+        {FLOAT8, "5.986310706507379e+51", "0", "5.986310706507379e+51", "2.9931553532536892e+51"},
+        {FLOAT8, "5.986310706507379e+51", "5.986310706507379e+51", "1.1972621413014757e+52",
+         "5.986310706507379e+51"},
+        /* a decimal that strtold cannot tell from a midpoint, but is not one */
+        {FLOAT8, "-4.792477062687517e-284", "0", "-4.792477062687517e-284", "-2.3962385313437586e-284"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         prs_scatter *p = plan_new(3, 2);
