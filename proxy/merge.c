@@ -2095,11 +2095,44 @@ static uint8_t mg_and_or(uint8_t op, uint8_t a, uint8_t b)
     return (uint8_t)!dominant;
 }
 
+/* One HAVING instruction over its popped operands a (and b), into r. */
+static int mg_having_op(px_merge *m, const prs_sc_insn *in, const mg_val *vals, const mg_item *a, mg_item *r)
+{
+    const prs_scatter *pl = m->plan;
+    switch (in->op) {
+    case PRS_SC_OP_COL:
+        *r = (mg_item){false, 0, in->arg, vals[in->arg]};
+        return 0;
+    case PRS_SC_OP_CONST:
+        *r =
+            (mg_item){false, 0, -1, {(const uint8_t *)pl->str + in->arg, (int32_t)strlen(pl->str + in->arg)}};
+        return 0;
+    case PRS_SC_OP_NULL:
+        r->truth = false;
+        return 0;
+    case PRS_SC_OP_AND:
+    case PRS_SC_OP_OR:
+        r->tv = mg_and_or(in->op, mg_truth_of(&a[0]), mg_truth_of(&a[1]));
+        return 0;
+    case PRS_SC_OP_NOT:
+        r->tv = mg_truth_of(&a[0]) == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!mg_truth_of(&a[0]);
+        return 0;
+    case PRS_SC_OP_IS_NULL:
+    case PRS_SC_OP_IS_NOT_NULL: {
+        bool isnull = a[0].truth ? a[0].tv == MG_UNKNOWN : a[0].v.len < 0;
+        r->tv = (uint8_t)(in->op == PRS_SC_OP_IS_NULL ? isnull : !isnull);
+        return 0;
+    }
+    default:
+        return mg_having_cmp(m, in->op, &a[0], &a[1], &r->tv);
+    }
+}
+
 /* Runs the HAVING program over a merged row: *pass only when it is true. */
 static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
 {
     const prs_scatter *pl = m->plan;
-    mg_item st[PRS_SC_MAX_INSNS];
+    mg_item st[PRS_SC_MAX_INSNS] = {{false, 0, -1, {NULL, -1}}};
     int sp = 0;
     for (int i = 0; i < pl->ninsns; i++) {
         const prs_sc_insn *in = &pl->having[i];
@@ -2109,25 +2142,8 @@ static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
         if (sp < pops || op < PRS_SC_OP_COL || op > PRS_SC_OP_IS_NOT_NULL)
             return mg_bad_plan(m, "the HAVING program");
         sp -= pops;
-        if (op == PRS_SC_OP_COL) {
-            r = (mg_item){false, 0, in->arg, vals[in->arg]};
-        } else if (op == PRS_SC_OP_CONST) {
-            const char *s = pl->str + in->arg;
-            r = (mg_item){false, 0, -1, {(const uint8_t *)s, (int32_t)strlen(s)}};
-        } else if (op == PRS_SC_OP_NULL) {
-            r.truth = false;
-        } else if (op >= PRS_SC_OP_EQ && op <= PRS_SC_OP_GE) {
-            if (mg_having_cmp(m, op, &st[sp], &st[sp + 1], &r.tv) < 0)
-                return -1;
-        } else if (op == PRS_SC_OP_AND || op == PRS_SC_OP_OR) {
-            r.tv = mg_and_or(op, mg_truth_of(&st[sp]), mg_truth_of(&st[sp + 1]));
-        } else if (op == PRS_SC_OP_NOT) {
-            uint8_t t = mg_truth_of(&st[sp]);
-            r.tv = t == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!t;
-        } else {
-            bool isnull = st[sp].truth ? st[sp].tv == MG_UNKNOWN : st[sp].v.len < 0;
-            r.tv = (uint8_t)(op == PRS_SC_OP_IS_NULL ? isnull : !isnull);
-        }
+        if (mg_having_op(m, in, vals, &st[sp], &r) < 0)
+            return -1;
         st[sp++] = r;
     }
     if (sp != 1)
