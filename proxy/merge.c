@@ -53,6 +53,7 @@ typedef enum mg_class {
     MG_INTERVAL,
     MG_UUID,
     MG_TEXT,
+    MG_NAME, /* name's collation is "C" whatever the database's */
     MG_BPCHAR,
     MG_BYTEA,
 } mg_class;
@@ -64,7 +65,7 @@ static const struct mg_type_info {
 } mg_types[] = {
     {MG_OID_BOOL, MG_BOOL, 1},
     {MG_OID_BYTEA, MG_BYTEA, 0},
-    {MG_OID_NAME, MG_TEXT, 0},
+    {MG_OID_NAME, MG_NAME, 0},
     {MG_OID_INT8, MG_INT, 8},
     {MG_OID_INT2, MG_INT, 2},
     {MG_OID_INT4, MG_INT, 4},
@@ -921,7 +922,10 @@ static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t
         k->dec = &m->sdec[slot];
         return dec_parse_text(k->dec, p, len);
     case MG_BOOL:
-        if (len != 1 || (p[0] != 't' && p[0] != 'f'))
+        /* boolout prints t and f; a HAVING constant may be spelled out */
+        if (!(len == 1 || (len == 4 && memcmp(p, "true", 4) == 0) ||
+              (len == 5 && memcmp(p, "false", 5) == 0)) ||
+            (p[0] != 't' && p[0] != 'f'))
             return -1;
         k->i = p[0] == 't';
         return 0;
@@ -964,6 +968,7 @@ static int mg_decode_text(px_merge *m, int slot, const mg_type *t, const uint8_t
             len--;
         /* fall through */
     case MG_TEXT:
+    case MG_NAME:
         k->p = p;
         k->n = len;
         return 0;
@@ -1021,6 +1026,7 @@ static int mg_decode_bin(px_merge *m, int slot, const mg_type *t, const uint8_t 
         /* fall through */
     case MG_UUID:
     case MG_TEXT:
+    case MG_NAME:
     case MG_BYTEA:
         k->p = p;
         k->n = len;
@@ -1080,6 +1086,7 @@ static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *
     case MG_BPCHAR:
         return mg_cmp_text(m, a, b);
     case MG_UUID:
+    case MG_NAME:
     case MG_BYTEA: {
         size_t n = a->n < b->n ? a->n : b->n;
         int c = n ? memcmp(a->p, b->p, n) : 0;
@@ -1232,6 +1239,140 @@ static int mg_head_vals(px_merge *m, int s, mg_val *vals)
 
 /* ---- numbers out ---- */
 
+/* The neighbours of a positive finite value: one step of its bits either way (libm's
+ * nextafter without linking libm). */
+static double mg_step(double v, int dir)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    u += (uint64_t)(int64_t)dir;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+static float mg_stepf(float v, int dir)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u += (uint32_t)(int32_t)dir;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* The significant digits (no leading zero) and decimal exponent of a number printed by
+ * "%e"; trailing zeros dropped. */
+static void mg_sci_parse(const char *s, char *digits, size_t cap, size_t *nd, long *exp)
+{
+    *nd = 0;
+    *exp = 0;
+    s += *s == '-';
+    for (; *s && *s != 'e'; s++) {
+        if (*s != '.' && *nd < cap)
+            digits[(*nd)++] = *s;
+    }
+    if (*s == 'e')
+        *exp = strtol(s + 1, NULL, 10);
+    while (*nd > 1 && digits[*nd - 1] == '0')
+        (*nd)--;
+}
+
+/* Whether the decimal s ("%e" form, positive) is exactly x: x printed in full (a binary
+ * fraction's expansion ends within 1100 digits for every double) has the same digits. */
+static bool mg_decimal_is(const char *s, long double x)
+{
+    char full[1200], a[32], b[1200];
+    size_t na, nb;
+    long ea, eb;
+    snprintf(full, sizeof full, "%.1100Le", x);
+    mg_sci_parse(s, a, sizeof a, &na, &ea);
+    mg_sci_parse(full, b, sizeof b, &nb, &eb);
+    return ea == eb && na == nb && memcmp(a, b, na) == 0;
+}
+
+/* Whether the digits s stand for v as Ryu decides it: they read back to v and are not
+ * exactly halfway to a neighbour (PostgreSQL builds Ryu without STRICTLY_SHORTEST, so an
+ * interval's bounds are never accepted, where strtod would round a tie to even). The
+ * midpoints of doubles and floats are exact in long double; a decimal that reads as one
+ * is checked digit by digit, as most that come that close are not exactly it. */
+static bool mg_float_reads_back(const char *s, double v, bool f4)
+{
+    if (f4 ? strtof(s, NULL) != (float)v : strtod(s, NULL) != v)
+        return false;
+    long double a = f4 ? (long double)fabsf((float)v) : (long double)fabs(v);
+    long double lo = f4 ? ((long double)mg_stepf(fabsf((float)v), -1) + a) / 2
+                        : ((long double)mg_step(fabs(v), -1) + a) / 2;
+    long double hi =
+        f4 ? ((long double)mg_stepf(fabsf((float)v), 1) + a) / 2 : ((long double)mg_step(fabs(v), 1) + a) / 2;
+    long double x = fabsl(strtold(s, NULL));
+    const char *mag = s + (*s == '-');
+    if (x == lo && mg_decimal_is(mag, lo))
+        return false;
+    return !(x == hi && mg_decimal_is(mag, hi));
+}
+
+/* digits (n of them) times 10^exp moved one unit in the last place up or down, keeping n
+ * digits: 9.99 up is 1.00e+1, 1.00 down is 9.99e-1. */
+static void mg_digits_step(char *digits, int n, long *exp, int dir)
+{
+    int i = n - 1;
+    for (; i >= 0; i--) {
+        char edge = dir > 0 ? '9' : '0';
+        if (digits[i] != edge) {
+            digits[i] = (char)(digits[i] + dir);
+            break;
+        }
+        digits[i] = dir > 0 ? '0' : '9';
+    }
+    if (i < 0 && dir > 0) {
+        digits[0] = '1'; /* 9.99 + 0.01: the rest are zeros already */
+        (*exp)++;
+    } else if (digits[0] == '0') {
+        memmove(digits, digits + 1, (size_t)n - 1);
+        digits[n - 1] = '9';
+        (*exp)--;
+    }
+}
+
+/* digits times 10^exp in "%e" form, signed like v. */
+static void mg_digits_text(const char *digits, int n, long exp, double v, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%c.%.*se%ld", v < 0 ? "-" : "", digits[0], n - 1, digits + 1, exp);
+}
+
+/* The fewest significant digits of |v| that read back to v (at most 17, 9 for float4),
+ * closest to v among those, and the decimal exponent of the first: 1234.5 is "12345" and
+ * 3. Next to a power of two the rounding interval is lopsided, so the correctly rounded
+ * digits may fall out of it where their neighbour above is in. */
+static void mg_float_digits(double v, bool f4, char *digits, int *nd, int *exp)
+{
+    char tmp[64], alt[64];
+    size_t n = 0;
+    long e = 0;
+    for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
+        snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
+        mg_sci_parse(tmp, digits, 31, &n, &e);
+        if (mg_float_reads_back(tmp, v, f4))
+            break;
+        for (int dir = 1; dir >= -1; dir -= 2) {
+            char d[32];
+            long de = e;
+            int k;
+            for (k = 0; k < prec; k++)
+                d[k] = k < (int)n ? digits[k] : '0';
+            mg_digits_step(d, prec, &de, dir);
+            mg_digits_text(d, prec, de, v, alt, sizeof alt);
+            if (mg_float_reads_back(alt, v, f4)) {
+                mg_sci_parse(alt, digits, 31, &n, &e);
+                *nd = (int)n;
+                *exp = (int)e;
+                return;
+            }
+        }
+    }
+    *nd = (int)n;
+    *exp = (int)e;
+}
+
 /* A double as float8out/float4out print it with extra_float_digits = 1 (Ryu): the fewest
  * digits that read back to the same value, fixed notation for decimal exponents from -4 up
  * to 14 (5 for float4), else d.ddde+XX. */
@@ -1244,26 +1385,10 @@ static void mg_float_text(double v, bool f4, pgs_buf *b)
         pgs_buf_append(b, s, strlen(s));
         return;
     }
-    char tmp[64];
-    for (int prec = 1; prec <= (f4 ? 9 : 17); prec++) {
-        snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-        if (f4 ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
-            break;
-    }
     char digits[32] = {'0'};
-    int nd = 0, exp = 0;
-    const char *q = tmp;
-    bool neg = *q == '-';
-    q += neg;
-    for (; *q && *q != 'e'; q++) {
-        if (*q != '.' && nd < (int)sizeof digits)
-            digits[nd++] = *q;
-    }
-    if (*q == 'e')
-        exp = (int)strtol(q + 1, NULL, 10);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    if (neg)
+    int nd, exp;
+    mg_float_digits(v, f4, digits, &nd, &exp);
+    if (v < 0)
         pgs_buf_append_u8(b, '-');
     if (exp < -4 || exp >= (f4 ? 6 : 15)) {
         pgs_buf_append_u8(b, (uint8_t)digits[0]);
@@ -1453,6 +1578,12 @@ static int mg_check_plan(px_merge *m)
     const prs_scatter *pl = m->plan;
     if (m->nvisible > m->ncols || pl->nsort > PRS_SC_MAX_SORT || pl->ninsns > PRS_SC_MAX_INSNS)
         return mg_bad_plan(m, "counts");
+    /* rows that stream are sorted only by merging sorted shards, and HAVING needs groups:
+     * a plan saying otherwise would lose its ORDER BY or HAVING without a word */
+    if (!pl->grouped && pl->nsort && !pl->shards_sorted)
+        return mg_bad_plan(m, "ORDER BY over unsorted shards");
+    if (!pl->grouped && pl->ninsns)
+        return mg_bad_plan(m, "HAVING without grouping");
     for (int c = 0; c < m->ncols; c++) {
         if (!pl->grouped && m->cols[c].kind != PRS_SC_PLAIN)
             return mg_bad_plan(m, "an aggregate without grouping");
@@ -1607,6 +1738,8 @@ static int mg_key_val(px_merge *m, int c, mg_val v)
             dk.dec->n--;
             dk.dec->scale--;
         }
+        if (dk.dec->n == 0)
+            dk.dec->scale = 0; /* 0.00 is 0 */
         pgs_buf_append_u8(k, (uint8_t)(dk.dec->special * 2 + dk.dec->neg));
         pgs_buf_append_be32(k, (uint32_t)dk.dec->scale);
         pgs_buf_append_be32(k, (uint32_t)dk.dec->n);
@@ -1913,7 +2046,7 @@ typedef struct mg_item {
     mg_val v;
 } mg_item;
 
-static uint8_t mg_truth_of(px_merge *m, const mg_item *it)
+static uint8_t mg_truth_of(const mg_item *it)
 {
     if (it->truth)
         return it->tv;
@@ -1962,11 +2095,44 @@ static uint8_t mg_and_or(uint8_t op, uint8_t a, uint8_t b)
     return (uint8_t)!dominant;
 }
 
+/* One HAVING instruction over its popped operands a (and b), into r. */
+static int mg_having_op(px_merge *m, const prs_sc_insn *in, const mg_val *vals, const mg_item *a, mg_item *r)
+{
+    const prs_scatter *pl = m->plan;
+    switch (in->op) {
+    case PRS_SC_OP_COL:
+        *r = (mg_item){false, 0, in->arg, vals[in->arg]};
+        return 0;
+    case PRS_SC_OP_CONST:
+        *r =
+            (mg_item){false, 0, -1, {(const uint8_t *)pl->str + in->arg, (int32_t)strlen(pl->str + in->arg)}};
+        return 0;
+    case PRS_SC_OP_NULL:
+        r->truth = false;
+        return 0;
+    case PRS_SC_OP_AND:
+    case PRS_SC_OP_OR:
+        r->tv = mg_and_or(in->op, mg_truth_of(&a[0]), mg_truth_of(&a[1]));
+        return 0;
+    case PRS_SC_OP_NOT:
+        r->tv = mg_truth_of(&a[0]) == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!mg_truth_of(&a[0]);
+        return 0;
+    case PRS_SC_OP_IS_NULL:
+    case PRS_SC_OP_IS_NOT_NULL: {
+        bool isnull = a[0].truth ? a[0].tv == MG_UNKNOWN : a[0].v.len < 0;
+        r->tv = (uint8_t)(in->op == PRS_SC_OP_IS_NULL ? isnull : !isnull);
+        return 0;
+    }
+    default:
+        return mg_having_cmp(m, in->op, &a[0], &a[1], &r->tv);
+    }
+}
+
 /* Runs the HAVING program over a merged row: *pass only when it is true. */
 static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
 {
     const prs_scatter *pl = m->plan;
-    mg_item st[PRS_SC_MAX_INSNS];
+    mg_item st[PRS_SC_MAX_INSNS] = {{false, 0, -1, {NULL, -1}}};
     int sp = 0;
     for (int i = 0; i < pl->ninsns; i++) {
         const prs_sc_insn *in = &pl->having[i];
@@ -1976,30 +2142,13 @@ static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
         if (sp < pops || op < PRS_SC_OP_COL || op > PRS_SC_OP_IS_NOT_NULL)
             return mg_bad_plan(m, "the HAVING program");
         sp -= pops;
-        if (op == PRS_SC_OP_COL) {
-            r = (mg_item){false, 0, in->arg, vals[in->arg]};
-        } else if (op == PRS_SC_OP_CONST) {
-            const char *s = pl->str + in->arg;
-            r = (mg_item){false, 0, -1, {(const uint8_t *)s, (int32_t)strlen(s)}};
-        } else if (op == PRS_SC_OP_NULL) {
-            r.truth = false;
-        } else if (op >= PRS_SC_OP_EQ && op <= PRS_SC_OP_GE) {
-            if (mg_having_cmp(m, op, &st[sp], &st[sp + 1], &r.tv) < 0)
-                return -1;
-        } else if (op == PRS_SC_OP_AND || op == PRS_SC_OP_OR) {
-            r.tv = mg_and_or(op, mg_truth_of(m, &st[sp]), mg_truth_of(m, &st[sp + 1]));
-        } else if (op == PRS_SC_OP_NOT) {
-            uint8_t t = mg_truth_of(m, &st[sp]);
-            r.tv = t == MG_UNKNOWN ? MG_UNKNOWN : (uint8_t)!t;
-        } else {
-            bool isnull = st[sp].truth ? st[sp].tv == MG_UNKNOWN : st[sp].v.len < 0;
-            r.tv = (uint8_t)(op == PRS_SC_OP_IS_NULL ? isnull : !isnull);
-        }
+        if (mg_having_op(m, in, vals, &st[sp], &r) < 0)
+            return -1;
         st[sp++] = r;
     }
     if (sp != 1)
         return mg_bad_plan(m, "the HAVING program");
-    *pass = mg_truth_of(m, &st[0]) == MG_TRUE;
+    *pass = mg_truth_of(&st[0]) == MG_TRUE;
     return 0;
 }
 

@@ -30,6 +30,11 @@ void px_merge_free(px_merge *m);
  * the merge cannot go on: px_merge_error then says why (an SQLSTATE and a message for the
  * client: the shards' row descriptions differ, a type it cannot compare or combine, an
  * overflow such as 22003 "bigint out of range", out of memory 53200). */
+/* Each shard sends its RowDescription before its rows; the first fixes the columns (a plan
+ * with ncols 0, SELECT *, takes them all from it, visible and plain, or group keys when
+ * grouped) and is checked against the plan: a type the plan cannot compare or combine
+ * fails here, before any row. The others must agree with it (count, names, types,
+ * formats). At most PRS_SC_MAX_COLS columns. */
 int px_merge_row_desc(px_merge *m, int s, const uint8_t *body, size_t len);
 int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len);
 /* Shard s's CommandComplete: its stream has ended. */
@@ -44,11 +49,16 @@ int px_merge_complete(px_merge *m, int s);
 int px_merge_output(px_merge *m, pgs_buf *out, size_t room);
 
 /* Whether shard s should be read on: false while it has PX_MERGE_QUEUE_MAX rows queued that
- * wait for the other shards (a k-way merge), so memory stays bounded. */
+ * wait for the other shards (a k-way merge) or for the client (a concatenation), so memory
+ * stays bounded. Always true in a grouped merge (rows are folded into their groups as they
+ * come) and once LIMIT is satisfied (the rest are dropped as they come, so the shards can
+ * be read to their CommandComplete), false after an error. */
 bool px_merge_wants(const px_merge *m, int s);
 /* Every shard completed and the CommandComplete was output. */
 bool px_merge_done(const px_merge *m);
-/* LIMIT is satisfied: the shards' remaining rows will be dropped (the caller may cancel). */
+/* LIMIT is satisfied: the shards' remaining rows will be dropped (the caller may cancel).
+ * Known early only when rows stream (concatenation, k-way merge); a grouped merge knows
+ * nothing before every shard has completed. */
 bool px_merge_satisfied(const px_merge *m);
 /* After a -1: the error for the client. */
 const char *px_merge_error(const px_merge *m, const char **sqlstate);
