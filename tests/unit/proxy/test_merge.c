@@ -256,6 +256,18 @@ static void test_select_star(void **state)
     complete_all(m, 2);
     assert_string_equal(drain(m, false), "a|1|t\nb|-|f\nSELECT 2");
     px_merge_free(m);
+
+    /* SELECT DISTINCT *: every column a group key */
+    p->grouped = true;
+    m = px_merge_new(p, 2, (locale_t)0);
+    feed_desc(m, 2, 3, t, 0);
+    assert_int_equal(ROW(m, 0, "a", "1", "t"), 0);
+    assert_int_equal(ROW(m, 1, "a", "1", "t"), 0);
+    assert_int_equal(ROW(m, 1, "a", NULL, "t"), 0);
+    assert_int_equal(ROW(m, 0, "a", NULL, "t"), 0);
+    complete_all(m, 2);
+    assert_string_equal(drain(m, false), "a|1|t\na|-|t\nSELECT 2");
+    px_merge_free(m);
     free(p);
 }
 
