@@ -1178,8 +1178,9 @@ static void mg_put_row(pgs_buf *out, const mg_val *vals, int n)
 
 static int mg_queue_push(mg_shard *sh, const uint8_t *body, size_t len)
 {
-    if (sh->tail == sh->cap && sh->head > 0) {
-        /* reuse the room of the rows already taken: move the queue and its bytes down */
+    if (sh->tail == sh->cap && sh->head > 0 && sh->head >= sh->cap / 2) {
+        /* reuse the room of the rows already taken: move the queue and its bytes down, only
+         * when they are half of it, so each row is moved a bounded number of times */
         size_t base = sh->ent[sh->head].off;
         pgs_buf_consume(&sh->arena, base);
         for (size_t i = sh->head; i < sh->tail; i++)

@@ -29,8 +29,9 @@ void px_merge_free(px_merge *m);
 /* Feed one message body (after the 5-byte header) from shard s. Each returns 0, or -1 when
  * the merge cannot go on: px_merge_error then says why (an SQLSTATE and a message for the
  * client: the shards' row descriptions differ, a type it cannot compare or combine, an
- * overflow such as 22003 "bigint out of range", out of memory 53200). */
-/* Each shard sends its RowDescription before its rows; the first fixes the columns (a plan
+ * overflow such as 22003 "bigint out of range", out of memory 53200).
+ *
+ * Each shard sends its RowDescription before its rows; the first fixes the columns (a plan
  * with ncols 0, SELECT *, takes them all from it, visible and plain, or group keys when
  * grouped) and is checked against the plan: a type the plan cannot compare or combine
  * fails here, before any row. The others must agree with it (count, names, types,

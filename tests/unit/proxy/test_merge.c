@@ -256,6 +256,18 @@ static void test_select_star(void **state)
     complete_all(m, 2);
     assert_string_equal(drain(m, false), "a|1|t\nb|-|f\nSELECT 2");
     px_merge_free(m);
+
+    /* SELECT DISTINCT *: every column a group key */
+    p->grouped = true;
+    m = px_merge_new(p, 2, (locale_t)0);
+    feed_desc(m, 2, 3, t, 0);
+    assert_int_equal(ROW(m, 0, "a", "1", "t"), 0);
+    assert_int_equal(ROW(m, 1, "a", "1", "t"), 0);
+    assert_int_equal(ROW(m, 1, "a", NULL, "t"), 0);
+    assert_int_equal(ROW(m, 0, "a", NULL, "t"), 0);
+    complete_all(m, 2);
+    assert_string_equal(drain(m, false), "a|1|t\na|-|t\nSELECT 2");
+    px_merge_free(m);
     free(p);
 }
 
@@ -458,6 +470,41 @@ static void test_kway_backpressure_and_limit(void **state)
     assert_true(px_merge_wants(m, 0));
     complete_all(m, 2);
     assert_string_equal(drain(m, false), "SELECT 3");
+    px_merge_free(m);
+    free(p);
+}
+
+/* Rows flowing through queues that never empty: their room is reused as rows are taken
+ * and the order survives. */
+static void test_kway_queue_reuse(void **state)
+{
+    prs_scatter *p = plan_new(1, 1);
+    p->shards_sorted = true;
+    plan_sort(p, 0, false, false);
+    px_merge *m = px_merge_new(p, 2, (locale_t)0);
+    const uint32_t t[] = {INT8};
+    feed_desc(m, 2, 1, t, 0);
+    pgs_buf out = PGS_BUF_INIT;
+    char v[32];
+    assert_int_equal(ROW(m, 0, "0"), 0);
+    assert_int_equal(ROW(m, 0, "2"), 0);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(v, sizeof v, "%d", 2 * i + 1);
+        assert_int_equal(ROW(m, 1, v), 0);
+        snprintf(v, sizeof v, "%d", 2 * i + 4);
+        assert_int_equal(ROW(m, 0, v), 0);
+        assert_int_equal(px_merge_output(m, &out, SIZE_MAX), 0);
+    }
+    complete_all(m, 2);
+    assert_int_equal(px_merge_output(m, &out, SIZE_MAX), 0);
+    static char got[40000], want[40000];
+    render(&out, false, got, sizeof got);
+    size_t w = 0;
+    for (int i = 0; i <= 2002; i++) /* shard 0: 0, 2, ..., 2002; shard 1: 1, 3, ..., 1999 */
+        w += i == 2001 ? 0 : (size_t)snprintf(want + w, sizeof want - w, "%d\n", i);
+    snprintf(want + w, sizeof want - w, "SELECT 2002");
+    assert_string_equal(got, want);
+    pgs_buf_free(&out);
     px_merge_free(m);
     free(p);
 }
@@ -1234,6 +1281,7 @@ int main(void)
         cmocka_unit_test(test_kway_nulls_two_keys),
         cmocka_unit_test(test_kway_waits_and_ties),
         cmocka_unit_test(test_kway_backpressure_and_limit),
+        cmocka_unit_test(test_kway_queue_reuse),
         cmocka_unit_test(test_output_room),
         cmocka_unit_test(test_kway_binary),
         cmocka_unit_test(test_kway_binary_types),
