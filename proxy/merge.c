@@ -125,6 +125,7 @@ typedef struct mg_key {
 
 #define MG_INFINITY ((__int128)1 << 100)
 #define MG_USECS_PER_DAY INT64_C(86400000000)
+#define MG_EPOCH_DAYS 10957 /* days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01 */
 
 /* A shard's queued row: its body at off in the shard's arena. */
 typedef struct mg_ent {
@@ -785,7 +786,9 @@ static int mg_text_datetime(const uint8_t *p, size_t len, bool with_time, bool w
     int64_t y, mo, d, us = 0, off = 0;
     if (cur_date(&c, &y, &mo, &d) < 0)
         return -1;
-    if (with_time && (!cur_lit(&c, " ") || cur_time(&c, &us) < 0))
+    /* A HAVING constant may be a date alone: midnight, as PostgreSQL reads it. */
+    bool date_only = with_time && !with_zone && c.p == c.end;
+    if (with_time && !date_only && (!cur_lit(&c, " ") || cur_time(&c, &us) < 0))
         return -1;
     if (with_zone && cur_offset(&c, &off) < 0)
         return -1;
@@ -1005,13 +1008,23 @@ static int mg_decode_bin(px_merge *m, int slot, const mg_type *t, const uint8_t 
     case MG_BOOL:
         k->i = p[0] != 0;
         return 0;
-    case MG_DATE:
-        k->i = (int32_t)pgs_be32(p);
+    case MG_DATE: {
+        /* days since 2000-01-01, and INT32_MIN/MAX for -infinity/infinity, as the text
+         * form's scale: days since 1970 and +-MG_INFINITY, so the two compare */
+        int32_t d = (int32_t)pgs_be32(p);
+        k->i = d == INT32_MAX ? MG_INFINITY : d == INT32_MIN ? -MG_INFINITY : (__int128)d + MG_EPOCH_DAYS;
         return 0;
+    }
     case MG_TIME:
-    case MG_TIMESTAMP:
         k->i = (int64_t)mg_be64(p);
         return 0;
+    case MG_TIMESTAMP: {
+        int64_t us = (int64_t)mg_be64(p);
+        k->i = us == INT64_MAX   ? MG_INFINITY
+               : us == INT64_MIN ? -MG_INFINITY
+                                 : (__int128)us + (__int128)MG_EPOCH_DAYS * MG_USECS_PER_DAY;
+        return 0;
+    }
     case MG_TIMETZ:
         k->j = (int32_t)pgs_be32(p + 8);
         k->i = (__int128)(int64_t)mg_be64(p) + (__int128)k->j * 1000000;

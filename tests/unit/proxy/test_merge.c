@@ -1066,7 +1066,7 @@ static void test_malformed(void **state)
         const char *v;
         bool sum;
     } bad[] = {{INT8, "12x", true},         {NUMERIC, "1.2.3", true},    {NUMERIC, "", true},
-               {FLOAT8, "abc", true},       {DATE, "2020-13-01", false}, {TS, "2020-01-01", false},
+               {FLOAT8, "abc", true},       {DATE, "2020-13-01", false}, {TS, "2020-01-01T10:00:00", false},
                {INTERVAL, "1 week", false}, {UUID, "abc", false},        {BYTEA, "abc", false},
                {BOOL, "yes", false}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
