@@ -31,11 +31,11 @@ typedef enum prs_sc_kind {
 } prs_sc_kind;
 
 typedef struct prs_sc_col {
-    uint8_t kind;   /* prs_sc_kind */
-    bool hidden;    /* added by the rewrite (ORDER BY, HAVING, GROUP BY key not selected,
-                       avg's count): never sent to the client. Hidden columns come after
-                       every visible one; the shard query names them pgshard_<why>_<n>. */
-    uint16_t arg;   /* PRS_SC_AVG: the column holding count(x) */
+    uint8_t kind; /* prs_sc_kind */
+    bool hidden;  /* added by the rewrite (ORDER BY, HAVING, GROUP BY key not selected,
+                     avg's count): never sent to the client. Hidden columns come after
+                     every visible one; the shard query names them pgshard_<why>_<n>. */
+    uint16_t arg; /* PRS_SC_AVG: the column holding count(x) */
 } prs_sc_col;
 
 /* One ORDER BY item, on a column of the merged rows (which may be hidden). */
@@ -80,9 +80,9 @@ typedef struct prs_scatter {
                           (such a plan is never grouped and has no hidden column), and a
                           sort column may lie past ncols. */
     prs_sc_col cols[PRS_SC_MAX_COLS];
-    bool grouped; /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
-                     DISTINCT). Aggregates without GROUP BY: every shard returns one row and
-                     the merge returns exactly one (count 0, sum NULL when no row matched) */
+    bool grouped;       /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
+                           DISTINCT). Aggregates without GROUP BY: every shard returns one row and
+                           the merge returns exactly one (count 0, sum NULL when no row matched) */
     bool shards_sorted; /* each shard returns its rows in `sort` order (the shard query has
                            the ORDER BY): the merge is a k-way merge. When grouped, the shard
                            query has no ORDER BY and the merge sorts the groups itself. */
@@ -92,7 +92,7 @@ typedef struct prs_scatter {
     int64_t offset; /* 0 = none */
     uint8_t ninsns; /* HAVING program, 0 = no HAVING */
     prs_sc_insn having[PRS_SC_MAX_INSNS];
-    char *str;      /* owned (malloc) or NULL: the HAVING constants, NUL-terminated, at offsets */
+    char *str; /* owned (malloc) or NULL: the HAVING constants, NUL-terminated, at offsets */
     size_t str_len;
     /* Refused (sql == NULL): the SQLSTATE (0A000 for a shape it will not merge; the code
      * PostgreSQL itself would have raised where the shards would no longer see the mistake:

@@ -767,7 +767,8 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
         int r = px_route_plan(cl, sql, len, &plan);
         if (r != 0) {
             sk->verdict = PX_SK_REFUSE;
-            snprintf(sk->sqlstate, sizeof sk->sqlstate, "%s", r < 0 ? PGS_SQLSTATE_OUT_OF_MEMORY : plan.sqlstate);
+            snprintf(sk->sqlstate, sizeof sk->sqlstate, "%s",
+                     r < 0 ? PGS_SQLSTATE_OUT_OF_MEMORY : plan.sqlstate);
             snprintf(sk->msg, sizeof sk->msg, "%s", r < 0 ? "out of memory" : plan.msg);
             prs_scatter_free(&plan);
             all = false;

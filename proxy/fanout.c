@@ -98,7 +98,8 @@ static int fanout_make_merge(px_fanout *fo)
                     "sorted or grouped rows across shards: add the tenant key");
         return 0;
     }
-    fo->merge = px_merge_new(&fo->plan, fo->nshards, home->coll_state == PX_COLL_LIBC ? home->coll : (locale_t)0);
+    fo->merge =
+        px_merge_new(&fo->plan, fo->nshards, home->coll_state == PX_COLL_LIBC ? home->coll : (locale_t)0);
     return fo->merge ? 0 : -1;
 }
 
@@ -117,7 +118,8 @@ static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_s
     pgs_reader rd = pgs_reader_make(p, n);
     uint16_t nf, np, nr;
     const uint8_t *skip;
-    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &skip) < 0 || pgs_rd_be16(&rd, &np) < 0)
+    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &skip) < 0 ||
+        pgs_rd_be16(&rd, &np) < 0)
         goto as_is;
     for (uint16_t i = 0; i < np; i++) {
         uint32_t len;
@@ -221,8 +223,8 @@ static void fanout_send(px_fanout *fo)
     /* The shards wait for the collation: they answer only what they were sent. */
 }
 
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every, const px_route *routes,
-                    prs_scatter *plan)
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every,
+                    const px_route *routes, prs_scatter *plan)
 {
     px_worker *w = cl->conn.w;
     int n = w->conf->nshards;
@@ -253,7 +255,8 @@ int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, boo
         fo->parse_name = strdup(ext->parse_name);
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
     }
-    if (pgs_buf_failed(&fo->req) || pgs_buf_failed(&fo->parse_body) || (ext && ext->parse_name && !fo->parse_name)) {
+    if (pgs_buf_failed(&fo->req) || pgs_buf_failed(&fo->parse_body) ||
+        (ext && ext->parse_name && !fo->parse_name)) {
         fo->cl = NULL;
         fanout_release(fo);
         return -1;
@@ -389,7 +392,8 @@ static void fanout_finish(px_fanout *fo)
     if (fo->every && !fo->failed)
         px_conn_send_buf(&cl->conn, &fo->out);
     if (!fo->failed && fo->merge && !fo->head_done)
-        fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: a shard ended a cross-shard read without binding it");
+        fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR,
+                    "pgshard: a shard ended a cross-shard read without binding it");
     if (!fo->failed && fo->merge) {
         pgs_buf_clear(&fo->out);
         if (px_merge_output(fo->merge, &fo->out, SIZE_MAX) < 0)
@@ -484,7 +488,8 @@ static void fanout_parsed(px_fanout *fo)
     if (!st || px_client_stmt_put(&cl->stmts, &w->stmts, fo->parse_name, st) < 0) {
         if (st)
             px_stmt_unref(&w->stmts, st);
-        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory registering a prepared statement");
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY,
+                    "pgshard: out of memory registering a prepared statement");
     }
 }
 
@@ -503,7 +508,8 @@ static void fanout_every_failed(px_fanout *fo, int s, const uint8_t *p, size_t t
     else if (s == 1)
         snprintf(msg, sizeof msg, "%s (on shard 1; shard 0 applied it and keeps it)", ef.message);
     else
-        snprintf(msg, sizeof msg, "%s (on shard %d; shards 0 to %d applied it and keep it)", ef.message, s, s - 1);
+        snprintf(msg, sizeof msg, "%s (on shard %d; shards 0 to %d applied it and keep it)", ef.message, s,
+                 s - 1);
     fanout_fail(fo, ef.sqlstate[0] ? ef.sqlstate : PGS_SQLSTATE_INTERNAL_ERROR, msg);
 }
 

@@ -100,8 +100,8 @@ static void metrics_fanouts(px_worker *w, pgs_buf *b)
                        "result\n# TYPE pgshard_fanouts_total counter\n");
     for (int k = 0; k < 2; k++)
         for (int r = 0; r < 2; r++)
-            pgs_buf_appendf(b, "pgshard_fanouts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k], results[r],
-                            (unsigned long long)atomic_load(&g->fanouts[k][r]));
+            pgs_buf_appendf(b, "pgshard_fanouts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k],
+                            results[r], (unsigned long long)atomic_load(&g->fanouts[k][r]));
 }
 
 static void metrics_nodes(px_worker *w, pgs_buf *b)

@@ -84,8 +84,10 @@ void px_pool_set_collation(px_pool *pool, const char *datcollate, char provider)
     }
     locale_t loc = newlocale(LC_COLLATE_MASK, datcollate, (locale_t)0);
     if (!loc) {
-        pgs_warn("collation_unknown", "database \"%s\" sorts text by collation \"%s\", which this machine "
-                 "lacks: cross-shard sorts on text are refused", pool->db_name, datcollate);
+        pgs_warn("collation_unknown",
+                 "database \"%s\" sorts text by collation \"%s\", which this machine "
+                 "lacks: cross-shard sorts on text are refused",
+                 pool->db_name, datcollate);
         return;
     }
     pool->coll = loc;

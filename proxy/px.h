@@ -34,9 +34,10 @@ typedef struct px_server px_server;
 typedef struct px_pool px_pool;
 typedef struct px_monitor px_monitor;
 
-#define PX_NAME_MAX 64     /* NAMEDATALEN: longer names are truncated, as PostgreSQL does */
-#define PX_BLOCK 16384     /* the size of pooled I/O buffers */
-#define PX_SEGMENT_WAIT_MAX (1u << 20) /* sharded: an undecided segment buffered up to this waits for its Sync */
+#define PX_NAME_MAX 64 /* NAMEDATALEN: longer names are truncated, as PostgreSQL does */
+#define PX_BLOCK 16384 /* the size of pooled I/O buffers */
+#define PX_SEGMENT_WAIT_MAX                                                                                  \
+    (1u << 20)             /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
 #define PX_WAIT_READ_MAX (64u << 10) /* input a queued client may buffer while it waits */
 /* Replies a server may owe one client before that client is no longer read: each is a
@@ -68,9 +69,9 @@ static inline px_step px_step_after(px_msg m)
 
 /* What becomes of one server message (px_ext_server_message). */
 typedef enum px_relay {
-    PX_RELAY = 0,       /* relay it to the client */
-    PX_RELAY_HIDE = 1,  /* it must not reach the client (hidden, or already sent in another form) */
-    PX_RELAY_WHOLE = 2, /* the whole message is needed first */
+    PX_RELAY = 0,         /* relay it to the client */
+    PX_RELAY_HIDE = 1,    /* it must not reach the client (hidden, or already sent in another form) */
+    PX_RELAY_WHOLE = 2,   /* the whole message is needed first */
     PX_RELAY_DESYNC = -1, /* it answers nothing the server was sent: close the server */
 } px_relay;
 
@@ -193,14 +194,14 @@ typedef enum px_auth_step { AUTH_NONE, AUTH_MD5, AUTH_SCRAM_FIRST, AUTH_SCRAM_FI
 /* One server that a client's transaction holds on one shard (xact.c). The server points
  * back at it (px_server.link); what the server relays goes to the link's destination. */
 typedef struct px_link {
-    px_client *cl;     /* the client whose transaction holds it */
-    px_server *sv;     /* the server, or NULL when nothing is linked */
-    int shard;         /* the shard routing chose */
-    bool fresh;        /* linked and nothing sent yet: the session state is replayed first */
-    bool write;        /* the transaction may write: read-your-writes starts at its end */
-    bool replica;      /* routed to a replica (a read) */
-    bool sent_any;     /* a reply byte went to the client since the server was linked */
-    uint64_t start_ns; /* uv_hrtime() of the running transaction's first message; 0 = none */
+    px_client *cl;         /* the client whose transaction holds it */
+    px_server *sv;         /* the server, or NULL when nothing is linked */
+    int shard;             /* the shard routing chose */
+    bool fresh;            /* linked and nothing sent yet: the session state is replayed first */
+    bool write;            /* the transaction may write: read-your-writes starts at its end */
+    bool replica;          /* routed to a replica (a read) */
+    bool sent_any;         /* a reply byte went to the client since the server was linked */
+    uint64_t start_ns;     /* uv_hrtime() of the running transaction's first message; 0 = none */
     struct px_fanout *fan; /* the cross-shard read this link serves, or NULL */
 } px_link;
 
@@ -216,20 +217,20 @@ typedef struct px_shard_memo {
  * at `one` until a fan-out (Sharding II) gives it an array. */
 typedef struct px_xact {
     px_link one;
-    px_link *links;       /* &one, or an owned array */
-    uint16_t nlinks;      /* links in use (0 when the client holds no server) */
-    bool paused;          /* waits for its server to answer an earlier segment's Parse */
-    bool want_read;       /* the message being routed may run on a replica */
-    bool retry_sealed;    /* the kept read's last message (Query or Sync) has gone out */
-    pgs_buf retry;        /* while armed (px_retry_armed): a pooled block holding the read to send
-                             again if the replica fails before answering */
-    px_shard_memo *memo;  /* owned: one per shard of the conf it logged in with; NULL before login */
-    uint8_t deferred;     /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
-    bool segment_checked; /* the extended-protocol segment being sent was routed whole */
-    pgs_buf begin;        /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
-    pgs_buf unnamed;      /* sharded: the body of the client's last unnamed Parse, for its Binds in
-                             later segments; a simple Query drops it, as it drops the statement */
-    bool unnamed_known;   /* unnamed holds that Parse (it was not too long to keep) */
+    px_link *links;        /* &one, or an owned array */
+    uint16_t nlinks;       /* links in use (0 when the client holds no server) */
+    bool paused;           /* waits for its server to answer an earlier segment's Parse */
+    bool want_read;        /* the message being routed may run on a replica */
+    bool retry_sealed;     /* the kept read's last message (Query or Sync) has gone out */
+    pgs_buf retry;         /* while armed (px_retry_armed): a pooled block holding the read to send
+                              again if the replica fails before answering */
+    px_shard_memo *memo;   /* owned: one per shard of the conf it logged in with; NULL before login */
+    uint8_t deferred;      /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
+    bool segment_checked;  /* the extended-protocol segment being sent was routed whole */
+    pgs_buf begin;         /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
+    pgs_buf unnamed;       /* sharded: the body of the client's last unnamed Parse, for its Binds in
+                              later segments; a simple Query drops it, as it drops the statement */
+    bool unnamed_known;    /* unnamed holds that Parse (it was not too long to keep) */
     struct px_fanout *fan; /* owned: the cross-shard read running (CL_FANOUT), or NULL */
 } px_xact;
 
@@ -383,8 +384,8 @@ typedef struct px_fanout_ext {
  * gives each shard's node. every: a broadcast (DDL), plan->sql being the statement as it is:
  * the shards run it one after the other, stopping at the first error. Returns 0 (running or
  * queued for servers) or -1 (out of memory). */
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every, const px_route *routes,
-                    prs_scatter *plan);
+int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every,
+                    const px_route *routes, prs_scatter *plan);
 int px_fanout_acquire(px_client *cl);
 /* The pool gives the fan-out its next server (instead of px_client_link's usual work). */
 void px_fanout_linked(px_client *cl, px_server *sv);
@@ -578,9 +579,9 @@ void px_server_replies_free(px_server *sv);
 px_msg px_ext_client_message(px_client *cl, const pgs_frame *f);
 px_msg px_ext_deallocate(px_client *cl, const pgs_frame *f, const char *name);
 px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
-                       size_t at, size_t end);
+                          size_t at, size_t end);
 px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
-                       size_t at, size_t end);
+                          size_t at, size_t end);
 px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
 

@@ -408,8 +408,8 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
         if (f.type != PGS_FE_BIND || pgs_rd_cstr(&rd, &a) < 0 || pgs_rd_cstr(&rd, &b) < 0)
             continue;
         px_stmt *st = b[0] ? px_client_stmt_get(&cl->stmts, b) : NULL;
-        const uint8_t *sb = b[0] ? (st && !st->sql ? st->body : NULL)
-                                 : (cl->x.unnamed_known ? cl->x.unnamed.data : NULL);
+        const uint8_t *sb =
+            b[0] ? (st && !st->sql ? st->body : NULL) : (cl->x.unnamed_known ? cl->x.unnamed.data : NULL);
         size_t sl = b[0] ? (st && !st->sql ? st->body_len : 0) : cl->x.unnamed.len;
         for (int i = nnamed - 1; b[0] && i >= 0; i--)
             if (strcmp(named[i].name, b) == 0) {
@@ -429,9 +429,10 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
         if (one.verdict == PX_SK_ANY)
             continue;
         if (route_wide(one.verdict) != route_wide(out->verdict) && out->verdict != PX_SK_ANY)
-            snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
-                     "pgshard: a pipeline segment with a query across shards (no tenant key) holds statements "
-                     "for one shard too; send each between their own Syncs");
+            snprintf(
+                route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
+                "pgshard: a pipeline segment with a query across shards (no tenant key) holds statements "
+                "for one shard too; send each between their own Syncs");
         else if (route_wide(one.verdict) && route_wide(out->verdict))
             snprintf(route_sk_refuse(&one, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED), sizeof one.msg,
                      "pgshard: a pipeline segment holds two queries across shards (no tenant key); send each "
@@ -624,11 +625,12 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     px_worker *w = cl->conn.w;
     bool every = qc->sk.verdict == PX_SK_EVERY;
     if (cl->x.deferred != PX_DEFER_NONE)
-        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                               every ? "pgshard: DDL goes to every shard, which cannot be done inside a transaction "
-                                       "yet: run it on its own, outside BEGIN ... COMMIT"
-                                     : "pgshard: a query across shards (no tenant key) cannot run inside a "
-                                       "transaction: it runs on its own, outside BEGIN ... COMMIT");
+        return px_route_refuse(
+            cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+            every ? "pgshard: DDL goes to every shard, which cannot be done inside a transaction "
+                    "yet: run it on its own, outside BEGIN ... COMMIT"
+                  : "pgshard: a query across shards (no tenant key) cannot run inside a "
+                    "transaction: it runs on its own, outside BEGIN ... COMMIT");
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
     int r;
@@ -673,10 +675,11 @@ static int route_fanout(px_client *cl, const pgs_frame *f, const px_qclass *qc)
 static int route_ext_refuse(px_client *cl, const char *what)
 {
     char msg[320];
-    snprintf(msg, sizeof msg,
-             "pgshard: a query across shards (no tenant key) in the extended protocol runs as Parse, Bind, "
-             "Describe of the portal, Execute and Sync of one unnamed portal; %s is not supported with it yet",
-             what);
+    snprintf(
+        msg, sizeof msg,
+        "pgshard: a query across shards (no tenant key) in the extended protocol runs as Parse, Bind, "
+        "Describe of the portal, Execute and Sync of one unnamed portal; %s is not supported with it yet",
+        what);
     return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
 }
 
@@ -714,7 +717,8 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
     memset(&e, 0, sizeof e);
     bool bound = false, executed = false;
     pgs_frame f;
-    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 && f.total <= avail - off) {
+    while (off < avail && pgs_frame_read(p + off, avail - off, PGS_MAX_MSG_LEN, &f) == 1 &&
+           f.total <= avail - off) {
         pgs_reader rd = pgs_reader_make(p + off + PGS_HDR_LEN, f.len - 4);
         const char *a = "", *b = "";
         uint32_t rows = 0;
@@ -737,7 +741,8 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
             e.parse_name = a;
             e.stmt = rd.p;
             e.stmt_len = rd.left;
-        } else if (f.type == PGS_FE_BIND && !bound && pgs_rd_cstr(&rd, &a) == 0 && pgs_rd_cstr(&rd, &b) == 0) {
+        } else if (f.type == PGS_FE_BIND && !bound && pgs_rd_cstr(&rd, &a) == 0 &&
+                   pgs_rd_cstr(&rd, &b) == 0) {
             if (a[0])
                 return route_ext_refuse(cl, "a named portal");
             if (!route_ext_stmt(cl, b, &e))
@@ -754,7 +759,8 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
                 return route_ext_refuse(cl, "Execute with a row limit (a portal fetched in parts)");
             executed = true;
         } else {
-            return route_ext_refuse(cl, f.type == PGS_FE_DESCRIBE ? "Describe of a statement" : "this message");
+            return route_ext_refuse(cl,
+                                    f.type == PGS_FE_DESCRIBE ? "Describe of a statement" : "this message");
         }
     }
     return route_ext_refuse(cl, "a segment longer than pgshard buffers");
@@ -776,7 +782,8 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     /* A segment buffered whole up to its Sync was routed by all its messages: they need no
      * second look once it runs (px_route_linked). */
     bool flushed = false;
-    cl->x.segment_checked = w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk, &flushed);
+    cl->x.segment_checked =
+        w->px->sharded && f->type != PGS_FE_QUERY && route_segment_shard(cl, &qc.sk, &flushed);
     /* A segment whose buffered part names no shard yet (a Parse that arrived without its
      * Bind), or reads so far where a write may follow before its Sync, waits for the rest,
      * up to its Sync or a Flush, rather than going to the default shard, or to a replica
@@ -785,7 +792,8 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     bool shard_open = w->px->sharded && !cl->x.segment_checked && !flushed && qc.sk.verdict == PX_SK_ANY;
     bool read_open = split && qc.read && !seen;
     if (f->type != PGS_FE_QUERY && (shard_open || read_open) &&
-        w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
+        w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+        cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
         return 0;
     if (split) {
         cl->x.want_read = route_wants_replica(cl, &qc);
@@ -796,11 +804,13 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     if (route_wide(qc.sk.verdict)) {
         if (cl->x.segment_checked)
             return route_fanout_ext(cl, &qc);
-        if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
+        if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION &&
+            cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
             return 0; /* waits for its Sync */
-        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                               "pgshard: a query across shards (no tenant key) in the extended protocol must be "
-                               "sent whole up to its Sync (at most 1 MB)");
+        return px_route_refuse(
+            cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+            "pgshard: a query across shards (no tenant key) in the extended protocol must be "
+            "sent whole up to its Sync (at most 1 MB)");
     }
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
@@ -1062,12 +1072,14 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     const char *state = sk->sqlstate, *msg = sk->msg;
     if (route_wide(sk->verdict)) {
         bool session = cl->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION;
-        snprintf(buf, sizeof buf,
-                 "pgshard: %s cannot run %s: it runs on its own, outside BEGIN ... COMMIT, in transaction pooling",
-                 sk->verdict == PX_SK_EVERY ? "DDL, which goes to every shard," : "a query across shards (no tenant key)",
-                 session                ? "in session pooling (pool_mode = session)"
-                 : px_pin_holds(sv) ? "while the session keeps its server for session state"
-                                        : "inside a transaction");
+        snprintf(
+            buf, sizeof buf,
+            "pgshard: %s cannot run %s: it runs on its own, outside BEGIN ... COMMIT, in transaction pooling",
+            sk->verdict == PX_SK_EVERY ? "DDL, which goes to every shard,"
+                                       : "a query across shards (no tenant key)",
+            session            ? "in session pooling (pool_mode = session)"
+            : px_pin_holds(sv) ? "while the session keeps its server for session state"
+                               : "inside a transaction");
         state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
     } else if (sk->verdict == PX_SK_SHARD && px_pin_holds(sv) && sv->tx_status == PGS_TX_IDLE) {
@@ -1470,8 +1482,9 @@ px_msg px_route_pgshard_parse(px_client *cl, const pgs_frame *f, const char *sql
     px_conn_flush_forward(c, &px_client_server(cl)->conn);
     c->in_pos += f->total;
     c->fwd_mark = c->in_pos;
-    px_msg r = pgs_buf_failed(&b) || px_server_push_reply(px_client_server(cl), RP_PARSE, 0) < 0 ? PX_MSG_CLOSED
-                                                                                             : PX_MSG_DONE;
+    px_msg r = pgs_buf_failed(&b) || px_server_push_reply(px_client_server(cl), RP_PARSE, 0) < 0
+                   ? PX_MSG_CLOSED
+                   : PX_MSG_DONE;
     if (r == PX_MSG_DONE)
         px_conn_send_buf(&px_client_server(cl)->conn, &b);
     pgs_buf_free(&b);

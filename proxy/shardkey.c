@@ -497,7 +497,8 @@ static void sk_occs_apart(const prs_query_info *qi, const sk_scan *sc, int a, in
  * SELECT that writes nothing and names no table outside the config. */
 static bool sk_scatterable(const prs_query_info *qi, const sk_scan *sc)
 {
-    if (qi->kind != PRS_KIND_SELECT || qi->n_statements != 1 || (qi->flags & PRS_F_WRITE_MASK) || sc->unlisted)
+    if (qi->kind != PRS_KIND_SELECT || qi->n_statements != 1 || (qi->flags & PRS_F_WRITE_MASK) ||
+        sc->unlisted)
         return false;
     for (int x = 0; x < qi->n_occs; x++)
         if (qi->occs[x].flags & (PRS_OCC_WRITTEN | PRS_OCC_UNPROVEN))
@@ -746,8 +747,8 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->source = "default";
         return;
     }
-    if (in->nshards > 1 && !in->tenant && in->qi->n_statements >= 1 && in->qi->kind_mask == 1ull << PRS_KIND_DDL &&
-        !in->qi->pin && !(in->qi->flags & PRS_F_TEMP_TABLE)) {
+    if (in->nshards > 1 && !in->tenant && in->qi->n_statements >= 1 &&
+        in->qi->kind_mask == 1ull << PRS_KIND_DDL && !in->qi->pin && !(in->qi->flags & PRS_F_TEMP_TABLE)) {
         /* A shard's schema is every shard's: DDL goes to each (fanout.c). */
         out->verdict = PX_SK_EVERY;
         out->source = "every";
@@ -816,13 +817,14 @@ void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan)
     const px_table *t = sc.tab[o->table];
     const prs_key_ref *key = &qi->keys[0];
     if (!t || t->omnisharded || sc.unlisted || sc.sharded_tables != 1u << o->table ||
-        key->src != PRS_KEY_PARAM || key->column != t->key_column || key->index == 0 || key->index > UINT16_MAX)
+        key->src != PRS_KEY_PARAM || key->column != t->key_column || key->index == 0 ||
+        key->index > UINT16_MAX)
         return;
     if (insert) {
         if (!(o->flags & PRS_OCC_VALUES) || qi->insert_rows != 1 || key->row != 0)
             return;
-    } else if ((o->flags & (PRS_OCC_VALUES | PRS_OCC_UNPROVEN)) || key->row >= 0 || key->slot >= PRS_MAX_SLOTS ||
-               !((sk_occ_slots(qi, &sc, 0, t) >> key->slot) & 1)) {
+    } else if ((o->flags & (PRS_OCC_VALUES | PRS_OCC_UNPROVEN)) || key->row >= 0 ||
+               key->slot >= PRS_MAX_SLOTS || !((sk_occ_slots(qi, &sc, 0, t) >> key->slot) & 1)) {
         return;
     }
     plan->kind = PX_SKP_PARAM;

@@ -220,7 +220,7 @@ static void test_joins(void **state)
     expect_refused("SELECT * FROM orders o, users u WHERE o.tenant_id = A AND u.tenant_id = C",
                    "belong to different shards");
     expect_all("SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id WHERE o.tenant_id = A "
-        "OR i.tenant_id = A");
+               "OR i.tenant_id = A");
     expect_all("SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id WHERE tenant_id = A");
     /* users.tenant_id is not the key of notes */
     expect_refused("SELECT * FROM users u JOIN notes n ON n.tenant_id = u.tenant_id WHERE u.tenant_id = A",
@@ -421,11 +421,13 @@ static void test_unchanged(void **state)
     expect_all("SELECT count(*) FROM orders");
     expect_refused("SELECT 1 FROM orders WHERE tenant_id = A; SELECT 2", "several statements");
     /* Keyless reads run on every shard when their sharded tables are joined on the key. */
-    expect_all("SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id AND i.order_id = o.id");
+    expect_all(
+        "SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id AND i.order_id = o.id");
     expect_all("SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id");
     expect_all("SELECT o.id, t.name FROM orders o JOIN tenants t ON t.id = o.tenant_id");
-    expect_refused("SELECT * FROM orders o JOIN users u ON u.id = o.user_id",
-                   "joins sharded tables \"orders\" (as \"o\") and \"users\" (as \"u\") other than on their shard key");
+    expect_refused(
+        "SELECT * FROM orders o JOIN users u ON u.id = o.user_id",
+        "joins sharded tables \"orders\" (as \"o\") and \"users\" (as \"u\") other than on their shard key");
     expect_refused("SELECT * FROM orders o, users u", "other than on their shard key");
     expect_refused("SELECT count(*) FROM orders FOR UPDATE", "must name its tenant");
     expect_refused("COPY orders FROM STDIN", "COPY");
@@ -497,8 +499,9 @@ static void test_tenant_conflict(void **state)
     expect_shard("SELECT * FROM orders WHERE tenant_id = B", fx.shard_a);
     expect_shard("SELECT * FROM orders o JOIN order_items i ON i.order_id = o.id", fx.shard_a);
     expect_refused("SELECT * FROM orders WHERE tenant_id = C", "belongs to shard");
-    expect_refused("SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id WHERE o.tenant_id = C",
-                   "belongs to shard");
+    expect_refused(
+        "SELECT * FROM orders o JOIN order_items i ON i.tenant_id = o.tenant_id WHERE o.tenant_id = C",
+        "belongs to shard");
     expect_refused("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (C, 2)", "belongs to shard");
     expect_shard("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (B, 2)", fx.shard_a);
     px_sk_result r;
