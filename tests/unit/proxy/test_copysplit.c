@@ -529,6 +529,82 @@ static void test_garbage(void **state)
     }
 }
 
+/* ---- PostgreSQL's own output ---- */
+
+/* data/copy_ref.* were written by PostgreSQL 15's COPY TO (table ref(id int, k text, v
+ * text), the key k holding tabs, newlines, backslashes, quotes, \N, \., NULL, UTF-8;
+ * copy_ref_crlf.txt is copy_ref.txt with \r\n line ends), and PostgreSQL reads each back;
+ * copy_ref.keys holds each row's k in hex, or NULL. */
+static uint8_t *read_data(const char *name, size_t *len)
+{
+    const char *dir = getenv("PGS_TEST_DATA");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "data", name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    pgs_buf b = PGS_BUF_INIT;
+    uint8_t tmp[4096];
+    size_t got;
+    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0)
+        pgs_buf_append(&b, tmp, got);
+    fclose(f);
+    pgs_buf_append_u8(&b, 0);
+    assert_false(pgs_buf_failed(&b));
+    *len = b.len - 1;
+    return b.data;
+}
+
+static int on_ref_row(void *arg, const uint8_t *row, size_t row_len, const uint8_t *key, size_t key_len,
+                      bool key_null)
+{
+    pgs_buf *log = arg;
+    if (key_null)
+        pgs_buf_appendf(log, "NULL\n");
+    for (size_t i = 0; !key_null && i < key_len; i++)
+        pgs_buf_appendf(log, "%02x", key[i]);
+    if (!key_null)
+        pgs_buf_appendf(log, "\n");
+    return 0;
+}
+
+static void check_reference(const char *file, const char *sql)
+{
+    size_t len, keys_len;
+    uint8_t *in = read_data(file, &len);
+    char *keys = (char *)read_data("copy_ref.keys", &keys_len);
+    prs_copy_opts o;
+    load_opts(sql, &o);
+    static const size_t chunks[] = {1, 2, 3, 7, 64, 1 << 20};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        px_copy_split *s = px_copy_split_new(&o, 1);
+        pgs_buf log = PGS_BUF_INIT;
+        for (size_t off = 0; off < len; off += chunks[c])
+            assert_int_equal(px_copy_split_feed(s, in + off, len - off < chunks[c] ? len - off : chunks[c],
+                                                on_ref_row, &log),
+                             0);
+        assert_int_equal(px_copy_split_finish(s, on_ref_row, &log), 0);
+        pgs_buf_append_u8(&log, 0);
+        if (strcmp((char *)log.data, keys) != 0)
+            fail_msg("%s in chunks of %zu:\n%s--- expected\n%s", file, chunks[c], (char *)log.data, keys);
+        pgs_buf_free(&log);
+        px_copy_split_free(s);
+    }
+    prs_copy_opts_free(&o);
+    free(in);
+    free(keys);
+}
+
+static void test_postgres_output(void **state)
+{
+    check_reference("copy_ref.txt", "COPY ref FROM STDIN");
+    check_reference("copy_ref_crlf.txt", "COPY ref FROM STDIN");
+    check_reference("copy_ref.csv", "COPY ref FROM STDIN (FORMAT csv, HEADER)");
+    check_reference("copy_ref_q.csv",
+                    "COPY ref FROM STDIN (FORMAT csv, DELIMITER ';', QUOTE '''', ESCAPE '\\', NULL 'NULL')");
+    check_reference("copy_ref.bin", "COPY ref FROM STDIN (FORMAT binary)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_binary_header_ext), cmocka_unit_test(test_binary_errors),
         cmocka_unit_test(test_row_limit),         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_set_columns),       cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_postgres_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
