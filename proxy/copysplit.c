@@ -73,6 +73,7 @@ struct px_copy_split {
     void *part_arg;
 
     bool header_pending; /* text/csv HEADER: the next line is the header */
+    bool header_match;   /* HEADER MATCH: the servers parse the header's fields too */
     bool ended;
     bool failed;
     size_t line; /* the line or tuple being read, 1-based */
@@ -88,6 +89,8 @@ struct px_copy_split {
     bool in_quote, last_was_esc, first_char;
     size_t term_at; /* row offset of the line terminator */
     size_t mark_at; /* row offset of the backslash that may start \. */
+    uint8_t dot[3]; /* the bytes read after that backslash, for CSV to read again */
+    size_t dot_n;
 
     /* Binary reader. */
     bin_state bs;
@@ -197,6 +200,7 @@ px_copy_split *px_copy_split_new(const prs_copy_opts *o, int key_index)
     s->key_index = key_index;
     s->max_row = PX_COPY_DEFAULT_MAX_ROW;
     s->header_pending = o->format != PRS_COPY_BINARY && o->header != PRS_COPY_HEADER_FALSE;
+    s->header_match = o->header == PRS_COPY_HEADER_MATCH;
     s->first_char = true;
     s->line = 1;
     s->n_columns = o->columns.n;
@@ -381,6 +385,8 @@ static scan_rc after_backslash(px_copy_split *s, uint8_t c, size_t *i)
     s->ls = LS_NORMAL;
     if (c == '.') {
         (*i)++;
+        s->dot[0] = '.';
+        s->dot_n = 1;
         s->ls = s->eol == EOL_CRNL ? LS_DOT_CRNL : LS_DOT;
     } else if (s->format == PRS_COPY_TEXT) {
         (*i)++; /* the escaped byte, whatever it is, even a newline */
@@ -388,19 +394,32 @@ static scan_rc after_backslash(px_copy_split *s, uint8_t c, size_t *i)
     return SCAN_CONT;
 }
 
-/* A \. that turns out not to be the end marker: text format has no such thing, CSV goes
- * on with the byte consumed as data, as PostgreSQL does. */
+/* A \. that turns out not to be the end marker. Text format has no such thing. In CSV it
+ * was data: PostgreSQL goes back to the byte after the backslash and reads on from there
+ * (NO_END_OF_COPY_GOTO), so the bytes taken since are read again here, as data — a quote
+ * among them opens a quoted field, a newline among them is checked as any newline. They
+ * cannot end the line: the ones that would have were the marker's. */
 static scan_rc not_marker(px_copy_split *s, const char *text_msg)
 {
     if (s->format == PRS_COPY_TEXT)
         return line_error(s, text_msg, text_msg);
     s->ls = LS_NORMAL;
+    for (size_t k = 0; k < s->dot_n; k++) {
+        size_t at = s->mark_at + 1 + k, none = 0;
+        scan_rc rc = s->ls == LS_CR ? after_cr(s, s->dot[k], &none) : normal_byte(s, s->dot[k], at);
+        if (rc == SCAN_ROW)
+            return line_error(s, "end-of-copy marker corrupt", "end-of-copy marker corrupt");
+        if (rc != SCAN_CONT)
+            return rc;
+    }
     return SCAN_CONT;
 }
 
 static scan_rc after_dot(px_copy_split *s, uint8_t c, size_t *i)
 {
     (*i)++;
+    if (s->dot_n < sizeof s->dot)
+        s->dot[s->dot_n++] = c;
     if (s->ls == LS_DOT_CRNL) {
         if (c == '\n')
             return not_marker(s, "end-of-copy marker does not match previous newline style");
@@ -968,7 +987,8 @@ static int finish_line(px_copy_split *s, px_copy_row_fn fn, void *arg)
         return bad_format(s, "end-of-copy marker corrupt");
     if (s->pend.len == 0)
         return PX_COPY_OK;
-    if (s->format == PRS_COPY_CSV && s->in_quote)
+    /* A header line is skipped unread, unless it is to be matched. */
+    if (s->format == PRS_COPY_CSV && s->in_quote && (!s->header_pending || s->header_match))
         return bad_format(s, "unterminated CSV quoted field");
     int r = emit(s, SCAN_ROW, s->pend.data, s->pend.len, fn, arg);
     row_done(s);

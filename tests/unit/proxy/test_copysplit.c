@@ -246,6 +246,10 @@ static void test_csv_options(void **state)
                "R:1,\"\"<0a>|K:NULL\nR:2,\"x\"<0a>|K:x\nOK\n");
     check_text("COPY t FROM STDIN (FORMAT csv, HEADER)", 0, "\"a\nb\",c\n1,2\n",
                "HEADER:\"a<0a>b\",c<0a>\nR:1,2<0a>|K:1\nOK\n");
+    /* A header line is not parsed unless it is matched: an open quote runs to the end. */
+    check_text("COPY t FROM STDIN (FORMAT csv, HEADER)", 0, "a\"b\nc\n", "HEADER:a\"b<0a>c<0a>\nOK\n");
+    check_text("COPY t FROM STDIN (FORMAT csv, HEADER match)", 0, "a\"b\nc\n",
+               "ERROR -1 22P04 unterminated CSV quoted field\n");
 }
 
 static void test_csv_end_marker(void **state)
@@ -257,6 +261,15 @@ static void test_csv_end_marker(void **state)
     check_text(sql, 0, "a\n\\.", "R:a<0a>|K:a\nR:\\.|K:\\.\nOK\n");
     check_text(sql, 0, "\"a\n\\.\n\"\n", "R:\"a<0a>\\.<0a>\"<0a>|K:a<0a>\\.<0a>\nOK\n");
     check_text(sql, 0, "\\\n", "R:\\<0a>|K:\\\nOK\n");
+    /* \. followed by data: PostgreSQL reads on from the byte after the backslash, so a
+     * quote after it opens a quoted field and a newline after it is checked. */
+    check_text(sql, 0, "x\n\\.\"a\nb\"\n", "R:x<0a>|K:x\nR:\\.\"a<0a>b\"<0a>|K:\\.a<0a>b\nOK\n");
+    check_text(sql, 0, "x\r\n\\.z\r\n", "R:x<0d><0a>|K:x\nR:\\.z<0d><0a>|K:\\.z\nOK\n");
+    check_text(sql, 0, "x\r\n\\.\n", "R:x<0d><0a>|K:x\nERROR -1 22P04 unquoted newline found in data\n");
+    check_text(sql, 0, "x\r\n\\.\rz\r\n",
+               "R:x<0d><0a>|K:x\nERROR -1 22P04 unquoted carriage return found in data\n");
+    check_text("COPY t FROM STDIN (FORMAT csv, QUOTE '.')", 0, "\\.a\nb.\n",
+               "R:\\.a<0a>b.<0a>|K:\\a<0a>b\nOK\n");
 }
 
 /* ---- binary ---- */
