@@ -20,7 +20,7 @@ typedef PgQuery__DefElem DefElem;
 typedef struct copy_parse {
     prs_copy_opts *o;
     bool format_seen, freeze_seen, header_seen, force_quote_seen;
-    bool force_not_null_seen, force_null_seen, encoding_seen;
+    bool force_not_null_seen, force_null_seen;
     const char *delim; /* NULL until given */
     const char *null_str;
     const char *quote;
@@ -349,15 +349,15 @@ static int check_quote_escape(copy_parse *p)
     bool csv = o->format == PRS_COPY_CSV;
     if (!csv && p->quote)
         return copy_fail(o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, "COPY quote available only in CSV mode");
-    if (csv && strlen(p->quote) != 1)
+    if (csv && (!p->quote || strlen(p->quote) != 1))
         return copy_fail(o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "COPY quote must be a single one-byte character");
-    if (csv && p->delim[0] == p->quote[0])
+    if (csv && p->delim[0] == p->quote[0]) /* quote is set: checked above */
         return copy_fail(o, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
                          "COPY delimiter and quote must be different");
     if (!csv && p->escape)
         return copy_fail(o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, "COPY escape available only in CSV mode");
-    if (csv && strlen(p->escape) != 1)
+    if (csv && (!p->escape || strlen(p->escape) != 1))
         return copy_fail(o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "COPY escape must be a single one-byte character");
     return 0;
@@ -393,7 +393,7 @@ static int check_null_string(copy_parse *p)
     if (strchr(p->null_str, p->delim[0]))
         return copy_fail(p->o, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
                          "COPY delimiter must not appear in the NULL specification");
-    if (p->o->format == PRS_COPY_CSV && strchr(p->null_str, p->quote[0]))
+    if (p->o->format == PRS_COPY_CSV && p->quote && strchr(p->null_str, p->quote[0]))
         return copy_fail(p->o, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
                          "CSV quote character must not appear in the NULL specification");
     return 0;
@@ -411,7 +411,7 @@ static int store_options(copy_parse *p)
             return -1;
         o->null_len = strlen(o->null_str);
     }
-    if (o->format == PRS_COPY_CSV) {
+    if (o->format == PRS_COPY_CSV && p->quote && p->escape) { /* always, after fill_defaults */
         o->quote = p->quote[0];
         o->escape = p->escape[0];
     }
@@ -540,8 +540,10 @@ int prs_copy_options(const char *sql, size_t len, prs_copy_opts *out)
     if (!sql && len)
         return copy_fail(out, PGS_SQLSTATE_SYNTAX_ERROR, "not a COPY statement");
     char *text = malloc(len + 1);
-    if (!text)
-        return copy_fail(out, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory"), -1;
+    if (!text) {
+        copy_fail(out, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+        return -1;
+    }
     if (len)
         memcpy(text, sql, len);
     text[len] = '\0';

@@ -56,58 +56,61 @@ enum { NX_NL, NX_CR, NX_BACKSLASH, NX_QUOTE, NX_ESCAPE, NX_COUNT };
 
 static const uint8_t binary_signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0377, '\r', '\n', '\0'};
 
+/* Members are grouped by size (pointers and sizes, then ints, then bytes and flags) so the
+ * struct carries no padding; each group says which part of the work it serves. */
 struct px_copy_split {
-    prs_copy_format format;
-    uint8_t delim;
-    int quote;        /* csv */
-    int escape;       /* csv; -1 when it is the quote, as the line reader ignores it then */
-    int field_escape; /* csv: the escape as the field reader sees it (even when = quote) */
-    char *null_str;   /* owned */
+    /* Set up once. */
+    char *null_str; /* owned */
     size_t null_len;
-    int key_index;
     char *key_name;   /* owned; NULL when unknown */
     size_t n_columns; /* 0 when unknown */
-    bool force_not_null, force_null;
     size_t max_row;
     px_copy_part_fn part_fn;
     void *part_arg;
-
-    bool header_pending; /* text/csv HEADER: the next line is the header */
-    bool header_match;   /* HEADER MATCH: the servers parse the header's fields too */
-    bool ended;
-    bool failed;
     size_t line; /* the line or tuple being read, 1-based */
 
     /* The row being read: the bytes of it seen in earlier chunks, and how many bytes of it
      * precede the segment being scanned now. */
     pgs_buf pend; /* owned */
     size_t rlen;
-
-    /* Text/CSV line reader. */
-    eol_type eol;
-    line_state ls;
-    bool in_quote, last_was_esc, first_char;
-    size_t term_at; /* row offset of the line terminator */
-    size_t mark_at; /* row offset of the backslash that may start \. */
-    uint8_t dot[3]; /* the bytes read after that backslash, for CSV to read again */
-    size_t dot_n;
-
-    /* Binary reader. */
-    bin_state bs;
-    uint8_t ib[sizeof binary_signature]; /* the item being gathered */
-    size_t ib_n;
-    size_t brem;         /* bytes left in BS_EXT or BS_FDATA */
-    int n_fields, field; /* of the tuple being read */
-    size_t key_at;       /* row offset of the key field's bytes */
-    int32_t key_len;     /* -1: NULL */
+    pgs_buf key; /* owned: a de-escaped key, reused row after row */
 
     /* The chunk being fed and the next occurrence in it of each special byte (NULL: not
      * looked for yet; chunk_end: none left). */
     const uint8_t *chunk_end;
     const uint8_t *next[NX_COUNT];
 
-    pgs_buf key; /* owned: a de-escaped key, reused row after row */
+    /* Text/CSV line reader: row offsets of the line terminator and of the backslash that
+     * may start \., and how many bytes after that backslash were read (see not_marker). */
+    size_t term_at;
+    size_t mark_at;
+    size_t dot_n;
 
+    /* Binary reader. */
+    size_t ib_n;   /* bytes of ib gathered */
+    size_t brem;   /* bytes left in BS_EXT or BS_FDATA */
+    size_t key_at; /* row offset of the key field's bytes */
+
+    prs_copy_format format;
+    int quote;        /* csv */
+    int escape;       /* csv; -1 when it is the quote, as the line reader ignores it then */
+    int field_escape; /* csv: the escape as the field reader sees it (even when = quote) */
+    int key_index;
+    eol_type eol;
+    line_state ls;
+    bin_state bs;
+    int n_fields, field; /* of the binary tuple being read */
+    int32_t key_len;     /* binary; -1: NULL */
+
+    uint8_t delim;
+    bool force_not_null, force_null;
+    bool header_pending; /* text/csv HEADER: the next line is the header */
+    bool header_match;   /* HEADER MATCH: the servers parse the header's fields too */
+    bool ended;
+    bool failed;
+    bool in_quote, last_was_esc, first_char;
+    uint8_t dot[3];                      /* the bytes read after a line's first backslash */
+    uint8_t ib[sizeof binary_signature]; /* the binary item being gathered */
     char sqlstate[6];
     char message[256];
 };
@@ -930,8 +933,10 @@ int px_copy_split_feed(px_copy_split *s, const uint8_t *p, size_t n, px_copy_row
 {
     if (!s || s->failed)
         return PX_COPY_EDATA;
-    if (!p || n == 0)
+    if (n == 0)
         return PX_COPY_OK;
+    if (!p || !fn)
+        return split_fail(s, PGS_SQLSTATE_INTERNAL_ERROR, "COPY data fed without bytes or a row callback");
     s->chunk_end = p + n;
     memset(s->next, 0, sizeof s->next);
     size_t off = 0;
@@ -1001,6 +1006,8 @@ int px_copy_split_finish(px_copy_split *s, px_copy_row_fn fn, void *arg)
         return PX_COPY_EDATA;
     if (s->ended)
         return PX_COPY_OK;
+    if (!fn)
+        return split_fail(s, PGS_SQLSTATE_INTERNAL_ERROR, "COPY data finished without a row callback");
     if (s->format == PRS_COPY_BINARY)
         return finish_binary(s);
     return finish_line(s, fn, arg);

@@ -512,8 +512,9 @@ static void test_garbage(void **state)
         for (int round = 0; round < 300; round++) {
             size_t n = 0;
             if (o.format == PRS_COPY_BINARY && round % 2) {
-                memcpy(in, "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19);
-                n = 19;
+                static const uint8_t header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0377, '\r', '\n'};
+                memcpy(in, header, sizeof header);
+                n = sizeof header;
             }
             for (; n < sizeof in; n++) {
                 seed = seed * 1103515245u + 12345u;
