@@ -923,7 +923,7 @@ static int split_one(px_copy_split *s, const uint8_t *p, size_t n, size_t *used,
         row_len = s->pend.len;
     }
     int r = emit(s, rc, row, row_len, fn, arg);
-    if (rc == SCAN_ROW)
+    if (rc == SCAN_ROW && r == 0)
         s->line++;
     row_done(s);
     return r;

@@ -208,6 +208,18 @@ static void test_text_errors(void **state)
     check_text("COPY t (a, b, c) FROM STDIN", 2, "1\t2\t3\na\tb\n",
                "R:1<09>2<09>3<0a>|K:3\nERROR -1 22P04 missing data for column \"c\"\n");
     check_text("COPY t FROM STDIN", 1, "a\\\tb\n", "ERROR -1 22P04 missing data for column 2\n");
+
+    /* The line number of the error counts the header and the rows before. */
+    prs_copy_opts o;
+    load_opts("COPY t FROM STDIN (HEADER)", &o);
+    px_copy_split *s = px_copy_split_new(&o, 1);
+    seen out = {PGS_BUF_INIT, 0, 0};
+    assert_int_equal(px_copy_split_feed(s, (const uint8_t *)"h\n1\t2\n3\n4\t5\n", 12, on_row, &out),
+                     PX_COPY_EDATA);
+    assert_int_equal(px_copy_split_line(s), 3);
+    px_copy_split_free(s);
+    pgs_buf_free(&out.log);
+    prs_copy_opts_free(&o);
 }
 
 /* ---- CSV ---- */
