@@ -1,7 +1,12 @@
 /* px_copy_split: COPY FROM STDIN data, arriving in CopyData chunks cut anywhere, cut back
  * into rows, each handed over with its shard key's value, so a row can be forwarded
  * unchanged to the shard that owns it. Text, CSV and binary formats, read the way
- * PostgreSQL 15 reads them. It does not pick shards, send anything, or convert values. */
+ * PostgreSQL 15 reads them. It does not pick shards, send anything, or convert values.
+ *
+ * Text and CSV are read as bytes of the client encoding: right for every encoding in which
+ * a byte below 0x80 is always that ASCII character (UTF8, LATIN*, EUC_*, ...), wrong for
+ * SJIS, BIG5, GBK, UHC and GB18030, whose second bytes can be a backslash or a quote; the
+ * caller refuses those. A key is handed over in the client encoding. */
 #ifndef PX_COPYSPLIT_H
 #define PX_COPYSPLIT_H
 
@@ -22,9 +27,10 @@
 typedef struct px_copy_split px_copy_split;
 
 /* One complete row: its bytes exactly as received, terminator included (a last line
- * without one has none), and its key field's value: text format de-escaped, CSV
- * de-quoted, binary the field's raw bytes. key is NULL and key_len 0 when key_null.
- * row and key are valid only during the call. Returns 0 to go on, non-zero to stop. */
+ * without one, or text before a \. on its line, has none), and its key field's value:
+ * text format de-escaped, CSV de-quoted, binary the field's raw bytes. key is NULL and
+ * key_len 0 when key_null. row and key are valid only during the call. Returns 0 to go on,
+ * non-zero to stop. */
 typedef int (*px_copy_row_fn)(void *arg, const uint8_t *row, size_t row_len, const uint8_t *key,
                               size_t key_len, bool key_null);
 
