@@ -188,7 +188,7 @@ static void split_set_csv(px_copy_split *s, const prs_copy_opts *o)
 
 px_copy_split *px_copy_split_new(const prs_copy_opts *o, int key_index)
 {
-    if (!o || key_index < 0 || key_index >= PRS_COPY_MAX_COLUMNS)
+    if (!o || o->dir != PRS_COPY_FROM_STDIN || key_index < 0 || key_index >= PRS_COPY_MAX_COLUMNS)
         return NULL;
     if (o->columns.n && (size_t)key_index >= o->columns.n)
         return NULL;

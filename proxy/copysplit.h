@@ -51,8 +51,8 @@ typedef int (*px_copy_part_fn)(void *arg, px_copy_part part, const uint8_t *byte
 /* A splitter for the data of the COPY FROM STDIN that o describes (o is not kept).
  * key_index is the key's 0-based position among the COPY's columns. When o names its
  * columns, the key's name, the column count and the key's FORCE_NULL/FORCE_NOT_NULL come
- * from o; otherwise see px_copy_split_set_columns. NULL when out of memory or when
- * key_index cannot be a column of this COPY. */
+ * from o; otherwise see px_copy_split_set_columns. NULL when out of memory, when o is not
+ * a COPY FROM STDIN, or when key_index cannot be a column of this COPY. */
 px_copy_split *px_copy_split_new(const prs_copy_opts *o, int key_index);
 
 /* For a COPY that names no columns: the caller, who knows the table, gives its column

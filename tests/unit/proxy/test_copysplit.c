@@ -488,6 +488,9 @@ static void test_stop(void **state)
     load_opts("COPY t (a) FROM STDIN", &o);
     assert_null(px_copy_split_new(&o, 1));
     prs_copy_opts_free(&o);
+    load_opts("COPY t TO STDOUT", &o);
+    assert_null(px_copy_split_new(&o, 0));
+    prs_copy_opts_free(&o);
 }
 
 static void test_set_columns(void **state)
