@@ -992,6 +992,15 @@ static px_step client_forward_step(px_client *cl)
         }
         return PX_STEP_WAIT;
     }
+    if (!px_xact_link(cl) &&
+        (f.type == PGS_FE_COPY_DATA || f.type == PGS_FE_COPY_DONE || f.type == PGS_FE_COPY_FAIL)) {
+        /* The rest of a COPY that failed: PostgreSQL ignores it, and so does pgshard. */
+        size_t take = avail < f.total ? avail : f.total;
+        c->in_pos += take;
+        c->pass_left = (uint32_t)(f.total - take);
+        c->fwd_mark = c->in_pos;
+        return PX_STEP_AGAIN;
+    }
     px_msg m;
     if (f.type == PGS_FE_QUERY && (m = px_route_pgshard_var(cl, &f)) != PX_MSG_PASS)
         return px_step_after(m);
@@ -1109,6 +1118,9 @@ void px_client_process(px_client *cl)
         case CL_ADMIN:
             r = px_admin_step(cl);
             break;
+        case CL_FANOUT:
+            r = px_fanout_client_step(cl);
+            break;
         default:
             r = 0;
             break;
@@ -1154,8 +1166,10 @@ void px_client_update_reading(px_client *cl)
         break;
     case CL_WAIT_WELCOME:
     case CL_WAIT_SERVER:
-    case CL_FANOUT:
         on = cl->conn.in.len - cl->conn.in_pos < PX_WAIT_READ_MAX;
+        break;
+    case CL_FANOUT:
+        on = px_fanout_client_reading(cl);
         break;
     default:
         on = false;

@@ -13,12 +13,18 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/catalog.h"
+#include "proxy/copysplit.h"
 #include "proxy/merge.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
 
 /* Bytes of merged output queued for the client above which the shards are not read. */
 #define FANOUT_CLIENT_MAX (256u << 10)
+/* COPY FROM: rows gathered for a shard before they go out as one CopyData. */
+#define FANOUT_COPY_CHUNK (64u << 10)
+/* COPY FROM: bytes queued towards a shard above which the client is not read. */
+#define FANOUT_COPY_QUEUE_MAX (1u << 20)
 
 /* What a fan-out link waits for from its server. */
 enum {
@@ -44,6 +50,19 @@ struct px_fanout {
     pgs_buf req;        /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
     bool ext;           /* the client sent an extended-protocol segment */
     bool every;         /* a broadcast: plan.sql runs on each shard in turn, unmerged */
+    uint8_t mode;       /* PX_FAN_* */
+    prs_copy_opts *copy; /* owned: the COPY modes' options */
+    uint32_t key_oid;    /* COPY_IN: the key column's type */
+    px_copy_split *split; /* owned: COPY_IN, the client's data cut into rows */
+    pgs_buf *bufs;        /* owned: COPY_IN, per shard, rows not sent yet */
+    uint8_t *copying;     /* owned: COPY_IN, per shard: in copy-in mode (CopyInResponse seen, not ended) */
+    uint8_t *committed;   /* owned: COPY modes, per shard: its CommandComplete came */
+    uint32_t copy_left;   /* COPY_IN: bytes of the client's current CopyData not split yet */
+    int ncopying;         /* COPY_IN: shards that answered CopyInResponse */
+    bool copy_open;       /* COPY_IN: the client has its CopyInResponse and sends data */
+    bool copy_ended;      /* COPY_IN: the client's CopyDone or CopyFail (or an error) ended the data */
+    bool header_out;      /* COPY_OUT: the client has had the data's header */
+    uint64_t copied;      /* COPY modes: rows the shards' CommandCompletes count */
     bool describe;      /* ext: the client asked for the RowDescription */
     bool head_done;     /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;   /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -57,6 +76,8 @@ static px_fanout *client_fanout(const px_client *cl)
     return cl->x.fan;
 }
 
+static void copy_end_shards(px_fanout *fo, const char *why);
+
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
  * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
 static void fanout_fail_from(px_fanout *fo, int from, const uint8_t *msg, size_t n)
@@ -65,6 +86,10 @@ static void fanout_fail_from(px_fanout *fo, int from, const uint8_t *msg, size_t
         return;
     fo->failed = true;
     pgs_buf_append(&fo->err, msg, n);
+    if (fo->mode == PX_FAN_COPY_IN) {
+        copy_end_shards(fo, "pgshard: the COPY failed on another shard");
+        return;
+    }
     for (int s = 0; s < fo->nshards && !fo->every; s++)
         if (fo->phase[s] == FL_QUERY && fo->links[s].sv && s != from)
             px_server_cancel(fo->links[s].sv);
@@ -148,6 +173,13 @@ static void fanout_release(px_fanout *fo)
     pgs_buf_free(&fo->req);
     pgs_buf_free(&fo->parse_body);
     free(fo->parse_name);
+    if (fo->copy)
+        prs_copy_opts_free(fo->copy);
+    free(fo->copy);
+    px_copy_split_free(fo->split);
+    for (int s = 0; fo->bufs && s < fo->nshards; s++)
+        pgs_buf_free(&fo->bufs[s]);
+    free(fo->bufs);
     free(fo->replays);
     free(fo->routes);
     free(fo);
@@ -205,8 +237,8 @@ static void fanout_send(px_fanout *fo)
         fanout_send_one(fo, 0);
         return;
     }
-    bool ask = cl->pool->coll_state == PX_COLL_UNKNOWN;
-    if (!ask && !fo->merge && fanout_make_merge(fo) < 0)
+    bool ask = fo->mode == PX_FAN_READ && cl->pool->coll_state == PX_COLL_UNKNOWN;
+    if (fo->mode == PX_FAN_READ && !ask && !fo->merge && fanout_make_merge(fo) < 0)
         fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
     for (int s = 0; s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
@@ -223,13 +255,393 @@ static void fanout_send(px_fanout *fo)
     /* The shards wait for the collation: they answer only what they were sent. */
 }
 
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every,
-                    const px_route *routes, prs_scatter *plan)
+/* ---- COPY ------------------------------------------------------------------------ */
+
+/* One message of the given type and body to a connection. */
+static void conn_send_msg(px_conn *c, char type, const uint8_t *p, size_t n)
+{
+    uint8_t hdr[PGS_HDR_LEN] = {(uint8_t)type, (uint8_t)((n + 4) >> 24), (uint8_t)((n + 4) >> 16),
+                                (uint8_t)((n + 4) >> 8), (uint8_t)(n + 4)};
+    px_conn_send(c, hdr, sizeof hdr);
+    if (n)
+        px_conn_send(c, p, n);
+}
+
+static void copy_send(px_server *sv, char type, const uint8_t *p, size_t n)
+{
+    conn_send_msg(&sv->conn, type, p, n);
+}
+
+/* Shard s's gathered rows go out as one CopyData. */
+static void copy_flush(px_fanout *fo, int s)
+{
+    pgs_buf *b = &fo->bufs[s];
+    px_server *sv = fo->links[s].sv;
+    if (b->len && sv && fo->copying[s])
+        copy_send(sv, PGS_FE_COPY_DATA, b->data, b->len);
+    pgs_buf_clear(b);
+}
+
+/* Ends the copy on every shard still in it: CopyDone after the last rows, or CopyFail with
+ * why (they answer with an error and roll their COPY back). */
+static void copy_end_shards(px_fanout *fo, const char *why)
+{
+    fo->copy_ended = true;
+    for (int s = 0; s < fo->nshards; s++) {
+        px_server *sv = fo->links[s].sv;
+        if (!fo->copying[s] || !sv)
+            continue;
+        if (why)
+            copy_send(sv, PGS_FE_COPY_FAIL, (const uint8_t *)why, strlen(why) + 1);
+        else
+            copy_send(sv, PGS_FE_COPY_DONE, NULL, 0);
+        fo->copying[s] = 0;
+    }
+}
+
+/* Bad COPY data (the splitter's error, or a key no shard can take): the client's error,
+ * with PostgreSQL's context line; every shard's COPY is failed. */
+static void copy_refuse(px_fanout *fo, const char *sqlstate, const char *msg)
+{
+    char full[512];
+    snprintf(full, sizeof full, "%s (COPY %s, line %zu)", msg, fo->copy->relname ? fo->copy->relname : "",
+             fo->split ? px_copy_split_line(fo->split) : (size_t)0);
+    fanout_fail(fo, sqlstate, full);
+    copy_end_shards(fo, "pgshard: the COPY data was refused");
+}
+
+/* The shard of one row's key. An integer key in binary may come in any integer width (the
+ * config's key_type says int8 for all of them). */
+static int copy_shard(px_fanout *fo, const sm_map *map, const uint8_t *key, size_t len, int *err)
+{
+    sm_key k;
+    uint32_t oid = fo->key_oid;
+    bool integer = oid == SM_OID_INT2 || oid == SM_OID_INT4 || oid == SM_OID_INT8;
+    int r;
+    if (fo->copy->format == PRS_COPY_BINARY) {
+        if (integer)
+            oid = len == 2 ? SM_OID_INT2 : len == 4 ? SM_OID_INT4 : SM_OID_INT8;
+        r = sm_key_from_binary(&k, oid, key, len);
+    } else {
+        r = sm_key_from_text(&k, oid, (const char *)key, len);
+    }
+    if (r >= 0)
+        r = sm_map_route(map, &k, NULL);
+    *err = r;
+    return r;
+}
+
+typedef struct copy_ctx {
+    px_fanout *fo;
+    const sm_map *map;
+} copy_ctx;
+
+static int copy_row(void *arg, const uint8_t *row, size_t n, const uint8_t *key, size_t klen, bool null)
+{
+    copy_ctx *cc = arg;
+    px_fanout *fo = cc->fo;
+    char msg[256];
+    int err;
+    if (null) {
+        snprintf(msg, sizeof msg, "pgshard: a COPY row has no value for the shard key of table \"%s\"",
+                 fo->copy->relname);
+        copy_refuse(fo, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
+        return 1;
+    }
+    int s = copy_shard(fo, cc->map, key, klen, &err);
+    if (s < 0 || s >= fo->nshards) {
+        snprintf(msg, sizeof msg, "pgshard: invalid shard key in a COPY row: %s",
+                 s < 0 ? sm_strerror(err) : "its shard is not in the config");
+        copy_refuse(fo, s < 0 ? sm_sqlstate(err) : PGS_SQLSTATE_INTERNAL_ERROR, msg);
+        return 1;
+    }
+    if (pgs_buf_append(&fo->bufs[s], row, n) < 0) {
+        copy_refuse(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+        return 1;
+    }
+    if (fo->bufs[s].len >= FANOUT_COPY_CHUNK)
+        copy_flush(fo, s);
+    return 0;
+}
+
+/* A binary COPY's header and trailer, and a text or CSV header line, go to every shard. */
+static int copy_part(void *arg, px_copy_part part, const uint8_t *bytes, size_t len)
+{
+    px_fanout *fo = arg;
+    if (part == PX_COPY_PART_END)
+        return 0; /* CopyDone ends each shard's data */
+    for (int s = 0; s < fo->nshards; s++)
+        pgs_buf_append(&fo->bufs[s], bytes, len);
+    return 0;
+}
+
+static void copy_split_failed(px_fanout *fo, int r)
+{
+    if (r != PX_COPY_EDATA || fo->failed)
+        return; /* a row callback refused it already */
+    const char *state = PGS_SQLSTATE_INTERNAL_ERROR;
+    const char *msg = px_copy_split_error(fo->split, &state);
+    copy_refuse(fo, state, msg ? msg : "pgshard: bad COPY data");
+}
+
+/* The client's CopyDone: the last rows, and each shard's CopyDone. */
+static void copy_done(px_fanout *fo)
+{
+    copy_ctx cc = {fo, px_catalog_map(fo->cl->conn.w->px->cat, fo->cl->conn.w->id)};
+    int r = px_copy_split_finish(fo->split, copy_row, &cc);
+    if (r != PX_COPY_OK) {
+        copy_split_failed(fo, r);
+        return;
+    }
+    for (int s = 0; s < fo->nshards; s++)
+        copy_flush(fo, s);
+    copy_end_shards(fo, NULL);
+}
+
+/* Whether a shard has so much of the client's data queued that the client waits. */
+static bool copy_blocked(const px_fanout *fo)
+{
+    for (int s = 0; s < fo->nshards; s++) {
+        const px_server *sv = fo->links[s].sv;
+        if (sv && fo->copying[s] && sv->conn.out.len + sv->conn.wq.len > FANOUT_COPY_QUEUE_MAX)
+            return true;
+    }
+    return false;
+}
+
+bool px_fanout_client_reading(const px_client *cl)
+{
+    const px_fanout *fo = client_fanout(cl);
+    if (fo && fo->mode == PX_FAN_COPY_IN && fo->copy_open && !fo->copy_ended && !copy_blocked(fo))
+        return true;
+    return cl->conn.in.len - cl->conn.in_pos < PX_WAIT_READ_MAX;
+}
+
+/* One message (or part of a CopyData) of the client's COPY data. */
+static px_step copy_client_message(px_client *cl, px_fanout *fo)
+{
+    px_conn *c = &cl->conn;
+    size_t avail = c->in.len - c->in_pos;
+    const uint8_t *p = px_conn_at(c);
+    if (fo->copy_left) {
+        size_t take = avail < fo->copy_left ? avail : fo->copy_left;
+        if (!fo->copy_ended) {
+            copy_ctx cc = {fo, px_catalog_map(c->w->px->cat, c->w->id)};
+            int r = px_copy_split_feed(fo->split, p, take, copy_row, &cc);
+            if (r != PX_COPY_OK)
+                copy_split_failed(fo, r);
+        }
+        c->in_pos += take;
+        c->fwd_mark = c->in_pos;
+        fo->copy_left -= (uint32_t)take;
+        return PX_STEP_AGAIN;
+    }
+    pgs_frame f;
+    int fr = pgs_frame_read(p, avail, PGS_MAX_MSG_LEN, &f);
+    if (fr == 0)
+        return PX_STEP_WAIT;
+    if (fr < 0) {
+        px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "invalid message length");
+        return PX_STEP_CLOSED;
+    }
+    if (f.type == PGS_FE_COPY_DATA) {
+        c->in_pos += PGS_HDR_LEN;
+        c->fwd_mark = c->in_pos;
+        fo->copy_left = f.len - 4;
+        return PX_STEP_AGAIN;
+    }
+    bool copy_msg = f.type == PGS_FE_COPY_DONE || f.type == PGS_FE_COPY_FAIL || f.type == PGS_FE_FLUSH ||
+                    f.type == PGS_FE_SYNC;
+    if (fo->copy_ended && !copy_msg)
+        return PX_STEP_WAIT; /* the next statement: after the COPY's answer */
+    if (avail < f.total) {
+        if (f.total > c->w->conf->cfg->max_message_size || pgs_buf_reserve(&c->in, f.total - avail) < 0) {
+            px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED, "pgshard: message too large during COPY");
+            return PX_STEP_CLOSED;
+        }
+        return PX_STEP_WAIT;
+    }
+    c->in_pos += f.total;
+    c->fwd_mark = c->in_pos;
+    if (fo->copy_ended || f.type == PGS_FE_FLUSH || f.type == PGS_FE_SYNC)
+        return PX_STEP_AGAIN; /* PostgreSQL ignores them too */
+    if (f.type == PGS_FE_COPY_DONE) {
+        copy_done(fo);
+    } else if (f.type == PGS_FE_COPY_FAIL) {
+        char why[256];
+        snprintf(why, sizeof why, "%.*s", (int)pgs_strnlen((const char *)p + PGS_HDR_LEN, f.len - 4),
+                 (const char *)p + PGS_HDR_LEN);
+        copy_end_shards(fo, why); /* each shard answers 57014 "COPY from stdin failed: why" */
+    } else {
+        char msg[96];
+        snprintf(msg, sizeof msg, "unexpected message type 0x%02X during COPY from stdin", (unsigned char)f.type);
+        fanout_fail(fo, PGS_SQLSTATE_PROTOCOL_VIOLATION, msg);
+        copy_end_shards(fo, msg);
+    }
+    return PX_STEP_AGAIN;
+}
+
+px_step px_fanout_client_step(px_client *cl)
+{
+    px_fanout *fo = client_fanout(cl);
+    if (!fo || fo->mode != PX_FAN_COPY_IN || !fo->copy_open || cl->conn.in.len == cl->conn.in_pos)
+        return PX_STEP_WAIT;
+    if (!fo->copy_ended && copy_blocked(fo))
+        return PX_STEP_WAIT; /* read again when the shards have taken it (px_fanout_server_drained) */
+    return copy_client_message(cl, fo);
+}
+
+void px_fanout_server_drained(px_server *sv)
+{
+    px_fanout *fo = sv->link->fan;
+    px_client *cl = fo->cl;
+    if (fo->mode != PX_FAN_COPY_IN)
+        return;
+    px_client_update_reading(cl);
+    px_client_process(cl);
+}
+
+/* A shard entered copy-in mode; once all have, the client gets one CopyInResponse. */
+static void copy_in_response(px_fanout *fo, int s, const uint8_t *p, size_t total)
+{
+    fo->copying[s] = 1;
+    if (fo->failed || fo->copy_ended) {
+        copy_end_shards(fo, "pgshard: another shard failed");
+        return;
+    }
+    if (++fo->ncopying < fo->nshards)
+        return;
+    px_conn_send(&fo->cl->conn, p, total);
+    fo->copy_open = true;
+}
+
+/* "COPY n" of one shard. */
+static void copy_counted(px_fanout *fo, int s, const uint8_t *body, size_t n)
+{
+    if (n > 5 && memcmp(body, "COPY ", 5) == 0)
+        fo->copied += strtoull((const char *)body + 5, NULL, 10);
+    fo->committed[s] = 1;
+}
+
+/* A binary COPY's header: the signature, no flags, no extension. */
+static const uint8_t copy_signature[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
+
+static void copy_out_header(px_fanout *fo)
+{
+    if (fo->header_out)
+        return;
+    conn_send_msg(&fo->cl->conn, PGS_BE_COPY_DATA, copy_signature, sizeof copy_signature);
+    fo->header_out = true;
+}
+
+/* COPY TO's end: the binary trailer, CopyDone and the rows counted by every shard. */
+static void copy_out_end(px_fanout *fo)
+{
+    px_conn *c = &fo->cl->conn;
+    if (fo->copy->format == PRS_COPY_BINARY) {
+        static const uint8_t trailer[2] = {0xff, 0xff};
+        copy_out_header(fo);
+        conn_send_msg(c, PGS_BE_COPY_DATA, trailer, sizeof trailer);
+    }
+    conn_send_msg(c, PGS_BE_COPY_DONE, NULL, 0);
+}
+
+/* The client's CommandComplete of a COPY: the shards' rows together. */
+static void copy_complete(px_fanout *fo)
+{
+    char tag[32];
+    snprintf(tag, sizeof tag, "COPY %llu", (unsigned long long)fo->copied);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_complete(&b, tag);
+    px_conn_send_buf(&fo->cl->conn, &b);
+    pgs_buf_free(&b);
+}
+
+/* COPY TO: one shard's CopyData. A binary stream's header is sent once, before the first
+ * row, and its trailer once, at the end; a text or CSV header line once. */
+static void copy_out_data(px_fanout *fo, int s, const uint8_t *p, size_t total)
+{
+    const uint8_t *d = p + PGS_HDR_LEN;
+    size_t n = total - PGS_HDR_LEN;
+    bool first = !fo->copying[s];
+    fo->copying[s] = 1;
+    px_conn *c = &fo->cl->conn;
+    if (fo->copy->format == PRS_COPY_BINARY) {
+        if (first) {
+            uint32_t ext = n >= 19 ? pgs_be32(d + 15) : 0;
+            if (n < 19 || memcmp(d, copy_signature, 11) != 0 || ext > n - 19) {
+                fanout_fail(fo, PGS_SQLSTATE_PROTOCOL_VIOLATION, "pgshard: a shard's binary COPY has no header");
+                return;
+            }
+            d += 19 + ext;
+            n -= 19 + ext;
+        }
+        if (n == 2 && d[0] == 0xff && d[1] == 0xff)
+            return; /* its trailer: one for all at the end */
+        if (!n)
+            return;
+        copy_out_header(fo);
+        conn_send_msg(c, PGS_BE_COPY_DATA, d, n);
+        return;
+    }
+    if (first && fo->copy->header != PRS_COPY_HEADER_FALSE) {
+        if (fo->header_out)
+            return; /* another shard's header line went out */
+        fo->header_out = true;
+    }
+    px_conn_send(c, p, total);
+}
+
+/* The COPY messages of a shard's answer; false for those handled as in any answer. */
+static bool fanout_copy_message(px_fanout *fo, int s, char type, const uint8_t *p, size_t total)
+{
+    switch (type) {
+    case PGS_BE_COPY_IN:
+        if (fo->mode != PX_FAN_COPY_IN)
+            return false;
+        copy_in_response(fo, s, p, total);
+        return true;
+    case PGS_BE_COPY_OUT:
+        if (fo->mode != PX_FAN_COPY_OUT)
+            return false;
+        if (!fo->ncopying++ && !fo->failed)
+            px_conn_send(&fo->cl->conn, p, total); /* the same from every shard */
+        return true;
+    case PGS_BE_COPY_DATA:
+        if (fo->mode != PX_FAN_COPY_OUT)
+            return false;
+        if (!fo->failed)
+            copy_out_data(fo, s, p, total);
+        return true;
+    case PGS_BE_COPY_DONE:
+        return fo->mode == PX_FAN_COPY_OUT;
+    case PGS_BE_COMMAND_COMPLETE:
+        copy_counted(fo, s, p + PGS_HDR_LEN, total - PGS_HDR_LEN);
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* COPY FROM: the splitter, and a buffer of rows per shard. */
+static int fanout_copy_init(px_fanout *fo, int key_index)
+{
+    fo->bufs = calloc((size_t)fo->nshards, sizeof *fo->bufs);
+    fo->split = px_copy_split_new(fo->copy, key_index);
+    if (!fo->bufs || !fo->split)
+        return -1;
+    px_copy_split_set_part_fn(fo->split, copy_part, fo);
+    return 0;
+}
+
+int px_fanout_start(px_client *cl, px_fanout_req *rq)
 {
     px_worker *w = cl->conn.w;
     int n = w->conf->nshards;
+    const px_fanout_ext *ext = rq->ext;
+    bool every = rq->mode == PX_FAN_DDL;
     px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
-    uint8_t *flags = calloc((size_t)n, 2);
+    uint8_t *flags = calloc((size_t)n, 4);
     px_route *rt = malloc((size_t)n * sizeof *rt);
     if (!fo || !flags || !rt) {
         free(fo);
@@ -238,13 +650,19 @@ int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, boo
         return -1;
     }
     fo->cl = cl;
-    fo->plan = *plan; /* takes its allocations */
-    memset(plan, 0, sizeof *plan);
+    fo->plan = *rq->plan; /* takes its allocations */
+    memset(rq->plan, 0, sizeof *rq->plan);
+    fo->copy = rq->copy;
+    rq->copy = NULL;
+    fo->key_oid = rq->key_oid;
+    fo->mode = rq->mode;
     fo->nshards = n;
     fo->replays = flags;
     fo->phase = flags + n;
+    fo->copying = flags + 2 * n;
+    fo->committed = flags + 3 * n;
     fo->routes = rt;
-    memcpy(rt, routes, (size_t)n * sizeof *rt);
+    memcpy(rt, rq->routes, (size_t)n * sizeof *rt);
     fo->ext = ext != NULL;
     fo->every = every;
     fo->describe = ext && ext->describe;
@@ -256,7 +674,8 @@ int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, boo
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
     }
     if (pgs_buf_failed(&fo->req) || pgs_buf_failed(&fo->parse_body) ||
-        (ext && ext->parse_name && !fo->parse_name)) {
+        (ext && ext->parse_name && !fo->parse_name) ||
+        (fo->mode == PX_FAN_COPY_IN && fanout_copy_init(fo, rq->key_index) < 0)) {
         fo->cl = NULL;
         fanout_release(fo);
         return -1;
@@ -268,7 +687,7 @@ int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, boo
     }
     cl->x.fan = fo;
     px_conn *c = &cl->conn;
-    c->in_pos += consume;
+    c->in_pos += rq->consume;
     c->fwd_mark = c->in_pos;
     px_client_set_state(cl, CL_FANOUT, NULL);
     pgs_debug("fanout_start", "client %08x: %d shards: %s", cl->key_pid, n, fo->plan.sql);
@@ -310,8 +729,10 @@ void px_fanout_linked(px_client *cl, px_server *sv)
 static bool fanout_may_read(const px_fanout *fo, int s)
 {
     const px_conn *c = &fo->cl->conn;
-    if (fo->phase[s] != FL_QUERY || fo->failed || fo->every)
+    if (fo->phase[s] != FL_QUERY || fo->failed || fo->every || fo->mode == PX_FAN_COPY_IN)
         return true;
+    if (fo->mode == PX_FAN_COPY_OUT)
+        return c->out.len + c->wq.len < FANOUT_CLIENT_MAX;
     if (!fo->merge)
         return false; /* the collation is being asked: the merge is made when it is known */
     return px_merge_wants(fo->merge, s) && c->out.len + c->wq.len < FANOUT_CLIENT_MAX;
@@ -384,6 +805,34 @@ void px_fanout_free(px_client *cl)
     fanout_release(fo);
 }
 
+/* A COPY FROM that failed on some shards after others committed their rows: the error
+ * says which keep them (each shard's COPY is its own transaction). */
+static void copy_failed_note(px_fanout *fo)
+{
+    char kept[128] = "";
+    size_t at = 0;
+    for (int s = 0; s < fo->nshards && at < sizeof kept - 8; s++)
+        if (fo->committed[s])
+            at += (size_t)snprintf(kept + at, sizeof kept - at, "%s%d", at ? ", " : "", s);
+    pgs_error_fields ef;
+    if (!at || fo->err.len < PGS_HDR_LEN || pgs_error_parse(fo->err.data + PGS_HDR_LEN, fo->err.len - PGS_HDR_LEN, &ef) < 0)
+        return;
+    char msg[640];
+    bool several = strchr(kept, ',') != NULL;
+    snprintf(msg, sizeof msg, "%s (%s %s loaded %s rows and %s them)", ef.message, several ? "shards" : "shard", kept,
+             several ? "their" : "its", several ? "keep" : "keeps");
+    char state[6];
+    snprintf(state, sizeof state, "%s", ef.sqlstate);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_error(&b, "ERROR", state, "%s", msg);
+    if (!pgs_buf_failed(&b)) {
+        pgs_buf_free(&fo->err);
+        fo->err = b;
+    } else {
+        pgs_buf_free(&b);
+    }
+}
+
 /* Every shard answered: the client gets the merged result's end (or the error) and its
  * ReadyForQuery, and goes on with what it sent meanwhile. */
 static void fanout_finish(px_fanout *fo)
@@ -391,6 +840,12 @@ static void fanout_finish(px_fanout *fo)
     px_client *cl = fo->cl;
     if (fo->every && !fo->failed)
         px_conn_send_buf(&cl->conn, &fo->out);
+    if (!fo->failed && fo->mode == PX_FAN_COPY_OUT)
+        copy_out_end(fo);
+    if (!fo->failed && (fo->mode == PX_FAN_COPY_OUT || fo->mode == PX_FAN_COPY_IN))
+        copy_complete(fo);
+    if (fo->failed && fo->mode == PX_FAN_COPY_IN)
+        copy_failed_note(fo);
     if (!fo->failed && fo->merge && !fo->head_done)
         fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR,
                     "pgshard: a shard ended a cross-shard read without binding it");
@@ -412,7 +867,8 @@ static void fanout_finish(px_fanout *fo)
     pgs_msg_ready(&b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
-    atomic_fetch_add_explicit(&cl->conn.w->px->gs.fanouts[fo->every][fo->failed], 1, memory_order_relaxed);
+    int kind = fo->every ? 1 : fo->mode == PX_FAN_READ ? 0 : 2;
+    atomic_fetch_add_explicit(&cl->conn.w->px->gs.fanouts[kind][fo->failed], 1, memory_order_relaxed);
     px_fanout_free(cl);
     px_client_set_state(cl, CL_IDLE, NULL);
     if (atomic_load(&cl->conn.w->px->draining) && cl->conn.in.len == cl->conn.in_pos) {
@@ -558,6 +1014,9 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
         fanout_every_message(fo, sv, type, p, total);
         return 0;
     }
+    if ((fo->mode == PX_FAN_COPY_IN || fo->mode == PX_FAN_COPY_OUT) && !fo->replays[s] &&
+        fanout_copy_message(fo, s, type, p, total))
+        return 0;
     switch (type) {
     case PGS_BE_ROW_DESC:
         if (merging)

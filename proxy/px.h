@@ -17,6 +17,7 @@
 #include "common/sqlstate.h"
 #include "config/config.h"
 #include "parser/parser.h"
+#include "parser/copyopts.h"
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/prepared.h"
@@ -379,13 +380,33 @@ typedef struct px_fanout_ext {
     size_t bind_len;
     bool describe; /* the client asked for the portal's RowDescription */
 } px_fanout_ext;
-/* Starts the read planned as plan (taken: *plan is emptied) of what begins the client's
- * input: a Query (ext NULL) or the segment ext describes, consume bytes long; routes[s]
- * gives each shard's node. every: a broadcast (DDL), plan->sql being the statement as it is:
- * the shards run it one after the other, stopping at the first error. Returns 0 (running or
- * queued for servers) or -1 (out of memory). */
-int px_fanout_start(px_client *cl, size_t consume, const px_fanout_ext *ext, bool every,
-                    const px_route *routes, prs_scatter *plan);
+/* What a statement on every shard does. */
+enum {
+    PX_FAN_READ,     /* a read planned by prs_scatter_plan; the rows are merged (merge.c) */
+    PX_FAN_DDL,      /* sent as it is to each shard in turn, stopping at the first error */
+    PX_FAN_COPY_OUT, /* COPY table TO STDOUT: every shard's data, one stream */
+    PX_FAN_COPY_IN,  /* COPY table (...) FROM STDIN: each row to its key's shard */
+};
+
+typedef struct px_fanout_req {
+    uint8_t mode;             /* PX_FAN_* */
+    size_t consume;           /* bytes of the client's input it answers */
+    const px_fanout_ext *ext; /* the extended-protocol segment, or NULL for a Query */
+    px_route *routes;         /* each shard's node */
+    prs_scatter *plan;        /* taken (*plan is emptied): the plan, or plan->sql the statement */
+    prs_copy_opts *copy;      /* taken (set to NULL) in the COPY modes: the statement's options */
+    int key_index;            /* COPY_IN: the key's position among the COPY's columns */
+    uint32_t key_oid;         /* COPY modes: the key column's type */
+} px_fanout_req;
+
+/* Starts what req describes, which begins the client's input. Returns 0 (running or queued
+ * for servers) or -1 (out of memory). */
+int px_fanout_start(px_client *cl, px_fanout_req *req);
+/* A client in CL_FANOUT: its COPY data, split to the shards (other input waits). */
+px_step px_fanout_client_step(px_client *cl);
+/* A fan-out's server sent what it was given: a COPY's client may be read again. */
+void px_fanout_server_drained(px_server *sv);
+bool px_fanout_client_reading(const px_client *cl);
 int px_fanout_acquire(px_client *cl);
 /* The pool gives the fan-out its next server (instead of px_client_link's usual work). */
 void px_fanout_linked(px_client *cl, px_server *sv);

@@ -6,8 +6,10 @@
  * failed before answering. Pools and servers themselves are in pool.c and server.c. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
+#include "parser/copyopts.h"
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/monitor.h"
@@ -616,14 +618,57 @@ int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan)
     return prs_scatter_plan(sql, len, &ctx, plan);
 }
 
-/* A read that no key restricts: planned, then run on every shard at once (fanout.c), each
- * on a node chosen as for any read. consume: the bytes of the client's input it answers;
- * ext: the extended-protocol segment, or NULL for a Query. Returns as px_xact_begin. */
+/* COPY of a sharded table with the client: from it, split row by row by the key column;
+ * to it, gathered from every shard. What the options allow is decided here. Returns 0 with
+ * req's mode, copy, key_index and key_oid set, or as px_xact_begin (a refusal). */
+static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req *req)
+{
+    prs_copy_opts *co = calloc(1, sizeof *co);
+    if (!co)
+        return -1;
+    req->copy = co;
+    int r = prs_copy_options(sql, len, co);
+    if (r != 0)
+        return r < 0 ? -1 : px_route_refuse(cl, co->sqlstate, co->message);
+    const px_table *t = co->relname ? px_tables_find(px_catalog_tables(cl->conn.w->px->cat), co->schema, co->relname)
+                                    : NULL;
+    char msg[320];
+    const char *why = NULL;
+    if (co->dir == PRS_COPY_OTHER || !t || t->omnisharded)
+        why = "pgshard: COPY of a sharded table with a server file or program runs on one shard: SET pgshard.shard = N";
+    else if (co->encoding && strcasecmp(co->encoding, "UTF8") != 0 && strcasecmp(co->encoding, "UTF-8") != 0)
+        why = "pgshard: COPY of a sharded table reads its data as UTF8: leave ENCODING out";
+    if (why)
+        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, why);
+    req->key_oid = t->key_oid;
+    if (co->dir == PRS_COPY_TO_STDOUT) {
+        req->mode = PX_FAN_COPY_OUT;
+        return 0;
+    }
+    req->mode = PX_FAN_COPY_IN;
+    req->key_index = -1;
+    for (size_t i = 0; i < co->columns.n; i++)
+        if (strcmp(co->columns.names[i], t->shard_key) == 0)
+            req->key_index = (int)i;
+    if (req->key_index >= 0)
+        return 0;
+    snprintf(msg, sizeof msg,
+             "pgshard: COPY into sharded table \"%s\" is split by its shard key: name the columns, %s among "
+             "them (COPY %s (..., %s) FROM STDIN)",
+             t->name, t->shard_key, t->name, t->shard_key);
+    return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
+}
+
+/* A statement on every shard: a read that no key restricts (planned, then merged), DDL
+ * (sent as it is, shard after shard) or COPY of a sharded table (fanout.c), each shard on a
+ * node chosen as for any statement of its kind. consume: the bytes of the client's input it
+ * answers; ext: the extended-protocol segment, or NULL for a Query. Returns as
+ * px_xact_begin. */
 static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, size_t len, size_t consume,
                            const px_fanout_ext *ext)
 {
     px_worker *w = cl->conn.w;
-    bool every = qc->sk.verdict == PX_SK_EVERY;
+    bool every = qc->sk.verdict == PX_SK_EVERY, copy = qc->kind == PRS_KIND_COPY;
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -631,38 +676,38 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                     "yet: run it on its own, outside BEGIN ... COMMIT"
                   : "pgshard: a query across shards (no tenant key) cannot run inside a "
                     "transaction: it runs on its own, outside BEGIN ... COMMIT");
+    if (copy && ext)
+        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                               "pgshard: COPY of a sharded table runs as a simple Query");
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
-    int r;
-    if (every) /* sent as it is: the plan only carries the text */
+    px_fanout_req req = {.mode = every ? PX_FAN_DDL : PX_FAN_READ, .consume = consume, .ext = ext, .plan = &plan};
+    int r = copy ? route_copy(cl, sql, len, &req) : 0;
+    if (r == 0 && (every || copy)) /* sent as it is: the plan only carries the text */
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;
-    else
+    else if (r == 0)
         r = px_route_plan(cl, sql, len, &plan);
-    if (r != 0) {
-        r = r < 0 ? -1 : px_route_refuse(cl, plan.sqlstate, plan.msg);
-        prs_scatter_free(&plan);
-        return r;
-    }
-    int n = w->conf->nshards;
-    px_route *routes = malloc((size_t)n * sizeof *routes);
-    if (!routes) {
-        prs_scatter_free(&plan);
-        return -1;
-    }
-    if (every)
+    if (r == 0 && !(req.routes = malloc((size_t)w->conf->nshards * sizeof *req.routes)))
+        r = -1;
+    if (r == 0 && plan.sql == NULL)
+        r = px_route_refuse(cl, plan.sqlstate, plan.msg);
+    bool write = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
+    if (write)
         cl->x.want_read = false;
-    for (int s = 0; s < n; s++) {
-        route_decide(cl, qc, every, s, &routes[s]);
-        if (routes[s].verdict == PX_ROUTE_GO)
-            continue;
-        cl->refuse = routes[s].verdict == PX_ROUTE_REFUSE ? routes[s].refuse : PX_REFUSE_NO_PRIMARY;
-        free(routes);
-        prs_scatter_free(&plan);
-        return 1;
+    for (int s = 0; r == 0 && s < w->conf->nshards; s++) {
+        route_decide(cl, qc, write, s, &req.routes[s]);
+        if (req.routes[s].verdict != PX_ROUTE_GO) {
+            cl->refuse = req.routes[s].verdict == PX_ROUTE_REFUSE ? req.routes[s].refuse : PX_REFUSE_NO_PRIMARY;
+            r = 1;
+        }
     }
-    r = px_fanout_start(cl, consume, ext, every, routes, &plan);
-    free(routes);
+    if (r == 0)
+        r = px_fanout_start(cl, &req);
+    free(req.routes);
     prs_scatter_free(&plan);
+    if (req.copy)
+        prs_copy_opts_free(req.copy);
+    free(req.copy);
     return r;
 }
 

@@ -543,7 +543,9 @@ void px_server_update_reading(px_server *sv)
 
 void px_server_on_drained(px_server *sv)
 {
-    if (sv->link)
+    if (sv->link && sv->link->fan)
+        px_fanout_server_drained(sv);
+    else if (sv->link)
         px_client_update_reading(sv->link->cl);
 }
 

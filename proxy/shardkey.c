@@ -716,7 +716,14 @@ static void sk_keyed(const px_sk_input *in, const sk_scan *sc, px_sk_result *out
                          "pgshard: a query string of several statements on sharded table \"%s\" needs SET "
                          "pgshard.tenant or a /* pgshard: tenant=... */ comment%s",
                          name, "");
-    if (qi->kind == PRS_KIND_COPY)
+    if (qi->kind == PRS_KIND_COPY && qi->n_occs == 0) {
+        /* COPY of a sharded table, from or to the client: split by key or gathered from every
+         * shard (fanout.c); its options decide whether it can be. */
+        out->verdict = PX_SK_ALL;
+        out->source = "all";
+        return;
+    }
+    if (qi->kind == PRS_KIND_COPY && !qi->read_only)
         return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "pgshard: COPY on sharded table \"%s\" needs SET pgshard.tenant (or "
                          "pgshard.shard)%s",

@@ -48,7 +48,7 @@ typedef struct px_global_stats {
     atomic_ullong tls_client_handshakes;
     atomic_ullong tls_server_handshakes;
     atomic_ullong pins[5]; /* servers pinned to their client, by reason (PX_PIN_REASONS) */
-    atomic_ullong fanouts[2][2]; /* statements run on every shard: [read, ddl][ok, error] */
+    atomic_ullong fanouts[3][2]; /* statements run on every shard: [read, ddl, copy][ok, error] */
 } px_global_stats;
 
 #endif
