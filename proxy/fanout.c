@@ -526,11 +526,18 @@ static void copy_counted(px_fanout *fo, int s, const uint8_t *body, size_t n)
 /* A binary COPY's header: the signature, no flags, no extension. */
 static const uint8_t copy_signature[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
 
-static void copy_out_header(px_fanout *fo)
+/* Binary data for the client: the header goes in the same CopyData as the first row (or
+ * the trailer), as PostgreSQL sends it; drivers read it so (psycopg). */
+static void copy_out_binary(px_fanout *fo, const uint8_t *d, size_t n)
 {
-    if (fo->header_out)
-        return;
-    conn_send_msg(&fo->cl->conn, PGS_BE_COPY_DATA, copy_signature, sizeof copy_signature);
+    px_conn *c = &fo->cl->conn;
+    size_t h = fo->header_out ? 0 : sizeof copy_signature;
+    uint8_t hdr[PGS_HDR_LEN] = {PGS_BE_COPY_DATA, (uint8_t)((n + h + 4) >> 24), (uint8_t)((n + h + 4) >> 16),
+                                (uint8_t)((n + h + 4) >> 8), (uint8_t)(n + h + 4)};
+    px_conn_send(c, hdr, sizeof hdr);
+    if (h)
+        px_conn_send(c, copy_signature, h);
+    px_conn_send(c, d, n);
     fo->header_out = true;
 }
 
@@ -540,8 +547,7 @@ static void copy_out_end(px_fanout *fo)
     px_conn *c = &fo->cl->conn;
     if (fo->copy->format == PRS_COPY_BINARY) {
         static const uint8_t trailer[2] = {0xff, 0xff};
-        copy_out_header(fo);
-        conn_send_msg(c, PGS_BE_COPY_DATA, trailer, sizeof trailer);
+        copy_out_binary(fo, trailer, sizeof trailer);
     }
     conn_send_msg(c, PGS_BE_COPY_DONE, NULL, 0);
 }
@@ -580,8 +586,7 @@ static void copy_out_data(px_fanout *fo, int s, const uint8_t *p, size_t total)
             return; /* its trailer: one for all at the end */
         if (!n)
             return;
-        copy_out_header(fo);
-        conn_send_msg(c, PGS_BE_COPY_DATA, d, n);
+        copy_out_binary(fo, d, n);
         return;
     }
     if (first && fo->copy->header != PRS_COPY_HEADER_FALSE) {
