@@ -391,10 +391,10 @@ static int check_force(copy_parse *p)
 static int check_null_string(copy_parse *p)
 {
     if (strchr(p->null_str, p->delim[0]))
-        return copy_fail(p->o, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
+        return copy_fail(p->o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "COPY delimiter must not appear in the NULL specification");
     if (p->o->format == PRS_COPY_CSV && p->quote && strchr(p->null_str, p->quote[0]))
-        return copy_fail(p->o, PGS_SQLSTATE_INVALID_PARAMETER_VALUE,
+        return copy_fail(p->o, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                          "CSV quote character must not appear in the NULL specification");
     return 0;
 }

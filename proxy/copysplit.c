@@ -593,6 +593,36 @@ static int text_key(px_copy_split *s, const uint8_t *c, size_t clen, key_value *
     return 0;
 }
 
+/* The first of the bytes a and b in c[from..to), or to. */
+static size_t find_either(const uint8_t *c, size_t from, size_t to, int a, int b)
+{
+    const uint8_t *pa = memchr(c + from, a, to - from);
+    size_t lim = pa ? (size_t)(pa - c) : to;
+    const uint8_t *pb = a == b ? NULL : memchr(c + from, b, lim - from);
+    return pb ? (size_t)(pb - c) : lim;
+}
+
+/* The quoted part of a CSV field, from just after its opening quote: appends its value to
+ * out (when not NULL) and returns the offset after its closing quote, or clen + 1 when the
+ * line ends first. An escape counts only before a quote or another escape. */
+static size_t csv_quoted(const px_copy_split *s, const uint8_t *c, size_t clen, size_t i, pgs_buf *out)
+{
+    for (;;) {
+        size_t j = find_either(c, i, clen, s->quote, s->field_escape);
+        if (j >= clen)
+            return clen + 1;
+        if (out)
+            pgs_buf_append(out, c + i, j - i);
+        bool escaped =
+            c[j] == s->field_escape && j + 1 < clen && (c[j + 1] == s->field_escape || c[j + 1] == s->quote);
+        if (!escaped && c[j] == s->quote)
+            return j + 1;
+        if (out)
+            pgs_buf_append_u8(out, escaped ? c[j + 1] : c[j]);
+        i = j + (escaped ? 2 : 1);
+    }
+}
+
 /* CSV: reads the field at *pos as CopyReadAttributesCSV does, appending its value to out
  * when out is not NULL. Returns 1 when a delimiter ended it, 0 at the line's end, -1 on an
  * unterminated quote. */
@@ -601,9 +631,7 @@ static int csv_field(const px_copy_split *s, const uint8_t *c, size_t clen, size
 {
     size_t i = *pos;
     for (;;) {
-        size_t j = i;
-        while (j < clen && c[j] != s->delim && c[j] != s->quote)
-            j++;
+        size_t j = find_either(c, i, clen, s->delim, s->quote);
         if (out)
             pgs_buf_append(out, c + i, j - i);
         if (j >= clen || c[j] == s->delim) {
@@ -611,27 +639,9 @@ static int csv_field(const px_copy_split *s, const uint8_t *c, size_t clen, size
             return j < clen;
         }
         *saw_quote = true;
-        for (i = j + 1;;) {
-            j = i;
-            while (j < clen && c[j] != s->quote && c[j] != s->field_escape)
-                j++;
-            if (j >= clen)
-                return -1;
-            if (out)
-                pgs_buf_append(out, c + i, j - i);
-            if (c[j] == s->field_escape && j + 1 < clen &&
-                (c[j + 1] == s->field_escape || c[j + 1] == s->quote)) {
-                if (out)
-                    pgs_buf_append_u8(out, c[j + 1]);
-                i = j + 2;
-                continue;
-            }
-            i = j + 1;
-            if (c[j] == s->quote)
-                break;
-            if (out)
-                pgs_buf_append_u8(out, c[j]);
-        }
+        i = csv_quoted(s, c, clen, j + 1, out);
+        if (i > clen)
+            return -1;
     }
 }
 
