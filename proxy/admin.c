@@ -775,13 +775,25 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
         }
     }
     bool refused = sk->verdict == PX_SK_REFUSE;
+    static const struct {
+        uint8_t verdict;
+        const char *detail;
+    } wide[] = {
+        {PX_SK_EVERY, "DDL on every shard, one after the other"},
+        {PX_SK_WRITE_ALL, "write on every shard, one distributed transaction, rows and counts of all"},
+        {PX_SK_WRITE_OMNI, "write of omnisharded tables on every shard, one distributed transaction"},
+    };
+    const char *wide_detail = NULL;
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        if (sk->verdict == wide[i].verdict)
+            wide_detail = wide[i].detail;
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_row_desc_text(&b, cols, 7);
     size_t at = b.len;
     snap_row_begin(&b, 7);
     if (refused)
         snap_col(&b, "%s", "");
-    else if (all)
+    else if (all || wide_detail)
         snap_col(&b, "%s", "all");
     else
         snap_col(&b, "%d", why.shard);
@@ -796,6 +808,8 @@ static int admin_show_route(px_client *cl, const char *sql, size_t len)
     snap_col(&b, "%s", sk->has_key ? (sk->why.override ? "yes" : "no") : "");
     if (refused) {
         snap_col(&b, "%s: %s", sk->sqlstate, sk->msg);
+    } else if (wide_detail) {
+        snap_col(&b, "%s", wide_detail);
     } else if (all) {
         char steps[512] = "";
         prs_scatter_describe(&plan, steps, sizeof steps);

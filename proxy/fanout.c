@@ -63,6 +63,12 @@ struct px_fanout {
     bool copy_ended;      /* COPY_IN: the client's CopyDone or CopyFail (or an error) ended the data */
     bool header_out;      /* COPY_OUT: the client has had the data's header */
     uint64_t copied;      /* COPY modes: rows the shards' CommandCompletes count */
+    uint8_t stage;        /* WRITE: WS_*, the step of the distributed transaction */
+    int pending;          /* WRITE: shards whose answer to the current step is awaited */
+    bool all_rows;        /* WRITE: every shard's RETURNING rows go to the client (not shard 0's only) */
+    bool rd_sent;         /* WRITE: the client has its RowDescription */
+    char verb[16];        /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
+    char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
     bool describe;      /* ext: the client asked for the RowDescription */
     bool head_done;     /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;   /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -86,6 +92,8 @@ static void fanout_fail_from(px_fanout *fo, int from, const uint8_t *msg, size_t
         return;
     fo->failed = true;
     pgs_buf_append(&fo->err, msg, n);
+    if (fo->mode == PX_FAN_WRITE)
+        return; /* the transaction is rolled back on every shard once all have answered */
     if (fo->mode == PX_FAN_COPY_IN) {
         copy_end_shards(fo, "pgshard: the COPY failed on another shard");
         return;
@@ -235,6 +243,10 @@ static void fanout_send(px_fanout *fo)
     px_client *cl = fo->cl;
     if (fo->every) {
         fanout_send_one(fo, 0);
+        return;
+    }
+    if (fo->mode == PX_FAN_WRITE) {
+        write_start(fo);
         return;
     }
     bool ask = fo->mode == PX_FAN_READ && cl->pool->coll_state == PX_COLL_UNKNOWN;
@@ -661,6 +673,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     rq->copy = NULL;
     fo->key_oid = rq->key_oid;
     fo->mode = rq->mode;
+    fo->all_rows = rq->all_rows;
     fo->nshards = n;
     fo->replays = flags;
     fo->phase = flags + n;
@@ -673,7 +686,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->describe = ext && ext->describe;
     fo->head_done = !ext || every;
     /* A merge needs every shard's RowDescription; a broadcast relays what the client asked. */
-    fanout_build_req(fo, ext, !every || fo->describe);
+    fanout_build_req(fo, ext, fo->mode == PX_FAN_READ || fo->describe);
     if (ext && ext->parse_name) {
         fo->parse_name = strdup(ext->parse_name);
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
@@ -734,7 +747,8 @@ void px_fanout_linked(px_client *cl, px_server *sv)
 static bool fanout_may_read(const px_fanout *fo, int s)
 {
     const px_conn *c = &fo->cl->conn;
-    if (fo->phase[s] != FL_QUERY || fo->failed || fo->every || fo->mode == PX_FAN_COPY_IN)
+    if (fo->phase[s] != FL_QUERY || fo->failed || fo->every || fo->mode == PX_FAN_COPY_IN ||
+        fo->mode == PX_FAN_WRITE)
         return true;
     if (fo->mode == PX_FAN_COPY_OUT)
         return c->out.len + c->wq.len < FANOUT_CLIENT_MAX;
@@ -849,6 +863,8 @@ static void fanout_finish(px_fanout *fo)
         copy_out_end(fo);
     if (!fo->failed && (fo->mode == PX_FAN_COPY_OUT || fo->mode == PX_FAN_COPY_IN))
         copy_complete(fo);
+    if (!fo->failed && fo->mode == PX_FAN_WRITE)
+        write_complete(fo);
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
     if (!fo->failed && fo->merge && !fo->head_done)
@@ -1006,6 +1022,197 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
         fanout_link_done(fo, &fo->links[t]); /* never sent anything: back to the pool */
 }
 
+/* ---- writes on several shards ------------------------------------------------------ */
+
+/* The steps of a write on several shards, each sent to the shards concerned and complete
+ * when all of them answered (ReadyForQuery):
+ *   WS_RUN        BEGIN and the statement, on every shard;
+ *   WS_PREPARE    two-phase commit: PREPARE TRANSACTION on every shard but 0;
+ *   WS_DECIDE     shard 0 records the gid in pgshard.transactions and commits: the decision;
+ *   WS_FINISH     COMMIT (one-phase), or COMMIT PREPARED after the decision;
+ *   WS_ABORT      ROLLBACK, and ROLLBACK PREPARED where a shard had prepared.
+ * A crash (of pgshard) before WS_DECIDE leaves prepared transactions that recovery rolls
+ * back; after it, ones that recovery commits (recovery.c). */
+enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_ABORT };
+
+static void write_send(px_fanout *fo, int s, const char *sql)
+{
+    px_server *sv = fo->links[s].sv;
+    fanout_send_sql(sv, sql);
+    fo->pending++;
+}
+
+static void write_abort(px_fanout *fo)
+{
+    char sql[96];
+    fo->stage = WS_ABORT;
+    for (int s = 0; s < fo->nshards; s++) {
+        if (!fo->links[s].sv)
+            continue;
+        if (fo->committed[s]) { /* prepared */
+            snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s'", fo->gid);
+            write_send(fo, s, sql);
+        } else if (fo->links[s].sv->tx_status != PGS_TX_IDLE) {
+            write_send(fo, s, "ROLLBACK");
+        }
+    }
+    if (!fo->pending)
+        write_next(fo);
+}
+
+static void write_next(px_fanout *fo);
+
+/* Two-phase commit: every shard but 0 prepares; shard 0 then decides. */
+static void write_prepare(px_fanout *fo)
+{
+    px_worker *w = fo->cl->conn.w;
+    snprintf(fo->gid, sizeof fo->gid, "pgshard_%016llx_%016llx", (unsigned long long)w->px->instance_id,
+             (unsigned long long)atomic_fetch_add_explicit(&w->px->twopc_seq, 1, memory_order_relaxed));
+    char sql[96];
+    snprintf(sql, sizeof sql, "PREPARE TRANSACTION '%s'", fo->gid);
+    fo->stage = WS_PREPARE;
+    for (int s = 1; s < fo->nshards; s++)
+        write_send(fo, s, sql);
+    if (!fo->pending)
+        write_next(fo);
+}
+
+static const char write_decision_table[] =
+    "DO $pgshard$BEGIN CREATE SCHEMA IF NOT EXISTS pgshard; CREATE TABLE IF NOT EXISTS pgshard.transactions "
+    "(gid text PRIMARY KEY, decided_at timestamptz NOT NULL DEFAULT now()); EXCEPTION WHEN duplicate_object OR "
+    "duplicate_table OR unique_violation THEN NULL; END$pgshard$";
+
+/* Moves to the next step once every shard answered the current one. */
+static void write_next(px_fanout *fo)
+{
+    char sql[512];
+    switch (fo->stage) {
+    case WS_RUN:
+        if (fo->failed)
+            return write_abort(fo);
+        if (!fo->cl->conn.w->conf->cfg->two_phase_commit || fo->nshards == 1) {
+            fo->stage = WS_FINISH;
+            for (int s = 0; s < fo->nshards; s++)
+                write_send(fo, s, "COMMIT");
+            return;
+        }
+        return write_prepare(fo);
+    case WS_PREPARE:
+        if (fo->failed)
+            return write_abort(fo);
+        px_test_crash_point("after_prepare");
+        fo->stage = WS_DECIDE;
+        snprintf(sql, sizeof sql, "%s; INSERT INTO pgshard.transactions (gid) VALUES ('%s'); COMMIT",
+                 write_decision_table, fo->gid);
+        write_send(fo, 0, sql);
+        return;
+    case WS_DECIDE:
+        if (fo->failed)
+            return write_abort(fo);
+        px_test_crash_point("after_decision");
+        fo->stage = WS_FINISH;
+        snprintf(sql, sizeof sql, "COMMIT PREPARED '%s'", fo->gid);
+        for (int s = 1; s < fo->nshards; s++)
+            write_send(fo, s, sql);
+        return;
+    default:
+        for (int s = 0; s < fo->nshards; s++)
+            fanout_link_done(fo, &fo->links[s]);
+        return;
+    }
+}
+
+/* The statement's own answer on shard s during WS_RUN: RETURNING rows and the count. */
+static void write_result(px_fanout *fo, int s, char type, const uint8_t *p, size_t total)
+{
+    const uint8_t *body = p + PGS_HDR_LEN;
+    size_t n = total - PGS_HDR_LEN;
+    px_conn *c = &fo->cl->conn;
+    bool mine = fo->all_rows || s == 0;
+    if (type == PGS_BE_ROW_DESC && mine && !fo->rd_sent && !fo->failed) {
+        px_conn_send(c, p, total);
+        fo->rd_sent = true;
+    } else if (type == PGS_BE_DATA_ROW && mine && !fo->failed) {
+        px_conn_send(c, p, total);
+    } else if ((type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA) && s == 0 &&
+               !fo->failed) {
+        px_conn_send(c, p, total); /* the extended protocol's answers, once */
+    } else if (type == PGS_BE_COMMAND_COMPLETE && mine) {
+        /* "UPDATE n", "DELETE n", "INSERT 0 n": the verb, and the count summed */
+        const char *sp = memrchr(body, ' ', n);
+        size_t vl = sp ? (size_t)(sp - (const char *)body) : 0;
+        if (sp && vl < sizeof fo->verb) {
+            memcpy(fo->verb, body, vl);
+            fo->verb[vl] = 0;
+            fo->copied += strtoull(sp + 1, NULL, 10);
+        }
+    }
+}
+
+/* A message of a write's shard. Each step's hidden answers are only looked at for errors
+ * and for the ReadyForQuery that completes the step. */
+static void write_message(px_fanout *fo, px_server *sv, char type, const uint8_t *p, size_t total)
+{
+    int s = sv->link->shard;
+    if (type == PGS_BE_ERROR) {
+        sv->pool->st.errors++;
+        if (fo->stage == WS_FINISH && fo->gid[0])
+            /* decided: recovery commits it there (recovery.c); the client's write stands */
+            pgs_warn("twopc_commit_failed", "COMMIT PREPARED '%s' failed on shard %d: recovery will commit it",
+                     fo->gid, s);
+        else if (fo->stage != WS_ABORT)
+            fanout_fail_from(fo, s, p, total);
+        return;
+    }
+    if (type == PGS_BE_READY) {
+        sv->tx_status = (char)p[PGS_HDR_LEN];
+        sv->pool->st.queries++;
+        if (fo->replays[s]) { /* the session replay, then BEGIN */
+            fo->replays[s]--;
+            if (sv->replies.n)
+                px_replies_pop(&sv->replies);
+            return;
+        }
+        if (fo->stage == WS_PREPARE && sv->tx_status == PGS_TX_IDLE && !fo->failed)
+            fo->committed[s] = 1; /* prepared: it must be finished or rolled back */
+        if (fo->stage == WS_FINISH && s > 0 && fo->gid[0])
+            px_test_crash_point("after_first_commit_prepared");
+        if (--fo->pending == 0)
+            write_next(fo);
+        return;
+    }
+    if (fo->stage == WS_RUN && !fo->replays[s])
+        write_result(fo, s, type, p, total);
+    else if (type == PGS_BE_NOTICE && fo->stage == WS_RUN && s == 0)
+        px_conn_send(&fo->cl->conn, p, total);
+}
+
+/* Every shard has a server: each begins a transaction and runs the statement. */
+static void write_start(px_fanout *fo)
+{
+    fo->stage = WS_RUN;
+    for (int s = 0; s < fo->nshards; s++) {
+        px_server *sv = fo->links[s].sv;
+        fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
+        fanout_send_sql(sv, "BEGIN");
+        fo->replays[s]++;
+        px_conn_send_buf(&sv->conn, &fo->req);
+        fo->phase[s] = FL_QUERY;
+        fo->pending++;
+    }
+}
+
+/* The client's CommandComplete of a write on several shards. */
+static void write_complete(px_fanout *fo)
+{
+    char tag[64];
+    snprintf(tag, sizeof tag, "%s %llu", fo->verb[0] ? fo->verb : "UPDATE", (unsigned long long)fo->copied);
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_msg_complete(&b, tag);
+    px_conn_send_buf(&fo->cl->conn, &b);
+    pgs_buf_free(&b);
+}
+
 /* One whole message of a shard query's answer. Returns -1 when the server was closed. */
 static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t *p, size_t total)
 {
@@ -1017,6 +1224,10 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     int r = 0;
     if (fo->every && (type != PGS_BE_READY || n == 1)) {
         fanout_every_message(fo, sv, type, p, total);
+        return 0;
+    }
+    if (fo->mode == PX_FAN_WRITE && (type != PGS_BE_READY || n == 1)) {
+        write_message(fo, sv, type, p, total);
         return 0;
     }
     if ((fo->mode == PX_FAN_COPY_IN || fo->mode == PX_FAN_COPY_OUT) && !fo->replays[s] &&

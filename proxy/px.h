@@ -138,6 +138,8 @@ struct px_proxy {
     px_catalog *cat;   /* owned: shard map and tables (catalog.c); never NULL while workers run */
     bool has_replicas; /* some shard has replicas: reads are routed */
     bool sharded;      /* several shards or listed tables: statements are routed by key */
+    uint64_t instance_id;    /* random, at start: names this process's two-phase transactions */
+    atomic_ullong twopc_seq; /* the next two-phase transaction's number */
 };
 
 /* How a connection's bytes meet the socket: plain or TLS (tls.c). */
@@ -386,6 +388,8 @@ enum {
     PX_FAN_DDL,      /* sent as it is to each shard in turn, stopping at the first error */
     PX_FAN_COPY_OUT, /* COPY table TO STDOUT: every shard's data, one stream */
     PX_FAN_COPY_IN,  /* COPY table (...) FROM STDIN: each row to its key's shard */
+    PX_FAN_WRITE,    /* a write on every shard in one distributed transaction (two-phase
+                        commit when two_phase_commit = on) */
 };
 
 typedef struct px_fanout_req {
@@ -397,6 +401,8 @@ typedef struct px_fanout_req {
     prs_copy_opts *copy;      /* taken (set to NULL) in the COPY modes: the statement's options */
     int key_index;            /* COPY_IN: the key's position among the COPY's columns */
     uint32_t key_oid;         /* COPY modes: the key column's type */
+    bool all_rows;            /* WRITE: every shard's RETURNING rows and counts (sharded
+                                 table); else shard 0's (an omnisharded table, the same everywhere) */
 } px_fanout_req;
 
 /* Starts what req describes, which begins the client's input. Returns 0 (running or queued

@@ -158,6 +158,7 @@ static void route_sk_input(px_client *cl, px_sk_input *in)
     in->map = px_catalog_map(w->px->cat, w->id);
     in->pinned_shard = cl->pinned_shard;
     in->nshards = w->conf->nshards;
+    in->cross_writes = w->conf->cfg->allow_cross_shard_writes;
 }
 
 /* The shard of an analysed statement: its key, the hint's or session's tenant, or
@@ -370,7 +371,8 @@ static void route_bind(px_client *cl, px_stmt *st, const uint8_t *sb, size_t sl,
 /* A statement that runs on every shard: a merged read, or a broadcast. */
 static bool route_wide(uint8_t verdict)
 {
-    return verdict == PX_SK_ALL || verdict == PX_SK_EVERY;
+    return verdict == PX_SK_ALL || verdict == PX_SK_EVERY || verdict == PX_SK_WRITE_ALL ||
+           verdict == PX_SK_WRITE_OMNI;
 }
 
 static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
@@ -669,6 +671,7 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
 {
     px_worker *w = cl->conn.w;
     bool every = qc->sk.verdict == PX_SK_EVERY, copy = qc->kind == PRS_KIND_COPY;
+    bool write = qc->sk.verdict == PX_SK_WRITE_ALL || qc->sk.verdict == PX_SK_WRITE_OMNI;
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -681,9 +684,13 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                                "pgshard: COPY of a sharded table runs as a simple Query");
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
-    px_fanout_req req = {.mode = every ? PX_FAN_DDL : PX_FAN_READ, .consume = consume, .ext = ext, .plan = &plan};
+    px_fanout_req req = {.mode = every ? PX_FAN_DDL : write ? PX_FAN_WRITE : PX_FAN_READ,
+                         .consume = consume,
+                         .ext = ext,
+                         .plan = &plan,
+                         .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL};
     int r = copy ? route_copy(cl, sql, len, &req) : 0;
-    if (r == 0 && (every || copy)) /* sent as it is: the plan only carries the text */
+    if (r == 0 && (every || copy || write)) /* sent as it is: the plan only carries the text */
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;
     else if (r == 0)
         r = px_route_plan(cl, sql, len, &plan);
@@ -691,11 +698,11 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = -1;
     if (r == 0 && plan.sql == NULL)
         r = px_route_refuse(cl, plan.sqlstate, plan.msg);
-    bool write = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
-    if (write)
+    bool primary = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
+    if (primary)
         cl->x.want_read = false;
     for (int s = 0; r == 0 && s < w->conf->nshards; s++) {
-        route_decide(cl, qc, write, s, &req.routes[s]);
+        route_decide(cl, qc, primary, s, &req.routes[s]);
         if (req.routes[s].verdict != PX_ROUTE_GO) {
             cl->refuse = req.routes[s].verdict == PX_ROUTE_REFUSE ? req.routes[s].refuse : PX_REFUSE_NO_PRIMARY;
             r = 1;

@@ -506,6 +506,22 @@ static bool sk_scatterable(const prs_query_info *qi, const sk_scan *sc)
     return true;
 }
 
+/* An UPDATE or DELETE every shard may run on its own rows, when allow_cross_shard_writes
+ * says so: one statement, no key change, no writes elsewhere (a writable CTE), no table
+ * outside the config. Its target's rows then need no key. */
+static bool sk_write_all(const px_sk_input *in, const sk_scan *sc)
+{
+    const prs_query_info *qi = in->qi;
+    if (!in->cross_writes || (qi->kind != PRS_KIND_UPDATE && qi->kind != PRS_KIND_DELETE) ||
+        qi->n_statements != 1 || sc->unlisted ||
+        (qi->flags & (PRS_F_WRITABLE_CTE | PRS_F_KEY_UPDATE | PRS_F_SELECT_INTO | PRS_F_TOO_COMPLEX)))
+        return false;
+    for (int x = 0; x < qi->n_occs; x++)
+        if (qi->occs[x].flags & (PRS_OCC_UNPROVEN | PRS_OCC_VALUES))
+            return false;
+    return true;
+}
+
 /* The slots of occurrence x's own key column (a bit per slot). */
 static uint32_t sk_own_slots(const prs_query_info *qi, const sk_scan *sc, int x, const px_table *t)
 {
@@ -589,7 +605,8 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
     sk_memo memo;
     memo.done = 0;
     int shard = SK_NONE, decider = -1, first_keyless = -1, why = SK_NONE;
-    bool unknown = false, scatter = sk_scatterable(qi, sc);
+    bool write_all = sk_write_all(in, sc);
+    bool unknown = false, scatter = sk_scatterable(qi, sc) || write_all;
     uint32_t keyless = 0;
     for (int x = 0; x < qi->n_occs; x++) {
         const px_table *t = sc->tab[qi->occs[x].table];
@@ -638,7 +655,7 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         int a, b;
         if (!sk_colocated(qi, sc, keyless, &a, &b))
             return sk_not_colocated(qi, sc, a, b, out);
-        out->verdict = PX_SK_ALL;
+        out->verdict = write_all ? PX_SK_WRITE_ALL : PX_SK_ALL;
         out->source = "all";
         return;
     }
@@ -795,6 +812,13 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->verdict = PX_SK_SHARD;
         out->shard = def;
         out->source = "default";
+        return;
+    }
+    bool dml = in->qi->kind == PRS_KIND_INSERT || in->qi->kind == PRS_KIND_UPDATE || in->qi->kind == PRS_KIND_DELETE;
+    if (sc.omni && dml && in->qi->n_statements == 1 && in->nshards > 1 &&
+        !(in->qi->flags & (PRS_F_WRITABLE_CTE | PRS_F_SELECT_INTO))) {
+        out->verdict = PX_SK_WRITE_OMNI; /* the same rows change on every shard */
+        out->source = "every";
         return;
     }
     if (sc.omni && !in->qi->read_only && in->qi->kind != PRS_KIND_SELECT)

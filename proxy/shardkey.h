@@ -29,6 +29,10 @@ typedef enum px_sk_verdict {
     PX_SK_REFUSE,  /* refused: sqlstate and msg say why */
     PX_SK_ALL,     /* a read no key restricts: every shard runs it and the rows are merged */
     PX_SK_EVERY,   /* DDL: every shard runs it, one after the other (a broadcast) */
+    PX_SK_WRITE_ALL,  /* a write no key restricts (allow_cross_shard_writes): every shard, one
+                         distributed transaction, every shard's rows and counts */
+    PX_SK_WRITE_OMNI, /* a write of omnisharded tables: every shard, one distributed
+                         transaction; the copies agree, so shard 0 answers */
 } px_sk_verdict;
 
 typedef struct px_sk_input {
@@ -44,6 +48,7 @@ typedef struct px_sk_input {
     size_t tenant_len;
     int pinned_shard; /* SET pgshard.shard, -1 when not set */
     int nshards;      /* shards in the config: DDL is broadcast when there are several */
+    bool cross_writes; /* allow_cross_shard_writes: keyless UPDATE/DELETE run on every shard */
 } px_sk_input;
 
 typedef struct px_sk_result {
