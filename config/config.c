@@ -243,6 +243,13 @@ static const cfg_key cfg_keys[] = {
     CFG_KEY(CFG_SEC_PGSHARD, "catalog_dsn", cfg_config, catalog_dsn, char *, cfg_parse_dsn, .def = NULL),
     /* Checked against the number of [shard.N] once the whole file is read. */
     CFG_INT(default_shard, "0", 0, CFG_MAX_SHARDS - 1),
+    CFG_KEY(CFG_SEC_PGSHARD, "allow_cross_shard_writes", cfg_config, allow_cross_shard_writes, bool,
+            cfg_parse_bool, .def = "off", .words = cfg_bool_words),
+    CFG_KEY(CFG_SEC_PGSHARD, "two_phase_commit", cfg_config, two_phase_commit, bool, cfg_parse_bool,
+            .def = "off", .words = cfg_bool_words),
+    CFG_U32(two_phase_recovery_interval_ms, "5000", 100, 3600000),
+    /* A prepared transaction younger than this may still be committing on a live proxy. */
+    CFG_U32(two_phase_recovery_grace_ms, "5000", 0, 86400000),
 
     CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
     /* replicas sets both nreplicas and replicas[], so its parser gets the whole cfg_shard. */
@@ -1134,6 +1141,10 @@ static int cfg_check_monitor(cfg_ctx *c)
         return cfg_fail_file(
             c, "replicas need a user with a plain password for the monitor: set monitor_user or "
                "give a [user.NAME] a plain password");
+    /* The recovery of in-doubt transactions logs in to every primary on its own. */
+    if (cfg->two_phase_commit && !cfg_monitor_user(cfg))
+        return cfg_fail_file(c, "two_phase_commit = on needs a user with a plain password for its recovery: "
+                                "set monitor_user or give a [user.NAME] a plain password");
     return 0;
 }
 

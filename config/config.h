@@ -125,6 +125,10 @@ typedef struct cfg_config {
     uint32_t buckets;                        /* default 1024: a power of two, 1..65536 */
     char *catalog_dsn;                       /* owned libpq conninfo of the catalog; NULL = none */
     int default_shard;                       /* default 0: where tables not listed live; < nshards */
+    bool allow_cross_shard_writes;           /* default off: a write without a key runs on every shard */
+    bool two_phase_commit;                   /* default off: writes across shards commit with 2PC */
+    uint32_t two_phase_recovery_interval_ms; /* default 5000, from 100: how often in-doubt 2PC is resolved */
+    uint32_t two_phase_recovery_grace_ms;    /* default 5000: a younger prepared transaction is left alone */
 
     /* [shard.N], N = 0 .. nshards-1, all present */
     int nshards;

@@ -505,6 +505,10 @@ static int admin_show_config(px_client *cl)
     admin_kv(&b, "buckets", "%u", sc->buckets);
     admin_kv(&b, "catalog_dsn", "%s", dsn);
     admin_kv(&b, "default_shard", "%d", sc->default_shard);
+    admin_kv(&b, "allow_cross_shard_writes", "%s", c->allow_cross_shard_writes ? "on" : "off");
+    admin_kv(&b, "two_phase_commit", "%s", sc->two_phase_commit ? "on" : "off");
+    admin_kv(&b, "two_phase_recovery_interval_ms", "%u", sc->two_phase_recovery_interval_ms);
+    admin_kv(&b, "two_phase_recovery_grace_ms", "%u", sc->two_phase_recovery_grace_ms);
     admin_config_tables(&b, px_catalog_tables(cl->conn.w->px->cat));
     admin_complete(cl, &b, "SHOW");
     pgs_buf_free(&b);

@@ -145,6 +145,21 @@ static void reload_keep_sharding(const cfg_config *old, cfg_config *neu)
     }
 }
 
+/* The recovery thread was started, or not, for the startup config, and reads its timings
+ * from it: two-phase commit is switched and tuned only by a restart. */
+static void reload_keep_two_phase(const cfg_config *old, cfg_config *neu)
+{
+    if (old->two_phase_commit != neu->two_phase_commit ||
+        old->two_phase_recovery_interval_ms != neu->two_phase_recovery_interval_ms ||
+        old->two_phase_recovery_grace_ms != neu->two_phase_recovery_grace_ms)
+        pgs_warn("reload_restart_needed",
+                 "two_phase_commit, two_phase_recovery_interval_ms and two_phase_recovery_grace_ms change "
+                 "only at restart; the running ones stay");
+    neu->two_phase_commit = old->two_phase_commit;
+    neu->two_phase_recovery_interval_ms = old->two_phase_recovery_interval_ms;
+    neu->two_phase_recovery_grace_ms = old->two_phase_recovery_grace_ms;
+}
+
 /* Keys that only a restart can change keep their running values in the new config, so
  * that SHOW CONFIG tells the truth; a warning names them. */
 static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
@@ -183,6 +198,7 @@ static void reload_keep_fixed(const cfg_config *old, cfg_config *neu)
     neu->metrics_port = old->metrics_port;
     neu->log_format = old->log_format;
     neu->log_level = old->log_level;
+    reload_keep_two_phase(old, neu);
 }
 
 /* SIGHUP (and the admin RELOAD): load the file again; a bad file is refused with its

@@ -122,6 +122,7 @@ wal_keep_size = '128MB'
 hot_standby = on
 hot_standby_feedback = on
 max_connections = 300
+max_prepared_transactions = 20
 fsync = off
 synchronous_commit = off
 full_page_writes = off

@@ -91,6 +91,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->buckets, 1024);
     assert_null(cfg->catalog_dsn);
     assert_int_equal(cfg->default_shard, 0);
+    assert_false(cfg->allow_cross_shard_writes);
+    assert_false(cfg->two_phase_commit);
+    assert_int_equal(cfg->two_phase_recovery_interval_ms, 5000);
+    assert_int_equal(cfg->two_phase_recovery_grace_ms, 5000);
     assert_int_equal(cfg->ntables, 0);
     assert_null(cfg->tables);
     cfg_free(cfg);
@@ -899,6 +903,47 @@ static void test_password_plain(void **state)
     assert_false(cfg_password_plain(NULL));
 }
 
+/* Two-phase commit's keys, and its recovery's need of a user it can log in as. */
+static void test_two_phase(void **state)
+{
+    cfg_config *cfg = load_ok("[pgshard]\ntwo_phase_commit = on\nallow_cross_shard_writes = on\n"
+                              "two_phase_recovery_interval_ms = 100\ntwo_phase_recovery_grace_ms = 0\n" SHARD0
+                              "[user.app]\npassword = pencil\n");
+    assert_true(cfg->two_phase_commit);
+    assert_true(cfg->allow_cross_shard_writes);
+    assert_int_equal(cfg->two_phase_recovery_interval_ms, 100);
+    assert_int_equal(cfg->two_phase_recovery_grace_ms, 0);
+    cfg_free(cfg);
+
+    cfg = load_ok("[pgshard]\ntwo_phase_commit = off\ntwo_phase_recovery_interval_ms = 3600000\n"
+                  "two_phase_recovery_grace_ms = 86400000\n" SHARD0);
+    assert_false(cfg->two_phase_commit);
+    assert_int_equal(cfg->two_phase_recovery_interval_ms, 3600000);
+    assert_int_equal(cfg->two_phase_recovery_grace_ms, 86400000);
+    cfg_free(cfg);
+
+    static const char *const bad[][2] = {
+        {"[pgshard]\ntwo_phase_commit = maybe\n" SHARD0, "t.ini:2: key 'two_phase_commit': must be one of: "},
+        {"[pgshard]\nallow_cross_shard_writes = 2\n" SHARD0,
+         "t.ini:2: key 'allow_cross_shard_writes': must be one of: "},
+        {"[pgshard]\ntwo_phase_recovery_interval_ms = 99\n" SHARD0,
+         "t.ini:2: key 'two_phase_recovery_interval_ms': must be an integer from 100 to 3600000"},
+        {"[pgshard]\ntwo_phase_recovery_grace_ms = -1\n" SHARD0,
+         "t.ini:2: key 'two_phase_recovery_grace_ms': must be an integer from 0 to 86400000"},
+        {"[pgshard]\ntwo_phase_commit = on\n" SHARD0 "[user.app]\npassword = " MD5_SECRET "\n",
+         "t.ini: two_phase_commit = on needs a user with a plain password for its recovery"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256];
+        cfg_config *none = NULL;
+        assert_int_equal(cfg_load_string(bad[i][0], "t.ini", &none, err, sizeof err), -1);
+        assert_null(none);
+        if (strncmp(err, bad[i][1], strlen(bad[i][1])) != 0)
+            print_error("got: %s\nwant: %s...\n", err, bad[i][1]);
+        assert_int_equal(strncmp(err, bad[i][1], strlen(bad[i][1])), 0);
+    }
+}
+
 static void test_names(void **state)
 {
     assert_string_equal(cfg_pool_mode_name(CFG_POOL_TRANSACTION), "transaction");
@@ -935,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_sharding),
         cmocka_unit_test(test_monitor_user),
+        cmocka_unit_test(test_two_phase),
         cmocka_unit_test(test_password_plain),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_long_line),
