@@ -83,6 +83,9 @@ static px_fanout *client_fanout(const px_client *cl)
 }
 
 static void copy_end_shards(px_fanout *fo, const char *why);
+static void write_start(px_fanout *fo);
+static void write_next(px_fanout *fo);
+static void write_complete(px_fanout *fo);
 
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
  * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
@@ -1059,8 +1062,6 @@ static void write_abort(px_fanout *fo)
     if (!fo->pending)
         write_next(fo);
 }
-
-static void write_next(px_fanout *fo);
 
 /* Two-phase commit: every shard but 0 prepares; shard 0 then decides. */
 static void write_prepare(px_fanout *fo)

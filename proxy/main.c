@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -283,6 +284,10 @@ static int run(px_proxy *px)
         return 1;
     }
     px->sharded = cfg->nshards > 1 || px_tables_count(px_catalog_tables(px->cat)) > 0;
+    /* Names this process's two-phase transactions apart from other proxies' and from its
+     * own earlier lives', so recovery never confuses them. */
+    if (getrandom(&px->instance_id, sizeof px->instance_id, 0) != (ssize_t)sizeof px->instance_id)
+        px->instance_id = uv_hrtime() ^ ((uint64_t)getpid() << 32);
     /* The signal handlers come first: a client may connect, and a SIGTERM arrive, as soon
      * as the first worker listens. */
     uv_loop_t loop;

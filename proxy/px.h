@@ -369,6 +369,10 @@ static inline px_client *px_server_client(const px_server *sv)
 /* Sends the client's session state (its SETs) to a server that does not have it, ahead of
  * the client's first message there; the reply is hidden. Returns whether it sent any. */
 bool px_client_replay_session(px_client *cl, px_server *sv);
+/* A crash test's stopping point (PGSHARD_TEST_CRASH names it): the process ends at once,
+ * as after kill -9, so recovery can be tested at each step of a two-phase commit. */
+void px_test_crash_point(const char *name);
+
 /* fanout.c: a cross-shard read over every shard, merged (merge.c). */
 typedef struct px_fanout px_fanout;
 /* An extended-protocol segment that runs on every shard, as found in the client's input
