@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Writes on several shards in one distributed transaction (proxy/fanout.c), with and without
+two-phase commit, on a cluster of its own (3 shards, no replicas, max_prepared_transactions
+set by cluster.sh, stopped at exit):
+  1. writes of an omnisharded table (INSERT ... RETURNING, UPDATE) reach every shard and
+     answer once; a write one shard refuses (a unique key that exists there only) changes
+     no shard; keyless UPDATE/DELETE of a sharded table run on every shard with
+     allow_cross_shard_writes = on (counts summed, RETURNING rows of all), and are refused
+     without it;
+  2. with two_phase_commit = on, pgshard is killed (PGSHARD_TEST_CRASH, an _exit as by kill
+     -9) after PREPARE on the shards, after the decision, and after the first COMMIT
+     PREPARED; after a restart, recovery leaves no prepared transaction in pg_prepared_xacts
+     and each write is wholly committed (decided) or wholly absent (not decided) on every
+     shard;
+  3. the time a two-phase write adds over a one-phase one is printed (not asserted).
+Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
+"""
+import os
+import sys
+
+import need_psycopg  # noqa: E402,F401
+import psycopg  # noqa: E402
+
+import atexit
+import time
+
+os.environ["PGWIRE_TEST"] = "t_twopc"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgwire  # noqa: E402,F401
+import diffcluster  # noqa: E402
+
+CLUSTER = diffcluster.Cluster("twopc-cluster", shards=3)
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, ok, name, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}")
+
+
+def sqlstate_of(fn):
+    try:
+        fn()
+    except psycopg.Error as e:
+        return e.sqlstate, str(e)
+    return None, ""
+
+
+def on_shards(shards, sql, params=None):
+    return [c.execute(sql, params).fetchone()[0] for c in shards]
+
+
+def prepared(shards):
+    return sum(on_shards(shards, "SELECT count(*) FROM pg_prepared_xacts"))
+
+
+def wait_for(pred, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def proxy(**keys):
+    return CLUSTER.proxy(sharded=("items",), omnisharded=("countries",), workers=2, pool_size=3,
+                         admin_users=CLUSTER.user, **keys)
+
+
+def main():
+    diffcluster.install_watchdog(280)
+    atexit.register(CLUSTER.stop)
+    check = Checks()
+    started = time.monotonic()
+    CLUSTER.start()
+    shards = CLUSTER.shard_conns()
+    for c in shards:
+        c.execute("CREATE TABLE items (tenant_id int NOT NULL, v int NOT NULL)")
+        c.execute("CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL)")
+    try:
+        one_phase(check, shards)
+        crashes(check, shards)
+    finally:
+        CLUSTER.stop()
+    print(f"{check.passed} passed, {check.failed} failed ({time.monotonic() - started:.1f} s)")
+    return 1 if check.failed else 0
+
+
+def one_phase(check, shards):
+    px = proxy()
+    try:
+        conn = CLUSTER.connect(px.port)
+        got = conn.execute("INSERT INTO countries VALUES ('fr', 'France'), ('de', 'Germany') RETURNING code").fetchall()
+        on = on_shards(shards, "SELECT count(*) FROM countries")
+        check(sorted(got) == [("de",), ("fr",)] and on == [2, 2, 2], "an omnisharded INSERT reaches every shard",
+              f"{got} {on}")
+        cur = conn.execute("UPDATE countries SET name = upper(name)")
+        on = on_shards(shards, "SELECT count(*) FROM countries WHERE name = upper(name)")
+        check(cur.statusmessage == "UPDATE 2" and on == [2, 2, 2], "an omnisharded UPDATE, answered once",
+              f"{cur.statusmessage} {on}")
+        shards[2].execute("INSERT INTO countries VALUES ('it', 'only on shard 2')")
+        st, msg = sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES ('it', 'Italy')"))
+        on = on_shards(shards, "SELECT count(*) FROM countries WHERE code = 'it'")
+        check(st == "23505" and on == [0, 0, 1], "a write one shard refuses changes no shard", f"{st} {on}")
+        shards[2].execute("DELETE FROM countries WHERE code = 'it'")
+        st, msg = sqlstate_of(lambda: conn.execute("UPDATE items SET v = v + 1"))
+        check(st == "0A000", "a keyless UPDATE is refused without allow_cross_shard_writes", f"{st} {msg}")
+        conn.close()
+    finally:
+        px.stop()
+    px = proxy(allow_cross_shard_writes="on")
+    try:
+        conn = CLUSTER.connect(px.port)
+        for t in range(1, 31):
+            conn.execute("INSERT INTO items (tenant_id, v) VALUES (%s, %s), (%s, %s)", (t, t, t, 100 + t))
+        per = on_shards(shards, "SELECT count(*) FROM items")
+        cur = conn.execute("UPDATE items SET v = v + 1000 WHERE v > 100 RETURNING tenant_id")
+        rows = cur.fetchall()
+        check(cur.statusmessage == "UPDATE 30" and len(rows) == 30 and min(per) > 0,
+              "a keyless UPDATE runs on every shard: counts summed, every RETURNING row",
+              f"{cur.statusmessage} {len(rows)} {per}")
+        cur = conn.execute("DELETE FROM items WHERE v > 1000")
+        left = sum(on_shards(shards, "SELECT count(*) FROM items"))
+        check(cur.statusmessage == "DELETE 30" and left == 30, "a keyless DELETE runs on every shard",
+              f"{cur.statusmessage} {left}")
+        conn.close()
+    finally:
+        px.stop()
+
+
+def crashes(check, shards):
+    keys = dict(two_phase_commit="on", two_phase_recovery_interval_ms=200, two_phase_recovery_grace_ms=500)
+    # the two-phase cost, measured while nothing crashes
+    px = proxy(**keys)
+    try:
+        conn = CLUSTER.connect(px.port)
+        t0 = time.monotonic()
+        for i in range(50):
+            conn.execute("INSERT INTO countries VALUES (%s, 'x')", (f"t{i}",))
+        two = (time.monotonic() - t0) / 50
+        conn.execute("DELETE FROM countries WHERE name = 'x'")
+        check(prepared(shards) == 0, "two-phase writes leave no prepared transaction", f"{prepared(shards)}")
+        conn.close()
+    finally:
+        px.stop()
+    px = proxy()
+    try:
+        conn = CLUSTER.connect(px.port)
+        t0 = time.monotonic()
+        for i in range(50):
+            conn.execute("INSERT INTO countries VALUES (%s, 'x')", (f"t{i}",))
+        one = (time.monotonic() - t0) / 50
+        conn.execute("DELETE FROM countries WHERE name = 'x'")
+        conn.close()
+    finally:
+        px.stop()
+    print(f"[t_twopc] a write on 3 shards: {one * 1000:.2f} ms one-phase, {two * 1000:.2f} ms two-phase "
+          f"(+{(two - one) * 1000:.2f} ms)")
+
+    for point, committed in (("after_prepare", False), ("after_decision", True),
+                             ("after_first_commit_prepared", True)):
+        code = f"c_{point}"
+        os.environ["PGSHARD_TEST_CRASH"] = point
+        try:
+            px = proxy(**keys)
+        finally:
+            del os.environ["PGSHARD_TEST_CRASH"]
+        try:
+            conn = CLUSTER.connect(px.port)
+            st, _ = sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES (%s, 'crash')", (code,)))
+            died = wait_for(lambda: not px.alive(), 10)
+        finally:
+            px.stop()
+        check(died and st is not None, f"{point}: pgshard ended mid-commit", f"alive={not died} {st}")
+        px = proxy(**keys)  # recovery runs at start and every 200 ms
+        try:
+            clean = wait_for(lambda: prepared(shards) == 0, 20)
+            on = on_shards(shards, "SELECT count(*) FROM countries WHERE code = %s", (code,))
+            want = [1, 1, 1] if committed else [0, 0, 0]
+            check(clean and on == want,
+                  f"{point}: after restart no prepared transaction is left and the write is wholly "
+                  f"{'committed' if committed else 'absent'}", f"prepared={prepared(shards)} rows={on}")
+        finally:
+            px.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
