@@ -39,20 +39,20 @@ struct px_fanout {
     prs_scatter plan; /* owned */
     px_merge *merge;  /* owned, made when the collation is known */
     int nshards;
-    int acquired;       /* links given a server so far, in shard order */
-    int ndone;          /* links in FL_DONE */
-    uint8_t *replays;   /* owned: per link, session replies still to hide (replay, collation) */
-    uint8_t *phase;     /* owned: per link, FL_* */
-    bool failed;        /* the client gets an error: rows are no longer merged */
-    pgs_buf err;        /* the client's ErrorResponse (whole message) once failed */
-    pgs_buf out;        /* scratch for merged output */
-    px_route *routes;   /* owned: per shard, the node routing chose */
-    pgs_buf req;        /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
-    bool ext;           /* the client sent an extended-protocol segment */
-    bool every;         /* a broadcast: plan.sql runs on each shard in turn, unmerged */
-    uint8_t mode;       /* PX_FAN_* */
-    prs_copy_opts *copy; /* owned: the COPY modes' options */
-    uint32_t key_oid;    /* COPY_IN: the key column's type */
+    int acquired;         /* links given a server so far, in shard order */
+    int ndone;            /* links in FL_DONE */
+    uint8_t *replays;     /* owned: per link, session replies still to hide (replay, collation) */
+    uint8_t *phase;       /* owned: per link, FL_* */
+    bool failed;          /* the client gets an error: rows are no longer merged */
+    pgs_buf err;          /* the client's ErrorResponse (whole message) once failed */
+    pgs_buf out;          /* scratch for merged output */
+    px_route *routes;     /* owned: per shard, the node routing chose */
+    pgs_buf req;          /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
+    bool ext;             /* the client sent an extended-protocol segment */
+    bool every;           /* a broadcast: plan.sql runs on each shard in turn, unmerged */
+    uint8_t mode;         /* PX_FAN_* */
+    prs_copy_opts *copy;  /* owned: the COPY modes' options */
+    uint32_t key_oid;     /* COPY_IN: the key column's type */
     px_copy_split *split; /* owned: COPY_IN, the client's data cut into rows */
     pgs_buf *bufs;        /* owned: COPY_IN, per shard, rows not sent yet */
     uint8_t *copying;     /* owned: COPY_IN, per shard: in copy-in mode (CopyInResponse seen, not ended) */
@@ -69,12 +69,12 @@ struct px_fanout {
     bool rd_sent;         /* WRITE: the client has its RowDescription */
     char verb[16];        /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
     char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
-    bool describe;      /* ext: the client asked for the RowDescription */
-    bool head_done;     /* the client has its ParseComplete/BindComplete: rows may follow */
-    char *parse_name;   /* owned: ext, the name the client's Parse defines, or NULL without one */
-    pgs_buf parse_body; /* ext with a named Parse: its body, registered when every shard parsed */
-    int parsed, bound;  /* ext: shards that answered ParseComplete, BindComplete */
-    px_link links[];    /* one per shard; links[s].shard == s */
+    bool describe;        /* ext: the client asked for the RowDescription */
+    bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
+    char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
+    pgs_buf parse_body;   /* ext with a named Parse: its body, registered when every shard parsed */
+    int parsed, bound;    /* ext: shards that answered ParseComplete, BindComplete */
+    px_link links[];      /* one per shard; links[s].shard == s */
 };
 
 static px_fanout *client_fanout(const px_client *cl)
@@ -471,7 +471,8 @@ static px_step copy_client_message(px_client *cl, px_fanout *fo)
         return PX_STEP_WAIT; /* the next statement: after the COPY's answer */
     if (avail < f.total) {
         if (f.total > c->w->conf->cfg->max_message_size || pgs_buf_reserve(&c->in, f.total - avail) < 0) {
-            px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED, "pgshard: message too large during COPY");
+            px_client_fatal(cl, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
+                            "pgshard: message too large during COPY");
             return PX_STEP_CLOSED;
         }
         return PX_STEP_WAIT;
@@ -489,7 +490,8 @@ static px_step copy_client_message(px_client *cl, px_fanout *fo)
         copy_end_shards(fo, why); /* each shard answers 57014 "COPY from stdin failed: why" */
     } else {
         char msg[96];
-        snprintf(msg, sizeof msg, "unexpected message type 0x%02X during COPY from stdin", (unsigned char)f.type);
+        snprintf(msg, sizeof msg, "unexpected message type 0x%02X during COPY from stdin",
+                 (unsigned char)f.type);
         fanout_fail(fo, PGS_SQLSTATE_PROTOCOL_VIOLATION, msg);
         copy_end_shards(fo, msg);
     }
@@ -591,7 +593,8 @@ static void copy_out_data(px_fanout *fo, int s, const uint8_t *p, size_t total)
         if (first) {
             uint32_t ext = n >= 19 ? pgs_be32(d + 15) : 0;
             if (n < 19 || memcmp(d, copy_signature, 11) != 0 || ext > n - 19) {
-                fanout_fail(fo, PGS_SQLSTATE_PROTOCOL_VIOLATION, "pgshard: a shard's binary COPY has no header");
+                fanout_fail(fo, PGS_SQLSTATE_PROTOCOL_VIOLATION,
+                            "pgshard: a shard's binary COPY has no header");
                 return;
             }
             d += 19 + ext;
@@ -837,12 +840,13 @@ static void copy_failed_note(px_fanout *fo)
         if (fo->committed[s])
             at += (size_t)snprintf(kept + at, sizeof kept - at, "%s%d", at ? ", " : "", s);
     pgs_error_fields ef;
-    if (!at || fo->err.len < PGS_HDR_LEN || pgs_error_parse(fo->err.data + PGS_HDR_LEN, fo->err.len - PGS_HDR_LEN, &ef) < 0)
+    if (!at || fo->err.len < PGS_HDR_LEN ||
+        pgs_error_parse(fo->err.data + PGS_HDR_LEN, fo->err.len - PGS_HDR_LEN, &ef) < 0)
         return;
     char msg[640];
     bool several = strchr(kept, ',') != NULL;
-    snprintf(msg, sizeof msg, "%s (%s %s loaded %s rows and %s them)", ef.message, several ? "shards" : "shard", kept,
-             several ? "their" : "its", several ? "keep" : "keeps");
+    snprintf(msg, sizeof msg, "%s (%s %s loaded %s rows and %s them)", ef.message,
+             several ? "shards" : "shard", kept, several ? "their" : "its", several ? "keep" : "keeps");
     char state[6];
     snprintf(state, sizeof state, "%s", ef.sqlstate);
     pgs_buf b = PGS_BUF_INIT;
@@ -1080,7 +1084,8 @@ static void write_prepare(px_fanout *fo)
 
 static const char write_decision_table[] =
     "DO $pgshard$BEGIN CREATE SCHEMA IF NOT EXISTS pgshard; CREATE TABLE IF NOT EXISTS pgshard.transactions "
-    "(gid text PRIMARY KEY, decided_at timestamptz NOT NULL DEFAULT now()); EXCEPTION WHEN duplicate_object OR "
+    "(gid text PRIMARY KEY, decided_at timestamptz NOT NULL DEFAULT now()); EXCEPTION WHEN duplicate_object "
+    "OR "
     "duplicate_table OR unique_violation THEN NULL; END$pgshard$";
 
 /* Moves to the next step once every shard answered the current one. */
@@ -1135,8 +1140,8 @@ static void write_result(px_fanout *fo, int s, char type, const uint8_t *p, size
         fo->rd_sent = true;
     } else if (type == PGS_BE_DATA_ROW && mine && !fo->failed) {
         px_conn_send(c, p, total);
-    } else if ((type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA) && s == 0 &&
-               !fo->failed) {
+    } else if ((type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA) &&
+               s == 0 && !fo->failed) {
         px_conn_send(c, p, total); /* the extended protocol's answers, once */
     } else if (type == PGS_BE_COMMAND_COMPLETE && mine) {
         /* "UPDATE n", "DELETE n", "INSERT 0 n": the verb, and the count summed */
@@ -1159,8 +1164,8 @@ static void write_message(px_fanout *fo, px_server *sv, char type, const uint8_t
         sv->pool->st.errors++;
         if (fo->stage == WS_FINISH && fo->gid[0])
             /* decided: recovery commits it there (recovery.c); the client's write stands */
-            pgs_warn("twopc_commit_failed", "COMMIT PREPARED '%s' failed on shard %d: recovery will commit it",
-                     fo->gid, s);
+            pgs_warn("twopc_commit_failed",
+                     "COMMIT PREPARED '%s' failed on shard %d: recovery will commit it", fo->gid, s);
         else if (fo->stage != WS_ABORT)
             fanout_fail_from(fo, s, p, total);
         return;

@@ -16,8 +16,8 @@
 #include "common/proto.h"
 #include "common/sqlstate.h"
 #include "config/config.h"
-#include "parser/parser.h"
 #include "parser/copyopts.h"
+#include "parser/parser.h"
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/prepared.h"
@@ -134,10 +134,10 @@ struct px_proxy {
     atomic_bool draining; /* SIGTERM: no new clients, finish transactions */
     atomic_bool paused;   /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
-    px_monitor *mon;   /* owned: node health and lag (monitor.c) */
-    px_catalog *cat;   /* owned: shard map and tables (catalog.c); never NULL while workers run */
-    bool has_replicas; /* some shard has replicas: reads are routed */
-    bool sharded;      /* several shards or listed tables: statements are routed by key */
+    px_monitor *mon;         /* owned: node health and lag (monitor.c) */
+    px_catalog *cat;         /* owned: shard map and tables (catalog.c); never NULL while workers run */
+    bool has_replicas;       /* some shard has replicas: reads are routed */
+    bool sharded;            /* several shards or listed tables: statements are routed by key */
     uint64_t instance_id;    /* random, at start: names this process's two-phase transactions */
     atomic_ullong twopc_seq; /* the next two-phase transaction's number */
 };

@@ -632,12 +632,13 @@ static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req 
     int r = prs_copy_options(sql, len, co);
     if (r != 0)
         return r < 0 ? -1 : px_route_refuse(cl, co->sqlstate, co->message);
-    const px_table *t = co->relname ? px_tables_find(px_catalog_tables(cl->conn.w->px->cat), co->schema, co->relname)
-                                    : NULL;
+    const px_table *t =
+        co->relname ? px_tables_find(px_catalog_tables(cl->conn.w->px->cat), co->schema, co->relname) : NULL;
     char msg[320];
     const char *why = NULL;
     if (co->dir == PRS_COPY_OTHER || !t || t->omnisharded)
-        why = "pgshard: COPY of a sharded table with a server file or program runs on one shard: SET pgshard.shard = N";
+        why = "pgshard: COPY of a sharded table with a server file or program runs on one shard: SET "
+              "pgshard.shard = N";
     else if (co->encoding && strcasecmp(co->encoding, "UTF8") != 0 && strcasecmp(co->encoding, "UTF-8") != 0)
         why = "pgshard: COPY of a sharded table reads its data as UTF8: leave ENCODING out";
     if (why)
@@ -684,7 +685,9 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                                "pgshard: COPY of a sharded table runs as a simple Query");
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
-    px_fanout_req req = {.mode = every ? PX_FAN_DDL : write ? PX_FAN_WRITE : PX_FAN_READ,
+    px_fanout_req req = {.mode = every   ? PX_FAN_DDL
+                                 : write ? PX_FAN_WRITE
+                                         : PX_FAN_READ,
                          .consume = consume,
                          .ext = ext,
                          .plan = &plan,
@@ -704,7 +707,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     for (int s = 0; r == 0 && s < w->conf->nshards; s++) {
         route_decide(cl, qc, primary, s, &req.routes[s]);
         if (req.routes[s].verdict != PX_ROUTE_GO) {
-            cl->refuse = req.routes[s].verdict == PX_ROUTE_REFUSE ? req.routes[s].refuse : PX_REFUSE_NO_PRIMARY;
+            cl->refuse =
+                req.routes[s].verdict == PX_ROUTE_REFUSE ? req.routes[s].refuse : PX_REFUSE_NO_PRIMARY;
             r = 1;
         }
     }

@@ -814,7 +814,8 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->source = "default";
         return;
     }
-    bool dml = in->qi->kind == PRS_KIND_INSERT || in->qi->kind == PRS_KIND_UPDATE || in->qi->kind == PRS_KIND_DELETE;
+    bool dml =
+        in->qi->kind == PRS_KIND_INSERT || in->qi->kind == PRS_KIND_UPDATE || in->qi->kind == PRS_KIND_DELETE;
     if (sc.omni && dml && in->qi->n_statements == 1 && in->nshards > 1 &&
         !(in->qi->flags & (PRS_F_WRITABLE_CTE | PRS_F_SELECT_INTO))) {
         out->verdict = PX_SK_WRITE_OMNI; /* the same rows change on every shard */

@@ -41,6 +41,8 @@ typedef struct fixture {
 
 static fixture fx;
 static const char *fx_tenant; /* routes as under SET pgshard.tenant when set */
+static int fx_nshards;        /* px_sk_input.nshards (0: DDL and omnisharded writes are not broadcast) */
+static bool fx_cross_writes;  /* allow_cross_shard_writes */
 
 static int shard_of(long tenant)
 {
@@ -145,7 +147,9 @@ static void route_planned(const char *tpl, const char *const *params, size_t npa
                       .bind = params ? &bind : NULL,
                       .tenant = fx_tenant,
                       .tenant_len = fx_tenant ? strlen(fx_tenant) : 0,
-                      .pinned_shard = -1};
+                      .pinned_shard = -1,
+                      .nshards = fx_nshards,
+                      .cross_writes = fx_cross_writes};
     px_sk_route(&in, r);
     if (plan) {
         px_sk_input no_bind = in;
@@ -413,6 +417,36 @@ static void test_params(void **state)
     assert_int_equal(r.verdict, PX_SK_REFUSE);
 }
 
+static void expect_verdict(const char *tpl, int verdict)
+{
+    px_sk_result r;
+    route(tpl, NULL, 0, &r);
+    if (r.verdict != verdict)
+        fail_msg("%s: verdict %d, want %d: %s", tpl, r.verdict, verdict, r.msg);
+}
+
+/* Statements that run on every shard: DDL, omnisharded writes, keyless writes when allowed. */
+static void test_every_shard(void **state)
+{
+    (void)state;
+    fx_nshards = 3;
+    expect_verdict("CREATE INDEX orders_status ON orders (status)", PX_SK_EVERY);
+    expect_verdict("ALTER TABLE users ADD COLUMN note text", PX_SK_EVERY);
+    expect_verdict("INSERT INTO tenants (id, name) VALUES (1, 'a')", PX_SK_WRITE_OMNI);
+    expect_verdict("UPDATE tenants SET name = 'b' WHERE id = 1", PX_SK_WRITE_OMNI);
+    expect_refused("UPDATE orders SET status = 'x'", "must name its tenant");
+    fx_cross_writes = true;
+    expect_verdict("UPDATE orders SET status = 'x'", PX_SK_WRITE_ALL);
+    expect_verdict("DELETE FROM orders o USING users u WHERE u.tenant_id = o.tenant_id AND u.id = o.user_id",
+                   PX_SK_WRITE_ALL);
+    expect_refused("DELETE FROM orders o USING users u WHERE u.id = o.user_id",
+                   "other than on their shard key");
+    expect_refused("UPDATE orders SET tenant_id = 5", "may not change the shard key");
+    expect_shard("UPDATE orders SET status = 'x' WHERE tenant_id = A", fx.shard_a);
+    fx_cross_writes = false;
+    fx_nshards = 0;
+}
+
 static void test_unchanged(void **state)
 {
     expect_shard("SELECT * FROM orders WHERE tenant_id = A AND id = 3", fx.shard_a);
@@ -430,7 +464,8 @@ static void test_unchanged(void **state)
         "joins sharded tables \"orders\" (as \"o\") and \"users\" (as \"u\") other than on their shard key");
     expect_refused("SELECT * FROM orders o, users u", "other than on their shard key");
     expect_refused("SELECT count(*) FROM orders FOR UPDATE", "must name its tenant");
-    expect_refused("COPY orders FROM STDIN", "COPY");
+    expect_all("COPY orders FROM STDIN"); /* split by key (fanout.c), refused there without a column list */
+    expect_all("COPY orders TO STDOUT");
     expect_refused("LOCK TABLE orders", "must name its tenant");
     px_sk_result r;
     route("SELECT * FROM tenants", NULL, 0, &r);
@@ -524,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_writes),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_unchanged),
+        cmocka_unit_test(test_every_shard),
         cmocka_unit_test(test_plans),
         cmocka_unit_test(test_tenant_conflict),
     };
