@@ -697,6 +697,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;
     else if (r == 0)
         r = px_route_plan(cl, sql, len, &plan);
+    if (r == 1 && !cl->refuse) /* the planner's refusal: answered at the statement's end */
+        r = px_route_refuse(cl, plan.sqlstate, plan.msg);
     if (r == 0 && !(req.routes = malloc((size_t)w->conf->nshards * sizeof *req.routes)))
         r = -1;
     if (r == 0 && plan.sql == NULL)
