@@ -21,6 +21,7 @@
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/prepared.h"
+#include "proxy/recovery.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
 #include "proxy/shardkey.h"
@@ -135,6 +136,7 @@ struct px_proxy {
     atomic_bool paused;   /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
     px_monitor *mon;   /* owned: node health and lag (monitor.c) */
+    px_recovery *rec;  /* owned: in-doubt 2PC recovery (recovery.c); NULL without two_phase_commit */
     px_catalog *cat;   /* owned: shard map and tables (catalog.c); never NULL while workers run */
     bool has_replicas; /* some shard has replicas: reads are routed */
     bool sharded;      /* several shards or listed tables: statements are routed by key */
