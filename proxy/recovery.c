@@ -27,6 +27,7 @@
 #define REC_GIDS_MAX 4096          /* prepared gids remembered per round for the cleanup */
 #define REC_DECISION_KEEP "1 hour" /* a decision row older than this, prepared nowhere, goes */
 #define REC_MSG_MAX 256
+#define REC_ERR_MAX 1024 /* a message naming the node, the database and the user */
 #define REC_SQLSTATE_UNDEFINED_TABLE "42P01"
 #define REC_SQLSTATE_UNDEFINED_SCHEMA "3F000"
 #define REC_SQLSTATE_UNDEFINED_OBJECT "42704" /* COMMIT PREPARED of a gid that is gone */
@@ -66,6 +67,7 @@ struct px_recovery {
 
     /* The thread's alone. */
     PGconn **list;   /* owned: nshards connections (or NULL) to monitor_dbname, kept between rounds */
+    bool *down;      /* owned: nshards; the last attempt to connect list[s] failed */
     rec_conn *conns; /* owned: REC_CONNS_MAX, closed at the end of each round */
     int nconns;
     rec_round round;
@@ -75,6 +77,8 @@ struct px_recovery {
 
 int px_gid_format(char *out, size_t len, uint64_t proxy_id, uint64_t seq)
 {
+    if (len <= PX_GID_LEN)
+        return -1;
     int n = snprintf(out, len, PX_GID_PREFIX "%016" PRIx64 "_%016" PRIx64, proxy_id, seq);
     return n == (int)PX_GID_LEN ? 0 : -1;
 }
@@ -119,8 +123,9 @@ static void rec_notice(void *arg, const char *message)
     pgs_debug("twopc_notice", "%s", msg);
 }
 
-/* Connects to shard's primary, as the monitor does, or returns NULL after a warning. */
-static PGconn *rec_connect(const px_recovery *r, int shard, const char *db, const cfg_user *user)
+/* Connects to shard's primary, as the monitor does, or returns NULL with err filled. */
+static PGconn *rec_connect(const px_recovery *r, int shard, const char *db, const cfg_user *user, char *err,
+                           size_t errlen)
 {
     const cfg_config *cfg = r->cfg;
     const cfg_node *node = &cfg->shards[shard].primary;
@@ -149,8 +154,8 @@ static PGconn *rec_connect(const px_recovery *r, int shard, const char *db, cons
     }
     char msg[REC_MSG_MAX];
     pgs_log_flatten(msg, sizeof msg, conn != NULL ? PQerrorMessage(conn) : "out of memory");
-    pgs_warn("twopc_recovery_failed", "shard %d (%s:%u), database %s, user %s: %s; retried next round", shard,
-             node->host, (unsigned)node->port, db, user->name, msg);
+    snprintf(err, errlen, "shard %d (%s:%u), database %s, user %s: %s", shard, node->host,
+             (unsigned)node->port, db, user->name, msg);
     PQfinish(conn);
     return NULL;
 }
@@ -173,9 +178,12 @@ static PGconn *rec_conn_get(px_recovery *r, int shard, const char *db, const cfg
         if (c->shard == shard && strcmp(c->db, db) == 0 && strcmp(c->user, user->name) == 0)
             return c->conn;
     }
-    PGconn *conn = rec_connect(r, shard, db, user);
-    if (conn == NULL)
+    char err[REC_ERR_MAX];
+    PGconn *conn = rec_connect(r, shard, db, user, err, sizeof err);
+    if (conn == NULL) {
+        pgs_warn("twopc_recovery_failed", "%s; retried next round", err);
         return NULL;
+    }
     if (r->nconns == REC_CONNS_MAX) {
         PQfinish(r->conns[0].conn);
         memmove(&r->conns[0], &r->conns[1], (REC_CONNS_MAX - 1) * sizeof r->conns[0]);
@@ -301,13 +309,22 @@ static void rec_note_gid(rec_round *rd, const char *gid)
     snprintf(rd->gids[rd->ngids++], PX_GID_LEN + 1, "%s", gid);
 }
 
-/* The listing connection of shard, kept across rounds and replaced when it broke. */
+/* The listing connection of shard, kept across rounds and replaced when it broke. A shard
+ * that stays down is warned about once, then quietly retried every round. */
 static PGconn *rec_list_conn(px_recovery *r, int shard)
 {
     if (r->list[shard] != NULL && PQstatus(r->list[shard]) == CONNECTION_OK)
         return r->list[shard];
     PQfinish(r->list[shard]);
-    r->list[shard] = rec_connect(r, shard, r->cfg->monitor_dbname, r->user);
+    char err[REC_ERR_MAX];
+    r->list[shard] = rec_connect(r, shard, r->cfg->monitor_dbname, r->user, err, sizeof err);
+    if (r->list[shard] == NULL && !r->down[shard])
+        pgs_warn("twopc_recovery_failed", "%s; retried every round", err);
+    else if (r->list[shard] == NULL)
+        pgs_debug("twopc_recovery_failed", "%s", err);
+    else if (r->down[shard])
+        pgs_info("twopc_recovery_reconnected", "shard %d: reachable again", shard);
+    r->down[shard] = r->list[shard] == NULL;
     return r->list[shard];
 }
 
@@ -435,6 +452,7 @@ static void rec_free(px_recovery *r)
     if (r->conns != NULL)
         rec_conns_close(r);
     free(r->list);
+    free(r->down);
     free(r->conns);
     free(r->round.gids);
     if (r->wake[0] >= 0)
@@ -473,9 +491,10 @@ px_recovery *px_recovery_start(const cfg_config *cfg, px_global_stats *gs, char 
     r->gs = gs;
     atomic_init(&r->stop, false);
     r->list = calloc((size_t)cfg->nshards, sizeof *r->list);
+    r->down = calloc((size_t)cfg->nshards, sizeof *r->down);
     r->conns = calloc(REC_CONNS_MAX, sizeof *r->conns);
     r->round.gids = calloc(REC_GIDS_MAX, sizeof *r->round.gids);
-    if (r->list == NULL || r->conns == NULL || r->round.gids == NULL) {
+    if (r->list == NULL || r->down == NULL || r->conns == NULL || r->round.gids == NULL) {
         snprintf(err, errlen, "two-phase commit recovery: out of memory");
         goto fail;
     }
