@@ -490,7 +490,7 @@ px_recovery *px_recovery_start(const cfg_config *cfg, px_global_stats *gs, char 
     r->user = user;
     r->gs = gs;
     atomic_init(&r->stop, false);
-    r->list = calloc((size_t)cfg->nshards, sizeof *r->list);
+    r->list = calloc((size_t)cfg->nshards, sizeof(PGconn *));
     r->down = calloc((size_t)cfg->nshards, sizeof *r->down);
     r->conns = calloc(REC_CONNS_MAX, sizeof *r->conns);
     r->round.gids = calloc(REC_GIDS_MAX, sizeof *r->round.gids);
