@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/sqlstate.h"
 
 #define REC_CONNECT_TIMEOUT "2"
 /* Every statement and lock wait is bounded, so that a stuck node delays a round, not stop. */
@@ -28,9 +29,13 @@
 #define REC_DECISION_KEEP "1 hour" /* a decision row older than this, prepared nowhere, goes */
 #define REC_MSG_MAX 256
 #define REC_ERR_MAX 1024 /* a message naming the node, the database and the user */
+/* SQLSTATEs the recovery reads in the servers' answers (common/sqlstate.h holds those pgshard
+ * sends; 42704, undefined_object, comes from there). */
 #define REC_SQLSTATE_UNDEFINED_TABLE "42P01"
 #define REC_SQLSTATE_UNDEFINED_SCHEMA "3F000"
-#define REC_SQLSTATE_UNDEFINED_OBJECT "42704" /* COMMIT PREPARED of a gid that is gone */
+#define REC_SQLSTATE_UNIQUE_VIOLATION "23505"
+#define REC_SQLSTATE_LOCK_NOT_AVAILABLE "55P03"
+#define REC_SQLSTATE_INSUFFICIENT_PRIVILEGE "42501"
 
 /* pg_prepared_xacts lists every database's prepared transactions; `young` ones are within
  * the grace period and only count for the cleanup. The LIKE escape keeps '_' literal. */
@@ -226,31 +231,62 @@ static const char *rec_error(const PGresult *res, PGconn *conn, char *msg, size_
 
 typedef enum rec_decision { REC_UNKNOWN = -1, REC_ROLLBACK = 0, REC_COMMIT = 1 } rec_decision;
 
-/* Whether shard 0 recorded gid as committed in db. A missing table or schema means nothing
- * was ever decided there; any other failure leaves the gid for the next round. */
+/* What a failed look for gid's decision means: a missing table or schema, that nothing was
+ * ever decided in this database; anything else, that the gid waits for the next round. */
+static rec_decision rec_decision_failed(const char *state, const char *gid, const char *db, const char *msg)
+{
+    if (strcmp(state, REC_SQLSTATE_UNDEFINED_TABLE) == 0 || strcmp(state, REC_SQLSTATE_UNDEFINED_SCHEMA) == 0)
+        return REC_ROLLBACK;
+    if (strcmp(state, REC_SQLSTATE_LOCK_NOT_AVAILABLE) == 0)
+        pgs_info("twopc_decision_pending", "gid %s: its decision is being committed on shard 0, database %s",
+                 gid, db);
+    else
+        pgs_warn("twopc_recovery_failed", "gid %s: reading its decision on shard 0, database %s: %s", gid, db,
+                 msg);
+    return REC_UNKNOWN;
+}
+
+/* Looks for gid with a SELECT: for a user that may not insert decisions. */
+static rec_decision rec_decision_select(PGconn *conn, const char *gid, const char *db)
+{
+    const char *params[1] = {gid};
+    PGresult *res = PQexecParams(conn, "SELECT 1 FROM pgshard.transactions WHERE gid = $1", 1, NULL, params,
+                                 NULL, NULL, 0);
+    rec_decision d;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        d = PQntuples(res) > 0 ? REC_COMMIT : REC_ROLLBACK;
+    } else {
+        char msg[REC_MSG_MAX];
+        d = rec_decision_failed(rec_error(res, conn, msg, sizeof msg), gid, db, msg);
+    }
+    PQclear(res);
+    return d;
+}
+
+/* Whether shard 0 recorded gid as committed in db. A SELECT cannot see a decision whose
+ * transaction is still committing (shard 0's COMMIT waiting for a synchronous standby, say),
+ * and rolling back then would split the transaction. So the gid is inserted, in a
+ * transaction always rolled back: the insert waits for such a transaction (up to
+ * lock_timeout) and fails with unique_violation when a decision is, or gets, committed. */
 static rec_decision rec_decision_of(px_recovery *r, const char *gid, const char *db, const cfg_user *user)
 {
     PGconn *conn = rec_conn_get(r, 0, db, user);
     if (conn == NULL)
         return REC_UNKNOWN;
+    PQclear(PQexec(conn, "BEGIN"));
     const char *params[1] = {gid};
-    PGresult *res = PQexecParams(conn, "SELECT 1 FROM pgshard.transactions WHERE gid = $1", 1, NULL, params,
+    PGresult *res = PQexecParams(conn, "INSERT INTO pgshard.transactions (gid) VALUES ($1)", 1, NULL, params,
                                  NULL, NULL, 0);
-    rec_decision d = REC_UNKNOWN;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        d = PQntuples(res) > 0 ? REC_COMMIT : REC_ROLLBACK;
-    } else {
-        char msg[REC_MSG_MAX];
-        const char *state = rec_error(res, conn, msg, sizeof msg);
-        if (strcmp(state, REC_SQLSTATE_UNDEFINED_TABLE) == 0 ||
-            strcmp(state, REC_SQLSTATE_UNDEFINED_SCHEMA) == 0)
-            d = REC_ROLLBACK;
-        else
-            pgs_warn("twopc_recovery_failed", "gid %s: reading its decision on shard 0, database %s: %s", gid,
-                     db, msg);
-    }
+    char msg[REC_MSG_MAX];
+    const char *state = PQresultStatus(res) == PGRES_COMMAND_OK ? "" : rec_error(res, conn, msg, sizeof msg);
+    bool denied = strcmp(state, REC_SQLSTATE_INSUFFICIENT_PRIVILEGE) == 0;
+    rec_decision d = PQresultStatus(res) == PGRES_COMMAND_OK             ? REC_ROLLBACK
+                     : strcmp(state, REC_SQLSTATE_UNIQUE_VIOLATION) == 0 ? REC_COMMIT
+                     : denied                                            ? REC_UNKNOWN
+                              : rec_decision_failed(state, gid, db, msg);
     PQclear(res);
-    return d;
+    PQclear(PQexec(conn, "ROLLBACK"));
+    return denied ? rec_decision_select(conn, gid, db) : d;
 }
 
 /* Runs COMMIT PREPARED or ROLLBACK PREPARED of gid on shard, and counts and logs it. A gid
@@ -271,7 +307,7 @@ static void rec_finish(px_recovery *r, int shard, const char *gid, const char *d
     } else {
         char msg[REC_MSG_MAX];
         const char *state = rec_error(res, conn, msg, sizeof msg);
-        if (strcmp(state, REC_SQLSTATE_UNDEFINED_OBJECT) == 0)
+        if (strcmp(state, PGS_SQLSTATE_UNDEFINED_OBJECT) == 0)
             pgs_debug("twopc_gone", "gid %s, shard %d: finished meanwhile", gid, shard);
         else
             pgs_warn("twopc_recovery_failed", "gid %s, shard %d, database %s: %s PREPARED: %s", gid, shard,

@@ -10,9 +10,11 @@ as a crashed pgshard would have left them:
     one recorded only in app's (-> rolled back: the decision lives in the same database);
   on shard 0, database app: a recorded gid (-> committed on shard 0 itself);
   after the grace period of the others has passed, a young one without a decision: still
-    prepared right after the start, rolled back once its grace has passed.
+    prepared right after the start, rolled back once its grace has passed;
+  on shard 1, a gid whose decision shard 0 has inserted but not yet committed: left alone
+    (twopc_decision_pending) until that commit, then committed.
 pgshard starts with two_phase_commit = on, interval 200 ms, grace 3000 ms. Then: each gid
-ends as said (rows visible or absent), pgshard_twopc_recovered_total counts 3 commits and 3
+ends as said (rows visible or absent), pgshard_twopc_recovered_total counts 4 commits and 3
 rollbacks, an old decision row whose gid is prepared nowhere is deleted and a fresh one is
 kept, twopc_resolved is logged for each, and SIGTERM stops pgshard cleanly.
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
@@ -49,6 +51,7 @@ GID_WRONG_DB = gid(4)    # shard 1, other, recorded only in app
 GID_SHARD0 = gid(5)      # shard 0, app, recorded
 GID_YOUNG = gid(6)       # shard 1, app, not recorded, prepared just before the start
 GID_STALE = gid(7)       # recorded two hours ago, prepared nowhere: cleaned up
+GID_PENDING = gid(8)     # shard 1, app, its decision still committing on shard 0
 FOREIGN = "someone_else_42"
 NOT_OURS = "pgshard_manual"
 
@@ -121,7 +124,12 @@ def setup():
     prepare(other[1], GID_OTHER_DB, "other_commit")
     prepare(other[1], GID_WRONG_DB, "wrong_db")
     prepare(app[0], GID_SHARD0, "shard0")
-    return app, other
+    prepare(app[1], GID_PENDING, "pending")
+    # The decision of GID_PENDING, inserted and not yet committed: shard 0's COMMIT is slow.
+    deciding = CLUSTER.connect(CLUSTER.ports[0])
+    deciding.execute("BEGIN")
+    deciding.execute("INSERT INTO pgshard.transactions (gid) VALUES (%s)", (GID_PENDING,))
+    return app, other, deciding
 
 
 def main():
@@ -130,7 +138,7 @@ def main():
     check = Checks()
     started = time.monotonic()
     CLUSTER.start()
-    app, other = setup()
+    app, other, deciding = setup()
     proxy = None
     try:
         time.sleep(GRACE_MS / 1000 + 0.5)  # the transactions above are past their grace
@@ -138,7 +146,7 @@ def main():
         mport = pgwire.free_port()
         proxy = CLUSTER.proxy(two_phase_commit="on", two_phase_recovery_interval_ms=200,
                               two_phase_recovery_grace_ms=GRACE_MS, metrics_port=mport)
-        run(check, proxy, mport, app, other)
+        run(check, proxy, mport, app, other, deciding)
     finally:
         if proxy is not None:
             proxy.stop()
@@ -150,7 +158,7 @@ def main():
     return 1 if check.failed else 0
 
 
-def run(check, proxy, mport, app, other):
+def run(check, proxy, mport, app, other, deciding):
     resolved = {GID_COMMIT, GID_ROLLBACK}
     ok = wait_for(lambda: not (prepared(app[1]) & resolved) and GID_SHARD0 not in prepared(app[0])
                   and not (prepared(other[1]) & {GID_OTHER_DB, GID_WRONG_DB}), 5)
@@ -173,16 +181,26 @@ def run(check, proxy, mport, app, other):
     check(wait_for(lambda: {FOREIGN, NOT_OURS} <= prepared(app[1]), 0.5), "foreign gids still untouched",
           f"{prepared(app[1])}")
 
+    left = prepared(app[1])
+    check(GID_PENDING in left and "pending" not in tags(app[1]),
+          "a gid whose decision is still committing is left alone", f"{left}")
+    check(wait_for(lambda: "twopc_decision_pending" in open(proxy.log, errors="replace").read(), 5),
+          "twopc_decision_pending logged", proxy.log_tail())
+    deciding.execute("COMMIT")
+    ok = wait_for(lambda: GID_PENDING not in prepared(app[1]), 5)
+    check(ok and "pending" in tags(app[1]), "once its decision is committed, it is committed",
+          f"{prepared(app[1])} {tags(app[1])}")
+
     counts = metrics(mport)
-    check(counts.get("commit") == "3" and counts.get("rollback") == "3",
-          "pgshard_twopc_recovered_total: 3 commits, 3 rollbacks", f"{counts}")
+    check(counts.get("commit") == "4" and counts.get("rollback") == "3",
+          "pgshard_twopc_recovered_total: 4 commits, 3 rollbacks", f"{counts}")
     rows = {r[0] for r in app[0].execute("SELECT gid FROM pgshard.transactions")}
     check(GID_STALE not in rows and GID_COMMIT in rows,
           "an old decision prepared nowhere is deleted, a fresh one kept", f"{rows}")
     with open(proxy.log, errors="replace") as f:
         log = f.read()
     n = len(re.findall(r"twopc_resolved", log))
-    check(n == 6, "twopc_resolved logged once per gid", f"{n} in:\n{proxy.log_tail()}")
+    check(n == 7, "twopc_resolved logged once per gid", f"{n} in:\n{proxy.log_tail()}")
     check(proxy.alive(), "pgshard still runs", proxy.log_tail())
 
 
