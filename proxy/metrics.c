@@ -107,8 +107,9 @@ static void metrics_fanouts(px_worker *w, pgs_buf *b)
 static void metrics_twopc(px_worker *w, pgs_buf *b)
 {
     px_global_stats *g = &w->px->gs;
-    pgs_buf_appendf(b, "# HELP pgshard_twopc_recovered_total In-doubt two-phase commits the recovery finished, by "
-                       "outcome\n# TYPE pgshard_twopc_recovered_total counter\n");
+    pgs_buf_appendf(
+        b, "# HELP pgshard_twopc_recovered_total In-doubt two-phase commits the recovery finished, by "
+           "outcome\n# TYPE pgshard_twopc_recovered_total counter\n");
     pgs_buf_appendf(b, "pgshard_twopc_recovered_total{outcome=\"commit\"} %llu\n",
                     (unsigned long long)atomic_load(&g->twopc_recovered[0]));
     pgs_buf_appendf(b, "pgshard_twopc_recovered_total{outcome=\"rollback\"} %llu\n",
