@@ -18,6 +18,8 @@
 #include "proxy/merge.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
+#include "proxy/recovery.h"
+#include "proxy/testhook.h"
 
 /* Bytes of merged output queued for the client above which the shards are not read. */
 #define FANOUT_CLIENT_MAX (256u << 10)
@@ -69,6 +71,7 @@ struct px_fanout {
     bool rd_sent;         /* WRITE: the client has its RowDescription */
     char verb[16];        /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
     char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
+    uint64_t prepare_ns;  /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
     bool describe;        /* ext: the client asked for the RowDescription */
     bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -1037,10 +1040,11 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
  *   WS_PREPARE    two-phase commit: PREPARE TRANSACTION on every shard but 0;
  *   WS_DECIDE     shard 0 records the gid in pgshard.transactions and commits: the decision;
  *   WS_FINISH     COMMIT (one-phase), or COMMIT PREPARED after the decision;
+ *   WS_FORGET     shard 0 deletes the decision, which no prepared transaction needs now;
  *   WS_ABORT      ROLLBACK, and ROLLBACK PREPARED where a shard had prepared.
  * A crash (of pgshard) before WS_DECIDE leaves prepared transactions that recovery rolls
  * back; after it, ones that recovery commits (recovery.c). */
-enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_ABORT };
+enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_FORGET, WS_ABORT };
 
 static void write_send(px_fanout *fo, int s, const char *sql)
 {
@@ -1071,8 +1075,9 @@ static void write_abort(px_fanout *fo)
 static void write_prepare(px_fanout *fo)
 {
     px_worker *w = fo->cl->conn.w;
-    snprintf(fo->gid, sizeof fo->gid, "pgshard_%016llx_%016llx", (unsigned long long)w->px->instance_id,
-             (unsigned long long)atomic_fetch_add_explicit(&w->px->twopc_seq, 1, memory_order_relaxed));
+    px_gid_format(fo->gid, sizeof fo->gid, w->px->instance_id,
+                  atomic_fetch_add_explicit(&w->px->twopc_seq, 1, memory_order_relaxed));
+    fo->prepare_ns = uv_hrtime();
     char sql[96];
     snprintf(sql, sizeof sql, "PREPARE TRANSACTION '%s'", fo->gid);
     fo->stage = WS_PREPARE;
@@ -1104,6 +1109,12 @@ static void write_next(px_fanout *fo)
         }
         return write_prepare(fo);
     case WS_PREPARE:
+        /* Recovery rolls back a prepared transaction older than its grace that has no
+         * decision: deciding that late could commit shard 0 alone. */
+        if (!fo->failed &&
+            uv_hrtime() - fo->prepare_ns > (uint64_t)fo->cl->conn.w->conf->cfg->two_phase_recovery_grace_ms * 500000)
+            fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE,
+                        "pgshard: the shards took too long to prepare the transaction; it was rolled back");
         if (fo->failed)
             return write_abort(fo);
         px_test_crash_point("after_prepare");
@@ -1121,6 +1132,14 @@ static void write_next(px_fanout *fo)
         for (int s = 1; s < fo->nshards; s++)
             write_send(fo, s, sql);
         return;
+    case WS_FINISH:
+        if (fo->gid[0]) {
+            fo->stage = WS_FORGET;
+            snprintf(sql, sizeof sql, "DELETE FROM pgshard.transactions WHERE gid = '%s'", fo->gid);
+            write_send(fo, 0, sql);
+            return;
+        }
+        /* fall through */
     default:
         for (int s = 0; s < fo->nshards; s++)
             fanout_link_done(fo, &fo->links[s]);
@@ -1162,7 +1181,7 @@ static void write_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     int s = sv->link->shard;
     if (type == PGS_BE_ERROR) {
         sv->pool->st.errors++;
-        if (fo->stage == WS_FINISH && fo->gid[0])
+        if ((fo->stage == WS_FINISH || fo->stage == WS_FORGET) && fo->gid[0])
             /* decided: recovery commits it there (recovery.c); the client's write stands */
             pgs_warn("twopc_commit_failed",
                      "COMMIT PREPARED '%s' failed on shard %d: recovery will commit it", fo->gid, s);

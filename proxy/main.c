@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
+#include "proxy/testhook.h"
 
 static void usage(FILE *f)
 {
@@ -288,6 +289,16 @@ static int run(px_proxy *px)
      * own earlier lives', so recovery never confuses them. */
     if (getrandom(&px->instance_id, sizeof px->instance_id, 0) != (ssize_t)sizeof px->instance_id)
         px->instance_id = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    /* In-doubt transactions left by a pgshard that died are resolved in the background, so
+     * that a shard that is down does not stop the start. */
+    if (cfg->two_phase_commit && !(px->rec = px_recovery_start(cfg, &px->gs, err, sizeof err))) {
+        pgs_error("startup_failed", "%s", err);
+        px_catalog_stop(px->cat);
+        px->cat = NULL;
+        px_monitor_stop(px->mon);
+        px->mon = NULL;
+        return 1;
+    }
     /* The signal handlers come first: a client may connect, and a SIGTERM arrive, as soon
      * as the first worker listens. */
     uv_loop_t loop;
@@ -345,6 +356,8 @@ static int run(px_proxy *px)
         uv_thread_join(&px->workers[i].thread);
     for (int i = 0; i < started; i++)
         px_worker_destroy(&px->workers[i]);
+    px_recovery_stop(px->rec);
+    px->rec = NULL;
     if (px->mon)
         px_monitor_stop(px->mon);
     px->mon = NULL;
@@ -437,6 +450,7 @@ int main(int argc, char **argv)
         return 0;
     }
     pgs_log_setup(px.cfg->log_format == CFG_LOG_JSON, (pgs_log_level)px.cfg->log_level);
+    px_test_crash_init();
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(px.cfg);
     int rc = run(&px);

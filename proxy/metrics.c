@@ -104,6 +104,18 @@ static void metrics_fanouts(px_worker *w, pgs_buf *b)
                             results[r], (unsigned long long)atomic_load(&g->fanouts[k][r]));
 }
 
+static void metrics_twopc(px_worker *w, pgs_buf *b)
+{
+    px_global_stats *g = &w->px->gs;
+    pgs_buf_appendf(
+        b, "# HELP pgshard_twopc_recovered_total In-doubt two-phase commits the recovery finished, by "
+           "outcome\n# TYPE pgshard_twopc_recovered_total counter\n");
+    pgs_buf_appendf(b, "pgshard_twopc_recovered_total{outcome=\"commit\"} %llu\n",
+                    (unsigned long long)atomic_load(&g->twopc_recovered[0]));
+    pgs_buf_appendf(b, "pgshard_twopc_recovered_total{outcome=\"rollback\"} %llu\n",
+                    (unsigned long long)atomic_load(&g->twopc_recovered[1]));
+}
+
 static void metrics_nodes(px_worker *w, pgs_buf *b)
 {
     if (!w->px->mon)
@@ -184,6 +196,7 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
     metrics_map(w, b);
     metrics_pins(w, b);
     metrics_fanouts(w, b);
+    metrics_twopc(w, b);
     px_global_stats *g = &w->px->gs;
     int pool_size = w->conf->cfg->pool_size * w->px->nworkers;
     out_header(b, 0);

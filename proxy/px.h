@@ -21,6 +21,7 @@
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/prepared.h"
+#include "proxy/recovery.h"
 #include "proxy/scram.h"
 #include "proxy/session.h"
 #include "proxy/shardkey.h"
@@ -135,6 +136,7 @@ struct px_proxy {
     atomic_bool paused;   /* admin PAUSE: no server is given to a client */
     px_global_stats gs;
     px_monitor *mon;         /* owned: node health and lag (monitor.c) */
+    px_recovery *rec;        /* owned: in-doubt 2PC recovery (recovery.c); NULL without two_phase_commit */
     px_catalog *cat;         /* owned: shard map and tables (catalog.c); never NULL while workers run */
     bool has_replicas;       /* some shard has replicas: reads are routed */
     bool sharded;            /* several shards or listed tables: statements are routed by key */
@@ -369,10 +371,6 @@ static inline px_client *px_server_client(const px_server *sv)
 /* Sends the client's session state (its SETs) to a server that does not have it, ahead of
  * the client's first message there; the reply is hidden. Returns whether it sent any. */
 bool px_client_replay_session(px_client *cl, px_server *sv);
-/* A crash test's stopping point (PGSHARD_TEST_CRASH names it): the process ends at once,
- * as after kill -9, so recovery can be tested at each step of a two-phase commit. */
-void px_test_crash_point(const char *name);
-
 /* fanout.c: a cross-shard read over every shard, merged (merge.c). */
 typedef struct px_fanout px_fanout;
 /* An extended-protocol segment that runs on every shard, as found in the client's input

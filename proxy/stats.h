@@ -47,8 +47,9 @@ typedef struct px_global_stats {
     atomic_ullong protocol_errors;
     atomic_ullong tls_client_handshakes;
     atomic_ullong tls_server_handshakes;
-    atomic_ullong pins[5]; /* servers pinned to their client, by reason (PX_PIN_REASONS) */
-    atomic_ullong fanouts[3][2]; /* statements run on every shard: [read, ddl, copy][ok, error] */
+    atomic_ullong pins[5];            /* servers pinned to their client, by reason (PX_PIN_REASONS) */
+    atomic_ullong fanouts[3][2];      /* statements run on every shard: [read, ddl, copy][ok, error] */
+    atomic_ullong twopc_recovered[2]; /* in-doubt 2PC resolved by recovery.c: [commit, rollback] */
 } px_global_stats;
 
 #endif

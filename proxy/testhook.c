@@ -1,23 +1,50 @@
-/* Crash points for tests of two-phase commit: PGSHARD_TEST_CRASH=<name> makes the process
- * end at once (as kill -9 would) when it reaches that point. Unset, a point costs one
- * pointer compare. Nothing else here. */
+/* PGSHARD_TEST_CRASH's crash points (see testhook.h). The variable is read once, before the
+ * threads start, into the only state here, which nothing writes afterwards. */
+#include "proxy/testhook.h"
+
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/log.h"
-#include "proxy/px.h"
 
-void px_test_crash_point(const char *name)
+#define TESTHOOK_ENV "PGSHARD_TEST_CRASH"
+#define TESTHOOK_NAME_MAX 64
+
+static const char *const testhook_points[] = {"after_prepare", "after_decision",
+                                              "after_first_commit_prepared"};
+
+/* Written once under pthread_once, read-only after. */
+static char testhook_point[TESTHOOK_NAME_MAX];
+static pthread_once_t testhook_once = PTHREAD_ONCE_INIT;
+
+static void testhook_read(void)
 {
-    static const char *crash = NULL;
-    static int read_env = 0;
-    if (!read_env) {
-        crash = getenv("PGSHARD_TEST_CRASH");
-        read_env = 1;
-    }
-    if (!crash || strcmp(crash, name) != 0)
+    const char *v = getenv(TESTHOOK_ENV);
+    if (v == NULL || v[0] == '\0')
         return;
-    pgs_warn("test_crash", "PGSHARD_TEST_CRASH=%s: ending now, as after kill -9", name);
+    for (size_t i = 0; i < sizeof testhook_points / sizeof testhook_points[0]; i++) {
+        if (strcmp(v, testhook_points[i]) == 0) {
+            snprintf(testhook_point, sizeof testhook_point, "%s", v);
+            pgs_warn("test_crash_armed", "%s=%s: pgshard will exit there", TESTHOOK_ENV, v);
+            return;
+        }
+    }
+    pgs_warn("test_crash_unknown", "%s=%s names no crash point; ignored", TESTHOOK_ENV, v);
+}
+
+void px_test_crash_init(void)
+{
+    pthread_once(&testhook_once, testhook_read);
+}
+
+bool px_test_crash_point(const char *name)
+{
+    px_test_crash_init();
+    if (testhook_point[0] == '\0' || name == NULL || strcmp(name, testhook_point) != 0)
+        return false;
+    pgs_error("test_crash", "%s=%s: exiting with status 137", TESTHOOK_ENV, name);
     _exit(137);
 }

@@ -2,7 +2,7 @@
 # Reload: SIGHUP and the admin RELOAD apply a changed config (a new user, a new pool_size)
 # without dropping a client: pgbench runs through every reload with zero failed
 # transactions. A broken file is refused with its reason in the log and the running config
-# stays.
+# stays. Keys that need a restart (two_phase_commit) keep their running value, with a warning.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -43,6 +43,15 @@ for _ in $(seq 50); do grep -q reload_failed "$LOG" && break; sleep 0.1; done
 grep -q "reload_failed.*bogus_key" "$LOG" || pgs_fail "the refused reload does not name the bad key: $(grep reload "$LOG" | tail -3)"
 pgs_assert_eq 5 "$(cfgval pool_size)" "pool_size stays after a refused reload"
 pgs_assert_eq 1 "$(pgs_psql -c "SELECT 1")" "clients still served"
+cp "$PGS_WORK/reload/good.ini" "$INI"
+
+pgs_log "allow_cross_shard_writes changes on reload, two_phase_commit only at restart"
+sed -i 's/^\[pgshard\]$/[pgshard]\ntwo_phase_commit = on\nallow_cross_shard_writes = on/' "$INI"
+kill -HUP "$PGS_PROXY_PID"
+for _ in $(seq 50); do grep -q "reload_restart_needed.*two_phase_commit" "$LOG" && break; sleep 0.1; done
+grep -q "reload_restart_needed.*two_phase_commit" "$LOG" || pgs_fail "no warning that two_phase_commit needs a restart"
+pgs_assert_eq on "$(cfgval allow_cross_shard_writes)" "allow_cross_shard_writes after reload"
+pgs_assert_eq off "$(cfgval two_phase_commit)" "two_phase_commit keeps its running value"
 cp "$PGS_WORK/reload/good.ini" "$INI"
 
 pgs_stop_proxy reload

@@ -66,6 +66,7 @@ static void test_free_(void *p)
 #undef free
 
 #define EXAMPLE "../../config/examples/pgshard.ini"
+#define README "../../README.md"
 
 /* Enough of everything to make each kind of allocation happen, including the growth of
  * the user array past its first capacity. */
@@ -154,6 +155,32 @@ static void test_example_sets_every_key(void **state)
     test_free_(text);
 }
 
+/* README's configuration table is the reference of the keys: it must name every one, in a
+ * row's key cell, alone ("| `key` |") or among others ("| `a`, `b` |"). */
+static void test_readme_names_every_key(void **state)
+{
+    static const char *const cells[] = {"| `%s` |", "| `%s`, `", ", `%s` |", ", `%s`, `"};
+    char *text = NULL;
+    char err[256];
+    assert_int_equal(cfg_read_file(README, &text, err, sizeof err), 0);
+    if (!text)
+        return;
+    const char *table = strstr(text, "\n## Configuration\n");
+    assert_non_null(table);
+    for (size_t i = 0; table && i < CFG_COUNT(cfg_keys); i++) {
+        bool named = false;
+        for (size_t j = 0; j < CFG_COUNT(cells) && !named; j++) {
+            char cell[128];
+            snprintf(cell, sizeof cell, cells[j], cfg_keys[i].name);
+            named = strstr(table, cell) != NULL;
+        }
+        if (!named)
+            print_error("%s's configuration table does not name %s\n", README, cfg_keys[i].name);
+        assert_true(named);
+    }
+    test_free_(text);
+}
+
 /* Every default in the table parses into the field it belongs to. */
 static void test_defaults_parse(void **state)
 {
@@ -179,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_oom_string),
         cmocka_unit_test(test_oom_file),
         cmocka_unit_test(test_example_sets_every_key),
+        cmocka_unit_test(test_readme_names_every_key),
         cmocka_unit_test(test_defaults_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
