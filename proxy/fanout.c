@@ -72,6 +72,7 @@ struct px_fanout {
     char verb[16];        /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
     char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
     uint64_t prepare_ns;  /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
+    bool commit_failed;   /* WRITE: a COMMIT PREPARED failed: the decision must stay */
     bool describe;        /* ext: the client asked for the RowDescription */
     bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -1133,7 +1134,7 @@ static void write_next(px_fanout *fo)
             write_send(fo, s, sql);
         return;
     case WS_FINISH:
-        if (fo->gid[0]) {
+        if (fo->gid[0] && !fo->commit_failed) {
             fo->stage = WS_FORGET;
             snprintf(sql, sizeof sql, "DELETE FROM pgshard.transactions WHERE gid = '%s'", fo->gid);
             write_send(fo, 0, sql);
@@ -1181,12 +1182,15 @@ static void write_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     int s = sv->link->shard;
     if (type == PGS_BE_ERROR) {
         sv->pool->st.errors++;
-        if ((fo->stage == WS_FINISH || fo->stage == WS_FORGET) && fo->gid[0])
-            /* decided: recovery commits it there (recovery.c); the client's write stands */
+        if (fo->stage == WS_FINISH && fo->gid[0]) {
+            /* decided: recovery commits it there (recovery.c); the client's write stands, and
+             * the decision stays for recovery to find */
+            fo->commit_failed = true;
             pgs_warn("twopc_commit_failed",
                      "COMMIT PREPARED '%s' failed on shard %d: recovery will commit it", fo->gid, s);
-        else if (fo->stage != WS_ABORT)
+        } else if (fo->stage != WS_ABORT && fo->stage != WS_FORGET) {
             fanout_fail_from(fo, s, p, total);
+        }
         return;
     }
     if (type == PGS_BE_READY) {

@@ -175,10 +175,14 @@ def crashes(check, shards):
             del os.environ["PGSHARD_TEST_CRASH"]
         try:
             conn = CLUSTER.connect(px.port)
-            st, _ = sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES (%s, 'crash')", (code,)))
+            try:
+                conn.execute("INSERT INTO countries VALUES (%s, 'crash')", (code,))
+                st = None
+            except psycopg.OperationalError as e:  # the connection was lost: no SQLSTATE
+                st = str(e) or "connection lost"
             died = wait_for(lambda: not px.alive(), 10)
         finally:
-            px.stop()
+            px.kill()  # it ended by itself (exit 137, as by kill -9); this closes its log
         check(died and st is not None, f"{point}: pgshard ended mid-commit", f"alive={not died} {st}")
         px = proxy(**keys)  # recovery runs at start and every 200 ms
         try:
