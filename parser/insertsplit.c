@@ -362,7 +362,7 @@ static int write_part(splitter *sp, const PgQuery__ParseResult *tree, prs_insert
     int rc = number_params(sp, part);
     if (rc)
         return rc;
-    Node **rows = malloc((size_t)part->nrows * sizeof *rows);
+    Node **rows = malloc((size_t)part->nrows * sizeof(Node *));
     if (!rows)
         return IS_ENOMEM;
     for (uint32_t i = 0; i < part->nrows; i++)
@@ -382,8 +382,8 @@ static int split(splitter *sp, PgQuery__ParseResult *tree)
 {
     PgQuery__InsertStmt *ins = NULL;
     int rc = check_shape(sp, tree, &ins);
-    if (rc)
-        return rc;
+    if (rc || !ins) /* check_shape sets ins when it returns IS_OK */
+        return rc ? rc : IS_REFUSED;
     sp->out->returning = ins->n_returning_list > 0;
     rc = collect_params(sp, ins);
     if (rc)
@@ -426,7 +426,7 @@ int prs_insert_split_make(const char *sql, size_t len, const int *shard_of_row, 
         refuse_state(&sp, "XX000", "pgshard: the proxy gave no shard for the INSERT's VALUES rows");
     else
         rc = parse(&sp, sql, len, &tree);
-    if (rc == IS_OK)
+    if (rc == IS_OK && tree)
         rc = split(&sp, tree);
     if (tree)
         pg_query__parse_result__free_unpacked(tree, NULL);
