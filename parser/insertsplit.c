@@ -378,6 +378,14 @@ static int write_part(splitter *sp, const PgQuery__ParseResult *tree, prs_insert
     return rc;
 }
 
+static bool conflict_may_skip(const PgQuery__OnConflictClause *oc)
+{
+    if (!oc)
+        return false;
+    return oc->action == PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_NOTHING ||
+           (oc->action == PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE && oc->where_clause);
+}
+
 static int split(splitter *sp, PgQuery__ParseResult *tree)
 {
     PgQuery__InsertStmt *ins = NULL;
@@ -385,6 +393,7 @@ static int split(splitter *sp, PgQuery__ParseResult *tree)
     if (rc || !ins) /* check_shape sets ins when it returns IS_OK */
         return rc ? rc : IS_REFUSED;
     sp->out->returning = ins->n_returning_list > 0;
+    sp->out->may_skip_rows = conflict_may_skip(ins->on_conflict_clause);
     rc = collect_params(sp, ins);
     if (rc)
         return rc;

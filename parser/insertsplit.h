@@ -32,6 +32,13 @@ typedef struct prs_insert_split {
                                refused */
     int nparts;
     bool returning; /* the statement has RETURNING */
+    /* ON CONFLICT DO NOTHING, or DO UPDATE ... WHERE: a shard may write (and return) fewer
+     * rows than it was given, and which ones it skipped cannot be told from its RETURNING
+     * rows. Without it each row given is written and returned once, in the order of rows[]
+     * (PostgreSQL returns a VALUES list's rows in their order, though it does not document
+     * it); a BEFORE trigger returning NULL can still skip a row, so a caller restoring the
+     * client's RETURNING order checks each shard's row count against nrows. */
+    bool may_skip_rows;
     /* Refused: the SQLSTATE (42601 syntax error; 0A000 a statement this cannot split;
      * 42P02 a parameter number outside $1..$65535; 54001 nested too deeply; XX000 the
      * caller's row count differs from the statement's; 53200 out of memory) and the reason,

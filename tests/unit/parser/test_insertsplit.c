@@ -43,7 +43,50 @@ static char *normalize(const char *sql)
     return out;
 }
 
-/* The part's statement reads back as itself, and as the hand-written one. */
+static bool is_position_key(const char *at, size_t *keylen)
+{
+    static const char *const keys[] = {"\"location\":", "\"stmt_len\":", "\"stmt_location\":"};
+    for (size_t i = 0; i < N(keys); i++) {
+        *keylen = strlen(keys[i]);
+        if (strncmp(at, keys[i], *keylen) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* sql's parse tree as libpg_query's JSON, without where each token stood in the text: two
+ * statements with the same tree give the same string. The caller frees it. */
+static char *tree_of(const char *sql)
+{
+    PgQueryParseResult p = pg_query_parse(sql);
+    if (p.error) {
+        fprintf(stderr, "does not parse: %s: %s\n", sql, p.error->message);
+        pg_query_free_parse_result(p);
+        return NULL;
+    }
+    char *out = malloc(strlen(p.parse_tree) + 1);
+    size_t n = 0, keylen;
+    for (const char *at = p.parse_tree; out && *at;) {
+        if (!is_position_key(at, &keylen)) {
+            out[n++] = *at++;
+            continue;
+        }
+        at += keylen;
+        while (*at == '-' || (*at >= '0' && *at <= '9'))
+            at++;
+        if (*at == ',')
+            at++;
+        else if (n && out[n - 1] == ',')
+            n--;
+    }
+    if (out)
+        out[n] = '\0';
+    pg_query_free_parse_result(p);
+    return out;
+}
+
+/* The part's statement has the tree of the hand-written one (the deparser lost or changed
+ * nothing), and writing it back again gives the same text. */
 static void check_sql(const char *got, const char *want)
 {
     char *again = normalize(got);
@@ -52,10 +95,12 @@ static void check_sql(const char *got, const char *want)
     free(again);
     if (!want)
         return;
-    char *norm = normalize(want);
-    assert_non_null(norm);
-    assert_string_equal(got, norm);
-    free(norm);
+    char *got_tree = tree_of(got), *want_tree = tree_of(want);
+    assert_non_null(got_tree);
+    assert_non_null(want_tree);
+    assert_string_equal(got_tree, want_tree);
+    free(got_tree);
+    free(want_tree);
 }
 
 static void check_part(const prs_insert_part *got, const want_part *want)
@@ -76,7 +121,10 @@ static void check_part(const prs_insert_part *got, const want_part *want)
     check_sql(got->sql, want->sql);
 }
 
-static void check_split(const char *sql, const int *shards, uint32_t nrows, bool returning,
+#define RET 1u  /* the statement has RETURNING */
+#define SKIP 2u /* and may skip rows */
+
+static void check_split(const char *sql, const int *shards, uint32_t nrows, unsigned flags,
                         const want_part *want, int nwant)
 {
     prs_insert_split s;
@@ -85,7 +133,8 @@ static void check_split(const char *sql, const int *shards, uint32_t nrows, bool
         fprintf(stderr, "refused: %s: %s %s\n", sql, s.sqlstate, s.msg);
     assert_int_equal(rc, 0);
     assert_string_equal(s.sqlstate, "");
-    assert_int_equal(s.returning, returning);
+    assert_int_equal(s.returning, (flags & RET) != 0);
+    assert_int_equal(s.may_skip_rows, (flags & SKIP) != 0);
     assert_int_equal(s.nparts, nwant);
     for (int k = 0; k < nwant; k++)
         check_part(&s.parts[k], &want[k]);
@@ -108,7 +157,7 @@ static void test_interleaved(void **state)
         {3, {2, 5}, 2, {0}, "INSERT INTO t (a, b) VALUES (3, -3.5), (6, now())"},
         {5, {0, 4}, 2, {0}, "INSERT INTO t (a, b) VALUES (1, 'x'), (5, DEFAULT)"},
     };
-    check_split(sql, shards, N(shards), false, want, N(want));
+    check_split(sql, shards, N(shards), 0, want, N(want));
 }
 
 /* Exact texts, not only the round trip: a cast and a negative number must not be reshaped. */
@@ -132,7 +181,7 @@ static void test_one_shard(void **state)
     const char *sql = "INSERT INTO s.t (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c') RETURNING id";
     const int shards[] = {4, 4, 4};
     const want_part want[] = {{4, {0, 1, 2}, 3, {0}, sql}};
-    check_split(sql, shards, N(shards), true, want, N(want));
+    check_split(sql, shards, N(shards), RET, want, N(want));
 }
 
 /* Negative shard numbers sort before the others. */
@@ -146,7 +195,7 @@ static void test_shard_order(void **state)
         {0, {2}, 1, {0}, "insert into t values (2)"},
         {7, {0}, 1, {0}, "insert into t values (0)"},
     };
-    check_split(sql, shards, N(shards), false, want, N(want));
+    check_split(sql, shards, N(shards), 0, want, N(want));
 }
 
 /* Each part's parameters are renumbered 1..n in the order of their original numbers; those
@@ -172,7 +221,7 @@ static void test_params(void **state)
          "insert into t (a, b) values ($1, $2) on conflict (a) do update set b = excluded.b || $3 "
          "where t.a <> $4 returning a, $5::text as tag"},
     };
-    check_split(sql, shards, N(shards), true, want, N(want));
+    check_split(sql, shards, N(shards), RET | SKIP, want, N(want));
 }
 
 /* A parameter used in several rows, a part without parameters, and parameters inside
@@ -187,7 +236,7 @@ static void test_params_shared(void **state)
         {2, {1}, 1, {0}, "insert into t values (2, 3)"},
         {3, {2}, 1, {2, 4}, "insert into t values ($1, upper($2::text))"},
     };
-    check_split(sql, shards, N(shards), false, want, N(want));
+    check_split(sql, shards, N(shards), 0, want, N(want));
 }
 
 /* Quoted and schema-qualified names, a keyword as a column name, an alias, OVERRIDING,
@@ -214,7 +263,7 @@ static void test_quoted(void **state)
              "OVERRIDING SYSTEM VALUE VALUES (1, 'a', 'b', 2) %s",
              tail);
     const want_part want[] = {{0, {1}, 1, {0}, want0}, {1, {0}, 1, {0}, want1}};
-    check_split(sql, shards, N(shards), true, want, N(want));
+    check_split(sql, shards, N(shards), RET | SKIP, want, N(want));
 
     /* The deparser's own text, checked once word for word. */
     prs_insert_split s;
@@ -232,7 +281,55 @@ static void test_on_conflict_nothing(void **state)
         {2, {1}, 1, {1, 2}, "INSERT INTO s.t VALUES ($2) ON CONFLICT DO NOTHING RETURNING id, $1 AS x"},
         {3, {0}, 1, {1}, "INSERT INTO s.t VALUES (1) ON CONFLICT DO NOTHING RETURNING id, $1 AS x"},
     };
-    check_split(sql, shards, N(shards), true, want, N(want));
+    check_split(sql, shards, N(shards), RET | SKIP, want, N(want));
+}
+
+/* DO UPDATE without WHERE writes every row once: nothing is skipped. */
+static void test_on_conflict_update(void **state)
+{
+    (void)state;
+    const char *sql = "insert into t (k, n) values (1, 1), (2, 1) on conflict (k) do update set n = t.n + "
+                      "excluded.n returning k, n";
+    const int shards[] = {0, 1};
+    const want_part want[] = {
+        {0,
+         {0},
+         1,
+         {0},
+         "insert into t (k, n) values (1, 1) on conflict (k) do update set n = t.n + "
+         "excluded.n returning k, n"},
+        {1,
+         {1},
+         1,
+         {0},
+         "insert into t (k, n) values (2, 1) on conflict (k) do update set n = t.n + "
+         "excluded.n returning k, n"},
+    };
+    check_split(sql, shards, N(shards), RET, want, N(want));
+}
+
+/* Expression forms the deparser must write back to the same tree. */
+static void test_expressions(void **state)
+{
+    (void)state;
+    static const char *const rows[] = {
+        "(1::bigint, '1'::int, -1, - 1, -(-1), 2 ^ -1, -2147483648, -9223372036854775808, 1.5e-3)",
+        "('{}'::int[], array[1, -2], array[]::text[], row(1, 2), (1, 'x'), 'x'::\"char\", 1::numeric(10, 2))",
+        "(E'a\\'b\\n', $$dollar's$$, U&'\\0041', B'101', X'ff', 'a' || 'b', 'x' collate \"C\")",
+        "(interval '1 day', '1 hour'::interval, date '2020-01-01', true, null, not false, current_timestamp)",
+        "('{\"a\":1}'::jsonb -> 'a', coalesce(null, 1), case when 1 > 0 then 'p' else 'n' end, nullif(1, 2))",
+        "(greatest(1, 2), 1 between 0 and 2, 'a' like 'b%', 1 in (1, 2), 1 is distinct from 2, \"F\"(\"X\"))",
+    };
+    char sql[2048], want0[2048], want1[2048];
+    size_t n = (size_t)snprintf(sql, sizeof sql, "insert into t values ");
+    for (size_t i = 0; i < N(rows); i++)
+        n += (size_t)snprintf(sql + n, sizeof sql - n, "%s%s", i ? ", " : "", rows[i]);
+    assert_true(n < sizeof sql);
+    snprintf(want0, sizeof want0, "insert into t values %s, %s, %s", rows[0], rows[2], rows[4]);
+    snprintf(want1, sizeof want1, "insert into t values %s, %s, %s", rows[1], rows[3], rows[5]);
+    const int shards[] = {0, 1, 0, 1, 0, 1};
+    const want_part want[] = {{0, {0, 2, 4}, 3, {0}, want0}, {1, {1, 3, 5}, 3, {0}, want1}};
+    check_split(sql, shards, N(shards), 0, want, N(want));
 }
 
 typedef struct refusal {
@@ -349,11 +446,18 @@ static void test_many_rows(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_interleaved), cmocka_unit_test(test_exact_text),
-        cmocka_unit_test(test_one_shard),   cmocka_unit_test(test_shard_order),
-        cmocka_unit_test(test_params),      cmocka_unit_test(test_params_shared),
-        cmocka_unit_test(test_quoted),      cmocka_unit_test(test_on_conflict_nothing),
-        cmocka_unit_test(test_refusals),    cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_exact_text),
+        cmocka_unit_test(test_one_shard),
+        cmocka_unit_test(test_shard_order),
+        cmocka_unit_test(test_params),
+        cmocka_unit_test(test_params_shared),
+        cmocka_unit_test(test_quoted),
+        cmocka_unit_test(test_on_conflict_nothing),
+        cmocka_unit_test(test_on_conflict_update),
+        cmocka_unit_test(test_expressions),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
