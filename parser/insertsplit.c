@@ -104,6 +104,26 @@ static bool values_only(const PgQuery__SelectStmt *s)
            !s->n_locking_clause;
 }
 
+static size_t row_width(const Node *row)
+{
+    return row && row->node_case == PG_QUERY__NODE__NODE_LIST && row->list ? row->list->n_items : 0;
+}
+
+/* PostgreSQL rejects the whole statement when its rows differ in length; split, the rows of
+ * one length could land on one shard and those of another elsewhere, and every part would
+ * succeed. */
+static int check_widths(splitter *sp, const PgQuery__SelectStmt *s)
+{
+    size_t width = row_width(s->values_lists[0]);
+    for (size_t i = 0; i < s->n_values_lists; i++) {
+        if (!s->values_lists[i] || s->values_lists[i]->node_case != PG_QUERY__NODE__NODE_LIST)
+            return refuse(sp, "%s", IS_SHAPE_MSG);
+        if (row_width(s->values_lists[i]) != width)
+            return refuse_state(sp, "42601", "pgshard: VALUES lists must all be the same length");
+    }
+    return IS_OK;
+}
+
 static int check_values(splitter *sp, const Node *sel)
 {
     if (!sel)
@@ -116,7 +136,7 @@ static int check_values(splitter *sp, const Node *sel)
     if (!values_only(s))
         return refuse(sp, "pgshard: a multi-shard INSERT ... VALUES cannot have WITH, ORDER BY, LIMIT or "
                           "locking clauses");
-    return IS_OK;
+    return check_widths(sp, s);
 }
 
 /* The one INSERT ... VALUES in the tree, or a refusal. */
