@@ -259,22 +259,28 @@ static void mark_refs(splitter *sp, size_t from, size_t to)
         sp->newnum[sp->refs[i].orig] = 1;
 }
 
-static void renumber_refs(const splitter *sp, size_t from, size_t to)
+static void renumber_refs(splitter *sp, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++)
         sp->refs[i].ref->number = sp->newnum[sp->refs[i].orig];
 }
 
-/* Gives the parameters the part uses (its rows' and those outside VALUES) the numbers 1..n
- * in the order of their original numbers, in the tree and in the part's map. */
+/* Calls fn on the refs a part's statement holds: those outside VALUES and its rows'. */
+static void part_refs(splitter *sp, const prs_insert_part *part, void (*fn)(splitter *, size_t, size_t))
+{
+    fn(sp, 0, sp->row_refs[0]);
+    for (uint32_t i = 0; i < part->nrows; i++)
+        fn(sp, sp->row_refs[part->rows[i]], sp->row_refs[part->rows[i] + 1]);
+}
+
+/* Gives the parameters the part uses the numbers 1..n in the order of their original
+ * numbers, in the tree and in the part's map. */
 static int number_params(splitter *sp, prs_insert_part *part)
 {
     if (sp->max_param == 0)
         return IS_OK;
     memset(sp->newnum, 0, ((size_t)sp->max_param + 1) * sizeof *sp->newnum);
-    mark_refs(sp, 0, sp->row_refs[0]);
-    for (uint32_t i = 0; i < part->nrows; i++)
-        mark_refs(sp, sp->row_refs[part->rows[i]], sp->row_refs[part->rows[i] + 1]);
+    part_refs(sp, part, mark_refs);
     uint16_t n = 0;
     for (int32_t p = 1; p <= sp->max_param; p++)
         if (sp->newnum[p])
@@ -288,9 +294,7 @@ static int number_params(splitter *sp, prs_insert_part *part)
     for (int32_t p = 1; p <= sp->max_param; p++)
         if (sp->newnum[p])
             part->params[sp->newnum[p] - 1] = (uint16_t)p;
-    renumber_refs(sp, 0, sp->row_refs[0]);
-    for (uint32_t i = 0; i < part->nrows; i++)
-        renumber_refs(sp, sp->row_refs[part->rows[i]], sp->row_refs[part->rows[i] + 1]);
+    part_refs(sp, part, renumber_refs);
     return IS_OK;
 }
 

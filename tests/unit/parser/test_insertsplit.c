@@ -434,6 +434,28 @@ static void test_bad_input(void **state)
     prs_insert_split_free(NULL);
 }
 
+/* Deep nesting is refused, not walked without bound. */
+static void test_deep(void **state)
+{
+    (void)state;
+    size_t terms = 2000, cap = terms * 2 + 64;
+    char *sql = malloc(cap);
+    assert_non_null(sql);
+    size_t len = (size_t)snprintf(sql, cap, "insert into t values (1), (1");
+    for (size_t i = 1; i < terms; i++) {
+        sql[len++] = '+';
+        sql[len++] = '1';
+    }
+    sql[len++] = ')';
+    const int shards[] = {0, 1};
+    prs_insert_split s;
+    assert_int_equal(prs_insert_split_make(sql, len, shards, 2, &s), 1);
+    assert_string_equal(s.sqlstate, "54001");
+    assert_null(s.parts);
+    prs_insert_split_free(&s);
+    free(sql);
+}
+
 /* Many rows over a few shards: every row lands in exactly one part, in order. */
 static void test_many_rows(void **state)
 {
@@ -488,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_rows),
+        cmocka_unit_test(test_deep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
