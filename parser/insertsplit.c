@@ -39,7 +39,7 @@ typedef struct splitter {
     uint32_t nrows;
     is_ref *refs; /* owned: every $n, those outside VALUES first, then row by row */
     size_t nrefs, refs_cap;
-    size_t *row_refs; /* owned, NULL without parameters: row r's refs are
+    size_t *row_refs; /* owned, nrows + 1 entries: row r's refs are
                          refs[row_refs[r] .. row_refs[r + 1]); those before row_refs[0]
                          are outside VALUES */
     int32_t max_param;
