@@ -1039,8 +1039,9 @@ static px_step client_forward_step(px_client *cl)
         if (r == 1 && !cl->refuse) {
             /* A refusal must say why; without one the statement would be routed again and
              * again. Never reached by design: answered as an internal error if it is. */
-            if (px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the statement was refused without a "
-                                                                 "reason (a bug): it did not run") < 0) {
+            if (px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR,
+                                "pgshard: the statement was refused without a "
+                                "reason (a bug): it did not run") < 0) {
                 px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
                 return PX_STEP_CLOSED;
             }

@@ -23,6 +23,8 @@
 
 /* Bytes of merged output queued for the client above which the shards are not read. */
 #define FANOUT_CLIENT_MAX (256u << 10)
+/* A write's RETURNING rows, held until it commits, at most this much. */
+#define FANOUT_WRITE_ROWS_MAX (64u << 20)
 /* COPY FROM: rows gathered for a shard before they go out as one CopyData. */
 #define FANOUT_COPY_CHUNK (64u << 10)
 /* COPY FROM: bytes queued towards a shard above which the client is not read. */
@@ -73,6 +75,7 @@ struct px_fanout {
     char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
     uint64_t prepare_ns;  /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
     bool commit_failed;   /* WRITE: a COMMIT PREPARED failed: the decision must stay */
+    pgs_buf head;         /* WRITE: shard 0's ParseComplete/BindComplete/NoData, for the client */
     bool describe;        /* ext: the client asked for the RowDescription */
     bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -187,6 +190,7 @@ static void fanout_release(px_fanout *fo)
     pgs_buf_free(&fo->out);
     pgs_buf_free(&fo->req);
     pgs_buf_free(&fo->parse_body);
+    pgs_buf_free(&fo->head);
     free(fo->parse_name);
     if (fo->copy)
         prs_copy_opts_free(fo->copy);
@@ -687,8 +691,8 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->nshards = n;
     fo->replays = flags;
     fo->phase = flags + n;
-    fo->copying = flags + 2 * n;
-    fo->committed = flags + 3 * n;
+    fo->copying = flags + (size_t)2 * n;
+    fo->committed = flags + (size_t)3 * n;
     fo->routes = rt;
     memcpy(rt, rq->routes, (size_t)n * sizeof *rt);
     fo->ext = ext != NULL;
@@ -874,8 +878,11 @@ static void fanout_finish(px_fanout *fo)
         copy_out_end(fo);
     if (!fo->failed && (fo->mode == PX_FAN_COPY_OUT || fo->mode == PX_FAN_COPY_IN))
         copy_complete(fo);
-    if (!fo->failed && fo->mode == PX_FAN_WRITE)
+    if (!fo->failed && fo->mode == PX_FAN_WRITE) {
+        px_conn_send_buf(&cl->conn, &fo->head);
+        px_conn_send_buf(&cl->conn, &fo->out);
         write_complete(fo);
+    }
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
     if (!fo->failed && fo->merge && !fo->head_done)
@@ -1112,8 +1119,8 @@ static void write_next(px_fanout *fo)
     case WS_PREPARE:
         /* Recovery rolls back a prepared transaction older than its grace that has no
          * decision: deciding that late could commit shard 0 alone. */
-        if (!fo->failed &&
-            uv_hrtime() - fo->prepare_ns > (uint64_t)fo->cl->conn.w->conf->cfg->two_phase_recovery_grace_ms * 500000)
+        if (!fo->failed && uv_hrtime() - fo->prepare_ns >
+                               (uint64_t)fo->cl->conn.w->conf->cfg->two_phase_recovery_grace_ms * 500000)
             fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE,
                         "pgshard: the shards took too long to prepare the transaction; it was rolled back");
         if (fo->failed)
@@ -1153,16 +1160,16 @@ static void write_result(px_fanout *fo, int s, char type, const uint8_t *p, size
 {
     const uint8_t *body = p + PGS_HDR_LEN;
     size_t n = total - PGS_HDR_LEN;
-    px_conn *c = &fo->cl->conn;
     bool mine = fo->all_rows || s == 0;
-    if (type == PGS_BE_ROW_DESC && mine && !fo->rd_sent && !fo->failed) {
-        px_conn_send(c, p, total);
-        fo->rd_sent = true;
-    } else if (type == PGS_BE_DATA_ROW && mine && !fo->failed) {
-        px_conn_send(c, p, total);
-    } else if ((type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA) &&
-               s == 0 && !fo->failed) {
-        px_conn_send(c, p, total); /* the extended protocol's answers, once */
+    /* Held until every shard has committed: the client sees nothing of a write that is
+     * rolled back, and the extended protocol's answers come before the rows. */
+    bool head = type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA;
+    bool row = type == PGS_BE_DATA_ROW || (type == PGS_BE_ROW_DESC && !fo->rd_sent);
+    if ((head && s == 0) || (row && mine)) {
+        fo->rd_sent = fo->rd_sent || type == PGS_BE_ROW_DESC;
+        if (pgs_buf_append(head ? &fo->head : &fo->out, p, total) < 0 || fo->out.len > FANOUT_WRITE_ROWS_MAX)
+            fanout_fail(fo, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
+                        "pgshard: a write on several shards may return at most 64 MB of RETURNING rows");
     } else if (type == PGS_BE_COMMAND_COMPLETE && mine) {
         /* "UPDATE n", "DELETE n", "INSERT 0 n": the verb, and the count summed */
         const char *sp = memrchr(body, ' ', n);

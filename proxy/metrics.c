@@ -96,8 +96,9 @@ static void metrics_fanouts(px_worker *w, pgs_buf *b)
 {
     static const char *const kinds[] = {"read", "ddl", "copy"}, *const results[] = {"ok", "error"};
     px_global_stats *g = &w->px->gs;
-    pgs_buf_appendf(b, "# HELP pgshard_fanouts_total Statements run on every shard: merged reads, DDL and COPY, by "
-                       "result\n# TYPE pgshard_fanouts_total counter\n");
+    pgs_buf_appendf(
+        b, "# HELP pgshard_fanouts_total Statements run on every shard: merged reads, DDL and COPY, by "
+           "result\n# TYPE pgshard_fanouts_total counter\n");
     for (int k = 0; k < 3; k++)
         for (int r = 0; r < 2; r++)
             pgs_buf_appendf(b, "pgshard_fanouts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k],
