@@ -116,3 +116,27 @@ def install_watchdog(seconds):
     signal.alarm(seconds)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, _on_signal)
+
+
+class Checks:
+    """One line per check ("ok   name" or "FAIL name: detail") and the counts."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, ok, name, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}")
+
+
+def sqlstate_of(fn):
+    """Runs fn: (None, "") when it succeeds, else the error's SQLSTATE and text."""
+    try:
+        fn()
+    except psycopg.Error as e:
+        return e.sqlstate, str(e)
+    return None, ""

@@ -33,19 +33,6 @@ CLUSTER = diffcluster.Cluster("copy-cluster", shards=2)
 N = 100_000
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def __call__(self, ok, name, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL {name}: {detail}")
-
-
 def misplaced(shards):
     """Rows on a shard the default map (2 shards, 1024 buckets) does not give their key."""
     return [c.execute("SELECT count(*) FROM items WHERE (hashint8extended(tenant_id, 0) & 1023) * 2 / 1024 <> %s",
@@ -62,14 +49,6 @@ def truncate(shards):
         c.execute("TRUNCATE items")
 
 
-def sqlstate_of(fn):
-    try:
-        fn()
-    except psycopg.Error as e:
-        return e.sqlstate, str(e)
-    return None, ""
-
-
 def rows():
     # Quotes, tabs, commas, newlines and multi-byte text in s, NULLs in note.
     for i in range(N):
@@ -80,7 +59,7 @@ def rows():
 def main():
     diffcluster.install_watchdog(280)
     atexit.register(CLUSTER.stop)
-    check = Checks()
+    check = diffcluster.Checks()
     started = time.monotonic()
     CLUSTER.start()
     shards = CLUSTER.shard_conns()
@@ -167,16 +146,16 @@ def run(check, proxy, shards):
 
     # 3. bad data
     truncate(shards)
-    st, msg = sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=b"1\t1\nabc\t2\n"))
+    st, msg = diffcluster.sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=b"1\t1\nabc\t2\n"))
     check(st == "22P02" and "line 2" in msg and totals(shards)[0] == 0, "a key that is not an integer",
           f"{st} {msg} {totals(shards)}")
-    st, msg = sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=b"1\t1\n\\N\t2\n"))
+    st, msg = diffcluster.sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=b"1\t1\n\\N\t2\n"))
     check(st == "0A000" and totals(shards)[0] == 0, "a NULL key", f"{st} {msg}")
     placed = diffcluster.shard_of(shards[0], [1, 2, 3, 4, 5, 6, 7, 8], shards=2)
     a = next(t for t in placed if placed[t] == 0)
     b = next(t for t in placed if placed[t] == 1)
     data = f"{a}\t1\n{b}\t-5\n".encode()  # the CHECK fails on b's shard only
-    st, msg = sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=data))
+    st, msg = diffcluster.sqlstate_of(lambda: copy_in(conn, "COPY items (tenant_id, v) FROM STDIN", data=data))
     n, _, per = totals(shards)
     check(st == "23514" and "shard 0 loaded its rows and keeps them" in msg and per == [1, 0],
           "a row one shard refuses: the error says which shard kept its rows", f"{st} {msg} {per}")
@@ -200,7 +179,7 @@ def run(check, proxy, shards):
 
     # 4. refusals
     def refused(name, fn, words):
-        st, msg = sqlstate_of(fn)
+        st, msg = diffcluster.sqlstate_of(fn)
         check(st == "0A000" and all(w in msg for w in words), name, f"{st} {msg}")
 
     refused("COPY without the key column", lambda: copy_in(conn, "COPY items (v) FROM STDIN", data=b"1\n"),

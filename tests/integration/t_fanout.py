@@ -40,29 +40,8 @@ ROWS_PER_TENANT = 20
 TENANTS = list(range(1, 41))
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def __call__(self, ok, name, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL {name}: {detail}")
-
-
 def simple(conn):
     return psycopg.ClientCursor(conn)
-
-
-def sqlstate_of(fn):
-    try:
-        fn()
-    except psycopg.Error as e:
-        return e.sqlstate, str(e)
-    return None, ""
 
 
 def busy_backends(conn):
@@ -84,7 +63,7 @@ def wait_idle(shards, timeout=10):
 def main():
     diffcluster.install_watchdog(240)
     atexit.register(CLUSTER.stop)
-    check = Checks()
+    check = diffcluster.Checks()
     started = time.monotonic()
     CLUSTER.start()
     shards = CLUSTER.shard_conns()
@@ -129,7 +108,7 @@ def run(check, proxy, shards):
 
     # 2. an error on one shard only
     bad = next(t for t in TENANTS if placed[t] == 1)
-    st, msg = sqlstate_of(lambda: cur.execute(f"SELECT v / (tenant_id - {bad}) FROM items").fetchall())
+    st, msg = diffcluster.sqlstate_of(lambda: cur.execute(f"SELECT v / (tenant_id - {bad}) FROM items").fetchall())
     check(st == "22012", "an error on one shard reaches the client", f"{st} {msg}")
     n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
     check(n == len(rows), "the connection goes on after the error", f"{n}")
@@ -141,7 +120,7 @@ def run(check, proxy, shards):
     timer = threading.Timer(1.0, conn.cancel)
     timer.start()
     t0 = time.monotonic()
-    st, msg = sqlstate_of(lambda: cur.execute(q).fetchall())
+    st, msg = diffcluster.sqlstate_of(lambda: cur.execute(q).fetchall())
     took = time.monotonic() - t0
     timer.join()
     check(st == "57014" and took < 10, "cancel ends every shard's query", f"{st} after {took:.1f} s: {msg}")
@@ -163,7 +142,7 @@ def run(check, proxy, shards):
 
     # 5. refusals
     def refused(name, fn, words):
-        st, msg = sqlstate_of(fn)
+        st, msg = diffcluster.sqlstate_of(fn)
         check(st == "0A000" and all(w in msg for w in words), name, f"{st} {msg}")
 
     def in_txn():
@@ -189,11 +168,11 @@ def run(check, proxy, shards):
     on = [c.execute("SELECT count(*) FROM pg_class WHERE relname = 'ddl_a_id'").fetchone()[0] for c in shards]
     check(on == [1, 1], "CREATE INDEX (extended protocol) reaches every shard", f"{on}")
     shards[1].execute("CREATE TABLE ddl_b (id int)")
-    st, msg = sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_b (id int)"))
+    st, msg = diffcluster.sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_b (id int)"))
     on = [c.execute("SELECT count(*) FROM pg_class WHERE relname = 'ddl_b'").fetchone()[0] for c in shards]
     check(st == "42P07" and "shard 0 applied it" in msg and on == [1, 1],
           "DDL failing on shard 1 says shard 0 applied it", f"{st} {msg} {on}")
-    st, msg = sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_a (id int)"))
+    st, msg = diffcluster.sqlstate_of(lambda: cur.execute("CREATE TABLE ddl_a (id int)"))
     check(st == "42P07" and "no shard applied it" in msg, "DDL failing on shard 0 says so", f"{st} {msg}")
     cur.execute("DROP TABLE ddl_a, ddl_b")
     on = [c.execute("SELECT count(*) FROM pg_class WHERE relname IN ('ddl_a', 'ddl_b')").fetchone()[0]

@@ -32,27 +32,6 @@ import diffcluster  # noqa: E402
 CLUSTER = diffcluster.Cluster("twopc-cluster", shards=3)
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def __call__(self, ok, name, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL {name}: {detail}")
-
-
-def sqlstate_of(fn):
-    try:
-        fn()
-    except psycopg.Error as e:
-        return e.sqlstate, str(e)
-    return None, ""
-
-
 def on_shards(shards, sql, params=None):
     return [c.execute(sql, params).fetchone()[0] for c in shards]
 
@@ -78,7 +57,7 @@ def proxy(**keys):
 def main():
     diffcluster.install_watchdog(280)
     atexit.register(CLUSTER.stop)
-    check = Checks()
+    check = diffcluster.Checks()
     started = time.monotonic()
     CLUSTER.start()
     shards = CLUSTER.shard_conns()
@@ -107,11 +86,11 @@ def one_phase(check, shards):
         check(cur.statusmessage == "UPDATE 2" and on == [2, 2, 2], "an omnisharded UPDATE, answered once",
               f"{cur.statusmessage} {on}")
         shards[2].execute("INSERT INTO countries VALUES ('it', 'only on shard 2')")
-        st, msg = sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES ('it', 'Italy')"))
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES ('it', 'Italy')"))
         on = on_shards(shards, "SELECT count(*) FROM countries WHERE code = 'it'")
         check(st == "23505" and on == [0, 0, 1], "a write one shard refuses changes no shard", f"{st} {on}")
         shards[2].execute("DELETE FROM countries WHERE code = 'it'")
-        st, msg = sqlstate_of(lambda: conn.execute("UPDATE items SET v = v + 1"))
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute("UPDATE items SET v = v + 1"))
         check(st == "0A000", "a keyless UPDATE is refused without allow_cross_shard_writes", f"{st} {msg}")
         conn.close()
     finally:

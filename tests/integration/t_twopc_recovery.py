@@ -63,19 +63,6 @@ EXCEPTION WHEN duplicate_object OR duplicate_table OR unique_violation THEN NULL
 END $$"""
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def __call__(self, ok, name, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL {name}: {detail}")
-
-
 def prepare(conn, name, tag):
     conn.execute("BEGIN")
     conn.execute("INSERT INTO t2pc (tag) VALUES (%s)", (tag,))
@@ -135,7 +122,7 @@ def setup():
 def main():
     diffcluster.install_watchdog(240)
     atexit.register(CLUSTER.stop)
-    check = Checks()
+    check = diffcluster.Checks()
     started = time.monotonic()
     CLUSTER.start()
     app, other, deciding = setup()
