@@ -17,6 +17,7 @@
 #include "proxy/copysplit.h"
 #include "proxy/merge.h"
 #include "proxy/monitor.h"
+#include "parser/insertsplit.h"
 #include "proxy/px.h"
 #include "proxy/recovery.h"
 #include "proxy/testhook.h"
@@ -76,6 +77,9 @@ struct px_fanout {
     uint64_t prepare_ns;  /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
     bool commit_failed;   /* WRITE: a COMMIT PREPARED failed: the decision must stay */
     pgs_buf head;         /* WRITE: shard 0's ParseComplete/BindComplete/NoData, for the client */
+    prs_insert_split *ins; /* owned: WRITE of an INSERT split per shard, or NULL */
+    pgs_buf *reqs;         /* owned with ins: per shard, its INSERT (empty: the shard has no row) */
+    pgs_buf *rowbufs;      /* owned with ins: per shard, its RETURNING rows, to put back in order */
     bool describe;        /* ext: the client asked for the RowDescription */
     bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
     char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
@@ -93,6 +97,7 @@ static void copy_end_shards(px_fanout *fo, const char *why);
 static void write_start(px_fanout *fo);
 static void write_next(px_fanout *fo);
 static void write_complete(px_fanout *fo);
+static void split_rows_out(px_fanout *fo);
 
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
  * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
@@ -191,6 +196,15 @@ static void fanout_release(px_fanout *fo)
     pgs_buf_free(&fo->req);
     pgs_buf_free(&fo->parse_body);
     pgs_buf_free(&fo->head);
+    for (int s = 0; fo->reqs && s < fo->nshards; s++) {
+        pgs_buf_free(&fo->reqs[s]);
+        pgs_buf_free(&fo->rowbufs[s]);
+    }
+    free(fo->reqs);
+    free(fo->rowbufs);
+    if (fo->ins)
+        prs_insert_split_free(fo->ins);
+    free(fo->ins);
     free(fo->parse_name);
     if (fo->copy)
         prs_copy_opts_free(fo->copy);
@@ -204,26 +218,84 @@ static void fanout_release(px_fanout *fo)
     free(fo);
 }
 
-/* What each shard is sent: the shard query as a Query, or in the client's extended form. */
-static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe)
+/* A split INSERT's part keeps some of the client's parameters, renumbered: its Parse types
+ * and its Bind formats and values are those of params[k] (1-based numbers). */
+static void part_types(pgs_buf *b, const uint8_t *p, size_t n, const prs_insert_part *pt)
 {
-    pgs_buf *b = &fo->req;
+    pgs_reader rd = pgs_reader_make(p, n);
+    uint16_t nt = 0;
+    if (pgs_rd_be16(&rd, &nt) < 0 || rd.left < (size_t)nt * 4)
+        nt = 0;
+    pgs_buf_append_be16(b, pt->nparams);
+    for (uint16_t k = 0; k < pt->nparams; k++)
+        pgs_buf_append_be32(b, pt->params[k] <= nt ? pgs_be32(rd.p + (size_t)(pt->params[k] - 1) * 4) : 0);
+}
+
+static void part_bind(pgs_buf *b, const uint8_t *p, size_t n, const prs_insert_part *pt)
+{
+    pgs_reader rd = pgs_reader_make(p, n);
+    uint16_t nf, np;
+    const uint8_t *fmts;
+    const uint8_t **vals = NULL;
+    uint32_t *lens = NULL;
+    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &fmts) < 0 || pgs_rd_be16(&rd, &np) < 0)
+        goto as_is;
+    vals = malloc(((size_t)np + 1) * sizeof *vals);
+    lens = malloc(((size_t)np + 1) * sizeof *lens);
+    if (!vals || !lens)
+        goto as_is;
+    for (uint16_t i = 0; i < np; i++)
+        if (pgs_rd_be32(&rd, &lens[i]) < 0 ||
+            (lens[i] != UINT32_MAX && pgs_rd_bytes(&rd, lens[i], &vals[i]) < 0))
+            goto as_is;
+    pgs_buf_append_be16(b, nf > 1 ? pt->nparams : nf);
+    for (uint16_t k = 0; k < (nf > 1 ? pt->nparams : nf); k++)
+        pgs_buf_append(b, fmts + (nf > 1 ? (size_t)(pt->params[k] - 1) * 2 : (size_t)k * 2), 2);
+    pgs_buf_append_be16(b, pt->nparams);
+    for (uint16_t k = 0; k < pt->nparams; k++) {
+        uint16_t i = pt->params[k] - 1;
+        if (i >= np)
+            goto as_is;
+        pgs_buf_append_be32(b, lens[i]);
+        if (lens[i] != UINT32_MAX)
+            pgs_buf_append(b, vals[i], lens[i]);
+    }
+    pgs_buf_append(b, rd.p, rd.left); /* the result formats */
+    free(vals);
+    free(lens);
+    return;
+as_is:
+    free(vals);
+    free(lens);
+    pgs_buf_append(b, p, n); /* the shard answers as PostgreSQL would */
+}
+
+/* What a shard is sent: sql as a Query, or in the client's extended form (with part, the
+ * parameters of a split INSERT's part). */
+static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const px_fanout_ext *e, bool describe,
+                             const prs_insert_part *part)
+{
     if (!e) {
-        pgs_msg_query(b, fo->plan.sql);
+        pgs_msg_query(b, sql);
         return;
     }
     size_t tl = pgs_strnlen((const char *)e->stmt, e->stmt_len);
     size_t m = pgs_msg_begin(b, PGS_FE_PARSE);
     pgs_buf_append_u8(b, 0);
-    pgs_buf_append_cstr(b, fo->plan.sql);
-    if (tl < e->stmt_len)
+    pgs_buf_append_cstr(b, sql);
+    if (part && tl < e->stmt_len)
+        part_types(b, e->stmt + tl + 1, e->stmt_len - tl - 1, part);
+    else if (tl < e->stmt_len)
         pgs_buf_append(b, e->stmt + tl + 1, e->stmt_len - tl - 1); /* the parameter types */
     else
         pgs_buf_append_be16(b, 0);
     pgs_msg_end(b, m);
     m = pgs_msg_begin(b, PGS_FE_BIND);
     pgs_buf_append(b, "\0", 2);
-    fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
+    if (part)
+        part_bind(b, e->bind, e->bind_len, part);
+    else
+        fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
     pgs_msg_end(b, m);
     if (describe) {
         m = pgs_msg_begin(b, PGS_FE_DESCRIBE);
@@ -236,6 +308,29 @@ static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describ
     pgs_msg_end(b, m);
     m = pgs_msg_begin(b, PGS_FE_SYNC);
     pgs_msg_end(b, m);
+}
+
+static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe)
+{
+    fanout_build_one(fo, &fo->req, fo->plan.sql, e, describe, NULL);
+}
+
+/* A split INSERT: each shard's statement (a shard without rows only begins and commits). */
+static int fanout_build_split(px_fanout *fo, const px_fanout_ext *e)
+{
+    fo->reqs = calloc((size_t)fo->nshards, sizeof *fo->reqs);
+    fo->rowbufs = calloc((size_t)fo->nshards, sizeof *fo->rowbufs);
+    if (!fo->reqs || !fo->rowbufs)
+        return -1;
+    for (int k = 0; k < fo->ins->nparts; k++) {
+        const prs_insert_part *pt = &fo->ins->parts[k];
+        if (pt->shard < 0 || pt->shard >= fo->nshards)
+            return -1;
+        fanout_build_one(fo, &fo->reqs[pt->shard], pt->sql, e, fo->describe, pt);
+        if (pgs_buf_failed(&fo->reqs[pt->shard]))
+            return -1;
+    }
+    return 0;
 }
 
 /* A broadcast's next shard gets the client's session state and the statement. */
@@ -685,6 +780,8 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     memset(rq->plan, 0, sizeof *rq->plan);
     fo->copy = rq->copy;
     rq->copy = NULL;
+    fo->ins = rq->split;
+    rq->split = NULL;
     fo->key_oid = rq->key_oid;
     fo->mode = rq->mode;
     fo->all_rows = rq->all_rows;
@@ -707,7 +804,8 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     }
     if (pgs_buf_failed(&fo->req) || pgs_buf_failed(&fo->parse_body) ||
         (ext && ext->parse_name && !fo->parse_name) ||
-        (fo->mode == PX_FAN_COPY_IN && fanout_copy_init(fo, rq->key_index) < 0)) {
+        (fo->mode == PX_FAN_COPY_IN && fanout_copy_init(fo, rq->key_index) < 0) ||
+        (fo->ins && fanout_build_split(fo, ext) < 0)) {
         fo->cl = NULL;
         fanout_release(fo);
         return -1;
@@ -881,6 +979,8 @@ static void fanout_finish(px_fanout *fo)
     if (!fo->failed && fo->mode == PX_FAN_WRITE) {
         px_conn_send_buf(&cl->conn, &fo->head);
         px_conn_send_buf(&cl->conn, &fo->out);
+        if (fo->ins)
+            split_rows_out(fo);
         write_complete(fo);
     }
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
@@ -1167,7 +1267,8 @@ static void write_result(px_fanout *fo, int s, char type, const uint8_t *p, size
     bool row = type == PGS_BE_DATA_ROW || (type == PGS_BE_ROW_DESC && !fo->rd_sent);
     if ((head && s == 0) || (row && mine)) {
         fo->rd_sent = fo->rd_sent || type == PGS_BE_ROW_DESC;
-        if (pgs_buf_append(head ? &fo->head : &fo->out, p, total) < 0 || fo->out.len > FANOUT_WRITE_ROWS_MAX)
+        pgs_buf *to = head ? &fo->head : fo->ins && type == PGS_BE_DATA_ROW ? &fo->rowbufs[s] : &fo->out;
+        if (pgs_buf_append(to, p, total) < 0 || to->len > FANOUT_WRITE_ROWS_MAX)
             fanout_fail(fo, PGS_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
                         "pgshard: a write on several shards may return at most 64 MB of RETURNING rows");
     } else if (type == PGS_BE_COMMAND_COMPLETE && mine) {
@@ -1232,10 +1333,68 @@ static void write_start(px_fanout *fo)
         fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
         fanout_send_sql(sv, "BEGIN");
         fo->replays[s]++;
-        px_conn_send_buf(&sv->conn, &fo->req);
         fo->phase[s] = FL_QUERY;
+        const pgs_buf *req = fo->ins ? &fo->reqs[s] : &fo->req;
+        if (!req->len)
+            continue; /* a split INSERT with no row here: it only takes part in the commit */
+        px_conn_send_buf(&sv->conn, req);
         fo->pending++;
     }
+}
+
+/* The DataRow messages in b from at, one at a time. */
+static bool next_row(const pgs_buf *b, size_t *at, const uint8_t **p, size_t *n)
+{
+    if (b->len - *at < PGS_HDR_LEN)
+        return false;
+    *p = b->data + *at;
+    *n = (size_t)pgs_be32(*p + 1) + 1;
+    if (*n > b->len - *at)
+        return false;
+    *at += *n;
+    return true;
+}
+
+/* A split INSERT's RETURNING rows in the client's row order: row i is the next row of its
+ * shard. When a shard returned another number of rows than it was given (ON CONFLICT DO
+ * NOTHING, a trigger), which rows are missing cannot be known: shard by shard then. */
+static void split_rows_out(px_fanout *fo)
+{
+    px_conn *c = &fo->cl->conn;
+    const prs_insert_split *sp = fo->ins;
+    bool exact = true;
+    uint32_t total = 0;
+    for (int k = 0; k < sp->nparts; k++) {
+        size_t at = 0, n;
+        const uint8_t *p;
+        uint32_t rows = 0;
+        while (next_row(&fo->rowbufs[sp->parts[k].shard], &at, &p, &n))
+            rows++;
+        exact = exact && rows == sp->parts[k].nrows;
+        total += sp->parts[k].nrows;
+    }
+    if (!exact) {
+        for (int s = 0; s < fo->nshards; s++)
+            px_conn_send_buf(c, &fo->rowbufs[s]);
+        return;
+    }
+    size_t *at = calloc((size_t)fo->nshards, sizeof *at);
+    uint32_t *next = calloc(sp->nparts > 0 ? (size_t)sp->nparts : 1, sizeof *next);
+    for (uint32_t i = 0; at && next && i < total; i++) {
+        /* the part holding original row i is the one whose next index is i */
+        for (int k = 0; k < sp->nparts; k++) {
+            const prs_insert_part *pt = &sp->parts[k];
+            const uint8_t *p;
+            size_t n;
+            if (next[k] < pt->nrows && pt->rows[next[k]] == i && next_row(&fo->rowbufs[pt->shard], &at[pt->shard], &p, &n)) {
+                px_conn_send(c, p, n);
+                next[k]++;
+                break;
+            }
+        }
+    }
+    free(at);
+    free(next);
 }
 
 /* The client's CommandComplete of a write on several shards. */

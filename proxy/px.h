@@ -382,6 +382,8 @@ typedef struct px_fanout_ext {
     size_t stmt_len;
     const uint8_t *bind; /* the Bind body after its portal and statement names */
     size_t bind_len;
+    const uint8_t *bind_msg; /* the whole Bind body (names included) */
+    size_t bind_msg_len;
     bool describe; /* the client asked for the portal's RowDescription */
 } px_fanout_ext;
 /* What a statement on every shard does. */
@@ -403,6 +405,7 @@ typedef struct px_fanout_req {
     prs_copy_opts *copy;      /* taken (set to NULL) in the COPY modes: the statement's options */
     int key_index;            /* COPY_IN: the key's position among the COPY's columns */
     uint32_t key_oid;         /* COPY modes: the key column's type */
+    struct prs_insert_split *split; /* taken (set to NULL): WRITE of an INSERT split per shard */
     bool all_rows;            /* WRITE: every shard's RETURNING rows and counts (sharded
                                  table); else shard 0's (an omnisharded table, the same everywhere) */
 } px_fanout_req;

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "parser/copyopts.h"
+#include "parser/insertsplit.h"
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
 #include "proxy/monitor.h"
@@ -159,6 +160,7 @@ static void route_sk_input(px_client *cl, px_sk_input *in)
     in->pinned_shard = cl->pinned_shard;
     in->nshards = w->conf->nshards;
     in->cross_writes = w->conf->cfg->allow_cross_shard_writes;
+    in->split_inserts = w->conf->cfg->two_phase_commit;
 }
 
 /* The shard of an analysed statement: its key, the hint's or session's tenant, or
@@ -372,7 +374,7 @@ static void route_bind(px_client *cl, px_stmt *st, const uint8_t *sb, size_t sl,
 static bool route_wide(uint8_t verdict)
 {
     return verdict == PX_SK_ALL || verdict == PX_SK_EVERY || verdict == PX_SK_WRITE_ALL ||
-           verdict == PX_SK_WRITE_OMNI;
+           verdict == PX_SK_WRITE_OMNI || verdict == PX_SK_WRITE_SPLIT;
 }
 
 static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
@@ -662,6 +664,40 @@ static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req 
     return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
 }
 
+/* An INSERT whose VALUES rows belong to several shards: one INSERT per shard with its
+ * rows (parser/insertsplit.c), run in one two-phase transaction. Returns 0 with req->split
+ * set, or as px_xact_begin. */
+static int route_split(px_client *cl, const char *sql, size_t len, const px_fanout_ext *ext, px_fanout_req *req)
+{
+    px_worker *w = cl->conn.w;
+    const prs_query_info *qi = route_analyze(w, sql, len);
+    if (!qi || !qi->insert_rows)
+        return px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the INSERT to split was not understood");
+    px_sk_input in;
+    px_sk_bind bind = {NULL, 0, NULL, 0};
+    route_sk_input(cl, &in);
+    in.qi = qi;
+    in.sql = sql;
+    in.len = len;
+    in.lex = &w->lex;
+    if (ext) {
+        bind.body = ext->bind_msg;
+        bind.len = ext->bind_msg_len;
+        bind_types(ext->stmt, ext->stmt_len, pgs_strnlen((const char *)ext->stmt, ext->stmt_len), &bind);
+        in.bind = &bind;
+    }
+    int *shards = malloc(qi->insert_rows * sizeof *shards);
+    prs_insert_split *sp = calloc(1, sizeof *sp);
+    int r = shards && sp ? 0 : -1;
+    req->split = sp;
+    if (r == 0 && px_sk_insert_shards(&in, shards) < 0)
+        r = px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the INSERT's rows could not be placed again");
+    if (r == 0 && (r = prs_insert_split_make(sql, len, shards, qi->insert_rows, sp)) == 1)
+        r = px_route_refuse(cl, sp->sqlstate, sp->msg);
+    free(shards);
+    return r;
+}
+
 /* A statement on every shard: a read that no key restricts (planned, then merged), DDL
  * (sent as it is, shard after shard) or COPY of a sharded table (fanout.c), each shard on a
  * node chosen as for any statement of its kind. consume: the bytes of the client's input it
@@ -672,7 +708,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
 {
     px_worker *w = cl->conn.w;
     bool every = qc->sk.verdict == PX_SK_EVERY, copy = qc->kind == PRS_KIND_COPY;
-    bool write = qc->sk.verdict == PX_SK_WRITE_ALL || qc->sk.verdict == PX_SK_WRITE_OMNI;
+    bool split = qc->sk.verdict == PX_SK_WRITE_SPLIT;
+    bool write = qc->sk.verdict == PX_SK_WRITE_ALL || qc->sk.verdict == PX_SK_WRITE_OMNI || split;
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -691,8 +728,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                          .consume = consume,
                          .ext = ext,
                          .plan = &plan,
-                         .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL};
-    int r = copy ? route_copy(cl, sql, len, &req) : 0;
+                         .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL || split};
+    int r = copy ? route_copy(cl, sql, len, &req) : split ? route_split(cl, sql, len, ext, &req) : 0;
     if (r == 0 && (every || copy || write)) /* sent as it is: the plan only carries the text */
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;
     else if (r == 0)
@@ -718,6 +755,9 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = px_fanout_start(cl, &req);
     free(req.routes);
     prs_scatter_free(&plan);
+    if (req.split)
+        prs_insert_split_free(req.split);
+    free(req.split);
     if (req.copy)
         prs_copy_opts_free(req.copy);
     free(req.copy);
@@ -807,6 +847,8 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
                 return route_ext_refuse(cl, "a statement whose text pgshard does not know");
             e.bind = rd.p;
             e.bind_len = rd.left;
+            e.bind_msg = p + off - f.total + PGS_HDR_LEN;
+            e.bind_msg_len = f.len - 4;
             bound = true;
         } else if (f.type == PGS_FE_DESCRIBE && bound && !executed && f.len == 6 && p[off - 2] == 'P' &&
                    p[off - 1] == 0) {

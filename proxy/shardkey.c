@@ -207,6 +207,7 @@ static int sk_binary_array(const px_sk_input *in, uint32_t oid, const uint8_t *p
 #define SK_UNKNOWN (-101)  /* a parameter of a Parse whose Bind is not here yet */
 #define SK_BAD_TYPE (-102) /* a parameter declared with a type a key is not hashed as */
 #define SK_REFUSED (-103)  /* out says why */
+#define SK_SPLIT (-104)    /* INSERT rows of several shards, split per shard (two-phase commit) */
 #define SK_SPANS (-2)      /* alternatives on several shards */
 #define SK_NONE (-1)       /* no key restricts it */
 static int sk_param_shard(const px_sk_input *in, uint32_t oid, uint32_t n, bool array, px_sk_result *out);
@@ -304,10 +305,11 @@ static void sk_value_error(px_sk_result *out, int err, const px_table *t)
 }
 
 /* Every INSERT row must carry a key of table t, and all of them one shard. */
-static int sk_insert_rows(const px_sk_input *in, const px_table *t, px_sk_result *out)
+static int sk_insert_rows(const px_sk_input *in, const px_table *t, px_sk_result *out, int *row_shards)
 {
     const prs_query_info *qi = in->qi;
     int shard = SK_NONE;
+    bool split = false;
     for (int row = 0; row < qi->insert_rows; row++) {
         int rs = SK_NONE;
         for (int i = 0; i < qi->n_keys && rs < 0; i++) {
@@ -329,16 +331,31 @@ static int sk_insert_rows(const px_sk_input *in, const px_table *t, px_sk_result
                       t->name, t->shard_key);
             return SK_REFUSED;
         }
-        if (shard >= 0 && rs != shard) {
+        if (row_shards)
+            row_shards[row] = rs;
+        if (shard >= 0 && rs != shard && !in->split_inserts) {
             sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                       "pgshard: the rows inserted into \"%s\" belong to different shards%s; insert each "
-                      "tenant's rows in its own statement",
+                      "tenant's rows in its own statement (or set two_phase_commit = on)",
                       t->name, "");
             return SK_REFUSED;
         }
+        split = split || (shard >= 0 && rs != shard);
         shard = rs;
     }
-    return shard;
+    return split ? SK_SPLIT : shard;
+}
+
+int px_sk_insert_shards(const px_sk_input *in, int *row_shards)
+{
+    const prs_query_info *qi = in->qi;
+    sk_scan sc;
+    sk_scan_tables(in, &sc);
+    if (!qi || qi->n_occs != 1 || !(qi->occs[0].flags & PRS_OCC_VALUES) || !sc.tab[qi->occs[0].table])
+        return -1;
+    px_sk_result scratch;
+    memset(&scratch, 0, sizeof scratch);
+    return sk_insert_rows(in, sc.tab[qi->occs[0].table], &scratch, row_shards) == SK_SPLIT ? 0 : -1;
 }
 
 /* The occurrence among a slot's candidates whose table is sharded by the slot's column: the
@@ -622,7 +639,7 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         }
         int s = SK_NONE;
         if (flags & PRS_OCC_VALUES)
-            s = sk_insert_rows(in, t, out);
+            s = sk_insert_rows(in, t, out, NULL);
         else if (!(flags & PRS_OCC_UNPROVEN))
             s = sk_occ_shard(in, sk_occ_slots(qi, sc, x, t), t, &memo, out);
         if (s == SK_REFUSED)
@@ -630,6 +647,16 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         if (s == SK_UNKNOWN) {
             unknown = true;
             continue;
+        }
+        if (s == SK_SPLIT) {
+            if (qi->n_occs != 1)
+                return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                                 "pgshard: the rows inserted into \"%s\" belong to different shards and the "
+                                 "statement reads other tables%s: insert each tenant's rows in its own statement",
+                                 t->name, "");
+            out->verdict = PX_SK_WRITE_SPLIT;
+            out->source = "rows";
+            return;
         }
         if (s < 0 && !scatter)
             return sk_occ_refuse(in, x, t, s, out);

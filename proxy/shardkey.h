@@ -31,6 +31,8 @@ typedef enum px_sk_verdict {
     PX_SK_EVERY,   /* DDL: every shard runs it, one after the other (a broadcast) */
     PX_SK_WRITE_ALL,  /* a write no key restricts (allow_cross_shard_writes): every shard, one
                          distributed transaction, every shard's rows and counts */
+    PX_SK_WRITE_SPLIT, /* an INSERT ... VALUES whose rows belong to several shards (with
+                          two-phase commit): each shard's rows in one distributed transaction */
     PX_SK_WRITE_OMNI, /* a write of omnisharded tables: every shard, one distributed
                          transaction; the copies agree, so shard 0 answers */
 } px_sk_verdict;
@@ -49,6 +51,7 @@ typedef struct px_sk_input {
     int pinned_shard; /* SET pgshard.shard, -1 when not set */
     int nshards;      /* shards in the config: DDL is broadcast when there are several */
     bool cross_writes; /* allow_cross_shard_writes: keyless UPDATE/DELETE run on every shard */
+    bool split_inserts; /* two_phase_commit: an INSERT's rows of several shards are split */
 } px_sk_input;
 
 typedef struct px_sk_result {
@@ -86,6 +89,10 @@ void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan);
  * sql and lex are not used). The caller routes by text when the client has a tenant or a
  * pinned shard. */
 void px_sk_route_planned(const px_sk_plan *plan, const px_sk_input *in, px_sk_result *out);
+
+/* For a PX_SK_WRITE_SPLIT INSERT: each VALUES row's shard into row_shards (qi->insert_rows
+ * entries). Returns 0, or -1 when the statement is not such an INSERT. */
+int px_sk_insert_shards(const px_sk_input *in, int *row_shards);
 
 /* Decides where the statement described by `in` runs. */
 void px_sk_route(const px_sk_input *in, px_sk_result *out);
