@@ -13,11 +13,11 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "parser/insertsplit.h"
 #include "proxy/catalog.h"
 #include "proxy/copysplit.h"
 #include "proxy/merge.h"
 #include "proxy/monitor.h"
-#include "parser/insertsplit.h"
 #include "proxy/px.h"
 #include "proxy/recovery.h"
 #include "proxy/testhook.h"
@@ -44,48 +44,48 @@ struct px_fanout {
     prs_scatter plan; /* owned */
     px_merge *merge;  /* owned, made when the collation is known */
     int nshards;
-    int acquired;         /* links given a server so far, in shard order */
-    int ndone;            /* links in FL_DONE */
-    uint8_t *replays;     /* owned: per link, session replies still to hide (replay, collation) */
-    uint8_t *phase;       /* owned: per link, FL_* */
-    bool failed;          /* the client gets an error: rows are no longer merged */
-    pgs_buf err;          /* the client's ErrorResponse (whole message) once failed */
-    pgs_buf out;          /* scratch for merged output */
-    px_route *routes;     /* owned: per shard, the node routing chose */
-    pgs_buf req;          /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
-    bool ext;             /* the client sent an extended-protocol segment */
-    bool every;           /* a broadcast: plan.sql runs on each shard in turn, unmerged */
-    uint8_t mode;         /* PX_FAN_* */
-    prs_copy_opts *copy;  /* owned: the COPY modes' options */
-    uint32_t key_oid;     /* COPY_IN: the key column's type */
-    px_copy_split *split; /* owned: COPY_IN, the client's data cut into rows */
-    pgs_buf *bufs;        /* owned: COPY_IN, per shard, rows not sent yet */
-    uint8_t *copying;     /* owned: COPY_IN, per shard: in copy-in mode (CopyInResponse seen, not ended) */
-    uint8_t *committed;   /* owned: COPY modes, per shard: its CommandComplete came */
-    uint32_t copy_left;   /* COPY_IN: bytes of the client's current CopyData not split yet */
-    int ncopying;         /* COPY_IN: shards that answered CopyInResponse */
-    bool copy_open;       /* COPY_IN: the client has its CopyInResponse and sends data */
-    bool copy_ended;      /* COPY_IN: the client's CopyDone or CopyFail (or an error) ended the data */
-    bool header_out;      /* COPY_OUT: the client has had the data's header */
-    uint64_t copied;      /* COPY modes: rows the shards' CommandCompletes count */
-    uint8_t stage;        /* WRITE: WS_*, the step of the distributed transaction */
-    int pending;          /* WRITE: shards whose answer to the current step is awaited */
-    bool all_rows;        /* WRITE: every shard's RETURNING rows go to the client (not shard 0's only) */
-    bool rd_sent;         /* WRITE: the client has its RowDescription */
-    char verb[16];        /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
-    char gid[64];         /* WRITE with two-phase commit: the transaction's gid */
-    uint64_t prepare_ns;  /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
-    bool commit_failed;   /* WRITE: a COMMIT PREPARED failed: the decision must stay */
-    pgs_buf head;         /* WRITE: shard 0's ParseComplete/BindComplete/NoData, for the client */
+    int acquired;          /* links given a server so far, in shard order */
+    int ndone;             /* links in FL_DONE */
+    uint8_t *replays;      /* owned: per link, session replies still to hide (replay, collation) */
+    uint8_t *phase;        /* owned: per link, FL_* */
+    bool failed;           /* the client gets an error: rows are no longer merged */
+    pgs_buf err;           /* the client's ErrorResponse (whole message) once failed */
+    pgs_buf out;           /* scratch for merged output */
+    px_route *routes;      /* owned: per shard, the node routing chose */
+    pgs_buf req;           /* what every shard is sent: a Query, or Parse/Bind/Describe/Execute/Sync */
+    bool ext;              /* the client sent an extended-protocol segment */
+    bool every;            /* a broadcast: plan.sql runs on each shard in turn, unmerged */
+    uint8_t mode;          /* PX_FAN_* */
+    prs_copy_opts *copy;   /* owned: the COPY modes' options */
+    uint32_t key_oid;      /* COPY_IN: the key column's type */
+    px_copy_split *split;  /* owned: COPY_IN, the client's data cut into rows */
+    pgs_buf *bufs;         /* owned: COPY_IN, per shard, rows not sent yet */
+    uint8_t *copying;      /* owned: COPY_IN, per shard: in copy-in mode (CopyInResponse seen, not ended) */
+    uint8_t *committed;    /* owned: COPY modes, per shard: its CommandComplete came */
+    uint32_t copy_left;    /* COPY_IN: bytes of the client's current CopyData not split yet */
+    int ncopying;          /* COPY_IN: shards that answered CopyInResponse */
+    bool copy_open;        /* COPY_IN: the client has its CopyInResponse and sends data */
+    bool copy_ended;       /* COPY_IN: the client's CopyDone or CopyFail (or an error) ended the data */
+    bool header_out;       /* COPY_OUT: the client has had the data's header */
+    uint64_t copied;       /* COPY modes: rows the shards' CommandCompletes count */
+    uint8_t stage;         /* WRITE: WS_*, the step of the distributed transaction */
+    int pending;           /* WRITE: shards whose answer to the current step is awaited */
+    bool all_rows;         /* WRITE: every shard's RETURNING rows go to the client (not shard 0's only) */
+    bool rd_sent;          /* WRITE: the client has its RowDescription */
+    char verb[16];         /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
+    char gid[64];          /* WRITE with two-phase commit: the transaction's gid */
+    uint64_t prepare_ns;   /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
+    bool commit_failed;    /* WRITE: a COMMIT PREPARED failed: the decision must stay */
+    pgs_buf head;          /* WRITE: shard 0's ParseComplete/BindComplete/NoData, for the client */
     prs_insert_split *ins; /* owned: WRITE of an INSERT split per shard, or NULL */
     pgs_buf *reqs;         /* owned with ins: per shard, its INSERT (empty: the shard has no row) */
     pgs_buf *rowbufs;      /* owned with ins: per shard, its RETURNING rows, to put back in order */
-    bool describe;        /* ext: the client asked for the RowDescription */
-    bool head_done;       /* the client has its ParseComplete/BindComplete: rows may follow */
-    char *parse_name;     /* owned: ext, the name the client's Parse defines, or NULL without one */
-    pgs_buf parse_body;   /* ext with a named Parse: its body, registered when every shard parsed */
-    int parsed, bound;    /* ext: shards that answered ParseComplete, BindComplete */
-    px_link links[];      /* one per shard; links[s].shard == s */
+    bool describe;         /* ext: the client asked for the RowDescription */
+    bool head_done;        /* the client has its ParseComplete/BindComplete: rows may follow */
+    char *parse_name;      /* owned: ext, the name the client's Parse defines, or NULL without one */
+    pgs_buf parse_body;    /* ext with a named Parse: its body, registered when every shard parsed */
+    int parsed, bound;     /* ext: shards that answered ParseComplete, BindComplete */
+    px_link links[];       /* one per shard; links[s].shard == s */
 };
 
 static px_fanout *client_fanout(const px_client *cl)
@@ -238,7 +238,8 @@ static void part_bind(pgs_buf *b, const uint8_t *p, size_t n, const prs_insert_p
     const uint8_t *fmts;
     const uint8_t **vals = NULL;
     uint32_t *lens = NULL;
-    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &fmts) < 0 || pgs_rd_be16(&rd, &np) < 0)
+    if (pgs_rd_be16(&rd, &nf) < 0 || pgs_rd_bytes(&rd, (size_t)nf * 2, &fmts) < 0 ||
+        pgs_rd_be16(&rd, &np) < 0)
         goto as_is;
     vals = malloc(((size_t)np + 1) * sizeof *vals);
     lens = malloc(((size_t)np + 1) * sizeof *lens);
@@ -272,8 +273,8 @@ as_is:
 
 /* What a shard is sent: sql as a Query, or in the client's extended form (with part, the
  * parameters of a split INSERT's part). */
-static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const px_fanout_ext *e, bool describe,
-                             const prs_insert_part *part)
+static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const px_fanout_ext *e,
+                             bool describe, const prs_insert_part *part)
 {
     if (!e) {
         pgs_msg_query(b, sql);
@@ -1386,7 +1387,8 @@ static void split_rows_out(px_fanout *fo)
             const prs_insert_part *pt = &sp->parts[k];
             const uint8_t *p;
             size_t n;
-            if (next[k] < pt->nrows && pt->rows[next[k]] == i && next_row(&fo->rowbufs[pt->shard], &at[pt->shard], &p, &n)) {
+            if (next[k] < pt->nrows && pt->rows[next[k]] == i &&
+                next_row(&fo->rowbufs[pt->shard], &at[pt->shard], &p, &n)) {
                 px_conn_send(c, p, n);
                 next[k]++;
                 break;

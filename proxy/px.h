@@ -397,17 +397,17 @@ enum {
 };
 
 typedef struct px_fanout_req {
-    uint8_t mode;             /* PX_FAN_* */
-    size_t consume;           /* bytes of the client's input it answers */
-    const px_fanout_ext *ext; /* the extended-protocol segment, or NULL for a Query */
-    px_route *routes;         /* each shard's node */
-    prs_scatter *plan;        /* taken (*plan is emptied): the plan, or plan->sql the statement */
-    prs_copy_opts *copy;      /* taken (set to NULL) in the COPY modes: the statement's options */
-    int key_index;            /* COPY_IN: the key's position among the COPY's columns */
-    uint32_t key_oid;         /* COPY modes: the key column's type */
+    uint8_t mode;                   /* PX_FAN_* */
+    size_t consume;                 /* bytes of the client's input it answers */
+    const px_fanout_ext *ext;       /* the extended-protocol segment, or NULL for a Query */
+    px_route *routes;               /* each shard's node */
+    prs_scatter *plan;              /* taken (*plan is emptied): the plan, or plan->sql the statement */
+    prs_copy_opts *copy;            /* taken (set to NULL) in the COPY modes: the statement's options */
+    int key_index;                  /* COPY_IN: the key's position among the COPY's columns */
+    uint32_t key_oid;               /* COPY modes: the key column's type */
     struct prs_insert_split *split; /* taken (set to NULL): WRITE of an INSERT split per shard */
-    bool all_rows;            /* WRITE: every shard's RETURNING rows and counts (sharded
-                                 table); else shard 0's (an omnisharded table, the same everywhere) */
+    bool all_rows;                  /* WRITE: every shard's RETURNING rows and counts (sharded
+                                       table); else shard 0's (an omnisharded table, the same everywhere) */
 } px_fanout_req;
 
 /* Starts what req describes, which begins the client's input. Returns 0 (running or queued

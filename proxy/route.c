@@ -667,12 +667,14 @@ static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req 
 /* An INSERT whose VALUES rows belong to several shards: one INSERT per shard with its
  * rows (parser/insertsplit.c), run in one two-phase transaction. Returns 0 with req->split
  * set, or as px_xact_begin. */
-static int route_split(px_client *cl, const char *sql, size_t len, const px_fanout_ext *ext, px_fanout_req *req)
+static int route_split(px_client *cl, const char *sql, size_t len, const px_fanout_ext *ext,
+                       px_fanout_req *req)
 {
     px_worker *w = cl->conn.w;
     const prs_query_info *qi = route_analyze(w, sql, len);
     if (!qi || !qi->insert_rows)
-        return px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the INSERT to split was not understood");
+        return px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR,
+                               "pgshard: the INSERT to split was not understood");
     px_sk_input in;
     px_sk_bind bind = {NULL, 0, NULL, 0};
     route_sk_input(cl, &in);
@@ -691,7 +693,8 @@ static int route_split(px_client *cl, const char *sql, size_t len, const px_fano
     int r = shards && sp ? 0 : -1;
     req->split = sp;
     if (r == 0 && px_sk_insert_shards(&in, shards) < 0)
-        r = px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR, "pgshard: the INSERT's rows could not be placed again");
+        r = px_route_refuse(cl, PGS_SQLSTATE_INTERNAL_ERROR,
+                            "pgshard: the INSERT's rows could not be placed again");
     if (r == 0 && (r = prs_insert_split_make(sql, len, shards, qi->insert_rows, sp)) == 1)
         r = px_route_refuse(cl, sp->sqlstate, sp->msg);
     free(shards);

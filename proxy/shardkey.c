@@ -650,10 +650,11 @@ static void sk_occurrences(const px_sk_input *in, const sk_scan *sc, px_sk_resul
         }
         if (s == SK_SPLIT) {
             if (qi->n_occs != 1)
-                return sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                                 "pgshard: the rows inserted into \"%s\" belong to different shards and the "
-                                 "statement reads other tables%s: insert each tenant's rows in its own statement",
-                                 t->name, "");
+                return sk_refuse(
+                    out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                    "pgshard: the rows inserted into \"%s\" belong to different shards and the "
+                    "statement reads other tables%s: insert each tenant's rows in its own statement",
+                    t->name, "");
             out->verdict = PX_SK_WRITE_SPLIT;
             out->source = "rows";
             return;

@@ -24,17 +24,17 @@ typedef struct px_sk_bind {
 } px_sk_bind;
 
 typedef enum px_sk_verdict {
-    PX_SK_ANY = 0, /* names no sharded or unlisted table: any shard (the transaction's, or the default) */
-    PX_SK_SHARD,   /* runs on `shard` */
-    PX_SK_REFUSE,  /* refused: sqlstate and msg say why */
-    PX_SK_ALL,     /* a read no key restricts: every shard runs it and the rows are merged */
-    PX_SK_EVERY,   /* DDL: every shard runs it, one after the other (a broadcast) */
-    PX_SK_WRITE_ALL,  /* a write no key restricts (allow_cross_shard_writes): every shard, one
-                         distributed transaction, every shard's rows and counts */
+    PX_SK_ANY = 0,     /* names no sharded or unlisted table: any shard (the transaction's, or the default) */
+    PX_SK_SHARD,       /* runs on `shard` */
+    PX_SK_REFUSE,      /* refused: sqlstate and msg say why */
+    PX_SK_ALL,         /* a read no key restricts: every shard runs it and the rows are merged */
+    PX_SK_EVERY,       /* DDL: every shard runs it, one after the other (a broadcast) */
+    PX_SK_WRITE_ALL,   /* a write no key restricts (allow_cross_shard_writes): every shard, one
+                          distributed transaction, every shard's rows and counts */
     PX_SK_WRITE_SPLIT, /* an INSERT ... VALUES whose rows belong to several shards (with
                           two-phase commit): each shard's rows in one distributed transaction */
-    PX_SK_WRITE_OMNI, /* a write of omnisharded tables: every shard, one distributed
-                         transaction; the copies agree, so shard 0 answers */
+    PX_SK_WRITE_OMNI,  /* a write of omnisharded tables: every shard, one distributed
+                          transaction; the copies agree, so shard 0 answers */
 } px_sk_verdict;
 
 typedef struct px_sk_input {
@@ -48,9 +48,9 @@ typedef struct px_sk_input {
     const px_sk_bind *bind; /* NULL when the statement has no parameters */
     const char *tenant;     /* a hint's or the session's tenant, or NULL */
     size_t tenant_len;
-    int pinned_shard; /* SET pgshard.shard, -1 when not set */
-    int nshards;      /* shards in the config: DDL is broadcast when there are several */
-    bool cross_writes; /* allow_cross_shard_writes: keyless UPDATE/DELETE run on every shard */
+    int pinned_shard;   /* SET pgshard.shard, -1 when not set */
+    int nshards;        /* shards in the config: DDL is broadcast when there are several */
+    bool cross_writes;  /* allow_cross_shard_writes: keyless UPDATE/DELETE run on every shard */
     bool split_inserts; /* two_phase_commit: an INSERT's rows of several shards are split */
 } px_sk_input;
 

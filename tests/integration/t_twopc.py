@@ -12,7 +12,10 @@ set by cluster.sh, stopped at exit):
      PREPARED; after a restart, recovery leaves no prepared transaction in pg_prepared_xacts
      and each write is wholly committed (decided) or wholly absent (not decided) on every
      shard;
-  3. the time a two-phase write adds over a one-phase one is printed (not asserted).
+  3. a multi-row INSERT whose rows belong to several shards is split per shard in one
+     two-phase transaction (rows on their shards, RETURNING in the client's row order, a
+     refusal on one shard keeps nothing), and refused without two-phase commit;
+  4. the time a two-phase write adds over a one-phase one is printed (not asserted).
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
 """
 import os
@@ -66,6 +69,7 @@ def main():
         c.execute("CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL)")
     try:
         one_phase(check, shards)
+        split_inserts(check, shards)
         crashes(check, shards)
     finally:
         CLUSTER.stop()
@@ -110,6 +114,47 @@ def one_phase(check, shards):
         left = sum(on_shards(shards, "SELECT count(*) FROM items"))
         check(cur.statusmessage == "DELETE 30" and left == 30, "a keyless DELETE runs on every shard",
               f"{cur.statusmessage} {left}")
+        conn.close()
+    finally:
+        px.stop()
+
+
+def split_inserts(check, shards):
+    px = proxy(two_phase_commit="on", two_phase_recovery_interval_ms=200)
+    try:
+        conn = CLUSTER.connect(px.port)
+        placed = diffcluster.shard_of(shards[0], list(range(1, 31)), shards=3)
+        rows = [(t, 5000 + t) for t in range(1, 31)]
+        q = "INSERT INTO items (tenant_id, v) VALUES " + ", ".join(["(%s, %s)"] * len(rows)) + " RETURNING v"
+        cur = conn.execute(q, [x for r in rows for x in r])
+        got = [r[0] for r in cur.fetchall()]
+        per = [c.execute("SELECT count(*) FROM items WHERE v > 5000").fetchone()[0] for c in shards]
+        want = [sum(1 for t in range(1, 31) if placed[t] == k) for k in range(3)]
+        check(cur.statusmessage == "INSERT 0 30" and got == [5000 + t for t in range(1, 31)] and per == want,
+              "a multi-row INSERT over 3 shards (parameters): each row on its shard, RETURNING in row order",
+              f"{cur.statusmessage} {got[:5]} {per} != {want}")
+        misplaced = sum(c.execute("SELECT count(*) FROM items WHERE v > 5000 AND (hashint8extended(tenant_id, 0) "
+                                  "& 1023) * 3 / 1024 <> %s", (k,)).fetchone()[0] for k, c in enumerate(shards))
+        check(misplaced == 0, "no split row on another shard", f"{misplaced}")
+        cur = psycopg.ClientCursor(conn).execute("INSERT INTO items (tenant_id, v) VALUES (1, 6001), (2, 6002), "
+                                                 "(3, 6003) RETURNING tenant_id")
+        check(cur.statusmessage == "INSERT 0 3" and [r[0] for r in cur.fetchall()] == [1, 2, 3],
+              "a multi-row INSERT over shards (simple protocol)", f"{cur.statusmessage}")
+        before = sum(c.execute("SELECT count(*) FROM items").fetchone()[0] for c in shards)
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute(
+            "INSERT INTO items (tenant_id, v) VALUES (1, 7001), (2, 7002), (3, NULL)"))
+        after = sum(c.execute("SELECT count(*) FROM items").fetchone()[0] for c in shards)
+        check(st == "23502" and after == before and prepared(shards) == 0,
+              "a split INSERT one shard refuses keeps no row anywhere", f"{st} {before} -> {after}")
+        conn.close()
+    finally:
+        px.stop()
+    px = proxy()
+    try:
+        conn = CLUSTER.connect(px.port)
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute("INSERT INTO items (tenant_id, v) VALUES (1, 1), (2, 2), (3, 3)"))
+        check(st == "0A000" and "two_phase_commit" in msg, "without two-phase commit, a multi-row INSERT over shards "
+              "is refused", f"{st} {msg}")
         conn.close()
     finally:
         px.stop()

@@ -43,6 +43,7 @@ static fixture fx;
 static const char *fx_tenant; /* routes as under SET pgshard.tenant when set */
 static int fx_nshards;        /* px_sk_input.nshards (0: DDL and omnisharded writes are not broadcast) */
 static bool fx_cross_writes;  /* allow_cross_shard_writes */
+static bool fx_split_inserts; /* two_phase_commit: INSERT rows of several shards are split */
 
 static int shard_of(long tenant)
 {
@@ -149,7 +150,8 @@ static void route_planned(const char *tpl, const char *const *params, size_t npa
                       .tenant_len = fx_tenant ? strlen(fx_tenant) : 0,
                       .pinned_shard = -1,
                       .nshards = fx_nshards,
-                      .cross_writes = fx_cross_writes};
+                      .cross_writes = fx_cross_writes,
+                      .split_inserts = fx_split_inserts};
     px_sk_route(&in, r);
     if (plan) {
         px_sk_input no_bind = in;
@@ -444,6 +446,11 @@ static void test_every_shard(void **state)
     expect_refused("UPDATE orders SET tenant_id = 5", "may not change the shard key");
     expect_shard("UPDATE orders SET status = 'x' WHERE tenant_id = A", fx.shard_a);
     fx_cross_writes = false;
+    expect_refused("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (C, 2)", "different shards");
+    fx_split_inserts = true;
+    expect_verdict("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (C, 2)", PX_SK_WRITE_SPLIT);
+    expect_shard("INSERT INTO orders (tenant_id, id) VALUES (A, 1), (B, 2)", fx.shard_a);
+    fx_split_inserts = false;
     fx_nshards = 0;
 }
 
