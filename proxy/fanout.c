@@ -249,8 +249,9 @@ static void part_bind(pgs_buf *b, const uint8_t *p, size_t n, const prs_insert_p
         if (pgs_rd_be32(&rd, &lens[i]) < 0 ||
             (lens[i] != UINT32_MAX && pgs_rd_bytes(&rd, lens[i], &vals[i]) < 0))
             goto as_is;
-    pgs_buf_append_be16(b, nf > 1 ? pt->nparams : nf);
-    for (uint16_t k = 0; k < (nf > 1 ? pt->nparams : nf); k++)
+    uint16_t nf2 = nf > 1 ? pt->nparams : nf;
+    pgs_buf_append_be16(b, nf2);
+    for (uint16_t k = 0; k < nf2; k++)
         pgs_buf_append(b, fmts + (nf > 1 ? (size_t)(pt->params[k] - 1) * 2 : (size_t)k * 2), 2);
     pgs_buf_append_be16(b, pt->nparams);
     for (uint16_t k = 0; k < pt->nparams; k++) {
