@@ -480,6 +480,7 @@ struct px_worker {
     const px_conf *conf; /* a reference: the conf this worker runs with; only its own
                             thread reads or swaps it while the worker runs */
     int id;
+    uint32_t omni_next; /* the shard the next read of omnisharded tables goes to, in turn */
     uv_thread_t thread;
     uv_loop_t loop;
     int listen_fd; /* bound by main(), adopted by the worker's loop */

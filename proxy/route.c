@@ -916,6 +916,9 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
             "sent whole up to its Sync (at most 1 MB)");
     }
     int shard = qc.sk.verdict == PX_SK_SHARD ? qc.sk.shard : w->conf->cfg->default_shard;
+    if (qc.sk.verdict == PX_SK_ANY && qc.sk.omni_read && cl->x.deferred == PX_DEFER_NONE)
+        shard =
+            (int)(w->omni_next++ % (uint32_t)w->conf->nshards); /* reads of omnisharded tables take turns */
     if (qc.sk.verdict != PX_SK_REFUSE && shard >= w->px->cfg->nshards) {
         snprintf(route_sk_refuse(&qc.sk, PGS_SQLSTATE_INTERNAL_ERROR), sizeof qc.sk.msg,
                  "pgshard: the shard map names shard %d, which the config does not have", shard);

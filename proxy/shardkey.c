@@ -850,11 +850,14 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
         out->source = "every";
         return;
     }
-    if (sc.omni && !in->qi->read_only && in->qi->kind != PRS_KIND_SELECT)
+    if (sc.omni && !in->qi->read_only && in->qi->kind != PRS_KIND_SELECT) {
         sk_refuse(out, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                   "pgshard: writing omnisharded tables needs SET pgshard.shard = N on each shard%s%s "
                   "(writes to every shard come with cross-shard support)",
                   "", "");
+        return;
+    }
+    out->omni_read = sc.omni && in->qi->read_only; /* any shard has the rows: spread the reads */
 }
 
 void px_sk_plan_make(const px_sk_input *in, bool hinted, px_sk_plan *plan)

@@ -64,6 +64,7 @@ typedef struct px_sk_result {
     sm_key key_value; /* a text key points into key_bytes (its first PX_SK_NAME_MAX bytes) */
     char key_bytes[PX_SK_NAME_MAX];
     sm_route_why why;
+    bool omni_read; /* PX_SK_ANY for a read of omnisharded tables only: any shard may answer */
 } px_sk_result;
 
 /* How a statement's shard is found again at each of its Binds. A named prepared statement

@@ -3,7 +3,7 @@
 two-phase commit, on a cluster of its own (3 shards, no replicas, max_prepared_transactions
 set by cluster.sh, stopped at exit):
   1. writes of an omnisharded table (INSERT ... RETURNING, UPDATE) reach every shard and
-     answer once; a write one shard refuses (a unique key that exists there only) changes
+     answer once, and its reads take turns over the shards; a write one shard refuses (a unique key that exists there only) changes
      no shard; keyless UPDATE/DELETE of a sharded table run on every shard with
      allow_cross_shard_writes = on (counts summed, RETURNING rows of all), and are refused
      without it;
@@ -89,6 +89,8 @@ def one_phase(check, shards):
         on = on_shards(shards, "SELECT count(*) FROM countries WHERE name = upper(name)")
         check(cur.statusmessage == "UPDATE 2" and on == [2, 2, 2], "an omnisharded UPDATE, answered once",
               f"{cur.statusmessage} {on}")
+        ports = {conn.execute("SELECT inet_server_port(), count(*) FROM countries").fetchone()[0] for _ in range(6)}
+        check(len(ports) == 3, "reads of an omnisharded table take turns over the shards", f"{ports}")
         shards[2].execute("INSERT INTO countries VALUES ('it', 'only on shard 2')")
         st, msg = diffcluster.sqlstate_of(lambda: conn.execute("INSERT INTO countries VALUES ('it', 'Italy')"))
         on = on_shards(shards, "SELECT count(*) FROM countries WHERE code = 'it'")
