@@ -11,8 +11,10 @@ pgs_start_proxy limits workers=2 pool_size=4 '[user.app]' max_connections=3 max_
 
 pgs_log "max_connections = 3"
 holders=()
+# The holders stay long enough for both checks below on a loaded machine (with 3 s, a slow
+# run saw a holder leave before the second check logged in).
 for i in 1 2 3; do
-  pgs_psql -c "SELECT pg_sleep(3)" >/dev/null 2>&1 &
+  pgs_psql -c "SELECT pg_sleep(8)" >/dev/null 2>&1 &
   holders+=($!)
 done
 sleep 1
