@@ -196,12 +196,15 @@ shard 1 (primary 127.0.0.1:$PGS_SHARD1_PRIMARY_PORT, replica :$PGS_SHARD1_REPLIC
   Connect:      PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app app
                 app=> SELECT *, inet_server_port() FROM orders WHERE tenant_id = 3;  -- its shard's replica
                 app=> INSERT INTO orders (tenant_id, id, item, amount) VALUES (7, 4, 'glue', 1);
-                app=> SELECT count(*) FROM orders;        -- refused: no tenant (0A000)
+                app=> SELECT count(*), sum(amount) FROM orders;   -- no tenant: every shard, merged
+                app=> SELECT tenant_id, sum(amount) FROM orders GROUP BY 1 ORDER BY 2 DESC LIMIT 3;
+                app=> SELECT * FROM orders o JOIN orders p ON p.id = o.id;  -- refused (0A000): not on the key
                 app=> SET pgshard.tenant = 7;             -- now keyless queries go to tenant 7's shard
-                app=> SELECT *, inet_server_port() FROM tenants;  -- omnisharded: any shard
+                app=> SELECT *, inet_server_port() FROM tenants;  -- omnisharded: the shards take turns
   Admin:        PGPASSWORD=app psql -h 127.0.0.1 -p $PORT -U app pgshard
                 pgshard=> SHOW SHARDS;
                 pgshard=> SHOW ROUTE SELECT * FROM orders WHERE tenant_id = 3;
+                pgshard=> SHOW ROUTE SELECT item, avg(amount) FROM orders GROUP BY item;
                 pgshard=> SHOW REPLICAS;
   Benchmark:    PGPASSWORD=app pgbench -h 127.0.0.1 -p $PORT -U app -S -c 16 -j 2 -T 10 app
   pgshard log:  $LOG   (config: $INI)
