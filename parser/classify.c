@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "parser/parser.h"
+#include "parser/tree.h"
 
 /* Node wrappers count, so this is about half as many levels of real nesting. */
 #define MAX_DEPTH 2000
@@ -27,7 +28,7 @@ typedef struct seen_table {
 typedef struct walker {
     uint32_t flags;
     uint8_t pin, unpin; /* PRS_PIN_* */
-    bool query_checks; /* functions, row locks and CTEs matter (not for DDL) */
+    bool query_checks;  /* functions, row locks and CTEs matter (not for DDL) */
     unsigned n_tables;
     bool tables_overflow;
     seen_table tables[MAX_SEEN_TABLES];
@@ -1894,25 +1895,14 @@ static void info_unknown(prs_query_info *qi, const prs_lexed *lx)
 
 static int parse_and_classify(classifier *c)
 {
-    char *text = malloc(c->len + 1);
-    if (!text)
-        return PRS_ENOMEM;
-    memcpy(text, c->sql, c->len);
-    text[c->len] = '\0';
-    PgQueryProtobufParseResult res = pg_query_parse_protobuf(text);
-    free(text);
-    if (res.error) {
-        pg_query_free_protobuf_parse_result(res);
-        return PRS_ESYNTAX;
-    }
-    PgQuery__ParseResult *tree =
-        pg_query__parse_result__unpack(NULL, res.parse_tree.len, (const uint8_t *)res.parse_tree.data);
-    pg_query_free_protobuf_parse_result(res);
+    PgQuery__ParseResult *tree;
+    char err[8];
+    int r = prs_tree_parse(c->sql, c->len, &tree, err, sizeof err);
+    if (r != 0)
+        return r > 0 ? PRS_ESYNTAX : PRS_ENOMEM;
     c->ow = calloc(1, sizeof *c->ow);
-    if (!tree || !c->ow) {
-        if (tree)
-            pg_query__parse_result__free_unpacked(tree, NULL);
-        free(c->ow);
+    if (!c->ow) {
+        pg_query__parse_result__free_unpacked(tree, NULL);
         return PRS_ENOMEM;
     }
     classify_tree(c, tree);

@@ -11,6 +11,7 @@
 
 #include "common/sqlstate.h"
 #include "parser/copyopts.h"
+#include "parser/tree.h"
 
 typedef PgQuery__Node Node;
 typedef PgQuery__DefElem DefElem;
@@ -547,20 +548,19 @@ int prs_copy_options(const char *sql, size_t len, prs_copy_opts *out)
     if (len)
         memcpy(text, sql, len);
     text[len] = '\0';
-    PgQueryProtobufParseResult res = pg_query_parse_protobuf(text);
-    if (res.error) {
-        copy_fail(out, PGS_SQLSTATE_SYNTAX_ERROR, "%s",
-                  res.error->message ? res.error->message : "syntax error");
-        pg_query_free_protobuf_parse_result(res);
+    char err[sizeof out->message];
+    PgQuery__ParseResult *tree;
+    int pr = prs_tree_parse(text, len, &tree, err, sizeof err);
+    if (pr > 0) {
+        copy_fail(out, PGS_SQLSTATE_SYNTAX_ERROR, "%s", err);
         free(text);
         return 1;
     }
-    PgQuery__ParseResult *tree =
-        pg_query__parse_result__unpack(NULL, res.parse_tree.len, (const uint8_t *)res.parse_tree.data);
-    pg_query_free_protobuf_parse_result(res);
-    int rc = tree ? from_tree(out, tree, text) : -1;
-    if (tree)
+    int rc = -1;
+    if (pr == 0) {
+        rc = from_tree(out, tree, text);
         pg_query__parse_result__free_unpacked(tree, NULL);
+    }
     free(text);
     if (rc < 0)
         copy_fail(out, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");

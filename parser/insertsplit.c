@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "parser/insertsplit.h"
+#include "parser/tree.h"
 
 typedef PgQuery__Node Node;
 
@@ -73,23 +74,9 @@ static int parse(splitter *sp, const char *sql, size_t len, PgQuery__ParseResult
     /* The parser reads up to a NUL: text after an embedded one would be silently dropped. */
     if ((!sql && len) || (len && memchr(sql, '\0', len)))
         return refuse_state(sp, "42601", "pgshard: the statement text is not valid");
-    char *text = malloc(len + 1);
-    if (!text)
-        return IS_ENOMEM;
-    if (len)
-        memcpy(text, sql, len);
-    text[len] = '\0';
-    PgQueryProtobufParseResult res = pg_query_parse_protobuf(text);
-    free(text);
-    if (res.error) {
-        int rc = refuse_state(sp, "42601", "pgshard: %s",
-                              res.error->message ? res.error->message : "syntax error");
-        pg_query_free_protobuf_parse_result(res);
-        return rc;
-    }
-    *tree = pg_query__parse_result__unpack(NULL, res.parse_tree.len, (const uint8_t *)res.parse_tree.data);
-    pg_query_free_protobuf_parse_result(res);
-    return *tree ? IS_OK : IS_ENOMEM;
+    char err[PRS_IS_MSG_MAX - 16];
+    int r = prs_tree_parse(sql, len, tree, err, sizeof err);
+    return r > 0 ? refuse_state(sp, "42601", "pgshard: %s", err) : r < 0 ? IS_ENOMEM : IS_OK;
 }
 
 /* A VALUES list with nothing else: ORDER BY, LIMIT or locking would apply to all the rows at
@@ -361,22 +348,12 @@ static int group_rows(splitter *sp)
 /* The tree, with whatever VALUES rows it holds now, written back as SQL. */
 static int deparse(splitter *sp, const PgQuery__ParseResult *tree, char **sql)
 {
-    size_t len = pg_query__parse_result__get_packed_size(tree);
-    char *buf = malloc(len ? len : 1);
-    if (!buf)
-        return IS_ENOMEM;
-    pg_query__parse_result__pack(tree, (uint8_t *)buf);
-    PgQueryProtobuf pb = {len, buf};
-    PgQueryDeparseResult r = pg_query_deparse_protobuf(pb);
-    free(buf);
-    int rc = IS_OK;
-    if (r.error)
-        rc = refuse_state(sp, "XX000", "pgshard: the per-shard INSERT could not be written back: %s",
-                          r.error->message ? r.error->message : "deparse error");
-    else if (!(*sql = strdup(r.query)))
-        rc = IS_ENOMEM;
-    pg_query_free_deparse_result(r);
-    return rc;
+    char err[PRS_IS_MSG_MAX - 64];
+    int r = prs_tree_deparse(tree, sql, err, sizeof err);
+    return r > 0
+               ? refuse_state(sp, "XX000", "pgshard: the per-shard INSERT could not be written back: %s", err)
+           : r < 0 ? IS_ENOMEM
+                   : IS_OK;
 }
 
 /* The part's rows are put in place of all the rows for the time of the deparse: the tree

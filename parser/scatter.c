@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "parser/scatter.h"
+#include "parser/tree.h"
 
 typedef PgQuery__Node Node;
 
@@ -1399,22 +1400,12 @@ static int rewrite(planner *p)
 
 static int deparse(planner *p, PgQuery__ParseResult *tree)
 {
-    size_t len = pg_query__parse_result__get_packed_size(tree);
-    char *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SC_ENOMEM;
-    pg_query__parse_result__pack(tree, (uint8_t *)buf);
-    PgQueryProtobuf pb = {len, buf};
-    PgQueryDeparseResult r = pg_query_deparse_protobuf(pb);
-    free(buf);
-    int rc = SC_OK;
-    if (r.error)
-        rc = refuse_state(p, "XX000", "pgshard: the cross-shard query could not be written back: %s",
-                          r.error->message ? r.error->message : "deparse error");
-    else if (!(p->out->sql = strdup(r.query)))
-        rc = SC_ENOMEM;
-    pg_query_free_deparse_result(r);
-    return rc;
+    char err[PRS_SC_MSG_MAX - 64];
+    int r = prs_tree_deparse(tree, &p->out->sql, err, sizeof err);
+    return r > 0
+               ? refuse_state(p, "XX000", "pgshard: the cross-shard query could not be written back: %s", err)
+           : r < 0 ? SC_ENOMEM
+                   : SC_OK;
 }
 
 static void plan_fill(planner *p)
@@ -1480,24 +1471,9 @@ static int plan_stmt(planner *p, PgQuery__ParseResult *tree)
 
 static int parse(planner *p, const char *sql, size_t len, PgQuery__ParseResult **tree)
 {
-    *tree = NULL;
-    char *text = malloc(len + 1);
-    if (!text)
-        return SC_ENOMEM;
-    if (len)
-        memcpy(text, sql, len);
-    text[len] = '\0';
-    PgQueryProtobufParseResult res = pg_query_parse_protobuf(text);
-    free(text);
-    if (res.error) {
-        int rc =
-            refuse_state(p, "42601", "pgshard: %s", res.error->message ? res.error->message : "syntax error");
-        pg_query_free_protobuf_parse_result(res);
-        return rc;
-    }
-    *tree = pg_query__parse_result__unpack(NULL, res.parse_tree.len, (const uint8_t *)res.parse_tree.data);
-    pg_query_free_protobuf_parse_result(res);
-    return *tree ? SC_OK : SC_ENOMEM;
+    char err[PRS_SC_MSG_MAX - 16];
+    int r = prs_tree_parse(sql, len, tree, err, sizeof err);
+    return r > 0 ? refuse_state(p, "42601", "pgshard: %s", err) : r < 0 ? SC_ENOMEM : SC_OK;
 }
 
 static void out_init(prs_scatter *out)

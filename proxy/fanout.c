@@ -94,6 +94,18 @@ static px_fanout *client_fanout(const px_client *cl)
 }
 
 static void copy_end_shards(px_fanout *fo, const char *why);
+
+/* The ErrorResponse msg (whole) with "(note)" after its message, same severity class and
+ * SQLSTATE, into out. Returns 0, or -1 when msg is malformed or memory ran out. */
+static int error_noted(const uint8_t *msg, size_t n, const char *note, pgs_buf *out)
+{
+    pgs_error_fields ef;
+    if (n < PGS_HDR_LEN || pgs_error_parse(msg + PGS_HDR_LEN, n - PGS_HDR_LEN, &ef) < 0)
+        return -1;
+    pgs_msg_error(out, "ERROR", ef.sqlstate[0] ? ef.sqlstate : PGS_SQLSTATE_INTERNAL_ERROR, "%s (%s)",
+                  ef.message, note);
+    return pgs_buf_failed(out) ? -1 : 0;
+}
 static void write_start(px_fanout *fo);
 static void write_next(px_fanout *fo);
 static void write_complete(px_fanout *fo);
@@ -387,18 +399,13 @@ static void conn_send_msg(px_conn *c, char type, const uint8_t *p, size_t n)
         px_conn_send(c, p, n);
 }
 
-static void copy_send(px_server *sv, char type, const uint8_t *p, size_t n)
-{
-    conn_send_msg(&sv->conn, type, p, n);
-}
-
 /* Shard s's gathered rows go out as one CopyData. */
 static void copy_flush(px_fanout *fo, int s)
 {
     pgs_buf *b = &fo->bufs[s];
     px_server *sv = fo->links[s].sv;
     if (b->len && sv && fo->copying[s])
-        copy_send(sv, PGS_FE_COPY_DATA, b->data, b->len);
+        conn_send_msg(&sv->conn, PGS_FE_COPY_DATA, b->data, b->len);
     pgs_buf_clear(b);
 }
 
@@ -412,9 +419,9 @@ static void copy_end_shards(px_fanout *fo, const char *why)
         if (!fo->copying[s] || !sv)
             continue;
         if (why)
-            copy_send(sv, PGS_FE_COPY_FAIL, (const uint8_t *)why, strlen(why) + 1);
+            conn_send_msg(&sv->conn, PGS_FE_COPY_FAIL, (const uint8_t *)why, strlen(why) + 1);
         else
-            copy_send(sv, PGS_FE_COPY_DONE, NULL, 0);
+            conn_send_msg(&sv->conn, PGS_FE_COPY_DONE, NULL, 0);
         fo->copying[s] = 0;
     }
 }
@@ -947,19 +954,14 @@ static void copy_failed_note(px_fanout *fo)
     for (int s = 0; s < fo->nshards && at < sizeof kept - 8; s++)
         if (fo->committed[s])
             at += (size_t)snprintf(kept + at, sizeof kept - at, "%s%d", at ? ", " : "", s);
-    pgs_error_fields ef;
-    if (!at || fo->err.len < PGS_HDR_LEN ||
-        pgs_error_parse(fo->err.data + PGS_HDR_LEN, fo->err.len - PGS_HDR_LEN, &ef) < 0)
+    if (!at)
         return;
-    char msg[640];
+    char note[192];
     bool several = strchr(kept, ',') != NULL;
-    snprintf(msg, sizeof msg, "%s (%s %s loaded %s rows and %s them)", ef.message,
-             several ? "shards" : "shard", kept, several ? "their" : "its", several ? "keep" : "keeps");
-    char state[6];
-    snprintf(state, sizeof state, "%s", ef.sqlstate);
+    snprintf(note, sizeof note, "%s %s loaded %s rows and %s them", several ? "shards" : "shard", kept,
+             several ? "their" : "its", several ? "keep" : "keeps");
     pgs_buf b = PGS_BUF_INIT;
-    pgs_msg_error(&b, "ERROR", state, "%s", msg);
-    if (!pgs_buf_failed(&b)) {
+    if (error_noted(fo->err.data, fo->err.len, note, &b) == 0) {
         pgs_buf_free(&fo->err);
         fo->err = b;
     } else {
@@ -1094,20 +1096,19 @@ static void fanout_parsed(px_fanout *fo)
  * they keep it (there is no atomicity without two-phase commit). */
 static void fanout_every_failed(px_fanout *fo, int s, const uint8_t *p, size_t total)
 {
-    pgs_error_fields ef;
-    if (fo->failed || pgs_error_parse(p + PGS_HDR_LEN, total - PGS_HDR_LEN, &ef) < 0) {
-        fanout_fail_from(fo, s, p, total);
-        return;
-    }
-    char msg[512];
+    char note[96];
     if (s == 0)
-        snprintf(msg, sizeof msg, "%s (on shard 0; no shard applied it)", ef.message);
+        snprintf(note, sizeof note, "on shard 0; no shard applied it");
     else if (s == 1)
-        snprintf(msg, sizeof msg, "%s (on shard 1; shard 0 applied it and keeps it)", ef.message);
+        snprintf(note, sizeof note, "on shard 1; shard 0 applied it and keeps it");
     else
-        snprintf(msg, sizeof msg, "%s (on shard %d; shards 0 to %d applied it and keep it)", ef.message, s,
-                 s - 1);
-    fanout_fail(fo, ef.sqlstate[0] ? ef.sqlstate : PGS_SQLSTATE_INTERNAL_ERROR, msg);
+        snprintf(note, sizeof note, "on shard %d; shards 0 to %d applied it and keep it", s, s - 1);
+    pgs_buf b = PGS_BUF_INIT;
+    if (error_noted(p, total, note, &b) == 0)
+        fanout_fail_from(fo, s, b.data, b.len);
+    else
+        fanout_fail_from(fo, s, p, total);
+    pgs_buf_free(&b);
 }
 
 /* A broadcast's messages: the last shard's answer is the client's; an error stops the
