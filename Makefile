@@ -21,10 +21,11 @@ build-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPGS_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-# The whole suite twice: once on the optimized build, once under ASan+UBSan.
+# The whole suite twice: once on the optimized build, once under ASan+UBSan. Tests run
+# JOBS at a time; those that share the fixture cluster take turns (tests/CMakeLists.txt).
 test: build build-asan
-	cd $(BUILD_ASAN) && ctest --output-on-failure --timeout 600
-	cd $(BUILD) && ctest --output-on-failure --timeout 600
+	cd $(BUILD_ASAN) && ctest --output-on-failure --timeout 600 -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 -j $(JOBS)
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit

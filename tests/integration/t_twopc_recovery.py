@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402
 import diffcluster  # noqa: E402
 
-CLUSTER = diffcluster.Cluster("twopc-cluster", shards=2)
+CLUSTER = diffcluster.Cluster("twopc-recovery-cluster", shards=2)
 GRACE_MS = 3000
 PID = "00000000deadbeef"
 
