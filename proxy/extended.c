@@ -304,14 +304,21 @@ static px_msg ext_use(px_client *cl, const pgs_frame *f, const char *portal, con
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
     char sname[PX_STMT_NAME_LEN];
     bool foreign = !st && strncmp(name, "pgshard_", 8) == 0;
-    if ((!st && !foreign) || (st && st->sql))
-        return PX_MSG_PASS; /* PostgreSQL reports it (a SQL-prepared name is not reachable from here) */
+    if (!st && !foreign)
+        return PX_MSG_PASS; /* PostgreSQL reports it */
+    /* One namespace, as on PostgreSQL: a statement from SQL PREPARE is bound like any other.
+     * The server prepares it with a hidden PREPARE query, which must not land in the middle
+     * of a pipeline segment (a Query there would end the segment's implicit transaction, or
+     * be skipped after an error): there, one this server does not have yet passes unchanged
+     * and PostgreSQL reports it unknown. */
+    if (st && st->sql && sv->ext_open && px_sset_get(&sv->stmts, st->hash, ext_tick(cl->conn.w), NULL) == PX_STMT_ABSENT)
+        return PX_MSG_PASS;
     if (st) {
-        int r = ext_ensure(sv, st);
+        int r = ext_ensure_any(sv, st);
         if (r != 0)
             return r < 0 ? PX_MSG_CLOSED : PX_MSG_WAIT;
         px_stmt_name(st->hash, sname);
-        if (f->type == PGS_FE_BIND) {
+        if (f->type == PGS_FE_BIND && !st->sql) { /* EXECUTE does not look at it either */
             size_t tl = pgs_strnlen((const char *)st->body, st->body_len);
             if (!st->pin_known) {
                 px_route_pins(cl->conn.w, (const char *)st->body, tl, &st->pin, &st->unpin);

@@ -607,6 +607,25 @@ def case_many_statements(tag):
     return s
 
 
+def case_sql_and_protocol_one_namespace(tag):
+    s = Script()
+    s.step(query_msg("prepare s_sql(int) as select $1 * 3 as t"), expect="CZ", note="SQL PREPARE s_sql")
+    s.step(be("s_sql", ["7"]) + [SYNC], expect="2DCZ", note="protocol Bind/Execute of the SQL statement")
+    s.step([fe_describe(b"S", "s_sql"), SYNC], expect="tTZ", note="protocol Describe of the SQL statement")
+    s.step(pbe("s_proto", "select $1::int + 100 as p", ["1"], [INT4]) + [SYNC], expect="12DCZ",
+           note="protocol Parse s_proto")
+    s.step(query_msg("execute s_proto(5)"), expect="TDCZ", note="SQL EXECUTE of the protocol statement")
+    s.step(query_msg("prepare s_proto as select 1"), expect="EZ", codes=["42P05"],
+           note="SQL PREPARE of a protocol name: 42P05")
+    s.step(pbe("s_sql", "select 2") + [SYNC], expect="EZ", codes=["42P05"],
+           note="protocol Parse of a SQL name: 42P05")
+    s.step(query_msg("deallocate s_proto"), expect="CZ", note="SQL DEALLOCATE of the protocol statement")
+    s.step(be("s_proto", ["1"]) + [SYNC], expect="EZ", codes=["26000"], note="then its Bind: 26000")
+    s.step([fe_close(b"S", "s_sql"), SYNC], expect="3Z", note="protocol Close of the SQL statement")
+    s.step(query_msg("execute s_sql(1)"), expect="EZ", codes=["26000"], note="then its EXECUTE: 26000")
+    return s
+
+
 CASES = [
     ("named Parse/Bind/Execute/Sync, reused in later transactions", case_named_reuse),
     ("Describe statement (ParameterDescription + RowDescription, NoData)", case_describe_statement),
@@ -633,6 +652,7 @@ CASES = [
     ("client B uses A's statement text and name; B's Close leaves A's", case_cross_client),
     ("another client cannot Bind the proxy's pgshard_<hash> name", case_internal_name),
     ("600 named statements (server cap 512), the first ones again", case_many_statements),
+    ("SQL PREPARE and protocol Parse share one namespace", case_sql_and_protocol_one_namespace),
 ]
 
 
