@@ -694,6 +694,48 @@ bool px_client_replay_session(px_client *cl, px_server *sv)
     return true;
 }
 
+/* Notes a RESET, RESET ALL or DISCARD ALL of a startup parameter in a Query or an unnamed
+ * Parse, in either pool mode: once the Query or the segment's Sync is forwarded, the startup
+ * values are set again behind it (client_restore_startup). */
+static void client_note_reset(px_client *cl, const pgs_frame *f)
+{
+    pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
+    const char *name = "";
+    if (f->type == PGS_FE_PARSE && pgs_rd_cstr(&rd, &name) < 0)
+        return;
+    if (name[0]) /* a named statement runs at its Binds */
+        return;
+    const char *sql = (const char *)rd.p;
+    px_sess_stmt ss;
+    px_sess_classify(sql, pgs_strnlen(sql, rd.left), &ss);
+    if (!px_session_restore_sql(cl->sess, &ss, NULL))
+        return;
+    bool all = ss.kind != SESS_RESET || (cl->restore && cl->restore_key != ss.key);
+    cl->restore = all ? SESS_RESET_ALL : SESS_RESET;
+    cl->restore_key = ss.key;
+}
+
+/* Sends the hidden query that sets the noted startup values again, after the forwarded
+ * message that ran the RESET; ParameterStatus from it reaches the client. */
+static void client_restore_startup(px_client *cl, px_server *sv)
+{
+    px_sess_stmt ss = {.kind = (px_sess_kind)cl->restore, .key = cl->restore_key};
+    cl->restore = SESS_NONE;
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
+    px_session_restore_sql(cl->sess, &ss, &b);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    px_conn_flush_forward(&cl->conn, &sv->conn);
+    px_reply_ent *ran = px_replies_tail(&sv->replies); /* the Query's or the Sync's */
+    if (ran) {
+        ran->hide_ready = true; /* before the push, which may move the entries */
+        if (px_server_push_reply(sv, RP_RESTORE, 0) == 0)
+            px_conn_send_buf(&sv->conn, &b);
+    }
+    pgs_buf_free(&b);
+}
+
 /* A BEGIN that pgshard answered goes to the shard the transaction turned out to need,
  * ahead of its first statement; the server's answer to it is hidden. */
 static void client_replay_begin(px_client *cl, px_server *sv)
@@ -1089,6 +1131,8 @@ static px_step client_forward_step(px_client *cl)
             return px_step_after(m);
         }
     }
+    if ((f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) && cl->sess && cl->sess->nd)
+        client_note_reset(cl, &f);
     /* Extended-protocol messages open a segment that only Sync closes; Query and
      * FunctionCall stand alone, and COPY data belongs to the command that started it. */
     if (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC || f.type == PGS_FE_FUNCTION_CALL)
@@ -1103,6 +1147,8 @@ static px_step client_forward_step(px_client *cl)
     size_t take = avail < f.total ? avail : f.total;
     c->in_pos += take;
     c->pass_left = (uint32_t)(f.total - take);
+    if (cl->restore && (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC) && take == f.total)
+        client_restore_startup(cl, sv);
     return PX_STEP_AGAIN;
 }
 

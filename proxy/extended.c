@@ -30,7 +30,7 @@ static px_reply_ent *ext_push(px_server *sv, px_reply kind, uint64_t hash)
 
 int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash)
 {
-    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY || kind == RP_PREPARE_SQL)
+    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY || kind == RP_RESTORE || kind == RP_PREPARE_SQL)
         sv->segment++;
     return ext_push(sv, kind, hash) ? 0 : -1;
 }
@@ -552,15 +552,21 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
         }
         return PX_RELAY_HIDE;
     }
-    if (h && h->kind == RP_REPLAY) {
+    if (h && (h->kind == RP_REPLAY || h->kind == RP_RESTORE)) {
         if (avail < f->total)
             return PX_RELAY_WHOLE;
+        /* After a RESET the client hears the value it ends with, and then the ReadyForQuery
+         * that the RESET's own reply left out, as from PostgreSQL. */
+        px_relay r = h->kind == RP_RESTORE && (f->type == PGS_BE_PARAM_STATUS || f->type == PGS_BE_READY)
+                         ? PX_RELAY
+                         : PX_RELAY_HIDE;
         if (f->type == PGS_BE_ERROR)
-            pgs_warn("session_replay_failed", "server pid %u: replaying a client's SET statements failed",
-                     sv->be_pid);
+            pgs_warn("session_replay_failed", "server pid %u: %s failed", sv->be_pid,
+                     h->kind == RP_REPLAY ? "replaying a client's SET statements"
+                                          : "setting a client's startup parameters again after RESET");
         if (f->type == PGS_BE_READY)
             px_replies_pop(&sv->replies);
-        return PX_RELAY_HIDE;
+        return r;
     }
     switch (f->type) {
     case PGS_BE_ERROR: {
@@ -599,9 +605,12 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
         if (!h || (h->kind != RP_SYNC && h->kind != RP_QUERY))
             return PX_RELAY_DESYNC;
         sv->skipping = false;
-        ext_release(sv->conn.w, h);
-        px_replies_pop(&sv->replies);
-        return PX_RELAY;
+        {
+            px_relay r = h->hide_ready ? PX_RELAY_HIDE : PX_RELAY;
+            ext_release(sv->conn.w, h);
+            px_replies_pop(&sv->replies);
+            return r;
+        }
     case PGS_BE_PARSE_COMPLETE:
         if (!h || (h->kind != RP_PARSE && h->kind != RP_PARSE_HIDDEN))
             return PX_RELAY_DESYNC;

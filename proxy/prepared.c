@@ -227,6 +227,7 @@ px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash)
     }
     px_reply_ent *slot = &q->ents[(q->head + q->n) % q->cap];
     slot->kind = (uint8_t)kind;
+    slot->hide_ready = false;
     slot->hash = hash;
     slot->stmt = NULL;
     slot->cname = NULL;

@@ -73,6 +73,7 @@ typedef enum px_reply {
     RP_SYNC,         /* ReadyForQuery */
     RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
     RP_REPLAY,       /* the proxy's session replay query: all of its reply hidden */
+    RP_RESTORE,      /* startup values set again after a RESET: hidden but ParameterStatus */
     RP_PREPARE_SQL,  /* the proxy's own SQL PREPARE (or DEALLOCATE of its probe): hidden */
     RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
     RP_FAKE_PARSE,   /* the proxy answers ParseComplete itself */
@@ -80,6 +81,7 @@ typedef enum px_reply {
 
 typedef struct px_reply_ent {
     uint8_t kind;
+    bool hide_ready; /* RP_SYNC/RP_QUERY: its ReadyForQuery is hidden, an RP_RESTORE's follows */
     uint64_t hash; /* RP_PARSE*: the statement the server prepares (0: a probe or a
                       duplicate name, which leaves no statement behind) */
     px_stmt *stmt; /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
@@ -95,6 +97,10 @@ typedef struct px_replies {
 
 /* Appends an entry; takes over cname and the stmt reference. */
 px_reply_ent *px_replies_push(px_replies *q, px_reply kind, uint64_t hash);
+static inline px_reply_ent *px_replies_tail(px_replies *q)
+{
+    return q->n ? &q->ents[(q->head + q->n - 1) % q->cap] : NULL;
+}
 static inline px_reply_ent *px_replies_head(px_replies *q)
 {
     return q->n ? &q->ents[q->head] : NULL;

@@ -275,6 +275,8 @@ struct px_client {
     uint32_t max_lag_ms;   /* SET pgshard.max_lag_ms; UINT32_MAX = the config's */
     px_htab stmts;         /* the client's statement names (transaction pooling) */
     px_session *sess;      /* owned, NULL until the client has session state */
+    uint8_t restore;       /* a RESET the server ran (px_sess_kind), whose startup values */
+    uint64_t restore_key;  /* the proxy sets again after it; SESS_NONE when none */
     pgs_buf startup;       /* startup parameters (name\0value\0...), until the welcome is sent */
     char user_name[PX_NAME_MAX];
     char db_name[PX_NAME_MAX];

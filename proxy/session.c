@@ -97,6 +97,27 @@ static uint64_t name_key(const char *name)
     return px_hash64(name, strlen(name), 0x5e55);
 }
 
+/* True when what follows a SET's name at i is "TO DEFAULT" or "= DEFAULT", and the end. */
+static bool set_to_default(const char *s, size_t n, size_t i)
+{
+    char w[16];
+    i = skip_space(s, n, i);
+    if (i < n && s[i] == '=') {
+        i++;
+    } else {
+        i = read_word(s, n, i, w, sizeof w);
+        if (strcmp(w, "to") != 0)
+            return false;
+    }
+    i = read_word(s, n, skip_space(s, n, i), w, sizeof w);
+    if (strcmp(w, "default") != 0)
+        return false;
+    i = skip_space(s, n, i);
+    if (i < n && s[i] == ';')
+        i = skip_space(s, n, i + 1);
+    return i == n;
+}
+
 void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
 {
     char w1[64], w2[64], w3[64];
@@ -137,7 +158,7 @@ void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
         /* Transaction-scoped forms need no tracking. */
         if (strcmp(w2, "local") == 0 || strcmp(w2, "transaction") == 0 || strcmp(w2, "constraints") == 0)
             return;
-        out->kind = SESS_SET;
+        out->kind = set_to_default(sql, len, i) ? SESS_RESET : SESS_SET;
         out->key = name_key(w2);
     } else if (reset) {
         out->kind = strcmp(w2, "all") == 0 ? SESS_RESET_ALL : SESS_RESET;
@@ -241,15 +262,38 @@ static void session_sign(px_session *s)
     s->sig = s->n ? h : 0;
 }
 
+/* Puts back the startup value of key (every one when all), as the newest settings. */
+static void session_restore(px_session *s, uint64_t key, bool all)
+{
+    for (size_t i = 0; i < s->nd; i++) {
+        const px_setting *d = s->defaults[i];
+        if (!all && d->key != key)
+            continue;
+        px_setting *e = setting_new(d->key, d->text, d->len);
+        if (!e || list_push(&s->items, &s->n, &s->cap, e) < 0) {
+            free(e);
+            continue;
+        }
+        s->bytes += e->len;
+    }
+}
+
 void px_session_end(px_session *s, bool committed)
 {
     if (committed && !s->pending_failed) {
-        if (s->pending_reset_all)
+        if (s->pending_reset_all) {
             session_clear(s);
+            session_restore(s, 0, true);
+        }
         for (size_t i = 0; i < s->npending; i++) {
             px_setting *e = s->pending[i];
             session_remove_key(s, e->key);
-            if (e->len == 0 || list_push(&s->items, &s->n, &s->cap, e) < 0) {
+            if (e->len == 0) {
+                session_restore(s, e->key, false); /* a RESET */
+                free(e);
+                continue;
+            }
+            if (list_push(&s->items, &s->n, &s->cap, e) < 0) {
                 free(e);
                 continue;
             }
@@ -290,17 +334,49 @@ int px_session_add_param(px_session *s, const char *name, const char *value)
     pgs_buf_append(&b, "', false)", 9);
     int r = -1;
     if (!pgs_buf_failed(&b) && s->bytes + b.len <= PX_SESSION_MAX_BYTES) {
-        px_setting *e = setting_new(name_key(lname), (const char *)b.data, b.len);
-        if (e && list_push(&s->items, &s->n, &s->cap, e) == 0) {
+        uint64_t key = name_key(lname);
+        px_setting *e = setting_new(key, (const char *)b.data, b.len);
+        px_setting *d = setting_new(key, (const char *)b.data, b.len);
+        if (e && d && list_push(&s->items, &s->n, &s->cap, e) == 0) {
             s->bytes += e->len;
             session_sign(s);
-            r = 0;
-        } else {
-            free(e);
+            e = NULL;
+            /* A parameter given twice (options and a packet field) counts once, the last. */
+            size_t o = 0;
+            for (size_t i = 0; i < s->nd; i++) {
+                if (s->defaults[i]->key == key)
+                    free(s->defaults[i]);
+                else
+                    s->defaults[o++] = s->defaults[i];
+            }
+            s->nd = o;
+            if (list_push(&s->defaults, &s->nd, &s->dcap, d) == 0) { /* bounded by the packet */
+                d = NULL;
+                r = 0;
+            }
         }
+        free(e);
+        free(d);
     }
     pgs_buf_free(&b);
     return r;
+}
+
+int px_session_restore_sql(const px_session *s, const px_sess_stmt *st, pgs_buf *out)
+{
+    bool all = st->kind == SESS_RESET_ALL || st->kind == SESS_DISCARD_ALL;
+    if (!all && st->kind != SESS_RESET)
+        return 0;
+    int n = 0;
+    for (size_t i = 0; i < s->nd; i++) {
+        if (!all && s->defaults[i]->key != st->key)
+            continue;
+        if (n++ && out)
+            pgs_buf_append(out, ";\n", 2);
+        if (out)
+            pgs_buf_append(out, s->defaults[i]->text, s->defaults[i]->len);
+    }
+    return n;
 }
 
 void px_session_replay_sql(const px_session *s, pgs_buf *out)
@@ -331,7 +407,10 @@ void px_session_free(px_session *s)
     session_clear(s);
     for (size_t i = 0; i < s->npending; i++)
         free(s->pending[i]);
+    for (size_t i = 0; i < s->nd; i++)
+        free(s->defaults[i]);
     free(s->items);
     free(s->pending);
+    free(s->defaults);
     memset(s, 0, sizeof *s);
 }

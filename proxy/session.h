@@ -17,7 +17,7 @@
 typedef enum px_sess_kind {
     SESS_NONE,        /* not about session state (or transaction-scoped: SET LOCAL ...) */
     SESS_SET,         /* SET [SESSION] name ...: key names the parameter */
-    SESS_RESET,       /* RESET name */
+    SESS_RESET,       /* RESET name, SET name TO DEFAULT */
     SESS_RESET_ALL,   /* RESET ALL */
     SESS_DISCARD_ALL, /* DISCARD ALL: also drops prepared statements */
     SESS_DEALLOCATE,  /* DEALLOCATE [PREPARE] name: name in out->name */
@@ -52,6 +52,8 @@ typedef struct px_session {
     size_t npending, pcap;
     bool pending_reset_all;
     bool pending_failed; /* an error happened in the transaction that staged them */
+    px_setting **defaults; /* owned: the startup parameters, which RESET returns to */
+    size_t nd, dcap;
 } px_session;
 
 /* Stages a statement of the running transaction. Returns -1 when out of memory or over
@@ -63,8 +65,14 @@ static inline bool px_session_has_pending(const px_session *s)
 {
     return s->npending || s->pending_reset_all;
 }
-/* Adds a startup parameter as "SET name TO 'value'". */
+/* Adds a startup parameter as "SELECT set_config(name, value, false)": a setting now, and
+ * the value RESET name, RESET ALL and DISCARD ALL return to. */
 int px_session_add_param(px_session *s, const char *name, const char *value);
+/* Appends to out the startup parameters a RESET, RESET ALL or DISCARD ALL (st) sets back,
+ * each a statement on its own line, ';'-separated; returns how many. PostgreSQL takes a
+ * startup parameter as the session's default; on a pooled server RESET goes to the
+ * server's own, so the proxy sets these again after it. out may be NULL: only counted. */
+int px_session_restore_sql(const px_session *s, const px_sess_stmt *st, pgs_buf *out);
 /* Appends "RESET ALL;" and every setting, ';'-separated, to out. */
 void px_session_replay_sql(const px_session *s, pgs_buf *out);
 void px_session_free(px_session *s);
