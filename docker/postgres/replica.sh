@@ -1,7 +1,9 @@
 #!/bin/bash
 # A shard's streaming replica (postgres:15, run as the postgres user): the first time,
 # copies the primary with pg_basebackup -R (which writes primary_conninfo and
-# standby.signal), then runs PostgreSQL as a hot standby.
+# standby.signal), then runs PostgreSQL as a hot standby with the arguments it was given
+# (a hot standby needs max_prepared_transactions and the like at least as high as the
+# primary's, so compose passes the primary's).
 set -euo pipefail
 : "${PRIMARY_HOST:?}" "${REPLICATION_PASSWORD:?}" "${PGDATA:?}"
 
@@ -16,4 +18,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     -D "$PGDATA" -X stream -R -c fast
   chmod 0700 "$PGDATA"
 fi
-exec postgres -c hot_standby=on -c hot_standby_feedback=on
+exec postgres -c hot_standby=on "$@"

@@ -289,6 +289,18 @@ def bind_mounts(service):
     return out
 
 
+# PostgreSQL 15's defaults of the settings a hot standby needs at least as high as its primary.
+HOT_STANDBY_MIN = {"max_connections": 100, "max_prepared_transactions": 0, "max_locks_per_transaction": 64,
+                   "max_wal_senders": 10, "max_worker_processes": 8}
+
+
+def pg_settings(service):
+    """The -c NAME=VALUE settings a compose service passes to postgres."""
+    cmd = service.get("command", [])
+    cmd = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+    return dict(c.split("=", 1) for prev, c in zip([""] + cmd, cmd) if prev == "-c" and "=" in c)
+
+
 def check_compose(ini):
     compose = yaml.safe_load(read(os.path.join(DOCKER, "compose.yaml")))
     svcs = compose.get("services", {})
@@ -339,6 +351,11 @@ def check_compose(ini):
             if role == "replica":
                 env = s.get("environment", {})
                 check(env.get("PRIMARY_HOST") == primary, f"compose: {host} replicates {env.get('PRIMARY_HOST')}, not {primary}")
+                # A hot standby does not start with these below its primary's.
+                mine, theirs = pg_settings(s), pg_settings(svcs.get(primary, {}))
+                for k, default in HOT_STANDBY_MIN.items():
+                    check(int(mine.get(k, default)) >= int(theirs.get(k, default)),
+                          f"compose: {host} has {k} {mine.get(k, default)}, below its primary's {theirs.get(k, default)}")
     cat = conninfo(ini.get("pgshard", {}).get("catalog_dsn", ""))
     check(cat.get("host") in svcs, f"pgshard.ini: catalog_dsn host {cat.get('host')} is not a compose service")
 
