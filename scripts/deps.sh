@@ -9,7 +9,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libpq-dev libinih-dev
       libpg-query-dev libprotobuf-c-dev libcmocka-dev postgresql-15 postgresql-client-15
-      python3 procps iproute2 openssl curl clang libclang-rt-14-dev clang-tidy cppcheck
+      python3 python3-yaml procps iproute2 openssl curl clang libclang-rt-14-dev clang-tidy cppcheck
       python3-psycopg libpostgresql-jdbc-java default-jdk-headless nodejs npm)
 declare -A program=([nodejs]=node [npm]=npm [default-jdk-headless]=javac)
 missing=()
