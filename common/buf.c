@@ -41,7 +41,10 @@ int pgs_buf_append(pgs_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int pgs_buf_append_u8(pgs_buf *b, uint8_t v) { return pgs_buf_append(b, &v, 1); }
+int pgs_buf_append_u8(pgs_buf *b, uint8_t v)
+{
+    return pgs_buf_append(b, &v, 1);
+}
 
 int pgs_buf_append_be16(pgs_buf *b, uint16_t v)
 {
@@ -55,7 +58,10 @@ int pgs_buf_append_be32(pgs_buf *b, uint32_t v)
     return pgs_buf_append(b, p, 4);
 }
 
-int pgs_buf_append_cstr(pgs_buf *b, const char *s) { return pgs_buf_append(b, s, strlen(s) + 1); }
+int pgs_buf_append_cstr(pgs_buf *b, const char *s)
+{
+    return pgs_buf_append(b, s, strlen(s) + 1);
+}
 
 int pgs_buf_appendf(pgs_buf *b, const char *fmt, ...)
 {

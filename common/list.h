@@ -15,15 +15,21 @@ typedef struct pgs_list {
     size_t n;
 } pgs_list;
 
-#define pgs_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define pgs_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void pgs_list_init(pgs_list *l)
 {
     l->head.prev = l->head.next = &l->head;
     l->n = 0;
 }
-static inline bool pgs_list_empty(const pgs_list *l) { return l->n == 0; }
-static inline bool pgs_node_linked(const pgs_node *n) { return n->prev != NULL; }
+static inline bool pgs_list_empty(const pgs_list *l)
+{
+    return l->n == 0;
+}
+static inline bool pgs_node_linked(const pgs_node *n)
+{
+    return n->prev != NULL;
+}
 
 static inline void pgs_list_insert_after(pgs_list *l, pgs_node *at, pgs_node *n)
 {
@@ -33,8 +39,14 @@ static inline void pgs_list_insert_after(pgs_list *l, pgs_node *at, pgs_node *n)
     at->next = n;
     l->n++;
 }
-static inline void pgs_list_push_front(pgs_list *l, pgs_node *n) { pgs_list_insert_after(l, &l->head, n); }
-static inline void pgs_list_push_back(pgs_list *l, pgs_node *n) { pgs_list_insert_after(l, l->head.prev, n); }
+static inline void pgs_list_push_front(pgs_list *l, pgs_node *n)
+{
+    pgs_list_insert_after(l, &l->head, n);
+}
+static inline void pgs_list_push_back(pgs_list *l, pgs_node *n)
+{
+    pgs_list_insert_after(l, l->head.prev, n);
+}
 
 static inline void pgs_list_remove(pgs_list *l, pgs_node *n)
 {
@@ -45,8 +57,14 @@ static inline void pgs_list_remove(pgs_list *l, pgs_node *n)
     n->prev = n->next = NULL;
     l->n--;
 }
-static inline pgs_node *pgs_list_first(const pgs_list *l) { return l->n ? l->head.next : NULL; }
-static inline pgs_node *pgs_list_last(const pgs_list *l) { return l->n ? l->head.prev : NULL; }
+static inline pgs_node *pgs_list_first(const pgs_list *l)
+{
+    return l->n ? l->head.next : NULL;
+}
+static inline pgs_node *pgs_list_last(const pgs_list *l)
+{
+    return l->n ? l->head.prev : NULL;
+}
 static inline pgs_node *pgs_list_pop_front(pgs_list *l)
 {
     pgs_node *n = pgs_list_first(l);
@@ -56,7 +74,7 @@ static inline pgs_node *pgs_list_pop_front(pgs_list *l)
 }
 
 /* Iterates safely against removal of the current node. */
-#define pgs_list_each(l, it, tmp) \
+#define pgs_list_each(l, it, tmp)                                                                            \
     for ((it) = (l)->head.next, (tmp) = (it)->next; (it) != &(l)->head; (it) = (tmp), (tmp) = (it)->next)
 
 #endif

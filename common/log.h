@@ -17,8 +17,11 @@ void pgs_log(pgs_log_level level, const char *event, const char *fmt, ...)
  * become one space, leading and trailing ones go. For libpq's multi-line messages. */
 void pgs_log_flatten(char *dst, size_t len, const char *msg);
 
-#define pgs_debug(ev, ...) \
-    do { if (pgs_log_enabled(PGS_LOG_DEBUG)) pgs_log(PGS_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
+#define pgs_debug(ev, ...)                                                                                   \
+    do {                                                                                                     \
+        if (pgs_log_enabled(PGS_LOG_DEBUG))                                                                  \
+            pgs_log(PGS_LOG_DEBUG, ev, __VA_ARGS__);                                                         \
+    } while (0)
 #define pgs_info(ev, ...) pgs_log(PGS_LOG_INFO, ev, __VA_ARGS__)
 #define pgs_warn(ev, ...) pgs_log(PGS_LOG_WARN, ev, __VA_ARGS__)
 #define pgs_error(ev, ...) pgs_log(PGS_LOG_ERROR, ev, __VA_ARGS__)

@@ -198,9 +198,9 @@ typedef struct prs_query_info {
     uint16_t object_name;  /* pool offset: PREPARE/EXECUTE/DEALLOCATE statement, LISTEN/NOTIFY
                               channel, SAVEPOINT/RELEASE name, DECLARE/FETCH/CLOSE cursor */
     uint16_t pool_len;
-    uint16_t unpin;     /* PRS_PIN_* they remove (DISCARD ALL: all of them) */
-    uint16_t reserved1; /* zero: no padding anywhere, so equal infos are equal bytes */
-    uint32_t reserved2; /* zero */
+    uint16_t unpin;                       /* PRS_PIN_* they remove (DISCARD ALL: all of them) */
+    uint16_t reserved1;                   /* zero: no padding anywhere, so equal infos are equal bytes */
+    uint32_t reserved2;                   /* zero */
     prs_table_ref tables[PRS_MAX_TABLES]; /* distinct relations, CTE names left out */
     prs_key_ref keys[PRS_MAX_KEYS];
     prs_occ occs[PRS_MAX_OCCS];

@@ -30,7 +30,8 @@ static px_reply_ent *ext_push(px_server *sv, px_reply kind, uint64_t hash)
 
 int px_server_push_reply(px_server *sv, px_reply kind, uint64_t hash)
 {
-    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY || kind == RP_RESTORE || kind == RP_PREPARE_SQL)
+    if (kind == RP_SYNC || kind == RP_QUERY || kind == RP_REPLAY || kind == RP_RESTORE ||
+        kind == RP_PREPARE_SQL)
         sv->segment++;
     return ext_push(sv, kind, hash) ? 0 : -1;
 }
@@ -298,7 +299,7 @@ static px_msg ext_close(px_client *cl, const pgs_frame *f, const char *name)
  * which must not reach other clients' statements: they are sent as a name that cannot
  * exist and the error is given the client's name. */
 static px_msg ext_use(px_client *cl, const pgs_frame *f, const char *portal, const char *name,
-                   const uint8_t *rest, size_t n)
+                      const uint8_t *rest, size_t n)
 {
     px_server *sv = px_client_server(cl);
     px_stmt *st = px_client_stmt_get(&cl->stmts, name);
@@ -311,7 +312,8 @@ static px_msg ext_use(px_client *cl, const pgs_frame *f, const char *portal, con
      * of a pipeline segment (a Query there would end the segment's implicit transaction, or
      * be skipped after an error): there, one this server does not have yet passes unchanged
      * and PostgreSQL reports it unknown. */
-    if (st && st->sql && sv->ext_open && px_sset_get(&sv->stmts, st->hash, ext_tick(cl->conn.w), NULL) == PX_STMT_ABSENT)
+    if (st && st->sql && sv->ext_open &&
+        px_sset_get(&sv->stmts, st->hash, ext_tick(cl->conn.w), NULL) == PX_STMT_ABSENT)
         return PX_MSG_PASS;
     if (st) {
         int r = ext_ensure_any(sv, st);
@@ -682,7 +684,7 @@ static void ext_send_renamed(px_server *sv, px_reply_ent *e, const char *sql, si
  * PostgreSQL's) and forgets it again; each server prepares it under its hash name when an
  * EXECUTE needs it. A name the client already has gets the server's own 42P05. */
 px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
-                       size_t at, size_t end)
+                          size_t at, size_t end)
 {
     px_server *sv = px_client_server(cl);
     px_worker *w = cl->conn.w;
@@ -736,7 +738,7 @@ px_msg px_ext_sql_prepare(px_client *cl, const pgs_frame *f, const char *sql, si
 /* EXECUTE name ...: runs on the server's name for the statement, prepared there first when
  * needed. An unknown name passes unchanged so PostgreSQL reports it. */
 px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, size_t len, const char *name,
-                       size_t at, size_t end)
+                          size_t at, size_t end)
 {
     px_server *sv = px_client_server(cl);
     px_stmt *st;

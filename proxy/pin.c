@@ -43,9 +43,10 @@ static bool word_at(const char *s, size_t len, size_t i, const char *w, size_t w
 /* The words without which a statement can neither pin nor unpin (TEMP/TEMPORARY/pg_temp,
  * HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config, DISCARD, CLOSE), and their first
  * letters. */
-static const char *const pin_words[] = {"temp", "hold", "advisory", "listen", "set_config", "discard", "close"};
-static const bool pin_first[256] = {['t'] = true, ['h'] = true, ['a'] = true, ['l'] = true,
-                                     ['s'] = true, ['d'] = true, ['c'] = true};
+static const char *const pin_words[] = {"temp",       "hold",    "advisory", "listen",
+                                        "set_config", "discard", "close"};
+static const bool pin_first[256] = {
+    ['t'] = true, ['h'] = true, ['a'] = true, ['l'] = true, ['s'] = true, ['d'] = true, ['c'] = true};
 
 /* Whether the text may pin or unpin at all: one pass, no parse, on every statement of
  * transaction pooling; only texts with one of pin_words are parsed. */

@@ -31,9 +31,9 @@ uint64_t px_hash64(const void *p, size_t n, uint64_t seed);
 /* A statement's text and parameter types: the body of a Parse message after its name. */
 typedef struct px_stmt {
     uint64_t hash;
-    uint32_t refs; /* client names pointing here */
-    bool sql;      /* from SQL PREPARE: body is the text after the name */
-    uint8_t route; /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
+    uint32_t refs;   /* client names pointing here */
+    bool sql;        /* from SQL PREPARE: body is the text after the name */
+    uint8_t route;   /* 0 = not yet classified, 1 = may run on a replica, 2 = primary */
     px_sk_plan plan; /* how its Binds find their shard (sharded configs) */
     bool pin_known;  /* pin and unpin are set */
     uint8_t pin;     /* PRS_PIN_* a run of it leaves on the server, and removes */
@@ -81,11 +81,11 @@ typedef enum px_reply {
 
 typedef struct px_reply_ent {
     uint8_t kind;
-    bool hide_ready; /* RP_SYNC/RP_QUERY: its ReadyForQuery is hidden, an RP_RESTORE's follows */
-    uint64_t hash; /* RP_PARSE*: the statement the server prepares (0: a probe or a
-                      duplicate name, which leaves no statement behind) */
-    px_stmt *stmt; /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
-    char *cname;   /* owned: the client's name this message defines, closes or refers to */
+    bool hide_ready;   /* RP_SYNC/RP_QUERY: its ReadyForQuery is hidden, an RP_RESTORE's follows */
+    uint64_t hash;     /* RP_PARSE*: the statement the server prepares (0: a probe or a
+                          duplicate name, which leaves no statement behind) */
+    px_stmt *stmt;     /* RP_PARSE / RP_FAKE_*: the statement behind cname; one reference */
+    char *cname;       /* owned: the client's name this message defines, closes or refers to */
     uint32_t pos_at;   /* RP_QUERY sent renamed: error positions (characters, 1-based) past this */
     int32_t pos_delta; /* are off by this from the client's text, and are given back corrected */
 } px_reply_ent;

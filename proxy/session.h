@@ -51,7 +51,7 @@ typedef struct px_session {
     px_setting **pending; /* owned, staged by the running transaction */
     size_t npending, pcap;
     bool pending_reset_all;
-    bool pending_failed; /* an error happened in the transaction that staged them */
+    bool pending_failed;   /* an error happened in the transaction that staged them */
     px_setting **defaults; /* owned: the startup parameters, which RESET returns to */
     size_t nd, dcap;
 } px_session;

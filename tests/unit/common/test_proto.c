@@ -253,12 +253,12 @@ static void test_error_parse_malformed(void **state)
         const char *body;
         size_t n;
     } bad[] = {
-        {"", 0},                  /* empty */
-        {"S", 1},                 /* a code and nothing else */
-        {"SERROR", 6},            /* value without its NUL */
-        {"SERROR\0", 7},          /* no terminating zero byte */
-        {"SERROR\0C42601", 13},   /* last value cut */
-        {"SERROR\0Mx\0", 10},     /* no terminating zero byte */
+        {"", 0},                /* empty */
+        {"S", 1},               /* a code and nothing else */
+        {"SERROR", 6},          /* value without its NUL */
+        {"SERROR\0", 7},        /* no terminating zero byte */
+        {"SERROR\0C42601", 13}, /* last value cut */
+        {"SERROR\0Mx\0", 10},   /* no terminating zero byte */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pgs_error_fields ef;
@@ -333,20 +333,13 @@ static void test_buf_grow_consume(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reader_short),
-        cmocka_unit_test(test_reader_reads),
-        cmocka_unit_test(test_reader_cstr),
-        cmocka_unit_test(test_frame_read),
-        cmocka_unit_test(test_frontend_type_valid),
-        cmocka_unit_test(test_msg_ready),
-        cmocka_unit_test(test_msg_builders),
-        cmocka_unit_test(test_msg_auth),
-        cmocka_unit_test(test_msg_error_roundtrip),
-        cmocka_unit_test(test_error_parse),
-        cmocka_unit_test(test_error_parse_malformed),
-        cmocka_unit_test(test_buf_oom_sticky),
-        cmocka_unit_test(test_buf_reserve_overflow),
-        cmocka_unit_test(test_buf_grow_consume),
+        cmocka_unit_test(test_reader_short),          cmocka_unit_test(test_reader_reads),
+        cmocka_unit_test(test_reader_cstr),           cmocka_unit_test(test_frame_read),
+        cmocka_unit_test(test_frontend_type_valid),   cmocka_unit_test(test_msg_ready),
+        cmocka_unit_test(test_msg_builders),          cmocka_unit_test(test_msg_auth),
+        cmocka_unit_test(test_msg_error_roundtrip),   cmocka_unit_test(test_error_parse),
+        cmocka_unit_test(test_error_parse_malformed), cmocka_unit_test(test_buf_oom_sticky),
+        cmocka_unit_test(test_buf_reserve_overflow),  cmocka_unit_test(test_buf_grow_consume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,8 +18,7 @@
 #define RFC_SALT_B64 "W22ZaJ0SNY7soEsUEjb6gQ=="
 #define RFC_CLIENT_FIRST "n,,n=user,r=" RFC_CNONCE
 #define RFC_SERVER_FIRST "r=" RFC_CNONCE RFC_SNONCE ",s=" RFC_SALT_B64 ",i=4096"
-#define RFC_CLIENT_FINAL                                                                      \
-    "c=biws,r=" RFC_CNONCE RFC_SNONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+#define RFC_CLIENT_FINAL "c=biws,r=" RFC_CNONCE RFC_SNONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
 /* As printed in RFC 7677 and recomputed with Python's hashlib/hmac. */
 #define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
@@ -36,7 +35,10 @@ static const char pg_secret_pencil[] =
     "SCRAM-SHA-256$4096:4GmX+E96n8s7nNndIrSrTQ==$gzzVQW95v+WUleOPCPWQXeWZ8nLg/78AGTwzSh3aTIQ="
     ":PZLYuTyssde8Q4IlMQd3kap+Tb/38TbDOcs4g1HLZng=";
 
-static const uint8_t *u8(const char *s) { return (const uint8_t *)s; }
+static const uint8_t *u8(const char *s)
+{
+    return (const uint8_t *)s;
+}
 
 static void assert_buf_str(const pgs_buf *b, const char *want)
 {
@@ -47,8 +49,7 @@ static void assert_buf_str(const pgs_buf *b, const char *want)
 
 static void rfc_secret_make(px_scram_secret *sec)
 {
-    assert_int_equal(px_scram_secret_from_password_salt(RFC_PASSWORD, 4096, rfc_salt,
-                                                        sizeof rfc_salt, sec),
+    assert_int_equal(px_scram_secret_from_password_salt(RFC_PASSWORD, 4096, rfc_salt, sizeof rfc_salt, sec),
                      0);
 }
 
@@ -59,9 +60,8 @@ static void rfc_server_at_final(px_scram_server *st)
     pgs_buf out = PGS_BUF_INIT;
     rfc_secret_make(&sec);
     px_scram_server_init(st, &sec);
-    assert_int_equal(px_scram_server_first(st, u8(RFC_CLIENT_FIRST), strlen(RFC_CLIENT_FIRST),
-                                           RFC_SNONCE, &out),
-                     0);
+    assert_int_equal(
+        px_scram_server_first(st, u8(RFC_CLIENT_FIRST), strlen(RFC_CLIENT_FIRST), RFC_SNONCE, &out), 0);
     pgs_buf_free(&out);
 }
 
@@ -72,19 +72,14 @@ static void test_rfc7677_server(void **state)
     pgs_buf out = PGS_BUF_INIT;
     rfc_secret_make(&sec);
     px_scram_server_init(&st, &sec);
-    assert_int_equal(px_scram_server_first(&st, u8(RFC_CLIENT_FIRST), strlen(RFC_CLIENT_FIRST),
-                                           RFC_SNONCE, &out),
-                     0);
+    assert_int_equal(
+        px_scram_server_first(&st, u8(RFC_CLIENT_FIRST), strlen(RFC_CLIENT_FIRST), RFC_SNONCE, &out), 0);
     assert_buf_str(&out, RFC_SERVER_FIRST);
     pgs_buf_clear(&out);
-    assert_int_equal(px_scram_server_final(&st, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL),
-                                           &out),
-                     0);
+    assert_int_equal(px_scram_server_final(&st, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL), &out), 0);
     assert_buf_str(&out, RFC_SERVER_FINAL);
     /* The exchange is over; a replay is out of turn. */
-    assert_int_equal(px_scram_server_final(&st, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL),
-                                           &out),
-                     -1);
+    assert_int_equal(px_scram_server_final(&st, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL), &out), -1);
     pgs_buf_free(&out);
 }
 
@@ -95,12 +90,9 @@ static void test_rfc7677_client(void **state)
     assert_int_equal(px_scram_client_first_user(&st, RFC_PASSWORD, "user", RFC_CNONCE, &out), 0);
     assert_buf_str(&out, RFC_CLIENT_FIRST);
     pgs_buf_clear(&out);
-    assert_int_equal(px_scram_client_final(&st, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST),
-                                           &out),
-                     0);
+    assert_int_equal(px_scram_client_final(&st, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), 0);
     assert_buf_str(&out, RFC_CLIENT_FINAL);
-    assert_int_equal(px_scram_client_verify(&st, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)),
-                     0);
+    assert_int_equal(px_scram_client_verify(&st, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)), 0);
     pgs_buf_free(&out);
 }
 
@@ -229,16 +221,13 @@ static void test_wrong_password(void **state)
     pgs_buf out = PGS_BUF_INIT;
     assert_int_equal(px_scram_client_first_user(&cl, "pencil2", "user", RFC_CNONCE, &out), 0);
     pgs_buf_clear(&out);
-    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST),
-                                           &out),
-                     0);
+    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), 0);
     rfc_server_at_final(&sv);
     pgs_buf reply = PGS_BUF_INIT;
     assert_int_equal(px_scram_server_final(&sv, out.data, out.len, &reply), -2);
     assert_int_equal(reply.len, 0);
     /* And the client refuses the real server's signature for a different password. */
-    assert_int_equal(px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)),
-                     -1);
+    assert_int_equal(px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)), -1);
     pgs_buf_free(&out);
     pgs_buf_free(&reply);
 }
@@ -322,8 +311,7 @@ static void test_server_first_edges(void **state)
     memcpy(big, "n,,n=,r=", 8);
     memset(big + 8, 'a', sizeof big - 8);
     px_scram_server_init(&sv, &sec);
-    assert_int_equal(px_scram_server_first(&sv, u8(big), 8 + PX_SCRAM_NONCE_MAX + 1, "s", &out),
-                     -1);
+    assert_int_equal(px_scram_server_first(&sv, u8(big), 8 + PX_SCRAM_NONCE_MAX + 1, "s", &out), -1);
     px_scram_server_init(&sv, &sec);
     assert_int_equal(px_scram_server_first(&sv, u8(big), 8 + PX_SCRAM_NONCE_MAX, "s", &out), 0);
     pgs_buf_clear(&out);
@@ -341,9 +329,7 @@ static void test_server_first_edges(void **state)
     /* A second client-first is out of turn; so is a final before the first. */
     assert_int_equal(px_scram_server_first(&sv, u8(ext), strlen(ext), "def", &out), -1);
     px_scram_server_init(&sv, &sec);
-    assert_int_equal(px_scram_server_final(&sv, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL),
-                                           &out),
-                     -1);
+    assert_int_equal(px_scram_server_final(&sv, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL), &out), -1);
 
     /* A test nonce suffix must itself be a valid nonce. */
     px_scram_server_init(&sv, &sec);
@@ -372,9 +358,7 @@ static void test_server_gs2_y(void **state)
     rfc_secret_make(&sec);
 
     px_scram_server_init(&sv, &sec);
-    assert_int_equal(px_scram_server_first(&sv, u8(first), strlen(first), "3rfcNHYJY1ZVvWVs7j",
-                                           &out),
-                     0);
+    assert_int_equal(px_scram_server_first(&sv, u8(first), strlen(first), "3rfcNHYJY1ZVvWVs7j", &out), 0);
     pgs_buf_clear(&out);
     assert_int_equal(px_scram_server_final(&sv, u8(final_y), strlen(final_y), &out), 0);
     assert_buf_str(&out, "v=CVxpkhgeAfQ4maOh2cRLsHgmwW7c3Df0bml7JPwII8w=");
@@ -382,9 +366,7 @@ static void test_server_gs2_y(void **state)
 
     /* c= must repeat the header the client actually sent. */
     px_scram_server_init(&sv, &sec);
-    assert_int_equal(px_scram_server_first(&sv, u8(first), strlen(first), "3rfcNHYJY1ZVvWVs7j",
-                                           &out),
-                     0);
+    assert_int_equal(px_scram_server_first(&sv, u8(first), strlen(first), "3rfcNHYJY1ZVvWVs7j", &out), 0);
     assert_int_equal(px_scram_server_final(&sv, u8(final_n), strlen(final_n), &out), -1);
     pgs_buf_free(&out);
 }
@@ -425,12 +407,11 @@ static void test_server_final_malformed(void **state)
     px_scram_server sv;
     pgs_buf out = PGS_BUF_INIT;
     rfc_server_at_final(&sv);
-    assert_int_equal(px_scram_server_final(&sv, u8(RFC_CLIENT_FINAL),
-                                           strlen(RFC_CLIENT_FINAL) - 1, &out),
+    assert_int_equal(px_scram_server_final(&sv, u8(RFC_CLIENT_FINAL), strlen(RFC_CLIENT_FINAL) - 1, &out),
                      -1);
     /* Extensions between r= and p= are allowed, but the proof covers them. */
-    static const char ext[] = "c=biws,r=" RFC_CNONCE RFC_SNONCE
-                              ",x=1,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    static const char ext[] =
+        "c=biws,r=" RFC_CNONCE RFC_SNONCE ",x=1,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     rfc_server_at_final(&sv);
     assert_int_equal(px_scram_server_final(&sv, u8(ext), strlen(ext), &out), -2);
     assert_int_equal(out.len, 0);
@@ -487,20 +468,14 @@ static void test_client_final_malformed(void **state)
     px_scram_client cl;
     pgs_buf out = PGS_BUF_INIT;
     rfc_client_at_final(&cl);
-    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST),
-                                           strlen(RFC_SERVER_FIRST) - 5, &out),
+    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST) - 5, &out),
                      -1);
     /* Out of turn: verify before final, final twice. */
     rfc_client_at_final(&cl);
-    assert_int_equal(px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)),
-                     -1);
+    assert_int_equal(px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL)), -1);
     rfc_client_at_final(&cl);
-    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST),
-                                           &out),
-                     0);
-    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST),
-                                           &out),
-                     -1);
+    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), 0);
+    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), -1);
     pgs_buf_free(&out);
 }
 
@@ -519,9 +494,7 @@ static void test_client_verify_malformed(void **state)
         px_scram_client cl;
         pgs_buf out = PGS_BUF_INIT;
         rfc_client_at_final(&cl);
-        assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST),
-                                               strlen(RFC_SERVER_FIRST), &out),
-                         0);
+        assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), 0);
         pgs_buf_free(&out);
         if (px_scram_client_verify(&cl, u8(bad[i]), strlen(bad[i])) == -1)
             continue;
@@ -531,11 +504,8 @@ static void test_client_verify_malformed(void **state)
     px_scram_client cl;
     pgs_buf out = PGS_BUF_INIT;
     rfc_client_at_final(&cl);
-    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST),
-                                           &out),
-                     0);
-    assert_int_equal(
-        px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL) - 1), -1);
+    assert_int_equal(px_scram_client_final(&cl, u8(RFC_SERVER_FIRST), strlen(RFC_SERVER_FIRST), &out), 0);
+    assert_int_equal(px_scram_client_verify(&cl, u8(RFC_SERVER_FINAL), strlen(RFC_SERVER_FINAL) - 1), -1);
     pgs_buf_free(&out);
 }
 
