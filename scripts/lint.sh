@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static analysis of pgshard's own sources (common config parser shardmap proxy migrate):
-# clang-tidy with the checked-in .clang-tidy, using BUILD's compile_commands.json, and
-# cppcheck with .cppcheck-suppressions. Prints every finding and exits 1 if there is one;
+# clang-tidy with the checked-in .clang-tidy, using BUILD's compile_commands.json,
+# cppcheck with .cppcheck-suppressions, and clang-format --dry-run on every tracked C file. Prints every finding and exits 1 if there is one;
 # exits 77 (ctest: skipped) when a tool is missing. The ctest test `lint` runs it.
 #   scripts/lint.sh BUILD [JOBS]
 set -uo pipefail
@@ -41,6 +41,17 @@ if ! "$cppcheck" -q -j "$JOBS" --std=c11 -I . -D_GNU_SOURCE -DPGS_VERSION=\"lint
     --suppressions-list=.cppcheck-suppressions --error-exitcode=1 "${DIRS[@]}"; then
   echo "lint: cppcheck found problems (above)"
   rc=1
+fi
+# clang-format: every tracked C file as .clang-format lays it out (`make format` fixes it).
+fmt=$(command -v clang-format-14 || command -v clang-format || true)
+if [ -n "$fmt" ]; then
+  drift=$(git ls-files '*.c' '*.h' | while read -r f; do
+    "$fmt" --dry-run "$f" 2>&1 | grep -q warning && echo "$f"; done)
+  if [ -n "$drift" ]; then
+    echo "$drift"
+    echo "lint: not formatted as .clang-format says (above): run make format"
+    rc=1
+  fi
 fi
 echo "lint: $(printf '%s\n' $files | wc -l) files in $(( $(date +%s) - start )) s: $([ $rc -eq 0 ] && echo clean || echo FAILED)"
 exit $rc
