@@ -126,18 +126,20 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
 {
     pgs_node *it, *tmp;
     px_client *cl = NULL;
+    /* A pid may be a server's own (session pooling), which two nodes may share: the secret,
+     * pgshard's own, decides. */
     pgs_list_each (&w->clients, it, tmp) {
         px_client *c = pgs_container_of(it, px_client, node);
-        if (c->key_pid == pid) {
+        if (c->key_pid == pid && CRYPTO_memcmp(&c->key_secret, &secret, sizeof secret) == 0) {
             cl = c;
             break;
         }
     }
-    if (!cl || CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) != 0 || !px_client_server(cl)) {
-        if (cl && cl->x.fan && CRYPTO_memcmp(&cl->key_secret, &secret, sizeof secret) == 0) {
-            px_fanout_cancel(cl); /* every shard's query */
-            return;
-        }
+    if (cl && cl->x.fan) {
+        px_fanout_cancel(cl); /* every shard's query */
+        return;
+    }
+    if (!cl || !px_client_server(cl)) {
         pgs_debug("cancel_ignored", "no running query for cancel key %08x", pid);
         return;
     }

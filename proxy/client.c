@@ -190,6 +190,22 @@ static void client_auth_ok(px_client *cl, pgs_buf *b)
     pgs_info("client_login", "client %08x user=%s db=%s tls=%s", cl->key_pid, cl->user_name, cl->db_name,
              px_conn_is_tls(&cl->conn) ? "yes" : "no");
     cl->wait_since = uv_now(&cl->conn.w->loop);
+    /* In session pooling the client's server is its backend: it is taken now, and the
+     * welcome waits for it so that pg_backend_pid(), BackendKeyData and the pid of a
+     * NotificationResponse agree, as on PostgreSQL. Sharded, the server depends on the
+     * first statement's shard, and the pid is pgshard's own. */
+    if (cl->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION && !cl->conn.w->px->sharded) {
+        cl->welcome_owed = true;
+        int r = px_route_session_server(cl);
+        if (r < 0) {
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+            return;
+        }
+        if (r == 0)
+            return; /* linked (and welcomed) now, or when the pool has a server */
+        cl->welcome_owed = false;
+        cl->refuse = 0;
+    }
     px_pool_want_welcome(cl->pool, cl);
 }
 
@@ -204,10 +220,10 @@ static const char *client_startup_value(const px_client *cl, const char *name)
     return NULL;
 }
 
-/* The pool's ParameterStatus messages, with the values the client set at startup. */
-static void client_welcome_params(const px_client *cl, pgs_buf *b)
+/* The ParameterStatus messages of a server's login (wb), with the values the client set at
+ * startup. */
+static void client_welcome_params(const px_client *cl, const pgs_buf *wb, pgs_buf *b)
 {
-    const pgs_buf *wb = &cl->pool->welcome;
     /* A server that sent no ParameterStatus leaves the welcome without storage: nothing to
      * walk (and wb->data + 0 would be arithmetic on NULL). */
     if (!cl->startup.len || !wb->len) {
@@ -230,17 +246,23 @@ static void client_welcome_params(const px_client *cl, pgs_buf *b)
 
 /* Tells a client its session parameters, cancel key and readiness. Called as soon as the
  * pool knows the server's parameters. */
-void px_client_welcome(px_client *cl)
+/* The welcome's messages: parameters, cancel key, readiness. */
+static int client_send_welcome(px_client *cl, const pgs_buf *params)
 {
     pgs_buf b = PGS_BUF_INIT;
-    client_welcome_params(cl, &b);
+    client_welcome_params(cl, params, &b);
     pgs_buf_free(&cl->startup);
     pgs_msg_backend_key(&b, cl->key_pid, cl->key_secret);
     pgs_msg_ready(&b, PGS_TX_IDLE);
-    client_set_state(cl, CL_IDLE);
     int r = px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
-    if (r == 0)
+    return r;
+}
+
+void px_client_welcome(px_client *cl)
+{
+    client_set_state(cl, CL_IDLE);
+    if (client_send_welcome(cl, &cl->pool->welcome) == 0)
         px_client_process(cl);
 }
 
@@ -575,12 +597,13 @@ static void client_cancel_request(px_client *cl, const uint8_t *body)
 {
     uint32_t pid = pgs_be32(body), secret = pgs_be32(body + 4);
     px_proxy *px = cl->conn.w->px;
-    int target = px_key_pid_worker(pid);
-    if (target >= 0 && target < px->nworkers) {
-        if (target == cl->conn.w->id)
+    /* pgshard's own pids name their worker, a server's pid (session pooling) does not, and
+     * pool_mode may change on reload: every worker looks (cancels are rare). */
+    for (int i = 0; i < px->nworkers; i++) {
+        if (i == cl->conn.w->id)
             px_client_cancel(cl->conn.w, pid, secret);
         else
-            px_worker_post_cancel(&px->workers[target], pid, secret);
+            px_worker_post_cancel(&px->workers[i], pid, secret);
     }
     /* As PostgreSQL: the cancelling connection gets no answer, only a close. */
     px_client_close(cl);
@@ -1265,6 +1288,12 @@ void px_client_link(px_client *cl, px_server *sv)
     }
     px_server_activate(sv);
     client_set_state(cl, CL_ACTIVE);
+    if (cl->welcome_owed) {
+        cl->welcome_owed = false;
+        cl->key_pid = sv->be_pid; /* the secret stays pgshard's: cancels come through it */
+        if (client_send_welcome(cl, &sv->pool->welcome) < 0) /* ready: sv logged in */
+            return;
+    }
     px_client_process(cl);
     if (!cl->conn.closing && px_client_server(cl) == sv)
         px_server_update_reading(sv);

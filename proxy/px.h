@@ -264,6 +264,7 @@ struct px_client {
     bool over_limit;   /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
+    bool welcome_owed; /* session pooling: welcomed once its server is linked, with its pid */
     bool admin_busy;       /* an admin command waits for a snapshot */
     bool rate_skip;        /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
@@ -344,6 +345,10 @@ typedef struct px_route {
  * for one, queues it among the primary's waiters, or records the refusal. Returns 0
  * (linked or queued), 1 (refused: cl->refuse says why) or -1 (out of memory). */
 int px_xact_begin(px_client *cl, const px_route *d);
+/* Session pooling without sharding: takes the primary's server at login, so that the
+ * client's BackendKeyData can carry the server's own pid. Returns as px_xact_begin; 1 also
+ * when the primary is not ready now (the client is then welcomed without a server). */
+int px_route_session_server(px_client *cl);
 int px_xact_init(px_client *cl, int nshards);
 void px_xact_free(px_client *cl);
 /* Records where routing sends the transaction, before a server is there to link. */
@@ -533,13 +538,10 @@ void px_buf_give(px_worker *w, pgs_buf *b);
 /* Cheap per-worker randomness for jitter (not for secrets: those use RAND_bytes). */
 uint32_t px_worker_rand(px_worker *w);
 /* The pid of a cancel key: the worker in bits 23-30 (up to 256 workers), a counter below,
- * never 0 and never negative as a signed int32, which is how drivers hold it. */
+ * never 0 and never negative as a signed int32, which is how drivers hold it; distinct
+ * across workers. (Session pooling gives a client its server's pid instead.) */
 #define PX_PID_WORKER_SHIFT 23
 uint32_t px_worker_key_pid(px_worker *w);
-static inline int px_key_pid_worker(uint32_t pid)
-{
-    return (int)(pid >> PX_PID_WORKER_SHIFT);
-}
 
 /* tls.c */
 int px_tls_setup(px_proxy *px, char *err, size_t errlen);

@@ -1224,6 +1224,14 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     return r;
 }
 
+int px_route_session_server(px_client *cl)
+{
+    px_route d;
+    cl->x.want_read = false;
+    route_decide(cl, NULL, true, 0, &d);
+    return d.verdict == PX_ROUTE_GO ? px_xact_begin(cl, &d) : 1;
+}
+
 int px_route_linked(px_client *cl, const pgs_frame *f)
 {
     px_worker *w = cl->conn.w;

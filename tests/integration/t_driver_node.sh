@@ -6,7 +6,9 @@
 # sql.begin transactions, 2000 concurrent queries and queries with thousands of parameters.
 # Statements must be prepared again on each server connection (pgshard_% in
 # pg_prepared_statements on both backends), and the primary must never see more than
-# pool_size backends of user app.
+# pool_size backends of user app. Then node-postgres in session pooling (tests/drivers/node/pid.js):
+# its processID (BackendKeyData) is the server's pid, as pg_backend_pid() and a
+# NotificationResponse say, and a cancel with that key works.
 #
 # Uses the node and npm on PATH; installs Debian's nodejs and npm only when they are missing
 # (as root). The pinned packages (tests/drivers/node/package-lock.json) are installed with
@@ -57,6 +59,22 @@ if ((rc != 0 && failed == 0)); then
 fi
 
 pgs_check_stopped node
+
+# Session pooling: the driver's backend pid is the server's (tests/drivers/node/pid.js).
+cp "$PGS_SRC/tests/drivers/node/pid.js" "$APP/"
+pgs_start_proxy nodesess workers=2 pool_size=4 pool_mode=session
+rc=0
+(
+  cd "$APP"
+  PGS_PROXY_PORT=$PGS_PROXY_PORT PGS_USER=$PGS_USER PGS_PASSWORD=$PGS_PASSWORD PGS_DB=$PGS_DB \
+    timeout 60 node --no-deprecation pid.js
+) | tee "$W/pid.out" || rc=$?
+read -r _ p2 f2 < <(grep '^RESULT ' "$W/pid.out" || echo "RESULT 0 1")
+grep -q '^RESULT ' "$W/pid.out" || echo "FAIL node pid.js ended without a result (exit $rc)"
+((rc == 0 || f2 > 0)) || { echo "FAIL node pid.js exited $rc"; f2=$((f2 + 1)); }
+passed=$((passed + p2))
+failed=$((failed + f2))
+pgs_check_stopped nodesess
 
 echo "$passed passed, $failed failed"
 ((failed == 0)) || exit 1

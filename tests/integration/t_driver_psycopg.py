@@ -680,6 +680,39 @@ def case_startup_options():
     return "search_path and statement_timeout from options=-c ..."
 
 
+def case_session_backend_pid():
+    """Session pooling: psycopg's info.backend_pid (BackendKeyData) is the server's own pid,
+    as pg_backend_pid() and the pid of a notification the client sends itself say, and a
+    cancel with that key (connection.cancel()) stops the client's query."""
+    conns = [connect() for _ in range(POOL_SIZE)]  # a server each, from login on
+    try:
+        pids = []
+        for c in conns:
+            pid = c.execute("select pg_backend_pid()").fetchone()[0]
+            eq(pid, c.info.backend_pid, "info.backend_pid against pg_backend_pid()")
+            pids.append(pid)
+        eq(len(conns), len(set(pids)), "a backend per client")
+        c = conns[0]
+        got = []
+        c.add_notify_handler(lambda n: got.append(n.pid))
+        c.execute("listen drv_py_pid")
+        c.execute("notify drv_py_pid, 'self'")
+        c.execute("select 1")
+        eq([c.info.backend_pid], got, "the pid of the client's own notification")
+        slow = conns[1]
+        threading.Timer(0.3, slow.cancel).start()
+        t0 = time.monotonic()
+        try:
+            slow.execute("select pg_sleep(10)")
+            raise AssertionError("pg_sleep(10) ran to its end: the cancel did not reach it")
+        except psycopg.errors.QueryCanceled:
+            check(time.monotonic() - t0 < 5, "the cancel took effect within 5 s")
+    finally:
+        for c in conns:
+            c.close()
+    return f"backend pids {pids}, notification and cancel agree"
+
+
 # Cases that fail because of a known proxy bug: each runs on a proxy of its own (a server
 # whose statements the bug left wrong would fail the cases after it), and only with
 # PGS_KNOWN_BUGS=1.
@@ -745,6 +778,10 @@ def main():
                 report(False, "proxy alive", f"pgshard died:\n{PROXY.log_tail()}")
                 break
         stop_proxy("main proxy")
+        PROXY = Proxy("session", pool_mode="session")
+        run_case("session pooling: backend pid of BackendKeyData, pg_backend_pid(), notifications, cancel",
+                 case_session_backend_pid)
+        stop_proxy("session-pooling proxy")
         for n, (name, fn, why) in enumerate(KNOWN_BUGS):
             if not KNOWN_BUGS_ON:
                 print(f"known-bug (not run; PGS_KNOWN_BUGS=1 runs it) {name}: {why}", flush=True)
