@@ -17,7 +17,7 @@ or in doubt (COMMIT sent, no answer: either both rows or none). After each scena
 ledger is compared with the primary's table: no committed row lost, no half transaction.
 
 Scenarios and what is expected (asserted unless the comment says "reported"):
-  a. proxy <-> primary partition (6 s) mid-transaction: new writes fail with an error within
+  a. proxy <-> primary partition (5.5 s) mid-transaction: new writes fail with an error within
      primary_wait_ms + slack (the monitor sees the primary down); reads go on from the
      replicas; transactions in flight at the cut end (committed or error) once the link
      heals, not later than heal + 30 s (how long they were blocked is reported: pgshard has
@@ -31,7 +31,7 @@ Scenarios and what is expected (asserted unless the comment says "reported"):
      (RST both sides: in-flight transactions get an error within 10 s, the pool reconnects)
      and a slow close (FIN after 3 s of silence: the same within 3 + 10 s). Nothing lost.
   d. half-open TCP: packets from the primary to pgshard dropped (pgshard -> primary still
-     delivered) for 6 s: the monitor sees the primary down, new writes fail within
+     delivered) for 5.5 s: the monitor sees the primary down, new writes fail within
      primary_wait_ms + slack, transactions in flight end after healing; pgshard's server
      sockets carry TCP keepalive (SO_KEEPALIVE, shown by ss); the time they would take to
      notice a dead peer is reported (pgshard has no keepalive settings: 60 s idle, then the
@@ -74,9 +74,11 @@ PG_PORT = 5432               # every node has a namespace of its own, hence the 
 OP_TIMEOUT = 40.0            # a client call silent this long counts as hung
 PRIMARY_WAIT_MS = 2000
 # Longer than each of pgshard's timeouts set below (server_connect_timeout 3 s, primary_wait_ms
-# 2 s, query_wait_timeout 5 s), so that a client blocked through a whole cut shows that none
-# of them ends it. PGS_FAULTS_CUT_SECONDS makes it longer for a look by hand.
-CUT_SECONDS = float(os.environ.get("PGS_FAULTS_CUT_SECONDS", "7"))
+# 2 s, query_wait_timeout 4 s), so that a client blocked through a whole cut shows that none
+# of them ends it. A blocked connection resumes at TCP's next retransmission after the heal
+# (200 ms doubling: 3.0, 6.2, 12.6 s after the first send), so a cut of 5.5 s costs ~6 s and
+# one of 7 s ~13 s. PGS_FAULTS_CUT_SECONDS makes it longer for a look by hand.
+CUT_SECONDS = float(os.environ.get("PGS_FAULTS_CUT_SECONDS", "5.5"))
 T0 = time.monotonic()
 
 # ------------------------------------------------------------------------ small helpers
@@ -836,7 +838,7 @@ def scenario_replica(cluster, net, px, results):
     CHECK(ok, f"{name}: replica1 is up with a closed circuit again after healing")
     v = verify_ledger(cluster, load, name)
     blocked = max((r.end - t_cut for r in inflight), default=0)
-    results[name] = dict(reads=len(allreads), reads_failed=len(failed),
+    results[name] = dict(reads=len(allreads), reads_failed=len(failed), read_errors=errors_of(failed),
                          reads_after_cut=len(after), served_after_cut=dict(served),
                          inflight_reads=len(inflight), inflight_blocked_s=round(blocked, 1), pgbench=bench,
                          writes=v)
@@ -1057,7 +1059,7 @@ def main():
         cluster.wait_replayed()
         log("cluster ready")
         common = dict(workers=2, pool_size=6, monitor_dbname=DB, lag_poll_ms=100, primary_wait_ms=PRIMARY_WAIT_MS,
-                      query_wait_timeout=5, server_connect_timeout=3, shutdown_timeout=3, admin_users=USER,
+                      query_wait_timeout=4, server_connect_timeout=3, shutdown_timeout=3, admin_users=USER,
                       max_lag_ms=5000)
         px = pgwire.Proxy("px", primary=f"{net.addr('p')}:{PG_PORT}",
                           shard_keys={"replicas": f"{net.addr('r1')}:{PG_PORT},{net.addr('r2')}:{PG_PORT}"}, **common)
