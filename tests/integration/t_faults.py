@@ -953,8 +953,8 @@ def scenario_half_open(cluster, net, px, results):
     # timer instead.
     socks = server_sockets(net.addr("p"))
     timers = [re.search(r"timer:\((\w+),([\d.]+)(min|sec|ms)", x) for x in socks]
-    keep60 = [m for m in timers if m and m.group(1) == "keepalive" and m.group(3) in ("sec", "ms")
-              and float(m.group(2)) <= 60]
+    unit = {"min": 60.0, "sec": 1.0, "ms": 0.001}
+    keep60 = [m for m in timers if m and m.group(1) == "keepalive" and float(m.group(2)) * unit[m.group(3)] <= 60]
     CHECK(keep60, f"{name}: pgshard's server sockets carry TCP keepalive (60 s idle)",
           f"{len(socks)} sockets: {[x.split()[-1] for x in socks]}")
     with open("/proc/sys/net/ipv4/tcp_keepalive_intvl") as f:
