@@ -6,10 +6,12 @@
 # Node.js with npm. A package whose program is already on PATH from elsewhere counts as
 # present: Node.js from another distribution ships its own npm and conflicts with Debian's
 # npm package (installing it would replace that Node.js), and any JDK will do for javac.
+# The fault tests (tests/integration/t_faults.py) cut links with nftables rules inside
+# network namespaces of their own.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libpq-dev libinih-dev
       libpg-query-dev libprotobuf-c-dev libcmocka-dev postgresql-15 postgresql-client-15
-      python3 python3-yaml procps iproute2 openssl curl clang libclang-rt-14-dev clang-tidy cppcheck
+      python3 python3-yaml procps iproute2 nftables openssl curl clang libclang-rt-14-dev clang-tidy cppcheck
       python3-psycopg libpostgresql-jdbc-java default-jdk-headless nodejs npm)
 declare -A program=([nodejs]=node [npm]=npm [default-jdk-headless]=javac)
 missing=()
