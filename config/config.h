@@ -100,6 +100,11 @@ typedef struct cfg_config {
     uint32_t query_wait_timeout_ms;          /* default 120 s; 0 = wait forever */
     uint32_t server_idle_timeout_ms;         /* default 600 s; 0 = never close idle servers */
     uint32_t server_connect_timeout_ms;      /* default 15 s */
+    int server_keepalive_idle;               /* default 60 s of silence before TCP keepalive probes; 0 = off */
+    int server_keepalive_interval;           /* default 10 s between probes */
+    int server_keepalive_count;              /* default 6 unanswered probes close the connection */
+    uint32_t server_tcp_user_timeout_ms;     /* default 0 = the kernel's: sent data unacknowledged
+                                                this long closes the connection (TCP_USER_TIMEOUT) */
     uint32_t client_login_timeout_ms;        /* default 60 s; 0 = none: startup and auth must end by then */
     uint32_t shutdown_timeout_ms;            /* default 30 s: SIGTERM lets transactions finish this long */
     uint32_t log_slow_ms;                    /* default 0 = off: log transactions slower than this */

@@ -472,6 +472,10 @@ static int admin_show_config(px_client *cl)
     admin_kv(&b, "query_wait_timeout", "%.3f", c->query_wait_timeout_ms / 1000.0);
     admin_kv(&b, "server_idle_timeout", "%.3f", c->server_idle_timeout_ms / 1000.0);
     admin_kv(&b, "server_connect_timeout", "%.3f", c->server_connect_timeout_ms / 1000.0);
+    admin_kv(&b, "server_keepalive_idle", "%d", c->server_keepalive_idle);
+    admin_kv(&b, "server_keepalive_interval", "%d", c->server_keepalive_interval);
+    admin_kv(&b, "server_keepalive_count", "%d", c->server_keepalive_count);
+    admin_kv(&b, "server_tcp_user_timeout_ms", "%u", c->server_tcp_user_timeout_ms);
     admin_kv(&b, "client_login_timeout", "%.3f", c->client_login_timeout_ms / 1000.0);
     admin_kv(&b, "client_tls", "%s", ctls[c->client_tls]);
     admin_kv(&b, "server_tls", "%s", cfg_server_tls_name(c->server_tls));

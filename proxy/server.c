@@ -2,8 +2,12 @@
  * user (SCRAM-SHA-256, md5, cleartext), then relaying the server's replies to the linked
  * client as they arrive. ReadyForQuery decides when a server goes back to the pool.
  * A server's life is the px_server_state enum, changed only in server_set_state(). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "proxy/px.h"
@@ -610,6 +614,29 @@ static px_step server_tls_step(px_server *sv)
     return PX_STEP_CLOSED;
 }
 
+/* TCP keepalive and TCP_USER_TIMEOUT as configured, so that a server that went silent (host
+ * down, network cut) is closed and its client told, not left waiting for the kernel's
+ * 15-minute retransmission limit. Failures only cost that detection: logged, not fatal. */
+static void server_tcp_options(px_server *sv)
+{
+    const cfg_config *cfg = sv->conn.w->conf->cfg;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&sv->conn.tcp, &fd) < 0)
+        return;
+    int on = cfg->server_keepalive_idle > 0, ut = (int)cfg->server_tcp_user_timeout_ms;
+    bool ok = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == 0;
+    if (on) {
+        ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->server_keepalive_idle, sizeof(int)) == 0;
+        ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->server_keepalive_interval, sizeof(int)) == 0;
+        ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->server_keepalive_count, sizeof(int)) == 0;
+    }
+    if (ut)
+        ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) == 0;
+    if (!ok)
+        pgs_warn("server_tcp_options", "server pid %u: setting keepalive or TCP_USER_TIMEOUT failed: %s",
+                 sv->be_pid, strerror(errno));
+}
+
 static void server_on_connect(uv_connect_t *req, int status)
 {
     px_server *sv = req->data;
@@ -622,7 +649,7 @@ static void server_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&sv->conn.tcp, 1);
-    uv_tcp_keepalive(&sv->conn.tcp, 1, 60);
+    server_tcp_options(sv);
     if (sv->conn.w->conf->cfg->server_tls != CFG_STLS_DISABLE) {
         static const uint8_t ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
         server_set_state(sv, SV_TLS);

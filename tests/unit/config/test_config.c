@@ -67,6 +67,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->query_wait_timeout_ms, 120000);
     assert_int_equal(cfg->server_idle_timeout_ms, 600000);
     assert_int_equal(cfg->server_connect_timeout_ms, 15000);
+    assert_int_equal(cfg->server_keepalive_idle, 60);
+    assert_int_equal(cfg->server_keepalive_interval, 10);
+    assert_int_equal(cfg->server_keepalive_count, 6);
+    assert_int_equal(cfg->server_tcp_user_timeout_ms, 0);
     assert_int_equal(cfg->log_format, CFG_LOG_TEXT);
     assert_int_equal(cfg->log_level, CFG_LOG_INFO);
     assert_int_equal(cfg->read_your_writes, CFG_RYW_SESSION);
@@ -486,6 +490,10 @@ static const bad_config bad_configs[] = {
     {"[pgshard]\npool_size = 20x\n" SHARD0, "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
     {"[pgshard]\npool_size = 0\n", "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
     {"[pgshard]\npool_size = 10001\n", "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
+    {"[pgshard]\nserver_keepalive_count = 0\n",
+     "t.ini:2: key 'server_keepalive_count': must be an integer from 1 to 127"},
+    {"[pgshard]\nserver_keepalive_idle = -1\n",
+     "t.ini:2: key 'server_keepalive_idle': must be an integer from 0 to 32767"},
     {"[pgshard]\npool_size = +5\n", "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
     {"[pgshard]\npool_size = 5 5\n", "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
     {"[pgshard]\npool_size =\n", "t.ini:2: key 'pool_size': must be an integer from 1 to 10000"},
