@@ -87,42 +87,42 @@ typedef struct cfg_config {
     char *path; /* owned: the file it was loaded from */
 
     /* [pgshard] */
-    char listen_addr[CFG_HOST_MAX];          /* default 127.0.0.1 */
-    uint16_t listen_port;                    /* default 6432 */
-    int workers;                             /* resolved: 0 in the file means number of cores */
-    cfg_pool_mode pool_mode;                 /* default transaction */
-    int pool_size;                           /* default 20: per node, user, database and worker */
-    int max_client_conn;                     /* default 10000, across all workers */
-    uint32_t max_message_size;               /* default 16 MiB: largest message read whole */
-    bool pin_session_state;                  /* default on: a server with unreplayable session
-                                                state stays with its client (transaction pooling) */
-    cfg_auth_type auth_type;                 /* default scram-sha-256 */
-    uint32_t query_wait_timeout_ms;          /* default 120 s; 0 = wait forever */
-    uint32_t server_idle_timeout_ms;         /* default 600 s; 0 = never close idle servers */
-    uint32_t server_connect_timeout_ms;      /* default 15 s */
-    int server_keepalive_idle;               /* default 60 s of silence before TCP keepalive probes; 0 = off */
-    int server_keepalive_interval;           /* default 10 s between probes */
-    int server_keepalive_count;              /* default 6 unanswered probes close the connection */
-    uint32_t server_tcp_user_timeout_ms;     /* default 0 = the kernel's: sent data unacknowledged
-                                                this long closes the connection (TCP_USER_TIMEOUT) */
-    uint32_t client_login_timeout_ms;        /* default 60 s; 0 = none: startup and auth must end by then */
-    uint32_t shutdown_timeout_ms;            /* default 30 s: SIGTERM lets transactions finish this long */
-    uint32_t log_slow_ms;                    /* default 0 = off: log transactions slower than this */
-    cfg_client_tls client_tls;               /* default disable; allow/require need the cert and key */
-    cfg_server_tls server_tls;               /* default disable */
-    char server_tls_ca_file[CFG_PATH_MAX];   /* PEM CA bundle for verify-ca/verify-full; "" = none */
-    char tls_cert_file[CFG_PATH_MAX];        /* PEM certificate (chain) shown to clients; "" = none */
-    char tls_key_file[CFG_PATH_MAX];         /* its PEM private key */
-    char *admin_users;                       /* owned: users allowed on the admin console, comma-separated */
-    uint16_t metrics_port;                   /* default 0 = off: Prometheus /metrics and /healthz */
-    cfg_log_format log_format;               /* default text */
-    cfg_log_level log_level;                 /* default info */
-    cfg_ryw read_your_writes;                /* default session */
-    uint64_t max_lag_bytes;                  /* default 1048576; 0 = no limit in bytes */
-    uint32_t max_lag_ms;                     /* default 1000; 0 = no limit in time */
-    uint32_t lag_poll_ms;                    /* default 100, from 10 */
-    cfg_fallback replica_fallback;           /* default primary: no eligible replica -> primary */
-    uint32_t primary_wait_ms;                /* default 5000: writes wait this long for a primary */
+    char listen_addr[CFG_HOST_MAX];        /* default 127.0.0.1 */
+    uint16_t listen_port;                  /* default 6432 */
+    int workers;                           /* resolved: 0 in the file means number of cores */
+    cfg_pool_mode pool_mode;               /* default transaction */
+    int pool_size;                         /* default 20: per node, user, database and worker */
+    int max_client_conn;                   /* default 10000, across all workers */
+    uint32_t max_message_size;             /* default 16 MiB: largest message read whole */
+    bool pin_session_state;                /* default on: a server with unreplayable session
+                                              state stays with its client (transaction pooling) */
+    cfg_auth_type auth_type;               /* default scram-sha-256 */
+    uint32_t query_wait_timeout_ms;        /* default 120 s; 0 = wait forever */
+    uint32_t server_idle_timeout_ms;       /* default 600 s; 0 = never close idle servers */
+    uint32_t server_connect_timeout_ms;    /* default 15 s */
+    int server_keepalive_idle;             /* default 60 s of silence before TCP keepalive probes; 0 = off */
+    int server_keepalive_interval;         /* default 10 s between probes */
+    int server_keepalive_count;            /* default 6 unanswered probes close the connection */
+    uint32_t server_tcp_user_timeout_ms;   /* default 0 = the kernel's: sent data unacknowledged
+                                              this long closes the connection (TCP_USER_TIMEOUT) */
+    uint32_t client_login_timeout_ms;      /* default 60 s; 0 = none: startup and auth must end by then */
+    uint32_t shutdown_timeout_ms;          /* default 30 s: SIGTERM lets transactions finish this long */
+    uint32_t log_slow_ms;                  /* default 0 = off: log transactions slower than this */
+    cfg_client_tls client_tls;             /* default disable; allow/require need the cert and key */
+    cfg_server_tls server_tls;             /* default disable */
+    char server_tls_ca_file[CFG_PATH_MAX]; /* PEM CA bundle for verify-ca/verify-full; "" = none */
+    char tls_cert_file[CFG_PATH_MAX];      /* PEM certificate (chain) shown to clients; "" = none */
+    char tls_key_file[CFG_PATH_MAX];       /* its PEM private key */
+    char *admin_users;                     /* owned: users allowed on the admin console, comma-separated */
+    uint16_t metrics_port;                 /* default 0 = off: Prometheus /metrics and /healthz */
+    cfg_log_format log_format;             /* default text */
+    cfg_log_level log_level;               /* default info */
+    cfg_ryw read_your_writes;              /* default session */
+    uint64_t max_lag_bytes;                /* default 1048576; 0 = no limit in bytes */
+    uint32_t max_lag_ms;                   /* default 1000; 0 = no limit in time */
+    uint32_t lag_poll_ms;                  /* default 100, from 10 */
+    cfg_fallback replica_fallback;         /* default primary: no eligible replica -> primary */
+    uint32_t primary_wait_ms;              /* default 5000: writes wait this long for a primary */
     cfg_unknown_functions unknown_functions; /* default primary: where reads calling
                                                 functions not known read-only go */
     char *monitor_user;                      /* owned, NULL = the first [user.NAME] with a plain password */

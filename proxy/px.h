@@ -264,7 +264,7 @@ struct px_client {
     bool over_limit;   /* refused by max_client_conn: answer the startup with 53300 */
     bool ssl_asked;
     bool gss_asked;
-    bool welcome_owed; /* session pooling: welcomed once its server is linked, with its pid */
+    bool welcome_owed;     /* session pooling: welcomed once its server is linked, with its pid */
     bool admin_busy;       /* an admin command waits for a snapshot */
     bool rate_skip;        /* refused by max_qps: drop messages up to Sync, then answer */
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */

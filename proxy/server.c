@@ -627,7 +627,8 @@ static void server_tcp_options(px_server *sv)
     bool ok = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == 0;
     if (on) {
         ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->server_keepalive_idle, sizeof(int)) == 0;
-        ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->server_keepalive_interval, sizeof(int)) == 0;
+        ok = ok &&
+             setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->server_keepalive_interval, sizeof(int)) == 0;
         ok = ok && setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->server_keepalive_count, sizeof(int)) == 0;
     }
     if (ut)
