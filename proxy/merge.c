@@ -235,6 +235,16 @@ static int mg_oom(px_merge *m)
 
 static int mg_bad_value(px_merge *m, const mg_type *t)
 {
+    /* Dates, times and intervals are read in text as PostgreSQL writes them by default; a
+     * session with another DateStyle or IntervalStyle gets them otherwise. */
+    bool dated = t->oid == 1082 || t->oid == 1083 || t->oid == 1114 || t->oid == 1184 || t->oid == 1266;
+    if (!t->fmt && (dated || t->oid == 1186))
+        return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                       "pgshard: a query across shards compares %s values in text only with %s; this "
+                       "session has another (SET %s, or ask for binary results)",
+                       dated ? "date and time" : "interval",
+                       dated ? "DateStyle = ISO" : "IntervalStyle = postgres",
+                       dated ? "DateStyle = ISO" : "IntervalStyle = postgres");
     return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
                    "pgshard: a shard sent a value of type %u that cannot be read", t->oid);
 }

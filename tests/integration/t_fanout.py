@@ -24,6 +24,7 @@ import need_psycopg  # noqa: E402,F401
 import psycopg  # noqa: E402
 
 import atexit
+import datetime
 import re
 import socket
 import urllib.request
@@ -157,6 +158,20 @@ def run(check, proxy, shards):
     check(got == want, "keyless read with binary results", f"{got[:5]} != {want[:5]}")
     refused("join off the shard key", lambda: cur.execute(
         "SELECT count(*) FROM items a JOIN items b ON a.v = b.v").fetchall(), ["shard key"])
+    # Dates in text are compared as PostgreSQL writes them by default (ISO): another DateStyle
+    # is refused with a reason, not answered with a wrong order or an internal error.
+    other = CLUSTER.connect(proxy.port)
+    oc = simple(other)
+    oc.execute("SET DateStyle = 'SQL, DMY'")
+    refused("dates merged in text under DateStyle SQL", lambda: oc.execute(
+        "SELECT date '2020-01-01' + v AS d FROM items ORDER BY d LIMIT 3").fetchall(), ["DateStyle = ISO"])
+    oc.execute("SET DateStyle = ISO")
+    got = [r[0].isoformat() for r in oc.execute(
+        "SELECT date '2020-01-01' + v AS d FROM items ORDER BY d LIMIT 2").fetchall()]
+    want = [(datetime.date(2020, 1, 1) + datetime.timedelta(days=v)).isoformat()
+            for v in sorted(r[1] for r in rows)[:2]]
+    check(got == want, "dates merged in text under DateStyle ISO", f"{got} != {want}")
+    other.close()
     n = cur.execute("SELECT count(*) FROM items").fetchone()[0]
     check(n == len(rows), "the connection goes on after the refusals", f"{n}")
 
