@@ -147,6 +147,18 @@ static void fanout_merge_failed(px_fanout *fo)
     fanout_fail(fo, state, msg ? msg : "pgshard: the merge of the shards' rows failed");
 }
 
+/* The database's collation, and the user columns whose collation differs from it (or is
+ * nondeterministic), as "table oid << 16 | attnum" with 'n' for nondeterministic. */
+#define COLLATION_SQL                                                                                        \
+    "SELECT d.datcollate, d.datlocprovider, (SELECT string_agg((a.attrelid::int8 * 65536 + a.attnum)::text " \
+    "|| CASE WHEN c.collisdeterministic THEN '' ELSE 'n' END, ',') FROM pg_catalog.pg_attribute a JOIN "     \
+    "pg_catalog.pg_collation c ON c.oid = a.attcollation WHERE a.attrelid >= 16384 AND a.attnum > 0 AND "    \
+    "NOT "                                                                                                   \
+    "a.attisdropped AND a.attcollation <> 100 AND NOT (c.collprovider = 'c' AND d.datlocprovider = 'c' AND " \
+    "c.collcollate = d.datcollate AND c.collisdeterministic)) FROM pg_catalog.pg_database d WHERE "          \
+    "d.datname = "                                                                                           \
+    "current_database()"
+
 /* The database's collation decides how text sorts; pgshard reproduces libc collations
  * ("C"/"POSIX" by bytes, others with strcoll_l) and refuses ICU ones. */
 static int fanout_make_merge(px_fanout *fo)
@@ -369,15 +381,16 @@ static void fanout_send(px_fanout *fo)
         write_start(fo);
         return;
     }
-    bool ask = fo->mode == PX_FAN_READ && cl->pool->coll_state == PX_COLL_UNKNOWN;
+    bool ask =
+        fo->mode == PX_FAN_READ && (cl->pool->coll_state == PX_COLL_UNKNOWN ||
+                                    uv_now(&cl->conn.w->loop) - cl->pool->coll_at >= PX_COLL_REFRESH_MS);
     if (fo->mode == PX_FAN_READ && !ask && !fo->merge && fanout_make_merge(fo) < 0)
         fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
     for (int s = 0; s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
         fo->replays[s] = px_client_replay_session(cl, sv) ? 1 : 0;
         if (ask && s == 0) {
-            fanout_send_sql(sv, "SELECT datcollate, datlocprovider FROM pg_database WHERE datname = "
-                                "current_database()");
+            fanout_send_sql(sv, COLLATION_SQL);
             fo->phase[s] = FL_COLLATION;
             continue;
         }
@@ -1038,17 +1051,18 @@ static void fanout_link_done(px_fanout *fo, px_link *l)
         px_server_close(sv, "a cross-shard read left it in a transaction");
 }
 
-/* The collation answer: one row (datcollate, datlocprovider). */
+/* The collation answer: one row (datcollate, datlocprovider, the collated columns). */
 static void fanout_collation_row(px_fanout *fo, const uint8_t *body, size_t n)
 {
     px_pool *home = fo->cl->pool;
     pgs_reader rd = pgs_reader_make(body, n);
     uint16_t ncol;
-    int32_t l1, l2;
-    const uint8_t *v1, *v2;
-    if (pgs_rd_be16(&rd, &ncol) < 0 || ncol != 2 || pgs_rd_be32(&rd, (uint32_t *)&l1) < 0 || l1 < 0 ||
+    int32_t l1, l2, l3;
+    const uint8_t *v1, *v2, *v3 = NULL;
+    if (pgs_rd_be16(&rd, &ncol) < 0 || ncol != 3 || pgs_rd_be32(&rd, (uint32_t *)&l1) < 0 || l1 < 0 ||
         pgs_rd_bytes(&rd, (size_t)l1, &v1) < 0 || pgs_rd_be32(&rd, (uint32_t *)&l2) < 0 || l2 != 1 ||
-        pgs_rd_bytes(&rd, 1, &v2) < 0)
+        pgs_rd_bytes(&rd, 1, &v2) < 0 || pgs_rd_be32(&rd, (uint32_t *)&l3) < 0 ||
+        (l3 > 0 && pgs_rd_bytes(&rd, (size_t)l3, &v3) < 0))
         return;
     char name[128];
     if ((size_t)l1 >= sizeof name)
@@ -1056,6 +1070,8 @@ static void fanout_collation_row(px_fanout *fo, const uint8_t *body, size_t n)
     memcpy(name, v1, (size_t)l1);
     name[l1] = '\0';
     px_pool_set_collation(home, name, (char)v2[0]);
+    if (px_pool_set_collated(home, (const char *)v3, l3 > 0 ? (size_t)l3 : 0) < 0)
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
 }
 
 /* The collation is known: the shard waiting for it runs the query now, and the merge is made. */
@@ -1436,6 +1452,8 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     case PGS_BE_ROW_DESC:
         if (merging)
             r = px_merge_row_desc(fo->merge, s, body, n);
+        if (merging && r == 0 && s == 0) /* the columns are shard 0's (its table oids) */
+            r = px_merge_collated(fo->merge, body, n, fo->cl->pool->coll_cols, fo->cl->pool->ncoll_cols);
         break;
     case PGS_BE_DATA_ROW:
         if (fo->phase[s] == FL_COLLATION && !fo->replays[s])

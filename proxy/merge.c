@@ -1721,6 +1721,74 @@ int px_merge_row_desc(px_merge *m, int s, const uint8_t *body, size_t len)
     return 0;
 }
 
+static bool mg_has_col(const uint64_t *cols, size_t n, uint64_t key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t k = cols[mid] & ~PX_MERGE_NONDET;
+        if (k == key)
+            return true;
+        if (k < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static bool mg_has_nondet(const uint64_t *cols, size_t n, uint64_t key)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((cols[i] & ~PX_MERGE_NONDET) == key)
+            return (cols[i] & PX_MERGE_NONDET) != 0;
+    return false;
+}
+
+int px_merge_collated(px_merge *m, const uint8_t *body, size_t len, const uint64_t *cols, size_t n)
+{
+    mg_field f[PRS_SC_MAX_COLS];
+    int nf = 0;
+    if (m->failed || !m->have_desc)
+        return m->failed ? -1 : 0;
+    if (mg_parse_desc(m, body, len, f, &nf) < 0)
+        return -1;
+    const prs_scatter *pl = m->plan;
+    bool ordered[PRS_SC_MAX_COLS] = {0};
+    for (int i = 0; i < pl->nsort; i++)
+        if (pl->sort[i].col < PRS_SC_MAX_COLS)
+            ordered[pl->sort[i].col] = true;
+    for (int i = 0; i < pl->ninsns; i++)
+        if (pl->having[i].op == PRS_SC_OP_COL && pl->having[i].arg < PRS_SC_MAX_COLS)
+            ordered[pl->having[i].arg] = true; /* compared with < or > perhaps */
+    for (int c = 0; c < nf && c < m->ncols; c++) {
+        uint8_t cls = m->in[c].cls;
+        if (cls != MG_TEXT && cls != MG_BPCHAR)
+            continue;
+        bool ord = ordered[c] || m->cols[c].kind == PRS_SC_MIN || m->cols[c].kind == PRS_SC_MAX;
+        bool eq = m->cols[c].kind == PRS_SC_GROUP;
+        if ((!ord && !eq) || n == 0)
+            continue;
+        const char *name = (const char *)body + f[c].name_off;
+        if (f[c].table == 0) {
+            if (ord)
+                return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                               "pgshard: a query across shards cannot order the computed text column \"%s\": "
+                               "this database has columns with a collation of their own, which it may "
+                               "follow (order by a column, or add the tenant key)",
+                               name);
+            continue;
+        }
+        uint64_t key = (uint64_t)f[c].table << 16 | f[c].attnum;
+        if (mg_has_col(cols, n, key) && (ord || mg_has_nondet(cols, n, key)))
+            return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                           "pgshard: a query across shards cannot %s column \"%s\": it has a collation of "
+                           "its own, which pgshard does not reproduce (add the tenant key)",
+                           ord ? "order text by" : "group text by", name);
+    }
+    return 0;
+}
+
 /* The RowDescription for the client: the visible columns, avg's retyped. */
 static void mg_put_desc(px_merge *m, pgs_buf *out)
 {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/merge.h"
 #include "proxy/px.h"
 
 #define PX_LOGIN_RETRY_MS 1000 /* pause after a failed server login, as PgBouncer's server_login_retry */
@@ -64,6 +65,7 @@ void px_pool_free(px_pool *pool)
     pgs_buf_free(&pool->welcome);
     if (pool->coll_state == PX_COLL_LIBC)
         freelocale(pool->coll);
+    free(pool->coll_cols);
     free(pool->sibling);
     free(pool);
 }
@@ -71,6 +73,41 @@ void px_pool_free(px_pool *pool)
 /* "C" and "POSIX" order text by bytes; another libc locale by strcoll_l, which needs that
  * locale on this machine; ICU (provider 'i') pgshard cannot reproduce, nor a locale this
  * machine lacks: text is then never compared here. */
+static int pool_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a & ~PX_MERGE_NONDET, y = *(const uint64_t *)b & ~PX_MERGE_NONDET;
+    return x < y ? -1 : x > y;
+}
+
+int px_pool_set_collated(px_pool *pool, const char *list, size_t len)
+{
+    size_t n = 0;
+    uint64_t *cols = NULL;
+    if (len) {
+        for (size_t i = 0; i < len; i++)
+            n += list[i] == ',';
+        if (!(cols = calloc(++n, sizeof *cols)))
+            return -1;
+        size_t k = 0;
+        for (size_t i = 0; i < len && k < n; k++, i++) {
+            uint64_t v = 0;
+            while (i < len && list[i] >= '0' && list[i] <= '9')
+                v = v * 10 + (uint64_t)(list[i++] - '0');
+            if (i < len && list[i] == 'n')
+                v |= PX_MERGE_NONDET;
+            cols[k] = v;
+            while (i < len && list[i] != ',')
+                i++;
+        }
+        qsort(cols, n, sizeof *cols, pool_u64_cmp);
+    }
+    free(pool->coll_cols);
+    pool->coll_cols = cols;
+    pool->ncoll_cols = (uint32_t)n;
+    pool->coll_at = uv_now(&pool->w->loop);
+    return 0;
+}
+
 void px_pool_set_collation(px_pool *pool, const char *datcollate, char provider)
 {
     if (pool->coll_state != PX_COLL_UNKNOWN)

@@ -1028,6 +1028,56 @@ static void test_desc_mismatch(void **state)
     free(p);
 }
 
+/* Text columns with collations of their own (shard 0's table oid << 16 | attnum): ordering
+ * one, or grouping by a nondeterministic one, is refused; so is ordering a computed text
+ * column when the database has any such column. */
+static void test_collated(void **state)
+{
+    (void)state;
+    const uint32_t t[] = {TEXT, TEXT};
+    const uint64_t c1 = (uint64_t)16384 << 16 | 1, c2 = (uint64_t)16384 << 16 | 2;
+    for (int grouped = 0; grouped < 2; grouped++) {
+        for (int which = 0; which < 4; which++) {
+            prs_scatter *p = plan_new(2, 2);
+            p->grouped = grouped;
+            p->shards_sorted = !grouped;
+            if (grouped)
+                p->cols[0].kind = p->cols[1].kind = PRS_SC_GROUP;
+            else
+                plan_sort(p, 0, false, false);
+            px_merge *m = px_merge_new(p, 1, (locale_t)0);
+            pgs_buf b = desc_body(2, t, 0, NULL);
+            assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), 0);
+            /* 0: nothing collated; 1: the other column; 2: this one; 3: this one, nondeterministic */
+            uint64_t cols[1] = {which == 1 ? c2 : which == 3 ? c1 | PX_MERGE_NONDET : c1};
+            int rc = px_merge_collated(m, b.data, b.len, cols, which ? 1 : 0);
+            bool refuse = grouped ? which == 3 : which >= 2;
+            assert_int_equal(rc, refuse ? -1 : 0);
+            if (refuse)
+                expect_error(m, "0A000", "collation of its own");
+            pgs_buf_free(&b);
+            px_merge_free(m);
+            free(p);
+        }
+    }
+    /* a computed column (no table) that is ordered */
+    for (int any = 0; any < 2; any++) {
+        prs_scatter *p = plan_new(2, 2);
+        p->shards_sorted = true;
+        plan_sort(p, 0, false, false);
+        px_merge *m = px_merge_new(p, 1, (locale_t)0);
+        pgs_buf b = desc_body(2, t, 0, NULL);
+        memset(b.data + 2 + 3, 0, 6); /* after the count and "c1": table oid and attnum */
+        assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), 0);
+        assert_int_equal(px_merge_collated(m, b.data, b.len, &c2, any ? 1 : 0), any ? -1 : 0);
+        if (any)
+            expect_error(m, "0A000", "computed text column");
+        pgs_buf_free(&b);
+        px_merge_free(m);
+        free(p);
+    }
+}
+
 static void test_malformed(void **state)
 {
     static const struct {
@@ -1090,7 +1140,12 @@ static void test_malformed(void **state)
             pgs_buf_free(&out);
         }
         assert_int_equal(rc, -1);
-        expect_error(m, "XX000", "cannot be read");
+        /* Dates and intervals in text that do not read are taken for another DateStyle or
+         * IntervalStyle of the session: refused, with the setting to change. */
+        if (bad[i].type == DATE || bad[i].type == TS || bad[i].type == INTERVAL)
+            expect_error(m, "0A000", "Style");
+        else
+            expect_error(m, "XX000", "cannot be read");
         px_merge_free(m);
         free(p);
     }
@@ -1296,6 +1351,7 @@ int main(void)
         cmocka_unit_test(test_distinct),
         cmocka_unit_test(test_group_binary),
         cmocka_unit_test(test_desc_mismatch),
+        cmocka_unit_test(test_collated),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cannot_compare),
         cmocka_unit_test(test_garbage),
