@@ -108,7 +108,7 @@ static const char *const flag_names[] = {
     "for_update",     "writable_cte",     "nextval",        "advisory_lock",   "unsafe_func",
     "select_into",    "temp_table",       "too_complex",    "explain_analyze", "read_only_txn",
     "read_write_txn", "txn_chain",        "set_local",      "pgshard_var",     "multi",
-    "key_update",     "tables_truncated", "keys_truncated", "occs_truncated",
+    "key_update",     "tables_truncated", "keys_truncated", "occs_truncated",  "no_txn_block",
 };
 
 const char *prs_kind_name(prs_kind kind)
@@ -1642,6 +1642,33 @@ static void classify_node(classifier *c, const Node *n, stmt_result *r)
     }
 }
 
+/* Statements PostgreSQL refuses inside a transaction block (PreventInTransactionBlock);
+ * REINDEX and CLUSTER only in some forms, taken here in all. */
+static bool no_txn_block(const Node *n)
+{
+    switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_VACUUM_STMT:
+        return n->vacuum_stmt->is_vacuumcmd;
+    case PG_QUERY__NODE__NODE_INDEX_STMT:
+        return n->index_stmt->concurrent;
+    case PG_QUERY__NODE__NODE_DROP_STMT:
+        return n->drop_stmt->concurrent;
+    case PG_QUERY__NODE__NODE_REINDEX_STMT:
+    case PG_QUERY__NODE__NODE_CLUSTER_STMT:
+    case PG_QUERY__NODE__NODE_CREATEDB_STMT:
+    case PG_QUERY__NODE__NODE_DROPDB_STMT:
+    case PG_QUERY__NODE__NODE_ALTER_SYSTEM_STMT:
+    case PG_QUERY__NODE__NODE_CREATE_TABLE_SPACE_STMT:
+    case PG_QUERY__NODE__NODE_DROP_TABLE_SPACE_STMT:
+    case PG_QUERY__NODE__NODE_CREATE_SUBSCRIPTION_STMT:
+    case PG_QUERY__NODE__NODE_ALTER_SUBSCRIPTION_STMT:
+    case PG_QUERY__NODE__NODE_DROP_SUBSCRIPTION_STMT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void classify_statement(classifier *c, const Node *n, bool *all_read_only)
 {
     stmt_result r = {0};
@@ -1654,7 +1681,7 @@ static void classify_statement(classifier *c, const Node *n, bool *all_read_only
     c->w.stmt = (unsigned)c->stmt;
     c->w.query_checks = is_query_kind(r.kind);
     walk(&c->w, (const ProtobufCMessage *)n, 0);
-    r.flags |= c->w.flags;
+    r.flags |= c->w.flags | (no_txn_block(n) ? PRS_F_NO_TXN_BLOCK : 0);
     r.pin |= c->w.pin;
     r.unpin |= c->w.unpin;
     /* A temp table dropped at commit leaves nothing behind. */

@@ -75,6 +75,8 @@ enum {
     PRS_F_TABLES_TRUNCATED = 1u << 16, /* more tables than tables[] holds */
     PRS_F_KEYS_TRUNCATED = 1u << 17,   /* more key positions than keys[] holds */
     PRS_F_OCCS_TRUNCATED = 1u << 18,   /* occs[]/slots[] could not describe every relation named */
+    PRS_F_NO_TXN_BLOCK = 1u << 19,     /* cannot run inside a transaction block (VACUUM, CREATE
+                                          INDEX CONCURRENTLY, CREATE DATABASE, REINDEX, ...) */
 };
 #define PRS_F_WRITE_MASK                                                                                     \
     (PRS_F_FOR_UPDATE | PRS_F_WRITABLE_CTE | PRS_F_NEXTVAL | PRS_F_ADVISORY_LOCK | PRS_F_UNSAFE_FUNC |       \

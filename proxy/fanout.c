@@ -73,6 +73,7 @@ struct px_fanout {
     bool all_rows;         /* WRITE: every shard's RETURNING rows go to the client (not shard 0's only) */
     bool rd_sent;          /* WRITE: the client has its RowDescription */
     char verb[16];         /* WRITE: the CommandComplete verb ("UPDATE", "INSERT 0", ...) */
+    bool ddl;              /* WRITE of DDL: shard 0's CommandCompletes are held with its rows */
     char gid[64];          /* WRITE with two-phase commit: the transaction's gid */
     uint64_t prepare_ns;   /* WRITE: uv_hrtime() when PREPARE TRANSACTION was sent */
     bool commit_failed;    /* WRITE: a COMMIT PREPARED failed: the decision must stay */
@@ -807,6 +808,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->key_oid = rq->key_oid;
     fo->mode = rq->mode;
     fo->all_rows = rq->all_rows;
+    fo->ddl = rq->ddl;
     fo->nshards = n;
     fo->replays = flags;
     fo->phase = flags + n;
@@ -998,7 +1000,8 @@ static void fanout_finish(px_fanout *fo)
         px_conn_send_buf(&cl->conn, &fo->out);
         if (fo->ins)
             split_rows_out(fo);
-        write_complete(fo);
+        if (!fo->ddl)
+            write_complete(fo);
     }
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
@@ -1283,7 +1286,8 @@ static void write_result(px_fanout *fo, int s, char type, const uint8_t *p, size
     /* Held until every shard has committed: the client sees nothing of a write that is
      * rolled back, and the extended protocol's answers come before the rows. */
     bool head = type == PGS_BE_PARSE_COMPLETE || type == PGS_BE_BIND_COMPLETE || type == PGS_BE_NO_DATA;
-    bool row = type == PGS_BE_DATA_ROW || (type == PGS_BE_ROW_DESC && !fo->rd_sent);
+    bool row = type == PGS_BE_DATA_ROW || (type == PGS_BE_ROW_DESC && !fo->rd_sent) ||
+               (fo->ddl && type == PGS_BE_COMMAND_COMPLETE); /* each statement's own tag */
     if ((head && s == 0) || (row && mine)) {
         fo->rd_sent = fo->rd_sent || type == PGS_BE_ROW_DESC;
         pgs_buf *to = head ? &fo->head : fo->ins && type == PGS_BE_DATA_ROW ? &fo->rowbufs[s] : &fo->out;

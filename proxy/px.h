@@ -415,6 +415,8 @@ typedef struct px_fanout_req {
     struct prs_insert_split *split; /* taken (set to NULL): WRITE of an INSERT split per shard */
     bool all_rows;                  /* WRITE: every shard's RETURNING rows and counts (sharded
                                        table); else shard 0's (an omnisharded table, the same everywhere) */
+    bool ddl;                       /* WRITE: DDL in one distributed transaction; shard 0's
+                                       answers (CommandComplete, NOTICE) are the client's */
 } px_fanout_req;
 
 /* Starts what req describes, which begins the client's input. Returns 0 (running or queued

@@ -103,6 +103,7 @@ typedef struct px_qclass {
     uint32_t max_lag_ms; /* of a hint comment */
     uint8_t kind;        /* prs_kind of a Query's first statement (0 for the extended protocol) */
     uint32_t n_statements;
+    uint32_t flags;  /* PRS_F_* of a Query's statements */
     px_sk_result sk; /* the shard (sharded configs only; verdict PX_SK_ANY otherwise) */
 } px_qclass;
 
@@ -205,6 +206,7 @@ static void route_classify(px_client *cl, const char *sql, size_t len, const px_
     qc->read = info_readable(w, qi);
     qc->kind = qi->kind;
     qc->n_statements = qi->n_statements;
+    qc->flags = qi->flags;
     const prs_hints *h = &w->lex.hints;
     qc->target = h->target;
     qc->has_lag = h->has_max_lag;
@@ -713,6 +715,9 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     bool every = qc->sk.verdict == PX_SK_EVERY, copy = qc->kind == PRS_KIND_COPY;
     bool split = qc->sk.verdict == PX_SK_WRITE_SPLIT;
     bool write = qc->sk.verdict == PX_SK_WRITE_ALL || qc->sk.verdict == PX_SK_WRITE_OMNI || split;
+    /* With two-phase commit, DDL that may run in a transaction block is one distributed
+     * transaction over every shard, like a write: applied everywhere or nowhere. */
+    bool atomic_ddl = every && w->conf->cfg->two_phase_commit && !(qc->flags & PRS_F_NO_TXN_BLOCK);
     if (cl->x.deferred != PX_DEFER_NONE)
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -725,13 +730,14 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                                "pgshard: COPY of a sharded table runs as a simple Query");
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
-    px_fanout_req req = {.mode = every   ? PX_FAN_DDL
-                                 : write ? PX_FAN_WRITE
-                                         : PX_FAN_READ,
+    px_fanout_req req = {.mode = atomic_ddl || write ? PX_FAN_WRITE
+                                 : every           ? PX_FAN_DDL
+                                                   : PX_FAN_READ,
                          .consume = consume,
                          .ext = ext,
                          .plan = &plan,
-                         .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL || split};
+                         .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL || split,
+                         .ddl = atomic_ddl};
     int r = copy ? route_copy(cl, sql, len, &req) : split ? route_split(cl, sql, len, ext, &req) : 0;
     if (r == 0 && (every || copy || write)) /* sent as it is: the plan only carries the text */
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;

@@ -15,7 +15,9 @@ set by cluster.sh, stopped at exit):
   3. a multi-row INSERT whose rows belong to several shards is split per shard in one
      two-phase transaction (rows on their shards, RETURNING in the client's row order, a
      refusal on one shard keeps nothing), and refused without two-phase commit;
-  4. the time a two-phase write adds over a one-phase one is printed (not asserted).
+  4. with two-phase commit, DDL is one distributed transaction: on every shard or on none
+     (statements that cannot run in a transaction block still go to each shard in turn);
+  5. the time a two-phase write adds over a one-phase one is printed (not asserted).
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
 """
 import os
@@ -148,6 +150,7 @@ def split_inserts(check, shards):
         after = sum(c.execute("SELECT count(*) FROM items").fetchone()[0] for c in shards)
         check(st == "23502" and after == before and prepared(shards) == 0,
               "a split INSERT one shard refuses keeps no row anywhere", f"{st} {before} -> {after}")
+        ddl_atomic(check, shards, conn)
         conn.close()
     finally:
         px.stop()
@@ -160,6 +163,37 @@ def split_inserts(check, shards):
         conn.close()
     finally:
         px.stop()
+
+
+def ddl_atomic(check, shards, conn):
+    """DDL with two_phase_commit = on: one distributed transaction, applied on every shard
+    or on none."""
+    def tables(name):
+        return on_shards(shards, "SELECT count(*) FROM pg_class WHERE relname = %s", (name,))
+
+    simple = psycopg.ClientCursor(conn)
+    cur = simple.execute("CREATE TABLE ddl_a (id int, v text)")
+    check(cur.statusmessage == "CREATE TABLE" and tables("ddl_a") == [1, 1, 1] and prepared(shards) == 0,
+          "DDL (simple protocol) on every shard in one transaction", f"{cur.statusmessage} {tables('ddl_a')}")
+    cur = conn.execute("ALTER TABLE ddl_a ADD COLUMN w int")
+    cols = on_shards(shards, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'ddl_a'::regclass AND attnum > 0")
+    check(cur.statusmessage == "ALTER TABLE" and cols == [3, 3, 3], "DDL in the extended protocol on every shard",
+          f"{cur.statusmessage} {cols}")
+    simple.execute("CREATE TABLE ddl_b (id int); CREATE INDEX ddl_b_id ON ddl_b (id)")
+    idx = on_shards(shards, "SELECT count(*) FROM pg_class WHERE relname = 'ddl_b_id'")
+    check(idx == [1, 1, 1], "two DDL statements in one Query", f"{idx}")
+    # Shard 2 alone has ddl_c: CREATE TABLE fails there, and no shard keeps it.
+    shards[2].execute("CREATE TABLE ddl_c (id int)")
+    st, msg = diffcluster.sqlstate_of(lambda: simple.execute("CREATE TABLE ddl_c (id int); CREATE TABLE ddl_d (id int)"))
+    check(st == "42P07" and tables("ddl_c") == [0, 0, 1] and tables("ddl_d") == [0, 0, 0] and prepared(shards) == 0,
+          "DDL that fails on one shard is applied on none", f"{st} {tables('ddl_c')} {tables('ddl_d')}")
+    shards[2].execute("DROP TABLE ddl_c")
+    # What cannot run in a transaction block goes to each shard in turn, as without 2PC.
+    simple.execute("CREATE INDEX CONCURRENTLY ddl_a_id ON ddl_a (id)")
+    idx = on_shards(shards, "SELECT count(*) FROM pg_class WHERE relname = 'ddl_a_id'")
+    check(idx == [1, 1, 1], "CREATE INDEX CONCURRENTLY on every shard (not in a transaction)", f"{idx}")
+    simple.execute("DROP TABLE ddl_a, ddl_b")
+    check(tables("ddl_a") == [0, 0, 0], "DROP TABLE on every shard", f"{tables('ddl_a')}")
 
 
 def crashes(check, shards):

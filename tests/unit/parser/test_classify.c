@@ -419,6 +419,36 @@ static void test_no_key_columns(void **state)
     assert_int_equal(qi.kind, PRS_KIND_SELECT);
 }
 
+/* Statements PostgreSQL refuses inside a transaction block are flagged (atomic DDL over
+ * shards wraps the others in one). */
+static void test_no_txn_block(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sql;
+        bool flagged;
+    } cases[] = {
+        {"VACUUM t", true},
+        {"ANALYZE t", false},
+        {"CREATE INDEX CONCURRENTLY i ON t (a)", true},
+        {"CREATE INDEX i ON t (a)", false},
+        {"DROP INDEX CONCURRENTLY i", true},
+        {"DROP INDEX i", false},
+        {"REINDEX TABLE t", true},
+        {"CREATE DATABASE d", true},
+        {"ALTER SYSTEM SET work_mem = '1MB'", true},
+        {"CREATE TABLE t (a int); CREATE INDEX CONCURRENTLY i ON t (a)", true},
+        {"CREATE TABLE t (a int)", false},
+        {"ALTER TABLE t ADD COLUMN b int", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        prs_query_info qi;
+        assert_int_equal(prs_classify(cases[i].sql, strlen(cases[i].sql), &qi), 0);
+        if (((qi.flags & PRS_F_NO_TXN_BLOCK) != 0) != cases[i].flagged)
+            fail_msg("%s: PRS_F_NO_TXN_BLOCK %s", cases[i].sql, cases[i].flagged ? "missing" : "set");
+    }
+}
+
 /* ---- relation occurrences and the slots key conditions restrict ---- */
 
 static void classify_ok(const char *sql, prs_lexed *lx, prs_query_info *qi)
@@ -878,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_keys_truncated),
         cmocka_unit_test(test_keys_multi_statement),
         cmocka_unit_test(test_no_key_columns),
+        cmocka_unit_test(test_no_txn_block),
         cmocka_unit_test(test_occurrences),
         cmocka_unit_test(test_occurrences_truncated),
         cmocka_unit_test(test_set_values),
