@@ -151,14 +151,14 @@ static void fanout_merge_failed(px_fanout *fo)
 /* The database's collation, and the user columns whose collation differs from it (or is
  * nondeterministic), as "table oid << 16 | attnum" with 'n' for nondeterministic. */
 #define COLLATION_SQL                                                                                        \
-    "SELECT d.datcollate, d.datlocprovider, (SELECT string_agg((a.attrelid::int8 * 65536 + a.attnum)::text " \
-    "|| CASE WHEN c.collisdeterministic THEN '' ELSE 'n' END, ',') FROM pg_catalog.pg_attribute a JOIN "     \
-    "pg_catalog.pg_collation c ON c.oid = a.attcollation WHERE a.attrelid >= 16384 AND a.attnum > 0 AND "    \
-    "NOT "                                                                                                   \
-    "a.attisdropped AND a.attcollation <> 100 AND NOT (c.collprovider = 'c' AND d.datlocprovider = 'c' AND " \
-    "c.collcollate = d.datcollate AND c.collisdeterministic)) FROM pg_catalog.pg_database d WHERE "          \
-    "d.datname = "                                                                                           \
-    "current_database()"
+    "SELECT d.datcollate, d.datlocprovider, "                                                                \
+    "(SELECT string_agg((a.attrelid::int8 * 65536 + a.attnum)::text "                                        \
+    "|| CASE WHEN c.collisdeterministic THEN '' ELSE 'n' END, ',') "                                         \
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation "               \
+    "WHERE a.attrelid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped AND a.attcollation <> 100 "           \
+    "AND NOT (c.collprovider = 'c' AND d.datlocprovider = 'c' AND c.collcollate = d.datcollate "             \
+    "AND c.collisdeterministic)) "                                                                           \
+    "FROM pg_catalog.pg_database d WHERE d.datname = current_database()"
 
 /* The database's collation decides how text sorts; pgshard reproduces libc collations
  * ("C"/"POSIX" by bytes, others with strcoll_l) and refuses ICU ones. */
