@@ -62,6 +62,7 @@ struct px_fanout {
     pgs_buf *bufs;         /* owned: COPY_IN, per shard, rows not sent yet */
     uint8_t *copying;      /* owned: COPY_IN, per shard: in copy-in mode (CopyInResponse seen, not ended) */
     uint8_t *committed;    /* owned: COPY modes, per shard: its CommandComplete came */
+    uint8_t *post;         /* DDL: per shard, 1 while its sequences' query follows the DDL, 2 in it */
     uint32_t copy_left;    /* COPY_IN: bytes of the client's current CopyData not split yet */
     int ncopying;          /* COPY_IN: shards that answered CopyInResponse */
     bool copy_open;        /* COPY_IN: the client has its CopyInResponse and sends data */
@@ -361,12 +362,69 @@ static int fanout_build_split(px_fanout *fo, const px_fanout_ext *e)
 }
 
 /* A broadcast's next shard gets the client's session state and the statement. */
+/* DDL on shard s > 0 is followed by this: the sequences behind serial and identity columns
+ * of the sharded tables that are still below s * 2^48 + 1 start there, so that ids stay
+ * unique across shards (bigint ones; an integer sequence cannot reach that far). A failure
+ * is a WARNING, never the DDL's. Returns false when there is nothing to do. */
+static bool fanout_seq_sql(const px_fanout *fo, int s, pgs_buf *b)
+{
+    const cfg_config *cfg = fo->cl->conn.w->conf->cfg;
+    int sharded = 0;
+    for (int i = 0; i < cfg->ntables; i++)
+        sharded += cfg->tables[i].shard_key[0] != 0;
+    if (s == 0 || !sharded)
+        return false;
+    unsigned long long start = ((unsigned long long)s << 48) + 1;
+    size_t m = pgs_msg_begin(b, PGS_FE_QUERY);
+    pgs_buf_appendf(
+        b,
+        "DO $pgshard$DECLARE r record; lv bigint; BEGIN FOR r IN SELECT q.seqrelid::regclass AS seq "
+        "FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_sequence q ON q.seqrelid = d.objid WHERE "
+        "d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = "
+        "'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i') AND q.seqincrement > 0 AND "
+        "q.seqmax >= %llu AND d.refobjid = ANY (ARRAY[0",
+        start);
+    for (int i = 0; i < cfg->ntables; i++) {
+        const cfg_table *t = &cfg->tables[i];
+        if (!t->shard_key[0])
+            continue;
+        pgs_buf_append(b, ", to_regclass('", 15);
+        for (int part = t->schema[0] ? 0 : 1; part < 2; part++) {
+            const char *id = part ? t->name : t->schema;
+            pgs_buf_append_u8(b, '"');
+            for (const char *p = id; *p; p++) {
+                if (*p == '"' || *p == '\'')
+                    pgs_buf_append_u8(b, (uint8_t)*p);
+                pgs_buf_append_u8(b, (uint8_t)*p);
+            }
+            pgs_buf_append(b, part ? "\"" : "\".", part ? 1 : 2);
+        }
+        pgs_buf_append(b, "')::oid", 7);
+    }
+    pgs_buf_appendf(
+        b,
+        "]::oid[]) LOOP BEGIN EXECUTE format('SELECT last_value FROM %%s', r.seq) INTO lv; IF lv < "
+        "%llu THEN PERFORM pg_catalog.setval(r.seq, %llu, false); END IF; EXCEPTION WHEN OTHERS THEN "
+        "RAISE WARNING 'pgshard: sequence %% keeps its range on this shard: %%', r.seq, SQLERRM; "
+        "END; END LOOP; END$pgshard$",
+        start, start);
+    pgs_buf_append_u8(b, 0);
+    pgs_msg_end(b, m);
+    return true;
+}
+
 static void fanout_send_one(px_fanout *fo, int s)
 {
     px_server *sv = fo->links[s].sv;
     fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
     px_conn_send_buf(&sv->conn, &fo->req);
     fo->phase[s] = FL_QUERY;
+    pgs_buf b = PGS_BUF_INIT;
+    if (fanout_seq_sql(fo, s, &b)) {
+        px_conn_send_buf(&sv->conn, &b);
+        fo->post[s] = 1;
+    }
+    pgs_buf_free(&b);
 }
 
 /* Every shard has a server: each gets the client's session state and the shard query. The
@@ -790,7 +848,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     const px_fanout_ext *ext = rq->ext;
     bool every = rq->mode == PX_FAN_DDL;
     px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
-    uint8_t *flags = calloc((size_t)n, 4);
+    uint8_t *flags = calloc((size_t)n, 5);
     px_route *rt = malloc((size_t)n * sizeof *rt);
     if (!fo || !flags || !rt) {
         free(fo);
@@ -814,6 +872,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->phase = flags + n;
     fo->copying = flags + (size_t)2 * n;
     fo->committed = flags + (size_t)3 * n;
+    fo->post = flags + (size_t)4 * n;
     fo->routes = rt;
     memcpy(rt, rq->routes, (size_t)n * sizeof *rt);
     fo->ext = ext != NULL;
@@ -1136,6 +1195,8 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
 {
     px_link *l = sv->link;
     int s = l->shard;
+    if (fo->post[s] == 2 && type != PGS_BE_READY)
+        return; /* the sequences' query: its answers are the proxy's */
     if (type == PGS_BE_ERROR) {
         sv->pool->st.errors++;
         fanout_every_failed(fo, s, p, total);
@@ -1151,6 +1212,10 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
     if (fo->replays[s]) {
         fo->replays[s]--;
         px_replies_pop(&sv->replies);
+        return;
+    }
+    if (fo->post[s] == 1) {
+        fo->post[s] = 2; /* the DDL is done; the sequences' query's answer follows */
         return;
     }
     fanout_link_done(fo, l);
@@ -1362,6 +1427,12 @@ static void write_start(px_fanout *fo)
             continue; /* a split INSERT with no row here: it only takes part in the commit */
         px_conn_send_buf(&sv->conn, req);
         fo->pending++;
+        pgs_buf b = PGS_BUF_INIT;
+        if (fo->ddl && fanout_seq_sql(fo, s, &b)) { /* in the same transaction */
+            px_conn_send_buf(&sv->conn, &b);
+            fo->pending++;
+        }
+        pgs_buf_free(&b);
     }
 }
 

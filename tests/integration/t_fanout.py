@@ -213,6 +213,8 @@ def run(check, proxy, shards):
           for c in shards]
     check(on == [0, 0], "DROP TABLE reaches every shard", f"{on}")
 
+    diffcluster.check_sequence_ranges(check, conn, shards[0], "labels", 2, "DDL shard after shard")
+
     def ddl_in_txn():
         with conn.transaction():
             cur.execute("CREATE TABLE ddl_c (id int)")

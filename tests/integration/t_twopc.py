@@ -194,6 +194,7 @@ def ddl_atomic(check, shards, conn):
     check(idx == [1, 1, 1], "CREATE INDEX CONCURRENTLY on every shard (not in a transaction)", f"{idx}")
     simple.execute("DROP TABLE ddl_a, ddl_b")
     check(tables("ddl_a") == [0, 0, 0], "DROP TABLE on every shard", f"{tables('ddl_a')}")
+    diffcluster.check_sequence_ranges(check, conn, shards[0], "items", 3, "atomic DDL", "v")
 
 
 def crashes(check, shards):
