@@ -624,6 +624,36 @@ int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan)
     return prs_scatter_plan(sql, len, &ctx, plan);
 }
 
+/* COPY (query) TO STDOUT across shards: every shard runs it and the data is gathered, which
+ * is the one database's answer only when its rows need no merging (no ORDER BY, LIMIT,
+ * OFFSET, aggregate, GROUP BY or DISTINCT). Returns as route_copy. */
+static int route_copy_query(px_client *cl, const prs_copy_opts *co, px_fanout_req *req)
+{
+    prs_scatter plan;
+    memset(&plan, 0, sizeof plan);
+    int r = px_route_plan(cl, co->query, strlen(co->query), &plan);
+    if (r < 0)
+        return -1;
+    if (r == 0 && plan.sql && plan.nsort == 0 && !plan.grouped && plan.limit < 0 && plan.offset == 0) {
+        prs_scatter_free(&plan);
+        req->mode = PX_FAN_COPY_OUT;
+        return 0;
+    }
+    char msg[sizeof plan.msg + 160];
+    if (plan.sql) /* plannable, but merged */
+        snprintf(msg, sizeof msg,
+                 "pgshard: COPY (query) TO across shards gathers the shards' rows as they come: a query "
+                 "whose rows need merging (ORDER BY, LIMIT, OFFSET, aggregates, GROUP BY, DISTINCT) runs "
+                 "as a SELECT, or with the tenant key");
+    else
+        snprintf(msg, sizeof msg, "%s", plan.msg);
+    const char *state = plan.sql ? PGS_SQLSTATE_FEATURE_NOT_SUPPORTED : plan.sqlstate;
+    char st[6];
+    snprintf(st, sizeof st, "%s", state);
+    prs_scatter_free(&plan);
+    return px_route_refuse(cl, st, msg);
+}
+
 /* COPY of a sharded table with the client: from it, split row by row by the key column;
  * to it, gathered from every shard. What the options allow is decided here. Returns 0 with
  * req's mode, copy, key_index and key_oid set, or as px_xact_begin (a refusal). */
@@ -636,6 +666,8 @@ static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req 
     int r = prs_copy_options(sql, len, co);
     if (r != 0)
         return r < 0 ? -1 : px_route_refuse(cl, co->sqlstate, co->message);
+    if (co->query && co->dir == PRS_COPY_TO_STDOUT)
+        return route_copy_query(cl, co, req);
     const px_table *t =
         co->relname ? px_tables_find(px_catalog_tables(cl->conn.w->px->cat), co->schema, co->relname) : NULL;
     char msg[320];
@@ -731,8 +763,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     prs_scatter plan;
     memset(&plan, 0, sizeof plan);
     px_fanout_req req = {.mode = atomic_ddl || write ? PX_FAN_WRITE
-                                 : every           ? PX_FAN_DDL
-                                                   : PX_FAN_READ,
+                                 : every             ? PX_FAN_DDL
+                                                     : PX_FAN_READ,
                          .consume = consume,
                          .ext = ext,
                          .plan = &plan,

@@ -514,8 +514,10 @@ static void sk_occs_apart(const prs_query_info *qi, const sk_scan *sc, int a, in
  * SELECT that writes nothing and names no table outside the config. */
 static bool sk_scatterable(const prs_query_info *qi, const sk_scan *sc)
 {
-    if (qi->kind != PRS_KIND_SELECT || qi->n_statements != 1 || (qi->flags & PRS_F_WRITE_MASK) ||
-        sc->unlisted)
+    /* COPY (query) TO reads as its query does; route_copy decides whether it can be gathered. */
+    bool copy_out = qi->kind == PRS_KIND_COPY && qi->read_only;
+    if ((qi->kind != PRS_KIND_SELECT && !copy_out) || qi->n_statements != 1 ||
+        (qi->flags & PRS_F_WRITE_MASK) || sc->unlisted)
         return false;
     for (int x = 0; x < qi->n_occs; x++)
         if (qi->occs[x].flags & (PRS_OCC_WRITTEN | PRS_OCC_UNPROVEN))

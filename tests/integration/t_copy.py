@@ -6,7 +6,8 @@ of its own (2 shards, no replicas, stopped at exit):
      shards with the server's own hash), no row is lost or doubled, and the command tag
      counts them all;
   2. COPY TO STDOUT in text, CSV with HEADER and binary returns every row once (one header,
-     one binary trailer);
+     one binary trailer), also COPY (SELECT ...) TO whose rows need no merging (one whose
+     rows do is refused);
   3. bad data: a key that is not an integer, a NULL key, and a row a shard refuses (each
      shard's COPY is its own transaction: the error says which shards kept their rows, and
      they hold exactly those); a client's CopyFail keeps nothing; the connection goes on;
@@ -143,6 +144,11 @@ def run(check, proxy, shards):
             cp.set_types(["int4", "text"])
             bvs = sorted(r[0] for r in cp.rows())
     check(bvs == list(range(N)), "COPY TO binary: one header and trailer, every row once", f"{len(bvs)} rows")
+    got = copy_out(conn, "COPY (SELECT v, v * 2 FROM items WHERE v % 10 = 3) TO STDOUT WITH (FORMAT csv, HEADER)")
+    got = got.decode().split("\n")
+    pairs = sorted(tuple(int(y) for y in x.split(",")) for x in got[1:] if x)
+    check(got[0] == "v,?column?" and pairs == [(v, 2 * v) for v in range(N) if v % 10 == 3],
+          "COPY (SELECT ...) TO csv across shards: one header, every row once", f"{got[:2]} {len(pairs)}")
 
     # 3. bad data
     truncate(shards)
@@ -185,6 +191,10 @@ def run(check, proxy, shards):
     refused("COPY without the key column", lambda: copy_in(conn, "COPY items (v) FROM STDIN", data=b"1\n"),
             ["shard key", "tenant_id"])
     refused("COPY to a server file", lambda: conn.execute("COPY items TO '/dev/null'"), ["server file"])
+    refused("COPY (SELECT ... ORDER BY) TO across shards",
+            lambda: copy_out(conn, "COPY (SELECT v FROM items ORDER BY v) TO STDOUT"), ["ORDER BY", "SELECT"])
+    refused("COPY (SELECT count(*)) TO across shards",
+            lambda: copy_out(conn, "COPY (SELECT count(*) FROM items) TO STDOUT"), ["aggregates"])
 
     def in_txn():
         with conn.transaction():
