@@ -46,7 +46,8 @@ static void mig_find(mig_checker *c, int shard, const char *table, const char *f
             c->oom = true;
             return;
         }
-        c->findings = f, c->cap = cap;
+        c->findings = f;
+        c->cap = cap;
     }
     va_list ap;
     va_start(ap, fmt);
@@ -57,7 +58,9 @@ static void mig_find(mig_checker *c, int shard, const char *table, const char *f
     f->fix = strdup(fix);
     va_end(ap);
     if (!f->problem || !f->fix || (table && !f->table)) {
-        free(f->table), free(f->problem), free(f->fix);
+        free(f->table);
+        free(f->problem);
+        free(f->fix);
         c->oom = true;
         return;
     }
@@ -97,14 +100,15 @@ static void mig_check_dbname(const cfg_config *cfg, char *out, size_t len)
 }
 
 /* Logs in to shard's primary as pgshard's monitor does (cfg_monitor_user, server_tls). A
- * node that cannot be reached is a finding: its checks cannot be made. */
+ * node that cannot be reached is a finding: its checks cannot be made. The keywords are
+ * those of proxy/monitor.c, recovery.c and tables.c, which each build their own list: no
+ * shared helper exists yet, and migrate/ does not link the proxy. */
 static PGconn *mig_check_connect(mig_checker *c, int shard, const cfg_user *user, const char *db)
 {
     const cfg_config *cfg = c->o->cfg;
     const cfg_node *node = &cfg->shards[shard].primary;
-    char port[8], where[CFG_HOST_MAX + 16], msg[MIG_CHECK_TEXT_MAX];
+    char port[8], msg[MIG_CHECK_TEXT_MAX];
     snprintf(port, sizeof port, "%u", (unsigned)node->port);
-    mig_node_str(where, sizeof where, node);
     const char *keys[12], *vals[12];
     int k = 0;
     keys[k] = "host", vals[k++] = node->host;
@@ -123,7 +127,7 @@ static PGconn *mig_check_connect(mig_checker *c, int shard, const cfg_user *user
     if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
         return conn;
     mig_find(c, shard, NULL, "start it, or correct [shard.N] primary and the monitor's user and password",
-             "shard %d (%s): cannot connect to database %s as %s: %s", shard, where, db, user->name,
+             "cannot connect to database %s as %s: %s", db, user->name,
              mig_oneline(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory"));
     PQfinish(conn);
     return NULL;
@@ -133,14 +137,13 @@ static PGconn *mig_check_connect(mig_checker *c, int shard, const cfg_user *user
 static PGresult *mig_check_query(mig_checker *c, int shard, const char *sql, int nparams,
                                  const char *const *params)
 {
-    char msg[MIG_CHECK_TEXT_MAX], where[CFG_HOST_MAX + 16];
+    char msg[MIG_CHECK_TEXT_MAX];
     PGresult *res = PQexecParams(c->conns[shard], sql, nparams, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
         return res;
-    mig_find(c, shard, NULL, "grant the monitor's user read access to the catalogs",
-             "shard %d (%s): a check's query failed: %s", shard,
-             mig_node_str(where, sizeof where, &c->o->cfg->shards[shard].primary),
-             mig_oneline(msg, sizeof msg, PQresultErrorMessage(res)));
+    mig_find(c, shard, NULL,
+             "see the server's message: the monitor's user must be able to read the system catalogs",
+             "a check's query failed: %s", mig_oneline(msg, sizeof msg, PQresultErrorMessage(res)));
     PQclear(res);
     return NULL;
 }
@@ -379,25 +382,21 @@ static const char mig_server_query[] =
 
 static void mig_check_server(mig_checker *c, int s)
 {
-    char where[CFG_HOST_MAX + 16];
-    mig_node_str(where, sizeof where, &c->o->cfg->shards[s].primary);
     PGresult *res = mig_check_query(c, s, mig_server_query, 0, NULL);
     if (!res)
         return;
     if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
         mig_find(c, s, NULL, "ALTER SYSTEM SET wal_level = logical, then restart it",
-                 "shard %d (%s): wal_level is %s, a move needs logical", s, where, PQgetvalue(res, 0, 0));
+                 "wal_level is %s, a move needs logical", PQgetvalue(res, 0, 0));
     if (atoi(PQgetvalue(res, 0, 1)) < 1)
         mig_find(c, s, NULL, "drop unused slots (pg_drop_replication_slot) or raise max_replication_slots",
-                 "shard %d (%s): no free replication slot (%s free)", s, where, PQgetvalue(res, 0, 1));
+                 "no free replication slot (%s free)", PQgetvalue(res, 0, 1));
     if (atoi(PQgetvalue(res, 0, 2)) < 1)
         mig_find(c, s, NULL, "raise max_logical_replication_workers, or wait for other subscriptions",
-                 "shard %d (%s): no free logical replication worker (%s free)", s, where,
-                 PQgetvalue(res, 0, 2));
+                 "no free logical replication worker (%s free)", PQgetvalue(res, 0, 2));
     if (atoi(PQgetvalue(res, 0, 3)) < 1)
         mig_find(c, s, NULL, "raise max_worker_processes (restart needed)",
-                 "shard %d (%s): no free background worker process (%s free)", s, where,
-                 PQgetvalue(res, 0, 3));
+                 "no free background worker process (%s free)", PQgetvalue(res, 0, 3));
     PQclear(res);
 }
 
@@ -434,13 +433,19 @@ static void mig_check_moves(mig_checker *c)
 
 /* ---- output ---- */
 
+/* A finding of a table starts with it (its problem says which shard); one of a shard as
+ * a whole with the shard and its primary, which JSON gives as "shard" alone. */
 static void mig_check_text(const mig_checker *c)
 {
     FILE *f = c->o->out;
+    char where[CFG_HOST_MAX + 16];
     for (size_t i = 0; i < c->n; i++) {
         const mig_finding *x = &c->findings[i];
         if (x->table)
             fprintf(f, "table %s: ", x->table);
+        else if (x->shard >= 0)
+            fprintf(f, "shard %d (%s): ", x->shard,
+                    mig_node_str(where, sizeof where, &c->o->cfg->shards[x->shard].primary));
         fprintf(f, "%s — fix: %s\n", x->problem, x->fix);
     }
     if (c->n == 0)
