@@ -380,6 +380,14 @@ static const char mig_server_query[] =
     " 'walreceiver', 'walwriter', 'checkpointer', 'background writer', 'startup', 'archiver',"
     " 'wal summarizer', 'io worker', 'slotsync worker', 'standalone backend'))";
 
+/* A count the server computed: a number, or 0 (nothing free) if it were ever not one. */
+static long mig_long(const PGresult *res, int col)
+{
+    char *end;
+    long v = strtol(PQgetvalue(res, 0, col), &end, 10);
+    return *end == '\0' ? v : 0;
+}
+
 static void mig_check_server(mig_checker *c, int s)
 {
     PGresult *res = mig_check_query(c, s, mig_server_query, 0, NULL);
@@ -388,13 +396,13 @@ static void mig_check_server(mig_checker *c, int s)
     if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
         mig_find(c, s, NULL, "ALTER SYSTEM SET wal_level = logical, then restart it",
                  "wal_level is %s, a move needs logical", PQgetvalue(res, 0, 0));
-    if (atoi(PQgetvalue(res, 0, 1)) < 1)
+    if (mig_long(res, 1) < 1)
         mig_find(c, s, NULL, "drop unused slots (pg_drop_replication_slot) or raise max_replication_slots",
                  "no free replication slot (%s free)", PQgetvalue(res, 0, 1));
-    if (atoi(PQgetvalue(res, 0, 2)) < 1)
+    if (mig_long(res, 2) < 1)
         mig_find(c, s, NULL, "raise max_logical_replication_workers, or wait for other subscriptions",
                  "no free logical replication worker (%s free)", PQgetvalue(res, 0, 2));
-    if (atoi(PQgetvalue(res, 0, 3)) < 1)
+    if (mig_long(res, 3) < 1)
         mig_find(c, s, NULL, "raise max_worker_processes (restart needed)",
                  "no free background worker process (%s free)", PQgetvalue(res, 0, 3));
     PQclear(res);
@@ -481,7 +489,7 @@ static void mig_check_json(const mig_checker *c)
 
 static void mig_check_free(mig_checker *c)
 {
-    for (int s = 0; s < c->o->cfg->nshards; s++)
+    for (int s = 0; c->conns && s < c->o->cfg->nshards; s++)
         PQfinish(c->conns[s]);
     free(c->conns);
     for (size_t i = 0; i < c->n; i++) {
@@ -506,7 +514,7 @@ static int mig_check_run(mig_checker *c)
                 cfg->path);
         return -1;
     }
-    c->conns = calloc((size_t)cfg->nshards, sizeof *c->conns);
+    c->conns = calloc((size_t)cfg->nshards, sizeof(PGconn *));
     if (!c->conns)
         return -1;
     mig_check_dbname(cfg, db, sizeof db);
