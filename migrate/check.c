@@ -72,7 +72,7 @@ static const char *mig_oneline(char *buf, size_t len, const char *msg)
 {
     snprintf(buf, len, "%s", msg);
     for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r')
+        if (*p == '\n' || *p == '\r' || *p == '\t')
             *p = ' ';
     size_t n = strlen(buf);
     while (n > 0 && buf[n - 1] == ' ')
@@ -150,32 +150,33 @@ static PGresult *mig_check_query(mig_checker *c, int shard, const char *sql, int
 
 /* ---- 1. the same schema everywhere ---- */
 
-/* Every user table and what a move depends on being equal, one (table, item) row each:
- * the table itself, its columns (type with modifier, NOT NULL), its primary key and its
- * other indexes. An index is compared from " USING " on, with UNIQUE, so that the index's
- * own name (which may differ between shards) does not count. */
+/* Every user table and what a move depends on being equal, one (table, item, value) row
+ * each: the table itself, its columns (value: the type with its modifier and NOT NULL),
+ * its primary key (value: its columns) and its other indexes. An index is compared from
+ * " USING " on, with UNIQUE, so that the index's own name (which may differ between shards)
+ * does not count. */
 static const char mig_schema_query[] =
     "WITH t AS (SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS tbl"
     " FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshard')"
     " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%')"
-    " SELECT tbl, 'table' FROM t"
-    " UNION ALL SELECT t.tbl, format('column %I %s%s', a.attname, format_type(a.atttypid, a.atttypmod),"
-    " CASE WHEN a.attnotnull THEN ' not null' ELSE '' END)"
+    " SELECT tbl, 'table', '' FROM t"
+    " UNION ALL SELECT t.tbl, format('column %I', a.attname), format_type(a.atttypid, a.atttypmod)"
+    " || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END"
     " FROM t JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped"
-    " UNION ALL SELECT t.tbl, 'primary key (' || (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY "
-    "k.ord)"
-    " FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+    " UNION ALL SELECT t.tbl, 'primary key', '(' || (SELECT string_agg(quote_ident(a.attname), ', '"
+    " ORDER BY k.ord) FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
     " JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = k.attnum) || ')'"
     " FROM t JOIN pg_index AS i ON i.indrelid = t.oid AND i.indisprimary"
     " UNION ALL SELECT t.tbl, 'index ' || CASE WHEN i.indisunique THEN 'unique ' ELSE '' END"
-    " || substr(d.def, strpos(d.def, ' USING ') + 1)"
+    " || substr(d.def, strpos(d.def, ' USING ') + 1), ''"
     " FROM t JOIN pg_index AS i ON i.indrelid = t.oid AND NOT i.indisprimary"
     " CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS def) AS d";
 
 typedef struct mig_item {
     const char *table; /* not owned: a value of a shard's PGresult */
     const char *item;  /* not owned: likewise */
+    const char *value; /* not owned: likewise */
     int shard;
 } mig_item;
 
@@ -198,9 +199,29 @@ static void mig_shard_list(const mig_checker *c, const bool *want, const bool *h
             used += (size_t)snprintf(out + used, len - used, "%s%d", used ? ", " : "", s);
 }
 
-/* One group of equal (table, item) rows, found on the shards in have: a finding when a
- * shard that has the table lacks the item (or, for the table itself, any shard lacks it). */
-static void mig_schema_group(mig_checker *c, const mig_item *g, const bool *tables, const bool *have)
+/* The rows g[0..n) of one item differ in value: "integer on shard 0, bigint on shard 1". */
+static void mig_schema_values(mig_checker *c, const mig_item *g, size_t n)
+{
+    char list[MIG_CHECK_TEXT_MAX];
+    size_t used = 0;
+    bool same = true;
+    list[0] = '\0';
+    for (size_t k = 0; k < n; k++) {
+        same = same && strcmp(g[k].value, g[0].value) == 0;
+        if (used < sizeof list)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s on shard %d", k ? ", " : "",
+                                     g[k].value, g[k].shard);
+    }
+    if (!same)
+        mig_find(c, -1, g->table, "make the shards' definitions the same (ALTER TABLE)", "%s differs: %s",
+                 g->item, list);
+}
+
+/* One item's rows g[0..n), found on the shards in have: a finding when a shard that has
+ * the table lacks the item (or, for the table itself, any shard lacks it), or when the
+ * shards that have it disagree on its value. */
+static void mig_schema_group(mig_checker *c, const mig_item *g, size_t n, const bool *tables,
+                             const bool *have)
 {
     char missing[MIG_CHECK_TEXT_MAX];
     bool all[CFG_MAX_SHARDS];
@@ -208,14 +229,13 @@ static void mig_schema_group(mig_checker *c, const mig_item *g, const bool *tabl
     for (int s = 0; s < c->o->cfg->nshards; s++)
         all[s] = true;
     mig_shard_list(c, is_table ? all : tables, have, missing, sizeof missing);
-    if (missing[0] == '\0')
-        return;
-    if (is_table)
+    if (missing[0] != '\0' && is_table)
         mig_find(c, -1, g->table, "create it there as on the other shards, or drop it everywhere",
                  "missing on shard %s", missing);
-    else
+    else if (missing[0] != '\0')
         mig_find(c, -1, g->table, "make the shards' definitions the same (ALTER TABLE, CREATE or DROP INDEX)",
                  "%s: missing on shard %s", g->item, missing);
+    mig_schema_values(c, g, n);
 }
 
 /* items sorted by (table, item, shard): a table's rows are one run, its item's rows a run
@@ -231,7 +251,7 @@ static void mig_schema_table(mig_checker *c, const mig_item *items, size_t n)
         size_t j = i;
         while (j < n && strcmp(items[j].item, items[i].item) == 0)
             have[items[j++].shard] = true;
-        mig_schema_group(c, &items[i], tables, have);
+        mig_schema_group(c, &items[i], j - i, tables, have);
         i = j;
     }
 }
@@ -263,7 +283,8 @@ static void mig_check_schemas(mig_checker *c)
         size_t k = 0;
         for (int s = 0; s < nshards; s++)
             for (int r = 0; res[s] && r < PQntuples(res[s]); r++)
-                items[k++] = (mig_item){PQgetvalue(res[s], r, 0), PQgetvalue(res[s], r, 1), s};
+                items[k++] = (mig_item){PQgetvalue(res[s], r, 0), PQgetvalue(res[s], r, 1),
+                                        PQgetvalue(res[s], r, 2), s};
         mig_schema_compare(c, items, n);
     }
     free(items);

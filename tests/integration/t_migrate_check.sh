@@ -3,10 +3,11 @@
 #   - the same schema on both shards and a table sharded by tenant_id with the primary key
 #     (tenant_id, id): exit 0, "no finding", and {"ok": true, "findings": []} with --json;
 #   - each problem made on purpose is reported, naming the table (or shard), with exit 1,
-#     as text and as JSON, then undone: a column missing on shard 1, an index only on
-#     shard 0, a sharded table whose primary key lacks the key, a sharded table without the
-#     key column, a [table.X] missing on shard 1, no free replication slot on shard 1, a
-#     move running in the catalog's pgshard.migrations, and wal_level = replica on shard 1;
+#     as text and as JSON, then undone: a column missing on shard 1, a column of another
+#     type on shard 1, an index only on shard 0, a sharded table whose primary key lacks
+#     the key (a single uuid primary key passes), a sharded table without the key column,
+#     a [table.X] missing on shard 1, no free replication slot on shard 1, a move running
+#     in the catalog's pgshard.migrations, and wal_level = replica on shard 1;
 #   - an unknown argument is a usage error (exit 2).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -95,8 +96,14 @@ expect_clean "clean"
 pgs_log "a column missing on shard 1"
 on 0 "ALTER TABLE orders ADD COLUMN extra integer"
 run_check 1 "column missing"
-expect_finding "column missing" public.orders "column extra integer: missing on shard 1"
+expect_finding "column missing" public.orders "column extra: missing on shard 1"
 on 0 "ALTER TABLE orders DROP COLUMN extra"
+
+pgs_log "a column of another type on shard 1"
+on 1 "ALTER TABLE orders ALTER COLUMN note TYPE varchar(20)"
+run_check 1 "column type"
+expect_finding "column type" public.orders "column note differs: text on shard 0, character varying(20) on shard 1"
+on 1 "ALTER TABLE orders ALTER COLUMN note TYPE text"
 
 pgs_log "an index only on shard 0"
 on 0 "CREATE INDEX orders_id ON orders (id)"
