@@ -1,5 +1,5 @@
 /* pgshard-migrate's entry point: options, the config, the catalog connection and the
- * table of commands. What each command does is in its own file (init.c, status.c). */
+ * table of commands. What each command does is in its own file (init.c, status.c, check.c). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +22,19 @@ static void usage(FILE *f)
             "                  tenant_map, map_version, proxies) and fill it with the default map\n"
             "                  of the config's shards and buckets; running it again changes nothing\n"
             "  status [--json] the map (buckets and tenant overrides per shard, map_version) and the\n"
-            "                  proxies that use it (live: heartbeat within 5 s), as text or JSON\n\n"
+            "                  proxies that use it (live: heartbeat within 5 s), as text or JSON\n"
+            "  check [--json]  whether data can be moved between shards: the same tables, columns,\n"
+            "                  primary keys and indexes on every shard; each sharded table's key\n"
+            "                  column (of key_type) and a primary key or replica identity that\n"
+            "                  includes it; wal_level = logical, a free replication slot and a free\n"
+            "                  logical replication worker on every shard; no other move running.\n"
+            "                  Each finding names the table or shard and its fix\n\n"
             "Options:\n"
             "  -c, --config FILE   the pgshard INI file; its catalog_dsn names the catalog (required)\n"
             "  -h, --help          show this help\n"
             "  -V, --version       show the version\n\n"
-            "Exit status: 0 done, 1 error (config, catalog unreachable or invalid), 2 usage.\n"
+            "Exit status: 0 done (check: no finding), 1 error (config, catalog unreachable or\n"
+            "invalid; check: any finding), 2 usage.\n"
             "It never prompts.\n",
             PGS_VERSION);
 }
@@ -54,6 +61,7 @@ static const struct {
 } mig_commands[] = {
     {"init", mig_init, false},
     {"status", mig_status, true},
+    {"check", mig_check, true},
 };
 
 /* The command and its own options after the global ones: "status --json". */
@@ -86,7 +94,7 @@ static int mig_dispatch(const char *path, int argc, char **argv)
         cfg_free(cfg);
         return rc;
     }
-    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init or status; --help)\n", name);
+    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init, status or check; --help)\n", name);
     return MIG_EXIT_USAGE;
 }
 

@@ -27,11 +27,22 @@ typedef struct mig_opts {
  * unreachable). The caller finishes it with PQfinish. */
 PGconn *mig_connect(const mig_opts *o);
 
+/* A JSON string of s[0..len) on f: quotes, backslashes and control characters escaped;
+ * other bytes as they are (the catalog's and the shards' text is UTF-8). */
+void mig_json_str(FILE *f, const char *s, size_t len);
+void mig_json_cstr(FILE *f, const char *s); /* the same for a C string */
+
 /* init: creates the catalog (sm_catalog_init) and says what it did. Returns an exit code. */
 int mig_init(const mig_opts *o);
 
 /* status: the map (shards, buckets per shard, overrides, version) and the proxies, as text
  * or one JSON document. Returns an exit code. */
 int mig_status(const mig_opts *o);
+
+/* check: whether moves can run: the same schema on every shard, each sharded table's key
+ * column and a replica identity that includes it, wal_level, free slots and workers on
+ * every shard, no other move in the catalog. Every finding names its fix; text or one JSON
+ * document. Returns MIG_EXIT_OK with no finding, MIG_EXIT_ERROR with any or on an error. */
+int mig_check(const mig_opts *o);
 
 #endif

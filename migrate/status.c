@@ -98,9 +98,7 @@ static void mig_status_text(const mig_opts *o, const mig_status_data *d)
 
 /* ---- JSON ---- */
 
-/* A JSON string: quotes, backslashes and control characters escaped; other bytes as they
- * are (the catalog's text is UTF-8 in a UTF-8 database). */
-static void mig_json_str(FILE *f, const char *s, size_t len)
+void mig_json_str(FILE *f, const char *s, size_t len)
 {
     fputc('"', f);
     for (size_t i = 0; i < len; i++) {
@@ -115,7 +113,7 @@ static void mig_json_str(FILE *f, const char *s, size_t len)
     fputc('"', f);
 }
 
-static void mig_json_cstr(FILE *f, const char *s)
+void mig_json_cstr(FILE *f, const char *s)
 {
     mig_json_str(f, s, strlen(s));
 }
