@@ -54,17 +54,20 @@ void px_client_accept(px_worker *w)
     px_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         pgs_error("out_of_memory", "cannot accept a client");
+        px_worker_refuse(w);
         return;
     }
     px_conn_init(&cl->conn, w, false);
     if (px_xact_init(cl, w->px->cfg->nshards) < 0) {
         free(cl);
         pgs_error("out_of_memory", "cannot accept a client");
+        px_worker_refuse(w);
         return;
     }
     if (uv_tcp_init(&w->loop, &cl->conn.tcp) < 0) {
         px_xact_free(cl);
         free(cl);
+        px_worker_refuse(w);
         return;
     }
     if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&cl->conn.tcp) < 0) {

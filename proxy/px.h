@@ -492,6 +492,9 @@ struct px_worker {
     uv_loop_t loop;
     int listen_fd; /* bound by main(), adopted by the worker's loop */
     uv_tcp_t listener;
+    uv_tcp_t refuse;      /* a connection refused for want of memory, while it closes */
+    bool refusing;        /* refuse is in use */
+    bool refuse_pending;  /* another connection waits in the listener until it is free */
     uv_async_t wakeup; /* stop request or cancel requests from other workers */
     uv_timer_t tick;
     uv_mutex_t mbox_lock; /* guards mbox: the only lock, off the query path */
@@ -529,6 +532,9 @@ void px_worker_destroy(px_worker *w);
 /* uv_walk callback (arg: the worker) closing every handle of a stopping worker's loop:
  * clients and servers through their owners, cancels left to finish, the rest directly. */
 void px_worker_close_walk(uv_handle_t *h, void *arg);
+/* Takes the listener's pending connection when no client can be made for it (out of
+ * memory): tells it 53200 and closes it, so that the listener keeps accepting. */
+void px_worker_refuse(px_worker *w);
 /* Runs every job posted to the worker's mailbox so far, on the worker's thread. */
 void px_worker_drain_mbox(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
