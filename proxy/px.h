@@ -588,6 +588,8 @@ void px_client_close(px_client *cl);
 void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n);
+/* FATAL 53200 from a message that needs no memory; for when a reply could not be built. */
+void px_client_fatal_oom(px_client *cl);
 void px_client_welcome(px_client *cl);
 void px_client_link(px_client *cl, px_server *sv);
 void px_client_detach(px_client *cl);

@@ -76,9 +76,6 @@ static void worker_on_tick(uv_timer_t *t)
         worker_expire_logins(w, now);
 }
 
-/* FATAL 53200 out of memory, as an ErrorResponse; the string's own NUL ends the fields. */
-static const char worker_oom_msg[] = "E\0\0\0\x29SFATAL\0VFATAL\0C53200\0Mout of memory\0";
-
 static void worker_on_refused(uv_handle_t *h)
 {
     px_worker *w = pgs_container_of((uv_tcp_t *)h, px_worker, refuse);
@@ -105,7 +102,7 @@ void px_worker_refuse(px_worker *w)
     w->refusing = true;
     w->refuse.data = NULL;
     if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&w->refuse) == 0) {
-        uv_buf_t b = uv_buf_init((char *)worker_oom_msg, sizeof worker_oom_msg);
+        uv_buf_t b = uv_buf_init((char *)pgs_msg_fatal_oom, (unsigned)pgs_msg_fatal_oom_len);
         (void)uv_try_write((uv_stream_t *)&w->refuse, &b, 1);
     }
     uv_close((uv_handle_t *)&w->refuse, worker_on_refused);
