@@ -970,22 +970,34 @@ static void copy_failed_note(px_fanout *fo)
 }
 
 /* Every shard answered: the client gets the merged result's end (or the error) and its
- * ReadyForQuery, and goes on with what it sent meanwhile. */
+ * ReadyForQuery, and goes on with what it sent meanwhile. A send that fails (out of memory,
+ * a broken socket) closes the client there and then, and that frees fo: each step that
+ * sends is followed by a check of the client, which outlives this call. */
 static void fanout_finish(px_fanout *fo)
 {
     px_client *cl = fo->cl;
     if (fo->every && !fo->failed)
         px_conn_send_buf(&cl->conn, &fo->out);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && fo->mode == PX_FAN_COPY_OUT)
         copy_out_end(fo);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && (fo->mode == PX_FAN_COPY_OUT || fo->mode == PX_FAN_COPY_IN))
         copy_complete(fo);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && fo->mode == PX_FAN_WRITE) {
         px_conn_send_buf(&cl->conn, &fo->head);
-        px_conn_send_buf(&cl->conn, &fo->out);
-        if (fo->ins)
+        if (cl->state != CL_CLOSED)
+            px_conn_send_buf(&cl->conn, &fo->out);
+        if (cl->state != CL_CLOSED && fo->ins)
             split_rows_out(fo);
-        write_complete(fo);
+        if (cl->state != CL_CLOSED)
+            write_complete(fo);
+        if (cl->state == CL_CLOSED)
+            return;
     }
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
@@ -1004,12 +1016,16 @@ static void fanout_finish(px_fanout *fo)
             px_conn_send_buf(&cl->conn, &fo->out);
         }
     }
+    if (cl->state == CL_CLOSED)
+        return;
     pgs_buf b = PGS_BUF_INIT;
     if (fo->failed)
         pgs_buf_append(&b, fo->err.data, fo->err.len);
     pgs_msg_ready(&b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
+    if (cl->state == CL_CLOSED)
+        return;
     int kind = fo->every ? 1 : fo->mode == PX_FAN_READ ? 0 : 2;
     atomic_fetch_add_explicit(&cl->conn.w->px->gs.fanouts[kind][fo->failed], 1, memory_order_relaxed);
     px_fanout_free(cl);
