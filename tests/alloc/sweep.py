@@ -27,6 +27,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +39,8 @@ ap.add_argument("--scenario", action="append", choices=["startup", "query", "ext
 ap.add_argument("--first", type=int, default=200, help="sweep every N up to this one")
 ap.add_argument("--every", type=int, default=1, help="beyond --first, every K-th N")
 ap.add_argument("--max", type=int, default=0, help="stop at this N (0: at the count)")
+ap.add_argument("--n", type=int, action="append", help="run only these N (logs kept)")
+ap.add_argument("--stack", action="store_true", help="log the stack of the failed allocation")
 ap.add_argument("-j", "--jobs", type=int, default=1)
 ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "pgshard-alloc"))
 ap.add_argument("--keep", action="store_true", help="keep the logs of runs that passed")
@@ -51,9 +54,10 @@ os.makedirs(args.work, exist_ok=True)
 os.environ.setdefault("PGWIRE_TIMEOUT", "3.0")
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from pgwire import (PG_HOST, PG_PORT, USER, PASSWORD, Closed, Conn, PgError, cstr, free_port,  # noqa: E402
-                    msg, psql, query_msg)
+                    msg, parse_error, psql, query_msg)
 
 TABLE = "af_items"
+TL = threading.local()  # .conns: the connections of the action this thread runs
 SANITIZER = ("AddressSanitizer", "LeakSanitizer", "runtime error", "ThreadSanitizer")
 
 
@@ -97,6 +101,8 @@ class Run:
         env.update({"PGS_ALLOC_COUNT": "1", "PGS_ALLOC_FAIL_AT": str(fail_at),
                     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:symbolize=1",
                     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+        if args.stack:
+            env["PGS_ALLOC_FAIL_STACK"] = "1"
         after = {"startup": None, "reload": "sighup"}.get(scenario, "listening")
         if after:
             env["PGS_ALLOC_FAIL_AFTER"] = after
@@ -151,8 +157,22 @@ class Run:
 # Each returns "ok" or "error SQLSTATE"; raises Closed (a close without an ErrorResponse)
 # or socket.timeout (a hang).
 
+class AfConn(Conn):
+    """Remembers the last ErrorResponse, so that a close after one is told from a silent
+    close (read_results raises an error only at ReadyForQuery)."""
+
+    last_error = None
+
+    def recv_msg(self):
+        t, body = super().recv_msg()
+        if t == b"E":
+            self.last_error = PgError(parse_error(body))
+        return t, body
+
+
 def login(port):
-    c = Conn(port)
+    c = AfConn(port)
+    TL.conns.append(c)
     c.login()
     return c
 
@@ -215,16 +235,18 @@ def scenario_action(run):
     return {"startup": act_query, "query": act_query, "extended": act_extended, "copy": act_copy}[s](run.port)
 
 
-def client_outcome(run):
+def client_outcome(run, action=None):
+    TL.conns = []
     try:
-        return scenario_action(run)
+        return (action or scenario_action)(run)
     except PgError as e:
         return f"error {e.code}"
     except Closed:
-        return "closed without an error"
+        errs = [c.last_error.code for c in TL.conns if c.last_error]
+        return f"error {errs[-1]} then closed" if errs else "closed without an error"
     except socket.timeout:
         return "HANG (no answer)"
-    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as e:
+    except OSError as e:
         return f"connection failed ({e.__class__.__name__})"
 
 
@@ -268,7 +290,8 @@ def one(scenario, n):
         if s in log:
             problems.append(f"{s} report")
     m = re.search(r"pgshard: allocs: (\d+) failed: (\d+)", log)
-    count, injected = (int(m.group(1)), int(m.group(2)) > 0) if m else (None, None)
+    count = int(m.group(1)) if m else None
+    injected = "pgshard: allocfail: failing allocation" in log
     if not problems and not args.keep:
         os.unlink(run.log)
         os.unlink(run.ini)
@@ -276,16 +299,7 @@ def one(scenario, n):
 
 
 def client_outcome_fresh(run):
-    try:
-        return act_query(run.port)
-    except PgError as e:
-        return f"error {e.code}"
-    except Closed:
-        return "closed without an error"
-    except socket.timeout:
-        return "HANG (no answer)"
-    except OSError as e:
-        return f"connection failed ({e})"
+    return client_outcome(run, lambda r: act_query(r.port))
 
 
 def up_exit_bad(run, rc, outcome):
@@ -315,6 +329,8 @@ def sweep(scenario):
         return 1, 0
     last = min(total, args.max) if args.max else total
     ns = [n for n in range(1, last + 1) if n <= args.first or (n - args.first) % args.every == 0]
+    if args.n:
+        ns, args.keep = args.n, True
     print(f"{scenario}: {total} allocations without a failure ({outcome}); sweeping {len(ns)} N", flush=True)
     outcomes, failed = collections.defaultdict(list), []
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as ex:
