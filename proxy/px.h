@@ -492,10 +492,10 @@ struct px_worker {
     uv_loop_t loop;
     int listen_fd; /* bound by main(), adopted by the worker's loop */
     uv_tcp_t listener;
-    uv_tcp_t refuse;      /* a connection refused for want of memory, while it closes */
-    bool refusing;        /* refuse is in use */
-    bool refuse_pending;  /* another connection waits in the listener until it is free */
-    uv_async_t wakeup; /* stop request or cancel requests from other workers */
+    uv_tcp_t refuse;     /* a connection refused for want of memory, while it closes */
+    bool refusing;       /* refuse is in use */
+    bool refuse_pending; /* another connection waits in the listener until it is free */
+    uv_async_t wakeup;   /* stop request or cancel requests from other workers */
     uv_timer_t tick;
     uv_mutex_t mbox_lock; /* guards mbox: the only lock, off the query path */
     pgs_buf mbox;         /* px_job entries posted by other threads */
