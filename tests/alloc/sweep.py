@@ -354,6 +354,7 @@ def main():
     for s in args.scenario or ["startup", "query", "extended", "copy", "reload"]:
         r, _ = sweep(s)
         rc |= r
+    psql(f"DROP TABLE IF EXISTS {TABLE}")
     print(f"alloc sweep: {time.monotonic() - t0:.0f} s, {'FAILED' if rc else 'passed'}")
     return rc
 
