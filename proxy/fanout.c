@@ -46,6 +46,7 @@ struct px_fanout {
     int nshards;
     int acquired;          /* links given a server so far, in shard order */
     int ndone;             /* links in FL_DONE */
+    bool sending;          /* in fanout_send: a lost server does not end the fan-out there */
     uint8_t *replays;      /* owned: per link, session replies still to hide (replay, collation) */
     uint8_t *phase;        /* owned: per link, FL_* */
     bool failed;           /* the client gets an error: rows are no longer merged */
@@ -110,6 +111,7 @@ static void write_start(px_fanout *fo);
 static void write_next(px_fanout *fo);
 static void write_complete(px_fanout *fo);
 static void split_rows_out(px_fanout *fo);
+static void fanout_finish(px_fanout *fo);
 
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
  * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
@@ -858,9 +860,19 @@ void px_fanout_linked(px_client *cl, px_server *sv)
             px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return;
     }
+    /* A send that fails closes its server at once (out of memory, a broken socket), and the
+     * last lost server ends the fan-out, which frees fo: not under fanout_send's loop, but
+     * here, after it. */
+    fo->sending = true;
     fanout_send(fo);
+    fo->sending = false;
+    if (fo->ndone == fo->nshards) {
+        fanout_finish(fo);
+        return;
+    }
     for (int s = 0; s < fo->nshards; s++)
-        px_server_update_reading(fo->links[s].sv);
+        if (fo->links[s].sv)
+            px_server_update_reading(fo->links[s].sv);
 }
 
 /* Whether the shards may be read on: the merge has room for shard s's rows and the client
@@ -1563,7 +1575,7 @@ void px_fanout_server_lost(px_server *sv, const char *why)
     sv->link = NULL;
     fo->phase[l->shard] = FL_DONE;
     fo->ndone++;
-    if (fo->ndone == fo->nshards)
+    if (fo->ndone == fo->nshards && !fo->sending)
         fanout_finish(fo);
 }
 
