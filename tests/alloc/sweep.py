@@ -13,6 +13,8 @@ Scenarios (count from):
   query     login + simple query ('listening')
   extended  login + Parse/Bind/Describe/Execute/Sync of a named statement ('listening')
   copy      login + COPY FROM STDIN of a few rows into a sharded table ('listening')
+  sharded   login + BEGIN, a two-row INSERT, a keyed SELECT, ROLLBACK, a keyless SELECT
+            on the sharded table ('listening')
   reload    SIGHUP, then login + query ('sighup')
 Each scenario is first run with no failure to count its allocations K; then N = 1..K is
 swept (all of them up to --first, every --every-th after that). Exits 1 when a run failed.
@@ -35,11 +37,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--bin", required=True, help="pgshard built with PGS_ALLOC_FAIL and PGS_SANITIZE")
 ap.add_argument("--cluster", required=True, help="DIR of tests/cluster/cluster.sh start DIR")
-ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "reload"])
+ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "sharded", "reload"])
 ap.add_argument("--first", type=int, default=200, help="sweep every N up to this one")
 ap.add_argument("--every", type=int, default=1, help="beyond --first, every K-th N")
 ap.add_argument("--max", type=int, default=0, help="stop at this N (0: at the count)")
 ap.add_argument("--n", type=int, action="append", help="run only these N (logs kept)")
+ap.add_argument("--persist", action="store_true",
+                help="every allocation from the Nth on fails (a fresh client then only must not hang)")
 ap.add_argument("--stack", action="store_true", help="log the stack of the failed allocation")
 ap.add_argument("-j", "--jobs", type=int, default=1)
 ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "pgshard-alloc"))
@@ -73,6 +77,7 @@ pool_size = 2
 auth_type = scram-sha-256
 log_level = info
 shutdown_timeout = 2
+query_wait_timeout = 1
 
 [shard.0]
 primary = {PG_HOST}:{PG_PORT}
@@ -103,6 +108,8 @@ class Run:
                     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
         if args.stack:
             env["PGS_ALLOC_FAIL_STACK"] = "1"
+        if args.persist:
+            env["PGS_ALLOC_FAIL_PERSIST"] = "1"
         after = {"startup": None, "reload": "sighup"}.get(scenario, "listening")
         if after:
             env["PGS_ALLOC_FAIL_AFTER"] = after
@@ -221,6 +228,21 @@ def act_copy(port):
         c.terminate()
 
 
+def act_sharded(port):
+    c = login(port)
+    try:
+        c.query("BEGIN")
+        c.query(f"INSERT INTO {TABLE} (id, v) VALUES (7, 'seven'), (8, 'eight')")
+        rows, _ = c.query(f"SELECT v FROM {TABLE} WHERE id = 7 LIMIT 1")
+        assert rows == [["seven"]], rows
+        c.query("ROLLBACK")
+        rows, _ = c.query(f"SELECT count(*) FROM {TABLE}")
+        assert len(rows) == 1, rows
+        return "ok"
+    finally:
+        c.terminate()
+
+
 def act_reload(run):
     run.proc.send_signal(signal.SIGHUP)
     if not run.wait_log(r"reload(ed|_failed)"):
@@ -232,7 +254,8 @@ def scenario_action(run):
     s = run.scenario
     if s == "reload":
         return act_reload(run)
-    return {"startup": act_query, "query": act_query, "extended": act_extended, "copy": act_copy}[s](run.port)
+    return {"startup": act_query, "query": act_query, "extended": act_extended, "copy": act_copy,
+            "sharded": act_sharded}[s](run.port)
 
 
 def client_outcome(run, action=None):
@@ -269,6 +292,11 @@ def one(scenario, n):
                 problems.append(outcome)
             if run.proc.poll() is not None:
                 problems.append(f"pgshard died during the scenario (status {run.proc.returncode})")
+            elif args.persist:
+                fresh = client_outcome_fresh(run)
+                outcome = f"{outcome}; then a fresh client: {fresh}"
+                if fresh.startswith("HANG"):
+                    problems.append(f"a fresh client afterwards got: {fresh}")
             else:
                 # The failure may land in the first fresh client (when the scenario made
                 # fewer than N allocations): only the second must be served.
@@ -323,7 +351,9 @@ def spans(ns):
 
 def sweep(scenario):
     t0 = time.monotonic()
+    persist, args.persist = args.persist, False
     _, outcome, problems, _, total = one(scenario, 0)
+    args.persist = persist
     if problems or total is None or outcome != "ok":
         print(f"{scenario}: the counting run failed: {outcome}; {problems}", flush=True)
         return 1, 0
@@ -351,7 +381,7 @@ def main():
     psql(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int, v text); GRANT ALL ON {TABLE} TO {USER}")
     rc = 0
     t0 = time.monotonic()
-    for s in args.scenario or ["startup", "query", "extended", "copy", "reload"]:
+    for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "reload"]:
         r, _ = sweep(s)
         rc |= r
     psql(f"DROP TABLE IF EXISTS {TABLE}")
