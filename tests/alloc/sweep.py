@@ -57,15 +57,27 @@ os.environ["PGS_WORK"] = args.work
 os.makedirs(args.work, exist_ok=True)
 os.environ.setdefault("PGWIRE_TIMEOUT", "3.0")
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from pgwire import (PG_HOST, PG_PORT, USER, PASSWORD, Closed, Conn, PgError, cstr, free_port,  # noqa: E402
-                    msg, parse_error, psql, query_msg)
+from pgwire import (CENV, CLUSTER_DIR, CLUSTER_SH, PG_HOST, USER, PASSWORD, Closed, Conn, PgError, cstr, free_port,  # noqa: E402
+                    msg, parse_error, query_msg)
 
 TABLE = "af_items"
 TL = threading.local()  # .conns: the connections of the action this thread runs
 SANITIZER = ("AddressSanitizer", "LeakSanitizer", "runtime error", "ThreadSanitizer")
 
 
+NSHARDS = int(CENV.get("PGS_SHARDS", "1"))
+
+
+def psql_all(sql):
+    """Runs sql on every shard's primary as the superuser."""
+    for shard in range(NSHARDS):
+        subprocess.run([CLUSTER_SH, "psql", CLUSTER_DIR, str(shard), "--", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       check=True, capture_output=True, timeout=30)
+
+
 def write_config(path, port):
+    shards = "".join(f"[shard.{i}]\nprimary = {PG_HOST}:{CENV[f'PGS_SHARD{i}_PRIMARY_PORT']}\n\n"
+                     for i in range(NSHARDS))
     with open(path, "w") as f:
         f.write(f"""; written by tests/alloc/sweep.py
 [pgshard]
@@ -79,10 +91,7 @@ log_level = info
 shutdown_timeout = 2
 query_wait_timeout = 1
 
-[shard.0]
-primary = {PG_HOST}:{PG_PORT}
-
-[table.{TABLE}]
+{shards}[table.{TABLE}]
 shard_key = id
 key_type = int
 
@@ -378,13 +387,13 @@ def sweep(scenario):
 
 
 def main():
-    psql(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int, v text); GRANT ALL ON {TABLE} TO {USER}")
+    psql_all(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int, v text); GRANT ALL ON {TABLE} TO {USER}")
     rc = 0
     t0 = time.monotonic()
     for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "reload"]:
         r, _ = sweep(s)
         rc |= r
-    psql(f"DROP TABLE IF EXISTS {TABLE}")
+    psql_all(f"DROP TABLE IF EXISTS {TABLE}")
     print(f"alloc sweep: {time.monotonic() - t0:.0f} s, {'FAILED' if rc else 'passed'}")
     return rc
 
