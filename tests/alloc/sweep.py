@@ -13,8 +13,8 @@ Scenarios (count from):
   query     login + simple query ('listening')
   extended  login + Parse/Bind/Describe/Execute/Sync of a named statement ('listening')
   copy      login + COPY FROM STDIN of a few rows into a sharded table ('listening')
-  sharded   login + BEGIN, a two-row INSERT, a keyed SELECT, ROLLBACK, a keyless SELECT
-            on the sharded table ('listening')
+  sharded   login + BEGIN, a two-row INSERT, a keyed SELECT, ROLLBACK, a keyless count and
+            a keyless ORDER BY ... LIMIT on the sharded table ('listening')
   reload    SIGHUP, then login + query ('sighup')
 Each scenario is first run with no failure to count its allocations K; then N = 1..K is
 swept (all of them up to --first, every --every-th after that). Exits 1 when a run failed.
@@ -247,6 +247,7 @@ def act_sharded(port):
         c.query("ROLLBACK")
         rows, _ = c.query(f"SELECT count(*) FROM {TABLE}")
         assert len(rows) == 1, rows
+        c.query(f"SELECT id, v FROM {TABLE} ORDER BY id DESC LIMIT 3")
         return "ok"
     finally:
         c.terminate()
