@@ -15,6 +15,7 @@ Scenarios (count from):
   copy      login + COPY FROM STDIN of a few rows into a sharded table ('listening')
   sharded   login + BEGIN, a two-row INSERT, a keyed SELECT, ROLLBACK, a keyless count and
             a keyless ORDER BY ... LIMIT on the sharded table ('listening')
+  admin     the admin console: every SHOW, SHOW ROUTE, PAUSE, RESUME ('listening')
   reload    SIGHUP, then login + query ('sighup')
 Each scenario is first run with no failure to count its allocations K; then N = 1..K is
 swept (all of them up to --first, every --every-th after that). Exits 1 when a run failed.
@@ -37,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--bin", required=True, help="pgshard built with PGS_ALLOC_FAIL and PGS_SANITIZE")
 ap.add_argument("--cluster", required=True, help="DIR of tests/cluster/cluster.sh start DIR")
-ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "sharded", "reload"])
+ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "sharded", "admin", "reload"])
 ap.add_argument("--first", type=int, default=200, help="sweep every N up to this one")
 ap.add_argument("--every", type=int, default=1, help="beyond --first, every K-th N")
 ap.add_argument("--max", type=int, default=0, help="stop at this N (0: at the count)")
@@ -55,7 +56,7 @@ os.environ["PGSHARD_BIN"] = os.path.abspath(args.bin)
 os.environ.setdefault("PGWIRE_TEST", "alloc")
 os.environ["PGS_WORK"] = args.work
 os.makedirs(args.work, exist_ok=True)
-os.environ.setdefault("PGWIRE_TIMEOUT", "3.0")
+os.environ.setdefault("PGWIRE_TIMEOUT", "5.0")
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from pgwire import (CENV, CLUSTER_DIR, CLUSTER_SH, PG_HOST, USER, PASSWORD, Closed, Conn, PgError, cstr, free_port,  # noqa: E402
                     msg, parse_error, query_msg)
@@ -89,7 +90,8 @@ pool_size = 2
 auth_type = scram-sha-256
 log_level = info
 shutdown_timeout = 2
-query_wait_timeout = 1
+query_wait_timeout = 3
+admin_users = {USER}
 
 {shards}[table.{TABLE}]
 shard_key = id
@@ -253,6 +255,22 @@ def act_sharded(port):
         c.terminate()
 
 
+ADMIN = ["SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS", "SHOW STATS", "SHOW CONFIG", "SHOW SHARDS",
+         "SHOW VERSION", f"SHOW ROUTE SELECT v FROM {TABLE} WHERE id = 3", "PAUSE", "RESUME"]
+
+
+def act_admin(port):
+    c = AfConn(port)
+    TL.conns.append(c)
+    c.login(database="pgshard")
+    try:
+        for cmd in ADMIN:
+            c.query(cmd)
+        return "ok"
+    finally:
+        c.terminate()
+
+
 def act_reload(run):
     run.proc.send_signal(signal.SIGHUP)
     if not run.wait_log(r"reload(ed|_failed)"):
@@ -265,7 +283,7 @@ def scenario_action(run):
     if s == "reload":
         return act_reload(run)
     return {"startup": act_query, "query": act_query, "extended": act_extended, "copy": act_copy,
-            "sharded": act_sharded}[s](run.port)
+            "sharded": act_sharded, "admin": act_admin}[s](run.port)
 
 
 def client_outcome(run, action=None):
@@ -336,8 +354,19 @@ def one(scenario, n):
     return n, outcome, problems, injected, count
 
 
+def act_fresh(run):
+    """A new client's query; after the admin scenario, RESUME first, as an operator would
+    after a PAUSE whose answer was lost (PAUSE outlives its session, as in PgBouncer)."""
+    if run.scenario == "admin":
+        c = AfConn(run.port)
+        c.login(database="pgshard")
+        c.query("RESUME")
+        c.terminate()
+    return act_query(run.port)
+
+
 def client_outcome_fresh(run):
-    return client_outcome(run, lambda r: act_query(r.port))
+    return client_outcome(run, act_fresh)
 
 
 def up_exit_bad(run, rc, outcome):
@@ -391,7 +420,7 @@ def main():
     psql_all(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int, v text); GRANT ALL ON {TABLE} TO {USER}")
     rc = 0
     t0 = time.monotonic()
-    for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "reload"]:
+    for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "admin", "reload"]:
         r, _ = sweep(s)
         rc |= r
     psql_all(f"DROP TABLE IF EXISTS {TABLE}")
