@@ -36,11 +36,12 @@ fuzz: build-asan
 	@scripts/fuzz.sh $(BUILD_ASAN) $(FUZZ_SECONDS)
 
 # The allocation-failure sweep (tests/alloc/sweep.py): an ASan build of pgshard alone with
-# PGS_ALLOC_FAIL, a one-shard cluster of its own, every N of every scenario.
+# PGS_ALLOC_FAIL, a two-shard cluster of its own (so that fan-outs span shards), every N
+# of every scenario.
 alloc-sweep: deps
 	@cmake -S . -B $(BUILD_ALLOC) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPGS_SANITIZE=ON -DPGS_ALLOC_FAIL=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_ALLOC) -j $(JOBS) --target pgshard
-	@tests/cluster/cluster.sh start $(BUILD_ALLOC)/cluster --shards 1 --replicas 0
+	@tests/cluster/cluster.sh start $(BUILD_ALLOC)/cluster --shards 2 --replicas 0
 	@status=0; python3 tests/alloc/sweep.py --bin $(BUILD_ALLOC)/pgshard --cluster $(BUILD_ALLOC)/cluster \
 	  --work $(BUILD_ALLOC)/alloc -j $(JOBS) || status=$$?; \
 	  tests/cluster/cluster.sh stop $(BUILD_ALLOC)/cluster; exit $$status

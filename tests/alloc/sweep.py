@@ -359,6 +359,7 @@ def act_fresh(run):
     after a PAUSE whose answer was lost (PAUSE outlives its session, as in PgBouncer)."""
     if run.scenario == "admin":
         c = AfConn(run.port)
+        TL.conns.append(c)
         c.login(database="pgshard")
         c.query("RESUME")
         c.terminate()
