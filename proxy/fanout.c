@@ -210,10 +210,10 @@ static void fanout_release(px_fanout *fo)
     pgs_buf_free(&fo->req);
     pgs_buf_free(&fo->parse_body);
     pgs_buf_free(&fo->head);
-    for (int s = 0; fo->reqs && s < fo->nshards; s++) {
+    for (int s = 0; fo->reqs && s < fo->nshards; s++)
         pgs_buf_free(&fo->reqs[s]);
+    for (int s = 0; fo->rowbufs && s < fo->nshards; s++)
         pgs_buf_free(&fo->rowbufs[s]);
-    }
     free(fo->reqs);
     free(fo->rowbufs);
     if (fo->ins)
