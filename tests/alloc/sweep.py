@@ -15,6 +15,8 @@ Scenarios (count from):
   copy      login + COPY FROM STDIN of a few rows into a sharded table ('listening')
   sharded   login + BEGIN, a two-row INSERT, a keyed SELECT, ROLLBACK, a keyless count and
             a keyless ORDER BY ... LIMIT on the sharded table ('listening')
+  twopc     with two_phase_commit and allow_cross_shard_writes: a multi-row INSERT split
+            over the shards, a keyless UPDATE and DELETE on every shard ('listening')
   admin     the admin console: every SHOW, SHOW ROUTE, PAUSE, RESUME ('listening')
   reload    SIGHUP, then login + query ('sighup')
 Each scenario is first run with no failure to count its allocations K; then N = 1..K is
@@ -38,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--bin", required=True, help="pgshard built with PGS_ALLOC_FAIL and PGS_SANITIZE")
 ap.add_argument("--cluster", required=True, help="DIR of tests/cluster/cluster.sh start DIR")
-ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "sharded", "admin", "reload"])
+ap.add_argument("--scenario", action="append", choices=["startup", "query", "extended", "copy", "sharded", "twopc", "admin", "reload"])
 ap.add_argument("--first", type=int, default=200, help="sweep every N up to this one")
 ap.add_argument("--every", type=int, default=1, help="beyond --first, every K-th N")
 ap.add_argument("--max", type=int, default=0, help="stop at this N (0: at the count)")
@@ -76,7 +78,11 @@ def psql_all(sql):
                        check=True, capture_output=True, timeout=30)
 
 
-def write_config(path, port):
+# Keys a scenario adds to [pgshard].
+EXTRA = {"twopc": "two_phase_commit = on\nallow_cross_shard_writes = on\n"}
+
+
+def write_config(path, port, extra=""):
     shards = "".join(f"[shard.{i}]\nprimary = {PG_HOST}:{CENV[f'PGS_SHARD{i}_PRIMARY_PORT']}\n\n"
                      for i in range(NSHARDS))
     with open(path, "w") as f:
@@ -92,7 +98,7 @@ log_level = info
 shutdown_timeout = 2
 query_wait_timeout = 3
 admin_users = {USER}
-
+{extra}
 {shards}[table.{TABLE}]
 shard_key = id
 key_type = int
@@ -112,7 +118,7 @@ class Run:
         self.port = free_port()
         self.ini = os.path.join(self.dir, f"n{fail_at}.ini")
         self.log = os.path.join(self.dir, f"n{fail_at}.log")
-        write_config(self.ini, self.port)
+        write_config(self.ini, self.port, EXTRA.get(scenario, ""))
         env = dict(os.environ)
         env.update({"PGS_ALLOC_COUNT": "1", "PGS_ALLOC_FAIL_AT": str(fail_at),
                     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:symbolize=1",
@@ -255,6 +261,18 @@ def act_sharded(port):
         c.terminate()
 
 
+def act_twopc(port):
+    c = login(port)
+    try:
+        _, tags = c.query(f"INSERT INTO {TABLE} (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+        assert tags == ["INSERT 0 4"], tags
+        c.query(f"UPDATE {TABLE} SET v = v || '.' WHERE id BETWEEN 1 AND 4")
+        c.query(f"DELETE FROM {TABLE} WHERE v LIKE '%.'")
+        return "ok"
+    finally:
+        c.terminate()
+
+
 ADMIN = ["SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS", "SHOW STATS", "SHOW CONFIG", "SHOW SHARDS",
          "SHOW VERSION", f"SHOW ROUTE SELECT v FROM {TABLE} WHERE id = 3", "PAUSE", "RESUME"]
 
@@ -283,7 +301,7 @@ def scenario_action(run):
     if s == "reload":
         return act_reload(run)
     return {"startup": act_query, "query": act_query, "extended": act_extended, "copy": act_copy,
-            "sharded": act_sharded, "admin": act_admin}[s](run.port)
+            "sharded": act_sharded, "admin": act_admin, "twopc": act_twopc}[s](run.port)
 
 
 def client_outcome(run, action=None):
@@ -421,7 +439,7 @@ def main():
     psql_all(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int, v text); GRANT ALL ON {TABLE} TO {USER}")
     rc = 0
     t0 = time.monotonic()
-    for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "admin", "reload"]:
+    for s in args.scenario or ["startup", "query", "extended", "copy", "sharded", "twopc", "admin", "reload"]:
         r, _ = sweep(s)
         rc |= r
     psql_all(f"DROP TABLE IF EXISTS {TABLE}")
