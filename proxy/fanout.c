@@ -1054,6 +1054,8 @@ static void fanout_finish(px_fanout *fo)
 static void fanout_link_done(px_fanout *fo, px_link *l)
 {
     px_server *sv = l->sv;
+    if (fo->phase[l->shard] == FL_DONE)
+        return; /* counted already: a lost server (px_fanout_server_lost) */
     fo->phase[l->shard] = FL_DONE;
     fo->ndone++;
     l->sv = NULL;
@@ -1185,11 +1187,16 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
  * back; after it, ones that recovery commits (recovery.c). */
 enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_FORGET, WS_ABORT };
 
+/* A send that fails closes its server at once, and px_fanout_server_lost takes the shard
+ * off (links[s].sv = NULL): no answer is then awaited from it. */
 static void write_send(px_fanout *fo, int s, const char *sql)
 {
     px_server *sv = fo->links[s].sv;
+    if (!sv)
+        return;
     fanout_send_sql(sv, sql);
-    fo->pending++;
+    if (fo->links[s].sv)
+        fo->pending++;
 }
 
 static void write_abort(px_fanout *fo)
@@ -1363,13 +1370,16 @@ static void write_start(px_fanout *fo)
         px_server *sv = fo->links[s].sv;
         fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
         fanout_send_sql(sv, "BEGIN");
+        if (!fo->links[s].sv)
+            continue; /* the send failed and closed it: the shard is lost (write_send) */
         fo->replays[s]++;
         fo->phase[s] = FL_QUERY;
         const pgs_buf *req = fo->ins ? &fo->reqs[s] : &fo->req;
         if (!req->len)
             continue; /* a split INSERT with no row here: it only takes part in the commit */
         px_conn_send_buf(&sv->conn, req);
-        fo->pending++;
+        if (fo->links[s].sv)
+            fo->pending++;
     }
 }
 
