@@ -1251,7 +1251,7 @@ static void write_next(px_fanout *fo)
             fo->stage = WS_FINISH;
             for (int s = 0; s < fo->nshards; s++)
                 write_send(fo, s, "COMMIT");
-            return;
+            break;
         }
         return write_prepare(fo);
     case WS_PREPARE:
@@ -1268,7 +1268,7 @@ static void write_next(px_fanout *fo)
         snprintf(sql, sizeof sql, "%s; INSERT INTO pgshard.transactions (gid) VALUES ('%s'); COMMIT",
                  write_decision_table, fo->gid);
         write_send(fo, 0, sql);
-        return;
+        break;
     case WS_DECIDE:
         if (fo->failed)
             return write_abort(fo);
@@ -1277,13 +1277,13 @@ static void write_next(px_fanout *fo)
         snprintf(sql, sizeof sql, "COMMIT PREPARED '%s'", fo->gid);
         for (int s = 1; s < fo->nshards; s++)
             write_send(fo, s, sql);
-        return;
+        break;
     case WS_FINISH:
         if (fo->gid[0] && !fo->commit_failed) {
             fo->stage = WS_FORGET;
             snprintf(sql, sizeof sql, "DELETE FROM pgshard.transactions WHERE gid = '%s'", fo->gid);
             write_send(fo, 0, sql);
-            return;
+            break;
         }
         /* fall through */
     default:
@@ -1291,6 +1291,9 @@ static void write_next(px_fanout *fo)
             fanout_link_done(fo, &fo->links[s]);
         return;
     }
+    /* Every send of the step failed (each closed its server): no answer will come. */
+    if (!fo->pending)
+        write_next(fo);
 }
 
 /* The statement's own answer on shard s during WS_RUN: RETURNING rows and the count. */
