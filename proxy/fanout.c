@@ -1188,13 +1188,18 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
 enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_FORGET, WS_ABORT };
 
 /* A send that fails closes its server at once, and px_fanout_server_lost takes the shard
- * off (links[s].sv = NULL): no answer is then awaited from it. */
+ * off (links[s].sv = NULL): no answer is then awaited from it. The fan-out does not end
+ * under the send (fo->sending): the caller that runs the write (px_fanout_server_step,
+ * px_fanout_linked) ends it once every shard is done. */
 static void write_send(px_fanout *fo, int s, const char *sql)
 {
     px_server *sv = fo->links[s].sv;
     if (!sv)
         return;
+    bool sending = fo->sending;
+    fo->sending = true;
     fanout_send_sql(sv, sql);
+    fo->sending = sending;
     if (fo->links[s].sv)
         fo->pending++;
 }
