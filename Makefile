@@ -1,11 +1,12 @@
 # Thin wrapper around CMake. `make demo` and `make test` are the two commands a user needs.
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_ALLOC ?= build-alloc
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-unit fuzz demo demo-stop bench clean format
+.PHONY: all deps build build-asan test test-unit fuzz alloc-sweep demo demo-stop bench clean format
 
 all: build
 
@@ -34,6 +35,17 @@ test-unit: build
 fuzz: build-asan
 	@scripts/fuzz.sh $(BUILD_ASAN) $(FUZZ_SECONDS)
 
+# The allocation-failure sweep (tests/alloc/sweep.py): an ASan build of pgshard alone with
+# PGS_ALLOC_FAIL, a two-shard cluster of its own (so that fan-outs span shards), every N
+# of every scenario.
+alloc-sweep: deps
+	@cmake -S . -B $(BUILD_ALLOC) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPGS_SANITIZE=ON -DPGS_ALLOC_FAIL=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_ALLOC) -j $(JOBS) --target pgshard
+	@tests/cluster/cluster.sh start $(BUILD_ALLOC)/cluster --shards 2 --replicas 0
+	@status=0; python3 tests/alloc/sweep.py --bin $(BUILD_ALLOC)/pgshard --cluster $(BUILD_ALLOC)/cluster \
+	  --work $(BUILD_ALLOC)/alloc -j $(JOBS) || status=$$?; \
+	  tests/cluster/cluster.sh stop $(BUILD_ALLOC)/cluster; exit $$status
+
 demo: build
 	@scripts/demo.sh start $(BUILD)
 
@@ -47,4 +59,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_ALLOC)

@@ -41,6 +41,10 @@ bool pgs_frontend_type_valid(char type)
     }
 }
 
+/* The string's own NUL ends the fields. */
+const uint8_t pgs_msg_fatal_oom[] = "E\0\0\0\x29SFATAL\0VFATAL\0C53200\0Mout of memory\0";
+const size_t pgs_msg_fatal_oom_len = sizeof pgs_msg_fatal_oom;
+
 size_t pgs_msg_begin(pgs_buf *b, char type)
 {
     if (type)

@@ -89,6 +89,9 @@ void pgs_msg_end(pgs_buf *b, size_t start);
 void pgs_msg_error(pgs_buf *b, const char *severity, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void pgs_msg_notice_typed(pgs_buf *b, char type, const char *severity, const char *sqlstate, const char *msg);
+/* FATAL 53200 "out of memory" as a whole ErrorResponse, for when no buffer can be built. */
+extern const uint8_t pgs_msg_fatal_oom[];
+extern const size_t pgs_msg_fatal_oom_len;
 void pgs_msg_auth(pgs_buf *b, uint32_t code, const void *extra, size_t extra_len);
 void pgs_msg_param_status(pgs_buf *b, const char *name, const char *value);
 void pgs_msg_backend_key(pgs_buf *b, uint32_t pid, uint32_t secret);

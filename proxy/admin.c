@@ -705,11 +705,20 @@ static void admin_pause_done(px_worker *w, px_snapshot *s)
     uv_close((uv_handle_t *)&ap->timer, admin_pause_free);
 }
 
+/* The client may have left since the last poll: the worker comes from the timer's loop and
+ * the client, when still there, from admin_find. A snapshot that cannot be made (out of
+ * memory) ends the PAUSE as a timer that cannot be started does: undone, with 53200. */
 static void admin_pause_check(uv_timer_t *t)
 {
     admin_pause_poll *ap = t->data;
-    if (px_snapshot_start(ap->cl->conn.w, PX_SNAP_POOLS, admin_pause_done, ap, 0) < 0)
-        uv_close((uv_handle_t *)&ap->timer, admin_pause_free);
+    px_worker *w = pgs_container_of(t->loop, px_worker, loop);
+    if (px_snapshot_start(w, PX_SNAP_POOLS, admin_pause_done, ap, 0) == 0)
+        return;
+    atomic_store(&w->px->paused, false);
+    px_client *cl = admin_find(w, ap->cl, ap->pid);
+    if (cl)
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+    uv_close((uv_handle_t *)&ap->timer, admin_pause_free);
 }
 
 static int admin_pause(px_client *cl)

@@ -54,17 +54,20 @@ void px_client_accept(px_worker *w)
     px_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         pgs_error("out_of_memory", "cannot accept a client");
+        px_worker_refuse(w);
         return;
     }
     px_conn_init(&cl->conn, w, false);
     if (px_xact_init(cl, w->px->cfg->nshards) < 0) {
         free(cl);
         pgs_error("out_of_memory", "cannot accept a client");
+        px_worker_refuse(w);
         return;
     }
     if (uv_tcp_init(&w->loop, &cl->conn.tcp) < 0) {
         px_xact_free(cl);
         free(cl);
+        px_worker_refuse(w);
         return;
     }
     if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&cl->conn.tcp) < 0) {
@@ -105,6 +108,13 @@ void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n)
     px_client_close(cl);
 }
 
+void px_client_fatal_oom(px_client *cl)
+{
+    pgs_info("client_error", "client %08x user=%s db=%s: out of memory (%s)", cl->key_pid, cl->user_name,
+             cl->db_name, PGS_SQLSTATE_OUT_OF_MEMORY);
+    px_client_fatal_raw(cl, pgs_msg_fatal_oom, pgs_msg_fatal_oom_len);
+}
+
 void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
 {
     char msg[512];
@@ -120,7 +130,7 @@ void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
     if (!pgs_buf_failed(&b))
         px_client_fatal_raw(cl, b.data, b.len);
     else
-        px_client_close(cl);
+        px_client_fatal_raw(cl, pgs_msg_fatal_oom, pgs_msg_fatal_oom_len);
     pgs_buf_free(&b);
 }
 
@@ -348,7 +358,10 @@ static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
         size_t st = pgs_msg_begin(&b, PGS_BE_AUTH);
         pgs_buf_append_be32(&b, 11);
         if (px_scram_server_first(cl->a.scram, data, dlen, NULL, &b) < 0) {
-            px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "malformed SCRAM message");
+            if (pgs_buf_failed(&b))
+                px_client_fatal_oom(cl);
+            else
+                px_client_fatal(cl, PGS_SQLSTATE_PROTOCOL_VIOLATION, "malformed SCRAM message");
             goto out;
         }
         pgs_msg_end(&b, st);
@@ -365,6 +378,10 @@ static void client_auth_scram(px_client *cl, const uint8_t *body, size_t n)
     cl->auth = AUTH_NONE;
     if (r == -2) {
         client_auth_failed(cl);
+        goto out;
+    }
+    if (r < 0 && pgs_buf_failed(&b)) {
+        px_client_fatal_oom(cl);
         goto out;
     }
     if (r < 0) {

@@ -41,6 +41,10 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS && !c->is_server) {
+        px_client_fatal_oom((px_client *)c); /* the read buffer could not grow */
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF)
             pgs_debug("conn_read_error", "%s: %s", c->is_server ? "server" : "client",
@@ -196,7 +200,10 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
 int px_conn_send_buf(px_conn *c, const pgs_buf *b)
 {
     if (pgs_buf_failed(b)) {
-        conn_dispatch_close(c, NULL);
+        if (c->is_server)
+            conn_dispatch_close(c, NULL);
+        else
+            px_client_fatal_oom((px_client *)c);
         return -1;
     }
     return px_conn_send(c, b->data, b->len);

@@ -259,8 +259,10 @@ static px_msg ext_parse(px_client *cl, const pgs_frame *f, const char *name, con
         build_parse(&b, sname, st);
         if ((e = ext_push(sv, RP_PARSE, st->hash))) {
             ATTACH(e);
-            if (px_sset_pending(&sv->stmts, st->hash, ext_tick(w), sv->segment) < 0)
+            if (px_sset_pending(&sv->stmts, st->hash, ext_tick(w), sv->segment) < 0) {
+                px_server_close(sv, "out of memory");
                 e = NULL;
+            }
         }
     }
 #undef ATTACH

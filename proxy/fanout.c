@@ -46,6 +46,7 @@ struct px_fanout {
     int nshards;
     int acquired;          /* links given a server so far, in shard order */
     int ndone;             /* links in FL_DONE */
+    bool sending;          /* in fanout_send: a lost server does not end the fan-out there */
     uint8_t *replays;      /* owned: per link, session replies still to hide (replay, collation) */
     uint8_t *phase;        /* owned: per link, FL_* */
     bool failed;           /* the client gets an error: rows are no longer merged */
@@ -112,6 +113,7 @@ static void write_start(px_fanout *fo);
 static void write_next(px_fanout *fo);
 static void write_complete(px_fanout *fo);
 static void split_rows_out(px_fanout *fo);
+static void fanout_finish(px_fanout *fo);
 
 /* The first failure wins; later ones (the cancels' 57014) are dropped. The message is a
  * whole ErrorResponse; from is the shard that sent it (its query is over), or -1. */
@@ -222,10 +224,10 @@ static void fanout_release(px_fanout *fo)
     pgs_buf_free(&fo->req);
     pgs_buf_free(&fo->parse_body);
     pgs_buf_free(&fo->head);
-    for (int s = 0; fo->reqs && s < fo->nshards; s++) {
+    for (int s = 0; fo->reqs && s < fo->nshards; s++)
         pgs_buf_free(&fo->reqs[s]);
+    for (int s = 0; fo->rowbufs && s < fo->nshards; s++)
         pgs_buf_free(&fo->rowbufs[s]);
-    }
     free(fo->reqs);
     free(fo->rowbufs);
     if (fo->ins)
@@ -420,9 +422,9 @@ static void fanout_send_one(px_fanout *fo, int s)
     px_conn_send_buf(&sv->conn, &fo->req);
     fo->phase[s] = FL_QUERY;
     pgs_buf b = PGS_BUF_INIT;
-    if (fanout_seq_sql(fo, s, &b)) {
-        px_conn_send_buf(&sv->conn, &b);
+    if (fo->links[s].sv && fanout_seq_sql(fo, s, &b)) { /* a failed send loses the shard */
         fo->post[s] = 1;
+        px_conn_send_buf(&sv->conn, &b);
     }
     pgs_buf_free(&b);
 }
@@ -932,9 +934,19 @@ void px_fanout_linked(px_client *cl, px_server *sv)
             px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
         return;
     }
+    /* A send that fails closes its server at once (out of memory, a broken socket), and the
+     * last lost server ends the fan-out, which frees fo: not under fanout_send's loop, but
+     * here, after it. */
+    fo->sending = true;
     fanout_send(fo);
+    fo->sending = false;
+    if (fo->ndone == fo->nshards) {
+        fanout_finish(fo);
+        return;
+    }
     for (int s = 0; s < fo->nshards; s++)
-        px_server_update_reading(fo->links[s].sv);
+        if (fo->links[s].sv)
+            px_server_update_reading(fo->links[s].sv);
 }
 
 /* Whether the shards may be read on: the merge has room for shard s's rows and the client
@@ -1044,23 +1056,34 @@ static void copy_failed_note(px_fanout *fo)
 }
 
 /* Every shard answered: the client gets the merged result's end (or the error) and its
- * ReadyForQuery, and goes on with what it sent meanwhile. */
+ * ReadyForQuery, and goes on with what it sent meanwhile. A send that fails (out of memory,
+ * a broken socket) closes the client there and then, and that frees fo: each step that
+ * sends is followed by a check of the client, which outlives this call. */
 static void fanout_finish(px_fanout *fo)
 {
     px_client *cl = fo->cl;
     if (fo->every && !fo->failed)
         px_conn_send_buf(&cl->conn, &fo->out);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && fo->mode == PX_FAN_COPY_OUT)
         copy_out_end(fo);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && (fo->mode == PX_FAN_COPY_OUT || fo->mode == PX_FAN_COPY_IN))
         copy_complete(fo);
+    if (cl->state == CL_CLOSED)
+        return;
     if (!fo->failed && fo->mode == PX_FAN_WRITE) {
         px_conn_send_buf(&cl->conn, &fo->head);
-        px_conn_send_buf(&cl->conn, &fo->out);
-        if (fo->ins)
+        if (cl->state != CL_CLOSED)
+            px_conn_send_buf(&cl->conn, &fo->out);
+        if (cl->state != CL_CLOSED && fo->ins)
             split_rows_out(fo);
-        if (!fo->ddl)
+        if (cl->state != CL_CLOSED && !fo->ddl)
             write_complete(fo);
+        if (cl->state == CL_CLOSED)
+            return;
     }
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
@@ -1079,12 +1102,16 @@ static void fanout_finish(px_fanout *fo)
             px_conn_send_buf(&cl->conn, &fo->out);
         }
     }
+    if (cl->state == CL_CLOSED)
+        return;
     pgs_buf b = PGS_BUF_INIT;
     if (fo->failed)
         pgs_buf_append(&b, fo->err.data, fo->err.len);
     pgs_msg_ready(&b, PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
+    if (cl->state == CL_CLOSED)
+        return;
     int kind = fo->every ? 1 : fo->mode == PX_FAN_READ ? 0 : 2;
     atomic_fetch_add_explicit(&cl->conn.w->px->gs.fanouts[kind][fo->failed], 1, memory_order_relaxed);
     px_fanout_free(cl);
@@ -1101,6 +1128,8 @@ static void fanout_finish(px_fanout *fo)
 static void fanout_link_done(px_fanout *fo, px_link *l)
 {
     px_server *sv = l->sv;
+    if (fo->phase[l->shard] == FL_DONE)
+        return; /* counted already: a lost server (px_fanout_server_lost) */
     fo->phase[l->shard] = FL_DONE;
     fo->ndone++;
     l->sv = NULL;
@@ -1241,11 +1270,21 @@ static void fanout_every_message(px_fanout *fo, px_server *sv, char type, const 
  * back; after it, ones that recovery commits (recovery.c). */
 enum { WS_RUN = 1, WS_PREPARE, WS_DECIDE, WS_FINISH, WS_FORGET, WS_ABORT };
 
+/* A send that fails closes its server at once, and px_fanout_server_lost takes the shard
+ * off (links[s].sv = NULL): no answer is then awaited from it. The fan-out does not end
+ * under the send (fo->sending): the caller that runs the write (px_fanout_server_step,
+ * px_fanout_linked) ends it once every shard is done. */
 static void write_send(px_fanout *fo, int s, const char *sql)
 {
     px_server *sv = fo->links[s].sv;
+    if (!sv)
+        return;
+    bool sending = fo->sending;
+    fo->sending = true;
     fanout_send_sql(sv, sql);
-    fo->pending++;
+    fo->sending = sending;
+    if (fo->links[s].sv)
+        fo->pending++;
 }
 
 static void write_abort(px_fanout *fo)
@@ -1300,7 +1339,7 @@ static void write_next(px_fanout *fo)
             fo->stage = WS_FINISH;
             for (int s = 0; s < fo->nshards; s++)
                 write_send(fo, s, "COMMIT");
-            return;
+            break;
         }
         return write_prepare(fo);
     case WS_PREPARE:
@@ -1317,7 +1356,7 @@ static void write_next(px_fanout *fo)
         snprintf(sql, sizeof sql, "%s; INSERT INTO pgshard.transactions (gid) VALUES ('%s'); COMMIT",
                  write_decision_table, fo->gid);
         write_send(fo, 0, sql);
-        return;
+        break;
     case WS_DECIDE:
         if (fo->failed)
             return write_abort(fo);
@@ -1326,13 +1365,13 @@ static void write_next(px_fanout *fo)
         snprintf(sql, sizeof sql, "COMMIT PREPARED '%s'", fo->gid);
         for (int s = 1; s < fo->nshards; s++)
             write_send(fo, s, sql);
-        return;
+        break;
     case WS_FINISH:
         if (fo->gid[0] && !fo->commit_failed) {
             fo->stage = WS_FORGET;
             snprintf(sql, sizeof sql, "DELETE FROM pgshard.transactions WHERE gid = '%s'", fo->gid);
             write_send(fo, 0, sql);
-            return;
+            break;
         }
         /* fall through */
     default:
@@ -1340,6 +1379,9 @@ static void write_next(px_fanout *fo)
             fanout_link_done(fo, &fo->links[s]);
         return;
     }
+    /* Every send of the step failed (each closed its server): no answer will come. */
+    if (!fo->pending)
+        write_next(fo);
 }
 
 /* The statement's own answer on shard s during WS_RUN: RETURNING rows and the count. */
@@ -1420,17 +1462,22 @@ static void write_start(px_fanout *fo)
         px_server *sv = fo->links[s].sv;
         fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
         fanout_send_sql(sv, "BEGIN");
+        if (!fo->links[s].sv)
+            continue; /* the send failed and closed it: the shard is lost (write_send) */
         fo->replays[s]++;
         fo->phase[s] = FL_QUERY;
         const pgs_buf *req = fo->ins ? &fo->reqs[s] : &fo->req;
         if (!req->len)
             continue; /* a split INSERT with no row here: it only takes part in the commit */
         px_conn_send_buf(&sv->conn, req);
+        if (!fo->links[s].sv)
+            continue; /* the send failed: the shard is lost */
         fo->pending++;
         pgs_buf b = PGS_BUF_INIT;
         if (fo->ddl && fanout_seq_sql(fo, s, &b)) { /* in the same transaction */
             px_conn_send_buf(&sv->conn, &b);
-            fo->pending++;
+            if (fo->links[s].sv)
+                fo->pending++;
         }
         pgs_buf_free(&b);
     }
@@ -1640,7 +1687,7 @@ void px_fanout_server_lost(px_server *sv, const char *why)
     sv->link = NULL;
     fo->phase[l->shard] = FL_DONE;
     fo->ndone++;
-    if (fo->ndone == fo->nshards)
+    if (fo->ndone == fo->nshards && !fo->sending)
         fanout_finish(fo);
 }
 

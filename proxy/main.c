@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "common/allocfail.h"
 #include "common/log.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
@@ -217,6 +218,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     cfg_config *cfg;
     (void)signum;
     px_conf *conf = NULL;
+    pgs_af_mark("sighup");
     if (cfg_load(px->conf->cfg->path, &cfg, err, sizeof err) == 0) {
         if (px_tls_check_server_ca(cfg, err, sizeof err) == 0) {
             reload_keep_fixed(px->conf->cfg, cfg);
@@ -337,6 +339,7 @@ static int run(px_proxy *px)
         pgs_info("listening", "pgshard %s on %s:%u, %d workers, %s pooling, pool_size %d", PGS_VERSION,
                  cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
                  cfg->pool_size);
+        pgs_af_mark("listening");
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_close((uv_handle_t *)&m.sigint, NULL);

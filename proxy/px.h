@@ -498,7 +498,10 @@ struct px_worker {
     uv_loop_t loop;
     int listen_fd; /* bound by main(), adopted by the worker's loop */
     uv_tcp_t listener;
-    uv_async_t wakeup; /* stop request or cancel requests from other workers */
+    uv_tcp_t refuse;     /* a connection refused for want of memory, while it closes */
+    bool refusing;       /* refuse is in use */
+    bool refuse_pending; /* another connection waits in the listener until it is free */
+    uv_async_t wakeup;   /* stop request or cancel requests from other workers */
     uv_timer_t tick;
     uv_mutex_t mbox_lock; /* guards mbox: the only lock, off the query path */
     pgs_buf mbox;         /* px_job entries posted by other threads */
@@ -535,6 +538,9 @@ void px_worker_destroy(px_worker *w);
 /* uv_walk callback (arg: the worker) closing every handle of a stopping worker's loop:
  * clients and servers through their owners, cancels left to finish, the rest directly. */
 void px_worker_close_walk(uv_handle_t *h, void *arg);
+/* Takes the listener's pending connection when no client can be made for it (out of
+ * memory): tells it 53200 and closes it, so that the listener keeps accepting. */
+void px_worker_refuse(px_worker *w);
 /* Runs every job posted to the worker's mailbox so far, on the worker's thread. */
 void px_worker_drain_mbox(px_worker *w);
 void px_worker_post_cancel(px_worker *w, uint32_t pid, uint32_t secret);
@@ -588,6 +594,8 @@ void px_client_close(px_client *cl);
 void px_client_fatal(px_client *cl, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void px_client_fatal_raw(px_client *cl, const uint8_t *msg, size_t n);
+/* FATAL 53200 from a message that needs no memory; for when a reply could not be built. */
+void px_client_fatal_oom(px_client *cl);
 void px_client_welcome(px_client *cl);
 void px_client_link(px_client *cl, px_server *sv);
 void px_client_detach(px_client *cl);

@@ -1036,7 +1036,7 @@ static px_msg route_answer(px_client *cl, const pgs_frame *f, const char *tag, c
     else
         pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
     pgs_msg_ready(&b, px_route_idle_status(cl));
-    int r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
+    int r = px_conn_send_buf(c, &b); /* closes the client, with 53200, when b failed */
     pgs_buf_free(&b);
     return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
@@ -1158,6 +1158,8 @@ static px_msg route_defer_ext(px_client *cl)
     defer_answer a;
     size_t seg = defer_ext_segment(cl, &sql, &len, &b);
     int r = seg ? defer_decide(cl, sql, len, &a) : 0;
+    if (r < 0)
+        px_client_fatal_oom(cl);
     if (r <= 0) {
         pgs_buf_free(&b);
         return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
@@ -1172,7 +1174,7 @@ static px_msg route_defer_ext(px_client *cl)
     px_conn *c = &cl->conn;
     c->in_pos += seg;
     c->fwd_mark = c->in_pos;
-    r = pgs_buf_failed(&b) ? -1 : px_conn_send_buf(c, &b);
+    r = px_conn_send_buf(c, &b); /* closes the client, with 53200, when b failed */
     pgs_buf_free(&b);
     return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
@@ -1184,6 +1186,8 @@ px_msg px_route_defer(px_client *cl, const pgs_frame *f)
     const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     defer_answer a;
     int r = defer_decide(cl, sql, pgs_strnlen(sql, f->len - 4), &a);
+    if (r < 0)
+        px_client_fatal_oom(cl); /* the BEGIN could not be kept */
     if (r <= 0)
         return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     return route_answer(cl, f, a.tag, a.sqlstate, a.msg);

@@ -76,6 +76,38 @@ static void worker_on_tick(uv_timer_t *t)
         worker_expire_logins(w, now);
 }
 
+static void worker_on_refused(uv_handle_t *h)
+{
+    px_worker *w = pgs_container_of((uv_tcp_t *)h, px_worker, refuse);
+    w->refusing = false;
+    if (w->refuse_pending && !atomic_load(&w->px->stopping)) {
+        w->refuse_pending = false;
+        px_client_accept(w);
+    }
+}
+
+/* A connection the accept callback leaves in the listener stops libuv from watching the
+ * listener at all, so a client that cannot be allocated must still be accepted. The worker
+ * keeps one handle for that, which takes no memory: the connection is told 53200 with a
+ * write that needs no request and closed. A second refusal while that handle closes waits
+ * for its close callback, which accepts again. */
+void px_worker_refuse(px_worker *w)
+{
+    if (w->refusing) {
+        w->refuse_pending = true;
+        return;
+    }
+    if (uv_tcp_init(&w->loop, &w->refuse) < 0)
+        return;
+    w->refusing = true;
+    w->refuse.data = NULL;
+    if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&w->refuse) == 0) {
+        uv_buf_t b = uv_buf_init((char *)pgs_msg_fatal_oom, (unsigned)pgs_msg_fatal_oom_len);
+        (void)uv_try_write((uv_stream_t *)&w->refuse, &b, 1);
+    }
+    uv_close((uv_handle_t *)&w->refuse, worker_on_refused);
+}
+
 void px_worker_close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;

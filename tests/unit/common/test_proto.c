@@ -231,6 +231,20 @@ static void test_msg_error_roundtrip(void **state)
     pgs_buf_free(&b);
 }
 
+/* The static ErrorResponse sent when no buffer can be built (px_client_fatal_oom, the
+ * worker's refusal of a client it cannot allocate) is one well-framed message. */
+static void test_msg_fatal_oom(void **state)
+{
+    pgs_buf b = PGS_BUF_INIT;
+    pgs_error_fields ef;
+    assert_int_equal(pgs_buf_append(&b, pgs_msg_fatal_oom, pgs_msg_fatal_oom_len), 0);
+    parse_back(&b, 'E', &ef);
+    assert_string_equal(ef.severity, "FATAL");
+    assert_string_equal(ef.sqlstate, "53200");
+    assert_string_equal(ef.message, "out of memory");
+    pgs_buf_free(&b);
+}
+
 static void test_error_parse(void **state)
 {
     pgs_error_fields ef;
@@ -333,13 +347,14 @@ static void test_buf_grow_consume(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reader_short),          cmocka_unit_test(test_reader_reads),
-        cmocka_unit_test(test_reader_cstr),           cmocka_unit_test(test_frame_read),
-        cmocka_unit_test(test_frontend_type_valid),   cmocka_unit_test(test_msg_ready),
-        cmocka_unit_test(test_msg_builders),          cmocka_unit_test(test_msg_auth),
-        cmocka_unit_test(test_msg_error_roundtrip),   cmocka_unit_test(test_error_parse),
-        cmocka_unit_test(test_error_parse_malformed), cmocka_unit_test(test_buf_oom_sticky),
-        cmocka_unit_test(test_buf_reserve_overflow),  cmocka_unit_test(test_buf_grow_consume),
+        cmocka_unit_test(test_reader_short),        cmocka_unit_test(test_reader_reads),
+        cmocka_unit_test(test_reader_cstr),         cmocka_unit_test(test_frame_read),
+        cmocka_unit_test(test_frontend_type_valid), cmocka_unit_test(test_msg_ready),
+        cmocka_unit_test(test_msg_builders),        cmocka_unit_test(test_msg_auth),
+        cmocka_unit_test(test_msg_error_roundtrip), cmocka_unit_test(test_msg_fatal_oom),
+        cmocka_unit_test(test_error_parse),         cmocka_unit_test(test_error_parse_malformed),
+        cmocka_unit_test(test_buf_oom_sticky),      cmocka_unit_test(test_buf_reserve_overflow),
+        cmocka_unit_test(test_buf_grow_consume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
