@@ -7,6 +7,10 @@
  *   PGS_ALLOC_COUNT=1           print "pgshard: allocs: K failed: F" to stderr at exit
  * The counters are the process's only mutable globals outside main(), atomics shared by
  * every thread: a test build may break the rule that a production build keeps. */
+/* This file is the counter itself: it builds as such also where the option is off (lint). */
+#ifndef PGS_ALLOC_FAIL
+#define PGS_ALLOC_FAIL
+#endif
 #include "common/allocfail.h"
 
 #include <stdatomic.h>
