@@ -54,7 +54,8 @@ static size_t read_word(const char *s, size_t n, size_t i, char *out, size_t cap
                 if (o + 1 < cap)
                     out[o++] = s[i];
             }
-            i++;
+            if (i < n) /* past the closing quote; an unclosed one ends at the text's end */
+                i++;
         } else if (isalnum((unsigned char)c) || c == '_' || c == '.' || c == '$' ||
                    (unsigned char)c >= 0x80) {
             if (o + 1 < cap)
