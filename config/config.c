@@ -1341,6 +1341,34 @@ const char *cfg_server_tls_name(cfg_server_tls t)
     return cfg_word_name(cfg_server_tls_words, (int)t);
 }
 
+void cfg_conninfo_make(cfg_conninfo *ci, const cfg_config *cfg, const char *host, const char *port,
+                       const cfg_user *user, const char *db, const char *app, const char *timeout,
+                       const char *options)
+{
+    int k = 0;
+    const char *pairs[][2] = {
+        {"host", host},
+        {"port", port},
+        {"user", user->name},
+        {"password", user->password},
+        {"dbname", db},
+        {"application_name", app},
+        {"connect_timeout", timeout},
+        {"options", options},
+        {"sslmode", cfg_server_tls_name(cfg->server_tls)},
+        {"sslrootcert", cfg->server_tls >= CFG_STLS_VERIFY_CA ? cfg->server_tls_ca_file : NULL},
+        {"gssencmode", "disable"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        if (!pairs[i][1])
+            continue;
+        ci->keys[k] = pairs[i][0];
+        ci->vals[k++] = pairs[i][1];
+    }
+    ci->keys[k] = NULL;
+    ci->vals[k] = NULL;
+}
+
 bool cfg_password_plain(const char *password)
 {
     if (!password || strncmp(password, "SCRAM-SHA-256$", 14) == 0)

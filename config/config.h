@@ -175,6 +175,22 @@ bool cfg_password_plain(const char *password);
 const char *cfg_pool_mode_name(cfg_pool_mode m);
 const char *cfg_auth_type_name(cfg_auth_type a);
 const char *cfg_server_tls_name(cfg_server_tls t);
+
+/* The libpq keywords every connection pgshard makes to a node logs in with (the monitor,
+ * two-phase recovery, reading key types, pgshard-migrate): host, port, user, password,
+ * dbname, application_name, connect_timeout and options (each only when not NULL), sslmode
+ * and sslrootcert as server_tls says (libpq's words and meanings; the CA file only for the
+ * modes that verify: libpq's require would verify against it too), and gssencmode=disable
+ * (GSSAPI negotiation may look up Kerberos credentials synchronously). The strings are
+ * borrowed: they must outlive the connection's start. */
+#define CFG_CONNINFO_MAX 16
+typedef struct cfg_conninfo {
+    const char *keys[CFG_CONNINFO_MAX];
+    const char *vals[CFG_CONNINFO_MAX];
+} cfg_conninfo;
+void cfg_conninfo_make(cfg_conninfo *ci, const cfg_config *cfg, const char *host, const char *port,
+                       const cfg_user *user, const char *db, const char *app, const char *timeout,
+                       const char *options);
 const char *cfg_balance_name(cfg_balance b);
 const char *cfg_ryw_name(cfg_ryw r);
 const char *cfg_fallback_name(cfg_fallback f);

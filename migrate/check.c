@@ -99,31 +99,17 @@ static void mig_check_dbname(const cfg_config *cfg, char *out, size_t len)
     PQconninfoFree(opts);
 }
 
-/* Logs in to shard's primary as pgshard's monitor does (cfg_monitor_user, server_tls). A
- * node that cannot be reached is a finding: its checks cannot be made. The keywords are
- * those of proxy/monitor.c, recovery.c and tables.c, which each build their own list: no
- * shared helper exists yet, and migrate/ does not link the proxy. */
+/* Logs in to shard's primary as pgshard's monitor does (cfg_monitor_user, cfg_conninfo_make).
+ * A node that cannot be reached is a finding: its checks cannot be made. */
 static PGconn *mig_check_connect(mig_checker *c, int shard, const cfg_user *user, const char *db)
 {
     const cfg_config *cfg = c->o->cfg;
     const cfg_node *node = &cfg->shards[shard].primary;
     char port[8], msg[MIG_CHECK_TEXT_MAX];
     snprintf(port, sizeof port, "%u", (unsigned)node->port);
-    const char *keys[12], *vals[12];
-    int k = 0;
-    keys[k] = "host", vals[k++] = node->host;
-    keys[k] = "port", vals[k++] = port;
-    keys[k] = "user", vals[k++] = user->name;
-    keys[k] = "password", vals[k++] = user->password;
-    keys[k] = "dbname", vals[k++] = db;
-    keys[k] = "application_name", vals[k++] = "pgshard-migrate";
-    keys[k] = "connect_timeout", vals[k++] = MIG_CHECK_TIMEOUT;
-    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(cfg->server_tls);
-    if (cfg->server_tls >= CFG_STLS_VERIFY_CA)
-        keys[k] = "sslrootcert", vals[k++] = cfg->server_tls_ca_file;
-    keys[k] = "gssencmode", vals[k++] = "disable";
-    keys[k] = NULL, vals[k] = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    cfg_conninfo ci;
+    cfg_conninfo_make(&ci, cfg, node->host, port, user, db, "pgshard-migrate", MIG_CHECK_TIMEOUT, NULL);
+    PGconn *conn = PQconnectdbParams(ci.keys, ci.vals, 0);
     if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
         return conn;
     mig_find(c, shard, NULL, "start it, or correct [shard.N] primary and the monitor's user and password",

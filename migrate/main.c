@@ -33,8 +33,8 @@ static void usage(FILE *f)
             "  -c, --config FILE   the pgshard INI file; its catalog_dsn names the catalog (required)\n"
             "  -h, --help          show this help\n"
             "  -V, --version       show the version\n\n"
-            "Exit status: 0 done (check: no finding), 1 error (config, catalog unreachable or\n"
-            "invalid; check: any finding), 2 usage.\n"
+            "Exit status: 0 done, 1 error (config, catalog unreachable or invalid), 2 usage;\n"
+            "check exits 0 when it finds nothing and 1 on any finding.\n"
             "It never prompts.\n",
             PGS_VERSION);
 }

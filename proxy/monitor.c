@@ -324,25 +324,10 @@ static void mon_notice(void *arg, const char *message)
 
 static void mon_connect_start(px_monitor *m, mon_node *n, uint64_t now)
 {
-    const char *keys[12], *vals[12];
-    int k = 0;
-    keys[k] = "host", vals[k++] = n->host;
-    keys[k] = "port", vals[k++] = n->port;
-    keys[k] = "user", vals[k++] = m->user->name;
-    if (m->user->password != NULL)
-        keys[k] = "password", vals[k++] = m->user->password;
-    keys[k] = "dbname", vals[k++] = m->cfg->monitor_dbname;
-    keys[k] = "application_name", vals[k++] = "pgshard_monitor";
-    /* server_tls takes libpq's sslmode words, with the same meanings. The CA file is given
-     * only to the modes that verify: libpq's require would verify against it too. */
-    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(m->cfg->server_tls);
-    if (m->cfg->server_tls >= CFG_STLS_VERIFY_CA)
-        keys[k] = "sslrootcert", vals[k++] = m->cfg->server_tls_ca_file;
-    /* GSSAPI negotiation may look up Kerberos credentials synchronously. */
-    keys[k] = "gssencmode", vals[k++] = "disable";
-    keys[k] = NULL, vals[k] = NULL;
-
-    n->conn = PQconnectStartParams(keys, vals, 0);
+    cfg_conninfo ci;
+    cfg_conninfo_make(&ci, m->cfg, n->host, n->port, m->user, m->cfg->monitor_dbname, "pgshard_monitor", NULL,
+                      NULL);
+    n->conn = PQconnectStartParams(ci.keys, ci.vals, 0);
     if (n->conn == NULL) {
         mon_fail(m, n, now, "out of memory");
         return;

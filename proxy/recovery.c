@@ -136,23 +136,10 @@ static PGconn *rec_connect(const px_recovery *r, int shard, const char *db, cons
     const cfg_node *node = &cfg->shards[shard].primary;
     char port[8];
     snprintf(port, sizeof port, "%u", (unsigned)node->port);
-    const char *keys[14], *vals[14];
-    int k = 0;
-    keys[k] = "host", vals[k++] = node->host;
-    keys[k] = "port", vals[k++] = port;
-    keys[k] = "user", vals[k++] = user->name;
-    if (user->password != NULL)
-        keys[k] = "password", vals[k++] = user->password;
-    keys[k] = "dbname", vals[k++] = db;
-    keys[k] = "application_name", vals[k++] = "pgshard_twopc_recovery";
-    keys[k] = "connect_timeout", vals[k++] = REC_CONNECT_TIMEOUT;
-    keys[k] = "options", vals[k++] = REC_OPTIONS;
-    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(cfg->server_tls);
-    if (cfg->server_tls >= CFG_STLS_VERIFY_CA)
-        keys[k] = "sslrootcert", vals[k++] = cfg->server_tls_ca_file;
-    keys[k] = "gssencmode", vals[k++] = "disable";
-    keys[k] = NULL, vals[k] = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    cfg_conninfo ci;
+    cfg_conninfo_make(&ci, cfg, node->host, port, user, db, "pgshard_twopc_recovery", REC_CONNECT_TIMEOUT,
+                      REC_OPTIONS);
+    PGconn *conn = PQconnectdbParams(ci.keys, ci.vals, 0);
     if (conn != NULL && PQstatus(conn) == CONNECTION_OK) {
         PQsetNoticeProcessor(conn, rec_notice, NULL);
         return conn;

@@ -180,21 +180,9 @@ static PGconn *tables_connect(const cfg_config *cfg, const char *dbname, char *e
     }
     snprintf(port, sizeof(port), "%u", (unsigned)node->port);
     snprintf(timeout, sizeof(timeout), "%d", TABLES_CONNECT_TIMEOUT_S);
-    const char *keys[12], *vals[12];
-    int k = 0;
-    keys[k] = "host", vals[k++] = node->host;
-    keys[k] = "port", vals[k++] = port;
-    keys[k] = "user", vals[k++] = user->name;
-    keys[k] = "password", vals[k++] = user->password;
-    keys[k] = "dbname", vals[k++] = dbname;
-    keys[k] = "application_name", vals[k++] = "pgshard_tables";
-    keys[k] = "connect_timeout", vals[k++] = timeout;
-    keys[k] = "sslmode", vals[k++] = cfg_server_tls_name(cfg->server_tls);
-    if (cfg->server_tls >= CFG_STLS_VERIFY_CA)
-        keys[k] = "sslrootcert", vals[k++] = cfg->server_tls_ca_file;
-    keys[k] = "gssencmode", vals[k++] = "disable";
-    keys[k] = NULL, vals[k] = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    cfg_conninfo ci;
+    cfg_conninfo_make(&ci, cfg, node->host, port, user, dbname, "pgshard_tables", timeout, NULL);
+    PGconn *conn = PQconnectdbParams(ci.keys, ci.vals, 0);
     if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
         return conn;
     pgs_log_flatten(msg, sizeof(msg), conn != NULL ? PQerrorMessage(conn) : "out of memory");
