@@ -1341,6 +1341,16 @@ const char *cfg_server_tls_name(cfg_server_tls t)
     return cfg_word_name(cfg_server_tls_words, (int)t);
 }
 
+void cfg_tables_dbname(const cfg_config *cfg, char *out, size_t len)
+{
+    snprintf(out, len, "%s", cfg->monitor_dbname);
+    PQconninfoOption *opts = cfg->catalog_dsn ? PQconninfoParse(cfg->catalog_dsn, NULL) : NULL;
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "dbname") == 0 && o->val != NULL && o->val[0] != '\0')
+            snprintf(out, len, "%s", o->val);
+    PQconninfoFree(opts);
+}
+
 void cfg_conninfo_make(cfg_conninfo *ci, const cfg_config *cfg, const char *host, const char *port,
                        const cfg_user *user, const char *db, const char *app, const char *timeout,
                        const char *options)

@@ -183,6 +183,10 @@ const char *cfg_server_tls_name(cfg_server_tls t);
  * modes that verify: libpq's require would verify against it too), and gssencmode=disable
  * (GSSAPI negotiation may look up Kerberos credentials synchronously). The strings are
  * borrowed: they must outlive the connection's start. */
+/* The database the tables live in (pgshard reads key types there, pgshard-migrate checks
+ * them): catalog_dsn's dbname when it names one, otherwise monitor_dbname. */
+void cfg_tables_dbname(const cfg_config *cfg, char *out, size_t len);
+
 #define CFG_CONNINFO_MAX 16
 typedef struct cfg_conninfo {
     const char *keys[CFG_CONNINFO_MAX];

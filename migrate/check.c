@@ -87,18 +87,6 @@ static const char *mig_node_str(char *buf, size_t len, const cfg_node *n)
     return buf;
 }
 
-/* The database the tables live in, as pgshard reads the key types (proxy/tables.c):
- * catalog_dsn's dbname when it names one, otherwise monitor_dbname. */
-static void mig_check_dbname(const cfg_config *cfg, char *out, size_t len)
-{
-    snprintf(out, len, "%s", cfg->monitor_dbname);
-    PQconninfoOption *opts = cfg->catalog_dsn ? PQconninfoParse(cfg->catalog_dsn, NULL) : NULL;
-    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
-        if (strcmp(o->keyword, "dbname") == 0 && o->val != NULL && o->val[0] != '\0')
-            snprintf(out, len, "%s", o->val);
-    PQconninfoFree(opts);
-}
-
 /* Logs in to shard's primary as pgshard's monitor does (cfg_monitor_user, cfg_conninfo_make).
  * A node that cannot be reached is a finding: its checks cannot be made. */
 static PGconn *mig_check_connect(mig_checker *c, int shard, const cfg_user *user, const char *db)
@@ -524,7 +512,7 @@ static int mig_check_run(mig_checker *c)
     c->conns = calloc((size_t)cfg->nshards, sizeof(PGconn *));
     if (!c->conns)
         return -1;
-    mig_check_dbname(cfg, db, sizeof db);
+    cfg_tables_dbname(cfg, db, sizeof db);
     for (int s = 0; s < cfg->nshards; s++)
         c->conns[s] = mig_check_connect(c, s, user, db);
     mig_check_schemas(c);

@@ -156,17 +156,6 @@ static bool tables_need_types(const px_tables *t)
     return false;
 }
 
-/* The database the key types are read from: catalog_dsn's dbname when it names one. */
-static void tables_dbname(const cfg_config *cfg, char *out, size_t len)
-{
-    snprintf(out, len, "%s", cfg->monitor_dbname);
-    PQconninfoOption *opts = cfg->catalog_dsn ? PQconninfoParse(cfg->catalog_dsn, NULL) : NULL;
-    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
-        if (strcmp(o->keyword, "dbname") == 0 && o->val != NULL && o->val[0] != '\0')
-            snprintf(out, len, "%s", o->val);
-    PQconninfoFree(opts);
-}
-
 static PGconn *tables_connect(const cfg_config *cfg, const char *dbname, char *err, size_t errlen)
 {
     const cfg_user *user = cfg_monitor_user(cfg);
@@ -246,7 +235,7 @@ int px_tables_resolve(px_tables *t, const cfg_config *cfg, char *err, size_t err
     char dbname[CFG_HOST_MAX], where[CFG_HOST_MAX * 2 + 64];
     if (!tables_need_types(t))
         return 0;
-    tables_dbname(cfg, dbname, sizeof(dbname));
+    cfg_tables_dbname(cfg, dbname, sizeof(dbname));
     PGconn *conn = tables_connect(cfg, dbname, err, errlen);
     if (conn == NULL)
         return -1;
