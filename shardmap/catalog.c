@@ -542,7 +542,8 @@ int sm_catalog_proxies(PGconn *conn, sm_catalog_proxy **out, size_t *n, char *er
     *out = NULL;
     *n = 0;
     res = cat_exec(conn, "proxies",
-                   "SELECT id, host, pid, map_version, extract(epoch FROM now() - last_seen)::float8"
+                   "SELECT id, host, pid, map_version,"
+                   " greatest(extract(epoch FROM clock_timestamp() - last_seen)::float8, 0)"
                    " FROM pgshard.proxies ORDER BY last_seen DESC NULLS LAST, id",
                    PGRES_TUPLES_OK, err, errlen);
     if (res == NULL)

@@ -79,7 +79,9 @@ typedef struct sm_catalog_proxy {
     char host[SM_CATALOG_TEXT_MAX]; /* "" when NULL */
     int pid;                        /* 0 when NULL */
     int64_t map_version;            /* -1 when NULL */
-    double age_s;                   /* now() - last_seen on the catalog's clock; -1 when NULL */
+    double age_s;                   /* clock_timestamp() - last_seen on the catalog's clock, at least
+                                     * 0 (a heartbeat that commits while the read starts is
+                                     * not in the future); -1 when NULL */
 } sm_catalog_proxy;
 
 /* Every proxies row, most recently seen first. *out (the caller's, free()) holds *n rows;
