@@ -254,6 +254,9 @@ static const cfg_key cfg_keys[] = {
     CFG_U32(two_phase_recovery_interval_ms, "5000", 100, 3600000),
     /* A prepared transaction younger than this may still be committing on a live proxy. */
     CFG_U32(two_phase_recovery_grace_ms, "5000", 0, 86400000),
+    CFG_U32(catalog_lease_ms, "10000", 0, 3600000),
+    CFG_U32(freeze_hold_ms, "10000", 100, 3600000),
+    CFG_U32(freeze_timeout_ms, "5000", 100, 3600000),
 
     CFG_KEY(CFG_SEC_SHARD, "primary", cfg_shard, primary, cfg_node, cfg_parse_node, .required = true),
     /* replicas sets both nreplicas and replicas[], so its parser gets the whole cfg_shard. */

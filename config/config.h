@@ -134,6 +134,11 @@ typedef struct cfg_config {
     bool two_phase_commit;                   /* default off: writes across shards commit with 2PC */
     uint32_t two_phase_recovery_interval_ms; /* default 5000, from 100: how often in-doubt 2PC is resolved */
     uint32_t two_phase_recovery_grace_ms;    /* default 5000: a younger prepared transaction is left alone */
+    uint32_t catalog_lease_ms;  /* default 10000, 0 = off: a proxy whose catalog view is older refuses
+                                   writes to sharded tables (a move may have taken their keys) */
+    uint32_t freeze_hold_ms;    /* default 10000: a transaction held for a moving key waits at most this */
+    uint32_t freeze_timeout_ms; /* default 5000: pgshard-migrate waits this long for every live proxy's
+                                   freeze ack and the target's catch-up, else unfreezes */
 
     /* [shard.N], N = 0 .. nshards-1, all present */
     int nshards;

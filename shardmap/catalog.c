@@ -28,7 +28,22 @@ static const char cat_ddl[] =
      * version ambiguous. */
     "CREATE UNIQUE INDEX IF NOT EXISTS map_version_one_row ON pgshard.map_version ((true));"
     "CREATE TABLE IF NOT EXISTS pgshard.proxies ("
-    " id text PRIMARY KEY, host text, pid int, map_version bigint, last_seen timestamptz);";
+    " id text PRIMARY KEY, host text, pid int, map_version bigint, last_seen timestamptz);"
+    /* Moves (pgshard-migrate move): see catalog.h for what the proxies read of them. */
+    "CREATE TABLE IF NOT EXISTS pgshard.migrations ("
+    " id bigserial PRIMARY KEY, source int NOT NULL, target int NOT NULL,"
+    " buckets int[], tenant text, tenant_bucket int,"
+    " state text NOT NULL DEFAULT 'running', step text NOT NULL DEFAULT 'check',"
+    " freeze_seq int NOT NULL DEFAULT 0, error text,"
+    " created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),"
+    " CHECK ((buckets IS NULL) <> (tenant IS NULL)), CHECK (source <> target));"
+    "CREATE TABLE IF NOT EXISTS pgshard.migration_log ("
+    " id bigserial PRIMARY KEY, migration_id bigint NOT NULL,"
+    " at timestamptz NOT NULL DEFAULT clock_timestamp(), step text NOT NULL, event text NOT NULL,"
+    " detail text);"
+    "CREATE TABLE IF NOT EXISTS pgshard.migration_acks ("
+    " migration_id bigint NOT NULL, freeze_seq int NOT NULL, proxy_id text NOT NULL,"
+    " at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (migration_id, freeze_seq, proxy_id));";
 
 static int cat_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

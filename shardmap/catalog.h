@@ -12,8 +12,29 @@
  *   pgshard.proxies(id text primary key, host text, pid int, map_version bigint,
  *                   last_seen timestamptz)                           one heartbeat row per proxy
  *
+ *   pgshard.migrations(id bigserial, source int, target int,       one row per move
+ *                      buckets int[] | tenant text (one of the two), tenant_bucket int,
+ *                      state text, step text, freeze_seq int, error text,
+ *                      created_at, updated_at timestamptz)
+ *   pgshard.migration_log(id, migration_id, at, step, event, detail)  every step's start
+ *                                                                    and end, and failures
+ *   pgshard.migration_acks(migration_id, freeze_seq, proxy_id, at)   a proxy holds the move's keys
+ *
  * A change of the map is made in one transaction that also bumps map_version and runs
- * NOTIFY pgshard_map (sm_catalog_bump does both); proxies LISTEN and reload. */
+ * NOTIFY pgshard_map (sm_catalog_bump does both); proxies LISTEN and reload.
+ *
+ * What proxies read of a move (the rest is pgshard-migrate's):
+ *   - state 'running', 'freezing', 'flipped' or 'failed' (anything but 'done' and
+ *     'aborted'): the move is active; its keys may be on both shards, so DDL on sharded
+ *     tables and reads of them without a key are refused until it is done.
+ *   - state 'freezing': new transactions for the move's keys (its buckets, or its tenant)
+ *     are held; once none of this proxy's open transactions can touch them, the proxy
+ *     inserts (id, freeze_seq, its proxies id) into migration_acks. pgshard-migrate then
+ *     arms the fence on the source, waits for the target to catch up and flips: bucket_map
+ *     or tenant_map, state 'flipped' and the version bump in one transaction with NOTIFY,
+ *     after which held transactions go to the target. Or it unfreezes (state 'running'
+ *     again, NOTIFY) and they go to the source as before. Each freeze takes a new
+ *     freeze_seq, so an old ack never counts for a later freeze. */
 #ifndef SM_CATALOG_H
 #define SM_CATALOG_H
 
