@@ -240,6 +240,8 @@ static const cfg_key cfg_keys[] = {
     CFG_ENUM(unknown_functions, cfg_unknown_functions, "primary", cfg_unknown_functions_words),
     CFG_KEY(CFG_SEC_PGSHARD, "monitor_user", cfg_config, monitor_user, char *, cfg_parse_name_copy,
             .def = NULL, .min = 1, .max = CFG_USER_NAME_MAX),
+    CFG_KEY(CFG_SEC_PGSHARD, "migrate_user", cfg_config, migrate_user, char *, cfg_parse_name_copy,
+            .def = NULL, .min = 1, .max = CFG_USER_NAME_MAX),
     CFG_KEY(CFG_SEC_PGSHARD, "monitor_dbname", cfg_config, monitor_dbname, cfg_host, cfg_parse_name,
             .def = "postgres", .min = 1, .max = CFG_DB_NAME_MAX),
     CFG_KEY(CFG_SEC_PGSHARD, "buckets", cfg_config, buckets, uint32_t, cfg_parse_buckets, .def = "1024",
@@ -1318,6 +1320,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->admin_users);
     free(cfg->monitor_user);
     free(cfg->catalog_dsn);
+    free(cfg->migrate_user);
     free(cfg->tables);
     free(cfg);
 }
@@ -1389,6 +1392,15 @@ bool cfg_password_plain(const char *password)
     bool md5 = strncmp(password, "md5", 3) == 0 && strlen(password) == 35 &&
                strspn(password + 3, "0123456789abcdef") == 32;
     return !md5;
+}
+
+const cfg_user *cfg_migrate_user(const cfg_config *cfg)
+{
+    if (cfg && cfg->migrate_user) {
+        const cfg_user *u = cfg_find_user(cfg, cfg->migrate_user);
+        return u && cfg_password_plain(u->password) ? u : NULL;
+    }
+    return cfg_monitor_user(cfg);
 }
 
 const cfg_user *cfg_monitor_user(const cfg_config *cfg)

@@ -126,6 +126,7 @@ typedef struct cfg_config {
     cfg_unknown_functions unknown_functions; /* default primary: where reads calling
                                                 functions not known read-only go */
     char *monitor_user;                      /* owned, NULL = the first [user.NAME] with a plain password */
+    char *migrate_user; /* owned, NULL = the monitor's: pgshard-migrate logs in to the shards as it */
     char monitor_dbname[CFG_HOST_MAX];       /* default "postgres": the database the monitor polls */
     uint32_t buckets;                        /* default 1024: a power of two, 1..65536 */
     char *catalog_dsn;                       /* owned libpq conninfo of the catalog; NULL = none */
@@ -170,6 +171,10 @@ const cfg_user *cfg_find_user(const cfg_config *cfg, const char *name);
  * [user.NAME], in file order, whose password is plain. NULL if there is none (a loaded
  * config with replicas always has one). */
 const cfg_user *cfg_monitor_user(const cfg_config *cfg);
+/* The user pgshard-migrate logs in to the shards as (and its subscriptions with):
+ * migrate_user when set and it has a plain password, NULL when set without one, else the
+ * monitor's. */
+const cfg_user *cfg_migrate_user(const cfg_config *cfg);
 
 /* Whether password is a plain password, as opposed to NULL, an "md5" + 32 lower-case hex
  * secret or a "SCRAM-SHA-256$" secret (PostgreSQL's get_password_type). Only a plain

@@ -34,7 +34,7 @@ static const char cat_ddl[] =
     " id bigserial PRIMARY KEY, source int NOT NULL, target int NOT NULL,"
     " buckets int[], tenant text, tenant_bucket int,"
     " state text NOT NULL DEFAULT 'running', step text NOT NULL DEFAULT 'check',"
-    " freeze_seq int NOT NULL DEFAULT 0, error text,"
+    " freeze_seq int NOT NULL DEFAULT 0, error text, flip_version bigint, flipped_at timestamptz,"
     " created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),"
     " CHECK ((buckets IS NULL) <> (tenant IS NULL)), CHECK (source <> target));"
     "CREATE TABLE IF NOT EXISTS pgshard.migration_log ("

@@ -15,6 +15,7 @@
  *   pgshard.migrations(id bigserial, source int, target int,       one row per move
  *                      buckets int[] | tenant text (one of the two), tenant_bucket int,
  *                      state text, step text, freeze_seq int, error text,
+ *                      flip_version bigint, flipped_at timestamptz,
  *                      created_at, updated_at timestamptz)
  *   pgshard.migration_log(id, migration_id, at, step, event, detail)  every step's start
  *                                                                    and end, and failures

@@ -876,8 +876,9 @@ static void test_load_example(void **state)
     assert_int_equal(cfg->query_wait_timeout_ms, 30500);
     assert_int_equal(cfg->nshards, 3);
     assert_string_equal(cfg->shards[2].primary.host, "fd00::12");
-    assert_int_equal(cfg->nusers, 3);
+    assert_int_equal(cfg->nusers, 4);
     assert_non_null(cfg_find_user(cfg, "app")->password);
+    assert_ptr_equal(cfg_migrate_user(cfg), cfg_find_user(cfg, "postgres"));
     assert_string_equal(cfg_find_user(cfg, "monitor")->password, "pencil");
     assert_string_equal(cfg->monitor_user, "monitor");
     assert_ptr_equal(cfg_monitor_user(cfg), cfg_find_user(cfg, "monitor"));
