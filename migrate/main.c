@@ -28,13 +28,25 @@ static void usage(FILE *f)
             "                  column (of key_type) and a primary key or replica identity that\n"
             "                  includes it; wal_level = logical, a free replication slot and a free\n"
             "                  logical replication worker on every shard; no other move running.\n"
-            "                  Each finding names the table or shard and its fix\n\n"
+            "                  Each finding names the table or shard and its fix\n"
+            "  list [--json]   every move the catalog records: keys, shards, state, step, error\n"
+            "  move --buckets LIST --to N    move buckets (\"17,18,40-47\") from their shard to\n"
+            "  move --tenant KEY --to N      shard N, or one tenant (a tenant override), under live\n"
+            "                  traffic: copy (logical replication), catch up, freeze the moving\n"
+            "                  keys on every live pgshard, flip the map, verify, clean up\n"
+            "  resume ID       go on with a move that stopped, from the step it was in\n"
+            "  abort ID        undo a move that has not flipped; the source is left as it was\n"
+            "  verify ID [--json]  row counts and checksums of the moved keys on both shards, and\n"
+            "                  the keys that differ; exit 1 when they differ\n"
+            "  cleanup ID      finish a flipped move: subscription, publication, slot, the\n"
+            "                  source's copy of the moved rows, the fence\n\n"
             "Options:\n"
             "  -c, --config FILE   the pgshard INI file; its catalog_dsn names the catalog (required)\n"
             "  -h, --help          show this help\n"
             "  -V, --version       show the version\n\n"
             "Exit status: 0 done, 1 error (config, catalog unreachable or invalid), 2 usage;\n"
-            "check exits 0 when it finds nothing and 1 on any finding.\n"
+            "check exits 0 when it finds nothing and 1 on any finding; verify 1 when the shards\n"
+            "differ; move, resume, abort and cleanup 1 when the move stopped (see list).\n"
             "It never prompts.\n",
             PGS_VERSION);
 }
@@ -58,29 +70,35 @@ static const struct {
     const char *name;
     int (*run)(const mig_opts *o);
     bool takes_json;
+    bool takes_args;
 } mig_commands[] = {
-    {"init", mig_init, false},
-    {"status", mig_status, true},
-    {"check", mig_check, true},
+    {"init", mig_init, false, false},       {"status", mig_status, true, false},
+    {"check", mig_check, true, false},      {"list", mig_list, true, false},
+    {"move", mig_move, false, true},        {"resume", mig_resume, false, true},
+    {"abort", mig_abort, false, true},      {"verify", mig_verify, true, true},
+    {"cleanup", mig_cleanup, false, true},
 };
 
 /* The command and its own options after the global ones: "status --json". */
 static int mig_dispatch(const char *path, int argc, char **argv)
 {
     const char *name = argv[0];
-    mig_opts o = {.out = stdout, .err = stderr};
+    mig_opts o = {.out = stdout, .err = stderr, .args = argv + 1};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") != 0) {
-            fprintf(stderr, "pgshard-migrate: %s: unknown argument '%s'\n", name, argv[i]);
-            return MIG_EXIT_USAGE;
-        }
-        o.json = true;
+        if (strcmp(argv[i], "--json") == 0)
+            o.json = true;
+        else
+            o.args[o.nargs++] = argv[i];
     }
     for (size_t i = 0; i < sizeof mig_commands / sizeof mig_commands[0]; i++) {
         if (strcmp(name, mig_commands[i].name) != 0)
             continue;
         if (o.json && !mig_commands[i].takes_json) {
             fprintf(stderr, "pgshard-migrate: %s takes no --json\n", name);
+            return MIG_EXIT_USAGE;
+        }
+        if (o.nargs > 0 && !mig_commands[i].takes_args) {
+            fprintf(stderr, "pgshard-migrate: %s: unknown argument '%s'\n", name, o.args[0]);
             return MIG_EXIT_USAGE;
         }
         char err[512];
@@ -94,7 +112,7 @@ static int mig_dispatch(const char *path, int argc, char **argv)
         cfg_free(cfg);
         return rc;
     }
-    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init, status or check; --help)\n", name);
+    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init, status, check, list or move; --help)\n", name);
     return MIG_EXIT_USAGE;
 }
 

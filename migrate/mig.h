@@ -1,6 +1,6 @@
 /* pgshard-migrate, the DBA's tool for the shard map: shared declarations of its commands.
  * Each command reads the same INI file as pgshard and talks to the catalog through
- * shardmap/catalog.h; none of them prompts. Moving data is not here yet. */
+ * shardmap/catalog.h; none of them prompts. */
 #ifndef MIG_H
 #define MIG_H
 
@@ -18,7 +18,9 @@ enum { MIG_EXIT_OK = 0, MIG_EXIT_ERROR = 1, MIG_EXIT_USAGE = 2 };
 
 typedef struct mig_opts {
     const cfg_config *cfg; /* not owned */
-    bool json;             /* status --json */
+    bool json;             /* --json */
+    char **args;           /* the command's arguments but --json */
+    int nargs;
     FILE *out;             /* results */
     FILE *err;             /* errors */
 } mig_opts;
@@ -44,5 +46,19 @@ int mig_status(const mig_opts *o);
  * every shard, no other move in the catalog. Every finding names its fix; text or one JSON
  * document. Returns MIG_EXIT_OK with no finding, MIG_EXIT_ERROR with any or on an error. */
 int mig_check(const mig_opts *o);
+
+/* list: every move in the catalog (pgshard.migrations), as text or JSON. */
+int mig_list(const mig_opts *o);
+
+/* The moves (move.c, movedone.c). move --buckets LIST | --tenant KEY --to SHARD creates a
+ * move and runs it to the end; resume ID runs a stopped one from its recorded step; abort
+ * ID undoes one that has not flipped; verify ID compares the moved keys on both shards;
+ * cleanup ID finishes one that has flipped. Each returns an exit code: MIG_EXIT_OK, or
+ * MIG_EXIT_ERROR with the move left as the catalog says (resume or abort it). */
+int mig_move(const mig_opts *o);
+int mig_resume(const mig_opts *o);
+int mig_abort(const mig_opts *o);
+int mig_verify(const mig_opts *o);
+int mig_cleanup(const mig_opts *o);
 
 #endif
