@@ -519,6 +519,59 @@ static int mv_key_oid(mv_move *m, uint32_t *oid)
     return mv_fail(m, "the config lists no sharded table ([table.NAME] with shard_key): nothing to move");
 }
 
+typedef struct mv_ov_ctx {
+    uint32_t oid, mask;
+    int source;
+    const bool *moving; /* by bucket */
+    char *err;
+    size_t errlen;
+} mv_ov_ctx;
+
+static int mv_ov_one(void *arg, const char *tenant, size_t len, uint32_t shard)
+{
+    mv_ov_ctx *c = arg;
+    sm_key key;
+    if ((int)shard != c->source || sm_key_from_text(&key, c->oid, tenant, len) < 0)
+        return 0;
+    uint32_t b = (uint32_t)(sm_key_hash(&key) & c->mask);
+    if (!c->moving[b])
+        return 0;
+    snprintf(c->err, c->errlen,
+             "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would take "
+             "its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
+             (int)len, tenant, b, c->source);
+    return -1;
+}
+
+/* A tenant of a moving bucket that an override keeps on the source would lose its rows to
+ * the bucket's cleanup: such a move is refused. */
+static int mv_overrides_in(const mig_opts *o, const sm_map *map, const char *buckets, int source, char *err,
+                           size_t errlen)
+{
+    if (sm_map_override_count(map) == 0)
+        return 0;
+    mv_move probe = {.o = o};
+    uint32_t n = sm_map_buckets(map);
+    bool *moving = calloc(n, 1);
+    if (!moving) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (const char *p = buckets + 1; *p && *p != '}';) {
+        char *end;
+        moving[strtoul(p, &end, 10) % n] = true;
+        p = *end == ',' ? end + 1 : end;
+    }
+    mv_ov_ctx c = {.mask = n - 1, .source = source, .moving = moving, .err = err, .errlen = errlen};
+    int rc = mv_key_oid(&probe, &c.oid);
+    if (rc < 0)
+        snprintf(err, errlen, "%s", probe.err);
+    else
+        rc = sm_map_each_override(map, mv_ov_one, &c) != 0 ? -1 : 0;
+    free(moving);
+    return rc;
+}
+
 /* Inserts the move's row, after checking under a lock that no other move is active and
  * where the keys are now. Returns the id, or -1. */
 static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
@@ -604,6 +657,8 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
         snprintf(err, sizeof err, "the keys are on shard %d already", source);
         goto out;
     }
+    if (buckets && mv_overrides_in(o, map, buckets, source, err, sizeof err) < 0)
+        goto out;
     snprintf(target, sizeof target, "%d", a->to);
     snprintf(nb, sizeof nb, "%d", source);
     const char *p[] = {nb, target, buckets, a->buckets ? NULL : canon};
@@ -689,7 +744,9 @@ static const char mv_fence_sql[] =
     "CREATE TABLE IF NOT EXISTS pgshard.fence (migration_id bigint PRIMARY KEY, buckets int[], tenant text,"
     " nbuckets int NOT NULL, target int NOT NULL, armed bool NOT NULL DEFAULT false);"
     "CREATE TABLE IF NOT EXISTS pgshard.move_marker (migration_id bigint PRIMARY KEY, seq bigint NOT NULL);"
-    "CREATE OR REPLACE FUNCTION pgshard.fence() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    /* SECURITY DEFINER: the writers need no right on schema pgshard to be checked by it. */
+    "CREATE OR REPLACE FUNCTION pgshard.fence() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+    " SET search_path = pg_catalog AS $f$"
     " DECLARE f record; k text; h bigint;"
     " BEGIN"
     "  IF coalesce(current_setting('pgshard.fence_bypass', true), '') <> 'on' THEN"
@@ -1253,8 +1310,12 @@ int mig_resume(const mig_opts *o)
         return MIG_EXIT_USAGE;
     mv_move m = {0};
     int rc = mv_begin(&m, o, id);
-    if (rc == 0 && (strcmp(m.state, "done") == 0 || strcmp(m.state, "aborted") == 0))
-        rc = mv_fail(&m, "is %s: nothing to resume", m.state);
+    if (rc == 0 && strcmp(m.state, "aborted") == 0)
+        rc = mv_fail(&m, "was aborted: nothing to resume");
+    if (rc == 0 && strcmp(m.state, "done") == 0) {
+        mv_say(&m, "done already: nothing to resume");
+        return mv_exit(&m, 0);
+    }
     if (rc == 0) {
         mv_log(&m, m.step, "resume", NULL);
         rc = mv_drive(&m);
