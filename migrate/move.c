@@ -945,9 +945,8 @@ int mv_unfreeze(mv_move *m, const char *why)
 {
     char id[24];
     const char *p[] = {mv_idstr(m, id, sizeof id)};
-    PQclear(PQexec(m->snap, "ROLLBACK"));
-    PQfinish(m->snap);
-    m->snap = NULL;
+    if (m->snap)
+        PQclear(PQexec(m->snap, "ROLLBACK"));
     /* The catalog first: a move whose flip committed (its answer lost) keeps its fence. */
     PGresult *res = mv_exec(m, m->cat, "unfreezing",
                             "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
@@ -1054,7 +1053,7 @@ fail:
 /* The target's view just before the flip, kept for verify (see mv_move.snap). */
 static void mv_snapshot(mv_move *m)
 {
-    if ((m->snap = mv_connect(m, m->target)) == NULL)
+    if (m->snap == NULL)
         return;
     PGresult *res = PQexec(m->snap, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
                                     " SELECT count(*) FROM pgshard.move_marker");
@@ -1071,7 +1070,9 @@ static int mv_freeze_once(mv_move *m, int attempt)
     char id[24], seq[16], missing[MV_ERR_MAX], why[MV_ERR_MAX + 128];
     const char *p[] = {mv_idstr(m, id, sizeof id)};
     uint32_t timeout = m->o->cfg->freeze_timeout_ms;
-    /* Opened before the freeze, so that its connection costs no frozen time. */
+    /* Connected before the freeze, so that logging in costs no frozen time. */
+    if (!m->snap)
+        m->snap = mv_connect(m, m->target);
     PGresult *res = mv_exec(m, m->cat, "freezing",
                             "WITH f AS (UPDATE pgshard.migrations SET state = 'freezing',"
                             " freeze_seq = freeze_seq + 1, updated_at = now() WHERE id = $1 RETURNING freeze_seq)"
