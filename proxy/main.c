@@ -340,6 +340,7 @@ static int run(px_proxy *px)
                  cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
                  cfg->pool_size);
         pgs_af_mark("listening");
+        px_move_attach(px); /* the catalog thread tells the workers of each map from now on */
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_close((uv_handle_t *)&m.sigint, NULL);
@@ -352,6 +353,7 @@ static int run(px_proxy *px)
      * SIGINT must not kill the process halfway through. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    px_move_detach(px); /* before the workers' mailboxes go */
     atomic_store(&px->stopping, true);
     for (int i = 0; i < started; i++)
         px_worker_request_stop(&px->workers[i]);
