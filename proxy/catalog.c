@@ -201,11 +201,12 @@ static void cat_renew(px_catalog *c, uint64_t start_ns)
     uint32_t lease = c->cfg->catalog_lease_ms;
     if (!c->enabled || lease == 0)
         return;
-    atomic_store(&c->lease_until_ms, start_ns / NS_PER_MS + lease);
-    if (c->lapsed)
-        pgs_info("lease_renewed",
-                 "catalog read again: writes to sharded tables go on (map_version %" PRIu64 ")",
-                 cat_version(c));
+    uint64_t until = start_ns / NS_PER_MS + lease;
+    atomic_store(&c->lease_until_ms, until);
+    if (!c->lapsed || until <= uv_hrtime() / NS_PER_MS)
+        return; /* a read that started long ago (it waited on a lock) does not renew it */
+    pgs_info("lease_renewed", "catalog read again: writes to sharded tables go on (map_version %" PRIu64 ")",
+             cat_version(c));
     c->lapsed = false;
 }
 
@@ -468,6 +469,7 @@ static void cat_main(void *arg)
     px_catalog *c = arg;
     while (!atomic_load(&c->stop)) {
         uint64_t now = uv_hrtime();
+        cat_lease_watch(c, now); /* first: a process continued after SIGSTOP says it lapsed */
         if (c->conn == NULL && now >= c->next_connect_ns)
             cat_reconnect(c);
         if (c->conn != NULL && now >= c->next_beat_ns)
@@ -477,7 +479,6 @@ static void cat_main(void *arg)
         if (cat_notified(c))
             continue; /* the reload's own statements may have queued another */
         cat_acks(c);
-        cat_lease_watch(c, uv_hrtime());
         cat_wait(c);
     }
     if (c->conn != NULL) {
