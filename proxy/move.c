@@ -187,12 +187,12 @@ static int64_t move_bucket_of(const px_sk_result *sk)
     return sk->has_key ? sk->bucket : -1;
 }
 
-int px_move_admit(px_client *cl, const px_sk_result *sk, bool may_write)
+int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred)
 {
     if (sk->frozen_move)
         return move_hold(cl, sk);
     cl->hold_since = 0;
-    if (may_write && move_lapsed(cl->conn.w))
+    if (lease_barred)
         return move_lease_refuse(cl);
     cl->x.route_bucket = move_bucket_of(sk);
     return PX_MOVE_GO;

@@ -741,12 +741,12 @@ const cfg_node *px_conf_cfg_node(const px_conf *conf, int shard, int node);
 /* move.c: the proxy's side of online shard moves. */
 enum { PX_MOVE_GO, PX_MOVE_HELD, PX_MOVE_REFUSED };
 int px_move_setup(px_worker *w);
-/* A new transaction routed as sk says (shard: where it goes): held while a freezing move
- * holds its key (PX_MOVE_HELD: queued in move.held), refused when it may write (may_write)
- * and the catalog lease has lapsed, or the hold lasted freeze_hold_ms (PX_MOVE_REFUSED: the
- * refusal is recorded as px_route_refuse does), else PX_MOVE_GO with the transaction's key
- * noted. -1 when out of memory. */
-int px_move_admit(px_client *cl, const px_sk_result *sk, bool may_write);
+/* A new transaction routed as sk says: held while a freezing move holds its key
+ * (PX_MOVE_HELD: queued in move.held), refused when the lapsed catalog lease bars it
+ * (lease_barred: it may write a sharded table) or the hold lasted freeze_hold_ms
+ * (PX_MOVE_REFUSED: the refusal is recorded as px_route_refuse does), else PX_MOVE_GO with
+ * the transaction's keys noted. -1 when out of memory. */
+int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred);
 /* A statement on every shard (fanout mode PX_FAN_*): refused while a move is active when it
  * is a read of a sharded table without a key or DDL on one, and when the lease has lapsed
  * when it writes sharded tables. Returns 0 or as px_route_refuse. */

@@ -925,19 +925,18 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
     return route_ext_refuse(cl, "a segment longer than pgshard buffers");
 }
 
-/* Whether a new transaction may write a sharded table, for the catalog lease: a statement
- * routed to a shard by its key, the session's tenant or pgshard.shard that is not a read, or
- * any such statement in a BEGIN, whose later statements may write. Only asked while the lease
- * has lapsed, so an extended-protocol segment is classified here when routing did not need
- * to. */
-static bool route_may_write(px_client *cl, const pgs_frame *f, const px_qclass *qc, bool classified)
+/* Whether the catalog lease, when it has lapsed, bars a new transaction: one routed to a
+ * shard by its key, the session's tenant or pgshard.shard whose statement may write, or that
+ * a BEGIN opened (its later statements may write). One atomic load while the lease holds;
+ * only then is an extended-protocol segment classified as a read or not, when routing did
+ * not need to. */
+static bool route_lease_bars(px_client *cl, const pgs_frame *f, const px_qclass *qc, bool classified)
 {
-    if (qc->sk.verdict != PX_SK_SHARD || (!qc->sk.has_key && cl->pinned_shard < 0))
+    if (qc->sk.verdict != PX_SK_SHARD || (!qc->sk.has_key && cl->pinned_shard < 0) ||
+        !px_catalog_lease_lapsed(cl->conn.w->px->cat, uv_now(&cl->conn.w->loop)))
         return false;
     if (cl->x.deferred != PX_DEFER_NONE)
         return true;
-    if (!px_catalog_lease_lapsed(cl->conn.w->px->cat, uv_now(&cl->conn.w->loop)))
-        return false;
     px_qclass rw;
     if (!classified && f->type != PGS_FE_QUERY) {
         route_message(cl, f, &rw, NULL);
@@ -1002,7 +1001,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     }
     if (qc.sk.verdict == PX_SK_REFUSE)
         return px_route_refuse(cl, qc.sk.sqlstate, qc.sk.msg);
-    int mv = px_move_admit(cl, &qc.sk, route_may_write(cl, f, &qc, split));
+    int mv = px_move_admit(cl, &qc.sk, route_lease_bars(cl, f, &qc, split));
     if (mv != PX_MOVE_GO)
         return mv == PX_MOVE_HELD ? 0 : mv == PX_MOVE_REFUSED ? 1 : -1;
     route_decide(cl, &qc, write, shard, &d);
