@@ -42,40 +42,40 @@ struct px_catalog {
     const cfg_config *cfg; /* not owned; outlives the catalog */
     px_tables *tables;     /* owned */
     pgs_snap maps;         /* of sm_map, published by the thread (or once at start) */
-    bool enabled;          /* catalog_dsn is set: the thread runs */
-    atomic_bool connected;
-    atomic_bool stop;
-    int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
-    bool running;
     uv_thread_t thread;
     _Atomic uint64_t lease_until_ms; /* uv_hrtime in ms past which writes are refused; UINT64_MAX: never */
-    int nreaders;
-    _Atomic uint64_t *cleared; /* owned, nreaders: px_catalog_cleared's serials */
-    atomic_ullong acks;        /* freezes acknowledged */
-    uv_mutex_t watch_lock;     /* guards watch_fn and watch_arg, and each call of watch_fn */
-    bool watch_lock_on;
+    _Atomic uint64_t *cleared;       /* owned, nreaders: px_catalog_cleared's serials */
+    atomic_ullong acks;              /* freezes acknowledged */
+    uv_mutex_t watch_lock;           /* guards watch_fn and watch_arg, and each call of watch_fn */
     px_catalog_watch_fn watch_fn;
     void *watch_arg;
+    int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
+    int nreaders;
+    bool enabled; /* catalog_dsn is set: the thread runs */
+    atomic_bool connected;
+    atomic_bool stop;
+    bool running;
+    bool watch_lock_on;
 
     /* The thread's alone once it runs. */
     PGconn *conn; /* owned; NULL while the catalog is away */
-    char id[CAT_ID_MAX];
-    char host[256];
-    int pid;
     uint64_t next_connect_ns, next_beat_ns, next_check_ns;
-    uint32_t backoff_ms;
     uint64_t rng;
-    bool down;                  /* lost, and said so once: quiet until it is back */
-    char last_err[CAT_ERR_MAX]; /* the last load or heartbeat failure logged, to log each once */
-    char notice[CAT_ERR_MAX];   /* the server's last notice: a FATAL before it closes says why */
-    uint32_t check_ms;          /* CAT_CHECK_MS, or less so that a check renews the lease in time */
-    bool lapsed;                /* the lease has lapsed and lease_lapsed was logged */
-    uint64_t serial;            /* of the newest map published */
+    uint64_t serial; /* of the newest map published */
     struct {
         int64_t id;
         int32_t seq;
     } acked[CAT_ACKED_MAX]; /* a ring of freezes acknowledged */
+    char id[CAT_ID_MAX];
+    char host[256];
+    char last_err[CAT_ERR_MAX]; /* the last load or heartbeat failure logged, to log each once */
+    char notice[CAT_ERR_MAX];   /* the server's last notice: a FATAL before it closes says why */
+    int pid;
+    uint32_t backoff_ms;
+    uint32_t check_ms; /* CAT_CHECK_MS, or less so that a check renews the lease in time */
     int nacked;
+    bool down;   /* lost, and said so once: quiet until it is back */
+    bool lapsed; /* the lease has lapsed and lease_lapsed was logged */
 };
 
 static void cat_map_free(void *p)

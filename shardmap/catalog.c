@@ -507,9 +507,9 @@ static int cat_move_row(sm_map *m, const PGresult *res, int row, uint32_t *bucke
         !cat_int(res, row, 7, &seq) || (!PQgetisnull(res, row, 5) && !cat_int(res, row, 5, &tb)) || src < 0 ||
         dst < 0)
         return cat_fail(err, errlen, "migrations: row %d is not a move", row);
-    for (uint8_t st = 0; st < sizeof(cat_move_states) / sizeof(cat_move_states[0]); st++)
+    for (size_t st = 0; st < sizeof(cat_move_states) / sizeof(cat_move_states[0]); st++)
         if (strcmp(PQgetvalue(res, row, 6), cat_move_states[st]) == 0)
-            mv.state = st;
+            mv.state = (uint8_t)st;
     if (mv.state == 0xff)
         return cat_fail(err, errlen,
                         "migrations: move %lld has state '%.32s', which this pgshard does not know", id,
