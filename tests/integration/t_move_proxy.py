@@ -62,8 +62,9 @@ def wait_for(fn, timeout, step=0.01):
 class Held:
     """A statement run on its own connection in a thread: did it return, with what, when."""
 
-    def __init__(self, port, sql, conn_kw):
+    def __init__(self, port, sql, conn_kw, autocommit=True):
         self.conn = psycopg.connect(port=port, **conn_kw)
+        self.conn.autocommit = autocommit  # False: psycopg sends BEGIN first, which pgshard defers
         self.sql, self.result, self.error, self.done_at = sql, None, None, None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
@@ -78,6 +79,15 @@ class Held:
 
     def done(self):
         return self.done_at is not None
+
+
+def show_migrations(admin):
+    """SHOW MIGRATIONS' rows, or [] when the command fails (an older pgshard)."""
+    try:
+        return admin.execute("SHOW MIGRATIONS").fetchall()
+    except psycopg.Error as e:
+        print(f"# SHOW MIGRATIONS: {e}")
+        return []
 
 
 def metric(port, name):
@@ -205,7 +215,7 @@ def tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_
     mid = cat.execute("INSERT INTO pgshard.migrations (source, target, tenant, tenant_bucket, state, step) "
                       "VALUES (0, 1, %s, %s, 'running', 'copy') RETURNING id", (str(A), tenants[A])).fetchone()[0]
     cat.execute("NOTIFY pgshard_map")
-    rows = wait_for(lambda: admin2.execute("SHOW MIGRATIONS").fetchall(), 1)
+    rows = wait_for(lambda: show_migrations(admin2), 1)
     check(rows and rows[0][:6] == (str(mid), "0", "1", f"tenant {A}", "running", "0"),
           "SHOW MIGRATIONS lists the running move", f"{rows}")
 
@@ -253,11 +263,15 @@ def tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_
             c.execute("SELECT * FROM mv_items WHERE tenant_id = %s", (t,)).fetchall()
     check(time.monotonic() - t0 < 1, "other tenants' statements run during the freeze on both proxies",
           f"{time.monotonic() - t0:.2f} s")
-    rows = admin2.execute("SHOW MIGRATIONS").fetchall()
+    rows = show_migrations(admin2)
     check(rows and rows[0][4] == "freezing" and rows[0][5] == str(seq) and rows[0][6] == "1",
           "SHOW MIGRATIONS: freezing, its freeze_seq, one client held", f"{rows}")
     check(metric(p2.mport, "pgshard_move_held_clients") == 1 and metric(p2.mport, "pgshard_move_active") == 1,
           "pgshard_move_held_clients 1, pgshard_move_active 1", "")
+    t0 = time.monotonic()
+    open_tx.execute("SELECT count(*) FROM mv_items WHERE tenant_id = %s", (A,)).fetchall()
+    check(time.monotonic() - t0 < 0.3, "a statement inside the transaction open since before the freeze is not held",
+          f"{time.monotonic() - t0:.2f} s")
     open_tx.commit()
     t_commit = time.monotonic()
     got = wait_for(lambda: id1 in acks(cat, mid, seq), 1)
@@ -276,7 +290,7 @@ def tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_
     check(held.done() and held.error is None and held.result == [("target",)],
           "after the flip the held statement completes on the target shard",
           f"{held.result} {held.error}")
-    if held.done():
+    if held.done() and held.done_at >= t_flip:
         print(f"# held statement released {(held.done_at - t_flip) * 1000:.1f} ms after the flip's commit")
     got = c1.execute("SELECT note FROM mv_items WHERE tenant_id = %s ORDER BY id", (A,)).fetchall()
     check(got == [("target",)], "new statements of the tenant go to the target", f"{got}")
@@ -303,8 +317,10 @@ def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
     seq = freeze(cat, mid)
     wait_for(lambda: len(acks(cat, mid, seq)) == 2, 1)
     held = Held(p2.port, f"SELECT note FROM mv_items WHERE tenant_id = {B} AND id = 3", kw)
+    in_tx = Held(p2.port, f"SELECT note FROM mv_items WHERE tenant_id = {B} AND id = 1", kw, autocommit=False)
     time.sleep(0.3)
     check(not held.done(), "bucket move: a statement of a key in a frozen bucket is held", f"{held.result}")
+    check(not in_tx.done(), "bucket move: the first statement after BEGIN is held too", f"{in_tx.result}")
     got = c2.execute("SELECT count(*) FROM mv_items WHERE tenant_id = %s", (C,)).fetchall()
     check(got and got[0][0] >= 1, "bucket move: a key of another bucket runs", f"{got}")
     with cat.transaction():
@@ -313,7 +329,12 @@ def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
     wait_for(held.done, 2)
     check(held.done() and held.result == [("source only",)],
           "unfreezing releases the held statement to the source shard", f"{held.result} {held.error}")
+    wait_for(in_tx.done, 1)
+    check(in_tx.done() and in_tx.result == [("source",)], "... and the one after BEGIN, which then commits",
+          f"{in_tx.result} {in_tx.error}")
+    in_tx.conn.commit()
     held.conn.close()
+    in_tx.conn.close()
 
     # A freeze that never flips: p1 gives up after freeze_hold_ms; the connection goes on.
     seq = freeze(cat, mid)
