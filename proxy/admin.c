@@ -631,6 +631,52 @@ static int admin_show_shards(px_client *cl)
     return 0;
 }
 
+static const char *const move_state_names[] = {"running", "freezing", "flipped", "failed"};
+
+/* A move's keys as SHOW MIGRATIONS writes them: "tenant 42", or "buckets 17,18" (the
+ * first few of a long list, then how many). */
+static void admin_move_keys(pgs_buf *b, const sm_move *mv)
+{
+    if (mv->tenant) {
+        pgs_buf_appendf(b, "tenant %.*s", (int)(mv->tenant_len < 200 ? mv->tenant_len : 200), mv->tenant);
+        return;
+    }
+    pgs_buf_appendf(b, "buckets ");
+    for (size_t i = 0; i < mv->nbuckets && i < 16; i++)
+        pgs_buf_appendf(b, "%s%u", i ? "," : "", mv->buckets[i]);
+    if (mv->nbuckets > 16)
+        pgs_buf_appendf(b, ",... (%zu buckets)", mv->nbuckets);
+}
+
+/* The active moves of the newest map, with the clients this proxy holds for each now. */
+static int admin_show_migrations(px_client *cl)
+{
+    static const char *const cols[] = {"id", "source", "target", "keys", "state", "freeze_seq", "held"};
+    px_worker *w = cl->conn.w;
+    const sm_map *m = px_catalog_map(w->px->cat, w->id);
+    pgs_buf b = PGS_BUF_INIT, keys = PGS_BUF_INIT;
+    pgs_msg_row_desc_text(&b, cols, 7);
+    for (size_t i = 0; i < sm_map_move_count(m); i++) {
+        const sm_move *mv = sm_map_move(m, i);
+        size_t at = b.len;
+        pgs_buf_clear(&keys);
+        admin_move_keys(&keys, mv);
+        snap_row_begin(&b, 7);
+        snap_col(&b, "%lld", (long long)mv->id);
+        snap_col(&b, "%u", mv->source);
+        snap_col(&b, "%u", mv->target);
+        snap_col(&b, "%.*s", (int)keys.len, keys.len ? (const char *)keys.data : "");
+        snap_col(&b, "%s", move_state_names[mv->state < 4 ? mv->state : 0]);
+        snap_col(&b, "%d", (int)mv->freeze_seq);
+        snap_col(&b, "%u", px_move_held(w->px, mv->id));
+        snap_row_end(&b, at);
+    }
+    admin_complete(cl, &b, "SHOW");
+    pgs_buf_free(&b);
+    pgs_buf_free(&keys);
+    return 0;
+}
+
 static int admin_show_version(px_client *cl)
 {
     static const char *const cols[] = {"version"};
@@ -857,6 +903,7 @@ static const struct {
     {"resume", admin_resume_cmd},
     {"show replicas", admin_show_replicas},
     {"show shards", admin_show_shards},
+    {"show migrations", admin_show_migrations},
 };
 
 /* "  SHOW   pools ; " -> "show pools" */
@@ -948,7 +995,7 @@ px_step px_admin_step(px_client *cl)
     char msg[300];
     snprintf(msg, sizeof msg,
              "unknown admin command \"%s\": try SHOW POOLS | CLIENTS | SERVERS | STATS | REPLICAS | SHARDS | "
-             "CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
+             "MIGRATIONS | CONFIG | VERSION, PAUSE, RESUME, RELOAD, SHUTDOWN",
              cmd);
     admin_error(cl, PGS_SQLSTATE_SYNTAX_ERROR, msg, true);
     return PX_STEP_AGAIN;

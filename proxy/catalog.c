@@ -1,9 +1,10 @@
 /* The catalog listener (see catalog.h): the first map at start, then a thread with one
  * libpq connection to the catalog that waits in poll() for NOTIFY pgshard_map, reloads and
- * publishes maps through hazard pointers (common/snap.h), heartbeats, and reconnects with
- * backoff. The SQL of the catalog lives in shardmap/catalog.c; this file decides when to
- * run it. Blocking libpq calls are fine here: only this thread waits on them, and the
- * connection's statement_timeout and TCP keepalives bound them. */
+ * publishes maps (with their active moves) through hazard pointers (common/snap.h),
+ * heartbeats, keeps the lease, acknowledges freezes once the workers say nothing of theirs
+ * is in flight on the frozen keys, and reconnects with backoff. The SQL of the catalog lives in
+ * shardmap/catalog.c; this file decides when to run it. Blocking libpq calls are fine here: only this thread
+ * waits on them, and the connection's statement_timeout and TCP keepalives bound them. */
 #include "proxy/catalog.h"
 
 #include <errno.h>
@@ -29,6 +30,8 @@
 #define CAT_STATEMENT_TIMEOUT "SET statement_timeout = 5000"
 #define CAT_BEAT_MS 1000  /* heartbeat of the proxies row */
 #define CAT_CHECK_MS 2000 /* map_version compared, in case a NOTIFY was lost */
+#define CAT_CHECK_MIN_MS 50
+#define CAT_ACKED_MAX 16 /* freezes remembered as acknowledged, so none is acknowledged twice */
 #define CAT_BACKOFF_MIN_MS 250
 #define CAT_BACKOFF_MAX_MS 5000
 #define CAT_WAIT_MAX_MS 1000
@@ -39,24 +42,40 @@ struct px_catalog {
     const cfg_config *cfg; /* not owned; outlives the catalog */
     px_tables *tables;     /* owned */
     pgs_snap maps;         /* of sm_map, published by the thread (or once at start) */
-    bool enabled;          /* catalog_dsn is set: the thread runs */
+    uv_thread_t thread;
+    _Atomic uint64_t lease_until_ms; /* uv_hrtime in ms past which writes are refused; UINT64_MAX: never */
+    _Atomic uint64_t *cleared;       /* owned, nreaders: px_catalog_cleared's serials */
+    atomic_ullong acks;              /* freezes acknowledged */
+    uv_mutex_t watch_lock;           /* guards watch_fn and watch_arg, and each call of watch_fn */
+    px_catalog_watch_fn watch_fn;
+    void *watch_arg;
+    int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
+    int nreaders;
+    bool enabled; /* catalog_dsn is set: the thread runs */
     atomic_bool connected;
     atomic_bool stop;
-    int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
     bool running;
-    uv_thread_t thread;
+    bool watch_lock_on;
 
     /* The thread's alone once it runs. */
     PGconn *conn; /* owned; NULL while the catalog is away */
+    uint64_t next_connect_ns, next_beat_ns, next_check_ns;
+    uint64_t rng;
+    uint64_t serial; /* of the newest map published */
+    struct {
+        int64_t id;
+        int32_t seq;
+    } acked[CAT_ACKED_MAX]; /* a ring of freezes acknowledged */
     char id[CAT_ID_MAX];
     char host[256];
-    int pid;
-    uint64_t next_connect_ns, next_beat_ns, next_check_ns;
-    uint32_t backoff_ms;
-    uint64_t rng;
-    bool down;                  /* lost, and said so once: quiet until it is back */
     char last_err[CAT_ERR_MAX]; /* the last load or heartbeat failure logged, to log each once */
     char notice[CAT_ERR_MAX];   /* the server's last notice: a FATAL before it closes says why */
+    int pid;
+    uint32_t backoff_ms;
+    uint32_t check_ms; /* CAT_CHECK_MS, or less so that a check renews the lease in time */
+    int nacked;
+    bool down;   /* lost, and said so once: quiet until it is back */
+    bool lapsed; /* the lease has lapsed and lease_lapsed was logged */
 };
 
 static void cat_map_free(void *p)
@@ -175,10 +194,94 @@ static void cat_failed(px_catalog *c, const char *event, const char *err)
         cat_warn_once(c, event, err);
 }
 
+/* A read of the catalog that started at start_ns succeeded: writes may go on until the lease
+ * runs out after that start. */
+static void cat_renew(px_catalog *c, uint64_t start_ns)
+{
+    uint32_t lease = c->cfg->catalog_lease_ms;
+    if (!c->enabled || lease == 0)
+        return;
+    uint64_t until = start_ns / NS_PER_MS + lease;
+    atomic_store(&c->lease_until_ms, until);
+    if (!c->lapsed || until <= uv_hrtime() / NS_PER_MS)
+        return; /* a read that started long ago (it waited on a lock) does not renew it */
+    pgs_info("lease_renewed", "catalog read again: writes to sharded tables go on (map_version %" PRIu64 ")",
+             cat_version(c));
+    c->lapsed = false;
+}
+
+/* Says once that the lease has lapsed; the workers see it themselves. */
+static void cat_lease_watch(px_catalog *c, uint64_t now)
+{
+    uint32_t lease = c->cfg->catalog_lease_ms;
+    if (c->lapsed || !c->enabled || lease == 0 || now / NS_PER_MS < atomic_load(&c->lease_until_ms))
+        return;
+    c->lapsed = true;
+    pgs_info("lease_lapsed",
+             "pgshard has not been able to read its catalog for %" PRIu32
+             " ms: writes to sharded tables are refused until it does",
+             lease);
+}
+
+/* The move of the same id in m, or NULL. */
+static const sm_move *cat_find_move(const sm_map *m, int64_t id)
+{
+    for (size_t i = 0; i < sm_map_move_count(m); i++)
+        if (sm_map_move(m, i)->id == id)
+            return sm_map_move(m, i);
+    return NULL;
+}
+
+/* Logs the freezes next starts and ends against prev. */
+static void cat_log_moves(const sm_map *prev, const sm_map *next)
+{
+    for (size_t i = 0; i < sm_map_move_count(next); i++) {
+        const sm_move *mv = sm_map_move(next, i), *was = cat_find_move(prev, mv->id);
+        if (mv->state == SM_MOVE_FREEZING &&
+            (!was || was->state != SM_MOVE_FREEZING || was->freeze_seq != mv->freeze_seq))
+            pgs_info("move_freeze_seen",
+                     "move %" PRId64 " freezes (freeze_seq %" PRId32 "): %s from shard %" PRIu32
+                     " to %" PRIu32 " are held",
+                     mv->id, mv->freeze_seq,
+                     mv->tenant ? "its tenant's transactions" : "its buckets' transactions", mv->source,
+                     mv->target);
+    }
+    for (size_t i = 0; i < sm_map_move_count(prev); i++) {
+        const sm_move *was = sm_map_move(prev, i), *mv = cat_find_move(next, was->id);
+        if (was->state == SM_MOVE_FREEZING && (!mv || mv->state != SM_MOVE_FREEZING))
+            pgs_info("move_unfreeze",
+                     "move %" PRId64 " no longer freezes (%s, map_version %" PRIu64
+                     "): held transactions go on",
+                     was->id,
+                     !mv                            ? "done or aborted"
+                     : mv->state == SM_MOVE_FLIPPED ? "flipped"
+                                                    : "unfrozen",
+                     sm_map_version(next));
+    }
+}
+
+/* Tells the workers (through px_catalog_watch's function) that a map was published. */
+static void cat_tell(px_catalog *c)
+{
+    uv_mutex_lock(&c->watch_lock);
+    if (c->watch_fn)
+        c->watch_fn(c->watch_arg);
+    uv_mutex_unlock(&c->watch_lock);
+}
+
+static void cat_publish(px_catalog *c, sm_map *m)
+{
+    cat_log_moves(pgs_snap_current(&c->maps), m);
+    sm_map_set_serial(m, ++c->serial);
+    pgs_snap_publish(&c->maps, m);
+    cat_tell(c);
+}
+
 static void cat_reload(px_catalog *c)
 {
     char err[CAT_ERR_MAX];
     sm_map *m = NULL;
+    uint64_t start = uv_hrtime();
     if (cat_load(c->cfg, c->conn, &m, err, sizeof(err)) < 0) {
         char msg[CAT_ERR_MAX + 64];
         snprintf(msg, sizeof(msg), "catalog map not loaded, keeping map_version %" PRIu64 ": %s",
@@ -187,13 +290,17 @@ static void cat_reload(px_catalog *c)
         return;
     }
     c->last_err[0] = '\0';
-    if (sm_map_version(m) == cat_version(c)) {
+    cat_renew(c, start);
+    const sm_map *cur = pgs_snap_current(&c->maps);
+    if (sm_map_version(m) == sm_map_version(cur) && sm_map_moves_sig(m) == sm_map_moves_sig(cur)) {
         sm_map_free(m);
         return;
     }
-    cat_log_map("map_loaded", m);
-    pgs_snap_publish(&c->maps, m);
-    c->next_beat_ns = 0; /* tell the catalog at once which version runs here */
+    if (sm_map_version(m) != sm_map_version(cur)) {
+        cat_log_map("map_loaded", m);
+        c->next_beat_ns = 0; /* tell the catalog at once which version runs here */
+    }
+    cat_publish(c, m);
 }
 
 static void cat_beat(px_catalog *c, uint64_t now)
@@ -204,15 +311,64 @@ static void cat_beat(px_catalog *c, uint64_t now)
         cat_failed(c, "catalog_heartbeat_failed", err);
 }
 
+/* The version and the moves compared with the map in force: a change whose NOTIFY was lost
+ * is loaded, and a catalog seen unchanged renews the lease. */
 static void cat_check(px_catalog *c, uint64_t now)
 {
     char err[CAT_ERR_MAX];
-    uint64_t v;
-    c->next_check_ns = now + CAT_CHECK_MS * NS_PER_MS;
-    if (sm_catalog_version(c->conn, &v, err, sizeof(err)) < 0)
+    uint64_t v, sig;
+    const sm_map *cur = pgs_snap_current(&c->maps);
+    c->next_check_ns = now + c->check_ms * NS_PER_MS;
+    if (sm_catalog_state(c->conn, &v, &sig, err, sizeof(err)) < 0)
         cat_failed(c, "catalog_check_failed", err);
-    else if (v != cat_version(c))
+    else if (v != sm_map_version(cur) || sig != sm_map_moves_sig(cur))
         cat_reload(c);
+    else
+        cat_renew(c, now);
+}
+
+static bool cat_was_acked(const px_catalog *c, const sm_move *mv)
+{
+    for (int i = 0; i < c->nacked && i < CAT_ACKED_MAX; i++)
+        if (c->acked[i].id == mv->id && c->acked[i].seq == mv->freeze_seq)
+            return true;
+    return false;
+}
+
+/* Whether every worker has said that none of its open transactions may touch what the map
+ * of serial freezes (px_catalog_cleared). */
+static bool cat_all_cleared(px_catalog *c, uint64_t serial)
+{
+    for (int i = 0; i < c->nreaders; i++)
+        if (atomic_load(&c->cleared[i]) < serial)
+            return false;
+    return true;
+}
+
+/* Acknowledges each freeze of the newest map not acknowledged yet, once every worker has
+ * cleared it: the row in migration_acks and NOTIFY pgshard_ack wake pgshard-migrate. */
+static void cat_acks(px_catalog *c)
+{
+    char err[CAT_ERR_MAX];
+    const sm_map *m = pgs_snap_current(&c->maps);
+    if (c->conn == NULL || !sm_map_freezing(m) || !cat_all_cleared(c, sm_map_serial(m)))
+        return;
+    for (size_t i = 0; i < sm_map_move_count(m); i++) {
+        const sm_move *mv = sm_map_move(m, i);
+        if (mv->state != SM_MOVE_FREEZING || cat_was_acked(c, mv))
+            continue;
+        if (sm_catalog_ack(c->conn, mv->id, mv->freeze_seq, c->id, err, sizeof(err)) < 0) {
+            cat_failed(c, "move_ack_failed", err);
+            return;
+        }
+        c->acked[c->nacked++ % CAT_ACKED_MAX].id = mv->id;
+        c->acked[(c->nacked - 1) % CAT_ACKED_MAX].seq = mv->freeze_seq;
+        atomic_fetch_add(&c->acks, 1);
+        pgs_info("move_ack",
+                 "move %" PRId64 " freeze_seq %" PRId32 ": no transaction here may touch its keys on "
+                 "shard %" PRIu32 "; acknowledged as %s",
+                 mv->id, mv->freeze_seq, mv->source, c->id);
+    }
 }
 
 static void cat_reconnect(px_catalog *c)
@@ -231,7 +387,7 @@ static void cat_reconnect(px_catalog *c)
     c->down = false;
     c->backoff_ms = CAT_BACKOFF_MIN_MS;
     c->next_beat_ns = 0;
-    c->next_check_ns = uv_hrtime() + CAT_CHECK_MS * NS_PER_MS;
+    c->next_check_ns = uv_hrtime() + c->check_ms * NS_PER_MS;
     cat_reload(c); /* whatever changed while it was away */
 }
 
@@ -276,6 +432,9 @@ static bool cat_notified(px_catalog *c)
 static int cat_wait_ms(px_catalog *c, uint64_t now)
 {
     uint64_t wake = now + CAT_WAIT_MAX_MS * NS_PER_MS;
+    uint64_t lapse = atomic_load(&c->lease_until_ms);
+    if (!c->lapsed && lapse != UINT64_MAX && lapse * NS_PER_MS < wake)
+        wake = lapse * NS_PER_MS; /* to say lease_lapsed on time */
     uint64_t next = c->conn != NULL
                         ? (c->next_beat_ns < c->next_check_ns ? c->next_beat_ns : c->next_check_ns)
                         : c->next_connect_ns;
@@ -310,6 +469,7 @@ static void cat_main(void *arg)
     px_catalog *c = arg;
     while (!atomic_load(&c->stop)) {
         uint64_t now = uv_hrtime();
+        cat_lease_watch(c, now); /* first: a process continued after SIGSTOP says it lapsed */
         if (c->conn == NULL && now >= c->next_connect_ns)
             cat_reconnect(c);
         if (c->conn != NULL && now >= c->next_beat_ns)
@@ -318,6 +478,7 @@ static void cat_main(void *arg)
             cat_check(c, now);
         if (cat_notified(c))
             continue; /* the reload's own statements may have queued another */
+        cat_acks(c);
         cat_wait(c);
     }
     if (c->conn != NULL) {
@@ -335,6 +496,9 @@ static void cat_free(px_catalog *c)
 {
     PQfinish(c->conn);
     pgs_snap_destroy(&c->maps);
+    free(c->cleared);
+    if (c->watch_lock_on)
+        uv_mutex_destroy(&c->watch_lock);
     px_tables_free(c->tables);
     if (c->wake[0] >= 0)
         close(c->wake[0]);
@@ -395,7 +559,7 @@ static int cat_start_thread(px_catalog *c, char *err, size_t errlen)
     atomic_store(&c->connected, true);
     c->backoff_ms = CAT_BACKOFF_MIN_MS;
     c->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)c) | 1;
-    c->next_check_ns = uv_hrtime() + CAT_CHECK_MS * NS_PER_MS;
+    c->next_check_ns = uv_hrtime() + c->check_ms * NS_PER_MS;
     int r = cat_thread_start(c);
     if (r < 0) {
         snprintf(err, errlen, "catalog: thread: %s", uv_strerror(r));
@@ -418,15 +582,30 @@ px_catalog *px_catalog_start(const cfg_config *cfg, int nreaders, char *err, siz
     c->enabled = cfg->catalog_dsn != NULL;
     atomic_init(&c->stop, false);
     atomic_init(&c->connected, false);
+    atomic_init(&c->lease_until_ms, UINT64_MAX);
+    atomic_init(&c->acks, 0);
+    /* A check every quarter of the lease keeps it renewed while the catalog answers. */
+    uint32_t lease = cfg->catalog_lease_ms;
+    c->check_ms = lease && lease / 4 < CAT_CHECK_MS ? lease / 4 : CAT_CHECK_MS;
+    c->check_ms = c->check_ms < CAT_CHECK_MIN_MS ? CAT_CHECK_MIN_MS : c->check_ms;
+    c->nreaders = nreaders;
+    uint64_t first_read = uv_hrtime();
     cat_identify(c);
+    c->watch_lock_on = uv_mutex_init(&c->watch_lock) == 0;
+    if (!c->watch_lock_on || !(c->cleared = calloc((size_t)nreaders, sizeof *c->cleared))) {
+        snprintf(err, errlen, "catalog: out of memory");
+        goto fail;
+    }
     if (px_tables_build(cfg, &c->tables, err, errlen) < 0 ||
         px_tables_resolve(c->tables, cfg, err, errlen) < 0 || cat_first_map(c, &first, err, errlen) < 0)
         goto fail;
+    sm_map_set_serial(first, ++c->serial);
     if (pgs_snap_init(&c->maps, nreaders, first, cat_map_free) < 0) {
         snprintf(err, errlen, "catalog: out of memory");
         sm_map_free(first);
         goto fail;
     }
+    cat_renew(c, first_read);
     cat_log_map(c->enabled ? "map_loaded" : "map_default", first);
     if (c->enabled && cat_start_thread(c, err, errlen) < 0)
         goto fail;
@@ -470,4 +649,34 @@ bool px_catalog_enabled(const px_catalog *c)
 bool px_catalog_connected(const px_catalog *c)
 {
     return c != NULL && atomic_load(&c->connected);
+}
+
+bool px_catalog_lease_lapsed(const px_catalog *c, uint64_t now_ms)
+{
+    return now_ms >= atomic_load_explicit(&c->lease_until_ms, memory_order_acquire);
+}
+
+void px_catalog_watch(px_catalog *c, px_catalog_watch_fn fn, void *arg)
+{
+    uv_mutex_lock(&c->watch_lock);
+    c->watch_fn = fn;
+    c->watch_arg = arg;
+    if (fn)
+        fn(arg); /* the map in force, which may already freeze keys */
+    uv_mutex_unlock(&c->watch_lock);
+}
+
+void px_catalog_cleared(px_catalog *c, int reader, uint64_t serial, bool wake)
+{
+    atomic_store(&c->cleared[reader], serial);
+    if (wake && c->running) {
+        char one = 1;
+        ssize_t r = write(c->wake[1], &one, 1); /* a full pipe wakes the thread anyway */
+        (void)r;
+    }
+}
+
+unsigned long long px_catalog_acks(const px_catalog *c)
+{
+    return atomic_load(&c->acks);
 }

@@ -42,4 +42,23 @@ const px_tables *px_catalog_tables(const px_catalog *cat);
 bool px_catalog_enabled(const px_catalog *cat);
 bool px_catalog_connected(const px_catalog *cat);
 
+/* The lease (catalog_lease_ms): whether the catalog was last read successfully (a load or
+ * a version check) longer ago than that at now_ms (uv_now: the monotonic clock in ms), so
+ * that a write might go where a move has taken its key away meanwhile. Measured from the
+ * start of that read, so a process stopped and continued has lapsed until it reads again.
+ * Always false without a catalog or with catalog_lease_ms = 0. One atomic load; any thread. */
+bool px_catalog_lease_lapsed(const px_catalog *cat, uint64_t now_ms);
+
+/* Moves. The thread calls fn(arg) after each map it publishes (and once at once), from its
+ * own thread; fn NULL stops that, and returns only when no call is running. Main thread. */
+typedef void (*px_catalog_watch_fn)(void *arg);
+void px_catalog_watch(px_catalog *cat, px_catalog_watch_fn fn, void *arg);
+/* Reader (a worker) has no open transaction that may touch the keys frozen in the map of
+ * serial (sm_map_serial) or later: once every reader says so for the newest map, the thread
+ * acknowledges its freezes in the catalog. wake: the map freezes keys, so tell the thread
+ * now. Any thread. */
+void px_catalog_cleared(px_catalog *cat, int reader, uint64_t serial, bool wake);
+/* Freezes acknowledged in the catalog since start. */
+unsigned long long px_catalog_acks(const px_catalog *cat);
+
 #endif

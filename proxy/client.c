@@ -22,13 +22,18 @@ static const char *const client_state_names[] = {
  * so that the two can never disagree (PgBouncer's change_client_state). */
 void px_client_set_state(px_client *cl, px_client_state st, pgs_list *queue)
 {
+    pgs_list *held = &cl->conn.w->move.held;
     if (cl->wait_list) {
         pgs_list_remove(cl->wait_list, &cl->wait_node);
+        if (cl->wait_list == held)
+            px_move_held_count(cl, -1);
         cl->wait_list = NULL;
     }
     if (queue) {
         pgs_list_push_back(queue, &cl->wait_node);
         cl->wait_list = queue;
+        if (queue == held)
+            px_move_held_count(cl, 1);
     }
     if (cl->state == st)
         return;
@@ -155,6 +160,7 @@ void px_client_close(px_client *cl)
         cl->user_counted = false;
     }
     px_fanout_abort(cl);
+    px_move_xact_end(cl); /* whatever it ran ends with it */
     bool clean = cl->x.nlinks && px_server_clean(px_client_server(cl)) && cl->conn.pass_left == 0;
     px_server *sv = px_xact_detach(cl);
     if (sv) {
@@ -1321,6 +1327,7 @@ void px_client_detach(px_client *cl)
 {
     px_xact_detach(cl);
     px_route_link_done(cl);
+    px_move_xact_end(cl);
     cl->x.paused = false;
     if (cl->state == CL_ACTIVE)
         client_set_state(cl, CL_IDLE);

@@ -1029,6 +1029,7 @@ void px_fanout_free(px_client *cl)
         return;
     cl->x.fan = NULL;
     fanout_release(fo);
+    px_move_xact_end(cl);
 }
 
 /* A COPY FROM that failed on some shards after others committed their rows: the error

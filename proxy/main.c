@@ -121,18 +121,22 @@ static bool same_string(const char *a, const char *b)
 }
 
 /* The catalog thread and the table registry were made from the startup config: buckets,
- * catalog_dsn, default_shard and the tables keep their running values. A copy that cannot
- * be made leaves the new file's value, which nothing reads but SHOW CONFIG. */
+ * catalog_dsn, catalog_lease_ms (the thread keeps the lease), default_shard and the tables
+ * keep their running values. A copy that cannot be made leaves the new file's value, which
+ * nothing reads but SHOW CONFIG. */
 static void reload_keep_sharding(const cfg_config *old, cfg_config *neu)
 {
     if (old->buckets == neu->buckets && old->default_shard == neu->default_shard &&
-        same_string(old->catalog_dsn, neu->catalog_dsn) && same_tables(old, neu))
+        old->catalog_lease_ms == neu->catalog_lease_ms && same_string(old->catalog_dsn, neu->catalog_dsn) &&
+        same_tables(old, neu))
         return;
-    pgs_warn("reload_restart_needed",
-             "buckets, catalog_dsn, default_shard and [table.NAME] change only at restart; the running "
-             "ones stay");
+    pgs_warn(
+        "reload_restart_needed",
+        "buckets, catalog_dsn, catalog_lease_ms, default_shard and [table.NAME] change only at restart; the "
+        "running ones stay");
     neu->buckets = old->buckets;
     neu->default_shard = old->default_shard;
+    neu->catalog_lease_ms = old->catalog_lease_ms;
     char *dsn = old->catalog_dsn ? strdup(old->catalog_dsn) : NULL;
     if (dsn || !old->catalog_dsn) {
         free(neu->catalog_dsn);
@@ -340,6 +344,7 @@ static int run(px_proxy *px)
                  cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
                  cfg->pool_size);
         pgs_af_mark("listening");
+        px_move_attach(px); /* the catalog thread tells the workers of each map from now on */
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_close((uv_handle_t *)&m.sigint, NULL);
@@ -352,6 +357,7 @@ static int run(px_proxy *px)
      * SIGINT must not kill the process halfway through. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    px_move_detach(px); /* before the workers' mailboxes go */
     atomic_store(&px->stopping, true);
     for (int i = 0; i < started; i++)
         px_worker_request_stop(&px->workers[i]);

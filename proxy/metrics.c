@@ -68,6 +68,38 @@ static const struct {
      "1 while the catalog listener's connection is up (with catalog_dsn)"},
 };
 
+/* Moves (move.c) and the catalog lease. */
+enum { MM_ACTIVE, MM_HELD, MM_HELD_TOTAL, MM_TIMEOUTS, MM_ACKS, MM_LEASE };
+static const struct {
+    const char *name, *type, *help;
+} move_metric_defs[] = {
+    [MM_ACTIVE] = {"pgshard_move_active", "gauge", "Moves the catalog holds as active (not done or aborted)"},
+    [MM_HELD] = {"pgshard_move_held_clients", "gauge", "Clients held right now for keys a move freezes"},
+    [MM_HELD_TOTAL] = {"pgshard_move_held_total", "counter", "Transactions held for keys a move froze"},
+    [MM_TIMEOUTS] = {"pgshard_move_hold_timeouts_total", "counter",
+                     "Held transactions refused after freeze_hold_ms (SQLSTATE 55000)"},
+    [MM_ACKS] = {"pgshard_move_acks_total", "counter", "Freezes this pgshard acknowledged in the catalog"},
+    [MM_LEASE] = {"pgshard_lease_refusals_total", "counter",
+                  "Writes refused because the catalog was not read within catalog_lease_ms (SQLSTATE 57P03)"},
+};
+
+static void metrics_moves(px_worker *w, pgs_buf *b)
+{
+    px_global_stats *g = &w->px->gs;
+    unsigned long long v[] = {
+        [MM_ACTIVE] = sm_map_move_count(px_catalog_map(w->px->cat, w->id)),
+        [MM_HELD] = px_move_held(w->px, 0),
+        [MM_HELD_TOTAL] = atomic_load(&g->move_held),
+        [MM_TIMEOUTS] = atomic_load(&g->move_hold_timeouts),
+        [MM_ACKS] = px_catalog_acks(w->px->cat),
+        [MM_LEASE] = atomic_load(&g->lease_refusals),
+    };
+    for (int m = 0; m < (int)(sizeof move_metric_defs / sizeof move_metric_defs[0]); m++)
+        pgs_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", move_metric_defs[m].name,
+                        move_metric_defs[m].help, move_metric_defs[m].name, move_metric_defs[m].type,
+                        move_metric_defs[m].name, v[m]);
+}
+
 static void metrics_map(px_worker *w, pgs_buf *b)
 {
     px_catalog *cat = w->px->cat;
@@ -195,6 +227,7 @@ static void metrics_render(px_worker *w, const px_pool_row *rows, size_t n, pgs_
 {
     metrics_nodes(w, b);
     metrics_map(w, b);
+    metrics_moves(w, b);
     metrics_pins(w, b);
     metrics_fanouts(w, b);
     metrics_twopc(w, b);

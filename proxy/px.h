@@ -237,6 +237,9 @@ typedef struct px_xact {
                               later segments; a simple Query drops it, as it drops the statement */
     bool unnamed_known;    /* unnamed holds that Parse (it was not too long to keep) */
     struct px_fanout *fan; /* owned: the cross-shard read running (CL_FANOUT), or NULL */
+    int64_t route_bucket;  /* the bucket of the keys its statements were routed by: PX_MOVE_NO_KEY
+                              while none named a sharded table, -1 when not one known bucket */
+    bool move_wait;        /* counted in its worker's move.blockers: a freeze waits for its end */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first
@@ -270,6 +273,9 @@ struct px_client {
     bool admin_show_stats; /* that command is SHOW STATS (else SHOW POOLS) */
     uint8_t refuse;        /* PX_REFUSE_*: why its messages are dropped up to Sync, then answered */
     char *refuse_msg;      /* owned: PX_REFUSE_SHARD's message, "SQLSTATE message" */
+    uint64_t hold_since;   /* loop time a freezing move first held its statement; 0 when not held */
+    int64_t hold_move;     /* the move that holds it (its id), while in the worker's move.held */
+    int hold_target;       /* that move's target shard */
     char *tenant;          /* owned: SET pgshard.tenant, or NULL */
     int pinned_shard;      /* SET pgshard.shard, or -1 */
     uint8_t target;        /* SET pgshard.target: prs_target */
@@ -488,6 +494,26 @@ typedef struct px_job {
     uint32_t a, b;
 } px_job;
 
+/* How many moves a worker counts its held clients for, each in one word: the move's id
+ * above PX_MOVE_HELD_BITS, the count below. More moves than that freezing at once are
+ * counted in the total only. */
+#define PX_MOVE_SLOTS 8
+#define PX_MOVE_HELD_BITS 24
+#define PX_MOVE_NO_KEY (-2) /* px_xact.route_bucket: no statement named a sharded table */
+
+/* A worker's part in moves (move.c): the clients a freeze holds, and the open transactions
+ * it waits for before this worker lets the catalog thread acknowledge. */
+typedef struct px_move_worker {
+    pgs_list held;     /* CL_WAIT_SERVER clients held for a frozen key, by wait_node */
+    uv_timer_t timer;  /* fires at the first held client's freeze_hold_ms */
+    bool timer_on;     /* timer was initialised (closed with the loop's other handles) */
+    uint64_t serial;   /* sm_map_serial of the map it last looked at */
+    bool freezing;     /* that map freezes keys */
+    uint32_t blockers; /* clients with x.move_wait */
+    atomic_uint nheld; /* held.n, for other threads (metrics, SHOW MIGRATIONS) */
+    _Atomic uint64_t held_by[PX_MOVE_SLOTS]; /* id << PX_MOVE_HELD_BITS | count; 0 = unused */
+} px_move_worker;
+
 struct px_worker {
     px_proxy *px;
     const px_conf *conf; /* a reference: the conf this worker runs with; only its own
@@ -527,6 +553,7 @@ struct px_worker {
     int *wrr;                  /* owned, per shard and node: smooth weighted round-robin state */
     uint64_t *node_down_until; /* owned, per shard and node: loop time a failed node rests */
     uint32_t *node_fails;      /* owned, per shard and node: consecutive failures seen here */
+    px_move_worker move;
 };
 
 /* worker.c */
@@ -710,6 +737,42 @@ px_pool *px_route_home_pool(px_client *cl);
 const struct sockaddr *px_conf_node(const px_conf *conf, int shard, int node);
 /* The same node as the config writes it (host as given, port). */
 const cfg_node *px_conf_cfg_node(const px_conf *conf, int shard, int node);
+
+/* move.c: the proxy's side of online shard moves. */
+enum { PX_MOVE_GO, PX_MOVE_HELD, PX_MOVE_REFUSED };
+int px_move_setup(px_worker *w);
+/* A new transaction routed as sk says: held while a freezing move holds its key
+ * (PX_MOVE_HELD: queued in move.held), refused when the lapsed catalog lease bars it
+ * (lease_barred: it may write a sharded table) or the hold lasted freeze_hold_ms
+ * (PX_MOVE_REFUSED: the refusal is recorded as px_route_refuse does), else PX_MOVE_GO with
+ * the transaction's keys noted. -1 when out of memory. */
+int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred);
+/* A statement on every shard (fanout mode PX_FAN_*): refused while a move is active when it
+ * is a read of a sharded table without a key or DDL on one, and when the lease has lapsed
+ * when it writes sharded tables. Returns 0 or as px_route_refuse. */
+int px_move_fanout_admit(px_client *cl, uint8_t mode, const px_sk_result *sk);
+/* A statement inside the client's transaction on its shard, routed as sk says. */
+void px_move_note(px_client *cl, const px_sk_result *sk);
+/* The client's transaction is over (or the client is gone): a freeze no longer waits for it. */
+void px_move_xact_done(px_client *cl);
+static inline void px_move_xact_end(px_client *cl)
+{
+    cl->x.route_bucket = PX_MOVE_NO_KEY;
+    if (cl->x.move_wait)
+        px_move_xact_done(cl);
+}
+/* A client joins (+1) or leaves (-1) move.held: px_client_set_state's bookkeeping. */
+void px_move_held_count(px_client *cl, int delta);
+/* The worker looks at the newest map: held clients are routed again, and the open
+ * transactions that may touch what it freezes are counted. The catalog thread asks for it at
+ * every map it publishes; the tick, when the map changed unseen. */
+void px_move_on_map(px_worker *w);
+void px_move_tick(px_worker *w);
+/* Main thread, once the workers run, and before they stop. */
+void px_move_attach(px_proxy *px);
+void px_move_detach(px_proxy *px);
+/* Clients held right now for move id (0: for any move), over every worker. */
+unsigned px_move_held(const px_proxy *px, int64_t id);
 
 /* pool.c */
 px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shard, int node);

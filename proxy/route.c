@@ -379,6 +379,21 @@ static bool route_wide(uint8_t verdict)
            verdict == PX_SK_WRITE_OMNI || verdict == PX_SK_WRITE_SPLIT;
 }
 
+/* What the Binds before one of a segment said of moves carries over to it: a key any of them
+ * routed by that a move freezes, and whether they all name one bucket. */
+static void route_sk_merge(const px_sk_result *before, px_sk_result *one)
+{
+    if (before->verdict != PX_SK_SHARD)
+        return;
+    if (!one->frozen_move) {
+        one->frozen_move = before->frozen_move;
+        one->frozen_target = before->frozen_target;
+    }
+    if (before->has_key && (!one->has_key || one->bucket != before->bucket))
+        one->bucket = one->has_key ? -1 : before->bucket;
+    one->has_key = one->has_key || before->has_key;
+}
+
 static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
 {
     px_conn *c = &cl->conn;
@@ -456,6 +471,7 @@ static bool route_segment_shard(px_client *cl, px_sk_result *out, bool *flushed)
                      out->shard, one.shard);
             return false;
         }
+        route_sk_merge(out, &one);
         *out = one;
     }
     return false;
@@ -781,6 +797,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = -1;
     if (r == 0 && plan.sql == NULL)
         r = px_route_refuse(cl, plan.sqlstate, plan.msg);
+    if (r == 0)
+        r = px_move_fanout_admit(cl, req.mode, &qc->sk);
     bool primary = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
     if (primary)
         cl->x.want_read = false;
@@ -907,6 +925,26 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
     return route_ext_refuse(cl, "a segment longer than pgshard buffers");
 }
 
+/* Whether the catalog lease, when it has lapsed, bars a new transaction: one routed to a
+ * shard by its key, the session's tenant or pgshard.shard whose statement may write, or that
+ * a BEGIN opened (its later statements may write). One atomic load while the lease holds;
+ * only then is an extended-protocol segment classified as a read or not, when routing did
+ * not need to. */
+static bool route_lease_bars(px_client *cl, const pgs_frame *f, const px_qclass *qc, bool classified)
+{
+    if (qc->sk.verdict != PX_SK_SHARD || (!qc->sk.has_key && cl->pinned_shard < 0) ||
+        !px_catalog_lease_lapsed(cl->conn.w->px->cat, uv_now(&cl->conn.w->loop)))
+        return false;
+    if (cl->x.deferred != PX_DEFER_NONE)
+        return true;
+    px_qclass rw;
+    if (!classified && f->type != PGS_FE_QUERY) {
+        route_message(cl, f, &rw, NULL);
+        return !rw.read;
+    }
+    return !qc->read;
+}
+
 /* Called from the client's input pass with the first message of a transaction. Returns as
  * px_xact_begin. */
 int px_route_acquire(px_client *cl, const pgs_frame *f)
@@ -963,6 +1001,9 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     }
     if (qc.sk.verdict == PX_SK_REFUSE)
         return px_route_refuse(cl, qc.sk.sqlstate, qc.sk.msg);
+    int mv = px_move_admit(cl, &qc.sk, route_lease_bars(cl, f, &qc, split));
+    if (mv != PX_MOVE_GO)
+        return mv == PX_MOVE_HELD ? 0 : mv == PX_MOVE_REFUSED ? 1 : -1;
     route_decide(cl, &qc, write, shard, &d);
     return px_xact_begin(cl, &d);
 }
@@ -1292,8 +1333,10 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
         cl->x.segment_checked = route_segment_shard(cl, sk, NULL);
     bool other = sk->verdict == PX_SK_REFUSE || route_wide(sk->verdict) ||
                  (sk->verdict == PX_SK_SHARD && sk->shard != l->shard);
-    if (!other)
+    if (!other) {
+        px_move_note(cl, sk);
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
+    }
     /* Earlier statements still running decide whether this one starts a new transaction: wait
      * for them (the caller pauses while the server is not clean), then route it anew. */
     if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&

@@ -462,6 +462,8 @@ static px_step server_active_step(px_server *sv)
     if (f.type == PGS_BE_READY && hide == PX_RELAY) {
         sv->tx_status = (char)p[5];
         server_count_ready(sv);
+        if (sv->tx_status == PGS_TX_IDLE && sv->replies.n == 0)
+            px_move_xact_end(cl); /* its transaction is over, whether or not the server is released */
         if (sv->stmts_doubtful && sv->saw_error)
             sv->close_on_release = true;
         sv->stmts_doubtful = false;

@@ -69,6 +69,12 @@ static int sk_map(const px_sk_input *in, const sm_key *k, px_sk_result *out)
     int shard = sm_map_route(in->map, k, &why);
     if (shard < 0)
         return shard;
+    out->bucket = !out->has_key || out->bucket == (int64_t)why.bucket ? (int64_t)why.bucket : -1;
+    if (why.frozen >= 0 && !out->frozen_move) {
+        const sm_move *mv = sm_map_move(in->map, (size_t)why.frozen);
+        out->frozen_move = mv->id;
+        out->frozen_target = (int)mv->target;
+    }
     out->has_key = true;
     out->why = why;
     out->key_value = *k; /* its text is made only when asked for (SHOW ROUTE) */
@@ -804,8 +810,11 @@ void px_sk_route(const px_sk_input *in, px_sk_result *out)
     if (in->nshards > 1 && !in->tenant && in->qi->n_statements >= 1 &&
         in->qi->kind_mask == 1ull << PRS_KIND_DDL && !in->qi->pin && !(in->qi->flags & PRS_F_TEMP_TABLE)) {
         /* A shard's schema is every shard's: DDL goes to each (fanout.c). */
+        sk_scan sc;
+        sk_scan_tables(in, &sc);
         out->verdict = PX_SK_EVERY;
         out->source = "every";
+        out->sharded_ddl = sc.sharded != NULL;
         return;
     }
     if (in->qi->kind == PRS_KIND_EXECUTE && !in->tenant && px_tables_count(in->tables) > 0) {

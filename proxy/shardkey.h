@@ -64,7 +64,11 @@ typedef struct px_sk_result {
     sm_key key_value; /* a text key points into key_bytes (its first PX_SK_NAME_MAX bytes) */
     char key_bytes[PX_SK_NAME_MAX];
     sm_route_why why;
-    bool omni_read; /* PX_SK_ANY for a read of omnisharded tables only: any shard may answer */
+    bool omni_read;      /* PX_SK_ANY for a read of omnisharded tables only: any shard may answer */
+    int64_t bucket;      /* with has_key: the bucket of every key mapped, -1 when they differ */
+    int64_t frozen_move; /* the id of a freezing move that holds a key it mapped, 0 when none */
+    int frozen_target;   /* that move's target shard */
+    bool sharded_ddl;    /* PX_SK_EVERY: the DDL names a sharded table */
 } px_sk_result;
 
 /* How a statement's shard is found again at each of its Binds. A named prepared statement

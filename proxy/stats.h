@@ -50,6 +50,9 @@ typedef struct px_global_stats {
     atomic_ullong pins[5];            /* servers pinned to their client, by reason (PX_PIN_REASONS) */
     atomic_ullong fanouts[3][2];      /* statements run on every shard: [read, ddl, copy][ok, error] */
     atomic_ullong twopc_recovered[2]; /* in-doubt 2PC resolved by recovery.c: [commit, rollback] */
+    atomic_ullong move_held;          /* transactions a freezing move held (once each) */
+    atomic_ullong move_hold_timeouts; /* of those, refused after freeze_hold_ms */
+    atomic_ullong lease_refusals;     /* writes refused because the catalog lease had lapsed */
 } px_global_stats;
 
 #endif

@@ -72,6 +72,7 @@ static void worker_on_tick(uv_timer_t *t)
     pgs_list_each (&w->pools, it, tmp)
         (void)px_pool_tick(pgs_container_of(it, px_pool, node), now);
     px_route_tick(w);
+    px_move_tick(w);
     if (++w->ticks % 10 == 0)
         worker_expire_logins(w, now);
 }
@@ -244,6 +245,8 @@ int px_worker_start(px_worker *w)
     uv_timer_start(&w->tick, worker_on_tick, PX_TICK_MS, PX_TICK_MS);
     uv_unref((uv_handle_t *)&w->tick);
     pgs_list_init(&w->https);
+    if ((r = px_move_setup(w)) < 0)
+        goto fail_timer;
     if (w->id == 0 && (r = px_metrics_start(w)) < 0)
         goto fail_timer;
     if ((r = uv_thread_create(&w->thread, worker_main, w)) < 0)
@@ -252,6 +255,8 @@ int px_worker_start(px_worker *w)
 
 fail_timer:
     px_metrics_stop(w);
+    if (w->move.timer_on)
+        uv_close((uv_handle_t *)&w->move.timer, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
 fail_async:
     uv_close((uv_handle_t *)&w->wakeup, NULL);

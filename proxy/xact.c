@@ -13,6 +13,7 @@ int px_xact_init(px_client *cl, int nshards)
     px_xact *x = &cl->x;
     x->links = &x->one;
     x->one.cl = cl;
+    x->route_bucket = PX_MOVE_NO_KEY;
     x->memo = calloc((size_t)nshards, sizeof *x->memo);
     return x->memo ? 0 : UV_ENOMEM;
 }

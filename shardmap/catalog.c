@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "shardmap/hash.h"
 
 /* Serializes concurrent inits: "pgshard" in ASCII, as a bigint advisory-lock key. */
 #define CAT_INIT_LOCK "8099569346997806080"
@@ -425,6 +426,144 @@ static int cat_read_overrides(PGconn *conn, sm_map *m, char *err, size_t errlen)
     return rc;
 }
 
+/* ---- moves ---- */
+
+/* Every column proxies read of the active moves, as one text per move: the signature of
+ * sm_catalog_state and the load hash the same text, so they agree on what changed. */
+#define CAT_MOVES_WHERE " FROM pgshard.migrations WHERE state NOT IN ('done', 'aborted')"
+#define CAT_MOVES_SIG                                                                                        \
+    "SELECT coalesce(string_agg(concat(id, '|', source, '|', target, '|', buckets, '|', tenant, '|',"        \
+    " tenant_bucket, '|', state, '|', freeze_seq), ';' ORDER BY id), '')" CAT_MOVES_WHERE
+
+/* A catalog made before moves existed has no migrations table: no moves, not an error. */
+static int cat_has_moves(PGconn *conn, bool *has, char *err, size_t errlen)
+{
+    PGresult *res =
+        cat_exec(conn, "look for migrations", "SELECT to_regclass('pgshard.migrations') IS NOT NULL",
+                 PGRES_TUPLES_OK, err, errlen);
+
+    if (res == NULL)
+        return SM_ECATALOG;
+    *has = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return 0;
+}
+
+static int cat_moves_sig(PGconn *conn, uint64_t *sig, char *err, size_t errlen)
+{
+    bool has = false;
+    PGresult *res;
+
+    *sig = 0;
+    if (cat_has_moves(conn, &has, err, errlen) < 0)
+        return SM_ECATALOG;
+    if (!has)
+        return 0;
+    if ((res = cat_exec(conn, "migrations", CAT_MOVES_SIG, PGRES_TUPLES_OK, err, errlen)) == NULL)
+        return SM_ECATALOG;
+    if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) > 0)
+        *sig = sm_hash_text(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0)) | 1;
+    PQclear(res);
+    return 0;
+}
+
+static const char *const cat_move_states[] = {
+    [SM_MOVE_RUNNING] = "running",
+    [SM_MOVE_FREEZING] = "freezing",
+    [SM_MOVE_FLIPPED] = "flipped",
+    [SM_MOVE_FAILED] = "failed",
+};
+
+/* Reads an int[] in its text form ({1,2,3}) into out (cap entries). Returns the count, or -1. */
+static int cat_int_array(const char *s, uint32_t *out, size_t cap)
+{
+    size_t n = 0;
+    char *end;
+
+    if (*s++ != '{')
+        return -1;
+    while (*s != '}') {
+        long long v;
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno != 0 || end == s || v < 0 || v > UINT32_MAX || n >= cap)
+            return -1;
+        out[n++] = (uint32_t)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return s[1] == '\0' ? (int)n : -1;
+}
+
+/* One migrations row (id, source, target, buckets, tenant, tenant_bucket, state, freeze_seq)
+ * into m. An unknown state is refused: a proxy that does not know what a state means must not
+ * guess whether the move's keys are held. */
+static int cat_move_row(sm_map *m, const PGresult *res, int row, uint32_t *buckets, char *err, size_t errlen)
+{
+    long long id, src, dst, tb = -1, seq;
+    sm_move mv = {.tenant_bucket = -1, .state = 0xff};
+    int n = 0, rc;
+
+    if (!cat_int(res, row, 0, &id) || !cat_int(res, row, 1, &src) || !cat_int(res, row, 2, &dst) ||
+        !cat_int(res, row, 7, &seq) || (!PQgetisnull(res, row, 5) && !cat_int(res, row, 5, &tb)) || src < 0 ||
+        dst < 0)
+        return cat_fail(err, errlen, "migrations: row %d is not a move", row);
+    for (size_t st = 0; st < sizeof(cat_move_states) / sizeof(cat_move_states[0]); st++)
+        if (strcmp(PQgetvalue(res, row, 6), cat_move_states[st]) == 0)
+            mv.state = (uint8_t)st;
+    if (mv.state == 0xff)
+        return cat_fail(err, errlen,
+                        "migrations: move %lld has state '%.32s', which this pgshard does not know", id,
+                        PQgetvalue(res, row, 6));
+    if (!PQgetisnull(res, row, 3) &&
+        (n = cat_int_array(PQgetvalue(res, row, 3), buckets, sm_map_buckets(m))) < 0)
+        return cat_fail(err, errlen, "migrations: move %lld: buckets '%.64s' is not a list of buckets", id,
+                        PQgetvalue(res, row, 3));
+    mv.id = id;
+    mv.source = src > UINT32_MAX ? UINT32_MAX : (uint32_t)src;
+    mv.target = dst > UINT32_MAX ? UINT32_MAX : (uint32_t)dst;
+    mv.freeze_seq = (int32_t)seq;
+    mv.tenant_bucket = tb < 0 || tb > INT32_MAX ? -1 : (int32_t)tb;
+    mv.buckets = PQgetisnull(res, row, 3) ? NULL : buckets;
+    mv.nbuckets = (size_t)n;
+    mv.tenant = PQgetisnull(res, row, 4) ? NULL : PQgetvalue(res, row, 4);
+    mv.tenant_len = mv.tenant ? (size_t)PQgetlength(res, row, 4) : 0;
+    rc = sm_map_add_move(m, &mv);
+    return rc < 0 ? cat_fail(err, errlen, "migrations: move %lld (shard %lld to %lld): %s", id, src, dst,
+                             sm_strerror(rc))
+                  : 0;
+}
+
+static int cat_read_moves(PGconn *conn, sm_map *m, char *err, size_t errlen)
+{
+    uint64_t sig = 0;
+    uint32_t *buckets;
+    PGresult *res;
+    int rc = 0;
+
+    if (cat_moves_sig(conn, &sig, err, errlen) < 0)
+        return SM_ECATALOG;
+    sm_map_set_moves_sig(m, sig);
+    if (sig == 0)
+        return 0;
+    res = cat_exec(
+        conn, "migrations",
+        "SELECT id, source, target, buckets, tenant, tenant_bucket, state, freeze_seq" CAT_MOVES_WHERE
+        " ORDER BY id",
+        PGRES_TUPLES_OK, err, errlen);
+    if (res == NULL)
+        return SM_ECATALOG;
+    if ((buckets = malloc(sm_map_buckets(m) * sizeof(*buckets))) == NULL) {
+        PQclear(res);
+        cat_fail(err, errlen, "out of memory");
+        return SM_ENOMEM;
+    }
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++)
+        rc = cat_move_row(m, res, i, buckets, err, errlen);
+    free(buckets);
+    PQclear(res);
+    return rc;
+}
+
 static int cat_load_steps(PGconn *conn, sm_map *m, char *err, size_t errlen)
 {
     uint64_t version = 0;
@@ -432,7 +571,8 @@ static int cat_load_steps(PGconn *conn, sm_map *m, char *err, size_t errlen)
 
     if ((rc = cat_read_version(conn, &version, err, errlen)) < 0 ||
         (rc = cat_read_buckets(conn, m, err, errlen)) < 0 ||
-        (rc = cat_read_overrides(conn, m, err, errlen)) < 0)
+        (rc = cat_read_overrides(conn, m, err, errlen)) < 0 ||
+        (rc = cat_read_moves(conn, m, err, errlen)) < 0)
         return rc;
     sm_map_set_version(m, version);
     return 0;
@@ -475,6 +615,36 @@ int sm_catalog_version(PGconn *conn, uint64_t *version, char *err, size_t errlen
     if (conn == NULL || version == NULL)
         return SM_EINVAL;
     return cat_read_version(conn, version, err, errlen);
+}
+
+int sm_catalog_state(PGconn *conn, uint64_t *version, uint64_t *moves_sig, char *err, size_t errlen)
+{
+    if (conn == NULL || version == NULL || moves_sig == NULL)
+        return SM_EINVAL;
+    if (cat_read_version(conn, version, err, errlen) < 0)
+        return SM_ECATALOG;
+    return cat_moves_sig(conn, moves_sig, err, errlen);
+}
+
+int sm_catalog_ack(PGconn *conn, int64_t migration_id, int32_t freeze_seq, const char *proxy_id, char *err,
+                   size_t errlen)
+{
+    char sid[24], sseq[16];
+    const char *values[] = {sid, sseq, proxy_id};
+    PGresult *res;
+
+    if (conn == NULL || proxy_id == NULL)
+        return SM_EINVAL;
+    snprintf(sid, sizeof(sid), "%" PRId64, migration_id);
+    snprintf(sseq, sizeof(sseq), "%" PRId32, freeze_seq);
+    res = cat_exec_params(conn, "acknowledge the freeze",
+                          "WITH a AS (INSERT INTO pgshard.migration_acks (migration_id, freeze_seq, proxy_id)"
+                          " VALUES ($1::bigint, $2::int, $3) ON CONFLICT DO NOTHING RETURNING 1)"
+                          " SELECT pg_notify('" SM_CATALOG_ACK_CHANNEL
+                          "', $1::bigint::text) FROM (SELECT count(*) FROM a) n",
+                          3, values, PGRES_TUPLES_OK, err, errlen);
+    PQclear(res);
+    return res != NULL ? 0 : SM_ECATALOG;
 }
 
 /* ---- proxies and changes ---- */

@@ -47,6 +47,8 @@
 
 /* The channel proxies LISTEN on. */
 #define SM_CATALOG_CHANNEL "pgshard_map"
+/* The channel a proxy NOTIFYs (payload: the migration id) when it has acknowledged a freeze. */
+#define SM_CATALOG_ACK_CHANNEL "pgshard_ack"
 
 /* What sm_catalog_init did, as bits of its result. */
 enum {
@@ -71,15 +73,27 @@ PGconn *sm_catalog_connect(const char *dsn, const char *application_name, int co
  * with err filled. */
 int sm_catalog_init(PGconn *conn, uint32_t nshards, uint32_t buckets, char *err, size_t errlen);
 
-/* Reads the map in one REPEATABLE READ READ ONLY transaction, so the buckets, overrides
- * and version come from one snapshot, and validates it: exactly one version row, every
- * bucket 0..buckets-1 present, every shard below nshards. conn must not be inside a
+/* Reads the map in one REPEATABLE READ READ ONLY transaction, so the buckets, overrides,
+ * version and active moves (migrations not 'done' or 'aborted'; none when the table is
+ * missing) come from one snapshot, and validates it: exactly one version row, every
+ * bucket 0..buckets-1 present, every shard below nshards, moves that fit the map. conn must not be inside a
  * transaction. On success *out is a new map (the caller's, sm_map_free) and 0 is
  * returned; otherwise SM_ECATALOG, SM_ENOMEM or SM_EINVAL with err filled, *out NULL. */
 int sm_catalog_load(PGconn *conn, uint32_t nshards, uint32_t buckets, sm_map **out, char *err, size_t errlen);
 
 /* map_version alone: a cheap way to see whether a load would bring anything new. */
 int sm_catalog_version(PGconn *conn, uint64_t *version, char *err, size_t errlen);
+
+/* map_version and a signature of the active moves (0 when there are none or the migrations
+ * table is missing), equal to the sm_map_moves_sig of a map loaded from the same catalog
+ * state: the cheap check that also sees a freeze whose NOTIFY was lost. */
+int sm_catalog_state(PGconn *conn, uint64_t *version, uint64_t *moves_sig, char *err, size_t errlen);
+
+/* Acknowledges a freeze for proxy_id (its proxies row id): inserts (migration_id,
+ * freeze_seq, proxy_id) into migration_acks unless it is there, and NOTIFYs
+ * SM_CATALOG_ACK_CHANNEL with the migration id, in one statement. */
+int sm_catalog_ack(PGconn *conn, int64_t migration_id, int32_t freeze_seq, const char *proxy_id, char *err,
+                   size_t errlen);
 
 /* Upserts the proxies row of id with last_seen = now() (the catalog's clock). */
 int sm_catalog_heartbeat(PGconn *conn, const char *id, const char *host, int pid, uint64_t map_version,

@@ -1,6 +1,7 @@
-/* The shard map's storage and routing: a bucket -> shard array and an open-addressing hash
- * table of tenant overrides keyed by canonical key text. Parsing and hashing of keys live in
- * key.c and hash.c; where a map comes from (the catalog) is not this file's business. */
+/* The shard map's storage and routing: a bucket -> shard array, an open-addressing hash
+ * table of tenant overrides keyed by canonical key text, and the active moves with a bitmap
+ * of the buckets freezing ones hold back. Parsing and hashing of keys live in key.c and
+ * hash.c; where a map comes from (the catalog) is not this file's business. */
 #include "shardmap/map.h"
 
 #include <stdlib.h>
@@ -24,6 +25,12 @@ struct sm_map {
     sm_override *slots;     /* owned, with the tenants in it; cap slots, NULL while cap is 0 */
     size_t cap;             /* 0 or a power of two, at least twice n_overrides */
     size_t n_overrides;
+    sm_move *moves; /* owned, nmoves, with their tenants and buckets */
+    size_t nmoves;
+    size_t nfrozen;        /* moves in SM_MOVE_FREEZING: routing looks for held keys only when not 0 */
+    uint64_t *frozen_bits; /* owned: one bit per bucket a freezing bucket move holds; NULL when none */
+    uint64_t serial;
+    uint64_t moves_sig;
 };
 
 static bool buckets_valid(uint32_t buckets)
@@ -138,10 +145,89 @@ void sm_map_set_version(sm_map *m, uint64_t version)
         m->version = version;
 }
 
+/* A move's checks, before anything is copied. */
+static int move_valid(const sm_map *m, const sm_move *mv)
+{
+    if ((mv->buckets == NULL) == (mv->tenant == NULL) || (mv->buckets == NULL && mv->nbuckets > 0))
+        return SM_EINVAL;
+    if (mv->source >= m->nshards || mv->target >= m->nshards || mv->source == mv->target)
+        return SM_ESHARD;
+    if (mv->tenant != NULL && memchr(mv->tenant, '\0', mv->tenant_len) != NULL)
+        return SM_ENUL;
+    if (mv->tenant != NULL && mv->tenant_bucket >= 0 && (uint32_t)mv->tenant_bucket >= m->buckets)
+        return SM_EBUCKET;
+    for (size_t i = 0; i < mv->nbuckets; i++)
+        if (mv->buckets[i] >= m->buckets)
+            return SM_EBUCKET;
+    return 0;
+}
+
+/* Marks a freezing bucket move's buckets in the bitmap, made on first use. */
+static int move_freeze_buckets(sm_map *m, const sm_move *mv)
+{
+    if (m->frozen_bits == NULL && (m->frozen_bits = calloc((m->buckets + 63) / 64, sizeof(uint64_t))) == NULL)
+        return SM_ENOMEM;
+    for (size_t i = 0; i < mv->nbuckets; i++)
+        m->frozen_bits[mv->buckets[i] / 64] |= 1ull << (mv->buckets[i] % 64);
+    return 0;
+}
+
+int sm_map_add_move(sm_map *m, const sm_move *move)
+{
+    sm_move mv, *grown;
+    char *tenant = NULL;
+    uint32_t *buckets = NULL;
+    int rc;
+
+    if (m == NULL || move == NULL)
+        return SM_EINVAL;
+    if ((rc = move_valid(m, move)) < 0)
+        return rc;
+    mv = *move;
+    if (mv.tenant != NULL && (tenant = malloc(mv.tenant_len + 1)) != NULL) {
+        memcpy(tenant, mv.tenant, mv.tenant_len);
+        tenant[mv.tenant_len] = '\0';
+    }
+    if (mv.buckets != NULL && (buckets = malloc((mv.nbuckets ? mv.nbuckets : 1) * sizeof(*buckets))) != NULL)
+        memcpy(buckets, mv.buckets, mv.nbuckets * sizeof(*buckets));
+    grown = (tenant != NULL || buckets != NULL) ? realloc(m->moves, (m->nmoves + 1) * sizeof(*grown)) : NULL;
+    if (grown != NULL)
+        m->moves = grown;
+    if (grown == NULL ||
+        (mv.state == SM_MOVE_FREEZING && buckets != NULL && move_freeze_buckets(m, &mv) < 0)) {
+        free(tenant);
+        free(buckets);
+        return SM_ENOMEM;
+    }
+    mv.tenant = tenant;
+    mv.buckets = buckets;
+    m->moves[m->nmoves++] = mv;
+    m->nfrozen += mv.state == SM_MOVE_FREEZING;
+    return 0;
+}
+
+void sm_map_set_serial(sm_map *m, uint64_t serial)
+{
+    if (m != NULL)
+        m->serial = serial;
+}
+
+void sm_map_set_moves_sig(sm_map *m, uint64_t sig)
+{
+    if (m != NULL)
+        m->moves_sig = sig;
+}
+
 void sm_map_free(sm_map *m)
 {
     if (m == NULL)
         return;
+    for (size_t i = 0; i < m->nmoves; i++) {
+        free((char *)m->moves[i].tenant);
+        free((uint32_t *)m->moves[i].buckets);
+    }
+    free(m->moves);
+    free(m->frozen_bits);
     for (size_t i = 0; i < m->cap; i++)
         free(m->slots[i].tenant);
     free(m->slots);
@@ -164,6 +250,72 @@ uint64_t sm_map_version(const sm_map *m)
 size_t sm_map_override_count(const sm_map *m)
 {
     return m->n_overrides;
+}
+
+uint64_t sm_map_serial(const sm_map *m)
+{
+    return m->serial;
+}
+uint64_t sm_map_moves_sig(const sm_map *m)
+{
+    return m->moves_sig;
+}
+size_t sm_map_move_count(const sm_map *m)
+{
+    return m->nmoves;
+}
+const sm_move *sm_map_move(const sm_map *m, size_t i)
+{
+    return i < m->nmoves ? &m->moves[i] : NULL;
+}
+bool sm_map_freezing(const sm_map *m)
+{
+    return m->nfrozen > 0;
+}
+
+static bool move_has_bucket(const sm_move *mv, uint32_t bucket)
+{
+    for (size_t i = 0; i < mv->nbuckets; i++)
+        if (mv->buckets[i] == bucket)
+            return true;
+    return false;
+}
+
+int sm_map_frozen_on(const sm_map *m, uint32_t shard, int64_t bucket)
+{
+    for (size_t i = 0; i < m->nmoves && m->nfrozen > 0; i++) {
+        const sm_move *mv = &m->moves[i];
+        if (mv->state != SM_MOVE_FREEZING || mv->source != shard)
+            continue;
+        if (bucket < 0 || (mv->tenant != NULL && (mv->tenant_bucket < 0 || mv->tenant_bucket == bucket)) ||
+            (mv->buckets != NULL && move_has_bucket(mv, (uint32_t)bucket)))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The freezing move that holds key back, or -1: its bucket is in a freezing bucket move, or
+ * its canonical text is a freezing tenant move's tenant. Only called while some move freezes,
+ * so the canonical text is made here rather than on every route. */
+static int route_frozen(const sm_map *m, const sm_key *key, uint32_t bucket)
+{
+    sm_key_buf buf;
+    const char *text = NULL;
+    size_t len = 0;
+
+    for (size_t i = 0; i < m->nmoves; i++) {
+        const sm_move *mv = &m->moves[i];
+        if (mv->state != SM_MOVE_FREEZING)
+            continue;
+        if (mv->buckets != NULL && (m->frozen_bits[bucket / 64] >> (bucket % 64) & 1) &&
+            move_has_bucket(mv, bucket))
+            return (int)i;
+        if (mv->tenant != NULL && text == NULL)
+            text = sm_key_canonical(key, &buf, &len);
+        if (mv->tenant != NULL && len == mv->tenant_len && (len == 0 || memcmp(text, mv->tenant, len) == 0))
+            return (int)i;
+    }
+    return -1;
 }
 
 int sm_map_bucket_shard(const sm_map *m, uint32_t bucket)
@@ -237,6 +389,7 @@ int sm_map_route(const sm_map *m, const sm_key *key, sm_route_why *why)
     over = key_override(m, key, w.hash);
     w.override = over >= 0;
     w.shard = w.override ? (uint32_t)over : w.bucket_shard;
+    w.frozen = m->nfrozen == 0 ? -1 : route_frozen(m, key, w.bucket);
     if (why != NULL)
         *why = w;
     return (int)w.shard;

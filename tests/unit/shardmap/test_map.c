@@ -1,6 +1,8 @@
 /* Tests for shardmap/map.c: the default bucket ranges of 2, 3 and 32 shards over 1024
  * buckets, reassigned buckets, tenant overrides (also past the table's growth), versions,
- * routing explained through sm_route_why, and the arguments a map refuses. */
+ * routing explained through sm_route_why, the arguments a map refuses, and the moves layer:
+ * which keys a freezing bucket or tenant move holds back, and which open transactions a
+ * freeze waits for. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -284,6 +286,134 @@ static void test_each_override_and_shard_buckets(void **state)
     sm_map_free(m);
 }
 
+/* The bucket of a key in a map of 1024 buckets. */
+static uint32_t bucket_of(const sm_map *m, sm_key k)
+{
+    sm_route_why why;
+    assert_true(sm_map_route(m, &k, &why) >= 0);
+    return why.bucket;
+}
+
+static void test_moves_bucket(void **state)
+{
+    sm_map *m = new_map(2, 1024);
+    uint32_t b = bucket_of(m, sm_key_int(42)), other = bucket_of(m, sm_key_int(7));
+    uint32_t buckets[] = {b, 1000};
+    sm_move mv = {.id = 7,
+                  .source = 0,
+                  .target = 1,
+                  .state = SM_MOVE_RUNNING,
+                  .freeze_seq = 0,
+                  .tenant_bucket = -1,
+                  .buckets = buckets,
+                  .nbuckets = 2};
+    sm_route_why why;
+    sm_key k = sm_key_int(42);
+
+    assert_int_not_equal(b, other);
+    assert_int_equal(sm_map_move_count(m), 0);
+    assert_false(sm_map_freezing(m));
+    assert_int_equal(sm_map_add_move(m, &mv), 0);
+    buckets[0] = 3; /* the map keeps its own copy */
+    assert_int_equal(sm_map_move_count(m), 1);
+    assert_int_equal(sm_map_move(m, 0)->buckets[0], b);
+    assert_null(sm_map_move(m, 1));
+    assert_false(sm_map_freezing(m));
+    assert_int_equal(sm_map_route(m, &k, &why), sm_map_bucket_shard(m, b));
+    assert_int_equal(why.frozen, -1); /* running: nothing held */
+    assert_int_equal(sm_map_frozen_on(m, 0, b), -1);
+
+    buckets[0] = b;
+    mv.id = 8;
+    mv.state = SM_MOVE_FREEZING;
+    mv.freeze_seq = 3;
+    assert_int_equal(sm_map_add_move(m, &mv), 0);
+    assert_true(sm_map_freezing(m));
+    assert_int_equal(sm_map_route(m, &k, &why), sm_map_bucket_shard(m, b));
+    assert_int_equal(why.frozen, 1);
+    assert_int_equal(sm_map_move(m, (size_t)why.frozen)->freeze_seq, 3);
+    k = sm_key_int(7);
+    sm_map_route(m, &k, &why);
+    assert_int_equal(why.frozen, -1);
+    /* Open transactions: a key of a frozen bucket on the source, or keys not known. */
+    assert_int_equal(sm_map_frozen_on(m, 0, b), 1);
+    assert_int_equal(sm_map_frozen_on(m, 0, 1000), 1);
+    assert_int_equal(sm_map_frozen_on(m, 0, other), -1);
+    assert_int_equal(sm_map_frozen_on(m, 0, -1), 1);
+    assert_int_equal(sm_map_frozen_on(m, 1, b), -1);
+    assert_int_equal(sm_map_frozen_on(m, 1, -1), -1);
+    sm_map_free(m);
+}
+
+static void test_moves_tenant(void **state)
+{
+    sm_map *m = new_map(2, 1024);
+    uint32_t b = bucket_of(m, sm_key_int(42));
+    sm_move mv = {.id = 9,
+                  .source = 0,
+                  .target = 1,
+                  .state = SM_MOVE_FREEZING,
+                  .freeze_seq = 1,
+                  .tenant = "42",
+                  .tenant_len = 2,
+                  .tenant_bucket = (int32_t)b};
+    sm_route_why why;
+    sm_key k = sm_key_int(42), t = sm_key_text("42", 2), other = sm_key_int(420);
+
+    assert_int_equal(sm_map_add_move(m, &mv), 0);
+    assert_int_equal(sm_map_move(m, 0)->tenant_len, 2);
+    assert_string_equal(sm_map_move(m, 0)->tenant, "42");
+    sm_map_route(m, &k, &why);
+    assert_int_equal(why.frozen, 0);
+    sm_map_route(m, &t, &why); /* a text key whose canonical text is the same */
+    assert_int_equal(why.frozen, 0);
+    sm_map_route(m, &other, &why); /* another tenant is never held */
+    assert_int_equal(why.frozen, -1);
+    assert_int_equal(sm_map_frozen_on(m, 0, b), 0);
+    assert_int_equal(sm_map_frozen_on(m, 0, (b + 1) % 1024), -1);
+    assert_int_equal(sm_map_frozen_on(m, 0, -1), 0);
+
+    /* Without tenant_bucket every open transaction on the source counts. */
+    sm_map_free(m);
+    m = new_map(2, 1024);
+    mv.tenant_bucket = -1;
+    assert_int_equal(sm_map_add_move(m, &mv), 0);
+    assert_int_equal(sm_map_frozen_on(m, 0, (b + 1) % 1024), 0);
+    sm_map_set_serial(m, 5);
+    sm_map_set_moves_sig(m, 77);
+    assert_int_equal(sm_map_serial(m), 5);
+    assert_int_equal(sm_map_moves_sig(m), 77);
+    sm_map_free(m);
+}
+
+static void test_moves_refused(void **state)
+{
+    sm_map *m = new_map(2, 64);
+    uint32_t buckets[] = {64};
+    sm_move mv = {.id = 1, .source = 0, .target = 0, .tenant = "a", .tenant_len = 1, .tenant_bucket = -1};
+
+    assert_int_equal(sm_map_add_move(m, &mv), SM_ESHARD);
+    mv.target = 2;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_ESHARD);
+    mv.target = 1;
+    mv.tenant_bucket = 64;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_EBUCKET);
+    mv.tenant_bucket = -1;
+    mv.tenant = "a\0b";
+    mv.tenant_len = 3;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_ENUL);
+    mv.buckets = buckets;
+    mv.nbuckets = 1;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_EINVAL); /* both a tenant and buckets */
+    mv.tenant = NULL;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_EBUCKET);
+    mv.buckets = NULL;
+    assert_int_equal(sm_map_add_move(m, &mv), SM_EINVAL); /* neither */
+    assert_int_equal(sm_map_add_move(NULL, &mv), SM_EINVAL);
+    assert_int_equal(sm_map_move_count(m), 0);
+    sm_map_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +422,8 @@ int main(void)
         cmocka_unit_test(test_bad_arguments),      cmocka_unit_test(test_set_bucket_and_version),
         cmocka_unit_test(test_route_why),          cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_many_overrides),     cmocka_unit_test(test_each_override_and_shard_buckets),
+        cmocka_unit_test(test_moves_bucket),       cmocka_unit_test(test_moves_tenant),
+        cmocka_unit_test(test_moves_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
