@@ -205,7 +205,9 @@ def compare_with_control(check, load, label):
 def setup():
     for s in range(2):
         CLUSTER.superuser_psql(f"ALTER ROLE postgres PASSWORD '{SUPER_PW}'", shard=s)
-    E.shards = CLUSTER.shard_conns()
+    # As the superuser: the catalog and the fence are pgshard-migrate's (migrate_user's).
+    E.shards = [psycopg.connect(host=CLUSTER.host, port=p, user="postgres", password=SUPER_PW, dbname=CLUSTER.db,
+                                autocommit=True, connect_timeout=10) for p in CLUSTER.ports]
     E.ini = os.path.join(pgwire.WORK, "migrate.ini")
     os.makedirs(pgwire.WORK, exist_ok=True)
     write_ini(E.ini)
@@ -218,7 +220,7 @@ def setup():
                  "PRIMARY KEY (tenant_id, id))")
     conn.execute("CREATE TABLE counters (tenant_id int PRIMARY KEY, n int NOT NULL)")
     for t in TENANTS:
-        conn.execute("INSERT INTO counters VALUES (%s, 0)", (t,))
+        conn.execute("INSERT INTO counters (tenant_id, n) VALUES (%s, 0)", (t,))
     conn.close()
     refresh_placement()
 
@@ -361,9 +363,12 @@ def stopped_proxy(check):
     px2 = E.proxies[1]
     c2 = CLUSTER.connect(px2.port)
     c2.execute("SELECT n FROM counters WHERE tenant_id = %s", (moving[0],))
+    # Stopped right before the freeze, while its heartbeat still says it is live.
+    rc, out = mig("move", "--buckets", buckets, "--to", "1", env={"PGSHARD_MIGRATE_CRASH_AFTER": "sync"})
+    mid = one(0, "SELECT max(id) FROM pgshard.migrations")
     os.kill(px2.proc.pid, signal.SIGSTOP)
     try:
-        rc, out = mig("move", "--buckets", buckets, "--to", "1", timeout=180)
+        rc, out = mig("resume", str(mid), timeout=180)
         check(rc == 0 and "unfrozen: attempt 1: no acknowledgement within 1500 ms from" in out
               and f":{px2.proc.pid}:" in out,
               "a proxy that does not acknowledge makes the freeze unfreeze, naming it; the move goes on "
