@@ -859,14 +859,19 @@ static long long mv_marker_put(mv_move *m)
 {
     char id[24];
     const char *p[] = {mv_idstr(m, id, sizeof id)};
+    /* Committed with synchronous_commit on whatever the server's setting: the walsender
+     * sends only flushed WAL, and flushing the marker's commit flushes every earlier write
+     * too, instead of waiting for the WAL writer (up to wal_writer_delay, 200 ms). */
+    if (mv_run(m, m->src, "writing the marker", "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL) < 0)
+        return -1;
     PGresult *res = mv_exec(m, m->src, "writing the marker",
                             "INSERT INTO pgshard.move_marker AS k VALUES ($1, 1)"
                             " ON CONFLICT (migration_id) DO UPDATE SET seq = k.seq + 1 RETURNING seq",
                             1, p);
-    if (!res)
-        return -1;
-    long long seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    long long seq = res ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
+    if (mv_run(m, m->src, "writing the marker", res ? "COMMIT" : "ROLLBACK", 0, NULL) < 0)
+        return -1;
     return seq;
 }
 
