@@ -161,6 +161,19 @@ static void move_on_timer(uv_timer_t *t)
         move_arm_timer(w, first + w->conf->cfg->freeze_hold_ms);
 }
 
+bool px_move_cancel(px_client *cl)
+{
+    if (cl->wait_list != &cl->conn.w->move.held)
+        return false;
+    px_client_set_state(cl, CL_IDLE, NULL);
+    cl->hold_since = 0;
+    if (px_route_refuse(cl, PGS_SQLSTATE_QUERY_CANCELED, "canceling statement due to user request") < 0)
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+    else
+        px_client_process(cl);
+    return true;
+}
+
 /* ---- admission ------------------------------------------------------------------------ */
 
 static int move_lease_refuse(px_client *cl)
