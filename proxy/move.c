@@ -202,6 +202,8 @@ static int64_t move_bucket_of(const px_sk_result *sk)
 
 int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred)
 {
+    if (cl->x.move_wait)
+        px_move_xact_done(cl); /* counted while queued, then refused: a new transaction now */
     if (sk->frozen_move)
         return move_hold(cl, sk);
     cl->hold_since = 0;
