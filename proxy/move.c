@@ -115,8 +115,8 @@ static int move_hold(px_client *cl, const px_sk_result *sk)
     return PX_MOVE_HELD;
 }
 
-/* Takes every held client out of the list (into `out`, still CL_WAIT_SERVER) that pick
- * chooses, so that routing them again cannot meet them twice. */
+/* Moves the held clients (all, or those whose freeze_hold_ms is over) into `out`, still
+ * CL_WAIT_SERVER, so that routing them again cannot meet a client twice. */
 static void move_take_held(px_worker *w, pgs_list *out, bool expired_only)
 {
     uint64_t now = uv_now(&w->loop), limit = w->conf->cfg->freeze_hold_ms;
