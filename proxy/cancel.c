@@ -139,6 +139,8 @@ void px_client_cancel(px_worker *w, uint32_t pid, uint32_t secret)
         px_fanout_cancel(cl); /* every shard's query */
         return;
     }
+    if (cl && px_move_cancel(cl))
+        return; /* held for a move: its statement never ran */
     if (!cl || !px_client_server(cl)) {
         pgs_debug("cancel_ignored", "no running query for cancel key %08x", pid);
         return;

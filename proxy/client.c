@@ -972,6 +972,8 @@ static px_step client_refuse(px_client *cl, const pgs_frame *f)
     }
     if (cl->x.deferred)
         cl->x.deferred = PX_DEFER_FAILED; /* an error in a transaction block aborts it */
+    if (!px_xact_link(cl))
+        px_move_xact_end(cl); /* refused while queued for a server: it will not run */
     pgs_msg_ready(&b, px_route_idle_status(cl));
     px_conn_send_buf(c, &b);
     pgs_buf_free(&b);

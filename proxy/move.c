@@ -115,8 +115,8 @@ static int move_hold(px_client *cl, const px_sk_result *sk)
     return PX_MOVE_HELD;
 }
 
-/* Takes every held client out of the list (into `out`, still CL_WAIT_SERVER) that pick
- * chooses, so that routing them again cannot meet them twice. */
+/* Moves the held clients (all, or those whose freeze_hold_ms is over) into `out`, still
+ * CL_WAIT_SERVER, so that routing them again cannot meet a client twice. */
 static void move_take_held(px_worker *w, pgs_list *out, bool expired_only)
 {
     uint64_t now = uv_now(&w->loop), limit = w->conf->cfg->freeze_hold_ms;
@@ -161,6 +161,19 @@ static void move_on_timer(uv_timer_t *t)
         move_arm_timer(w, first + w->conf->cfg->freeze_hold_ms);
 }
 
+bool px_move_cancel(px_client *cl)
+{
+    if (cl->wait_list != &cl->conn.w->move.held)
+        return false;
+    px_client_set_state(cl, CL_IDLE, NULL);
+    cl->hold_since = 0;
+    if (px_route_refuse(cl, PGS_SQLSTATE_QUERY_CANCELED, "canceling statement due to user request") < 0)
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+    else
+        px_client_process(cl);
+    return true;
+}
+
 /* ---- admission ------------------------------------------------------------------------ */
 
 static int move_lease_refuse(px_client *cl)
@@ -189,6 +202,8 @@ static int64_t move_bucket_of(const px_sk_result *sk)
 
 int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred)
 {
+    if (cl->x.move_wait)
+        px_move_xact_done(cl); /* counted while queued, then refused: a new transaction now */
     if (sk->frozen_move)
         return move_hold(cl, sk);
     cl->hold_since = 0;

@@ -771,6 +771,10 @@ void px_move_tick(px_worker *w);
 /* Main thread, once the workers run, and before they stop. */
 void px_move_attach(px_proxy *px);
 void px_move_detach(px_proxy *px);
+/* A cancel request for a client a freeze holds: its statement is answered with 57014, as
+ * PostgreSQL answers a cancelled one, and it is not held any more. Returns whether it was
+ * held. */
+bool px_move_cancel(px_client *cl);
 /* Clients held right now for move id (0: for any move), over every worker. */
 unsigned px_move_held(const px_proxy *px, int64_t id);
 

@@ -14,8 +14,9 @@ catalog_lease_ms = 1500), and tenants A, B, C on shard 0 in three different buck
   - the flip (tenant_map, state 'flipped', map_version bump and NOTIFY in one transaction):
     the held statement completes on shard 1 (a row only shard 1 has), and so do new ones;
   - a bucket move of B's bucket: unfreezing (state 'running' again, NOTIFY) sends the held
-    statement to the source (a row only shard 0 has); a freeze never flipped: p1 answers the
-    held statement with 55000 after about freeze_hold_ms and the connection still works;
+    statement to the source (a row only shard 0 has); a held statement is cancelled with
+    57014; a freeze never flipped: p1 answers the held statement with 55000 after about
+    freeze_hold_ms and the connection still works;
     pgshard_move_hold_timeouts_total counts it; once the move is 'aborted' keyless reads run;
   - the lease: with the catalog's map_version locked, after catalog_lease_ms a keyed INSERT
     gets 57P03 while a keyed SELECT runs (pgshard_lease_refusals_total counts it, lease_lapsed
@@ -339,6 +340,15 @@ def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
     # A freeze that never flips: p1 gives up after freeze_hold_ms; the connection goes on.
     seq = freeze(cat, mid)
     wait_for(lambda: len(acks(cat, mid, seq)) == 2, 1)
+    cancelled = Held(p2.port, f"SELECT note FROM mv_items WHERE tenant_id = {B}", kw)
+    time.sleep(0.2)
+    cancelled.conn.cancel()
+    wait_for(cancelled.done, 1)
+    st = getattr(cancelled.error, "sqlstate", None)
+    check(st == "57014", "a held statement is cancelled with 57014", f"{cancelled.result} {cancelled.error}")
+    got = cancelled.conn.execute("SELECT count(*) FROM mv_items WHERE tenant_id = %s", (C,)).fetchall()
+    check(got and got[0][0] >= 1, "... and its connection goes on", f"{got}")
+    cancelled.conn.close()
     c = psycopg.connect(port=p1.port, **kw)
     t0 = time.monotonic()
     st, msg = diffcluster.sqlstate_of(lambda: c.execute("SELECT * FROM mv_items WHERE tenant_id = %s", (B,)).fetchall())
