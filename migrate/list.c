@@ -14,8 +14,9 @@ static const char mig_list_query[] =
 
 static void mig_list_json(FILE *f, const PGresult *res)
 {
-    static const char *const names[] = {"id",   "source", "target",     "kind",    "keys",       "state",
-                                        "step", "freeze_seq", "error", "created_at", "updated_at", "flip_version"};
+    static const char *const names[] = {"id",    "source",     "target",     "kind",
+                                        "keys",  "state",      "step",       "freeze_seq",
+                                        "error", "created_at", "updated_at", "flip_version"};
     fputs("{\"moves\":[", f);
     for (int r = 0; r < PQntuples(res); r++) {
         fputs(r ? ",{" : "{", f);
@@ -48,8 +49,8 @@ static void mig_list_text(FILE *f, const PGresult *res)
         if (strlen(keys) == sizeof keys - 1)
             memcpy(keys + sizeof keys - 4, "...", 3);
         fprintf(f, "%-6s %-6s %-6s %-30s %-9s %-9s %-20s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
-                PQgetvalue(res, r, 2), keys, PQgetvalue(res, r, 5), PQgetvalue(res, r, 6), PQgetvalue(res, r, 10),
-                PQgetvalue(res, r, 8));
+                PQgetvalue(res, r, 2), keys, PQgetvalue(res, r, 5), PQgetvalue(res, r, 6),
+                PQgetvalue(res, r, 10), PQgetvalue(res, r, 8));
     }
 }
 

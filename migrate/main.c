@@ -39,7 +39,11 @@ static void usage(FILE *f)
             "  verify ID [--json]  row counts and checksums of the moved keys on both shards, and\n"
             "                  the keys that differ; exit 1 when they differ\n"
             "  cleanup ID      finish a flipped move: subscription, publication, slot, the\n"
-            "                  source's copy of the moved rows, the fence\n\n"
+            "                  source's copy of the moved rows, the fence\n"
+            "  plan [--add-shard N] [--max-moves K] [--apply] [--json]\n"
+            "                  bucket moves that bring every shard within 10 %% of the mean size\n"
+            "                  (rows and bytes measured per bucket on the shards), at most K buckets;\n"
+            "                  --apply runs them\n\n"
             "Options:\n"
             "  -c, --config FILE   the pgshard INI file; its catalog_dsn names the catalog (required)\n"
             "  -h, --help          show this help\n"
@@ -72,11 +76,11 @@ static const struct {
     bool takes_json;
     bool takes_args;
 } mig_commands[] = {
-    {"init", mig_init, false, false},       {"status", mig_status, true, false},
-    {"check", mig_check, true, false},      {"list", mig_list, true, false},
-    {"move", mig_move, false, true},        {"resume", mig_resume, false, true},
-    {"abort", mig_abort, false, true},      {"verify", mig_verify, true, true},
-    {"cleanup", mig_cleanup, false, true},
+    {"init", mig_init, false, false},      {"status", mig_status, true, false},
+    {"check", mig_check, true, false},     {"list", mig_list, true, false},
+    {"move", mig_move, false, true},       {"resume", mig_resume, false, true},
+    {"abort", mig_abort, false, true},     {"verify", mig_verify, true, true},
+    {"cleanup", mig_cleanup, false, true}, {"plan", mig_plan, true, true},
 };
 
 /* The command and its own options after the global ones: "status --json". */
@@ -112,7 +116,8 @@ static int mig_dispatch(const char *path, int argc, char **argv)
         cfg_free(cfg);
         return rc;
     }
-    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init, status, check, list or move; --help)\n", name);
+    fprintf(stderr, "pgshard-migrate: unknown command '%s' (try init, status, check, list or move; --help)\n",
+            name);
     return MIG_EXIT_USAGE;
 }
 

@@ -21,8 +21,8 @@ typedef struct mig_opts {
     bool json;             /* --json */
     char **args;           /* the command's arguments but --json */
     int nargs;
-    FILE *out;             /* results */
-    FILE *err;             /* errors */
+    FILE *out; /* results */
+    FILE *err; /* errors */
 } mig_opts;
 
 /* The catalog of o->cfg's catalog_dsn, or NULL after saying why on o->err (no catalog_dsn,
@@ -60,5 +60,7 @@ int mig_resume(const mig_opts *o);
 int mig_abort(const mig_opts *o);
 int mig_verify(const mig_opts *o);
 int mig_cleanup(const mig_opts *o);
+/* plan: bucket moves that even out the shards' sizes (plan.c); --apply runs them. */
+int mig_plan(const mig_opts *o);
 
 #endif

@@ -39,8 +39,8 @@
 /* "pgshard" as a bigint advisory-lock key, plus one: serializes the creation of moves. */
 #define MV_CREATE_LOCK "8099569346997806081"
 
-static const char *const mv_steps[] = {"check", "prepare", "publish", "subscribe", "sync",
-                                       "freeze", "verify", "cleanup", "done"};
+static const char *const mv_steps[] = {"check",  "prepare", "publish", "subscribe", "sync",
+                                       "freeze", "verify",  "cleanup", "done"};
 enum { MV_STEP_FREEZE = 5, MV_STEP_DONE = 8 };
 
 /* ---- small things ---- */
@@ -89,7 +89,8 @@ int mv_fail(mv_move *m, const char *fmt, ...)
     return -1;
 }
 
-PGresult *mv_exec(mv_move *m, PGconn *conn, const char *what, const char *sql, int n, const char *const *params)
+PGresult *mv_exec(mv_move *m, PGconn *conn, const char *what, const char *sql, int n,
+                  const char *const *params)
 {
     /* Without parameters, the simple protocol: the script of the fence is several statements. */
     PGresult *res = n == 0 ? PQexec(conn, sql) : PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
@@ -233,8 +234,9 @@ static PGconn *mv_connect(mv_move *m, int shard)
     const cfg_user *user = cfg_migrate_user(cfg);
     char port[8], db[CFG_HOST_MAX];
     if (!user)
-        return mv_fail(m, "%s: no user to log in to the shards with: set migrate_user (or monitor_user) to a "
-                          "[user.NAME] with a plain password",
+        return mv_fail(m,
+                       "%s: no user to log in to the shards with: set migrate_user (or monitor_user) to a "
+                       "[user.NAME] with a plain password",
                        cfg->path),
                NULL;
     snprintf(port, sizeof port, "%u", (unsigned)node->port);
@@ -292,7 +294,7 @@ static size_t mv_source_conninfo(const mv_move *m, char *out, size_t cap)
 /* The hash SQL of a key kind, as the proxy computes it (shardmap/hash.c). */
 static const char *mv_hash_fn(int kind)
 {
-    return kind == SM_KEY_INT ? "hashint8extended(%s::int8, 0)"
+    return kind == SM_KEY_INT    ? "hashint8extended(%s::int8, 0)"
            : kind == SM_KEY_UUID ? "uuid_hash_extended(%s, 0)"
                                  : "hashtextextended(%s, 0)";
 }
@@ -355,14 +357,16 @@ static int mv_load_tables(mv_move *m)
         if (!t->qname || !t->key)
             return mv_fail(m, "out of memory");
         const char *p[] = {t->qname, ct->shard_key};
-        PGresult *res = mv_exec(
-            m, m->src, "reading the tables",
-            "SELECT a.atttypid::int8, (SELECT 'ROW(' || string_agg(quote_ident(pa.attname), ', ' ORDER BY k.ord)"
-            " || ')' FROM pg_index AS i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
-            " JOIN pg_attribute AS pa ON pa.attrelid = $1::regclass AND pa.attnum = k.attnum"
-            " WHERE i.indrelid = $1::regclass AND i.indisprimary)"
-            " FROM pg_attribute AS a WHERE a.attrelid = $1::regclass AND a.attname = $2 AND NOT a.attisdropped",
-            2, p);
+        PGresult *res =
+            mv_exec(m, m->src, "reading the tables",
+                    "SELECT a.atttypid::int8, (SELECT 'ROW(' || string_agg(quote_ident(pa.attname), ', ' "
+                    "ORDER BY k.ord)"
+                    " || ')' FROM pg_index AS i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+                    " JOIN pg_attribute AS pa ON pa.attrelid = $1::regclass AND pa.attnum = k.attnum"
+                    " WHERE i.indrelid = $1::regclass AND i.indisprimary)"
+                    " FROM pg_attribute AS a WHERE a.attrelid = $1::regclass AND a.attname = $2 AND NOT "
+                    "a.attisdropped",
+                    2, p);
         if (!res)
             return -1;
         if (PQntuples(res) != 1) {
@@ -495,18 +499,21 @@ static int mv_key_oid(mv_move *m, uint32_t *oid)
         if (t->omnisharded)
             continue;
         if (t->key_type != CFG_KEY_AUTO) {
-            *oid = t->key_type == CFG_KEY_INT ? SM_OID_INT8 : t->key_type == CFG_KEY_TEXT ? SM_OID_TEXT : SM_OID_UUID;
+            *oid = t->key_type == CFG_KEY_INT    ? SM_OID_INT8
+                   : t->key_type == CFG_KEY_TEXT ? SM_OID_TEXT
+                                                 : SM_OID_UUID;
             return 0;
         }
         char name[2 * CFG_NAME_MAX + 2];
         snprintf(name, sizeof name, "%s%s%s", t->schema, t->schema[0] ? "." : "", t->name);
         const char *p[] = {name, t->shard_key};
         PGconn *conn = mv_connect(m, 0);
-        PGresult *res = conn ? mv_exec(m, conn, "reading the key's type",
-                                       "SELECT atttypid::int8 FROM pg_attribute WHERE attrelid = to_regclass($1)"
-                                       " AND attname = $2 AND NOT attisdropped",
-                                       2, p)
-                             : NULL;
+        PGresult *res =
+            conn ? mv_exec(m, conn, "reading the key's type",
+                           "SELECT atttypid::int8 FROM pg_attribute WHERE attrelid = to_regclass($1)"
+                           " AND attname = $2 AND NOT attisdropped",
+                           2, p)
+                 : NULL;
         bool ok = res && PQntuples(res) == 1;
         if (ok)
             *oid = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
@@ -536,10 +543,11 @@ static int mv_ov_one(void *arg, const char *tenant, size_t len, uint32_t shard)
     uint32_t b = (uint32_t)(sm_key_hash(&key) & c->mask);
     if (!c->moving[b])
         return 0;
-    snprintf(c->err, c->errlen,
-             "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would take "
-             "its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
-             (int)len, tenant, b, c->source);
+    snprintf(
+        c->err, c->errlen,
+        "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would take "
+        "its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
+        (int)len, tenant, b, c->source);
     return -1;
 }
 
@@ -619,8 +627,9 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
             long b = strtol(p, &end, 10);
             int s = sm_map_bucket_shard(map, (uint32_t)b);
             if (source >= 0 && s != source) {
-                snprintf(err, sizeof err, "bucket %ld is on shard %d and others on shard %d: a move has one source",
-                         b, s, source);
+                snprintf(err, sizeof err,
+                         "bucket %ld is on shard %d and others on shard %d: a move has one source", b, s,
+                         source);
                 goto out;
             }
             source = s;
@@ -702,7 +711,8 @@ static int mv_step_check(mv_move *m)
     bool logical = strcmp(PQgetvalue(res, 0, 0), "logical") == 0;
     PQclear(res);
     if (!logical)
-        return mv_fail(m, "shard %d: wal_level is not logical, which a move needs (run pgshard-migrate check)",
+        return mv_fail(m,
+                       "shard %d: wal_level is not logical, which a move needs (run pgshard-migrate check)",
                        m->source);
     res = mv_exec(m, m->cat, "other moves",
                   "SELECT string_agg(id::text, ', ') FROM pgshard.migrations"
@@ -729,7 +739,8 @@ static int mv_step_check(mv_move *m)
         long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
         if (n > 0)
-            return mv_fail(m, "table %s on shard %d already has %lld rows of the moving keys: delete them first",
+            return mv_fail(m,
+                           "table %s on shard %d already has %lld rows of the moving keys: delete them first",
                            m->tables[i].qname, m->target, n);
     }
     return 0;
@@ -764,7 +775,8 @@ static const char mv_fence_sql[] =
     "      CONTINUE WHEN NOT ((h & (f.nbuckets - 1))::int = ANY (f.buckets));"
     "     END IF;"
     "     RAISE EXCEPTION USING ERRCODE = '55000',"
-    "      MESSAGE = format('tenant key %s of %s is moving to shard %s (pgshard move %s): write it through pgshard',"
+    "      MESSAGE = format('tenant key %s of %s is moving to shard %s (pgshard move %s): write it through "
+    "pgshard',"
     "                       k, TG_TABLE_NAME, f.target, f.migration_id),"
     "      HINT = 'retry the transaction; pgshard sends it to the key''s new shard';"
     "    END LOOP;"
@@ -787,7 +799,8 @@ static int mv_step_prepare(mv_move *m)
                5, p) < 0 ||
         mv_run(m, m->dst, "creating the marker table",
                "CREATE SCHEMA IF NOT EXISTS pgshard;"
-               "CREATE TABLE IF NOT EXISTS pgshard.move_marker (migration_id bigint PRIMARY KEY, seq bigint NOT NULL)",
+               "CREATE TABLE IF NOT EXISTS pgshard.move_marker (migration_id bigint PRIMARY KEY, seq bigint "
+               "NOT NULL)",
                0, NULL) < 0)
         return -1;
     for (int i = 0; i < m->ntables; i++) {
@@ -828,7 +841,8 @@ static int mv_step_publish(mv_move *m)
         return mv_fail(m, "out of memory");
     size_t at = (size_t)snprintf(sql, cap, "CREATE PUBLICATION %s FOR TABLE ", m->name);
     for (int i = 0; i < m->ntables; i++)
-        at += (size_t)snprintf(sql + at, cap - at, "%s WHERE (%s), ", m->tables[i].qname, m->tables[i].filter);
+        at +=
+            (size_t)snprintf(sql + at, cap - at, "%s WHERE (%s), ", m->tables[i].qname, m->tables[i].filter);
     snprintf(sql + at, cap - at, "pgshard.move_marker WHERE (migration_id = %lld)", m->id);
     int rc = mv_run(m, m->src, "creating the publication", sql, 0, NULL);
     free(sql);
@@ -903,16 +917,16 @@ static int mv_step_sync(mv_move *m)
     const char *p[] = {m->name};
     uint64_t start = mv_now_ms(), next_report = start;
     for (;;) {
-        PGresult *res = mv_exec(
-            m, m->dst, "reading the subscription",
-            "SELECT count(*) FILTER (WHERE r.srsubstate NOT IN ('r', 's')), count(*),"
-            " (SELECT coalesce(sum(c.tuples_processed), 0) FROM pg_stat_progress_copy AS c),"
-            " (SELECT coalesce(sum(c.bytes_processed), 0) FROM pg_stat_progress_copy AS c),"
-            " (SELECT sync_error_count + apply_error_count FROM pg_stat_subscription_stats AS t"
-            "  WHERE t.subname = $1)"
-            " FROM pg_subscription AS s LEFT JOIN pg_subscription_rel AS r ON r.srsubid = s.oid"
-            " WHERE s.subname = $1",
-            1, p);
+        PGresult *res =
+            mv_exec(m, m->dst, "reading the subscription",
+                    "SELECT count(*) FILTER (WHERE r.srsubstate NOT IN ('r', 's')), count(*),"
+                    " (SELECT coalesce(sum(c.tuples_processed), 0) FROM pg_stat_progress_copy AS c),"
+                    " (SELECT coalesce(sum(c.bytes_processed), 0) FROM pg_stat_progress_copy AS c),"
+                    " (SELECT sync_error_count + apply_error_count FROM pg_stat_subscription_stats AS t"
+                    "  WHERE t.subname = $1)"
+                    " FROM pg_subscription AS s LEFT JOIN pg_subscription_rel AS r ON r.srsubid = s.oid"
+                    " WHERE s.subname = $1",
+                    1, p);
         if (!res)
             return -1;
         long left = atol(PQgetvalue(res, 0, 0)), all = atol(PQgetvalue(res, 0, 1));
@@ -920,8 +934,9 @@ static int mv_step_sync(mv_move *m)
         long errors = atol(PQgetvalue(res, 0, 4));
         PQclear(res);
         if (errors > 0)
-            return mv_fail(m, "the subscription on shard %d failed %ld times: see that server's log "
-                              "(then abort, fix and move again)",
+            return mv_fail(m,
+                           "the subscription on shard %d failed %ld times: see that server's log "
+                           "(then abort, fix and move again)",
                            m->target, errors);
         if (all > 0 && left == 0)
             break;
@@ -953,20 +968,22 @@ int mv_unfreeze(mv_move *m, const char *why)
     if (m->snap)
         PQclear(PQexec(m->snap, "ROLLBACK"));
     /* The catalog first: a move whose flip committed (its answer lost) keeps its fence. */
-    PGresult *res = mv_exec(m, m->cat, "unfreezing",
-                            "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
-                            " AND state IN ('freezing', 'failed') AND step = 'freeze' RETURNING id",
-                            1, p);
+    PGresult *res =
+        mv_exec(m, m->cat, "unfreezing",
+                "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
+                " AND state IN ('freezing', 'failed') AND step = 'freeze' RETURNING id",
+                1, p);
     if (!res)
         return -1;
     bool unfrozen = PQntuples(res) == 1;
     PQclear(res);
     if (!unfrozen)
-        return mv_fail(m, "cannot unfreeze: the move is no longer freezing (it flipped?): see pgshard-migrate list");
+        return mv_fail(
+            m, "cannot unfreeze: the move is no longer freezing (it flipped?): see pgshard-migrate list");
     if (mv_notify(m) < 0 ||
         (mv_has_fence(m) &&
-         mv_run(m, m->src, "disarming the fence", "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1",
-                1, p) < 0))
+         mv_run(m, m->src, "disarming the fence",
+                "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1", 1, p) < 0))
         return -1;
     snprintf(m->state, sizeof m->state, "running");
     mv_log(m, "freeze", "unfreeze", why);
@@ -1019,12 +1036,13 @@ static int mv_flip(mv_move *m, const char *seq, long long *version)
         goto fail;
     }
     PQclear(res);
-    res = m->buckets ? mv_exec(m, m->cat, "flip: bucket_map",
-                               "UPDATE pgshard.bucket_map SET shard = $1 WHERE bucket = ANY ($2::int[])", 2, p + 2)
-                     : mv_exec(m, m->cat, "flip: tenant_map",
-                               "INSERT INTO pgshard.tenant_map (tenant, shard) VALUES ($2, $1)"
-                               " ON CONFLICT (tenant) DO UPDATE SET shard = EXCLUDED.shard",
-                               2, p + 2);
+    res = m->buckets
+              ? mv_exec(m, m->cat, "flip: bucket_map",
+                        "UPDATE pgshard.bucket_map SET shard = $1 WHERE bucket = ANY ($2::int[])", 2, p + 2)
+              : mv_exec(m, m->cat, "flip: tenant_map",
+                        "INSERT INTO pgshard.tenant_map (tenant, shard) VALUES ($2, $1)"
+                        " ON CONFLICT (tenant) DO UPDATE SET shard = EXCLUDED.shard",
+                        2, p + 2);
     if (!res)
         goto fail;
     PQclear(res);
@@ -1078,11 +1096,12 @@ static int mv_freeze_once(mv_move *m, int attempt)
     /* Connected before the freeze, so that logging in costs no frozen time. */
     if (!m->snap)
         m->snap = mv_connect(m, m->target);
-    PGresult *res = mv_exec(m, m->cat, "freezing",
-                            "WITH f AS (UPDATE pgshard.migrations SET state = 'freezing',"
-                            " freeze_seq = freeze_seq + 1, updated_at = now() WHERE id = $1 RETURNING freeze_seq)"
-                            " SELECT freeze_seq, pg_notify('" SM_CATALOG_CHANNEL "', 'freeze') FROM f",
-                            1, p);
+    PGresult *res =
+        mv_exec(m, m->cat, "freezing",
+                "WITH f AS (UPDATE pgshard.migrations SET state = 'freezing',"
+                " freeze_seq = freeze_seq + 1, updated_at = now() WHERE id = $1 RETURNING freeze_seq)"
+                " SELECT freeze_seq, pg_notify('" SM_CATALOG_CHANNEL "', 'freeze') FROM f",
+                1, p);
     if (!res)
         return -1;
     snprintf(seq, sizeof seq, "%s", PQgetvalue(res, 0, 0));
@@ -1093,12 +1112,13 @@ static int mv_freeze_once(mv_move *m, int attempt)
     if (r <= 0) {
         if (r < 0)
             return -1;
-        snprintf(why, sizeof why, "attempt %d: no acknowledgement within %u ms from %s", attempt, timeout, missing);
+        snprintf(why, sizeof why, "attempt %d: no acknowledgement within %u ms from %s", attempt, timeout,
+                 missing);
         return mv_unfreeze(m, why) < 0 ? -1 : 0;
     }
     uint64_t t_ack = mv_now_ms();
-    if (mv_run(m, m->src, "arming the fence", "UPDATE pgshard.fence SET armed = true WHERE migration_id = $1", 1,
-               p) < 0)
+    if (mv_run(m, m->src, "arming the fence", "UPDATE pgshard.fence SET armed = true WHERE migration_id = $1",
+               1, p) < 0)
         return -1;
     long long mark = mv_marker_put(m);
     if (mark < 0)
@@ -1155,9 +1175,11 @@ static int mv_step_verify(mv_move *m)
     bool same;
     if (mv_verify(m, false, &same) < 0)
         return -1;
-    return same ? 0 : mv_fail(m, "verify found differences (listed above): cleanup would delete the source's "
-                                 "copy, so the move stops here; compare, then run cleanup %lld",
-                              m->id);
+    return same ? 0
+                : mv_fail(m,
+                          "verify found differences (listed above): cleanup would delete the source's "
+                          "copy, so the move stops here; compare, then run cleanup %lld",
+                          m->id);
 }
 
 static int mv_step_cleanup(mv_move *m)
@@ -1201,8 +1223,8 @@ static int mv_drive(mv_move *m)
     if (strcmp(m->state, "failed") == 0 &&
         mv_set_state(m, i > MV_STEP_FREEZE ? "flipped" : "running", NULL) < 0)
         return -1;
-    if (mv_run(m, m->cat, "recording the state", "UPDATE pgshard.migrations SET error = NULL WHERE id = $1", 1,
-               (const char *const[]){mv_idstr(m, id, sizeof id)}) < 0)
+    if (mv_run(m, m->cat, "recording the state", "UPDATE pgshard.migrations SET error = NULL WHERE id = $1",
+               1, (const char *const[]){mv_idstr(m, id, sizeof id)}) < 0)
         return -1;
     for (; i < MV_STEP_DONE; i++) {
         const char *step = mv_steps[i], *next = mv_steps[i + 1];
@@ -1266,10 +1288,12 @@ static int mv_exit(mv_move *m, int rc)
     return rc < 0 ? MIG_EXIT_ERROR : MIG_EXIT_OK;
 }
 
+static int mv_start(const mig_opts *o, const mv_args *ap);
+
 int mig_move(const mig_opts *o)
 {
     mv_args a = {.to = -1};
-    for (int i = 0; i < o->nargs; i++) {
+    for (int i = 0; i < o->nargs; i += 2) {
         const char *arg = o->args[i], *val = i + 1 < o->nargs ? o->args[i + 1] : NULL;
         if (!val)
             return mv_usage("move: %s needs a value", arg);
@@ -1285,10 +1309,22 @@ int mig_move(const mig_opts *o)
             a.to = (int)to;
         } else
             return mv_usage("move: unknown argument '%s'", arg);
-        i++;
     }
     if ((a.buckets == NULL) == (a.tenant == NULL) || a.to < 0)
         return mv_usage("%s", "move: give --buckets LIST or --tenant KEY, and --to SHARD");
+    return mv_start(o, &a);
+}
+
+int mv_move_buckets(const mig_opts *o, const char *buckets, int to)
+{
+    mv_args a = {.buckets = buckets, .to = to};
+    return mv_start(o, &a);
+}
+
+/* Creates the move and runs it to its end. Returns an exit code. */
+static int mv_start(const mig_opts *o, const mv_args *ap)
+{
+    const mv_args a = *ap;
     PGconn *cat = mig_connect(o);
     if (!cat)
         return MIG_EXIT_ERROR;
@@ -1304,8 +1340,8 @@ int mig_move(const mig_opts *o)
         rc = mv_drive(&m);
     }
     if (rc < 0 && m.cat)
-        fprintf(o->err, "pgshard-migrate: move %lld stopped; run resume %lld to go on, or abort %lld\n", id, id,
-                id);
+        fprintf(o->err, "pgshard-migrate: move %lld stopped; run resume %lld to go on, or abort %lld\n", id,
+                id, id);
     return mv_exit(&m, rc);
 }
 

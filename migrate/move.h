@@ -15,12 +15,12 @@
 
 /* One sharded table as the move sees it. */
 typedef struct mv_table {
-    char *qname;  /* owned: quoted, schema-qualified name */
-    char *key;    /* owned: the quoted key column */
+    char *qname;          /* owned: quoted, schema-qualified name */
+    char *key;            /* owned: the quoted key column */
     const char *key_name; /* the key column as the config names it */
-    char *filter; /* owned: the SQL condition on its rows that selects the moving keys */
-    char *pk;     /* owned: "ROW(a, b)" of its primary key columns (verify's key), or NULL */
-    int kind;     /* SM_KEY_INT, SM_KEY_TEXT or SM_KEY_UUID */
+    char *filter;         /* owned: the SQL condition on its rows that selects the moving keys */
+    char *pk;             /* owned: "ROW(a, b)" of its primary key columns (verify's key), or NULL */
+    int kind;             /* SM_KEY_INT, SM_KEY_TEXT or SM_KEY_UUID */
 } mv_table;
 
 typedef struct mv_move {
@@ -51,7 +51,8 @@ int mv_fail(mv_move *m, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 /* Runs sql with text parameters on conn and returns its result when it succeeded; else
  * NULL, with "what: the server's message" in m->err. */
-PGresult *mv_exec(mv_move *m, PGconn *conn, const char *what, const char *sql, int n, const char *const *params);
+PGresult *mv_exec(mv_move *m, PGconn *conn, const char *what, const char *sql, int n,
+                  const char *const *params);
 /* The same for a statement whose result is not needed: 0 or -1. */
 int mv_run(mv_move *m, PGconn *conn, const char *what, const char *sql, int n, const char *const *params);
 /* An event of the move's log (pgshard.migration_log). Failures to log are not fatal. */
@@ -71,6 +72,9 @@ int mv_unfreeze(mv_move *m, const char *why);
 void mv_sleep_ms(unsigned ms);
 /* Whether the source has the fence table (prepare made it). */
 bool mv_has_fence(mv_move *m);
+
+/* Moves buckets ("17,18,40-47") to shard to, as move --buckets does; an exit code. */
+int mv_move_buckets(const mig_opts *o, const char *buckets, int to);
 
 /* movedone.c: the steps after the flip, and abort. */
 int mv_verify(mv_move *m, bool json, bool *same);

@@ -36,7 +36,8 @@ static int mv_both(mv_move *m, PGconn *a, PGconn *b, const char *what, const cha
         PGresult *r;
         while (c[i] && (r = PQgetResult(c[i])) != NULL) {
             if (PQresultStatus(r) != PGRES_TUPLES_OK && rc == 0)
-                rc = mv_fail(m, "%s on shard %d: %s", what, i == 0 ? m->source : m->target, PQresultErrorMessage(r));
+                rc = mv_fail(m, "%s on shard %d: %s", what, i == 0 ? m->source : m->target,
+                             PQresultErrorMessage(r));
             if (!res[i] && PQresultStatus(r) == PGRES_TUPLES_OK)
                 res[i] = r;
             else
@@ -150,14 +151,18 @@ int mv_verify(mv_move *m, bool json, bool *same)
         if (json) {
             fputs(k ? ",{\"table\":" : "{\"table\":", f);
             mig_json_cstr(f, t->qname);
-            fprintf(f, ",\"source_rows\":%s,\"target_rows\":%s,\"source_checksum\":\"%s\",\"target_checksum\":\"%s\","
-                       "\"same\":%s,\"differences\":[",
+            fprintf(f,
+                    ",\"source_rows\":%s,\"target_rows\":%s,\"source_checksum\":\"%s\",\"target_checksum\":"
+                    "\"%s\","
+                    "\"same\":%s,\"differences\":[",
                     a.rows, b.rows, a.sum, b.sum, eq ? "true" : "false");
         } else if (eq) {
             fprintf(f, "verify: table %s: %s rows on both, checksums equal\n", t->qname, a.rows);
         } else {
-            fprintf(f, "verify: table %s: DIFFERENT: source %s rows (checksum %s), target %s rows (checksum %s)\n",
-                    t->qname, a.rows, a.sum, b.rows, b.sum);
+            fprintf(
+                f,
+                "verify: table %s: DIFFERENT: source %s rows (checksum %s), target %s rows (checksum %s)\n",
+                t->qname, a.rows, a.sum, b.rows, b.sum);
         }
         if (!eq && mv_diff(m, t, target, json) < 0)
             return -1;
@@ -200,7 +205,8 @@ static int mv_unsubscribe(mv_move *m)
     if (mv_run(m, m->src, "dropping the publication", sql, 0, NULL) < 0)
         return -1;
     return mv_run(m, m->src, "dropping the slot",
-                  "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", 1, p);
+                  "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                  1, p);
 }
 
 /* Drops the fence triggers once no move's fence is left on the source: a dropped trigger
@@ -225,7 +231,8 @@ static int mv_drop_triggers(mv_move *m)
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             bool busy = state && strcmp(state, "55P03") == 0;
             if (!ok && (!busy || tries == MV_LOCK_TRIES))
-                mv_fail(m, "dropping the fence trigger of %s: %s", m->tables[i].qname, PQresultErrorMessage(res));
+                mv_fail(m, "dropping the fence trigger of %s: %s", m->tables[i].qname,
+                        PQresultErrorMessage(res));
             PQclear(res);
             if (ok || !busy || tries == MV_LOCK_TRIES) {
                 PQclear(PQexec(m->src, "RESET lock_timeout"));
@@ -246,14 +253,17 @@ static int mv_unfence(mv_move *m)
     snprintf(id, sizeof id, "%lld", m->id);
     const char *p[] = {id};
     if (mv_has(m->src, "pgshard.fence") &&
-        (mv_run(m, m->src, "removing the fence", "DELETE FROM pgshard.fence WHERE migration_id = $1", 1, p) < 0 ||
+        (mv_run(m, m->src, "removing the fence", "DELETE FROM pgshard.fence WHERE migration_id = $1", 1, p) <
+             0 ||
          mv_drop_triggers(m) < 0))
         return -1;
     if (mv_has(m->src, "pgshard.move_marker") &&
-        mv_run(m, m->src, "removing the marker", "DELETE FROM pgshard.move_marker WHERE migration_id = $1", 1, p) < 0)
+        mv_run(m, m->src, "removing the marker", "DELETE FROM pgshard.move_marker WHERE migration_id = $1", 1,
+               p) < 0)
         return -1;
     if (mv_has(m->dst, "pgshard.move_marker") &&
-        mv_run(m, m->dst, "removing the marker", "DELETE FROM pgshard.move_marker WHERE migration_id = $1", 1, p) < 0)
+        mv_run(m, m->dst, "removing the marker", "DELETE FROM pgshard.move_marker WHERE migration_id = $1", 1,
+               p) < 0)
         return -1;
     return 0;
 }
@@ -284,7 +294,8 @@ static int mv_wait_proxies(mv_move *m)
     for (;;) {
         PGresult *res = mv_exec(
             m, m->cat, "reading the proxies",
-            "SELECT (SELECT string_agg(p.id || ' (map version ' || coalesce(p.map_version::text, 'none') || ')', ', ')"
+            "SELECT (SELECT string_agg(p.id || ' (map version ' || coalesce(p.map_version::text, 'none') || "
+            "')', ', ')"
             " FROM pgshard.proxies AS p WHERE p.last_seen > clock_timestamp() - interval '5 s'"
             " AND coalesce(p.map_version, 0) < g.flip_version),"
             " greatest(0, $2::int8 - extract(epoch FROM clock_timestamp() - g.flipped_at) * 1000)::int8"
@@ -304,13 +315,15 @@ static int mv_wait_proxies(mv_move *m)
         if (!behind && lease_left == 0)
             return 0;
         if (waited >= MV_PROXY_WAIT_MS)
-            return mv_fail(m, "cleanup: live proxies still on an older map after %u s: %s (resume to wait again)",
-                           waited / 1000, who);
+            return mv_fail(
+                m, "cleanup: live proxies still on an older map after %u s: %s (resume to wait again)",
+                waited / 1000, who);
         if (waited >= said) {
             if (behind)
                 mv_say(m, "cleanup: waiting for %s to take the new map", who);
             else
-                mv_say(m, "cleanup: waiting %lld ms more for the lease of proxies that are not live", lease_left);
+                mv_say(m, "cleanup: waiting %lld ms more for the lease of proxies that are not live",
+                       lease_left);
             said = waited + 5000;
         }
         unsigned nap = lease_left > 0 && !behind && lease_left < 200 ? (unsigned)lease_left : 200;
@@ -349,9 +362,11 @@ int mv_abort(mv_move *m)
     if (strcmp(m->state, "aborted") == 0 || strcmp(m->state, "done") == 0)
         return mv_fail(m, "is %s already", m->state);
     if (step < 0 || strcmp(m->state, "flipped") == 0)
-        return mv_fail(m, "has flipped (step %s): shard %d serves its keys now; finish it (resume) and move them "
-                          "back if you want them on shard %d",
-                       m->step, m->target, m->source);
+        return mv_fail(
+            m,
+            "has flipped (step %s): shard %d serves its keys now; finish it (resume) and move them "
+            "back if you want them on shard %d",
+            m->step, m->target, m->source);
     mv_log(m, m->step, "abort", NULL);
     if (strcmp(m->state, "freezing") == 0 && mv_unfreeze(m, "aborted") < 0)
         return -1;

@@ -1,0 +1,371 @@
+/* pgshard-migrate plan [--add-shard N] [--max-moves K] [--apply] [--json]: proposes bucket
+ * moves that even out the shards' sizes, measured on the shards themselves: per bucket, the
+ * rows of every sharded table and their bytes (pg_column_size of the row), on the shard the
+ * map gives the bucket to. Greedy: while the largest shard is more than 10 % over the mean,
+ * its bucket that best closes the gap goes to the smallest shard. Buckets with a tenant that
+ * an override keeps on their shard are left alone (a bucket move would take its rows). The
+ * moves are grouped per (source, target) and printed; --apply runs them one after another.
+ * Rows of a bucket found on a shard that does not own it (tenant overrides) weigh on that
+ * shard but are not moved. The per-bucket load the proxies see is not measured yet. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate/move.h"
+#include "shardmap/catalog.h"
+#include "shardmap/key.h"
+
+#define PLAN_SLACK 0.10 /* the largest shard may be this much over the mean */
+
+typedef struct plan_bucket {
+    int64_t rows, bytes;
+    int shard;   /* its owner by the map */
+    int to;      /* the planned owner */
+    bool pinned; /* holds a tenant an override keeps on its shard */
+} plan_bucket;
+
+typedef struct planner {
+    const mig_opts *o;
+    sm_map *map;
+    plan_bucket *b; /* owned, one per bucket */
+    uint32_t nb;
+    int64_t *bytes, *rows; /* owned, per shard: now */
+    int64_t *after;        /* owned, per shard: bytes after the plan */
+    int max_moves;
+    int add_shard;
+    bool apply;
+    int moved;
+} planner;
+
+static int plan_fail(planner *p, const char *fmt, const char *a, const char *b)
+{
+    fprintf(p->o->err, "pgshard-migrate: plan: ");
+    fprintf(p->o->err, fmt, a, b);
+    fputc('\n', p->o->err);
+    return -1;
+}
+
+static PGconn *plan_connect(planner *p, int shard)
+{
+    const cfg_config *cfg = p->o->cfg;
+    const cfg_node *n = &cfg->shards[shard].primary;
+    const cfg_user *u = cfg_migrate_user(cfg);
+    char port[8], db[CFG_HOST_MAX];
+    if (!u) {
+        plan_fail(p, "%s%s: no user to log in to the shards with (migrate_user, monitor_user)", cfg->path,
+                  "");
+        return NULL;
+    }
+    snprintf(port, sizeof port, "%u", (unsigned)n->port);
+    cfg_tables_dbname(cfg, db, sizeof db);
+    cfg_conninfo ci;
+    cfg_conninfo_make(&ci, cfg, n->host, port, u, db, "pgshard-migrate", "10", NULL);
+    PGconn *c = PQconnectdbParams(ci.keys, ci.vals, 0);
+    if (c && PQstatus(c) == CONNECTION_OK)
+        return c;
+    plan_fail(p, "cannot connect to %s: %s", n->host, c ? PQerrorMessage(c) : "out of memory");
+    PQfinish(c);
+    return NULL;
+}
+
+/* Adds one table's per-bucket rows and bytes on shard s (rows of buckets s does not own by
+ * the map are strays, not counted). */
+static int plan_measure_table(planner *p, PGconn *c, int s, const cfg_table *t)
+{
+    char name[2 * CFG_NAME_MAX + 8], sql[1024];
+    char *sc = t->schema[0] ? PQescapeIdentifier(c, t->schema, strlen(t->schema)) : NULL;
+    char *tn = PQescapeIdentifier(c, t->name, strlen(t->name));
+    char *k = PQescapeIdentifier(c, t->shard_key, strlen(t->shard_key));
+    snprintf(name, sizeof name, "%s%s%s", sc ? sc : "", sc ? "." : "", tn ? tn : "");
+    /* The key's hash as the proxy computes it, by the column's type. */
+    snprintf(sql, sizeof sql,
+             "SELECT (CASE WHEN pg_typeof(t.%1$s)::text IN ('smallint', 'integer', 'bigint')"
+             " THEN hashint8extended(t.%1$s::text::int8, 0)"
+             " WHEN pg_typeof(t.%1$s)::text = 'uuid' THEN uuid_hash_extended(t.%1$s::text::uuid, 0)"
+             " ELSE hashtextextended(t.%1$s::text, 0) END & %2$u)::int,"
+             " count(*), sum(pg_column_size(t.*))::int8 FROM %3$s AS t WHERE t.%1$s IS NOT NULL GROUP BY 1",
+             k ? k : "", p->nb - 1, name);
+    PQfreemem(sc);
+    PQfreemem(tn);
+    PQfreemem(k);
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        plan_fail(p, "measuring %s: %s", name, PQresultErrorMessage(res));
+        PQclear(res);
+        return -1;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        uint32_t b = (uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10);
+        int64_t rows = strtoll(PQgetvalue(res, r, 1), NULL, 10),
+                bytes = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        if (b < p->nb && p->b[b].shard == s) {
+            p->b[b].rows += rows;
+            p->b[b].bytes += bytes;
+        } else {
+            /* Tenants an override keeps here (or rows a move has not cleaned up yet): they
+             * weigh on this shard, but no bucket move takes them. */
+            p->rows[s] += rows;
+            p->bytes[s] += bytes;
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int plan_measure(planner *p)
+{
+    const cfg_config *cfg = p->o->cfg;
+    for (int s = 0; s < cfg->nshards; s++) {
+        PGconn *c = plan_connect(p, s);
+        if (!c)
+            return -1;
+        for (int i = 0; i < cfg->ntables; i++)
+            if (!cfg->tables[i].omnisharded && plan_measure_table(p, c, s, &cfg->tables[i]) < 0) {
+                PQfinish(c);
+                return -1;
+            }
+        PQfinish(c);
+    }
+    for (uint32_t b = 0; b < p->nb; b++) {
+        p->bytes[p->b[b].shard] += p->b[b].bytes;
+        p->rows[p->b[b].shard] += p->b[b].rows;
+    }
+    memcpy(p->after, p->bytes, (size_t)cfg->nshards * sizeof *p->after);
+    return 0;
+}
+
+typedef struct plan_pin_ctx {
+    planner *p;
+    uint32_t oid;
+} plan_pin_ctx;
+
+static int plan_pin_one(void *arg, const char *tenant, size_t len, uint32_t shard)
+{
+    plan_pin_ctx *c = arg;
+    sm_key key;
+    if (sm_key_from_text(&key, c->oid, tenant, len) < 0)
+        return 0;
+    plan_bucket *b = &c->p->b[sm_key_hash(&key) & (c->p->nb - 1)];
+    b->pinned = b->pinned || (int)shard == b->shard;
+    return 0;
+}
+
+/* Marks the buckets an override keeps a tenant of on their shard. The key's kind is the
+ * first sharded table's key_type (int when auto, which is what most clusters use). */
+static void plan_pins(planner *p)
+{
+    const cfg_config *cfg = p->o->cfg;
+    plan_pin_ctx c = {p, SM_OID_INT8};
+    for (int i = 0; i < cfg->ntables; i++)
+        if (!cfg->tables[i].omnisharded) {
+            c.oid = cfg->tables[i].key_type == CFG_KEY_TEXT   ? SM_OID_TEXT
+                    : cfg->tables[i].key_type == CFG_KEY_UUID ? SM_OID_UUID
+                                                              : SM_OID_INT8;
+            break;
+        }
+    sm_map_each_override(p->map, plan_pin_one, &c);
+}
+
+/* The greedy loop described at the top. */
+static void plan_balance(planner *p)
+{
+    int n = p->o->cfg->nshards;
+    int64_t total = 0;
+    for (int s = 0; s < n; s++)
+        total += p->after[s];
+    double mean = (double)total / n;
+    while (p->max_moves < 0 || p->moved < p->max_moves) {
+        int hi = 0, lo = 0;
+        for (int s = 1; s < n; s++) {
+            if (p->after[s] > p->after[hi])
+                hi = s;
+            if (p->after[s] < p->after[lo])
+                lo = s;
+        }
+        if ((double)p->after[hi] <= mean * (1 + PLAN_SLACK) || hi == lo)
+            break;
+        /* The bucket closest to the gap that does not make the target the largest. */
+        double want = (double)p->after[hi] - mean;
+        int64_t room = p->after[hi] - p->after[lo];
+        int best = -1;
+        double best_d = 0;
+        for (uint32_t b = 0; b < p->nb; b++) {
+            plan_bucket *x = &p->b[b];
+            if (x->to != hi || x->pinned || x->bytes == 0 || x->bytes >= room)
+                continue;
+            double d = (double)x->bytes > want ? (double)x->bytes - want : want - (double)x->bytes;
+            if (best < 0 || d < best_d) {
+                best = (int)b;
+                best_d = d;
+            }
+        }
+        if (best < 0)
+            break;
+        p->b[best].to = lo;
+        p->after[hi] -= p->b[best].bytes;
+        p->after[lo] += p->b[best].bytes;
+        p->moved++;
+    }
+}
+
+/* "17,18,40" of the buckets going from source to target, or "" for none. */
+static char *plan_list(const planner *p, int source, int target, int64_t *rows, int64_t *bytes)
+{
+    size_t cap = 16, at = 0;
+    char *out = malloc(cap);
+    *rows = *bytes = 0;
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    for (uint32_t b = 0; b < p->nb; b++) {
+        const plan_bucket *x = &p->b[b];
+        if (x->shard != source || x->to != target || x->to == x->shard)
+            continue;
+        if (at + 16 > cap) {
+            char *more = realloc(out, cap *= 2);
+            if (!more) {
+                free(out);
+                return NULL;
+            }
+            out = more;
+        }
+        at += (size_t)snprintf(out + at, cap - at, "%s%u", at ? "," : "", b);
+        *rows += x->rows;
+        *bytes += x->bytes;
+    }
+    return out;
+}
+
+static void plan_print(const planner *p)
+{
+    FILE *f = p->o->out;
+    int n = p->o->cfg->nshards;
+    int64_t total = 0;
+    for (int s = 0; s < n; s++)
+        total += p->bytes[s];
+    double mean = (double)total / n;
+    if (p->o->json)
+        fprintf(f, "{\"mean_bytes\":%.0f,\"shards\":[", mean);
+    else
+        fprintf(f, "%-6s %-12s %-14s %-14s %s\n", "shard", "rows", "bytes", "bytes after",
+                "of the mean after");
+    for (int s = 0; s < n; s++) {
+        if (p->o->json)
+            fprintf(f,
+                    "%s{\"shard\":%d,\"rows\":%" PRId64 ",\"bytes\":%" PRId64 ",\"bytes_after\":%" PRId64 "}",
+                    s ? "," : "", s, p->rows[s], p->bytes[s], p->after[s]);
+        else
+            fprintf(f, "%-6d %-12" PRId64 " %-14" PRId64 " %-14" PRId64 " %.0f %%\n", s, p->rows[s],
+                    p->bytes[s], p->after[s], mean > 0 ? 100.0 * (double)p->after[s] / mean : 100.0);
+    }
+    if (p->o->json)
+        fputs("],\"moves\":[", f);
+    int k = 0;
+    for (int s = 0; s < n; s++)
+        for (int t = 0; t < n; t++) {
+            int64_t rows, bytes;
+            char *list = s == t ? NULL : plan_list(p, s, t, &rows, &bytes);
+            if (list && list[0] && p->o->json)
+                fprintf(f,
+                        "%s{\"source\":%d,\"target\":%d,\"buckets\":[%s],\"rows\":%" PRId64
+                        ",\"bytes\":%" PRId64 "}",
+                        k++ ? "," : "", s, t, list, rows, bytes);
+            else if (list && list[0])
+                fprintf(
+                    f, "%smove --buckets %s --to %d   # from shard %d: %" PRId64 " rows, %" PRId64 " bytes\n",
+                    k++ ? "" : "\n", list, t, s, rows, bytes);
+            free(list);
+        }
+    if (p->o->json)
+        fprintf(f, "]}\n");
+    else if (k == 0)
+        fprintf(f, "\nnothing to move: the largest shard is within %.0f %% of the mean\n", PLAN_SLACK * 100);
+    fflush(f);
+}
+
+/* Runs the planned moves, one per (source, target), in order; stops at the first failure. */
+static int plan_apply(planner *p)
+{
+    int n = p->o->cfg->nshards;
+    for (int s = 0; s < n; s++)
+        for (int t = 0; t < n; t++) {
+            int64_t rows, bytes;
+            char *list = s == t ? NULL : plan_list(p, s, t, &rows, &bytes);
+            int rc = list && list[0] ? mv_move_buckets(p->o, list, t) : MIG_EXIT_OK;
+            free(list);
+            if (rc != MIG_EXIT_OK)
+                return rc;
+        }
+    return MIG_EXIT_OK;
+}
+
+static int plan_args(planner *p)
+{
+    const mig_opts *o = p->o;
+    p->max_moves = -1;
+    p->add_shard = -1;
+    for (int i = 0; i < o->nargs;) {
+        const char *a = o->args[i++];
+        if (strcmp(a, "--apply") == 0) {
+            p->apply = true;
+            continue;
+        }
+        const char *v = i < o->nargs ? o->args[i++] : NULL;
+        char *end = NULL;
+        long x = v ? strtol(v, &end, 10) : -1;
+        bool num = v && end != v && *end == '\0' && x >= 0;
+        if (strcmp(a, "--max-moves") == 0 && num)
+            p->max_moves = (int)x;
+        else if (strcmp(a, "--add-shard") == 0 && num && x < o->cfg->nshards)
+            p->add_shard = (int)x;
+        else
+            return plan_fail(
+                p, "%s%s: expected --add-shard SHARD (a shard of the config), --max-moves K, --apply", a,
+                v ? " with that value" : "");
+    }
+    if (p->apply && o->json)
+        return plan_fail(p, "%s%s", "--apply prints the moves' progress, not JSON: use one or the other", "");
+    return 0;
+}
+
+int mig_plan(const mig_opts *o)
+{
+    planner p = {.o = o};
+    char err[512];
+    int rc = -1;
+    if (plan_args(&p) < 0)
+        return MIG_EXIT_USAGE;
+    PGconn *cat = mig_connect(o);
+    if (!cat)
+        return MIG_EXIT_ERROR;
+    if (sm_catalog_load(cat, (uint32_t)o->cfg->nshards, o->cfg->buckets, &p.map, err, sizeof err) < 0) {
+        fprintf(o->err, "pgshard-migrate: plan: %s\n", err);
+        PQfinish(cat);
+        return MIG_EXIT_ERROR;
+    }
+    PQfinish(cat);
+    int n = o->cfg->nshards;
+    p.nb = sm_map_buckets(p.map);
+    p.b = calloc(p.nb, sizeof *p.b);
+    p.bytes = calloc((size_t)n, sizeof *p.bytes);
+    p.rows = calloc((size_t)n, sizeof *p.rows);
+    p.after = calloc((size_t)n, sizeof *p.after);
+    if (!p.b || !p.bytes || !p.rows || !p.after) {
+        fprintf(o->err, "pgshard-migrate: plan: out of memory\n");
+    } else {
+        for (uint32_t b = 0; b < p.nb; b++)
+            p.b[b].shard = p.b[b].to = sm_map_bucket_shard(p.map, b);
+        plan_pins(&p);
+        if (plan_measure(&p) == 0) {
+            plan_balance(&p);
+            plan_print(&p);
+            rc = p.apply ? plan_apply(&p) : MIG_EXIT_OK;
+        }
+    }
+    free(p.b);
+    free(p.bytes);
+    free(p.rows);
+    free(p.after);
+    sm_map_free(p.map);
+    return rc < 0 ? MIG_EXIT_ERROR : rc;
+}
