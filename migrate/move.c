@@ -227,7 +227,7 @@ bool mv_has_fence(mv_move *m)
     return yes;
 }
 
-static PGconn *mv_connect(mv_move *m, int shard)
+PGconn *mv_connect(mv_move *m, int shard)
 {
     const cfg_config *cfg = m->o->cfg;
     const cfg_node *node = &cfg->shards[shard].primary;
@@ -491,7 +491,7 @@ fail:
 
 /* The type of the sharded tables' key, which a tenant's text is read as: key_type when
  * the first sharded table has one, else its column's type on shard 0. */
-static int mv_key_oid(mv_move *m, uint32_t *oid)
+int mv_key_oid(mv_move *m, uint32_t *oid)
 {
     const cfg_config *cfg = m->o->cfg;
     for (int i = 0; i < cfg->ntables; i++) {
@@ -534,14 +534,19 @@ typedef struct mv_ov_ctx {
     size_t errlen;
 } mv_ov_ctx;
 
+int mv_tenant_bucket(uint32_t oid, const char *tenant, size_t len, uint32_t nbuckets)
+{
+    sm_key key;
+    if (sm_key_from_text(&key, oid, tenant, len) < 0)
+        return -1;
+    return (int)(sm_key_hash(&key) & (nbuckets - 1));
+}
+
 static int mv_ov_one(void *arg, const char *tenant, size_t len, uint32_t shard)
 {
     mv_ov_ctx *c = arg;
-    sm_key key;
-    if ((int)shard != c->source || sm_key_from_text(&key, c->oid, tenant, len) < 0)
-        return 0;
-    uint32_t b = (uint32_t)(sm_key_hash(&key) & c->mask);
-    if (!c->moving[b])
+    int b = (int)shard == c->source ? mv_tenant_bucket(c->oid, tenant, len, c->mask + 1) : -1;
+    if (b < 0 || !c->moving[b])
         return 0;
     snprintf(
         c->err, c->errlen,

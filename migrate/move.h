@@ -73,6 +73,14 @@ void mv_sleep_ms(unsigned ms);
 /* Whether the source has the fence table (prepare made it). */
 bool mv_has_fence(mv_move *m);
 
+/* A connection to shard's primary as migrate_user, or NULL (m->err says why). */
+PGconn *mv_connect(mv_move *m, int shard);
+/* The type OID of the sharded tables' key (the first one's key_type, else its column's type
+ * on shard 0), which tenants' texts are read as; 0 or -1. */
+int mv_key_oid(mv_move *m, uint32_t *oid);
+/* The bucket of a tenant's canonical text read as type oid, or -1 when it is not one. */
+int mv_tenant_bucket(uint32_t oid, const char *tenant, size_t len, uint32_t nbuckets);
+
 /* Moves buckets ("17,18,40-47") to shard to, as move --buckets does; an exit code. */
 int mv_move_buckets(const mig_opts *o, const char *buckets, int to);
 

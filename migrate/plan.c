@@ -47,25 +47,11 @@ static int plan_fail(planner *p, const char *fmt, const char *a, const char *b)
 
 static PGconn *plan_connect(planner *p, int shard)
 {
-    const cfg_config *cfg = p->o->cfg;
-    const cfg_node *n = &cfg->shards[shard].primary;
-    const cfg_user *u = cfg_migrate_user(cfg);
-    char port[8], db[CFG_HOST_MAX];
-    if (!u) {
-        plan_fail(p, "%s%s: no user to log in to the shards with (migrate_user, monitor_user)", cfg->path,
-                  "");
-        return NULL;
-    }
-    snprintf(port, sizeof port, "%u", (unsigned)n->port);
-    cfg_tables_dbname(cfg, db, sizeof db);
-    cfg_conninfo ci;
-    cfg_conninfo_make(&ci, cfg, n->host, port, u, db, "pgshard-migrate", "10", NULL);
-    PGconn *c = PQconnectdbParams(ci.keys, ci.vals, 0);
-    if (c && PQstatus(c) == CONNECTION_OK)
-        return c;
-    plan_fail(p, "cannot connect to %s: %s", n->host, c ? PQerrorMessage(c) : "out of memory");
-    PQfinish(c);
-    return NULL;
+    mv_move probe = {.o = p->o};
+    PGconn *c = mv_connect(&probe, shard);
+    if (!c)
+        plan_fail(p, "%s%s", probe.err, "");
+    return c;
 }
 
 /* Adds one table's per-bucket rows and bytes on shard s (rows of buckets s does not own by
@@ -142,28 +128,23 @@ typedef struct plan_pin_ctx {
 static int plan_pin_one(void *arg, const char *tenant, size_t len, uint32_t shard)
 {
     plan_pin_ctx *c = arg;
-    sm_key key;
-    if (sm_key_from_text(&key, c->oid, tenant, len) < 0)
-        return 0;
-    plan_bucket *b = &c->p->b[sm_key_hash(&key) & (c->p->nb - 1)];
-    b->pinned = b->pinned || (int)shard == b->shard;
+    int b = mv_tenant_bucket(c->oid, tenant, len, c->p->nb);
+    if (b >= 0)
+        c->p->b[b].pinned = c->p->b[b].pinned || (int)shard == c->p->b[b].shard;
     return 0;
 }
 
-/* Marks the buckets an override keeps a tenant of on their shard. The key's kind is the
- * first sharded table's key_type (int when auto, which is what most clusters use). */
-static void plan_pins(planner *p)
+/* Marks the buckets an override keeps a tenant of on their shard. */
+static int plan_pins(planner *p)
 {
-    const cfg_config *cfg = p->o->cfg;
-    plan_pin_ctx c = {p, SM_OID_INT8};
-    for (int i = 0; i < cfg->ntables; i++)
-        if (!cfg->tables[i].omnisharded) {
-            c.oid = cfg->tables[i].key_type == CFG_KEY_TEXT   ? SM_OID_TEXT
-                    : cfg->tables[i].key_type == CFG_KEY_UUID ? SM_OID_UUID
-                                                              : SM_OID_INT8;
-            break;
-        }
+    mv_move probe = {.o = p->o};
+    plan_pin_ctx c = {p, 0};
+    if (sm_map_override_count(p->map) == 0)
+        return 0;
+    if (mv_key_oid(&probe, &c.oid) < 0)
+        return plan_fail(p, "%s%s", probe.err, "");
     sm_map_each_override(p->map, plan_pin_one, &c);
+    return 0;
 }
 
 /* The greedy loop described at the top. */
@@ -355,8 +336,7 @@ int mig_plan(const mig_opts *o)
     } else {
         for (uint32_t b = 0; b < p.nb; b++)
             p.b[b].shard = p.b[b].to = sm_map_bucket_shard(p.map, b);
-        plan_pins(&p);
-        if (plan_measure(&p) == 0) {
+        if (plan_pins(&p) == 0 && plan_measure(&p) == 0) {
             plan_balance(&p);
             plan_print(&p);
             rc = p.apply ? plan_apply(&p) : MIG_EXIT_OK;
