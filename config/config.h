@@ -197,6 +197,14 @@ const char *cfg_server_tls_name(cfg_server_tls t);
  * them): catalog_dsn's dbname when it names one, otherwise monitor_dbname. */
 void cfg_tables_dbname(const cfg_config *cfg, char *out, size_t len);
 
+struct pgs_buf;
+/* Appends to b the statement (a DO block, no terminator) that starts the sequences behind
+ * serial and identity columns of the sharded tables on shard s > 0 at s * 2^48 + 1 when they
+ * are still below it, so that ids stay unique across shards (bigint ones; an integer
+ * sequence cannot reach that far). A sequence it cannot set is a WARNING, not an error.
+ * Returns false, appending nothing, when there is nothing to do (shard 0, no sharded table). */
+bool cfg_seq_range_sql(const cfg_config *cfg, int s, struct pgs_buf *b);
+
 #define CFG_CONNINFO_MAX 16
 typedef struct cfg_conninfo {
     const char *keys[CFG_CONNINFO_MAX];

@@ -40,6 +40,9 @@ static void usage(FILE *f)
             "                  the keys that differ; exit 1 when they differ\n"
             "  cleanup ID      finish a flipped move: subscription, publication, slot, the\n"
             "                  source's copy of the moved rows, the fence\n"
+            "  add-shard N     prepare shard N (a [shard.N] of the config, an empty database): the\n"
+            "                  schema of shard 0 (pg_dump --schema-only), its sequences' range, the\n"
+            "                  catalog's pgshard.shards; it owns no bucket until moves give it some\n"
             "  plan [--add-shard N] [--max-moves K] [--apply] [--json]\n"
             "                  bucket moves that bring every shard within 10 %% of the mean size\n"
             "                  (rows and bytes measured per bucket on the shards), at most K buckets;\n"
@@ -76,11 +79,12 @@ static const struct {
     bool takes_json;
     bool takes_args;
 } mig_commands[] = {
-    {"init", mig_init, false, false},      {"status", mig_status, true, false},
-    {"check", mig_check, true, false},     {"list", mig_list, true, false},
-    {"move", mig_move, false, true},       {"resume", mig_resume, false, true},
-    {"abort", mig_abort, false, true},     {"verify", mig_verify, true, true},
-    {"cleanup", mig_cleanup, false, true}, {"plan", mig_plan, true, true},
+    {"init", mig_init, false, false},          {"status", mig_status, true, false},
+    {"check", mig_check, true, false},         {"list", mig_list, true, false},
+    {"move", mig_move, false, true},           {"resume", mig_resume, false, true},
+    {"abort", mig_abort, false, true},         {"verify", mig_verify, true, true},
+    {"cleanup", mig_cleanup, false, true},     {"plan", mig_plan, true, true},
+    {"add-shard", mig_add_shard, false, true},
 };
 
 /* The command and its own options after the global ones: "status --json". */

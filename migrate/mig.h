@@ -62,5 +62,7 @@ int mig_verify(const mig_opts *o);
 int mig_cleanup(const mig_opts *o);
 /* plan: bucket moves that even out the shards' sizes (plan.c); --apply runs them. */
 int mig_plan(const mig_opts *o);
+/* add-shard N: schema, sequences and catalog row of a new, empty shard (addshard.c). */
+int mig_add_shard(const mig_opts *o);
 
 #endif

@@ -65,7 +65,10 @@ void mv_say(mv_move *m, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(m->o->out, "%s move %lld: ", when, m->id);
+    if (m->id > 0)
+        fprintf(m->o->out, "%s move %lld: ", when, m->id);
+    else
+        fprintf(m->o->out, "%s ", when);
     va_list ap;
     va_start(ap, fmt);
     vfprintf(m->o->out, fmt, ap);
@@ -273,21 +276,19 @@ static size_t mv_conninfo_value(char *out, size_t cap, size_t at, const char *ke
     return at;
 }
 
-/* The conninfo the target's subscription connects to the source with: the migrate user's
- * login, as pgshard-migrate's own. Returns its length (>= cap: too long). */
-static size_t mv_source_conninfo(const mv_move *m, char *out, size_t cap)
+size_t mv_conninfo(const cfg_config *cfg, int shard, bool password, char *out, size_t cap)
 {
-    const cfg_config *cfg = m->o->cfg;
-    const cfg_node *node = &cfg->shards[m->source].primary;
+    const cfg_node *node = &cfg->shards[shard].primary;
     char port[8], db[CFG_HOST_MAX];
     snprintf(port, sizeof port, "%u", (unsigned)node->port);
     cfg_tables_dbname(cfg, db, sizeof db);
     cfg_conninfo ci;
-    cfg_conninfo_make(&ci, cfg, node->host, port, cfg_migrate_user(cfg), db, "pgshard-move", NULL, NULL);
+    cfg_conninfo_make(&ci, cfg, node->host, port, cfg_migrate_user(cfg), db, "pgshard-migrate", NULL, NULL);
     size_t at = 0;
     out[0] = '\0';
     for (int i = 0; ci.keys[i]; i++)
-        at = mv_conninfo_value(out, cap, at, ci.keys[i], ci.vals[i]);
+        if (password || strcmp(ci.keys[i], "password") != 0)
+            at = mv_conninfo_value(out, cap, at, ci.keys[i], ci.vals[i]);
     return at;
 }
 
@@ -859,7 +860,8 @@ static int mv_step_subscribe(mv_move *m)
     if (mv_exists(m, m->dst, "SELECT 1 FROM pg_subscription WHERE subname = $1"))
         return 0;
     char ci[2048];
-    if (mv_source_conninfo(m, ci, sizeof ci) >= sizeof ci)
+    /* The subscription logs in to the source as pgshard-migrate does. */
+    if (mv_conninfo(m->o->cfg, m->source, true, ci, sizeof ci) >= sizeof ci)
         return mv_fail(m, "the source's connection string is too long");
     char *lit = PQescapeLiteral(m->dst, ci, strlen(ci));
     if (!lit)

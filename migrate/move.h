@@ -73,6 +73,9 @@ void mv_sleep_ms(unsigned ms);
 /* Whether the source has the fence table (prepare made it). */
 bool mv_has_fence(mv_move *m);
 
+/* The libpq conninfo string of shard's primary as migrate_user (without its password unless
+ * password), in the database of the tables. Returns its length (>= cap: too long). */
+size_t mv_conninfo(const cfg_config *cfg, int shard, bool password, char *out, size_t cap);
 /* A connection to shard's primary as migrate_user, or NULL (m->err says why). */
 PGconn *mv_connect(mv_move *m, int shard);
 /* The type OID of the sharded tables' key (the first one's key_type, else its column's type

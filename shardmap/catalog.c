@@ -42,6 +42,8 @@ static const char cat_ddl[] =
     " id bigserial PRIMARY KEY, migration_id bigint NOT NULL,"
     " at timestamptz NOT NULL DEFAULT clock_timestamp(), step text NOT NULL, event text NOT NULL,"
     " detail text);"
+    "CREATE TABLE IF NOT EXISTS pgshard.shards (shard int PRIMARY KEY CHECK (shard >= 0),"
+    " added_at timestamptz NOT NULL DEFAULT now());"
     "CREATE TABLE IF NOT EXISTS pgshard.migration_acks ("
     " migration_id bigint NOT NULL, freeze_seq int NOT NULL, proxy_id text NOT NULL,"
     " at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (migration_id, freeze_seq, proxy_id));";

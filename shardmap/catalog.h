@@ -20,6 +20,8 @@
  *   pgshard.migration_log(id, migration_id, at, step, event, detail)  every step's start
  *                                                                    and end, and failures
  *   pgshard.migration_acks(migration_id, freeze_seq, proxy_id, at)   a proxy holds the move's keys
+ *   pgshard.shards(shard int primary key, added_at timestamptz)      shards pgshard-migrate add-shard
+ *                                                                    prepared (they may own no bucket)
  *
  * A change of the map is made in one transaction that also bumps map_version and runs
  * NOTIFY pgshard_map (sm_catalog_bump does both); proxies LISTEN and reload.

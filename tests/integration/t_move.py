@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""pgshard-migrate move on a cluster of its own (2 shards, primaries only, wal_level =
-logical), a catalog on shard 0 and two pgshard processes in front of it:
+"""pgshard-migrate move on a cluster of its own (2 shards in the config, a third server that
+joins at the end; primaries only, wal_level = logical), a catalog on shard 0 and two pgshard
+processes in front of it:
   1. under a write load through both proxies over 120 tenants (each transaction inserts an
      order and bumps its tenant's counter), a move of a set of buckets and then of one
      tenant from shard 0 to shard 1: no failed transaction, moving tenants' included; every
@@ -16,7 +17,9 @@ logical), a catalog on shard 0 and two pgshard processes in front of it:
      source (its lease refuses until it has read the new map, the fence catches the rest);
   5. list and list --json show the moves;
   6. plan on skewed data proposes moves that bring the largest shard within 10 % of the
-     mean, and plan --apply runs them.
+     mean, and plan --apply runs them;
+  7. add-shard 2 (a third server, empty, added to the config) gets the schema, its sequence
+     range and its catalog row, and plan --add-shard 2 --apply gives it its share.
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
 """
 import os
@@ -38,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402
 import diffcluster  # noqa: E402
 
-CLUSTER = diffcluster.Cluster("move-cluster", shards=2)
+CLUSTER = diffcluster.Cluster("move-cluster", shards=3)  # shard 2 joins at the end (add-shard)
 MIG = os.environ.get("PGSHARD_MIGRATE_BIN", "")
 TENANTS = list(range(1, 121))
 SUPER_PW = "movepw"
@@ -58,11 +61,11 @@ class Env:
 E = Env()
 
 
-def proxy(name):
+def proxy(name, nshards=2):
     c = CLUSTER
-    sections = {"shard.1": {"primary": f"{c.host}:{c.ports[1]}"},
-                "table.orders": {"shard_key": "tenant_id", "key_type": "int"},
-                "table.counters": {"shard_key": "tenant_id", "key_type": "int"}}
+    sections = {f"shard.{k}": {"primary": f"{c.host}:{c.ports[k]}"} for k in range(1, nshards)}
+    sections.update({"table.orders": {"shard_key": "tenant_id", "key_type": "int"},
+                     "table.counters": {"shard_key": "tenant_id", "key_type": "int"}})
     return pgwire.Proxy(name, primary=f"{c.host}:{c.ports[0]}", sections=sections, monitor_dbname=c.db,
                         catalog_dsn=catalog_dsn(), catalog_lease_ms=LEASE_MS, freeze_hold_ms=20000,
                         workers=2, pool_size=8)
@@ -72,12 +75,12 @@ def catalog_dsn():
     return f"host={CLUSTER.host} port={CLUSTER.ports[0]} dbname={CLUSTER.db} user=postgres password={SUPER_PW}"
 
 
-def write_ini(path):
+def write_ini(path, nshards=2):
     c = CLUSTER
+    shards = "".join(f"[shard.{k}]\nprimary = {c.host}:{c.ports[k]}\n" for k in range(nshards))
     with open(path, "w") as f:
         f.write(f"[pgshard]\nmonitor_dbname = {c.db}\nmigrate_user = postgres\ncatalog_dsn = {catalog_dsn()}\n"
-                f"catalog_lease_ms = {LEASE_MS}\nfreeze_timeout_ms = 1500\n"
-                f"[shard.0]\nprimary = {c.host}:{c.ports[0]}\n[shard.1]\nprimary = {c.host}:{c.ports[1]}\n"
+                f"catalog_lease_ms = {LEASE_MS}\nfreeze_timeout_ms = 1500\n{shards}"
                 f"[user.{c.user}]\npassword = {c.password}\n[user.postgres]\npassword = {SUPER_PW}\n"
                 "[table.orders]\nshard_key = tenant_id\nkey_type = int\n"
                 "[table.counters]\nshard_key = tenant_id\nkey_type = int\n")
@@ -120,7 +123,7 @@ def rows_of(shard, tenants):
 def leftovers():
     """Publications, subscriptions, slots, fences and fence triggers of moves, anywhere."""
     found = []
-    for s in range(2):
+    for s in range(len(E.shards)):
         found += [f"shard {s} publication {r[0]}" for r in on(s, "SELECT pubname FROM pg_publication")]
         found += [f"shard {s} subscription {r[0]}" for r in on(s, "SELECT subname FROM pg_subscription")]
         found += [f"shard {s} slot {r[0]}" for r in on(s, "SELECT slot_name FROM pg_replication_slots")]
@@ -205,7 +208,7 @@ def compare_with_control(check, load, label):
 # ----------------------------------------------------------------------------- the parts
 
 def setup():
-    for s in range(2):
+    for s in range(CLUSTER.shards):
         CLUSTER.superuser_psql(f"ALTER ROLE postgres PASSWORD '{SUPER_PW}'", shard=s)
     # As the superuser: the catalog and the fence are pgshard-migrate's (migrate_user's).
     E.shards = [psycopg.connect(host=CLUSTER.host, port=p, user="postgres", password=SUPER_PW, dbname=CLUSTER.db,
@@ -262,7 +265,16 @@ def under_load(check):
     buckets, moving = pick(8)
     since = time.monotonic()
     rc, out = mig("move", "--buckets", buckets, "--to", "1", timeout=240)
+    until = time.monotonic()
     check(rc == 0 and "done: shard 0 to shard 1" in out, "a bucket move under load finishes", out[-1500:])
+    others = [t for t in TENANTS if t not in moving]
+    before = sorted(dt for t, t0, dt in list(load.lat) if t in others and since - 2 <= t0 < since)
+    during = sorted(dt for t, t0, dt in list(load.lat) if t in others and since <= t0 < until)
+    if before and during:
+        print(f"     other tenants' transactions: p50 {before[len(before) // 2] * 1000:.1f} ms, "
+              f"p99 {before[int(len(before) * 0.99)] * 1000:.1f} ms in the 2 s before the move; "
+              f"p50 {during[len(during) // 2] * 1000:.1f} ms, p99 {during[int(len(during) * 0.99)] * 1000:.1f} ms "
+              f"during it ({len(during)} transactions)", flush=True)
     mx, p99, n = stall(load, set(moving), since)
     print(f"     bucket move: moving tenants' transactions {n}, longest {mx:.1f} ms, p99 {p99:.1f} ms; "
           + " ".join(line.split(": ", 1)[1] for line in out.splitlines() if "flipped:" in line), flush=True)
@@ -453,6 +465,41 @@ def planning(check):
           f"{out[-500:] if rc else ''}")
 
 
+def adding_a_shard(check):
+    """add-shard 2 prepares the third server (schema, sequence range, catalog row); the
+    proxies restarted with it in their config; plan --add-shard 2 --apply gives it its
+    share."""
+    write_ini(E.ini, nshards=3)
+    rc, out = mig("add-shard", "2")
+    tables = one(2, "SELECT count(*) FROM pg_tables WHERE tablename IN ('orders', 'counters')")
+    seq = one(2, "SELECT last_value FROM orders_id_seq")
+    recorded = one(0, "SELECT count(*) FROM pgshard.shards WHERE shard = 2")
+    check(rc == 0 and tables == 2 and seq == (2 << 48) + 1 and recorded == 1,
+          "add-shard 2 copies the schema, starts its sequences at 2 * 2^48 + 1 and records the shard",
+          f"exit {rc}, tables {tables}, sequence {seq}, recorded {recorded}: {out[-500:]}")
+    rc, out = mig("add-shard", "2")
+    check(rc == 1 and "already has 2 tables" in out, "add-shard of a shard that has tables is refused", out[-300:])
+    for p in E.proxies:
+        p.stop()
+    E.proxies = [proxy("proxy1-3", nshards=3), proxy("proxy2-3", nshards=3)]
+    rows_before = sum(one(s, "SELECT count(*) FROM orders") for s in range(3))
+    rc, out = mig("plan", "--add-shard", "2", "--apply", timeout=240)
+    now = [one(s, "SELECT coalesce(sum(pg_column_size(o.*)), 0) FROM orders o") +
+           one(s, "SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM counters c") for s in range(3)]
+    rows_after = sum(one(s, "SELECT count(*) FROM orders") for s in range(3))
+    refresh_placement()
+    on2 = [t for t in TENANTS if E.shard_of[t] == 2]
+    conn = CLUSTER.connect(E.proxies[1].port)
+    port = conn.execute("SELECT inet_server_port() FROM counters WHERE tenant_id = %s", (on2[0],)).fetchone() \
+        if on2 else None
+    conn.close()
+    check(rc == 0 and on2 and max(now) <= 1.10 * sum(now) / 3 and rows_after == rows_before
+          and port and port[0] == CLUSTER.ports[2],
+          "plan --add-shard 2 --apply fills the new shard to within 10 % of the mean; its tenants are served there",
+          f"exit {rc}, bytes {now}, rows {rows_before} -> {rows_after}, {len(on2)} tenants on shard 2, port {port}; "
+          f"{out[-400:] if rc else ''}")
+
+
 def main():
     diffcluster.install_watchdog(560)
     atexit.register(CLUSTER.stop)
@@ -471,6 +518,7 @@ def main():
         stopped_proxy(check)
         listing(check)
         planning(check)
+        adding_a_shard(check)
     finally:
         for p in E.proxies:
             try:
