@@ -918,44 +918,122 @@ static int mv_marker_wait(mv_move *m, long long seq, uint64_t deadline_ms, unsig
     }
 }
 
-/* The initial copy (every table of the subscription ready), then the catch-up. */
+/* The moving rows of each table on the source (counted once, for the progress) and each
+ * table's oid on the target (how the subscription names it). */
+static int mv_sync_sizes(mv_move *m, long long *rows, char (*oids)[16])
+{
+    for (int i = 0; i < m->ntables; i++) {
+        char *sql = mv_table_sql(&m->tables[i], "SELECT count(*) FROM %1$s WHERE %2$s");
+        if (!sql)
+            return mv_fail(m, "out of memory");
+        PGresult *res = mv_exec(m, m->src, "counting the moving rows", sql, 0, NULL);
+        free(sql);
+        if (!res)
+            return -1;
+        rows[i] = atoll(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        const char *p[] = {m->tables[i].qname};
+        if (!(res = mv_exec(m, m->dst, "reading the target's tables", "SELECT $1::regclass::oid", 1, p)))
+            return -1;
+        snprintf(oids[i], sizeof oids[i], "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    return 0;
+}
+
+/* One progress report: a bar redrawn in place on a terminal, a timestamped line otherwise. */
+static void mv_sync_report(mv_move *m, long long done, long long total, double bytes, double secs, bool final)
+{
+    double frac = total > 0 ? (double)done / (double)total : 1.0;
+    double rate = secs > 0 ? bytes / secs / 1e6 : 0;
+    double eta = frac > 0.001 && frac < 1 ? secs * (1 - frac) / frac : 0;
+    FILE *f = m->o->out;
+    if (isatty(fileno(f))) {
+        char bar[31];
+        int fill = (int)(frac * 30 + 0.5);
+        for (int k = 0; k < 30; k++)
+            bar[k] = k < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(f, "\rmove %lld: sync [%s] %3.0f%%  %lld/%lld rows  %.0f MB  %.1f MB/s  ETA %.0f s   %s",
+                m->id, bar, frac * 100, done, total, bytes / 1e6, rate, eta, final ? "\n" : "");
+        fflush(f);
+    } else {
+        mv_say(m, "sync: %.0f %% (%lld of %lld rows), %.0f MB in %.0f s, %.1f MB/s, ETA %.0f s", frac * 100,
+               done, total, bytes / 1e6, secs, rate, eta);
+    }
+}
+
+/* The initial copy (every table of the subscription ready), then the catch-up. Progress:
+ * rows of the tables copied whole plus those of the copies running, against the moving rows
+ * counted on the source at the start; bytes as the copies report them. */
 static int mv_step_sync(mv_move *m)
 {
     const char *p[] = {m->name};
+    long long *rows = calloc((size_t)m->ntables, sizeof *rows);
+    char(*oids)[16] = calloc((size_t)m->ntables, sizeof *oids);
+    double *tbytes = calloc((size_t)m->ntables, sizeof *tbytes);
     uint64_t start = mv_now_ms(), next_report = start;
-    for (;;) {
+    double bytes_done = 0;
+    long long total = 0;
+    int rc = !rows || !oids || !tbytes ? mv_fail(m, "out of memory") : mv_sync_sizes(m, rows, oids);
+    for (int i = 0; rc == 0 && i < m->ntables; i++)
+        total += rows[i];
+    while (rc == 0) {
         PGresult *res =
             mv_exec(m, m->dst, "reading the subscription",
-                    "SELECT count(*) FILTER (WHERE r.srsubstate NOT IN ('r', 's')), count(*),"
-                    " (SELECT coalesce(sum(c.tuples_processed), 0) FROM pg_stat_progress_copy AS c),"
-                    " (SELECT coalesce(sum(c.bytes_processed), 0) FROM pg_stat_progress_copy AS c),"
-                    " (SELECT sync_error_count + apply_error_count FROM pg_stat_subscription_stats AS t"
-                    "  WHERE t.subname = $1)"
-                    " FROM pg_subscription AS s LEFT JOIN pg_subscription_rel AS r ON r.srsubid = s.oid"
+                    "SELECT r.srrelid::text, r.srsubstate IN ('r', 's'), coalesce(c.tuples_processed, 0),"
+                    " coalesce(c.bytes_processed, 0), (SELECT sync_error_count + apply_error_count"
+                    " FROM pg_stat_subscription_stats AS t WHERE t.subname = $1)"
+                    " FROM pg_subscription AS s JOIN pg_subscription_rel AS r ON r.srsubid = s.oid"
+                    " LEFT JOIN pg_stat_progress_copy AS c ON c.relid = r.srrelid"
                     " WHERE s.subname = $1",
                     1, p);
-        if (!res)
-            return -1;
-        long left = atol(PQgetvalue(res, 0, 0)), all = atol(PQgetvalue(res, 0, 1));
-        long long rows = atoll(PQgetvalue(res, 0, 2)), bytes = atoll(PQgetvalue(res, 0, 3));
-        long errors = atol(PQgetvalue(res, 0, 4));
-        PQclear(res);
-        if (errors > 0)
-            return mv_fail(m,
-                           "the subscription on shard %d failed %ld times: see that server's log "
-                           "(then abort, fix and move again)",
-                           m->target, errors);
-        if (all > 0 && left == 0)
+        if (!res) {
+            rc = -1;
             break;
+        }
+        int n = PQntuples(res), ready = 0;
+        long long done = 0;
+        double bytes = 0;
+        long errors = n > 0 ? atol(PQgetvalue(res, 0, 4)) : 0;
+        for (int r = 0; r < n; r++) {
+            bool whole = strcmp(PQgetvalue(res, r, 1), "t") == 0;
+            double b = atof(PQgetvalue(res, r, 3));
+            ready += whole;
+            done += atoll(PQgetvalue(res, r, 2));
+            for (int i = 0; i < m->ntables; i++) {
+                if (strcmp(oids[i], PQgetvalue(res, r, 0)) != 0)
+                    continue;
+                done += whole ? rows[i] : 0;
+                /* A finished copy leaves pg_stat_progress_copy: its last figure stays. */
+                tbytes[i] = b > tbytes[i] ? b : tbytes[i];
+            }
+        }
+        PQclear(res);
+        for (int i = 0; i < m->ntables; i++)
+            bytes += tbytes[i];
+        bytes_done = bytes;
         uint64_t now = mv_now_ms();
-        if (now >= next_report) {
-            double s = (double)(now - start) / 1000.0;
-            mv_say(m, "sync: %ld of %ld tables copying, %lld rows and %.1f MB in the copies running (%.0f s)",
-                   left, all, rows, (double)bytes / 1e6, s);
+        double secs = (double)(now - start) / 1000.0;
+        if (errors > 0) {
+            rc = mv_fail(m,
+                         "the subscription on shard %d failed %ld times: see that server's log "
+                         "(then abort, fix and move again)",
+                         m->target, errors);
+        } else if (n > 0 && ready == n) {
+            mv_sync_report(m, total, total, bytes_done, secs, true);
+            break;
+        } else if (now >= next_report) {
+            mv_sync_report(m, done > total ? total : done, total, bytes_done, secs, false);
             next_report = now + MV_SYNC_REPORT_MS;
         }
         mv_sleep_ms(100);
     }
+    free(rows);
+    free(oids);
+    free(tbytes);
+    if (rc < 0)
+        return -1;
     mv_say(m, "sync: initial copy done in %.1f s; catching up", (double)(mv_now_ms() - start) / 1000.0);
     long long seq = mv_marker_put(m);
     if (seq < 0)
