@@ -590,7 +590,7 @@ static int mv_overrides_in(const mig_opts *o, const sm_map *map, const char *buc
  * where the keys are now. Returns the id, or -1. */
 static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
 {
-    char err[MV_ERR_MAX] = "", canon[1024], target[16], nb[16];
+    char err[MV_ERR_MAX] = "", canon[1024], target[16], nb[16], tb[16] = "";
     sm_map *map = NULL;
     char *buckets = NULL;
     long long id = -1;
@@ -667,6 +667,8 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
             snprintf(err, sizeof err, "--tenant '%s': cannot route it", a->tenant);
             goto out;
         }
+        /* The proxies tell in-flight transactions of the tenant by its bucket. */
+        snprintf(tb, sizeof tb, "%u", (unsigned)(sm_key_hash(&key) & (nbuckets - 1)));
     }
     if (source == a->to) {
         snprintf(err, sizeof err, "the keys are on shard %d already", source);
@@ -676,11 +678,11 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
         goto out;
     snprintf(target, sizeof target, "%d", a->to);
     snprintf(nb, sizeof nb, "%d", source);
-    const char *p[] = {nb, target, buckets, a->buckets ? NULL : canon};
+    const char *p[] = {nb, target, buckets, a->buckets ? NULL : canon, a->buckets ? NULL : tb};
     res = PQexecParams(cat,
-                       "INSERT INTO pgshard.migrations (source, target, buckets, tenant)"
-                       " VALUES ($1, $2, $3::int[], $4) RETURNING id",
-                       4, NULL, p, NULL, NULL, 0);
+                       "INSERT INTO pgshard.migrations (source, target, buckets, tenant, tenant_bucket)"
+                       " VALUES ($1, $2, $3::int[], $4, $5::int) RETURNING id",
+                       5, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(err, sizeof err, "recording the move: %s", PQresultErrorMessage(res));
         goto out;

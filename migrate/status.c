@@ -1,5 +1,5 @@
 /* pgshard-migrate status: the catalog's map (buckets and tenant overrides per shard, the
- * version) and the proxies that heartbeat into it, as aligned text for people or as one
+ * version), the proxies that heartbeat into it and the active moves, as aligned text for people or as one
  * JSON document for tools. It only reads; a catalog that does not validate is an error. */
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +25,8 @@ static int mig_count_override(void *arg, const char *tenant, size_t len, uint32_
     ((uint32_t *)arg)[shard]++;
     return 0;
 }
+
+static void mig_moves_text(FILE *f, const sm_map *map);
 
 static void mig_status_free(mig_status_data *d)
 {
@@ -86,14 +88,14 @@ static void mig_status_text(const mig_opts *o, const mig_status_data *d)
     }
     fprintf(f, "\nproxies: %zu live (heartbeat within %.0f s), %zu not\n", d->live, MIG_LIVE_S,
             d->nproxies - d->live);
-    if (d->nproxies == 0)
-        return;
-    fprintf(f, "%-40s %-8s %-12s %-10s %s\n", "id", "pid", "map_version", "age_s", "live");
+    if (d->nproxies > 0)
+        fprintf(f, "%-40s %-8s %-12s %-10s %s\n", "id", "pid", "map_version", "age_s", "live");
     for (size_t i = 0; i < d->nproxies; i++) {
         const sm_catalog_proxy *p = &d->proxies[i];
         fprintf(f, "%-40s %-8d %-12lld %-10.1f %s\n", p->id, p->pid, (long long)p->map_version, p->age_s,
                 mig_live(p) ? "yes" : "no");
     }
+    mig_moves_text(f, d->map);
 }
 
 /* ---- JSON ---- */
@@ -184,6 +186,43 @@ static void mig_json_proxies(FILE *f, const mig_status_data *d)
     fputc(']', f);
 }
 
+static const char *const mig_move_states[] = {"running", "freezing", "flipped", "failed"};
+
+/* The map's active moves (those the proxies act on), as SHOW MIGRATIONS shows them. */
+static void mig_moves_text(FILE *f, const sm_map *map)
+{
+    size_t n = sm_map_move_count(map);
+    fprintf(f, "\nmoves: %zu active%s\n", n, n ? " (pgshard-migrate list shows every move)" : "");
+    for (size_t i = 0; i < n; i++) {
+        const sm_move *mv = sm_map_move(map, i);
+        fprintf(f, "move %lld: shard %u to %u, %s, ", (long long)mv->id, mv->source, mv->target,
+                mig_move_states[mv->state < 4 ? mv->state : 0]);
+        if (mv->tenant)
+            fprintf(f, "tenant %.*s\n", (int)mv->tenant_len, mv->tenant);
+        else
+            fprintf(f, "%zu buckets\n", mv->nbuckets);
+    }
+}
+
+static void mig_moves_json(FILE *f, const sm_map *map)
+{
+    fputs(",\"moves\":[", f);
+    for (size_t i = 0; i < sm_map_move_count(map); i++) {
+        const sm_move *mv = sm_map_move(map, i);
+        fprintf(f, "%s{\"id\":%lld,\"source\":%u,\"target\":%u,\"state\":\"%s\",\"tenant\":", i ? "," : "",
+                (long long)mv->id, mv->source, mv->target, mig_move_states[mv->state < 4 ? mv->state : 0]);
+        if (mv->tenant)
+            mig_json_str(f, mv->tenant, mv->tenant_len);
+        else
+            fputs("null", f);
+        fputs(",\"buckets\":[", f);
+        for (size_t b = 0; b < mv->nbuckets; b++)
+            fprintf(f, "%s%u", b ? "," : "", mv->buckets[b]);
+        fputs("]}", f);
+    }
+    fputc(']', f);
+}
+
 static void mig_status_json(const mig_opts *o, const mig_status_data *d)
 {
     FILE *f = o->out;
@@ -195,6 +234,7 @@ static void mig_status_json(const mig_opts *o, const mig_status_data *d)
     sm_map_each_override(d->map, mig_json_override, &ctx);
     fputs("],", f);
     mig_json_proxies(f, d);
+    mig_moves_json(f, d->map);
     fprintf(f, ",\"live_proxies\":%zu,\"live_within_s\":%.0f}\n", d->live, MIG_LIVE_S);
 }
 

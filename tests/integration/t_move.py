@@ -330,6 +330,16 @@ def aborts(check, load):
         rc, out = mig("move", "--buckets", buckets, "--to", "1",
                       env={"PGSHARD_MIGRATE_CRASH_AFTER": step})
         mid = one(0, "SELECT max(id) FROM pgshard.migrations")
+        if step == "sync":
+            rc, out = mig("status")
+            rc2, js = mig("status", "--json")
+            try:
+                moves = json.loads(js)["moves"]
+            except (ValueError, KeyError):
+                moves = None
+            check(rc == 0 and f"move {mid}: shard 0 to 1, running, " in out and rc2 == 0
+                  and moves and moves[0]["id"] == mid and moves[0]["state"] == "running",
+                  "status and status --json show the active move", f"{out[-300:]} {moves}")
         rc, out = mig("abort", str(mid))
         state = one(0, "SELECT state FROM pgshard.migrations WHERE id = %s", (mid,))
         if step == "freeze":
