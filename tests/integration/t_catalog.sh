@@ -151,8 +151,11 @@ NOTIFY pgshard_map;
 COMMIT;
 SQL
 wait_map "map_version 2" "$(map_rows 28 1 36 2 2)" 1500
-curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -qx 'pgshard_map_version 2' || pgs_fail "pgshard_map_version is not 2"
-curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -qx 'pgshard_catalog_connected 1' || pgs_fail "pgshard_catalog_connected is not 1"
+# The page is read whole first: grep -q stops at its match, and under pipefail curl's
+# failed write of the rest (once the page outgrew one read) would fail the check.
+metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || pgs_fail "GET /metrics failed"
+grep -qx 'pgshard_map_version 2' <<<"$metrics" || pgs_fail "pgshard_map_version is not 2"
+grep -qx 'pgshard_catalog_connected 1' <<<"$metrics" || pgs_fail "pgshard_catalog_connected is not 1"
 _both_report_2() {
   PGS_WAIT_INFO=$(status_json "sorted(p['map_version'] for p in d['proxies'] if p['live'])")
   [[ $PGS_WAIT_INFO == "[2, 2]" ]]
