@@ -52,8 +52,9 @@ static int add_copy_schema(mv_move *m, int n)
     if (mv_conninfo(cfg, 0, false, src, sizeof src) >= sizeof src ||
         mv_conninfo(cfg, n, false, dst, sizeof dst) >= sizeof dst)
         return mv_fail(m, "a shard's connection string is too long");
-    const char *dump = getenv("PGSHARD_PG_DUMP") ? getenv("PGSHARD_PG_DUMP") : "pg_dump";
-    const char *psql = getenv("PGSHARD_PSQL") ? getenv("PGSHARD_PSQL") : "psql";
+    const char *dump = getenv("PGSHARD_PG_DUMP"), *psql = getenv("PGSHARD_PSQL");
+    dump = dump ? dump : "pg_dump";
+    psql = psql ? psql : "psql";
     char *dump_argv[] = {(char *)dump,
                          "--schema-only",
                          "--exclude-schema=pgshard",
@@ -102,11 +103,11 @@ static int add_run(mv_move *m, int n)
                 0, NULL);
     if (!res)
         return -1;
-    long tables = atol(PQgetvalue(res, 0, 0));
+    long long tables = mv_ll(res, 0, 0);
     PQclear(res);
     if (tables > 0)
         return mv_fail(m,
-                       "shard %d already has %ld tables: add-shard copies the schema into an empty database",
+                       "shard %d already has %lld tables: add-shard copies the schema into an empty database",
                        n, tables);
     mv_say(m, "copying the schema from shard 0 to shard %d", n);
     if (add_copy_schema(m, n) < 0)

@@ -47,7 +47,7 @@ static void mig_list_text(FILE *f, const PGresult *res)
         char keys[64];
         snprintf(keys, sizeof keys, "%s %s", PQgetvalue(res, r, 3), PQgetvalue(res, r, 4));
         if (strlen(keys) == sizeof keys - 1)
-            memcpy(keys + sizeof keys - 4, "...", 3);
+            memcpy(keys + sizeof keys - 4, "...", 4);
         fprintf(f, "%-6s %-6s %-6s %-30s %-9s %-9s %-20s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
                 PQgetvalue(res, r, 2), keys, PQgetvalue(res, r, 5), PQgetvalue(res, r, 6),
                 PQgetvalue(res, r, 10), PQgetvalue(res, r, 8));

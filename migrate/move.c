@@ -112,6 +112,11 @@ int mv_run(mv_move *m, PGconn *conn, const char *what, const char *sql, int n, c
     return res ? 0 : -1;
 }
 
+long long mv_ll(const PGresult *res, int row, int col)
+{
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
 static const char *mv_idstr(const mv_move *m, char *buf, size_t len)
 {
     snprintf(buf, len, "%lld", m->id);
@@ -403,8 +408,8 @@ static int mv_read(mv_move *m)
         PQclear(res);
         return mv_fail(m, "no such move in pgshard.migrations");
     }
-    m->source = atoi(PQgetvalue(res, 0, 0));
-    m->target = atoi(PQgetvalue(res, 0, 1));
+    m->source = (int)mv_ll(res, 0, 0);
+    m->target = (int)mv_ll(res, 0, 1);
     m->buckets = PQgetisnull(res, 0, 2) ? NULL : strdup(PQgetvalue(res, 0, 2));
     m->tenant = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
     snprintf(m->state, sizeof m->state, "%s", PQgetvalue(res, 0, 4));
@@ -553,7 +558,7 @@ static int mv_ov_one(void *arg, const char *tenant, size_t len, uint32_t shard)
         c->err, c->errlen,
         "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would take "
         "its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
-        (int)len, tenant, b, c->source);
+        (int)len, tenant, (unsigned)b, c->source);
     return -1;
 }
 
@@ -641,7 +646,7 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
             source = s;
             p = *end == ',' ? end + 1 : end;
         }
-    } else {
+    } else if (a->tenant) {
         mv_move probe = {.o = o};
         uint32_t oid = SM_OID_INT8;
         sm_key key;
@@ -932,7 +937,7 @@ static int mv_sync_sizes(mv_move *m, long long *rows, char (*oids)[16])
         free(sql);
         if (!res)
             return -1;
-        rows[i] = atoll(PQgetvalue(res, 0, 0));
+        rows[i] = mv_ll(res, 0, 0);
         PQclear(res);
         const char *p[] = {m->tables[i].qname};
         if (!(res = mv_exec(m, m->dst, "reading the target's tables", "SELECT $1::regclass::oid", 1, p)))
@@ -977,7 +982,13 @@ static int mv_step_sync(mv_move *m)
     uint64_t start = mv_now_ms(), next_report = start;
     double bytes_done = 0;
     long long total = 0;
-    int rc = !rows || !oids || !tbytes ? mv_fail(m, "out of memory") : mv_sync_sizes(m, rows, oids);
+    if (!rows || !oids || !tbytes) {
+        free(rows);
+        free(oids);
+        free(tbytes);
+        return mv_fail(m, "out of memory");
+    }
+    int rc = mv_sync_sizes(m, rows, oids);
     for (int i = 0; rc == 0 && i < m->ntables; i++)
         total += rows[i];
     while (rc == 0) {
@@ -997,12 +1008,12 @@ static int mv_step_sync(mv_move *m)
         int n = PQntuples(res), ready = 0;
         long long done = 0;
         double bytes = 0;
-        long errors = n > 0 ? atol(PQgetvalue(res, 0, 4)) : 0;
+        long long errors = n > 0 ? mv_ll(res, 0, 4) : 0;
         for (int r = 0; r < n; r++) {
             bool whole = strcmp(PQgetvalue(res, r, 1), "t") == 0;
-            double b = atof(PQgetvalue(res, r, 3));
+            double b = strtod(PQgetvalue(res, r, 3), NULL);
             ready += whole;
-            done += atoll(PQgetvalue(res, r, 2));
+            done += mv_ll(res, r, 2);
             for (int i = 0; i < m->ntables; i++) {
                 if (strcmp(oids[i], PQgetvalue(res, r, 0)) != 0)
                     continue;
@@ -1019,7 +1030,7 @@ static int mv_step_sync(mv_move *m)
         double secs = (double)(now - start) / 1000.0;
         if (errors > 0) {
             rc = mv_fail(m,
-                         "the subscription on shard %d failed %ld times: see that server's log "
+                         "the subscription on shard %d failed %lld times: see that server's log "
                          "(then abort, fix and move again)",
                          m->target, errors);
         } else if (n > 0 && ready == n) {
@@ -1054,23 +1065,28 @@ int mv_unfreeze(mv_move *m, const char *why)
     const char *p[] = {mv_idstr(m, id, sizeof id)};
     if (m->snap)
         PQclear(PQexec(m->snap, "ROLLBACK"));
-    /* The catalog first: a move whose flip committed (its answer lost) keeps its fence. */
-    PGresult *res =
-        mv_exec(m, m->cat, "unfreezing",
-                "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
-                " AND state IN ('freezing', 'failed') AND step = 'freeze' RETURNING id",
-                1, p);
+    /* A move whose flip committed (its answer lost) keeps its fence: the state is read
+     * first. Then the fence goes before the proxies are told, so that a crash in between
+     * leaves the keys held (resume or abort undoes it), never sent to an armed fence. */
+    PGresult *res = mv_exec(m, m->cat, "unfreezing",
+                            "SELECT 1 FROM pgshard.migrations WHERE id = $1"
+                            " AND state IN ('freezing', 'failed') AND step = 'freeze'",
+                            1, p);
     if (!res)
         return -1;
-    bool unfrozen = PQntuples(res) == 1;
+    bool frozen = PQntuples(res) == 1;
     PQclear(res);
-    if (!unfrozen)
+    if (!frozen)
         return mv_fail(
             m, "cannot unfreeze: the move is no longer freezing (it flipped?): see pgshard-migrate list");
-    if (mv_notify(m) < 0 ||
-        (mv_has_fence(m) &&
-         mv_run(m, m->src, "disarming the fence",
-                "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1", 1, p) < 0))
+    if (mv_has_fence(m) && mv_run(m, m->src, "disarming the fence",
+                                  "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1", 1, p) < 0)
+        return -1;
+    if (mv_run(m, m->cat, "unfreezing",
+               "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
+               " AND state IN ('freezing', 'failed') AND step = 'freeze'",
+               1, p) < 0 ||
+        mv_notify(m) < 0)
         return -1;
     snprintf(m->state, sizeof m->state, "running");
     mv_log(m, "freeze", "unfreeze", why);

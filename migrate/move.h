@@ -53,6 +53,8 @@ int mv_fail(mv_move *m, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * NULL, with "what: the server's message" in m->err. */
 PGresult *mv_exec(mv_move *m, PGconn *conn, const char *what, const char *sql, int n,
                   const char *const *params);
+/* A number the server computed, from a result's value. */
+long long mv_ll(const PGresult *res, int row, int col);
 /* The same for a statement whose result is not needed: 0 or -1. */
 int mv_run(mv_move *m, PGconn *conn, const char *what, const char *sql, int n, const char *const *params);
 /* An event of the move's log (pgshard.migration_log). Failures to log are not fatal. */

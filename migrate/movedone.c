@@ -217,7 +217,7 @@ static int mv_drop_triggers(mv_move *m)
     PGresult *res = mv_exec(m, m->src, "reading the fences", "SELECT count(*) FROM pgshard.fence", 0, NULL);
     if (!res)
         return -1;
-    long left = atol(PQgetvalue(res, 0, 0));
+    long long left = mv_ll(res, 0, 0);
     PQclear(res);
     if (left > 0)
         return 0;
@@ -308,7 +308,7 @@ static int mv_wait_proxies(mv_move *m)
             return mv_fail(m, "the move's row is gone from pgshard.migrations");
         }
         bool behind = !PQgetisnull(res, 0, 0);
-        long long lease_left = atoll(PQgetvalue(res, 0, 1));
+        long long lease_left = mv_ll(res, 0, 1);
         char who[MV_ERR_MAX];
         snprintf(who, sizeof who, "%s", behind ? PQgetvalue(res, 0, 0) : "");
         PQclear(res);

@@ -58,19 +58,24 @@ static PGconn *plan_connect(planner *p, int shard)
  * the map are strays, not counted). */
 static int plan_measure_table(planner *p, PGconn *c, int s, const cfg_table *t)
 {
-    char name[2 * CFG_NAME_MAX + 8], sql[1024];
+    char name[2 * CFG_NAME_MAX + 8], sql[2048];
     char *sc = t->schema[0] ? PQescapeIdentifier(c, t->schema, strlen(t->schema)) : NULL;
     char *tn = PQescapeIdentifier(c, t->name, strlen(t->name));
     char *k = PQescapeIdentifier(c, t->shard_key, strlen(t->shard_key));
     snprintf(name, sizeof name, "%s%s%s", sc ? sc : "", sc ? "." : "", tn ? tn : "");
     /* The key's hash as the proxy computes it, by the column's type. */
+    const char *key = k ? k : "";
+    char hash[640];
+    snprintf(hash, sizeof hash,
+             "CASE WHEN pg_typeof(t.%s)::text IN ('smallint', 'integer', 'bigint')"
+             " THEN hashint8extended(t.%s::text::int8, 0)"
+             " WHEN pg_typeof(t.%s)::text = 'uuid' THEN uuid_hash_extended(t.%s::text::uuid, 0)"
+             " ELSE hashtextextended(t.%s::text, 0) END",
+             key, key, key, key, key);
     snprintf(sql, sizeof sql,
-             "SELECT (CASE WHEN pg_typeof(t.%1$s)::text IN ('smallint', 'integer', 'bigint')"
-             " THEN hashint8extended(t.%1$s::text::int8, 0)"
-             " WHEN pg_typeof(t.%1$s)::text = 'uuid' THEN uuid_hash_extended(t.%1$s::text::uuid, 0)"
-             " ELSE hashtextextended(t.%1$s::text, 0) END & %2$u)::int,"
-             " count(*), sum(pg_column_size(t.*))::int8 FROM %3$s AS t WHERE t.%1$s IS NOT NULL GROUP BY 1",
-             k ? k : "", p->nb - 1, name);
+             "SELECT ((%s) & %u)::int, count(*), sum(pg_column_size(t.*))::int8 FROM %s AS t"
+             " WHERE t.%s IS NOT NULL GROUP BY 1",
+             hash, p->nb - 1, name, key);
     PQfreemem(sc);
     PQfreemem(tn);
     PQfreemem(k);
