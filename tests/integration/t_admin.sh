@@ -61,14 +61,16 @@ grep -q 'auth_failed.*password authentication failed for user "app"' "$PGS_WORK/
 grep -q 'auth_failed.*no such user "nobody_here"' "$PGS_WORK/admin/pgshard.log" || pgs_fail "unknown user not logged"
 
 pgs_log "/metrics and /healthz"
+# grep reads a here-string, not a pipe: grep -q stops at its match, and under pipefail a
+# writer of a page larger than the pipe then fails with SIGPIPE.
 metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || pgs_fail "/metrics did not answer"
-echo "$metrics" | grep -q '^pgshard_up 1$' || pgs_fail "pgshard_up missing"
+grep -q '^pgshard_up 1$' <<<"$metrics" || pgs_fail "pgshard_up missing"
 n=$(echo "$metrics" | sed -n 's/^pgshard_transactions_total{user="app",database="app",shard="0"} \([0-9]*\)$/\1/p')
 [[ ${n:-0} -ge 800 ]] || pgs_fail "pgshard_transactions_total is '$n'"
-echo "$metrics" | grep -q '^pgshard_wait_seconds_bucket{user="app",database="app",shard="0",le="+Inf"}' ||
+grep -q '^pgshard_wait_seconds_bucket{user="app",database="app",shard="0",le="+Inf"}' <<<"$metrics" ||
   pgs_fail "wait histogram missing"
-echo "$metrics" | grep -q '^pgshard_client_connections_total [1-9]' || pgs_fail "connections not counted"
-echo "$metrics" | grep -q '^pgshard_auth_failures_total [2-9]' || pgs_fail "auth failures not counted: $(echo "$metrics" | grep auth_failures)"
+grep -q '^pgshard_client_connections_total [1-9]' <<<"$metrics" || pgs_fail "connections not counted"
+grep -q '^pgshard_auth_failures_total [2-9]' <<<"$metrics" || pgs_fail "auth failures not counted: $(grep auth_failures <<<"$metrics")"
 pgs_assert_eq ok "$(curl -sf "http://127.0.0.1:$MPORT/healthz")" "/healthz"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/nope")
 pgs_assert_eq 404 "$code" "unknown path"
