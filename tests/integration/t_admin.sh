@@ -36,8 +36,8 @@ pgs_assert_eq 1 "$clients" "SHOW CLIENTS lists one active client"
 wait "$holder"
 
 pgs_log "SHOW CONFIG and SHOW VERSION"
-admin app -c "SHOW CONFIG" | grep -qx "pool_size|3" || pgs_fail "SHOW CONFIG lacks pool_size|3"
-admin app -c "show   version;" | grep -q "^pgshard " || pgs_fail "SHOW VERSION"
+grep -qx "pool_size|3" <<<"$(admin app -c "SHOW CONFIG")" || pgs_fail "SHOW CONFIG lacks pool_size|3"
+grep -q "^pgshard " <<<"$(admin app -c "show   version;")" || pgs_fail "SHOW VERSION"
 
 pgs_log "errors"
 if ADMIN_PW=md5pw admin md5user -c "SHOW POOLS" >/dev/null 2>"$PGS_WORK/admin.err"; then

@@ -210,7 +210,7 @@ sed -i 's/^buckets = 64$/buckets = 128/' "$PGS_WORK/cat1/pgshard.ini"
 kill -HUP "${PGS_PROXY_PIDS[cat1]}"
 _restart_warned() { grep -q "reload_restart_needed.*buckets, catalog_dsn" "$PGS_WORK/cat1/pgshard.log"; }
 pgs_wait_for 3 "the reload warns that buckets needs a restart" _restart_warned
-PGS_ADMIN_PORT=$PORT1 pgs_admin -c "SHOW CONFIG" | grep -qx "buckets|64" || pgs_fail "buckets changed at reload"
+grep -qx "buckets|64" <<<"$(PGS_ADMIN_PORT=$PORT1 pgs_admin -c "SHOW CONFIG")" || pgs_fail "buckets changed at reload"
 pgs_assert_eq "$(map_rows 28 1 36 2 6)" "$(shards "$PORT1")" "the map is the same after the reload"
 
 pgs_log "a stopped proxy removes its heartbeat row"
