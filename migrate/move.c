@@ -117,16 +117,9 @@ long long mv_ll(const PGresult *res, int row, int col)
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-static const char *mv_idstr(const mv_move *m, char *buf, size_t len)
-{
-    snprintf(buf, len, "%lld", m->id);
-    return buf;
-}
-
 void mv_log(mv_move *m, const char *step, const char *event, const char *detail)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id), step, event, detail};
+    const char *p[] = {m->ids, step, event, detail};
     PGresult *res = PQexecParams(m->cat,
                                  "INSERT INTO pgshard.migration_log (migration_id, step, event, detail)"
                                  " VALUES ($1, $2, $3, $4)",
@@ -139,8 +132,7 @@ void mv_log(mv_move *m, const char *step, const char *event, const char *detail)
 
 int mv_set_state(mv_move *m, const char *state, const char *error)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id), state, error};
+    const char *p[] = {m->ids, state, error};
     if (mv_run(m, m->cat, "recording the state",
                "UPDATE pgshard.migrations SET state = $2, error = $3, updated_at = now() WHERE id = $1", 3,
                p) < 0)
@@ -155,7 +147,7 @@ int mv_notify(mv_move *m)
 }
 
 /* fmt with the table as %1$s and the filter as %2$s, into a new string. */
-static char *mv_table_sql(const mv_table *t, const char *fmt)
+char *mv_table_sql(const mv_table *t, const char *fmt)
 {
     int n = snprintf(NULL, 0, fmt, t->qname, t->filter);
     char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
@@ -227,9 +219,10 @@ static void mv_quiet(void *arg, const char *message)
     (void)message;
 }
 
-bool mv_has_fence(mv_move *m)
+bool mv_has(PGconn *conn, const char *name)
 {
-    PGresult *res = PQexec(m->src, "SELECT to_regclass('pgshard.fence') IS NOT NULL");
+    const char *p[] = {name};
+    PGresult *res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, p, NULL, NULL, 0);
     bool yes = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     return yes;
@@ -396,8 +389,7 @@ static int mv_load_tables(mv_move *m)
 /* Reads the move's row into m; m->id set. */
 static int mv_read(mv_move *m)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    const char *p[] = {m->ids};
     PGresult *res = mv_exec(m, m->cat, "reading the move",
                             "SELECT source, target, buckets::text, tenant, state, step"
                             " FROM pgshard.migrations WHERE id = $1",
@@ -716,8 +708,7 @@ out:
 /* The keys on one source that the map still gives it, nothing of them on the target. */
 static int mv_step_check(mv_move *m)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    const char *p[] = {m->ids};
     PGresult *res = mv_exec(m, m->src, "wal_level", "SELECT current_setting('wal_level')", 0, NULL);
     if (!res)
         return -1;
@@ -801,10 +792,10 @@ static const char mv_fence_sql[] =
 
 static int mv_step_prepare(mv_move *m)
 {
-    char id[24], nb[16], tg[16];
+    char nb[16], tg[16];
     snprintf(nb, sizeof nb, "%u", m->nbuckets);
     snprintf(tg, sizeof tg, "%d", m->target);
-    const char *p[] = {mv_idstr(m, id, sizeof id), m->buckets, m->tenant, nb, tg};
+    const char *p[] = {m->ids, m->buckets, m->tenant, nb, tg};
     if (mv_run(m, m->src, "creating the fence", mv_fence_sql, 0, NULL) < 0 ||
         mv_run(m, m->src, "recording the fence",
                "INSERT INTO pgshard.fence (migration_id, buckets, tenant, nbuckets, target)"
@@ -885,8 +876,7 @@ static int mv_step_subscribe(mv_move *m)
 /* Writes a new marker on the source (through the publication) and returns its number. */
 static long long mv_marker_put(mv_move *m)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    const char *p[] = {m->ids};
     /* Committed with synchronous_commit on whatever the server's setting: the walsender
      * sends only flushed WAL, and flushing the marker's commit flushes every earlier write
      * too, instead of waiting for the WAL writer (up to wal_writer_delay, 200 ms). */
@@ -908,8 +898,7 @@ static long long mv_marker_put(mv_move *m)
  * is then on the target. Returns 1 when it arrived, 0 at the deadline, -1 on error. */
 static int mv_marker_wait(mv_move *m, long long seq, uint64_t deadline_ms, unsigned poll_ms)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    const char *p[] = {m->ids};
     for (;;) {
         PGresult *res = mv_exec(m, m->dst, "reading the marker",
                                 "SELECT seq FROM pgshard.move_marker WHERE migration_id = $1", 1, p);
@@ -1061,8 +1050,7 @@ static int mv_step_sync(mv_move *m)
 
 int mv_unfreeze(mv_move *m, const char *why)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    const char *p[] = {m->ids};
     if (m->snap)
         PQclear(PQexec(m->snap, "ROLLBACK"));
     /* A move whose flip committed (its answer lost) keeps its fence: the state is read
@@ -1079,8 +1067,9 @@ int mv_unfreeze(mv_move *m, const char *why)
     if (!frozen)
         return mv_fail(
             m, "cannot unfreeze: the move is no longer freezing (it flipped?): see pgshard-migrate list");
-    if (mv_has_fence(m) && mv_run(m, m->src, "disarming the fence",
-                                  "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1", 1, p) < 0)
+    if (mv_has(m->src, "pgshard.fence") &&
+        mv_run(m, m->src, "disarming the fence",
+               "UPDATE pgshard.fence SET armed = false WHERE migration_id = $1", 1, p) < 0)
         return -1;
     if (mv_run(m, m->cat, "unfreezing",
                "UPDATE pgshard.migrations SET state = 'running', updated_at = now() WHERE id = $1"
@@ -1098,8 +1087,7 @@ int mv_unfreeze(mv_move *m, const char *why)
  * acknowledged, 0 at the deadline (with the proxies still missing in missing), -1. */
 static int mv_acks_wait(mv_move *m, const char *seq, uint64_t deadline_ms, char *missing, size_t cap)
 {
-    char id[24];
-    const char *p[] = {mv_idstr(m, id, sizeof id), seq};
+    const char *p[] = {m->ids, seq};
     for (;;) {
         PGresult *res = mv_exec(m, m->cat, "reading the acknowledgements",
                                 "SELECT string_agg(p.id, ', ') FROM pgshard.proxies AS p"
@@ -1123,9 +1111,9 @@ static int mv_acks_wait(mv_move *m, const char *seq, uint64_t deadline_ms, char 
 /* The map change, the state and the version bump in one catalog transaction. */
 static int mv_flip(mv_move *m, const char *seq, long long *version)
 {
-    char id[24], tg[16];
+    char tg[16];
     snprintf(tg, sizeof tg, "%d", m->target);
-    const char *p[] = {mv_idstr(m, id, sizeof id), seq, tg, m->buckets ? m->buckets : m->tenant};
+    const char *p[] = {m->ids, seq, tg, m->buckets ? m->buckets : m->tenant};
     PGresult *res = NULL;
     if (mv_run(m, m->cat, "flip", "BEGIN", 0, NULL) < 0)
         return -1;
@@ -1157,7 +1145,7 @@ static int mv_flip(mv_move *m, const char *seq, long long *version)
     }
     char vs[24];
     snprintf(vs, sizeof vs, "%" PRIu64, v);
-    const char *q[] = {id, vs};
+    const char *q[] = {m->ids, vs};
     res = mv_exec(m, m->cat, "flip",
                   "UPDATE pgshard.migrations SET state = 'flipped', step = 'verify', flip_version = $2,"
                   " flipped_at = clock_timestamp(), updated_at = now() WHERE id = $1",
@@ -1193,8 +1181,8 @@ static void mv_snapshot(mv_move *m)
 /* One freeze: returns 1 flipped, 0 unfrozen (try again), -1 failed. */
 static int mv_freeze_once(mv_move *m, int attempt)
 {
-    char id[24], seq[16], missing[MV_ERR_MAX], why[MV_ERR_MAX + 128];
-    const char *p[] = {mv_idstr(m, id, sizeof id)};
+    char seq[16], missing[MV_ERR_MAX], why[MV_ERR_MAX + 128];
+    const char *p[] = {m->ids};
     uint32_t timeout = m->o->cfg->freeze_timeout_ms;
     /* Connected before the freeze, so that logging in costs no frozen time. */
     if (!m->snap)
@@ -1316,7 +1304,6 @@ static void mv_crash_point(const char *step)
 /* Runs the steps from the recorded one to the end. */
 static int mv_drive(mv_move *m)
 {
-    char id[24];
     int i = mv_step_index(m->step);
     if (i < 0)
         return mv_fail(m, "unknown step '%s' in the catalog", m->step);
@@ -1327,7 +1314,7 @@ static int mv_drive(mv_move *m)
         mv_set_state(m, i > MV_STEP_FREEZE ? "flipped" : "running", NULL) < 0)
         return -1;
     if (mv_run(m, m->cat, "recording the state", "UPDATE pgshard.migrations SET error = NULL WHERE id = $1",
-               1, (const char *const[]){mv_idstr(m, id, sizeof id)}) < 0)
+               1, (const char *const[]){m->ids}) < 0)
         return -1;
     for (; i < MV_STEP_DONE; i++) {
         const char *step = mv_steps[i], *next = mv_steps[i + 1];
@@ -1339,7 +1326,7 @@ static int mv_drive(mv_move *m)
             mv_set_state(m, "failed", m->err);
             return -1;
         }
-        const char *p[] = {mv_idstr(m, id, sizeof id), next};
+        const char *p[] = {m->ids, next};
         if (mv_run(m, m->cat, "recording the step",
                    "UPDATE pgshard.migrations SET step = $2, updated_at = now(),"
                    " state = CASE WHEN $2 = 'done' THEN 'done' ELSE state END WHERE id = $1",
@@ -1379,6 +1366,7 @@ static int mv_begin(mv_move *m, const mig_opts *o, long long id)
 {
     m->o = o;
     m->id = id;
+    snprintf(m->ids, sizeof m->ids, "%lld", id);
     m->nbuckets = o->cfg->buckets;
     if (!(m->cat = mig_connect(o)))
         return -1;

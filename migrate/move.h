@@ -32,6 +32,7 @@ typedef struct mv_move {
                      it had caught up under the freeze, before the flip: verify reads the
                      target as the source was, without the writes made after the flip */
     long long id;
+    char ids[24]; /* id as text, a statement parameter */
     int source, target;
     char *buckets; /* owned: "{17,18}" as the catalog holds them, or NULL for a tenant move */
     char *tenant;  /* owned: the tenant's canonical text, or NULL for a bucket move */
@@ -72,8 +73,10 @@ int mv_each_table(mv_move *m, PGconn *conn, const char *what, const char *fmt);
  * transactions to the source again. 0 or -1. */
 int mv_unfreeze(mv_move *m, const char *why);
 void mv_sleep_ms(unsigned ms);
-/* Whether the source has the fence table (prepare made it). */
-bool mv_has_fence(mv_move *m);
+/* Whether relation name (schema-qualified) exists on conn. */
+bool mv_has(PGconn *conn, const char *name);
+/* fmt with the table as %1$s and the filter as %2$s, in a new string (NULL: no memory). */
+char *mv_table_sql(const mv_table *t, const char *fmt);
 
 /* The libpq conninfo string of shard's primary as migrate_user (without its password unless
  * password), in the database of the tables. Returns its length (>= cap: too long). */

@@ -64,11 +64,9 @@ static int mv_diff(mv_move *m, const mv_table *t, PGconn *target, bool json)
     snprintf(fmt, sizeof fmt,
              "SELECT (%s)::text COLLATE \"C\" AS k, md5(t::text) FROM %%1$s AS t WHERE %%2$s ORDER BY 1",
              t->pk ? t->pk : "t");
-    int n = snprintf(NULL, 0, fmt, t->qname, t->filter);
-    char *sql = malloc((size_t)n + 1);
+    char *sql = mv_table_sql(t, fmt);
     if (!sql)
         return mv_fail(m, "out of memory");
-    snprintf(sql, (size_t)n + 1, fmt, t->qname, t->filter);
     PGresult *r[2];
     int rc = mv_both(m, m->src, target, "listing the differing keys", sql, r);
     free(sql);
@@ -125,17 +123,10 @@ int mv_verify(mv_move *m, bool json, bool *same)
                 m->target, m->snap ? "true" : "false");
     for (int k = 0; k < m->ntables; k++) {
         const mv_table *t = &m->tables[k];
-        int n = snprintf(NULL, 0,
-                         "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)"
-                         " FROM %s AS t WHERE %s",
-                         t->qname, t->filter);
-        char *sql = malloc((size_t)n + 1);
+        char *sql = mv_table_sql(t, "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)"
+                                    " FROM %1$s AS t WHERE %2$s");
         if (!sql)
             return mv_fail(m, "out of memory");
-        snprintf(sql, (size_t)n + 1,
-                 "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)"
-                 " FROM %s AS t WHERE %s",
-                 t->qname, t->filter);
         PGresult *r[2];
         int rc = mv_both(m, m->src, target, "verify", sql, r);
         free(sql);
@@ -181,16 +172,6 @@ int mv_verify(mv_move *m, bool json, bool *same)
 }
 
 /* ---- cleanup and abort ---- */
-
-/* Whether relation name exists on conn. */
-static bool mv_has(PGconn *conn, const char *name)
-{
-    const char *p[] = {name};
-    PGresult *res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, p, NULL, NULL, 0);
-    bool yes = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    return yes;
-}
 
 /* The subscription (which drops its slot on the source), the publication, and the slot if
  * the subscription could not drop it. */
@@ -249,9 +230,7 @@ static int mv_drop_triggers(mv_move *m)
 /* The fence row and the markers of this move, then the triggers if no fence is left. */
 static int mv_unfence(mv_move *m)
 {
-    char id[24];
-    snprintf(id, sizeof id, "%lld", m->id);
-    const char *p[] = {id};
+    const char *p[] = {m->ids};
     if (mv_has(m->src, "pgshard.fence") &&
         (mv_run(m, m->src, "removing the fence", "DELETE FROM pgshard.fence WHERE migration_id = $1", 1, p) <
              0 ||
@@ -286,10 +265,9 @@ static long long mv_delete_rows(mv_move *m, PGconn *conn, const char *what)
  * for the moved keys any more, and the fence can go. */
 static int mv_wait_proxies(mv_move *m)
 {
-    char id[24], lease[16];
-    snprintf(id, sizeof id, "%lld", m->id);
+    char lease[16];
     snprintf(lease, sizeof lease, "%u", m->o->cfg->catalog_lease_ms);
-    const char *p[] = {id, lease};
+    const char *p[] = {m->ids, lease};
     unsigned waited = 0, said = 0;
     for (;;) {
         PGresult *res = mv_exec(
