@@ -31,9 +31,10 @@ test: build build-asan
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
 
-# Every libFuzzer target for FUZZ_SECONDS each, one after the other; fails if one crashed.
+# Every libFuzzer target (or those in FUZZ_TARGETS) for FUZZ_SECONDS each, one after the
+# other; fails if one crashed.
 fuzz: build-asan
-	@scripts/fuzz.sh $(BUILD_ASAN) $(FUZZ_SECONDS)
+	@scripts/fuzz.sh $(BUILD_ASAN) $(FUZZ_SECONDS) "$(FUZZ_TARGETS)"
 
 # The allocation-failure sweep (tests/alloc/sweep.py): an ASan build of pgshard alone with
 # PGS_ALLOC_FAIL, a two-shard cluster of its own (so that fan-outs span shards), every N

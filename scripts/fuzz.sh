@@ -3,16 +3,19 @@
 # seconds each, one after the other, from its seeds and with its dictionary. New inputs go to
 # BUILD/tests/fuzz/corpus_NAME, crash inputs to BUILD/tests/fuzz/fuzz_NAME-crash-*, the whole
 # output to BUILD/tests/fuzz/fuzz_NAME.log. Prints each target's coverage and final stats;
-# exits 1 when a target crashed (or timed out, or ran out of memory).
+# exits 1 when a target crashed (or timed out, or ran out of memory). A third argument (make's
+# FUZZ_TARGETS) names the targets to run, e.g. "backend copy"; all of them without it.
 set -uo pipefail
 BUILD=${1:-build-asan}
 SECONDS_EACH=${2:-60}
+ONLY=${3:-}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 DIR=$(cd "$BUILD/tests/fuzz" && pwd) || { echo "no $BUILD/tests/fuzz: build with clang (make build-asan)" >&2; exit 2; }
 FAILED=()
 for c in "$SRC"/tests/fuzz/fuzz_*.c; do
   t=$(basename "$c" .c)
   name=${t#fuzz_}
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
   log=$DIR/$t.log
   mkdir -p "$DIR/corpus_$name"
   echo "== $t (${SECONDS_EACH} s)"

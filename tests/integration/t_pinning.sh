@@ -10,7 +10,9 @@
 #     it: the lock is free, the temp table gone, and `pgbench -i` works after a held cursor;
 #   - a pool exhausted by pinned clients makes others wait (query_wait_timeout applies) and
 #     serves them when the pin goes;
-#   - pin_session_state = off shares servers as before, but cleans them all the same.
+#   - pin_session_state = off shares servers as before, but cleans them all the same;
+#   - with replicas, every read of a pinned client (its temp table's too) stays on its
+#     server, and reads go to the replicas again once the pin is gone.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -145,4 +147,34 @@ pgs_assert_eq "t" "$(pgs_psql -c "SELECT pg_try_advisory_lock(7)" -c "SELECT pg_
   "off: the next transaction's client got a cleaned server (the lock was released)"
 pgs_session_close n
 pgs_stop_proxy nopin
+pgs_log "with replicas: reads of a pinned client stay on its server (its temp table is there)"
+pgs_two_replicas
+pgs_start_proxy pinrep workers=1 pool_size=2 admin_users=app lag_poll_ms=50 \
+  '[shard.0]' "replicas = $(pgs_replica_list 0)"
+pgs_wait_replicas_up 15 "$R1" "$R2"
+pgs_session_open r "$PGS_PROXY_PORT"
+pgs_session_query r "SELECT inet_server_port();" || pgs_fail "pinrep: first read"
+[[ ${PGS_SESSION_OUT[0]} == "$R1" || ${PGS_SESSION_OUT[0]} == "$R2" ]] ||
+  pgs_fail "an unpinned autocommit read went to $(pgs_node_name "${PGS_SESSION_OUT[0]}"), not a replica"
+pgs_session_query r "CREATE TEMP TABLE tmp_rep (x int); INSERT INTO tmp_rep VALUES (1), (2), (3);" ||
+  pgs_fail "pinrep: temp table"
+for i in 1 2 3 4; do
+  pgs_session_query r "SELECT count(*), inet_server_port() FROM tmp_rep;" || pgs_fail "pinrep: read $i of the temp table"
+  pgs_assert_eq "3|$P" "${PGS_SESSION_OUT[0]}" "autocommit read $i of the temp table, on the pinned primary"
+  pgs_session_query r "SELECT inet_server_port();" || pgs_fail "pinrep: plain read $i"
+  pgs_assert_eq "$P" "${PGS_SESSION_OUT[0]}" "a plain read $i of the pinned client stays on its server"
+done
+pgs_session_query r "DISCARD TEMP;" || pgs_fail "pinrep: discard"
+# Read-your-writes keeps reads on the primary until a replica has replayed the client's
+# last write (the CREATE TEMP TABLE's catalog rows): a replica must take one within 5 s.
+deadline=$(($(pgs_now_ms) + 5000))
+while :; do
+  pgs_session_query r "SELECT inet_server_port();" || pgs_fail "pinrep: read after unpinning"
+  [[ ${PGS_SESSION_OUT[0]} == "$R1" || ${PGS_SESSION_OUT[0]} == "$R2" ]] && break
+  (($(pgs_now_ms) < deadline)) ||
+    pgs_fail "5 s after DISCARD TEMP reads still go to $(pgs_node_name "${PGS_SESSION_OUT[0]}"), not a replica"
+  sleep 0.1
+done
+pgs_session_close r
+pgs_stop_proxy pinrep
 pgs_log "all pinning checks passed"
