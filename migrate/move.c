@@ -209,6 +209,7 @@ static void mv_free(mv_move *m)
         free(m->tables[i].pk);
     }
     free(m->tables);
+    mv_seq_free(m);
 }
 
 /* The servers' NOTICEs ("schema pgshard already exists, skipping") are not the user's
@@ -1222,6 +1223,9 @@ static int mv_freeze_once(mv_move *m, int attempt)
         return mv_unfreeze(m, why) < 0 ? -1 : 0;
     }
     uint64_t t_caught = mv_now_ms();
+    int advanced;
+    if (mv_seq_sync(m, &advanced) < 0)
+        return -1;
     mv_snapshot(m);
     long long version;
     if (mv_flip(m, seq, &version) < 0)
@@ -1229,8 +1233,8 @@ static int mv_freeze_once(mv_move *m, int attempt)
     uint64_t t_flip = mv_now_ms();
     snprintf(why, sizeof why,
              "frozen for %" PRIu64 " ms (acknowledged in %" PRIu64 " ms, caught up in %" PRIu64
-             " ms), map version %lld",
-             t_flip - t0, t_ack - t0, t_caught - t_ack, version);
+             " ms, %d sequences advanced), map version %lld",
+             t_flip - t0, t_ack - t0, t_caught - t_ack, advanced, version);
     mv_log(m, "freeze", "flipped", why);
     mv_say(m, "flipped: %s", why);
     return 1;
@@ -1238,6 +1242,8 @@ static int mv_freeze_once(mv_move *m, int attempt)
 
 static int mv_step_freeze(mv_move *m)
 {
+    if (mv_seq_prepare(m) < 0)
+        return -1;
     for (int attempt = 1; attempt <= MV_FREEZE_TRIES; attempt++) {
         if (attempt > 1) {
             /* The lag that made it miss may be a burst: let it drain, catching up unfrozen. */

@@ -41,6 +41,8 @@ typedef struct mv_move {
     char step[16];
     mv_table *tables; /* owned */
     int ntables;
+    char **seqs; /* owned: the tables' own sequences (moveseq.c), once the freeze listed them */
+    int nseqs;
     char name[48]; /* pgshard_move_ID: the publication, subscription and slot */
     char err[MV_ERR_MAX];
 } mv_move;
@@ -91,6 +93,13 @@ int mv_tenant_bucket(uint32_t oid, const char *tenant, size_t len, uint32_t nbuc
 
 /* Moves buckets ("17,18,40-47") to shard to, as move --buckets does; an exit code. */
 int mv_move_buckets(const mig_opts *o, const char *buckets, int to);
+
+/* moveseq.c: lists the moved tables' own sequences on the source (before the freeze), and
+ * under the freeze sets each target sequence that counts in the same range as the source's
+ * past the source's value (*advanced: how many); 0 or -1. */
+int mv_seq_prepare(mv_move *m);
+int mv_seq_sync(mv_move *m, int *advanced);
+void mv_seq_free(mv_move *m);
 
 /* movedone.c: the steps after the flip, and abort. */
 int mv_verify(mv_move *m, bool json, bool *same);

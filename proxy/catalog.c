@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/snap.h"
 #include "shardmap/catalog.h"
@@ -29,6 +30,7 @@
 #define CAT_CONNECT_TIMEOUT_S 2
 #define CAT_STATEMENT_TIMEOUT "SET statement_timeout = 5000"
 #define CAT_BEAT_MS 1000  /* heartbeat of the proxies row */
+#define CAT_LOAD_MS 5000  /* statements per bucket added to pgshard.bucket_load */
 #define CAT_CHECK_MS 2000 /* map_version compared, in case a NOTIFY was lost */
 #define CAT_CHECK_MIN_MS 50
 #define CAT_ACKED_MAX 16 /* freezes remembered as acknowledged, so none is acknowledged twice */
@@ -46,7 +48,10 @@ struct px_catalog {
     _Atomic uint64_t lease_until_ms; /* uv_hrtime in ms past which writes are refused; UINT64_MAX: never */
     _Atomic uint64_t *cleared;       /* owned, nreaders: px_catalog_cleared's serials */
     atomic_ullong acks;              /* freezes acknowledged */
-    uv_mutex_t watch_lock;           /* guards watch_fn and watch_arg, and each call of watch_fn */
+    _Atomic uint32_t *hits;          /* owned with a catalog, nreaders x nbuckets: statements each
+                                        worker routed by a key of each bucket (px_catalog_hits) */
+    uint32_t nbuckets;
+    uv_mutex_t watch_lock; /* guards watch_fn and watch_arg, and each call of watch_fn */
     px_catalog_watch_fn watch_fn;
     void *watch_arg;
     int wake[2]; /* owned self-pipe: the thread reads [0], px_catalog_stop writes [1] */
@@ -59,7 +64,8 @@ struct px_catalog {
 
     /* The thread's alone once it runs. */
     PGconn *conn; /* owned; NULL while the catalog is away */
-    uint64_t next_connect_ns, next_beat_ns, next_check_ns;
+    uint64_t next_connect_ns, next_beat_ns, next_check_ns, next_load_ns;
+    uint64_t *load; /* owned, nbuckets: counts taken from hits, not in the catalog yet */
     uint64_t rng;
     uint64_t serial; /* of the newest map published */
     struct {
@@ -327,6 +333,36 @@ static void cat_check(px_catalog *c, uint64_t now)
         cat_renew(c, now);
 }
 
+/* Moves the workers' counts into load and adds them to pgshard.bucket_load; kept for the
+ * next time when the catalog does not take them. */
+static void cat_report_load(px_catalog *c, uint64_t now)
+{
+    char err[CAT_ERR_MAX];
+    c->next_load_ns = now + CAT_LOAD_MS * NS_PER_MS;
+    if (c->hits == NULL)
+        return;
+    pgs_buf b = {0}, q = {0};
+    for (uint32_t k = 0; k < c->nbuckets; k++) {
+        for (int r = 0; r < c->nreaders; r++)
+            c->load[k] +=
+                atomic_exchange_explicit(&c->hits[(size_t)r * c->nbuckets + k], 0, memory_order_relaxed);
+        if (c->load[k]) {
+            pgs_buf_appendf(&b, "%c%" PRIu32, b.len ? ',' : '{', k);
+            pgs_buf_appendf(&q, "%c%" PRIu64, q.len ? ',' : '{', c->load[k]);
+        }
+    }
+    pgs_buf_append(&b, "}", 2);
+    pgs_buf_append(&q, "}", 2);
+    if (b.len > 2 && !pgs_buf_failed(&b) && !pgs_buf_failed(&q)) {
+        if (sm_catalog_bucket_load(c->conn, (const char *)b.data, (const char *)q.data, err, sizeof(err)) < 0)
+            cat_warn_once(c, "bucket_load_failed", err); /* a catalog from before bucket_load: init adds it */
+        else
+            memset(c->load, 0, c->nbuckets * sizeof *c->load);
+    }
+    pgs_buf_free(&b);
+    pgs_buf_free(&q);
+}
+
 static bool cat_was_acked(const px_catalog *c, const sm_move *mv)
 {
     for (int i = 0; i < c->nacked && i < CAT_ACKED_MAX; i++)
@@ -438,6 +474,8 @@ static int cat_wait_ms(px_catalog *c, uint64_t now)
     uint64_t next = c->conn != NULL
                         ? (c->next_beat_ns < c->next_check_ns ? c->next_beat_ns : c->next_check_ns)
                         : c->next_connect_ns;
+    if (c->conn != NULL && c->next_load_ns < next)
+        next = c->next_load_ns;
     if (next < wake)
         wake = next;
     return wake <= now ? 0 : (int)((wake - now + NS_PER_MS - 1) / NS_PER_MS);
@@ -476,6 +514,8 @@ static void cat_main(void *arg)
             cat_beat(c, now);
         if (c->conn != NULL && now >= c->next_check_ns)
             cat_check(c, now);
+        if (c->conn != NULL && now >= c->next_load_ns)
+            cat_report_load(c, now);
         if (cat_notified(c))
             continue; /* the reload's own statements may have queued another */
         cat_acks(c);
@@ -483,6 +523,7 @@ static void cat_main(void *arg)
     }
     if (c->conn != NULL) {
         char err[CAT_ERR_MAX];
+        cat_report_load(c, uv_hrtime()); /* the workers have stopped: their last counts */
         if (sm_catalog_forget(c->conn, c->id, err, sizeof(err)) < 0)
             pgs_debug("catalog_forget_failed", "%s", err);
         PQfinish(c->conn);
@@ -497,6 +538,8 @@ static void cat_free(px_catalog *c)
     PQfinish(c->conn);
     pgs_snap_destroy(&c->maps);
     free(c->cleared);
+    free(c->hits);
+    free(c->load);
     if (c->watch_lock_on)
         uv_mutex_destroy(&c->watch_lock);
     px_tables_free(c->tables);
@@ -607,6 +650,16 @@ px_catalog *px_catalog_start(const cfg_config *cfg, int nreaders, char *err, siz
     }
     cat_renew(c, first_read);
     cat_log_map(c->enabled ? "map_loaded" : "map_default", first);
+    if (c->enabled) {
+        c->nbuckets = sm_map_buckets(first);
+        c->hits = calloc((size_t)nreaders * c->nbuckets, sizeof *c->hits);
+        c->load = calloc(c->nbuckets, sizeof *c->load);
+        if (!c->hits || !c->load) {
+            snprintf(err, errlen, "catalog: out of memory");
+            goto fail;
+        }
+        c->next_load_ns = uv_hrtime() + CAT_LOAD_MS * NS_PER_MS;
+    }
     if (c->enabled && cat_start_thread(c, err, errlen) < 0)
         goto fail;
     return c;
@@ -674,6 +727,12 @@ void px_catalog_cleared(px_catalog *c, int reader, uint64_t serial, bool wake)
         ssize_t r = write(c->wake[1], &one, 1); /* a full pipe wakes the thread anyway */
         (void)r;
     }
+}
+
+_Atomic uint32_t *px_catalog_hits(px_catalog *c, int reader, uint32_t *nbuckets)
+{
+    *nbuckets = c->hits ? c->nbuckets : 0;
+    return c->hits ? c->hits + (size_t)reader * c->nbuckets : NULL;
 }
 
 unsigned long long px_catalog_acks(const px_catalog *c)

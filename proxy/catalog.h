@@ -10,6 +10,7 @@
 #ifndef PX_CATALOG_H
 #define PX_CATALOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,6 +59,10 @@ void px_catalog_watch(px_catalog *cat, px_catalog_watch_fn fn, void *arg);
  * acknowledges its freezes in the catalog. wake: the map freezes keys, so tell the thread
  * now. Any thread. */
 void px_catalog_cleared(px_catalog *cat, int reader, uint64_t serial, bool wake);
+/* Load per bucket: reader's counters, one per bucket (*nbuckets of them), which its worker
+ * adds the statements it routes by a key to (relaxed atomics); the thread adds them to
+ * pgshard.bucket_load every few seconds. NULL (and 0) without a catalog. */
+_Atomic uint32_t *px_catalog_hits(px_catalog *cat, int reader, uint32_t *nbuckets);
 /* Freezes acknowledged in the catalog since start. */
 unsigned long long px_catalog_acks(const px_catalog *cat);
 

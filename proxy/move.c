@@ -23,7 +23,15 @@ int px_move_setup(px_worker *w)
     w->move.timer.data = w;
     w->move.timer_on = true;
     uv_unref((uv_handle_t *)&w->move.timer);
+    w->move.hits = px_catalog_hits(w->px->cat, w->id, &w->move.nhits);
     return 0;
+}
+
+/* A statement routed by keys of bucket b (-1: of several) counts toward its load. */
+static void move_count(px_worker *w, int64_t b)
+{
+    if (b >= 0 && (uint64_t)b < w->move.nhits)
+        atomic_fetch_add_explicit(&w->move.hits[b], 1, memory_order_relaxed);
 }
 
 /* ---- held clients --------------------------------------------------------------------- */
@@ -97,17 +105,17 @@ static int move_refuse_held(px_client *cl)
 
 /* Holds a new transaction whose key a freezing move holds back: the client waits, its
  * statement unread, until a newer map routes it again (px_move_on_map) or its time is up. */
-static int move_hold(px_client *cl, const px_sk_result *sk)
+static int move_hold(px_client *cl, int64_t move, int target)
 {
     px_worker *w = cl->conn.w;
     uint64_t now = uv_now(&w->loop), limit = w->conf->cfg->freeze_hold_ms;
     if (!cl->hold_since) {
         cl->hold_since = now;
         atomic_fetch_add_explicit(&w->px->gs.move_held, 1, memory_order_relaxed);
-        pgs_debug("move_held", "client %08x: held for move %" PRId64, cl->key_pid, sk->frozen_move);
+        pgs_debug("move_held", "client %08x: held for move %" PRId64, cl->key_pid, move);
     }
-    cl->hold_move = sk->frozen_move;
-    cl->hold_target = sk->frozen_target;
+    cl->hold_move = move;
+    cl->hold_target = target;
     if (now - cl->hold_since >= limit)
         return move_refuse_held(cl) < 0 ? -1 : PX_MOVE_REFUSED;
     px_client_set_state(cl, CL_WAIT_SERVER, &w->move.held);
@@ -205,11 +213,12 @@ int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred)
     if (cl->x.move_wait)
         px_move_xact_done(cl); /* counted while queued, then refused: a new transaction now */
     if (sk->frozen_move)
-        return move_hold(cl, sk);
+        return move_hold(cl, sk->frozen_move, (int)sk->frozen_target);
     cl->hold_since = 0;
     if (lease_barred)
         return move_lease_refuse(cl);
     cl->x.route_bucket = move_bucket_of(sk);
+    move_count(cl->conn.w, cl->x.route_bucket);
     return PX_MOVE_GO;
 }
 
@@ -241,6 +250,17 @@ int px_move_fanout_admit(px_client *cl, uint8_t mode, const px_sk_result *sk)
     }
     bool writes =
         ddl || mode == PX_FAN_COPY_IN || sk->verdict == PX_SK_WRITE_ALL || sk->verdict == PX_SK_WRITE_SPLIT;
+    /* A write on several shards may write frozen keys: it waits for the freeze to end like a
+     * keyed one, then is split again by the newest map (freezes last milliseconds). */
+    const sm_map *m = writes ? px_catalog_map(w->px->cat, w->id) : NULL;
+    for (size_t i = 0; m && sm_map_freezing(m) && i < sm_map_move_count(m); i++) {
+        const sm_move *f = sm_map_move(m, i);
+        if (f->state == SM_MOVE_FREEZING) {
+            int r = move_hold(cl, f->id, (int)f->target);
+            return r == PX_MOVE_HELD ? PX_FANOUT_HELD : r == PX_MOVE_REFUSED ? 1 : -1;
+        }
+    }
+    cl->hold_since = 0;
     if (writes && move_lapsed(w))
         return move_lease_refuse(cl) == PX_MOVE_REFUSED ? 1 : -1;
     return 0;
@@ -301,10 +321,11 @@ static void move_scan(px_worker *w, const sm_map *m)
 void px_move_note(px_client *cl, const px_sk_result *sk)
 {
     int64_t b = move_bucket_of(sk), *rb = &cl->x.route_bucket;
+    px_worker *w = cl->conn.w;
+    move_count(w, b);
     if (b == PX_MOVE_NO_KEY || b == *rb)
         return;
     *rb = *rb == PX_MOVE_NO_KEY ? b : -1;
-    px_worker *w = cl->conn.w;
     /* A transaction that now names a frozen key delays an acknowledgement not yet given. */
     if (w->move.freezing && w->move.blockers && !cl->x.move_wait &&
         move_blocks(px_catalog_map(w->px->cat, w->id), cl)) {

@@ -512,6 +512,8 @@ typedef struct px_move_worker {
     uint32_t blockers; /* clients with x.move_wait */
     atomic_uint nheld; /* held.n, for other threads (metrics, SHOW MIGRATIONS) */
     _Atomic uint64_t held_by[PX_MOVE_SLOTS]; /* id << PX_MOVE_HELD_BITS | count; 0 = unused */
+    _Atomic uint32_t *hits; /* px_catalog_hits: statements routed by a key, per bucket; or NULL */
+    uint32_t nhits;
 } px_move_worker;
 
 struct px_worker {
@@ -748,8 +750,10 @@ int px_move_setup(px_worker *w);
  * the transaction's keys noted. -1 when out of memory. */
 int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred);
 /* A statement on every shard (fanout mode PX_FAN_*): refused while a move is active when it
- * is a read of a sharded table without a key or DDL on one, and when the lease has lapsed
- * when it writes sharded tables. Returns 0 or as px_route_refuse. */
+ * is a read of a sharded table without a key or DDL on one, held like a keyed transaction
+ * (PX_FANOUT_HELD) while a move freezes when it writes sharded tables, and refused when the
+ * lease has lapsed when it writes them. Returns 0, PX_FANOUT_HELD or as px_route_refuse. */
+#define PX_FANOUT_HELD 2
 int px_move_fanout_admit(px_client *cl, uint8_t mode, const px_sk_result *sk);
 /* A statement inside the client's transaction on its shard, routed as sk says. */
 void px_move_note(px_client *cl, const px_sk_result *sk);

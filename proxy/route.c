@@ -797,12 +797,16 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = -1;
     if (r == 0 && plan.sql == NULL)
         r = px_route_refuse(cl, plan.sqlstate, plan.msg);
-    if (r == 0)
+    bool held = false;
+    if (r == 0) {
         r = px_move_fanout_admit(cl, req.mode, &qc->sk);
+        held = r == PX_FANOUT_HELD; /* waits unread in move.held: nothing more to do now */
+        r = held ? 0 : r;
+    }
     bool primary = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
     if (primary)
         cl->x.want_read = false;
-    for (int s = 0; r == 0 && s < w->conf->nshards; s++) {
+    for (int s = 0; r == 0 && !held && s < w->conf->nshards; s++) {
         route_decide(cl, qc, primary, s, &req.routes[s]);
         if (req.routes[s].verdict != PX_ROUTE_GO) {
             cl->refuse =
@@ -810,7 +814,7 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
             r = 1;
         }
     }
-    if (r == 0)
+    if (r == 0 && !held)
         r = px_fanout_start(cl, &req);
     free(req.routes);
     prs_scatter_free(&plan);

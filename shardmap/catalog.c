@@ -46,7 +46,12 @@ static const char cat_ddl[] =
     " added_at timestamptz NOT NULL DEFAULT now());"
     "CREATE TABLE IF NOT EXISTS pgshard.migration_acks ("
     " migration_id bigint NOT NULL, freeze_seq int NOT NULL, proxy_id text NOT NULL,"
-    " at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (migration_id, freeze_seq, proxy_id));";
+    " at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (migration_id, freeze_seq, proxy_id));"
+    /* Load per bucket, for plan: statements the proxies routed by a key of the bucket, all of
+     * them (queries) and decayed with a half-life of an hour as of updated_at (recent). */
+    "CREATE TABLE IF NOT EXISTS pgshard.bucket_load ("
+    " bucket int PRIMARY KEY CHECK (bucket >= 0), queries bigint NOT NULL,"
+    " recent double precision NOT NULL, updated_at timestamptz NOT NULL);";
 
 static int cat_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -668,6 +673,24 @@ int sm_catalog_heartbeat(PGconn *conn, const char *id, const char *host, int pid
                           " ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,"
                           " map_version = EXCLUDED.map_version, last_seen = EXCLUDED.last_seen",
                           4, values, PGRES_COMMAND_OK, err, errlen);
+    PQclear(res);
+    return res != NULL ? 0 : SM_ECATALOG;
+}
+
+int sm_catalog_bucket_load(PGconn *conn, const char *buckets, const char *counts, char *err, size_t errlen)
+{
+    const char *values[] = {buckets, counts};
+    PGresult *res;
+
+    if (conn == NULL || buckets == NULL || counts == NULL)
+        return SM_EINVAL;
+    res = cat_exec_params(conn, "bucket load",
+                          "INSERT INTO pgshard.bucket_load AS l (bucket, queries, recent, updated_at)"
+                          " SELECT b, q, q, now() FROM unnest($1::int[], $2::bigint[]) u(b, q)"
+                          " ON CONFLICT (bucket) DO UPDATE SET queries = l.queries + EXCLUDED.queries,"
+                          " recent = l.recent * power(0.5, greatest(extract(epoch FROM now() - l.updated_at),"
+                          " 0) / " SM_LOAD_HALF_LIFE_S ") + EXCLUDED.recent, updated_at = now()",
+                          2, values, PGRES_COMMAND_OK, err, errlen);
     PQclear(res);
     return res != NULL ? 0 : SM_ECATALOG;
 }

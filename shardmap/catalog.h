@@ -101,6 +101,11 @@ int sm_catalog_ack(PGconn *conn, int64_t migration_id, int32_t freeze_seq, const
 int sm_catalog_heartbeat(PGconn *conn, const char *id, const char *host, int pid, uint64_t map_version,
                          char *err, size_t errlen);
 
+/* Adds statement counts to pgshard.bucket_load: buckets and counts are int[] and bigint[]
+ * literals of the same length ("{3,17}", "{120,4}"). */
+#define SM_LOAD_HALF_LIFE_S "3600" /* bucket_load.recent halves in an hour */
+int sm_catalog_bucket_load(PGconn *conn, const char *buckets, const char *counts, char *err, size_t errlen);
+
 /* Deletes the proxies row of id: a proxy that stops cleanly is no longer waited for. */
 int sm_catalog_forget(PGconn *conn, const char *id, char *err, size_t errlen);
 

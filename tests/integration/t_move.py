@@ -56,6 +56,7 @@ class Env:
         self.ini = None
         self.shard_of = {}
         self.bucket_of = {}
+        self.heavy = []
 
 
 E = Env()
@@ -65,7 +66,8 @@ def proxy(name, nshards=2):
     c = CLUSTER
     sections = {f"shard.{k}": {"primary": f"{c.host}:{c.ports[k]}"} for k in range(1, nshards)}
     sections.update({"table.orders": {"shard_key": "tenant_id", "key_type": "int"},
-                     "table.counters": {"shard_key": "tenant_id", "key_type": "int"}})
+                     "table.counters": {"shard_key": "tenant_id", "key_type": "int"},
+                     "table.notes": {"shard_key": "tenant_id", "key_type": "int"}})
     return pgwire.Proxy(name, primary=f"{c.host}:{c.ports[0]}", sections=sections, monitor_dbname=c.db,
                         catalog_dsn=catalog_dsn(), catalog_lease_ms=LEASE_MS, freeze_hold_ms=20000,
                         workers=2, pool_size=8)
@@ -83,7 +85,8 @@ def write_ini(path, nshards=2):
                 f"catalog_lease_ms = {LEASE_MS}\nfreeze_timeout_ms = 1500\n{shards}"
                 f"[user.{c.user}]\npassword = {c.password}\n[user.postgres]\npassword = {SUPER_PW}\n"
                 "[table.orders]\nshard_key = tenant_id\nkey_type = int\n"
-                "[table.counters]\nshard_key = tenant_id\nkey_type = int\n")
+                "[table.counters]\nshard_key = tenant_id\nkey_type = int\n"
+                "[table.notes]\nshard_key = tenant_id\nkey_type = int\n")
 
 
 def mig(*args, env=None, timeout=120):
@@ -224,6 +227,8 @@ def setup():
     conn.execute("CREATE TABLE orders (tenant_id int NOT NULL, id bigserial, v text NOT NULL, "
                  "PRIMARY KEY (tenant_id, id))")
     conn.execute("CREATE TABLE counters (tenant_id int PRIMARY KEY, n int NOT NULL)")
+    # An int4 serial: no per-shard range fits in it, so every shard counts from 1.
+    conn.execute("CREATE TABLE notes (tenant_id int NOT NULL, id serial, PRIMARY KEY (tenant_id, id))")
     for t in TENANTS:
         conn.execute("INSERT INTO counters (tenant_id, n) VALUES (%s, 0)", (t,))
     conn.close()
@@ -300,6 +305,107 @@ def under_load(check):
     check(ov == [(str(tenant), 1)], "the tenant move is a tenant override to shard 1", f"{ov}")
     check(leftovers() == [], "no publication, subscription, slot or fence is left", f"{leftovers()}")
     return load
+
+
+def sequences(check):
+    """A moved tenant's new rows on the target do not collide with the rows it brought: the
+    target's int4 serial (the same range on every shard) is set past the source's under the
+    freeze, while the bigint serial of orders keeps its shard's own range."""
+    tenant = pick(1)[1][0]
+    other = next(t for t in TENANTS if E.shard_of[t] == 1)
+    conn = CLUSTER.connect(E.proxies[0].port)
+    for _ in range(5):
+        conn.execute("INSERT INTO notes (tenant_id) VALUES (%s)", (other,))
+    for _ in range(30):
+        conn.execute("INSERT INTO notes (tenant_id) VALUES (%s)", (tenant,))
+    orders_seq = one(1, "SELECT last_value FROM orders_id_seq")
+    rc, out = mig("move", "--tenant", str(tenant), "--to", "1", timeout=240)
+    flipped = " ".join(line.split(": ", 1)[1] for line in out.splitlines() if "flipped:" in line)
+    errors = []
+    for _ in range(40):
+        try:
+            conn.execute("INSERT INTO notes (tenant_id) VALUES (%s)", (tenant,))
+        except psycopg.Error as e:
+            errors.append(f"{e.sqlstate} {str(e).strip().splitlines()[0]}")
+    ids = [r[0] for r in conn.execute("SELECT id FROM notes WHERE tenant_id = %s", (tenant,)).fetchall()]
+    conn.close()
+    check(rc == 0 and not errors and len(ids) == 70 and len(set(ids)) == 70,
+          "a moved tenant's new rows take serial values past the ones it brought (no duplicate key)",
+          f"exit {rc}; {flipped}; {len(ids)} rows, {len(set(ids))} distinct, errors {errors[:3]}; "
+          f"{out[-400:] if rc else ''}")
+    now = one(1, "SELECT last_value FROM orders_id_seq")
+    check(now >= orders_seq and now > 1 << 48, "the target's bigint serial keeps its own range",
+          f"orders_id_seq on shard 1 {orders_seq} -> {now}")
+    refresh_placement()
+
+
+def bucket_load():
+    return dict(on(0, "SELECT bucket, queries FROM pgshard.bucket_load"))
+
+
+def load_reported(check, load):
+    """The proxies report the statements they route by key, per bucket, to the catalog: at
+    least the two keyed statements of every committed transaction of the load."""
+    want = {}
+    for t in TENANTS:
+        want[E.bucket_of[t]] = want.get(E.bucket_of[t], 0) + 2 * load.counts[t]
+    deadline = time.monotonic() + 12
+    while True:
+        got = bucket_load()
+        short = [(b, got.get(b, 0), n) for b, n in want.items() if got.get(b, 0) < n]
+        stray = [b for b in got if b not in want]
+        if (not short and not stray) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    check(not short and not stray and sum(want.values()) > 0,
+          "the proxies report each bucket's keyed statements to pgshard.bucket_load",
+          f"{sum(got.values())} reported for {sum(want.values())} wanted; short (bucket, got, want): {short[:5]}; "
+          f"buckets of no tenant: {stray[:5]}")
+
+
+def load_planning(check):
+    """Sizes even, load skewed (four tenants of the larger shard made busy, nothing else
+    counted): plan moves busy buckets to the other shard until the busiest is within 10 % of
+    the mean load, without taking any shard's size past its bound; --apply runs it."""
+    refresh_placement()
+    overridden = {int(r[0]) for r in on(0, "SELECT tenant FROM pgshard.tenant_map")}
+    big = 0 if shard_bytes()[0] >= shard_bytes()[1] else 1
+    hot = [t for t in TENANTS if E.shard_of[t] == big and t not in overridden][:4]
+    E.shards[0].execute("DELETE FROM pgshard.bucket_load")
+    before = 0
+    conn = CLUSTER.connect(E.proxies[0].port)
+    for t in hot:
+        for _ in range(1000):
+            conn.execute("SELECT count(*) FROM counters WHERE tenant_id = %s", (t,))
+    conn.close()
+    deadline = time.monotonic() + 12
+    while sum(bucket_load().values()) < before + 4000 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    rc, js = mig("plan", "--json")
+    try:
+        doc = json.loads(js)
+        load_after = [x["load_after"] for x in doc["shards"]]
+        bytes_after = [x["bytes_after"] for x in doc["shards"]]
+        moved = {b for m in doc["moves"] for b in m["buckets"]}
+        out = [m for m in doc["moves"] if m["source"] == big]
+        back = [m for m in doc["moves"] if m["source"] != big]  # cool buckets swapped in to make room
+        ok = rc == 0 and out and all(m["load"] <= 0.1 * sum(o["load"] for o in out) for m in back) \
+            and moved & {E.bucket_of[t] for t in hot} \
+            and max(load_after) <= 1.10 * sum(load_after) / len(load_after) \
+            and max(bytes_after) <= 1.10 * sum(bytes_after) / len(bytes_after)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        ok, load_after = False, str(e)
+    check(ok, "plan --json on skewed load moves busy buckets off the busy shard (swapped for cool ones where "
+          "size needs it), sizes kept within 10 %",
+          f"hot tenants {hot}; {js[:600]}")
+    rc, out = mig("plan", "--apply", timeout=240)
+    rc2, js = mig("plan", "--json")
+    try:
+        left = json.loads(js)["moves"]
+    except (ValueError, KeyError) as e:
+        left = str(e)
+    check(rc == 0 and rc2 == 0 and left == [], "plan --apply runs them; plan then proposes nothing",
+          f"exit {rc}, {rc2}; left {left}; {out[-500:] if rc else ''}")
 
 
 def crashes(check, load):
@@ -443,7 +549,8 @@ def planning(check):
     mean, and --apply makes it so."""
     refresh_placement()
     conn = CLUSTER.connect(E.proxies[0].port)
-    heavy = [t for t in TENANTS if E.shard_of[t] == 0]
+    heavy = E.heavy = [t for t in TENANTS if E.shard_of[t] == 0]
+    E.shards[0].execute("DELETE FROM pgshard.bucket_load")  # the load so far follows earlier moves: size only
     pad = "x" * 400
     for t in heavy:
         conn.execute(f"/* pgshard: tenant={t} */ INSERT INTO orders (tenant_id, v) "
@@ -488,7 +595,7 @@ def adding_a_shard(check):
           "add-shard 2 copies the schema, starts its sequences at 2 * 2^48 + 1 and records the shard",
           f"exit {rc}, tables {tables}, sequence {seq}, recorded {recorded}: {out[-500:]}")
     rc, out = mig("add-shard", "2")
-    check(rc == 1 and "already has 2 tables" in out, "add-shard of a shard that has tables is refused", out[-300:])
+    check(rc == 1 and "already has 3 tables" in out, "add-shard of a shard that has tables is refused", out[-300:])
     for p in E.proxies:
         p.stop()
     E.proxies = [proxy("proxy1-3", nshards=3), proxy("proxy2-3", nshards=3)]
@@ -522,12 +629,15 @@ def main():
     try:
         setup()
         load = under_load(check)
+        sequences(check)
+        load_reported(check, load)
         crashes(check, load)
         aborts(check, load)
         corrupted(check)
         stopped_proxy(check)
         listing(check)
         planning(check)
+        load_planning(check)
         adding_a_shard(check)
     finally:
         for p in E.proxies:

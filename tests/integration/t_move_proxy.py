@@ -61,19 +61,31 @@ def wait_for(fn, timeout, step=0.01):
 
 
 class Held:
-    """A statement run on its own connection in a thread: did it return, with what, when."""
+    """A statement run on its own connection in a thread: did it return, with what, when.
+    fetch=False: a statement without rows (result: its row count); copy: rows for the
+    statement, a COPY ... FROM STDIN."""
 
-    def __init__(self, port, sql, conn_kw, autocommit=True):
+    def __init__(self, port, sql, conn_kw, autocommit=True, fetch=True, copy=None):
         self.conn = psycopg.connect(port=port, **conn_kw)
         self.conn.autocommit = autocommit  # False: psycopg sends BEGIN first, which pgshard defers
         self.sql, self.result, self.error, self.done_at = sql, None, None, None
+        self.fetch, self.copy = fetch, copy
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
         self.thread.start()
 
     def _run(self):
         try:
-            self.result = self.conn.execute(self.sql).fetchall()
+            if self.copy is not None:
+                with self.conn.cursor() as cur:
+                    with cur.copy(self.sql) as cp:
+                        for row in self.copy:
+                            cp.write_row(row)
+                    self.result = cur.rowcount
+            elif self.fetch:
+                self.result = self.conn.execute(self.sql).fetchall()
+            else:
+                self.result = self.conn.execute(self.sql).rowcount
         except psycopg.Error as e:
             self.error = e
         self.done_at = time.monotonic()
@@ -155,10 +167,11 @@ def start_proxies(dsn, proxies):
                   catalog_lease_ms=LEASE_MS, monitor_dbname=CLUSTER.db)
     sections = {"shard.1": {"primary": f"{CLUSTER.host}:{CLUSTER.ports[1]}"},
                 "table.mv_items": {"shard_key": "tenant_id", "key_type": "int"}}
-    for name, hold in (("p1", HOLD_P1_MS), ("p2", 10000)):
+    # p2 writes on several shards at once (two-phase commit): a split INSERT is one of those.
+    for name, hold, twopc in (("p1", HOLD_P1_MS, "off"), ("p2", 10000, "on")):
         mport = pgwire.free_port()
         p = pgwire.Proxy(name, primary=f"{CLUSTER.host}:{CLUSTER.ports[0]}", sections=sections,
-                         freeze_hold_ms=hold, metrics_port=mport, **common)
+                         freeze_hold_ms=hold, metrics_port=mport, two_phase_commit=twopc, **common)
         p.mport = mport
         proxies.append(p)
     return proxies
@@ -183,7 +196,7 @@ def run(check, proxies):
     check(len(proxy_ids) == 2, "both proxies heartbeat", f"{proxy_ids}")
 
     tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_ids)
-    bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw)
+    bucket_move(check, cat, c1, c2, p1, p2, A, B, C, tenants, kw)
     lease(check, cat, c1, c2, p1, p2, A, C)
     sigstop(check, p2, kw, C)
     for p in (p1, p2):
@@ -220,6 +233,8 @@ def tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_
     check(rows and rows[0][:6] == (str(mid), "0", "1", f"tenant {A}", "running", "0"),
           "SHOW MIGRATIONS lists the running move", f"{rows}")
 
+    # p1 follows the NOTIFY within a second, like p2 whose SHOW MIGRATIONS lists it.
+    wait_for(lambda: diffcluster.sqlstate_of(lambda: c1.execute("SELECT count(*) FROM mv_items").fetchall())[0], 1)
     st, msg = diffcluster.sqlstate_of(lambda: c1.execute("SELECT count(*) FROM mv_items").fetchall())
     check(st == "55000" and f"move {mid}" in msg, "during a move a keyless read is refused (55000, names the move)",
           f"{st} {msg}")
@@ -311,7 +326,7 @@ def tenant_move(check, cat, c1, c2, admin2, p1, p2, A, B, C, tenants, kw, proxy_
     open_tx.close()
 
 
-def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
+def bucket_move(check, cat, c1, c2, p1, p2, A, B, C, tenants, kw):
     mid = cat.execute("INSERT INTO pgshard.migrations (source, target, buckets, state) VALUES (0, 1, %s, 'running') "
                       "RETURNING id", ([tenants[B]],)).fetchone()[0]
     cat.execute("NOTIFY pgshard_map")
@@ -319,8 +334,16 @@ def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
     wait_for(lambda: len(acks(cat, mid, seq)) == 2, 1)
     held = Held(p2.port, f"SELECT note FROM mv_items WHERE tenant_id = {B} AND id = 3", kw)
     in_tx = Held(p2.port, f"SELECT note FROM mv_items WHERE tenant_id = {B} AND id = 1", kw, autocommit=False)
+    # Writes on both shards (A is on shard 1 since the tenant move): an INSERT split by key
+    # and a COPY FROM, each with a row of the frozen bucket's B.
+    split = Held(p2.port, f"INSERT INTO mv_items (tenant_id, id, note) VALUES ({B}, 40, 'split'), ({A}, 40, 'split')",
+                 kw, fetch=False)
+    copy = Held(p2.port, "COPY mv_items (tenant_id, id, note) FROM STDIN", kw,
+                copy=[(B, 41, "copy"), (A, 41, "copy")])
     time.sleep(0.3)
     check(not held.done(), "bucket move: a statement of a key in a frozen bucket is held", f"{held.result}")
+    check(not split.done() and not copy.done(), "bucket move: an INSERT split over the shards and a COPY FROM "
+          "with a frozen key are held too, not refused", f"{split.result} {split.error}; {copy.result} {copy.error}")
     check(not in_tx.done(), "bucket move: the first statement after BEGIN is held too", f"{in_tx.result}")
     got = c2.execute("SELECT count(*) FROM mv_items WHERE tenant_id = %s", (C,)).fetchall()
     check(got and got[0][0] >= 1, "bucket move: a key of another bucket runs", f"{got}")
@@ -334,6 +357,14 @@ def bucket_move(check, cat, c1, c2, p1, p2, B, C, tenants, kw):
     check(in_tx.done() and in_tx.result == [("source",)], "... and the one after BEGIN, which then commits",
           f"{in_tx.result} {in_tx.error}")
     in_tx.conn.commit()
+    wait_for(lambda: split.done() and copy.done(), 2)
+    got = [c1.execute("SELECT note FROM mv_items WHERE tenant_id = %s AND id IN (40, 41) ORDER BY id", (t,)).fetchall()
+           for t in (B, A)]
+    check(split.result == 2 and copy.result == 2 and got == [[("split",), ("copy",)]] * 2,
+          "... and the split INSERT and the COPY FROM then write every row", f"{split.result} {split.error}; "
+          f"{copy.result} {copy.error}; rows of B and A: {got}")
+    split.conn.close()
+    copy.conn.close()
     held.conn.close()
     in_tx.conn.close()
 
