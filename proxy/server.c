@@ -341,10 +341,17 @@ static void server_count_ready(px_server *sv)
     l->start_ns = 0;
 }
 
-/* Asks for a whole message before looking at it. */
-static px_step server_need(px_server *sv, size_t more)
+/* Asks for the whole of a message that is read before it is relayed (an error, a notice, a
+ * command tag, a reply of the extended protocol: all short by nature). One that says it is
+ * longer than max_message_size is not waited for: a server that sends one is broken, and
+ * its length must not make pgshard reserve up to a gigabyte. */
+static px_step server_need(px_server *sv, const pgs_frame *f, size_t avail)
 {
-    if (pgs_buf_reserve(&sv->conn.in, more) < 0) {
+    if (f->total > sv->conn.w->conf->cfg->max_message_size) {
+        px_server_close(sv, "message from server longer than max_message_size");
+        return PX_STEP_CLOSED;
+    }
+    if (pgs_buf_reserve(&sv->conn.in, f->total - avail) < 0) {
         px_server_close(sv, "out of memory");
         return PX_STEP_CLOSED;
     }
@@ -428,17 +435,17 @@ static px_step server_active_step(px_server *sv)
         return PX_STEP_WAIT;
     if (px_retry_armed(cl) && !l->sent_any && (f.type == PGS_BE_ERROR || f.type == PGS_BE_NOTICE) &&
         avail < f.total)
-        return server_need(sv, f.total - avail); /* whole, to see whether the replica is going away */
+        return server_need(sv, &f, avail); /* whole, to see whether the replica is going away */
     if (f.type == PGS_BE_READY && f.len != 5) {
         px_server_close(sv, "malformed ReadyForQuery from server");
         return PX_STEP_CLOSED;
     }
     bool pending = cl->sess && px_session_has_pending(cl->sess);
     if (pending && f.type == PGS_BE_COMMAND_COMPLETE && avail < f.total)
-        return server_need(sv, f.total - avail);
+        return server_need(sv, &f, avail);
     px_relay hide = px_ext_server_message(sv, &f, p, avail);
     if (hide == PX_RELAY_WHOLE)
-        return server_need(sv, f.total - avail);
+        return server_need(sv, &f, avail);
     if (hide == PX_RELAY_DESYNC) {
         px_server_close(sv, "reply does not match what was sent (protocol desync)");
         return PX_STEP_CLOSED;

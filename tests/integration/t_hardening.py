@@ -11,6 +11,10 @@ bound, each case the test of one fix (issue "Hardening", first list).
 - A server connection stuck in the TLS handshake is covered by server_connect_timeout.
 - Pools of databases that do not exist are freed; /metrics escapes label values.
 - Cancel keys stay positive and distinct, and cancel works, with 256 workers.
+- A server reply that pgshard reads whole (here a SET's CommandComplete) and that says it is
+  longer than max_message_size closes that server at once: the client gets an error instead
+  of waiting while pgshard reserves what the length says (found by fuzz_backend: an input
+  that took 33 s).
 
 Environment as the other raw-protocol tests (set by CTest). Prints one line per case and
 "N passed, M failed".
@@ -192,6 +196,96 @@ def case_server_tls_handshake_timeout():
         srv.close()
 
 
+class LyingServer(threading.Thread):
+    """A "server" that logs anyone in (trust) and answers every Query with a CommandComplete
+    whose length says 512 MB, of which it sends a few bytes."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.socks = []
+        self.stop = False
+
+    @staticmethod
+    def _recv(s, n):
+        out = b""
+        while len(out) < n:
+            chunk = s.recv(n - len(out))
+            if not chunk:
+                raise OSError("closed")
+            out += chunk
+        return out
+
+    def _serve(self, s):
+        s.settimeout(30)
+        (n,) = struct.unpack("!I", self._recv(s, 4))
+        self._recv(s, n - 4)  # the startup packet
+        hello = msg(b"R", struct.pack("!I", 0))
+        for k, v in (("server_version", "15.8"), ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"),
+                     ("integer_datetimes", "on"), ("standard_conforming_strings", "on")):
+            hello += msg(b"S", cstr(k) + cstr(v))
+        s.sendall(hello + msg(b"K", struct.pack("!II", 4242, 7)) + msg(b"Z", b"I"))
+        while not self.stop:
+            t = self._recv(s, 1)
+            (n,) = struct.unpack("!I", self._recv(s, 4))
+            self._recv(s, n - 4)
+            if t == b"Q":
+                s.sendall(b"C" + struct.pack("!I", 512 << 20) + b"SET\0")
+            elif t == b"X":
+                return
+
+    def run(self):
+        self.ls.settimeout(0.2)
+        while not self.stop:
+            try:
+                s, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.socks.append(s)
+            threading.Thread(target=self._guard, args=(s,), daemon=True).start()
+
+    def _guard(self, s):
+        try:
+            self._serve(s)
+        except (OSError, struct.error):
+            pass
+
+    def close(self):
+        self.stop = True
+        for s in self.socks + [self.ls]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def case_server_message_too_long():
+    srv = LyingServer()
+    srv.start()
+    try:
+        p = start_proxy("lying_server", primary=f"127.0.0.1:{srv.port}", max_message_size=65536,
+                        query_wait_timeout=30)
+        c = login(p.port)
+        t0 = time.monotonic()
+        c.send(query_msg("SET work_mem = '64kB'"))
+        c.expect_fatal("08006", contains="longer than max_message_size")
+        took = time.monotonic() - t0
+        if took > 3:
+            raise AssertionError(f"the client waited {took:.1f} s for the error")
+        log = p.log_tail(40)
+        if "longer than max_message_size" not in log:
+            raise AssertionError(f"pgshard's log does not say why the server was closed: {log}")
+        finish(p)
+    finally:
+        srv.close()
+
+
 def fetch_metrics(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode()
@@ -287,6 +381,7 @@ CASES = [
     ("server_connect_timeout covers the TLS handshake", case_server_tls_handshake_timeout),
     ("dead pools freed, /metrics labels escaped", case_dead_pools_freed),
     ("cancel keys with 256 workers", case_cancel_keys_many_workers),
+    ("a server message longer than max_message_size closes that server", case_server_message_too_long),
 ]
 
 
