@@ -55,9 +55,38 @@ static int mv_both(mv_move *m, PGconn *a, PGconn *b, const char *what, const cha
     return 0;
 }
 
+/* One side of the key listing, read a row at a time (libpq's single-row mode): the row in
+ * hand, or NULL at the end. */
+typedef struct mv_rows {
+    PGconn *c;
+    PGresult *row;
+    int shard;
+    bool failed;
+} mv_rows;
+
+static void mv_rows_next(mv_move *m, mv_rows *r)
+{
+    PQclear(r->row);
+    r->row = NULL;
+    PGresult *x;
+    while (!r->row && (x = PQgetResult(r->c)) != NULL) {
+        ExecStatusType st = PQresultStatus(x);
+        if (st == PGRES_SINGLE_TUPLE) {
+            r->row = x;
+            continue;
+        }
+        if (st != PGRES_TUPLES_OK && !r->failed) {
+            r->failed = true;
+            mv_fail(m, "listing the differing keys on shard %d: %s", r->shard, PQresultErrorMessage(x));
+        }
+        PQclear(x);
+    }
+}
+
 /* The key (primary key, or the whole row without one) and a digest of each moved row on
- * both sides, sorted by bytes, compared in one pass: up to MV_DIFF_MAX keys that are only on
- * one side or differ. Printed as text, or as a JSON array. */
+ * both sides, sorted by bytes, compared in one pass as both servers send them, a row of each
+ * in memory at a time: up to MV_DIFF_MAX keys that are only on one side or differ. Printed
+ * as text, or as a JSON array. */
 static int mv_diff(mv_move *m, const mv_table *t, PGconn *target, bool json)
 {
     char fmt[512];
@@ -67,21 +96,30 @@ static int mv_diff(mv_move *m, const mv_table *t, PGconn *target, bool json)
     char *sql = mv_table_sql(t, fmt);
     if (!sql)
         return mv_fail(m, "out of memory");
-    PGresult *r[2];
-    int rc = mv_both(m, m->src, target, "listing the differing keys", sql, r);
+    mv_rows r[2] = {{.c = m->src, .shard = m->source}, {.c = target, .shard = m->target}};
+    int sent = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!PQsendQuery(r[i].c, sql) || !PQsetSingleRowMode(r[i].c)) {
+            mv_fail(m, "listing the differing keys on shard %d: %s", r[i].shard, PQerrorMessage(r[i].c));
+            break;
+        }
+        sent++;
+    }
     free(sql);
-    if (rc < 0)
-        return -1;
-    int i = 0, j = 0, ni = PQntuples(r[0]), nj = PQntuples(r[1]), shown = 0;
+    for (int i = 0; i < sent; i++)
+        mv_rows_next(m, &r[i]);
+    int shown = 0;
     FILE *f = m->o->out;
-    while ((i < ni || j < nj) && shown < MV_DIFF_MAX) {
-        int c = i >= ni ? 1 : j >= nj ? -1 : strcmp(PQgetvalue(r[0], i, 0), PQgetvalue(r[1], j, 0));
-        const char *what = NULL, *key = c <= 0 ? PQgetvalue(r[0], i, 0) : PQgetvalue(r[1], j, 0);
+    while (sent == 2 && (r[0].row || r[1].row) && !r[0].failed && !r[1].failed && shown < MV_DIFF_MAX) {
+        int c = !r[0].row   ? 1
+                : !r[1].row ? -1
+                            : strcmp(PQgetvalue(r[0].row, 0, 0), PQgetvalue(r[1].row, 0, 0));
+        const char *what = NULL, *key = PQgetvalue(c <= 0 ? r[0].row : r[1].row, 0, 0);
         if (c < 0)
             what = "only on the source";
         else if (c > 0)
             what = "only on the target";
-        else if (strcmp(PQgetvalue(r[0], i, 1), PQgetvalue(r[1], j, 1)) != 0)
+        else if (strcmp(PQgetvalue(r[0].row, 0, 1), PQgetvalue(r[1].row, 0, 1)) != 0)
             what = "differs";
         if (what) {
             if (json) {
@@ -95,14 +133,18 @@ static int mv_diff(mv_move *m, const mv_table *t, PGconn *target, bool json)
             }
             shown++;
         }
-        i += c <= 0;
-        j += c >= 0;
+        if (c <= 0)
+            mv_rows_next(m, &r[0]);
+        if (c >= 0)
+            mv_rows_next(m, &r[1]);
     }
     if (!json && shown == MV_DIFF_MAX)
         fprintf(f, "  (the first %d differences)\n", MV_DIFF_MAX);
-    PQclear(r[0]);
-    PQclear(r[1]);
-    return 0;
+    /* The rest is read and dropped: the connections go on with other statements. */
+    for (int i = 0; i < sent; i++)
+        while (r[i].row)
+            mv_rows_next(m, &r[i]);
+    return sent == 2 && !r[0].failed && !r[1].failed ? 0 : -1;
 }
 
 static void mv_sum_of(const PGresult *res, mv_sum *s)
