@@ -122,8 +122,9 @@ def case_unnamed_deallocate_without_nul():
     finish(p)
 
 
-class StuckTLS(threading.Thread):
-    """A "server" that accepts SSLRequest with 'S' and then never speaks TLS."""
+class FakeServer(threading.Thread):
+    """A listener on a free loopback port whose connections handle() serves (each in the
+    accepting thread: handle must not block for long). close() ends it and them."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -148,11 +149,12 @@ class StuckTLS(threading.Thread):
             self.accepted += 1
             self.socks.append(s)
             try:
-                s.settimeout(2)
-                if len(s.recv(8)) == 8:
-                    s.sendall(b"S")
+                self.handle(s)
             except OSError:
                 pass
+
+    def handle(self, s):
+        raise NotImplementedError
 
     def close(self):
         self.stop = True
@@ -161,6 +163,15 @@ class StuckTLS(threading.Thread):
                 s.close()
             except OSError:
                 pass
+
+
+class StuckTLS(FakeServer):
+    """A "server" that accepts SSLRequest with 'S' and then never speaks TLS."""
+
+    def handle(self, s):
+        s.settimeout(2)
+        if len(s.recv(8)) == 8:
+            s.sendall(b"S")
 
 
 def case_server_tls_handshake_timeout():
@@ -196,19 +207,9 @@ def case_server_tls_handshake_timeout():
         srv.close()
 
 
-class LyingServer(threading.Thread):
+class LyingServer(FakeServer):
     """A "server" that logs anyone in (trust) and answers every Query with a CommandComplete
     whose length says 512 MB, of which it sends a few bytes."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        self.socks = []
-        self.stop = False
 
     @staticmethod
     def _recv(s, n):
@@ -238,31 +239,14 @@ class LyingServer(threading.Thread):
             elif t == b"X":
                 return
 
-    def run(self):
-        self.ls.settimeout(0.2)
-        while not self.stop:
-            try:
-                s, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.socks.append(s)
-            threading.Thread(target=self._guard, args=(s,), daemon=True).start()
-
     def _guard(self, s):
         try:
             self._serve(s)
         except (OSError, struct.error):
             pass
 
-    def close(self):
-        self.stop = True
-        for s in self.socks + [self.ls]:
-            try:
-                s.close()
-            except OSError:
-                pass
+    def handle(self, s):
+        threading.Thread(target=self._guard, args=(s,), daemon=True).start()
 
 
 def case_server_message_too_long():
