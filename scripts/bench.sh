@@ -33,6 +33,7 @@
 #   BENCH_REPLICAS     streaming replicas of the shard; pgshard routes the reads to them (0)
 #   BENCH_CLIENTS      client counts of the select scenarios ("1 16 64 256"; quick "16")
 #   BENCH_IDLE         idle client counts ("1000 10000"; quick "1000")
+#   BENCH_SCENARIOS    which scenarios run ("select connect tpcb sharded idle")
 #   BENCH_SHARDED=0    leaves out the sharded scenario and its cluster
 #   BENCH_AUTH         client authentication of both proxies (scram-sha-256)
 #   BENCH_OUT          results folder (bench-results/<timestamp> at the top of the repo)
@@ -85,5 +86,5 @@ apt_need python3-matplotlib || apt_need gnuplot-nox ||
 # 10,000 idle clients need as many descriptors in pgshard, PgBouncer and the client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-$PY "$SRC/tests/bench/bench.py" "$SRC" "$BUILD" "$OUT"
-echo "results: $OUT"
+# exec: a signal sent to this script reaches the driver, which stops what it started.
+exec $PY "$SRC/tests/bench/bench.py" "$SRC" "$BUILD" "$OUT"

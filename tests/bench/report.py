@@ -107,7 +107,7 @@ def summarize(runs):
 def fmt(v, digits=2):
     if v is None:
         return "–"
-    if abs(v) >= 1000:
+    if digits == 0 or abs(v) >= 1000:
         return "%.0f" % v
     if abs(v) >= 100:
         return "%.1f" % v
