@@ -125,11 +125,13 @@ class Bench:
         self.bouncer_pids = []  # daemonized PgBouncers, ended by pid
         self.runs = []  # rows for runs.csv
         self.env = dict(os.environ, PGPASSWORD="app", PGCONNECT_TIMEOUT="10")
+        self.t_start = time.time()
 
     # ---- processes -------------------------------------------------------------------------
 
     def log(self, msg):
-        print(msg, flush=True)
+        t = int(time.time() - self.t_start)
+        print("[%2d:%02d] %s" % (t // 60, t % 60, msg), flush=True)
 
     def sh(self, *cmd, **kw):
         return subprocess.run(list(cmd), check=True, env=self.env, **kw)
@@ -142,11 +144,18 @@ class Bench:
             raise Failure("psql :%s %r: %s" % (port, sql, out.stderr.strip()))
         return out.stdout.strip()
 
-    def cluster(self, name, shards, replicas):
+    def cluster_start(self, name, shards, replicas):
+        """Starts a cluster in the background (both clusters come up at once); cluster_env
+        waits for it."""
         d = os.path.join(self.work, name)
         self.clusters.append(d)
-        self.sh(self.cluster_sh, "start", d, "--shards", str(shards), "--replicas", str(replicas),
-                stdout=subprocess.DEVNULL)
+        return d, subprocess.Popen([self.cluster_sh, "start", d, "--shards", str(shards),
+                                    "--replicas", str(replicas)], stdout=subprocess.DEVNULL)
+
+    def cluster_env(self, started):
+        d, p = started
+        if p.wait():
+            raise Failure("cluster.sh start %s failed" % d)
         env = {}
         with open(os.path.join(d, "cluster.env")) as f:
             for line in f:
@@ -255,9 +264,10 @@ class Bench:
                 pass
         for pid in self.bouncer_pids:
             self.stop_bouncer(pid)
-        for d in self.clusters:
-            subprocess.run([self.cluster_sh, "stop", d], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+        stops = [subprocess.Popen([self.cluster_sh, "stop", d], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for d in self.clusters]
+        for p in stops:
+            p.wait()
         shutil.rmtree(self.work, ignore_errors=True)
 
     # ---- one timed run ---------------------------------------------------------------------
@@ -372,7 +382,10 @@ class Bench:
     def setup_main(self):
         k = self.k
         self.log("cluster: 1 shard, %d replica(s); pgbench -i -s %d" % (k.replicas, k.scale))
-        d, env = self.cluster("cluster", 1, k.replicas)
+        main = self.cluster_start("cluster", 1, k.replicas)
+        if k.sharded:
+            self.sharded_started = self.cluster_start("cluster-sharded", 2, 0)
+        d, env = self.cluster_env(main)
         if max(k.clients) > 100:
             self.raise_max_connections(d, env, 2 * max(k.clients) + 4 * k.pool * k.workers + 100)
         self.pp = int(env["PGS_SHARD0_PRIMARY_PORT"])
@@ -403,7 +416,7 @@ class Bench:
         hashint8extended(aid, 0) & 1023, shard = bucket * 2 / 1024)."""
         k = self.k
         self.log("sharded cluster: 2 shards; pgbench_accounts split by aid")
-        d, env = self.cluster("cluster-sharded", 2, 0)
+        d, env = self.cluster_env(self.sharded_started)
         ports = [int(env["PGS_SHARD0_PRIMARY_PORT"]), int(env["PGS_SHARD1_PRIMARY_PORT"])]
         nacc = k.scale * 100000
         for i, port in enumerate(ports):
@@ -573,7 +586,9 @@ def main():
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
+        b.log("stopping everything started")
         b.cleanup()
+        b.log("stopped")
     if not b.runs:
         return status or 1
     report.main(["report", out])
