@@ -273,13 +273,17 @@ class Bench:
     # ---- one timed run ---------------------------------------------------------------------
 
     def pgbench(self, target, args, clients, tag):
-        """Runs pgbench for warm-up + window + a tail; returns the window's numbers."""
+        """Runs pgbench through its logins, the warm-up and the window; returns the window's
+        numbers."""
         k = self.k
         logdir = os.path.join(self.work, "log")
         shutil.rmtree(logdir, ignore_errors=True)
         os.makedirs(logdir)
         prefix = os.path.join(logdir, "tx")
-        duration = k.warmup + k.seconds + 1
+        # pgbench's -T counts the logins (256 SCRAM logins through PgBouncer take seconds), so
+        # it is set long and pgbench is stopped by the SIGALRM its -T would have sent: it then
+        # finishes its transactions and writes its logs and summary as at a normal end.
+        duration = k.warmup + k.seconds + 600
         cmd = [PGBIN + "/pgbench", "-n", "-h", "127.0.0.1", "-p", str(target.port), "-U", "app",
                "-c", str(clients), "-j", "1" if clients < 2 else "2", "-T", str(duration),
                "-P", "1", "-l", "--log-prefix", prefix] + args + ["app"]
@@ -303,7 +307,7 @@ class Bench:
             p.kill()
             p.wait()
             raise Failure("pgbench %s: no progress: %s" % (tag, " | ".join(errors[-5:])))
-        t0 = time.time() + max(0, k.warmup - 1)  # the first line comes 1 s into the run
+        t0 = time.time() + k.warmup
         time.sleep(max(0, t0 - time.time()))
         s0 = (time.time(),) + (proc_sample(target.pid) if target.pid else (0, 0, 0))
         # Should pgbench end early (its -T may count the logins), the window ends with it.
@@ -312,11 +316,19 @@ class Bench:
         s1 = (time.time(),) + (proc_sample(target.pid) if target.pid else (0, 0, 0))
         if s1[0] - s0[0] < k.seconds * 0.8:
             self.log("  (%s: pgbench ended %.1f s into a %d s window)" % (tag, s1[0] - s0[0], k.seconds))
-        p.wait(duration + 120)
+        if p.poll() is None:
+            p.send_signal(signal.SIGALRM)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise Failure("pgbench %s did not stop on SIGALRM" % tag)
         reader.join(5)
         self.children.remove(p)
         stdout.seek(0)
         summary = stdout.read()
+        stdout.close()
         failed = [ln for ln in summary.splitlines() if ln.startswith("number of failed")]
         if p.returncode or (failed and not failed[0].split(":")[1].strip().startswith("0")):
             raise Failure("pgbench %s failed (%s): %s %s" % (tag, p.returncode, " | ".join(errors[-5:]),
