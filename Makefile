@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-unit fuzz alloc-sweep demo demo-stop bench clean format
+.PHONY: all deps build build-asan test test-unit fuzz alloc-sweep demo demo-stop bench bench-callgrind clean format
 
 all: build
 
@@ -53,8 +53,15 @@ demo: build
 demo-stop:
 	@scripts/demo.sh stop $(BUILD)
 
+# The benchmark: pgshard, PgBouncer and PostgreSQL directly under pgbench on a cluster of its
+# own; a CSV, a markdown table and a chart in bench-results/<timestamp>/ (knobs: BENCH_QUICK=1
+# for about two minutes, others in scripts/bench.sh). Long, so not part of `make test`.
 bench: build
 	@scripts/bench.sh $(BUILD)
+
+# Instructions per transaction under callgrind (route path), into the same kind of folder.
+bench-callgrind: build
+	@BENCH_CALLGRIND=1 scripts/bench.sh $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
