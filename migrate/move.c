@@ -527,7 +527,7 @@ int mv_key_oid(mv_move *m, uint32_t *oid)
 
 typedef struct mv_ov_ctx {
     uint32_t oid, mask;
-    int source;
+    int source, target;
     const bool *moving; /* by bucket */
     char *err;
     size_t errlen;
@@ -544,21 +544,28 @@ int mv_tenant_bucket(uint32_t oid, const char *tenant, size_t len, uint32_t nbuc
 static int mv_ov_one(void *arg, const char *tenant, size_t len, uint32_t shard)
 {
     mv_ov_ctx *c = arg;
-    int b = (int)shard == c->source ? mv_tenant_bucket(c->oid, tenant, len, c->mask + 1) : -1;
+    bool near = (int)shard == c->source || (int)shard == c->target;
+    int b = near ? mv_tenant_bucket(c->oid, tenant, len, c->mask + 1) : -1;
     if (b < 0 || !c->moving[b])
         return 0;
-    snprintf(
-        c->err, c->errlen,
-        "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would take "
-        "its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
-        (int)len, tenant, (unsigned)b, c->source);
+    if ((int)shard == c->source)
+        snprintf(c->err, c->errlen,
+                 "tenant %.*s of bucket %u is kept on shard %d by a tenant override: the bucket's move would "
+                 "take its rows away from it; move the tenant first (move --tenant), or leave its bucket out",
+                 (int)len, tenant, (unsigned)b, c->source);
+    else
+        snprintf(c->err, c->errlen,
+                 "tenant %.*s of bucket %u is on shard %d already by a tenant override: its rows there would "
+                 "meet the bucket's copy; leave its bucket out, or move it to another shard",
+                 (int)len, tenant, (unsigned)b, c->target);
     return -1;
 }
 
 /* A tenant of a moving bucket that an override keeps on the source would lose its rows to
- * the bucket's cleanup: such a move is refused. */
-static int mv_overrides_in(const mig_opts *o, const sm_map *map, const char *buckets, int source, char *err,
-                           size_t errlen)
+ * the bucket's cleanup, and one that an override puts on the target has rows there that the
+ * bucket's copy would meet: such a move is refused. */
+static int mv_overrides_in(const mig_opts *o, const sm_map *map, const char *buckets, int source, int target,
+                           char *err, size_t errlen)
 {
     if (sm_map_override_count(map) == 0)
         return 0;
@@ -574,7 +581,8 @@ static int mv_overrides_in(const mig_opts *o, const sm_map *map, const char *buc
         moving[strtoul(p, &end, 10) % n] = true;
         p = *end == ',' ? end + 1 : end;
     }
-    mv_ov_ctx c = {.mask = n - 1, .source = source, .moving = moving, .err = err, .errlen = errlen};
+    mv_ov_ctx c = {
+        .mask = n - 1, .source = source, .target = target, .moving = moving, .err = err, .errlen = errlen};
     int rc = mv_key_oid(&probe, &c.oid);
     if (rc < 0)
         snprintf(err, errlen, "%s", probe.err);
@@ -672,7 +680,7 @@ static long long mv_create(const mig_opts *o, PGconn *cat, const mv_args *a)
         snprintf(err, sizeof err, "the keys are on shard %d already", source);
         goto out;
     }
-    if (buckets && mv_overrides_in(o, map, buckets, source, err, sizeof err) < 0)
+    if (buckets && mv_overrides_in(o, map, buckets, source, a->to, err, sizeof err) < 0)
         goto out;
     snprintf(target, sizeof target, "%d", a->to);
     snprintf(nb, sizeof nb, "%d", source);

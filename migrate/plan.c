@@ -9,8 +9,8 @@
  * least busy shard, as long as the receiving shard's size stays within half the size bound
  * (or the largest size the first pass left); one that does not fit is swapped with a cool
  * bucket of the receiving shard big enough to make room.
- * Buckets with a tenant that an override keeps on their shard are left alone (a bucket move
- * would take its rows). The moves are grouped per (source, target) and printed; --apply runs
+ * Buckets with a tenant that an override places are left alone (a bucket move would take its
+ * rows, or meet them on its target). The moves are grouped per (source, target) and printed; --apply runs
  * them one after another. Rows of a bucket found on a shard that does not own it (tenant
  * overrides) weigh on that shard but are not moved. */
 #include <inttypes.h>
@@ -30,7 +30,7 @@ typedef struct plan_bucket {
     double load; /* statements routed by its keys, recently (bucket_load) */
     int shard;   /* its owner by the map */
     int to;      /* the planned owner */
-    bool pinned; /* holds a tenant an override keeps on its shard */
+    bool pinned; /* holds a tenant an override places */
 } plan_bucket;
 
 typedef struct planner {
@@ -171,12 +171,15 @@ static int plan_pin_one(void *arg, const char *tenant, size_t len, uint32_t shar
 {
     plan_pin_ctx *c = arg;
     int b = mv_tenant_bucket(c->oid, tenant, len, c->p->nb);
+    (void)shard;
     if (b >= 0)
-        c->p->b[b].pinned = c->p->b[b].pinned || (int)shard == c->p->b[b].shard;
+        c->p->b[b].pinned = true;
     return 0;
 }
 
-/* Marks the buckets an override keeps a tenant of on their shard. */
+/* Marks the buckets with a tenant that an override places: a move of the bucket would take
+ * that tenant's rows from its shard, or meet them on the shard it moves to, and move refuses
+ * both. */
 static int plan_pins(planner *p)
 {
     mv_move probe = {.o = p->o};
