@@ -67,18 +67,6 @@ int mv_seq_prepare(mv_move *m)
     return m->seqs ? 0 : mv_fail(m, "sequences: out of memory");
 }
 
-/* Appends s as a SQL string literal. */
-static void mv_sql_literal(pgs_buf *b, const char *s)
-{
-    pgs_buf_append_u8(b, '\'');
-    for (const char *p = s; *p; p++) {
-        if (*p == '\'')
-            pgs_buf_append_u8(b, '\'');
-        pgs_buf_append_u8(b, (uint8_t)*p);
-    }
-    pgs_buf_append_u8(b, '\'');
-}
-
 int mv_seq_sync(mv_move *m, int *advanced)
 {
     *advanced = 0;
@@ -107,8 +95,14 @@ int mv_seq_sync(mv_move *m, int *advanced)
         if (PQgetisnull(res, i, 0)) /* never used on the source: no moved row has its values */
             continue;
         long long v = mv_ll(res, i, 0);
-        pgs_buf_appendf(&sql, "%sSELECT pg_catalog.setval(", n++ ? " UNION ALL " : "");
-        mv_sql_literal(&sql, m->seqs[i]);
+        char *lit = PQescapeLiteral(m->dst, m->seqs[i], strlen(m->seqs[i]));
+        if (!lit) {
+            pgs_buf_free(&sql);
+            PQclear(res);
+            return mv_fail(m, "sequences: %s", PQerrorMessage(m->dst));
+        }
+        pgs_buf_appendf(&sql, "%sSELECT pg_catalog.setval(%s", n++ ? " UNION ALL " : "", lit);
+        PQfreemem(lit);
         pgs_buf_appendf(
             &sql, "::regclass, %lld) FROM %s WHERE last_value <= %lld AND (last_value - 1) >> 48 = %lld", v,
             m->seqs[i], v, (v - 1) >> 48);
