@@ -160,6 +160,7 @@ void px_client_close(px_client *cl)
         cl->user_counted = false;
     }
     px_fanout_abort(cl);
+    px_xact_drop_parked(cl);
     px_move_xact_end(cl); /* whatever it ran ends with it */
     bool clean = cl->x.nlinks && px_server_clean(px_client_server(cl)) && cl->conn.pass_left == 0;
     px_server *sv = px_xact_detach(cl);
@@ -795,7 +796,9 @@ static void client_replay_begin(px_client *cl, px_server *sv)
     pgs_buf_append_u8(&b, 0);
     pgs_msg_end(&b, m);
     x->deferred = PX_DEFER_NONE;
-    pgs_buf_free(&x->begin);
+    /* Kept for the transaction's other shards (two-phase commit), freed at its end. */
+    if (!cl->conn.w->conf->cfg->two_phase_commit)
+        pgs_buf_free(&x->begin);
     px_conn_flush_forward(&cl->conn, &sv->conn);
     px_server_push_reply(sv, RP_REPLAY, 0);
     px_conn_send_buf(&sv->conn, &b);
@@ -1106,6 +1109,31 @@ static px_step client_forward_step(px_client *cl)
         return PX_STEP_CLOSED;
     if (lv == PX_LINKED_DONE)
         return PX_STEP_AGAIN;
+    if (lv == PX_LINKED_END && l->sv->ext_open) {
+        px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                        "pgshard: the COMMIT or ROLLBACK of a transaction over several shards must start "
+                        "a segment of its own (after a Sync)");
+        return PX_STEP_CLOSED;
+    }
+    if ((lv == PX_LINKED_PARK || lv == PX_LINKED_END) &&
+        (l->sv->replies.n || l->sv->conn.pass_left || c->pass_left)) {
+        cl->x.paused = true; /* once it has answered what it was sent */
+        return PX_STEP_WAIT;
+    }
+    if (lv == PX_LINKED_END && (m = px_route_multi_end(cl, &f)) != PX_MSG_PASS)
+        return m == PX_MSG_WAIT ? PX_STEP_WAIT : px_step_after(m);
+    if (lv == PX_LINKED_PARK) {
+        px_conn_flush_forward(c, &l->sv->conn);
+        if (px_xact_park(cl) < 0) {
+            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+            return PX_STEP_CLOSED;
+        }
+        cl->x.route_bucket = -1; /* keys of several buckets: a freeze waits for its end */
+        if (!px_xact_unpark(cl, cl->x.park_to)) {
+            cl->x.deferred = PX_DEFER_OPEN; /* its BEGIN goes first to the shard it now enters */
+            client_set_state(cl, CL_IDLE);
+        }
+    }
     if (lv == PX_LINKED_LEAVE) {
         if (!px_server_clean(l->sv) || cl->conn.pass_left) {
             cl->x.paused = true; /* resumed when the server has answered what it was sent */
@@ -1116,6 +1144,9 @@ static px_step client_forward_step(px_client *cl)
         if (cl->state == CL_CLOSED)
             return PX_STEP_CLOSED;
     }
+    if (!px_xact_link(cl) && (cl->x.nparked || cl->x.multi_lost) &&
+        (m = px_route_multi_end(cl, &f)) != PX_MSG_PASS)
+        return m == PX_MSG_WAIT ? PX_STEP_WAIT : px_step_after(m);
     if (!px_xact_link(cl) && c->w->px->sharded && (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) &&
         (m = px_route_defer(cl, &f)) != PX_MSG_PASS)
         return px_step_after(m);
@@ -1328,6 +1359,7 @@ void px_client_link(px_client *cl, px_server *sv)
 void px_client_detach(px_client *cl)
 {
     px_xact_detach(cl);
+    pgs_buf_free(&cl->x.begin); /* the transaction it opened is over */
     px_route_link_done(cl);
     px_move_xact_end(cl);
     cl->x.paused = false;

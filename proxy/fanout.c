@@ -88,6 +88,9 @@ struct px_fanout {
     char *parse_name;      /* owned: ext, the name the client's Parse defines, or NULL without one */
     pgs_buf parse_body;    /* ext with a named Parse: its body, registered when every shard parsed */
     int parsed, bound;     /* ext: shards that answered ParseComplete, BindComplete */
+    bool txn;              /* WRITE: the end of a client's transaction over several shards; verb
+                              holds its tag */
+    uint8_t *member;       /* owned: txn, per shard: it ran statements of the transaction */
     px_link links[];       /* one per shard; links[s].shard == s */
 };
 
@@ -808,22 +811,40 @@ static int fanout_copy_init(px_fanout *fo, int key_index)
     return 0;
 }
 
+/* A fan-out over n shards with its per-shard arrays, or NULL (out of memory). */
+static px_fanout *fanout_alloc(px_client *cl, int n)
+{
+    px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
+    uint8_t *flags = calloc((size_t)n, 6);
+    px_route *rt = malloc((size_t)n * sizeof *rt);
+    if (!fo || !flags || !rt) {
+        free(fo);
+        free(flags);
+        free(rt);
+        return NULL;
+    }
+    fo->cl = cl;
+    fo->nshards = n;
+    fo->replays = flags;
+    fo->phase = flags + n;
+    fo->copying = flags + (size_t)2 * n;
+    fo->committed = flags + (size_t)3 * n;
+    fo->post = flags + (size_t)4 * n;
+    fo->member = flags + (size_t)5 * n;
+    fo->routes = rt;
+    return fo;
+}
+
 int px_fanout_start(px_client *cl, px_fanout_req *rq)
 {
     px_worker *w = cl->conn.w;
     int n = w->conf->nshards;
     const px_fanout_ext *ext = rq->ext;
     bool every = rq->mode == PX_FAN_DDL;
-    px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
-    uint8_t *flags = calloc((size_t)n, 5);
-    px_route *rt = malloc((size_t)n * sizeof *rt);
-    if (!fo || !flags || !rt) {
-        free(fo);
-        free(flags);
-        free(rt);
+    px_fanout *fo = fanout_alloc(cl, n);
+    if (!fo)
         return -1;
-    }
-    fo->cl = cl;
+    px_route *rt = fo->routes;
     fo->plan = *rq->plan; /* takes its allocations */
     memset(rq->plan, 0, sizeof *rq->plan);
     fo->copy = rq->copy;
@@ -834,13 +855,6 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->mode = rq->mode;
     fo->all_rows = rq->all_rows;
     fo->ddl = rq->ddl;
-    fo->nshards = n;
-    fo->replays = flags;
-    fo->phase = flags + n;
-    fo->copying = flags + (size_t)2 * n;
-    fo->committed = flags + (size_t)3 * n;
-    fo->post = flags + (size_t)4 * n;
-    fo->routes = rt;
     memcpy(rt, rq->routes, (size_t)n * sizeof *rt);
     fo->ext = ext != NULL;
     fo->every = every;
@@ -884,9 +898,19 @@ int px_fanout_acquire(px_client *cl)
     return pool ? px_pool_acquire(pool, cl) : -1;
 }
 
+static void xact_join(px_fanout *fo, int s, px_server *sv);
+static void xact_go(px_fanout *fo, bool abort);
+
 void px_fanout_linked(px_client *cl, px_server *sv)
 {
     px_fanout *fo = client_fanout(cl);
+    if (fo->txn) { /* shard 0's server, to record the decision */
+        xact_join(fo, 0, sv);
+        px_server_activate(sv);
+        px_client_set_state(cl, CL_FANOUT, NULL);
+        xact_go(fo, false);
+        return;
+    }
     px_link *l = &fo->links[fo->acquired++];
     l->sv = sv;
     l->fresh = false;
@@ -1054,6 +1078,13 @@ static void fanout_finish(px_fanout *fo)
         if (cl->state == CL_CLOSED)
             return;
     }
+    if (fo->failed && fo->txn) /* the extended protocol's replies come before the error */
+        px_conn_send_buf(&cl->conn, &fo->head);
+    if (cl->state == CL_CLOSED)
+        return;
+    for (int s = 0; fo->txn && cl->conn.w->px->has_replicas && s < fo->nshards; s++)
+        if (fo->member[s]) /* read-your-writes: its reads there wait for this end */
+            px_xact_memo(cl, s)->ryw_write_ns = uv_hrtime();
     if (fo->failed && fo->mode == PX_FAN_COPY_IN)
         copy_failed_note(fo);
     if (!fo->failed && fo->merge && !fo->head_done)
@@ -1512,7 +1543,11 @@ static void split_rows_out(px_fanout *fo)
 static void write_complete(px_fanout *fo)
 {
     char tag[64];
-    snprintf(tag, sizeof tag, "%s %llu", fo->verb[0] ? fo->verb : "UPDATE", (unsigned long long)fo->copied);
+    if (fo->txn)
+        snprintf(tag, sizeof tag, "%s", fo->verb);
+    else
+        snprintf(tag, sizeof tag, "%s %llu", fo->verb[0] ? fo->verb : "UPDATE",
+                 (unsigned long long)fo->copied);
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_complete(&b, tag);
     px_conn_send_buf(&fo->cl->conn, &b);
@@ -1712,6 +1747,96 @@ void px_fanout_give_up(px_client *cl, const char *sqlstate, const char *msg)
     pgs_buf_free(&b);
     px_client_set_state(cl, CL_IDLE, NULL);
     px_client_process(cl);
+}
+
+/* ---- the end of a transaction over several shards -------------------------------------- */
+
+/* Shard s's server takes part in the end: it answers to the fan-out from now on. */
+static void xact_join(px_fanout *fo, int s, px_server *sv)
+{
+    px_link *l = &fo->links[s];
+    l->sv = sv;
+    l->start_ns = uv_hrtime();
+    sv->link = l;
+    fo->phase[s] = FL_QUERY;
+    fo->ndone--;
+}
+
+/* COMMIT runs the write's two-phase steps from its statement's end (write_next), ROLLBACK
+ * its abort; fanout_finish answers the client once every shard is done. */
+static void xact_go(px_fanout *fo, bool abort)
+{
+    fo->stage = WS_RUN;
+    fo->sending = true;
+    if (abort)
+        write_abort(fo);
+    else
+        write_next(fo);
+    fo->sending = false;
+    if (fo->ndone == fo->nshards)
+        fanout_finish(fo);
+}
+
+int px_fanout_xact_end(px_client *cl, bool commit, size_t consume, pgs_buf *head)
+{
+    px_worker *w = cl->conn.w;
+    px_xact *x = &cl->x;
+    int n = w->conf->nshards;
+    px_fanout *fo = fanout_alloc(cl, n);
+    if (!fo)
+        return -1;
+    fo->mode = PX_FAN_WRITE;
+    fo->txn = true;
+    fo->head = *head;
+    *head = (pgs_buf)PGS_BUF_INIT;
+    fo->head_done = true;
+    fo->ndone = n;
+    for (int s = 0; s < n; s++) {
+        fo->links[s] = (px_link){.cl = cl, .shard = s, .fan = fo};
+        fo->routes[s] = (px_route){
+            .verdict = PX_ROUTE_GO, .write = true, .shard = s, .node = px_route_primary_node(w, s)};
+        fo->phase[s] = FL_DONE;
+    }
+    bool failed = x->deferred == PX_DEFER_FAILED;
+    int cur = x->nlinks ? x->links[0].shard : -1;
+    px_server *sv = px_xact_detach(cl);
+    px_route_link_done(cl);
+    if (sv) {
+        failed |= sv->tx_status != PGS_TX_BLOCK;
+        fo->member[cur] = 1;
+        xact_join(fo, cur, sv);
+    }
+    for (int s = 0; x->nparked && s < n; s++) {
+        if (!(sv = x->parked[s].sv))
+            continue;
+        memset(&x->parked[s], 0, sizeof x->parked[s]);
+        x->nparked--;
+        failed |= sv->tx_status != PGS_TX_BLOCK;
+        fo->member[s] = 1;
+        xact_join(fo, s, sv);
+    }
+    bool lost = x->multi_lost;
+    x->multi_lost = false;
+    x->deferred = PX_DEFER_NONE;
+    pgs_buf_free(&x->begin);
+    snprintf(fo->verb, sizeof fo->verb, "%s", commit && !failed ? "COMMIT" : "ROLLBACK");
+    if (lost && commit)
+        fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE,
+                    "pgshard: a server of this transaction over several shards was lost before its COMMIT; "
+                    "the transaction was rolled back on every shard");
+    x->fan = fo;
+    px_conn *c = &cl->conn;
+    c->in_pos += consume;
+    c->fwd_mark = c->in_pos;
+    px_client_set_state(cl, CL_FANOUT, NULL);
+    pgs_debug("xact_end", "client %08x: %s over %d shards", cl->key_pid, fo->verb, n - fo->ndone);
+    bool abort = failed || lost || !commit;
+    if (!abort && w->conf->cfg->two_phase_commit && !fo->links[0].sv) {
+        px_pool *pool = px_xact_pool(cl, 0, fo->routes[0].node); /* shard 0 records the decision */
+        return pool ? px_pool_acquire(pool, cl) : -1;
+    }
+    xact_go(fo, abort);
+    return 0;
 }
 
 void px_fanout_cancel(px_client *cl)

@@ -208,6 +208,8 @@ typedef struct px_link {
     bool sent_any;         /* a reply byte went to the client since the server was linked */
     uint64_t start_ns;     /* uv_hrtime() of the running transaction's first message; 0 = none */
     struct px_fanout *fan; /* the cross-shard read this link serves, or NULL */
+    bool parked;           /* a server of a transaction over several shards, idle in it while
+                              the client's statements run on another shard (xact.c) */
 } px_link;
 
 /* What a client remembers about one shard between transactions. */
@@ -240,6 +242,13 @@ typedef struct px_xact {
     int64_t route_bucket;  /* the bucket of the keys its statements were routed by: PX_MOVE_NO_KEY
                               while none named a sharded table, -1 when not one known bucket */
     bool move_wait;        /* counted in its worker's move.blockers: a freeze waits for its end */
+    /* A transaction over several shards (two_phase_commit = on): the servers of the shards
+     * it ran on before the current one stay linked, idle in it, until its COMMIT or
+     * ROLLBACK ends it on all of them at once (fanout.c). */
+    px_link *parked;  /* owned: one per shard of the conf, sv == NULL where none; or NULL */
+    uint16_t nparked; /* links in parked[] holding a server */
+    int park_to;      /* PX_LINKED_PARK: the shard the statement goes to */
+    bool multi_lost;  /* a parked server was lost: the transaction can only roll back */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first
@@ -363,6 +372,16 @@ void px_xact_plan(px_client *cl, int shard, bool write, bool replica);
 px_link *px_xact_attach(px_client *cl, px_server *sv);
 /* Unlinks the client's server (both directions); returns it, or NULL when none. */
 px_server *px_xact_detach(px_client *cl);
+/* Parks the transaction's server (its link's shard) among the transaction's other servers;
+ * the client then holds no current link. Returns 0 or -1 (out of memory). */
+int px_xact_park(px_client *cl);
+/* Makes the server parked on shard the current link again (its session state is replayed
+ * if it lacks it). Returns it, or NULL when none is parked there. */
+px_server *px_xact_unpark(px_client *cl, int shard);
+/* A parked server closed: the transaction can no longer commit. */
+void px_xact_parked_lost(px_link *l);
+/* Closes every parked server, which rolls their transactions back (client gone). */
+void px_xact_drop_parked(px_client *cl);
 /* The client's memory of a shard (read-your-writes, nodes to avoid). */
 static inline px_shard_memo *px_xact_memo(px_client *cl, int shard)
 {
@@ -442,6 +461,12 @@ void px_fanout_server_lost(px_server *sv, const char *why);
 void px_fanout_client_drained(px_client *cl);
 void px_fanout_abort(px_client *cl);
 void px_fanout_give_up(px_client *cl, const char *sqlstate, const char *msg);
+/* Ends a transaction over several shards on all of them: with COMMIT (two-phase) when
+ * commit is set and nothing in it failed, else with ROLLBACK. consume: the bytes of the
+ * client's input it answers; head (taken): the extended protocol's replies that come before
+ * the CommandComplete, or empty. The client's current and parked servers go to the fan-out.
+ * Returns 0 or -1 (out of memory). */
+int px_fanout_xact_end(px_client *cl, bool commit, size_t consume, pgs_buf *head);
 void px_fanout_cancel(px_client *cl);
 void px_fanout_free(px_client *cl);
 /* The pool of the client's user and database on a node of a shard (xact.c). */
@@ -715,12 +740,30 @@ int px_route_plan(px_client *cl, const char *sql, size_t len, prs_scatter *plan)
  * ROLLBACK of a BEGIN not yet sent anywhere, are answered here (PX_MSG_DONE); PX_MSG_PASS
  * routes it. */
 px_msg px_route_defer(px_client *cl, const pgs_frame *f);
+/* The COMMIT or ROLLBACK (a Query, or an extended-protocol segment of one statement) of a
+ * transaction with parked servers: ends it on every shard (fanout.c). PX_MSG_DONE once the
+ * end runs, PX_MSG_WAIT while the segment is not whole yet, PX_MSG_PASS when f is no such
+ * statement, PX_MSG_CLOSED. */
+px_msg px_route_multi_end(px_client *cl, const pgs_frame *f);
+/* The node index of the shard's primary as the monitor last saw it (0 without a monitor). */
+int px_route_primary_node(px_worker *w, int shard);
 /* The first message of a statement (Query, Parse, Bind) from a client that holds a server:
  * stay on it, leave it (a read pipelined after a replica read turned out to write; a
  * statement for another shard once the transaction is over: the caller waits until the
  * server is clean, releases it and routes again), or DONE/CLOSED: a statement for another
  * shard inside a transaction was answered with an error (see linked_refuse in route.c). */
-enum { PX_LINKED_CLOSED = -1, PX_LINKED_STAY, PX_LINKED_LEAVE, PX_LINKED_DONE };
+/* PARK: a statement for another shard in a transaction that may span shards (two-phase
+ * commit): the caller parks the server once it has answered everything and links (or
+ * unparks) one of x.park_to. END: a COMMIT or ROLLBACK of such a transaction: the caller
+ * ends it on every shard (px_route_multi_end). */
+enum {
+    PX_LINKED_CLOSED = -1,
+    PX_LINKED_STAY,
+    PX_LINKED_LEAVE,
+    PX_LINKED_DONE,
+    PX_LINKED_PARK,
+    PX_LINKED_END
+};
 int px_route_linked(px_client *cl, const pgs_frame *f);
 /* The ReadyForQuery status of a client that holds no server: 'I', or 'T'/'E' in a BEGIN
  * that pgshard keeps. */

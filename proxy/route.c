@@ -1091,7 +1091,7 @@ static px_msg route_answer(px_client *cl, const pgs_frame *f, const char *tag, c
  * Execute, Sync (how psycopg and others send BEGIN). Its replies are made here: ParseComplete,
  * BindComplete, NoData, CommandComplete, ReadyForQuery. Returns the whole segment's length
  * and the statement text in *sql, or 0 when the segment is anything else. */
-static size_t defer_ext_segment(px_client *cl, const char **sql, size_t *len, pgs_buf *replies)
+static size_t defer_ext_segment(px_client *cl, const char **sql, size_t *len, pgs_buf *replies, bool *more)
 {
     px_conn *c = &cl->conn;
     const uint8_t *p = px_conn_at(c);
@@ -1126,6 +1126,8 @@ static size_t defer_ext_segment(px_client *cl, const char **sql, size_t *len, pg
             return 0;
         }
     }
+    if (more)
+        *more = true; /* each message so far fits: the rest has not arrived */
     return 0;
 }
 
@@ -1201,7 +1203,7 @@ static px_msg route_defer_ext(px_client *cl)
     size_t len = 0;
     pgs_buf b = PGS_BUF_INIT;
     defer_answer a;
-    size_t seg = defer_ext_segment(cl, &sql, &len, &b);
+    size_t seg = defer_ext_segment(cl, &sql, &len, &b, NULL);
     int r = seg ? defer_decide(cl, sql, len, &a) : 0;
     if (r < 0)
         px_client_fatal_oom(cl);
@@ -1236,6 +1238,126 @@ px_msg px_route_defer(px_client *cl, const pgs_frame *f)
     if (r <= 0)
         return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     return route_answer(cl, f, a.tag, a.sqlstate, a.msg);
+}
+
+/* ---- transactions over several shards (two-phase commit) -------------------------------- */
+
+int px_route_primary_node(px_worker *w, int shard)
+{
+    return w->px->mon ? px_route_status(w)->shards[shard].primary : 0;
+}
+
+/* The statement text of a Query or a Parse (whole in transaction pooling), or false. */
+static bool route_text(px_client *cl, const pgs_frame *f, const char **sql, size_t *len)
+{
+    const uint8_t *p = px_conn_at(&cl->conn);
+    pgs_reader rd = pgs_reader_make(p + PGS_HDR_LEN, f->len - 4);
+    const char *name;
+    if (cl->conn.in.len - cl->conn.in_pos < f->total)
+        return false;
+    if (f->type == PGS_FE_PARSE && pgs_rd_cstr(&rd, &name) < 0)
+        return false;
+    if (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE)
+        return false;
+    *sql = (const char *)rd.p;
+    *len = pgs_strnlen(*sql, rd.left);
+    return true;
+}
+
+/* Statements that end or split a transaction, which a transaction over several shards
+ * cannot pass to one of its servers: they would act on that shard alone. */
+#define ROUTE_TXN_KINDS                                                                                      \
+    ((1ull << PRS_KIND_BEGIN) | (1ull << PRS_KIND_COMMIT) | (1ull << PRS_KIND_ROLLBACK) |                    \
+     (1ull << PRS_KIND_SAVEPOINT) | (1ull << PRS_KIND_RELEASE) | (1ull << PRS_KIND_ROLLBACK_TO) |            \
+     (1ull << PRS_KIND_PREPARE_TXN) | (1ull << PRS_KIND_COMMIT_PREPARED) |                                   \
+     (1ull << PRS_KIND_ROLLBACK_PREPARED))
+
+/* A statement of a transaction that has parked servers, or is about to: END for its COMMIT
+ * or ROLLBACK, STAY when it may run on one shard, or a refusal in *sk (verdict PX_SK_REFUSE)
+ * for what would act on one shard only or leave session state there. */
+static int route_multi_check(px_client *cl, const pgs_frame *f, px_sk_result *sk)
+{
+    const char *sql;
+    size_t len;
+    if (!route_text(cl, f, &sql, &len))
+        return PX_LINKED_STAY;
+    const prs_query_info *qi = route_analyze(cl->conn.w, sql, len);
+    if (!qi)
+        return PX_LINKED_STAY; /* a syntax error: the server says so */
+    bool one = qi->n_statements == 1;
+    if (one && (qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK) &&
+        !(qi->flags & PRS_F_TXN_CHAIN))
+        return cl->x.nparked ? PX_LINKED_END : PX_LINKED_STAY;
+    const char *what = NULL;
+    if ((qi->kind_mask & ROUTE_TXN_KINDS) && !(one && qi->kind == PRS_KIND_BEGIN))
+        what =
+            "savepoints, PREPARE TRANSACTION, COMMIT/ROLLBACK AND CHAIN, or a transaction's end among other "
+            "statements of one Query";
+    else if (qi->pin)
+        what = "a statement that leaves session state on its server (a temporary table, a cursor WITH HOLD, "
+               "a session advisory lock, LISTEN, set_config)";
+    if (!what)
+        return PX_LINKED_STAY;
+    memset(sk, 0, sizeof *sk);
+    sk->verdict = PX_SK_REFUSE;
+    memcpy(sk->sqlstate, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, 6);
+    snprintf(sk->msg, sizeof sk->msg, "pgshard: a transaction over several shards cannot run %s", what);
+    return PX_LINKED_DONE;
+}
+
+/* Whether the transaction on l may leave its server parked for a statement of another
+ * shard: two-phase commit can end it on both, its BEGIN can be repeated there (pgshard
+ * kept it), and nothing is half done on the server. */
+static bool route_may_park(px_client *cl, const px_link *l)
+{
+    const px_server *sv = l->sv;
+    const cfg_config *cfg = cl->conn.w->conf->cfg;
+    return cfg->two_phase_commit && cfg->pool_mode == CFG_POOL_TRANSACTION && !l->replica &&
+           sv->tx_status == PGS_TX_BLOCK && !sv->ext_open && !px_pin_holds(sv) && cl->x.begin.len > 0;
+}
+
+px_msg px_route_multi_end(px_client *cl, const pgs_frame *f)
+{
+    px_conn *c = &cl->conn;
+    const char *sql = NULL;
+    size_t len = 0, consume = f->total;
+    pgs_buf head = PGS_BUF_INIT;
+    if (!cl->x.nparked && !cl->x.multi_lost)
+        return PX_MSG_PASS;
+    if (f->type == PGS_FE_PARSE) {
+        bool more = false;
+        consume = defer_ext_segment(cl, &sql, &len, &head, &more);
+        if (!consume && more && c->in.len - c->in_pos < PX_SEGMENT_WAIT_MAX) {
+            pgs_buf_free(&head);
+            return PX_MSG_WAIT; /* read on until its Sync */
+        }
+    } else if (!route_text(cl, f, &sql, &len)) {
+        return PX_MSG_PASS;
+    }
+    const prs_query_info *qi = sql ? route_analyze(c->w, sql, len) : NULL;
+    bool end = qi && qi->n_statements == 1 &&
+               (qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK) &&
+               !(qi->flags & PRS_F_TXN_CHAIN);
+    if (!end && f->type == PGS_FE_PARSE && !consume && route_text(cl, f, &sql, &len) &&
+        (qi = route_analyze(c->w, sql, len)) && (qi->kind_mask & ROUTE_TXN_KINDS)) {
+        pgs_buf_free(&head);
+        /* Passed on, it would end the transaction on one shard only. */
+        px_client_fatal(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                        "pgshard: the COMMIT or ROLLBACK of a transaction over several shards must be sent "
+                        "on its own (Parse, Bind, Execute, Sync)");
+        return PX_MSG_CLOSED;
+    }
+    if (!end) {
+        pgs_buf_free(&head);
+        return PX_MSG_PASS;
+    }
+    int r = px_fanout_xact_end(cl, qi->kind == PRS_KIND_COMMIT, consume, &head);
+    pgs_buf_free(&head);
+    if (r < 0) {
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+        return PX_MSG_CLOSED;
+    }
+    return cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
 }
 
 /* SQL that raises sqlstate with msg on the server: the error then takes its place among the
@@ -1286,8 +1408,14 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
     } else if (sk->verdict == PX_SK_SHARD) {
         snprintf(buf, sizeof buf,
                  "pgshard: this transaction runs on shard %d; a statement for shard %d cannot join it "
-                 "(cross-shard transactions are not supported yet): nothing of it ran on shard %d",
-                 l->shard, sk->shard, sk->shard);
+                 "(a transaction over several shards needs two_phase_commit = on%s): nothing of it ran on "
+                 "shard %d",
+                 l->shard, sk->shard,
+                 !cl->conn.w->conf->cfg->two_phase_commit ? ""
+                 : l->replica                             ? ", and runs on primaries"
+                 : cl->x.begin.len == 0                   ? ", and a BEGIN sent on its own"
+                                                          : ", and no statement half done",
+                 sk->shard);
         state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
     }
@@ -1327,10 +1455,17 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     bool leave = l->replica && px_route_must_leave(cl, f);
     if (!w->px->sharded)
         return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
-    if (f->type != PGS_FE_QUERY && cl->x.segment_checked)
-        return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
     px_qclass qc;
     px_sk_result *sk = &qc.sk;
+    if (cl->x.nparked && (f->type == PGS_FE_QUERY || f->type == PGS_FE_PARSE)) {
+        int m = route_multi_check(cl, f, sk);
+        if (m == PX_LINKED_DONE)
+            return linked_refuse(cl, f, sk) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
+        if (m != PX_LINKED_STAY)
+            return m;
+    }
+    if (f->type != PGS_FE_QUERY && cl->x.segment_checked)
+        return leave ? PX_LINKED_LEAVE : PX_LINKED_STAY;
     if (f->type == PGS_FE_QUERY)
         route_message(cl, f, &qc, NULL);
     else
@@ -1346,6 +1481,13 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&
         !px_pin_holds(sv))
         return PX_LINKED_LEAVE;
+    if (sk->verdict == PX_SK_SHARD && route_may_park(cl, l)) {
+        px_sk_result why;
+        if (!cl->x.nparked && route_multi_check(cl, f, &why) == PX_LINKED_DONE)
+            return linked_refuse(cl, f, &why) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
+        cl->x.park_to = sk->shard;
+        return PX_LINKED_PARK;
+    }
     return linked_refuse(cl, f, sk) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
 }
 

@@ -55,6 +55,8 @@ static void server_close_err(px_server *sv, const char *why, const uint8_t *err,
     px_link *l = sv->link;
     if (l && l->fan) {
         px_fanout_server_lost(sv, why);
+    } else if (l && l->parked) {
+        px_xact_parked_lost(l); /* its client learns at COMMIT, which rolls back */
     } else if (l) {
         px_client *cl = l->cl;
         bool answered = l->sent_any;
@@ -406,6 +408,8 @@ static px_step server_active_step(px_server *sv)
     px_link *l = sv->link;
     if (l->fan)
         return px_fanout_server_step(sv);
+    if (l->parked)
+        return PX_STEP_WAIT; /* read again once its client's statements come back to it */
     px_client *cl = l->cl;
     px_conn *dest = px_link_dest(l);
     size_t avail = c->in.len - c->in_pos;
@@ -523,7 +527,7 @@ void px_server_process(px_server *sv)
     c->processing = false;
     if (sv->state == SV_CLOSED)
         return;
-    px_link *l = sv->state == SV_ACTIVE && sv->link && !sv->link->fan ? sv->link : NULL;
+    px_link *l = sv->state == SV_ACTIVE && sv->link && !sv->link->fan && !sv->link->parked ? sv->link : NULL;
     px_client *cl = l ? l->cl : NULL;
     if (l)
         px_conn_flush_forward(c, px_link_dest(l));
@@ -549,6 +553,8 @@ void px_server_update_reading(px_server *sv)
         on = false;
     else if (sv->state == SV_ACTIVE && sv->link && sv->link->fan)
         on = px_fanout_server_reading(sv);
+    else if (sv->state == SV_ACTIVE && sv->link && sv->link->parked)
+        on = false; /* owes nothing, and has no client stream to put anything in */
     else if (sv->state == SV_ACTIVE && sv->link)
         on = px_conn_idle_io(px_link_dest(sv->link));
     px_conn_set_reading(&sv->conn, on);
@@ -558,7 +564,7 @@ void px_server_on_drained(px_server *sv)
 {
     if (sv->link && sv->link->fan)
         px_fanout_server_drained(sv);
-    else if (sv->link)
+    else if (sv->link && !sv->link->parked)
         px_client_update_reading(sv->link->cl);
 }
 

@@ -24,6 +24,9 @@ void px_xact_free(px_client *cl)
     if (x->links && x->links != &x->one)
         free(x->links);
     x->links = &x->one;
+    free(x->parked);
+    x->parked = NULL;
+    x->nparked = 0;
     free(x->memo);
     x->memo = NULL;
     pgs_buf_free(&x->begin);
@@ -69,6 +72,57 @@ px_server *px_xact_detach(px_client *cl)
     l->fresh = false;
     x->nlinks = 0;
     return sv;
+}
+
+int px_xact_park(px_client *cl)
+{
+    px_xact *x = &cl->x;
+    if (!x->parked && !(x->parked = calloc(cl->conn.w->conf->nshards, sizeof *x->parked)))
+        return -1;
+    px_link *from = &x->links[0], *to = &x->parked[from->shard];
+    *to = *from;
+    to->parked = true;
+    to->sv->link = to;
+    x->nparked++;
+    from->sv = NULL;
+    from->fresh = false;
+    x->nlinks = 0;
+    return 0;
+}
+
+px_server *px_xact_unpark(px_client *cl, int shard)
+{
+    px_xact *x = &cl->x;
+    px_link *l = x->parked ? &x->parked[shard] : NULL;
+    px_server *sv = l ? l->sv : NULL;
+    if (!sv)
+        return NULL;
+    bool write = l->write;
+    memset(l, 0, sizeof *l);
+    x->nparked--;
+    px_xact_plan(cl, shard, write, false);
+    px_xact_attach(cl, sv);
+    return sv;
+}
+
+void px_xact_parked_lost(px_link *l)
+{
+    px_xact *x = &l->cl->x;
+    l->sv->link = NULL;
+    memset(l, 0, sizeof *l);
+    x->nparked--;
+    x->multi_lost = true;
+}
+
+void px_xact_drop_parked(px_client *cl)
+{
+    px_xact *x = &cl->x;
+    for (int s = 0; x->nparked && s < cl->conn.w->conf->nshards; s++) {
+        px_server *sv = x->parked[s].sv;
+        if (sv) /* closing it takes it off parked[] (px_xact_parked_lost) */
+            px_server_close(sv, "its client left in the middle of a transaction over several shards");
+    }
+    x->multi_lost = false;
 }
 
 /* The pool of the client's user and database on a node, found through its home pool's
