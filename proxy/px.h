@@ -235,6 +235,7 @@ typedef struct px_xact {
     uint8_t deferred;      /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
     bool segment_checked;  /* the extended-protocol segment being sent was routed whole */
     pgs_buf begin;         /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
+    bool begin_read_only;  /* that BEGIN said READ ONLY: its statements may run on a replica */
     pgs_buf unnamed;       /* sharded: the body of the client's last unnamed Parse, for its Binds in
                               later segments; a simple Query drops it, as it drops the statement */
     bool unnamed_known;    /* unnamed holds that Parse (it was not too long to keep) */

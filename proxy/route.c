@@ -979,8 +979,11 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
         cl->conn.in.len - cl->conn.in_pos < PX_SEGMENT_WAIT_MAX)
         return 0;
     if (split) {
-        cl->x.want_read = route_wants_replica(cl, &qc);
-        write = !qc.read;
+        /* The first statement of a BEGIN that pgshard kept opens the transaction: a replica
+         * would refuse its later writes (25006), unless the BEGIN was READ ONLY. */
+        bool block = cl->x.deferred != PX_DEFER_NONE && !cl->x.begin_read_only;
+        cl->x.want_read = !block && route_wants_replica(cl, &qc);
+        write = block || !qc.read;
     }
     if (route_wide(qc.sk.verdict) && f->type == PGS_FE_QUERY)
         return route_fanout(cl, f, &qc);
@@ -1175,6 +1178,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
         if (pgs_buf_append(&x->begin, sql, len) < 0)
             return -1;
         x->deferred = PX_DEFER_OPEN;
+        x->begin_read_only = (qi->flags & PRS_F_READ_ONLY_TXN) != 0;
         /* The tag names the statement as written, as PostgreSQL's does. */
         a->tag = strncasecmp(prs_lexed_text(&w->lex), "start", 5) == 0 ? "START TRANSACTION" : "BEGIN";
         return 1;

@@ -151,6 +151,20 @@ for begin in "BEGIN READ ONLY" "START TRANSACTION READ ONLY"; do
   done
 done
 
+pgs_log "transactions in a sharded config (BEGIN is kept by pgshard until a statement names a shard)"
+# Two shards on the same servers: pgshard keeps a BEGIN until its first statement, which must
+# then open the transaction on the primary, not on a replica that refuses its later writes.
+pgs_start_proxy rr_sh admin_users=app lag_poll_ms=50 '[shard.0]' "replicas = $(pgs_replica_list 0)" \
+  '[shard.1]' "primary = $PGS_HOST:$P" "replicas = $(pgs_replica_list 0)"
+pgs_wait_replicas_up 15 "$R1" "$R2"
+out=$(pgs_psql -q -c "BEGIN" -c "SELECT inet_server_port()" -c "INSERT INTO t_rr(v) VALUES ('tx2') RETURNING inet_server_port()" \
+  -c "SELECT inet_server_port()" -c "COMMIT")
+all_primary "sharded config: a transaction that reads first, then writes" "$out"
+out=$(pgs_psql -q -c "BEGIN READ ONLY" -c "SELECT inet_server_port()" -c "SELECT inet_server_port()" -c "COMMIT")
+all_replica "sharded config: BEGIN READ ONLY" "$out"
+pgs_stop_proxy rr_sh
+export PGS_PROXY_PORT=$RR
+
 pgs_log "hints and pgshard.target"
 for i in 1 2 3 4; do
   out=$(pgs_psql -c "/* pgshard: target=primary */ SELECT inet_server_port()")
