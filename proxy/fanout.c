@@ -91,6 +91,8 @@ struct px_fanout {
     bool txn;              /* WRITE: the end of a client's transaction over several shards; verb
                               holds its tag */
     uint8_t *member;       /* owned: txn, per shard: it ran statements of the transaction */
+    uint8_t *awaiting;     /* owned: WRITE, per shard: answers (ReadyForQuery) of the current
+                              step still to come, counted in pending */
     px_link links[];       /* one per shard; links[s].shard == s */
 };
 
@@ -815,7 +817,7 @@ static int fanout_copy_init(px_fanout *fo, int key_index)
 static px_fanout *fanout_alloc(px_client *cl, int n)
 {
     px_fanout *fo = calloc(1, sizeof *fo + (size_t)n * sizeof(px_link));
-    uint8_t *flags = calloc((size_t)n, 6);
+    uint8_t *flags = calloc((size_t)n, 7);
     px_route *rt = malloc((size_t)n * sizeof *rt);
     if (!fo || !flags || !rt) {
         free(fo);
@@ -831,6 +833,7 @@ static px_fanout *fanout_alloc(px_client *cl, int n)
     fo->committed = flags + (size_t)3 * n;
     fo->post = flags + (size_t)4 * n;
     fo->member = flags + (size_t)5 * n;
+    fo->awaiting = flags + (size_t)6 * n;
     fo->routes = rt;
     return fo;
 }
@@ -1283,8 +1286,10 @@ static void write_send(px_fanout *fo, int s, const char *sql)
     fo->sending = true;
     fanout_send_sql(sv, sql);
     fo->sending = sending;
-    if (fo->links[s].sv)
+    if (fo->links[s].sv) {
         fo->pending++;
+        fo->awaiting[s]++;
+    }
 }
 
 static void write_abort(px_fanout *fo)
@@ -1444,6 +1449,8 @@ static void write_message(px_fanout *fo, px_server *sv, char type, const uint8_t
             fo->committed[s] = 1; /* prepared: it must be finished or rolled back */
         if (fo->stage == WS_FINISH && s > 0 && fo->gid[0])
             px_test_crash_point("after_first_commit_prepared");
+        if (fo->awaiting[s])
+            fo->awaiting[s]--;
         if (--fo->pending == 0)
             write_next(fo);
         return;
@@ -1473,11 +1480,14 @@ static void write_start(px_fanout *fo)
         if (!fo->links[s].sv)
             continue; /* the send failed: the shard is lost */
         fo->pending++;
+        fo->awaiting[s]++;
         pgs_buf b = PGS_BUF_INIT;
         if (fo->ddl && fanout_seq_sql(fo, s, &b)) { /* in the same transaction */
             px_conn_send_buf(&sv->conn, &b);
-            if (fo->links[s].sv)
+            if (fo->links[s].sv) {
                 fo->pending++;
+                fo->awaiting[s]++;
+            }
         }
         pgs_buf_free(&b);
     }
@@ -1684,13 +1694,31 @@ void px_fanout_server_lost(px_server *sv, const char *why)
 {
     px_link *l = sv->link;
     px_fanout *fo = l->fan;
-    char msg[256];
-    snprintf(msg, sizeof msg, "server connection lost on shard %d: %s", l->shard, why);
-    fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE, msg);
+    int s = l->shard;
+    bool write = fo->mode == PX_FAN_WRITE;
+    if (write && fo->gid[0] && (fo->stage == WS_FINISH || fo->stage == WS_FORGET)) {
+        /* decided: recovery finishes it there, and the client's write stands */
+        fo->commit_failed = true;
+        pgs_warn("twopc_commit_lost", "shard %d was lost committing '%s': recovery will commit it", s,
+                 fo->gid);
+    } else {
+        char msg[256];
+        snprintf(msg, sizeof msg, "server connection lost on shard %d: %s", s, why);
+        fanout_fail(fo, PGS_SQLSTATE_CONNECTION_FAILURE, msg);
+    }
     l->sv = NULL;
     sv->link = NULL;
-    fo->phase[l->shard] = FL_DONE;
+    fo->phase[s] = FL_DONE;
     fo->ndone++;
+    if (write && fo->awaiting[s]) { /* its answer to the step will not come */
+        fo->pending -= fo->awaiting[s];
+        fo->awaiting[s] = 0;
+        if (!fo->pending && !fo->sending) {
+            fo->sending = true; /* the step's sends may lose servers too: this call ends it */
+            write_next(fo);
+            fo->sending = false;
+        }
+    }
     if (fo->ndone == fo->nshards && !fo->sending)
         fanout_finish(fo);
 }
@@ -1773,8 +1801,13 @@ static void xact_go(px_fanout *fo, bool abort)
     else
         write_next(fo);
     fo->sending = false;
-    if (fo->ndone == fo->nshards)
+    if (fo->ndone == fo->nshards) {
         fanout_finish(fo);
+        return;
+    }
+    /* Parked servers were not read: they are now, and what they sent meanwhile (a FATAL
+     * error before their connection ended) is taken at once. */
+    fanout_resume(fo);
 }
 
 int px_fanout_xact_end(px_client *cl, bool commit, size_t consume, pgs_buf *head)

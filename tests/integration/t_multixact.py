@@ -9,7 +9,8 @@ the transaction did not run there):
      each sees the transaction's own rows; other sessions see none of them before COMMIT;
      after it every row is on its shard, no prepared transaction and no decision row is left;
   2. ROLLBACK, an error on one shard (later statements anywhere get 25P02 and COMMIT answers
-     ROLLBACK), and a client that leaves mid-transaction: nothing of it stays on any shard;
+     ROLLBACK), a client that leaves mid-transaction, and a parked server terminated before
+     COMMIT (which then fails): nothing of it stays on any shard;
   3. psycopg in its default transaction mode (BEGIN, statements with parameters in the
      extended protocol, COMMIT) over shards 1 and 2 only: shard 0 records the decision;
   4. refusals inside such a transaction (0A000, the transaction then rolls back on every
@@ -171,6 +172,19 @@ def failures(check, shards, t):
                        on_shards(shards, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%%' "
                                  "AND datname = current_database()") == [0, 0, 0], 10),
               "a client that leaves mid-transaction: every shard rolls back", f"{rows_of(shards, 'left')}")
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][1]}, 1, 'lost')")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[2][1]}, 1, 'lost')")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[0][1]}, 1, 'lost')")
+        killed = shards[1].execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                   "state = 'idle in transaction' AND datname = current_database()").fetchone()[0]
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute("COMMIT"))
+        check(killed == 1 and st in ("57P01", "08006") and rows_of(shards, "lost") == [0, 0, 0] and
+              wait_for(lambda: prepared(shards) == 0, 10),
+              "a parked server lost before COMMIT: COMMIT fails and no shard keeps anything",
+              f"killed={killed} {st} {msg} {rows_of(shards, 'lost')} prepared={prepared(shards)}")
+        if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
         cur = conn.execute(f"SELECT count(*) FROM items WHERE tenant_id IN ({t[0][1]}, {t[1][1]})")
         check(cur.fetchone()[0] == 0, "the pool serves other clients after that")
         conn.close()
