@@ -225,31 +225,32 @@ typedef struct px_shard_memo {
 typedef struct px_xact {
     px_link one;
     px_link *links;        /* &one, or an owned array */
-    uint16_t nlinks;       /* links in use (0 when the client holds no server) */
-    bool paused;           /* waits for its server to answer an earlier segment's Parse */
-    bool want_read;        /* the message being routed may run on a replica */
-    bool retry_sealed;     /* the kept read's last message (Query or Sync) has gone out */
     pgs_buf retry;         /* while armed (px_retry_armed): a pooled block holding the read to send
                               again if the replica fails before answering */
     px_shard_memo *memo;   /* owned: one per shard of the conf it logged in with; NULL before login */
-    uint8_t deferred;      /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
-    bool segment_checked;  /* the extended-protocol segment being sent was routed whole */
-    pgs_buf begin;         /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement */
-    bool begin_read_only;  /* that BEGIN said READ ONLY: its statements may run on a replica */
+    pgs_buf begin;         /* PX_DEFER_OPEN: the client's BEGIN text, sent ahead of its first statement
+                              (kept to the transaction's end with two-phase commit, for its other shards) */
     pgs_buf unnamed;       /* sharded: the body of the client's last unnamed Parse, for its Binds in
                               later segments; a simple Query drops it, as it drops the statement */
-    bool unnamed_known;    /* unnamed holds that Parse (it was not too long to keep) */
     struct px_fanout *fan; /* owned: the cross-shard read running (CL_FANOUT), or NULL */
     int64_t route_bucket;  /* the bucket of the keys its statements were routed by: PX_MOVE_NO_KEY
                               while none named a sharded table, -1 when not one known bucket */
-    bool move_wait;        /* counted in its worker's move.blockers: a freeze waits for its end */
     /* A transaction over several shards (two_phase_commit = on): the servers of the shards
      * it ran on before the current one stay linked, idle in it, until its COMMIT or
      * ROLLBACK ends it on all of them at once (fanout.c). */
-    px_link *parked;  /* owned: one per shard of the conf, sv == NULL where none; or NULL */
-    uint16_t nparked; /* links in parked[] holding a server */
-    int park_to;      /* PX_LINKED_PARK: the shard the statement goes to */
-    bool multi_lost;  /* a parked server was lost: the transaction can only roll back */
+    px_link *parked;      /* owned: one per shard of the conf, sv == NULL where none; or NULL */
+    int park_to;          /* PX_LINKED_PARK: the shard the statement goes to */
+    uint16_t nlinks;      /* links in use (0 when the client holds no server) */
+    uint16_t nparked;     /* links in parked[] holding a server */
+    bool multi_lost;      /* a parked server was lost: the transaction can only roll back */
+    bool paused;          /* waits for its server to answer an earlier segment's Parse */
+    bool want_read;       /* the message being routed may run on a replica */
+    bool retry_sealed;    /* the kept read's last message (Query or Sync) has gone out */
+    uint8_t deferred;     /* PX_DEFER_*: a BEGIN answered by pgshard, waiting for a shard */
+    bool segment_checked; /* the extended-protocol segment being sent was routed whole */
+    bool begin_read_only; /* that BEGIN said READ ONLY: its statements may run on a replica */
+    bool unnamed_known;   /* unnamed holds that Parse (it was not too long to keep) */
+    bool move_wait;       /* counted in its worker's move.blockers: a freeze waits for its end */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first

@@ -1254,17 +1254,17 @@ int px_route_primary_node(px_worker *w, int shard)
 /* The statement text of a Query or a Parse (whole in transaction pooling), or false. */
 static bool route_text(px_client *cl, const pgs_frame *f, const char **sql, size_t *len)
 {
-    const uint8_t *p = px_conn_at(&cl->conn);
-    pgs_reader rd = pgs_reader_make(p + PGS_HDR_LEN, f->len - 4);
-    const char *name;
-    if (cl->conn.in.len - cl->conn.in_pos < f->total)
+    const uint8_t *at = px_conn_at(&cl->conn);
+    size_t n = f->len - 4, skip = 0;
+    if (!at || cl->conn.in.len - cl->conn.in_pos < f->total ||
+        (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE))
         return false;
-    if (f->type == PGS_FE_PARSE && pgs_rd_cstr(&rd, &name) < 0)
-        return false;
-    if (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE)
-        return false;
-    *sql = (const char *)rd.p;
-    *len = pgs_strnlen(*sql, rd.left);
+    const char *body = (const char *)at + PGS_HDR_LEN;
+    if (f->type == PGS_FE_PARSE && (skip = pgs_strnlen(body, n)) == n)
+        return false; /* the statement name has no end */
+    skip += f->type == PGS_FE_PARSE;
+    *sql = body + skip;
+    *len = pgs_strnlen(*sql, n - skip);
     return true;
 }
 

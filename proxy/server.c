@@ -549,12 +549,12 @@ void px_server_process(px_server *sv)
 void px_server_update_reading(px_server *sv)
 {
     bool on = true;
-    if (sv->state == SV_CONNECTING || sv->state == SV_CLOSED)
+    /* A parked server owes nothing, and has no client stream to put anything in. */
+    if (sv->state == SV_CONNECTING || sv->state == SV_CLOSED ||
+        (sv->state == SV_ACTIVE && sv->link && sv->link->parked))
         on = false;
     else if (sv->state == SV_ACTIVE && sv->link && sv->link->fan)
         on = px_fanout_server_reading(sv);
-    else if (sv->state == SV_ACTIVE && sv->link && sv->link->parked)
-        on = false; /* owes nothing, and has no client stream to put anything in */
     else if (sv->state == SV_ACTIVE && sv->link)
         on = px_conn_idle_io(px_link_dest(sv->link));
     px_conn_set_reading(&sv->conn, on);
