@@ -37,6 +37,8 @@ typedef struct sc_col {
     bool hidden;
     bool aggregate;     /* kind is an aggregate's */
     bool avg_count;     /* the hidden count(x) of an avg(x): never matched by expression */
+    bool avg_self;      /* the hidden avg(x) of an avg(x) (for float4): never matched either */
+    uint16_t avgf;      /* PRS_SC_AVG: 1 + its avg_self column */
     bool group_checked; /* a non-aggregate target found to be a GROUP BY expression */
     bool is_coll;       /* the hidden pg_collation_for() of another column: never matched by
                            expression; expr is that column's */
@@ -643,6 +645,11 @@ static int col_add_avg_count(planner *p, unsigned avg)
         return rc;
     p->cols[p->ncols - 1].avg_count = true;
     p->out->cols[avg].arg = (uint16_t)(p->ncols - 1);
+    rc = col_add(p, p->cols[avg].expr, PRS_SC_PLAIN, true, "avg");
+    if (rc)
+        return rc;
+    p->cols[p->ncols - 1].avg_self = true;
+    p->cols[avg].avgf = (uint16_t)p->ncols;
     return SC_OK;
 }
 
@@ -650,7 +657,8 @@ static int col_add_avg_count(planner *p, unsigned avg)
 static int col_find_expr(const planner *p, const Node *n)
 {
     for (unsigned i = 0; i < p->ncols; i++)
-        if (!p->cols[i].avg_count && !p->cols[i].is_coll && p->cols[i].expr && node_equal(p->cols[i].expr, n))
+        if (!p->cols[i].avg_count && !p->cols[i].avg_self && !p->cols[i].is_coll && p->cols[i].expr &&
+            node_equal(p->cols[i].expr, n))
             return (int)i;
     return -1;
 }
@@ -1451,6 +1459,7 @@ static void plan_fill(planner *p)
         o->cols[i].kind = p->cols[i].kind;
         o->cols[i].hidden = p->cols[i].hidden;
         o->cols[i].coll = p->cols[i].coll;
+        o->cols[i].avgf = p->cols[i].avgf;
     }
 }
 
@@ -1486,8 +1495,8 @@ static int plan_collations(planner *p)
     unsigned n = p->ncols;
     for (unsigned i = 0; i < n; i++) {
         uint8_t kind = p->cols[i].kind;
-        if (p->cols[i].avg_count || kind == PRS_SC_COUNT || kind == PRS_SC_SUM || kind == PRS_SC_AVG ||
-            kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR || !col_compared(p, i))
+        if (p->cols[i].avg_count || p->cols[i].avg_self || kind == PRS_SC_COUNT || kind == PRS_SC_SUM ||
+            kind == PRS_SC_AVG || kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR || !col_compared(p, i))
             continue;
         int rc = col_add(p, p->cols[i].expr, PRS_SC_PLAIN, true, "coll");
         if (rc)

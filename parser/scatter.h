@@ -36,6 +36,10 @@ typedef struct prs_sc_col {
                       avg's count): never sent to the client. Hidden columns come after
                       every visible one; the shard query names them pgshard_<why>_<n>. */
     uint16_t arg;  /* PRS_SC_AVG: the column holding count(x) */
+    uint16_t avgf; /* PRS_SC_AVG: 1 + the hidden column holding avg(x) itself: PostgreSQL sums
+                      float4 in float8 for avg, where sum(float4) is float4, so for a float4 x
+                      the merge takes avg(x) * count(x) as the shard's sum (exact for the other
+                      types, it uses sum(x) there) */
     uint16_t coll; /* 1 + the hidden column holding pg_collation_for() of this column (as text),
                       which the merge reads from each shard's first row to compare text as the
                       server does; 0: none. Every column the merge orders or compares (sort

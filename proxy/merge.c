@@ -1774,7 +1774,7 @@ static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_
     if (pl->ncols == 0) {
         m->ncols = m->nvisible = (uint16_t)n;
         for (int c = 0; c < n; c++)
-            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0, 0};
+            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0, 0, 0};
     } else {
         if (pl->ncols > PRS_SC_MAX_COLS || pl->ncols != n)
             return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
@@ -2052,6 +2052,23 @@ static int mg_add_sum(px_merge *m, int c, mg_acc *a, mg_val v)
     return 0;
 }
 
+/* avg(float4): the shard's sum as PostgreSQL accumulates it, in float8, is its avg(x) (float8)
+ * times its count n; sum(x) itself was added up in float4. */
+static int mg_add_avg_f4(px_merge *m, int c, mg_acc *a, mg_val avg, int64_t n)
+{
+    const mg_type *t = &m->in[m->cols[c].avgf - 1];
+    mg_key k;
+    if (avg.len < 0)
+        return 0;
+    if (t->cls != MG_FLOAT)
+        return mg_bad_plan(m, "avg()'s own column");
+    if (mg_decode(m, 0, t, avg, &k) < 0)
+        return -1;
+    a->seen = true;
+    a->f += k.d * (double)n;
+    return 0;
+}
+
 static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, bool fresh)
 {
     mg_acc *a = &g->acc[c];
@@ -2072,6 +2089,8 @@ static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, b
                 mg_add_int(m, &a->cnt, x) < 0)
                 return -1;
         }
+        if (m->in[c].oid == MG_OID_FLOAT4 && m->cols[c].avgf)
+            return v.len < 0 ? 0 : mg_add_avg_f4(m, c, a, vals[m->cols[c].avgf - 1], x);
         /* fall through */
     case PRS_SC_SUM:
         return v.len < 0 ? 0 : mg_add_sum(m, c, a, v);

@@ -182,15 +182,17 @@ static const plan_case plans[] = {
      "grouped | count count sum min~5 max~6 plain* plain* | - | limit -1 offset 0 | -"},
     {"select bool_and(a), bool_or(b), every(c) from t", "SELECT bool_and(a), bool_or(b), every(c) FROM t",
      "grouped | and or and | - | limit -1 offset 0 | -"},
-    {"select avg(x) from t", "SELECT sum(x) AS avg, count(x) AS pgshard_count_2 FROM t",
-     "grouped | avg>1 count* | - | limit -1 offset 0 | -"},
+    {"select avg(x) from t",
+     "SELECT sum(x) AS avg, count(x) AS pgshard_count_2, avg(x) AS pgshard_avg_3 FROM t",
+     "grouped | avg>1 count* plain* | - | limit -1 offset 0 | -"},
     {"select avg(x) as m, pg_catalog.avg(y) from t",
-     "SELECT sum(x) AS m, pg_catalog.sum(y) AS avg, count(x) AS pgshard_count_3, pg_catalog.count(y) AS "
-     "pgshard_count_4 FROM t",
-     "grouped | avg>2 avg>3 count* count* | - | limit -1 offset 0 | -"},
+     "SELECT sum(x) AS m, pg_catalog.sum(y) AS avg, count(x) AS pgshard_count_3, avg(x) AS pgshard_avg_4, "
+     "pg_catalog.count(y) AS pgshard_count_5, pg_catalog.avg(y) AS pgshard_avg_6 FROM t",
+     "grouped | avg>2 avg>4 count* plain* count* plain* | - | limit -1 offset 0 | -"},
     {"select avg(x) filter (where y > 0) from t",
-     "SELECT sum(x) FILTER (WHERE y > 0) AS avg, count(x) FILTER (WHERE y > 0) AS pgshard_count_2 FROM t",
-     "grouped | avg>1 count* | - | limit -1 offset 0 | -"},
+     "SELECT sum(x) FILTER (WHERE y > 0) AS avg, count(x) FILTER (WHERE y > 0) AS pgshard_count_2, avg(x) "
+     "FILTER (WHERE y > 0) AS pgshard_avg_3 FROM t",
+     "grouped | avg>1 count* plain* | - | limit -1 offset 0 | -"},
     {"select count(*) filter (where b) from t", "SELECT count(*) FILTER (WHERE b) FROM t",
      "grouped | count | - | limit -1 offset 0 | -"},
     {"select min(distinct x), max(distinct y) from t",
@@ -234,16 +236,16 @@ static const plan_case plans[] = {
      "AS pgshard_coll_6 FROM t GROUP BY lower(b), a",
      "grouped | group~3 group~4 max~5 plain* plain* plain* | - | limit -1 offset 0 | -"},
     {"select a, avg(x), sum(y) from t group by a order by 2 desc limit 10 offset 5",
-     "SELECT a, sum(x) AS avg, sum(y), count(x) AS pgshard_count_4, COLL(a) AS pgshard_coll_5 FROM t GROUP "
-     "BY a",
-     "grouped | group~4 avg>3 sum count* plain* | 1 desc nf | limit 10 offset 5 | -"},
+     "SELECT a, sum(x) AS avg, sum(y), count(x) AS pgshard_count_4, avg(x) AS pgshard_avg_5, COLL(a) AS "
+     "pgshard_coll_6 FROM t GROUP BY a",
+     "grouped | group~5 avg>3 sum count* plain* plain* | 1 desc nf | limit 10 offset 5 | -"},
     {"select a, count(*) from t group by a order by count(*) desc, a",
      "SELECT a, count(*), COLL(a) AS pgshard_coll_3 FROM t GROUP BY a",
      "grouped | group~2 count plain* | 1 desc nf, 0 nl | limit -1 offset 0 | -"},
     {"select a, count(*) from t group by 1 order by sum(x), avg(y) desc",
      "SELECT a, count(*), sum(x) AS pgshard_sort_3, sum(y) AS pgshard_sort_4, count(y) AS pgshard_count_5, "
-     "COLL(a) AS pgshard_coll_6 FROM t GROUP BY 1",
-     "grouped | group~5 count sum* avg>4* count* plain* | 2 nl, 3 desc nf | limit -1 offset 0 | -"},
+     "avg(y) AS pgshard_avg_6, COLL(a) AS pgshard_coll_7 FROM t GROUP BY 1",
+     "grouped | group~6 count sum* avg>4* count* plain* plain* | 2 nl, 3 desc nf | limit -1 offset 0 | -"},
     {"select count(*) from t group by b order by b",
      "SELECT count(*), b AS pgshard_group_2, COLL(b) AS pgshard_coll_3 FROM t GROUP BY b",
      "grouped | count group~2* plain* | 1 nl | limit -1 offset 0 | -"},
@@ -269,20 +271,18 @@ static const plan_case plans[] = {
      "SELECT a, count(*), COLL(a) AS pgshard_coll_3 FROM t GROUP BY a",
      "grouped | group~2 count plain* | - | limit -1 offset 0 | col1 const'5' gt"},
     {"select a from t group by a having sum(x) >= -2.5 and max(y) <> 'abc' or not min(z) is null",
-     "SELECT a, sum(x) AS pgshard_having_2, max(y) AS pgshard_having_3, min(z) AS pgshard_having_4, "
-     "COLL(a) AS pgshard_coll_5, COLL(max(y)) AS pgshard_coll_6, COLL(min(z)) AS pgshard_coll_7 FROM t GROUP "
-     "BY a",
+     "SELECT a, sum(x) AS pgshard_having_2, max(y) AS pgshard_having_3, min(z) AS pgshard_having_4, COLL(a) "
+     "AS pgshard_coll_5, COLL(max(y)) AS pgshard_coll_6, COLL(min(z)) AS pgshard_coll_7 FROM t GROUP BY a",
      "grouped | group~4 sum* max~5* min~6* plain* plain* plain* | - | limit -1 offset 0 | col1 const'-2.5' "
-     "ge "
-     "col2 const'abc' ne and col3 isnull not or"},
+     "ge col2 const'abc' ne and col3 isnull not or"},
     {"select a, sum(x) from t group by a having sum(x) < 10 and a = 'k' and count(*) is not null",
      "SELECT a, sum(x), count(*) AS pgshard_having_3, COLL(a) AS pgshard_coll_4 FROM t GROUP BY a",
      "grouped | group~3 sum count* plain* | - | limit -1 offset 0 | col1 const'10' lt col0 const'k' eq and "
      "col2 notnull and"},
     {"select a from t group by a having avg(x) > 1 order by avg(x) desc limit 3",
-     "SELECT a, sum(x) AS pgshard_having_2, count(x) AS pgshard_count_3, COLL(a) AS pgshard_coll_4 FROM t "
-     "GROUP BY a",
-     "grouped | group~3 avg>2* count* plain* | 1 desc nf | limit 3 offset 0 | col1 const'1' gt"},
+     "SELECT a, sum(x) AS pgshard_having_2, count(x) AS pgshard_count_3, avg(x) AS pgshard_avg_4, COLL(a) AS "
+     "pgshard_coll_5 FROM t GROUP BY a",
+     "grouped | group~4 avg>2* count* plain* plain* | 1 desc nf | limit 3 offset 0 | col1 const'1' gt"},
     {"select a from t group by a having bool_or(b) = true and -5 <= min(c) and max(d) = null",
      "SELECT a, bool_or(b) AS pgshard_having_2, min(c) AS pgshard_having_3, max(d) AS pgshard_having_4, "
      "COLL(a) AS pgshard_coll_5, COLL(min(c)) AS pgshard_coll_6, COLL(max(d)) AS pgshard_coll_7 FROM t GROUP "
@@ -484,9 +484,8 @@ static void test_length(void **state)
     const char *sql = "select a from t order by a; garbage";
     prs_scatter p;
     assert_int_equal(prs_scatter_plan(sql, 26, &test_ctx, &p), 0);
-    assert_string_equal(p.sql,
-                        "SELECT a, pg_catalog.pg_collation_for(CASE WHEN false THEN a::pg_catalog.text END) "
-                        "AS pgshard_coll_2 FROM t ORDER BY a");
+    assert_string_equal(p.sql, "SELECT a, pg_catalog.pg_collation_for(CASE WHEN false THEN "
+                               "a::pg_catalog.text END) AS pgshard_coll_2 FROM t ORDER BY a");
     prs_scatter_free(&p);
     prs_scatter_free(&p); /* freeing twice is harmless */
     assert_null(p.sql);
@@ -505,8 +504,8 @@ static void test_describe(void **state)
         {"select a from t order by lower(b) desc nulls last", "merge: sorted by 2 desc nulls last; hide 2-3"},
         {"select count(*) from t", "merge: one group; count 1"},
         {"select a, sum(x), avg(y) from t group by a having count(*) > 1 order by 2 desc limit 10 offset 5",
-         "merge: group by 1; sum 2; avg 3 (count 4); count 5; having; sort 2 desc; offset 5; limit 10; hide "
-         "4-6"},
+         "merge: group by 1; sum 2; avg 3 (count 4); count 6; having; sort 2 desc; offset 5; limit 10; hide "
+         "4-7"},
         {"select distinct a, b from t order by a", "merge: group by 1, 2; sort 1; hide 3-4"},
     };
     for (size_t i = 0; i < N(cases); i++) {

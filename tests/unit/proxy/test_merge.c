@@ -1291,7 +1291,7 @@ static void test_garbage(void **state)
         p->grouped = mode >= 2;
         p->shards_sorted = mode == 1;
         for (int c = 0; c < 5; c++)
-            p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0, 0};
+            p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0, 0, 0};
         p->cols[1].arg = 0;
         if (mode) {
             plan_sort(p, 3, false, false);
@@ -1357,7 +1357,7 @@ static void test_bad_plans(void **state)
         if (cases[i].grouped)
             p->cols[0].kind = PRS_SC_COUNT;
         if (cases[i].avg_arg >= 0)
-            p->cols[0] = (prs_sc_col){PRS_SC_AVG, false, (uint16_t)cases[i].avg_arg, 0};
+            p->cols[0] = (prs_sc_col){PRS_SC_AVG, false, (uint16_t)cases[i].avg_arg, 0, 0};
         px_merge *m = px_merge_new(p, 1, (locale_t)0);
         pgs_buf d = desc_body(cases[i].ncols, t, 0, NULL);
         assert_int_equal(px_merge_row_desc(m, 0, d.data, d.len), -1);

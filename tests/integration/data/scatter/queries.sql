@@ -251,6 +251,10 @@ SELECT 'total' AS what, count(*), sum(i4) FROM items WHERE false;
 TABLE events;
 SELECT count(*) FROM items i WHERE i.i4 > 0 AND i.f8 > 0;
 
+-- avg(float4) accumulates in float8 (sum(float4) in float4): each shard's sum must be float8.
+SELECT avg(f8::real), avg(i4::float4) FROM items;
+SELECT grp, avg(f8::float4) FROM items GROUP BY grp ORDER BY grp;
+
 -- == aggregates with FILTER ===================================================================
 SELECT count(*) FILTER (WHERE b) AS yes, count(*) FILTER (WHERE NOT b) AS no FROM items;
 SELECT sum(i4) FILTER (WHERE grp = 'alpha'), sum(i4) FILTER (WHERE grp = 'beta') FROM items;
