@@ -37,7 +37,12 @@ typedef struct sc_col {
     bool hidden;
     bool aggregate;     /* kind is an aggregate's */
     bool avg_count;     /* the hidden count(x) of an avg(x): never matched by expression */
+    bool avg_self;      /* the hidden avg(x) of an avg(x) (for float4): never matched either */
+    uint16_t avgf;      /* PRS_SC_AVG: 1 + its avg_self column */
     bool group_checked; /* a non-aggregate target found to be a GROUP BY expression */
+    bool is_coll;       /* the hidden pg_collation_for() of another column: never matched by
+                           expression; expr is that column's */
+    uint16_t coll;      /* 1 + the column holding this one's collation, 0 none */
 } sc_col;
 
 typedef struct planner {
@@ -640,6 +645,11 @@ static int col_add_avg_count(planner *p, unsigned avg)
         return rc;
     p->cols[p->ncols - 1].avg_count = true;
     p->out->cols[avg].arg = (uint16_t)(p->ncols - 1);
+    rc = col_add(p, p->cols[avg].expr, PRS_SC_PLAIN, true, "avg");
+    if (rc)
+        return rc;
+    p->cols[p->ncols - 1].avg_self = true;
+    p->cols[avg].avgf = (uint16_t)p->ncols;
     return SC_OK;
 }
 
@@ -647,7 +657,8 @@ static int col_add_avg_count(planner *p, unsigned avg)
 static int col_find_expr(const planner *p, const Node *n)
 {
     for (unsigned i = 0; i < p->ncols; i++)
-        if (!p->cols[i].avg_count && p->cols[i].expr && node_equal(p->cols[i].expr, n))
+        if (!p->cols[i].avg_count && !p->cols[i].avg_self && !p->cols[i].is_coll && p->cols[i].expr &&
+            node_equal(p->cols[i].expr, n))
             return (int)i;
     return -1;
 }
@@ -1316,6 +1327,32 @@ static int func_rename(Node *n, const char *name)
     return SC_OK;
 }
 
+#define COLL_TEMPLATE "SELECT pg_catalog.pg_collation_for(CASE WHEN false THEN NULL::pg_catalog.text END)"
+
+/* pg_catalog.pg_collation_for(CASE WHEN false THEN (expr)::pg_catalog.text END): the name of
+ * the collation the server derives for expr ("default" for the database's, NULL when
+ * indeterminate). The cast keeps a text value's collation and gives any other type the
+ * default, where pg_collation_for itself would fail; the CASE, folded away by the server's
+ * planner, keeps expr from being evaluated a second time (a volatile one included). */
+static Node *coll_node_new(const Node *expr)
+{
+    PgQuery__ParseResult *tree = NULL;
+    char err[64];
+    if (prs_tree_parse(COLL_TEMPLATE, sizeof COLL_TEMPLATE - 1, &tree, err, sizeof err) != 0)
+        return NULL;
+    PgQuery__ResTarget *rt = tree->stmts[0]->stmt->select_stmt->target_list[0]->res_target;
+    Node *call = rt->val;
+    PgQuery__TypeCast *cast = call->func_call->args[0]->case_expr->args[0]->case_when->result->type_cast;
+    Node *copy = node_copy(expr);
+    if (copy) {
+        node_free(cast->arg);
+        cast->arg = copy;
+        rt->val = NULL;
+    }
+    pg_query__parse_result__free_unpacked(tree, NULL);
+    return copy ? call : NULL;
+}
+
 static int hidden_append(planner *p, unsigned i)
 {
     const sc_col *c = &p->cols[i];
@@ -1323,7 +1360,7 @@ static int hidden_append(planner *p, unsigned i)
     int n = snprintf(name, sizeof name, "pgshard_%s_%u", c->role, i + 1);
     if (n < 0 || (size_t)n >= sizeof name)
         return refuse(p, "pgshard: internal error naming a hidden column");
-    Node *val = node_copy(c->expr);
+    Node *val = c->is_coll ? coll_node_new(c->expr) : node_copy(c->expr);
     if (!val)
         return SC_ENOMEM;
     int rc = SC_OK;
@@ -1421,25 +1458,52 @@ static void plan_fill(planner *p)
     for (unsigned i = 0; i < p->ncols; i++) {
         o->cols[i].kind = p->cols[i].kind;
         o->cols[i].hidden = p->cols[i].hidden;
+        o->cols[i].coll = p->cols[i].coll;
+        o->cols[i].avgf = p->cols[i].avgf;
     }
 }
 
-static int visit_find_collate(planner *p, const Node *n)
+/* Whether the merge orders or compares column i's values: then, when they are text, it
+ * must know their collation. */
+static bool col_compared(const planner *p, unsigned i)
 {
-    (void)p;
-    return n->node_case == PG_QUERY__NODE__NODE_COLLATE_CLAUSE ? SC_FOUND : SC_OK;
+    const prs_scatter *o = p->out;
+    for (unsigned k = 0; k < o->nsort; k++)
+        if (o->sort[k].col == i)
+            return true;
+    if (!o->grouped)
+        return false;
+    uint8_t kind = p->cols[i].kind;
+    if (kind == PRS_SC_GROUP || kind == PRS_SC_MIN || kind == PRS_SC_MAX)
+        return true;
+    for (unsigned k = 0; k < o->ninsns; k++)
+        if (o->having[k].op == PRS_SC_OP_COL && o->having[k].arg == i)
+            return true;
+    return false;
 }
 
-/* The merge compares text in the database's collation: a value sorted, grouped or
- * aggregated by min/max under an explicit COLLATE would be compared differently there. */
-static int check_collations(planner *p)
+/* The merge compares text as the server does only under the collation the server used for
+ * that very expression, which is a column's own (`COLLATE "C"` in the table, a domain's),
+ * an explicit COLLATE, or the database's. The planner cannot see it; each shard can say:
+ * every compared column gets a hidden pg_collation_for() of its expression, read by the
+ * merge from each shard's first row. Counts, sums and averages are never text. Under * the
+ * columns are unknown: the merge refuses to order text there. */
+static int plan_collations(planner *p)
 {
-    if (!p->out->grouped && p->out->nsort == 0)
+    if (p->star)
         return SC_OK;
-    for (unsigned i = 0; i < p->ncols; i++)
-        if (walk(p, p->cols[i].expr, visit_find_collate) == SC_FOUND)
-            return refuse(p, "pgshard: COLLATE in a cross-shard query that is sorted or grouped is not "
-                             "supported: add the tenant key");
+    unsigned n = p->ncols;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t kind = p->cols[i].kind;
+        if (p->cols[i].avg_count || p->cols[i].avg_self || kind == PRS_SC_COUNT || kind == PRS_SC_SUM ||
+            kind == PRS_SC_AVG || kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR || !col_compared(p, i))
+            continue;
+        int rc = col_add(p, p->cols[i].expr, PRS_SC_PLAIN, true, "coll");
+        if (rc)
+            return rc;
+        p->cols[p->ncols - 1].is_coll = true;
+        p->cols[i].coll = (uint16_t)p->ncols;
+    }
     return SC_OK;
 }
 
@@ -1461,7 +1525,7 @@ static int plan_stmt(planner *p, PgQuery__ParseResult *tree)
     else
         rc = plan_plain(p);
     if (rc == SC_OK)
-        rc = check_collations(p);
+        rc = plan_collations(p);
     if (rc)
         return rc;
     plan_fill(p);

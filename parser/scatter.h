@@ -31,11 +31,20 @@ typedef enum prs_sc_kind {
 } prs_sc_kind;
 
 typedef struct prs_sc_col {
-    uint8_t kind; /* prs_sc_kind */
-    bool hidden;  /* added by the rewrite (ORDER BY, HAVING, GROUP BY key not selected,
-                     avg's count): never sent to the client. Hidden columns come after
-                     every visible one; the shard query names them pgshard_<why>_<n>. */
-    uint16_t arg; /* PRS_SC_AVG: the column holding count(x) */
+    uint8_t kind;  /* prs_sc_kind */
+    bool hidden;   /* added by the rewrite (ORDER BY, HAVING, GROUP BY key not selected,
+                      avg's count): never sent to the client. Hidden columns come after
+                      every visible one; the shard query names them pgshard_<why>_<n>. */
+    uint16_t arg;  /* PRS_SC_AVG: the column holding count(x) */
+    uint16_t avgf; /* PRS_SC_AVG: 1 + the hidden column holding avg(x) itself: PostgreSQL sums
+                      float4 in float8 for avg, where sum(float4) is float4, so for a float4 x
+                      the merge takes avg(x) * count(x) as the shard's sum (exact for the other
+                      types, it uses sum(x) there) */
+    uint16_t coll; /* 1 + the hidden column holding pg_collation_for() of this column (as text),
+                      which the merge reads from each shard's first row to compare text as the
+                      server does; 0: none. Every column the merge orders or compares (sort
+                      keys, group keys, min/max, HAVING operands) has one, except in a plan
+                      with * (ncols 0), where the merge refuses to order text by position. */
 } prs_sc_col;
 
 /* One ORDER BY item, on a column of the merged rows (which may be hidden). */

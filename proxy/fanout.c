@@ -156,32 +156,33 @@ static void fanout_merge_failed(px_fanout *fo)
     fanout_fail(fo, state, msg ? msg : "pgshard: the merge of the shards' rows failed");
 }
 
-/* The database's collation, and the user columns whose collation differs from it (or is
- * nondeterministic), as "table oid << 16 | attnum" with 'n' for nondeterministic. */
+/* The database's collation, and its deterministic libc collations as "name=locale,...", each
+ * name quoted as pg_collation_for() quotes it (a name some other collation of the database's
+ * encoding shares is left out: which one a query meant would depend on its search_path; so
+ * is one a ',' or '=' would make ambiguous here). The merge asks it for the collations the
+ * shards name; one it lacks is refused. */
 #define COLLATION_SQL                                                                                        \
     "SELECT d.datcollate, d.datlocprovider, "                                                                \
-    "(SELECT string_agg((a.attrelid::int8 * 65536 + a.attnum)::text "                                        \
-    "|| CASE WHEN c.collisdeterministic THEN '' ELSE 'n' END, ',') "                                         \
-    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation "               \
-    "WHERE a.attrelid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped AND a.attcollation <> 100 "           \
-    "AND NOT (c.collprovider = 'c' AND d.datlocprovider = 'c' AND c.collcollate = d.datcollate "             \
-    "AND c.collisdeterministic)) "                                                                           \
+    "(SELECT string_agg(pg_catalog.quote_ident(c.collname) || '=' || c.collcollate, ',') "                   \
+    "FROM pg_catalog.pg_collation c WHERE c.collprovider = 'c' AND c.collisdeterministic "                   \
+    "AND c.collencoding IN (-1, d.encoding) AND c.collname !~ '[,=]' AND c.collcollate !~ '[,=]' "           \
+    "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_collation o WHERE o.collname = c.collname "                 \
+    "AND o.oid <> c.oid AND o.collencoding IN (-1, d.encoding))) "                                           \
     "FROM pg_catalog.pg_database d WHERE d.datname = current_database()"
 
-/* The database's collation decides how text sorts; pgshard reproduces libc collations
- * ("C"/"POSIX" by bytes, others with strcoll_l) and refuses ICU ones. */
+/* The database's collation decides how text under "default" sorts; pgshard reproduces libc
+ * collations ("C"/"POSIX" by bytes, others with strcoll_l), not ICU ones: under those the
+ * merge refuses to order text (equality, for group keys, is bytes either way). */
 static int fanout_make_merge(px_fanout *fo)
 {
     px_pool *home = fo->cl->pool;
-    if (home->coll_state == PX_COLL_ICU && (fo->plan.nsort || fo->plan.grouped)) {
-        fanout_fail(fo, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                    "pgshard: the database uses an ICU collation, which pgshard cannot reproduce to merge "
-                    "sorted or grouped rows across shards: add the tenant key");
-        return 0;
-    }
     fo->merge =
         px_merge_new(&fo->plan, fo->nshards, home->coll_state == PX_COLL_LIBC ? home->coll : (locale_t)0);
-    return fo->merge ? 0 : -1;
+    if (!fo->merge)
+        return -1;
+    bool unordered = home->coll_state != PX_COLL_LIBC && home->coll_state != PX_COLL_BYTES;
+    px_merge_set_collations(fo->merge, unordered, px_pool_collation_locale, home);
+    return 0;
 }
 
 static void fanout_send_sql(px_server *sv, const char *sql)
@@ -1145,7 +1146,7 @@ static void fanout_link_done(px_fanout *fo, px_link *l)
         px_server_close(sv, "a cross-shard read left it in a transaction");
 }
 
-/* The collation answer: one row (datcollate, datlocprovider, the collated columns). */
+/* The collation answer: one row (datcollate, datlocprovider, the libc collations). */
 static void fanout_collation_row(px_fanout *fo, const uint8_t *body, size_t n)
 {
     px_pool *home = fo->cl->pool;
@@ -1588,8 +1589,6 @@ static int fanout_message(px_fanout *fo, px_server *sv, char type, const uint8_t
     case PGS_BE_ROW_DESC:
         if (merging)
             r = px_merge_row_desc(fo->merge, s, body, n);
-        if (merging && r == 0 && s == 0) /* the columns are shard 0's (its table oids) */
-            r = px_merge_collated(fo->merge, body, n, fo->cl->pool->coll_cols, fo->cl->pool->ncoll_cols);
         break;
     case PGS_BE_DATA_ROW:
         if (fo->phase[s] == FL_COLLATION && !fo->replays[s])

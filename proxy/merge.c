@@ -140,6 +140,7 @@ typedef struct mg_shard {
     bool has_desc;
     bool completed;
     bool head_parsed; /* hoff/hlen describe ent[head] */
+    bool coll_seen;   /* its first row's collation names were checked */
     uint32_t hoff[PRS_SC_MAX_COLS];
     int32_t hlen[PRS_SC_MAX_COLS];
 } mg_shard;
@@ -165,6 +166,24 @@ typedef struct mg_group {
     mg_acc acc[];      /* ncols */
 } mg_group;
 
+/* How a column's text compares: learnt from the collation each shard names for it. */
+enum {
+    MG_COLL_UNSET = 0, /* no shard has sent a row yet */
+    MG_COLL_BYTES,     /* "C", "POSIX": memcmp */
+    MG_COLL_LOCALE,    /* a libc locale: strcoll_l, bytes breaking ties */
+    MG_COLL_EQUAL,     /* deterministic, order unknown here (an ICU default): equality only */
+    MG_COLL_NONE,      /* unknown here: neither */
+};
+enum { MG_NEED_NONE = 0, MG_NEED_EQUAL, MG_NEED_ORDER };
+#define MG_COLL_NAME_MAX 136 /* a quoted name of NAMEDATALEN bytes; longer ones are unknown */
+
+typedef struct mg_coll {
+    uint8_t how;                 /* MG_COLL_* */
+    bool owned;                  /* loc was made for this merge: freed with it */
+    locale_t loc;                /* MG_COLL_LOCALE */
+    char name[MG_COLL_NAME_MAX]; /* as the first shard named it, to check the others' */
+} mg_coll;
+
 /* A column of the first RowDescription, pointing into px_merge.desc. */
 typedef struct mg_field {
     size_t name_off; /* the name's offset in desc */
@@ -179,7 +198,12 @@ typedef struct mg_field {
 struct px_merge {
     const prs_scatter *plan; /* borrowed */
     int nshards;
-    locale_t coll;    /* borrowed; (locale_t)0 for byte order */
+    locale_t coll;          /* borrowed: the database's collation; (locale_t)0 for byte order */
+    bool default_unordered; /* the database's collation is not reproduced here */
+    px_merge_coll_fn resolve;
+    void *resolve_arg;
+    uint8_t need[PRS_SC_MAX_COLS]; /* MG_NEED_*: what the merge does with a text column */
+    mg_coll colls[PRS_SC_MAX_COLS];
     mg_shard *shards; /* owned, nshards */
     uint16_t ncols;   /* the plan's, or the RowDescription's for a plan without columns */
     uint16_t nvisible;
@@ -1078,12 +1102,12 @@ static int mg_cmp_float(double a, double b)
 }
 
 /* As varstr_cmp: bytes in "C", else the collation with byte order breaking its ties. */
-static int mg_cmp_text(px_merge *m, const mg_key *a, const mg_key *b)
+static int mg_cmp_text(px_merge *m, locale_t loc, const mg_key *a, const mg_key *b)
 {
     size_t n = a->n < b->n ? a->n : b->n;
     int c = n ? memcmp(a->p, b->p, n) : 0;
     int bytes = c ? c : (a->n > b->n) - (a->n < b->n);
-    if (m->coll == (locale_t)0 || bytes == 0)
+    if (loc == (locale_t)0 || bytes == 0)
         return bytes;
     pgs_buf *sa = &m->sbuf[0], *sb = &m->sbuf[1];
     pgs_buf_clear(sa);
@@ -1094,11 +1118,11 @@ static int mg_cmp_text(px_merge *m, const mg_key *a, const mg_key *b)
     pgs_buf_append_u8(sb, 0);
     if (pgs_buf_failed(sa) || pgs_buf_failed(sb))
         return mg_oom(m), 0;
-    c = strcoll_l((const char *)sa->data, (const char *)sb->data, m->coll);
+    c = strcoll_l((const char *)sa->data, (const char *)sb->data, loc);
     return c ? c : bytes;
 }
 
-static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *b)
+static int mg_cmp_keys(px_merge *m, uint8_t cls, locale_t loc, const mg_key *a, const mg_key *b)
 {
     switch (cls) {
     case MG_FLOAT:
@@ -1107,9 +1131,9 @@ static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *
         return dec_cmp(a->dec, b->dec);
     case MG_TEXT:
     case MG_BPCHAR:
-        return mg_cmp_text(m, a, b);
-    case MG_UUID:
     case MG_NAME:
+        return mg_cmp_text(m, loc, a, b);
+    case MG_UUID:
     case MG_BYTEA: {
         size_t n = a->n < b->n ? a->n : b->n;
         int c = n ? memcmp(a->p, b->p, n) : 0;
@@ -1122,16 +1146,49 @@ static int mg_cmp_keys(px_merge *m, uint8_t cls, const mg_key *a, const mg_key *
     }
 }
 
-/* Compares two non-NULL values of the types ta and tb (of one class) into *res. */
-static int mg_cmp2(px_merge *m, const mg_type *ta, mg_val a, const mg_type *tb, mg_val b, int *res)
+static bool mg_is_text(uint8_t cls)
+{
+    return cls == MG_TEXT || cls == MG_BPCHAR || cls == MG_NAME;
+}
+
+/* The locale column col's text is ordered by: (locale_t)0 for bytes. A column without a
+ * collation column (a plan made by hand) is under the database's collation, name under "C". */
+static int mg_col_locale(px_merge *m, int col, locale_t *loc)
+{
+    const mg_coll *k = &m->colls[col];
+    *loc = (locale_t)0;
+    if (!mg_is_text(m->in[col].cls))
+        return 0;
+    if (m->cols[col].coll == 0) {
+        if (m->in[col].cls == MG_NAME)
+            return 0;
+        if (m->default_unordered)
+            return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                           "pgshard: the database's collation is one pgshard cannot reproduce (ICU, or a "
+                           "locale this machine lacks) to order text across shards: add the tenant key");
+        *loc = m->coll;
+        return 0;
+    }
+    if (k->how == MG_COLL_BYTES || k->how == MG_COLL_LOCALE) {
+        *loc = k->loc;
+        return 0;
+    }
+    return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
+                   "pgshard: the cross-shard merge compared text of an unknown collation");
+}
+
+/* Compares two non-NULL values of column col, of the types ta and tb (of one class), into
+ * *res. */
+static int mg_cmp2(px_merge *m, int col, const mg_type *ta, mg_val a, const mg_type *tb, mg_val b, int *res)
 {
     mg_key ka, kb;
+    locale_t loc;
     if (ta->cls == MG_NONE || ta->cls != tb->cls)
         return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                        "pgshard: cannot compare values of type %u across shards", ta->oid);
-    if (mg_decode(m, 0, ta, a, &ka) < 0 || mg_decode(m, 1, tb, b, &kb) < 0)
+    if (mg_col_locale(m, col, &loc) < 0 || mg_decode(m, 0, ta, a, &ka) < 0 || mg_decode(m, 1, tb, b, &kb) < 0)
         return -1;
-    *res = mg_cmp_keys(m, ta->cls, &ka, &kb);
+    *res = mg_cmp_keys(m, ta->cls, loc, &ka, &kb);
     return m->failed ? -1 : 0;
 }
 
@@ -1148,7 +1205,7 @@ static int mg_cmp_rows(px_merge *m, const mg_type *types, const mg_val *a, const
             *res = nx == ny ? 0 : ((nx ? -1 : 1) * (so->nulls_first ? 1 : -1));
             continue;
         }
-        if (mg_cmp2(m, &types[so->col], x, &types[so->col], y, res) < 0)
+        if (mg_cmp2(m, so->col, &types[so->col], x, &types[so->col], y, res) < 0)
             return -1;
         if (so->desc)
             *res = -*res;
@@ -1508,6 +1565,13 @@ px_merge *px_merge_new(const prs_scatter *plan, int nshards, locale_t coll)
     return m;
 }
 
+void px_merge_set_collations(px_merge *m, bool default_unordered, px_merge_coll_fn resolve, void *arg)
+{
+    m->default_unordered = default_unordered;
+    m->resolve = resolve;
+    m->resolve_arg = arg;
+}
+
 static void mg_free_groups(px_merge *m)
 {
     for (size_t g = 0; g < m->ngroups; g++) {
@@ -1532,6 +1596,9 @@ void px_merge_free(px_merge *m)
         free(m->shards[s].ent);
     }
     free(m->shards);
+    for (int c = 0; c < PRS_SC_MAX_COLS; c++)
+        if (m->colls[c].owned)
+            freelocale(m->colls[c].loc);
     mg_free_groups(m);
     pgs_buf_free(&m->desc);
     pgs_buf_free(&m->key);
@@ -1597,6 +1664,45 @@ static mg_type mg_out_type(const px_merge *m, int c)
     return mg_type_of(m->in[c].cls == MG_FLOAT ? MG_OID_FLOAT8 : MG_OID_NUMERIC, m->in[c].fmt);
 }
 
+/* What the merge does with each text column: orders it (ORDER BY, min/max, HAVING), or
+ * only tells equal values apart (group keys). */
+static void mg_find_needs(px_merge *m)
+{
+    const prs_scatter *pl = m->plan;
+    for (int i = 0; i < pl->nsort; i++)
+        m->need[pl->sort[i].col] = MG_NEED_ORDER;
+    for (int i = 0; i < pl->ninsns; i++)
+        if (pl->having[i].op == PRS_SC_OP_COL)
+            m->need[pl->having[i].arg] = MG_NEED_ORDER;
+    for (int c = 0; c < m->ncols; c++) {
+        uint8_t kind = m->cols[c].kind;
+        if (kind == PRS_SC_MIN || kind == PRS_SC_MAX)
+            m->need[c] = MG_NEED_ORDER;
+        else if (kind == PRS_SC_GROUP && m->need[c] == MG_NEED_NONE)
+            m->need[c] = MG_NEED_EQUAL;
+        if (!mg_is_text(m->in[c].cls))
+            m->need[c] = MG_NEED_NONE;
+    }
+}
+
+/* A text column that is compared needs its collation column, a text column; under * there
+ * is none, and the merge cannot know whether a column has a collation of its own. */
+static int mg_check_needs(px_merge *m)
+{
+    mg_find_needs(m);
+    for (int c = 0; c < m->ncols; c++) {
+        uint16_t k = m->cols[c].coll;
+        if (k > m->ncols || (k && m->in[k - 1].cls != MG_TEXT))
+            return mg_bad_plan(m, "a collation column");
+        if (m->need[c] == MG_NEED_ORDER && m->plan->ncols == 0)
+            return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                           "pgshard: with SELECT * a cross-shard ORDER BY of the text column \"%s\" by "
+                           "position is not supported (its collation is not known): name the column",
+                           (const char *)m->desc.data + m->fields[c].name_off);
+    }
+    return 0;
+}
+
 static int mg_check_plan(px_merge *m)
 {
     const prs_scatter *pl = m->plan;
@@ -1629,7 +1735,7 @@ static int mg_check_plan(px_merge *m)
             (!pl->str || in->arg >= pl->str_len || !memchr(pl->str + in->arg, 0, pl->str_len - in->arg)))
             return mg_bad_plan(m, "a HAVING constant");
     }
-    return 0;
+    return mg_check_needs(m);
 }
 
 /* Splits a RowDescription body into fields; names are offsets into body. */
@@ -1668,7 +1774,7 @@ static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_
     if (pl->ncols == 0) {
         m->ncols = m->nvisible = (uint16_t)n;
         for (int c = 0; c < n; c++)
-            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0};
+            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0, 0, 0};
     } else {
         if (pl->ncols > PRS_SC_MAX_COLS || pl->ncols != n)
             return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
@@ -1718,74 +1824,6 @@ int px_merge_row_desc(px_merge *m, int s, const uint8_t *body, size_t len)
     if ((m->have_desc ? mg_same_desc(m, body, f, n) : mg_first_desc(m, body, len, f, n)) < 0)
         return -1;
     m->shards[s].has_desc = true;
-    return 0;
-}
-
-static bool mg_has_col(const uint64_t *cols, size_t n, uint64_t key)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        uint64_t k = cols[mid] & ~PX_MERGE_NONDET;
-        if (k == key)
-            return true;
-        if (k < key)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return false;
-}
-
-static bool mg_has_nondet(const uint64_t *cols, size_t n, uint64_t key)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((cols[i] & ~PX_MERGE_NONDET) == key)
-            return (cols[i] & PX_MERGE_NONDET) != 0;
-    return false;
-}
-
-int px_merge_collated(px_merge *m, const uint8_t *body, size_t len, const uint64_t *cols, size_t n)
-{
-    mg_field f[PRS_SC_MAX_COLS];
-    int nf = 0;
-    if (m->failed || !m->have_desc)
-        return m->failed ? -1 : 0;
-    if (mg_parse_desc(m, body, len, f, &nf) < 0)
-        return -1;
-    const prs_scatter *pl = m->plan;
-    bool ordered[PRS_SC_MAX_COLS] = {0};
-    for (int i = 0; i < pl->nsort; i++)
-        if (pl->sort[i].col < PRS_SC_MAX_COLS)
-            ordered[pl->sort[i].col] = true;
-    for (int i = 0; i < pl->ninsns; i++)
-        if (pl->having[i].op == PRS_SC_OP_COL && pl->having[i].arg < PRS_SC_MAX_COLS)
-            ordered[pl->having[i].arg] = true; /* compared with < or > perhaps */
-    for (int c = 0; c < nf && c < m->ncols; c++) {
-        uint8_t cls = m->in[c].cls;
-        if (cls != MG_TEXT && cls != MG_BPCHAR)
-            continue;
-        bool ord = ordered[c] || m->cols[c].kind == PRS_SC_MIN || m->cols[c].kind == PRS_SC_MAX;
-        bool eq = m->cols[c].kind == PRS_SC_GROUP;
-        if ((!ord && !eq) || n == 0)
-            continue;
-        const char *name = (const char *)body + f[c].name_off;
-        if (f[c].table == 0) {
-            if (ord)
-                return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                               "pgshard: a query across shards cannot order the computed text column \"%s\": "
-                               "this database has columns with a collation of their own, which it may "
-                               "follow (order by a column, or add the tenant key)",
-                               name);
-            continue;
-        }
-        uint64_t key = (uint64_t)f[c].table << 16 | f[c].attnum;
-        if (mg_has_col(cols, n, key) && (ord || mg_has_nondet(cols, n, key)))
-            return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-                           "pgshard: a query across shards cannot %s column \"%s\": it has a collation of "
-                           "its own, which pgshard does not reproduce (add the tenant key)",
-                           ord ? "order text by" : "group text by", name);
-    }
     return 0;
 }
 
@@ -2014,6 +2052,23 @@ static int mg_add_sum(px_merge *m, int c, mg_acc *a, mg_val v)
     return 0;
 }
 
+/* avg(float4): the shard's sum as PostgreSQL accumulates it, in float8, is its avg(x) (float8)
+ * times its count n; sum(x) itself was added up in float4. */
+static int mg_add_avg_f4(px_merge *m, int c, mg_acc *a, mg_val avg, int64_t n)
+{
+    const mg_type *t = &m->in[m->cols[c].avgf - 1];
+    mg_key k;
+    if (avg.len < 0)
+        return 0;
+    if (t->cls != MG_FLOAT)
+        return mg_bad_plan(m, "avg()'s own column");
+    if (mg_decode(m, 0, t, avg, &k) < 0)
+        return -1;
+    a->seen = true;
+    a->f += k.d * (double)n;
+    return 0;
+}
+
 static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, bool fresh)
 {
     mg_acc *a = &g->acc[c];
@@ -2034,6 +2089,8 @@ static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, b
                 mg_add_int(m, &a->cnt, x) < 0)
                 return -1;
         }
+        if (m->in[c].oid == MG_OID_FLOAT4 && m->cols[c].avgf)
+            return v.len < 0 ? 0 : mg_add_avg_f4(m, c, a, vals[m->cols[c].avgf - 1], x);
         /* fall through */
     case PRS_SC_SUM:
         return v.len < 0 ? 0 : mg_add_sum(m, c, a, v);
@@ -2042,7 +2099,7 @@ static int mg_combine_col(px_merge *m, mg_group *g, int c, const mg_val *vals, b
         if (v.len < 0)
             return 0;
         if (a->seen) {
-            if (mg_cmp2(m, &m->in[c], v, &m->in[c], (mg_val){a->val, a->len}, &cmp) < 0)
+            if (mg_cmp2(m, c, &m->in[c], v, &m->in[c], (mg_val){a->val, a->len}, &cmp) < 0)
                 return -1;
             if ((m->cols[c].kind == PRS_SC_MIN) ? cmp >= 0 : cmp <= 0)
                 return 0;
@@ -2160,8 +2217,8 @@ static int mg_having_cmp(px_merge *m, uint8_t op, const mg_item *a, const mg_ite
     mg_type text = *tc;
     text.fmt = 0;
     int c = 0;
-    if (mg_cmp2(m, a->col >= 0 ? &m->out[a->col] : &text, a->v, b->col >= 0 ? &m->out[b->col] : &text, b->v,
-                &c) < 0)
+    if (mg_cmp2(m, a->col >= 0 ? a->col : b->col, a->col >= 0 ? &m->out[a->col] : &text, a->v,
+                b->col >= 0 ? &m->out[b->col] : &text, b->v, &c) < 0)
         return -1;
     static const struct {
         uint8_t op;
@@ -2301,6 +2358,86 @@ static int mg_finalize(px_merge *m)
 
 /* ---- feeding ---- */
 
+/* How text under the collation the shards named (quoted as pg_collation_for quotes) compares
+ * here. */
+static int mg_coll_learn(px_merge *m, mg_coll *k)
+{
+    static const char *const bytes[] = {"\"C\"", "\"POSIX\"", "ucs_basic"};
+    char locale[128];
+    k->how = MG_COLL_NONE;
+    if (strcmp(k->name, "\"default\"") == 0) {
+        k->how = m->default_unordered ? MG_COLL_EQUAL : m->coll ? MG_COLL_LOCALE : MG_COLL_BYTES;
+        k->loc = m->coll;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++)
+        if (strcmp(k->name, bytes[i]) == 0)
+            k->how = MG_COLL_BYTES;
+    if (k->how != MG_COLL_NONE || !m->resolve ||
+        m->resolve(m->resolve_arg, k->name, locale, sizeof locale) != 1)
+        return 0;
+    if (strcmp(locale, "C") == 0 || strcmp(locale, "POSIX") == 0) {
+        k->how = MG_COLL_BYTES;
+        return 0;
+    }
+    k->loc = newlocale(LC_COLLATE_MASK, locale, (locale_t)0);
+    if (k->loc == (locale_t)0)
+        return 0; /* this machine lacks the locale */
+    k->owned = true;
+    k->how = MG_COLL_LOCALE;
+    return 0;
+}
+
+/* Column c's collation as one shard's first row names it (v): the first fixes it, the
+ * others must agree; a collation the merge cannot use the way the plan needs is refused
+ * before any row is sent. */
+static int mg_coll_check(px_merge *m, int c, mg_val v)
+{
+    mg_coll *k = &m->colls[c];
+    const char *col = (const char *)m->desc.data + m->fields[c].name_off;
+    if (v.len < 0)
+        return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                       "pgshard: the collation of column \"%s\" is indeterminate (conflicting collations): "
+                       "add COLLATE",
+                       col);
+    if (k->how == MG_COLL_UNSET) {
+        if ((size_t)v.len >= sizeof k->name) {
+            k->how = MG_COLL_NONE;
+            snprintf(k->name, sizeof k->name, "%.*s...", 64, (const char *)v.p);
+        } else {
+            memcpy(k->name, v.p, (size_t)v.len);
+            k->name[v.len] = '\0';
+            mg_coll_learn(m, k);
+        }
+    } else if (strlen(k->name) != (size_t)v.len || memcmp(k->name, v.p, (size_t)v.len) != 0) {
+        return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                       "pgshard: the shards name different collations for column \"%s\" (%s and %.*s)", col,
+                       k->name, (int)v.len, (const char *)v.p);
+    }
+    bool order = m->need[c] == MG_NEED_ORDER;
+    if (k->how == MG_COLL_BYTES || k->how == MG_COLL_LOCALE || (!order && k->how == MG_COLL_EQUAL))
+        return 0;
+    return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                   "pgshard: a query across shards cannot %s column \"%s\" under collation %s, which "
+                   "pgshard does not reproduce (ICU, nondeterministic, or a locale this machine lacks): "
+                   "add the tenant key",
+                   order ? "order text by" : "group text by", col, k->name);
+}
+
+/* Shard s's first row: the collations of its compared text columns. */
+static int mg_colls_seen(px_merge *m, int s, const uint8_t *body, size_t len)
+{
+    mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+    m->shards[s].coll_seen = true;
+    if (mg_parse_row(m, body, len, vals) < 0)
+        return -1;
+    for (int c = 0; c < m->ncols; c++)
+        if (m->need[c] != MG_NEED_NONE && m->cols[c].coll &&
+            mg_coll_check(m, c, vals[m->cols[c].coll - 1]) < 0)
+            return -1;
+    return 0;
+}
+
 int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len)
 {
     if (m->failed)
@@ -2310,6 +2447,8 @@ int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len)
     mg_shard *sh = &m->shards[s];
     if (!sh->has_desc || sh->completed)
         return mg_malformed(m, "DataRow (outside a result)");
+    if (!sh->coll_seen && mg_colls_seen(m, s, body, len) < 0)
+        return -1;
     if (m->plan->grouped)
         return mg_combine(m, body, len);
     if (m->satisfied)

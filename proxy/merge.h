@@ -37,14 +37,18 @@ void px_merge_free(px_merge *m);
  * fails here, before any row. The others must agree with it (count, names, types,
  * formats). At most PRS_SC_MAX_COLS columns. */
 int px_merge_row_desc(px_merge *m, int s, const uint8_t *body, size_t len);
-/* Checks, against shard 0's RowDescription (body), that no text column the merge orders or
- * compares has a collation of its own: cols (sorted) are shard 0's table columns whose
- * collation differs from the database's, as (table oid << 16 | attnum), with PX_MERGE_NONDET
- * set for a nondeterministic one, which also makes equality (GROUP BY, DISTINCT) its own.
- * A computed column (no table) that is ordered is refused when cols is not empty: its
- * collation may come from such a column. Returns 0 or -1 (0A000 in px_merge_error). */
-#define PX_MERGE_NONDET (1ull << 63)
-int px_merge_collated(px_merge *m, const uint8_t *body, size_t len, const uint64_t *cols, size_t n);
+/* Text is compared under the collation each shard names for the column (the plan's hidden
+ * pg_collation_for() columns, read from each shard's first row, which must agree):
+ * "default" is the database's (px_merge_new's coll, or none when default_unordered: an ICU
+ * database, or a locale this machine lacks, which then only equality may use; a database's
+ * default collation is always deterministic); "C", "POSIX" and "ucs_basic" are bytes; any
+ * other name is asked of resolve, which writes the libc locale (collcollate) of a
+ * deterministic libc collation of that exact name into locale (cap bytes, NUL-terminated)
+ * and returns 1, or returns 0 when it knows none: text under such a collation is refused
+ * (0A000) before any row is sent. Without this call only "default", "C", "POSIX" and
+ * "ucs_basic" are known. */
+typedef int (*px_merge_coll_fn)(void *arg, const char *name, char *locale, size_t cap);
+void px_merge_set_collations(px_merge *m, bool default_unordered, px_merge_coll_fn resolve, void *arg);
 int px_merge_data_row(px_merge *m, int s, const uint8_t *body, size_t len);
 /* Shard s's CommandComplete: its stream has ended. */
 int px_merge_complete(px_merge *m, int s);

@@ -65,7 +65,7 @@ void px_pool_free(px_pool *pool)
     pgs_buf_free(&pool->welcome);
     if (pool->coll_state == PX_COLL_LIBC)
         freelocale(pool->coll);
-    free(pool->coll_cols);
+    free(pool->coll_map);
     free(pool->sibling);
     free(pool);
 }
@@ -73,38 +73,39 @@ void px_pool_free(px_pool *pool)
 /* "C" and "POSIX" order text by bytes; another libc locale by strcoll_l, which needs that
  * locale on this machine; ICU (provider 'i') pgshard cannot reproduce, nor a locale this
  * machine lacks: text is then never compared here. */
-static int pool_u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a & ~PX_MERGE_NONDET, y = *(const uint64_t *)b & ~PX_MERGE_NONDET;
-    return x < y ? -1 : x > y;
-}
-
 int px_pool_set_collated(px_pool *pool, const char *list, size_t len)
 {
-    size_t n = 0;
-    uint64_t *cols = NULL;
+    char *map = NULL;
     if (len) {
-        for (size_t i = 0; i < len; i++)
-            n += list[i] == ',';
-        if (!(cols = calloc(++n, sizeof *cols)))
+        if (!(map = malloc(len + 1)))
             return -1;
-        size_t k = 0;
-        for (size_t i = 0; i < len && k < n; k++, i++) {
-            uint64_t v = 0;
-            while (i < len && list[i] >= '0' && list[i] <= '9')
-                v = v * 10 + (uint64_t)(list[i++] - '0');
-            if (i < len && list[i] == 'n')
-                v |= PX_MERGE_NONDET;
-            cols[k] = v;
-            while (i < len && list[i] != ',')
-                i++;
-        }
-        qsort(cols, n, sizeof *cols, pool_u64_cmp);
+        memcpy(map, list, len);
+        map[len] = '\0';
     }
-    free(pool->coll_cols);
-    pool->coll_cols = cols;
-    pool->ncoll_cols = (uint32_t)n;
+    free(pool->coll_map);
+    pool->coll_map = map;
     pool->coll_at = uv_now(&pool->w->loop);
+    return 0;
+}
+
+int px_pool_collation_locale(void *arg, const char *name, char *locale, size_t cap)
+{
+    const px_pool *pool = arg;
+    size_t nlen = strlen(name);
+    for (const char *at = pool->coll_map; at && *at;) {
+        const char *end = strchr(at, ',');
+        size_t len = end ? (size_t)(end - at) : strlen(at);
+        const char *eq = memchr(at, '=', len);
+        if (eq && (size_t)(eq - at) == nlen && memcmp(at, name, nlen) == 0) {
+            size_t llen = len - nlen - 1;
+            if (llen >= cap)
+                return 0;
+            memcpy(locale, eq + 1, llen);
+            locale[llen] = '\0';
+            return 1;
+        }
+        at = end ? end + 1 : at + len;
+    }
     return 0;
 }
 

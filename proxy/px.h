@@ -482,7 +482,7 @@ static inline px_conn *px_link_dest(const px_link *l)
 
 /* What a pool knows of its database's collation, for merging text across shards. */
 enum { PX_COLL_UNKNOWN = 0, PX_COLL_BYTES, PX_COLL_LIBC, PX_COLL_ICU };
-#define PX_COLL_REFRESH_MS 30000 /* columns' collations change with DDL: read them again */
+#define PX_COLL_REFRESH_MS 30000 /* collations come and go with DDL: read them again */
 
 /* Server connections for one (user, database) in one worker. */
 struct px_pool {
@@ -502,11 +502,10 @@ struct px_pool {
     uint64_t retry_at;        /* loop time before which no new server login is tried */
     uint64_t unused_since;    /* loop time it was first seen unused; 0 = in use */
     bool welcome_ready;
-    pgs_buf welcome;     /* ParameterStatus messages every new client receives */
-    uint8_t coll_state;  /* PX_COLL_*: the database's collation, learnt by the first fan-out */
-    locale_t coll;       /* owned: PX_COLL_LIBC's locale */
-    uint64_t *coll_cols; /* owned, sorted: columns with a collation of their own (px_merge_collated) */
-    uint32_t ncoll_cols;
+    pgs_buf welcome;    /* ParameterStatus messages every new client receives */
+    uint8_t coll_state; /* PX_COLL_*: the database's collation, learnt by the first fan-out */
+    locale_t coll;      /* owned: PX_COLL_LIBC's locale */
+    char *coll_map;     /* owned: the database's libc collations, "name=locale,..." (NULL: none) */
     uint64_t coll_at;   /* loop time the collations were read; read again after PX_COLL_REFRESH_MS */
     int nclients;       /* logged-in clients of this pool */
     double tokens;      /* max_qps token bucket of this worker's share */
@@ -834,10 +833,12 @@ px_pool *px_pool_get(px_worker *w, const px_user *user, const char *db, int shar
 void px_pool_set_user(px_pool *pool, const px_user *user);
 /* Records the database's collation (pg_database.datcollate and datlocprovider). */
 void px_pool_set_collation(px_pool *pool, const char *datcollate, char provider);
-/* Records the columns with a collation of their own: "K,Kn,..." as the collation query
- * returns them (K = table oid << 16 | attnum; n: nondeterministic), len 0 for none.
+/* Records the database's deterministic libc collations: "name=locale,..." as the collation
+ * query returns them (each name quoted as pg_collation_for quotes it), len 0 for none.
  * Returns 0, or -1 when out of memory (the previous list stays). */
 int px_pool_set_collated(px_pool *pool, const char *list, size_t len);
+/* px_merge_coll_fn over a pool's list (arg): the locale of the collation called name. */
+int px_pool_collation_locale(void *arg, const char *name, char *locale, size_t cap);
 int px_pool_acquire(px_pool *pool, px_client *cl);
 void px_pool_want_welcome(px_pool *pool, px_client *cl);
 void px_pool_server_ready(px_pool *pool, px_server *sv);

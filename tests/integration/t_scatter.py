@@ -129,6 +129,10 @@ def log(msg):
 # --------------------------------------------------------------------------- the data
 
 GROUPS = ["alpha", "beta", "gamma", "delta", "epsilon"]
+# items.cc (COLLATE "C"): words whose byte order differs from a linguistic one (case, accents,
+# punctuation, spaces).
+C_WORDS = ["apple", "Apple", "APPLE", "éclair", "Eclair", "eclair", "_under", "-dash", "zebra", "Zebra",
+           "ähnlich", "b", "B", "a b", "a-b", "ab", "Ab", "", "Ω", "1a", "10", "9"]
 WORDS = ["é", "e", "E", "ß", "ss", "日本", "日本語", "😀", "😀x", "z", "Z", "", "apple", "Apple", "naïve",
          "Ωmega", "a b", "ａ", "Ärger", "zebra", "Zürich", "ñ", "n", "ﬁ", "fi"]
 INTERVALS = ["1 mon", "30 days", "1 day", "24:00:00", "23:59:59", "-1 day", "1 year 2 mons", "00:00:00.000001",
@@ -148,6 +152,7 @@ def generate():
     rows grouped per tenant. Values other than keys and ids are strings (or None) that the
     server parses as the column's type."""
     rng = random.Random(SEED)
+    crng = random.Random(SEED + 1)  # cc's own, so that the other columns keep their values
     plans = ["free", "pro", "enterprise"]
     regions = ["eu-west", "us-east", "ap-south", None]
     data = {"tenants": [], "items": {}, "events": {}}
@@ -192,7 +197,7 @@ def generate():
                           maybe(rng, n), maybe(rng, n2), maybe(rng, nx), maybe(rng, f8), maybe(rng, fx),
                           maybe(rng, b), maybe(rng, d), maybe(rng, tm), maybe(rng, ts.isoformat(" ")),
                           maybe(rng, tz), maybe(rng, iv), maybe(rng, u), maybe(rng, tx), maybe(rng, vc),
-                          maybe(rng, bn)))
+                          maybe(rng, bn), maybe(crng, crng.choice(C_WORDS))))
         for j in range(1, rng.randint(5, 30) + 1):
             at = datetime.datetime(2024, 6, 1) + datetime.timedelta(seconds=rng.randrange(90 * 86400))
             events.append((t, j, rng.randint(1, nitems + 3), maybe(rng, rng.choice(["view", "buy", "refund"])),
@@ -203,7 +208,7 @@ def generate():
 
 
 COLUMNS = {"tenants": "id, name, plan, region, active",
-           "items": "tenant_id, id, grp, i2, i4, i8, n, n2, nx, f8, fx, b, d, tm, ts, tz, iv, u, tx, vc, bin",
+           "items": "tenant_id, id, grp, i2, i4, i8, n, n2, nx, f8, fx, b, d, tm, ts, tz, iv, u, tx, vc, bin, cc",
            "events": "tenant_id, id, item_id, kind, qty, amount, at"}
 
 

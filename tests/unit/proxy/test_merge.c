@@ -1028,50 +1028,94 @@ static void test_desc_mismatch(void **state)
     free(p);
 }
 
-/* Text columns with collations of their own (shard 0's table oid << 16 | attnum): ordering
- * one, or grouping by a nondeterministic one, is refused; so is ordering a computed text
- * column when the database has any such column. */
+/* The pool's list of libc collations, as the merge asks it. */
+static int test_resolve(void *arg, const char *name, char *locale, size_t cap)
+{
+    (void)arg;
+    if (strcmp(name, "\"C.utf8\"") == 0)
+        return snprintf(locale, cap, "C.utf8") > 0;
+    if (strcmp(name, "mine") == 0) /* a collation whose locale this machine lacks */
+        return snprintf(locale, cap, "xx_NOWHERE.UTF-8") > 0;
+    if (strcmp(name, "bytes") == 0)
+        return snprintf(locale, cap, "POSIX") > 0;
+    return 0;
+}
+
+typedef struct coll_case {
+    bool grouped;
+    bool unordered;    /* the database's collation is not reproduced here (ICU) */
+    const char *c0;    /* the collation shard 0 names; NULL for an SQL NULL */
+    const char *c1;    /* shard 1's */
+    const char *want;  /* the merged rows, or NULL when refused */
+    const char *error; /* part of the refusal */
+} coll_case;
+
+/* Text compared under the collation each shard names for the column, in its hidden
+ * collation column: known ones merge, others are refused before any row is sent. */
 static void test_collated(void **state)
 {
     (void)state;
+    static const coll_case cases[] = {
+        {false, false, "\"C\"", "\"C\"", "B\na\nSELECT 2", NULL},
+        {false, false, "\"default\"", "\"default\"", "B\na\nSELECT 2", NULL},
+        {false, false, "ucs_basic", "ucs_basic", "B\na\nSELECT 2", NULL},
+        {false, false, "bytes", "bytes", "B\na\nSELECT 2", NULL},
+        {false, false, "\"C.utf8\"", "\"C.utf8\"", "B\na\nSELECT 2", NULL},
+        {false, true, "\"C\"", "\"C\"", "B\na\nSELECT 2", NULL},
+        {false, true, "\"default\"", "\"default\"", NULL, "cannot order text by column \"c1\""},
+        {true, true, "\"default\"", "\"default\"", "a\nB\nSELECT 2", NULL},
+        {false, false, "\"und-x-icu\"", "\"und-x-icu\"", NULL, "under collation \"und-x-icu\""},
+        {true, false, "\"und-x-icu\"", "\"und-x-icu\"", NULL, "cannot group text by"},
+        {false, false, "mine", "mine", NULL, "under collation mine"},
+        {false, false, NULL, NULL, NULL, "indeterminate"},
+        {false, false, "\"C\"", "\"default\"", NULL, "different collations"},
+    };
     const uint32_t t[] = {TEXT, TEXT};
-    const uint64_t c1 = (uint64_t)16384 << 16 | 1, c2 = (uint64_t)16384 << 16 | 2;
-    for (int grouped = 0; grouped < 2; grouped++) {
-        for (int which = 0; which < 4; which++) {
-            prs_scatter *p = plan_new(2, 2);
-            p->grouped = grouped;
-            p->shards_sorted = !grouped;
-            if (grouped)
-                p->cols[0].kind = p->cols[1].kind = PRS_SC_GROUP;
-            else
-                plan_sort(p, 0, false, false);
-            px_merge *m = px_merge_new(p, 1, (locale_t)0);
-            pgs_buf b = desc_body(2, t, 0, NULL);
-            assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), 0);
-            /* 0: nothing collated; 1: the other column; 2: this one; 3: this one, nondeterministic */
-            uint64_t cols[1] = {which == 1 ? c2 : which == 3 ? c1 | PX_MERGE_NONDET : c1};
-            int rc = px_merge_collated(m, b.data, b.len, cols, which ? 1 : 0);
-            bool refuse = grouped ? which == 3 : which >= 2;
-            assert_int_equal(rc, refuse ? -1 : 0);
-            if (refuse)
-                expect_error(m, "0A000", "collation of its own");
-            pgs_buf_free(&b);
-            px_merge_free(m);
-            free(p);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const coll_case *cc = &cases[i];
+        prs_scatter *p = plan_new(2, 1);
+        p->grouped = cc->grouped;
+        p->shards_sorted = !cc->grouped;
+        p->cols[0].kind = cc->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN;
+        p->cols[0].coll = 2;
+        if (!cc->grouped)
+            plan_sort(p, 0, false, false);
+        px_merge *m = px_merge_new(p, 2, (locale_t)0);
+        px_merge_set_collations(m, cc->unordered, test_resolve, NULL);
+        feed_desc(m, 2, 2, t, 0);
+        int rc = ROW(m, 0, "a", cc->c0);
+        if (rc == 0)
+            rc = ROW(m, 1, "B", cc->c1);
+        if (cc->want) {
+            assert_int_equal(rc, 0);
+            complete_all(m, 2);
+            assert_string_equal(drain(m, false), cc->want);
+        } else {
+            assert_int_equal(rc, -1);
+            expect_error(m, "0A000", cc->error);
         }
+        px_merge_free(m);
+        free(p);
     }
-    /* a computed column (no table) that is ordered */
-    for (int any = 0; any < 2; any++) {
-        prs_scatter *p = plan_new(2, 2);
+}
+
+/* Under * the columns' collations are unknown: ordering text by position is refused when
+ * the RowDescription comes, name (whose collation is "C" unless a COLLATE says otherwise) as
+ * well; other types merge. */
+static void test_star_text_order(void **state)
+{
+    (void)state;
+    const uint32_t types[] = {TEXT, 19, INT4};
+    for (int c = 0; c < 3; c++) {
+        prs_scatter *p = plan_new(0, 0);
         p->shards_sorted = true;
-        plan_sort(p, 0, false, false);
+        plan_sort(p, c, false, false);
         px_merge *m = px_merge_new(p, 1, (locale_t)0);
-        pgs_buf b = desc_body(2, t, 0, NULL);
-        memset(b.data + 2 + 3, 0, 6); /* after the count and "c1": table oid and attnum */
-        assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), 0);
-        assert_int_equal(px_merge_collated(m, b.data, b.len, &c2, any ? 1 : 0), any ? -1 : 0);
-        if (any)
-            expect_error(m, "0A000", "computed text column");
+        pgs_buf b = desc_body(3, types, 0, NULL);
+        int rc = px_merge_row_desc(m, 0, b.data, b.len);
+        assert_int_equal(rc, c == 2 ? 0 : -1);
+        if (rc)
+            expect_error(m, "0A000", "by position");
         pgs_buf_free(&b);
         px_merge_free(m);
         free(p);
@@ -1247,7 +1291,7 @@ static void test_garbage(void **state)
         p->grouped = mode >= 2;
         p->shards_sorted = mode == 1;
         for (int c = 0; c < 5; c++)
-            p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0};
+            p->cols[c] = (prs_sc_col){p->grouped ? kinds[mode - 1][c] : PRS_SC_PLAIN, c == 4, 0, 0, 0};
         p->cols[1].arg = 0;
         if (mode) {
             plan_sort(p, 3, false, false);
@@ -1313,7 +1357,7 @@ static void test_bad_plans(void **state)
         if (cases[i].grouped)
             p->cols[0].kind = PRS_SC_COUNT;
         if (cases[i].avg_arg >= 0)
-            p->cols[0] = (prs_sc_col){PRS_SC_AVG, false, (uint16_t)cases[i].avg_arg};
+            p->cols[0] = (prs_sc_col){PRS_SC_AVG, false, (uint16_t)cases[i].avg_arg, 0, 0};
         px_merge *m = px_merge_new(p, 1, (locale_t)0);
         pgs_buf d = desc_body(cases[i].ncols, t, 0, NULL);
         assert_int_equal(px_merge_row_desc(m, 0, d.data, d.len), -1);
@@ -1352,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_group_binary),
         cmocka_unit_test(test_desc_mismatch),
         cmocka_unit_test(test_collated),
+        cmocka_unit_test(test_star_text_order),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cannot_compare),
         cmocka_unit_test(test_garbage),

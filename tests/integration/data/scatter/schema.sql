@@ -35,8 +35,12 @@ CREATE TABLE items (
   tx        text,            -- multi-byte UTF-8: é, ß, 日本, emoji; '' too
   vc        varchar(16),
   bin       bytea,
+  cc        text COLLATE "C", -- its own collation: byte order, whatever the database's
   PRIMARY KEY (tenant_id, id)
 );
+
+-- Text under an ICU collation, which pgshard does not reproduce: tx::icu_text is ordered by it.
+CREATE DOMAIN icu_text AS text COLLATE "und-x-icu";
 
 CREATE TABLE events (
   tenant_id bigint NOT NULL,
