@@ -90,6 +90,8 @@ struct px_fanout {
     int parsed, bound;     /* ext: shards that answered ParseComplete, BindComplete */
     bool txn;              /* WRITE: the end of a client's transaction over several shards; verb
                               holds its tag */
+    bool in_txn;           /* READ/WRITE inside the client's transaction: its servers stay in it
+                              (parked) at the end, and new ones get its BEGIN first */
     uint8_t *member;       /* owned: txn, per shard: it ran statements of the transaction */
     uint8_t *awaiting;     /* owned: WRITE, per shard: answers (ReadyForQuery) of the current
                               step still to come, counted in pending */
@@ -116,6 +118,8 @@ static int error_noted(const uint8_t *msg, size_t n, const char *note, pgs_buf *
 }
 static void write_start(px_fanout *fo);
 static void write_next(px_fanout *fo);
+static void fanout_link_done(px_fanout *fo, px_link *l);
+static void fanout_drop_servers(px_fanout *fo);
 static void write_complete(px_fanout *fo);
 static void split_rows_out(px_fanout *fo);
 static void fanout_finish(px_fanout *fo);
@@ -400,6 +404,27 @@ static void fanout_send_one(px_fanout *fo, int s)
     pgs_buf_free(&b);
 }
 
+/* A server that joins the client's transaction for the fan-out gets its BEGIN first; the
+ * answer is hidden (replays). Returns whether it was sent. */
+static bool fanout_join_txn(px_fanout *fo, int s)
+{
+    px_server *sv = fo->links[s].sv;
+    const pgs_buf *begin = &fo->cl->x.begin;
+    if (!fo->in_txn || fo->member[s] || !sv)
+        return false;
+    fo->member[s] = 1;
+    pgs_buf b = PGS_BUF_INIT;
+    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
+    pgs_buf_append(&b, begin->data, begin->len);
+    pgs_buf_append_u8(&b, 0);
+    pgs_msg_end(&b, m);
+    bool ok = px_server_push_reply(sv, RP_REPLAY, 0) == 0;
+    if (ok)
+        px_conn_send_buf(&sv->conn, &b);
+    pgs_buf_free(&b);
+    return ok && fo->links[s].sv;
+}
+
 /* Every shard has a server: each gets the client's session state and the shard query. The
  * first fan-out of a pool asks shard 0 for the database's collation first. */
 static void fanout_send(px_fanout *fo)
@@ -421,6 +446,9 @@ static void fanout_send(px_fanout *fo)
     for (int s = 0; s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
         fo->replays[s] = px_client_replay_session(cl, sv) ? 1 : 0;
+        fo->replays[s] += fanout_join_txn(fo, s);
+        if (!fo->links[s].sv)
+            continue; /* the send failed and closed it: the shard is lost */
         if (ask && s == 0) {
             fanout_send_sql(sv, COLLATION_SQL);
             fo->phase[s] = FL_COLLATION;
@@ -883,6 +911,19 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
         if (rt[s].replica)
             atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, s, rt[s].node), 1, memory_order_relaxed);
     }
+    fo->in_txn = rq->in_txn;
+    for (int s = 0; fo->in_txn && cl->x.nparked && s < n; s++) { /* the transaction's own servers */
+        px_server *sv = cl->x.parked[s].sv;
+        if (!sv)
+            continue;
+        memset(&cl->x.parked[s], 0, sizeof cl->x.parked[s]);
+        cl->x.nparked--;
+        fo->links[s].sv = sv;
+        fo->links[s].start_ns = uv_hrtime();
+        fo->links[s].replica = false;
+        fo->member[s] = 1;
+        sv->link = &fo->links[s];
+    }
     cl->x.fan = fo;
     px_conn *c = &cl->conn;
     c->in_pos += rq->consume;
@@ -894,9 +935,17 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
 
 /* Takes the next shard's server: at once from the pool's idle list, or by queueing the
  * client there until the pool calls px_fanout_linked. Returns 0 or -1 (out of memory). */
+static void fanout_go(px_fanout *fo);
+
 int px_fanout_acquire(px_client *cl)
 {
     px_fanout *fo = client_fanout(cl);
+    while (fo->acquired < fo->nshards && fo->links[fo->acquired].sv)
+        fo->acquired++; /* a server its transaction holds already */
+    if (fo->acquired == fo->nshards) {
+        fanout_go(fo);
+        return 0;
+    }
     int s = fo->acquired;
     px_pool *pool = px_xact_pool(cl, s, fo->routes[s].node);
     return pool ? px_pool_acquire(pool, cl) : -1;
@@ -922,11 +971,13 @@ void px_fanout_linked(px_client *cl, px_server *sv)
     sv->link = l;
     px_server_activate(sv);
     px_client_set_state(cl, CL_FANOUT, NULL);
-    if (fo->acquired < fo->nshards) {
-        if (px_fanout_acquire(cl) < 0)
-            px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
-        return;
-    }
+    if (px_fanout_acquire(cl) < 0)
+        px_client_fatal(cl, PGS_SQLSTATE_OUT_OF_MEMORY, "out of memory");
+}
+
+/* Every shard has its server: the statement goes out. */
+static void fanout_go(px_fanout *fo)
+{
     /* A send that fails closes its server at once (out of memory, a broken socket), and the
      * last lost server ends the fan-out, which frees fo: not under fanout_send's loop, but
      * here, after it. */
@@ -1049,6 +1100,30 @@ static void copy_failed_note(px_fanout *fo)
     }
 }
 
+/* The end of a fan-out inside the client's transaction: its servers stay in it, parked, and
+ * a server of any other shard would get its BEGIN first; after an error, the transaction
+ * only waits for its ROLLBACK, as PostgreSQL's would. */
+static void fanout_park(px_fanout *fo)
+{
+    px_xact *x = &fo->cl->x;
+    if (!x->parked && !(x->parked = calloc((size_t)fo->nshards, sizeof *x->parked))) {
+        fanout_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+        fanout_drop_servers(fo); /* which rolls their part of the transaction back */
+    }
+    for (int s = 0; s < fo->nshards; s++) {
+        px_server *sv = fo->links[s].sv;
+        if (!sv)
+            continue;
+        fo->links[s].sv = NULL;
+        x->parked[s] = (px_link){.cl = fo->cl, .sv = sv, .shard = s, .write = true, .parked = true};
+        sv->link = &x->parked[s];
+        x->nparked++;
+        px_server_update_reading(sv);
+    }
+    x->deferred = fo->failed ? PX_DEFER_FAILED : PX_DEFER_OPEN;
+    x->route_bucket = -1; /* keys of any bucket: a freeze waits for its end */
+}
+
 /* Every shard answered: the client gets the merged result's end (or the error) and its
  * ReadyForQuery, and goes on with what it sent meanwhile. A send that fails (out of memory,
  * a broken socket) closes the client there and then, and that frees fo: each step that
@@ -1108,10 +1183,12 @@ static void fanout_finish(px_fanout *fo)
     }
     if (cl->state == CL_CLOSED)
         return;
+    if (fo->in_txn)
+        fanout_park(fo);
     pgs_buf b = PGS_BUF_INIT;
     if (fo->failed)
         pgs_buf_append(&b, fo->err.data, fo->err.len);
-    pgs_msg_ready(&b, PGS_TX_IDLE);
+    pgs_msg_ready(&b, fo->in_txn ? px_route_idle_status(cl) : PGS_TX_IDLE);
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
     if (cl->state == CL_CLOSED)
@@ -1136,6 +1213,8 @@ static void fanout_link_done(px_fanout *fo, px_link *l)
         return; /* counted already: a lost server (px_fanout_server_lost) */
     fo->phase[l->shard] = FL_DONE;
     fo->ndone++;
+    if (fo->in_txn)
+        return; /* it stays in the client's transaction: parked at the end (fanout_finish) */
     l->sv = NULL;
     if (!sv)
         return;
@@ -1339,6 +1418,11 @@ static void write_next(px_fanout *fo)
     char sql[512];
     switch (fo->stage) {
     case WS_RUN:
+        if (fo->in_txn) { /* the client's transaction goes on: its COMMIT ends it */
+            for (int s = 0; s < fo->nshards; s++)
+                fanout_link_done(fo, &fo->links[s]);
+            return;
+        }
         if (fo->failed)
             return write_abort(fo);
         if (!fo->cl->conn.w->conf->cfg->two_phase_commit || fo->nshards == 1) {
@@ -1468,11 +1552,17 @@ static void write_start(px_fanout *fo)
     fo->stage = WS_RUN;
     for (int s = 0; s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
+        if (!sv)
+            continue;
         fo->replays[s] = px_client_replay_session(fo->cl, sv) ? 1 : 0;
-        fanout_send_sql(sv, "BEGIN");
+        if (fo->in_txn) {
+            fo->replays[s] += fanout_join_txn(fo, s);
+        } else {
+            fanout_send_sql(sv, "BEGIN");
+            fo->replays[s] += fo->links[s].sv != NULL;
+        }
         if (!fo->links[s].sv)
             continue; /* the send failed and closed it: the shard is lost (write_send) */
-        fo->replays[s]++;
         fo->phase[s] = FL_QUERY;
         const pgs_buf *req = fo->ins ? &fo->reqs[s] : &fo->req;
         if (!req->len)
@@ -1765,11 +1855,14 @@ void px_fanout_give_up(px_client *cl, const char *sqlstate, const char *msg)
     px_fanout *fo = client_fanout(cl);
     if (!fo)
         return;
-    fanout_drop_servers(fo);
+    bool in_txn = fo->in_txn;
+    fanout_drop_servers(fo); /* in a transaction: which rolls its servers' parts back */
     px_fanout_free(cl);
+    if (in_txn)
+        cl->x.deferred = PX_DEFER_FAILED; /* it waits for the client's ROLLBACK */
     pgs_buf b = PGS_BUF_INIT;
     pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
-    pgs_msg_ready(&b, PGS_TX_IDLE);
+    pgs_msg_ready(&b, px_route_idle_status(cl));
     px_conn_send_buf(&cl->conn, &b);
     pgs_buf_free(&b);
     px_client_set_state(cl, CL_IDLE, NULL);

@@ -210,14 +210,23 @@ static int64_t move_bucket_of(const px_sk_result *sk)
 
 int px_move_admit(px_client *cl, const px_sk_result *sk, bool lease_barred)
 {
-    if (cl->x.move_wait)
-        px_move_xact_done(cl); /* counted while queued, then refused: a new transaction now */
+    /* A transaction over several shards that enters one more: it goes on, and so does what
+     * a freeze knows of it. */
+    bool multi = cl->x.nparked != 0;
+    if (cl->x.move_wait && !multi)
+        px_move_xact_done(cl);    /* counted while queued, then refused: a new transaction now */
+    if (sk->frozen_move && multi) /* held, it would hold the servers the freeze waits for */
+        return px_route_refuse(cl, PGS_SQLSTATE_SERIALIZATION_FAILURE,
+                               "pgshard: a tenant of this transaction is being moved to another shard; "
+                               "roll the transaction back and run it again") < 0
+                   ? -1
+                   : PX_MOVE_REFUSED;
     if (sk->frozen_move)
         return move_hold(cl, sk->frozen_move, (int)sk->frozen_target);
     cl->hold_since = 0;
     if (lease_barred)
         return move_lease_refuse(cl);
-    cl->x.route_bucket = move_bucket_of(sk);
+    cl->x.route_bucket = multi ? -1 : move_bucket_of(sk);
     move_count(cl->conn.w, cl->x.route_bucket);
     return PX_MOVE_GO;
 }
@@ -294,11 +303,17 @@ static bool move_blocks(const sm_map *m, px_client *cl)
         return true;
     px_server *sv = px_client_server(cl);
     bool queued = cl->state == CL_WAIT_SERVER && cl->wait_list != &cl->conn.w->move.held;
-    if (!queued && (!sv || (px_server_clean(sv) && cl->conn.pass_left == 0)))
+    if (!queued && !cl->x.nparked && (!sv || (px_server_clean(sv) && cl->conn.pass_left == 0)))
         return false;
     if (cl->x.route_bucket == PX_MOVE_NO_KEY)
         return false;
-    return sm_map_frozen_on(m, (uint32_t)cl->x.one.shard, cl->x.route_bucket) >= 0;
+    if (sm_map_frozen_on(m, (uint32_t)cl->x.one.shard, cl->x.route_bucket) >= 0)
+        return true;
+    /* a transaction over several shards: any shard it holds a server of */
+    for (int s = 0; cl->x.nparked && s < cl->conn.w->conf->nshards; s++)
+        if (cl->x.parked[s].sv && sm_map_frozen_on(m, (uint32_t)s, cl->x.route_bucket) >= 0)
+            return true;
+    return false;
 }
 
 static void move_scan(px_worker *w, const sm_map *m)

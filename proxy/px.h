@@ -444,6 +444,8 @@ typedef struct px_fanout_req {
                                        table); else shard 0's (an omnisharded table, the same everywhere) */
     bool ddl;                       /* WRITE: DDL in one distributed transaction; shard 0's
                                        answers (CommandComplete, NOTICE) are the client's */
+    bool in_txn;                    /* READ or WRITE inside the client's transaction (two-phase
+                                       commit): on its servers, which stay in it afterwards */
 } px_fanout_req;
 
 /* Starts what req describes, which begins the client's input. Returns 0 (running or queued
@@ -805,6 +807,8 @@ void px_move_note(px_client *cl, const px_sk_result *sk);
 void px_move_xact_done(px_client *cl);
 static inline void px_move_xact_end(px_client *cl)
 {
+    if (cl->x.nparked)
+        return; /* a transaction over several shards goes on: its end ends it (fanout.c) */
     cl->x.route_bucket = PX_MOVE_NO_KEY;
     if (cl->x.move_wait)
         px_move_xact_done(cl);

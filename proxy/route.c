@@ -766,13 +766,29 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     /* With two-phase commit, DDL that may run in a transaction block is one distributed
      * transaction over every shard, like a write: applied everywhere or nowhere. */
     bool atomic_ddl = every && w->conf->cfg->two_phase_commit && !(qc->flags & PRS_F_NO_TXN_BLOCK);
-    if (cl->x.deferred != PX_DEFER_NONE)
+    /* Inside a transaction (a BEGIN pgshard keeps), with two-phase commit: on the
+     * transaction's servers, which stay in it (fanout.c). */
+    bool in_txn = cl->x.deferred != PX_DEFER_NONE;
+    if (in_txn && every && (qc->flags & PRS_F_NO_TXN_BLOCK))
+        return px_route_refuse(cl, PGS_SQLSTATE_ACTIVE_SQL_TRANSACTION,
+                               "pgshard: this statement cannot run inside a transaction block");
+    if (in_txn &&
+        (copy || !w->conf->cfg->two_phase_commit || w->conf->cfg->pool_mode != CFG_POOL_TRANSACTION))
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-            every ? "pgshard: DDL goes to every shard, which cannot be done inside a transaction "
-                    "yet: run it on its own, outside BEGIN ... COMMIT"
-                  : "pgshard: a query across shards (no tenant key) cannot run inside a "
-                    "transaction: it runs on its own, outside BEGIN ... COMMIT");
+            copy ? "pgshard: COPY of a sharded table cannot run inside a transaction yet: run it on its "
+                   "own, outside BEGIN ... COMMIT"
+            : every
+                ? "pgshard: DDL goes to every shard, which inside a transaction needs two_phase_commit = on "
+                  "(and transaction pooling): run it on its own, outside BEGIN ... COMMIT"
+                : "pgshard: a statement across shards (no tenant key) inside a transaction needs "
+                  "two_phase_commit = on (and transaction pooling): run it on its own, outside BEGIN ... "
+                  "COMMIT");
+    if (in_txn && sm_map_freezing(px_catalog_map(w->px->cat, w->id)))
+        return px_route_refuse(cl, PGS_SQLSTATE_SERIALIZATION_FAILURE,
+                               "pgshard: tenants are moving between shards, which a statement across shards "
+                               "inside a transaction would wait for while holding its servers; roll the "
+                               "transaction back and run it again");
     if (copy && ext)
         return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                                "pgshard: COPY of a sharded table runs as a simple Query");
@@ -785,7 +801,8 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
                          .ext = ext,
                          .plan = &plan,
                          .all_rows = qc->sk.verdict == PX_SK_WRITE_ALL || split,
-                         .ddl = atomic_ddl};
+                         .ddl = atomic_ddl,
+                         .in_txn = in_txn};
     int r = copy ? route_copy(cl, sql, len, &req) : split ? route_split(cl, sql, len, ext, &req) : 0;
     if (r == 0 && (every || copy || write)) /* sent as it is: the plan only carries the text */
         r = (plan.sql = strndup(sql, len)) ? 0 : -1;
@@ -803,7 +820,7 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         held = r == PX_FANOUT_HELD; /* waits unread in move.held: nothing more to do now */
         r = held ? 0 : r;
     }
-    bool primary = req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT;
+    bool primary = in_txn || (req.mode != PX_FAN_READ && req.mode != PX_FAN_COPY_OUT);
     if (primary)
         cl->x.want_read = false;
     for (int s = 0; r == 0 && !held && s < w->conf->nshards; s++) {
@@ -1485,11 +1502,11 @@ int px_route_linked(px_client *cl, const pgs_frame *f)
     if (w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&
         !px_pin_holds(sv))
         return PX_LINKED_LEAVE;
-    if (sk->verdict == PX_SK_SHARD && route_may_park(cl, l)) {
+    if ((sk->verdict == PX_SK_SHARD || route_wide(sk->verdict)) && route_may_park(cl, l)) {
         px_sk_result why;
         if (!cl->x.nparked && route_multi_check(cl, f, &why) == PX_LINKED_DONE)
             return linked_refuse(cl, f, &why) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;
-        cl->x.park_to = sk->shard;
+        cl->x.park_to = sk->verdict == PX_SK_SHARD ? sk->shard : -1; /* -1: every shard (fanout.c) */
         return PX_LINKED_PARK;
     }
     return linked_refuse(cl, f, sk) == PX_MSG_CLOSED ? PX_LINKED_CLOSED : PX_LINKED_DONE;

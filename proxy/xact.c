@@ -80,6 +80,8 @@ int px_xact_park(px_client *cl)
     if (!x->parked && !(x->parked = calloc(cl->conn.w->conf->nshards, sizeof *x->parked)))
         return -1;
     px_link *from = &x->links[0], *to = &x->parked[from->shard];
+    if (to->sv)
+        return -1; /* never: a shard's server is either current or parked */
     *to = *from;
     to->parked = true;
     to->sv->link = to;
@@ -93,13 +95,14 @@ int px_xact_park(px_client *cl)
 px_server *px_xact_unpark(px_client *cl, int shard)
 {
     px_xact *x = &cl->x;
-    px_link *l = x->parked ? &x->parked[shard] : NULL;
+    px_link *l = x->parked && shard >= 0 ? &x->parked[shard] : NULL;
     px_server *sv = l ? l->sv : NULL;
     if (!sv)
         return NULL;
     bool write = l->write;
     memset(l, 0, sizeof *l);
     x->nparked--;
+    x->deferred = PX_DEFER_NONE; /* it is in the transaction: no BEGIN for it */
     px_xact_plan(cl, shard, write, false);
     px_xact_attach(cl, sv);
     return sv;
@@ -142,6 +145,11 @@ int px_xact_begin(px_client *cl, const px_route *d)
     if (d->verdict == PX_ROUTE_REFUSE) {
         cl->refuse = d->refuse;
         return 1;
+    }
+    px_server *sv = px_xact_unpark(cl, d->shard); /* a transaction over several shards returns */
+    if (sv) {
+        px_client_link(cl, sv);
+        return 0;
     }
     px_xact_plan(cl, d->shard, d->write, d->replica);
     if (d->verdict == PX_ROUTE_WAIT_PRIMARY) {

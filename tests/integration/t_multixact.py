@@ -17,7 +17,12 @@ the transaction did not run there):
      shard): savepoints, a temporary table, COMMIT AND CHAIN;
   5. without two_phase_commit the statement for a second shard is refused (0A000, naming the
      setting) and the transaction's first shard keeps working;
-  6. pgshard killed after PREPARE and after the decision of such a transaction: after a
+  6. statements across shards inside such transactions, on its servers: a keyless read sees
+     the transaction's own rows on every shard (others see none), as the transaction's first
+     statement too and in the extended protocol; an omnisharded INSERT and DDL (CREATE TABLE)
+     run in it and are committed or rolled back with it; an error in one makes later
+     statements get 25P02; without two-phase commit they are refused;
+  7. pgshard killed after PREPARE and after the decision of such a transaction: after a
      restart, recovery leaves no prepared transaction and the transaction is wholly absent,
      or wholly committed, on every shard.
 Prints one line per check and "N passed, M failed"; exits 1 when a check failed.
@@ -64,7 +69,7 @@ def wait_for(pred, timeout=20):
 
 
 def proxy(**keys):
-    return CLUSTER.proxy(sharded=("items",), workers=2, pool_size=4, admin_users=CLUSTER.user, **keys)
+    return CLUSTER.proxy(sharded=("items",), omnisharded=("countries",), workers=2, pool_size=4, admin_users=CLUSTER.user, **keys)
 
 
 def rows_of(shards, tag):
@@ -81,6 +86,7 @@ def main():
     for c in shards:
         c.execute("CREATE TABLE items (tenant_id int NOT NULL, v int NOT NULL, tag text NOT NULL, "
                   "PRIMARY KEY (tenant_id, v))")
+        c.execute("CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL)")
     where = diffcluster.shard_of(shards[0], range(1, 40))
     t = {s: [k for k in sorted(where) if where[k] == s][:2] for s in range(3)}  # two tenants per shard
     try:
@@ -89,6 +95,7 @@ def main():
         extended(check, shards, t)
         refusals(check, shards, t)
         without_twopc(check, shards, t)
+        fanouts(check, shards, t)
         crashes(check, shards, t)
     finally:
         CLUSTER.stop()
@@ -245,6 +252,86 @@ def without_twopc(check, shards, t):
         conn.execute("ROLLBACK")
         check(st == "0A000" and "two_phase_commit = on" in msg, "without two-phase commit a second shard is refused",
               f"{st} {msg}")
+        conn.close()
+    finally:
+        px.stop()
+
+
+def fanouts(check, shards, t):
+    px = proxy(**TWOPC)
+    try:
+        conn = CLUSTER.connect(px.port)
+        other = CLUSTER.connect(px.port)
+        base = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[0][0]}, 80, 'fan')")
+        n1 = conn.execute("SELECT count(*) FROM items WHERE tag = 'fan'").fetchone()[0]
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[2][0]}, 80, 'fan')")
+        n2 = conn.execute("SELECT count(*) FROM items WHERE tag = 'fan'").fetchone()[0]
+        seen = other.execute("SELECT count(*) FROM items WHERE tag = 'fan'").fetchone()[0]
+        conn.execute("INSERT INTO countries VALUES ('fr', 'France')")
+        conn.execute("CREATE TABLE fan_ddl (x int)")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][0]}, 80, 'fan')")
+        rows = conn.execute("SELECT tenant_id FROM items WHERE tag = 'fan' ORDER BY tenant_id").fetchall()
+        cur = conn.execute("COMMIT")
+        check(n1 == 1 and n2 == 2 and seen == 0 and len(rows) == 3 and cur.statusmessage == "COMMIT",
+              "keyless reads inside the transaction see its own rows on every shard, others see none",
+              f"{n1} {n2} {seen} {rows} {cur.statusmessage}")
+        tables = on_shards(shards, "SELECT count(*) FROM pg_tables WHERE tablename = 'fan_ddl'")
+        omni = on_shards(shards, "SELECT count(*) FROM countries WHERE code = 'fr'")
+        check(rows_of(shards, "fan") == [1, 1, 1] and tables == [1, 1, 1] and omni == [1, 1, 1] and
+              prepared(shards) == 0,
+              "its keyed rows, omnisharded INSERT and CREATE TABLE are committed on every shard",
+              f"{rows_of(shards, 'fan')} {tables} {omni}")
+
+        conn.execute("BEGIN")
+        first = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        conn.execute("DROP TABLE fan_ddl")
+        conn.execute("DELETE FROM countries")
+        conn.execute(f"DELETE FROM items WHERE tenant_id = {t[0][0]} AND tag = 'fan'")
+        after = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        conn.execute("ROLLBACK")
+        tables = on_shards(shards, "SELECT count(*) FROM pg_tables WHERE tablename = 'fan_ddl'")
+        omni = on_shards(shards, "SELECT count(*) FROM countries")
+        check(first == base + 3 and after == base + 2 and tables == [1, 1, 1] and omni == [1, 1, 1] and
+              rows_of(shards, "fan") == [1, 1, 1],
+              "a keyless read as the first statement; DROP TABLE, an omnisharded DELETE and a keyed one "
+              "are rolled back with the transaction", f"{first} {after} {base} {tables} {omni}")
+
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][0]}, 81, 'fanerr')")
+        st, _ = diffcluster.sqlstate_of(lambda: conn.execute("SELECT 1 / (v - 80) FROM items WHERE tag = 'fan'"))
+        st2, _ = diffcluster.sqlstate_of(lambda: conn.execute(f"SELECT * FROM items WHERE tenant_id = {t[2][0]}"))
+        st3, _ = diffcluster.sqlstate_of(lambda: conn.execute("SELECT count(*) FROM items"))
+        cur = conn.execute("COMMIT")
+        check(st == "22012" and st2 == "25P02" and st3 == "25P02" and cur.statusmessage == "ROLLBACK" and
+              rows_of(shards, "fanerr") == [0, 0, 0],
+              "an error in a keyless read inside the transaction: 25P02 after it, COMMIT rolls back",
+              f"{st} {st2} {st3} {cur.statusmessage}")
+        conn.close()
+        other.close()
+
+        ext = psycopg.connect(host=CLUSTER.host, port=px.port, user=CLUSTER.user, password=CLUSTER.password,
+                              dbname=CLUSTER.db, autocommit=False, prepare_threshold=None, connect_timeout=10)
+        ext.execute("INSERT INTO items (tenant_id, v, tag) VALUES (%s, 82, 'fanext')", (t[2][1],))
+        got = ext.execute("SELECT count(*) FROM items WHERE tag = %s", ("fanext",)).fetchone()[0]
+        ext.execute("UPDATE countries SET name = %s", ("République",))
+        ext.commit()
+        names = on_shards(shards, "SELECT name FROM countries WHERE code = 'fr'")
+        check(got == 1 and rows_of(shards, "fanext") == [0, 0, 1] and names == ["République"] * 3,
+              "psycopg (extended protocol): a keyless read and an omnisharded UPDATE in its transaction",
+              f"{got} {rows_of(shards, 'fanext')} {names}")
+        ext.close()
+    finally:
+        px.stop()
+    px = proxy()
+    try:
+        conn = CLUSTER.connect(px.port)
+        conn.execute("BEGIN")
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute("SELECT count(*) FROM items"))
+        conn.execute("ROLLBACK")
+        check(st == "0A000" and "two_phase_commit = on" in msg,
+              "without two-phase commit a keyless read inside a transaction is refused", f"{st} {msg}")
         conn.close()
     finally:
         px.stop()
