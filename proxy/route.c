@@ -700,6 +700,14 @@ static int route_copy(px_client *cl, const char *sql, size_t len, px_fanout_req 
         req->mode = PX_FAN_COPY_OUT;
         return 0;
     }
+    const char *enc = px_session_unsafe_encoding(cl->sess);
+    if (enc) {
+        snprintf(msg, sizeof msg,
+                 "pgshard: COPY into a sharded table is split row by row, which client_encoding %s (whose "
+                 "characters may hold ASCII bytes) does not allow: SET client_encoding = 'UTF8' for the COPY",
+                 enc);
+        return px_route_refuse(cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED, msg);
+    }
     req->mode = PX_FAN_COPY_IN;
     req->key_index = -1;
     for (size_t i = 0; i < co->columns.n; i++)

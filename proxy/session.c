@@ -415,3 +415,43 @@ void px_session_free(px_session *s)
     free(s->defaults);
     memset(s, 0, sizeof *s);
 }
+
+/* Client encodings whose multibyte characters may hold bytes of ASCII characters (a
+ * backslash, a delimiter, a quote, a newline): text cut byte by byte would be cut wrongly.
+ * PostgreSQL's names and aliases, as clean_encoding_name leaves them (lower case, letters
+ * and digits only). */
+static const char *const unsafe_encodings[] = {
+    "sjis", "shiftjis", "mskanji",    "win932",  "windows932", "shiftjis2004",
+    "big5", "win950",   "windows950", "gbk",     "win936",     "windows936",
+    "uhc",  "win949",   "windows949", "gb18030", "johab"};
+
+const char *px_session_unsafe_encoding(const px_session *s)
+{
+    uint64_t key = name_key("client_encoding");
+    const px_setting *set = NULL;
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->items[i]->key == key)
+            set = s->items[i];
+    if (!set)
+        return NULL;
+    /* Each word of the setting's statement (letters, digits, '_' and '-'), cleaned as
+     * PostgreSQL cleans an encoding name: its value is one, and no other word of it (set,
+     * client_encoding, to, select, set_config, false) is one of the names. */
+    char w[32];
+    size_t n = 0;
+    for (uint32_t i = 0; i <= set->len; i++) {
+        unsigned char c = i < set->len ? (unsigned char)set->text[i] : ' ';
+        if (isalnum(c) && n < sizeof w - 1) {
+            w[n++] = (char)tolower(c);
+            continue;
+        }
+        if (c == '_' || c == '-' || isalnum(c))
+            continue; /* dropped as PostgreSQL does, or past any name's length */
+        w[n] = 0;
+        for (size_t k = 0; n && k < sizeof unsafe_encodings / sizeof *unsafe_encodings; k++)
+            if (strcmp(w, unsafe_encodings[k]) == 0)
+                return unsafe_encodings[k];
+        n = 0;
+    }
+    return NULL;
+}

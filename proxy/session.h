@@ -76,6 +76,9 @@ int px_session_restore_sql(const px_session *s, const px_sess_stmt *st, pgs_buf 
 /* Appends "RESET ALL;" and every setting, ';'-separated, to out. */
 void px_session_replay_sql(const px_session *s, pgs_buf *out);
 void px_session_free(px_session *s);
+/* The client_encoding set (or given at startup) when it is one whose characters may hold
+ * ASCII bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB and their aliases), else NULL. */
+const char *px_session_unsafe_encoding(const px_session *s);
 /* A hash of the client's search_path setting, 0 when it has none. */
 uint64_t px_session_search_path_sig(const px_session *s);
 

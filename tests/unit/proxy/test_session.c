@@ -91,12 +91,46 @@ static void test_reset_to_startup(void **state)
     px_session_free(&s);
 }
 
+/* The client encodings COPY FROM cannot split byte by byte, as set at startup or by SET. */
+static void test_unsafe_encoding(void **state)
+{
+    (void)state;
+    px_session s = {0};
+    assert_null(px_session_unsafe_encoding(NULL));
+    assert_int_equal(px_session_add_param(&s, "client_encoding", "UTF8"), 0);
+    assert_null(px_session_unsafe_encoding(&s));
+    static const struct {
+        const char *sql, *want;
+    } cases[] = {
+        {"SET client_encoding TO 'SJIS'", "sjis"},
+        {"SET client_encoding = 'Shift_JIS_2004'", "shiftjis2004"},
+        {"set CLIENT_ENCODING to \"gb18030\"", "gb18030"},
+        {"SET client_encoding = 'WIN-949'", "win949"},
+        {"SET client_encoding TO 'LATIN1'", NULL},
+        {"SET client_encoding TO 'EUC_JP'", NULL}, /* its bytes are all above 0x7f */
+        {"SET client_encoding TO DEFAULT", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        px_sess_stmt st;
+        classify(cases[i].sql, &st);
+        assert_int_equal(px_session_stage(&s, &st, cases[i].sql, strlen(cases[i].sql)), 0);
+        px_session_end(&s, true);
+        const char *got = px_session_unsafe_encoding(&s);
+        if (cases[i].want)
+            assert_string_equal(got, cases[i].want);
+        else
+            assert_null(got);
+    }
+    px_session_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unclosed_quote),
         cmocka_unit_test(test_kinds),
         cmocka_unit_test(test_reset_to_startup),
+        cmocka_unit_test(test_unsafe_encoding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
