@@ -2484,7 +2484,8 @@ static int mg_distinct(px_merge *m)
         bool dup = false;
         for (; slot[at] && !dup; at = (at + 1) & (cap - 1)) {
             size_t k = slot[at] - 1, len = koff[k + 1] - koff[k];
-            dup = hash[at] == h && len == m->key.len && memcmp(keys.data + koff[k], m->key.data, len) == 0;
+            dup = hash[at] == h && len == m->key.len &&
+                  (len == 0 || (keys.data && memcmp(keys.data + koff[k], m->key.data, len) == 0));
         }
         if (dup)
             continue;
@@ -2542,7 +2543,7 @@ static int mg_finalize(px_merge *m)
         if (!mg_group_of(m, none, &fresh))
             return -1;
     }
-    m->order = malloc((m->ngroups ? m->ngroups : 1) * sizeof *m->order);
+    m->order = calloc(m->ngroups ? m->ngroups : 1, sizeof *m->order);
     if (!m->order)
         return mg_oom(m);
     for (size_t g = 0; g < m->ngroups; g++) {
