@@ -53,6 +53,13 @@ typedef struct planner {
     unsigned ncols;
     unsigned nvisible;
     bool star; /* the target list has * or t.*: the visible column count is unknown */
+    /* GROUP BY items that name an output column (see group_resolve): item k of the GROUP BY
+     * becomes position probe_pos[k] (0: unchanged), and each name in probe_names is checked on
+     * the shards by the probe. */
+    unsigned nprobes;
+    const char *probe_names[8]; /* borrowed from the tree */
+    uint16_t probe_pos[PRS_SC_MAX_COLS];
+    const char *find_name; /* borrowed: what visit_find_name looks for */
     sc_col cols[PRS_SC_MAX_COLS];
 } planner;
 
@@ -1005,13 +1012,45 @@ static int targets_classify_grouped(planner *p)
     return SC_OK;
 }
 
+static int visit_find_name(planner *p, const Node *n)
+{
+    if (n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF)
+        return SC_OK;
+    const char *name = last_name(n->column_ref->n_fields, n->column_ref->fields);
+    return name && strcmp(name, p->find_name) == 0 ? SC_FOUND : SC_OK;
+}
+
+/* Whether a column reference named `name` appears in the statement anywhere but as a bare
+ * GROUP BY item or in ORDER BY (which looks at output names first): then an input column of
+ * that name exists, or the shards fail on the reference as the server would. */
+static bool name_referenced(planner *p, const char *name)
+{
+    const PgQuery__SelectStmt *s = p->s;
+    bool found = false;
+    p->find_name = name;
+    for (size_t i = 0; !found && i < s->n_target_list; i++)
+        found = walk(p, s->target_list[i], visit_find_name) == SC_FOUND;
+    for (size_t i = 0; !found && i < s->n_from_clause; i++)
+        found = walk(p, s->from_clause[i], visit_find_name) == SC_FOUND;
+    for (size_t i = 0; !found && i < s->n_group_clause; i++)
+        found = !bare_name(s->group_clause[i]) && walk(p, s->group_clause[i], visit_find_name) == SC_FOUND;
+    found = found || walk(p, s->where_clause, visit_find_name) == SC_FOUND ||
+            walk(p, s->having_clause, visit_find_name) == SC_FOUND;
+    return found;
+}
+
 /* The visible column a GROUP BY item names by position or output name, -1 when it names
- * none (it is an expression), -2 after a refusal. PostgreSQL takes a GROUP BY name for an
- * input column first, which the planner cannot see: a name that only an alias gives to a
- * different expression is ambiguous here, and refused. */
-static int group_resolve(planner *p, const Node *g)
+ * none (it is an expression), -2 after a refusal. PostgreSQL takes a bare GROUP BY name for
+ * an input column first and only then for an output column's name (an alias, or the name
+ * the server gives an unnamed target), and two output columns of that name with different
+ * expressions are ambiguous. The planner does not know the tables' columns, so an output
+ * name is only taken when the shards confirm that no input column has it: *probe is set and
+ * the shard query gets a probe (see probe_add), on which a shard fails when the name is an
+ * input column too. A name referenced elsewhere in the statement is an input column. */
+static int group_resolve(planner *p, const Node *g, bool *probe)
 {
     int64_t pos;
+    *probe = false;
     if (int_const(g, &pos)) {
         if (pos >= 1 && pos <= (int64_t)p->nvisible)
             return (int)pos - 1;
@@ -1019,26 +1058,57 @@ static int group_resolve(planner *p, const Node *g)
         return -2;
     }
     const char *name = bare_name(g);
+    int found = -1;
+    bool ambiguous = false;
     for (unsigned i = 0; name && i < p->nvisible; i++) {
         const PgQuery__ResTarget *rt = visible_target(p, i);
-        if (!str_set(rt->name) || strcmp(rt->name, name) != 0 || node_equal(rt->val, g))
+        if (is_star_ref(rt->val) || strcmp(target_name(rt), name) != 0)
             continue;
-        refuse(p,
-               "pgshard: GROUP BY %s names an output column, which across shards is ambiguous: write the "
-               "expression or its position instead",
-               name);
+        if (node_equal(rt->val, g))
+            return -1; /* the input column itself is selected */
+        if (found >= 0 && !node_equal(p->cols[found].expr, rt->val))
+            ambiguous = true;
+        if (found < 0)
+            found = (int)i;
+    }
+    if (found < 0 || name_referenced(p, name))
+        return -1;
+    if (ambiguous) {
+        refuse_state(p, "42702", "pgshard: GROUP BY \"%s\" is ambiguous", name);
         return -2;
     }
-    return -1;
+    *probe = true;
+    return found;
+}
+
+/* Remembers that GROUP BY item k names output column col (see group_resolve). */
+static int probe_note(planner *p, size_t k, const char *name, int col)
+{
+    if (k >= PRS_SC_MAX_COLS)
+        return refuse(p, "pgshard: too many GROUP BY items naming output columns");
+    p->probe_pos[k] = (uint16_t)(col + 1);
+    for (unsigned i = 0; i < p->nprobes; i++)
+        if (strcmp(p->probe_names[i], name) == 0)
+            return SC_OK;
+    if (p->nprobes >= sizeof p->probe_names / sizeof p->probe_names[0])
+        return refuse(p, "pgshard: too many GROUP BY items naming output columns");
+    p->probe_names[p->nprobes++] = name;
+    return SC_OK;
 }
 
 static int plan_group_by(planner *p)
 {
     for (size_t i = 0; i < p->s->n_group_clause; i++) {
         const Node *g = p->s->group_clause[i];
-        int col = group_resolve(p, g);
+        bool probe = false;
+        int col = group_resolve(p, g, &probe);
         if (col == -2)
             return SC_REFUSED;
+        if (probe) {
+            int rc = probe_note(p, i, bare_name(g), col);
+            if (rc)
+                return rc;
+        }
         if (col == -1 && has_agg(p, g))
             return refuse_state(p, "42803", "pgshard: aggregate functions are not allowed in GROUP BY");
         if (col == -1)
@@ -1114,8 +1184,8 @@ static int str_add(planner *p, const char *s, unsigned *off)
 
 #define HAVING_REFUSAL                                                                                       \
     "pgshard: this HAVING cannot be evaluated across shards: only AND, OR, NOT, comparisons of aggregates "  \
-    "or "                                                                                                    \
-    "GROUP BY expressions with constants, and IS [NOT] NULL are"
+    "or GROUP BY expressions with constants, IS [NOT] NULL and boolean aggregates or GROUP BY expressions "  \
+    "are"
 
 /* A constant operand: its text as the server would parse it. */
 static int having_const(planner *p, const PgQuery__AConst *c)
@@ -1243,8 +1313,12 @@ static int having_compile(planner *p, const Node *n)
                                                                                     : PRS_SC_OP_IS_NOT_NULL,
                     0);
     }
-    default:
+    case PG_QUERY__NODE__NODE_A_CONST:
         return refuse(p, HAVING_REFUSAL);
+    default:
+        /* A bare operand is a condition of its own (HAVING bool_and(b), HAVING b with b
+         * grouped): the merge checks that its type is boolean, as the server would. */
+        return having_col(p, n);
     }
 }
 
@@ -1277,10 +1351,7 @@ static int check_aggs(planner *p)
 
 static int plan_grouped(planner *p)
 {
-    if (p->s->n_distinct_clause)
-        return refuse(p,
-                      "pgshard: DISTINCT together with GROUP BY or aggregates across shards is not supported "
-                      "yet");
+    bool distinct = p->s->n_distinct_clause > 0;
     int rc = targets_classify_grouped(p);
     if (rc == SC_OK)
         rc = plan_group_by(p);
@@ -1289,8 +1360,9 @@ static int plan_grouped(planner *p)
     if (rc == SC_OK && p->s->having_clause)
         rc = having_compile(p, p->s->having_clause);
     if (rc == SC_OK)
-        rc = plan_sort(p, true, false);
+        rc = plan_sort(p, true, distinct);
     p->out->grouped = true;
+    p->out->distinct = distinct;
     return rc;
 }
 
@@ -1407,11 +1479,99 @@ static int set_shard_limit(planner *p)
     return s->limit_count ? SC_OK : SC_ENOMEM;
 }
 
+static void ident_quote(char *buf, size_t cap, size_t *len, const char *name)
+{
+    if (*len < cap)
+        buf[(*len)++] = '"';
+    for (const char *c = name; *c && *len + 2 < cap; c++) {
+        if (*c == '"')
+            buf[(*len)++] = '"';
+        buf[(*len)++] = *c;
+    }
+    if (*len < cap)
+        buf[(*len)++] = '"';
+}
+
+/* The probe behind a GROUP BY item that names an output column: on the shards that item
+ * becomes the column's position, the FROM list gets `(VALUES (NULL)) pgshard_probe(name)`
+ * and the GROUP BY the bare name once more. Without an input column of that name the name
+ * is the probe's constant (grouping by it changes nothing), as PostgreSQL would have taken
+ * the output column; with one, the shard fails (column reference is ambiguous) where
+ * PostgreSQL would have grouped by the input column, which the merge cannot know. */
+static int probe_add(planner *p)
+{
+    PgQuery__SelectStmt *s = p->s;
+    char sql[1200];
+    size_t len = 0;
+    len += (size_t)snprintf(sql, sizeof sql, "SELECT 1 FROM (VALUES (NULL");
+    for (unsigned i = 1; i < p->nprobes; i++)
+        len += (size_t)snprintf(sql + len, sizeof sql - len, ", NULL");
+    len += (size_t)snprintf(sql + len, sizeof sql - len, ")) pgshard_probe(");
+    for (unsigned i = 0; i < p->nprobes; i++) {
+        if (i)
+            sql[len++] = ',';
+        ident_quote(sql, sizeof sql - 256, &len, p->probe_names[i]);
+    }
+    len += (size_t)snprintf(sql + len, sizeof sql - len, ") GROUP BY ");
+    for (unsigned i = 0; i < p->nprobes; i++) {
+        if (i)
+            sql[len++] = ',';
+        ident_quote(sql, sizeof sql - 8, &len, p->probe_names[i]);
+    }
+    PgQuery__ParseResult *tree = NULL;
+    char err[64];
+    if (prs_tree_parse(sql, len, &tree, err, sizeof err) != 0)
+        return refuse(p, "pgshard: internal error writing a GROUP BY probe");
+    PgQuery__SelectStmt *t = tree->stmts[0]->stmt->select_stmt;
+    Node **from = realloc(s->from_clause, (s->n_from_clause + 1) * sizeof(Node *));
+    if (from)
+        s->from_clause = from;
+    Node **group = realloc(s->group_clause, (s->n_group_clause + t->n_group_clause) * sizeof(Node *));
+    if (group)
+        s->group_clause = group;
+    if (!from || !group) {
+        pg_query__parse_result__free_unpacked(tree, NULL);
+        return SC_ENOMEM;
+    }
+    s->from_clause[s->n_from_clause++] = t->from_clause[0];
+    t->from_clause[0] = NULL;
+    for (size_t i = 0; i < t->n_group_clause; i++) {
+        s->group_clause[s->n_group_clause++] = t->group_clause[i];
+        t->group_clause[i] = NULL;
+    }
+    pg_query__parse_result__free_unpacked(tree, NULL);
+    return SC_OK;
+}
+
+static int probe_rewrite(planner *p)
+{
+    PgQuery__SelectStmt *s = p->s;
+    if (!p->nprobes)
+        return SC_OK;
+    size_t n = s->n_group_clause;
+    int rc = probe_add(p); /* first: the names are the items' strings */
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < n && k < PRS_SC_MAX_COLS; k++) {
+        if (!p->probe_pos[k])
+            continue;
+        Node *pos = const_int_new(p->probe_pos[k]);
+        if (!pos)
+            return SC_ENOMEM;
+        node_free(s->group_clause[k]);
+        s->group_clause[k] = pos;
+    }
+    return SC_OK;
+}
+
 /* The shard query: hidden columns appended, avg split, and whatever the merge does after
  * combining (HAVING, and for groups ORDER BY and LIMIT/OFFSET) taken out. */
 static int rewrite(planner *p)
 {
     PgQuery__SelectStmt *s = p->s;
+    int rc0 = probe_rewrite(p);
+    if (rc0)
+        return rc0;
     for (unsigned i = p->nvisible; i < p->ncols; i++) {
         int rc = hidden_append(p, i);
         if (rc)
@@ -1424,6 +1584,9 @@ static int rewrite(planner *p)
     }
     node_free(s->having_clause);
     s->having_clause = NULL;
+    /* the shards' DISTINCT would compare partial aggregates: the merge does it on whole ones */
+    if (p->out->distinct)
+        nodes_free(&s->n_distinct_clause, &s->distinct_clause);
     if (!p->out->grouped)
         return set_shard_limit(p);
     nodes_free(&s->n_sort_clause, &s->sort_clause);
@@ -1655,6 +1818,8 @@ static void describe_groups(const prs_scatter *p, desc_buf *d)
     }
     if (p->ninsns)
         desc_add(d, "; having");
+    if (p->distinct)
+        desc_add(d, "; distinct");
 }
 
 static void describe_sort(const prs_scatter *p, desc_buf *d, const char *lead)

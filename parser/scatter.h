@@ -92,6 +92,10 @@ typedef struct prs_scatter {
     bool grouped;       /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
                            DISTINCT). Aggregates without GROUP BY: every shard returns one row and
                            the merge returns exactly one (count 0, sum NULL when no row matched) */
+    bool distinct;      /* SELECT DISTINCT over groups (with GROUP BY or aggregates): after HAVING,
+                           a merged row whose visible columns equal an earlier one's is dropped.
+                           The shard query has no DISTINCT then. (DISTINCT alone is a grouping by
+                           every column, with distinct false.) */
     bool shards_sorted; /* each shard returns its rows in `sort` order (the shard query has
                            the ORDER BY): the merge is a k-way merge. When grouped, the shard
                            query has no ORDER BY and the merge sorts the groups itself. */

@@ -155,6 +155,8 @@ typedef struct mg_acc {
     int64_t cnt;  /* AVG: the count */
     double f;     /* float SUM/AVG */
     mg_dec dec;   /* numeric SUM, integer or numeric AVG */
+    int32_t mon;  /* interval SUM/AVG: the months and days (n holds the microseconds) */
+    int32_t day;
 } mg_acc;
 
 typedef struct mg_group {
@@ -835,19 +837,18 @@ static int mg_text_datetime(const uint8_t *p, size_t len, bool with_time, bool w
     return 0;
 }
 
-/* interval in the default 'postgres' IntervalStyle ('1 year 2 mons -3 days +04:05:06.5'):
- * its span as interval_cmp_value computes it, a month 30 days and a day 24 hours. */
-static int mg_text_interval(const uint8_t *p, size_t len, __int128 *span)
+/* interval in the default 'postgres' IntervalStyle ('1 year 2 mons -3 days +04:05:06.5') as
+ * its three fields: months, days and microseconds. */
+static int mg_text_interval_fields(const uint8_t *p, size_t len, int64_t *mon, int64_t *day, int64_t *us)
 {
     static const struct {
         const char *unit;
-        int64_t days;
-    } units[] = {{"years", 360}, {"year", 360}, {"mons", 30}, {"mon", 30}, {"days", 1}, {"day", 1}};
+        int64_t months, days;
+    } units[] = {{"years", 12, 0}, {"year", 12, 0}, {"mons", 1, 0},
+                 {"mon", 1, 0},    {"days", 0, 1},  {"day", 0, 1}};
     mg_cur c = {p, p + len};
-    if (cur_infinity(&c, span))
-        return c.p == c.end ? 0 : -1;
-    __int128 days = 0, us = 0;
     bool any = false;
+    *mon = *day = *us = 0;
     while (c.p < c.end) {
         if (any && !cur_lit(&c, " "))
             return -1;
@@ -855,16 +856,15 @@ static int mg_text_interval(const uint8_t *p, size_t len, __int128 *span)
         int sign = cur_lit(&c, "-") ? -1 : 1;
         if (sign > 0)
             cur_lit(&c, "+");
-        int64_t n, t, f;
+        int64_t n, f;
         if (cur_num(&c, 1, 18, &n) < 0)
             return -1;
         if (cur_lit(&c, ":")) {
             int64_t mi, s;
             if (cur_num(&c, 2, 2, &mi) < 0 || !cur_lit(&c, ":") || cur_num(&c, 2, 2, &s) < 0 ||
-                cur_frac(&c, &f) < 0)
+                cur_frac(&c, &f) < 0 || n >= INT64_MAX / 3600000000)
                 return -1;
-            t = ((n * 60 + mi) * 60 + s) * 1000000 + f;
-            us += sign * (__int128)t;
+            *us += sign * (((n * 60 + mi) * 60 + s) * 1000000 + f);
             continue;
         }
         size_t i;
@@ -872,13 +872,24 @@ static int mg_text_interval(const uint8_t *p, size_t len, __int128 *span)
             return -1;
         for (i = 0; i < sizeof units / sizeof units[0] && !cur_lit(&c, units[i].unit); i++)
             ;
-        if (i == sizeof units / sizeof units[0])
+        if (i == sizeof units / sizeof units[0] || n > INT32_MAX * INT64_C(12))
             return -1;
-        days += sign * (__int128)n * units[i].days;
+        *mon += sign * n * units[i].months;
+        *day += sign * n * units[i].days;
     }
-    if (!any)
+    return any ? 0 : -1;
+}
+
+/* An interval's span as interval_cmp_value computes it, a month 30 days and a day 24 hours. */
+static int mg_text_interval(const uint8_t *p, size_t len, __int128 *span)
+{
+    mg_cur c = {p, p + len};
+    if (cur_infinity(&c, span))
+        return c.p == c.end ? 0 : -1;
+    int64_t mon, day, us;
+    if (mg_text_interval_fields(p, len, &mon, &day, &us) < 0)
         return -1;
-    *span = days * MG_USECS_PER_DAY + us;
+    *span = ((__int128)mon * 30 + day) * MG_USECS_PER_DAY + us;
     return 0;
 }
 
@@ -1629,7 +1640,7 @@ static int mg_check_col(px_merge *m, int c)
 {
     const mg_type *t = &m->in[c];
     bool int8ish = t->cls == MG_INT && t->oid != MG_OID_OID;
-    bool summable = int8ish || t->cls == MG_FLOAT || t->cls == MG_NUMERIC;
+    bool summable = int8ish || t->cls == MG_FLOAT || t->cls == MG_NUMERIC || t->cls == MG_INTERVAL;
     switch (m->cols[c].kind) {
     case PRS_SC_PLAIN:
     case PRS_SC_GROUP:
@@ -1656,10 +1667,11 @@ static int mg_check_col(px_merge *m, int c)
     }
 }
 
-/* The merged rows' type of column c: avg becomes numeric, or float8 over a float sum. */
+/* The merged rows' type of column c: avg becomes numeric, or float8 over a float sum, and
+ * stays an interval over an interval sum. */
 static mg_type mg_out_type(const px_merge *m, int c)
 {
-    if (m->cols[c].kind != PRS_SC_AVG)
+    if (m->cols[c].kind != PRS_SC_AVG || m->in[c].cls == MG_INTERVAL)
         return m->in[c];
     return mg_type_of(m->in[c].cls == MG_FLOAT ? MG_OID_FLOAT8 : MG_OID_NUMERIC, m->in[c].fmt);
 }
@@ -1703,6 +1715,37 @@ static int mg_check_needs(px_merge *m)
     return 0;
 }
 
+/* A value the HAVING program takes as a condition (an operand of AND, OR, NOT, or the whole
+ * HAVING: `HAVING bool_and(b)`) must be boolean, as the server requires: the program is
+ * walked once with a stack of the columns it would push (-1 for anything else). */
+static int mg_check_having_truth(px_merge *m)
+{
+    const prs_scatter *pl = m->plan;
+    int st[PRS_SC_MAX_INSNS];
+    int sp = 0;
+    for (int i = 0; i < pl->ninsns; i++) {
+        uint8_t op = pl->having[i].op;
+        int pops = op <= PRS_SC_OP_NULL ? 0 : (op == PRS_SC_OP_NOT || op >= PRS_SC_OP_IS_NULL) ? 1 : 2;
+        bool cond = op == PRS_SC_OP_AND || op == PRS_SC_OP_OR || op == PRS_SC_OP_NOT;
+        if (sp < pops || op < PRS_SC_OP_COL || op > PRS_SC_OP_IS_NOT_NULL)
+            return mg_bad_plan(m, "the HAVING program");
+        for (int k = 0; k < pops; k++) {
+            int c = st[--sp];
+            if (cond && c >= 0 && m->out[c].cls != MG_BOOL)
+                return mg_fail(m, PGS_SQLSTATE_DATATYPE_MISMATCH,
+                               "pgshard: argument of HAVING must be type boolean, not type %u",
+                               m->out[c].oid);
+        }
+        st[sp++] = op == PRS_SC_OP_COL ? (int)pl->having[i].arg : -1;
+    }
+    if (sp > 1 || (sp == 1 && st[0] >= 0 && m->out[st[0]].cls != MG_BOOL))
+        return sp > 1 ? mg_bad_plan(m, "the HAVING program")
+                      : mg_fail(m, PGS_SQLSTATE_DATATYPE_MISMATCH,
+                                "pgshard: argument of HAVING must be type boolean, not type %u",
+                                m->out[st[0]].oid);
+    return 0;
+}
+
 static int mg_check_plan(px_merge *m)
 {
     const prs_scatter *pl = m->plan;
@@ -1735,6 +1778,8 @@ static int mg_check_plan(px_merge *m)
             (!pl->str || in->arg >= pl->str_len || !memchr(pl->str + in->arg, 0, pl->str_len - in->arg)))
             return mg_bad_plan(m, "a HAVING constant");
     }
+    if (mg_check_having_truth(m) < 0)
+        return -1;
     return mg_check_needs(m);
 }
 
@@ -1840,7 +1885,7 @@ static void mg_put_desc(px_merge *m, pgs_buf *out)
         pgs_buf_append_be32(out, avg ? 0 : f->table);
         pgs_buf_append_be16(out, avg ? 0 : f->attnum);
         pgs_buf_append_be32(out, m->out[c].oid);
-        pgs_buf_append_be16(out, avg ? (f8 ? 8 : 0xFFFF) : f->typlen);
+        pgs_buf_append_be16(out, avg ? (f8 ? 8 : m->out[c].cls == MG_INTERVAL ? 16 : 0xFFFF) : f->typlen);
         pgs_buf_append_be32(out, avg ? 0xFFFFFFFFu : f->typmod);
         pgs_buf_append_be16(out, f->format);
     }
@@ -1852,9 +1897,8 @@ static void mg_put_desc(px_merge *m, pgs_buf *out)
 /* A group key value as GROUP BY compares it: numeric without its display scale ('1.0' is
  * '1.00'), floats by value ('-0' is '0'), bpchar without trailing spaces, intervals by span
  * ('1 day' is '24:00:00'); other types by their bytes, which equal values share. */
-static int mg_key_val(px_merge *m, int c, mg_val v)
+static int mg_key_val(px_merge *m, const mg_type *t, mg_val v)
 {
-    const mg_type *t = &m->in[c];
     pgs_buf *k = &m->key;
     mg_key dk;
     if (v.len < 0)
@@ -1964,7 +2008,7 @@ static mg_group *mg_group_of(px_merge *m, const mg_val *vals, bool *fresh)
 {
     pgs_buf_clear(&m->key);
     for (int c = 0; c < m->ncols; c++) {
-        if (m->cols[c].kind == PRS_SC_GROUP && mg_key_val(m, c, vals[c]) < 0)
+        if (m->cols[c].kind == PRS_SC_GROUP && mg_key_val(m, &m->in[c], vals[c]) < 0)
             return m->failed ? NULL : (mg_oom(m), NULL);
     }
     if (pgs_buf_failed(&m->key) || (!m->hcap && mg_htab_grow(m) < 0))
@@ -2016,6 +2060,37 @@ static int mg_add_int(px_merge *m, int64_t *acc, int64_t x)
     return 0;
 }
 
+/* An interval's fields, from its text ('postgres' IntervalStyle) or binary form. */
+static int mg_interval_of(px_merge *m, const mg_type *t, mg_val v, int64_t *mon, int64_t *day, int64_t *us)
+{
+    if (t->fmt == 0) {
+        if (mg_text_interval_fields(v.p, (size_t)v.len, mon, day, us) < 0)
+            return mg_bad_value(m, t);
+        return 0;
+    }
+    if (v.len != 16)
+        return mg_bad_value(m, t);
+    *us = (int64_t)mg_be64(v.p);
+    *day = (int32_t)pgs_be32(v.p + 8);
+    *mon = (int32_t)pgs_be32(v.p + 12);
+    return 0;
+}
+
+/* interval_pl, field by field, with its overflow checks. */
+static int mg_add_interval(px_merge *m, int c, mg_acc *a, mg_val v)
+{
+    int64_t mon, day, us;
+    if (mg_interval_of(m, &m->in[c], v, &mon, &day, &us) < 0)
+        return -1;
+    if (mon < INT32_MIN || mon > INT32_MAX || day < INT32_MIN || day > INT32_MAX)
+        return mg_bad_value(m, &m->in[c]);
+    a->seen = true;
+    if (__builtin_add_overflow(a->mon, (int32_t)mon, &a->mon) ||
+        __builtin_add_overflow(a->day, (int32_t)day, &a->day) || __builtin_add_overflow(a->n, us, &a->n))
+        return mg_fail(m, PGS_SQLSTATE_DATETIME_FIELD_OVERFLOW, "pgshard: interval out of range");
+    return 0;
+}
+
 /* Adds one shard's sum into a SUM or AVG accumulator, in the sum's own type: int8 with
  * overflow checked (AVG's integer sums exactly, as numeric), floats as float4pl/float8pl
  * would, numeric exactly. */
@@ -2024,6 +2099,8 @@ static int mg_add_sum(px_merge *m, int c, mg_acc *a, mg_val v)
     const mg_type *t = &m->in[c];
     bool avg = m->cols[c].kind == PRS_SC_AVG;
     mg_key k;
+    if (t->cls == MG_INTERVAL)
+        return mg_add_interval(m, c, a, v);
     if (mg_decode(m, 0, t, v, &k) < 0)
         return -1;
     bool first = !a->seen;
@@ -2136,6 +2213,76 @@ static int mg_combine(px_merge *m, const uint8_t *body, size_t len)
     return 0;
 }
 
+/* An interval as interval_out writes it in the 'postgres' IntervalStyle (EncodeInterval):
+ * years and months from the months, days, then the time, signed when negative or when a
+ * negative field precedes it. */
+static void mg_interval_text(pgs_buf *b, int32_t month, int32_t day, int64_t us)
+{
+    int64_t parts[3] = {month / 12, month % 12, day};
+    static const char *const units[3] = {"year", "mon", "day"};
+    bool is_zero = true, is_before = false;
+    for (int i = 0; i < 3; i++) {
+        if (parts[i] == 0)
+            continue;
+        pgs_buf_appendf(b, "%s%s%" PRId64 " %s%s", is_zero ? "" : " ", is_before && parts[i] > 0 ? "+" : "",
+                        parts[i], units[i], parts[i] != 1 ? "s" : "");
+        is_before = parts[i] < 0;
+        is_zero = false;
+    }
+    int64_t hour = us / INT64_C(3600000000), rest = us - hour * INT64_C(3600000000);
+    int64_t min = rest / 60000000, sec = (rest - min * 60000000) / 1000000, fsec = rest % 1000000;
+    if (!is_zero && hour == 0 && min == 0 && sec == 0 && fsec == 0)
+        return;
+    bool minus = hour < 0 || min < 0 || sec < 0 || fsec < 0;
+    pgs_buf_appendf(b, "%s%s%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64, is_zero ? "" : " ",
+                    minus       ? "-"
+                    : is_before ? "+"
+                                : "",
+                    hour < 0 ? 0 - (uint64_t)hour : (uint64_t)hour, (uint64_t)llabs(min),
+                    (uint64_t)llabs(sec));
+    if (fsec == 0)
+        return;
+    char frac[8];
+    snprintf(frac, sizeof frac, "%06" PRIu64, (uint64_t)llabs(fsec));
+    int n = 6;
+    while (n > 0 && frac[n - 1] == '0')
+        n--;
+    pgs_buf_appendf(b, ".%.*s", n, frac);
+}
+
+/* interval_div(sum, count) as PostgreSQL 15's interval_avg computes it: the count as a
+ * float8, the fractions of months cascaded into days and of days into microseconds, each
+ * rounded to the microsecond (TSROUND). */
+static void mg_interval_div(int32_t *month, int32_t *day, int64_t *us, double factor)
+{
+    int32_t orig_month = *month, orig_day = *day;
+    int32_t rmonth = (int32_t)(orig_month / factor), rday = (int32_t)(orig_day / factor);
+    double month_remainder_days = (orig_month / factor - rmonth) * 30;
+    month_remainder_days = rint(month_remainder_days * 1000000.0) / 1000000.0;
+    double sec_remainder =
+        (orig_day / factor - rday + month_remainder_days - (int)month_remainder_days) * 86400;
+    sec_remainder = rint(sec_remainder * 1000000.0) / 1000000.0;
+    if (fabs(sec_remainder) >= 86400) {
+        rday += (int)(sec_remainder / 86400);
+        sec_remainder -= (int)(sec_remainder / 86400) * 86400;
+    }
+    rday += (int32_t)month_remainder_days;
+    *month = rmonth;
+    *day = rday;
+    *us = (int64_t)rint((double)*us / factor + sec_remainder * 1000000);
+}
+
+static void mg_put_interval(pgs_buf *b, const mg_type *t, int32_t month, int32_t day, int64_t us)
+{
+    if (t->fmt == 0) {
+        mg_interval_text(b, month, day, us);
+        return;
+    }
+    mg_put_be64(b, (uint64_t)us);
+    pgs_buf_append_be32(b, (uint32_t)day);
+    pgs_buf_append_be32(b, (uint32_t)month);
+}
+
 /* One column of a group's merged row into m->final. */
 static int mg_final_col(px_merge *m, mg_group *g, int c)
 {
@@ -2159,6 +2306,12 @@ static int mg_final_col(px_merge *m, mg_group *g, int c)
             return -1;
     } else if (kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR) {
         pgs_buf_append_u8(b, t->fmt ? a->flag : (a->flag ? 't' : 'f'));
+    } else if (t->cls == MG_INTERVAL) {
+        int32_t month = a->mon, day = a->day;
+        int64_t us = a->n;
+        if (kind == PRS_SC_AVG)
+            mg_interval_div(&month, &day, &us, (double)a->cnt);
+        mg_put_interval(b, t, month, day, us);
     } else if (t->cls == MG_FLOAT) {
         mg_put_float(b, t, kind == PRS_SC_AVG ? a->f / (double)a->cnt : a->f);
     } else if (kind == PRS_SC_SUM) {
@@ -2301,6 +2454,61 @@ static int mg_having(px_merge *m, const mg_val *vals, bool *pass)
     return 0;
 }
 
+/* ---- DISTINCT over groups ---- */
+
+/* SELECT DISTINCT with GROUP BY or aggregates: of the groups that passed HAVING, those whose
+ * visible columns equal an earlier one's (as GROUP BY compares them) are dropped. */
+static int mg_distinct(px_merge *m)
+{
+    size_t cap = 64, kept = 0;
+    while (cap < m->norder * 2)
+        cap *= 2;
+    uint64_t *hash = calloc(cap, sizeof *hash);
+    size_t *slot = calloc(cap, sizeof *slot); /* index into order + 1, 0 empty */
+    size_t *koff = malloc((m->norder + 1) * sizeof *koff);
+    pgs_buf keys = PGS_BUF_INIT;
+    int rc = !hash || !slot || !koff ? mg_oom(m) : 0;
+    for (size_t i = 0; rc == 0 && i < m->norder; i++) {
+        const mg_group *g = m->groups[m->order[i]];
+        mg_val vals[PRS_SC_MAX_COLS] = {{NULL, -1}};
+        rc = mg_parse_row(m, m->final.data + g->foff, g->flen, vals);
+        pgs_buf_clear(&m->key);
+        for (int c = 0; rc == 0 && c < m->nvisible; c++)
+            rc = mg_key_val(m, &m->out[c], vals[c]) < 0 ? (m->failed ? -1 : mg_oom(m)) : 0;
+        if (rc == 0 && pgs_buf_failed(&m->key))
+            rc = mg_oom(m);
+        if (rc)
+            break;
+        uint64_t h = mg_hash(m->key.data, m->key.len);
+        size_t at = h & (cap - 1);
+        bool dup = false;
+        for (; slot[at] && !dup; at = (at + 1) & (cap - 1)) {
+            size_t k = slot[at] - 1, len = koff[k + 1] - koff[k];
+            dup = hash[at] == h && len == m->key.len &&
+                  (len == 0 || (keys.data && memcmp(keys.data + koff[k], m->key.data, len) == 0));
+        }
+        if (dup)
+            continue;
+        koff[kept] = keys.len;
+        pgs_buf_append(&keys, m->key.data, m->key.len);
+        koff[kept + 1] = keys.len;
+        if (pgs_buf_failed(&keys)) {
+            rc = mg_oom(m);
+            break;
+        }
+        hash[at] = h;
+        slot[at] = kept + 1;
+        m->order[kept++] = m->order[i];
+    }
+    if (rc == 0)
+        m->norder = kept;
+    free(hash);
+    free(slot);
+    free(koff);
+    pgs_buf_free(&keys);
+    return rc;
+}
+
 /* ---- sorting groups ---- */
 
 typedef struct mg_sort_ctx {
@@ -2335,7 +2543,7 @@ static int mg_finalize(px_merge *m)
         if (!mg_group_of(m, none, &fresh))
             return -1;
     }
-    m->order = malloc((m->ngroups ? m->ngroups : 1) * sizeof *m->order);
+    m->order = calloc(m->ngroups ? m->ngroups : 1, sizeof *m->order);
     if (!m->order)
         return mg_oom(m);
     for (size_t g = 0; g < m->ngroups; g++) {
@@ -2348,6 +2556,8 @@ static int mg_finalize(px_merge *m)
         if (pass)
             m->order[m->norder++] = g;
     }
+    if (m->plan->distinct && mg_distinct(m) < 0)
+        return -1;
     if (m->plan->nsort) {
         mg_sort_ctx ctx = {m};
         qsort_r(m->order, m->norder, sizeof *m->order, mg_group_cmp, &ctx);

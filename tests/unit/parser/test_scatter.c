@@ -61,7 +61,11 @@ static void add(text_buf *t, const char *fmt, ...)
  * in '*', an avg names its count column, a sort item says nf/nl for its nulls. */
 static void plan_text(const prs_scatter *p, text_buf *t)
 {
-    add(t, "%s |", p->grouped ? "grouped" : p->shards_sorted ? "sorted" : "plain");
+    add(t, "%s%s |",
+        p->grouped         ? "grouped"
+        : p->shards_sorted ? "sorted"
+                           : "plain",
+        p->distinct ? " distinct" : "");
     if (p->ncols == 0)
         add(t, " all");
     if (p->ncols && p->nvisible == 0)
@@ -299,6 +303,46 @@ static const plan_case plans[] = {
      "pgshard_coll_4 FROM t",
      "grouped | count sum* min~3* plain* | - | limit -1 offset 0 | col1 col2 ne"},
 
+    /* a bare boolean as a condition (the merge checks the type) */
+    {"select a from t group by a having bool_and(b)",
+     "SELECT a, bool_and(b) AS pgshard_having_2, COLL(a) AS pgshard_coll_3 FROM t GROUP BY a",
+     "grouped | group~2 and* plain* | - | limit -1 offset 0 | col1"},
+    {"select a, b, count(*) from t group by a, b having b and not bool_or(c)",
+     "SELECT a, b, count(*), bool_or(c) AS pgshard_having_4, COLL(a) AS pgshard_coll_5, COLL(b) AS "
+     "pgshard_coll_6 FROM t GROUP BY a, b",
+     "grouped | group~4 group~5 count or* plain* plain* | - | limit -1 offset 0 | col1 col3 not and"},
+    {"select count(*) from t group by b having b",
+     "SELECT count(*), b AS pgshard_group_2, COLL(b) AS pgshard_coll_3 FROM t GROUP BY b",
+     "grouped | count group~2* plain* | - | limit -1 offset 0 | col1"},
+
+    /* DISTINCT over groups: the merge drops equal rows after HAVING, the shards do not */
+    {"select distinct count(*) from t group by a",
+     "SELECT count(*), a AS pgshard_group_2, COLL(a) AS pgshard_coll_3 FROM t GROUP BY a",
+     "grouped distinct | count group~2* plain* | - | limit -1 offset 0 | -"},
+    {"select distinct a, count(*) from t group by a order by 2 desc limit 3",
+     "SELECT a, count(*), COLL(a) AS pgshard_coll_3 FROM t GROUP BY a",
+     "grouped distinct | group~2 count plain* | 1 desc nf | limit 3 offset 0 | -"},
+    {"select distinct max(x) from t", "SELECT max(x), COLL(max(x)) AS pgshard_coll_2 FROM t",
+     "grouped distinct | max~1 plain* | - | limit -1 offset 0 | -"},
+
+    /* GROUP BY an output name: its position on the shards, and a probe that fails there when
+     * an input column has the name (PostgreSQL would group by that one) */
+    {"select a as g, count(*) from t group by g",
+     "SELECT a AS g, count(*), COLL(a) AS pgshard_coll_3 FROM t, (VALUES (NULL)) pgshard_probe(g) GROUP BY "
+     "1, "
+     "g",
+     "grouped | group~2 count plain* | - | limit -1 offset 0 | -"},
+    {"select lower(b), x + 1 as \"Y\", count(*) from t group by lower, \"Y\" order by \"Y\"",
+     "SELECT lower(b), x + 1 AS \"Y\", count(*), COLL(lower(b)) AS pgshard_coll_4, "
+     "pg_catalog.pg_collation_for(CASE WHEN false THEN CAST(x + 1 AS pg_catalog.text) END) AS "
+     "pgshard_coll_5 FROM t, (VALUES (NULL, NULL)) pgshard_probe(lower, \"Y\") GROUP BY 1, 2, lower, \"Y\"",
+     "grouped | group~3 group~4 count plain* plain* | 1 nl | limit -1 offset 0 | -"},
+    /* a name referenced elsewhere is an input column: grouped by it, as PostgreSQL does */
+    {"select t.g as x, lower(b) as g, count(*) from t group by g, lower(b), t.g",
+     "SELECT t.g AS x, lower(b) AS g, count(*), g AS pgshard_group_4, COLL(t.g) AS pgshard_coll_5, "
+     "COLL(lower(b)) AS pgshard_coll_6, COLL(g) AS pgshard_coll_7 FROM t GROUP BY g, lower(b), t.g",
+     "grouped | group~4 group~5 count group~6* plain* plain* plain* | - | limit -1 offset 0 | -"},
+
     /* DISTINCT */
     {"select distinct a, b from t",
      "SELECT DISTINCT a, b, COLL(a) AS pgshard_coll_3, COLL(b) AS pgshard_coll_4 FROM t",
@@ -401,10 +445,12 @@ static const refusal_case refusals[] = {
     {"select a, b, count(*) from t group by a", "0A000", "must be an aggregate or a GROUP BY expression"},
     {"select a, count(*) from t group by a order by b", "0A000", "ORDER BY with GROUP BY or aggregates"},
     {"select distinct a from t order by b", "42P10", "must appear in select list"},
-    {"select distinct a, count(*) from t group by a", "0A000", "DISTINCT together with GROUP BY"},
-    /* PostgreSQL takes k for an input column if t has one: then groups are not a's values */
-    {"select a as k, sum(x) from t group by k", "0A000", "GROUP BY k names an output column"},
-    {"select lower(a) as day, count(*) from t group by day", "0A000", "GROUP BY day names an output column"},
+    {"select distinct a, count(*) from t group by a order by sum(x)", "42P10", "must appear in select list"},
+    {"select lower(g) as g, count(*) from t group by g", "0A000", "must be an aggregate or a GROUP BY"},
+    {"select a as g, count(*) from t where g > 0 group by g", "0A000", "must be an aggregate or a GROUP BY"},
+    {"select a as k, b as k, sum(x) from t group by k", "42702", "GROUP BY \"k\" is ambiguous"},
+    {"select sum(x) as k from t group by k", "42803", "aggregate functions are not allowed in GROUP BY"},
+    {"select a from t group by a having 1", "0A000", "this HAVING cannot be evaluated"},
     {"select a, count(*) from t group by 3", "42P10", "GROUP BY position 3 is not in select list"},
     {"select count(*) from t group by 1", "42803", "aggregate functions are not allowed in GROUP BY"},
     {"select a from t order by 2", "42P10", "ORDER BY position 2 is not in select list"},
