@@ -1164,7 +1164,7 @@ static void fanout_finish(px_fanout *fo)
     for (int s = 0; fo->txn && cl->conn.w->px->has_replicas && s < fo->nshards; s++)
         if (fo->member[s]) /* read-your-writes: its reads there wait for this end */
             px_xact_memo(cl, s)->ryw_write_ns = uv_hrtime();
-    if (fo->failed && fo->mode == PX_FAN_COPY_IN)
+    if (fo->failed && fo->mode == PX_FAN_COPY_IN && !fo->in_txn) /* in one: nothing is kept */
         copy_failed_note(fo);
     if (!fo->failed && fo->merge && !fo->head_done)
         fanout_fail(fo, PGS_SQLSTATE_INTERNAL_ERROR,

@@ -780,18 +780,15 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     if (in_txn && every && (qc->flags & PRS_F_NO_TXN_BLOCK))
         return px_route_refuse(cl, PGS_SQLSTATE_ACTIVE_SQL_TRANSACTION,
                                "pgshard: this statement cannot run inside a transaction block");
-    if (in_txn &&
-        (copy || !w->conf->cfg->two_phase_commit || w->conf->cfg->pool_mode != CFG_POOL_TRANSACTION))
+    if (in_txn && (!w->conf->cfg->two_phase_commit || w->conf->cfg->pool_mode != CFG_POOL_TRANSACTION))
         return px_route_refuse(
             cl, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
-            copy ? "pgshard: COPY of a sharded table cannot run inside a transaction yet: run it on its "
-                   "own, outside BEGIN ... COMMIT"
-            : every
+            every
                 ? "pgshard: DDL goes to every shard, which inside a transaction needs two_phase_commit = on "
                   "(and transaction pooling): run it on its own, outside BEGIN ... COMMIT"
-                : "pgshard: a statement across shards (no tenant key) inside a transaction needs "
-                  "two_phase_commit = on (and transaction pooling): run it on its own, outside BEGIN ... "
-                  "COMMIT");
+                : "pgshard: a statement across shards (no tenant key, or COPY of a sharded table) inside a "
+                  "transaction needs two_phase_commit = on (and transaction pooling): run it on its own, "
+                  "outside BEGIN ... COMMIT");
     if (in_txn && sm_map_freezing(px_catalog_map(w->px->cat, w->id)))
         return px_route_refuse(cl, PGS_SQLSTATE_SERIALIZATION_FAILURE,
                                "pgshard: tenants are moving between shards, which a statement across shards "

@@ -21,7 +21,8 @@ the transaction did not run there):
      the transaction's own rows on every shard (others see none), as the transaction's first
      statement too and in the extended protocol; an omnisharded INSERT and DDL (CREATE TABLE)
      run in it and are committed or rolled back with it; an error in one makes later
-     statements get 25P02; without two-phase commit they are refused;
+     statements get 25P02; COPY FROM (split by key) and COPY TO run in it and see its rows;
+     without two-phase commit they are refused;
   7. pgshard killed after PREPARE and after the decision of such a transaction: after a
      restart, recovery leaves no prepared transaction and the transaction is wholly absent,
      or wholly committed, on every shard.
@@ -308,8 +309,26 @@ def fanouts(check, shards, t):
               rows_of(shards, "fanerr") == [0, 0, 0],
               "an error in a keyless read inside the transaction: 25P02 after it, COMMIT rolls back",
               f"{st} {st2} {st3} {cur.statusmessage}")
-        conn.close()
         other.close()
+
+        data = "".join(f"{t[s][0]}\t{90 + i}\tcopied\n" for s in (0, 1, 2) for i in range(5)).encode()
+        for end in ("ROLLBACK", "COMMIT"):
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][0]}, 89, 'copied')")
+            with conn.cursor().copy("COPY items (tenant_id, v, tag) FROM STDIN") as cp:
+                cp.write(data)
+            inside = conn.execute("SELECT count(*) FROM items WHERE tag = 'copied'").fetchone()[0]
+            out = bytearray()
+            with conn.cursor().copy("COPY items (tenant_id, v, tag) TO STDOUT") as cp:
+                for chunk in cp:
+                    out += chunk
+            copied_out = out.count(b"\tcopied\n")
+            conn.execute(end)
+            want = [0, 0, 0] if end == "ROLLBACK" else [5, 6, 5]
+            check(inside == 16 and copied_out == 16 and rows_of(shards, "copied") == want,
+                  f"COPY FROM and COPY TO inside the transaction see its rows; {end} applies to them",
+                  f"{inside} {copied_out} {rows_of(shards, 'copied')}")
+        conn.close()
 
         ext = psycopg.connect(host=CLUSTER.host, port=px.port, user=CLUSTER.user, password=CLUSTER.password,
                               dbname=CLUSTER.db, autocommit=False, prepare_threshold=None, connect_timeout=10)
