@@ -10,6 +10,7 @@ before importing this module (which imports pgwire), and imports need_psycopg fi
 import os
 import signal
 import subprocess
+import time
 
 import psycopg
 
@@ -115,6 +116,26 @@ def check_sequence_ranges(check, conn, shard_conn, table, nshards, label, more="
           and len(set(placed.values())) == nshards,
           f"{label}: serial and identity ids of a sharded table fall in their shard's range (s * 2^48 + 1), "
           f"unique across shards", f"{bad[:4]}")
+
+
+def on_shards(shards, sql, params=None):
+    """The first column of sql's first row on each shard's connection."""
+    return [c.execute(sql, params).fetchone()[0] for c in shards]
+
+
+def prepared(shards):
+    """Prepared transactions left on all the shards together."""
+    return sum(on_shards(shards, "SELECT count(*) FROM pg_prepared_xacts"))
+
+
+def wait_for(pred, timeout=20):
+    """Polls pred every 0.1 s until it holds (True) or timeout seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def insert_rows(conn, table, columns, rows):

@@ -204,6 +204,12 @@ class Proxy:
     def alive(self):
         return self.proc.poll() is None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         """SIGTERM; asserts exit 0 within 10 s and no sanitizer report in the log."""
         if self.proc.poll() is None:

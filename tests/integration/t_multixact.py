@@ -41,17 +41,10 @@ os.environ["PGWIRE_TEST"] = "t_multixact"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402,F401
 import diffcluster  # noqa: E402
+from diffcluster import on_shards, prepared, wait_for  # noqa: E402
 
 CLUSTER = diffcluster.Cluster("multixact-cluster", shards=3)
 TWOPC = dict(two_phase_commit="on", two_phase_recovery_interval_ms=200, two_phase_recovery_grace_ms=500)
-
-
-def on_shards(shards, sql, params=None):
-    return [c.execute(sql, params).fetchone()[0] for c in shards]
-
-
-def prepared(shards):
-    return sum(on_shards(shards, "SELECT count(*) FROM pg_prepared_xacts"))
 
 
 def decisions(shards):
@@ -60,17 +53,9 @@ def decisions(shards):
         shards[0].execute("SELECT count(*) FROM pgshard.transactions").fetchone()[0]
 
 
-def wait_for(pred, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def proxy(**keys):
-    return CLUSTER.proxy(sharded=("items",), omnisharded=("countries",), workers=2, pool_size=4, admin_users=CLUSTER.user, **keys)
+    return CLUSTER.proxy(sharded=("items",), omnisharded=("countries",), workers=2, pool_size=4,
+                         admin_users=CLUSTER.user, **keys)
 
 
 def rows_of(shards, tag):
@@ -105,8 +90,7 @@ def main():
 
 
 def simple(check, shards, t):
-    px = proxy(**TWOPC)
-    try:
+    with proxy(**TWOPC) as px:
         conn = CLUSTER.connect(px.port)
         other = CLUSTER.connect(px.port)
         conn.execute("BEGIN")
@@ -141,13 +125,10 @@ def simple(check, shards, t):
               f"{rows_of(shards, 'after')} {rows_of(shards, 'simple')}")
         conn.close()
         other.close()
-    finally:
-        px.stop()
 
 
 def failures(check, shards, t):
-    px = proxy(**TWOPC)
-    try:
+    with proxy(**TWOPC) as px:
         conn = CLUSTER.connect(px.port)
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[0][1]}, 1, 'rolled')")
@@ -196,13 +177,10 @@ def failures(check, shards, t):
         cur = conn.execute(f"SELECT count(*) FROM items WHERE tenant_id IN ({t[0][1]}, {t[1][1]})")
         check(cur.fetchone()[0] == 0, "the pool serves other clients after that")
         conn.close()
-    finally:
-        px.stop()
 
 
 def extended(check, shards, t):
-    px = proxy(**TWOPC)
-    try:
+    with proxy(**TWOPC) as px:
         conn = psycopg.connect(host=CLUSTER.host, port=px.port, user=CLUSTER.user, password=CLUSTER.password,
                                dbname=CLUSTER.db, autocommit=False, prepare_threshold=None, connect_timeout=10)
         for k in (t[1][0], t[2][0], t[1][0]):
@@ -218,13 +196,10 @@ def extended(check, shards, t):
         check(rows_of(shards, "ext") == [0, 2, 1], "psycopg's rollback of such a transaction",
               f"{rows_of(shards, 'ext')}")
         conn.close()
-    finally:
-        px.stop()
 
 
 def refusals(check, shards, t):
-    px = proxy(**TWOPC)
-    try:
+    with proxy(**TWOPC) as px:
         conn = CLUSTER.connect(px.port)
         for what, sql in (("SAVEPOINT", "SAVEPOINT a"),
                           ("a temporary table", "CREATE TEMP TABLE scratch (x int)"),
@@ -239,28 +214,23 @@ def refusals(check, shards, t):
                   f"{what} in a transaction over several shards is refused and it rolls back",
                   f"{st} {msg} {cur.statusmessage} {rows_of(shards, 'refused')}")
         conn.close()
-    finally:
-        px.stop()
 
 
 def without_twopc(check, shards, t):
-    px = proxy()
-    try:
+    with proxy() as px:
         conn = CLUSTER.connect(px.port)
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[0][0]}, 60, 'one')")
-        st, msg = diffcluster.sqlstate_of(lambda: conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][0]}, 60, 'one')"))
+        second = f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[1][0]}, 60, 'one')"
+        st, msg = diffcluster.sqlstate_of(lambda: conn.execute(second))
         conn.execute("ROLLBACK")
         check(st == "0A000" and "two_phase_commit = on" in msg, "without two-phase commit a second shard is refused",
               f"{st} {msg}")
         conn.close()
-    finally:
-        px.stop()
 
 
 def fanouts(check, shards, t):
-    px = proxy(**TWOPC)
-    try:
+    with proxy(**TWOPC) as px:
         conn = CLUSTER.connect(px.port)
         other = CLUSTER.connect(px.port)
         base = conn.execute("SELECT count(*) FROM items").fetchone()[0]
@@ -341,10 +311,7 @@ def fanouts(check, shards, t):
               "psycopg (extended protocol): a keyless read and an omnisharded UPDATE in its transaction",
               f"{got} {rows_of(shards, 'fanext')} {names}")
         ext.close()
-    finally:
-        px.stop()
-    px = proxy()
-    try:
+    with proxy() as px:
         conn = CLUSTER.connect(px.port)
         conn.execute("BEGIN")
         st, msg = diffcluster.sqlstate_of(lambda: conn.execute("SELECT count(*) FROM items"))
@@ -352,8 +319,6 @@ def fanouts(check, shards, t):
         check(st == "0A000" and "two_phase_commit = on" in msg,
               "without two-phase commit a keyless read inside a transaction is refused", f"{st} {msg}")
         conn.close()
-    finally:
-        px.stop()
 
 
 def crashes(check, shards, t):

@@ -33,25 +33,9 @@ os.environ["PGWIRE_TEST"] = "t_twopc"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgwire  # noqa: E402,F401
 import diffcluster  # noqa: E402
+from diffcluster import on_shards, prepared, wait_for  # noqa: E402
 
 CLUSTER = diffcluster.Cluster("twopc-cluster", shards=3)
-
-
-def on_shards(shards, sql, params=None):
-    return [c.execute(sql, params).fetchone()[0] for c in shards]
-
-
-def prepared(shards):
-    return sum(on_shards(shards, "SELECT count(*) FROM pg_prepared_xacts"))
-
-
-def wait_for(pred, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def proxy(**keys):
