@@ -1437,10 +1437,12 @@ static px_msg linked_refuse(px_client *cl, const pgs_frame *f, const px_sk_resul
                  "(a transaction over several shards needs two_phase_commit = on%s): nothing of it ran on "
                  "shard %d",
                  l->shard, sk->shard,
-                 !cl->conn.w->conf->cfg->two_phase_commit ? ""
-                 : l->replica                             ? ", and runs on primaries"
-                 : cl->x.begin.len == 0                   ? ", and a BEGIN sent on its own"
-                                                          : ", and no statement half done",
+                 !cl->conn.w->conf->cfg->two_phase_commit                   ? ""
+                 : cl->conn.w->conf->cfg->pool_mode != CFG_POOL_TRANSACTION ? ", and transaction pooling"
+                 : l->replica                                               ? ", and runs on primaries"
+                 : cl->x.begin.len == 0                                     ? ", and a BEGIN sent on its own"
+                 : sv->tx_status == PGS_TX_FAILED                           ? ", and no error in it"
+                                                                            : ", and no statement half done",
                  sk->shard);
         state = PGS_SQLSTATE_FEATURE_NOT_SUPPORTED;
         msg = buf;
