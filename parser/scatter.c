@@ -60,6 +60,8 @@ typedef struct planner {
     const char *probe_names[8]; /* borrowed from the tree */
     uint16_t probe_pos[PRS_SC_MAX_COLS];
     const char *find_name; /* borrowed: what visit_find_name looks for */
+    unsigned find_param;   /* what visit_count_param counts, and how often it was found */
+    unsigned param_uses;
     sc_col cols[PRS_SC_MAX_COLS];
 } planner;
 
@@ -788,14 +790,23 @@ static int col_agg_hidden(planner *p, const Node *n, const char *role, int *idx)
 
 /* ---- LIMIT / OFFSET ---- */
 
-/* A LIMIT or OFFSET value: -1 for none (absent, NULL, ALL), else the constant. */
-static int limit_value(planner *p, const Node *n, const char *what, int64_t *v)
+/* A LIMIT or OFFSET value: -1 for none (absent, NULL, ALL), else the constant; *param the
+ * number of a bare parameter ($n), whose value only the Bind gives, else 0. */
+static int limit_value(planner *p, const Node *n, const char *what, int64_t *v, uint16_t *param)
 {
     *v = -1;
+    *param = 0;
     if (!n)
         return SC_OK;
+    if (n->node_case == PG_QUERY__NODE__NODE_PARAM_REF && n->param_ref->number > 0 &&
+        n->param_ref->number <= UINT16_MAX) {
+        *param = (uint16_t)n->param_ref->number;
+        return SC_OK;
+    }
     if (n->node_case != PG_QUERY__NODE__NODE_A_CONST)
-        return refuse(p, "pgshard: a cross-shard %s must be a constant (not a parameter or an expression)",
+        return refuse(p,
+                      "pgshard: a cross-shard %s must be a constant or a bare parameter ($n), not an "
+                      "expression",
                       what);
     const PgQuery__AConst *c = n->a_const;
     if (c->isnull)
@@ -818,16 +829,47 @@ static int limit_value(planner *p, const Node *n, const char *what, int64_t *v)
     return SC_OK;
 }
 
+static int visit_count_param(planner *p, const Node *n)
+{
+    if (n->node_case == PG_QUERY__NODE__NODE_PARAM_REF && n->param_ref->number == (int32_t)p->find_param)
+        p->param_uses++;
+    return SC_OK;
+}
+
+/* The value bound to a LIMIT or OFFSET parameter is read from the Bind and replaced in the
+ * shards' Bind: that is exact only when nothing else in the statement reads it. */
+static int limit_param_alone(planner *p, uint16_t param, const char *what)
+{
+    if (!param)
+        return SC_OK;
+    p->find_param = param;
+    p->param_uses = 0;
+    int rc = walk_msg(p, (const ProtobufCMessage *)p->s, visit_count_param, 0);
+    if (rc == SC_OK && p->param_uses != 1)
+        rc = refuse(p,
+                    "pgshard: the parameter $%u of a cross-shard %s is replaced in the shards' Bind, so it "
+                    "may not be used elsewhere in the statement: bind its value twice",
+                    (unsigned)param, what);
+    return rc;
+}
+
 static int plan_limit(planner *p)
 {
     int64_t lim = -1, off = -1;
-    int rc = limit_value(p, p->s->limit_count, "LIMIT", &lim);
+    uint16_t lim_param = 0, off_param = 0;
+    int rc = limit_value(p, p->s->limit_count, "LIMIT", &lim, &lim_param);
     if (rc == SC_OK)
-        rc = limit_value(p, p->s->limit_offset, "OFFSET", &off);
+        rc = limit_value(p, p->s->limit_offset, "OFFSET", &off, &off_param);
+    if (rc == SC_OK)
+        rc = limit_param_alone(p, lim_param, "LIMIT");
+    if (rc == SC_OK)
+        rc = limit_param_alone(p, off_param, "OFFSET");
     if (rc)
         return rc;
     p->out->limit = lim;
     p->out->offset = off < 0 ? 0 : off;
+    p->out->limit_param = lim_param;
+    p->out->offset_param = off_param;
     return SC_OK;
 }
 
@@ -1461,19 +1503,41 @@ static int visible_avg_rewrite(planner *p, unsigned i)
     return func_rename(rt->val, "sum");
 }
 
+/* Keeps the LIMIT and OFFSET parameters where they are (the server types them from their
+ * place; the caller rebinds them) and drops the constants. */
+static void shard_limit_params(planner *p)
+{
+    PgQuery__SelectStmt *s = p->s;
+    if (!p->out->offset_param) {
+        node_free(s->limit_offset);
+        s->limit_offset = NULL;
+    }
+    if (!p->out->limit_param) {
+        node_free(s->limit_count);
+        s->limit_count = NULL;
+        s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    }
+}
+
+/* The shards' LIMIT when they return plain or sorted rows: LIMIT + OFFSET rows and no
+ * OFFSET, as the merge applies both. With parameters, see prs_scatter's limit_param: a
+ * constant OFFSET under LIMIT $n is added to $n's value by the caller. */
 static int set_shard_limit(planner *p)
 {
     PgQuery__SelectStmt *s = p->s;
+    if (p->out->limit_param || p->out->offset_param) {
+        shard_limit_params(p);
+        return SC_OK;
+    }
     node_free(s->limit_offset);
     s->limit_offset = NULL;
     node_free(s->limit_count);
     s->limit_count = NULL;
+    s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
     int64_t lim = p->out->limit, off = p->out->offset;
     /* Past INT64_MAX the shards can as well return everything. */
-    if (lim < 0 || lim > INT64_MAX - off) {
-        s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    if (lim < 0 || lim > INT64_MAX - off)
         return SC_OK;
-    }
     s->limit_count = const_int_new(lim + off);
     s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_COUNT;
     return s->limit_count ? SC_OK : SC_ENOMEM;
@@ -1590,11 +1654,9 @@ static int rewrite(planner *p)
     if (!p->out->grouped)
         return set_shard_limit(p);
     nodes_free(&s->n_sort_clause, &s->sort_clause);
-    node_free(s->limit_offset);
-    s->limit_offset = NULL;
-    node_free(s->limit_count);
-    s->limit_count = NULL;
-    s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    /* Groups are limited after the merge: the shards return all of theirs (a parameter
+     * stays, bound to NULL). */
+    shard_limit_params(p);
     return SC_OK;
 }
 
@@ -1850,9 +1912,13 @@ void prs_scatter_describe(const prs_scatter *p, char *buf, size_t cap)
     } else {
         desc_add(&d, "concat");
     }
-    if (p->offset)
+    if (p->offset_param)
+        desc_add(&d, "; offset $%u", (unsigned)p->offset_param);
+    else if (p->offset)
         desc_add(&d, "; offset %lld", (long long)p->offset);
-    if (p->limit >= 0)
+    if (p->limit_param)
+        desc_add(&d, "; limit $%u", (unsigned)p->limit_param);
+    else if (p->limit >= 0)
         desc_add(&d, "; limit %lld", (long long)p->limit);
     if (p->ncols > p->nvisible)
         desc_add(&d, "; hide %u-%u", p->nvisible + 1u, (unsigned)p->ncols);

@@ -103,6 +103,17 @@ typedef struct prs_scatter {
     prs_sc_sort sort[PRS_SC_MAX_SORT];
     int64_t limit;  /* rows after OFFSET, -1 = no LIMIT */
     int64_t offset; /* 0 = none */
+    /* LIMIT $n / OFFSET $m in the extended protocol: n and m (1-based), 0 for a constant or
+     * none. Each is a parameter used nowhere else in the statement, and the two differ. The
+     * shard query keeps them where they are (so the server types them as usual, bigint when
+     * undeclared); the values are the client's Bind's, which the caller reads into limit and
+     * offset before the merge and replaces in the shards' Bind: LIMIT by limit + offset and
+     * OFFSET by NULL when the shards return sorted or plain rows (shards_sorted or not
+     * grouped), both by NULL when grouped (the merge limits the merged groups). With a
+     * constant LIMIT and OFFSET $m, the shard query has no LIMIT (the shards cannot be asked
+     * for LIMIT + $m rows) and OFFSET $m bound to NULL. */
+    uint16_t limit_param;
+    uint16_t offset_param;
     uint8_t ninsns; /* HAVING program, 0 = no HAVING */
     prs_sc_insn having[PRS_SC_MAX_INSNS];
     char *str; /* owned (malloc) or NULL: the HAVING constants, NUL-terminated, at offsets */

@@ -313,7 +313,7 @@ as_is:
 /* What a shard is sent: sql as a Query, or in the client's extended form (with part, the
  * parameters of a split INSERT's part). */
 static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const px_fanout_ext *e,
-                             bool describe, const prs_insert_part *part)
+                             bool describe, const prs_insert_part *part, const pgs_buf *bind)
 {
     if (!e) {
         pgs_msg_query(b, sql);
@@ -334,6 +334,8 @@ static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const p
     pgs_buf_append(b, "\0", 2);
     if (part)
         part_bind(b, e->bind, e->bind_len, part);
+    else if (bind)
+        fanout_bind_rest(b, bind->data, bind->len, &fo->plan);
     else
         fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
     pgs_msg_end(b, m);
@@ -350,9 +352,9 @@ static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const p
     pgs_msg_end(b, m);
 }
 
-static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe)
+static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe, const pgs_buf *bind)
 {
-    fanout_build_one(fo, &fo->req, fo->plan.sql, e, describe, NULL);
+    fanout_build_one(fo, &fo->req, fo->plan.sql, e, describe, NULL, bind);
 }
 
 /* A split INSERT: each shard's statement (a shard without rows only begins and commits). */
@@ -366,7 +368,7 @@ static int fanout_build_split(px_fanout *fo, const px_fanout_ext *e)
         const prs_insert_part *pt = &fo->ins->parts[k];
         if (pt->shard < 0 || pt->shard >= fo->nshards)
             return -1;
-        fanout_build_one(fo, &fo->reqs[pt->shard], pt->sql, e, fo->describe, pt);
+        fanout_build_one(fo, &fo->reqs[pt->shard], pt->sql, e, fo->describe, pt, NULL);
         if (pgs_buf_failed(&fo->reqs[pt->shard]))
             return -1;
     }
@@ -893,7 +895,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->describe = ext && ext->describe;
     fo->head_done = !ext || every;
     /* A merge needs every shard's RowDescription; a broadcast relays what the client asked. */
-    fanout_build_req(fo, ext, fo->mode == PX_FAN_READ || fo->describe);
+    fanout_build_req(fo, ext, fo->mode == PX_FAN_READ || fo->describe, rq->bind);
     if (ext && ext->parse_name) {
         fo->parse_name = strdup(ext->parse_name);
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);
