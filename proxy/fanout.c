@@ -198,7 +198,8 @@ static void fanout_send_sql(px_server *sv, const char *sql)
 }
 
 /* The Bind's rest (parameter formats, parameters, result formats) for the shard query: when
- * the client gave one format per column, the hidden columns are asked in text. */
+ * the client gave one format per column, the hidden columns are asked in text (under *,
+ * after the client's, which are those * gives). */
 static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_scatter *plan)
 {
     pgs_reader rd = pgs_reader_make(p, n);
@@ -213,12 +214,15 @@ static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_s
             goto as_is;
     }
     size_t at = (size_t)(rd.p - p);
-    if (pgs_rd_be16(&rd, &nr) < 0 || nr <= 1 || plan->ncols <= nr || rd.left != (size_t)nr * 2)
+    if (pgs_rd_be16(&rd, &nr) < 0 || nr <= 1 || rd.left != (size_t)nr * 2)
+        goto as_is;
+    size_t ncols = plan->ncols ? plan->ncols : (size_t)nr + plan->star_hidden;
+    if (ncols <= nr || ncols > UINT16_MAX)
         goto as_is;
     pgs_buf_append(b, p, at);
-    pgs_buf_append_be16(b, plan->ncols);
+    pgs_buf_append_be16(b, (uint16_t)ncols);
     pgs_buf_append(b, rd.p, rd.left);
-    for (uint16_t i = nr; i < plan->ncols; i++)
+    for (size_t i = nr; i < ncols; i++)
         pgs_buf_append_be16(b, 0);
     return;
 as_is:

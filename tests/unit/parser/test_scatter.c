@@ -68,6 +68,9 @@ static void plan_text(const prs_scatter *p, text_buf *t)
         p->distinct ? " distinct" : "");
     if (p->ncols == 0)
         add(t, " all");
+    for (unsigned i = 0; i < p->star_hidden; i++) /* "+plain~1*": hidden after * */
+        add(t, " +%s~%u*", p->cols[i].kind < N(kind_text) ? kind_text[p->cols[i].kind] : "?",
+            p->cols[i].coll ? p->cols[i].coll - 1u : 99u);
     if (p->ncols && p->nvisible == 0)
         add(t, " none-visible");
     for (unsigned i = 0; i < p->ncols; i++) {
@@ -85,7 +88,8 @@ static void plan_text(const prs_scatter *p, text_buf *t)
     if (p->nsort == 0)
         add(t, " -");
     for (unsigned i = 0; i < p->nsort; i++)
-        add(t, "%s %u%s %s", i ? "," : "", p->sort[i].col, p->sort[i].desc ? " desc" : "",
+        add(t, "%s %s%u%s %s", i ? "," : "", p->sort[i].col & PRS_SC_SORT_HIDDEN ? "+" : "",
+            p->sort[i].col & ~PRS_SC_SORT_HIDDEN, p->sort[i].desc ? " desc" : "",
             p->sort[i].nulls_first ? "nf" : "nl");
     if (p->limit_param)
         add(t, " | limit $%u", (unsigned)p->limit_param);
@@ -119,6 +123,18 @@ static const plan_case plans[] = {
     {"select * from t", "SELECT * FROM t", "plain | all | - | limit -1 offset 0 | -"},
     {"select * from t order by 2 desc", "SELECT * FROM t ORDER BY 2 DESC",
      "sorted | all | 1 desc nf | limit -1 offset 0 | -"},
+    /* under *, hidden columns after the ones * gives; the sort names them +n (from 0 among them) */
+    {"select * from t order by a",
+     "SELECT *, a AS pgshard_sort_2, COLL(a) AS pgshard_coll_3 FROM t ORDER BY a",
+     "sorted | all +plain~1* +plain~99* | +0 nl | limit -1 offset 0 | -"},
+    {"select *, lower(a) as l from t order by l desc nulls first, 1 limit 3",
+     "SELECT *, lower(a) AS l, lower(a) AS pgshard_sort_3, COLL(lower(a)) AS pgshard_coll_4 FROM t ORDER BY "
+     "l DESC NULLS FIRST, 1 LIMIT 3",
+     "sorted | all +plain~1* +plain~99* | +0 desc nf, 0 nl | limit 3 offset 0 | -"},
+    {"select t.* from t order by b + 1, 2, b + 1",
+     "SELECT t.*, b + 1 AS pgshard_sort_2, pg_catalog.pg_collation_for(CASE WHEN false THEN CAST(b + 1 AS "
+     "pg_catalog.text) END) AS pgshard_coll_3 FROM t ORDER BY b + 1, 2, b + 1",
+     "sorted | all +plain~1* +plain~99* | +0 nl, 1 nl, +0 nl | limit -1 offset 0 | -"},
     {"select t.*, 1 from t order by 1 limit 5", "SELECT t.*, 1 FROM t ORDER BY 1 LIMIT 5",
      "sorted | all | 0 nl | limit 5 offset 0 | -"},
     {"select a from t where tenant_id in (1, 2) and b > $1",
@@ -471,8 +487,6 @@ static const refusal_case refusals[] = {
     {"select a from t for update", "0A000", "FOR UPDATE/SHARE"},
     {"select a into x from t", "0A000", "SELECT INTO"},
     {"select a from t order by a using <", "0A000", "USING"},
-    {"select * from t order by a", "0A000", "with SELECT *"},
-    {"select *, lower(a) as l from t order by l", "0A000", "with SELECT *"},
     {"select * from t group by a", "0A000", "SELECT * with GROUP BY"},
     {"select distinct * from t", "0A000", "SELECT DISTINCT *"},
     {"select a, b, count(*) from t group by a", "0A000", "must be an aggregate or a GROUP BY expression"},
