@@ -4,6 +4,7 @@
  * fanout.c's. */
 #include "proxy/limitbind.h"
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -208,7 +209,8 @@ static bool lb_shard_limit(const prs_scatter *plan, uint32_t type, char *buf, si
     lb_range(type, &lo, &hi);
     if (plan->grouped || plan->limit < 0 || plan->limit > hi - plan->offset)
         return false;
-    int n = snprintf(buf, cap, "%lld", (long long)(plan->limit + plan->offset));
+    int64_t rows = plan->limit + plan->offset;
+    int n = snprintf(buf, cap, "%" PRId64, rows);
     return n > 0 && (size_t)n < cap;
 }
 
