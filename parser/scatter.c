@@ -59,7 +59,10 @@ typedef struct planner {
     unsigned nprobes;
     const char *probe_names[8]; /* borrowed from the tree */
     uint16_t probe_pos[PRS_SC_MAX_COLS];
-    const char *find_name; /* borrowed: what visit_find_name looks for */
+    const char *find_name;             /* borrowed: what visit_find_name looks for */
+    bool sort_hidden[PRS_SC_MAX_SORT]; /* out->sort[k] is on a hidden column */
+    unsigned find_param;               /* what visit_count_param counts, and how often it was found */
+    unsigned param_uses;
     sc_col cols[PRS_SC_MAX_COLS];
 } planner;
 
@@ -788,14 +791,23 @@ static int col_agg_hidden(planner *p, const Node *n, const char *role, int *idx)
 
 /* ---- LIMIT / OFFSET ---- */
 
-/* A LIMIT or OFFSET value: -1 for none (absent, NULL, ALL), else the constant. */
-static int limit_value(planner *p, const Node *n, const char *what, int64_t *v)
+/* A LIMIT or OFFSET value: -1 for none (absent, NULL, ALL), else the constant; *param the
+ * number of a bare parameter ($n), whose value only the Bind gives, else 0. */
+static int limit_value(planner *p, const Node *n, const char *what, int64_t *v, uint16_t *param)
 {
     *v = -1;
+    *param = 0;
     if (!n)
         return SC_OK;
+    if (n->node_case == PG_QUERY__NODE__NODE_PARAM_REF && n->param_ref->number > 0 &&
+        n->param_ref->number <= UINT16_MAX) {
+        *param = (uint16_t)n->param_ref->number;
+        return SC_OK;
+    }
     if (n->node_case != PG_QUERY__NODE__NODE_A_CONST)
-        return refuse(p, "pgshard: a cross-shard %s must be a constant (not a parameter or an expression)",
+        return refuse(p,
+                      "pgshard: a cross-shard %s must be a constant or a bare parameter ($n), not an "
+                      "expression",
                       what);
     const PgQuery__AConst *c = n->a_const;
     if (c->isnull)
@@ -818,16 +830,47 @@ static int limit_value(planner *p, const Node *n, const char *what, int64_t *v)
     return SC_OK;
 }
 
+static int visit_count_param(planner *p, const Node *n)
+{
+    if (n->node_case == PG_QUERY__NODE__NODE_PARAM_REF && n->param_ref->number == (int32_t)p->find_param)
+        p->param_uses++;
+    return SC_OK;
+}
+
+/* The value bound to a LIMIT or OFFSET parameter is read from the Bind and replaced in the
+ * shards' Bind: that is exact only when nothing else in the statement reads it. */
+static int limit_param_alone(planner *p, uint16_t param, const char *what)
+{
+    if (!param)
+        return SC_OK;
+    p->find_param = param;
+    p->param_uses = 0;
+    int rc = walk_msg(p, (const ProtobufCMessage *)p->s, visit_count_param, 0);
+    if (rc == SC_OK && p->param_uses != 1)
+        rc = refuse(p,
+                    "pgshard: the parameter $%u of a cross-shard %s is replaced in the shards' Bind, so it "
+                    "may not be used elsewhere in the statement: bind its value twice",
+                    (unsigned)param, what);
+    return rc;
+}
+
 static int plan_limit(planner *p)
 {
     int64_t lim = -1, off = -1;
-    int rc = limit_value(p, p->s->limit_count, "LIMIT", &lim);
+    uint16_t lim_param = 0, off_param = 0;
+    int rc = limit_value(p, p->s->limit_count, "LIMIT", &lim, &lim_param);
     if (rc == SC_OK)
-        rc = limit_value(p, p->s->limit_offset, "OFFSET", &off);
+        rc = limit_value(p, p->s->limit_offset, "OFFSET", &off, &off_param);
+    if (rc == SC_OK)
+        rc = limit_param_alone(p, lim_param, "LIMIT");
+    if (rc == SC_OK)
+        rc = limit_param_alone(p, off_param, "OFFSET");
     if (rc)
         return rc;
     p->out->limit = lim;
     p->out->offset = off < 0 ? 0 : off;
+    p->out->limit_param = lim_param;
+    p->out->offset_param = off_param;
     return SC_OK;
 }
 
@@ -882,15 +925,16 @@ static int sort_resolve(planner *p, const Node *e)
             return col_position_known(p, i) ? (int)i : -1;
     }
     int i = col_find_expr(p, e);
-    if (i >= 0 && !col_position_known(p, (unsigned)i))
-        return -1;
+    if (i >= 0 && (unsigned)i < p->nvisible && !col_position_known(p, (unsigned)i))
+        return -1; /* a hidden column's place is known (after * under it) */
     return i;
 }
 
-static int sort_add(planner *p, int col, const PgQuery__SortBy *sb)
+static int sort_add(planner *p, int col, const PgQuery__SortBy *sb, bool hidden)
 {
     if (p->out->nsort >= PRS_SC_MAX_SORT)
         return refuse(p, "pgshard: a cross-shard ORDER BY may have at most %d items", PRS_SC_MAX_SORT);
+    p->sort_hidden[p->out->nsort] = hidden;
     prs_sc_sort *s = &p->out->sort[p->out->nsort++];
     s->col = (uint16_t)col;
     s->desc = sb->sortby_dir == PG_QUERY__SORT_BY_DIR__SORTBY_DESC;
@@ -899,23 +943,37 @@ static int sort_add(planner *p, int col, const PgQuery__SortBy *sb)
     return SC_OK;
 }
 
+/* The expression a hidden sort column computes for an ORDER BY item: the select list's
+ * expression of the output column it names (one after a *, whose position is not known),
+ * else the item itself. Under * a bare name may also be a column * expands to, which is the
+ * input column of that name: the same value (when it is not, the name is ambiguous and the
+ * shards fail as the server would, 42702, for they keep the ORDER BY). */
+static const Node *sort_hidden_expr(const planner *p, const Node *e)
+{
+    const char *name = bare_name(e);
+    for (unsigned i = 0; name && i < p->nvisible; i++)
+        if (!is_star_ref(p->cols[i].expr) && strcmp(target_name(visible_target(p, i)), name) == 0)
+            return p->cols[i].expr;
+    return e;
+}
+
 /* Rows that are not grouped: an ORDER BY expression not selected is added as a hidden
- * column, which the shards sort by as well. */
+ * column, which the shards sort by as well. Under * the hidden columns follow the ones *
+ * expands to, which the merge counts from the end of the RowDescription. */
 static int sort_plain(planner *p, const PgQuery__SortBy *sb)
 {
+    int64_t pos;
+    bool positional = int_const(sb->node, &pos);
     int col = sort_resolve(p, sb->node);
     if (col == -2)
         return SC_REFUSED;
     if (col == -1) {
-        if (p->star)
-            return refuse(p, "pgshard: with SELECT * a cross-shard ORDER BY must name a selected column or "
-                             "position: list the columns, or select the expression");
-        int rc = col_add(p, sb->node, PRS_SC_PLAIN, true, "sort");
+        int rc = col_add(p, sort_hidden_expr(p, sb->node), PRS_SC_PLAIN, true, "sort");
         if (rc)
             return rc;
         col = (int)p->ncols - 1;
     }
-    return sort_add(p, col, sb);
+    return sort_add(p, col, sb, !positional && (unsigned)col >= p->nvisible);
 }
 
 static int sort_grouped(planner *p, const PgQuery__SortBy *sb, bool distinct)
@@ -936,7 +994,7 @@ static int sort_grouped(planner *p, const PgQuery__SortBy *sb, bool distinct)
         if (rc)
             return rc;
     }
-    return sort_add(p, col, sb);
+    return sort_add(p, col, sb, (unsigned)col >= p->nvisible);
 }
 
 static int plan_sort(planner *p, bool grouped, bool distinct)
@@ -1461,19 +1519,41 @@ static int visible_avg_rewrite(planner *p, unsigned i)
     return func_rename(rt->val, "sum");
 }
 
+/* Keeps the LIMIT and OFFSET parameters where they are (the server types them from their
+ * place; the caller rebinds them) and drops the constants. */
+static void shard_limit_params(planner *p)
+{
+    PgQuery__SelectStmt *s = p->s;
+    if (!p->out->offset_param) {
+        node_free(s->limit_offset);
+        s->limit_offset = NULL;
+    }
+    if (!p->out->limit_param) {
+        node_free(s->limit_count);
+        s->limit_count = NULL;
+        s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    }
+}
+
+/* The shards' LIMIT when they return plain or sorted rows: LIMIT + OFFSET rows and no
+ * OFFSET, as the merge applies both. With parameters, see prs_scatter's limit_param: a
+ * constant OFFSET under LIMIT $n is added to $n's value by the caller. */
 static int set_shard_limit(planner *p)
 {
     PgQuery__SelectStmt *s = p->s;
+    if (p->out->limit_param || p->out->offset_param) {
+        shard_limit_params(p);
+        return SC_OK;
+    }
     node_free(s->limit_offset);
     s->limit_offset = NULL;
     node_free(s->limit_count);
     s->limit_count = NULL;
+    s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
     int64_t lim = p->out->limit, off = p->out->offset;
     /* Past INT64_MAX the shards can as well return everything. */
-    if (lim < 0 || lim > INT64_MAX - off) {
-        s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    if (lim < 0 || lim > INT64_MAX - off)
         return SC_OK;
-    }
     s->limit_count = const_int_new(lim + off);
     s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_COUNT;
     return s->limit_count ? SC_OK : SC_ENOMEM;
@@ -1590,11 +1670,9 @@ static int rewrite(planner *p)
     if (!p->out->grouped)
         return set_shard_limit(p);
     nodes_free(&s->n_sort_clause, &s->sort_clause);
-    node_free(s->limit_offset);
-    s->limit_offset = NULL;
-    node_free(s->limit_count);
-    s->limit_count = NULL;
-    s->limit_option = PG_QUERY__LIMIT_OPTION__LIMIT_OPTION_DEFAULT;
+    /* Groups are limited after the merge: the shards return all of theirs (a parameter
+     * stays, bound to NULL). */
+    shard_limit_params(p);
     return SC_OK;
 }
 
@@ -1608,12 +1686,32 @@ static int deparse(planner *p, PgQuery__ParseResult *tree)
                    : SC_OK;
 }
 
+/* SELECT * with hidden columns: they are described apart from the columns * expands to,
+ * indexed from the first of them. */
+static void plan_fill_star(planner *p)
+{
+    prs_scatter *o = p->out;
+    unsigned v = p->nvisible;
+    o->star_hidden = (uint16_t)(p->ncols - v);
+    for (unsigned i = v; i < p->ncols; i++) {
+        prs_sc_col *c = &o->cols[i - v];
+        c->kind = p->cols[i].kind;
+        c->hidden = true;
+        c->coll = p->cols[i].coll ? (uint16_t)(p->cols[i].coll - v) : 0;
+    }
+    for (unsigned k = 0; k < o->nsort; k++)
+        if (p->sort_hidden[k])
+            o->sort[k].col = (uint16_t)(PRS_SC_SORT_HIDDEN | (o->sort[k].col - v));
+}
+
 static void plan_fill(planner *p)
 {
     prs_scatter *o = p->out;
-    /* SELECT * without hidden columns: ncols = nvisible = 0, all columns plain and visible. */
-    if (p->star && p->ncols == p->nvisible) {
+    /* SELECT *: ncols = nvisible = 0, all columns * gives plain and visible. */
+    if (p->star) {
         o->ncols = o->nvisible = 0;
+        if (p->ncols > p->nvisible)
+            plan_fill_star(p);
         return;
     }
     o->ncols = (uint16_t)p->ncols;
@@ -1632,7 +1730,7 @@ static bool col_compared(const planner *p, unsigned i)
 {
     const prs_scatter *o = p->out;
     for (unsigned k = 0; k < o->nsort; k++)
-        if (o->sort[k].col == i)
+        if (o->sort[k].col == i && (!p->star || p->sort_hidden[k]))
             return true;
     if (!o->grouped)
         return false;
@@ -1649,14 +1747,12 @@ static bool col_compared(const planner *p, unsigned i)
  * that very expression, which is a column's own (`COLLATE "C"` in the table, a domain's),
  * an explicit COLLATE, or the database's. The planner cannot see it; each shard can say:
  * every compared column gets a hidden pg_collation_for() of its expression, read by the
- * merge from each shard's first row. Counts, sums and averages are never text. Under * the
- * columns are unknown: the merge refuses to order text there. */
+ * merge from each shard's first row. Counts, sums and averages are never text. Under * only
+ * the hidden columns are known: the merge refuses to order text by a position there. */
 static int plan_collations(planner *p)
 {
-    if (p->star)
-        return SC_OK;
     unsigned n = p->ncols;
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = p->star ? p->nvisible : 0; i < n; i++) {
         uint8_t kind = p->cols[i].kind;
         if (p->cols[i].avg_count || p->cols[i].avg_self || kind == PRS_SC_COUNT || kind == PRS_SC_SUM ||
             kind == PRS_SC_AVG || kind == PRS_SC_BOOL_AND || kind == PRS_SC_BOOL_OR || !col_compared(p, i))
@@ -1826,7 +1922,10 @@ static void describe_sort(const prs_scatter *p, desc_buf *d, const char *lead)
 {
     for (unsigned i = 0; i < p->nsort; i++) {
         const prs_sc_sort *s = &p->sort[i];
-        desc_add(d, "%s%u", i ? ", " : lead, s->col + 1u);
+        if (s->col & PRS_SC_SORT_HIDDEN)
+            desc_add(d, "%slast %u", i ? ", " : lead, (s->col & ~PRS_SC_SORT_HIDDEN) + 1u);
+        else
+            desc_add(d, "%s%u", i ? ", " : lead, s->col + 1u);
         if (s->desc)
             desc_add(d, " desc");
         if (s->nulls_first != s->desc)
@@ -1850,10 +1949,16 @@ void prs_scatter_describe(const prs_scatter *p, char *buf, size_t cap)
     } else {
         desc_add(&d, "concat");
     }
-    if (p->offset)
+    if (p->offset_param)
+        desc_add(&d, "; offset $%u", (unsigned)p->offset_param);
+    else if (p->offset)
         desc_add(&d, "; offset %lld", (long long)p->offset);
-    if (p->limit >= 0)
+    if (p->limit_param)
+        desc_add(&d, "; limit $%u", (unsigned)p->limit_param);
+    else if (p->limit >= 0)
         desc_add(&d, "; limit %lld", (long long)p->limit);
     if (p->ncols > p->nvisible)
         desc_add(&d, "; hide %u-%u", p->nvisible + 1u, (unsigned)p->ncols);
+    if (p->star_hidden)
+        desc_add(&d, "; hide the last %u", (unsigned)p->star_hidden);
 }

@@ -47,9 +47,13 @@ typedef struct prs_sc_col {
                       with * (ncols 0), where the merge refuses to order text by position. */
 } prs_sc_col;
 
+/* A sort column of a plan with * that is hidden: the n-th (from 0) hidden column, counted
+ * from the first column after those * expands to (prs_scatter's star_hidden). */
+#define PRS_SC_SORT_HIDDEN 0x8000u
+
 /* One ORDER BY item, on a column of the merged rows (which may be hidden). */
 typedef struct prs_sc_sort {
-    uint16_t col;
+    uint16_t col; /* 0-based; with PRS_SC_SORT_HIDDEN, see there */
     bool desc;
     bool nulls_first; /* as PostgreSQL defaults it: NULLS LAST for ASC, FIRST for DESC */
 } prs_sc_sort;
@@ -81,13 +85,19 @@ typedef struct prs_sc_insn {
 } prs_sc_insn;
 
 typedef struct prs_scatter {
-    char *sql;         /* owned (malloc): the query each shard runs; NULL when refused */
-    uint16_t ncols;    /* columns of the shard query's result, visible then hidden */
-    uint16_t nvisible; /* the first nvisible of them are the client's columns. Both are 0 for
-                          a select list with * (or t.*), whose width is only known from the
-                          shards' RowDescription: then every column is visible and PLAIN
-                          (such a plan is never grouped and has no hidden column), and a
-                          sort column may lie past ncols. */
+    char *sql;            /* owned (malloc): the query each shard runs; NULL when refused */
+    uint16_t ncols;       /* columns of the shard query's result, visible then hidden */
+    uint16_t nvisible;    /* the first nvisible of them are the client's columns. Both are 0 for
+                             a select list with * (or t.*), whose width is only known from the
+                             shards' RowDescription: then every column is visible and PLAIN
+                             (such a plan is never grouped and has no hidden column), and a
+                             sort column may lie past ncols. */
+    uint16_t star_hidden; /* a plan with * (ncols 0) whose ORDER BY names a column or
+                             expression: the shards' last star_hidden columns are hidden, added
+                             after the columns * expands to, which only the shards'
+                             RowDescription counts. cols[0..star_hidden) describe them (coll: 1 +
+                             the index among them), a sort item names one with
+                             PRS_SC_SORT_HIDDEN. */
     prs_sc_col cols[PRS_SC_MAX_COLS];
     bool grouped;       /* rows are merged by their PRS_SC_GROUP columns (aggregates, GROUP BY,
                            DISTINCT). Aggregates without GROUP BY: every shard returns one row and
@@ -103,6 +113,17 @@ typedef struct prs_scatter {
     prs_sc_sort sort[PRS_SC_MAX_SORT];
     int64_t limit;  /* rows after OFFSET, -1 = no LIMIT */
     int64_t offset; /* 0 = none */
+    /* LIMIT $n / OFFSET $m in the extended protocol: n and m (1-based), 0 for a constant or
+     * none. Each is a parameter used nowhere else in the statement, and the two differ. The
+     * shard query keeps them where they are (so the server types them as usual, bigint when
+     * undeclared); the values are the client's Bind's, which the caller reads into limit and
+     * offset before the merge and replaces in the shards' Bind: LIMIT by limit + offset and
+     * OFFSET by NULL when the shards return sorted or plain rows (shards_sorted or not
+     * grouped), both by NULL when grouped (the merge limits the merged groups). With a
+     * constant LIMIT and OFFSET $m, the shard query has no LIMIT (the shards cannot be asked
+     * for LIMIT + $m rows) and OFFSET $m bound to NULL. */
+    uint16_t limit_param;
+    uint16_t offset_param;
     uint8_t ninsns; /* HAVING program, 0 = no HAVING */
     prs_sc_insn having[PRS_SC_MAX_INSNS];
     char *str; /* owned (malloc) or NULL: the HAVING constants, NUL-terminated, at offsets */

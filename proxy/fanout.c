@@ -112,7 +112,8 @@ void px_fo_send_sql(px_server *sv, const char *sql)
 }
 
 /* The Bind's rest (parameter formats, parameters, result formats) for the shard query: when
- * the client gave one format per column, the hidden columns are asked in text. */
+ * the client gave one format per column, the hidden columns are asked in text (under *,
+ * after the client's, which are those * gives). */
 static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_scatter *plan)
 {
     pgs_reader rd = pgs_reader_make(p, n);
@@ -127,12 +128,15 @@ static void fanout_bind_rest(pgs_buf *b, const uint8_t *p, size_t n, const prs_s
             goto as_is;
     }
     size_t at = (size_t)(rd.p - p);
-    if (pgs_rd_be16(&rd, &nr) < 0 || nr <= 1 || plan->ncols <= nr || rd.left != (size_t)nr * 2)
+    if (pgs_rd_be16(&rd, &nr) < 0 || nr <= 1 || rd.left != (size_t)nr * 2)
+        goto as_is;
+    size_t ncols = plan->ncols ? plan->ncols : (size_t)nr + plan->star_hidden;
+    if (ncols <= nr || ncols > UINT16_MAX)
         goto as_is;
     pgs_buf_append(b, p, at);
-    pgs_buf_append_be16(b, plan->ncols);
+    pgs_buf_append_be16(b, (uint16_t)ncols);
     pgs_buf_append(b, rd.p, rd.left);
-    for (uint16_t i = nr; i < plan->ncols; i++)
+    for (size_t i = nr; i < ncols; i++)
         pgs_buf_append_be16(b, 0);
     return;
 as_is:
@@ -227,7 +231,7 @@ as_is:
 /* What a shard is sent: sql as a Query, or in the client's extended form (with part, the
  * parameters of a split INSERT's part). */
 static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const px_fanout_ext *e,
-                             bool describe, const prs_insert_part *part)
+                             bool describe, const prs_insert_part *part, const pgs_buf *bind)
 {
     if (!e) {
         pgs_msg_query(b, sql);
@@ -248,6 +252,8 @@ static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const p
     pgs_buf_append(b, "\0", 2);
     if (part)
         part_bind(b, e->bind, e->bind_len, part);
+    else if (bind)
+        fanout_bind_rest(b, bind->data, bind->len, &fo->plan);
     else
         fanout_bind_rest(b, e->bind, e->bind_len, &fo->plan);
     pgs_msg_end(b, m);
@@ -264,9 +270,9 @@ static void fanout_build_one(px_fanout *fo, pgs_buf *b, const char *sql, const p
     pgs_msg_end(b, m);
 }
 
-static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe)
+static void fanout_build_req(px_fanout *fo, const px_fanout_ext *e, bool describe, const pgs_buf *bind)
 {
-    fanout_build_one(fo, &fo->req, fo->plan.sql, e, describe, NULL);
+    fanout_build_one(fo, &fo->req, fo->plan.sql, e, describe, NULL, bind);
 }
 
 /* A split INSERT: each shard's statement (a shard without rows only begins and commits). */
@@ -280,7 +286,7 @@ static int fanout_build_split(px_fanout *fo, const px_fanout_ext *e)
         const prs_insert_part *pt = &fo->ins->parts[k];
         if (pt->shard < 0 || pt->shard >= fo->nshards)
             return -1;
-        fanout_build_one(fo, &fo->reqs[pt->shard], pt->sql, e, fo->describe, pt);
+        fanout_build_one(fo, &fo->reqs[pt->shard], pt->sql, e, fo->describe, pt, NULL);
         if (pgs_buf_failed(&fo->reqs[pt->shard]))
             return -1;
     }
@@ -425,7 +431,7 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
     fo->describe = ext && ext->describe;
     fo->head_done = !ext || every;
     /* A merge needs every shard's RowDescription; a broadcast relays what the client asked. */
-    fanout_build_req(fo, ext, fo->mode == PX_FAN_READ || fo->describe);
+    fanout_build_req(fo, ext, fo->mode == PX_FAN_READ || fo->describe, rq->bind);
     if (ext && ext->parse_name) {
         fo->parse_name = strdup(ext->parse_name);
         pgs_buf_append(&fo->parse_body, ext->stmt, ext->stmt_len);

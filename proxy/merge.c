@@ -210,9 +210,11 @@ struct px_merge {
     uint16_t ncols;   /* the plan's, or the RowDescription's for a plan without columns */
     uint16_t nvisible;
     prs_sc_col cols[PRS_SC_MAX_COLS];
-    mg_type in[PRS_SC_MAX_COLS];  /* the shards' column types */
-    mg_type out[PRS_SC_MAX_COLS]; /* the merged rows' types (avg rewritten) */
-    pgs_buf desc;                 /* owned: the first RowDescription body */
+    prs_sc_sort sort[PRS_SC_MAX_SORT]; /* the plan's, its columns resolved by the RowDescription
+                                          (a plan with *: PRS_SC_SORT_HIDDEN) */
+    mg_type in[PRS_SC_MAX_COLS];       /* the shards' column types */
+    mg_type out[PRS_SC_MAX_COLS];      /* the merged rows' types (avg rewritten) */
+    pgs_buf desc;                      /* owned: the first RowDescription body */
     mg_field fields[PRS_SC_MAX_COLS];
     bool have_desc, desc_sent, cc_sent, failed, finalized, satisfied;
     int ncompleted;
@@ -1209,7 +1211,7 @@ static int mg_cmp_rows(px_merge *m, const mg_type *types, const mg_val *a, const
     const prs_scatter *pl = m->plan;
     *res = 0;
     for (int i = 0; i < pl->nsort && *res == 0; i++) {
-        const prs_sc_sort *so = &pl->sort[i];
+        const prs_sc_sort *so = &m->sort[i];
         mg_val x = a[so->col], y = b[so->col];
         if (x.len < 0 || y.len < 0) {
             int nx = x.len < 0, ny = y.len < 0;
@@ -1682,7 +1684,7 @@ static void mg_find_needs(px_merge *m)
 {
     const prs_scatter *pl = m->plan;
     for (int i = 0; i < pl->nsort; i++)
-        m->need[pl->sort[i].col] = MG_NEED_ORDER;
+        m->need[m->sort[i].col] = MG_NEED_ORDER;
     for (int i = 0; i < pl->ninsns; i++)
         if (pl->having[i].op == PRS_SC_OP_COL)
             m->need[pl->having[i].arg] = MG_NEED_ORDER;
@@ -1706,7 +1708,7 @@ static int mg_check_needs(px_merge *m)
         uint16_t k = m->cols[c].coll;
         if (k > m->ncols || (k && m->in[k - 1].cls != MG_TEXT))
             return mg_bad_plan(m, "a collation column");
-        if (m->need[c] == MG_NEED_ORDER && m->plan->ncols == 0)
+        if (m->need[c] == MG_NEED_ORDER && m->plan->ncols == 0 && c < m->nvisible)
             return mg_fail(m, PGS_SQLSTATE_FEATURE_NOT_SUPPORTED,
                            "pgshard: with SELECT * a cross-shard ORDER BY of the text column \"%s\" by "
                            "position is not supported (its collation is not known): name the column",
@@ -1765,10 +1767,10 @@ static int mg_check_plan(px_merge *m)
         m->out[c] = mg_out_type(m, c);
     }
     for (int i = 0; i < pl->nsort; i++) {
-        if (pl->sort[i].col >= m->ncols)
+        if (m->sort[i].col >= m->ncols)
             return mg_bad_plan(m, "a sort column");
-        if (m->out[pl->sort[i].col].cls == MG_NONE)
-            return mg_cannot_compare(m, &m->out[pl->sort[i].col]);
+        if (m->out[m->sort[i].col].cls == MG_NONE)
+            return mg_cannot_compare(m, &m->out[m->sort[i].col]);
     }
     for (int i = 0; i < pl->ninsns; i++) {
         const prs_sc_insn *in = &pl->having[i];
@@ -1808,8 +1810,50 @@ static int mg_parse_desc(px_merge *m, const uint8_t *body, size_t len, mg_field 
     return 0;
 }
 
-/* The first RowDescription fixes the columns: a plan without columns (SELECT *) takes
- * them all as visible, plain (or, for SELECT DISTINCT *, group keys). */
+/* A plan with * and hidden columns: they are the RowDescription's last star_hidden, and a
+ * sort position that is not before them names no column * gave (the server's 42P10, which
+ * the shards did not raise as the hidden columns widened their select list). */
+static int mg_star_sort(px_merge *m)
+{
+    const prs_scatter *pl = m->plan;
+    int v = m->nvisible;
+    for (int i = 0; i < pl->nsort && i < PRS_SC_MAX_SORT; i++) {
+        m->sort[i] = pl->sort[i];
+        unsigned col = pl->sort[i].col;
+        if (col & PRS_SC_SORT_HIDDEN)
+            m->sort[i].col = (uint16_t)(v + (int)(col & ~PRS_SC_SORT_HIDDEN));
+        else if ((int)col >= v)
+            return mg_fail(m, PGS_SQLSTATE_INVALID_COLUMN_REFERENCE,
+                           "pgshard: ORDER BY position %u is not in select list", col + 1);
+    }
+    return 0;
+}
+
+/* A plan without columns (SELECT *) takes the RowDescription's all as visible, plain (or,
+ * for SELECT DISTINCT *, group keys), but for the hidden ones it adds after them. */
+static int mg_star_cols(px_merge *m, int n)
+{
+    const prs_scatter *pl = m->plan;
+    int v = n - pl->star_hidden;
+    if (v < 1)
+        return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
+                       "pgshard: a shard returned %d columns where the cross-shard plan expects more than %d",
+                       n, pl->star_hidden);
+    m->ncols = (uint16_t)n;
+    m->nvisible = (uint16_t)v;
+    for (int c = 0; c < v; c++)
+        m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0, 0, 0};
+    for (int c = v; c < n; c++) {
+        m->cols[c] = pl->cols[c - v];
+        m->cols[c].hidden = true;
+        if (m->cols[c].coll)
+            m->cols[c].coll = (uint16_t)(m->cols[c].coll + v);
+    }
+    return mg_star_sort(m);
+}
+
+/* The first RowDescription fixes the columns: the plan's, or for a plan with *, those it
+ * gives (mg_star_cols). */
 static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_field *f, int n)
 {
     const prs_scatter *pl = m->plan;
@@ -1817,9 +1861,8 @@ static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_
         return mg_oom(m);
     memcpy(m->fields, f, (size_t)n * sizeof *f);
     if (pl->ncols == 0) {
-        m->ncols = m->nvisible = (uint16_t)n;
-        for (int c = 0; c < n; c++)
-            m->cols[c] = (prs_sc_col){pl->grouped ? PRS_SC_GROUP : PRS_SC_PLAIN, false, 0, 0, 0};
+        if (mg_star_cols(m, n) < 0)
+            return -1;
     } else {
         if (pl->ncols > PRS_SC_MAX_COLS || pl->ncols != n)
             return mg_fail(m, PGS_SQLSTATE_INTERNAL_ERROR,
@@ -1828,6 +1871,7 @@ static int mg_first_desc(px_merge *m, const uint8_t *body, size_t len, const mg_
         m->ncols = pl->ncols;
         m->nvisible = pl->nvisible;
         memcpy(m->cols, pl->cols, (size_t)n * sizeof *m->cols);
+        memcpy(m->sort, pl->sort, sizeof m->sort);
     }
     for (int c = 0; c < n; c++)
         m->in[c] = mg_type_of(f[c].type, f[c].format);

@@ -436,6 +436,8 @@ typedef struct px_fanout_req {
     const px_fanout_ext *ext;       /* the extended-protocol segment, or NULL for a Query */
     px_route *routes;               /* each shard's node */
     prs_scatter *plan;              /* taken (*plan is emptied): the plan, or plan->sql the statement */
+    const pgs_buf *bind;            /* borrowed, or NULL: READ with LIMIT $n/OFFSET $m, the shards'
+                                       Bind after its names (proxy/limitbind.c), else the client's */
     prs_copy_opts *copy;            /* taken (set to NULL) in the COPY modes: the statement's options */
     int key_index;                  /* COPY_IN: the key's position among the COPY's columns */
     uint32_t key_oid;               /* COPY modes: the key column's type */

@@ -13,6 +13,7 @@
 #include "parser/insertsplit.h"
 #include "parser/scatter.h"
 #include "proxy/catalog.h"
+#include "proxy/limitbind.h"
 #include "proxy/monitor.h"
 #include "proxy/px.h"
 #include "proxy/shardkey.h"
@@ -650,7 +651,8 @@ static int route_copy_query(px_client *cl, const prs_copy_opts *co, px_fanout_re
     int r = px_route_plan(cl, co->query, strlen(co->query), &plan);
     if (r < 0)
         return -1;
-    if (r == 0 && plan.sql && plan.nsort == 0 && !plan.grouped && plan.limit < 0 && plan.offset == 0) {
+    if (r == 0 && plan.sql && plan.nsort == 0 && !plan.grouped && plan.limit < 0 && plan.offset == 0 &&
+        !plan.limit_param && !plan.offset_param) {
         prs_scatter_free(&plan);
         req->mode = PX_FAN_COPY_OUT;
         return 0;
@@ -759,6 +761,18 @@ static int route_split(px_client *cl, const char *sql, size_t len, const px_fano
     return r;
 }
 
+/* A read with LIMIT $n or OFFSET $m: the client's values go into the plan and the shards
+ * get a Bind of their own (proxy/limitbind.c). Returns as px_xact_begin. */
+static int route_limit_bind(px_client *cl, const px_fanout_ext *ext, prs_scatter *plan, pgs_buf *bind)
+{
+    size_t tl = pgs_strnlen((const char *)ext->stmt, ext->stmt_len);
+    const uint8_t *types = tl < ext->stmt_len ? ext->stmt + tl + 1 : NULL;
+    size_t types_len = tl < ext->stmt_len ? ext->stmt_len - tl - 1 : 0;
+    char state[6], msg[PRS_SC_MSG_MAX];
+    int r = px_limit_bind(plan, types, types_len, ext->bind, ext->bind_len, bind, state, msg, sizeof msg);
+    return r == 1 ? px_route_refuse(cl, state, msg) : r;
+}
+
 /* A statement on every shard: a read that no key restricts (planned, then merged), DDL
  * (sent as it is, shard after shard) or COPY of a sharded table (fanout.c), each shard on a
  * node chosen as for any statement of its kind. consume: the bytes of the client's input it
@@ -819,6 +833,11 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
         r = -1;
     if (r == 0 && plan.sql == NULL)
         r = px_route_refuse(cl, plan.sqlstate, plan.msg);
+    pgs_buf bind = PGS_BUF_INIT;
+    if (r == 0 && ext && req.mode == PX_FAN_READ && (plan.limit_param || plan.offset_param)) {
+        r = route_limit_bind(cl, ext, &plan, &bind);
+        req.bind = &bind;
+    }
     bool held = false;
     if (r == 0) {
         r = px_move_fanout_admit(cl, req.mode, &qc->sk);
@@ -839,6 +858,7 @@ static int route_fanout_go(px_client *cl, const px_qclass *qc, const char *sql, 
     if (r == 0 && !held)
         r = px_fanout_start(cl, &req);
     free(req.routes);
+    pgs_buf_free(&bind);
     prs_scatter_free(&plan);
     if (req.split)
         prs_insert_split_free(req.split);

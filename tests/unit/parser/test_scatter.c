@@ -68,6 +68,9 @@ static void plan_text(const prs_scatter *p, text_buf *t)
         p->distinct ? " distinct" : "");
     if (p->ncols == 0)
         add(t, " all");
+    for (unsigned i = 0; i < p->star_hidden; i++) /* "+plain~1*": hidden after * */
+        add(t, " +%s~%u*", p->cols[i].kind < N(kind_text) ? kind_text[p->cols[i].kind] : "?",
+            p->cols[i].coll ? p->cols[i].coll - 1u : 99u);
     if (p->ncols && p->nvisible == 0)
         add(t, " none-visible");
     for (unsigned i = 0; i < p->ncols; i++) {
@@ -85,9 +88,17 @@ static void plan_text(const prs_scatter *p, text_buf *t)
     if (p->nsort == 0)
         add(t, " -");
     for (unsigned i = 0; i < p->nsort; i++)
-        add(t, "%s %u%s %s", i ? "," : "", p->sort[i].col, p->sort[i].desc ? " desc" : "",
+        add(t, "%s %s%u%s %s", i ? "," : "", p->sort[i].col & PRS_SC_SORT_HIDDEN ? "+" : "",
+            p->sort[i].col & ~PRS_SC_SORT_HIDDEN, p->sort[i].desc ? " desc" : "",
             p->sort[i].nulls_first ? "nf" : "nl");
-    add(t, " | limit %lld offset %lld |", (long long)p->limit, (long long)p->offset);
+    if (p->limit_param)
+        add(t, " | limit $%u", (unsigned)p->limit_param);
+    else
+        add(t, " | limit %lld", (long long)p->limit);
+    if (p->offset_param)
+        add(t, " offset $%u |", (unsigned)p->offset_param);
+    else
+        add(t, " offset %lld |", (long long)p->offset);
     if (p->ninsns == 0)
         add(t, " -");
     for (unsigned i = 0; i < p->ninsns; i++) {
@@ -112,6 +123,18 @@ static const plan_case plans[] = {
     {"select * from t", "SELECT * FROM t", "plain | all | - | limit -1 offset 0 | -"},
     {"select * from t order by 2 desc", "SELECT * FROM t ORDER BY 2 DESC",
      "sorted | all | 1 desc nf | limit -1 offset 0 | -"},
+    /* under *, hidden columns after the ones * gives; the sort names them +n (from 0 among them) */
+    {"select * from t order by a",
+     "SELECT *, a AS pgshard_sort_2, COLL(a) AS pgshard_coll_3 FROM t ORDER BY a",
+     "sorted | all +plain~1* +plain~99* | +0 nl | limit -1 offset 0 | -"},
+    {"select *, lower(a) as l from t order by l desc nulls first, 1 limit 3",
+     "SELECT *, lower(a) AS l, lower(a) AS pgshard_sort_3, COLL(lower(a)) AS pgshard_coll_4 FROM t ORDER BY "
+     "l DESC NULLS FIRST, 1 LIMIT 3",
+     "sorted | all +plain~1* +plain~99* | +0 desc nf, 0 nl | limit 3 offset 0 | -"},
+    {"select t.* from t order by b + 1, 2, b + 1",
+     "SELECT t.*, b + 1 AS pgshard_sort_2, pg_catalog.pg_collation_for(CASE WHEN false THEN CAST(b + 1 AS "
+     "pg_catalog.text) END) AS pgshard_coll_3 FROM t ORDER BY b + 1, 2, b + 1",
+     "sorted | all +plain~1* +plain~99* | +0 nl, 1 nl, +0 nl | limit -1 offset 0 | -"},
     {"select t.*, 1 from t order by 1 limit 5", "SELECT t.*, 1 FROM t ORDER BY 1 LIMIT 5",
      "sorted | all | 0 nl | limit 5 offset 0 | -"},
     {"select a from t where tenant_id in (1, 2) and b > $1",
@@ -337,6 +360,27 @@ static const plan_case plans[] = {
      "pg_catalog.pg_collation_for(CASE WHEN false THEN CAST(x + 1 AS pg_catalog.text) END) AS "
      "pgshard_coll_5 FROM t, (VALUES (NULL, NULL)) pgshard_probe(lower, \"Y\") GROUP BY 1, 2, lower, \"Y\"",
      "grouped | group~3 group~4 count plain* plain* | 1 nl | limit -1 offset 0 | -"},
+    /* LIMIT $n / OFFSET $m: kept in place for the server to type them; the caller rebinds
+     * them (proxy/limitbind.c) */
+    {"select a from t limit $1", "SELECT a FROM t LIMIT $1", "plain | plain | - | limit $1 offset 0 | -"},
+    {"select a from t where b > $1 order by a limit $2 offset $3",
+     "SELECT a, COLL(a) AS pgshard_coll_2 FROM t WHERE b > $1 ORDER BY a LIMIT $2 OFFSET $3",
+     "sorted | plain~1 plain* | 0 nl | limit $2 offset $3 | -"},
+    {"select a from t order by a limit $1 offset 5",
+     "SELECT a, COLL(a) AS pgshard_coll_2 FROM t ORDER BY a LIMIT $1",
+     "sorted | plain~1 plain* | 0 nl | limit $1 offset 5 | -"},
+    /* a constant LIMIT cannot be raised by $1's value: the shards return every row */
+    {"select a from t limit 5 offset $1", "SELECT a FROM t OFFSET $1",
+     "plain | plain | - | limit 5 offset $1 | -"},
+    {"select a from t order by a fetch first $1 rows only",
+     "SELECT a, COLL(a) AS pgshard_coll_2 FROM t ORDER BY a LIMIT $1",
+     "sorted | plain~1 plain* | 0 nl | limit $1 offset 0 | -"},
+    /* groups: the parameters stay, bound to NULL, and the merge limits */
+    {"select a, count(*) from t group by a order by 2 desc limit $1 offset $2",
+     "SELECT a, count(*), COLL(a) AS pgshard_coll_3 FROM t GROUP BY a LIMIT $1 OFFSET $2",
+     "grouped | group~2 count plain* | 1 desc nf | limit $1 offset $2 | -"},
+    {"select distinct a from t limit $1", "SELECT DISTINCT a, COLL(a) AS pgshard_coll_2 FROM t LIMIT $1",
+     "grouped | group~1 plain* | - | limit $1 offset 0 | -"},
     /* a name referenced elsewhere is an input column: grouped by it, as PostgreSQL does */
     {"select t.g as x, lower(b) as g, count(*) from t group by g, lower(b), t.g",
      "SELECT t.g AS x, lower(b) AS g, count(*), g AS pgshard_group_4, COLL(t.g) AS pgshard_coll_5, "
@@ -429,8 +473,13 @@ static const refusal_case refusals[] = {
     {"select count(distinct tenant_id) from t, u", "0A000", "only on the shard key"},
     {"select sum(distinct x) from t", "0A000", "sum(DISTINCT ...) cannot be combined"},
     {"select avg(distinct x) from t", "0A000", "avg(DISTINCT ...) cannot be combined"},
-    {"select a from t limit $1", "0A000", "LIMIT must be a constant"},
-    {"select a from t offset $1", "0A000", "OFFSET must be a constant"},
+    {"select a from t limit $1 offset $1", "0A000", "the parameter $1 of a cross-shard LIMIT is replaced"},
+    {"select a from t where b = $2 limit $1 offset $2", "0A000", "$2 of a cross-shard OFFSET"},
+    {"select a, $1 from t limit $1", "0A000", "may not be used elsewhere"},
+    {"select a from t order by a + $1 limit $1", "0A000", "may not be used elsewhere"},
+    {"select a from t limit $1 + 1", "0A000", "LIMIT must be a constant or a bare parameter"},
+    {"select a from t limit $1::int", "0A000", "LIMIT must be a constant or a bare parameter"},
+    {"select a from t offset -$1", "0A000", "OFFSET must be a constant or a bare parameter"},
     {"select a from t limit 1 + 1", "0A000", "LIMIT must be a constant"},
     {"select a from t limit 1.5", "0A000", "LIMIT must be an integer constant"},
     {"select a from t limit -1", "2201W", "LIMIT must not be negative"},
@@ -438,8 +487,6 @@ static const refusal_case refusals[] = {
     {"select a from t for update", "0A000", "FOR UPDATE/SHARE"},
     {"select a into x from t", "0A000", "SELECT INTO"},
     {"select a from t order by a using <", "0A000", "USING"},
-    {"select * from t order by a", "0A000", "with SELECT *"},
-    {"select *, lower(a) as l from t order by l", "0A000", "with SELECT *"},
     {"select * from t group by a", "0A000", "SELECT * with GROUP BY"},
     {"select distinct * from t", "0A000", "SELECT DISTINCT *"},
     {"select a, b, count(*) from t group by a", "0A000", "must be an aggregate or a GROUP BY expression"},

@@ -1278,6 +1278,55 @@ static void test_star_text_order(void **state)
     }
 }
 
+/* SELECT * ORDER BY a text column: the sort key and its collation are hidden after the
+ * columns * gave, whose number only the RowDescription tells. */
+static void test_star_hidden(void **state)
+{
+    (void)state;
+    prs_scatter *p = plan_new(0, 0);
+    p->shards_sorted = true;
+    p->star_hidden = 2;
+    p->cols[0] = (prs_sc_col){PRS_SC_PLAIN, true, 0, 0, 2};
+    p->cols[1] = (prs_sc_col){PRS_SC_PLAIN, true, 0, 0, 0};
+    plan_sort(p, PRS_SC_SORT_HIDDEN | 0, true, true);
+    p->limit = 3;
+    px_merge *m = px_merge_new(p, 2, (locale_t)0);
+    const uint32_t t[] = {INT4, TEXT, TEXT, TEXT};
+    pgs_buf out = PGS_BUF_INIT;
+    feed_desc(m, 2, 4, t, 0);
+    assert_int_equal(ROW(m, 0, "1", "x", NULL, "\"C\""), 0);
+    assert_int_equal(ROW(m, 0, "2", "y", "b", "\"C\""), 0);
+    assert_int_equal(ROW(m, 1, "3", "z", "c", "\"C\""), 0);
+    assert_int_equal(ROW(m, 1, "4", "w", "a", "\"C\""), 0);
+    complete_all(m, 2);
+    assert_int_equal(px_merge_output(m, &out, 1 << 20), 0);
+    assert_int_equal(out.data[0], 'T');
+    assert_int_equal(pgs_be16(out.data + 5), 2); /* the columns * gave */
+    render(&out, false, rendered, sizeof rendered);
+    assert_string_equal(rendered, "1|x\n3|z\n2|y\nSELECT 3");
+    pgs_buf_free(&out);
+    px_merge_free(m);
+
+    /* ORDER BY 3 names a hidden column on the shards: not in the select list */
+    p->nsort = 0;
+    plan_sort(p, 2, false, false);
+    m = px_merge_new(p, 1, (locale_t)0);
+    pgs_buf b = desc_body(4, t, 0, NULL);
+    assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), -1);
+    expect_error(m, "42P10", "ORDER BY position 3 is not in select list");
+    pgs_buf_free(&b);
+    px_merge_free(m);
+
+    /* fewer columns than the hidden ones and one of * */
+    m = px_merge_new(p, 1, (locale_t)0);
+    b = desc_body(2, t, 0, NULL);
+    assert_int_equal(px_merge_row_desc(m, 0, b.data, b.len), -1);
+    expect_error(m, "XX000", "expects more than 2");
+    pgs_buf_free(&b);
+    px_merge_free(m);
+    free(p);
+}
+
 static void test_malformed(void **state)
 {
     static const struct {
@@ -1556,6 +1605,7 @@ int main(void)
         cmocka_unit_test(test_desc_mismatch),
         cmocka_unit_test(test_collated),
         cmocka_unit_test(test_star_text_order),
+        cmocka_unit_test(test_star_hidden),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cannot_compare),
         cmocka_unit_test(test_garbage),
