@@ -138,6 +138,36 @@ def wait_for(pred, timeout=20):
     return True
 
 
+def crash_and_recover(check, cluster, shards, start_proxy, point, committed, write, rows, what):
+    """Two-phase commit killed mid-way: a pgshard from start_proxy() with
+    PGSHARD_TEST_CRASH=point runs write(conn), whose commit ends it (an _exit, as by kill -9);
+    then a new one's recovery must leave no prepared transaction and rows() (a count per
+    shard) wholly committed (1 on every shard) or wholly absent."""
+    os.environ["PGSHARD_TEST_CRASH"] = point
+    try:
+        px = start_proxy()
+    finally:
+        del os.environ["PGSHARD_TEST_CRASH"]
+    try:
+        conn = cluster.connect(px.port)
+        try:
+            write(conn)
+            st = None
+        except psycopg.OperationalError as e:  # the connection was lost: no SQLSTATE
+            st = str(e) or "connection lost"
+        died = wait_for(lambda: not px.alive(), 10)
+    finally:
+        px.kill()  # it ended by itself (exit 137); this closes its log
+    check(died and st is not None, f"{point}: pgshard ended mid-commit", f"alive={not died} {st}")
+    with start_proxy():  # recovery runs at its start and every two_phase_recovery_interval_ms
+        clean = wait_for(lambda: prepared(shards) == 0, 20)
+        on = rows()
+        want = [1 if committed else 0] * len(shards)
+        check(clean and on == want,
+              f"{point}: after restart no prepared transaction is left and the {what} is wholly "
+              f"{'committed' if committed else 'absent'}", f"prepared={prepared(shards)} rows={on}")
+
+
 def insert_rows(conn, table, columns, rows):
     """One multi-row INSERT with every value a bind parameter."""
     ncol = len(rows[0])

@@ -324,35 +324,15 @@ def fanouts(check, shards, t):
 def crashes(check, shards, t):
     for point, committed in (("after_prepare", False), ("after_decision", True)):
         tag = f"crash_{point}"
-        os.environ["PGSHARD_TEST_CRASH"] = point
-        try:
-            px = proxy(**TWOPC)
-        finally:
-            del os.environ["PGSHARD_TEST_CRASH"]
-        try:
-            conn = CLUSTER.connect(px.port)
+
+        def write(conn):
             conn.execute("BEGIN")
             for s in (1, 2, 0):
                 conn.execute(f"INSERT INTO items (tenant_id, v, tag) VALUES ({t[s][0]}, 70, '{tag}')")
-            try:
-                conn.execute("COMMIT")
-                st = None
-            except psycopg.OperationalError as e:  # the connection was lost: no SQLSTATE
-                st = str(e) or "connection lost"
-            died = wait_for(lambda: not px.alive(), 10)
-        finally:
-            px.kill()
-        check(died and st is not None, f"{point}: pgshard ended mid-commit", f"alive={not died} {st}")
-        px = proxy(**TWOPC)  # recovery runs at start and every 200 ms
-        try:
-            clean = wait_for(lambda: prepared(shards) == 0, 20)
-            on = rows_of(shards, tag)
-            want = [1, 1, 1] if committed else [0, 0, 0]
-            check(clean and on == want,
-                  f"{point}: after restart no prepared transaction is left and the transaction is wholly "
-                  f"{'committed' if committed else 'absent'}", f"prepared={prepared(shards)} rows={on}")
-        finally:
-            px.stop()
+            conn.execute("COMMIT")
+
+        diffcluster.crash_and_recover(check, CLUSTER, shards, lambda: proxy(**TWOPC), point, committed, write,
+                                      lambda: rows_of(shards, tag), "transaction")
 
 
 if __name__ == "__main__":

@@ -213,32 +213,10 @@ def crashes(check, shards):
     for point, committed in (("after_prepare", False), ("after_decision", True),
                              ("after_first_commit_prepared", True)):
         code = f"c_{point}"
-        os.environ["PGSHARD_TEST_CRASH"] = point
-        try:
-            px = proxy(**keys)
-        finally:
-            del os.environ["PGSHARD_TEST_CRASH"]
-        try:
-            conn = CLUSTER.connect(px.port)
-            try:
-                conn.execute("INSERT INTO countries VALUES (%s, 'crash')", (code,))
-                st = None
-            except psycopg.OperationalError as e:  # the connection was lost: no SQLSTATE
-                st = str(e) or "connection lost"
-            died = wait_for(lambda: not px.alive(), 10)
-        finally:
-            px.kill()  # it ended by itself (exit 137, as by kill -9); this closes its log
-        check(died and st is not None, f"{point}: pgshard ended mid-commit", f"alive={not died} {st}")
-        px = proxy(**keys)  # recovery runs at start and every 200 ms
-        try:
-            clean = wait_for(lambda: prepared(shards) == 0, 20)
-            on = on_shards(shards, "SELECT count(*) FROM countries WHERE code = %s", (code,))
-            want = [1, 1, 1] if committed else [0, 0, 0]
-            check(clean and on == want,
-                  f"{point}: after restart no prepared transaction is left and the write is wholly "
-                  f"{'committed' if committed else 'absent'}", f"prepared={prepared(shards)} rows={on}")
-        finally:
-            px.stop()
+        diffcluster.crash_and_recover(
+            check, CLUSTER, shards, lambda: proxy(**keys), point, committed,
+            lambda conn: conn.execute("INSERT INTO countries VALUES (%s, 'crash')", (code,)),
+            lambda: on_shards(shards, "SELECT count(*) FROM countries WHERE code = %s", (code,)), "write")
 
 
 if __name__ == "__main__":
