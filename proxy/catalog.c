@@ -296,17 +296,21 @@ static void cat_reload(px_catalog *c)
         return;
     }
     c->last_err[0] = '\0';
-    cat_renew(c, start);
     const sm_map *cur = pgs_snap_current(&c->maps);
     if (sm_map_version(m) == sm_map_version(cur) && sm_map_moves_sig(m) == sm_map_moves_sig(cur)) {
         sm_map_free(m);
+        cat_renew(c, start);
         return;
     }
     if (sm_map_version(m) != sm_map_version(cur)) {
         cat_log_map("map_loaded", m);
         c->next_beat_ns = 0; /* tell the catalog at once which version runs here */
     }
+    /* The map first, then the lease: a worker that sees the renewed lease (it reads the
+     * lease before it routes) routes by this map, never by the one it replaces. Renewed
+     * first, a proxy continued after SIGSTOP wrote a moved key to its old shard in the gap. */
     cat_publish(c, m);
+    cat_renew(c, start);
 }
 
 static void cat_beat(px_catalog *c, uint64_t now)

@@ -195,11 +195,6 @@ static int move_lease_refuse(px_client *cl)
     return px_route_refuse(cl, PGS_SQLSTATE_CANNOT_CONNECT_NOW, msg) < 0 ? -1 : PX_MOVE_REFUSED;
 }
 
-static bool move_lapsed(px_worker *w)
-{
-    return px_catalog_lease_lapsed(w->px->cat, uv_now(&w->loop));
-}
-
 /* What a statement tells of the keys its transaction touches (px_xact.route_bucket). */
 static int64_t move_bucket_of(const px_sk_result *sk)
 {
@@ -270,7 +265,7 @@ int px_move_fanout_admit(px_client *cl, uint8_t mode, const px_sk_result *sk)
         }
     }
     cl->hold_since = 0;
-    if (writes && move_lapsed(w))
+    if (writes && cl->x.lease_lapsed) /* as it was when routing began (px_route_acquire) */
         return move_lease_refuse(cl) == PX_MOVE_REFUSED ? 1 : -1;
     return 0;
 }

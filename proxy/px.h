@@ -251,6 +251,7 @@ typedef struct px_xact {
     bool begin_read_only; /* that BEGIN said READ ONLY: its statements may run on a replica */
     bool unnamed_known;   /* unnamed holds that Parse (it was not too long to keep) */
     bool move_wait;       /* counted in its worker's move.blockers: a freeze waits for its end */
+    bool lease_lapsed;    /* the catalog lease had lapsed when routing of the statement began */
 } px_xact;
 
 /* A BEGIN with no shard yet: pgshard answers it and sends it to the shard that the first

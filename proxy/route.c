@@ -978,8 +978,7 @@ static int route_fanout_ext(px_client *cl, const px_qclass *qc)
  * not need to. */
 static bool route_lease_bars(px_client *cl, const pgs_frame *f, const px_qclass *qc, bool classified)
 {
-    if (qc->sk.verdict != PX_SK_SHARD || (!qc->sk.has_key && cl->pinned_shard < 0) ||
-        !px_catalog_lease_lapsed(cl->conn.w->px->cat, uv_now(&cl->conn.w->loop)))
+    if (qc->sk.verdict != PX_SK_SHARD || (!qc->sk.has_key && cl->pinned_shard < 0) || !cl->x.lease_lapsed)
         return false;
     if (cl->x.deferred != PX_DEFER_NONE)
         return true;
@@ -1002,6 +1001,9 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     bool split = w->px->has_replicas && w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION;
     bool seen = f->type == PGS_FE_QUERY;
     cl->x.want_read = false;
+    /* The lease before the map (routing reads it): the catalog thread publishes a new map
+     * before it renews the lease, so a lease seen renewed here comes with that map. */
+    cl->x.lease_lapsed = px_catalog_lease_lapsed(w->px->cat, uv_now(&w->loop));
     if (split || (w->px->sharded && f->type == PGS_FE_QUERY))
         route_message(cl, f, &qc, &seen);
     /* A segment buffered whole up to its Sync was routed by all its messages: they need no
