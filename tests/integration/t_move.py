@@ -553,6 +553,15 @@ def shard_bytes():
             one(s, "SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM counters c") for s in range(2)]
 
 
+def size_only():
+    """Empties pgshard.bucket_load, so that plan balances size alone: the load so far
+    follows the test's own traffic and moves. Each proxy adds its counts to it every 5 s
+    (proxy/catalog.c CAT_LOAD_MS), so it is emptied once every count taken before now has
+    been added."""
+    time.sleep(6)
+    E.shards[0].execute("DELETE FROM pgshard.bucket_load")
+
+
 def planning(check):
     """Skewed data: plan proposes moves that bring the largest shard within 10 % of the
     mean, and --apply makes it so."""
@@ -564,11 +573,7 @@ def planning(check):
         conn.execute(f"/* pgshard: tenant={t} */ INSERT INTO orders (tenant_id, v) "
                      "SELECT %s, %s || g FROM generate_series(1, 250) g", (t, pad))
     conn.close()
-    # The load so far follows earlier moves, and these INSERTs count too: size only. Each
-    # proxy adds its counts to bucket_load every 5 s (proxy/catalog.c CAT_LOAD_MS), so the
-    # table is emptied once every count taken before now has been added.
-    time.sleep(6)
-    E.shards[0].execute("DELETE FROM pgshard.bucket_load")
+    size_only()
     before = shard_bytes()
     rows_before = one(0, "SELECT count(*) FROM orders") + one(1, "SELECT count(*) FROM orders")
     rc, js = mig("plan", "--json")
@@ -613,6 +618,7 @@ def adding_a_shard(check):
         p.stop()
     E.proxies = [proxy("proxy1-3", nshards=3), proxy("proxy2-3", nshards=3)]
     rows_before = sum(one(s, "SELECT count(*) FROM orders") for s in range(3))
+    size_only()
     rc, out = mig("plan", "--add-shard", "2", "--apply", timeout=240)
     now = [one(s, "SELECT coalesce(sum(pg_column_size(o.*)), 0) FROM orders o") +
            one(s, "SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM counters c") for s in range(3)]
