@@ -171,8 +171,8 @@ void px_client_close(px_client *cl)
             px_server_close(sv, "client left in the middle of a transaction or message");
     }
     /* Let queued bytes (an error message) reach the client before the socket closes,
-     * unless pgshard is stopping. */
-    if (!px_conn_idle_io(&cl->conn) && !atomic_load(&w->px->stopping)) {
+     * unless pgshard is stopping; what the input pass gathered is written first. */
+    if (px_conn_uncork(&cl->conn) == 0 && !px_conn_idle_io(&cl->conn) && !atomic_load(&w->px->stopping)) {
         cl->conn.close_after_flush = true;
         px_conn_set_reading(&cl->conn, false);
         return;

@@ -1,6 +1,14 @@
 /* Byte transport of one TCP connection: reading into a pooled buffer, writing with
  * uv_try_write first and queueing only what the kernel did not take, and backpressure.
- * What the bytes mean is decided in client.c and server.c. */
+ * What the bytes mean is decided in client.c and server.c.
+ *
+ * Corking: while one read is processed (an input pass), what it sends to any connection is
+ * gathered in that connection's out and written once when the pass ends. A rewritten Bind
+ * and the messages after it, or a relayed reply around a hidden one, then leave in one
+ * write and one TCP segment, instead of several that each wake the receiver. Up to a block
+ * is gathered; more leaves at once with what was gathered. Gathered bytes count as written
+ * for backpressure (px_conn_idle_io): they leave before the pass returns to the loop, or
+ * earlier when their connection closes. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +16,7 @@
 #include "proxy/px.h"
 
 static void conn_on_close(uv_handle_t *h);
+static void conn_on_drained(px_conn *c);
 
 void px_conn_init(px_conn *c, px_worker *w, bool is_server)
 {
@@ -64,10 +73,24 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->is_server)
             px_server_tls_ready((px_server *)c);
     }
+    px_worker *w = c->w;
+    w->corking = true;
     if (c->is_server)
         px_server_process((px_server *)c);
     else
         px_client_process((px_client *)c);
+    w->corking = false;
+    /* A connection the pass closed stays allocated until its close callback, after this
+     * one; one drained here may send more, which now goes out at once. */
+    for (int i = 0; i < w->ncorked; i++) {
+        px_conn *d = w->corked[i];
+        if (!d->corked)
+            continue;
+        px_conn_uncork(d);
+        if (!d->closing)
+            conn_on_drained(d);
+    }
+    w->ncorked = 0;
 }
 
 void px_conn_set_reading(px_conn *c, bool on)
@@ -102,12 +125,75 @@ void px_conn_after_input(px_conn *c)
 
 bool px_conn_idle_io(const px_conn *c)
 {
-    return !c->writing && c->out.len == 0;
+    return !c->writing && (c->out.len == 0 || c->corked);
 }
 
 static void conn_on_write(uv_write_t *req, int status);
+static int conn_start_write(px_conn *c);
 
-static void conn_start_write(px_conn *c)
+/* Writes the bytes gathered for c and then n more at *bytes, in one write, and ends the
+ * gathering; *bytes and *n are left at what the kernel did not take, gathered bytes it did
+ * not take stay in out. Returns 0, or -1 when the connection failed and was handed to its
+ * owner to close. */
+static int conn_write_gathered(px_conn *c, const uint8_t **bytes, size_t *n)
+{
+    uv_buf_t b[2] = {uv_buf_init((char *)c->out.data, (unsigned)c->out.len),
+                     uv_buf_init((char *)*bytes, (unsigned)*n)};
+    c->corked = false;
+    int r = uv_try_write((uv_stream_t *)&c->tcp, b, 2);
+    if (r < 0 && r != UV_EAGAIN) {
+        c->out.len = 0; /* nothing more can be written: a close must not wait for it */
+        conn_dispatch_close(c, NULL);
+        return -1;
+    }
+    size_t done = r > 0 ? (size_t)r : 0;
+    if (done < c->out.len) {
+        pgs_buf_consume(&c->out, done);
+        return 0;
+    }
+    done -= c->out.len;
+    c->out.len = 0;
+    if (done) {
+        *bytes += done;
+        *n -= done;
+    }
+    return 0;
+}
+
+/* Writes what the input pass gathered for c: what the kernel does not take at once goes
+ * the way of any queued output (conn_start_write). Returns 0, or -1 when the connection
+ * failed and was handed to its owner to close. */
+int px_conn_uncork(px_conn *c)
+{
+    const uint8_t *none = NULL;
+    size_t zero = 0;
+    if (!c->corked)
+        return 0;
+    if (c->closing || c->writing || c->out.len == 0) {
+        c->corked = false;
+        return 0;
+    }
+    if (conn_write_gathered(c, &none, &zero) < 0)
+        return -1;
+    if (c->out.len == 0) {
+        px_buf_give(c->w, &c->out);
+        return 0;
+    }
+    return conn_start_write(c);
+}
+
+/* The other side's reading and anything waiting for c's output are looked at again: after
+ * a write completes, and after a pass's gathered bytes were written (or queued, which the
+ * other side's reading must now wait for). */
+static void conn_on_drained(px_conn *c)
+{
+    if (c->is_server)
+        px_server_on_drained((px_server *)c);
+    else
+        px_client_on_drained((px_client *)c);
+}
+
+static int conn_start_write(px_conn *c)
 {
     pgs_buf tmp = c->wq;
     c->wq = c->out;
@@ -116,9 +202,10 @@ static void conn_start_write(px_conn *c)
     uv_buf_t b = uv_buf_init((char *)c->wq.data, (unsigned)c->wq.len);
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) < 0) {
         conn_dispatch_close(c, NULL);
-        return;
+        return -1;
     }
     c->writing = true;
+    return 0;
 }
 
 static void conn_on_write(uv_write_t *req, int status)
@@ -127,6 +214,7 @@ static void conn_on_write(uv_write_t *req, int status)
     c->writing = false;
     c->wq.len = 0;
     if (status < 0 || c->closing) {
+        c->out.len = 0; /* nothing more can be written: a close must not wait for it */
         if (!c->closing)
             conn_dispatch_close(c, NULL);
         return;
@@ -141,10 +229,7 @@ static void conn_on_write(uv_write_t *req, int status)
         px_conn_close(c);
         return;
     }
-    if (c->is_server)
-        px_server_on_drained((px_server *)c);
-    else
-        px_client_on_drained((px_client *)c);
+    conn_on_drained(c);
 }
 
 /* Sends plaintext through the connection's transport. Returns 0, or -1 when the
@@ -171,7 +256,21 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
     if (n == 0)
         return 0;
     const uint8_t *bytes = p;
-    if (!c->writing && c->out.len == 0) {
+    px_worker *w = c->w;
+    if (!c->writing && !c->corked && c->out.len == 0 && n <= PX_BLOCK && w->corking &&
+        w->ncorked < PX_CORK_MAX) {
+        c->corked = true;
+        w->corked[w->ncorked++] = c;
+    }
+    if (c->corked && c->out.len + n > PX_BLOCK) {
+        /* More than a block: gathering would only copy. It all leaves now, in one write. */
+        if (conn_write_gathered(c, &bytes, &n) < 0)
+            return -1;
+        if (n == 0 && c->out.len == 0) {
+            px_buf_give(w, &c->out);
+            return 0;
+        }
+    } else if (!c->writing && !c->corked && c->out.len == 0) {
         uv_buf_t b = uv_buf_init((char *)bytes, (unsigned)n);
         int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (r == (int)n)
@@ -192,7 +291,7 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
         conn_dispatch_close(c, NULL);
         return -1;
     }
-    if (!c->writing)
+    if (!c->writing && !c->corked)
         conn_start_write(c);
     return 0;
 }
@@ -230,6 +329,13 @@ void px_conn_close(px_conn *c)
 {
     if (c->closing)
         return;
+    if (c->corked && !c->writing && c->out.len) {
+        /* What the pass gave it leaves as far as the kernel takes it at once: a queued
+         * write would be cancelled by uv_close all the same. */
+        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    c->corked = false;
     c->closing = true;
     c->reading = false;
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);

@@ -450,12 +450,10 @@ int px_fanout_start(px_client *cl, px_fanout_req *rq)
             atomic_fetch_add_explicit(px_monitor_reads(w->px->mon, s, rt[s].node), 1, memory_order_relaxed);
     }
     fo->in_txn = rq->in_txn;
-    for (int s = 0; fo->in_txn && cl->x.nparked && s < n; s++) { /* the transaction's own servers */
-        px_server *sv = cl->x.parked[s].sv;
+    for (int s = 0; fo->in_txn && s < n; s++) { /* the transaction's own servers */
+        px_server *sv = px_xact_take_parked(cl, s);
         if (!sv)
             continue;
-        memset(&cl->x.parked[s], 0, sizeof cl->x.parked[s]);
-        cl->x.nparked--;
         fo->links[s].sv = sv;
         fo->links[s].start_ns = uv_hrtime();
         fo->links[s].replica = false;
@@ -591,7 +589,8 @@ static void fanout_pump(px_fanout *fo)
  * now are read again, and what they already buffered is processed. */
 void px_fo_resume(px_fanout *fo)
 {
-    for (int s = 0; s < fo->nshards && px_fo_client(fo->cl) == fo; s++) {
+    px_client *cl = fo->cl; /* fo may end (and be freed) in px_server_process */
+    for (int s = 0; px_fo_client(cl) == fo && s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
         if (!sv || sv->conn.processing || fo->phase[s] == FL_DONE)
             continue;
@@ -617,20 +616,18 @@ void px_fanout_free(px_client *cl)
 static void fanout_park(px_fanout *fo)
 {
     px_xact *x = &fo->cl->x;
-    if (!x->parked && !(x->parked = calloc((size_t)fo->nshards, sizeof *x->parked))) {
-        px_fo_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
-        fanout_drop_servers(fo); /* which rolls their part of the transaction back */
-        x->deferred = PX_DEFER_FAILED;
-        return;
-    }
     for (int s = 0; s < fo->nshards; s++) {
         px_server *sv = fo->links[s].sv;
         if (!sv)
             continue;
+        if (px_xact_park_server(fo->cl, s, sv, true) < 0) {
+            px_fo_fail(fo, PGS_SQLSTATE_OUT_OF_MEMORY, "pgshard: out of memory");
+            fanout_drop_servers(fo); /* which rolls their part of the transaction back */
+            px_xact_drop_parked(fo->cl);
+            x->deferred = PX_DEFER_FAILED;
+            return;
+        }
         fo->links[s].sv = NULL;
-        x->parked[s] = (px_link){.cl = fo->cl, .sv = sv, .shard = s, .write = true, .parked = true};
-        sv->link = &x->parked[s];
-        x->nparked++;
         px_server_update_reading(sv);
     }
     x->deferred = fo->failed ? PX_DEFER_FAILED : PX_DEFER_OPEN;

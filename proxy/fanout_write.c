@@ -380,11 +380,9 @@ int px_fanout_xact_end(px_client *cl, bool commit, size_t consume, pgs_buf *head
         fo->member[cur] = 1;
         px_fo_xact_join(fo, cur, sv);
     }
-    for (int s = 0; x->nparked && s < n; s++) {
-        if (!(sv = x->parked[s].sv))
+    for (int s = 0; s < n; s++) {
+        if (!(sv = px_xact_take_parked(cl, s)))
             continue;
-        memset(&x->parked[s], 0, sizeof x->parked[s]);
-        x->nparked--;
         failed |= sv->tx_status != PGS_TX_BLOCK;
         fo->member[s] = 1;
         px_fo_xact_join(fo, s, sv);

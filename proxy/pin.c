@@ -34,31 +34,35 @@ static bool word_at(const char *s, size_t len, size_t i, const char *w, size_t w
 {
     if (i + wn > len)
         return false;
-    for (size_t k = 0; k < wn; k++)
-        if ((s[i + k] | 0x20) != w[k])
+    for (size_t k = 0; k < wn; k++) {
+        char c = s[i + k];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c | 0x20); /* not '_' | 0x20, which set_config's underscore is not */
+        if (c != w[k])
             return false;
+    }
     return true;
 }
 
 /* The words without which a statement can neither pin nor unpin (TEMP/TEMPORARY/pg_temp,
- * HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config, DISCARD, CLOSE), and their first
- * letters. */
-static const char *const pin_words[] = {"temp",       "hold",    "advisory", "listen",
-                                        "set_config", "discard", "close"};
-static const bool pin_first[256] = {
-    ['t'] = true, ['h'] = true, ['a'] = true, ['l'] = true, ['s'] = true, ['d'] = true, ['c'] = true};
+ * HOLD, pg_*advisory*, LISTEN/UNLISTEN, set_config, DISCARD, CLOSE): no two share a first
+ * letter, so a letter names the one word to look for (its index + 1). */
+static const struct {
+    const char *w;
+    size_t n;
+} pin_words[] = {{"temp", 4},        {"hold", 4},    {"advisory", 8}, {"listen", 6},
+                 {"set_config", 10}, {"discard", 7}, {"close", 5}};
+static const uint8_t pin_first[256] = {
+    ['t'] = 1, ['h'] = 2, ['a'] = 3, ['l'] = 4, ['s'] = 5, ['d'] = 6, ['c'] = 7};
 
 /* Whether the text may pin or unpin at all: one pass, no parse, on every statement of
  * transaction pooling; only texts with one of pin_words are parsed. */
 bool px_pin_may(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)(s[i] | 0x20);
-        if (!pin_first[c])
-            continue;
-        for (size_t k = 0; k < sizeof pin_words / sizeof pin_words[0]; k++)
-            if ((unsigned char)pin_words[k][0] == c && word_at(s, len, i, pin_words[k], strlen(pin_words[k])))
-                return true;
+        uint8_t k = pin_first[(unsigned char)(s[i] | 0x20)];
+        if (k && word_at(s, len, i, pin_words[k - 1].w, pin_words[k - 1].n))
+            return true;
     }
     return false;
 }

@@ -41,6 +41,7 @@ typedef struct px_monitor px_monitor;
 #define PX_SEGMENT_WAIT_MAX                                                                                  \
     (1u << 20)             /* sharded: an undecided segment buffered up to this waits for its Sync */
 #define PX_FREE_BLOCKS 128 /* pooled I/O buffers kept per worker */
+#define PX_CORK_MAX 64     /* connections one input pass gathers output for (conn.c) */
 #define PX_WAIT_READ_MAX (64u << 10) /* input a queued client may buffer while it waits */
 /* Replies a server may owe one client before that client is no longer read: each is a
  * 40-byte entry for a message that may be 5 bytes long, so without a cap a pipelining client
@@ -170,6 +171,7 @@ struct px_conn {
     bool closing; /* uv_close called or about to be */
     bool close_after_flush;
     bool processing; /* guards against re-entering the input loop */
+    bool corked;     /* out holds this input pass's bytes, written when it ends (conn.c) */
     pgs_buf in;      /* received bytes; in_pos of them processed */
     size_t in_pos;
     size_t fwd_mark;    /* start of the processed bytes not yet forwarded to the peer */
@@ -378,6 +380,12 @@ px_server *px_xact_detach(px_client *cl);
 /* Parks the transaction's server (its link's shard) among the transaction's other servers;
  * the client then holds no current link. Returns 0 or -1 (out of memory). */
 int px_xact_park(px_client *cl);
+/* Parks sv, a server of the transaction's shard s that no link holds now. Returns 0, or -1
+ * (out of memory; or s has a parked server already, which never happens). */
+int px_xact_park_server(px_client *cl, int s, px_server *sv, bool write);
+/* Takes the server parked on shard s off the parked slots, for the caller to link; NULL
+ * when none is parked there. */
+px_server *px_xact_take_parked(px_client *cl, int s);
 /* Makes the server parked on shard the current link again (its session state is replayed
  * if it lacks it). Returns it, or NULL when none is parked there. */
 px_server *px_xact_unpark(px_client *cl, int shard);
@@ -587,6 +595,10 @@ struct px_worker {
     uint64_t *node_down_until; /* owned, per shard and node: loop time a failed node rests */
     uint32_t *node_fails;      /* owned, per shard and node: consecutive failures seen here */
     px_move_worker move;
+
+    bool corking; /* an input pass runs: its sends are gathered per connection (conn.c) */
+    int ncorked;
+    px_conn *corked[PX_CORK_MAX]; /* connections with gathered bytes, in order of first send */
 };
 
 /* worker.c */
@@ -641,6 +653,7 @@ void px_conn_set_reading(px_conn *c, bool on);
 void px_conn_after_input(px_conn *c);
 void px_conn_close(px_conn *c);
 bool px_conn_idle_io(const px_conn *c);
+int px_conn_uncork(px_conn *c);
 
 /* client.c */
 void px_client_accept(px_worker *w);

@@ -1003,7 +1003,7 @@ int px_route_acquire(px_client *cl, const pgs_frame *f)
     cl->x.want_read = false;
     /* The lease before the map (routing reads it): the catalog thread publishes a new map
      * before it renews the lease, so a lease seen renewed here comes with that map. */
-    cl->x.lease_lapsed = px_catalog_lease_lapsed(w->px->cat, uv_now(&w->loop));
+    cl->x.lease_lapsed = w->px->sharded && px_catalog_lease_lapsed(w->px->cat, uv_now(&w->loop));
     if (split || (w->px->sharded && f->type == PGS_FE_QUERY))
         route_message(cl, f, &qc, &seen);
     /* A segment buffered whole up to its Sync was routed by all its messages: they need no

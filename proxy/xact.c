@@ -74,18 +74,37 @@ px_server *px_xact_detach(px_client *cl)
     return sv;
 }
 
-int px_xact_park(px_client *cl)
+int px_xact_park_server(px_client *cl, int s, px_server *sv, bool write)
 {
     px_xact *x = &cl->x;
     if (!x->parked && !(x->parked = calloc(cl->conn.w->conf->nshards, sizeof *x->parked)))
         return -1;
-    px_link *from = &x->links[0], *to = &x->parked[from->shard];
-    if (to->sv)
-        return -1; /* never: a shard's server is either current or parked */
-    *to = *from;
-    to->parked = true;
-    to->sv->link = to;
+    if (x->parked[s].sv)
+        return -1;
+    x->parked[s] = (px_link){.cl = cl, .sv = sv, .shard = s, .write = write, .parked = true};
+    sv->link = &x->parked[s];
     x->nparked++;
+    return 0;
+}
+
+px_server *px_xact_take_parked(px_client *cl, int s)
+{
+    px_xact *x = &cl->x;
+    px_link *l = x->nparked && s >= 0 ? &x->parked[s] : NULL;
+    px_server *sv = l ? l->sv : NULL;
+    if (sv)
+        memset(l, 0, sizeof *l);
+    if (sv)
+        x->nparked--;
+    return sv;
+}
+
+int px_xact_park(px_client *cl)
+{
+    px_xact *x = &cl->x;
+    px_link *from = &x->links[0];
+    if (px_xact_park_server(cl, from->shard, from->sv, from->write) < 0)
+        return -1;
     from->sv = NULL;
     from->fresh = false;
     x->nlinks = 0;
@@ -95,13 +114,10 @@ int px_xact_park(px_client *cl)
 px_server *px_xact_unpark(px_client *cl, int shard)
 {
     px_xact *x = &cl->x;
-    px_link *l = x->parked && shard >= 0 ? &x->parked[shard] : NULL;
-    px_server *sv = l ? l->sv : NULL;
+    bool write = x->nparked && shard >= 0 && x->parked[shard].write;
+    px_server *sv = px_xact_take_parked(cl, shard);
     if (!sv)
         return NULL;
-    bool write = l->write;
-    memset(l, 0, sizeof *l);
-    x->nparked--;
     x->deferred = PX_DEFER_NONE; /* it is in the transaction: no BEGIN for it */
     px_xact_plan(cl, shard, write, false);
     px_xact_attach(cl, sv);

@@ -184,7 +184,10 @@ class Bench:
         with open(ini, "w") as f:
             f.write(ini_body.replace("@PORT@", str(port)))
         log = open(os.path.join(self.work, name + ".log"), "w")
-        p = subprocess.Popen([self.bin, "-c", ini], stdout=log, stderr=log)
+        # A session of its own, as PgBouncer's -d and PostgreSQL's pg_ctl give theirs: with
+        # the kernel's autogroup scheduling a process shares its CPU with its session, so a
+        # pgshard left in pgbench's session competes with pgbench and is preempted more.
+        p = subprocess.Popen([self.bin, "-c", ini], stdout=log, stderr=log, start_new_session=True)
         self.children.append(p)
         self.wait_ready(port, p, name)
         return Target("pgshard", port, p.pid), p

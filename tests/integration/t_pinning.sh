@@ -2,10 +2,10 @@
 # Session state that transaction pooling cannot replay, through pgshard with one worker and
 # a pool small enough that clients share servers:
 #   - another client's SET ROLE never reaches the next client of that server;
-#   - a session advisory lock, a temp table, a WITH HOLD cursor and LISTEN keep their server
-#     with the client across transactions (pinning), show in SHOW CLIENTS/SERVERS and in
-#     /metrics; removing the state (pg_advisory_unlock_all, DISCARD TEMP, CLOSE ALL,
-#     UNLISTEN *) lets the server go at the next transaction end;
+#   - a session advisory lock, a temp table, a WITH HOLD cursor, set_config(..., false) and
+#     LISTEN keep their server with the client across transactions (pinning), show in
+#     SHOW CLIENTS/SERVERS and in /metrics; removing the state (pg_advisory_unlock_all,
+#     DISCARD TEMP, CLOSE ALL, UNLISTEN *) lets the server go at the next transaction end;
 #   - when a pinned client leaves, its server is cleaned (DISCARD ALL) before anyone else gets
 #     it: the lock is free, the temp table gone, and `pgbench -i` works after a held cursor;
 #   - a pool exhausted by pinned clients makes others wait (query_wait_timeout applies) and
@@ -125,6 +125,16 @@ pgs_session_close c
 PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/pgbench" -i -s 1 -q -h "$PGS_HOST" -p "$PORT" -U "$PGS_USER" "$PGS_DB" \
   >"$W/pgbench-i.log" 2>&1 || pgs_fail "pgbench -i after a held cursor: $(tail -3 "$W/pgbench-i.log")"
 pgs_psql_direct -q -c 'DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history'
+
+pgs_log "set_config(..., false) keeps its server with its client; the next client starts clean"
+pgs_session_open g "$PORT"
+pgs_session_query g "SELECT set_config('pin.x', 'kept', false);" || pgs_fail "set_config"
+pgs_session_query g "SELECT current_setting('pin.x');" || pgs_fail "set_config: later query"
+pgs_assert_eq "kept" "${PGS_SESSION_OUT[0]}" "the setting in a later transaction"
+pgs_assert_eq "set_config " "$(pinned_clients)" "pinned by set_config"
+pgs_session_close g
+out=$(pgs_psql -c "SELECT coalesce(current_setting('pin.x', true), 'none')" 2>&1)
+[[ $out != kept ]] || pgs_fail "the next client of the server sees the last client's set_config"
 
 pgs_log "LISTEN: notifications sent between the listener's transactions reach it"
 pgs_session_open l "$PORT"
