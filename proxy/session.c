@@ -119,11 +119,29 @@ static bool set_to_default(const char *s, size_t n, size_t i)
     return i == n;
 }
 
+/* Whether the word at s may be one px_sess_classify looks at: its first three letters are
+ * those of SET, RESET, DISCARD, DEALLOCATE, PREPARE or EXECUTE. Most statements are ruled
+ * out here, before the word is read. */
+static bool sess_may(const char *s, size_t n)
+{
+    static const char heads[][4] = {"set", "res", "dis", "dea", "pre", "exe"};
+    if (n < 3)
+        return false;
+    char h[3] = {(char)(s[0] | 0x20), (char)(s[1] | 0x20), (char)(s[2] | 0x20)};
+    for (size_t k = 0; k < sizeof heads / sizeof heads[0]; k++)
+        if (memcmp(h, heads[k], 3) == 0)
+            return true;
+    return false;
+}
+
 void px_sess_classify(const char *sql, size_t len, px_sess_stmt *out)
 {
     char w1[64], w2[64], w3[64];
     memset(out, 0, sizeof *out);
-    size_t i = read_word(sql, len, skip_space(sql, len, 0), w1, sizeof w1);
+    size_t i = skip_space(sql, len, 0);
+    if (!sess_may(sql + i, len - i))
+        return;
+    i = read_word(sql, len, i, w1, sizeof w1);
     bool set = strcmp(w1, "set") == 0, reset = strcmp(w1, "reset") == 0;
     bool discard = strcmp(w1, "discard") == 0, dealloc = strcmp(w1, "deallocate") == 0;
     bool prepare = strcmp(w1, "prepare") == 0, execute = strcmp(w1, "execute") == 0;

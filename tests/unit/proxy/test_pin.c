@@ -28,6 +28,10 @@ static void test_pinning_texts(void **state)
         "select PG_TRY_ADVISORY_LOCK(1)",
         "LISTEN chan",
         "UNLISTEN *",
+        "unlisten chan",
+        "SELECT pg_catalog.pg_advisory_unlock_all()",
+        "SELECT \"pg_advisory_lock\"(1)",
+        "DO $$BEGIN PERFORM pg_advisory_lock(1); END$$",
         "SELECT set_config('a.b', 'c', false)",
         "DISCARD ALL",
         "CLOSE c",
@@ -58,12 +62,17 @@ static void test_plain_texts(void **state)
     assert_true(px_pin_may("SELECT 1; LISTEN x", 18));
 }
 
-/* A filter, not a parser: a pin word inside another word lets the parse decide. */
+/* A filter, not a parser: a word that starts with a pin word, or one in a string or a
+ * comment, lets the parse decide; one inside another word is not looked at. */
 static void test_over_approximation(void **state)
 {
     (void)state;
-    assert_true(may("SELECT threshold FROM t"));
-    assert_true(may("SELECT * FROM attempts"));
+    assert_true(may("SELECT holding FROM t"));
+    assert_true(may("SELECT 'temp' AS x"));
+    assert_true(may("SELECT 1 /*close*/"));
+    assert_false(may("SELECT threshold FROM attempts"));
+    assert_false(may("SELECT x1close, \u00e9close FROM t"));
+    assert_true(may("SELECT $$temp$$"));
 }
 
 int main(void)
