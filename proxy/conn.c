@@ -1,5 +1,5 @@
-/* Byte transport of one TCP connection: reading into a pooled buffer, writing with
- * uv_try_write first and queueing only what the kernel did not take, and backpressure.
+/* Byte transport of one TCP connection: reading into a pooled buffer, writing with send(2)
+ * first and queueing only what the kernel did not take (uv_write), and backpressure.
  * What the bytes mean is decided in client.c and server.c.
  *
  * Corking: while one read is processed (an input pass), what it sends to any connection is
@@ -9,8 +9,10 @@
  * is gathered; more leaves at once with what was gathered. Gathered bytes count as written
  * for backpressure (px_conn_idle_io): they leave before the pass returns to the loop, or
  * earlier when their connection closes. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "proxy/px.h"
@@ -131,6 +133,28 @@ bool px_conn_idle_io(const px_conn *c)
 static void conn_on_write(uv_write_t *req, int status);
 static int conn_start_write(px_conn *c);
 
+/* uv_try_write's work, done with send(2)/sendmsg(2), which skip the file layer that
+ * write(2)/writev(2) go through on a socket; only called with nothing queued in libuv
+ * (c->writing false). Returns the bytes taken, UV_EAGAIN for none, or another UV_ error. */
+static int conn_try_send(px_conn *c, const uv_buf_t *b, unsigned n)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) < 0)
+        return UV_EBADF;
+    ssize_t r;
+    do {
+        if (n == 1) {
+            r = send(fd, b[0].base, b[0].len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else {
+            struct msghdr m = {.msg_iov = (struct iovec *)b, .msg_iovlen = n};
+            r = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0)
+        return r == 0 ? UV_EAGAIN : (int)r;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
+}
+
 /* Writes the bytes gathered for c and then n more at *bytes, in one write, and ends the
  * gathering; *bytes and *n are left at what the kernel did not take, gathered bytes it did
  * not take stay in out. Returns 0, or -1 when the connection failed and was handed to its
@@ -140,7 +164,7 @@ static int conn_write_gathered(px_conn *c, const uint8_t **bytes, size_t *n)
     uv_buf_t b[2] = {uv_buf_init((char *)c->out.data, (unsigned)c->out.len),
                      uv_buf_init((char *)*bytes, (unsigned)*n)};
     c->corked = false;
-    int r = uv_try_write((uv_stream_t *)&c->tcp, b, 2);
+    int r = conn_try_send(c, b, *n ? 2 : 1);
     if (r < 0 && r != UV_EAGAIN) {
         c->out.len = 0; /* nothing more can be written: a close must not wait for it */
         conn_dispatch_close(c, NULL);
@@ -272,7 +296,7 @@ int px_conn_raw_send(px_conn *c, const void *p, size_t n)
         }
     } else if (!c->writing && !c->corked && c->out.len == 0) {
         uv_buf_t b = uv_buf_init((char *)bytes, (unsigned)n);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        int r = conn_try_send(c, &b, 1);
         if (r == (int)n)
             return 0;
         if (r < 0 && r != UV_EAGAIN) {
@@ -333,7 +357,7 @@ void px_conn_close(px_conn *c)
         /* What the pass gave it leaves as far as the kernel takes it at once: a queued
          * write would be cancelled by uv_close all the same. */
         uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        (void)conn_try_send(c, &b, 1);
     }
     c->corked = false;
     c->closing = true;
