@@ -1147,8 +1147,11 @@ static px_step client_forward_step(px_client *cl)
     if (!px_xact_link(cl) && (cl->x.nparked || cl->x.multi_lost) &&
         (m = px_route_multi_end(cl, &f)) != PX_MSG_PASS)
         return m == PX_MSG_WAIT ? PX_STEP_WAIT : px_step_after(m);
-    if (!px_xact_link(cl) && c->w->px->sharded && (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) &&
-        (m = px_route_defer(cl, &f)) != PX_MSG_PASS)
+    /* A BEGIN is kept (and answered) until a statement needs a server: the server then gets
+     * both in one write, which saves it a round trip, and a transaction that turns out empty
+     * takes no server at all. */
+    if (!px_xact_link(cl) && (c->w->px->sharded || c->w->conf->cfg->pool_mode == CFG_POOL_TRANSACTION) &&
+        (f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) && (m = px_route_defer(cl, &f)) != PX_MSG_PASS)
         return px_step_after(m);
     if (!px_xact_link(cl)) {
         cl->wait_since = uv_now(&c->w->loop);

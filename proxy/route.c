@@ -1187,13 +1187,12 @@ typedef struct defer_answer {
 static const char defer_aborted[] =
     "current transaction is aborted, commands ignored until end of transaction block";
 
-/* What pgshard answers itself for a statement of a client that holds no server: BEGIN (kept
- * until a statement names a shard), COMMIT/ROLLBACK of such a BEGIN, and anything but those
- * after an error in it. Returns 1 with *a, 0 to route the statement, -1 out of memory. */
-/* Whether a text may start a transaction: its first word is BEGIN or START (or it opens
- * with a comment). Most statements are not, and then need no analysis here. */
-static bool may_begin(const char *sql, size_t len)
+/* Whether a text may be a statement that starts a transaction (its first word is BEGIN or
+ * START) or, with ends, one that ends it too (COMMIT, END, ROLLBACK, ABORT); or it opens
+ * with a comment. Most statements are none of these, and then need no analysis here. */
+static bool may_begin(const char *sql, size_t len, bool ends)
 {
+    static const char *const words[] = {"begin", "start", "commit", "end", "rollback", "abort"};
     size_t i = 0;
     while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
         i++;
@@ -1201,14 +1200,23 @@ static bool may_begin(const char *sql, size_t len)
         return false;
     if (sql[i] == '/' || sql[i] == '-')
         return true;
-    return len - i >= 5 && (strncasecmp(sql + i, "begin", 5) == 0 || strncasecmp(sql + i, "start", 5) == 0);
+    for (size_t k = 0; k < (ends ? 6u : 2u); k++) {
+        size_t n = strlen(words[k]);
+        if (len - i >= n && strncasecmp(sql + i, words[k], n) == 0)
+            return true;
+    }
+    return false;
 }
 
+/* What pgshard answers itself for a statement of a client that holds no server: BEGIN (kept
+ * until a statement needs a server: names a shard when pgshard shards, any statement
+ * otherwise), COMMIT/ROLLBACK of such a BEGIN, and anything but those after an error in it.
+ * Returns 1 with *a, 0 to route the statement, -1 out of memory. */
 static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer *a)
 {
     px_worker *w = cl->conn.w;
     px_xact *x = &cl->x;
-    if (x->deferred == PX_DEFER_NONE && !may_begin(sql, len))
+    if (x->deferred != PX_DEFER_FAILED && !may_begin(sql, len, x->deferred == PX_DEFER_OPEN))
         return 0;
     const prs_query_info *qi = route_analyze(w, sql, len);
     *a = (defer_answer){NULL, PGS_SQLSTATE_IN_FAILED_SQL_TRANSACTION, defer_aborted};
@@ -1216,7 +1224,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
         return x->deferred == PX_DEFER_FAILED;
     bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
     if (x->deferred == PX_DEFER_NONE) {
-        if (qi->kind != PRS_KIND_BEGIN || w->px->cfg->nshards < 2)
+        if (qi->kind != PRS_KIND_BEGIN)
             return 0;
         pgs_buf_clear(&x->begin);
         if (pgs_buf_append(&x->begin, sql, len) < 0)

@@ -6,7 +6,7 @@
 # sql.begin transactions, 2000 concurrent queries and queries with thousands of parameters.
 # Statements must be prepared again on each server connection (pgshard_% in
 # pg_prepared_statements on both backends), and the primary must never see more than
-# pool_size backends of user app. Then node-postgres in session pooling (tests/drivers/node/pid.js):
+# pool_size backends of the test's own user. Then node-postgres in session pooling (tests/drivers/node/pid.js):
 # its processID (BackendKeyData) is the server's pid, as pg_backend_pid() and a
 # NotificationResponse say, and a cancel with that key works.
 #
@@ -41,13 +41,20 @@ if ! (cd "$APP" && npm ci --no-audit --no-fund --loglevel=error >"$W/npm-ci.log"
 fi
 pgs_log "npm ci: installed $(cd "$APP" && npm ls --depth=0 2>/dev/null | tail -n +2 | tr -d '\n')"
 
-pgs_start_proxy node workers=1 pool_size=2 pool_mode=transaction query_wait_timeout=60
+# A role of its own: the backends test.js counts are then this proxy's alone, not those of a
+# test running beside it on the shared cluster or of one whose backends are still exiting.
+NODE_USER=pgs_node_driver
+pgs_cluster psql 0 -- -q -c "DROP ROLE IF EXISTS $NODE_USER" \
+  -c "CREATE ROLE $NODE_USER LOGIN SUPERUSER PASSWORD '$PGS_PASSWORD'" || pgs_fail "creating role $NODE_USER"
+pgs_on_exit "\"$PGS_CLUSTER_SH\" psql \"$PGS_CLUSTER_DIR\" 0 -- -q -c 'DROP OWNED BY $NODE_USER' -c 'DROP ROLE IF EXISTS $NODE_USER' >/dev/null 2>&1"
+pgs_start_proxy node workers=1 pool_size=2 pool_mode=transaction query_wait_timeout=60 \
+  "[user.$NODE_USER]" "password=$PGS_PASSWORD"
 
 rc=0
 (
   cd "$APP"
   PGS_PROXY_PORT=$PGS_PROXY_PORT PGS_PRIMARY_PORT=$PGS_SHARD0_PRIMARY_PORT PGS_SOCKDIR=$PGS_SOCKDIR \
-    PGS_SUPERUSER=${PGS_SUPERUSER:-postgres} PGS_USER=$PGS_USER PGS_PASSWORD=$PGS_PASSWORD PGS_DB=$PGS_DB \
+    PGS_SUPERUSER=${PGS_SUPERUSER:-postgres} PGS_USER=$NODE_USER PGS_PASSWORD=$PGS_PASSWORD PGS_DB=$PGS_DB \
     timeout 180 node test.js
 ) | tee "$W/node.out" || rc=$?
 

@@ -74,7 +74,7 @@ async function superQuery(text, values) {
   }
 }
 
-// Samples the backends of user app on the primary (all of them the proxy's: every direct
+// Samples the backends of USER on the primary (all of them the proxy's: every direct
 // connection here is the superuser's).
 class Monitor {
   constructor() { this.max = 0; this.samples = 0; this.error = null; this.stopped = false; }
