@@ -1257,6 +1257,19 @@ static px_msg route_defer_ext(px_client *cl)
 {
     const char *sql = NULL;
     size_t len = 0;
+    /* Most segments are not a BEGIN's (nor, while one is kept, its end): their Parse says so
+     * before the rest is read. */
+    const uint8_t *at = px_conn_at(&cl->conn);
+    size_t avail = cl->conn.in.len - cl->conn.in_pos;
+    pgs_frame pf;
+    if (cl->x.deferred != PX_DEFER_FAILED && pgs_frame_read(at, avail, PGS_MAX_MSG_LEN, &pf) == 1 &&
+        pf.total <= avail) {
+        const char *body = (const char *)at + PGS_HDR_LEN;
+        size_t n = pf.len - 4, skip = pgs_strnlen(body, n) + 1;
+        if (skip <= n &&
+            !may_begin(body + skip, pgs_strnlen(body + skip, n - skip), cl->x.deferred == PX_DEFER_OPEN))
+            return PX_MSG_PASS;
+    }
     pgs_buf b = PGS_BUF_INIT;
     defer_answer a;
     size_t seg = defer_ext_segment(cl, &sql, &len, &b, NULL);
