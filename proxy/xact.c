@@ -92,10 +92,10 @@ px_server *px_xact_take_parked(px_client *cl, int s)
     px_xact *x = &cl->x;
     px_link *l = x->nparked && s >= 0 ? &x->parked[s] : NULL;
     px_server *sv = l ? l->sv : NULL;
-    if (sv)
+    if (sv) {
         memset(l, 0, sizeof *l);
-    if (sv)
         x->nparked--;
+    }
     return sv;
 }
 
