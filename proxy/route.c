@@ -1251,25 +1251,34 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
     return 0;
 }
 
+/* The statement text of a Query or a Parse (whole in transaction pooling), or false. */
+static bool route_text(px_client *cl, const pgs_frame *f, const char **sql, size_t *len)
+{
+    const uint8_t *at = px_conn_at(&cl->conn);
+    size_t n = f->len - 4, skip = 0;
+    if (!at || cl->conn.in.len - cl->conn.in_pos < f->total ||
+        (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE))
+        return false;
+    const char *body = (const char *)at + PGS_HDR_LEN;
+    if (f->type == PGS_FE_PARSE && (skip = pgs_strnlen(body, n)) == n)
+        return false; /* the statement name has no end */
+    skip += f->type == PGS_FE_PARSE;
+    *sql = body + skip;
+    *len = pgs_strnlen(*sql, n - skip);
+    return true;
+}
+
 /* The extended-protocol form (an unnamed Parse of the statement, Bind, Describe, Execute,
  * Sync, as psycopg sends BEGIN): the replies are made here, in order. */
-static px_msg route_defer_ext(px_client *cl)
+static px_msg route_defer_ext(px_client *cl, const pgs_frame *f)
 {
     const char *sql = NULL;
     size_t len = 0;
     /* Most segments are not a BEGIN's (nor, while one is kept, its end): their Parse says so
      * before the rest is read. */
-    const uint8_t *at = px_conn_at(&cl->conn);
-    size_t avail = cl->conn.in.len - cl->conn.in_pos;
-    pgs_frame pf;
-    if (cl->x.deferred != PX_DEFER_FAILED && pgs_frame_read(at, avail, PGS_MAX_MSG_LEN, &pf) == 1 &&
-        pf.total <= avail) {
-        const char *body = (const char *)at + PGS_HDR_LEN;
-        size_t n = pf.len - 4, skip = pgs_strnlen(body, n) + 1;
-        if (skip <= n &&
-            !may_begin(body + skip, pgs_strnlen(body + skip, n - skip), cl->x.deferred == PX_DEFER_OPEN))
-            return PX_MSG_PASS;
-    }
+    if (cl->x.deferred != PX_DEFER_FAILED && route_text(cl, f, &sql, &len) &&
+        !may_begin(sql, len, cl->x.deferred == PX_DEFER_OPEN))
+        return PX_MSG_PASS;
     pgs_buf b = PGS_BUF_INIT;
     defer_answer a;
     size_t seg = defer_ext_segment(cl, &sql, &len, &b, NULL);
@@ -1298,7 +1307,7 @@ static px_msg route_defer_ext(px_client *cl)
 px_msg px_route_defer(px_client *cl, const pgs_frame *f)
 {
     if (f->type == PGS_FE_PARSE)
-        return route_defer_ext(cl);
+        return route_defer_ext(cl, f);
     const char *sql = (const char *)px_conn_at(&cl->conn) + PGS_HDR_LEN;
     defer_answer a;
     int r = defer_decide(cl, sql, pgs_strnlen(sql, f->len - 4), &a);
@@ -1314,23 +1323,6 @@ px_msg px_route_defer(px_client *cl, const pgs_frame *f)
 int px_route_primary_node(px_worker *w, int shard)
 {
     return w->px->mon ? px_route_status(w)->shards[shard].primary : 0;
-}
-
-/* The statement text of a Query or a Parse (whole in transaction pooling), or false. */
-static bool route_text(px_client *cl, const pgs_frame *f, const char **sql, size_t *len)
-{
-    const uint8_t *at = px_conn_at(&cl->conn);
-    size_t n = f->len - 4, skip = 0;
-    if (!at || cl->conn.in.len - cl->conn.in_pos < f->total ||
-        (f->type != PGS_FE_QUERY && f->type != PGS_FE_PARSE))
-        return false;
-    const char *body = (const char *)at + PGS_HDR_LEN;
-    if (f->type == PGS_FE_PARSE && (skip = pgs_strnlen(body, n)) == n)
-        return false; /* the statement name has no end */
-    skip += f->type == PGS_FE_PARSE;
-    *sql = body + skip;
-    *len = pgs_strnlen(*sql, n - skip);
-    return true;
 }
 
 /* Statements that end or split a transaction, which a transaction over several shards
