@@ -48,16 +48,22 @@ pgs_on_exit "touch $W/stop; kill $loop 2>/dev/null"
 sleep 1
 
 # One reload at a time: each is waited for in the log, so no two SIGHUPs merge into one.
-# The log is followed through an open descriptor, without a process per look.
+# The log is followed through an open descriptor, without a process per look. A line can
+# be read in two parts: the kernel makes a write that crosses a page boundary visible one
+# page at a time, and read stops at the end of the file with what it got, so a part
+# without its newline is kept until the rest comes.
 exec {logfd}<"$LOG"
+part=
 reload_once() {
   local line deadline=$((SECONDS + 10))
   kill -HUP "$PGS_PROXY_PID"
   while :; do
     if IFS= read -r -u "$logfd" line; then
+      line=$part$line part=
       [[ $line == *' reload: '* || $line == *'"reload"'* ]] && return 0
     else
-      ((SECONDS < deadline)) || pgs_fail "reload $i was not logged"
+      part+=$line
+      ((SECONDS < deadline)) || pgs_fail "reload $i was not logged (line part '$part'; the log ends: $(tail -c 600 "$LOG"))"
       sleep 0.002
     fi
   done
