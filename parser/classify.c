@@ -1468,8 +1468,13 @@ static void classify_set(classifier *c, const PgQuery__VariableSetStmt *s, stmt_
     if (s->is_local)
         r->flags |= PRS_F_SET_LOCAL;
     set_var_name(c, s->name, r);
-    if (s->kind == PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI)
+    if (s->kind == PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI) {
+        uint8_t iso = c->out->isolation;
         txn_options(c, s->args, s->n_args, r);
+        /* SET SESSION CHARACTERISTICS sets the session's default, not this transaction's. */
+        if (!s->name || strcmp(s->name, "TRANSACTION") != 0)
+            c->out->isolation = iso;
+    }
     if (c->stmt != 0)
         return;
     if (s->kind == PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT) {

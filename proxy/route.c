@@ -105,6 +105,7 @@ typedef struct px_qclass {
     uint8_t kind;        /* prs_kind of a Query's first statement (0 for the extended protocol) */
     uint32_t n_statements;
     uint32_t flags;  /* PRS_F_* of a Query's statements */
+    bool serializable; /* BEGIN / SET TRANSACTION ... SERIALIZABLE: not on a hot standby */
     px_sk_result sk; /* the shard (sharded configs only; verdict PX_SK_ANY otherwise) */
 } px_qclass;
 
@@ -208,6 +209,7 @@ static void route_classify(px_client *cl, const char *sql, size_t len, const px_
     qc->kind = qi->kind;
     qc->n_statements = qi->n_statements;
     qc->flags = qi->flags;
+    qc->serializable = qi->isolation == PRS_ISO_SERIALIZABLE;
     const prs_hints *h = &w->lex.hints;
     qc->target = h->target;
     qc->has_lag = h->has_max_lag;
@@ -290,6 +292,7 @@ static void route_message(px_client *cl, const pgs_frame *first, px_qclass *qc, 
         read = (r ? r : unnamed) == ROUTE_READ;
         if (f.type == PGS_FE_PARSE || f.type == PGS_FE_BIND)
             any = true;
+        qc->serializable = qc->serializable || one.serializable;
         if (one.target) {
             qc->target = one.target;
             qc->has_lag = one.has_lag;
@@ -622,10 +625,14 @@ static void route_decide(px_client *cl, const px_qclass *qc, bool write, int sha
 
 /* Whether a statement of this class goes to a replica: hint first, then the session's
  * SET pgshard.target, then the classification. */
+/* A serializable transaction, or a session whose default isolation level is serializable,
+ * reads on the primary: a hot standby refuses serializable mode ("cannot use serializable
+ * mode in a hot standby"). An explicit target=replica still gets the standby's answer. */
 static bool route_wants_replica(const px_client *cl, const px_qclass *qc)
 {
     uint8_t target = qc->target ? qc->target : cl->target;
-    return target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc->read);
+    return target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc->read && !qc->serializable &&
+                                            !(cl->sess && cl->sess->serializable));
 }
 
 /* The planner's question: whether a column is the shard key of a sharded table. */
@@ -1230,7 +1237,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
         if (pgs_buf_append(&x->begin, sql, len) < 0)
             return -1;
         x->deferred = PX_DEFER_OPEN;
-        x->begin_read_only = (qi->flags & PRS_F_READ_ONLY_TXN) != 0;
+        x->begin_read_only = (qi->flags & PRS_F_READ_ONLY_TXN) != 0 && qi->isolation != PRS_ISO_SERIALIZABLE;
         /* The tag names the statement as written, as PostgreSQL's does. */
         a->tag = strncasecmp(prs_lexed_text(&w->lex), "start", 5) == 0 ? "START TRANSACTION" : "BEGIN";
         return 1;

@@ -2,6 +2,7 @@
 #include "proxy/session.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,6 +229,93 @@ static int list_push(px_setting ***items, size_t *n, size_t *cap, px_setting *st
     return 0;
 }
 
+static int stage_one(px_session *s, uint64_t key, const char *sql, size_t len)
+{
+    if (s->bytes + len > PX_SESSION_MAX_BYTES)
+        return -1;
+    px_setting *e = setting_new(key, sql, len);
+    if (!e || list_push(&s->pending, &s->npending, &s->pcap, e) < 0) {
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
+/* SET SESSION CHARACTERISTICS AS TRANSACTION modes is PostgreSQL's other spelling of SET
+ * default_transaction_isolation, _read_only and _deferrable: staged as those SETs, so that
+ * a later SET or RESET of one of them replaces it, as on the server. Returns 1 when the
+ * modes were understood and staged, 0 when not (the text is kept as written), -1 as
+ * px_session_stage. */
+static int stage_characteristics(px_session *s, const char *sql, size_t len)
+{
+    static const char *const levels[][2] = {{"serializable", ""},
+                                            {"repeatable", "read"},
+                                            {"read", "committed"},
+                                            {"read", "uncommitted"}};
+    char w[8][24], set[3][80];
+    int nset = 0, nw = -1; /* -1: before TRANSACTION */
+    size_t i = 0;
+    /* The words after TRANSACTION, commas dropped. */
+    while (i < len) {
+        char t[24];
+        size_t j = read_word(sql, len, skip_space(sql, len, i), t, sizeof t);
+        if (j == skip_space(sql, len, i)) {
+            if (j < len && (sql[j] == ',' || sql[j] == ';')) {
+                i = j + 1;
+                continue;
+            }
+            if (j < len)
+                return 0;
+            break;
+        }
+        i = j;
+        if (nw < 0) {
+            if (strcmp(t, "transaction") == 0)
+                nw = 0;
+            continue;
+        }
+        if (nw == (int)(sizeof w / sizeof *w))
+            return 0;
+        memcpy(w[nw++], t, sizeof t);
+    }
+    for (int k = 0; k < nw;) {
+        if (nset == 3)
+            return 0;
+        if (strcmp(w[k], "isolation") == 0 && k + 2 < nw && strcmp(w[k + 1], "level") == 0) {
+            size_t l = 0;
+            while (l < 4 && !(strcmp(w[k + 2], levels[l][0]) == 0 &&
+                              (!levels[l][1][0] || (k + 3 < nw && strcmp(w[k + 3], levels[l][1]) == 0))))
+                l++;
+            if (l == 4)
+                return 0;
+            snprintf(set[nset++], sizeof set[0], "SET default_transaction_isolation = '%s%s%s'", levels[l][0],
+                     levels[l][1][0] ? " " : "", levels[l][1]);
+            k += levels[l][1][0] ? 4 : 3;
+        } else if (strcmp(w[k], "read") == 0 && k + 1 < nw &&
+                   (strcmp(w[k + 1], "only") == 0 || strcmp(w[k + 1], "write") == 0)) {
+            snprintf(set[nset++], sizeof set[0], "SET default_transaction_read_only = %s",
+                     w[k + 1][0] == 'o' ? "on" : "off");
+            k += 2;
+        } else if (strcmp(w[k], "deferrable") == 0 ||
+                   (strcmp(w[k], "not") == 0 && k + 1 < nw && strcmp(w[k + 1], "deferrable") == 0)) {
+            snprintf(set[nset++], sizeof set[0], "SET default_transaction_deferrable = %s",
+                     w[k][0] == 'd' ? "on" : "off");
+            k += w[k][0] == 'd' ? 1 : 2;
+        } else {
+            return 0;
+        }
+    }
+    if (nset == 0)
+        return 0;
+    for (int k = 0; k < nset; k++) {
+        char name[40];
+        read_word(set[k], strlen(set[k]), 4, name, sizeof name);
+        if (stage_one(s, name_key(name), set[k], strlen(set[k])) < 0)
+            return -1;
+    }
+    return 1;
+}
+
 int px_session_stage(px_session *s, const px_sess_stmt *st, const char *sql, size_t len)
 {
     if (st->kind == SESS_RESET_ALL || st->kind == SESS_DISCARD_ALL) {
@@ -237,16 +325,14 @@ int px_session_stage(px_session *s, const px_sess_stmt *st, const char *sql, siz
         s->pending_reset_all = true;
         return 0;
     }
-    if (s->bytes + len > PX_SESSION_MAX_BYTES)
-        return -1;
+    if (st->kind == SESS_SET && st->key == name_key("characteristics")) {
+        int r = stage_characteristics(s, sql, len);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
     /* A RESET is staged as an entry with no text: committing it removes the key. */
     uint64_t key = st->kind == SESS_MULTI ? px_hash64(sql, len, 1) : st->key;
-    px_setting *e = setting_new(key, sql, st->kind == SESS_RESET ? 0 : len);
-    if (!e || list_push(&s->pending, &s->npending, &s->pcap, e) < 0) {
-        free(e);
-        return -1;
-    }
-    return 0;
+    return stage_one(s, key, sql, st->kind == SESS_RESET ? 0 : len);
 }
 
 static void session_remove_key(px_session *s, uint64_t key)
@@ -271,13 +357,36 @@ static void session_clear(px_session *s)
     s->bytes = 0;
 }
 
+/* Whether a setting of default_transaction_isolation (SET, the startup packet's
+ * set_config, SET SESSION CHARACTERISTICS as staged) makes it serializable. */
+static bool setting_serializable(const px_setting *st)
+{
+    for (size_t i = 0; i < st->len;) {
+        char w[16];
+        size_t j = read_word(st->text, st->len, i, w, sizeof w);
+        if (j == i) {
+            i++;
+            continue;
+        }
+        i = j;
+        if (strcmp(w, "serializable") == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Sessions with the same settings in the same order share a signature, so a server left
- * in that state by one client needs no replay for another (all of pgbench's clients). */
+ * in that state by one client needs no replay for another (all of pgbench's clients).
+ * Notes the default isolation level on the way: the last setting of it holds. */
 static void session_sign(px_session *s)
 {
-    uint64_t h = 0;
-    for (size_t i = 0; i < s->n; i++)
+    uint64_t h = 0, iso = name_key("default_transaction_isolation");
+    s->serializable = false;
+    for (size_t i = 0; i < s->n; i++) {
         h = px_hash64(s->items[i]->text, s->items[i]->len, h);
+        if (s->items[i]->key == iso) /* one at most: a newer one replaces it */
+            s->serializable = setting_serializable(s->items[i]);
+    }
     s->sig = s->n ? h : 0;
 }
 
@@ -402,8 +511,12 @@ void px_session_replay_sql(const px_session *s, pgs_buf *out)
 {
     /* Each text on its own lines, so a trailing -- comment cannot swallow the next one.
      * RESET ALL leaves the role and the session authorization as they are (PostgreSQL
-     * marks them GUC_NO_RESET_ALL): another client's SET ROLE would stay in force. */
-    static const char reset[] = "RESET SESSION AUTHORIZATION;\nRESET ROLE;\nRESET ALL";
+     * marks them GUC_NO_RESET_ALL): another client's SET ROLE would stay in force. The
+     * replay runs in one transaction, begun under the server's old defaults: read committed
+     * first, or a hot standby left serializable by default by another client's SET refuses
+     * the first statement that takes a snapshot ("cannot use serializable mode"). */
+    static const char reset[] = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;\nRESET SESSION AUTHORIZATION;\n"
+                                "RESET ROLE;\nRESET ALL";
     pgs_buf_append(out, reset, sizeof reset - 1);
     for (size_t i = 0; i < s->n; i++) {
         pgs_buf_append(out, ";\n", 2);

@@ -48,6 +48,7 @@ typedef struct px_session {
     size_t n, cap;
     size_t bytes;
     uint64_t sig;         /* hash of the committed settings; 0 when there are none */
+    bool serializable;    /* they make serializable the default isolation level */
     px_setting **pending; /* owned, staged by the running transaction */
     size_t npending, pcap;
     bool pending_reset_all;

@@ -151,6 +151,43 @@ for begin in "BEGIN READ ONLY" "START TRANSACTION READ ONLY"; do
   done
 done
 
+pgs_log "serializable transactions and sessions go to the primary (a hot standby cannot run them)"
+# Each as PostgreSQL on the primary would answer: the statements run, serializable. On a
+# replica the BEGIN or the first read would fail ("cannot use serializable mode in a hot
+# standby").
+for begin in "BEGIN READ ONLY ISOLATION LEVEL SERIALIZABLE" \
+  "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"; do
+  out=$(pgs_psql -q -c "$begin" -c "SELECT inet_server_port()" -c "SHOW transaction_isolation" \
+    -c "SELECT inet_server_port()" -c "COMMIT") || pgs_fail "$begin: failed: $out"
+  mapfile -t L <<<"$out"
+  pgs_assert_eq serializable "${L[1]:-}" "$begin: the transaction is serializable"
+  all_primary "$begin" "$(printf '%s\n' "${L[0]}" "${L[2]:-}")"
+done
+out=$(pgs_psql -q -c "BEGIN READ ONLY" -c "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE" \
+  -c "SELECT inet_server_port()" -c "SHOW transaction_isolation" -c "COMMIT") ||
+  pgs_fail "BEGIN READ ONLY; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE: failed: $out"
+mapfile -t L <<<"$out"
+pgs_assert_eq serializable "${L[1]:-}" "BEGIN READ ONLY + SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+all_primary "BEGIN READ ONLY + SET TRANSACTION ISOLATION LEVEL SERIALIZABLE" "${L[0]}"
+for set in "SET default_transaction_isolation = serializable" \
+  "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"; do
+  out=$(pgs_psql -q -c "$set" -c "SELECT inet_server_port()" -c "SELECT inet_server_port()" \
+    -c "BEGIN READ ONLY" -c "SELECT inet_server_port()" -c "SHOW transaction_isolation" -c "COMMIT" \
+    -c "RESET default_transaction_isolation" -c "SELECT inet_server_port()") || pgs_fail "$set: failed: $out"
+  mapfile -t L <<<"$out"
+  ((${#L[@]} == 5)) || pgs_fail "$set: expected 5 lines, got: ${out//$'\n'/ }"
+  all_primary "$set: autocommit reads and BEGIN READ ONLY" "$(printf '%s\n' "${L[@]:0:3}")"
+  pgs_assert_eq serializable "${L[3]}" "$set: BEGIN READ ONLY is serializable"
+  all_replica "$set, then RESET default_transaction_isolation: reads" "${L[4]}"
+done
+out=$(PGOPTIONS='-c default_transaction_isolation=serializable' pgs_psql -q -c "SELECT inet_server_port()" \
+  -c "SHOW transaction_isolation") || pgs_fail "default_transaction_isolation=serializable at startup: failed: $out"
+mapfile -t L <<<"$out"
+pgs_assert_eq serializable "${L[1]:-}" "default_transaction_isolation=serializable given at startup"
+all_primary "default_transaction_isolation=serializable given at startup: reads" "${L[0]}"
+out=$(pgs_psql -q -c "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ" -c "SELECT inet_server_port()" -c "COMMIT")
+all_replica "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ" "$out"
+
 pgs_log "transactions in a sharded config (BEGIN is kept by pgshard until a statement names a shard)"
 # Two shards on the same servers: pgshard keeps a BEGIN until its first statement, which must
 # then open the transaction on the primary, not on a replica that refuses its later writes.

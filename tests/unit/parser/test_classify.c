@@ -729,6 +729,8 @@ static void test_names_and_isolation(void **state)
         {"START TRANSACTION ISOLATION LEVEL READ COMMITTED", NULL, PRS_ISO_READ_COMMITTED},
         {"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", NULL, PRS_ISO_REPEATABLE_READ},
         {"BEGIN ISOLATION LEVEL READ UNCOMMITTED", NULL, PRS_ISO_READ_UNCOMMITTED},
+        /* the session's default, not a transaction's level */
+        {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", NULL, 0},
     };
     prs_lexed lx = PRS_LEXED_INIT;
     for (size_t i = 0; i < N(cases); i++) {

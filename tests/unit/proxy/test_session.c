@@ -124,6 +124,55 @@ static void test_unsafe_encoding(void **state)
     px_session_free(&s);
 }
 
+static void stage_commit(px_session *s, const char *sql)
+{
+    px_sess_stmt st;
+    classify(sql, &st);
+    assert_int_equal(px_session_stage(s, &st, sql, strlen(sql)), 0);
+    px_session_end(s, true);
+}
+
+/* SET SESSION CHARACTERISTICS is kept as the SETs it stands for, so that RESET of one of
+ * them, or a later SET, replaces it as on the server; and the session knows when its
+ * default isolation level is serializable (its reads then stay off hot standbys). */
+static void test_characteristics(void **state)
+{
+    (void)state;
+    px_session s = {0};
+    stage_commit(&s, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(item(&s, 0), "SET default_transaction_isolation = 'serializable'");
+    assert_true(s.serializable);
+    stage_commit(&s, "set session characteristics as transaction read only, isolation level repeatable read");
+    assert_int_equal(s.n, 2);
+    assert_string_equal(item(&s, 0), "SET default_transaction_read_only = on");
+    assert_string_equal(item(&s, 1), "SET default_transaction_isolation = 'repeatable read'");
+    assert_false(s.serializable);
+    stage_commit(&s, "SET default_transaction_isolation TO serializable");
+    assert_true(s.serializable);
+    stage_commit(&s, "SET SESSION CHARACTERISTICS AS TRANSACTION NOT DEFERRABLE READ WRITE");
+    assert_int_equal(s.n, 3);
+    assert_string_equal(item(&s, 1), "SET default_transaction_deferrable = off");
+    assert_string_equal(item(&s, 2), "SET default_transaction_read_only = off");
+    assert_true(s.serializable);
+    stage_commit(&s, "RESET default_transaction_isolation");
+    assert_false(s.serializable);
+    assert_int_equal(s.n, 2);
+    /* Not understood: kept as written. */
+    stage_commit(&s, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL BOGUS");
+    assert_int_equal(s.n, 3);
+    assert_string_equal(item(&s, 2), "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL BOGUS");
+    px_session_free(&s);
+    /* From the startup packet, and RESET back to it. */
+    assert_int_equal(px_session_add_param(&s, "default_transaction_isolation", "serializable"), 0);
+    assert_true(s.serializable);
+    stage_commit(&s, "SET default_transaction_isolation = 'read committed'");
+    assert_false(s.serializable);
+    stage_commit(&s, "RESET default_transaction_isolation");
+    assert_true(s.serializable);
+    px_session_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_kinds),
         cmocka_unit_test(test_reset_to_startup),
         cmocka_unit_test(test_unsafe_encoding),
+        cmocka_unit_test(test_characteristics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
