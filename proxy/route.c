@@ -104,9 +104,9 @@ typedef struct px_qclass {
     uint32_t max_lag_ms; /* of a hint comment */
     uint8_t kind;        /* prs_kind of a Query's first statement (0 for the extended protocol) */
     uint32_t n_statements;
-    uint32_t flags;  /* PRS_F_* of a Query's statements */
+    uint32_t flags;    /* PRS_F_* of a Query's statements */
     bool serializable; /* BEGIN / SET TRANSACTION ... SERIALIZABLE: not on a hot standby */
-    px_sk_result sk; /* the shard (sharded configs only; verdict PX_SK_ANY otherwise) */
+    px_sk_result sk;   /* the shard (sharded configs only; verdict PX_SK_ANY otherwise) */
 } px_qclass;
 
 static bool info_readable(const px_worker *w, const prs_query_info *qi)

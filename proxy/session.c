@@ -248,10 +248,8 @@ static int stage_one(px_session *s, uint64_t key, const char *sql, size_t len)
  * px_session_stage. */
 static int stage_characteristics(px_session *s, const char *sql, size_t len)
 {
-    static const char *const levels[][2] = {{"serializable", ""},
-                                            {"repeatable", "read"},
-                                            {"read", "committed"},
-                                            {"read", "uncommitted"}};
+    static const char *const levels[][2] = {
+        {"serializable", ""}, {"repeatable", "read"}, {"read", "committed"}, {"read", "uncommitted"}};
     char w[8][24], set[3][80];
     int nset = 0, nw = -1; /* -1: before TRANSACTION */
     size_t i = 0;
@@ -515,8 +513,9 @@ void px_session_replay_sql(const px_session *s, pgs_buf *out)
      * replay runs in one transaction, begun under the server's old defaults: read committed
      * first, or a hot standby left serializable by default by another client's SET refuses
      * the first statement that takes a snapshot ("cannot use serializable mode"). */
-    static const char reset[] = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;\nRESET SESSION AUTHORIZATION;\n"
-                                "RESET ROLE;\nRESET ALL";
+    static const char reset[] =
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;\nRESET SESSION AUTHORIZATION;\n"
+        "RESET ROLE;\nRESET ALL";
     pgs_buf_append(out, reset, sizeof reset - 1);
     for (size_t i = 0; i < s->n; i++) {
         pgs_buf_append(out, ";\n", 2);

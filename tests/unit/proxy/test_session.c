@@ -176,10 +176,8 @@ static void test_characteristics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unclosed_quote),
-        cmocka_unit_test(test_kinds),
-        cmocka_unit_test(test_reset_to_startup),
-        cmocka_unit_test(test_unsafe_encoding),
+        cmocka_unit_test(test_unclosed_quote),   cmocka_unit_test(test_kinds),
+        cmocka_unit_test(test_reset_to_startup), cmocka_unit_test(test_unsafe_encoding),
         cmocka_unit_test(test_characteristics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
