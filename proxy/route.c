@@ -1121,25 +1121,6 @@ char px_route_idle_status(const px_client *cl)
                                                : PGS_TX_IDLE;
 }
 
-/* Answers a Query the client sent with a CommandComplete (tag) or an error, then
- * ReadyForQuery, consuming the message. */
-static px_msg route_answer(px_client *cl, const pgs_frame *f, const char *tag, const char *sqlstate,
-                           const char *msg)
-{
-    px_conn *c = &cl->conn;
-    pgs_buf b = PGS_BUF_INIT;
-    c->in_pos += f->total;
-    c->fwd_mark = c->in_pos;
-    if (tag)
-        pgs_msg_complete(&b, tag);
-    else
-        pgs_msg_error(&b, "ERROR", sqlstate, "%s", msg);
-    pgs_msg_ready(&b, px_route_idle_status(cl));
-    int r = px_conn_send_buf(c, &b); /* closes the client, with 53200, when b failed */
-    pgs_buf_free(&b);
-    return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
-}
-
 /* The same for an extended-protocol segment that only runs one transaction-control
  * statement: an unnamed Parse, its Bind without parameters, Describe of the portal,
  * Execute, Sync (how psycopg and others send BEGIN). Its replies are made here: ParseComplete,
@@ -1189,7 +1170,36 @@ typedef struct defer_answer {
     const char *tag;      /* CommandComplete tag, or NULL for the error */
     const char *sqlstate; /* the error */
     const char *msg;
+    bool in_progress; /* with the tag: PostgreSQL's WARNING for a BEGIN inside a transaction */
 } defer_answer;
+
+static const char defer_in_progress[] = "there is already a transaction in progress";
+
+/* A's answer (its WARNING, CommandComplete or error) onto b. */
+static void defer_reply(pgs_buf *b, const defer_answer *a)
+{
+    if (a->in_progress)
+        pgs_msg_notice_typed(b, PGS_BE_NOTICE, "WARNING", PGS_SQLSTATE_ACTIVE_SQL_TRANSACTION, defer_in_progress);
+    if (a->tag)
+        pgs_msg_complete(b, a->tag);
+    else
+        pgs_msg_error(b, "ERROR", a->sqlstate, "%s", a->msg);
+}
+
+/* Answers a Query the client sent with a's reply, then ReadyForQuery, consuming the
+ * message. */
+static px_msg route_answer(px_client *cl, const pgs_frame *f, const defer_answer *a)
+{
+    px_conn *c = &cl->conn;
+    pgs_buf b = PGS_BUF_INIT;
+    c->in_pos += f->total;
+    c->fwd_mark = c->in_pos;
+    defer_reply(&b, a);
+    pgs_msg_ready(&b, px_route_idle_status(cl));
+    int r = px_conn_send_buf(c, &b); /* closes the client, with 53200, when b failed */
+    pgs_buf_free(&b);
+    return r < 0 || cl->state == CL_CLOSED ? PX_MSG_CLOSED : PX_MSG_DONE;
+}
 
 static const char defer_aborted[] =
     "current transaction is aborted, commands ignored until end of transaction block";
@@ -1226,7 +1236,7 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
     if (x->deferred != PX_DEFER_FAILED && !may_begin(sql, len, x->deferred == PX_DEFER_OPEN))
         return 0;
     const prs_query_info *qi = route_analyze(w, sql, len);
-    *a = (defer_answer){NULL, PGS_SQLSTATE_IN_FAILED_SQL_TRANSACTION, defer_aborted};
+    *a = (defer_answer){NULL, PGS_SQLSTATE_IN_FAILED_SQL_TRANSACTION, defer_aborted, false};
     if (!qi || qi->n_statements != 1)
         return x->deferred == PX_DEFER_FAILED;
     bool ends = qi->kind == PRS_KIND_COMMIT || qi->kind == PRS_KIND_ROLLBACK;
@@ -1251,8 +1261,9 @@ static int defer_decide(px_client *cl, const char *sql, size_t len, defer_answer
     }
     if (x->deferred == PX_DEFER_FAILED)
         return 1;
-    if (qi->kind == PRS_KIND_BEGIN) { /* as PostgreSQL: a warning there, nothing to do here */
+    if (qi->kind == PRS_KIND_BEGIN) { /* as PostgreSQL: a warning, nothing else */
         a->tag = "BEGIN";
+        a->in_progress = true;
         return 1;
     }
     return 0;
@@ -1296,12 +1307,9 @@ static px_msg route_defer_ext(px_client *cl, const pgs_frame *f)
         pgs_buf_free(&b);
         return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     }
-    if (a.tag) {
-        pgs_msg_complete(&b, a.tag);
-    } else {
+    if (!a.tag)
         pgs_buf_clear(&b); /* after an error the server would skip to the Sync */
-        pgs_msg_error(&b, "ERROR", a.sqlstate, "%s", a.msg);
-    }
+    defer_reply(&b, &a);
     pgs_msg_ready(&b, px_route_idle_status(cl));
     px_conn *c = &cl->conn;
     c->in_pos += seg;
@@ -1322,7 +1330,7 @@ px_msg px_route_defer(px_client *cl, const pgs_frame *f)
         px_client_fatal_oom(cl); /* the BEGIN could not be kept */
     if (r <= 0)
         return r < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
-    return route_answer(cl, f, a.tag, a.sqlstate, a.msg);
+    return route_answer(cl, f, &a);
 }
 
 /* ---- transactions over several shards (two-phase commit) -------------------------------- */

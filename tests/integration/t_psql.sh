@@ -139,6 +139,35 @@ grep -q 'WARNING:  pgshard warning inside a transaction' "$W/notice.err" ||
 grep -qx 'after notices' "$W/notice.out" || pgs_fail "query after the notices gave: $(cat "$W/notice.out")"
 pgs_log "notices ok"
 
+# --- 5b. A BEGIN inside a transaction is answered as PostgreSQL answers it: WARNING 25001
+# and BEGIN, also while pgshard keeps the first BEGIN (no statement has needed a server yet),
+# over the simple and the extended protocol.
+pgs_log "BEGIN inside a transaction"
+for target in proxy direct; do
+  run=pgs_psql
+  [[ $target == direct ]] && run=pgs_psql_direct
+  $run -c "BEGIN" -c "BEGIN" -c "SELECT 1" -c "BEGIN" -c "COMMIT" >"$W/begin2.$target.out" 2>"$W/begin2.$target.err" ||
+    pgs_fail "BEGIN twice ($target) failed: $(cat "$W/begin2.$target.err")"
+done
+pgs_assert_eq "$(cat "$W/begin2.direct.err")" "$(cat "$W/begin2.proxy.err")" "the warnings of BEGIN inside a transaction, as PostgreSQL's"
+pgs_assert_eq 2 "$(grep -c 'WARNING:  there is already a transaction in progress' "$W/begin2.proxy.err")" \
+  "two BEGINs inside a transaction, two warnings"
+out=$(/usr/bin/python3 - "$PGS_PROXY_PORT" "$PGS_PASSWORD" <<'PY'
+import sys
+import psycopg
+c = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password=sys.argv[2], dbname="app",
+                    autocommit=True)
+got = []
+c.add_notice_handler(lambda d: got.append(f"{d.severity_nonlocalized} {d.sqlstate} {d.message_primary}"))
+for sql in ("BEGIN", "BEGIN", "COMMIT"):
+    r = c.pgconn.exec_params(sql.encode(), [])  # Parse/Bind/Describe/Execute/Sync
+    got.append(r.command_status.decode())
+print("|".join(got))
+PY
+)
+pgs_assert_eq "BEGIN|WARNING 25001 there is already a transaction in progress|BEGIN|COMMIT" "$out" \
+  "extended protocol: BEGIN inside a kept BEGIN"
+
 # --- 6. COPY FROM STDIN of ~5 MB and COPY TO STDOUT back, byte for byte.
 pgs_log "copy"
 nrows=60000
