@@ -1179,7 +1179,8 @@ static const char defer_in_progress[] = "there is already a transaction in progr
 static void defer_reply(pgs_buf *b, const defer_answer *a)
 {
     if (a->in_progress)
-        pgs_msg_notice_typed(b, PGS_BE_NOTICE, "WARNING", PGS_SQLSTATE_ACTIVE_SQL_TRANSACTION, defer_in_progress);
+        pgs_msg_notice_typed(b, PGS_BE_NOTICE, "WARNING", PGS_SQLSTATE_ACTIVE_SQL_TRANSACTION,
+                             defer_in_progress);
     if (a->tag)
         pgs_msg_complete(b, a->tag);
     else
