@@ -784,23 +784,32 @@ static void client_restore_startup(px_client *cl, px_server *sv)
 }
 
 /* A BEGIN that pgshard answered goes to the shard the transaction turned out to need,
- * ahead of its first statement; the server's answer to it is hidden. */
+ * ahead of its first statement; the server's answer to it is hidden. It goes as an unnamed
+ * Parse, Bind and Execute without a Sync (a Query would also drop the unnamed statement):
+ * the server then answers it with no ReadyForQuery of its own, in the same segment as the
+ * first statement's answer, so the transaction costs one read and one server wakeup less. */
 static void client_replay_begin(px_client *cl, px_server *sv)
 {
+    static const uint8_t bind_execute[] = {
+        PGS_FE_BIND, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, /* portal and statement "", no formats or values */
+        PGS_FE_EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0}; /* portal "", every row */
     px_xact *x = &cl->x;
     if (x->deferred == PX_DEFER_NONE)
         return;
     pgs_buf b = PGS_BUF_INIT;
-    size_t m = pgs_msg_begin(&b, PGS_FE_QUERY);
+    size_t m = pgs_msg_begin(&b, PGS_FE_PARSE);
+    pgs_buf_append_u8(&b, 0);
     pgs_buf_append(&b, x->begin.data, x->begin.len);
     pgs_buf_append_u8(&b, 0);
+    pgs_buf_append_be16(&b, 0); /* no parameter types */
     pgs_msg_end(&b, m);
+    pgs_buf_append(&b, bind_execute, sizeof bind_execute);
     x->deferred = PX_DEFER_NONE;
     /* Kept for the transaction's other shards (two-phase commit), freed at its end. */
     if (!cl->conn.w->conf->cfg->two_phase_commit)
         pgs_buf_free(&x->begin);
     px_conn_flush_forward(&cl->conn, &sv->conn);
-    px_server_push_reply(sv, RP_REPLAY, 0);
+    px_server_push_reply(sv, RP_BEGIN, 0);
     px_conn_send_buf(&sv->conn, &b);
     pgs_buf_free(&b);
 }

@@ -556,6 +556,19 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
         }
         return PX_RELAY_HIDE;
     }
+    if (h && h->kind == RP_BEGIN) {
+        if (avail < f->total)
+            return PX_RELAY_WHOLE;
+        /* A BEGIN that parsed does not fail on an idle server; if it did, the server would
+         * skip the client's statements up to a Sync that may never come: it is closed. */
+        if (f->type == PGS_BE_ERROR) {
+            pgs_warn("begin_failed", "server pid %u: the BEGIN pgshard kept failed there; closing it", sv->be_pid);
+            return PX_RELAY_DESYNC;
+        }
+        if (f->type == PGS_BE_COMMAND_COMPLETE)
+            px_replies_pop(&sv->replies);
+        return PX_RELAY_HIDE;
+    }
     if (h && (h->kind == RP_REPLAY || h->kind == RP_RESTORE)) {
         if (avail < f->total)
             return PX_RELAY_WHOLE;

@@ -73,6 +73,7 @@ typedef enum px_reply {
     RP_SYNC,         /* ReadyForQuery */
     RP_QUERY,        /* simple query or function call: ends at ReadyForQuery */
     RP_REPLAY,       /* the proxy's session replay query: all of its reply hidden */
+    RP_BEGIN,        /* a kept BEGIN as Parse/Bind/Execute, no Sync: hidden up to its CommandComplete */
     RP_RESTORE,      /* startup values set again after a RESET: hidden but ParameterStatus */
     RP_PREPARE_SQL,  /* the proxy's own SQL PREPARE (or DEALLOCATE of its probe): hidden */
     RP_FAKE_CLOSE,   /* the proxy answers CloseComplete itself */
