@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <libpq-fe.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1184,11 +1185,53 @@ static int cfg_finish(cfg_ctx *c)
     if (cfg_check_monitor(c) < 0)
         return -1;
     if (cfg->workers == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->workers = cores < 1 ? 1 : cores > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (int)cores;
+        int half = (cfg_available_cpus() + 1) / 2;
+        cfg->workers = half > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : half;
     }
     cfg->path = cfg_strndup(c->name, strlen(c->name));
     return cfg->path ? 0 : cfg_nomem(c);
+}
+
+/* The CPU quota of the cgroup a process is in, cgroup v2 only: the "0::PATH" line of its
+ * cgroup file (/proc/self/cgroup), and root PATH/cpu.max (root: /sys/fs/cgroup) holding
+ * "QUOTA PERIOD" or "max PERIOD". In whole CPUs rounded up; 0 when there is none or it
+ * cannot be read. */
+static int cfg_cgroup_cpus(const char *cgroup_file, const char *root)
+{
+    char line[512], path[1024];
+    FILE *f = fopen(cgroup_file, "r");
+    if (!f)
+        return 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strncmp(line, "0::", 3) == 0;
+    fclose(f);
+    if (!found)
+        return 0;
+    line[strcspn(line, "\n")] = 0;
+    snprintf(path, sizeof path, "%s%s/cpu.max", root, strcmp(line + 3, "/") == 0 ? "" : line + 3);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    char quota[32];
+    long period = 0;
+    int n = fscanf(f, "%31s %ld", quota, &period);
+    fclose(f);
+    long q = n == 2 && strcmp(quota, "max") != 0 ? strtol(quota, NULL, 10) : 0;
+    return q > 0 && period > 0 ? (int)((q + period - 1) / period) : 0;
+}
+
+int cfg_available_cpus(void)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    int quota = cfg_cgroup_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
+    if (quota > 0 && quota < n)
+        n = quota;
+    return n < 1 ? 1 : n > 4096 ? 4096 : (int)n;
 }
 
 static int cfg_parse(cfg_ctx *c)

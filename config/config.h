@@ -164,6 +164,11 @@ int cfg_load_string(const char *text, const char *name, cfg_config **out, char *
 
 void cfg_free(cfg_config *cfg);
 
+/* The CPUs this process may use: its affinity mask, bounded by its cgroup's CPU quota
+ * (cgroup v2 cpu.max, as containers and systemd's CPUQuota set it), at least 1. The
+ * default of workers is half of them, rounded up. */
+int cfg_available_cpus(void);
+
 /* The user section for name, or NULL. */
 const cfg_user *cfg_find_user(const cfg_config *cfg, const char *name);
 

@@ -790,9 +790,29 @@ static void client_restore_startup(px_client *cl, px_server *sv)
  * first statement's answer, so the transaction costs one read and one server wakeup less. */
 static void client_replay_begin(px_client *cl, px_server *sv)
 {
-    static const uint8_t bind_execute[] = {
-        PGS_FE_BIND, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, /* portal and statement "", no formats or values */
-        PGS_FE_EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0}; /* portal "", every row */
+    static const uint8_t bind_execute[] = {PGS_FE_BIND,
+                                           0,
+                                           0,
+                                           0,
+                                           12,
+                                           0,
+                                           0,
+                                           0,
+                                           0,
+                                           0,
+                                           0,
+                                           0,
+                                           0, /* portal and statement "", no formats or values */
+                                           PGS_FE_EXECUTE,
+                                           0,
+                                           0,
+                                           0,
+                                           9,
+                                           0,
+                                           0,
+                                           0,
+                                           0,
+                                           0}; /* portal "", every row */
     px_xact *x = &cl->x;
     if (x->deferred == PX_DEFER_NONE)
         return;

@@ -562,7 +562,8 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
         /* A BEGIN that parsed does not fail on an idle server; if it did, the server would
          * skip the client's statements up to a Sync that may never come: it is closed. */
         if (f->type == PGS_BE_ERROR) {
-            pgs_warn("begin_failed", "server pid %u: the BEGIN pgshard kept failed there; closing it", sv->be_pid);
+            pgs_warn("begin_failed", "server pid %u: the BEGIN pgshard kept failed there; closing it",
+                     sv->be_pid);
             return PX_RELAY_DESYNC;
         }
         if (f->type == PGS_BE_COMMAND_COMPLETE)

@@ -452,7 +452,8 @@ int main(int argc, char **argv)
     px.cfg = cfg;
     px.start = px_conf_hold(px.conf);
     if (check) {
-        printf("%s: configuration is valid\n", path);
+        printf("%s: configuration is valid (%d workers, %s pooling, pool_size %d per worker)\n", path,
+               cfg->workers, cfg_pool_mode_name(cfg->pool_mode), cfg->pool_size);
         px_conf_release(px.conf);
         px_conf_release(px.start);
         free(px.user_counts);

@@ -27,7 +27,8 @@
 #   BENCH_WARMUP       seconds of load before the window (3; quick 1)
 #   BENCH_SCALE        pgbench scale (10; quick 2)
 #   BENCH_REPEAT       rounds of every scenario (3; quick 1); ratios show min-max over them
-#   BENCH_WORKERS      pgshard worker threads (2); pool_size is per worker, so PgBouncer's
+#   BENCH_WORKERS      pgshard worker threads (pgshard's default: half the CPUs it may use,
+#                      rounded up); pool_size is per worker, so PgBouncer's
 #                      default_pool_size is BENCH_POOL x BENCH_WORKERS
 #   BENCH_POOL         pgshard pool_size (20)
 #   BENCH_REPLICAS     streaming replicas of the shard; pgshard routes the reads to them (0)

@@ -11,6 +11,7 @@ per-transaction log falls inside it, and the proxy's CPU and context switches ar
 """
 import math
 import os
+import re
 import resource
 import shutil
 import signal
@@ -48,7 +49,7 @@ class Knobs:
         self.warmup = env_int("BENCH_WARMUP", 1 if q else 3)
         self.scale = env_int("BENCH_SCALE", 2 if q else 10)
         self.repeat = env_int("BENCH_REPEAT", 1 if q else 3)
-        self.workers = env_int("BENCH_WORKERS", 2)
+        self.workers = env_int("BENCH_WORKERS", 0)  # 0: pgshard's default (resolved by Bench)
         self.replicas = env_int("BENCH_REPLICAS", 0)
         self.pool = env_int("BENCH_POOL", 20)
         self.clients = env_list("BENCH_CLIENTS", [16] if q else [1, 16, 64, 256])
@@ -117,6 +118,8 @@ class Bench:
     def __init__(self, src, build, out, knobs):
         self.src, self.out, self.k = src, out, knobs
         self.bin = os.path.join(src, build, "pgshard")
+        if not knobs.workers:
+            knobs.workers = self.default_workers()
         self.cluster_sh = os.path.join(src, "tests", "cluster", "cluster.sh")
         self.work = tempfile.mkdtemp(prefix="pgshard-bench.")
         os.chmod(self.work, 0o755)
@@ -177,6 +180,17 @@ class Bench:
             with open(os.path.join(data, "postgresql.conf"), "a") as f:
                 f.write("\n# make bench\nmax_connections = %d\n" % n)
             self.sh(self.cluster_sh, "pgctl", d, str(k), role, "restart", stdout=subprocess.DEVNULL)
+
+    def default_workers(self):
+        """pgshard's own default on this machine (half the CPUs it may use), as --check says."""
+        with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+            f.write("[pgshard]\n[shard.0]\nprimary = 127.0.0.1:5432\n[user.app]\npassword = app\n")
+            f.flush()
+            out = subprocess.run([self.bin, "-c", f.name, "--check"], capture_output=True, text=True)
+        m = re.search(r"\((\d+) workers", out.stdout)
+        if out.returncode != 0 or not m:
+            raise Failure("pgshard --check: %s%s" % (out.stdout, out.stderr))
+        return int(m.group(1))
 
     def start_pgshard(self, name, ini_body):
         port = free_port()

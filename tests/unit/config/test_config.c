@@ -1,6 +1,7 @@
 /* Tests for config/config.c through its public API: defaults, every key, the exact
  * "file:line: key" message of each kind of bad config, cfg_load on real files and on the
  * example config. Allocation failures are in test_config_internals.c. */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,10 +48,15 @@ static void expect_error(const char *text, const char *want)
     assert_string_equal(err, want);
 }
 
-static int online_cores(void)
+/* Half the CPUs this process may use (its affinity mask, as nproc counts them), rounded
+ * up, unless a cgroup quota allows fewer. */
+static int default_workers(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = cfg_available_cpus();
+    assert_true(n >= 1 && n <= CPU_COUNT(&set));
+    return (n + 1) / 2;
 }
 
 static void test_defaults(void **state)
@@ -59,7 +65,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->path, "t.ini");
     assert_string_equal(cfg->listen_addr, "127.0.0.1");
     assert_int_equal(cfg->listen_port, 6432);
-    assert_int_equal(cfg->workers, online_cores());
+    assert_int_equal(cfg->workers, default_workers());
     assert_int_equal(cfg->pool_mode, CFG_POOL_TRANSACTION);
     assert_int_equal(cfg->pool_size, 20);
     assert_int_equal(cfg->max_client_conn, 10000);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -200,6 +201,48 @@ static void test_defaults_parse(void **state)
     }
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The cgroup v2 CPU quota, in whole CPUs rounded up, from a process's cgroup file and its
+ * cgroup's cpu.max; none without a v2 line, a cpu.max or with "max". */
+static void test_cgroup_cpus(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/pgs_cgroupXXXXXX", cg[64], dir[64], max[96];
+    assert_non_null(mkdtemp(root));
+    snprintf(cg, sizeof cg, "%s/cgroup", root);
+    snprintf(dir, sizeof dir, "%s/system.slice", root);
+    snprintf(max, sizeof max, "%s/cpu.max", dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    write_file(cg, "12:cpu,cpuacct:/x\n0::/system.slice\n");
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 0); /* no cpu.max yet */
+    write_file(max, "150000 100000\n");
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 2);
+    write_file(max, "50000 100000\n");
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 1);
+    write_file(max, "max 100000\n");
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 0);
+    write_file(cg, "4:memory:/y\n");
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 0); /* cgroup v1 only */
+    snprintf(max, sizeof max, "%s/cpu.max", root);
+    write_file(max, "400000 100000\n");
+    write_file(cg, "0::/\n"); /* in a cgroup namespace: the container's own */
+    assert_int_equal(cfg_cgroup_cpus(cg, root), 4);
+    unlink(max);
+    snprintf(max, sizeof max, "%s/cpu.max", dir);
+    unlink(max);
+    unlink(cg);
+    rmdir(dir);
+    rmdir(root);
+    assert_true(cfg_available_cpus() >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_example_sets_every_key),
         cmocka_unit_test(test_readme_names_every_key),
         cmocka_unit_test(test_defaults_parse),
+        cmocka_unit_test(test_cgroup_cpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
