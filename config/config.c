@@ -1212,11 +1212,11 @@ static int cfg_cgroup_cpus(const char *cgroup_file, const char *root)
     snprintf(path, sizeof path, "%s%s/cpu.max", root, strcmp(line + 3, "/") == 0 ? "" : line + 3);
     if (!(f = fopen(path, "r")))
         return 0;
-    char quota[32];
-    long period = 0;
-    int n = fscanf(f, "%31s %ld", quota, &period);
+    char text[64] = "", *end;
+    bool got = fgets(text, sizeof text, f) != NULL;
     fclose(f);
-    long q = n == 2 && strcmp(quota, "max") != 0 ? strtol(quota, NULL, 10) : 0;
+    long q = got ? strtol(text, &end, 10) : 0; /* "max" reads as 0: no quota */
+    long period = got && end != text ? strtol(end, NULL, 10) : 0;
     return q > 0 && period > 0 ? (int)((q + period - 1) / period) : 0;
 }
 
