@@ -790,29 +790,10 @@ static void client_restore_startup(px_client *cl, px_server *sv)
  * first statement's answer, so the transaction costs one read and one server wakeup less. */
 static void client_replay_begin(px_client *cl, px_server *sv)
 {
-    static const uint8_t bind_execute[] = {PGS_FE_BIND,
-                                           0,
-                                           0,
-                                           0,
-                                           12,
-                                           0,
-                                           0,
-                                           0,
-                                           0,
-                                           0,
-                                           0,
-                                           0,
-                                           0, /* portal and statement "", no formats or values */
-                                           PGS_FE_EXECUTE,
-                                           0,
-                                           0,
-                                           0,
-                                           9,
-                                           0,
-                                           0,
-                                           0,
-                                           0,
-                                           0}; /* portal "", every row */
+    /* Bind: portal and statement "", no formats, values or result formats (length 12);
+     * Execute: portal "", every row (length 9). */
+    static const char bind_execute[] = "B\0\0\0\x0c\0\0\0\0\0\0\0\0"
+                                       "E\0\0\0\x09\0\0\0\0\0";
     px_xact *x = &cl->x;
     if (x->deferred == PX_DEFER_NONE)
         return;
@@ -823,7 +804,7 @@ static void client_replay_begin(px_client *cl, px_server *sv)
     pgs_buf_append_u8(&b, 0);
     pgs_buf_append_be16(&b, 0); /* no parameter types */
     pgs_msg_end(&b, m);
-    pgs_buf_append(&b, bind_execute, sizeof bind_execute);
+    pgs_buf_append(&b, bind_execute, sizeof bind_execute - 1);
     x->deferred = PX_DEFER_NONE;
     /* Kept for the transaction's other shards (two-phase commit), freed at its end. */
     if (!cl->conn.w->conf->cfg->two_phase_commit)

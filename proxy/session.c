@@ -251,6 +251,7 @@ static int stage_characteristics(px_session *s, const char *sql, size_t len)
     static const char *const levels[][2] = {
         {"serializable", ""}, {"repeatable", "read"}, {"read", "committed"}, {"read", "uncommitted"}};
     char w[8][24], set[3][80];
+    const char *name[3];   /* the parameter each of set[] sets */
     int nset = 0, nw = -1; /* -1: before TRANSACTION */
     size_t i = 0;
     /* The words after TRANSACTION, commas dropped. */
@@ -286,16 +287,19 @@ static int stage_characteristics(px_session *s, const char *sql, size_t len)
                 l++;
             if (l == 4)
                 return 0;
+            name[nset] = "default_transaction_isolation";
             snprintf(set[nset++], sizeof set[0], "SET default_transaction_isolation = '%s%s%s'", levels[l][0],
                      levels[l][1][0] ? " " : "", levels[l][1]);
             k += levels[l][1][0] ? 4 : 3;
         } else if (strcmp(w[k], "read") == 0 && k + 1 < nw &&
                    (strcmp(w[k + 1], "only") == 0 || strcmp(w[k + 1], "write") == 0)) {
+            name[nset] = "default_transaction_read_only";
             snprintf(set[nset++], sizeof set[0], "SET default_transaction_read_only = %s",
                      w[k + 1][0] == 'o' ? "on" : "off");
             k += 2;
         } else if (strcmp(w[k], "deferrable") == 0 ||
                    (strcmp(w[k], "not") == 0 && k + 1 < nw && strcmp(w[k + 1], "deferrable") == 0)) {
+            name[nset] = "default_transaction_deferrable";
             snprintf(set[nset++], sizeof set[0], "SET default_transaction_deferrable = %s",
                      w[k][0] == 'd' ? "on" : "off");
             k += w[k][0] == 'd' ? 1 : 2;
@@ -306,9 +310,7 @@ static int stage_characteristics(px_session *s, const char *sql, size_t len)
     if (nset == 0)
         return 0;
     for (int k = 0; k < nset; k++) {
-        char name[40];
-        read_word(set[k], strlen(set[k]), 4, name, sizeof name);
-        if (stage_one(s, name_key(name), set[k], strlen(set[k])) < 0)
+        if (stage_one(s, name_key(name[k]), set[k], strlen(set[k])) < 0)
             return -1;
     }
     return 1;
