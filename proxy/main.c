@@ -340,9 +340,9 @@ static int run(px_proxy *px)
         }
     }
     if (rc == 0) {
-        pgs_info("listening", "pgshard %s on %s:%u, %d workers, %s pooling, pool_size %d", PGS_VERSION,
-                 cfg->listen_addr, cfg->listen_port, px->nworkers, cfg_pool_mode_name(cfg->pool_mode),
-                 cfg->pool_size);
+        pgs_info("listening", "pgshard %s on %s:%u, %d worker%s, %s pooling, pool_size %d", PGS_VERSION,
+                 cfg->listen_addr, cfg->listen_port, px->nworkers, px->nworkers == 1 ? "" : "s",
+                 cfg_pool_mode_name(cfg->pool_mode), cfg->pool_size);
         pgs_af_mark("listening");
         px_move_attach(px); /* the catalog thread tells the workers of each map from now on */
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -452,8 +452,9 @@ int main(int argc, char **argv)
     px.cfg = cfg;
     px.start = px_conf_hold(px.conf);
     if (check) {
-        printf("%s: configuration is valid (%d workers, %s pooling, pool_size %d per worker)\n", path,
-               cfg->workers, cfg_pool_mode_name(cfg->pool_mode), cfg->pool_size);
+        printf("%s: configuration is valid (%d worker%s, %s pooling, pool_size %d per worker)\n", path,
+               cfg->workers, cfg->workers == 1 ? "" : "s", cfg_pool_mode_name(cfg->pool_mode),
+               cfg->pool_size);
         px_conf_release(px.conf);
         px_conf_release(px.start);
         free(px.user_counts);

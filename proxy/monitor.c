@@ -37,10 +37,27 @@
  * insert LSN, the read-your-writes bound: with synchronous_commit = off a commit returns
  * before its record is flushed, and on an idle primary the insert LSN may sit past a page
  * header no replica ever replays to. */
-static const char mon_query[] =
-    "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_flush_lsn() END)::text, "
-    "(CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END)::text";
+#define MON_POLL_SQL                                                                                         \
+    "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "              \
+    "ELSE pg_current_wal_flush_lsn() END)::text, "                                                           \
+    "(CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END)::text"
+
+/* Every MON_ISO_POLLS polls of a primary (and the first on each connection), the defaults of
+ * default_transaction_isolation that ALTER ROLE / ALTER DATABASE ... SET left: a session
+ * whose default they make serializable must not read on a hot standby. A row's role or
+ * database is NULL for "every"; a role or database dropped meanwhile reads as "". One row
+ * more than fits tells that some were left out. */
+#define MON_ISO_SQL                                                                                          \
+    "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE coalesce(r.rolname, '') END, "                            \
+    "CASE WHEN s.setdatabase = 0 THEN NULL ELSE coalesce(d.datname, '') END, "                               \
+    "lower(substr(c, strpos(c, '=') + 1)) FROM pg_db_role_setting s "                                        \
+    "CROSS JOIN LATERAL unnest(s.setconfig) AS c LEFT JOIN pg_roles r ON r.oid = s.setrole "                 \
+    "LEFT JOIN pg_database d ON d.oid = s.setdatabase "                                                      \
+    "WHERE lower(split_part(c, '=', 1)) = 'default_transaction_isolation' LIMIT 33"
+#define MON_ISO_POLLS 10
+
+static const char mon_query[] = MON_POLL_SQL;
+static const char mon_query_iso[] = MON_POLL_SQL "; " MON_ISO_SQL;
 
 typedef enum mon_phase {
     MON_IDLE,       /* no connection */
@@ -69,6 +86,12 @@ typedef struct mon_node {
     uint64_t row_insert;   /* a primary's insert LSN, 0 for a node in recovery */
     char err[MON_ERR_MAX]; /* why the running query failed; "" while it has not */
     atomic_bool reported;  /* a worker saw this node fail: poll it now */
+    uint32_t polls;        /* queries sent on this connection */
+    int nresults;          /* results of the running query so far */
+    bool iso_asked;        /* the running query reads pg_db_role_setting too */
+    bool iso_warned;       /* reading it failed once: said so */
+    int niso;              /* entries of iso[] it returned; -1 while it has not */
+    px_iso_default iso[PX_ISO_DEFAULTS_MAX];
 } mon_node;
 
 struct px_monitor {
@@ -88,6 +111,7 @@ struct px_monitor {
 
     /* The monitor thread's alone once it runs. */
     uint64_t gen;
+    uint64_t iso_gen;      /* changes of any shard's iso defaults */
     px_shard_status *work; /* owned: nshards; the state the next snapshot copies */
     mon_node *nodes;       /* owned: nnodes, shard after shard */
     int *first;            /* owned: nshards; index in nodes[] of each shard's node 0 */
@@ -201,9 +225,12 @@ static px_status *mon_snapshot(px_monitor *m, uint64_t now)
     st->gen = ++m->gen;
     st->made_ns = now;
     st->nshards = n;
+    st->any_iso = false;
+    st->iso_gen = m->iso_gen;
     for (int s = 0; s < n; s++) {
         st->shards[s] = m->work[s];
         mon_fill_lag(&st->shards[s], now);
+        st->any_iso = st->any_iso || st->shards[s].niso > 0;
     }
     return st;
 }
@@ -228,6 +255,7 @@ static void mon_close(mon_node *n)
     if (n->conn != NULL)
         PQfinish(n->conn);
     n->conn = NULL;
+    n->polls = 0;
     mon_set_phase(n, MON_IDLE);
 }
 
@@ -269,6 +297,31 @@ static void mon_sample_add(px_shard_status *sh, uint64_t t_ns, uint64_t lsn, uin
     sh->samples[sh->nsamples++] = (px_lsn_sample){.t_ns = t_ns, .lsn = lsn, .insert = insert};
 }
 
+static bool mon_iso_same(const px_iso_default *a, const px_iso_default *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i].role != b[i].role || a[i].db != b[i].db || a[i].serializable != b[i].serializable)
+            return false;
+    return true;
+}
+
+static void mon_iso_update(px_monitor *m, px_shard_status *sh, const mon_node *n)
+{
+    if (sh->niso == n->niso && mon_iso_same(sh->iso, n->iso, n->niso))
+        return;
+    int ser = 0;
+    for (int i = 0; i < n->niso; i++)
+        ser += n->iso[i].serializable;
+    pgs_info("iso_defaults",
+             "shard %d: %d default%s of default_transaction_isolation set by ALTER ROLE/DATABASE, "
+             "%d serializable (their sessions read on the primary)",
+             n->shard, n->niso, n->niso == 1 ? "" : "s", ser);
+    memcpy(sh->iso, n->iso, (size_t)n->niso * sizeof sh->iso[0]);
+    sh->niso = n->niso;
+    m->iso_gen++;
+    m->urgent = true;
+}
+
 static void mon_succeed(px_monitor *m, mon_node *n, uint64_t now)
 {
     px_node_status *st = mon_status(m, n);
@@ -288,6 +341,8 @@ static void mon_succeed(px_monitor *m, mon_node *n, uint64_t now)
     /* A node in recovery reports its replay position, which bounds nobody's commit. */
     if (n->index == sh->primary && !rec)
         mon_sample_add(sh, n->sent_ns, n->row_lsn, n->row_insert);
+    if (n->index == sh->primary && n->niso >= 0)
+        mon_iso_update(m, sh, n);
     m->dirty = true;
 }
 
@@ -298,8 +353,11 @@ static void mon_query_send(px_monitor *m, mon_node *n, uint64_t now)
      * WAL position only after the query has reached it. A time taken after the send (or when
      * the answer arrives) could postdate commits the returned LSN does not cover, and
      * read-your-writes would send a client to a replica that has not got its write. */
+    n->iso_asked = n->index == m->work[n->shard].primary && n->polls++ % MON_ISO_POLLS == 0;
+    n->nresults = 0;
+    n->niso = -1;
     n->sent_ns = uv_hrtime();
-    if (!PQsendQuery(n->conn, mon_query)) {
+    if (!PQsendQuery(n->conn, n->iso_asked ? mon_query_iso : mon_query)) {
         mon_fail(m, n, now, PQerrorMessage(n->conn));
         return;
     }
@@ -365,8 +423,44 @@ static void mon_connect_io(px_monitor *m, mon_node *n, uint64_t now)
     }
 }
 
+static uint64_t mon_iso_key(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : px_status_name_key(PQgetvalue(res, row, col));
+}
+
+/* The second result of a query that asked for the isolation defaults. Its failure (a
+ * monitor user that may not read the catalog) leaves the last answer and the node's health
+ * alone. */
+static void mon_take_iso(mon_node *n, const PGresult *res)
+{
+    int rows = PQntuples(res);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 3 || rows > PX_ISO_DEFAULTS_MAX) {
+        char why[MON_ERR_MAX] = "more rows than pgshard keeps";
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            mon_copy_message(why, sizeof why, PQresultErrorMessage(res));
+        if (!n->iso_warned)
+            pgs_warn("iso_defaults_unread",
+                     "shard %d node %d (%s:%s): the defaults of default_transaction_isolation in "
+                     "pg_db_role_setting are not known (%s): a role or database made serializable "
+                     "by ALTER ROLE/DATABASE ... SET gets errors 0A000 from hot standbys",
+                     n->shard, n->index, n->host, n->port, why);
+        n->iso_warned = true;
+        return;
+    }
+    for (int i = 0; i < rows; i++) {
+        n->iso[i].role = mon_iso_key(res, i, 0);
+        n->iso[i].db = mon_iso_key(res, i, 1);
+        n->iso[i].serializable = strstr(PQgetvalue(res, i, 2), "serializable") != NULL;
+    }
+    n->niso = rows;
+}
+
 static void mon_take_result(mon_node *n, const PGresult *res)
 {
+    if (n->nresults++ == 1 && n->iso_asked) {
+        mon_take_iso(n, res);
+        return;
+    }
     if (n->err[0] != '\0')
         return;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

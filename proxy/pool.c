@@ -202,10 +202,14 @@ void px_pool_want_welcome(px_pool *pool, px_client *cl)
 int px_pool_acquire(px_pool *pool, px_client *cl)
 {
     bool paused = atomic_load(&pool->w->px->paused);
-    pgs_node *n = paused ? NULL : pgs_list_pop_front(&pool->idle);
-    if (n) {
-        px_client_link(cl, pgs_container_of(n, px_server, idle_node));
-        return 0;
+    pgs_node *n;
+    while ((n = paused ? NULL : pgs_list_pop_front(&pool->idle))) {
+        px_server *sv = pgs_container_of(n, px_server, idle_node);
+        if (!px_server_stale(sv)) {
+            px_client_link(cl, sv);
+            return 0;
+        }
+        px_server_close(sv, PX_STALE_ISO);
     }
     px_client_set_state(cl, CL_WAIT_SERVER, &pool->waiting);
     if (!cl->wait_start_ns)

@@ -334,6 +334,7 @@ struct px_server {
     uint64_t state_sig;    /* signature of the session settings it has; 0 = none */
     bool stmts_doubtful;   /* a DISCARD/DEALLOCATE ALL is running: if it fails... */
     bool close_on_release; /* ...its prepared statements are unknown: close, do not reuse */
+    uint64_t iso_gen;      /* px_status.iso_gen when it logged in */
     bool saw_error;        /* an ErrorResponse since the last ReadyForQuery */
     uint8_t pins;          /* PRS_PIN_*: session state its client left on it (pin.c) */
     pgs_list cancels;      /* cancels in flight for it: it is not reused before they end */
@@ -708,6 +709,12 @@ px_msg px_ext_sql_execute(px_client *cl, const pgs_frame *f, const char *sql, si
                           size_t at, size_t end);
 px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t *p, size_t avail);
 bool px_server_clean(const px_server *sv);
+/* Logged in before the role or database defaults of the isolation level last changed
+ * (ALTER ROLE/DATABASE ... SET, seen by the monitor): its session began with defaults that
+ * no longer hold, and a replica one may refuse every read. Closed rather than reused. */
+bool px_server_stale(const px_server *sv);
+#define PX_STALE_ISO                                                                                         \
+    "the role or database defaults of default_transaction_isolation changed since it logged in"
 
 /* pin.c */
 #define PX_PIN_REASONS 5 /* the PRS_PIN_* bits */

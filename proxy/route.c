@@ -623,16 +623,28 @@ static void route_decide(px_client *cl, const px_qclass *qc, bool write, int sha
     d->verdict = PX_ROUTE_WAIT_PRIMARY;
 }
 
+/* Whether the client's transactions are serializable by default: its own settings first,
+ * else what ALTER ROLE / ALTER DATABASE ... SET made the default of its role in its database
+ * (the monitor reads pg_db_role_setting). */
+static bool client_serializable(const px_client *cl)
+{
+    if (cl->sess && cl->sess->iso_set)
+        return cl->sess->serializable;
+    const px_status *st = px_route_status(cl->conn.w);
+    return st->any_iso &&
+           px_status_serializable(st, px_status_name_key(cl->user_name), px_status_name_key(cl->db_name));
+}
+
 /* Whether a statement of this class goes to a replica: hint first, then the session's
- * SET pgshard.target, then the classification. */
-/* A serializable transaction, or a session whose default isolation level is serializable,
- * reads on the primary: a hot standby refuses serializable mode ("cannot use serializable
- * mode in a hot standby"). An explicit target=replica still gets the standby's answer. */
+ * SET pgshard.target, then the classification. A serializable transaction, or a client whose
+ * default isolation level is serializable, reads on the primary: a hot standby refuses
+ * serializable mode ("cannot use serializable mode in a hot standby"). An explicit
+ * target=replica still gets the standby's answer. */
 static bool route_wants_replica(const px_client *cl, const px_qclass *qc)
 {
     uint8_t target = qc->target ? qc->target : cl->target;
-    return target == PRS_TARGET_REPLICA || (target != PRS_TARGET_PRIMARY && qc->read && !qc->serializable &&
-                                            !(cl->sess && cl->sess->serializable));
+    return target == PRS_TARGET_REPLICA ||
+           (target != PRS_TARGET_PRIMARY && qc->read && !qc->serializable && !client_serializable(cl));
 }
 
 /* The planner's question: whether a column is the shard key of a sharded table. */

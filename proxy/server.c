@@ -82,6 +82,17 @@ void px_server_activate(px_server *sv)
     server_set_state(sv, SV_ACTIVE);
 }
 
+static uint64_t server_iso_gen(const px_server *sv)
+{
+    px_worker *w = sv->conn.w;
+    return w->px->mon ? px_route_status(w)->iso_gen : 0;
+}
+
+bool px_server_stale(const px_server *sv)
+{
+    return sv->iso_gen != server_iso_gen(sv);
+}
+
 bool px_server_clean(const px_server *sv)
 {
     return sv->state == SV_ACTIVE && sv->replies.n == 0 && !sv->ext_open && sv->tx_status == PGS_TX_IDLE &&
@@ -98,6 +109,10 @@ void px_server_release(px_server *sv)
         px_client_detach(cl); /* unlinks both directions */
     if (sv->close_on_release) {
         px_server_close(sv, "a DISCARD ALL or DEALLOCATE ALL failed: its prepared statements are unknown");
+        return;
+    }
+    if (px_server_stale(sv)) {
+        px_server_close(sv, PX_STALE_ISO);
         return;
     }
     if (sv->conn.w->conf->cfg->pool_mode == CFG_POOL_SESSION || sv->dirty) {
@@ -262,6 +277,7 @@ static px_step server_login_step(px_server *sv)
             return PX_STEP_CLOSED;
         }
         sv->tx_status = (char)body[0];
+        sv->iso_gen = server_iso_gen(sv);
         sv->pool->nconnecting--;
         server_set_state(sv, SV_IDLE);
         pgs_debug("server_login", "server pid %u ready", sv->be_pid);

@@ -381,11 +381,13 @@ static bool setting_serializable(const px_setting *st)
 static void session_sign(px_session *s)
 {
     uint64_t h = 0, iso = name_key("default_transaction_isolation");
-    s->serializable = false;
+    s->iso_set = s->serializable = false;
     for (size_t i = 0; i < s->n; i++) {
         h = px_hash64(s->items[i]->text, s->items[i]->len, h);
-        if (s->items[i]->key == iso) /* one at most: a newer one replaces it */
+        if (s->items[i]->key == iso) { /* one at most: a newer one replaces it */
+            s->iso_set = true;
             s->serializable = setting_serializable(s->items[i]);
+        }
     }
     s->sig = s->n ? h : 0;
 }

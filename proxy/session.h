@@ -48,7 +48,8 @@ typedef struct px_session {
     size_t n, cap;
     size_t bytes;
     uint64_t sig;         /* hash of the committed settings; 0 when there are none */
-    bool serializable;    /* they make serializable the default isolation level */
+    bool iso_set;         /* they set the default isolation level (over the role's) */
+    bool serializable;    /* to serializable */
     px_setting **pending; /* owned, staged by the running transaction */
     size_t npending, pcap;
     bool pending_reset_all;

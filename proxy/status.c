@@ -4,8 +4,10 @@
 #include "proxy/status.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "common/buf.h"
+#include "proxy/prepared.h"
 
 #define LSN_HALF_DIGITS 8 /* each side of "X/Y" is a 32-bit number: at most 8 hex digits */
 #define NS_PER_MS 1000000u
@@ -102,4 +104,40 @@ int px_lsn_parse(const char *s, uint64_t *out)
         return -1;
     *out = ((uint64_t)hi << 32) | lo;
     return 0;
+}
+
+uint64_t px_status_name_key(const char *name)
+{
+    uint64_t h = px_hash64(name, strlen(name), 0);
+    return h ? h : 1;
+}
+
+/* Rank of an entry for (role, db) in PostgreSQL's order of precedence; -1 if it does not
+ * apply. */
+static int iso_rank(const px_iso_default *e, uint64_t role, uint64_t db)
+{
+    if (e->role != 0 && e->role != role)
+        return -1;
+    if (e->db != 0 && e->db != db)
+        return -1;
+    return (e->role != 0) * 2 + (e->db != 0);
+}
+
+bool px_status_serializable(const px_status *st, uint64_t role, uint64_t db)
+{
+    for (int s = 0; st->any_iso && s < st->nshards; s++) {
+        const px_shard_status *sh = &st->shards[s];
+        int best = -1;
+        bool ser = false;
+        for (int i = 0; i < sh->niso; i++) {
+            int r = iso_rank(&sh->iso[i], role, db);
+            if (r > best) {
+                best = r;
+                ser = sh->iso[i].serializable;
+            }
+        }
+        if (ser)
+            return true;
+    }
+    return false;
 }

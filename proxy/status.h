@@ -45,6 +45,15 @@ typedef struct px_lsn_sample {
     uint64_t insert; /* pg_current_wal_insert_lsn(): >= every commit before t_ns */
 } px_lsn_sample;
 
+/* A default of default_transaction_isolation set with ALTER ROLE / ALTER DATABASE ... SET
+ * (pg_db_role_setting), by px_status_name_key of the role and the database; 0 = every role
+ * (ALTER DATABASE) or every database (ALTER ROLE without IN DATABASE). */
+#define PX_ISO_DEFAULTS_MAX 32
+typedef struct px_iso_default {
+    uint64_t role, db;
+    bool serializable;
+} px_iso_default;
+
 typedef struct px_shard_status {
     int nnodes;
     int primary;     /* index of the node writes go to */
@@ -52,6 +61,8 @@ typedef struct px_shard_status {
     int nsamples;    /* valid entries of samples[], oldest first */
     px_lsn_sample samples[PX_LSN_SAMPLES];
     px_node_status nodes[PX_MAX_NODES];
+    int niso; /* entries of iso[], read from the primary's catalog */
+    px_iso_default iso[PX_ISO_DEFAULTS_MAX];
 } px_shard_status;
 
 /* One published snapshot. Never changed after publication. */
@@ -59,6 +70,8 @@ typedef struct px_status {
     uint64_t gen;     /* 1, 2, ... in publication order */
     uint64_t made_ns; /* uv_hrtime() when it was built */
     int nshards;
+    bool any_iso;             /* some shard has iso defaults */
+    uint64_t iso_gen;         /* how many times they changed: servers logged in before are stale */
     px_shard_status shards[]; /* nshards entries */
 } px_status;
 
@@ -71,6 +84,14 @@ uint32_t px_status_lag_ms(const px_lsn_sample *s, int n, uint64_t lsn, uint64_t 
  * after write_ns, which bounds the LSN of anything committed before write_ns; 0 when no
  * such sample exists yet. */
 uint64_t px_status_ryw_lsn(const px_shard_status *sh, uint64_t write_ns);
+
+/* The key of a role or database name in px_iso_default: never 0. */
+uint64_t px_status_name_key(const char *name);
+
+/* Whether a server login of role in db starts with serializable as its default isolation
+ * level on some shard, as PostgreSQL applies pg_db_role_setting: the role in the database,
+ * then the role, then the database, then every role in every database. */
+bool px_status_serializable(const px_status *st, uint64_t role, uint64_t db);
 
 /* "16/B374D848" -> 0x16B374D848. Returns 0, or -1 when s is not an LSN. */
 int px_lsn_parse(const char *s, uint64_t *out);

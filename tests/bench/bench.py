@@ -187,7 +187,7 @@ class Bench:
             f.write("[pgshard]\n[shard.0]\nprimary = 127.0.0.1:5432\n[user.app]\npassword = app\n")
             f.flush()
             out = subprocess.run([self.bin, "-c", f.name, "--check"], capture_output=True, text=True)
-        m = re.search(r"\((\d+) workers", out.stdout)
+        m = re.search(r"\((\d+) workers?,", out.stdout)
         if out.returncode != 0 or not m:
             raise Failure("pgshard --check: %s%s" % (out.stdout, out.stderr))
         return int(m.group(1))

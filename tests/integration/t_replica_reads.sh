@@ -188,6 +188,55 @@ all_primary "default_transaction_isolation=serializable given at startup: reads"
 out=$(pgs_psql -q -c "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ" -c "SELECT inet_server_port()" -c "COMMIT")
 all_replica "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ" "$out"
 
+pgs_log "a serializable default from ALTER DATABASE / ALTER ROLE ... SET reads on the primary"
+# Set in a database of its own: the shared cluster's other tests use database app. The
+# monitor reads pg_db_role_setting from the primary (every 10 polls) and logs what it found.
+ISODB=t_rr_iso
+pgs_psql_direct -q -c "DROP DATABASE IF EXISTS $ISODB WITH (FORCE)" -c "CREATE DATABASE $ISODB"
+pgs_on_exit "pgs_psql_direct -q -c 'DROP DATABASE IF EXISTS $ISODB WITH (FORCE)' >/dev/null 2>&1"
+iso_psql() {
+  PGPASSWORD=$PGS_PASSWORD "$PGS_PGBIN/psql" -h "$PGS_HOST" -p "$RR" -U "$PGS_USER" -d "$ISODB" -X \
+    -v ON_ERROR_STOP=1 -At "$@"
+}
+# iso_logged WHAT SERIALIZABLE [TIMES]: the monitor has logged that state TIMES times (1).
+iso_logged() {
+  local n
+  n=$(grep -c "shard 0: $1 of default_transaction_isolation set by ALTER ROLE/DATABASE, $2 serializable" \
+    "$PGS_WORK/rr/pgshard.log")
+  ((n >= ${3:-1}))
+}
+pgs_psql_direct -q -c "ALTER DATABASE $ISODB SET default_transaction_isolation = 'serializable'"
+pgs_wait_for 10 "the monitor saw ALTER DATABASE ... SET default_transaction_isolation" iso_logged "1 default" 1
+out=$(iso_psql -q -c "SELECT inet_server_port()" -c "SELECT inet_server_port()" -c "SHOW transaction_isolation" \
+  -c "BEGIN READ ONLY" -c "SELECT inet_server_port()" -c "COMMIT") || pgs_fail "ALTER DATABASE ... serializable: reads failed: $out"
+mapfile -t L <<<"$out"
+pgs_assert_eq serializable "${L[2]:-}" "ALTER DATABASE ... serializable: the session is serializable"
+all_primary "ALTER DATABASE ... serializable: autocommit reads and BEGIN READ ONLY" "$(printf '%s\n' "${L[0]}" "${L[1]}" "${L[3]:-}")"
+all_replica "the same role in database app meanwhile" "$(pgs_psql -c "SELECT inet_server_port()")"
+out=$(iso_psql -q -c "SET default_transaction_isolation = 'repeatable read'" -c "SELECT inet_server_port()" \
+  -c "RESET default_transaction_isolation" -c "SELECT inet_server_port()") || pgs_fail "SET over ALTER DATABASE: failed: $out"
+mapfile -t L <<<"$out"
+all_replica "SET default_transaction_isolation = 'repeatable read' over the database's serializable" "${L[0]}"
+all_primary "RESET default_transaction_isolation: the database's serializable again" "${L[1]:-}"
+# The role's setting in the database overrides the database's, as PostgreSQL applies them.
+pgs_psql_direct -q -c "ALTER ROLE $PGS_USER IN DATABASE $ISODB SET default_transaction_isolation = 'repeatable read'"
+pgs_wait_for 10 "the monitor saw ALTER ROLE ... IN DATABASE ... SET" iso_logged "2 defaults" 1
+out=$(iso_psql -q -c "SELECT inet_server_port()" -c "SHOW transaction_isolation") || pgs_fail "ALTER ROLE IN DATABASE: failed: $out"
+mapfile -t L <<<"$out"
+pgs_assert_eq "repeatable read" "${L[1]:-}" "ALTER ROLE ... IN DATABASE ... repeatable read over the database's serializable"
+all_replica "ALTER ROLE ... IN DATABASE ... repeatable read: reads" "${L[0]}"
+pgs_psql_direct -q -c "ALTER ROLE $PGS_USER IN DATABASE $ISODB SET default_transaction_isolation = 'serializable'" \
+  -c "ALTER DATABASE $ISODB RESET default_transaction_isolation"
+pgs_wait_for 10 "the monitor saw ALTER ROLE ... IN DATABASE ... serializable and ALTER DATABASE ... RESET" \
+  iso_logged "1 default" 1 2
+out=$(iso_psql -q -c "SELECT inet_server_port()" -c "SHOW transaction_isolation") || pgs_fail "ALTER ROLE IN DATABASE serializable: failed: $out"
+mapfile -t L <<<"$out"
+pgs_assert_eq serializable "${L[1]:-}" "ALTER ROLE ... IN DATABASE ... serializable"
+all_primary "ALTER ROLE ... IN DATABASE ... serializable: reads" "${L[0]}"
+pgs_psql_direct -q -c "ALTER ROLE $PGS_USER IN DATABASE $ISODB RESET default_transaction_isolation"
+pgs_wait_for 10 "the monitor saw ALTER ROLE ... RESET" iso_logged "0 defaults" 0
+all_replica "after ALTER ROLE ... RESET: reads" "$(iso_psql -c "SELECT inet_server_port()")"
+
 pgs_log "transactions in a sharded config (BEGIN is kept by pgshard until a statement names a shard)"
 # Two shards on the same servers: pgshard keeps a BEGIN until its first statement, which must
 # then open the transaction on the primary, not on a replica that refuses its later writes.

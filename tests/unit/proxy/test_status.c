@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -394,6 +395,64 @@ static void test_monitor_hung_node(void **state)
     close(lfd);
 }
 
+/* ---- px_status_serializable: pg_db_role_setting's order of precedence ---- */
+
+static px_status *iso_status(int nshards)
+{
+    px_status *st = calloc(1, sizeof *st + (size_t)nshards * sizeof st->shards[0]);
+    assert_non_null(st);
+    st->nshards = nshards;
+    return st;
+}
+
+static void iso_add(px_status *st, int shard, const char *role, const char *db, bool ser)
+{
+    px_shard_status *sh = &st->shards[shard];
+    sh->iso[sh->niso++] =
+        (px_iso_default){role ? px_status_name_key(role) : 0, db ? px_status_name_key(db) : 0, ser};
+    st->any_iso = true;
+}
+
+static bool iso_ser(const px_status *st, const char *role, const char *db)
+{
+    return px_status_serializable(st, px_status_name_key(role), px_status_name_key(db));
+}
+
+static void test_iso_precedence(void **state)
+{
+    (void)state;
+    px_status *st = iso_status(1);
+    assert_false(iso_ser(st, "app", "app")); /* nothing set */
+    assert_int_not_equal(px_status_name_key(""), 0);
+
+    iso_add(st, 0, NULL, NULL, true); /* ALTER ROLE ALL SET ... serializable */
+    assert_true(iso_ser(st, "app", "app"));
+    iso_add(st, 0, NULL, "app", false); /* ALTER DATABASE app SET ... read committed: over ALL */
+    assert_false(iso_ser(st, "app", "app"));
+    assert_true(iso_ser(st, "app", "other"));
+    iso_add(st, 0, "app", NULL, true); /* ALTER ROLE app SET ... serializable: over the database */
+    assert_true(iso_ser(st, "app", "app"));
+    assert_false(iso_ser(st, "bob", "app"));
+    iso_add(st, 0, "app", "app", false); /* ALTER ROLE app IN DATABASE app: over everything */
+    assert_false(iso_ser(st, "app", "app"));
+    assert_true(iso_ser(st, "app", "other"));
+    assert_true(iso_ser(st, "bob", "other"));
+    free(st);
+}
+
+static void test_iso_shards(void **state)
+{
+    (void)state;
+    px_status *st = iso_status(2);
+    iso_add(st, 1, "app", NULL, true); /* set on shard 1's cluster only: serializable anyway */
+    iso_add(st, 0, "app", NULL, false);
+    assert_true(iso_ser(st, "app", "app"));
+    assert_false(iso_ser(st, "App", "app")); /* role names are exact */
+    st->any_iso = false;                     /* the snapshot says none: not looked at */
+    assert_false(iso_ser(st, "app", "app"));
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_lsn_parse_ok),         cmocka_unit_test(test_lsn_parse_malformed),
         cmocka_unit_test(test_monitor_without_user), cmocka_unit_test(test_monitor_replicas_need_user),
         cmocka_unit_test(test_monitor_refused),      cmocka_unit_test(test_monitor_hung_node),
+        cmocka_unit_test(test_iso_precedence),       cmocka_unit_test(test_iso_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
