@@ -559,12 +559,20 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
     if (h && h->kind == RP_BEGIN) {
         if (avail < f->total)
             return PX_RELAY_WHOLE;
-        /* A BEGIN that parsed does not fail on an idle server; if it did, the server would
-         * skip the client's statements up to a Sync that may never come: it is closed. */
+        /* A BEGIN fails on an idle server only when asked for what the node cannot do (ISOLATION
+         * LEVEL SERIALIZABLE or READ WRITE on a hot standby, sent there by target=replica).
+         * The server then skips the client's statements up to a Sync that may never come: it
+         * is closed, and the client told why. */
         if (f->type == PGS_BE_ERROR) {
-            pgs_warn("begin_failed", "server pid %u: the BEGIN pgshard kept failed there; closing it",
-                     sv->be_pid);
-            return PX_RELAY_DESYNC;
+            pgs_error_fields ef;
+            char why[320];
+            if (pgs_error_parse(p + PGS_HDR_LEN, f->len - 4, &ef) < 0)
+                ef.message = ef.sqlstate = "?";
+            snprintf(why, sizeof why, "the BEGIN of this transaction failed there: %s (SQLSTATE %s)",
+                     ef.message, ef.sqlstate);
+            pgs_warn("begin_failed", "server pid %u: %s; closing it", sv->be_pid, why);
+            px_server_close(sv, why);
+            return PX_RELAY_CLOSED;
         }
         if (f->type == PGS_BE_COMMAND_COMPLETE)
             px_replies_pop(&sv->replies);

@@ -76,6 +76,7 @@ typedef enum px_relay {
     PX_RELAY_HIDE = 1,    /* it must not reach the client (hidden, or already sent in another form) */
     PX_RELAY_WHOLE = 2,   /* the whole message is needed first */
     PX_RELAY_DESYNC = -1, /* it answers nothing the server was sent: close the server */
+    PX_RELAY_CLOSED = -2, /* the server was closed (and the reason said) */
 } px_relay;
 
 /* A user from the config with the secrets derived from its password when the conf was

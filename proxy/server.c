@@ -470,6 +470,8 @@ static px_step server_active_step(px_server *sv)
         px_server_close(sv, "reply does not match what was sent (protocol desync)");
         return PX_STEP_CLOSED;
     }
+    if (hide == PX_RELAY_CLOSED)
+        return PX_STEP_CLOSED;
     if (pending)
         server_track_session(sv, cl, &f, p);
     if (hide == PX_RELAY && !l->sent_any && server_first_reply(sv, cl, &f, p, avail) < 0)
