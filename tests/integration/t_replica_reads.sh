@@ -233,6 +233,11 @@ out=$(iso_psql -q -c "SELECT inet_server_port()" -c "SHOW transaction_isolation"
 mapfile -t L <<<"$out"
 pgs_assert_eq serializable "${L[1]:-}" "ALTER ROLE ... IN DATABASE ... serializable"
 all_primary "ALTER ROLE ... IN DATABASE ... serializable: reads" "${L[0]}"
+# The primary's servers of the first step logged in under the database's default: taken from
+# the pool now, they are closed instead of reused.
+grep -q "db=$ISODB: the role or database defaults of default_transaction_isolation changed" "$PGS_WORK/rr/pgshard.log" ||
+  pgs_fail "no pooled server was closed for logging in before the defaults changed"
+echo "ok: servers that logged in before the defaults changed were closed, not reused"
 pgs_psql_direct -q -c "ALTER ROLE $PGS_USER IN DATABASE $ISODB RESET default_transaction_isolation"
 pgs_wait_for 10 "the monitor saw ALTER ROLE ... RESET" iso_logged "0 defaults" 0
 all_replica "after ALTER ROLE ... RESET: reads" "$(iso_psql -c "SELECT inet_server_port()")"
