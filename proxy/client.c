@@ -744,7 +744,7 @@ bool px_client_replay_session(px_client *cl, px_server *sv)
 /* Notes a RESET, RESET ALL or DISCARD ALL of a startup parameter in a Query or an unnamed
  * Parse, in either pool mode: once the Query or the segment's Sync is forwarded, the startup
  * values are set again behind it (client_restore_startup). */
-static void client_note_reset(px_client *cl, const pgs_frame *f)
+static void client_note_reset(px_client *cl, const pgs_frame *f, px_sess_stmt *ss, bool classified)
 {
     pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
     const char *name = "";
@@ -753,13 +753,13 @@ static void client_note_reset(px_client *cl, const pgs_frame *f)
     if (name[0]) /* a named statement runs at its Binds */
         return;
     const char *sql = (const char *)rd.p;
-    px_sess_stmt ss;
-    px_sess_classify(sql, pgs_strnlen(sql, rd.left), &ss);
-    if (!px_session_restore_sql(cl->sess, &ss, NULL))
+    if (!classified)
+        px_sess_classify(sql, pgs_strnlen(sql, rd.left), ss);
+    if (!px_session_restore_sql(cl->sess, ss, NULL))
         return;
-    bool all = ss.kind != SESS_RESET || (cl->restore && cl->restore_key != ss.key);
+    bool all = ss->kind != SESS_RESET || (cl->restore && cl->restore_key != ss->key);
     cl->restore = all ? SESS_RESET_ALL : SESS_RESET;
-    cl->restore_key = ss.key;
+    cl->restore_key = ss->key;
 }
 
 /* Sends the hidden query that sets the noted startup values again, after the forwarded
@@ -853,7 +853,7 @@ static void client_pins(px_client *cl, px_server *sv, const char *sql, size_t le
  * tracked, DEALLOCATE ALL/DISCARD ALL forget statements, and DEALLOCATE of a client's
  * statement (psycopg sends it this way) is rewritten to the server's name. Returns as
  * px_ext_client_message. */
-static px_msg client_parse_session(px_client *cl, const pgs_frame *f)
+static px_msg client_parse_session(px_client *cl, const pgs_frame *f, px_sess_stmt *ss, bool *classified)
 {
     pgs_reader rd = pgs_reader_make(cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN, f->len - 4);
     const char *name;
@@ -868,14 +868,14 @@ static px_msg client_parse_session(px_client *cl, const pgs_frame *f)
         return r;
     if (!name[0])
         client_pins(cl, px_client_server(cl), sql, len); /* a named statement pins at its Binds */
-    px_sess_stmt ss;
-    px_sess_classify(sql, len, &ss);
-    if (ss.kind == SESS_NONE)
+    px_sess_classify(sql, len, ss);
+    *classified = true;
+    if (ss->kind == SESS_NONE)
         return PX_MSG_PASS;
-    if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL)
+    if (ss->kind == SESS_DEALLOCATE_ALL || ss->kind == SESS_DISCARD_ALL)
         client_forget_statements(cl, px_client_server(cl));
-    if (ss.kind == SESS_DEALLOCATE)
-        return name[0] ? PX_MSG_PASS : px_ext_deallocate(cl, f, ss.name);
+    if (ss->kind == SESS_DEALLOCATE)
+        return name[0] ? PX_MSG_PASS : px_ext_deallocate(cl, f, ss->name);
     /* A named statement changes the session each time it runs: staged at its Binds. */
     if (name[0])
         return PX_MSG_PASS;
@@ -890,27 +890,26 @@ int px_client_stage_session(px_client *cl, const char *sql, size_t len)
 /* A simple query in transaction pooling: session statements are tracked; DEALLOCATE of
  * a client's statement runs on the server's name for it; DEALLOCATE ALL and DISCARD ALL
  * forget the client's statements (and the server's, which they drop). */
-static px_msg client_query(px_client *cl, const pgs_frame *f)
+static px_msg client_query(px_client *cl, const pgs_frame *f, px_sess_stmt *ss)
 {
     const char *sql = (const char *)cl->conn.in.data + cl->conn.in_pos + PGS_HDR_LEN;
     size_t len = pgs_strnlen(sql, f->len - 4);
     px_server *sv = px_client_server(cl);
     client_pins(cl, sv, sql, len);
-    px_sess_stmt ss;
-    px_sess_classify(sql, len, &ss);
-    if (ss.kind == SESS_NONE)
+    px_sess_classify(sql, len, ss);
+    if (ss->kind == SESS_NONE)
         return PX_MSG_PASS;
-    if (ss.kind == SESS_DEALLOCATE_ALL || ss.kind == SESS_DISCARD_ALL) {
+    if (ss->kind == SESS_DEALLOCATE_ALL || ss->kind == SESS_DISCARD_ALL) {
         client_forget_statements(cl, sv);
         return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
     }
-    if (ss.kind == SESS_PREPARE)
-        return px_ext_sql_prepare(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
-    if (ss.kind == SESS_EXECUTE)
-        return px_ext_sql_execute(cl, f, sql, len, ss.name, ss.name_at, ss.name_end);
-    if (ss.kind != SESS_DEALLOCATE)
+    if (ss->kind == SESS_PREPARE)
+        return px_ext_sql_prepare(cl, f, sql, len, ss->name, ss->name_at, ss->name_end);
+    if (ss->kind == SESS_EXECUTE)
+        return px_ext_sql_execute(cl, f, sql, len, ss->name, ss->name_at, ss->name_end);
+    if (ss->kind != SESS_DEALLOCATE)
         return client_stage_session(cl, sql, len) < 0 ? PX_MSG_CLOSED : PX_MSG_PASS;
-    return px_ext_deallocate(cl, f, ss.name);
+    return px_ext_deallocate(cl, f, ss->name);
 }
 
 /* max_qps: each worker refills its share of the user's rate into a token bucket per pool;
@@ -1208,11 +1207,15 @@ static px_step client_forward_step(px_client *cl)
         cl->x.segment_checked = false;
     if (f.type == PGS_FE_QUERY)
         cl->x.unnamed_known = false; /* PostgreSQL drops the unnamed statement at a Query */
+    px_sess_stmt ss; /* what client_query or client_parse_session classified, for client_note_reset */
+    bool classified = false;
     if (rewrite) {
-        if (f.type == PGS_FE_QUERY)
-            m = client_query(cl, &f);
-        else if (f.type != PGS_FE_PARSE || (m = client_parse_session(cl, &f)) == PX_MSG_PASS)
+        if (f.type == PGS_FE_QUERY) {
+            m = client_query(cl, &f, &ss);
+            classified = true;
+        } else if (f.type != PGS_FE_PARSE || (m = client_parse_session(cl, &f, &ss, &classified)) == PX_MSG_PASS) {
             m = px_ext_client_message(cl, &f);
+        }
         if (m == PX_MSG_WAIT) {
             cl->x.paused = true; /* resumed by the server when it has answered */
             return PX_STEP_WAIT;
@@ -1224,7 +1227,7 @@ static px_step client_forward_step(px_client *cl)
         }
     }
     if ((f.type == PGS_FE_QUERY || f.type == PGS_FE_PARSE) && cl->sess && cl->sess->nd)
-        client_note_reset(cl, &f);
+        client_note_reset(cl, &f, &ss, classified);
     /* Extended-protocol messages open a segment that only Sync closes; Query and
      * FunctionCall stand alone, and COPY data belongs to the command that started it. */
     if (f.type == PGS_FE_QUERY || f.type == PGS_FE_SYNC || f.type == PGS_FE_FUNCTION_CALL)

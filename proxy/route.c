@@ -1222,7 +1222,12 @@ static const char defer_aborted[] =
  * with a comment. Most statements are none of these, and then need no analysis here. */
 static bool may_begin(const char *sql, size_t len, bool ends)
 {
-    static const char *const words[] = {"begin", "start", "commit", "end", "rollback", "abort"};
+    static const struct {
+        const char *w;
+        size_t n;
+        bool ends;
+    } words[] = {{"begin", 5, false}, {"start", 5, false}, {"commit", 6, true},
+                 {"end", 3, true},    {"rollback", 8, true}, {"abort", 5, true}};
     size_t i = 0;
     while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
         i++;
@@ -1230,11 +1235,10 @@ static bool may_begin(const char *sql, size_t len, bool ends)
         return false;
     if (sql[i] == '/' || sql[i] == '-')
         return true;
-    for (size_t k = 0; k < (ends ? 6u : 2u); k++) {
-        size_t n = strlen(words[k]);
-        if (len - i >= n && strncasecmp(sql + i, words[k], n) == 0)
-            return true;
-    }
+    char c = (char)(sql[i] | 0x20); /* the words' first letters differ: one is compared at most */
+    for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)
+        if (words[k].w[0] == c)
+            return (ends || !words[k].ends) && len - i >= words[k].n && strncasecmp(sql + i, words[k].w, words[k].n) == 0;
     return false;
 }
 
