@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan test test-unit fuzz alloc-sweep demo demo-stop bench bench-callgrind clean format
+.PHONY: all deps build build-asan test test-unit fuzz alloc-sweep demo demo-stop bench bench-callgrind bench-floor clean format
 
 all: build
 
@@ -62,6 +62,11 @@ bench: build
 # Instructions per transaction under callgrind (route path), into the same kind of folder.
 bench-callgrind: build
 	@BENCH_CALLGRIND=1 scripts/bench.sh $(BUILD)
+
+# The least a proxy of each I/O style (epoll, io_uring) spends per transaction, next to
+# PgBouncer and pgshard.
+bench-floor: build
+	@BENCH_FLOOR=1 scripts/bench.sh $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

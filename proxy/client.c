@@ -1213,7 +1213,8 @@ static px_step client_forward_step(px_client *cl)
         if (f.type == PGS_FE_QUERY) {
             m = client_query(cl, &f, &ss);
             classified = true;
-        } else if (f.type != PGS_FE_PARSE || (m = client_parse_session(cl, &f, &ss, &classified)) == PX_MSG_PASS) {
+        } else if (f.type != PGS_FE_PARSE ||
+                   (m = client_parse_session(cl, &f, &ss, &classified)) == PX_MSG_PASS) {
             m = px_ext_client_message(cl, &f);
         }
         if (m == PX_MSG_WAIT) {

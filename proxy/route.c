@@ -1226,7 +1226,7 @@ static bool may_begin(const char *sql, size_t len, bool ends)
         const char *w;
         size_t n;
         bool ends;
-    } words[] = {{"begin", 5, false}, {"start", 5, false}, {"commit", 6, true},
+    } words[] = {{"begin", 5, false}, {"start", 5, false},   {"commit", 6, true},
                  {"end", 3, true},    {"rollback", 8, true}, {"abort", 5, true}};
     size_t i = 0;
     while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
@@ -1238,7 +1238,8 @@ static bool may_begin(const char *sql, size_t len, bool ends)
     char c = (char)(sql[i] | 0x20); /* the words' first letters differ: one is compared at most */
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)
         if (words[k].w[0] == c)
-            return (ends || !words[k].ends) && len - i >= words[k].n && strncasecmp(sql + i, words[k].w, words[k].n) == 0;
+            return (ends || !words[k].ends) && len - i >= words[k].n &&
+                   strncasecmp(sql + i, words[k].w, words[k].n) == 0;
     return false;
 }
 

@@ -40,6 +40,9 @@
 #   BENCH_OUT          results folder (bench-results/<timestamp> at the top of the repo)
 #   BENCH_CALLGRIND=1  instead of timings: instructions per transaction under callgrind
 #                      (scripts/bench-callgrind.sh, simple and extended), into the same folder
+#   BENCH_FLOOR=1      instead: CPU per transaction of PgBouncer, pgshard and two forwarders
+#                      that only move bytes (epoll and io_uring; tests/bench/floor.py), at
+#                      BENCH_CLIENTS ("1 16 64"), the least a proxy of each I/O style costs
 # Runs as root (the servers and PgBouncer as the postgres user) without a terminal; uses only
 # 127.0.0.1 and free ports; stops everything it started on exit, error or signal.
 set -euo pipefail
@@ -78,6 +81,16 @@ if [ "${BENCH_CALLGRIND:-0}" = 1 ]; then
   $PY "$SRC/tests/bench/report.py" --callgrind "$OUT"
   echo "results: $OUT"
   exit 0
+fi
+
+if [ "${BENCH_FLOOR:-0}" = 1 ]; then
+  apt_need pgbouncer || { echo "bench: pgbouncer cannot be installed" >&2; exit 1; }
+  apt_need liburing-dev || { echo "bench: liburing-dev cannot be installed" >&2; exit 1; }
+  FWD_DIR=$(mktemp -d)
+  trap 'rm -rf "$FWD_DIR"' EXIT
+  cc -O2 -o "$FWD_DIR/floor_fwd" "$SRC/tests/bench/floor_fwd.c" -luring
+  $PY "$SRC/tests/bench/floor.py" "$SRC" "$BUILD" "$OUT" "$FWD_DIR/floor_fwd"
+  exit $?
 fi
 
 apt_need pgbouncer || { echo "bench: pgbouncer cannot be installed" >&2; exit 1; }
