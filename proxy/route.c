@@ -630,7 +630,10 @@ static bool client_serializable(const px_client *cl)
 {
     if (cl->sess && cl->sess->iso_set)
         return cl->sess->serializable;
-    const px_status *st = px_route_status(cl->conn.w);
+    /* The snapshot the worker routes with (fetched before the first route): a new fetch
+     * could free one a caller still reads. */
+    px_worker *w = cl->conn.w;
+    const px_status *st = w->status ? w->status : px_route_status(w);
     return st->any_iso &&
            px_status_serializable(st, px_status_name_key(cl->user_name), px_status_name_key(cl->db_name));
 }

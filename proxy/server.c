@@ -82,15 +82,21 @@ void px_server_activate(px_server *sv)
     server_set_state(sv, SV_ACTIVE);
 }
 
-static uint64_t server_iso_gen(const px_server *sv)
+/* The generation of the isolation defaults a server logs in under: the newest snapshot's.
+ * Its login ends in a read callback, where no caller holds a snapshot that a fetch could
+ * replace. */
+static uint64_t server_login_iso_gen(const px_server *sv)
 {
     px_worker *w = sv->conn.w;
     return w->px->mon ? px_route_status(w)->iso_gen : 0;
 }
 
+/* Against the snapshot the worker routes with, not a new fetch: a caller may hold a shard's
+ * status from it, which the worker's one hazard slot protects only until the next fetch. */
 bool px_server_stale(const px_server *sv)
 {
-    return sv->iso_gen != server_iso_gen(sv);
+    const px_status *st = sv->conn.w->status;
+    return sv->iso_gen != (st ? st->iso_gen : 0);
 }
 
 bool px_server_clean(const px_server *sv)
@@ -277,7 +283,7 @@ static px_step server_login_step(px_server *sv)
             return PX_STEP_CLOSED;
         }
         sv->tx_status = (char)body[0];
-        sv->iso_gen = server_iso_gen(sv);
+        sv->iso_gen = server_login_iso_gen(sv);
         sv->pool->nconnecting--;
         server_set_state(sv, SV_IDLE);
         pgs_debug("server_login", "server pid %u ready", sv->be_pid);
