@@ -559,10 +559,11 @@ px_relay px_ext_server_message(px_server *sv, const pgs_frame *f, const uint8_t 
     if (h && h->kind == RP_BEGIN) {
         if (avail < f->total)
             return PX_RELAY_WHOLE;
-        /* A BEGIN fails on an idle server only when asked for what the node cannot do (ISOLATION
-         * LEVEL SERIALIZABLE or READ WRITE on a hot standby, sent there by target=replica).
-         * The server then skips the client's statements up to a Sync that may never come: it
-         * is closed, and the client told why. */
+        /* A BEGIN fails on an idle server only when asked for what the node cannot do
+         * (ISOLATION LEVEL SERIALIZABLE or READ WRITE on a hot standby; routing keeps such
+         * transactions on the primary, so this is not expected). The server would then skip
+         * the client's statements up to a Sync that may never come: it is closed, and the
+         * client told why. */
         if (f->type == PGS_BE_ERROR) {
             pgs_error_fields ef;
             char why[320];

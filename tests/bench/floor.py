@@ -22,38 +22,17 @@ import report  # noqa: E402
 ORDER = ("pgbouncer", "pgshard", "fwd-epoll", "fwd-uring")
 
 
-def ratios(runs, clients, target):
-    """target / PgBouncer CPU per transaction of each round at this client count."""
-    out = []
-    by = {}
-    for r in runs:
-        if int(r["clients"]) == clients:
-            by.setdefault(r["repeat"], {})[r["target"]] = float(r["cpu_s_per_1000tx"])
-    for pair in by.values():
-        if pair.get("pgbouncer") and target in pair:
-            out.append(pair[target] / pair["pgbouncer"])
-    return sorted(out)
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if n else None
-
-
 def table(runs, clients):
     lines = ["| clients | CPU s/1000 tx: PgBouncer / pgshard / epoll forwarder / io_uring forwarder | "
              "pgshard / PgBouncer | epoll forwarder / PgBouncer | io_uring forwarder / PgBouncer |",
              "| ---: | ---: | ---: | ---: | ---: |"]
     for c in clients:
-        cpu = [median([float(r["cpu_s_per_1000tx"]) for r in runs
-                       if int(r["clients"]) == c and r["target"] == t]) for t in ORDER]
-        cells = []
-        for t in ORDER[1:]:
-            rs = ratios(runs, c, t)
-            cells.append("%.2f (%.2f–%.2f)" % (median(rs), rs[0], rs[-1]) if rs else "–")
-        lines.append("| %d | %s | %s |" % (c, " / ".join("%.4f" % x if x is not None else "–" for x in cpu),
-                                           " | ".join(cells)))
+        mine = [r for r in runs if int(r["clients"]) == c]
+        cpu = [report.median_of(report.num(r["cpu_s_per_1000tx"]) for r in mine if r["target"] == t)
+               for t in ORDER]
+        cells = [report.fmt_ratio(report.spread(report.paired_ratios(mine, "cpu_s_per_1000tx", t)))
+                 for t in ORDER[1:]]
+        lines.append("| %d | %s | %s |" % (c, " / ".join(report.fmt(x, 4) for x in cpu), " | ".join(cells)))
     lines.append("")
     lines.append("pgbench -S, simple protocol; median of the rounds, ratios with the lowest and highest "
                  "round. The forwarders hold one server connection per client and parse nothing: "

@@ -65,8 +65,8 @@ def spread(ratios):
     return (statistics.median(ratios), min(ratios), max(ratios))
 
 
-def paired_ratios(runs, metric):
-    """pgshard/PgBouncer of one metric, one ratio per repeat in which both ran: a repeat pairs
+def paired_ratios(runs, metric, target="pgshard"):
+    """target/PgBouncer of one metric, one ratio per repeat in which both ran: a repeat pairs
     runs made minutes apart, so the spread over repeats says how much the machine moved."""
     by_repeat = {}
     for r in runs:
@@ -75,7 +75,7 @@ def paired_ratios(runs, metric):
             by_repeat.setdefault(r["repeat"], {})[r["target"]] = v
     out = []
     for pair in by_repeat.values():
-        b, s = pair.get("pgbouncer"), pair.get("pgshard")
+        b, s = pair.get("pgbouncer"), pair.get(target)
         if b and s is not None:
             out.append(s / b)
     return out
